@@ -1,0 +1,89 @@
+/**
+ * Local GET-hit and SET throughput and latency through the client library, against a floor: a
+ * bare Node Unix-socket server in its own process that answers every frame with a canned reply,
+ * driven by the same client.
+ */
+import os from 'node:os'
+import fs from 'node:fs'
+import path from 'node:path'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { StatecastClient } from '../client/index.js'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+export const DAEMON = path.resolve(here, '..', 'daemon', 'main.js')
+
+export interface Figures {
+  ops: number
+  opsPerSec: number
+  p50Us: number
+  p99Us: number
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!
+}
+
+/** Runs `op` from `concurrency` loops for `ms`; latency of every call in µs. */
+export async function drive(op: () => Promise<unknown>, concurrency: number, ms: number): Promise<Figures> {
+  const lat: number[] = []
+  const end = performance.now() + ms
+  let ops = 0
+  const loop = async () => {
+    while (performance.now() < end) {
+      const t0 = performance.now()
+      await op()
+      lat.push((performance.now() - t0) * 1000)
+      ops++
+    }
+  }
+  const t0 = performance.now()
+  await Promise.all(Array.from({ length: concurrency }, loop))
+  const secs = (performance.now() - t0) / 1000
+  lat.sort((a, b) => a - b)
+  return { ops, opsPerSec: Math.round(ops / secs), p50Us: Math.round(percentile(lat, 50)), p99Us: Math.round(percentile(lat, 99)) }
+}
+
+/** Starts the floor (bench/echo-server) as its own process, like the daemon. */
+export async function startEchoProcess(socketPath: string, valueBytes: number): Promise<ChildProcess> {
+  const proc = spawn(process.execPath, [path.join(here, 'echo-server.js'), socketPath, String(valueBytes)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  await new Promise((r) => proc.stdout!.once('data', r))
+  return proc
+}
+
+export async function startDaemonProcess(dir: string, name: string, extra: string[] = []): Promise<{ proc: ChildProcess; socket: string }> {
+  const socket = path.join(dir, `${name}.sock`)
+  const proc = spawn(process.execPath, [DAEMON, '--socket', socket, '--admin-socket', path.join(dir, `${name}-admin.sock`), '--log-level', 'warn', ...extra], { stdio: ['ignore', 'ignore', 'inherit'] })
+  for (let i = 0; i < 200 && !fs.existsSync(socket); i++) await new Promise((r) => setTimeout(r, 25))
+  return { proc, socket }
+}
+
+export async function benchLocal(ms: number, concurrencies: number[]): Promise<Record<string, unknown>[]> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sc-bench-'))
+  const value = Buffer.alloc(200, 7)
+  const echoPath = path.join(dir, 'echo.sock')
+  const echo = await startEchoProcess(echoPath, value.length)
+  const d = await startDaemonProcess(dir, 'daemon')
+  const rows: Record<string, unknown>[] = []
+  try {
+    const ce = await StatecastClient.connect({ socketPath: echoPath })
+    const cd = await StatecastClient.connect({ socketPath: d.socket })
+    await cd.set('session', value)
+    for (const c of concurrencies) {
+      await drive(() => ce.get('session'), c, 200) // warm-up
+      await drive(() => cd.get('session'), c, 200)
+      const floor = await drive(() => ce.get('session'), c, ms)
+      const got = await drive(() => cd.get('session'), c, ms)
+      rows.push({ case: 'local GET hit', concurrency: c, floorOpsPerSec: floor.opsPerSec, opsPerSec: got.opsPerSec, ratio: +(got.opsPerSec / floor.opsPerSec).toFixed(2), p50Us: got.p50Us, p99Us: got.p99Us, floorP50Us: floor.p50Us })
+      const setFig = await drive(() => cd.set('session', value), c, ms)
+      rows.push({ case: 'local SET', concurrency: c, floorOpsPerSec: floor.opsPerSec, opsPerSec: setFig.opsPerSec, ratio: +(setFig.opsPerSec / floor.opsPerSec).toFixed(2), p50Us: setFig.p50Us, p99Us: setFig.p99Us, floorP50Us: floor.p50Us })
+    }
+    ce.destroy()
+    cd.destroy()
+  } finally {
+    d.proc.kill('SIGTERM')
+    echo.kill('SIGTERM')
+  }
+  return rows
+}

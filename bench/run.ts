@@ -1,0 +1,18 @@
+/**
+ * npm run bench: every case next to its baseline measured in the same run. Prints a table and
+ * writes bench/results/latest.json. Never part of npm test. BENCH_MS sets each measurement's length.
+ */
+import fs from 'node:fs'
+import path from 'node:path'
+import os from 'node:os'
+import { fileURLToPath } from 'node:url'
+import { benchLocal } from './local.js'
+
+const ms = Number(process.env['BENCH_MS'] ?? 3000)
+const rows = await benchLocal(ms, [1, 8, 32])
+console.table(rows)
+const out = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results')
+fs.mkdirSync(out, { recursive: true })
+const file = path.join(out, 'latest.json')
+fs.writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, ms, rows }, null, 2))
+console.log(`wrote ${file}`)

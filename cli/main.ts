@@ -1,0 +1,317 @@
+#!/usr/bin/env node
+/**
+ * statecast: the admin command for a host's statecastd.
+ *
+ * Commands come from one table of {name, args, description, run}; usage and help are generated
+ * from it. Exit codes: 0 done, 1 not found, 2 usage error, 3 daemon unreachable, 4 the daemon
+ * refused the request (its message is printed).
+ */
+import os from 'node:os'
+import { parseArgs } from 'node:util'
+import { createInterface } from 'node:readline/promises'
+import { StatecastClient } from '../client/client.js'
+import { StatecastError } from '../client/errors.js'
+import { defaultAdminSocketPath } from '../protocol/paths.js'
+
+export const EXIT = { OK: 0, NOT_FOUND: 1, USAGE: 2, UNREACHABLE: 3, REFUSED: 4 } as const
+
+class UsageError extends Error {}
+
+interface Ctx {
+  args: string[]
+  flags: Record<string, string | boolean | undefined>
+  json: boolean
+  out: (s: string) => void
+  client: () => Promise<StatecastClient>
+}
+
+interface Command {
+  name: string
+  args: string
+  description: string
+  /** Runs the command; resolves the exit code. */
+  run(ctx: Ctx): Promise<number>
+}
+
+const uid = typeof process.getuid === 'function' ? process.getuid() : 1000
+
+function arg(ctx: Ctx, i: number, name: string): string {
+  const v = ctx.args[i]
+  if (v === undefined) throw new UsageError(`missing ${name}`)
+  return v
+}
+
+function noMoreArgs(ctx: Ctx, n: number): void {
+  if (ctx.args.length > n) throw new UsageError(`unexpected argument ${JSON.stringify(ctx.args[n])}`)
+}
+
+function seconds(v: string | boolean | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined
+  if (typeof v !== 'string' || !/^\d+(\.\d+)?$/.test(v)) throw new UsageError(`${name} takes a number of seconds, got ${JSON.stringify(v)}`)
+  return Math.round(Number(v) * 1000)
+}
+
+async function readStdin(): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  for await (const c of process.stdin) chunks.push(c as Buffer)
+  return Buffer.concat(chunks)
+}
+
+/** Keys and values are bytes: show them as UTF-8 when they are, else as base64. */
+function printable(b: Buffer): { text: string; encoding: 'utf8' | 'base64' } {
+  const s = b.toString('utf8')
+  return Buffer.from(s, 'utf8').equals(b) ? { text: s, encoding: 'utf8' } : { text: b.toString('base64'), encoding: 'base64' }
+}
+
+/** Flattens nested stats into aligned `section.name  value` lines. */
+export function formatStats(obj: unknown, prefix = ''): string[] {
+  const lines: [string, string][] = []
+  const walk = (v: unknown, p: string) => {
+    if (v && typeof v === 'object' && !Array.isArray(v)) {
+      for (const [k, x] of Object.entries(v)) walk(x, p ? `${p}.${k}` : k)
+    } else lines.push([p, Array.isArray(v) ? JSON.stringify(v) : String(v)])
+  }
+  walk(obj, prefix)
+  const w = Math.max(0, ...lines.map(([k]) => k.length))
+  return lines.map(([k, v]) => `${k.padEnd(w)}  ${v}`)
+}
+
+export const COMMANDS: Command[] = [
+  {
+    name: 'get',
+    args: 'KEY',
+    description: 'print the value of KEY (raw bytes; asks peers on a local miss)',
+    async run(ctx) {
+      const key = arg(ctx, 0, 'KEY')
+      noMoreArgs(ctx, 1)
+      const e = await (await ctx.client()).getEntry(key, { localOnly: ctx.flags['local'] === true })
+      if (!e) {
+        if (ctx.json) ctx.out(JSON.stringify({ key, found: false }) + '\n')
+        return EXIT.NOT_FOUND
+      }
+      if (ctx.json) {
+        const p = printable(e.value)
+        ctx.out(JSON.stringify({ key, found: true, value: p.text, encoding: p.encoding, ttlMs: e.ttlMs, remote: e.remote }) + '\n')
+      } else {
+        process.stdout.write(e.value)
+        if (process.stdout.isTTY) process.stdout.write('\n')
+      }
+      return EXIT.OK
+    },
+  },
+  {
+    name: 'set',
+    args: 'KEY VALUE|- [--ttl SECONDS]',
+    description: 'store VALUE under KEY (- reads the value from stdin); default TTL is the daemon\'s',
+    async run(ctx) {
+      const key = arg(ctx, 0, 'KEY')
+      const raw = arg(ctx, 1, 'VALUE')
+      noMoreArgs(ctx, 2)
+      const ttlMs = seconds(ctx.flags['ttl'], '--ttl')
+      const value = raw === '-' ? await readStdin() : Buffer.from(raw, 'utf8')
+      await (await ctx.client()).set(key, value, ttlMs === undefined ? {} : { ttlMs })
+      if (ctx.json) ctx.out(JSON.stringify({ key, stored: true, bytes: value.length }) + '\n')
+      return EXIT.OK
+    },
+  },
+  {
+    name: 'del',
+    args: 'KEY',
+    description: 'delete KEY on this host and every peer',
+    async run(ctx) {
+      const key = arg(ctx, 0, 'KEY')
+      noMoreArgs(ctx, 1)
+      const had = await (await ctx.client()).delete(key)
+      if (ctx.json) ctx.out(JSON.stringify({ key, deleted: had }) + '\n')
+      return had ? EXIT.OK : EXIT.NOT_FOUND
+    },
+  },
+  {
+    name: 'touch',
+    args: 'KEY SECONDS',
+    description: 'give KEY a new time to live from now',
+    async run(ctx) {
+      const key = arg(ctx, 0, 'KEY')
+      const ttlMs = seconds(arg(ctx, 1, 'SECONDS'), 'SECONDS')!
+      noMoreArgs(ctx, 2)
+      const ok = await (await ctx.client()).touch(key, ttlMs)
+      if (ctx.json) ctx.out(JSON.stringify({ key, touched: ok }) + '\n')
+      return ok ? EXIT.OK : EXIT.NOT_FOUND
+    },
+  },
+  {
+    name: 'stats',
+    args: '',
+    description: 'show the daemon\'s counters and gauges',
+    async run(ctx) {
+      noMoreArgs(ctx, 0)
+      const s = await (await ctx.client()).stats()
+      ctx.out(ctx.json ? JSON.stringify(s) + '\n' : formatStats(s).join('\n') + '\n')
+      return EXIT.OK
+    },
+  },
+  {
+    name: 'peers',
+    args: '',
+    description: 'list the cluster members this daemon sees',
+    async run(ctx) {
+      noMoreArgs(ctx, 0)
+      const peers = await (await ctx.client()).peers()
+      if (ctx.json) ctx.out(JSON.stringify(peers) + '\n')
+      else if (peers.length === 0) ctx.out('no peers\n')
+      else {
+        const cols = Object.keys(peers[0]!)
+        const rows = [cols, ...peers.map((p) => cols.map((c) => String(p[c] ?? '')))]
+        const w = cols.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
+        ctx.out(rows.map((r) => r.map((x, i) => x.padEnd(w[i]!)).join('  ').trimEnd()).join('\n') + '\n')
+      }
+      return EXIT.OK
+    },
+  },
+  {
+    name: 'keys',
+    args: '[--prefix P] [--limit N]',
+    description: 'list stored keys with their remaining TTL (admin socket)',
+    async run(ctx) {
+      noMoreArgs(ctx, 0)
+      const lim = ctx.flags['limit']
+      if (lim !== undefined && (typeof lim !== 'string' || !/^\d+$/.test(lim))) throw new UsageError('--limit takes a whole number')
+      const prefix = typeof ctx.flags['prefix'] === 'string' ? ctx.flags['prefix'] : ''
+      const rows = await (await ctx.client()).keys({ prefix, limit: lim === undefined ? 1000 : Number(lim) })
+      if (ctx.json) ctx.out(JSON.stringify(rows.map((r) => ({ key: printable(r.key).text, encoding: printable(r.key).encoding, ttlMs: r.ttlMs }))) + '\n')
+      else for (const r of rows) ctx.out(`${printable(r.key).text}\t${Math.ceil(r.ttlMs / 1000)}s\n`)
+      return EXIT.OK
+    },
+  },
+  {
+    name: 'flush',
+    args: '[--yes]',
+    description: 'delete every entry on this host (admin socket; asks first unless --yes)',
+    async run(ctx) {
+      noMoreArgs(ctx, 0)
+      if (ctx.flags['yes'] !== true) {
+        if (!process.stdin.isTTY) throw new UsageError('flush deletes every entry on this host: pass --yes to confirm')
+        const rl = createInterface({ input: process.stdin, output: process.stderr })
+        const answer = await rl.question('Delete every entry on this host? [y/N] ')
+        rl.close()
+        if (!/^y(es)?$/i.test(answer.trim())) {
+          process.stderr.write('not flushed\n')
+          return EXIT.USAGE
+        }
+      }
+      const n = await (await ctx.client()).flush()
+      ctx.out(ctx.json ? JSON.stringify({ flushed: n }) + '\n' : `flushed ${n} entries\n`)
+      return EXIT.OK
+    },
+  },
+  {
+    name: 'ping',
+    args: '',
+    description: 'check that the daemon answers, and how fast',
+    async run(ctx) {
+      noMoreArgs(ctx, 0)
+      const ms = await (await ctx.client()).ping()
+      ctx.out(ctx.json ? JSON.stringify({ ok: true, rttMs: ms }) + '\n' : `pong in ${ms.toFixed(3)} ms\n`)
+      return EXIT.OK
+    },
+  },
+]
+
+function usage(): string {
+  const w = Math.max(...COMMANDS.map((c) => `${c.name} ${c.args}`.length))
+  return [
+    'Usage: statecast [--socket PATH] [--json] [--timeout MS] COMMAND [ARGS]',
+    '',
+    'Commands:',
+    ...COMMANDS.map((c) => `  ${`${c.name} ${c.args}`.padEnd(w)}  ${c.description}`),
+    '',
+    'Options:',
+    `  --socket PATH   daemon socket (default: $STATECAST_ADMIN_SOCKET or ${defaultAdminSocketPath(process.env, uid, os.tmpdir())})`,
+    '  --json          machine-readable output',
+    '  --timeout MS    request deadline (default 2000)',
+    '  --local         get: this host only, do not ask peers',
+    '',
+    'Exit codes: 0 done, 1 not found, 2 usage error, 3 daemon unreachable, 4 daemon refused.',
+  ].join('\n')
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let parsed
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        socket: { type: 'string' },
+        json: { type: 'boolean' },
+        timeout: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        ttl: { type: 'string' },
+        prefix: { type: 'string' },
+        limit: { type: 'string' },
+        yes: { type: 'boolean', short: 'y' },
+        local: { type: 'boolean' },
+      },
+    })
+  } catch (err) {
+    process.stderr.write(`statecast: ${(err as Error).message}\n\n${usage()}\n`)
+    return EXIT.USAGE
+  }
+  const { values, positionals } = parsed
+  const [name, ...args] = positionals
+  if (values.help || name === 'help' || name === undefined) {
+    ;(name === undefined && !values.help ? process.stderr : process.stdout).write(usage() + '\n')
+    return name === undefined && !values.help ? EXIT.USAGE : EXIT.OK
+  }
+  const cmd = COMMANDS.find((c) => c.name === name)
+  if (!cmd) {
+    process.stderr.write(`statecast: unknown command ${JSON.stringify(name)}\n\n${usage()}\n`)
+    return EXIT.USAGE
+  }
+  const timeout = values.timeout
+  if (timeout !== undefined && !/^\d+$/.test(timeout)) {
+    process.stderr.write('statecast: --timeout takes a whole number of ms\n')
+    return EXIT.USAGE
+  }
+  let client: StatecastClient | undefined
+  const ctx: Ctx = {
+    args,
+    flags: values,
+    json: values.json === true,
+    out: (s) => process.stdout.write(s),
+    client: async () =>
+      (client ??= await StatecastClient.connect({
+        socketPath: values.socket ?? defaultAdminSocketPath(process.env, uid, os.tmpdir()),
+        timeoutMs: timeout === undefined ? 2000 : Number(timeout),
+        reconnect: false,
+      })),
+  }
+  try {
+    return await cmd.run(ctx)
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`statecast ${cmd.name}: ${err.message}\nUsage: statecast ${cmd.name} ${cmd.args}\n`)
+      return EXIT.USAGE
+    }
+    if (err instanceof StatecastError) {
+      process.stderr.write(`statecast ${cmd.name}: ${err.message}\n`)
+      if (err.code === 'UNREACHABLE' || err.code === 'CONNECTION_LOST' || err.code === 'TIMEOUT') return EXIT.UNREACHABLE
+      if (err.code === 'BAD_ARGUMENT') return EXIT.USAGE
+      return EXIT.REFUSED
+    }
+    throw err
+  } finally {
+    client?.destroy()
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code
+  },
+  (err: unknown) => {
+    process.stderr.write(`statecast: ${(err as Error).stack ?? String(err)}\n`)
+    process.exitCode = 1
+  },
+)

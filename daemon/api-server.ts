@@ -1,0 +1,299 @@
+/**
+ * The local API server: binary frames (protocol/local) on a Unix stream socket.
+ *
+ * Each connection decodes frames as they arrive and hands each request to the handler; replies go
+ * back as soon as they are ready, in any order (the client matches them by id). A frame that
+ * cannot be decoded gets an error reply and its connection is closed; every other connection and
+ * the store carry on. Writes made while handling one chunk are corked into one syscall.
+ */
+import net from 'node:net'
+import fs from 'node:fs'
+import {
+  FrameDecoder,
+  HEADER_BYTES,
+  Op,
+  Status,
+  decodeRequest,
+  encodeError,
+  type Request,
+} from '../protocol/local.js'
+import { ProtocolError } from '../protocol/errors.js'
+import type { Log } from './log.js'
+
+/** Turns a decoded request into an encoded reply frame, now or later. */
+export type Handler = (req: Request) => Buffer | Promise<Buffer>
+
+export interface ApiServerOptions {
+  /** Filesystem path of the socket. */
+  path: string
+  /** Permission bits of the socket file. Default 0o660 (owner and group may connect). */
+  mode: number
+  /** Connections open at once; one more gets a BUSY reply and is closed. Default 1024. */
+  maxConnections: number
+  /** Largest frame accepted, length prefix included, in bytes. */
+  maxFrameBytes: number
+  /** Requests of one connection being handled at once before it stops being read. Default 4096. */
+  maxPendingPerConnection: number
+  handler: Handler
+  log: Log
+  /** A name for log lines and counters ('api', 'admin'). */
+  name: string
+}
+
+export interface ApiServerCounters {
+  connectionsAccepted: number
+  connectionsRejected: number
+  requests: number
+  malformedFrames: number
+  handlerErrors: number
+}
+
+export class ApiServerError extends Error {
+  readonly code: 'ADDRESS_IN_USE' | 'NOT_A_SOCKET' | 'LISTEN_FAILED'
+  constructor(code: 'ADDRESS_IN_USE' | 'NOT_A_SOCKET' | 'LISTEN_FAILED', message: string) {
+    super(message)
+    this.name = 'ApiServerError'
+    this.code = code
+  }
+}
+
+/**
+ * Prepares `path` for a new listener: a live daemon there is an error; a stale socket file (nobody
+ * accepts on it) is removed; anything that is not a socket is left alone and is an error.
+ */
+export async function clearStaleSocket(path: string): Promise<void> {
+  let st: fs.Stats
+  try {
+    st = fs.lstatSync(path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
+    throw err
+  }
+  if (!st.isSocket()) throw new ApiServerError('NOT_A_SOCKET', `${path} exists and is not a socket; refusing to replace it`)
+  const alive = await new Promise<boolean>((resolve) => {
+    const s = net.connect(path)
+    s.once('connect', () => {
+      s.destroy()
+      resolve(true)
+    })
+    s.once('error', () => resolve(false))
+  })
+  if (alive) throw new ApiServerError('ADDRESS_IN_USE', `another process is serving on ${path}; is statecastd already running?`)
+  fs.unlinkSync(path)
+}
+
+class Connection {
+  readonly socket: net.Socket
+  readonly #server: ApiServer
+  readonly #decoder: FrameDecoder
+  pending = 0
+  #closing = false
+  #paused = false
+
+  constructor(server: ApiServer, socket: net.Socket, maxFrameBytes: number) {
+    this.#server = server
+    this.socket = socket
+    this.#decoder = new FrameDecoder(maxFrameBytes)
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk))
+    socket.on('drain', () => this.#maybeResume())
+    socket.on('error', () => {
+      /* a peer that vanished mid-write; 'close' follows */
+    })
+  }
+
+  #onData(chunk: Buffer): void {
+    this.socket.cork()
+    try {
+      this.#decoder.push(chunk, (frame) => this.#onFrame(frame))
+    } catch (err) {
+      // Only the frame splitter throws here (oversized length prefix): answer and hang up.
+      this.#fail(0, 0, err instanceof ProtocolError ? err : new ProtocolError('TRUNCATED', String(err)))
+    } finally {
+      this.socket.uncork()
+    }
+  }
+
+  #onFrame(frame: Buffer): void {
+    if (this.#closing) return
+    const counters = this.#server.counters
+    counters.requests++
+    let req: Request
+    try {
+      req = decodeRequest(frame)
+    } catch (err) {
+      const op = frame[4] ?? 0
+      const id = frame.length >= HEADER_BYTES ? frame.readUInt32BE(6) : 0
+      const perr = err instanceof ProtocolError ? err : new ProtocolError('TRUNCATED', String(err))
+      if (perr.code === 'UNKNOWN_OP') {
+        // A whole frame we do not know: answer it and keep the connection (newer clients probe).
+        this.#write(encodeError(op & 0x7f, id, Status.UNKNOWN_OP, perr.message))
+        return
+      }
+      this.#fail(op & 0x7f, id, perr)
+      return
+    }
+    let out: Buffer | Promise<Buffer>
+    try {
+      out = this.#server.options.handler(req)
+    } catch (err) {
+      out = this.#internalError(req, err)
+    }
+    if (out instanceof Promise) {
+      this.pending++
+      if (this.pending >= this.#server.options.maxPendingPerConnection) this.#pause()
+      out.then(
+        (reply) => this.#settle(reply),
+        (err: unknown) => this.#settle(this.#internalError(req, err)),
+      )
+    } else {
+      this.#write(out)
+    }
+  }
+
+  #internalError(req: Request, err: unknown): Buffer {
+    this.#server.counters.handlerErrors++
+    this.#server.options.log.error({ op: req.op, err: String(err) }, 'request handler failed')
+    return encodeError(req.op, req.id, Status.INTERNAL, 'internal error')
+  }
+
+  #settle(reply: Buffer): void {
+    this.pending--
+    if (!this.socket.destroyed) this.#write(reply)
+    this.#maybeResume()
+    if (this.#closing && this.pending === 0) this.socket.end()
+  }
+
+  #write(frame: Buffer): void {
+    if (!this.socket.write(frame)) this.#pause()
+  }
+
+  // Backpressure: a client that sends but does not read stops being read, so it cannot make the
+  // daemon buffer replies without bound; other connections are unaffected.
+  #pause(): void {
+    if (!this.#paused) {
+      this.#paused = true
+      this.socket.pause()
+    }
+  }
+
+  #maybeResume(): void {
+    if (this.#paused && !this.#closing && !this.socket.writableNeedDrain && this.pending < this.#server.options.maxPendingPerConnection) {
+      this.#paused = false
+      this.socket.resume()
+    }
+  }
+
+  #fail(op: number, id: number, err: ProtocolError): void {
+    this.#server.counters.malformedFrames++
+    this.#server.options.log.warn({ server: this.#server.options.name, code: err.code }, 'malformed frame; closing connection')
+    this.#closing = true
+    const status = err.code === 'FRAME_TOO_LARGE' ? Status.TOO_LARGE : Status.MALFORMED
+    this.socket.write(encodeError(op, id, status, err.message))
+    this.socket.end()
+    // Whatever is still queued behind the bad frame is ignored.
+    this.socket.pause()
+  }
+
+  /** Graceful: stop reading, answer what is in flight, then close. */
+  drain(): void {
+    this.#closing = true
+    this.socket.pause()
+    if (this.pending === 0) this.socket.end()
+  }
+}
+
+export class ApiServer {
+  readonly options: ApiServerOptions
+  readonly counters: ApiServerCounters = { connectionsAccepted: 0, connectionsRejected: 0, requests: 0, malformedFrames: 0, handlerErrors: 0 }
+  #server: net.Server
+  #conns = new Set<Connection>()
+  #listening = false
+  #ownsPath = false
+  #closed: Promise<void> | undefined
+
+  constructor(options: ApiServerOptions) {
+    this.options = options
+    this.#server = net.createServer({ allowHalfOpen: false }, (socket) => this.#onConnection(socket))
+  }
+
+  get connections(): number {
+    return this.#conns.size
+  }
+
+  #onConnection(socket: net.Socket): void {
+    if (this.#closed || this.#conns.size >= this.options.maxConnections) {
+      this.counters.connectionsRejected++
+      socket.on('error', () => {})
+      const why = this.#closed ? 'daemon is shutting down' : `too many connections (limit ${this.options.maxConnections})`
+      socket.end(encodeError(Op.PING, 0, this.#closed ? Status.SHUTTING_DOWN : Status.BUSY, why))
+      if (!this.#closed) this.options.log.warn({ server: this.options.name, limit: this.options.maxConnections }, 'connection refused: limit reached')
+      return
+    }
+    this.counters.connectionsAccepted++
+    const conn = new Connection(this, socket, this.options.maxFrameBytes)
+    this.#conns.add(conn)
+    socket.once('close', () => this.#conns.delete(conn))
+  }
+
+  /**
+   * Listens on the configured path (after clearing a stale socket) or on an inherited listening
+   * file descriptor (systemd socket activation), and sets the socket file's mode.
+   */
+  async listen(fd?: number): Promise<void> {
+    const { path, mode } = this.options
+    if (fd === undefined) {
+      await clearStaleSocket(path)
+      // The socket file is created with the process umask; narrow it for the bind so the file is
+      // never briefly more open than `mode`, then set the mode explicitly.
+      const oldMask = process.umask(~mode & 0o777)
+      try {
+        await this.#listenOn({ path })
+      } finally {
+        process.umask(oldMask)
+      }
+      this.#ownsPath = true
+      fs.chmodSync(path, mode)
+    } else {
+      await this.#listenOn({ fd })
+    }
+    this.#listening = true
+  }
+
+  #listenOn(target: { path: string } | { fd: number }): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error) => reject(new ApiServerError('LISTEN_FAILED', `cannot listen on ${'path' in target ? target.path : `fd ${target.fd}`}: ${err.message}`))
+      this.#server.once('error', onError)
+      this.#server.listen(target, () => {
+        this.#server.off('error', onError)
+        resolve()
+      })
+    })
+  }
+
+  /**
+   * Stops accepting, lets in-flight requests finish (up to `graceMs`), closes every connection and
+   * removes the socket file. Idempotent.
+   */
+  close(graceMs = 5000): Promise<void> {
+    this.#closed ??= this.#close(graceMs)
+    return this.#closed
+  }
+
+  async #close(graceMs: number): Promise<void> {
+    const serverClosed = this.#listening ? new Promise<void>((resolve) => this.#server.close(() => resolve())) : Promise.resolve()
+    if (this.#ownsPath) {
+      try {
+        fs.unlinkSync(this.options.path)
+      } catch {
+        /* already gone */
+      }
+    }
+    for (const c of this.#conns) c.drain()
+    const deadline = setTimeout(() => {
+      for (const c of this.#conns) c.socket.destroy()
+    }, graceMs)
+    deadline.unref()
+    await serverClosed
+    clearTimeout(deadline)
+  }
+}

@@ -1,0 +1,152 @@
+/**
+ * The daemon's configuration: one table of fields drives defaults, validation, the TOML file,
+ * command-line overrides and the documentation, so the four never disagree.
+ *
+ * Precedence: built-in defaults < config file (TOML) < command-line flags.
+ * A bad value fails start-up with a message naming the key and what it expects.
+ */
+import fs from 'node:fs'
+import os from 'node:os'
+import { parse as parseToml } from 'smol-toml'
+import { defaultAdminSocketPath, defaultSocketPath } from '../protocol/paths.js'
+import { MAX_KEY_BYTES } from '../protocol/local.js'
+import { LOG_LEVELS, type LogLevel } from './log.js'
+
+export interface Config {
+  /** Path of the API socket local servers use. */
+  socketPath: string
+  /** Permission bits of the API socket (owner and group). */
+  socketMode: number
+  /** Path of the admin socket (keys, flush, raw reads). */
+  adminSocketPath: string
+  /** Permission bits of the admin socket (owner only). */
+  adminSocketMode: number
+  /** Connections open at once on each socket. */
+  maxConnections: number
+  /** Upper bound of the store: keys + values + per-entry overhead, in bytes. */
+  maxBytes: number
+  /** Largest value accepted, in bytes. */
+  maxValueBytes: number
+  /** Longest key accepted, in bytes. */
+  maxKeyBytes: number
+  /** TTL of an entry stored without one, in ms. */
+  defaultTtlMs: number
+  /** Longest TTL an entry may have, in ms; longer requests are capped. */
+  maxTtlMs: number
+  /** How often expired entries are wiped and dropped, in ms. */
+  purgeIntervalMs: number
+  /** How long a graceful shutdown waits for in-flight requests, in ms. */
+  shutdownGraceMs: number
+  /** Least severe log level written: error, warn, info, debug. */
+  logLevel: LogLevel
+}
+
+type Kind = 'int' | 'string' | 'mode' | 'level'
+
+interface Field {
+  key: keyof Config
+  kind: Kind
+  /** Default as a function of the environment (paths depend on who runs the daemon). */
+  def: () => Config[keyof Config]
+  min?: number
+  max?: number
+  unit: string
+  doc: string
+}
+
+const uid = () => (typeof process.getuid === 'function' ? process.getuid() : 1000)
+
+export const FIELDS: readonly Field[] = [
+  { key: 'socketPath', kind: 'string', def: () => defaultSocketPath(process.env, uid(), os.tmpdir()), unit: 'path', doc: 'API socket for local servers (root: /run/statecast/statecast.sock; users: $XDG_RUNTIME_DIR/statecast/statecast.sock)' },
+  { key: 'socketMode', kind: 'mode', def: () => 0o660, unit: 'octal mode', doc: 'permission bits of the API socket' },
+  { key: 'adminSocketPath', kind: 'string', def: () => defaultAdminSocketPath(process.env, uid(), os.tmpdir()), unit: 'path', doc: 'admin socket used by the statecast CLI (lists, flushes and reads any key)' },
+  { key: 'adminSocketMode', kind: 'mode', def: () => 0o600, unit: 'octal mode', doc: 'permission bits of the admin socket' },
+  { key: 'maxConnections', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'connections', doc: 'connections open at once on each socket; more are refused with BUSY' },
+  { key: 'maxBytes', kind: 'int', def: () => 64 * 1024 * 1024, min: 1024 * 1024, max: 2 ** 50, unit: 'bytes', doc: 'store bound: keys + values + per-entry overhead; least recently used entries are evicted beyond it' },
+  { key: 'maxValueBytes', kind: 'int', def: () => 64 * 1024, min: 1, max: 16 * 1024 * 1024, unit: 'bytes', doc: 'largest value accepted' },
+  { key: 'maxKeyBytes', kind: 'int', def: () => MAX_KEY_BYTES, min: 1, max: MAX_KEY_BYTES, unit: 'bytes', doc: 'longest key accepted' },
+  { key: 'defaultTtlMs', kind: 'int', def: () => 300_000, min: 1, max: 2 ** 32 - 1, unit: 'ms', doc: 'TTL of an entry stored without one' },
+  { key: 'maxTtlMs', kind: 'int', def: () => 86_400_000, min: 1, max: 2 ** 32 - 1, unit: 'ms', doc: 'longest TTL an entry may have; longer requests are capped' },
+  { key: 'purgeIntervalMs', kind: 'int', def: () => 10_000, min: 100, max: 3_600_000, unit: 'ms', doc: 'how often expired entries are wiped and dropped' },
+  { key: 'shutdownGraceMs', kind: 'int', def: () => 5_000, min: 0, max: 600_000, unit: 'ms', doc: 'how long a graceful shutdown waits for in-flight requests' },
+  { key: 'logLevel', kind: 'level', def: () => 'info', unit: 'level', doc: `least severe level logged: ${LOG_LEVELS.join(', ')}` },
+]
+
+export class ConfigError extends Error {
+  readonly code = 'BAD_CONFIG'
+  constructor(message: string) {
+    super(message)
+    this.name = 'ConfigError'
+  }
+}
+
+export function defaults(): Config {
+  const out: Partial<Record<keyof Config, unknown>> = {}
+  for (const f of FIELDS) out[f.key] = f.def()
+  return out as Config
+}
+
+function coerce(f: Field, raw: unknown, where: string): unknown {
+  const bad = (expects: string) => new ConfigError(`${where}: ${f.key} must be ${expects} (${f.doc}), got ${JSON.stringify(raw)}`)
+  switch (f.kind) {
+    case 'int': {
+      const n = typeof raw === 'string' && /^-?\d+$/.test(raw.trim()) ? Number(raw) : raw
+      const range = `an integer from ${f.min} to ${f.max} ${f.unit}`
+      if (typeof n !== 'number' || !Number.isSafeInteger(n)) throw bad(range)
+      if ((f.min !== undefined && n < f.min) || (f.max !== undefined && n > f.max)) throw bad(range)
+      return n
+    }
+    case 'string':
+      if (typeof raw !== 'string' || raw.length === 0) throw bad(`a non-empty string (${f.unit})`)
+      return raw
+    case 'mode': {
+      const s = typeof raw === 'number' ? raw.toString(8) : raw
+      if (typeof s !== 'string' || !/^0?[0-7]{3}$/.test(s)) throw bad('an octal mode such as "0660"')
+      return parseInt(s, 8)
+    }
+    case 'level':
+      if (typeof raw !== 'string' || !(LOG_LEVELS as readonly string[]).includes(raw)) throw bad(`one of ${LOG_LEVELS.join(', ')}`)
+      return raw
+  }
+}
+
+/**
+ * Merges `overrides` (from a file or flags) into `base`, validating each value. Unknown keys are
+ * errors, so a typo never silently leaves a default in force.
+ */
+export function apply(base: Config, overrides: Record<string, unknown>, where: string): Config {
+  const out: Record<string, unknown> = { ...base }
+  for (const [k, v] of Object.entries(overrides)) {
+    if (v === undefined) continue
+    const f = FIELDS.find((x) => x.key === k)
+    if (!f) throw new ConfigError(`${where}: unknown key ${JSON.stringify(k)}; known keys: ${FIELDS.map((x) => x.key).join(', ')}`)
+    out[k] = coerce(f, v, where)
+  }
+  const c = out as unknown as Config
+  if (c.defaultTtlMs > c.maxTtlMs) throw new ConfigError(`${where}: defaultTtlMs (${c.defaultTtlMs}) must not exceed maxTtlMs (${c.maxTtlMs})`)
+  if (c.maxValueBytes + c.maxKeyBytes > c.maxBytes) throw new ConfigError(`${where}: maxBytes (${c.maxBytes}) must hold at least one entry of maxValueBytes (${c.maxValueBytes})`)
+  if (c.socketPath === c.adminSocketPath) throw new ConfigError(`${where}: socketPath and adminSocketPath must differ`)
+  return c
+}
+
+/** Reads and validates a TOML config file on top of the defaults. */
+export function loadFile(path: string, base: Config = defaults()): Config {
+  let text: string
+  try {
+    text = fs.readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`)
+  }
+  let doc: Record<string, unknown>
+  try {
+    doc = parseToml(text) as Record<string, unknown>
+  } catch (err) {
+    throw new ConfigError(`${path}: not valid TOML: ${(err as Error).message}`)
+  }
+  return apply(base, doc, path)
+}
+
+/** Largest frame the API accepts: a SET of the largest key and value, with headers. */
+export function maxFrameBytes(c: Config): number {
+  return c.maxValueBytes + c.maxKeyBytes + 64
+}

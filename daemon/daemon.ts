@@ -1,0 +1,118 @@
+/**
+ * The daemon: the store, the API and admin sockets, and the timers that keep them tidy.
+ * Start order: store -> sockets. Stop order is the reverse: sockets (drain) -> store (wipe).
+ */
+import fs from 'node:fs'
+import path from 'node:path'
+import { ApiServer } from './api-server.js'
+import { maxFrameBytes, type Config } from './config.js'
+import { createHandler, type ClusterHooks } from './handler.js'
+import type { Log } from './log.js'
+import { Store } from './store.js'
+
+export const VERSION = '0.1.0'
+
+export interface DaemonDeps {
+  log: Log
+  /** Monotonic ms clock for the store's TTLs (tests inject one). */
+  now?: () => number
+  /** Listening fds handed over by systemd socket activation, by name ('api', 'admin'). */
+  listenFds?: { api?: number; admin?: number }
+}
+
+export class Daemon {
+  readonly config: Config
+  readonly store: Store
+  readonly log: Log
+  readonly startedAt = Date.now()
+  cluster: (ClusterHooks & { stats(): unknown; stop(): Promise<void> }) | undefined
+  #api: ApiServer | undefined
+  #admin: ApiServer | undefined
+  #purge: NodeJS.Timeout | undefined
+  #deps: DaemonDeps
+  #stopped: Promise<void> | undefined
+
+  constructor(config: Config, deps: DaemonDeps) {
+    this.config = config
+    this.log = deps.log
+    this.#deps = deps
+    this.store = new Store({
+      maxBytes: config.maxBytes,
+      maxValueBytes: config.maxValueBytes,
+      defaultTtlMs: config.defaultTtlMs,
+      maxTtlMs: config.maxTtlMs,
+      ...(deps.now ? { now: deps.now } : {}),
+    })
+  }
+
+  #server(name: 'api' | 'admin', socketPath: string, mode: number): ApiServer {
+    const c = this.config
+    const daemon = this
+    return new ApiServer({
+      name,
+      path: socketPath,
+      mode,
+      maxConnections: c.maxConnections,
+      maxFrameBytes: maxFrameBytes(c),
+      maxPendingPerConnection: 4096,
+      log: this.log,
+      handler: createHandler({
+        store: this.store,
+        maxKeyBytes: c.maxKeyBytes,
+        admin: name === 'admin',
+        stats: () => this.stats(),
+        // Read at request time: the cluster joins after the sockets are up.
+        get cluster() {
+          return daemon.cluster
+        },
+      }),
+    })
+  }
+
+  async start(): Promise<void> {
+    const c = this.config
+    for (const p of [c.socketPath, c.adminSocketPath]) fs.mkdirSync(path.dirname(p), { recursive: true, mode: 0o755 })
+    this.#api = this.#server('api', c.socketPath, c.socketMode)
+    this.#admin = this.#server('admin', c.adminSocketPath, c.adminSocketMode)
+    await this.#api.listen(this.#deps.listenFds?.api)
+    try {
+      await this.#admin.listen(this.#deps.listenFds?.admin)
+    } catch (err) {
+      await this.#api.close(0)
+      throw err
+    }
+    this.#purge = setInterval(() => this.store.purgeStale(), c.purgeIntervalMs)
+    this.#purge.unref()
+    this.log.info({ socket: c.socketPath, adminSocket: c.adminSocketPath, maxBytes: c.maxBytes, version: VERSION }, 'statecastd ready')
+  }
+
+  /** Graceful stop, idempotent: stop accepting, finish in-flight requests, wipe the store. */
+  stop(): Promise<void> {
+    this.#stopped ??= this.#stop()
+    return this.#stopped
+  }
+
+  async #stop(): Promise<void> {
+    const grace = this.config.shutdownGraceMs
+    this.log.info({ graceMs: grace }, 'statecastd stopping')
+    clearInterval(this.#purge)
+    await Promise.all([this.#api?.close(grace), this.#admin?.close(grace)])
+    await this.cluster?.stop()
+    const wiped = this.store.flush()
+    this.log.info({ wiped }, 'statecastd stopped')
+  }
+
+  stats(): Record<string, unknown> {
+    const mem = process.memoryUsage()
+    return {
+      version: VERSION,
+      pid: process.pid,
+      uptimeMs: Date.now() - this.startedAt,
+      store: this.store.stats(),
+      api: { ...this.#api?.counters, connections: this.#api?.connections ?? 0 },
+      admin: { ...this.#admin?.counters, connections: this.#admin?.connections ?? 0 },
+      cluster: this.cluster?.stats() ?? null,
+      process: { rssBytes: mem.rss, heapUsedBytes: mem.heapUsed, externalBytes: mem.external },
+    }
+  }
+}

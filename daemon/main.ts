@@ -1,0 +1,139 @@
+#!/usr/bin/env node
+/**
+ * statecastd: the per-host session-state daemon.
+ *
+ * Exit codes: 0 clean shutdown, 1 failed at run time, 2 bad flags or config.
+ */
+import { parseArgs } from 'node:util'
+import { ConfigError, FIELDS, apply, defaults, loadFile, type Config } from './config.js'
+import { Daemon, VERSION } from './daemon.js'
+import { createLog } from './log.js'
+
+const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())
+
+/** Short spellings for the flags people type most. */
+const ALIASES: Record<string, keyof Config> = {
+  socket: 'socketPath',
+  'admin-socket': 'adminSocketPath',
+}
+
+function usage(): string {
+  const lines = [
+    'Usage: statecastd [--config FILE] [--socket PATH] [--FLAG VALUE ...]',
+    '       statecastd --check-config FILE',
+    '',
+    'Runs the statecast session-state daemon in the foreground. With no flags it runs with built-in',
+    'defaults on this machine. Flags override the config file, which overrides the defaults.',
+    '',
+    '  --config FILE          TOML config file',
+    '  --check-config FILE    validate FILE and exit (0 valid, 2 invalid)',
+    '  --socket PATH          same as --socket-path',
+    '  --admin-socket PATH    same as --admin-socket-path',
+    '  --version, --help',
+    '',
+    'Every config key is also a flag:',
+  ]
+  const d = defaults()
+  for (const f of FIELDS) {
+    const def = f.kind === 'mode' ? '0' + (d[f.key] as number).toString(8) : String(d[f.key])
+    lines.push(`  --${kebab(f.key).padEnd(20)} ${f.doc} [${f.unit}; default ${def}]`)
+  }
+  return lines.join('\n')
+}
+
+function parse(argv: string[]) {
+  const options: Record<string, { type: 'string' | 'boolean' }> = {
+    config: { type: 'string' },
+    'check-config': { type: 'string' },
+    help: { type: 'boolean' },
+    version: { type: 'boolean' },
+  }
+  for (const a of Object.keys(ALIASES)) options[a] = { type: 'string' }
+  for (const f of FIELDS) options[kebab(f.key)] = { type: 'string' }
+  const { values } = parseArgs({ args: argv, options, allowPositionals: false, strict: true })
+  const flags: Record<string, unknown> = {}
+  for (const f of FIELDS) flags[f.key] = values[kebab(f.key)]
+  for (const [a, key] of Object.entries(ALIASES)) if (values[a] !== undefined) flags[key] = values[a]
+  return { values, flags }
+}
+
+async function main(): Promise<number> {
+  let parsed: ReturnType<typeof parse>
+  try {
+    parsed = parse(process.argv.slice(2))
+  } catch (err) {
+    process.stderr.write(`statecastd: ${(err as Error).message}\n\n${usage()}\n`)
+    return 2
+  }
+  const { values, flags } = parsed
+  if (values['help']) {
+    process.stdout.write(usage() + '\n')
+    return 0
+  }
+  if (values['version']) {
+    process.stdout.write(`statecastd ${VERSION}\n`)
+    return 0
+  }
+  let config: Config
+  try {
+    const check = values['check-config'] as string | undefined
+    if (check !== undefined) {
+      loadFile(check)
+      process.stdout.write(`${check}: valid\n`)
+      return 0
+    }
+    const file = values['config'] as string | undefined
+    config = apply(file ? loadFile(file) : defaults(), flags, 'command line')
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`statecastd: ${err.message}\n`)
+      return 2
+    }
+    throw err
+  }
+
+  const log = createLog(config.logLevel)
+  const daemon = new Daemon(config, { log })
+  process.on('uncaughtException', (err) => {
+    log.error({ err: err.stack ?? String(err) }, 'uncaught exception; exiting')
+    process.exit(70)
+  })
+  try {
+    await daemon.start()
+  } catch (err) {
+    const e = err as Error & { code?: string }
+    log.error({ code: e.code, err: e.message }, 'start-up failed')
+    process.stderr.write(`statecastd: ${e.message}\n`)
+    return 1
+  }
+
+  return new Promise<number>((resolve) => {
+    let stopping = false
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        log.warn({ signal }, 'second signal during shutdown; exiting now')
+        resolve(1)
+        return
+      }
+      stopping = true
+      log.info({ signal }, 'shutdown requested')
+      daemon.stop().then(
+        () => resolve(0),
+        (err: unknown) => {
+          log.error({ err: String(err) }, 'shutdown failed')
+          resolve(1)
+        },
+      )
+    }
+    process.on('SIGTERM', onSignal)
+    process.on('SIGINT', onSignal)
+  })
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`statecastd: ${(err as Error).stack ?? String(err)}\n`)
+    process.exit(1)
+  },
+)

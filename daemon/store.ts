@@ -1,0 +1,196 @@
+/**
+ * The host's session store: an LRU bounded by bytes, with a TTL per entry.
+ *
+ * Values are session secrets. The store keeps its own copy of every value (callers hand in views
+ * into socket buffers), and zero-fills a value the moment the store lets go of it: evicted,
+ * expired, overwritten, deleted or flushed. Readers must copy what they return before yielding.
+ */
+import { LRUCache } from 'lru-cache'
+
+/**
+ * What one entry costs beyond its key and value bytes: the LRU's index slots, the Map entry, the
+ * Buffer object and the key string's header. Measured with `npm run bench` (memory case).
+ */
+export const ENTRY_OVERHEAD_BYTES = 160
+
+export interface StoreOptions {
+  /** Upper bound of key + value + per-entry overhead over all entries, in bytes. Default 64 MiB. */
+  maxBytes: number
+  /** Largest value accepted, in bytes. Default 65536. */
+  maxValueBytes: number
+  /** TTL given to an entry stored without one, in ms. Default 300000 (5 min). */
+  defaultTtlMs: number
+  /** Longest TTL an entry may have; longer requests are capped, in ms. Default 86400000 (1 day). */
+  maxTtlMs: number
+  /** Monotonic clock in ms; injected by tests so that TTLs pass without sleeping. */
+  now?: () => number
+}
+
+export const STORE_DEFAULTS: StoreOptions = {
+  maxBytes: 64 * 1024 * 1024,
+  maxValueBytes: 64 * 1024,
+  defaultTtlMs: 300_000,
+  maxTtlMs: 86_400_000,
+}
+
+export interface StoreCounters {
+  hits: number
+  misses: number
+  sets: number
+  deletes: number
+  touches: number
+  evictions: number
+  expirations: number
+}
+
+export interface StoreStats extends StoreCounters {
+  entries: number
+  bytes: number
+  maxBytes: number
+}
+
+export class StoreError extends Error {
+  readonly code: 'TOO_LARGE' | 'BAD_TTL'
+  constructor(code: 'TOO_LARGE' | 'BAD_TTL', message: string) {
+    super(message)
+    this.name = 'StoreError'
+    this.code = code
+  }
+}
+
+export class Store {
+  readonly options: Readonly<StoreOptions>
+  readonly counters: StoreCounters = { hits: 0, misses: 0, sets: 0, deletes: 0, touches: 0, evictions: 0, expirations: 0 }
+  #lru: LRUCache<string, Buffer>
+
+  constructor(options: Partial<StoreOptions> = {}) {
+    const o = { ...STORE_DEFAULTS, ...options }
+    this.options = o
+    const perf = o.now ? { now: o.now } : undefined
+    this.#lru = new LRUCache<string, Buffer>({
+      maxSize: o.maxBytes,
+      sizeCalculation: (value, key) => key.length + value.length + ENTRY_OVERHEAD_BYTES,
+      ttl: o.defaultTtlMs,
+      // TTLs are absolute: reading a session does not extend its life.
+      updateAgeOnGet: false,
+      allowStale: false,
+      // Read the clock on every check: no cached "now" that a timer refreshes (injected clocks
+      // would see stale times, and a secret would outlive its TTL by up to the resolution).
+      ttlResolution: 0,
+      ...(perf ? { perf } : {}),
+      dispose: (value, _key, reason) => {
+        value.fill(0)
+        if (reason === 'evict') this.counters.evictions++
+        else if (reason === 'expire') this.counters.expirations++
+      },
+    })
+  }
+
+  /** The TTL an entry gets for a requested TTL: 0 means the default; longer than the cap is capped. */
+  effectiveTtl(ttlMs: number): number {
+    if (!Number.isFinite(ttlMs) || ttlMs < 0) throw new StoreError('BAD_TTL', `TTL must be a non-negative number of ms, got ${ttlMs}`)
+    if (ttlMs === 0) return this.options.defaultTtlMs
+    return Math.min(Math.ceil(ttlMs), this.options.maxTtlMs)
+  }
+
+  /** The stored value (the store's own buffer: copy before yielding), or undefined. */
+  get(key: string): Buffer | undefined {
+    const v = this.#lru.get(key)
+    if (v === undefined) this.counters.misses++
+    else this.counters.hits++
+    return v
+  }
+
+  /** Like get, without touching recency or counters (used to answer peers and list keys). */
+  peek(key: string): Buffer | undefined {
+    return this.#lru.peek(key)
+  }
+
+  /** Remaining TTL in ms (at least 1) of a live entry, or 0 when absent. */
+  remainingTtl(key: string): number {
+    const r = this.#lru.getRemainingTTL(key)
+    if (r === Infinity) return this.options.maxTtlMs
+    return r > 0 ? Math.ceil(r) : 0
+  }
+
+  has(key: string): boolean {
+    return this.#lru.has(key)
+  }
+
+  /** Stores a copy of `value`. Throws StoreError TOO_LARGE or BAD_TTL; never stores part of it. */
+  set(key: string, value: Buffer, ttlMs = 0): void {
+    if (value.length > this.options.maxValueBytes) {
+      throw new StoreError('TOO_LARGE', `value is ${value.length} bytes, at most ${this.options.maxValueBytes}`)
+    }
+    const ttl = this.effectiveTtl(ttlMs)
+    const size = key.length + value.length + ENTRY_OVERHEAD_BYTES
+    if (size > this.options.maxBytes) throw new StoreError('TOO_LARGE', `entry of ${size} bytes exceeds the store's ${this.options.maxBytes} bytes`)
+    const copy = Buffer.allocUnsafe(value.length)
+    value.copy(copy)
+    this.#lru.set(key, copy, { ttl })
+    this.counters.sets++
+  }
+
+  delete(key: string): boolean {
+    const had = this.#lru.delete(key)
+    if (had) this.counters.deletes++
+    return had
+  }
+
+  /** Gives a live entry a new TTL from now. False when absent. */
+  touch(key: string, ttlMs: number): boolean {
+    const ttl = this.effectiveTtl(ttlMs)
+    const v = this.#lru.peek(key)
+    if (v === undefined) return false
+    // Re-setting the same buffer keeps the value (no dispose: lru-cache skips it for the same value).
+    this.#lru.set(key, v, { ttl })
+    this.counters.touches++
+    return true
+  }
+
+  /** Up to `limit` live keys starting with `prefix`, most recently used first. */
+  keys(prefix = '', limit = Infinity): string[] {
+    const out: string[] = []
+    if (limit <= 0) return out
+    for (const k of this.#lru.keys()) {
+      if (k.startsWith(prefix) && this.#lru.has(k)) {
+        out.push(k)
+        if (out.length >= limit) break
+      }
+    }
+    return out
+  }
+
+  /** Every live entry with its remaining TTL; the values are the store's own buffers. */
+  *entries(): Generator<[key: string, value: Buffer, ttlMs: number]> {
+    for (const k of [...this.#lru.keys()]) {
+      const v = this.#lru.peek(k)
+      const ttl = this.remainingTtl(k)
+      if (v !== undefined && ttl > 0) yield [k, v, ttl]
+    }
+  }
+
+  /** Drops every entry (zero-filling each). Returns how many there were. */
+  flush(): number {
+    const n = this.#lru.size
+    this.#lru.clear()
+    return n
+  }
+
+  /** Drops expired entries now instead of when next touched, so their secrets are wiped promptly. */
+  purgeStale(): void {
+    this.#lru.purgeStale()
+  }
+
+  get size(): number {
+    return this.#lru.size
+  }
+
+  get bytes(): number {
+    return this.#lru.calculatedSize
+  }
+
+  stats(): StoreStats {
+    return { ...this.counters, entries: this.#lru.size, bytes: this.#lru.calculatedSize, maxBytes: this.options.maxBytes }
+  }
+}

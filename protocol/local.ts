@@ -1,0 +1,330 @@
+/**
+ * The local API: length-prefixed binary frames on the daemon's Unix stream socket.
+ *
+ * Every frame, request or reply, starts with the same 10-byte header:
+ *
+ *    0          4      5         6           10
+ *   +----------+------+---------+-----------+------------------------+
+ *   | len u32  | op u8| flags u8| id u32    | body (len - 6 bytes)   |
+ *   +----------+------+---------+-----------+------------------------+
+ *
+ * `len` counts the bytes after itself, so a frame is 4 + len bytes. All integers are big-endian.
+ * `id` is chosen by the client and echoed in the reply, so many requests may be in flight on one
+ * connection and replies may come back in any order (pipelining).
+ *
+ * Request bodies (op < 0x80):
+ *   PING    empty
+ *   GET     key                                         (key = rest of the frame)
+ *   SET     ttlMs u32 | keyLen u16 | key | value        (value = rest of the frame)
+ *   DELETE  key
+ *   TOUCH   ttlMs u32 | key
+ *   STATS   empty
+ *   KEYS    limit u32 | prefix                          (admin socket only)
+ *   FLUSH   empty                                       (admin socket only)
+ *   PEERS   empty
+ * ttlMs 0 means "the daemon's default TTL".
+ *
+ * Replies carry op | 0x80 and start their body with a status byte:
+ *   status u8 | rest
+ *   GET OK:              remainingTtlMs u32 | value
+ *   STATS/KEYS/PEERS OK: a UTF-8 JSON document
+ *   error statuses:      a UTF-8 message for people (never parsed by programs: branch on status)
+ *   anything else:       empty
+ *
+ * The numbers below are the protocol: append only, never renumber.
+ */
+import { Parser } from 'binary-parser'
+import { ProtocolError, needBytes } from './errors.js'
+
+export const HEADER_BYTES = 10
+/** Bytes before the body of a reply: the header and the status byte. */
+export const REPLY_HEADER_BYTES = HEADER_BYTES + 1
+export const REPLY_BIT = 0x80
+/** Keys are at most this many bytes (memcached's limit, so the memcache front end can share it). */
+export const MAX_KEY_BYTES = 250
+
+export const Op = {
+  PING: 1,
+  GET: 2,
+  SET: 3,
+  DELETE: 4,
+  TOUCH: 5,
+  STATS: 6,
+  KEYS: 7,
+  FLUSH: 8,
+  PEERS: 9,
+} as const
+export type OpCode = (typeof Op)[keyof typeof Op]
+const OP_NAMES = new Map<number, string>(Object.entries(Op).map(([k, v]) => [v, k]))
+export function opName(op: number): string {
+  return OP_NAMES.get(op) ?? `op(${op})`
+}
+
+export const Status = {
+  OK: 0,
+  NOT_FOUND: 1,
+  MALFORMED: 2,
+  TOO_LARGE: 3,
+  UNKNOWN_OP: 4,
+  BAD_KEY: 5,
+  BUSY: 6,
+  INTERNAL: 7,
+  SHUTTING_DOWN: 8,
+  DENIED: 9,
+  BAD_TTL: 10,
+} as const
+export type StatusCode = (typeof Status)[keyof typeof Status]
+const STATUS_NAMES = new Map<number, string>(Object.entries(Status).map(([k, v]) => [v, k]))
+export function statusName(status: number): string {
+  return STATUS_NAMES.get(status) ?? `status(${status})`
+}
+
+/** Request flags. */
+export const ReqFlag = {
+  /** GET: answer from this host's store only, never ask the peers. */
+  LOCAL_ONLY: 0x01,
+  /** SET/DELETE: do not replicate or invalidate on peers (used by handoff and tests). */
+  NO_PROPAGATE: 0x02,
+} as const
+/** Reply flags. */
+export const ReplyFlag = {
+  /** GET OK: the value was fetched from a peer, not found in the local store. */
+  REMOTE: 0x01,
+} as const
+const REQ_FLAGS_MASK = ReqFlag.LOCAL_ONLY | ReqFlag.NO_PROPAGATE
+
+interface Base {
+  id: number
+  flags: number
+}
+export type Request =
+  | (Base & { op: typeof Op.PING })
+  | (Base & { op: typeof Op.GET; key: Buffer })
+  | (Base & { op: typeof Op.SET; key: Buffer; value: Buffer; ttlMs: number })
+  | (Base & { op: typeof Op.DELETE; key: Buffer })
+  | (Base & { op: typeof Op.TOUCH; key: Buffer; ttlMs: number })
+  | (Base & { op: typeof Op.STATS })
+  | (Base & { op: typeof Op.KEYS; prefix: Buffer; limit: number })
+  | (Base & { op: typeof Op.FLUSH })
+  | (Base & { op: typeof Op.PEERS })
+
+/** A reply. `op` is the request's op (without the reply bit); `body` follows the status byte. */
+export interface Reply {
+  op: number
+  id: number
+  flags: number
+  status: number
+  body: Buffer
+}
+
+const EMPTY = Buffer.alloc(0)
+
+// binary-parser reads the fixed fields; every variable-length part is checked against the bytes
+// present before it is sliced, because binary-parser returns a short buffer instead of failing.
+const headerParser = new Parser().uint32be('len').uint8('op').uint8('flags').uint32be('id')
+const ttlKeyLenParser = new Parser().uint32be('ttlMs').uint16be('keyLen')
+const u32Parser = new Parser().uint32be('n')
+
+interface Header {
+  len: number
+  op: number
+  flags: number
+  id: number
+}
+
+function parseHeader(frame: Buffer): Header {
+  needBytes(frame.length, HEADER_BYTES, 'frame header')
+  const h = headerParser.parse(frame) as Header
+  if (h.len !== frame.length - 4) {
+    throw new ProtocolError(
+      h.len > frame.length - 4 ? 'TRUNCATED' : 'TRAILING',
+      `frame length field says ${h.len} bytes, frame holds ${frame.length - 4}`,
+    )
+  }
+  return h
+}
+
+/**
+ * Why a well-framed key is unusable, or undefined when it is fine. Not a decode error: the frame
+ * is intact, so the server answers BAD_KEY and keeps the connection.
+ */
+export function keyProblem(key: Buffer, maxKeyBytes = MAX_KEY_BYTES): string | undefined {
+  if (key.length === 0) return 'key is empty'
+  if (key.length > maxKeyBytes) return `key is ${key.length} bytes, at most ${maxKeyBytes}`
+  return undefined
+}
+
+/** Bytes the encoded request occupies, length prefix included. */
+export function requestLength(req: Request): number {
+  switch (req.op) {
+    case Op.PING:
+    case Op.STATS:
+    case Op.FLUSH:
+    case Op.PEERS:
+      return HEADER_BYTES
+    case Op.GET:
+    case Op.DELETE:
+      return HEADER_BYTES + req.key.length
+    case Op.SET:
+      return HEADER_BYTES + 6 + req.key.length + req.value.length
+    case Op.TOUCH:
+      return HEADER_BYTES + 4 + req.key.length
+    case Op.KEYS:
+      return HEADER_BYTES + 4 + req.prefix.length
+  }
+}
+
+function writeHeader(buf: Buffer, total: number, op: number, flags: number, id: number): void {
+  buf.writeUInt32BE(total - 4, 0)
+  buf[4] = op
+  buf[5] = flags
+  buf.writeUInt32BE(id >>> 0, 6)
+}
+
+/** Encodes a request into one freshly allocated frame. */
+export function encodeRequest(req: Request): Buffer {
+  const total = requestLength(req)
+  const buf = Buffer.allocUnsafe(total)
+  writeHeader(buf, total, req.op, req.flags, req.id)
+  switch (req.op) {
+    case Op.GET:
+    case Op.DELETE:
+      req.key.copy(buf, HEADER_BYTES)
+      break
+    case Op.SET:
+      buf.writeUInt32BE(req.ttlMs, HEADER_BYTES)
+      buf.writeUInt16BE(req.key.length, HEADER_BYTES + 4)
+      req.key.copy(buf, HEADER_BYTES + 6)
+      req.value.copy(buf, HEADER_BYTES + 6 + req.key.length)
+      break
+    case Op.TOUCH:
+      buf.writeUInt32BE(req.ttlMs, HEADER_BYTES)
+      req.key.copy(buf, HEADER_BYTES + 4)
+      break
+    case Op.KEYS:
+      buf.writeUInt32BE(req.limit, HEADER_BYTES)
+      req.prefix.copy(buf, HEADER_BYTES + 4)
+      break
+    default:
+      break
+  }
+  return buf
+}
+
+/**
+ * Decodes one whole request frame (length prefix included). Keys and values are views into
+ * `frame`: copy what outlives it. Throws ProtocolError only.
+ */
+export function decodeRequest(frame: Buffer): Request {
+  const h = parseHeader(frame)
+  const { op, id } = h
+  if (op & REPLY_BIT) throw new ProtocolError('UNKNOWN_OP', `a reply (${opName(op & ~REPLY_BIT)}) sent as a request`)
+  if (h.flags & ~REQ_FLAGS_MASK) throw new ProtocolError('BAD_FIELD', `unknown request flags 0x${h.flags.toString(16)}`)
+  const flags = h.flags
+  const body = frame.subarray(HEADER_BYTES)
+  switch (op) {
+    case Op.PING:
+    case Op.STATS:
+    case Op.FLUSH:
+    case Op.PEERS:
+      if (body.length !== 0) throw new ProtocolError('TRAILING', `${opName(op)} takes no body, got ${body.length} bytes`)
+      return { op, id, flags }
+    case Op.GET:
+    case Op.DELETE:
+      return { op, id, flags, key: body }
+    case Op.SET: {
+      needBytes(body.length, 6, 'SET body')
+      const f = ttlKeyLenParser.parse(body) as { ttlMs: number; keyLen: number }
+      needBytes(body.length, 6 + f.keyLen, 'SET key')
+      const key = body.subarray(6, 6 + f.keyLen)
+      return { op, id, flags, ttlMs: f.ttlMs, key, value: body.subarray(6 + f.keyLen) }
+    }
+    case Op.TOUCH: {
+      needBytes(body.length, 4, 'TOUCH body')
+      const { n } = u32Parser.parse(body) as { n: number }
+      return { op, id, flags, ttlMs: n, key: body.subarray(4) }
+    }
+    case Op.KEYS: {
+      needBytes(body.length, 4, 'KEYS body')
+      const { n } = u32Parser.parse(body) as { n: number }
+      return { op, id, flags, limit: n, prefix: body.subarray(4) }
+    }
+    default:
+      throw new ProtocolError('UNKNOWN_OP', `unknown operation ${op}`)
+  }
+}
+
+/**
+ * Encodes a reply. For GET OK pass the remaining TTL in `ttlMs` and the value as `body`.
+ * One allocation, one copy of the body.
+ */
+export function encodeReply(op: number, id: number, status: number, body: Buffer = EMPTY, flags = 0, ttlMs = -1): Buffer {
+  const ttlBytes = ttlMs >= 0 ? 4 : 0
+  const total = REPLY_HEADER_BYTES + ttlBytes + body.length
+  const buf = Buffer.allocUnsafe(total)
+  writeHeader(buf, total, op | REPLY_BIT, flags, id)
+  buf[HEADER_BYTES] = status
+  if (ttlBytes) buf.writeUInt32BE(Math.min(ttlMs, 0xffffffff), REPLY_HEADER_BYTES)
+  body.copy(buf, REPLY_HEADER_BYTES + ttlBytes)
+  return buf
+}
+
+/** Encodes an error reply with a message for people. */
+export function encodeError(op: number, id: number, status: number, message: string): Buffer {
+  return encodeReply(op, id, status, Buffer.from(message, 'utf8'))
+}
+
+/** Decodes one whole reply frame. `body` is a view into `frame`. Throws ProtocolError only. */
+export function decodeReply(frame: Buffer): Reply {
+  const h = parseHeader(frame)
+  if (!(h.op & REPLY_BIT)) throw new ProtocolError('UNKNOWN_OP', `a request (${opName(h.op)}) sent as a reply`)
+  needBytes(frame.length, REPLY_HEADER_BYTES, 'reply status')
+  return { op: h.op & ~REPLY_BIT, id: h.id, flags: h.flags, status: frame[HEADER_BYTES]!, body: frame.subarray(REPLY_HEADER_BYTES) }
+}
+
+/** Splits a GET OK reply body into its remaining TTL and value (a view). */
+export function decodeGetBody(body: Buffer): { ttlMs: number; value: Buffer } {
+  needBytes(body.length, 4, 'GET reply body')
+  return { ttlMs: body.readUInt32BE(0), value: body.subarray(4) }
+}
+
+/**
+ * Splits a byte stream into whole frames. Pure: feed it chunks, take frames out.
+ * A length prefix above `maxFrameBytes` throws FRAME_TOO_LARGE before anything is buffered, so a
+ * peer cannot make us hold more than one frame's worth of bytes.
+ */
+export class FrameDecoder {
+  readonly maxFrameBytes: number
+  #buf: Buffer = EMPTY
+
+  constructor(maxFrameBytes: number) {
+    this.maxFrameBytes = maxFrameBytes
+  }
+
+  /** Bytes held waiting for the rest of a frame. */
+  get buffered(): number {
+    return this.#buf.length
+  }
+
+  /**
+   * Appends `chunk` and calls `onFrame` for every whole frame (views valid only during the call
+   * unless copied). Stops at the first oversized frame and throws; the decoder is then unusable.
+   */
+  push(chunk: Buffer, onFrame: (frame: Buffer) => void): void {
+    let buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk])
+    let off = 0
+    while (buf.length - off >= 4) {
+      const len = buf.readUInt32BE(off)
+      if (len + 4 > this.maxFrameBytes) {
+        this.#buf = EMPTY
+        throw new ProtocolError('FRAME_TOO_LARGE', `frame of ${len + 4} bytes exceeds the limit of ${this.maxFrameBytes}`)
+      }
+      if (buf.length - off < len + 4) break
+      onFrame(buf.subarray(off, off + 4 + len))
+      off += 4 + len
+    }
+    // Keep only the unfinished tail; copy it so the caller's chunk can be reused or released.
+    this.#buf = off === buf.length ? EMPTY : Buffer.from(buf.subarray(off))
+    buf = EMPTY
+  }
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# System packages the tests use (real peers, real tools). Installs only what is missing, so a
+# machine that has them already does no network I/O. Needs root (CI and the dev machines are root).
+set -euo pipefail
+want=()
+need() { command -v "$1" >/dev/null 2>&1 || want+=("$2"); }
+need openssl openssl
+need ip iproute2
+if [ ${#want[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then echo "missing: ${want[*]} (install them, or run as root)" >&2; exit 1; fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+fi

@@ -1,0 +1,40 @@
+import t from 'tap'
+import fs from 'node:fs'
+import path from 'node:path'
+import os from 'node:os'
+import { apply, defaults, loadFile } from '../daemon/config.js'
+import { defaultRuntimeDir, defaultSocketPath, defaultAdminSocketPath } from '../protocol/paths.js'
+
+t.test('default socket paths for root, users and development runs', async (t) => {
+  t.equal(defaultSocketPath({}, 0), '/run/statecast/statecast.sock')
+  t.equal(defaultAdminSocketPath({}, 0), '/run/statecast/admin.sock')
+  t.equal(defaultSocketPath({ XDG_RUNTIME_DIR: '/run/user/1000/' }, 1000), '/run/user/1000/statecast/statecast.sock')
+  t.equal(defaultRuntimeDir({}, 1000, '/tmp'), '/tmp/statecast-1000')
+  t.equal(defaultSocketPath({ STATECAST_SOCKET: '/x.sock' }, 0), '/x.sock')
+})
+
+t.test('bad values name the key and what it expects', async (t) => {
+  const d = defaults()
+  t.throws(() => apply(d, { maxBytes: 'lots' }, 'flags'), { code: 'BAD_CONFIG', message: /flags: maxBytes must be an integer from/ })
+  t.throws(() => apply(d, { maxValueBytes: 0 }, 'f'), { message: /maxValueBytes must be an integer from 1/ })
+  t.throws(() => apply(d, { socketMode: '999' }, 'f'), { message: /socketMode must be an octal mode/ })
+  t.throws(() => apply(d, { logLevel: 'loud' }, 'f'), { message: /logLevel must be one of error, warn, info, debug/ })
+  t.throws(() => apply(d, { maxBytez: 1 }, 'f'), { message: /unknown key "maxBytez"/ })
+  t.throws(() => apply(d, { defaultTtlMs: 10, maxTtlMs: 5 }, 'f'), { message: /defaultTtlMs \(10\) must not exceed maxTtlMs \(5\)/ })
+  t.equal(apply(d, { maxBytes: '2097152', socketMode: '0640' }, 'flags').socketMode, 0o640)
+})
+
+t.test('TOML file on top of defaults', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sc-cfg-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const good = path.join(dir, 'good.toml')
+  fs.writeFileSync(good, 'maxBytes = 8388608\nsocketMode = "0600"\nlogLevel = "debug"\n')
+  const c = loadFile(good)
+  t.equal(c.maxBytes, 8388608)
+  t.equal(c.socketMode, 0o600)
+  t.equal(c.defaultTtlMs, 300_000, 'unset keys keep their defaults')
+  const bad = path.join(dir, 'bad.toml')
+  fs.writeFileSync(bad, 'maxBytes = = 3\n')
+  t.throws(() => loadFile(bad), { message: /bad\.toml: not valid TOML/ })
+  t.throws(() => loadFile(path.join(dir, 'missing.toml')), { message: /cannot read config file/ })
+})

@@ -1,0 +1,130 @@
+/**
+ * Starts real statecastd processes (the built dist/ binary) on temporary sockets for integration
+ * tests, waits for their ready line instead of sleeping, and stops them when the test ends.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
+export const DAEMON = path.join(ROOT, 'dist', 'daemon', 'main.js')
+export const CLI = path.join(ROOT, 'dist', 'cli', 'main.js')
+
+export interface Running {
+  proc: ChildProcess
+  socket: string
+  adminSocket: string
+  dir: string
+  /** Every JSON log line so far. */
+  logs: Record<string, unknown>[]
+  /** Resolves the first log line matching `pred` (already seen or yet to come), or rejects after `ms`. */
+  waitLog(pred: (l: Record<string, unknown>) => boolean, ms?: number): Promise<Record<string, unknown>>
+  /** SIGTERM and wait for exit; resolves the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>
+  exited: Promise<number | null>
+}
+
+interface Teardown {
+  teardown(fn: () => unknown): void
+}
+
+export function tmpDir(prefix = 'sc-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+}
+
+export async function startDaemon(t: Teardown, opts: { args?: string[]; dir?: string; env?: NodeJS.ProcessEnv; wait?: boolean; name?: string } = {}): Promise<Running> {
+  const dir = opts.dir ?? tmpDir()
+  const name = opts.name ?? 'd'
+  const socket = path.join(dir, `${name}.sock`)
+  const adminSocket = path.join(dir, `${name}-admin.sock`)
+  const args = [DAEMON, '--socket', socket, '--admin-socket', adminSocket, ...(opts.args ?? [])]
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } })
+  const logs: Record<string, unknown>[] = []
+  const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = []
+  let buf = ''
+  let stderr = ''
+  proc.stdout!.setEncoding('utf8').on('data', (s: string) => {
+    buf += s
+    let i
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i)
+      buf = buf.slice(i + 1)
+      let obj: Record<string, unknown>
+      try {
+        obj = JSON.parse(line)
+      } catch {
+        obj = { raw: line }
+      }
+      logs.push(obj)
+      for (const w of [...waiters]) if (w.pred(obj)) {
+        waiters.splice(waiters.indexOf(w), 1)
+        w.resolve(obj)
+      }
+    }
+  })
+  proc.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s))
+  const exited = new Promise<number | null>((resolve) => proc.once('close', (code) => resolve(code)))
+  const waitLog = (pred: (l: Record<string, unknown>) => boolean, ms = 10_000) => {
+    const seen = logs.find(pred)
+    if (seen) return Promise.resolve(seen)
+    return new Promise<Record<string, unknown>>((resolve, reject) => {
+      const w = { pred, resolve: (l: Record<string, unknown>) => (clearTimeout(timer), resolve(l)) }
+      const timer = setTimeout(() => {
+        waiters.splice(waiters.indexOf(w), 1)
+        reject(new Error(`log line not seen within ${ms} ms; stderr: ${stderr}; logs: ${JSON.stringify(logs.slice(-5))}`))
+      }, ms)
+      waiters.push(w)
+      exited.then((code) => {
+        if (waiters.includes(w)) {
+          clearTimeout(timer)
+          waiters.splice(waiters.indexOf(w), 1)
+          reject(new Error(`daemon exited (${code}) before the log line; stderr: ${stderr}`))
+        }
+      })
+    })
+  }
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal)
+    return exited
+  }
+  t.teardown(async () => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill('SIGKILL')
+      await exited
+    }
+  })
+  const r: Running = { proc, socket, adminSocket, dir, logs, waitLog, stop, exited }
+  if (opts.wait !== false) await waitLog((l) => l['msg'] === 'statecastd ready')
+  return r
+}
+
+/** Runs the CLI to completion. */
+export function runCli(args: string[], opts: { input?: string | Buffer; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } })
+    const out: Buffer[] = []
+    let err = ''
+    p.stdout.on('data', (b: Buffer) => out.push(b))
+    p.stderr.setEncoding('utf8').on('data', (s: string) => (err += s))
+    p.stdin.end(opts.input ?? '')
+    p.once('close', (code) => resolve({ code, stdout: Buffer.concat(out), stderr: err }))
+  })
+}
+
+/** Polls `fn` until it returns a truthy value or `ms` passes. For conditions no event announces. */
+export async function eventually<T>(fn: () => T | Promise<T>, ms = 5000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + ms
+  let last: unknown
+  for (;;) {
+    try {
+      const v = await fn()
+      if (v) return v
+    } catch (err) {
+      last = err
+    }
+    if (Date.now() > deadline) throw new Error(`${what} not reached within ${ms} ms${last ? `: ${String(last)}` : ''}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
