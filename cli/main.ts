@@ -6,12 +6,14 @@
  * from it. Exit codes: 0 done, 1 not found, 2 usage error, 3 daemon unreachable, 4 the daemon
  * refused the request (its message is printed).
  */
+import crypto from 'node:crypto'
 import os from 'node:os'
 import { parseArgs } from 'node:util'
 import { createInterface } from 'node:readline/promises'
 import { StatecastClient } from '../client/client.js'
 import { StatecastError } from '../client/errors.js'
 import { defaultAdminSocketPath } from '../protocol/paths.js'
+import { KEY_BYTES, formatKey, formatKeyFile, type ClusterKey } from '../protocol/keyfile.js'
 
 export const EXIT = { OK: 0, NOT_FOUND: 1, USAGE: 2, UNREACHABLE: 3, REFUSED: 4 } as const
 
@@ -205,6 +207,18 @@ export const COMMANDS: Command[] = [
     },
   },
   {
+    name: 'keygen',
+    args: '[--activate-in SECONDS]',
+    description: 'print a new cluster key file (add its line to every host\'s key file to rotate)',
+    async run(ctx) {
+      noMoreArgs(ctx, 0)
+      const delayMs = seconds(ctx.flags['activate-in'], '--activate-in') ?? 0
+      const key: ClusterKey = { id: crypto.randomBytes(4).readUInt32BE(0), createdAt: Math.floor((Date.now() + delayMs) / 1000), key: crypto.randomBytes(KEY_BYTES) }
+      ctx.out(ctx.json ? JSON.stringify({ id: key.id.toString(16).padStart(8, '0'), createdAt: key.createdAt, line: formatKey(key) }) + '\n' : formatKeyFile([key]))
+      return EXIT.OK
+    },
+  },
+  {
     name: 'ping',
     args: '',
     description: 'check that the daemon answers, and how fast',
@@ -252,6 +266,7 @@ export async function main(argv: string[]): Promise<number> {
         limit: { type: 'string' },
         yes: { type: 'boolean', short: 'y' },
         local: { type: 'boolean' },
+        'activate-in': { type: 'string' },
       },
     })
   } catch (err) {

@@ -6,6 +6,7 @@
  * A bad value fails start-up with a message naming the key and what it expects.
  */
 import fs from 'node:fs'
+import net from 'node:net'
 import os from 'node:os'
 import { parse as parseToml } from 'smol-toml'
 import { defaultAdminSocketPath, defaultSocketPath } from '../protocol/paths.js'
@@ -39,9 +40,43 @@ export interface Config {
   shutdownGraceMs: number
   /** Least severe log level written: error, warn, info, debug. */
   logLevel: LogLevel
+  /** Join the cluster (false: this host alone, no peer sockets). */
+  clusterEnabled: boolean
+  /** Multicast group of the cluster (IPv4, 224.0.0.0/4). */
+  group: string
+  /** UDP port of the multicast group. */
+  port: number
+  /** Address of the interface the cluster uses (multicast and unicast replies). */
+  interface: string
+  /** UDP port for unicast replies; 0 picks a free one. */
+  unicastPort: number
+  /** Multicast TTL: 1 keeps datagrams on this subnet. */
+  multicastTtl: number
+  /** Loop multicast back to daemons on this machine. */
+  multicastLoopback: boolean
+  /** Cluster key file (`statecast keygen`); required unless the interface is loopback. */
+  keyFile: string
+  /** Name shown to other members (`statecast peers`). */
+  nodeName: string
+  /** Longest a remote lookup may take before "not found", in ms. */
+  lookupTimeoutMs: number
+  /** LOOKUP retransmits within the deadline. */
+  lookupRetries: number
+  /** Interval between membership heartbeats, in ms. */
+  heartbeatMs: number
+  /** A member silent for this long is dead, in ms. */
+  deadAfterMs: number
+  /** Datagrams sent longer ago (or later) than this by our clock are dropped as stale, in ms. */
+  replayWindowMs: number
+  /** Largest datagram sent or accepted, in bytes (values above it travel in chunks). */
+  maxDatagramBytes: number
+  /** Remote lookups in flight at once; more answer "not found" at once. */
+  maxInflightLookups: number
+  /** Bytes of partly received values held at once. */
+  maxReassemblyBytes: number
 }
 
-type Kind = 'int' | 'string' | 'mode' | 'level'
+type Kind = 'int' | 'string' | 'optstring' | 'mode' | 'level' | 'bool' | 'ipv4' | 'mcast4'
 
 interface Field {
   key: keyof Config
@@ -70,6 +105,23 @@ export const FIELDS: readonly Field[] = [
   { key: 'purgeIntervalMs', kind: 'int', def: () => 10_000, min: 100, max: 3_600_000, unit: 'ms', doc: 'how often expired entries are wiped and dropped' },
   { key: 'shutdownGraceMs', kind: 'int', def: () => 5_000, min: 0, max: 600_000, unit: 'ms', doc: 'how long a graceful shutdown waits for in-flight requests' },
   { key: 'logLevel', kind: 'level', def: () => 'info', unit: 'level', doc: `least severe level logged: ${LOG_LEVELS.join(', ')}` },
+  { key: 'clusterEnabled', kind: 'bool', def: () => true, unit: 'true/false', doc: 'join the cluster; false runs this host alone with no peer sockets' },
+  { key: 'group', kind: 'mcast4', def: () => '239.255.77.77', unit: 'IPv4 multicast address', doc: 'multicast group of the cluster' },
+  { key: 'port', kind: 'int', def: () => 47700, min: 1, max: 65535, unit: 'UDP port', doc: 'UDP port of the multicast group' },
+  { key: 'interface', kind: 'ipv4', def: () => '127.0.0.1', unit: 'IPv4 address', doc: 'address of the interface the cluster uses (multicast and unicast replies); loopback = one machine' },
+  { key: 'unicastPort', kind: 'int', def: () => 0, min: 0, max: 65535, unit: 'UDP port', doc: 'UDP port for unicast replies; 0 picks a free one' },
+  { key: 'multicastTtl', kind: 'int', def: () => 1, min: 0, max: 255, unit: 'hops', doc: 'multicast TTL; 1 keeps datagrams on this subnet' },
+  { key: 'multicastLoopback', kind: 'bool', def: () => true, unit: 'true/false', doc: 'deliver multicast to daemons on this machine too' },
+  { key: 'keyFile', kind: 'optstring', def: () => '', unit: 'path', doc: 'cluster key file (statecast keygen); required unless the interface is loopback' },
+  { key: 'nodeName', kind: 'string', def: () => os.hostname(), unit: 'name', doc: 'name shown to other members' },
+  { key: 'lookupTimeoutMs', kind: 'int', def: () => 50, min: 1, max: 60_000, unit: 'ms', doc: 'longest a remote lookup may take before "not found"' },
+  { key: 'lookupRetries', kind: 'int', def: () => 5, min: 0, max: 50, unit: 'retransmits', doc: 'LOOKUP retransmits spread over the deadline' },
+  { key: 'heartbeatMs', kind: 'int', def: () => 1000, min: 50, max: 60_000, unit: 'ms', doc: 'interval between membership heartbeats' },
+  { key: 'deadAfterMs', kind: 'int', def: () => 3000, min: 100, max: 600_000, unit: 'ms', doc: 'a member silent for this long is dead' },
+  { key: 'replayWindowMs', kind: 'int', def: () => 30_000, min: 1000, max: 3_600_000, unit: 'ms', doc: 'datagrams whose send time is further than this from our clock are dropped' },
+  { key: 'maxDatagramBytes', kind: 'int', def: () => 1400, min: 256, max: 65_000, unit: 'bytes', doc: 'largest datagram sent or accepted; larger values travel in chunks' },
+  { key: 'maxInflightLookups', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'lookups', doc: 'remote lookups in flight at once; more answer "not found" at once' },
+  { key: 'maxReassemblyBytes', kind: 'int', def: () => 8 * 1024 * 1024, min: 65_536, max: 2 ** 40, unit: 'bytes', doc: 'bytes of partly received values held at once' },
 ]
 
 export class ConfigError extends Error {
@@ -99,6 +151,21 @@ function coerce(f: Field, raw: unknown, where: string): unknown {
     case 'string':
       if (typeof raw !== 'string' || raw.length === 0) throw bad(`a non-empty string (${f.unit})`)
       return raw
+    case 'optstring':
+      if (typeof raw !== 'string') throw bad(`a string (${f.unit})`)
+      return raw
+    case 'bool':
+      if (raw === true || raw === 'true') return true
+      if (raw === false || raw === 'false') return false
+      throw bad('true or false')
+    case 'ipv4':
+      if (typeof raw !== 'string' || !net.isIPv4(raw)) throw bad('an IPv4 address such as "10.0.0.5"')
+      return raw
+    case 'mcast4': {
+      const first = typeof raw === 'string' && net.isIPv4(raw) ? Number(raw.split('.')[0]) : -1
+      if (first < 224 || first > 239) throw bad('an IPv4 multicast address (224.0.0.0 to 239.255.255.255), such as "239.255.77.77"')
+      return raw
+    }
     case 'mode': {
       const s = typeof raw === 'number' ? raw.toString(8) : raw
       if (typeof s !== 'string' || !/^0?[0-7]{3}$/.test(s)) throw bad('an octal mode such as "0660"')
@@ -126,6 +193,7 @@ export function apply(base: Config, overrides: Record<string, unknown>, where: s
   if (c.defaultTtlMs > c.maxTtlMs) throw new ConfigError(`${where}: defaultTtlMs (${c.defaultTtlMs}) must not exceed maxTtlMs (${c.maxTtlMs})`)
   if (c.maxValueBytes + c.maxKeyBytes > c.maxBytes) throw new ConfigError(`${where}: maxBytes (${c.maxBytes}) must hold at least one entry of maxValueBytes (${c.maxValueBytes})`)
   if (c.socketPath === c.adminSocketPath) throw new ConfigError(`${where}: socketPath and adminSocketPath must differ`)
+  if (c.deadAfterMs < 2 * c.heartbeatMs) throw new ConfigError(`${where}: deadAfterMs (${c.deadAfterMs}) must be at least twice heartbeatMs (${c.heartbeatMs}), or one lost heartbeat kills a member`)
   return c
 }
 

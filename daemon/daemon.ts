@@ -1,14 +1,19 @@
 /**
- * The daemon: the store, the API and admin sockets, and the timers that keep them tidy.
- * Start order: store -> sockets. Stop order is the reverse: sockets (drain) -> store (wipe).
+ * The daemon: the store, the cluster (peer sockets), the API and admin sockets, and the timers
+ * that keep them tidy.
+ * Start order: store -> cluster (join) -> API sockets. Stop order is the reverse: API sockets
+ * (drain) -> cluster (LEAVE, close) -> store (wipe).
  */
 import fs from 'node:fs'
 import path from 'node:path'
 import { ApiServer } from './api-server.js'
 import { maxFrameBytes, type Config } from './config.js'
-import { createHandler, type ClusterHooks } from './handler.js'
+import { createHandler } from './handler.js'
 import type { Log } from './log.js'
 import { Store } from './store.js'
+import { Cluster } from './cluster.js'
+import { HOW_TO_MAKE_A_KEY, KeyError, devKey, loadKeyFile } from './keys.js'
+import type { ClusterKey } from '../protocol/keyfile.js'
 
 export const VERSION = '0.1.0'
 
@@ -25,7 +30,7 @@ export class Daemon {
   readonly store: Store
   readonly log: Log
   readonly startedAt = Date.now()
-  cluster: (ClusterHooks & { stats(): unknown; stop(): Promise<void> }) | undefined
+  cluster: Cluster | undefined
   #api: ApiServer | undefined
   #admin: ApiServer | undefined
   #purge: NodeJS.Timeout | undefined
@@ -69,21 +74,63 @@ export class Daemon {
     })
   }
 
+  /**
+   * The cluster keys: the configured key file; without one, on a loopback interface only, a
+   * development key beside the sockets (created loudly); otherwise a refusal that says what to do.
+   */
+  #keys(): ClusterKey[] {
+    const c = this.config
+    if (c.keyFile) return loadKeyFile(c.keyFile)
+    if (!c.interface.startsWith('127.')) {
+      throw new KeyError('NO_KEY', `refusing to join the network on ${c.interface} without a cluster key: ${HOW_TO_MAKE_A_KEY}`)
+    }
+    const file = path.join(path.dirname(c.socketPath), 'dev-cluster.key')
+    const { keys, created } = devKey(file)
+    this.log.warn({ keyFile: file, created }, 'NO CLUSTER KEY CONFIGURED: using a development key for loopback only; set keyFile before joining a network')
+    return keys
+  }
+
   async start(): Promise<void> {
     const c = this.config
     for (const p of [c.socketPath, c.adminSocketPath]) fs.mkdirSync(path.dirname(p), { recursive: true, mode: 0o755 })
+    if (c.clusterEnabled) {
+      this.cluster = new Cluster(
+        {
+          group: c.group,
+          port: c.port,
+          iface: c.interface,
+          unicastPort: c.unicastPort,
+          multicastTtl: c.multicastTtl,
+          multicastLoopback: c.multicastLoopback,
+          replayWindowMs: c.replayWindowMs,
+          maxDatagramBytes: c.maxDatagramBytes,
+          nodeName: c.nodeName,
+          heartbeatMs: c.heartbeatMs,
+          deadAfterMs: c.deadAfterMs,
+          lookupTimeoutMs: c.lookupTimeoutMs,
+          lookupRetries: c.lookupRetries,
+          maxInflightLookups: c.maxInflightLookups,
+          maxReassemblyBytes: c.maxReassemblyBytes,
+          maxValueBytes: c.maxValueBytes,
+        },
+        this.#keys(),
+        this.store,
+        this.log,
+      )
+      await this.cluster.start()
+    }
     this.#api = this.#server('api', c.socketPath, c.socketMode)
     this.#admin = this.#server('admin', c.adminSocketPath, c.adminSocketMode)
-    await this.#api.listen(this.#deps.listenFds?.api)
     try {
+      await this.#api.listen(this.#deps.listenFds?.api)
       await this.#admin.listen(this.#deps.listenFds?.admin)
     } catch (err) {
-      await this.#api.close(0)
+      await Promise.all([this.#api.close(0), this.#admin.close(0), this.cluster?.stop()])
       throw err
     }
     this.#purge = setInterval(() => this.store.purgeStale(), c.purgeIntervalMs)
     this.#purge.unref()
-    this.log.info({ socket: c.socketPath, adminSocket: c.adminSocketPath, maxBytes: c.maxBytes, version: VERSION }, 'statecastd ready')
+    this.log.info({ socket: c.socketPath, adminSocket: c.adminSocketPath, maxBytes: c.maxBytes, nodeId: this.cluster?.nodeId ?? null, version: VERSION }, 'statecastd ready')
   }
 
   /** Graceful stop, idempotent: stop accepting, finish in-flight requests, wipe the store. */

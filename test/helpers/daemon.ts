@@ -3,6 +3,7 @@
  * tests, waits for their ready line instead of sleeping, and stops them when the test ends.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -39,7 +40,10 @@ export async function startDaemon(t: Teardown, opts: { args?: string[]; dir?: st
   const name = opts.name ?? 'd'
   const socket = path.join(dir, `${name}.sock`)
   const adminSocket = path.join(dir, `${name}-admin.sock`)
-  const args = [DAEMON, '--socket', socket, '--admin-socket', adminSocket, ...(opts.args ?? [])]
+  const extra = opts.args ?? []
+  // A group and port of its own, so daemons of tests running side by side never meet by accident.
+  const isolate = extra.includes('--port') ? [] : ['--group', `239.254.${crypto.randomInt(256)}.${1 + crypto.randomInt(250)}`, '--port', String(20000 + crypto.randomInt(40000))]
+  const args = [DAEMON, '--socket', socket, '--admin-socket', adminSocket, ...isolate, ...extra]
   const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } })
   const logs: Record<string, unknown>[] = []
   const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = []

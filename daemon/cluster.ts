@@ -1,0 +1,267 @@
+/**
+ * The peer side of the daemon: membership (ANNOUNCE heartbeats, LEAVE), answering LOOKUPs from
+ * the store, remote lookups on local misses, and INVALIDATE on delete.
+ *
+ * Start: open sockets -> announce (HELLO, so members answer at once) -> heartbeats.
+ * Stop, in reverse: stop heartbeats -> answer waiting lookups "not found" -> LEAVE -> close sockets.
+ */
+import type { ClusterKey } from '../protocol/keyfile.js'
+import { AnnounceFlag, MsgType, HIT_OVERHEAD_BYTES, type Address, type Message } from '../protocol/wire.js'
+import type { ClusterHooks } from './handler.js'
+import { Lookups, type LookupOptions } from './lookup.js'
+import type { Log } from './log.js'
+import type { Store } from './store.js'
+import { Transport, type Incoming, type TransportOptions } from './transport.js'
+
+export interface ClusterOptions extends Omit<TransportOptions, 'log' | 'keys' | 'now'>, LookupOptions {
+  /** A name for people (`statecast peers`); defaults to the host name. */
+  nodeName: string
+  /** Interval between ANNOUNCE heartbeats, in ms. */
+  heartbeatMs: number
+  /** A member not heard from for this long is dead, in ms. */
+  deadAfterMs: number
+}
+
+export interface Member {
+  id: string
+  name: string
+  reply: Address
+  lastSeen: number
+  entries: number
+  joinedAt: number
+}
+
+export interface ClusterCounters {
+  lookupsAnswered: number
+  hitsSent: number
+  missesSent: number
+  chunksSent: number
+  invalidationsSent: number
+  invalidationsReceived: number
+  membersJoined: number
+  membersLeft: number
+  membersDied: number
+}
+
+/** INVALIDATE is not acknowledged: it is sent this many times, this far apart (ms), to survive loss. */
+const INVALIDATE_REPEATS = [0, 5, 25]
+
+export class Cluster implements ClusterHooks {
+  readonly transport: Transport
+  readonly lookups: Lookups
+  readonly counters: ClusterCounters = {
+    lookupsAnswered: 0,
+    hitsSent: 0,
+    missesSent: 0,
+    chunksSent: 0,
+    invalidationsSent: 0,
+    invalidationsReceived: 0,
+    membersJoined: 0,
+    membersLeft: 0,
+    membersDied: 0,
+  }
+  readonly members = new Map<string, Member>()
+  readonly #o: ClusterOptions
+  readonly #store: Store
+  readonly #log: Log
+  readonly #chunkBytes: number
+  #startedAt = 0
+  #heartbeat: NodeJS.Timeout | undefined
+  #timers = new Set<NodeJS.Timeout>()
+  #stopped: Promise<void> | undefined
+
+  constructor(o: ClusterOptions, keys: ClusterKey[], store: Store, log: Log) {
+    this.#o = o
+    this.#store = store
+    this.#log = log
+    this.#chunkBytes = o.maxDatagramBytes - HIT_OVERHEAD_BYTES
+    this.transport = new Transport({ ...o, keys, log })
+    this.transport.onMessage = (m) => this.#onMessage(m)
+    this.lookups = new Lookups(o, this.transport, store, {
+      aliveIds: () => this.#alive().map((m) => m.id),
+      settled: () => performance.now() - this.#startedAt > this.#o.deadAfterMs,
+    })
+  }
+
+  get nodeId(): string {
+    return this.transport.nodeIdHex
+  }
+
+  async start(): Promise<void> {
+    await this.transport.start()
+    this.#startedAt = performance.now()
+    this.#announce(AnnounceFlag.HELLO)
+    this.#scheduleHeartbeat()
+    this.#log.info({ nodeId: this.nodeId, name: this.#o.nodeName, group: `${this.#o.group}:${this.#o.port}`, reply: this.transport.replyAddress }, 'joined the cluster')
+  }
+
+  #scheduleHeartbeat(): void {
+    // Jitter keeps a fleet restarted together from announcing in lockstep.
+    const delay = this.#o.heartbeatMs * (0.9 + Math.random() * 0.2)
+    this.#heartbeat = setTimeout(() => {
+      this.#announce(0)
+      this.#sweep()
+      this.#scheduleHeartbeat()
+    }, delay)
+  }
+
+  #announceMsg(flags: number): Message {
+    return { type: MsgType.ANNOUNCE, reply: this.transport.replyAddress, entries: this.#store.size, flags, name: this.#o.nodeName }
+  }
+
+  #announce(flags: number): void {
+    this.transport.sendGroup(this.#announceMsg(flags))
+  }
+
+  #alive(): Member[] {
+    const now = performance.now()
+    const out: Member[] = []
+    for (const m of this.members.values()) if (now - m.lastSeen <= this.#o.deadAfterMs) out.push(m)
+    return out
+  }
+
+  #sweep(): void {
+    const now = performance.now()
+    let changed = false
+    for (const m of this.members.values()) {
+      if (now - m.lastSeen > this.#o.deadAfterMs) {
+        this.members.delete(m.id)
+        this.counters.membersDied++
+        changed = true
+        this.#log.warn({ nodeId: m.id, name: m.name, silentMs: Math.round(now - m.lastSeen) }, 'member presumed dead')
+      }
+    }
+    if (changed) this.lookups.membersChanged()
+  }
+
+  #onMessage({ msg, sender }: Incoming): void {
+    // Any authenticated datagram shows the member alive, so a few lost heartbeats on a lossy
+    // network do not declare a busy member dead.
+    const member = this.members.get(sender)
+    if (member) member.lastSeen = performance.now()
+    switch (msg.type) {
+      case MsgType.LOOKUP:
+        return this.#answer(msg)
+      case MsgType.HIT:
+        return this.lookups.onHit(sender, msg)
+      case MsgType.MISS:
+        return this.lookups.onMiss(sender, msg.reqId)
+      case MsgType.INVALIDATE:
+        this.counters.invalidationsReceived++
+        this.#store.delete(msg.key.toString('latin1'))
+        return
+      case MsgType.ANNOUNCE:
+        return this.#onAnnounce(sender, msg)
+      case MsgType.LEAVE: {
+        const m = this.members.get(sender)
+        if (m) {
+          this.members.delete(sender)
+          this.counters.membersLeft++
+          this.#log.info({ nodeId: sender, name: m.name }, 'member left')
+          this.lookups.membersChanged()
+        }
+        return
+      }
+    }
+  }
+
+  #onAnnounce(sender: string, msg: Extract<Message, { type: typeof MsgType.ANNOUNCE }>): void {
+    const now = performance.now()
+    const known = this.members.get(sender)
+    if (known) {
+      known.lastSeen = now
+      known.entries = msg.entries
+      known.reply = msg.reply
+      known.name = msg.name
+    } else {
+      this.members.set(sender, { id: sender, name: msg.name, reply: msg.reply, lastSeen: now, entries: msg.entries, joinedAt: now })
+      this.counters.membersJoined++
+      this.#log.info({ nodeId: sender, name: msg.name, reply: msg.reply }, 'member joined')
+    }
+    // A newcomer learns about us at once instead of at our next heartbeat.
+    if (!known || msg.flags & AnnounceFlag.HELLO) this.transport.sendTo(msg.reply, this.#announceMsg(0))
+  }
+
+  #answer(msg: Extract<Message, { type: typeof MsgType.LOOKUP }>): void {
+    this.counters.lookupsAnswered++
+    const key = msg.key.toString('latin1')
+    const value = this.#store.peek(key)
+    const ttlMs = value === undefined ? 0 : this.#store.remainingTtl(key)
+    if (value === undefined || ttlMs <= 0) {
+      this.counters.missesSent++
+      this.transport.sendTo(msg.reply, { type: MsgType.MISS, reqId: msg.reqId })
+      return
+    }
+    this.counters.hitsSent++
+    const count = Math.max(1, Math.ceil(value.length / this.#chunkBytes))
+    for (let i = 0; i < count; i++) {
+      // Sealing copies the chunk synchronously, so a view into the store's buffer is safe here.
+      const chunk = value.subarray(i * this.#chunkBytes, (i + 1) * this.#chunkBytes)
+      this.transport.sendTo(msg.reply, { type: MsgType.HIT, reqId: msg.reqId, ttlMs, totalLen: value.length, index: i, count, chunk })
+    }
+    this.counters.chunksSent += count
+  }
+
+  // ---- ClusterHooks (called by the request handler) ----
+
+  lookup(key: string) {
+    return this.lookups.lookup(key)
+  }
+
+  stored(_key: string): void {
+    /* replication places copies here (a later change) */
+  }
+
+  deleted(key: string): void {
+    const keyBytes = Buffer.from(key, 'latin1')
+    this.counters.invalidationsSent++
+    for (const delay of INVALIDATE_REPEATS) {
+      const send = () => this.transport.sendGroup({ type: MsgType.INVALIDATE, key: keyBytes })
+      if (delay === 0) send()
+      else {
+        const t = setTimeout(() => {
+          this.#timers.delete(t)
+          send()
+        }, delay)
+        this.#timers.add(t)
+      }
+    }
+  }
+
+  peers(): unknown[] {
+    const now = performance.now()
+    const self = { nodeId: this.nodeId, name: this.#o.nodeName, address: `${this.transport.replyAddress.address}:${this.transport.replyAddress.port}`, lastSeenMs: 0, entries: this.#store.size, self: true }
+    return [
+      self,
+      ...[...this.members.values()].map((m) => ({ nodeId: m.id, name: m.name, address: `${m.reply.address}:${m.reply.port}`, lastSeenMs: Math.round(now - m.lastSeen), entries: m.entries, self: false })),
+    ]
+  }
+
+  setKeys(keys: ClusterKey[]): void {
+    this.transport.setKeys(keys)
+  }
+
+  stats(): Record<string, unknown> {
+    return {
+      nodeId: this.nodeId,
+      members: this.#alive().length,
+      inflightLookups: this.lookups.inflight,
+      ...this.lookups.counters,
+      ...this.counters,
+      ...this.transport.counters,
+    }
+  }
+
+  /** Idempotent; see the order at the top of this file. */
+  stop(): Promise<void> {
+    this.#stopped ??= (async () => {
+      clearTimeout(this.#heartbeat)
+      for (const t of this.#timers) clearTimeout(t)
+      this.lookups.close()
+      // The LEAVE must be on the wire before the socket closes.
+      await this.transport.sendGroup({ type: MsgType.LEAVE })
+      await this.transport.close()
+    })()
+    return this.#stopped
+  }
+}

@@ -1,0 +1,272 @@
+/**
+ * Remote lookups: a local miss asks the group, and the first complete HIT wins.
+ *
+ * One in-flight entry per key (concurrent GETs share it), one timer per entry that drives the
+ * bounded retransmits and the deadline, and one settle path for hit, all-missed, deadline, shed
+ * and close. A LOOKUP is retransmitted with the same request id, so chunks of a large value that
+ * arrived in earlier rounds are kept and only the gaps need to arrive later.
+ */
+import { MsgType, type Message } from '../protocol/wire.js'
+import type { Store } from './store.js'
+import type { Transport } from './transport.js'
+
+export interface LookupOptions {
+  /** The longest a remote lookup may take before "not found", in ms. */
+  lookupTimeoutMs: number
+  /** LOOKUP retransmits before the deadline (spread evenly over it). */
+  lookupRetries: number
+  /** Remote lookups in flight at once; more answer "not found" at once (counted as shed). */
+  maxInflightLookups: number
+  /** Bytes of partly received values held at once, over all lookups. */
+  maxReassemblyBytes: number
+  /** Largest value accepted from a peer, in bytes. */
+  maxValueBytes: number
+}
+
+export interface LookupCounters {
+  /** Remote lookups started (coalesced GETs count once). */
+  lookups: number
+  /** GETs that joined a lookup already in flight for the same key. */
+  coalesced: number
+  lookupDatagrams: number
+  remoteHits: number
+  /** "Not found" because every live member answered MISS (before the deadline). */
+  remoteMisses: number
+  /** "Not found" at the deadline. */
+  timeouts: number
+  /** "Not found" at once: the in-flight table was full. */
+  shed: number
+  /** "Not found" at once: no live member to ask. */
+  alone: number
+  chunksReceived: number
+  reassemblyDropped: number
+  /** HIT/MISS datagrams for a lookup that had already finished (another holder was faster). */
+  lateReplies: number
+}
+
+export type Found = { value: Buffer; ttlMs: number } | undefined
+
+interface Reassembly {
+  totalLen: number
+  count: number
+  ttlMs: number
+  chunks: (Buffer | undefined)[]
+  received: number
+  bytes: number
+}
+
+interface Inflight {
+  key: string
+  keyBytes: Buffer
+  reqId: number
+  waiters: ((f: Found) => void)[]
+  missed: Set<string>
+  parts: Map<string, Reassembly>
+  deadline: number
+  timer: NodeJS.Timeout | undefined
+}
+
+export interface LookupPeers {
+  /** Ids (hex) of the members alive now. */
+  aliveIds(): string[]
+  /** True once we have listened long enough that an empty member list means we are alone. */
+  settled(): boolean
+}
+
+export class Lookups {
+  readonly counters: LookupCounters = {
+    lookups: 0,
+    coalesced: 0,
+    lookupDatagrams: 0,
+    remoteHits: 0,
+    remoteMisses: 0,
+    timeouts: 0,
+    shed: 0,
+    alone: 0,
+    chunksReceived: 0,
+    reassemblyDropped: 0,
+    lateReplies: 0,
+  }
+  #byKey = new Map<string, Inflight>()
+  #byReq = new Map<number, Inflight>()
+  /** Request ids of recently finished lookups, so late answers are told apart from unsolicited ones. */
+  #recent = new Uint32Array(256)
+  #recentAt = 0
+  #nextReq = 1
+  #reassemblyBytes = 0
+  #closed = false
+  readonly #o: LookupOptions
+  readonly #t: Transport
+  readonly #store: Store
+  readonly #peers: LookupPeers
+  /** Counts HIT/MISS that answer no lookup in flight (the transport's drop counter). */
+  readonly #unsolicited: () => void
+
+  constructor(o: LookupOptions, transport: Transport, store: Store, peers: LookupPeers) {
+    this.#o = o
+    this.#t = transport
+    this.#store = store
+    this.#peers = peers
+    this.#unsolicited = () => transport.counters.dropped.unsolicited++
+  }
+
+  /** A HIT or MISS for no lookup in flight: late (recently finished) or unsolicited (dropped). */
+  #stray(reqId: number): void {
+    if (this.#recent.includes(reqId)) this.counters.lateReplies++
+    else this.#unsolicited()
+  }
+
+  get inflight(): number {
+    return this.#byKey.size
+  }
+
+  lookup(key: string): Promise<Found> {
+    const existing = this.#byKey.get(key)
+    if (existing) {
+      this.counters.coalesced++
+      return new Promise((resolve) => existing.waiters.push(resolve))
+    }
+    if (this.#closed) return Promise.resolve(undefined)
+    if (this.#byKey.size >= this.#o.maxInflightLookups) {
+      this.counters.shed++
+      return Promise.resolve(undefined)
+    }
+    if (this.#peers.settled() && this.#peers.aliveIds().length === 0) {
+      this.counters.alone++
+      return Promise.resolve(undefined)
+    }
+    this.counters.lookups++
+    const reqId = this.#nextReq
+    this.#nextReq = reqId >= 0xffffffff ? 1 : reqId + 1
+    const f: Inflight = {
+      key,
+      keyBytes: Buffer.from(key, 'latin1'),
+      reqId,
+      waiters: [],
+      missed: new Set(),
+      parts: new Map(),
+      deadline: performance.now() + this.#o.lookupTimeoutMs,
+      timer: undefined,
+    }
+    this.#byKey.set(key, f)
+    this.#byReq.set(reqId, f)
+    const p = new Promise<Found>((resolve) => f.waiters.push(resolve))
+    this.#send(f)
+    return p
+  }
+
+  #send(f: Inflight): void {
+    this.counters.lookupDatagrams++
+    this.#t.sendGroup({ type: MsgType.LOOKUP, reqId: f.reqId, reply: this.#t.replyAddress, key: f.keyBytes })
+    const interval = this.#o.lookupTimeoutMs / (this.#o.lookupRetries + 1)
+    const wait = Math.max(0, Math.min(interval, f.deadline - performance.now()))
+    f.timer = setTimeout(() => this.#tick(f), wait)
+  }
+
+  #tick(f: Inflight): void {
+    f.timer = undefined
+    if (performance.now() >= f.deadline - 0.5) {
+      this.counters.timeouts++
+      this.#settle(f, undefined)
+    } else this.#send(f)
+  }
+
+  #settle(f: Inflight, found: Found): void {
+    if (this.#byKey.get(f.key) !== f) return
+    clearTimeout(f.timer)
+    this.#byKey.delete(f.key)
+    this.#byReq.delete(f.reqId)
+    this.#recent[this.#recentAt++ & 255] = f.reqId
+    for (const r of f.parts.values()) this.#release(r)
+    f.parts.clear()
+    for (const w of f.waiters) w(found)
+  }
+
+  #release(r: Reassembly): void {
+    this.#reassemblyBytes -= r.bytes
+    for (const c of r.chunks) c?.fill(0)
+  }
+
+  /** A HIT chunk from `sender`. */
+  onHit(sender: string, m: Extract<Message, { type: typeof MsgType.HIT }>): void {
+    const f = this.#byReq.get(m.reqId)
+    if (!f) return this.#stray(m.reqId)
+    this.counters.chunksReceived++
+    if (m.totalLen > this.#o.maxValueBytes) {
+      this.counters.reassemblyDropped++
+      return
+    }
+    if (m.count === 1) {
+      if (m.chunk.length !== m.totalLen) {
+        this.counters.reassemblyDropped++
+        return
+      }
+      return this.#complete(f, m.chunk, m.ttlMs)
+    }
+    let r = f.parts.get(sender)
+    if (!r) {
+      r = { totalLen: m.totalLen, count: m.count, ttlMs: m.ttlMs, chunks: new Array(m.count), received: 0, bytes: 0 }
+      f.parts.set(sender, r)
+    }
+    if (r.totalLen !== m.totalLen || r.count !== m.count || r.chunks[m.index]) return // inconsistent or duplicate
+    if (this.#reassemblyBytes + m.chunk.length > this.#o.maxReassemblyBytes || r.bytes + m.chunk.length > r.totalLen) {
+      this.counters.reassemblyDropped++
+      return
+    }
+    r.chunks[m.index] = Buffer.from(m.chunk)
+    r.received++
+    r.bytes += m.chunk.length
+    this.#reassemblyBytes += m.chunk.length
+    r.ttlMs = Math.min(r.ttlMs, m.ttlMs)
+    if (r.received === r.count) {
+      if (r.bytes !== r.totalLen) {
+        f.parts.delete(sender)
+        this.#release(r)
+        this.counters.reassemblyDropped++
+        return
+      }
+      const value = Buffer.concat(r.chunks as Buffer[], r.totalLen)
+      this.#complete(f, value, r.ttlMs)
+      value.fill(0)
+    }
+  }
+
+  #complete(f: Inflight, value: Buffer, ttlMs: number): void {
+    if (ttlMs <= 0) return
+    this.counters.remoteHits++
+    // The local copy keeps the remaining TTL of the copy it came from.
+    try {
+      this.#store.set(f.key, value, ttlMs)
+    } catch {
+      /* too large for this host's limits: serve it, do not keep it */
+    }
+    this.#settle(f, { value: Buffer.from(value), ttlMs })
+  }
+
+  /** A MISS from `sender`: when every live member has missed, "not found" now. */
+  onMiss(sender: string, reqId: number): void {
+    const f = this.#byReq.get(reqId)
+    if (!f) return this.#stray(reqId)
+    f.missed.add(sender)
+    this.#checkAllMissed(f)
+  }
+
+  #checkAllMissed(f: Inflight): void {
+    const alive = this.#peers.aliveIds()
+    if (alive.length > 0 && alive.every((id) => f.missed.has(id)) && f.parts.size === 0) {
+      this.counters.remoteMisses++
+      this.#settle(f, undefined)
+    }
+  }
+
+  /** Membership shrank: lookups waiting only on the departed can finish now. */
+  membersChanged(): void {
+    for (const f of [...this.#byKey.values()]) if (f.missed.size > 0) this.#checkAllMissed(f)
+  }
+
+  /** Answers every waiter "not found" and refuses new lookups. */
+  close(): void {
+    this.#closed = true
+    for (const f of [...this.#byKey.values()]) this.#settle(f, undefined)
+  }
+}

@@ -1,0 +1,206 @@
+/**
+ * The peer transport: one UDP socket joined to the multicast group, one unicast socket for
+ * replies; every datagram sealed on the way out and opened, checked for staleness and replay on
+ * the way in. What fails any check is dropped and counted by reason, never answered.
+ */
+import crypto from 'node:crypto'
+import { DgramAsPromised, type SocketAsPromised } from 'dgram-as-promised'
+import type { RemoteInfo } from 'node:dgram'
+import { ProtocolError } from '../protocol/errors.js'
+import { sealingKey, type ClusterKey } from '../protocol/keyfile.js'
+import { Keyring, decodeBody, encodeBody, open, seal, type Address, type Message } from '../protocol/wire.js'
+import type { Log } from './log.js'
+import { ReplayGuard } from './replay.js'
+
+export interface TransportOptions {
+  /** Multicast group (IPv4, 224.0.0.0/4). */
+  group: string
+  /** UDP port of the group. */
+  port: number
+  /** Address of the interface multicast leaves and arrives on; also the unicast reply address. */
+  iface: string
+  /** UDP port of the unicast socket; 0 picks a free one. */
+  unicastPort: number
+  /** Multicast TTL (1 = this subnet). */
+  multicastTtl: number
+  /** Deliver our own multicast to other daemons on this machine. */
+  multicastLoopback: boolean
+  /** Datagrams whose send time differs from our clock by more than this are stale, in ms. */
+  replayWindowMs: number
+  /** Largest datagram sent or accepted, in bytes. */
+  maxDatagramBytes: number
+  keys: ClusterKey[]
+  log: Log
+  /** Wall clock in ms (send times travel between hosts). */
+  now?: () => number
+}
+
+export interface DropCounters {
+  malformed: number
+  oversize: number
+  unknownKey: number
+  openFailed: number
+  stale: number
+  replayed: number
+  unsolicited: number
+}
+
+export interface TransportCounters {
+  datagramsSent: number
+  datagramsReceived: number
+  bytesSent: number
+  bytesReceived: number
+  sendErrors: number
+  dropped: DropCounters
+}
+
+export interface Incoming {
+  msg: Message
+  /** Sender id in hex. */
+  sender: string
+  rinfo: RemoteInfo
+}
+
+export class Transport {
+  readonly nodeId = crypto.randomBytes(8)
+  readonly nodeIdHex = this.nodeId.toString('hex')
+  readonly counters: TransportCounters = {
+    datagramsSent: 0,
+    datagramsReceived: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+    sendErrors: 0,
+    dropped: { malformed: 0, oversize: 0, unknownKey: 0, openFailed: 0, stale: 0, replayed: 0, unsolicited: 0 },
+  }
+  onMessage: (m: Incoming) => void = () => {}
+  #o: TransportOptions
+  #ring: Keyring
+  #keys: ClusterKey[]
+  #counter = 0
+  #replay = new ReplayGuard()
+  #group: SocketAsPromised | undefined
+  #unicast: SocketAsPromised | undefined
+  #reply: Address | undefined
+  #now: () => number
+
+  constructor(o: TransportOptions) {
+    this.#o = o
+    this.#keys = o.keys
+    this.#ring = new Keyring(o.keys)
+    this.#now = o.now ?? Date.now
+  }
+
+  /** Where peers send replies to us. */
+  get replyAddress(): Address {
+    if (!this.#reply) throw new Error('transport not started')
+    return this.#reply
+  }
+
+  /** Replaces the key set (reload); datagrams in flight under a removed key then fail to open. */
+  setKeys(keys: ClusterKey[]): void {
+    this.#keys = keys
+    this.#ring = new Keyring(keys)
+  }
+
+  async start(): Promise<void> {
+    const o = this.#o
+    const g = DgramAsPromised.createSocket({ type: 'udp4', reuseAddr: true })
+    const u = DgramAsPromised.createSocket({ type: 'udp4' })
+    try {
+      // Bound to the group address, the socket sees only this group's datagrams on the port.
+      await g.bind(o.port, o.group)
+      g.addMembership(o.group, o.iface)
+      await u.bind(o.unicastPort, o.iface)
+      // Multicast leaves from the unicast socket: through the configured interface (never the
+      // default route), scoped by TTL, and looped back to daemons on this machine if asked.
+      u.setMulticastInterface(o.iface)
+      u.setMulticastTTL(o.multicastTtl)
+      u.setMulticastLoopback(o.multicastLoopback)
+    } catch (err) {
+      g.destroy()
+      u.destroy()
+      throw new Error(`cannot open the peer sockets (group ${o.group}:${o.port} on ${o.iface}): ${(err as Error).message}`)
+    }
+    for (const s of [g, u]) {
+      s.socket.on('message', (buf: Buffer, rinfo: RemoteInfo) => this.#receive(buf, rinfo))
+      s.socket.on('error', (err: Error) => o.log.warn({ err: err.message }, 'peer socket error'))
+    }
+    this.#group = g
+    this.#unicast = u
+    this.#reply = { family: 4, address: o.iface, port: u.address().port }
+  }
+
+  #receive(buf: Buffer, rinfo: RemoteInfo): void {
+    const c = this.counters
+    c.datagramsReceived++
+    c.bytesReceived += buf.length
+    if (buf.length > this.#o.maxDatagramBytes) {
+      c.dropped.oversize++
+      return
+    }
+    let opened
+    try {
+      opened = open(this.#ring, buf)
+    } catch (err) {
+      const code = err instanceof ProtocolError ? err.code : 'OPEN_FAILED'
+      if (code === 'UNKNOWN_KEY') c.dropped.unknownKey++
+      else if (code === 'OPEN_FAILED') c.dropped.openFailed++
+      else c.dropped.malformed++
+      return
+    }
+    const sender = opened.header.senderId.toString('hex')
+    if (sender === this.nodeIdHex) return // our own multicast, looped back
+    let decoded
+    try {
+      decoded = decodeBody(opened.body)
+    } catch {
+      c.dropped.malformed++
+      return
+    }
+    if (Math.abs(this.#now() - decoded.sentAtMs) > this.#o.replayWindowMs) {
+      c.dropped.stale++
+      return
+    }
+    // Only after authentication: forged counters must not move the window.
+    if (!this.#replay.accept(sender, opened.header.counter)) {
+      c.dropped.replayed++
+      return
+    }
+    this.onMessage({ msg: decoded.msg, sender, rinfo })
+  }
+
+  #seal(msg: Message): Buffer {
+    const key = sealingKey(this.#keys, Math.floor(this.#now() / 1000))
+    return seal(this.#ring, key.id, this.nodeId, ++this.#counter, encodeBody(msg, this.#now()))
+  }
+
+  /** Resolves once the datagram has left (or failed to: counted, never thrown). */
+  #send(dgram: Buffer, port: number, address: string): Promise<void> {
+    const u = this.#unicast
+    if (!u) return Promise.resolve()
+    this.counters.datagramsSent++
+    this.counters.bytesSent += dgram.length
+    return u.send(dgram, port, address).then(
+      () => {},
+      () => {
+        this.counters.sendErrors++
+      },
+    )
+  }
+
+  /** Multicasts `msg` to the group. */
+  sendGroup(msg: Message): Promise<void> {
+    return this.#send(this.#seal(msg), this.#o.port, this.#o.group)
+  }
+
+  /** Sends `msg` to one daemon's unicast address. */
+  sendTo(to: Address, msg: Message): Promise<void> {
+    return this.#send(this.#seal(msg), to.port, to.address)
+  }
+
+  async close(): Promise<void> {
+    const socks = [this.#group, this.#unicast]
+    this.#group = this.#unicast = undefined
+    await Promise.all(socks.map((s) => s?.close().catch(() => {})))
+  }
+}

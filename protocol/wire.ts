@@ -1,0 +1,354 @@
+/**
+ * Peer datagrams between daemons: a clear header and a sealed body (AES-256-GCM).
+ *
+ *    0        4     5      6        10            18            26
+ *   +--------+-----+------+--------+-------------+-------------+---------------------+--------+
+ *   | magic  | ver | rsvd | key id | sender id   | counter     | sealed body ...     | tag    |
+ *   | u32    | u8  | u8   | u32    | 8 bytes     | u64         | (ciphertext)        | 16 B   |
+ *   +--------+-----+------+--------+-------------+-------------+---------------------+--------+
+ *   \_____________ clear header: authenticated as additional data ______/
+ *
+ * The sender id is random per daemon start. Each sender seals with its own subkey,
+ * HKDF-SHA256(cluster key, salt = sender id), and nonce = 4 zero bytes | counter, where the counter
+ * increases with every datagram it sends: (subkey, nonce) never repeats, even across restarts
+ * and hosts, and the counter doubles as the replay sequence number.
+ *
+ * Sealed body:
+ *   type u8 | sentAtMs u64 (Unix ms) | payload
+ * Payloads:
+ *   LOOKUP      reqId u32 | reply address | keyLen u16 | key
+ *   HIT         reqId u32 | ttlMs u32 | totalLen u32 | index u16 | count u16 | chunk
+ *   MISS        reqId u32
+ *   INVALIDATE  keyLen u16 | key
+ *   ANNOUNCE    reply address | entries u32 | flags u8 | nameLen u8 | name (UTF-8)
+ *   LEAVE       empty
+ * Reply address: family u8 (4 or 6) | address (4 or 16 bytes) | port u16
+ *
+ * The numbers are the protocol: append only, never renumber.
+ */
+import crypto from 'node:crypto'
+import net from 'node:net'
+import { Parser } from 'binary-parser'
+import { ProtocolError, needBytes } from './errors.js'
+import type { ClusterKey } from './keyfile.js'
+
+export const MAGIC = 0x53544353 // "STCS"
+export const VERSION = 1
+export const HEADER_BYTES = 26
+export const TAG_BYTES = 16
+export const SENDER_ID_BYTES = 8
+/** Bytes a datagram spends on everything but its payload: clear header, tag, type and time. */
+export const ENVELOPE_BYTES = HEADER_BYTES + TAG_BYTES + 9
+/** Bytes of a HIT before its chunk: envelope plus reqId, ttl, total, index, count. */
+export const HIT_OVERHEAD_BYTES = ENVELOPE_BYTES + 16
+
+export const MsgType = {
+  LOOKUP: 1,
+  HIT: 2,
+  MISS: 3,
+  INVALIDATE: 4,
+  ANNOUNCE: 5,
+  LEAVE: 6,
+} as const
+export type MsgTypeCode = (typeof MsgType)[keyof typeof MsgType]
+const TYPE_NAMES = new Map<number, string>(Object.entries(MsgType).map(([k, v]) => [v, k]))
+export function typeName(t: number): string {
+  return TYPE_NAMES.get(t) ?? `type(${t})`
+}
+
+export const AnnounceFlag = {
+  /** The sender just started: members who hear it announce themselves back at once. */
+  HELLO: 0x01,
+} as const
+
+export interface Address {
+  family: 4 | 6
+  address: string
+  port: number
+}
+
+export type Message =
+  | { type: typeof MsgType.LOOKUP; reqId: number; reply: Address; key: Buffer }
+  | { type: typeof MsgType.HIT; reqId: number; ttlMs: number; totalLen: number; index: number; count: number; chunk: Buffer }
+  | { type: typeof MsgType.MISS; reqId: number }
+  | { type: typeof MsgType.INVALIDATE; key: Buffer }
+  | { type: typeof MsgType.ANNOUNCE; reply: Address; entries: number; flags: number; name: string }
+  | { type: typeof MsgType.LEAVE }
+
+export interface Header {
+  keyId: number
+  senderId: Buffer
+  counter: number
+}
+
+// ---- addresses ----
+
+function addressLength(a: Address): number {
+  return 1 + (a.family === 4 ? 4 : 16) + 2
+}
+
+function writeAddress(buf: Buffer, off: number, a: Address): number {
+  buf[off] = a.family
+  if (a.family === 4) {
+    const parts = a.address.split('.').map(Number)
+    if (parts.length !== 4 || !net.isIPv4(a.address)) throw new ProtocolError('BAD_FIELD', `not an IPv4 address: ${a.address}`)
+    for (let i = 0; i < 4; i++) buf[off + 1 + i] = parts[i]!
+    off += 5
+  } else {
+    if (!net.isIPv6(a.address)) throw new ProtocolError('BAD_FIELD', `not an IPv6 address: ${a.address}`)
+    ipv6Bytes(a.address).copy(buf, off + 1)
+    off += 17
+  }
+  buf.writeUInt16BE(a.port, off)
+  return off + 2
+}
+
+function ipv6Bytes(addr: string): Buffer {
+  const out = Buffer.alloc(16)
+  const zone = addr.indexOf('%')
+  const a = zone >= 0 ? addr.slice(0, zone) : addr
+  const [head, tail] = a.includes('::') ? a.split('::') : [a, undefined]
+  const groups = (s: string | undefined) => (s ? s.split(':') : [])
+  let h = groups(head)
+  let t = groups(tail)
+  const expand = (g: string[]) => g.flatMap((x) => (x.includes('.') ? [((Number(x.split('.')[0]) << 8) | Number(x.split('.')[1])).toString(16), ((Number(x.split('.')[2]) << 8) | Number(x.split('.')[3])).toString(16)] : [x]))
+  h = expand(h)
+  t = expand(t)
+  const all = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t]
+  for (let i = 0; i < 8; i++) out.writeUInt16BE(parseInt(all[i] ?? '0', 16), i * 2)
+  return out
+}
+
+function readAddress(buf: Buffer, off: number): [Address, number] {
+  needBytes(buf.length - off, 1, 'address family')
+  const family = buf[off]!
+  if (family === 4) {
+    needBytes(buf.length - off, 7, 'IPv4 address')
+    return [{ family: 4, address: `${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}.${buf[off + 4]}`, port: buf.readUInt16BE(off + 5) }, off + 7]
+  }
+  if (family === 6) {
+    needBytes(buf.length - off, 19, 'IPv6 address')
+    const parts: string[] = []
+    for (let i = 0; i < 8; i++) parts.push(buf.readUInt16BE(off + 1 + i * 2).toString(16))
+    // Canonical text form via the URL parser's normaliser.
+    const text = new URL(`http://[${parts.join(':')}]/`).hostname.slice(1, -1)
+    return [{ family: 6, address: text, port: buf.readUInt16BE(off + 17) }, off + 19]
+  }
+  throw new ProtocolError('BAD_FIELD', `unknown address family ${family}`)
+}
+
+// ---- bodies ----
+
+const bodyHead = new Parser().uint8('type').uint32be('timeHi').uint32be('timeLo')
+const u32 = new Parser().uint32be('n')
+const hitHead = new Parser().uint32be('reqId').uint32be('ttlMs').uint32be('totalLen').uint16be('index').uint16be('count')
+
+/** Plaintext length of a message's body. */
+export function bodyLength(m: Message): number {
+  switch (m.type) {
+    case MsgType.LOOKUP:
+      return 9 + 4 + addressLength(m.reply) + 2 + m.key.length
+    case MsgType.HIT:
+      return 9 + 16 + m.chunk.length
+    case MsgType.MISS:
+      return 9 + 4
+    case MsgType.INVALIDATE:
+      return 9 + 2 + m.key.length
+    case MsgType.ANNOUNCE:
+      return 9 + addressLength(m.reply) + 4 + 2 + Buffer.byteLength(m.name, 'utf8')
+    case MsgType.LEAVE:
+      return 9
+  }
+}
+
+export function encodeBody(m: Message, sentAtMs: number): Buffer {
+  const buf = Buffer.allocUnsafe(bodyLength(m))
+  buf[0] = m.type
+  buf.writeUInt32BE(Math.floor(sentAtMs / 2 ** 32), 1)
+  buf.writeUInt32BE(sentAtMs >>> 0, 5)
+  let off = 9
+  switch (m.type) {
+    case MsgType.LOOKUP:
+      buf.writeUInt32BE(m.reqId, off)
+      off = writeAddress(buf, off + 4, m.reply)
+      buf.writeUInt16BE(m.key.length, off)
+      m.key.copy(buf, off + 2)
+      break
+    case MsgType.HIT:
+      buf.writeUInt32BE(m.reqId, off)
+      buf.writeUInt32BE(m.ttlMs, off + 4)
+      buf.writeUInt32BE(m.totalLen, off + 8)
+      buf.writeUInt16BE(m.index, off + 12)
+      buf.writeUInt16BE(m.count, off + 14)
+      m.chunk.copy(buf, off + 16)
+      break
+    case MsgType.MISS:
+      buf.writeUInt32BE(m.reqId, off)
+      break
+    case MsgType.INVALIDATE:
+      buf.writeUInt16BE(m.key.length, off)
+      m.key.copy(buf, off + 2)
+      break
+    case MsgType.ANNOUNCE: {
+      off = writeAddress(buf, off, m.reply)
+      buf.writeUInt32BE(m.entries, off)
+      buf[off + 4] = m.flags
+      const name = Buffer.from(m.name, 'utf8')
+      if (name.length > 255) throw new ProtocolError('BAD_FIELD', 'node name longer than 255 bytes')
+      buf[off + 5] = name.length
+      name.copy(buf, off + 6)
+      break
+    }
+    case MsgType.LEAVE:
+      break
+  }
+  return buf
+}
+
+function keyAt(buf: Buffer, off: number, what: string): Buffer {
+  needBytes(buf.length - off, 2, `${what} key length`)
+  const len = buf.readUInt16BE(off)
+  if (len === 0) throw new ProtocolError('BAD_FIELD', `${what} with an empty key`)
+  if (buf.length - off - 2 !== len) throw new ProtocolError(buf.length - off - 2 < len ? 'TRUNCATED' : 'TRAILING', `${what} key length ${len} does not match the ${buf.length - off - 2} bytes present`)
+  return buf.subarray(off + 2)
+}
+
+function exactly(buf: Buffer, len: number, what: string): void {
+  needBytes(buf.length, len, what)
+  if (buf.length !== len) throw new ProtocolError('TRAILING', `${what}: ${buf.length - len} bytes too many`)
+}
+
+/** Decodes a plaintext body. Buffers in the result are views into `buf`. Throws ProtocolError only. */
+export function decodeBody(buf: Buffer): { sentAtMs: number; msg: Message } {
+  needBytes(buf.length, 9, 'body header')
+  const h = bodyHead.parse(buf) as { type: number; timeHi: number; timeLo: number }
+  const sentAtMs = h.timeHi * 2 ** 32 + h.timeLo
+  const p = buf.subarray(9)
+  switch (h.type) {
+    case MsgType.LOOKUP: {
+      needBytes(p.length, 4, 'LOOKUP')
+      const { n } = u32.parse(p) as { n: number }
+      const [reply, off] = readAddress(p, 4)
+      return { sentAtMs, msg: { type: MsgType.LOOKUP, reqId: n, reply, key: keyAt(p, off, 'LOOKUP') } }
+    }
+    case MsgType.HIT: {
+      needBytes(p.length, 16, 'HIT')
+      const f = hitHead.parse(p) as { reqId: number; ttlMs: number; totalLen: number; index: number; count: number }
+      if (f.count === 0 || f.index >= f.count) throw new ProtocolError('BAD_FIELD', `HIT chunk ${f.index} of ${f.count}`)
+      const chunk = p.subarray(16)
+      if (chunk.length > f.totalLen) throw new ProtocolError('BAD_FIELD', `HIT chunk of ${chunk.length} bytes exceeds the value's ${f.totalLen}`)
+      return { sentAtMs, msg: { type: MsgType.HIT, ...f, chunk } }
+    }
+    case MsgType.MISS: {
+      exactly(p, 4, 'MISS')
+      return { sentAtMs, msg: { type: MsgType.MISS, reqId: (u32.parse(p) as { n: number }).n } }
+    }
+    case MsgType.INVALIDATE:
+      return { sentAtMs, msg: { type: MsgType.INVALIDATE, key: keyAt(p, 0, 'INVALIDATE') } }
+    case MsgType.ANNOUNCE: {
+      const [reply, off] = readAddress(p, 0)
+      needBytes(p.length - off, 6, 'ANNOUNCE')
+      const entries = p.readUInt32BE(off)
+      const flags = p[off + 4]!
+      const nameLen = p[off + 5]!
+      exactly(p.subarray(off + 6), nameLen, 'ANNOUNCE name')
+      return { sentAtMs, msg: { type: MsgType.ANNOUNCE, reply, entries, flags, name: p.subarray(off + 6).toString('utf8') } }
+    }
+    case MsgType.LEAVE:
+      exactly(p, 0, 'LEAVE')
+      return { sentAtMs, msg: { type: MsgType.LEAVE } }
+    default:
+      throw new ProtocolError('UNKNOWN_OP', `unknown message type ${h.type}`)
+  }
+}
+
+// ---- the sealing envelope ----
+
+const headerParser = new Parser().uint32be('magic').uint8('version').uint8('reserved').uint32be('keyId').buffer('senderId', { length: SENDER_ID_BYTES }).uint32be('ctrHi').uint32be('ctrLo')
+
+const HKDF_INFO = Buffer.from('statecast/1 datagram')
+const MAX_SUBKEYS = 4096
+
+/**
+ * The cluster keys, with a bounded cache of per-sender subkeys. Only subkeys that opened a datagram
+ * (or our own) are cached, so forged sender ids cannot flush the cache.
+ */
+export class Keyring {
+  readonly keys: ReadonlyMap<number, ClusterKey>
+  #subkeys = new Map<string, Buffer>()
+
+  constructor(keys: readonly ClusterKey[]) {
+    this.keys = new Map(keys.map((k) => [k.id, k]))
+  }
+
+  subkey(keyId: number, senderId: Buffer): Buffer | undefined {
+    const ck = this.keys.get(keyId)
+    if (!ck) return undefined
+    const cacheKey = `${keyId}:${senderId.toString('hex')}`
+    const hit = this.#subkeys.get(cacheKey)
+    if (hit) return hit
+    return Buffer.from(crypto.hkdfSync('sha256', ck.key, senderId, HKDF_INFO, 32))
+  }
+
+  remember(keyId: number, senderId: Buffer, subkey: Buffer): void {
+    const cacheKey = `${keyId}:${senderId.toString('hex')}`
+    if (this.#subkeys.has(cacheKey)) return
+    if (this.#subkeys.size >= MAX_SUBKEYS) this.#subkeys.delete(this.#subkeys.keys().next().value!)
+    this.#subkeys.set(cacheKey, subkey)
+  }
+}
+
+function nonceFor(counter: number): Buffer {
+  const n = Buffer.alloc(12)
+  n.writeUInt32BE(Math.floor(counter / 2 ** 32), 4)
+  n.writeUInt32BE(counter >>> 0, 8)
+  return n
+}
+
+/** Seals a plaintext body into a datagram. */
+export function seal(ring: Keyring, keyId: number, senderId: Buffer, counter: number, body: Buffer): Buffer {
+  const subkey = ring.subkey(keyId, senderId)
+  if (!subkey) throw new ProtocolError('UNKNOWN_KEY', `no key with id ${keyId.toString(16)}`)
+  ring.remember(keyId, senderId, subkey)
+  const out = Buffer.allocUnsafe(HEADER_BYTES + body.length + TAG_BYTES)
+  out.writeUInt32BE(MAGIC, 0)
+  out[4] = VERSION
+  out[5] = 0
+  out.writeUInt32BE(keyId, 6)
+  senderId.copy(out, 10)
+  out.writeUInt32BE(Math.floor(counter / 2 ** 32), 18)
+  out.writeUInt32BE(counter >>> 0, 22)
+  const c = crypto.createCipheriv('aes-256-gcm', subkey, nonceFor(counter))
+  c.setAAD(out.subarray(0, HEADER_BYTES))
+  const n1 = c.update(body).copy(out, HEADER_BYTES)
+  c.final()
+  c.getAuthTag().copy(out, HEADER_BYTES + n1)
+  return out
+}
+
+/** Reads the clear header without opening. Throws ProtocolError only. */
+export function readHeader(dgram: Buffer): Header {
+  needBytes(dgram.length, HEADER_BYTES + TAG_BYTES, 'datagram')
+  const h = headerParser.parse(dgram) as { magic: number; version: number; keyId: number; senderId: Buffer; ctrHi: number; ctrLo: number }
+  if (h.magic !== MAGIC) throw new ProtocolError('BAD_MAGIC', 'not a statecast datagram')
+  if (h.version !== VERSION) throw new ProtocolError('BAD_VERSION', `protocol version ${h.version}, this daemon speaks ${VERSION}`)
+  return { keyId: h.keyId, senderId: Buffer.from(h.senderId), counter: h.ctrHi * 2 ** 32 + h.ctrLo }
+}
+
+/** Authenticates and decrypts a datagram. Throws ProtocolError (UNKNOWN_KEY, OPEN_FAILED, ...) only. */
+export function open(ring: Keyring, dgram: Buffer): { header: Header; body: Buffer } {
+  const header = readHeader(dgram)
+  const subkey = ring.subkey(header.keyId, header.senderId)
+  if (!subkey) throw new ProtocolError('UNKNOWN_KEY', `sealed with key id ${header.keyId.toString(16).padStart(8, '0')}, which this daemon does not hold`)
+  const d = crypto.createDecipheriv('aes-256-gcm', subkey, nonceFor(header.counter))
+  d.setAAD(dgram.subarray(0, HEADER_BYTES))
+  d.setAuthTag(dgram.subarray(dgram.length - TAG_BYTES))
+  const body = d.update(dgram.subarray(HEADER_BYTES, dgram.length - TAG_BYTES))
+  try {
+    d.final()
+  } catch {
+    throw new ProtocolError('OPEN_FAILED', 'datagram failed authentication')
+  }
+  ring.remember(header.keyId, header.senderId, subkey)
+  return { header, body }
+}

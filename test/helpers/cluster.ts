@@ -1,0 +1,63 @@
+/** Clusters of real daemons on loopback multicast, each test on its own group and port. */
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import { StatecastClient } from '../../client/index.js'
+import { formatKeyFile, type ClusterKey } from '../../protocol/keyfile.js'
+import { eventually, startDaemon, tmpDir, type Running } from './daemon.js'
+
+export function newKey(): ClusterKey {
+  return { id: crypto.randomBytes(4).readUInt32BE(0), createdAt: Math.floor(Date.now() / 1000) - 60, key: crypto.randomBytes(32) }
+}
+
+export function writeKeyFile(dir: string, keys: ClusterKey[] = [newKey()], name = 'cluster.key', mode = 0o600): string {
+  const file = path.join(dir, name)
+  fs.writeFileSync(file, formatKeyFile(keys), { mode })
+  fs.chmodSync(file, mode)
+  return file
+}
+
+/** A group and port no other test uses at the same time. */
+export function uniqueGroup(): { group: string; port: number } {
+  const b = crypto.randomBytes(3)
+  return { group: `239.255.${b[0]}.${1 + (b[1]! % 250)}`, port: 20000 + (b.readUInt16BE(1) % 40000) }
+}
+
+export interface Node extends Running {
+  client: StatecastClient
+  admin: StatecastClient
+  name: string
+}
+
+export async function startNode(t: { teardown(fn: () => unknown): void }, opts: { dir: string; name: string; keyFile: string; group: string; port: number; args?: string[] }): Promise<Node> {
+  const d = await startDaemon(t, {
+    dir: opts.dir,
+    name: opts.name,
+    args: ['--key-file', opts.keyFile, '--group', opts.group, '--port', String(opts.port), '--node-name', opts.name, '--heartbeat-ms', '200', '--dead-after-ms', '1000', ...(opts.args ?? [])],
+  })
+  const client = await StatecastClient.connect({ socketPath: d.socket })
+  const admin = await StatecastClient.connect({ socketPath: d.adminSocket })
+  t.teardown(() => {
+    client.destroy()
+    admin.destroy()
+  })
+  return Object.assign(d, { client, admin, name: opts.name })
+}
+
+export async function startCluster(t: { teardown(fn: () => unknown): void }, n: number, args: string[] = []): Promise<{ nodes: Node[]; dir: string; keyFile: string; group: string; port: number }> {
+  const dir = tmpDir('sc-cl-')
+  const keyFile = writeKeyFile(dir)
+  const { group, port } = uniqueGroup()
+  const nodes: Node[] = []
+  for (let i = 0; i < n; i++) nodes.push(await startNode(t, { dir, name: String.fromCharCode(97 + i), keyFile, group, port, args }))
+  await waitMembers(nodes, n - 1)
+  return { nodes, dir, keyFile, group, port }
+}
+
+export async function clusterStats(n: Node): Promise<Record<string, any>> {
+  return ((await n.admin.stats()) as { cluster: Record<string, any> }).cluster
+}
+
+export async function waitMembers(nodes: Node[], count: number): Promise<void> {
+  await eventually(async () => (await Promise.all(nodes.map(clusterStats))).every((c) => c['members'] === count), 10_000, `every node sees ${count} members`)
+}

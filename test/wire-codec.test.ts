@@ -1,0 +1,131 @@
+import t from 'tap'
+import fc from 'fast-check'
+import { ProtocolError } from '../protocol/errors.js'
+import { formatKeyFile, parseKeyFile, sealingKey, type ClusterKey } from '../protocol/keyfile.js'
+import { HEADER_BYTES, Keyring, MsgType, decodeBody, encodeBody, open, readHeader, seal, type Message } from '../protocol/wire.js'
+
+const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex')
+const key1: ClusterKey = { id: 0x01020304, createdAt: 1_700_000_000, key: Buffer.alloc(32, 0x11) }
+const sender = hex('a1a2a3a4a5a6a7a8')
+const T = 1_764_000_000_123
+const v4 = { family: 4 as const, address: '10.0.0.7', port: 47700 }
+
+// Golden plaintext bodies: the bytes are the protocol.
+const bodies: { name: string; msg: Message; bytes: string }[] = [
+  { name: 'LOOKUP', msg: { type: MsgType.LOOKUP, reqId: 7, reply: v4, key: Buffer.from('k1') }, bytes: '01 0000019a b697e87b 00000007 04 0a000007 ba54 0002 6b31' },
+  { name: 'HIT', msg: { type: MsgType.HIT, reqId: 7, ttlMs: 1000, totalLen: 3, index: 0, count: 1, chunk: Buffer.from('abc') }, bytes: '02 0000019a b697e87b 00000007 000003e8 00000003 0000 0001 616263' },
+  { name: 'MISS', msg: { type: MsgType.MISS, reqId: 9 }, bytes: '03 0000019a b697e87b 00000009' },
+  { name: 'INVALIDATE', msg: { type: MsgType.INVALIDATE, key: Buffer.from('k') }, bytes: '04 0000019a b697e87b 0001 6b' },
+  { name: 'ANNOUNCE', msg: { type: MsgType.ANNOUNCE, reply: v4, entries: 5, flags: 1, name: 'h1' }, bytes: '05 0000019a b697e87b 04 0a000007 ba54 00000005 01 02 6831' },
+  { name: 'LEAVE', msg: { type: MsgType.LEAVE }, bytes: '06 0000019a b697e87b' },
+  {
+    name: 'ANNOUNCE over IPv6',
+    msg: { type: MsgType.ANNOUNCE, reply: { family: 6, address: 'fd00::1:2', port: 1 }, entries: 0, flags: 0, name: '' },
+    bytes: '05 0000019a b697e87b 06 fd000000000000000000000000010002 0001 00000000 00 00',
+  },
+]
+
+for (const f of bodies) {
+  t.test(`body ${f.name}`, async (t) => {
+    const bytes = hex(f.bytes)
+    t.same(encodeBody(f.msg, T), bytes, 'generate')
+    t.same(decodeBody(bytes), { sentAtMs: T, msg: f.msg }, 'parse')
+    t.same(encodeBody(decodeBody(bytes).msg, T), bytes, 'mirror')
+  })
+}
+
+t.test('sealed datagram: golden header, deterministic ciphertext, open', async (t) => {
+  const ring = new Keyring([key1])
+  const body = encodeBody({ type: MsgType.MISS, reqId: 9 }, T)
+  const d = seal(ring, key1.id, sender, 5, body)
+  t.same(d.subarray(0, HEADER_BYTES), hex('53544353 01 00 01020304 a1a2a3a4a5a6a7a8 00000000 00000005'), 'clear header')
+  t.equal(d.length, HEADER_BYTES + body.length + 16)
+  t.same(seal(new Keyring([key1]), key1.id, sender, 5, body), d, 'same key, sender and counter: same bytes')
+  t.notSame(seal(ring, key1.id, sender, 6, body), d, 'the counter changes the nonce')
+  t.notOk(d.includes(body.subarray(9)), 'the body does not travel in clear')
+  const o = open(ring, d)
+  t.same(o.body, body)
+  t.same(o.header, { keyId: key1.id, senderId: sender, counter: 5 })
+})
+
+t.test('tampering, wrong keys and junk fail with their codes', async (t) => {
+  const ring = new Keyring([key1])
+  const d = seal(ring, key1.id, sender, 1, encodeBody({ type: MsgType.LEAVE }, T))
+  for (let i = 0; i < d.length; i++) {
+    const x = Buffer.from(d)
+    x[i]! ^= 0x01
+    try {
+      open(ring, x)
+      t.fail(`bit flip at ${i} opened`)
+    } catch (e) {
+      t.ok(e instanceof ProtocolError && ['OPEN_FAILED', 'BAD_MAGIC', 'BAD_VERSION', 'UNKNOWN_KEY'].includes(e.code), `byte ${i}: ${(e as ProtocolError).code}`)
+    }
+  }
+  const other = new Keyring([{ ...key1, key: Buffer.alloc(32, 0x22) }])
+  t.throws(() => open(other, d), { code: 'OPEN_FAILED' }, 'same id, other key')
+  t.throws(() => open(new Keyring([{ ...key1, id: 9 }]), d), { code: 'UNKNOWN_KEY' })
+  t.throws(() => readHeader(Buffer.alloc(10)), { code: 'TRUNCATED' })
+  t.throws(() => open(ring, Buffer.alloc(60)), { code: 'BAD_MAGIC' })
+})
+
+t.test('random bytes only ever fail with ProtocolError', async (t) => {
+  const ring = new Keyring([key1])
+  const own = (fn: () => unknown) => {
+    try {
+      fn()
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw e
+    }
+    return true
+  }
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 200 }), (a) => own(() => decodeBody(Buffer.from(a))) && own(() => open(ring, Buffer.from(a)))), { numRuns: 5000 })
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 8 }), fc.uint8Array({ maxLength: 60 }), (type, rest) => own(() => decodeBody(Buffer.concat([Buffer.from([type]), Buffer.alloc(8), Buffer.from(rest)])))),
+    { numRuns: 5000 },
+  )
+  t.pass('no foreign exception')
+})
+
+t.test('round trip of arbitrary messages', async (t) => {
+  const key = fc.uint8Array({ minLength: 1, maxLength: 250 }).map((a) => Buffer.from(a))
+  const addr = fc.oneof(
+    fc.ipV4().map((a) => ({ family: 4 as const, address: a })),
+    fc.ipV6().map((a) => ({ family: 6 as const, address: new URL(`http://[${a}]/`).hostname.slice(1, -1) })),
+  ).chain((a) => fc.integer({ min: 0, max: 65535 }).map((port) => ({ ...a, port })))
+  const u32 = fc.integer({ min: 0, max: 0xffffffff })
+  const msg: fc.Arbitrary<Message> = fc.oneof(
+    fc.record({ type: fc.constant(MsgType.LOOKUP), reqId: u32, reply: addr, key }),
+    fc.record({ type: fc.constant(MsgType.MISS), reqId: u32 }),
+    fc.record({ type: fc.constant(MsgType.INVALIDATE), key }),
+    fc.record({ type: fc.constant(MsgType.ANNOUNCE), reply: addr, entries: u32, flags: fc.integer({ min: 0, max: 255 }), name: fc.string({ maxLength: 60 }) }),
+    fc.constant({ type: MsgType.LEAVE }),
+    fc.uint8Array({ maxLength: 1400 }).chain((c) =>
+      fc.integer({ min: 1, max: 100 }).chain((count) =>
+        fc.record({ type: fc.constant(MsgType.HIT), reqId: u32, ttlMs: u32, totalLen: fc.constant(c.length + 5), index: fc.integer({ min: 0, max: count - 1 }), count: fc.constant(count), chunk: fc.constant(Buffer.from(c)) }),
+      ),
+    ),
+  ) as fc.Arbitrary<Message>
+  fc.assert(
+    fc.property(msg, fc.integer({ min: 0, max: 2 ** 48 }), (m, time) => {
+      const ring = new Keyring([key1])
+      const d = seal(ring, key1.id, sender, time + 1, encodeBody(m, time))
+      const back = decodeBody(open(ring, d).body)
+      t.same(back, { sentAtMs: time, msg: m })
+      return true
+    }),
+    { numRuns: 300 },
+  )
+})
+
+t.test('key files', async (t) => {
+  const k2: ClusterKey = { id: 0xdeadbeef, createdAt: 1_800_000_000, key: Buffer.alloc(32, 0x33) }
+  const text = formatKeyFile([key1, k2])
+  t.match(text, /^# .*\n01020304 1700000000 ERERER/)
+  t.same(parseKeyFile(text), [key1, k2])
+  t.equal(sealingKey([key1, k2], 1_750_000_000).id, key1.id, 'a key not yet in force does not seal')
+  t.equal(sealingKey([key1, k2], 1_800_000_000).id, k2.id, 'the newest in force seals')
+  t.equal(sealingKey([k2], 1).id, k2.id, 'if none is in force, the earliest seals')
+  t.throws(() => parseKeyFile('# nothing\n'), { message: /holds no key; make one with: statecast keygen/ })
+  t.throws(() => parseKeyFile('zz 1 abc\n', 'k.key'), { message: /k\.key:1: expected "ID CREATED KEY"/ })
+  t.throws(() => parseKeyFile(`${text}01020304 1 ${Buffer.alloc(32).toString('base64')}\n`), { message: /appears twice/ })
+})
