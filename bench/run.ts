@@ -7,9 +7,13 @@ import path from 'node:path'
 import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { benchLocal } from './local.js'
+import { benchRemote } from './remote.js'
 
 const ms = Number(process.env['BENCH_MS'] ?? 3000)
-const rows = await benchLocal(ms, [1, 8, 32])
+const only = process.argv[2]
+const rows: Record<string, unknown>[] = []
+if (!only || only === 'local') rows.push(...(await benchLocal(ms, [1, 8, 32])))
+if (!only || only === 'remote') rows.push(...(await benchRemote(Number(process.env['BENCH_N'] ?? 2000))))
 console.table(rows)
 const out = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results')
 fs.mkdirSync(out, { recursive: true })

@@ -38,3 +38,9 @@ t.test('TOML file on top of defaults', async (t) => {
   t.throws(() => loadFile(bad), { message: /bad\.toml: not valid TOML/ })
   t.throws(() => loadFile(path.join(dir, 'missing.toml')), { message: /cannot read config file/ })
 })
+
+t.test('the README documents every config key', async (t) => {
+  const { FIELDS } = await import('../daemon/config.js')
+  const readme = fs.readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+  for (const f of FIELDS) t.match(readme, new RegExp(`\\| \`${f.key}\` \\|`), f.key)
+})

@@ -29,10 +29,11 @@ export interface Node extends Running {
   name: string
 }
 
-export async function startNode(t: { teardown(fn: () => unknown): void }, opts: { dir: string; name: string; keyFile: string; group: string; port: number; args?: string[] }): Promise<Node> {
+export async function startNode(t: { teardown(fn: () => unknown): void }, opts: { dir: string; name: string; keyFile: string; group: string; port: number; args?: string[]; prefix?: string[] }): Promise<Node> {
   const d = await startDaemon(t, {
     dir: opts.dir,
     name: opts.name,
+    ...(opts.prefix ? { prefix: opts.prefix } : {}),
     args: ['--key-file', opts.keyFile, '--group', opts.group, '--port', String(opts.port), '--node-name', opts.name, '--heartbeat-ms', '200', '--dead-after-ms', '1000', ...(opts.args ?? [])],
   })
   const client = await StatecastClient.connect({ socketPath: d.socket })

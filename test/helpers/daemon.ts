@@ -35,7 +35,7 @@ export function tmpDir(prefix = 'sc-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix))
 }
 
-export async function startDaemon(t: Teardown, opts: { args?: string[]; dir?: string; env?: NodeJS.ProcessEnv; wait?: boolean; name?: string } = {}): Promise<Running> {
+export async function startDaemon(t: Teardown, opts: { args?: string[]; dir?: string; env?: NodeJS.ProcessEnv; wait?: boolean; name?: string; prefix?: string[] } = {}): Promise<Running> {
   const dir = opts.dir ?? tmpDir()
   const name = opts.name ?? 'd'
   const socket = path.join(dir, `${name}.sock`)
@@ -44,7 +44,10 @@ export async function startDaemon(t: Teardown, opts: { args?: string[]; dir?: st
   // A group and port of its own, so daemons of tests running side by side never meet by accident.
   const isolate = extra.includes('--port') ? [] : ['--group', `239.254.${crypto.randomInt(256)}.${1 + crypto.randomInt(250)}`, '--port', String(20000 + crypto.randomInt(40000))]
   const args = [DAEMON, '--socket', socket, '--admin-socket', adminSocket, ...isolate, ...extra]
-  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } })
+  // `prefix` runs the daemon through another command, such as `ip netns exec NS` (which execs, so
+  // the pid is the daemon's own).
+  const [cmd, ...pre] = [...(opts.prefix ?? []), process.execPath]
+  const proc = spawn(cmd!, [...pre, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } })
   const logs: Record<string, unknown>[] = []
   const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = []
   let buf = ''

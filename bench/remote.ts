@@ -1,0 +1,114 @@
+/**
+ * Remote fills among three daemons on loopback multicast, and "not found" with every peer alive,
+ * against a floor measured in the same run: a Unix round trip (the echo server) plus a
+ * multicast-request/unicast-reply round trip between two processes.
+ */
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { DgramAsPromised } from 'dgram-as-promised'
+import { StatecastClient } from '../client/index.js'
+import { formatKeyFile } from '../protocol/keyfile.js'
+import { percentile, startDaemonProcess, startEchoProcess } from './local.js'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+
+function summary(lat: number[]): { p50Us: number; p99Us: number } {
+  lat.sort((a, b) => a - b)
+  return { p50Us: Math.round(percentile(lat, 50)), p99Us: Math.round(percentile(lat, 99)) }
+}
+
+async function multicastRtt(group: string, port: number, n: number): Promise<number[]> {
+  const echo = spawn(process.execPath, [path.join(here, 'mcast-echo.js'), group, String(port)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  await new Promise((r) => echo.stdout!.once('data', r))
+  const s = DgramAsPromised.createSocket({ type: 'udp4' })
+  await s.bind(0, '127.0.0.1')
+  s.setMulticastInterface('127.0.0.1')
+  s.setMulticastLoopback(true)
+  const lat: number[] = []
+  const payload = Buffer.alloc(300, 1)
+  try {
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now()
+      const got = new Promise((r) => s.socket.once('message', r))
+      await s.send(payload, port, group)
+      await got
+      lat.push((performance.now() - t0) * 1000)
+    }
+  } finally {
+    await s.close()
+    echo.kill('SIGTERM')
+  }
+  return lat
+}
+
+export async function benchRemote(n: number): Promise<Record<string, unknown>[]> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sc-bench-remote-'))
+  const keyFile = path.join(dir, 'cluster.key')
+  fs.writeFileSync(keyFile, formatKeyFile([{ id: 1, createdAt: 0, key: crypto.randomBytes(32) }]), { mode: 0o600 })
+  const group = `239.255.${crypto.randomInt(256)}.${1 + crypto.randomInt(250)}`
+  const port = 20000 + crypto.randomInt(40000)
+  const procs: ChildProcess[] = []
+  const rows: Record<string, unknown>[] = []
+  try {
+    const nodes = []
+    for (const name of ['a', 'b', 'c']) {
+      const d = await startDaemonProcess(dir, name, ['--key-file', keyFile, '--group', group, '--port', String(port), '--heartbeat-ms', '200', '--dead-after-ms', '1000'])
+      procs.push(d.proc)
+      nodes.push(await StatecastClient.connect({ socketPath: d.socket }))
+    }
+    const [a, , c] = nodes as [StatecastClient, StatecastClient, StatecastClient]
+    // Wait until C sees both peers, so "not found" can come from their MISSes.
+    for (let i = 0; i < 100; i++) {
+      const s = (await c.stats()) as { cluster: { members: number } }
+      if (s.cluster.members === 2) break
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    const value = Buffer.alloc(200, 9)
+    for (let i = 0; i < n; i += 100) await Promise.all(Array.from({ length: Math.min(100, n - i) }, (_, j) => a.set(`r${i + j}`, value)))
+
+    // The floor: a Unix round trip plus a multicast round trip, each measured n times.
+    const echoPath = path.join(dir, 'echo.sock')
+    const echo = await startEchoProcess(echoPath, 200)
+    procs.push(echo)
+    const ce = await StatecastClient.connect({ socketPath: echoPath })
+    const unix: number[] = []
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now()
+      await ce.get('x')
+      unix.push((performance.now() - t0) * 1000)
+    }
+    ce.destroy()
+    const mc = await multicastRtt(`239.255.${crypto.randomInt(256)}.${1 + crypto.randomInt(250)}`, 20000 + crypto.randomInt(40000), n)
+    const floorLat = unix.map((u, i) => u + mc[i]!)
+    const floor = summary(floorLat)
+
+    const fill: number[] = []
+    let remote = 0
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now()
+      const e = await c.getEntry(`r${i}`)
+      fill.push((performance.now() - t0) * 1000)
+      if (e?.remote) remote++
+    }
+    const f = summary(fill)
+    rows.push({ case: 'remote fill (3 daemons)', n, remote, p50Us: f.p50Us, p99Us: f.p99Us, floorP50Us: floor.p50Us, floorP99Us: floor.p99Us, p50Ratio: +(f.p50Us / floor.p50Us).toFixed(2) })
+
+    const nf: number[] = []
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now()
+      await c.get(`absent-${i}`)
+      nf.push((performance.now() - t0) * 1000)
+    }
+    const s = summary(nf)
+    const st = ((await c.stats()) as { cluster: { timeouts: number; remoteMisses: number } }).cluster
+    rows.push({ case: 'not found, all peers alive', n, p50Us: s.p50Us, p99Us: s.p99Us, floorP50Us: floor.p50Us, floorP99Us: floor.p99Us, p50Ratio: +(s.p50Us / floor.p50Us).toFixed(2), byAllMisses: st.remoteMisses, byDeadline: st.timeouts })
+    for (const x of nodes) x.destroy()
+  } finally {
+    for (const p of procs) p.kill('SIGTERM')
+  }
+  return rows
+}
