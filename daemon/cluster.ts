@@ -185,19 +185,20 @@ export class Cluster implements ClusterHooks {
   #answer(msg: Extract<Message, { type: typeof MsgType.LOOKUP }>): void {
     this.counters.lookupsAnswered++
     const key = msg.key.toString('latin1')
-    const value = this.#store.peek(key)
-    const ttlMs = value === undefined ? 0 : this.#store.remainingTtl(key)
-    if (value === undefined || ttlMs <= 0) {
+    const entry = this.#store.peek(key)
+    const ttlMs = entry === undefined ? 0 : this.#store.remainingTtl(key)
+    if (entry === undefined || ttlMs <= 0) {
       this.counters.missesSent++
       this.transport.sendTo(msg.reply, { type: MsgType.MISS, reqId: msg.reqId })
       return
     }
     this.counters.hitsSent++
+    const { value, flags } = entry
     const count = Math.max(1, Math.ceil(value.length / this.#chunkBytes))
     for (let i = 0; i < count; i++) {
       // Sealing copies the chunk synchronously, so a view into the store's buffer is safe here.
       const chunk = value.subarray(i * this.#chunkBytes, (i + 1) * this.#chunkBytes)
-      this.transport.sendTo(msg.reply, { type: MsgType.HIT, reqId: msg.reqId, ttlMs, totalLen: value.length, index: i, count, chunk })
+      this.transport.sendTo(msg.reply, { type: MsgType.HIT, reqId: msg.reqId, ttlMs, flags, totalLen: value.length, index: i, count, chunk })
     }
     this.counters.chunksSent += count
   }

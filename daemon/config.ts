@@ -12,6 +12,7 @@ import { parse as parseToml } from 'smol-toml'
 import { defaultAdminSocketPath, defaultSocketPath } from '../protocol/paths.js'
 import { MAX_KEY_BYTES } from '../protocol/local.js'
 import { LOG_LEVELS, type LogLevel } from './log.js'
+import { parseListen } from './memcache.js'
 
 export interface Config {
   /** Path of the API socket local servers use. */
@@ -74,9 +75,11 @@ export interface Config {
   maxInflightLookups: number
   /** Bytes of partly received values held at once. */
   maxReassemblyBytes: number
+  /** memcached text-protocol listeners: `127.0.0.1:PORT` and/or socket paths; empty = off. */
+  memcacheListen: string[]
 }
 
-type Kind = 'int' | 'string' | 'optstring' | 'mode' | 'level' | 'bool' | 'ipv4' | 'mcast4'
+type Kind = 'int' | 'string' | 'optstring' | 'mode' | 'level' | 'bool' | 'ipv4' | 'mcast4' | 'list'
 
 interface Field {
   key: keyof Config
@@ -121,6 +124,7 @@ export const FIELDS: readonly Field[] = [
   { key: 'replayWindowMs', kind: 'int', def: () => 30_000, min: 1000, max: 3_600_000, unit: 'ms', doc: 'datagrams whose send time is further than this from our clock are dropped' },
   { key: 'maxDatagramBytes', kind: 'int', def: () => 1400, min: 256, max: 65_000, unit: 'bytes', doc: 'largest datagram sent or accepted; larger values travel in chunks' },
   { key: 'maxInflightLookups', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'lookups', doc: 'remote lookups in flight at once; more answer "not found" at once' },
+  { key: 'memcacheListen', kind: 'list', def: () => [], unit: 'addresses', doc: 'memcached text-protocol front end: 127.0.0.1:PORT and/or socket paths, comma-separated; empty = off' },
   { key: 'maxReassemblyBytes', kind: 'int', def: () => 8 * 1024 * 1024, min: 65_536, max: 2 ** 40, unit: 'bytes', doc: 'bytes of partly received values held at once' },
 ]
 
@@ -154,6 +158,20 @@ function coerce(f: Field, raw: unknown, where: string): unknown {
     case 'optstring':
       if (typeof raw !== 'string') throw bad(`a string (${f.unit})`)
       return raw
+    case 'list': {
+      const items = Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(',').map((x) => x.trim()).filter(Boolean) : undefined
+      if (!items || !items.every((x) => typeof x === 'string' && x.length > 0)) throw bad(`a list of ${f.unit} (a TOML array, or comma-separated on the command line)`)
+      if (f.key === 'memcacheListen') {
+        for (const x of items as string[]) {
+          try {
+            parseListen(x)
+          } catch (err) {
+            throw new ConfigError(`${where}: memcacheListen: ${(err as Error).message}`)
+          }
+        }
+      }
+      return items
+    }
     case 'bool':
       if (raw === true || raw === 'true') return true
       if (raw === false || raw === 'false') return false

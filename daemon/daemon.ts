@@ -12,6 +12,7 @@ import { createHandler } from './handler.js'
 import type { Log } from './log.js'
 import { Store } from './store.js'
 import { Cluster } from './cluster.js'
+import { MemcacheServer } from './memcache.js'
 import { HOW_TO_MAKE_A_KEY, KeyError, devKey, loadKeyFile } from './keys.js'
 import type { ClusterKey } from '../protocol/keyfile.js'
 
@@ -33,6 +34,7 @@ export class Daemon {
   cluster: Cluster | undefined
   #api: ApiServer | undefined
   #admin: ApiServer | undefined
+  #memcache: MemcacheServer | undefined
   #purge: NodeJS.Timeout | undefined
   #deps: DaemonDeps
   #stopped: Promise<void> | undefined
@@ -121,11 +123,23 @@ export class Daemon {
     }
     this.#api = this.#server('api', c.socketPath, c.socketMode)
     this.#admin = this.#server('admin', c.adminSocketPath, c.adminSocketMode)
+    if (c.memcacheListen.length > 0) {
+      this.#memcache = new MemcacheServer({
+        listen: c.memcacheListen,
+        maxConnections: c.maxConnections,
+        maxKeyBytes: c.maxKeyBytes,
+        version: VERSION,
+        store: this.store,
+        cluster: () => this.cluster,
+        log: this.log,
+      })
+    }
     try {
       await this.#api.listen(this.#deps.listenFds?.api)
       await this.#admin.listen(this.#deps.listenFds?.admin)
+      await this.#memcache?.listen()
     } catch (err) {
-      await Promise.all([this.#api.close(0), this.#admin.close(0), this.cluster?.stop()])
+      await Promise.all([this.#api.close(0), this.#admin.close(0), this.#memcache?.close(), this.cluster?.stop()])
       throw err
     }
     this.#purge = setInterval(() => this.store.purgeStale(), c.purgeIntervalMs)
@@ -143,7 +157,7 @@ export class Daemon {
     const grace = this.config.shutdownGraceMs
     this.log.info({ graceMs: grace }, 'statecastd stopping')
     clearInterval(this.#purge)
-    await Promise.all([this.#api?.close(grace), this.#admin?.close(grace)])
+    await Promise.all([this.#api?.close(grace), this.#admin?.close(grace), this.#memcache?.close()])
     await this.cluster?.stop()
     const wiped = this.store.flush()
     this.log.info({ wiped }, 'statecastd stopped')
@@ -159,6 +173,7 @@ export class Daemon {
       api: { ...this.#api?.counters, connections: this.#api?.connections ?? 0 },
       admin: { ...this.#admin?.counters, connections: this.#admin?.connections ?? 0 },
       cluster: this.cluster?.stats() ?? null,
+      memcache: this.#memcache?.counters ?? null,
       process: { rssBytes: mem.rss, heapUsedBytes: mem.heapUsed, externalBytes: mem.external },
     }
   }

@@ -10,7 +10,7 @@ import { StoreError, type Store } from './store.js'
 /** What the handler needs from the peer side of the daemon. Absent on a daemon with no peers. */
 export interface ClusterHooks {
   /** Asks the peers for `key`; resolves the value (already stored locally) and its TTL, or undefined. */
-  lookup(key: string): Promise<{ value: Buffer; ttlMs: number } | undefined>
+  lookup(key: string): Promise<{ value: Buffer; ttlMs: number; flags: number } | undefined>
   /** A key was stored locally by an application. */
   stored(key: string): void
   /** A key was deleted locally by an application. */
@@ -46,8 +46,8 @@ export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Pro
         const problem = keyProblem(req.key, maxKeyBytes)
         if (problem) return encodeError(Op.GET, req.id, Status.BAD_KEY, problem)
         const key = req.key.toString('latin1')
-        const value = store.get(key)
-        if (value !== undefined) return encodeReply(Op.GET, req.id, Status.OK, value, 0, store.remainingTtl(key))
+        const entry = store.get(key)
+        if (entry !== undefined) return encodeReply(Op.GET, req.id, Status.OK, entry.value, 0, store.remainingTtl(key))
         if (deps.cluster && !(req.flags & ReqFlag.LOCAL_ONLY)) return remoteGet(req.id, key)
         return encodeReply(Op.GET, req.id, Status.NOT_FOUND)
       }

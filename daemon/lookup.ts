@@ -44,12 +44,13 @@ export interface LookupCounters {
   lateReplies: number
 }
 
-export type Found = { value: Buffer; ttlMs: number } | undefined
+export type Found = { value: Buffer; ttlMs: number; flags: number } | undefined
 
 interface Reassembly {
   totalLen: number
   count: number
   ttlMs: number
+  flags: number
   chunks: (Buffer | undefined)[]
   received: number
   bytes: number
@@ -201,14 +202,14 @@ export class Lookups {
         this.counters.reassemblyDropped++
         return
       }
-      return this.#complete(f, m.chunk, m.ttlMs)
+      return this.#complete(f, m.chunk, m.ttlMs, m.flags)
     }
     let r = f.parts.get(sender)
     if (!r) {
-      r = { totalLen: m.totalLen, count: m.count, ttlMs: m.ttlMs, chunks: new Array(m.count), received: 0, bytes: 0 }
+      r = { totalLen: m.totalLen, count: m.count, ttlMs: m.ttlMs, flags: m.flags, chunks: new Array(m.count), received: 0, bytes: 0 }
       f.parts.set(sender, r)
     }
-    if (r.totalLen !== m.totalLen || r.count !== m.count || r.chunks[m.index]) return // inconsistent or duplicate
+    if (r.totalLen !== m.totalLen || r.count !== m.count || r.flags !== m.flags || r.chunks[m.index]) return // inconsistent or duplicate
     if (this.#reassemblyBytes + m.chunk.length > this.#o.maxReassemblyBytes || r.bytes + m.chunk.length > r.totalLen) {
       this.counters.reassemblyDropped++
       return
@@ -226,21 +227,21 @@ export class Lookups {
         return
       }
       const value = Buffer.concat(r.chunks as Buffer[], r.totalLen)
-      this.#complete(f, value, r.ttlMs)
+      this.#complete(f, value, r.ttlMs, r.flags)
       value.fill(0)
     }
   }
 
-  #complete(f: Inflight, value: Buffer, ttlMs: number): void {
+  #complete(f: Inflight, value: Buffer, ttlMs: number, flags: number): void {
     if (ttlMs <= 0) return
     this.counters.remoteHits++
     // The local copy keeps the remaining TTL of the copy it came from.
     try {
-      this.#store.set(f.key, value, ttlMs)
+      this.#store.set(f.key, value, ttlMs, flags)
     } catch {
       /* too large for this host's limits: serve it, do not keep it */
     }
-    this.#settle(f, { value: Buffer.from(value), ttlMs })
+    this.#settle(f, { value: Buffer.from(value), ttlMs, flags })
   }
 
   /** A MISS from `sender`: when every live member has missed, "not found" now. */

@@ -49,6 +49,12 @@ export interface StoreStats extends StoreCounters {
   maxBytes: number
 }
 
+/** A stored value with memcached's opaque client flags (0 for values stored through the API). */
+export interface StoreEntry {
+  value: Buffer
+  flags: number
+}
+
 export class StoreError extends Error {
   readonly code: 'TOO_LARGE' | 'BAD_TTL'
   constructor(code: 'TOO_LARGE' | 'BAD_TTL', message: string) {
@@ -61,15 +67,15 @@ export class StoreError extends Error {
 export class Store {
   readonly options: Readonly<StoreOptions>
   readonly counters: StoreCounters = { hits: 0, misses: 0, sets: 0, deletes: 0, touches: 0, evictions: 0, expirations: 0 }
-  #lru: LRUCache<string, Buffer>
+  #lru: LRUCache<string, StoreEntry>
 
   constructor(options: Partial<StoreOptions> = {}) {
     const o = { ...STORE_DEFAULTS, ...options }
     this.options = o
     const perf = o.now ? { now: o.now } : undefined
-    this.#lru = new LRUCache<string, Buffer>({
+    this.#lru = new LRUCache<string, StoreEntry>({
       maxSize: o.maxBytes,
-      sizeCalculation: (value, key) => key.length + value.length + ENTRY_OVERHEAD_BYTES,
+      sizeCalculation: (entry, key) => key.length + entry.value.length + ENTRY_OVERHEAD_BYTES,
       ttl: o.defaultTtlMs,
       // TTLs are absolute: reading a session does not extend its life.
       updateAgeOnGet: false,
@@ -78,8 +84,8 @@ export class Store {
       // would see stale times, and a secret would outlive its TTL by up to the resolution).
       ttlResolution: 0,
       ...(perf ? { perf } : {}),
-      dispose: (value, _key, reason) => {
-        value.fill(0)
+      dispose: (entry, _key, reason) => {
+        entry.value.fill(0)
         if (reason === 'evict') this.counters.evictions++
         else if (reason === 'expire') this.counters.expirations++
       },
@@ -93,16 +99,16 @@ export class Store {
     return Math.min(Math.ceil(ttlMs), this.options.maxTtlMs)
   }
 
-  /** The stored value (the store's own buffer: copy before yielding), or undefined. */
-  get(key: string): Buffer | undefined {
-    const v = this.#lru.get(key)
-    if (v === undefined) this.counters.misses++
+  /** The stored entry (the store's own buffer: copy before yielding), or undefined. */
+  get(key: string): StoreEntry | undefined {
+    const e = this.#lru.get(key)
+    if (e === undefined) this.counters.misses++
     else this.counters.hits++
-    return v
+    return e
   }
 
   /** Like get, without touching recency or counters (used to answer peers and list keys). */
-  peek(key: string): Buffer | undefined {
+  peek(key: string): StoreEntry | undefined {
     return this.#lru.peek(key)
   }
 
@@ -118,7 +124,7 @@ export class Store {
   }
 
   /** Stores a copy of `value`. Throws StoreError TOO_LARGE or BAD_TTL; never stores part of it. */
-  set(key: string, value: Buffer, ttlMs = 0): void {
+  set(key: string, value: Buffer, ttlMs = 0, flags = 0): void {
     if (value.length > this.options.maxValueBytes) {
       throw new StoreError('TOO_LARGE', `value is ${value.length} bytes, at most ${this.options.maxValueBytes}`)
     }
@@ -127,7 +133,7 @@ export class Store {
     if (size > this.options.maxBytes) throw new StoreError('TOO_LARGE', `entry of ${size} bytes exceeds the store's ${this.options.maxBytes} bytes`)
     const copy = Buffer.allocUnsafe(value.length)
     value.copy(copy)
-    this.#lru.set(key, copy, { ttl })
+    this.#lru.set(key, { value: copy, flags }, { ttl })
     this.counters.sets++
   }
 
@@ -142,7 +148,7 @@ export class Store {
     const ttl = this.effectiveTtl(ttlMs)
     const v = this.#lru.peek(key)
     if (v === undefined) return false
-    // Re-setting the same buffer keeps the value (no dispose: lru-cache skips it for the same value).
+    // Re-setting the same entry keeps the value (no dispose: lru-cache skips it for the same value).
     this.#lru.set(key, v, { ttl })
     this.counters.touches++
     return true
@@ -162,7 +168,7 @@ export class Store {
   }
 
   /** Every live entry with its remaining TTL; the values are the store's own buffers. */
-  *entries(): Generator<[key: string, value: Buffer, ttlMs: number]> {
+  *entries(): Generator<[key: string, entry: StoreEntry, ttlMs: number]> {
     for (const k of [...this.#lru.keys()]) {
       const v = this.#lru.peek(k)
       const ttl = this.remainingTtl(k)

@@ -17,7 +17,7 @@
  *   type u8 | sentAtMs u64 (Unix ms) | payload
  * Payloads:
  *   LOOKUP      reqId u32 | reply address | keyLen u16 | key
- *   HIT         reqId u32 | ttlMs u32 | totalLen u32 | index u16 | count u16 | chunk
+ *   HIT         reqId u32 | ttlMs u32 | flags u32 | totalLen u32 | index u16 | count u16 | chunk
  *   MISS        reqId u32
  *   INVALIDATE  keyLen u16 | key
  *   ANNOUNCE    reply address | entries u32 | flags u8 | nameLen u8 | name (UTF-8)
@@ -39,8 +39,8 @@ export const TAG_BYTES = 16
 export const SENDER_ID_BYTES = 8
 /** Bytes a datagram spends on everything but its payload: clear header, tag, type and time. */
 export const ENVELOPE_BYTES = HEADER_BYTES + TAG_BYTES + 9
-/** Bytes of a HIT before its chunk: envelope plus reqId, ttl, total, index, count. */
-export const HIT_OVERHEAD_BYTES = ENVELOPE_BYTES + 16
+/** Bytes of a HIT before its chunk: envelope plus reqId, ttl, flags, total, index, count. */
+export const HIT_OVERHEAD_BYTES = ENVELOPE_BYTES + 20
 
 export const MsgType = {
   LOOKUP: 1,
@@ -69,7 +69,7 @@ export interface Address {
 
 export type Message =
   | { type: typeof MsgType.LOOKUP; reqId: number; reply: Address; key: Buffer }
-  | { type: typeof MsgType.HIT; reqId: number; ttlMs: number; totalLen: number; index: number; count: number; chunk: Buffer }
+  | { type: typeof MsgType.HIT; reqId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number; chunk: Buffer }
   | { type: typeof MsgType.MISS; reqId: number }
   | { type: typeof MsgType.INVALIDATE; key: Buffer }
   | { type: typeof MsgType.ANNOUNCE; reply: Address; entries: number; flags: number; name: string }
@@ -141,7 +141,7 @@ function readAddress(buf: Buffer, off: number): [Address, number] {
 
 const bodyHead = new Parser().uint8('type').uint32be('timeHi').uint32be('timeLo')
 const u32 = new Parser().uint32be('n')
-const hitHead = new Parser().uint32be('reqId').uint32be('ttlMs').uint32be('totalLen').uint16be('index').uint16be('count')
+const hitHead = new Parser().uint32be('reqId').uint32be('ttlMs').uint32be('flags').uint32be('totalLen').uint16be('index').uint16be('count')
 
 /** Plaintext length of a message's body. */
 export function bodyLength(m: Message): number {
@@ -149,7 +149,7 @@ export function bodyLength(m: Message): number {
     case MsgType.LOOKUP:
       return 9 + 4 + addressLength(m.reply) + 2 + m.key.length
     case MsgType.HIT:
-      return 9 + 16 + m.chunk.length
+      return 9 + 20 + m.chunk.length
     case MsgType.MISS:
       return 9 + 4
     case MsgType.INVALIDATE:
@@ -177,10 +177,11 @@ export function encodeBody(m: Message, sentAtMs: number): Buffer {
     case MsgType.HIT:
       buf.writeUInt32BE(m.reqId, off)
       buf.writeUInt32BE(m.ttlMs, off + 4)
-      buf.writeUInt32BE(m.totalLen, off + 8)
-      buf.writeUInt16BE(m.index, off + 12)
-      buf.writeUInt16BE(m.count, off + 14)
-      m.chunk.copy(buf, off + 16)
+      buf.writeUInt32BE(m.flags, off + 8)
+      buf.writeUInt32BE(m.totalLen, off + 12)
+      buf.writeUInt16BE(m.index, off + 16)
+      buf.writeUInt16BE(m.count, off + 18)
+      m.chunk.copy(buf, off + 20)
       break
     case MsgType.MISS:
       buf.writeUInt32BE(m.reqId, off)
@@ -232,10 +233,10 @@ export function decodeBody(buf: Buffer): { sentAtMs: number; msg: Message } {
       return { sentAtMs, msg: { type: MsgType.LOOKUP, reqId: n, reply, key: keyAt(p, off, 'LOOKUP') } }
     }
     case MsgType.HIT: {
-      needBytes(p.length, 16, 'HIT')
-      const f = hitHead.parse(p) as { reqId: number; ttlMs: number; totalLen: number; index: number; count: number }
+      needBytes(p.length, 20, 'HIT')
+      const f = hitHead.parse(p) as { reqId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number }
       if (f.count === 0 || f.index >= f.count) throw new ProtocolError('BAD_FIELD', `HIT chunk ${f.index} of ${f.count}`)
-      const chunk = p.subarray(16)
+      const chunk = p.subarray(20)
       if (chunk.length > f.totalLen) throw new ProtocolError('BAD_FIELD', `HIT chunk of ${chunk.length} bytes exceeds the value's ${f.totalLen}`)
       return { sentAtMs, msg: { type: MsgType.HIT, ...f, chunk } }
     }

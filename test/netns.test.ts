@@ -7,7 +7,7 @@ import { NetLab } from './helpers/netns.js'
 import { clusterStats, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from './helpers/cluster.js'
 import { eventually, tmpDir } from './helpers/daemon.js'
 
-async function lab3(t: Parameters<Parameters<typeof t.test>[1]>[0], args: string[] = []) {
+async function lab3(t: { teardown(fn: () => unknown): void }, args: string[] = []) {
   const lab = NetLab.create(t, 3)
   const dir = tmpDir('sc-ns-')
   const keyFile = writeKeyFile(dir)

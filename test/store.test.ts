@@ -12,7 +12,7 @@ t.test('get, set, delete and counters', async (t) => {
   const s = new Store()
   t.equal(s.get('a'), undefined)
   s.set('a', Buffer.from('hello'))
-  t.same(s.get('a'), Buffer.from('hello'))
+  t.same(s.get('a')?.value, Buffer.from('hello'))
   t.equal(s.delete('a'), true)
   t.equal(s.delete('a'), false)
   t.match(s.stats(), { hits: 1, misses: 1, sets: 1, deletes: 1, entries: 0, bytes: 0 })
@@ -23,7 +23,7 @@ t.test('the store keeps its own copy of a value', async (t) => {
   const v = Buffer.from('secret')
   s.set('k', v)
   v.fill(0x41)
-  t.same(s.get('k'), Buffer.from('secret'))
+  t.same(s.get('k')?.value, Buffer.from('secret'))
 })
 
 t.test('TTL: default, per entry, capped, and remaining', async (t) => {
@@ -49,13 +49,13 @@ t.test('touch gives a new TTL and keeps the value', async (t) => {
   advance(900)
   t.equal(store.touch('k', 5000), true)
   advance(4000)
-  t.same(store.get('k'), Buffer.from('v'))
+  t.same(store.get('k')?.value, Buffer.from('v'))
   t.equal(store.touch('nope', 10), false)
 })
 
 t.test('released values are zero-filled: evicted, expired, deleted, overwritten, flushed', async (t) => {
   const { store, advance } = clocked({ maxBytes: 3 * (ENTRY_OVERHEAD_BYTES + 1 + 100), maxValueBytes: 100 })
-  const held = (k: string) => store.peek(k)!
+  const held = (k: string) => store.peek(k)!.value
   store.set('a', Buffer.alloc(100, 1))
   const a = held('a')
   store.set('b', Buffer.alloc(100, 2))
@@ -85,6 +85,14 @@ t.test('released values are zero-filled: evicted, expired, deleted, overwritten,
   t.ok(d.every((x) => x === 0), 'flushed value wiped')
 })
 
+t.test('flags travel with the value', async (t) => {
+  const s = new Store()
+  s.set('k', Buffer.from('v'), 0, 0xdeadbeef)
+  t.equal(s.get('k')?.flags, 0xdeadbeef)
+  s.set('k', Buffer.from('v'))
+  t.equal(s.get('k')?.flags, 0)
+})
+
 t.test('value size limit', async (t) => {
   const s = new Store({ maxValueBytes: 10 })
   t.throws(() => s.set('k', Buffer.alloc(11)), { code: 'TOO_LARGE', message: /11 bytes, at most 10/ })
@@ -105,7 +113,7 @@ t.test('the store never holds more than its byte bound', async (t) => {
         }
         // What the store reports is what it holds.
         let sum = 0
-        for (const [k, v] of s.entries()) sum += k.length + v.length + ENTRY_OVERHEAD_BYTES
+        for (const [k, e] of s.entries()) sum += k.length + e.value.length + ENTRY_OVERHEAD_BYTES
         return sum === s.bytes
       },
     ),

@@ -13,7 +13,7 @@ const v4 = { family: 4 as const, address: '10.0.0.7', port: 47700 }
 // Golden plaintext bodies: the bytes are the protocol.
 const bodies: { name: string; msg: Message; bytes: string }[] = [
   { name: 'LOOKUP', msg: { type: MsgType.LOOKUP, reqId: 7, reply: v4, key: Buffer.from('k1') }, bytes: '01 0000019a b697e87b 00000007 04 0a000007 ba54 0002 6b31' },
-  { name: 'HIT', msg: { type: MsgType.HIT, reqId: 7, ttlMs: 1000, totalLen: 3, index: 0, count: 1, chunk: Buffer.from('abc') }, bytes: '02 0000019a b697e87b 00000007 000003e8 00000003 0000 0001 616263' },
+  { name: 'HIT', msg: { type: MsgType.HIT, reqId: 7, ttlMs: 1000, flags: 0x2a, totalLen: 3, index: 0, count: 1, chunk: Buffer.from('abc') }, bytes: '02 0000019a b697e87b 00000007 000003e8 0000002a 00000003 0000 0001 616263' },
   { name: 'MISS', msg: { type: MsgType.MISS, reqId: 9 }, bytes: '03 0000019a b697e87b 00000009' },
   { name: 'INVALIDATE', msg: { type: MsgType.INVALIDATE, key: Buffer.from('k') }, bytes: '04 0000019a b697e87b 0001 6b' },
   { name: 'ANNOUNCE', msg: { type: MsgType.ANNOUNCE, reply: v4, entries: 5, flags: 1, name: 'h1' }, bytes: '05 0000019a b697e87b 04 0a000007 ba54 00000005 01 02 6831' },
@@ -101,7 +101,7 @@ t.test('round trip of arbitrary messages', async (t) => {
     fc.constant({ type: MsgType.LEAVE }),
     fc.uint8Array({ maxLength: 1400 }).chain((c) =>
       fc.integer({ min: 1, max: 100 }).chain((count) =>
-        fc.record({ type: fc.constant(MsgType.HIT), reqId: u32, ttlMs: u32, totalLen: fc.constant(c.length + 5), index: fc.integer({ min: 0, max: count - 1 }), count: fc.constant(count), chunk: fc.constant(Buffer.from(c)) }),
+        fc.record({ type: fc.constant(MsgType.HIT), reqId: u32, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length + 5), index: fc.integer({ min: 0, max: count - 1 }), count: fc.constant(count), chunk: fc.constant(Buffer.from(c)) }),
       ),
     ),
   ) as fc.Arbitrary<Message>
