@@ -124,6 +124,16 @@ export class StatecastClient extends EventEmitter {
     return c
   }
 
+  /**
+   * A client that connects in the background and keeps trying (with backoff) while the daemon is
+   * down: for servers that must start, and keep serving, whether or not the daemon is up.
+   */
+  static open(options: ClientOptions = {}): StatecastClient {
+    const c = new StatecastClient({ ...options, reconnect: true })
+    c.#dial().catch(() => c.#scheduleReconnect())
+    return c
+  }
+
   /** True while a connection to the daemon is open. */
   get connected(): boolean {
     return this.#open
@@ -385,6 +395,14 @@ export class StatecastClient extends EventEmitter {
 
   async peers(opts?: CallOptions): Promise<Record<string, unknown>[]> {
     return this.#json(await this.#request({ op: Op.PEERS, id: this.#id(), flags: 0 }, opts)) as Record<string, unknown>[]
+  }
+
+  /** The cluster's TLS session ticket key in force, or undefined while none is agreed yet. */
+  async ticketKey(opts?: CallOptions): Promise<{ epoch: number; remainingMs: number; key: Buffer } | undefined> {
+    const reply = StatecastClient.#check(await this.#request({ op: Op.TICKET_KEY, id: this.#id(), flags: 0 }, opts), Status.NOT_FOUND)
+    if (reply.status === Status.NOT_FOUND) return undefined
+    if (reply.body.length !== 8 + 48) throw new StatecastError('PROTOCOL', 'ticket key reply of the wrong size')
+    return { epoch: reply.body.readUInt32BE(0), remainingMs: reply.body.readUInt32BE(4), key: Buffer.from(reply.body.subarray(8)) }
   }
 
   /** Lists keys (admin socket only). Keys come back as Buffers: they are bytes. */

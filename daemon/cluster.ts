@@ -12,6 +12,7 @@ import { Lookups, type LookupOptions } from './lookup.js'
 import type { Log } from './log.js'
 import type { Store } from './store.js'
 import { Transport, type Incoming, type TransportOptions } from './transport.js'
+import { TicketKeys } from './ticket-keys.js'
 
 export interface ClusterOptions extends Omit<TransportOptions, 'log' | 'keys' | 'now'>, LookupOptions {
   /** A name for people (`statecast peers`); defaults to the host name. */
@@ -20,6 +21,8 @@ export interface ClusterOptions extends Omit<TransportOptions, 'log' | 'keys' | 
   heartbeatMs: number
   /** A member not heard from for this long is dead, in ms. */
   deadAfterMs: number
+  /** How often the cluster's TLS ticket key changes, in ms. */
+  ticketKeyRotationMs: number
 }
 
 export interface Member {
@@ -61,6 +64,7 @@ export class Cluster implements ClusterHooks {
     membersDied: 0,
   }
   readonly members = new Map<string, Member>()
+  readonly tickets: TicketKeys
   readonly #o: ClusterOptions
   readonly #store: Store
   readonly #log: Log
@@ -79,8 +83,14 @@ export class Cluster implements ClusterHooks {
     this.transport.onMessage = (m) => this.#onMessage(m)
     this.lookups = new Lookups(o, this.transport, store, {
       aliveIds: () => this.#alive().map((m) => m.id),
-      settled: () => performance.now() - this.#startedAt > this.#o.deadAfterMs,
+      settled: () => this.#settled(),
     })
+    this.tickets = new TicketKeys({ rotationMs: o.ticketKeyRotationMs, graceMs: 3 * o.heartbeatMs, selfId: this.transport.nodeId })
+  }
+
+  /** True once we have listened long enough that the member list is complete. */
+  #settled(): boolean {
+    return performance.now() - this.#startedAt > this.#o.deadAfterMs
   }
 
   get nodeId(): string {
@@ -101,8 +111,16 @@ export class Cluster implements ClusterHooks {
     this.#heartbeat = setTimeout(() => {
       this.#announce(0)
       this.#sweep()
+      this.#tickTickets()
       this.#scheduleHeartbeat()
     }, delay)
+  }
+
+  /** Makes the epoch's ticket key when it falls to us, and repeats the key in force (loss, newcomers). */
+  #tickTickets(): void {
+    this.tickets.tick(this.#alive().map((m) => m.id), this.#settled())
+    const k = this.tickets.current
+    if (k) this.transport.sendGroup({ type: MsgType.TICKET_KEY, epoch: k.epoch, creator: k.creator, key: k.key })
   }
 
   #announceMsg(flags: number): Message {
@@ -152,6 +170,9 @@ export class Cluster implements ClusterHooks {
         return
       case MsgType.ANNOUNCE:
         return this.#onAnnounce(sender, msg)
+      case MsgType.TICKET_KEY:
+        this.tickets.offer(msg)
+        return
       case MsgType.LEAVE: {
         const m = this.members.get(sender)
         if (m) {
@@ -178,8 +199,12 @@ export class Cluster implements ClusterHooks {
       this.counters.membersJoined++
       this.#log.info({ nodeId: sender, name: msg.name, reply: msg.reply }, 'member joined')
     }
-    // A newcomer learns about us at once instead of at our next heartbeat.
-    if (!known || msg.flags & AnnounceFlag.HELLO) this.transport.sendTo(msg.reply, this.#announceMsg(0))
+    // A newcomer learns about us, and the ticket key, at once instead of at our next heartbeat.
+    if (!known || msg.flags & AnnounceFlag.HELLO) {
+      this.transport.sendTo(msg.reply, this.#announceMsg(0))
+      const k = this.tickets.current
+      if (k) this.transport.sendTo(msg.reply, { type: MsgType.TICKET_KEY, epoch: k.epoch, creator: k.creator, key: k.key })
+    }
   }
 
   #answer(msg: Extract<Message, { type: typeof MsgType.LOOKUP }>): void {
@@ -259,6 +284,7 @@ export class Cluster implements ClusterHooks {
       clearTimeout(this.#heartbeat)
       for (const t of this.#timers) clearTimeout(t)
       this.lookups.close()
+      this.tickets.wipe()
       // The LEAVE must be on the wire before the socket closes.
       await this.transport.sendGroup({ type: MsgType.LEAVE })
       await this.transport.close()

@@ -75,6 +75,8 @@ export interface Config {
   maxInflightLookups: number
   /** Bytes of partly received values held at once. */
   maxReassemblyBytes: number
+  /** How often the cluster's TLS session ticket key changes, in ms. */
+  ticketKeyRotationMs: number
   /** memcached text-protocol listeners: `127.0.0.1:PORT` and/or socket paths; empty = off. */
   memcacheListen: string[]
 }
@@ -124,6 +126,7 @@ export const FIELDS: readonly Field[] = [
   { key: 'replayWindowMs', kind: 'int', def: () => 30_000, min: 1000, max: 3_600_000, unit: 'ms', doc: 'datagrams whose send time is further than this from our clock are dropped' },
   { key: 'maxDatagramBytes', kind: 'int', def: () => 1400, min: 256, max: 65_000, unit: 'bytes', doc: 'largest datagram sent or accepted; larger values travel in chunks' },
   { key: 'maxInflightLookups', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'lookups', doc: 'remote lookups in flight at once; more answer "not found" at once' },
+  { key: 'ticketKeyRotationMs', kind: 'int', def: () => 3_600_000, min: 10_000, max: 7 * 86_400_000, unit: 'ms', doc: 'how often the cluster-wide TLS session ticket key changes (tickets older than one period stop resuming)' },
   { key: 'memcacheListen', kind: 'list', def: () => [], unit: 'addresses', doc: 'memcached text-protocol front end: 127.0.0.1:PORT and/or socket paths, comma-separated; empty = off' },
   { key: 'maxReassemblyBytes', kind: 'int', def: () => 8 * 1024 * 1024, min: 65_536, max: 2 ** 40, unit: 'bytes', doc: 'bytes of partly received values held at once' },
 ]

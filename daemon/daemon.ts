@@ -13,6 +13,8 @@ import type { Log } from './log.js'
 import { Store } from './store.js'
 import { Cluster } from './cluster.js'
 import { MemcacheServer } from './memcache.js'
+import { TicketKeys } from './ticket-keys.js'
+import crypto from 'node:crypto'
 import { HOW_TO_MAKE_A_KEY, KeyError, devKey, loadKeyFile } from './keys.js'
 import type { ClusterKey } from '../protocol/keyfile.js'
 
@@ -36,6 +38,9 @@ export class Daemon {
   #admin: ApiServer | undefined
   #memcache: MemcacheServer | undefined
   #purge: NodeJS.Timeout | undefined
+  /** Ticket keys of a daemon without a cluster (a cluster keeps its own). */
+  #soloTickets: TicketKeys | undefined
+  #ticketTimer: NodeJS.Timeout | undefined
   #deps: DaemonDeps
   #stopped: Promise<void> | undefined
 
@@ -68,6 +73,10 @@ export class Daemon {
         maxKeyBytes: c.maxKeyBytes,
         admin: name === 'admin',
         stats: () => this.stats(),
+        ticketKey: () => {
+          const t = this.cluster?.tickets ?? this.#soloTickets
+          return t?.current ? { epoch: t.current.epoch, remainingMs: t.remainingMs(), key: t.current.key } : undefined
+        },
         // Read at request time: the cluster joins after the sockets are up.
         get cluster() {
           return daemon.cluster
@@ -114,12 +123,19 @@ export class Daemon {
           maxInflightLookups: c.maxInflightLookups,
           maxReassemblyBytes: c.maxReassemblyBytes,
           maxValueBytes: c.maxValueBytes,
+          ticketKeyRotationMs: c.ticketKeyRotationMs,
         },
         this.#keys(),
         this.store,
         this.log,
       )
       await this.cluster.start()
+    } else {
+      const solo = new TicketKeys({ rotationMs: c.ticketKeyRotationMs, graceMs: 0, selfId: crypto.randomBytes(8) })
+      solo.tick([], true)
+      this.#ticketTimer = setInterval(() => solo.tick([], true), 1000)
+      this.#ticketTimer.unref()
+      this.#soloTickets = solo
     }
     this.#api = this.#server('api', c.socketPath, c.socketMode)
     this.#admin = this.#server('admin', c.adminSocketPath, c.adminSocketMode)
@@ -157,6 +173,8 @@ export class Daemon {
     const grace = this.config.shutdownGraceMs
     this.log.info({ graceMs: grace }, 'statecastd stopping')
     clearInterval(this.#purge)
+    clearInterval(this.#ticketTimer)
+    this.#soloTickets?.wipe()
     await Promise.all([this.#api?.close(grace), this.#admin?.close(grace), this.#memcache?.close()])
     await this.cluster?.stop()
     const wiped = this.store.flush()

@@ -26,6 +26,8 @@ export interface HandlerDeps {
   admin: boolean
   stats(): unknown
   cluster?: ClusterHooks | undefined
+  /** The TLS ticket key in force, if one is known yet. */
+  ticketKey(): { epoch: number; remainingMs: number; key: Buffer } | undefined
 }
 
 const EMPTY = Buffer.alloc(0)
@@ -95,6 +97,17 @@ export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Pro
         const keys = store.keys(req.prefix.toString('latin1'), limit)
         // Keys are bytes; latin1 round-trips every byte, so clients can recover them exactly.
         return encodeReply(Op.KEYS, req.id, Status.OK, json(keys.map((k) => ({ key: k, ttlMs: store.remainingTtl(k) }))))
+      }
+      case Op.TICKET_KEY: {
+        const k = deps.ticketKey()
+        if (!k) return encodeReply(Op.TICKET_KEY, req.id, Status.NOT_FOUND)
+        const body = Buffer.allocUnsafe(8 + k.key.length)
+        body.writeUInt32BE(k.epoch, 0)
+        body.writeUInt32BE(Math.min(k.remainingMs, 0xffffffff), 4)
+        k.key.copy(body, 8)
+        const reply = encodeReply(Op.TICKET_KEY, req.id, Status.OK, body)
+        body.fill(0)
+        return reply
       }
       case Op.FLUSH: {
         if (!admin) return encodeError(Op.FLUSH, req.id, Status.DENIED, 'flushing is allowed on the admin socket only')

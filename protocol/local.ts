@@ -22,11 +22,13 @@
  *   KEYS    limit u32 | prefix                          (admin socket only)
  *   FLUSH   empty                                       (admin socket only)
  *   PEERS   empty
+ *   TICKET_KEY empty                                    (the cluster's TLS session ticket key)
  * ttlMs 0 means "the daemon's default TTL".
  *
  * Replies carry op | 0x80 and start their body with a status byte:
  *   status u8 | rest
  *   GET OK:              remainingTtlMs u32 | value
+ *   TICKET_KEY OK:       epoch u32 | remainingMs u32 | key (48 bytes)
  *   STATS/KEYS/PEERS OK: a UTF-8 JSON document
  *   error statuses:      a UTF-8 message for people (never parsed by programs: branch on status)
  *   anything else:       empty
@@ -53,6 +55,7 @@ export const Op = {
   KEYS: 7,
   FLUSH: 8,
   PEERS: 9,
+  TICKET_KEY: 10,
 } as const
 export type OpCode = (typeof Op)[keyof typeof Op]
 const OP_NAMES = new Map<number, string>(Object.entries(Op).map(([k, v]) => [v, k]))
@@ -107,6 +110,7 @@ export type Request =
   | (Base & { op: typeof Op.KEYS; prefix: Buffer; limit: number })
   | (Base & { op: typeof Op.FLUSH })
   | (Base & { op: typeof Op.PEERS })
+  | (Base & { op: typeof Op.TICKET_KEY })
 
 /** A reply. `op` is the request's op (without the reply bit); `body` follows the status byte. */
 export interface Reply {
@@ -161,6 +165,7 @@ export function requestLength(req: Request): number {
     case Op.STATS:
     case Op.FLUSH:
     case Op.PEERS:
+    case Op.TICKET_KEY:
       return HEADER_BYTES
     case Op.GET:
     case Op.DELETE:
@@ -227,6 +232,7 @@ export function decodeRequest(frame: Buffer): Request {
     case Op.STATS:
     case Op.FLUSH:
     case Op.PEERS:
+    case Op.TICKET_KEY:
       if (body.length !== 0) throw new ProtocolError('TRAILING', `${opName(op)} takes no body, got ${body.length} bytes`)
       return { op, id, flags }
     case Op.GET:

@@ -22,6 +22,7 @@
  *   INVALIDATE  keyLen u16 | key
  *   ANNOUNCE    reply address | entries u32 | flags u8 | nameLen u8 | name (UTF-8)
  *   LEAVE       empty
+ *   TICKET_KEY  epoch u32 | creator id (8 bytes) | key (48 bytes)
  * Reply address: family u8 (4 or 6) | address (4 or 16 bytes) | port u16
  *
  * The numbers are the protocol: append only, never renumber.
@@ -49,7 +50,10 @@ export const MsgType = {
   INVALIDATE: 4,
   ANNOUNCE: 5,
   LEAVE: 6,
+  TICKET_KEY: 7,
 } as const
+/** Bytes of a TLS session ticket key (Node's setTicketKeys). */
+export const TICKET_KEY_BYTES = 48
 export type MsgTypeCode = (typeof MsgType)[keyof typeof MsgType]
 const TYPE_NAMES = new Map<number, string>(Object.entries(MsgType).map(([k, v]) => [v, k]))
 export function typeName(t: number): string {
@@ -74,6 +78,7 @@ export type Message =
   | { type: typeof MsgType.INVALIDATE; key: Buffer }
   | { type: typeof MsgType.ANNOUNCE; reply: Address; entries: number; flags: number; name: string }
   | { type: typeof MsgType.LEAVE }
+  | { type: typeof MsgType.TICKET_KEY; epoch: number; creator: Buffer; key: Buffer }
 
 export interface Header {
   keyId: number
@@ -158,6 +163,8 @@ export function bodyLength(m: Message): number {
       return 9 + addressLength(m.reply) + 4 + 2 + Buffer.byteLength(m.name, 'utf8')
     case MsgType.LEAVE:
       return 9
+    case MsgType.TICKET_KEY:
+      return 9 + 4 + SENDER_ID_BYTES + TICKET_KEY_BYTES
   }
 }
 
@@ -201,6 +208,12 @@ export function encodeBody(m: Message, sentAtMs: number): Buffer {
       break
     }
     case MsgType.LEAVE:
+      break
+    case MsgType.TICKET_KEY:
+      if (m.creator.length !== SENDER_ID_BYTES || m.key.length !== TICKET_KEY_BYTES) throw new ProtocolError('BAD_FIELD', 'TICKET_KEY needs an 8-byte creator and a 48-byte key')
+      buf.writeUInt32BE(m.epoch, off)
+      m.creator.copy(buf, off + 4)
+      m.key.copy(buf, off + 4 + SENDER_ID_BYTES)
       break
   }
   return buf
@@ -258,6 +271,9 @@ export function decodeBody(buf: Buffer): { sentAtMs: number; msg: Message } {
     case MsgType.LEAVE:
       exactly(p, 0, 'LEAVE')
       return { sentAtMs, msg: { type: MsgType.LEAVE } }
+    case MsgType.TICKET_KEY:
+      exactly(p, 4 + SENDER_ID_BYTES + TICKET_KEY_BYTES, 'TICKET_KEY')
+      return { sentAtMs, msg: { type: MsgType.TICKET_KEY, epoch: p.readUInt32BE(0), creator: p.subarray(4, 4 + SENDER_ID_BYTES), key: p.subarray(4 + SENDER_ID_BYTES) } }
     default:
       throw new ProtocolError('UNKNOWN_OP', `unknown message type ${h.type}`)
   }

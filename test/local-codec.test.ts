@@ -34,6 +34,7 @@ const requests: { name: string; message: Request; bytes: string }[] = [
   { name: 'KEYS', message: { op: Op.KEYS, id: 7, flags: 0, limit: 10, prefix: b('p') }, bytes: '0000000b 07 00 00000007 0000000a 70' },
   { name: 'FLUSH', message: { op: Op.FLUSH, id: 8, flags: 0 }, bytes: '00000006 08 00 00000008' },
   { name: 'PEERS', message: { op: Op.PEERS, id: 0xffffffff, flags: 0 }, bytes: '00000006 09 00 ffffffff' },
+  { name: 'TICKET_KEY', message: { op: Op.TICKET_KEY, id: 1, flags: 0 }, bytes: '00000006 0a 00 00000001' },
 ]
 
 for (const f of requests) {
@@ -94,7 +95,7 @@ const keyArb = fc.uint8Array({ minLength: 1, maxLength: 250 }).map((a) => Buffer
 const bytesArb = (max: number) => fc.uint8Array({ maxLength: max }).map((a) => Buffer.from(a))
 const base = { id: fc.integer({ min: 0, max: 0xffffffff }), flags: fc.constantFrom(0, 1, 2, 3) }
 const requestArb: fc.Arbitrary<Request> = fc.oneof(
-  fc.record({ ...base, op: fc.constantFrom(Op.PING, Op.STATS, Op.FLUSH, Op.PEERS) }),
+  fc.record({ ...base, op: fc.constantFrom(Op.PING, Op.STATS, Op.FLUSH, Op.PEERS, Op.TICKET_KEY) }),
   fc.record({ ...base, op: fc.constantFrom(Op.GET, Op.DELETE), key: keyArb }),
   fc.record({ ...base, op: fc.constant(Op.SET), key: keyArb, value: bytesArb(2000), ttlMs: fc.integer({ min: 0, max: 0xffffffff }) }),
   fc.record({ ...base, op: fc.constant(Op.TOUCH), key: keyArb, ttlMs: fc.integer({ min: 0, max: 0xffffffff }) }),

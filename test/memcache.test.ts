@@ -70,7 +70,7 @@ t.test('a memcached client library against the front end, across two hosts', asy
   t.equal(await p<boolean>((k) => ca.add('fresh', 'new', 0, k)), true)
   t.equal(await p<boolean>((k) => ca.replace('greeting', 'hi', 0, k)), true)
   t.equal(await p<boolean>((k) => ca.replace('nothing-here', 'x', 0, k)).catch(() => false), false, 'replace of an absent key: NOT_STORED')
-  t.equal(await p<boolean>((k) => ca.touch('greeting', 100, k)), true)
+  t.equal(await p<boolean>((k) => ca.touch('greeting', 100, (err: unknown) => k(err, true))), true)
   t.equal(await p<boolean>((k) => ca.del('fresh', k)), true)
   t.equal(await p<unknown>((k) => ca.get('fresh', k)), undefined)
   const version = await p<{ version: string }[]>((k) => ca.version(k))

@@ -19,6 +19,11 @@ const bodies: { name: string; msg: Message; bytes: string }[] = [
   { name: 'ANNOUNCE', msg: { type: MsgType.ANNOUNCE, reply: v4, entries: 5, flags: 1, name: 'h1' }, bytes: '05 0000019a b697e87b 04 0a000007 ba54 00000005 01 02 6831' },
   { name: 'LEAVE', msg: { type: MsgType.LEAVE }, bytes: '06 0000019a b697e87b' },
   {
+    name: 'TICKET_KEY',
+    msg: { type: MsgType.TICKET_KEY, epoch: 3, creator: hex('a1a2a3a4a5a6a7a8'), key: Buffer.alloc(48, 0x5a) },
+    bytes: `07 0000019a b697e87b 00000003 a1a2a3a4a5a6a7a8 ${'5a'.repeat(48)}`,
+  },
+  {
     name: 'ANNOUNCE over IPv6',
     msg: { type: MsgType.ANNOUNCE, reply: { family: 6, address: 'fd00::1:2', port: 1 }, entries: 0, flags: 0, name: '' },
     bytes: '05 0000019a b697e87b 06 fd000000000000000000000000010002 0001 00000000 00 00',
@@ -99,6 +104,7 @@ t.test('round trip of arbitrary messages', async (t) => {
     fc.record({ type: fc.constant(MsgType.INVALIDATE), key }),
     fc.record({ type: fc.constant(MsgType.ANNOUNCE), reply: addr, entries: u32, flags: fc.integer({ min: 0, max: 255 }), name: fc.string({ maxLength: 60 }) }),
     fc.constant({ type: MsgType.LEAVE }),
+    fc.record({ type: fc.constant(MsgType.TICKET_KEY), epoch: u32, creator: fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a)), key: fc.uint8Array({ minLength: 48, maxLength: 48 }).map((a) => Buffer.from(a)) }),
     fc.uint8Array({ maxLength: 1400 }).chain((c) =>
       fc.integer({ min: 1, max: 100 }).chain((count) =>
         fc.record({ type: fc.constant(MsgType.HIT), reqId: u32, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length + 5), index: fc.integer({ min: 0, max: count - 1 }), count: fc.constant(count), chunk: fc.constant(Buffer.from(c)) }),

@@ -1,0 +1,153 @@
+/**
+ * statecast/tls: resumes TLS sessions across every host of the cluster for a Node `tls.Server`
+ * or `https.Server`.
+ *
+ * Which protocol resumes by which mechanism:
+ *   - TLS 1.3, and TLS 1.2 with tickets (Node's default): session tickets. Every daemon of the
+ *     cluster agrees on one ticket key (made inside the cluster, sent only sealed, never written to
+ *     disk, rotated every `ticketKeyRotationMs`); this helper installs it with `setTicketKeys` and
+ *     follows rotations, so a ticket issued by any server is accepted by all.
+ *   - TLS 1.2 with tickets off (`secureOptions: constants.SSL_OP_NO_TICKET`): session ids. New
+ *     sessions are stored in the daemon (`newSession`), and a resuming client's session is fetched
+ *     from it (`resumeSession`), from a peer if this host never saw it.
+ * Node's `resumeSession` cannot resume TLS 1.3 from an external cache (it sees a random legacy
+ * id), which is why TLS 1.3 goes through the shared ticket keys.
+ *
+ * Every server must use the same `sessionIdContext`: Node derives the default from the process's
+ * command line, so servers started with different arguments never resume each other's sessions.
+ * Pass `sessionIdContext: 'your-service'` to `createServer` on every host.
+ *
+ * A handshake never waits longer than `lookupTimeoutMs` on the daemon; when the daemon is down the
+ * server does full handshakes and keeps serving.
+ */
+import crypto from 'node:crypto'
+import type tls from 'node:tls'
+import { StatecastClient, type ClientOptions } from './client.js'
+
+export interface SessionCacheOptions extends ClientOptions {
+  /** Longest a resuming handshake waits for the daemon, in ms. Default 200. */
+  lookupTimeoutMs?: number
+  /** Install the cluster's ticket keys (TLS 1.3 and ticket-based TLS 1.2). Default true. */
+  ticketKeys?: boolean
+  /** How often to ask the daemon whether the ticket key changed, in ms. Default 1000. */
+  ticketKeyRefreshMs?: number
+  /** Prefix of the cache keys this server's sessions use. Default 'tls:'. */
+  keyPrefix?: string
+  /** Use this client instead of opening one. */
+  client?: StatecastClient
+}
+
+export interface SessionCacheStats {
+  stored: number
+  storeErrors: number
+  resumeLookups: number
+  resumeHits: number
+  resumeMisses: number
+  /** Resumptions answered "no" at once because the daemon was unreachable. */
+  daemonDown: number
+  ticketKeyChanges: number
+  ticketEpoch: number | undefined
+}
+
+export interface SessionCache {
+  readonly client: StatecastClient
+  readonly stats: SessionCacheStats
+  /** Resolves once the first cluster ticket key is installed (when ticket keys are on). */
+  ready(): Promise<void>
+  /** Detaches from the server and closes the client it opened. */
+  close(): Promise<void>
+}
+
+function defaultContext(): string {
+  return crypto.createHash('sha1').update(process.argv.join(' ')).digest('hex').slice(0, 32)
+}
+
+export function attachSessionCache(server: tls.Server, options: SessionCacheOptions = {}): SessionCache {
+  const client = options.client ?? StatecastClient.open(options)
+  const ownsClient = !options.client
+  const timeoutMs = options.lookupTimeoutMs ?? 200
+  const prefix = Buffer.from(options.keyPrefix ?? 'tls:')
+  const stats: SessionCacheStats = { stored: 0, storeErrors: 0, resumeLookups: 0, resumeHits: 0, resumeMisses: 0, daemonDown: 0, ticketKeyChanges: 0, ticketEpoch: undefined }
+  const s = server as tls.Server & { sessionTimeout?: number; sessionIdContext?: string }
+
+  if (s.sessionIdContext === defaultContext()) {
+    process.emitWarning('statecast/tls: this server\'s sessionIdContext is derived from its command line; servers started with other arguments will not resume its sessions. Pass the same sessionIdContext to createServer on every host.', 'StatecastWarning')
+  }
+
+  const onNew = (id: Buffer, data: Buffer, done: () => void) => {
+    // The handshake never waits for the store.
+    done()
+    if (!client.connected) return
+    const ttlMs = Math.max(1, Math.round((s.sessionTimeout ?? 300) * 1000))
+    client.set(Buffer.concat([prefix, id]), data, { ttlMs }).then(
+      () => stats.stored++,
+      () => stats.storeErrors++,
+    )
+  }
+  const onResume = (id: Buffer, done: (err: Error | null, data: Buffer | null) => void) => {
+    stats.resumeLookups++
+    if (!client.connected) {
+      stats.daemonDown++
+      done(null, null)
+      return
+    }
+    client.get(Buffer.concat([prefix, id]), { timeoutMs }).then(
+      (v) => {
+        if (v) stats.resumeHits++
+        else stats.resumeMisses++
+        done(null, v ?? null)
+      },
+      () => {
+        stats.resumeMisses++
+        done(null, null)
+      },
+    )
+  }
+  server.on('newSession', onNew)
+  server.on('resumeSession', onResume)
+
+  let timer: NodeJS.Timeout | undefined
+  let closed = false
+  let firstKey: (() => void) | undefined
+  const firstKeyInstalled = new Promise<void>((r) => (firstKey = r))
+  const refresh = async () => {
+    try {
+      if (client.connected) {
+        const k = await client.ticketKey({ timeoutMs: 1000 })
+        if (k && k.epoch !== stats.ticketEpoch) {
+          server.setTicketKeys(k.key)
+          stats.ticketEpoch = k.epoch
+          stats.ticketKeyChanges++
+          firstKey?.()
+        }
+        k?.key.fill(0)
+      }
+    } catch {
+      /* the daemon restarts or is busy: keep the key in force and ask again */
+    }
+  }
+  if (options.ticketKeys !== false) {
+    const every = options.ticketKeyRefreshMs ?? 1000
+    const loop = () => {
+      if (closed) return
+      timer = setTimeout(() => void refresh().finally(loop), every)
+      timer.unref()
+    }
+    client.on('connect', () => void refresh())
+    if (client.connected) void refresh()
+    loop()
+  } else firstKey?.()
+
+  return {
+    client,
+    stats,
+    ready: () => firstKeyInstalled,
+    async close() {
+      closed = true
+      clearTimeout(timer)
+      server.off('newSession', onNew)
+      server.off('resumeSession', onResume)
+      if (ownsClient) await client.close()
+    },
+  }
+}
