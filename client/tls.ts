@@ -11,7 +11,10 @@
  *     sessions are stored in the daemon (`newSession`), and a resuming client's session is fetched
  *     from it (`resumeSession`), from a peer if this host never saw it.
  * Node's `resumeSession` cannot resume TLS 1.3 from an external cache (it sees a random legacy
- * id), which is why TLS 1.3 goes through the shared ticket keys.
+ * id), which is why TLS 1.3 goes through the shared ticket keys. The session-id hooks are
+ * installed only when the server has tickets off (or `sessionIds: true`): with tickets on, every
+ * version resumes through the shared keys, and a hook would only pause each TLS 1.3 handshake to
+ * look up a random id that no host holds.
  *
  * Every server must use the same `sessionIdContext`: Node derives the default from the process's
  * command line, so servers started with different arguments never resume each other's sessions.
@@ -20,7 +23,7 @@
  * A handshake never waits longer than `lookupTimeoutMs` on the daemon; when the daemon is down the
  * server does full handshakes and keeps serving.
  */
-import crypto from 'node:crypto'
+import crypto, { constants } from 'node:crypto'
 import type tls from 'node:tls'
 import { StatecastClient, type ClientOptions } from './client.js'
 
@@ -33,12 +36,16 @@ export interface SessionCacheOptions extends ClientOptions {
   ticketKeyRefreshMs?: number
   /** Prefix of the cache keys this server's sessions use. Default 'tls:'. */
   keyPrefix?: string
+  /** Cache sessions by id in the daemon. Default: when the server has tickets off (SSL_OP_NO_TICKET). */
+  sessionIds?: boolean
   /** Use this client instead of opening one. */
   client?: StatecastClient
 }
 
 export interface SessionCacheStats {
   stored: number
+  /** TLS 1.3 sessions not stored: they resume through the shared ticket keys instead. */
+  skippedTls13: number
   storeErrors: number
   resumeLookups: number
   resumeHits: number
@@ -58,6 +65,25 @@ export interface SessionCache {
   close(): Promise<void>
 }
 
+/** TLS 1.3 as the protocol number OpenSSL writes into a session. */
+const TLS13 = 0x0304
+
+/**
+ * The protocol version inside an encoded session (OpenSSL's SSL_SESSION_ASN1:
+ * SEQUENCE { INTEGER 1, INTEGER sslVersion, ... }), or undefined when it cannot be read.
+ */
+export function sessionVersion(der: Buffer): number | undefined {
+  if (der[0] !== 0x30 || der.length < 8) return undefined
+  const l = der[1]!
+  let off = 2 + (l & 0x80 ? l & 0x7f : 0)
+  if (der[off] !== 0x02) return undefined
+  off += 2 + (der[off + 1] ?? 0)
+  if (der[off] !== 0x02) return undefined
+  const n = der[off + 1] ?? 0
+  if (n < 1 || n > 4 || off + 2 + n > der.length) return undefined
+  return der.readUIntBE(off + 2, n)
+}
+
 function defaultContext(): string {
   return crypto.createHash('sha1').update(process.argv.join(' ')).digest('hex').slice(0, 32)
 }
@@ -67,8 +93,9 @@ export function attachSessionCache(server: tls.Server, options: SessionCacheOpti
   const ownsClient = !options.client
   const timeoutMs = options.lookupTimeoutMs ?? 200
   const prefix = Buffer.from(options.keyPrefix ?? 'tls:')
-  const stats: SessionCacheStats = { stored: 0, storeErrors: 0, resumeLookups: 0, resumeHits: 0, resumeMisses: 0, daemonDown: 0, ticketKeyChanges: 0, ticketEpoch: undefined }
-  const s = server as tls.Server & { sessionTimeout?: number; sessionIdContext?: string }
+  const stats: SessionCacheStats = { stored: 0, skippedTls13: 0, storeErrors: 0, resumeLookups: 0, resumeHits: 0, resumeMisses: 0, daemonDown: 0, ticketKeyChanges: 0, ticketEpoch: undefined }
+  const s = server as tls.Server & { sessionTimeout?: number; sessionIdContext?: string; secureOptions?: number }
+  const useIds = options.sessionIds ?? ((s.secureOptions ?? 0) & constants.SSL_OP_NO_TICKET) !== 0
 
   if (s.sessionIdContext === defaultContext()) {
     process.emitWarning('statecast/tls: this server\'s sessionIdContext is derived from its command line; servers started with other arguments will not resume its sessions. Pass the same sessionIdContext to createServer on every host.', 'StatecastWarning')
@@ -77,6 +104,10 @@ export function attachSessionCache(server: tls.Server, options: SessionCacheOpti
   const onNew = (id: Buffer, data: Buffer, done: () => void) => {
     // The handshake never waits for the store.
     done()
+    if (sessionVersion(data) === TLS13) {
+      stats.skippedTls13++
+      return
+    }
     if (!client.connected) return
     const ttlMs = Math.max(1, Math.round((s.sessionTimeout ?? 300) * 1000))
     client.set(Buffer.concat([prefix, id]), data, { ttlMs }).then(
@@ -103,8 +134,10 @@ export function attachSessionCache(server: tls.Server, options: SessionCacheOpti
       },
     )
   }
-  server.on('newSession', onNew)
-  server.on('resumeSession', onResume)
+  if (useIds) {
+    server.on('newSession', onNew)
+    server.on('resumeSession', onResume)
+  }
 
   let timer: NodeJS.Timeout | undefined
   let closed = false

@@ -66,3 +66,11 @@ for (const version of ['TLSv1.2', 'TLSv1.3'] as const) {
     if (version === 'TLSv1.2') t.equal(sessionLine(degraded), 'New TLSv1.2', 'with a full handshake')
   })
 }
+
+t.test('sessionVersion reads the protocol of an encoded session', async (t) => {
+  const { sessionVersion } = await import('../client/tls.js')
+  t.equal(sessionVersion(Buffer.from('3082012c020101020203040402130204', 'hex')), 0x0304)
+  t.equal(sessionVersion(Buffer.from('30820100020101020203030402c02f04', 'hex')), 0x0303)
+  t.equal(sessionVersion(Buffer.from('3000', 'hex')), undefined)
+  t.equal(sessionVersion(Buffer.from('deadbeefdeadbeef', 'hex')), undefined)
+})

@@ -1,0 +1,167 @@
+/**
+ * npm run demo: three daemons and three HTTPS servers on loopback, clients behind a round-robin
+ * "load balancer" that reconnect and try to resume, once with per-server session caches only and
+ * once with statecast. Prints one screen: resumption rate and mean handshake time.
+ */
+import crypto from 'node:crypto'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import fs from 'node:fs'
+import https from 'node:https'
+import os from 'node:os'
+import path from 'node:path'
+import tls from 'node:tls'
+import type { AddressInfo } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import { attachSessionCache, type SessionCache } from '../client/tls.js'
+import { StatecastClient } from '../client/index.js'
+import { formatKeyFile } from '../protocol/keyfile.js'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const DAEMON = path.resolve(here, '..', 'daemon', 'main.js')
+const CLIENTS = Number(process.env['DEMO_CLIENTS'] ?? 30)
+const ROUNDS = Number(process.env['DEMO_ROUNDS'] ?? 10)
+
+type Version = 'TLSv1.2' | 'TLSv1.3'
+
+function makeCert(dir: string): { key: Buffer; cert: Buffer } {
+  const key = path.join(dir, 'key.pem')
+  const cert = path.join(dir, 'cert.pem')
+  try {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost'], { stdio: 'ignore' })
+  } catch {
+    throw new Error('the demo needs the openssl command to make a throwaway certificate (apt-get install openssl)')
+  }
+  return { key: fs.readFileSync(key), cert: fs.readFileSync(cert) }
+}
+
+async function startDaemons(dir: string): Promise<{ procs: ChildProcess[]; sockets: string[] }> {
+  const keyFile = path.join(dir, 'cluster.key')
+  fs.writeFileSync(keyFile, formatKeyFile([{ id: crypto.randomBytes(4).readUInt32BE(0), createdAt: 0, key: crypto.randomBytes(32) }]), { mode: 0o600 })
+  const group = `239.255.${crypto.randomInt(256)}.${1 + crypto.randomInt(250)}`
+  const port = String(20000 + crypto.randomInt(40000))
+  const procs: ChildProcess[] = []
+  const sockets: string[] = []
+  for (const n of ['a', 'b', 'c']) {
+    const socket = path.join(dir, `${n}.sock`)
+    const p = spawn(process.execPath, [DAEMON, '--socket', socket, '--admin-socket', path.join(dir, `${n}-admin.sock`), '--key-file', keyFile, '--group', group, '--port', port, '--node-name', `host-${n}`, '--heartbeat-ms', '200', '--dead-after-ms', '1000', '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] })
+    procs.push(p)
+    sockets.push(socket)
+  }
+  for (const s of sockets) for (let i = 0; i < 200 && !fs.existsSync(s); i++) await new Promise((r) => setTimeout(r, 25))
+  return { procs, sockets }
+}
+
+/** Waits (bounded) until every daemon sees the two others. */
+async function untilJoined(sockets: string[]): Promise<void> {
+  const clients = await Promise.all(sockets.map((socketPath) => StatecastClient.connect({ socketPath })))
+  try {
+    for (let i = 0; i < 200; i++) {
+      const members = await Promise.all(clients.map(async (c) => ((await c.stats()) as { cluster: { members: number } }).cluster.members))
+      if (members.every((m) => m === sockets.length - 1)) return
+      await new Promise((r) => setTimeout(r, 25))
+    }
+    throw new Error('the demo daemons did not find each other within 5 s (is multicast on loopback blocked?)')
+  } finally {
+    for (const c of clients) c.destroy()
+  }
+}
+
+/** A server's own session-id cache, as each server would have without statecast. */
+function perServerCache(server: tls.Server): void {
+  const cache = new Map<string, Buffer>()
+  server.on('newSession', (id: Buffer, data: Buffer, cb: () => void) => {
+    cache.set(id.toString('hex'), data)
+    cb()
+  })
+  server.on('resumeSession', (id: Buffer, cb: (e: Error | null, d: Buffer | null) => void) => cb(null, cache.get(id.toString('hex')) ?? null))
+}
+
+async function connectOnce(port: number, version: Version, ca: Buffer, session: Buffer | undefined): Promise<{ ms: number; reused: boolean; session: Buffer | undefined }> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now()
+    const s = tls.connect({ port, host: '127.0.0.1', servername: 'localhost', ca, minVersion: version, maxVersion: version, ...(session ? { session } : {}) })
+    let ms = 0
+    let reused = false
+    let next: Buffer | undefined
+    s.on('session', (sess: Buffer) => (next = sess))
+    s.once('secureConnect', () => {
+      ms = performance.now() - t0
+      reused = s.isSessionReused()
+      s.write('GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n')
+    })
+    s.on('data', () => {})
+    s.once('error', reject)
+    s.once('close', () => resolve({ ms, reused, session: next ?? session }))
+  })
+}
+
+async function run(version: Version, withStatecast: boolean, creds: { key: Buffer; cert: Buffer }, sockets: string[]): Promise<{ rate: number; meanMs: number; resumed: number; attempts: number }> {
+  const servers: https.Server[] = []
+  const caches: SessionCache[] = []
+  for (let i = 0; i < 3; i++) {
+    const opts: https.ServerOptions = { ...creds, sessionIdContext: 'statecast-demo', minVersion: version, maxVersion: version, ...(version === 'TLSv1.2' ? { secureOptions: crypto.constants.SSL_OP_NO_TICKET } : {}) }
+    const server = https.createServer(opts, (_req, res) => res.end('hello\n'))
+    if (withStatecast) caches.push(attachSessionCache(server, { socketPath: sockets[i]! }))
+    else perServerCache(server)
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+    servers.push(server)
+  }
+  if (withStatecast && version === 'TLSv1.3') await Promise.all(caches.map((c) => c.ready()))
+  const ports = servers.map((s) => (s.address() as AddressInfo).port)
+  const sessions: (Buffer | undefined)[] = new Array(CLIENTS).fill(undefined)
+  let lb = 0
+  let resumed = 0
+  let attempts = 0
+  let totalMs = 0
+  let conns = 0
+  for (let round = 0; round < ROUNDS; round++) {
+    // Clients arrive in a different order every round; the balancer hands out servers in turn.
+    const order = [...Array(CLIENTS).keys()].sort(() => Math.random() - 0.5)
+    for (const c of order) {
+      const port = ports[lb++ % ports.length]!
+      const r = await connectOnce(port, version, creds.cert, sessions[c])
+      if (sessions[c]) {
+        attempts++
+        if (r.reused) resumed++
+      }
+      sessions[c] = r.session
+      totalMs += r.ms
+      conns++
+    }
+  }
+  await Promise.all(caches.map((c) => c.close()))
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
+  return { rate: resumed / attempts, meanMs: totalMs / conns, resumed, attempts }
+}
+
+async function main(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'statecast-demo-'))
+  const creds = makeCert(dir)
+  const { procs, sockets } = await startDaemons(dir)
+  try {
+    await untilJoined(sockets)
+    const lines = [
+      `statecast demo: 3 daemons + 3 HTTPS servers on loopback, ${CLIENTS} clients x ${ROUNDS} connections,`,
+      'each reconnect lands on the next server in turn (round-robin balancer)',
+      '',
+      `${''.padEnd(26)}${'resumed'.padStart(18)}${'mean handshake'.padStart(18)}`,
+    ]
+    for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
+      lines.push(version === 'TLSv1.3' ? 'TLS 1.3 (session tickets)' : 'TLS 1.2 (session ids)')
+      for (const withStatecast of [false, true]) {
+        const r = await run(version, withStatecast, creds, sockets)
+        const label = withStatecast ? '  statecast' : '  per-server caches only'
+        lines.push(`${label.padEnd(26)}${`${(r.rate * 100).toFixed(1)}% (${r.resumed}/${r.attempts})`.padStart(18)}${`${r.meanMs.toFixed(2)} ms`.padStart(18)}`)
+      }
+    }
+    process.stdout.write(lines.join('\n') + '\n')
+  } finally {
+    for (const p of procs) p.kill('SIGTERM')
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`demo: ${(err as Error).message}\n`)
+  process.exit(1)
+})
