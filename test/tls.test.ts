@@ -19,7 +19,7 @@ async function serve(t: { teardown(fn: () => unknown): void }, opts: https.Serve
   const server = https.createServer({ ...creds, sessionIdContext: 'statecast-test', ...opts }, (_req, res) => res.end('ok\n'))
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
   t.teardown(() => new Promise((r) => server.close(r)))
-  server.on('connection', (s) => s.unref())
+  server.on('connection', (s: import('node:net').Socket) => s.unref())
   return { server, port: (server.address() as AddressInfo).port }
 }
 
