@@ -3,7 +3,8 @@
  * the store, remote lookups on local misses, and INVALIDATE on delete.
  *
  * Start: open sockets -> announce (HELLO, so members answer at once) -> heartbeats.
- * Stop, in reverse: stop heartbeats -> answer waiting lookups "not found" -> LEAVE -> close sockets.
+ * Stop, in reverse: stop heartbeats -> answer waiting lookups "not found" -> hand owned sessions
+ * to the remaining owners -> LEAVE -> close sockets.
  */
 import type { ClusterKey } from '../protocol/keyfile.js'
 import { AnnounceFlag, MsgType, HIT_OVERHEAD_BYTES, type Address, type Message } from '../protocol/wire.js'
@@ -13,8 +14,9 @@ import type { Log } from './log.js'
 import type { Store } from './store.js'
 import { Transport, type Incoming, type TransportOptions } from './transport.js'
 import { TicketKeys } from './ticket-keys.js'
+import { Replicator, type ReplicationOptions } from './replication.js'
 
-export interface ClusterOptions extends Omit<TransportOptions, 'log' | 'keys' | 'now'>, LookupOptions {
+export interface ClusterOptions extends Omit<TransportOptions, 'log' | 'keys' | 'now'>, LookupOptions, ReplicationOptions {
   /** A name for people (`statecast peers`); defaults to the host name. */
   nodeName: string
   /** Interval between ANNOUNCE heartbeats, in ms. */
@@ -23,6 +25,8 @@ export interface ClusterOptions extends Omit<TransportOptions, 'log' | 'keys' | 
   deadAfterMs: number
   /** How often the cluster's TLS ticket key changes, in ms. */
   ticketKeyRotationMs: number
+  /** Longest a clean shutdown spends handing sessions to the remaining owners, in ms. */
+  handoffTimeoutMs: number
 }
 
 export interface Member {
@@ -65,6 +69,7 @@ export class Cluster implements ClusterHooks {
   }
   readonly members = new Map<string, Member>()
   readonly tickets: TicketKeys
+  readonly replicator: Replicator
   readonly #o: ClusterOptions
   readonly #store: Store
   readonly #log: Log
@@ -84,6 +89,11 @@ export class Cluster implements ClusterHooks {
     this.lookups = new Lookups(o, this.transport, store, {
       aliveIds: () => this.#alive().map((m) => m.id),
       settled: () => this.#settled(),
+    })
+    this.replicator = new Replicator(o, this.transport, store, {
+      selfId: this.transport.nodeIdHex,
+      aliveIds: () => this.#alive().map((m) => m.id),
+      addressOf: (id) => this.members.get(id)?.reply,
     })
     this.tickets = new TicketKeys({ rotationMs: o.ticketKeyRotationMs, graceMs: 3 * o.heartbeatMs, selfId: this.transport.nodeId })
   }
@@ -111,6 +121,7 @@ export class Cluster implements ClusterHooks {
     this.#heartbeat = setTimeout(() => {
       this.#announce(0)
       this.#sweep()
+      this.replicator.sweep()
       this.#tickTickets()
       this.#scheduleHeartbeat()
     }, delay)
@@ -149,10 +160,13 @@ export class Cluster implements ClusterHooks {
         this.#log.warn({ nodeId: m.id, name: m.name, silentMs: Math.round(now - m.lastSeen) }, 'member presumed dead')
       }
     }
-    if (changed) this.lookups.membersChanged()
+    if (changed) {
+      this.lookups.membersChanged()
+      this.replicator.membersChanged()
+    }
   }
 
-  #onMessage({ msg, sender }: Incoming): void {
+  #onMessage({ msg, sender, rinfo }: Incoming): void {
     // Any authenticated datagram shows the member alive, so a few lost heartbeats on a lossy
     // network do not declare a busy member dead.
     const member = this.members.get(sender)
@@ -173,6 +187,10 @@ export class Cluster implements ClusterHooks {
       case MsgType.TICKET_KEY:
         this.tickets.offer(msg)
         return
+      case MsgType.REPLICATE:
+        return this.replicator.onReplicate(sender, msg, rinfo)
+      case MsgType.ACK:
+        return this.replicator.onAck(msg.replId)
       case MsgType.LEAVE: {
         const m = this.members.get(sender)
         if (m) {
@@ -180,6 +198,7 @@ export class Cluster implements ClusterHooks {
           this.counters.membersLeft++
           this.#log.info({ nodeId: sender, name: m.name }, 'member left')
           this.lookups.membersChanged()
+          this.replicator.membersChanged()
         }
         return
       }
@@ -198,6 +217,7 @@ export class Cluster implements ClusterHooks {
       this.members.set(sender, { id: sender, name: msg.name, reply: msg.reply, lastSeen: now, entries: msg.entries, joinedAt: now })
       this.counters.membersJoined++
       this.#log.info({ nodeId: sender, name: msg.name, reply: msg.reply }, 'member joined')
+      this.replicator.membersChanged()
     }
     // A newcomer learns about us, and the ticket key, at once instead of at our next heartbeat.
     if (!known || msg.flags & AnnounceFlag.HELLO) {
@@ -234,8 +254,8 @@ export class Cluster implements ClusterHooks {
     return this.lookups.lookup(key)
   }
 
-  stored(_key: string): void {
-    /* replication places copies here (a later change) */
+  stored(key: string): void {
+    this.replicator.stored(key)
   }
 
   deleted(key: string): void {
@@ -274,6 +294,8 @@ export class Cluster implements ClusterHooks {
       inflightLookups: this.lookups.inflight,
       ...this.lookups.counters,
       ...this.counters,
+      replicationPending: this.replicator.pending,
+      ...this.replicator.counters,
       ...this.transport.counters,
     }
   }
@@ -285,6 +307,11 @@ export class Cluster implements ClusterHooks {
       for (const t of this.#timers) clearTimeout(t)
       this.lookups.close()
       this.tickets.wipe()
+      // Sessions this host owns go to the owners that remain before the others hear LEAVE.
+      const t0 = performance.now()
+      await this.replicator.handoff(this.#o.handoffTimeoutMs)
+      if (this.replicator.counters.handedOff > 0) this.#log.info({ handedOff: this.replicator.counters.handedOff, acked: this.replicator.counters.copiesAcked, ms: Math.round(performance.now() - t0) }, 'sessions handed off')
+      this.replicator.close()
       // The LEAVE must be on the wire before the socket closes.
       await this.transport.sendGroup({ type: MsgType.LEAVE })
       await this.transport.close()

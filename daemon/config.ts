@@ -77,6 +77,22 @@ export interface Config {
   maxReassemblyBytes: number
   /** How often the cluster's TLS session ticket key changes, in ms. */
   ticketKeyRotationMs: number
+  /** Use the multicast group (false: listed peers only). */
+  multicastEnabled: boolean
+  /** Peers reached by unicast, `HOST:PORT` (their unicastPort); names resolved at start. */
+  peers: string[]
+  /** Copies of each session in the cluster, this host's included. */
+  replicationFactor: number
+  /** Wait for a copy's ACK before the first retry, in ms (doubling). */
+  replicationAckTimeoutMs: number
+  /** Retries of an unacknowledged copy. */
+  replicationRetries: number
+  /** Copies waiting for their ACK at once (the re-placement rate bound). */
+  maxReplicationInflight: number
+  /** Copies waiting to be sent at once. */
+  maxReplicationQueue: number
+  /** Longest a clean shutdown spends handing sessions to their new owners, in ms. */
+  handoffTimeoutMs: number
   /** memcached text-protocol listeners: `127.0.0.1:PORT` and/or socket paths; empty = off. */
   memcacheListen: string[]
 }
@@ -127,6 +143,14 @@ export const FIELDS: readonly Field[] = [
   { key: 'maxDatagramBytes', kind: 'int', def: () => 1400, min: 256, max: 65_000, unit: 'bytes', doc: 'largest datagram sent or accepted; larger values travel in chunks' },
   { key: 'maxInflightLookups', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'lookups', doc: 'remote lookups in flight at once; more answer "not found" at once' },
   { key: 'ticketKeyRotationMs', kind: 'int', def: () => 3_600_000, min: 10_000, max: 7 * 86_400_000, unit: 'ms', doc: 'how often the cluster-wide TLS session ticket key changes (tickets older than one period stop resuming)' },
+  { key: 'multicastEnabled', kind: 'bool', def: () => true, unit: 'true/false', doc: 'use the multicast group; false = listed peers only (networks without multicast)' },
+  { key: 'peers', kind: 'list', def: () => [], unit: 'HOST:PORT', doc: 'peers reached by unicast (their unicastPort); names are resolved at start' },
+  { key: 'replicationFactor', kind: 'int', def: () => 2, min: 1, max: 16, unit: 'copies', doc: 'copies of each session in the cluster, this host\'s included (1 = no replication)' },
+  { key: 'replicationAckTimeoutMs', kind: 'int', def: () => 100, min: 5, max: 60_000, unit: 'ms', doc: 'wait for a copy\'s acknowledgement before the first retry (doubling)' },
+  { key: 'replicationRetries', kind: 'int', def: () => 10, min: 0, max: 50, unit: 'retries', doc: 'retries of an unacknowledged copy before it is counted as failed' },
+  { key: 'maxReplicationInflight', kind: 'int', def: () => 256, min: 1, max: 100_000, unit: 'copies', doc: 'copies awaiting acknowledgement at once: the rate bound of re-placement and handoff' },
+  { key: 'maxReplicationQueue', kind: 'int', def: () => 1_000_000, min: 1, max: 100_000_000, unit: 'copies', doc: 'copies waiting to be sent; more are dropped and counted' },
+  { key: 'handoffTimeoutMs', kind: 'int', def: () => 5000, min: 0, max: 600_000, unit: 'ms', doc: 'longest a clean shutdown spends handing sessions to their new owners' },
   { key: 'memcacheListen', kind: 'list', def: () => [], unit: 'addresses', doc: 'memcached text-protocol front end: 127.0.0.1:PORT and/or socket paths, comma-separated; empty = off' },
   { key: 'maxReassemblyBytes', kind: 'int', def: () => 8 * 1024 * 1024, min: 65_536, max: 2 ** 40, unit: 'bytes', doc: 'bytes of partly received values held at once' },
 ]
@@ -164,6 +188,9 @@ function coerce(f: Field, raw: unknown, where: string): unknown {
     case 'list': {
       const items = Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(',').map((x) => x.trim()).filter(Boolean) : undefined
       if (!items || !items.every((x) => typeof x === 'string' && x.length > 0)) throw bad(`a list of ${f.unit} (a TOML array, or comma-separated on the command line)`)
+      if (f.key === 'peers') {
+        for (const x of items as string[]) if (!/^[A-Za-z0-9.-]+:\d{1,5}$/.test(x) || Number(x.split(':')[1]) > 65535 || Number(x.split(':')[1]) < 1) throw new ConfigError(`${where}: peers: ${JSON.stringify(x)} is not HOST:PORT`)
+      }
       if (f.key === 'memcacheListen') {
         for (const x of items as string[]) {
           try {
@@ -214,6 +241,8 @@ export function apply(base: Config, overrides: Record<string, unknown>, where: s
   if (c.defaultTtlMs > c.maxTtlMs) throw new ConfigError(`${where}: defaultTtlMs (${c.defaultTtlMs}) must not exceed maxTtlMs (${c.maxTtlMs})`)
   if (c.maxValueBytes + c.maxKeyBytes > c.maxBytes) throw new ConfigError(`${where}: maxBytes (${c.maxBytes}) must hold at least one entry of maxValueBytes (${c.maxValueBytes})`)
   if (c.socketPath === c.adminSocketPath) throw new ConfigError(`${where}: socketPath and adminSocketPath must differ`)
+  if (c.peers.length > 0 && c.unicastPort === 0) throw new ConfigError(`${where}: peers are listed, so unicastPort must be a fixed port (the one the other hosts list)`)
+  if (!c.multicastEnabled && c.peers.length === 0 && c.clusterEnabled) throw new ConfigError(`${where}: multicastEnabled is false and no peers are listed: list peers, or set clusterEnabled = false`)
   if (c.deadAfterMs < 2 * c.heartbeatMs) throw new ConfigError(`${where}: deadAfterMs (${c.deadAfterMs}) must be at least twice heartbeatMs (${c.heartbeatMs}), or one lost heartbeat kills a member`)
   return c
 }

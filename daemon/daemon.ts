@@ -15,10 +15,28 @@ import { Cluster } from './cluster.js'
 import { MemcacheServer } from './memcache.js'
 import { TicketKeys } from './ticket-keys.js'
 import crypto from 'node:crypto'
+import dns from 'node:dns/promises'
+import type { Address } from '../protocol/wire.js'
 import { HOW_TO_MAKE_A_KEY, KeyError, devKey, loadKeyFile } from './keys.js'
 import type { ClusterKey } from '../protocol/keyfile.js'
 
 export const VERSION = '0.1.0'
+
+/** `HOST:PORT` peers to addresses; a name that does not resolve fails start-up, naming it. */
+async function resolvePeers(peers: string[]): Promise<Address[]> {
+  return Promise.all(
+    peers.map(async (p) => {
+      const i = p.lastIndexOf(':')
+      const host = p.slice(0, i)
+      try {
+        const { address } = await dns.lookup(host, { family: 4 })
+        return { family: 4 as const, address, port: Number(p.slice(i + 1)) }
+      } catch (err) {
+        throw new Error(`peer ${p}: cannot resolve ${host}: ${(err as Error).message}`)
+      }
+    }),
+  )
+}
 
 export interface DaemonDeps {
   log: Log
@@ -124,6 +142,14 @@ export class Daemon {
           maxReassemblyBytes: c.maxReassemblyBytes,
           maxValueBytes: c.maxValueBytes,
           ticketKeyRotationMs: c.ticketKeyRotationMs,
+          multicastEnabled: c.multicastEnabled,
+          peers: await resolvePeers(c.peers),
+          replicationFactor: c.replicationFactor,
+          replicationAckTimeoutMs: c.replicationAckTimeoutMs,
+          replicationRetries: c.replicationRetries,
+          maxReplicationInflight: c.maxReplicationInflight,
+          maxReplicationQueue: c.maxReplicationQueue,
+          handoffTimeoutMs: c.handoffTimeoutMs,
         },
         this.#keys(),
         this.store,

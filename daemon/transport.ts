@@ -29,6 +29,10 @@ export interface TransportOptions {
   replayWindowMs: number
   /** Largest datagram sent or accepted, in bytes. */
   maxDatagramBytes: number
+  /** Use the multicast group (false: listed peers only, for networks without multicast). */
+  multicastEnabled: boolean
+  /** Listed peers' unicast addresses; what goes to the group goes to each of them too. */
+  peers: Address[]
   keys: ClusterKey[]
   log: Log
   /** Wall clock in ms (send times travel between hosts). */
@@ -82,6 +86,7 @@ export class Transport {
   #unicast: SocketAsPromised | undefined
   #reply: Address | undefined
   #now: () => number
+  #peers: Address[] = []
 
   constructor(o: TransportOptions) {
     this.#o = o
@@ -104,12 +109,14 @@ export class Transport {
 
   async start(): Promise<void> {
     const o = this.#o
-    const g = DgramAsPromised.createSocket({ type: 'udp4', reuseAddr: true })
+    const g = o.multicastEnabled ? DgramAsPromised.createSocket({ type: 'udp4', reuseAddr: true }) : undefined
     const u = DgramAsPromised.createSocket({ type: 'udp4' })
     try {
-      // Bound to the group address, the socket sees only this group's datagrams on the port.
-      await g.bind(o.port, o.group)
-      g.addMembership(o.group, o.iface)
+      if (g) {
+        // Bound to the group address, the socket sees only this group's datagrams on the port.
+        await g.bind(o.port, o.group)
+        g.addMembership(o.group, o.iface)
+      }
       await u.bind(o.unicastPort, o.iface)
       // Multicast leaves from the unicast socket: through the configured interface (never the
       // default route), scoped by TTL, and looped back to daemons on this machine if asked.
@@ -117,17 +124,19 @@ export class Transport {
       u.setMulticastTTL(o.multicastTtl)
       u.setMulticastLoopback(o.multicastLoopback)
     } catch (err) {
-      g.destroy()
+      g?.destroy()
       u.destroy()
-      throw new Error(`cannot open the peer sockets (group ${o.group}:${o.port} on ${o.iface}): ${(err as Error).message}`)
+      throw new Error(`cannot open the peer sockets (${o.multicastEnabled ? `group ${o.group}:${o.port}` : `unicast port ${o.unicastPort}`} on ${o.iface}): ${(err as Error).message}`)
     }
-    for (const s of [g, u]) {
+    for (const s of g ? [g, u] : [u]) {
       s.socket.on('message', (buf: Buffer, rinfo: RemoteInfo) => this.#receive(buf, rinfo))
       s.socket.on('error', (err: Error) => o.log.warn({ err: err.message }, 'peer socket error'))
     }
     this.#group = g
     this.#unicast = u
     this.#reply = { family: 4, address: o.iface, port: u.address().port }
+    // A listed address that is our own is not a peer.
+    this.#peers = o.peers.filter((p) => !(p.address === this.#reply!.address && p.port === this.#reply!.port))
   }
 
   #receive(buf: Buffer, rinfo: RemoteInfo): void {
@@ -188,9 +197,12 @@ export class Transport {
     )
   }
 
-  /** Multicasts `msg` to the group. */
+  /** Sends `msg` to the whole cluster: the multicast group and every listed peer, sealed once. */
   sendGroup(msg: Message): Promise<void> {
-    return this.#send(this.#seal(msg), this.#o.port, this.#o.group)
+    const d = this.#seal(msg)
+    const sends = this.#peers.map((p) => this.#send(d, p.port, p.address))
+    if (this.#o.multicastEnabled) sends.push(this.#send(d, this.#o.port, this.#o.group))
+    return Promise.all(sends).then(() => {})
   }
 
   /** Sends `msg` to one daemon's unicast address. */

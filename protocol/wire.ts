@@ -23,6 +23,9 @@
  *   ANNOUNCE    reply address | entries u32 | flags u8 | nameLen u8 | name (UTF-8)
  *   LEAVE       empty
  *   TICKET_KEY  epoch u32 | creator id (8 bytes) | key (48 bytes)
+ *   REPLICATE   replId u32 | ttlMs u32 | flags u32 | totalLen u32 | index u16 | count u16 |
+ *               keyLen u16 | key | chunk
+ *   ACK         replId u32
  * Reply address: family u8 (4 or 6) | address (4 or 16 bytes) | port u16
  *
  * The numbers are the protocol: append only, never renumber.
@@ -42,6 +45,8 @@ export const SENDER_ID_BYTES = 8
 export const ENVELOPE_BYTES = HEADER_BYTES + TAG_BYTES + 9
 /** Bytes of a HIT before its chunk: envelope plus reqId, ttl, flags, total, index, count. */
 export const HIT_OVERHEAD_BYTES = ENVELOPE_BYTES + 20
+/** Bytes of a REPLICATE before its key and chunk. */
+export const REPLICATE_OVERHEAD_BYTES = ENVELOPE_BYTES + 22
 
 export const MsgType = {
   LOOKUP: 1,
@@ -51,6 +56,8 @@ export const MsgType = {
   ANNOUNCE: 5,
   LEAVE: 6,
   TICKET_KEY: 7,
+  REPLICATE: 8,
+  ACK: 9,
 } as const
 /** Bytes of a TLS session ticket key (Node's setTicketKeys). */
 export const TICKET_KEY_BYTES = 48
@@ -79,6 +86,8 @@ export type Message =
   | { type: typeof MsgType.ANNOUNCE; reply: Address; entries: number; flags: number; name: string }
   | { type: typeof MsgType.LEAVE }
   | { type: typeof MsgType.TICKET_KEY; epoch: number; creator: Buffer; key: Buffer }
+  | { type: typeof MsgType.REPLICATE; replId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number; key: Buffer; chunk: Buffer }
+  | { type: typeof MsgType.ACK; replId: number }
 
 export interface Header {
   keyId: number
@@ -146,6 +155,7 @@ function readAddress(buf: Buffer, off: number): [Address, number] {
 
 const bodyHead = new Parser().uint8('type').uint32be('timeHi').uint32be('timeLo')
 const u32 = new Parser().uint32be('n')
+const replHead = new Parser().uint32be('replId').uint32be('ttlMs').uint32be('flags').uint32be('totalLen').uint16be('index').uint16be('count').uint16be('keyLen')
 const hitHead = new Parser().uint32be('reqId').uint32be('ttlMs').uint32be('flags').uint32be('totalLen').uint16be('index').uint16be('count')
 
 /** Plaintext length of a message's body. */
@@ -165,6 +175,10 @@ export function bodyLength(m: Message): number {
       return 9
     case MsgType.TICKET_KEY:
       return 9 + 4 + SENDER_ID_BYTES + TICKET_KEY_BYTES
+    case MsgType.REPLICATE:
+      return 9 + 22 + m.key.length + m.chunk.length
+    case MsgType.ACK:
+      return 9 + 4
   }
 }
 
@@ -214,6 +228,20 @@ export function encodeBody(m: Message, sentAtMs: number): Buffer {
       buf.writeUInt32BE(m.epoch, off)
       m.creator.copy(buf, off + 4)
       m.key.copy(buf, off + 4 + SENDER_ID_BYTES)
+      break
+    case MsgType.REPLICATE:
+      buf.writeUInt32BE(m.replId, off)
+      buf.writeUInt32BE(m.ttlMs, off + 4)
+      buf.writeUInt32BE(m.flags, off + 8)
+      buf.writeUInt32BE(m.totalLen, off + 12)
+      buf.writeUInt16BE(m.index, off + 16)
+      buf.writeUInt16BE(m.count, off + 18)
+      buf.writeUInt16BE(m.key.length, off + 20)
+      m.key.copy(buf, off + 22)
+      m.chunk.copy(buf, off + 22 + m.key.length)
+      break
+    case MsgType.ACK:
+      buf.writeUInt32BE(m.replId, off)
       break
   }
   return buf
@@ -274,6 +302,20 @@ export function decodeBody(buf: Buffer): { sentAtMs: number; msg: Message } {
     case MsgType.TICKET_KEY:
       exactly(p, 4 + SENDER_ID_BYTES + TICKET_KEY_BYTES, 'TICKET_KEY')
       return { sentAtMs, msg: { type: MsgType.TICKET_KEY, epoch: p.readUInt32BE(0), creator: p.subarray(4, 4 + SENDER_ID_BYTES), key: p.subarray(4 + SENDER_ID_BYTES) } }
+    case MsgType.REPLICATE: {
+      needBytes(p.length, 22, 'REPLICATE')
+      const f = replHead.parse(p) as { replId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number; keyLen: number }
+      if (f.keyLen === 0) throw new ProtocolError('BAD_FIELD', 'REPLICATE with an empty key')
+      needBytes(p.length, 22 + f.keyLen, 'REPLICATE key')
+      if (f.count === 0 || f.index >= f.count) throw new ProtocolError('BAD_FIELD', `REPLICATE chunk ${f.index} of ${f.count}`)
+      const chunk = p.subarray(22 + f.keyLen)
+      if (chunk.length > f.totalLen) throw new ProtocolError('BAD_FIELD', `REPLICATE chunk of ${chunk.length} bytes exceeds the value's ${f.totalLen}`)
+      const { keyLen: _k, ...rest } = f
+      return { sentAtMs, msg: { type: MsgType.REPLICATE, ...rest, key: p.subarray(22, 22 + f.keyLen), chunk } }
+    }
+    case MsgType.ACK:
+      exactly(p, 4, 'ACK')
+      return { sentAtMs, msg: { type: MsgType.ACK, replId: p.readUInt32BE(0) } }
     default:
       throw new ProtocolError('UNKNOWN_OP', `unknown message type ${h.type}`)
   }

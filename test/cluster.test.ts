@@ -8,8 +8,11 @@ import fs from 'node:fs'
 import { clusterStats, newKey, startCluster, startNode, writeKeyFile } from './helpers/cluster.js'
 import { eventually, runCli, startDaemon, tmpDir } from './helpers/daemon.js'
 
+// These tests are about lookups, so no copies are pushed (replication has its own tests).
+const R1 = ['--replication-factor', '1']
+
 t.test('set on A, get on C: the same bytes, then served locally by C', async (t) => {
-  const { nodes: [a, b, c] } = await startCluster(t, 3, ['--lookup-timeout-ms', '2000'])
+  const { nodes: [a, b, c] } = await startCluster(t, 3, [...R1, '--lookup-timeout-ms', '2000'])
   const value = Buffer.from([0, 1, 2, 3, 250, 251, 252])
   await a!.client.set('sess-1', value, { ttlMs: 60_000 })
   const e = await c!.client.getEntry('sess-1')
@@ -34,7 +37,7 @@ t.test('set on A, get on C: the same bytes, then served locally by C', async (t)
 })
 
 t.test('absent key: "not found" from all MISSes, well before the deadline', async (t) => {
-  const { nodes: [a] } = await startCluster(t, 3, ['--lookup-timeout-ms', '3000'])
+  const { nodes: [a] } = await startCluster(t, 3, [...R1, '--lookup-timeout-ms', '3000'])
   const t0 = performance.now()
   t.equal(await a!.client.get('nobody-has-this', { timeoutMs: 5000 }), undefined)
   const ms = performance.now() - t0
@@ -45,7 +48,7 @@ t.test('absent key: "not found" from all MISSes, well before the deadline', asyn
 })
 
 t.test('a 64 KiB value crosses intact in chunks', async (t) => {
-  const { nodes: [a, , c] } = await startCluster(t, 3)
+  const { nodes: [a, , c] } = await startCluster(t, 3, R1)
   const big = Buffer.alloc(64 * 1024)
   for (let i = 0; i < big.length; i++) big[i] = (i * 7 + 3) & 0xff
   await a!.client.set('big', big)
@@ -57,7 +60,7 @@ t.test('a 64 KiB value crosses intact in chunks', async (t) => {
 })
 
 t.test('del on B removes the key everywhere', async (t) => {
-  const { nodes: [a, b, c] } = await startCluster(t, 3)
+  const { nodes: [a, b, c] } = await startCluster(t, 3, R1)
   await a!.client.set('gone', 'soon')
   t.equal((await c!.client.get('gone'))?.toString(), 'soon')
   t.equal(await b!.client.delete('gone'), false, 'B held no copy itself')
@@ -67,7 +70,7 @@ t.test('del on B removes the key everywhere', async (t) => {
 })
 
 t.test('a daemon with another key neither answers nor is answered', async (t) => {
-  const { nodes: [a, b], dir, group, port } = await startCluster(t, 2, ['--lookup-timeout-ms', '300'])
+  const { nodes: [a, b], dir, group, port } = await startCluster(t, 2, [...R1, '--lookup-timeout-ms', '300'])
   const otherKey = writeKeyFile(dir, [newKey()], 'other.key')
   const d = await startNode(t, { dir, name: 'd', keyFile: otherKey, group, port, args: ['--lookup-timeout-ms', '300'] })
   await a!.client.set('from-a', 'secret-a')
@@ -82,7 +85,7 @@ t.test('a daemon with another key neither answers nor is answered', async (t) =>
 })
 
 t.test('replayed, stale, forged and junk datagrams are dropped and counted', async (t) => {
-  const { nodes: [a, b], keyFile, group, port } = await startCluster(t, 2)
+  const { nodes: [a, b], keyFile, group, port } = await startCluster(t, 2, R1)
   // A listener on the group sees the sealed traffic, as an attacker on the segment would.
   const spy = DgramAsPromised.createSocket({ type: 'udp4', reuseAddr: true })
   t.teardown(() => spy.close())
@@ -129,7 +132,7 @@ t.test('replayed, stale, forged and junk datagrams are dropped and counted', asy
 })
 
 t.test('peers lists members, also as JSON', async (t) => {
-  const { nodes: [a] } = await startCluster(t, 3)
+  const { nodes: [a] } = await startCluster(t, 3, R1)
   const r = await runCli(['--socket', a!.adminSocket, 'peers', '--json'])
   const peers = JSON.parse(r.stdout.toString()) as { name: string; self: boolean; nodeId: string; address: string; lastSeenMs: number; entries: number }[]
   t.same(peers.map((p) => p.name).sort(), ['a', 'b', 'c'])
@@ -140,7 +143,7 @@ t.test('peers lists members, also as JSON', async (t) => {
 })
 
 t.test('a member that leaves or dies is dropped from membership', async (t) => {
-  const { nodes: [a, b, c] } = await startCluster(t, 3)
+  const { nodes: [a, b, c] } = await startCluster(t, 3, R1)
   await c!.stop('SIGTERM')
   await eventually(async () => (await clusterStats(a!))['members'] === 1, 3000, 'LEAVE seen')
   t.equal((await clusterStats(a!))['membersLeft'], 1)

@@ -42,8 +42,8 @@ t.test('a memcached client library against the front end, across two hosts', asy
   const sockA = `127.0.0.1:${await freePort()}`
   const sockB = `127.0.0.1:${await freePort()}`
   const { startNode, waitMembers } = await import('./helpers/cluster.js')
-  const a = await startNode(t, { dir: probe.dir, name: 'a', keyFile: probe.keyFile, group: probe.group, port: probe.port, args: ['--memcache-listen', sockA] })
-  const b = await startNode(t, { dir: probe.dir, name: 'b', keyFile: probe.keyFile, group: probe.group, port: probe.port, args: ['--memcache-listen', sockB] })
+  const a = await startNode(t, { dir: probe.dir, name: 'a', keyFile: probe.keyFile, group: probe.group, port: probe.port, args: ['--memcache-listen', sockA, '--replication-factor', '1'] })
+  const b = await startNode(t, { dir: probe.dir, name: 'b', keyFile: probe.keyFile, group: probe.group, port: probe.port, args: ['--memcache-listen', sockB, '--replication-factor', '1'] })
   await waitMembers([a, b], 1)
   const ca = mc(sockA)
   const cb = mc(sockB)

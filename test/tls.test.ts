@@ -25,7 +25,7 @@ async function serve(t: { teardown(fn: () => unknown): void }, opts: https.Serve
 
 for (const version of ['TLSv1.2', 'TLSv1.3'] as const) {
   t.test(`${version}: a session made on A resumes on B`, async (t) => {
-    const { nodes } = await startCluster(t, 2)
+    const { nodes } = await startCluster(t, 2, ['--replication-factor', '1'])
     const [da, db] = nodes
     // TLS 1.2 goes through session ids (tickets off); TLS 1.3 through the cluster's ticket keys.
     const opts: https.ServerOptions = version === 'TLSv1.2' ? { maxVersion: 'TLSv1.2', secureOptions: constants.SSL_OP_NO_TICKET } : { minVersion: 'TLSv1.3' }

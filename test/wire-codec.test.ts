@@ -24,6 +24,12 @@ const bodies: { name: string; msg: Message; bytes: string }[] = [
     bytes: `07 0000019a b697e87b 00000003 a1a2a3a4a5a6a7a8 ${'5a'.repeat(48)}`,
   },
   {
+    name: 'REPLICATE',
+    msg: { type: MsgType.REPLICATE, replId: 4, ttlMs: 500, flags: 1, totalLen: 5, index: 0, count: 2, key: Buffer.from('k'), chunk: Buffer.from('abc') },
+    bytes: '08 0000019a b697e87b 00000004 000001f4 00000001 00000005 0000 0002 0001 6b 616263',
+  },
+  { name: 'ACK', msg: { type: MsgType.ACK, replId: 4 }, bytes: '09 0000019a b697e87b 00000004' },
+  {
     name: 'ANNOUNCE over IPv6',
     msg: { type: MsgType.ANNOUNCE, reply: { family: 6, address: 'fd00::1:2', port: 1 }, entries: 0, flags: 0, name: '' },
     bytes: '05 0000019a b697e87b 06 fd000000000000000000000000010002 0001 00000000 00 00',
@@ -104,6 +110,10 @@ t.test('round trip of arbitrary messages', async (t) => {
     fc.record({ type: fc.constant(MsgType.INVALIDATE), key }),
     fc.record({ type: fc.constant(MsgType.ANNOUNCE), reply: addr, entries: u32, flags: fc.integer({ min: 0, max: 255 }), name: fc.string({ maxLength: 60 }) }),
     fc.constant({ type: MsgType.LEAVE }),
+    fc.record({ type: fc.constant(MsgType.ACK), replId: u32 }),
+    fc.uint8Array({ maxLength: 1200 }).chain((c) =>
+      fc.record({ type: fc.constant(MsgType.REPLICATE), replId: u32, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length), index: fc.constant(0), count: fc.constant(1), key, chunk: fc.constant(Buffer.from(c)) }),
+    ),
     fc.record({ type: fc.constant(MsgType.TICKET_KEY), epoch: u32, creator: fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a)), key: fc.uint8Array({ minLength: 48, maxLength: 48 }).map((a) => Buffer.from(a)) }),
     fc.uint8Array({ maxLength: 1400 }).chain((c) =>
       fc.integer({ min: 1, max: 100 }).chain((count) =>

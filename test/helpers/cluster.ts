@@ -62,3 +62,27 @@ export async function clusterStats(n: Node): Promise<Record<string, any>> {
 export async function waitMembers(nodes: Node[], count: number): Promise<void> {
   await eventually(async () => (await Promise.all(nodes.map(clusterStats))).every((c) => c['members'] === count), 10_000, `every node sees ${count} members`)
 }
+
+/** Waits until no daemon has copies queued, in flight, or a re-placement scan scheduled. */
+export async function replicationSettled(nodes: Node[]): Promise<void> {
+  await eventually(async () => {
+    const s = await Promise.all(nodes.map(clusterStats))
+    return s.every((c) => c['replicationPending'] === 0)
+  }, 15_000, 'replication queues drained')
+}
+
+/** Every key readable from every node (remote fetches allowed); resolves the keys that were not. */
+export async function unreadable(nodes: Node[], keys: string[], value: (k: string) => Buffer): Promise<string[]> {
+  const missing: string[] = []
+  for (const n of nodes) {
+    for (let i = 0; i < keys.length; i += 50) {
+      const got = await Promise.all(keys.slice(i, i + 50).map((k) => n.client.get(k)))
+      got.forEach((v, j) => {
+        const k = keys[i + j]!
+        if (!v?.equals(value(k))) missing.push(`${n.name}:${k}`)
+      })
+    }
+  }
+  return missing
+}
+

@@ -1,0 +1,83 @@
+/** Replication, handoff and listed peers on loopback; the multi-host versions are in netns-*.test.ts. */
+import t from 'tap'
+import { clusterStats, replicationSettled, startCluster, startNode, uniqueGroup, unreadable, waitMembers, writeKeyFile, type Node } from './helpers/cluster.js'
+import { eventually, freePort, tmpDir } from './helpers/daemon.js'
+
+const val = (k: string) => Buffer.from(`state-of-${k}`.padEnd(200, '.'))
+
+t.test('a SET is copied to its other owner; a killed host loses nothing', async (t) => {
+  const { nodes } = await startCluster(t, 3)
+  const [a, b, c] = nodes
+  const keys = Array.from({ length: 200 }, (_, i) => `s${i}`)
+  for (const k of keys) await a!.client.set(k, val(k))
+  await replicationSettled(nodes)
+  const sa = await clusterStats(a!)
+  t.ok(sa['copiesPushed'] >= 200, `A pushed ${sa['copiesPushed']} copies (R=2: one per key, two when A is not an owner)`)
+  t.equal(sa['copiesAcked'], sa['copiesPushed'], 'every copy acknowledged')
+  let single = 0
+  for (const k of keys) if (!(await b!.client.get(k, { localOnly: true })) && !(await c!.client.get(k, { localOnly: true }))) single++
+  t.equal(single, 0, 'every key has a copy on B or C besides A')
+  await a!.stop('SIGKILL')
+  t.same(await unreadable([b!, c!], keys, val), [], 'every session readable from B and C after A died')
+})
+
+t.test('a clean stop hands owned sessions over; a rejoining host gets its share back', async (t) => {
+  const { nodes, dir, keyFile, group, port } = await startCluster(t, 3, ['--replication-factor', '2'])
+  const keys = Array.from({ length: 300 }, (_, i) => `h${i}`)
+  for (let i = 0; i < keys.length; i++) await nodes[i % 3]!.client.set(keys[i]!, val(keys[i]!))
+  await replicationSettled(nodes)
+  // Stop B cleanly, then kill C: only the handoff can have put B's sessions on A.
+  await nodes[1]!.stop('SIGTERM')
+  t.ok(nodes[1]!.logs.some((l) => l['msg'] === 'sessions handed off'), 'B handed off before leaving')
+  await waitMembers([nodes[0]!, nodes[2]!], 1)
+  await replicationSettled([nodes[0]!, nodes[2]!])
+  await nodes[2]!.stop('SIGKILL')
+  t.same(await unreadable([nodes[0]!], keys, val), [], 'A alone holds every session')
+  // A new host joins: it becomes an owner of some keys and receives them.
+  const d = await startNode(t, { dir, name: 'd', keyFile, group, port })
+  await waitMembers([nodes[0]!, d], 1)
+  await replicationSettled([nodes[0]!, d])
+  const sd = ((await d.admin.stats()) as { store: { entries: number } }).store.entries
+  t.ok(sd > 0, `the new host received ${sd} re-placed sessions`)
+  t.ok((await clusterStats(nodes[0]!))['replacements'] > 0, 'counted as re-placements')
+})
+
+t.test('listed peers without multicast: the same remote fetch', async (t) => {
+  const dir = tmpDir('sc-uni-')
+  const keyFile = writeKeyFile(dir)
+  const ports = [await freePort(), await freePort(), await freePort()]
+  const peers = ports.map((p) => `127.0.0.1:${p}`).join(',')
+  const { group, port } = uniqueGroup()
+  const nodes: Node[] = []
+  for (let i = 0; i < 3; i++) {
+    nodes.push(await startNode(t, { dir, name: `u${i}`, keyFile, group, port, args: ['--multicast-enabled', 'false', '--peers', peers, '--unicast-port', String(ports[i]), '--replication-factor', '1'] }))
+  }
+  await waitMembers(nodes, 2)
+  await nodes[0]!.client.set('uni', 'cast')
+  const e = await nodes[2]!.client.getEntry('uni')
+  t.equal(e?.value.toString(), 'cast')
+  t.equal(e?.remote, true)
+  t.equal(await nodes[1]!.client.get('nobody'), undefined)
+  t.equal((await clusterStats(nodes[1]!))['timeouts'], 0, 'not found from MISSes')
+})
+
+t.test('values larger than a datagram replicate intact', async (t) => {
+  const { nodes } = await startCluster(t, 3)
+  const big = Buffer.alloc(65536)
+  for (let i = 0; i < big.length; i++) big[i] = (i * 13 + 1) & 0xff
+  for (let i = 0; i < 10; i++) await nodes[1]!.client.set(`big${i}`, big)
+  await replicationSettled(nodes)
+  let copies = 0
+  let wrong = 0
+  for (let i = 0; i < 10; i++) {
+    for (const n of nodes) {
+      const v = await n.client.get(`big${i}`, { localOnly: true })
+      if (v) {
+        copies++
+        if (!v.equals(big)) wrong++
+      }
+    }
+  }
+  t.ok(copies >= 20, `${copies} copies of 10 values`)
+  t.equal(wrong, 0, 'every copy byte for byte')
+})
