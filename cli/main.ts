@@ -8,6 +8,9 @@
  */
 import crypto from 'node:crypto'
 import os from 'node:os'
+import path from 'node:path'
+import { spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { createInterface } from 'node:readline/promises'
 import { StatecastClient } from '../client/client.js'
@@ -207,6 +210,48 @@ export const COMMANDS: Command[] = [
     },
   },
   {
+    name: 'watch',
+    args: '[--interval S] [--count N]',
+    description: 'a live view refreshed every second: rates, hit rate, remote fills, peers, memory',
+    async run(ctx) {
+      noMoreArgs(ctx, 0)
+      const intervalMs = seconds(ctx.flags['interval'], '--interval') ?? 1000
+      const countFlag = ctx.flags['count']
+      if (countFlag !== undefined && (typeof countFlag !== 'string' || !/^\d+$/.test(countFlag))) throw new UsageError('--count takes a whole number')
+      const count = countFlag === undefined ? Infinity : Number(countFlag)
+      const client = await ctx.client()
+      const history: number[] = []
+      let prev = (await client.stats()) as Stats
+      let prevAt = performance.now()
+      let stop = false
+      process.once('SIGINT', () => (stop = true))
+      for (let i = 0; i < count && !stop; i++) {
+        await new Promise((r) => setTimeout(r, intervalMs))
+        const now = (await client.stats()) as Stats
+        const at = performance.now()
+        const screen = renderWatch(prev, now, (at - prevAt) / 1000, history, client.socketPath)
+        ctx.out((process.stdout.isTTY ? '\x1b[H\x1b[2J' : '') + screen + '\n')
+        prev = now
+        prevAt = at
+      }
+      return EXIT.OK
+    },
+  },
+  {
+    name: 'check-config',
+    args: 'FILE',
+    description: 'validate a statecastd config file (exit 0 valid, 2 invalid)',
+    async run(ctx) {
+      const file = arg(ctx, 0, 'FILE')
+      noMoreArgs(ctx, 1)
+      const daemon = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'daemon', 'main.js')
+      const r = spawnSync(process.execPath, [daemon, '--check-config', file], { encoding: 'utf8' })
+      process.stdout.write(r.stdout ?? '')
+      process.stderr.write((r.stderr ?? '').replace(/^statecastd: /gm, 'statecast check-config: '))
+      return r.status === 0 ? EXIT.OK : EXIT.USAGE
+    },
+  },
+  {
     name: 'keygen',
     args: '[--activate-in SECONDS]',
     description: 'print a new cluster key file (add its line to every host\'s key file to rotate)',
@@ -230,6 +275,50 @@ export const COMMANDS: Command[] = [
     },
   },
 ]
+
+type Stats = {
+  uptimeMs: number
+  store: { entries: number; bytes: number; maxBytes: number; hits: number; misses: number; sets: number; evictions: number; expirations: number }
+  cluster: null | { members: number; lookups: number; remoteHits: number; remoteMisses: number; timeouts: number; copiesPushed: number; replicationPending: number; dropped: Record<string, number> }
+  process: { rssBytes: number }
+}
+
+const SPARKS = '▁▂▃▄▅▆▇█'
+const mib = (b: number) => `${(b / 1048576).toFixed(1)} MiB`
+
+/** One screen of `statecast watch`: rates over the last interval and a history of GETs/s. */
+export function renderWatch(a: Stats, b: Stats, secs: number, history: number[], socket: string): string {
+  const rate = (x: number, y: number) => (y - x) / secs
+  const gets = rate(a.store.hits + a.store.misses, b.store.hits + b.store.misses)
+  const hits = rate(a.store.hits, b.store.hits)
+  history.push(gets)
+  if (history.length > 40) history.shift()
+  const max = Math.max(1, ...history)
+  const spark = history.map((v) => SPARKS[Math.min(7, Math.floor((v / max) * 7.999))]).join('')
+  const c = b.cluster
+  const ca = a.cluster
+  const lines = [
+    `statecast watch  ${socket}  up ${Math.floor(b.uptimeMs / 1000)}s  (Ctrl-C to quit)`,
+    '',
+    `GET/s        ${gets.toFixed(0).padStart(8)}   local hit rate ${gets ? ((100 * hits) / gets).toFixed(1) : '  - '}%`,
+    `SET/s        ${rate(a.store.sets, b.store.sets).toFixed(0).padStart(8)}`,
+    `GET/s, last ${history.length}s  ${spark}  (max ${max.toFixed(0)})`,
+    '',
+  ]
+  if (c && ca) {
+    lines.push(
+      `remote fills/s ${rate(ca.remoteHits, c.remoteHits).toFixed(0).padStart(6)}   lookups/s ${rate(ca.lookups, c.lookups).toFixed(0)}   not found/s ${rate(ca.remoteMisses + ca.timeouts, c.remoteMisses + c.timeouts).toFixed(0)}   timeouts ${c.timeouts}`,
+      `peers        ${String(c.members).padStart(8)}   copies pushed/s ${rate(ca.copiesPushed, c.copiesPushed).toFixed(0)}   pending ${c.replicationPending}`,
+      `dropped      ${Object.entries(c.dropped).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}`,
+    )
+  } else lines.push('cluster      off')
+  lines.push(
+    '',
+    `sessions     ${String(b.store.entries).padStart(8)}   store ${mib(b.store.bytes)} of ${mib(b.store.maxBytes)} (${((100 * b.store.bytes) / b.store.maxBytes).toFixed(1)}%)`,
+    `evictions    ${String(b.store.evictions).padStart(8)}   expirations ${b.store.expirations}   daemon RSS ${mib(b.process.rssBytes)}`,
+  )
+  return lines.join('\n')
+}
 
 function usage(): string {
   const w = Math.max(...COMMANDS.map((c) => `${c.name} ${c.args}`.length))
@@ -267,6 +356,8 @@ export async function main(argv: string[]): Promise<number> {
         yes: { type: 'boolean', short: 'y' },
         local: { type: 'boolean' },
         'activate-in': { type: 'string' },
+        interval: { type: 'string' },
+        count: { type: 'string' },
       },
     })
   } catch (err) {

@@ -93,6 +93,8 @@ export interface Config {
   maxReplicationQueue: number
   /** Longest a clean shutdown spends handing sessions to their new owners, in ms. */
   handoffTimeoutMs: number
+  /** Prometheus metrics listener, `127.0.0.1:PORT`; empty = off. */
+  metricsListen: string
   /** memcached text-protocol listeners: `127.0.0.1:PORT` and/or socket paths; empty = off. */
   memcacheListen: string[]
 }
@@ -108,14 +110,16 @@ interface Field {
   max?: number
   unit: string
   doc: string
+  /** The value the example file shows, where the default depends on who runs the daemon. */
+  example?: string
 }
 
 const uid = () => (typeof process.getuid === 'function' ? process.getuid() : 1000)
 
 export const FIELDS: readonly Field[] = [
-  { key: 'socketPath', kind: 'string', def: () => defaultSocketPath(process.env, uid(), os.tmpdir()), unit: 'path', doc: 'API socket for local servers (root: /run/statecast/statecast.sock; users: $XDG_RUNTIME_DIR/statecast/statecast.sock)' },
+  { key: 'socketPath', kind: 'string', def: () => defaultSocketPath(process.env, uid(), os.tmpdir()), unit: 'path', doc: 'API socket for local servers (root: /run/statecast/statecast.sock; users: $XDG_RUNTIME_DIR/statecast/statecast.sock)', example: '"/run/statecast/statecast.sock"' },
   { key: 'socketMode', kind: 'mode', def: () => 0o660, unit: 'octal mode', doc: 'permission bits of the API socket' },
-  { key: 'adminSocketPath', kind: 'string', def: () => defaultAdminSocketPath(process.env, uid(), os.tmpdir()), unit: 'path', doc: 'admin socket used by the statecast CLI (lists, flushes and reads any key)' },
+  { key: 'adminSocketPath', kind: 'string', def: () => defaultAdminSocketPath(process.env, uid(), os.tmpdir()), unit: 'path', doc: 'admin socket used by the statecast CLI (lists, flushes and reads any key)', example: '"/run/statecast/admin.sock"' },
   { key: 'adminSocketMode', kind: 'mode', def: () => 0o600, unit: 'octal mode', doc: 'permission bits of the admin socket' },
   { key: 'maxConnections', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'connections', doc: 'connections open at once on each socket; more are refused with BUSY' },
   { key: 'maxBytes', kind: 'int', def: () => 64 * 1024 * 1024, min: 1024 * 1024, max: 2 ** 50, unit: 'bytes', doc: 'store bound: keys + values + per-entry overhead; least recently used entries are evicted beyond it' },
@@ -134,7 +138,7 @@ export const FIELDS: readonly Field[] = [
   { key: 'multicastTtl', kind: 'int', def: () => 1, min: 0, max: 255, unit: 'hops', doc: 'multicast TTL; 1 keeps datagrams on this subnet' },
   { key: 'multicastLoopback', kind: 'bool', def: () => true, unit: 'true/false', doc: 'deliver multicast to daemons on this machine too' },
   { key: 'keyFile', kind: 'optstring', def: () => '', unit: 'path', doc: 'cluster key file (statecast keygen); required unless the interface is loopback' },
-  { key: 'nodeName', kind: 'string', def: () => os.hostname(), unit: 'name', doc: 'name shown to other members' },
+  { key: 'nodeName', kind: 'string', def: () => os.hostname(), unit: 'name', doc: 'name shown to other members; default: the host name', example: '"web-01"' },
   { key: 'lookupTimeoutMs', kind: 'int', def: () => 50, min: 1, max: 60_000, unit: 'ms', doc: 'longest a remote lookup may take before "not found"' },
   { key: 'lookupRetries', kind: 'int', def: () => 5, min: 0, max: 50, unit: 'retransmits', doc: 'LOOKUP retransmits spread over the deadline' },
   { key: 'heartbeatMs', kind: 'int', def: () => 1000, min: 50, max: 60_000, unit: 'ms', doc: 'interval between membership heartbeats' },
@@ -151,6 +155,7 @@ export const FIELDS: readonly Field[] = [
   { key: 'maxReplicationInflight', kind: 'int', def: () => 256, min: 1, max: 100_000, unit: 'copies', doc: 'copies awaiting acknowledgement at once: the rate bound of re-placement and handoff' },
   { key: 'maxReplicationQueue', kind: 'int', def: () => 1_000_000, min: 1, max: 100_000_000, unit: 'copies', doc: 'copies waiting to be sent; more are dropped and counted' },
   { key: 'handoffTimeoutMs', kind: 'int', def: () => 5000, min: 0, max: 600_000, unit: 'ms', doc: 'longest a clean shutdown spends handing sessions to their new owners' },
+  { key: 'metricsListen', kind: 'optstring', def: () => '', unit: 'HOST:PORT', doc: 'Prometheus metrics at http://HOST:PORT/metrics (loopback only); empty = off' },
   { key: 'memcacheListen', kind: 'list', def: () => [], unit: 'addresses', doc: 'memcached text-protocol front end: 127.0.0.1:PORT and/or socket paths, comma-separated; empty = off' },
   { key: 'maxReassemblyBytes', kind: 'int', def: () => 8 * 1024 * 1024, min: 65_536, max: 2 ** 40, unit: 'bytes', doc: 'bytes of partly received values held at once' },
 ]
@@ -241,6 +246,13 @@ export function apply(base: Config, overrides: Record<string, unknown>, where: s
   if (c.defaultTtlMs > c.maxTtlMs) throw new ConfigError(`${where}: defaultTtlMs (${c.defaultTtlMs}) must not exceed maxTtlMs (${c.maxTtlMs})`)
   if (c.maxValueBytes + c.maxKeyBytes > c.maxBytes) throw new ConfigError(`${where}: maxBytes (${c.maxBytes}) must hold at least one entry of maxValueBytes (${c.maxValueBytes})`)
   if (c.socketPath === c.adminSocketPath) throw new ConfigError(`${where}: socketPath and adminSocketPath must differ`)
+  if (c.metricsListen) {
+    try {
+      if (!parseListen(c.metricsListen)) throw new Error('a socket path is not allowed here')
+    } catch (err) {
+      throw new ConfigError(`${where}: metricsListen: ${(err as Error).message}`)
+    }
+  }
   if (c.peers.length > 0 && c.unicastPort === 0) throw new ConfigError(`${where}: peers are listed, so unicastPort must be a fixed port (the one the other hosts list)`)
   if (!c.multicastEnabled && c.peers.length === 0 && c.clusterEnabled) throw new ConfigError(`${where}: multicastEnabled is false and no peers are listed: list peers, or set clusterEnabled = false`)
   if (c.deadAfterMs < 2 * c.heartbeatMs) throw new ConfigError(`${where}: deadAfterMs (${c.deadAfterMs}) must be at least twice heartbeatMs (${c.heartbeatMs}), or one lost heartbeat kills a member`)
@@ -263,6 +275,36 @@ export function loadFile(path: string, base: Config = defaults()): Config {
   }
   return apply(base, doc, path)
 }
+
+function tomlValue(f: Field, v: unknown): string {
+  if (f.example) return f.example
+  if (f.kind === 'mode') return `"0${(v as number).toString(8)}"`
+  if (typeof v === 'string' || Array.isArray(v)) return JSON.stringify(v)
+  return String(v)
+}
+
+/**
+ * The example config file (`statecastd --example-config`, shipped as
+ * systemd/statecast.conf.example): every key with its unit, default and meaning, commented out.
+ */
+export function exampleToml(): string {
+  const d = defaults()
+  const lines = [
+    '# statecastd configuration (TOML). Every key is optional: shown here with its default.',
+    '# Command-line flags (--kebab-case-key VALUE) override this file. Validate with:',
+    '#   statecastd --check-config /etc/statecast/statecast.conf',
+    '# SIGHUP (systemctl reload statecast) re-reads it; keys marked [restart] need a restart.',
+    '',
+  ]
+  for (const f of FIELDS) {
+    lines.push(`# ${f.doc}. Unit: ${f.unit}.${RELOAD_IN_PLACE.has(f.key) ? '' : ' [restart]'}`)
+    lines.push(`#${f.key} = ${tomlValue(f, d[f.key])}`, '')
+  }
+  return lines.join('\n')
+}
+
+/** Keys a reload (SIGHUP) applies in place; the rest need a restart. */
+export const RELOAD_IN_PLACE: ReadonlySet<keyof Config> = new Set<keyof Config>(['logLevel', 'keyFile', 'peers', 'maxConnections'])
 
 /** Largest frame the API accepts: a SET of the largest key and value, with headers. */
 export function maxFrameBytes(c: Config): number {

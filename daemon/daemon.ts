@@ -7,12 +7,13 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { ApiServer } from './api-server.js'
-import { maxFrameBytes, type Config } from './config.js'
+import { RELOAD_IN_PLACE, maxFrameBytes, type Config } from './config.js'
 import { createHandler } from './handler.js'
 import type { Log } from './log.js'
 import { Store } from './store.js'
 import { Cluster } from './cluster.js'
 import { MemcacheServer } from './memcache.js'
+import { Metrics } from './metrics.js'
 import { TicketKeys } from './ticket-keys.js'
 import crypto from 'node:crypto'
 import dns from 'node:dns/promises'
@@ -47,7 +48,7 @@ export interface DaemonDeps {
 }
 
 export class Daemon {
-  readonly config: Config
+  config: Config
   readonly store: Store
   readonly log: Log
   readonly startedAt = Date.now()
@@ -55,6 +56,7 @@ export class Daemon {
   #api: ApiServer | undefined
   #admin: ApiServer | undefined
   #memcache: MemcacheServer | undefined
+  #metrics: Metrics | undefined
   #purge: NodeJS.Timeout | undefined
   /** Ticket keys of a daemon without a cluster (a cluster keeps its own). */
   #soloTickets: TicketKeys | undefined
@@ -180,8 +182,17 @@ export class Daemon {
       await this.#api.listen(this.#deps.listenFds?.api)
       await this.#admin.listen(this.#deps.listenFds?.admin)
       await this.#memcache?.listen()
+      if (c.metricsListen) {
+        this.#metrics = new Metrics(() => this.stats(), this.log)
+        if (this.cluster) {
+          const m = this.#metrics
+          this.cluster.lookups.observe = (s, outcome) => m.lookupSeconds.observe({ outcome }, s)
+          this.cluster.replicator.observeAck = (s) => m.copyAckSeconds.observe(s)
+        }
+        await this.#metrics.listen(c.metricsListen)
+      }
     } catch (err) {
-      await Promise.all([this.#api.close(0), this.#admin.close(0), this.#memcache?.close(), this.cluster?.stop()])
+      await Promise.all([this.#api.close(0), this.#admin.close(0), this.#memcache?.close(), this.#metrics?.close(), this.cluster?.stop()])
       throw err
     }
     this.#purge = setInterval(() => this.store.purgeStale(), c.purgeIntervalMs)
@@ -201,10 +212,37 @@ export class Daemon {
     clearInterval(this.#purge)
     clearInterval(this.#ticketTimer)
     this.#soloTickets?.wipe()
-    await Promise.all([this.#api?.close(grace), this.#admin?.close(grace), this.#memcache?.close()])
+    await Promise.all([this.#api?.close(grace), this.#admin?.close(grace), this.#memcache?.close(), this.#metrics?.close()])
     await this.cluster?.stop()
     const wiped = this.store.flush()
     this.log.info({ wiped }, 'statecastd stopped')
+  }
+
+  /**
+   * Applies a new configuration without dropping the cache or any connection. Everything is
+   * checked first (the key file read, peer names resolved); on any error nothing changes and the
+   * error says why. Keys that only a restart can change are reported, not applied.
+   */
+  async reload(next: Config): Promise<{ applied: string[]; needsRestart: string[] }> {
+    const prev = this.config
+    const changed = (Object.keys(next) as (keyof Config)[]).filter((k) => JSON.stringify(next[k]) !== JSON.stringify(prev[k]))
+    const keys = this.cluster ? (next.keyFile ? loadKeyFile(next.keyFile) : undefined) : undefined
+    const peers = this.cluster ? await resolvePeers(next.peers) : undefined
+    const applied: string[] = []
+    const needsRestart: string[] = []
+    for (const k of changed) (RELOAD_IN_PLACE.has(k) ? applied : needsRestart).push(k)
+    if (keys) {
+      this.cluster!.setKeys(keys)
+      applied.push(`keys (${keys.length} in ${next.keyFile})`)
+    }
+    if (peers) this.cluster!.transport.setPeers(peers)
+    if (changed.includes('logLevel') && 'level' in this.log) this.log.level = next.logLevel
+    if (changed.includes('maxConnections')) for (const s of [this.#api, this.#admin]) if (s) s.options.maxConnections = next.maxConnections
+    // What could not be applied stays as it runs, so `config` keeps describing the process.
+    const merged = { ...next } as Record<string, unknown>
+    for (const k of needsRestart) merged[k] = prev[k as keyof Config]
+    this.config = merged as unknown as Config
+    return { applied, needsRestart }
   }
 
   stats(): Record<string, unknown> {

@@ -12,6 +12,8 @@ export interface Log {
   info(obj: object, msg: string): void
   debug(obj: object, msg: string): void
   child(bindings: object): Log
+  /** The least severe level written (pino's setter); absent on loggers that cannot change it. */
+  level?: string
 }
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug'

@@ -64,6 +64,7 @@ interface Inflight {
   missed: Set<string>
   parts: Map<string, Reassembly>
   deadline: number
+  startedAt: number
   timer: NodeJS.Timeout | undefined
 }
 
@@ -117,6 +118,9 @@ export class Lookups {
     else this.#unsolicited()
   }
 
+  /** Called with each finished lookup's duration (seconds) and outcome, for latency histograms. */
+  observe: (seconds: number, outcome: 'hit' | 'miss' | 'timeout') => void = () => {}
+
   get inflight(): number {
     return this.#byKey.size
   }
@@ -147,6 +151,7 @@ export class Lookups {
       missed: new Set(),
       parts: new Map(),
       deadline: performance.now() + this.#o.lookupTimeoutMs,
+      startedAt: performance.now(),
       timer: undefined,
     }
     this.#byKey.set(key, f)
@@ -175,6 +180,7 @@ export class Lookups {
   #settle(f: Inflight, found: Found): void {
     if (this.#byKey.get(f.key) !== f) return
     clearTimeout(f.timer)
+    this.observe((performance.now() - f.startedAt) / 1000, found ? 'hit' : performance.now() >= f.deadline - 0.5 ? 'timeout' : 'miss')
     this.#byKey.delete(f.key)
     this.#byReq.delete(f.reqId)
     this.#recent[this.#recentAt++ & 255] = f.reqId

@@ -5,9 +5,10 @@
  * Exit codes: 0 clean shutdown, 1 failed at run time, 2 bad flags or config.
  */
 import { parseArgs } from 'node:util'
-import { ConfigError, FIELDS, apply, defaults, loadFile, type Config } from './config.js'
+import { ConfigError, FIELDS, apply, defaults, exampleToml, loadFile, type Config } from './config.js'
 import { Daemon, VERSION } from './daemon.js'
 import { createLog } from './log.js'
+import { Notifier, listenFds } from './systemd.js'
 
 const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())
 
@@ -27,6 +28,7 @@ function usage(): string {
     '',
     '  --config FILE          TOML config file',
     '  --check-config FILE    validate FILE and exit (0 valid, 2 invalid)',
+    '  --example-config       print an example config with every key, its unit and default',
     '  --socket PATH          same as --socket-path',
     '  --admin-socket PATH    same as --admin-socket-path',
     '  --version, --help',
@@ -47,6 +49,7 @@ function parse(argv: string[]) {
     'check-config': { type: 'string' },
     help: { type: 'boolean' },
     version: { type: 'boolean' },
+    'example-config': { type: 'boolean' },
   }
   for (const a of Object.keys(ALIASES)) options[a] = { type: 'string' }
   for (const f of FIELDS) options[kebab(f.key)] = { type: 'string' }
@@ -68,6 +71,10 @@ async function main(): Promise<number> {
   const { values, flags } = parsed
   if (values['help']) {
     process.stdout.write(usage() + '\n')
+    return 0
+  }
+  if (values['example-config']) {
+    process.stdout.write(exampleToml())
     return 0
   }
   if (values['version']) {
@@ -93,7 +100,10 @@ async function main(): Promise<number> {
   }
 
   const log = createLog(config.logLevel)
-  const daemon = new Daemon(config, { log })
+  const fds = listenFds()
+  const daemon = new Daemon(config, { log, listenFds: { api: fds.get('api'), admin: fds.get('admin') } })
+  const notify = new Notifier()
+  const notifyFailed = (err: Error) => log.warn({ err: err.message }, 'systemd notification failed')
   process.on('uncaughtException', (err) => {
     log.error({ err: err.stack ?? String(err) }, 'uncaught exception; exiting')
     process.exit(70)
@@ -104,8 +114,40 @@ async function main(): Promise<number> {
     const e = err as Error & { code?: string }
     log.error({ code: e.code, err: e.message }, 'start-up failed')
     process.stderr.write(`statecastd: ${e.message}\n`)
+    await notify.send(`STATUS=start-up failed: ${e.message}`).catch(() => {})
     return 1
   }
+  const status = () => {
+    const s = daemon.stats() as { store: { entries: number; hits: number; misses: number }; cluster: { members: number } | null }
+    const looked = s.store.hits + s.store.misses
+    return `${s.store.entries} sessions, ${s.cluster ? `${s.cluster.members} peers` : 'no cluster'}, local hit rate ${looked ? ((100 * s.store.hits) / looked).toFixed(1) : '0.0'}%`
+  }
+  await notify.ready(status()).catch(notifyFailed)
+  // The watchdog is fed from the event loop, so a loop that hangs stops feeding it.
+  notify.startWatchdog(() => true, notifyFailed)
+  const statusTimer = notify.enabled ? setInterval(() => void notify.status(status()).catch(notifyFailed), 10_000) : undefined
+  statusTimer?.unref()
+
+  let reloading = false
+  process.on('SIGHUP', () => {
+    if (reloading) return
+    reloading = true
+    void (async () => {
+      await notify.send('RELOADING=1').catch(notifyFailed)
+      try {
+        const file = values['config'] as string | undefined
+        const next = apply(file ? loadFile(file) : defaults(), flags, 'command line')
+        const { applied, needsRestart } = await daemon.reload(next)
+        log.info({ applied, needsRestart }, 'configuration reloaded')
+        if (needsRestart.length) log.warn({ keys: needsRestart }, 'these changes take effect only after a restart')
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'reload failed; the running configuration is unchanged')
+      } finally {
+        reloading = false
+        await notify.send('READY=1', `STATUS=${status()}`).catch(notifyFailed)
+      }
+    })()
+  })
 
   return new Promise<number>((resolve) => {
     let stopping = false
@@ -116,7 +158,9 @@ async function main(): Promise<number> {
         return
       }
       stopping = true
+      clearInterval(statusTimer)
       log.info({ signal }, 'shutdown requested')
+      void notify.stopping().catch(notifyFailed)
       daemon.stop().then(
         () => resolve(0),
         (err: unknown) => {

@@ -63,6 +63,7 @@ interface Job {
   attempts: number
   timer: NodeJS.Timeout | undefined
   handoff: boolean
+  sentAt: number
 }
 
 interface Incoming {
@@ -118,6 +119,9 @@ export class Replicator {
     this.#peers = peers
   }
 
+  /** Called with the time from first send to ACK of each copy (seconds), for a histogram. */
+  observeAck: (seconds: number) => void = () => {}
+
   /** Copies queued or awaiting their ACK, plus one while a re-placement scan is scheduled. */
   get pending(): number {
     return this.#queue.length + this.#inflight.size + (this.#scanTimer ? 1 : 0)
@@ -140,7 +144,7 @@ export class Replicator {
       this.counters.copiesDropped++
       return
     }
-    this.#queue.push({ key, to, replId: 0, attempts: 0, timer: undefined, handoff })
+    this.#queue.push({ key, to, replId: 0, attempts: 0, timer: undefined, handoff, sentAt: 0 })
     this.#pump()
   }
 
@@ -172,6 +176,7 @@ export class Replicator {
       void this.#t.sendTo(to, { type: MsgType.REPLICATE, replId: job.replId, ttlMs, flags, totalLen: value.length, index: i, count, key, chunk })
     }
     if (job.attempts === 0) {
+      job.sentAt = performance.now()
       this.counters.copiesPushed++
       if (job.handoff) this.counters.handedOff++
     }
@@ -201,6 +206,7 @@ export class Replicator {
     clearTimeout(job.timer)
     this.#inflight.delete(replId)
     this.counters.copiesAcked++
+    this.observeAck((performance.now() - job.sentAt) / 1000)
     this.#pump()
   }
 

@@ -135,8 +135,13 @@ export class Transport {
     this.#group = g
     this.#unicast = u
     this.#reply = { family: 4, address: o.iface, port: u.address().port }
-    // A listed address that is our own is not a peer.
-    this.#peers = o.peers.filter((p) => !(p.address === this.#reply!.address && p.port === this.#reply!.port))
+    this.setPeers(o.peers)
+  }
+
+  /** Replaces the listed peers (reload); a listed address that is our own is not a peer. */
+  setPeers(peers: Address[]): void {
+    const me = this.#reply
+    this.#peers = peers.filter((p) => !(me && p.address === me.address && p.port === me.port))
   }
 
   #receive(buf: Buffer, rinfo: RemoteInfo): void {
