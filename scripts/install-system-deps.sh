@@ -7,6 +7,9 @@ need() { command -v "$1" >/dev/null 2>&1 || want+=("$2"); }
 need openssl openssl
 need ip iproute2
 need nft nftables
+need systemd-analyze systemd
+need python3 python3
+need dpkg-deb dpkg
 if [ ${#want[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then echo "missing: ${want[*]} (install them, or run as root)" >&2; exit 1; fi
   export DEBIAN_FRONTEND=noninteractive
