@@ -301,7 +301,7 @@ export function renderWatch(a: Stats, b: Stats, secs: number, history: number[],
     `statecast watch  ${socket}  up ${Math.floor(b.uptimeMs / 1000)}s  (Ctrl-C to quit)`,
     '',
     `GET/s        ${gets.toFixed(0).padStart(8)}   local hit rate ${gets ? ((100 * hits) / gets).toFixed(1) : '  - '}%`,
-    `SET/s        ${rate(a.store.sets, b.store.sets).toFixed(0).padStart(8)}`,
+    `stored/s     ${rate(a.store.sets, b.store.sets).toFixed(0).padStart(8)}   (SETs, copies from peers and remote fills)`,
     `GET/s, last ${history.length}s  ${spark}  (max ${max.toFixed(0)})`,
     '',
   ]
