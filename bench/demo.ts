@@ -14,6 +14,7 @@ import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { attachSessionCache, type SessionCache } from '../client/tls.js'
 import { StatecastClient } from '../client/index.js'
+import Memcached from 'memcached'
 import { formatKeyFile } from '../protocol/keyfile.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -23,18 +24,19 @@ const ROUNDS = Number(process.env['DEMO_ROUNDS'] ?? 10)
 
 type Version = 'TLSv1.2' | 'TLSv1.3'
 
-function makeCert(dir: string): { key: Buffer; cert: Buffer } {
+export function makeCert(dir: string, kind: 'ec' | 'rsa' = 'ec'): { key: Buffer; cert: Buffer } {
   const key = path.join(dir, 'key.pem')
   const cert = path.join(dir, 'cert.pem')
+  const alg = kind === 'ec' ? ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'] : ['-newkey', 'rsa:2048']
   try {
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost'], { stdio: 'ignore' })
+    execFileSync('openssl', ['req', '-x509', ...alg, '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost'], { stdio: 'ignore' })
   } catch {
     throw new Error('the demo needs the openssl command to make a throwaway certificate (apt-get install openssl)')
   }
   return { key: fs.readFileSync(key), cert: fs.readFileSync(cert) }
 }
 
-async function startDaemons(dir: string): Promise<{ procs: ChildProcess[]; sockets: string[] }> {
+export async function startDaemons(dir: string): Promise<{ procs: ChildProcess[]; sockets: string[] }> {
   const keyFile = path.join(dir, 'cluster.key')
   fs.writeFileSync(keyFile, formatKeyFile([{ id: crypto.randomBytes(4).readUInt32BE(0), createdAt: 0, key: crypto.randomBytes(32) }]), { mode: 0o600 })
   const group = `239.255.${crypto.randomInt(256)}.${1 + crypto.randomInt(250)}`
@@ -52,7 +54,7 @@ async function startDaemons(dir: string): Promise<{ procs: ChildProcess[]; socke
 }
 
 /** Waits (bounded) until every daemon sees the two others. */
-async function untilJoined(sockets: string[]): Promise<void> {
+export async function untilJoined(sockets: string[]): Promise<void> {
   const clients = await Promise.all(sockets.map((socketPath) => StatecastClient.connect({ socketPath })))
   try {
     for (let i = 0; i < 200; i++) {
@@ -95,43 +97,80 @@ async function connectOnce(port: number, version: Version, ca: Buffer, session: 
   })
 }
 
-async function run(version: Version, withStatecast: boolean, creds: { key: Buffer; cert: Buffer }, sockets: string[]): Promise<{ rate: number; meanMs: number; resumed: number; attempts: number }> {
+export type CacheMode = 'per-server' | 'statecast' | 'central-memcached'
+
+/** One central memcached shared by every server (session ids), as some fleets do instead. */
+function centralMemcachedCache(server: tls.Server, location: string): () => void {
+  const mc = new Memcached(location, { retries: 0, timeout: 500, poolSize: 4 })
+  server.on('newSession', (id: Buffer, data: Buffer, cb: () => void) => {
+    cb()
+    mc.set(`tls:${id.toString('hex')}`, data.toString('base64'), 300, () => {})
+  })
+  server.on('resumeSession', (id: Buffer, cb: (e: Error | null, d: Buffer | null) => void) =>
+    mc.get(`tls:${id.toString('hex')}`, (err: unknown, v: unknown) => cb(null, !err && typeof v === 'string' ? Buffer.from(v, 'base64') : null)),
+  )
+  return () => mc.end()
+}
+
+export async function run(
+  version: Version,
+  mode: CacheMode | boolean,
+  creds: { key: Buffer; cert: Buffer },
+  sockets: string[],
+  opts: { clients?: number; rounds?: number; concurrency?: number; memcached?: string } = {},
+): Promise<{ rate: number; meanMs: number; resumed: number; attempts: number; handshakesPerSec: number }> {
+  const m: CacheMode = mode === true ? 'statecast' : mode === false ? 'per-server' : mode
+  const clients = opts.clients ?? CLIENTS
+  const rounds = opts.rounds ?? ROUNDS
   const servers: https.Server[] = []
   const caches: SessionCache[] = []
+  const closers: (() => void)[] = []
   for (let i = 0; i < 3; i++) {
-    const opts: https.ServerOptions = { ...creds, sessionIdContext: 'statecast-demo', minVersion: version, maxVersion: version, ...(version === 'TLSv1.2' ? { secureOptions: crypto.constants.SSL_OP_NO_TICKET } : {}) }
-    const server = https.createServer(opts, (_req, res) => res.end('hello\n'))
-    if (withStatecast) caches.push(attachSessionCache(server, { socketPath: sockets[i]! }))
+    const tickets = version === 'TLSv1.3' && m === 'statecast'
+    const serverOpts: https.ServerOptions = { ...creds, sessionIdContext: 'statecast-demo', minVersion: version, maxVersion: version, ...(tickets || version === 'TLSv1.3' ? {} : { secureOptions: crypto.constants.SSL_OP_NO_TICKET }) }
+    const server = https.createServer(serverOpts, (_req, res) => res.end('hello\n'))
+    if (m === 'statecast') caches.push(attachSessionCache(server, { socketPath: sockets[i]! }))
+    else if (m === 'central-memcached') closers.push(centralMemcachedCache(server, opts.memcached!))
     else perServerCache(server)
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
     servers.push(server)
   }
-  if (withStatecast && version === 'TLSv1.3') await Promise.all(caches.map((c) => c.ready()))
+  if (m === 'statecast' && version === 'TLSv1.3') await Promise.all(caches.map((c) => c.ready()))
   const ports = servers.map((s) => (s.address() as AddressInfo).port)
-  const sessions: (Buffer | undefined)[] = new Array(CLIENTS).fill(undefined)
+  const sessions: (Buffer | undefined)[] = new Array(clients).fill(undefined)
   let lb = 0
   let resumed = 0
   let attempts = 0
   let totalMs = 0
   let conns = 0
-  for (let round = 0; round < ROUNDS; round++) {
+  const t0 = performance.now()
+  for (let round = 0; round < rounds; round++) {
     // Clients arrive in a different order every round; the balancer hands out servers in turn.
-    const order = [...Array(CLIENTS).keys()].sort(() => Math.random() - 0.5)
-    for (const c of order) {
-      const port = ports[lb++ % ports.length]!
-      const r = await connectOnce(port, version, creds.cert, sessions[c])
-      if (sessions[c]) {
-        attempts++
-        if (r.reused) resumed++
-      }
-      sessions[c] = r.session
-      totalMs += r.ms
-      conns++
-    }
+    const order = [...Array(clients).keys()].sort(() => Math.random() - 0.5)
+    const lanes = opts.concurrency ?? 1
+    let next = 0
+    await Promise.all(
+      Array.from({ length: lanes }, async () => {
+        while (next < order.length) {
+          const c = order[next++]!
+          const port = ports[lb++ % ports.length]!
+          const r = await connectOnce(port, version, creds.cert, sessions[c])
+          if (sessions[c]) {
+            attempts++
+            if (r.reused) resumed++
+          }
+          sessions[c] = r.session
+          totalMs += r.ms
+          conns++
+        }
+      }),
+    )
   }
+  const secs = (performance.now() - t0) / 1000
+  for (const close of closers) close()
   await Promise.all(caches.map((c) => c.close()))
   await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
-  return { rate: resumed / attempts, meanMs: totalMs / conns, resumed, attempts }
+  return { rate: resumed / attempts, meanMs: totalMs / conns, resumed, attempts, handshakesPerSec: conns / secs }
 }
 
 async function main(): Promise<void> {
@@ -161,7 +200,10 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`demo: ${(err as Error).message}\n`)
-  process.exit(1)
-})
+// Run as a program (npm run demo), not when the benchmark suite imports run().
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`demo: ${(err as Error).message}\n`)
+    process.exit(1)
+  })
+}

@@ -8,12 +8,18 @@ import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { benchLocal } from './local.js'
 import { benchRemote } from './remote.js'
+import { benchMemory } from './memory.js'
+import { benchPeers } from './peers.js'
+import { benchTls } from './tls.js'
 
 const ms = Number(process.env['BENCH_MS'] ?? 3000)
 const only = process.argv[2]
 const rows: Record<string, unknown>[] = []
 if (!only || only === 'local') rows.push(...(await benchLocal(ms, [1, 8, 32])))
+if (!only || only === 'peers') rows.push(...(await benchPeers(ms, [1, 8, 32])))
 if (!only || only === 'remote') rows.push(...(await benchRemote(Number(process.env['BENCH_N'] ?? 2000))))
+if (!only || only === 'tls') rows.push(...(await benchTls()))
+if (!only || only === 'memory') rows.push(...(await benchMemory([100_000, 1_000_000])))
 console.table(rows)
 const out = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results')
 fs.mkdirSync(out, { recursive: true })

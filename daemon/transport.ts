@@ -152,6 +152,9 @@ export class Transport {
       c.dropped.oversize++
       return
     }
+    // Our own multicast comes back (loopback delivery to daemons on this host): skip it before
+    // spending a decryption on it. The sender id is in the clear header at bytes 10..18.
+    if (buf.length >= 18 && buf.compare(this.nodeId, 0, 8, 10, 18) === 0) return
     let opened
     try {
       opened = open(this.#ring, buf)
@@ -163,7 +166,6 @@ export class Transport {
       return
     }
     const sender = opened.header.senderId.toString('hex')
-    if (sender === this.nodeIdHex) return // our own multicast, looped back
     let decoded
     try {
       decoded = decodeBody(opened.body)
