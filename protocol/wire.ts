@@ -391,6 +391,8 @@ export function readHeader(dgram: Buffer): Header {
   const h = headerParser.parse(dgram) as { magic: number; version: number; keyId: number; senderId: Buffer; ctrHi: number; ctrLo: number }
   if (h.magic !== MAGIC) throw new ProtocolError('BAD_MAGIC', 'not a statecast datagram')
   if (h.version !== VERSION) throw new ProtocolError('BAD_VERSION', `protocol version ${h.version}, this daemon speaks ${VERSION}`)
+  // Counters stay below 2^53 so they are exact as numbers (a sender would need 2^53 datagrams).
+  if (h.ctrHi >= 2 ** 21) throw new ProtocolError('BAD_FIELD', 'datagram counter out of range')
   return { keyId: h.keyId, senderId: Buffer.from(h.senderId), counter: h.ctrHi * 2 ** 32 + h.ctrLo }
 }
 

@@ -145,3 +145,11 @@ t.test('key files', async (t) => {
   t.throws(() => parseKeyFile('zz 1 abc\n', 'k.key'), { message: /k\.key:1: expected "ID CREATED KEY"/ })
   t.throws(() => parseKeyFile(`${text}01020304 1 ${Buffer.alloc(32).toString('base64')}\n`), { message: /appears twice/ })
 })
+
+t.test('a counter beyond 2^53 is refused with the protocol error (found by npm run fuzz)', async (t) => {
+  const ring = new Keyring([key1])
+  const d = seal(ring, key1.id, sender, 1, encodeBody({ type: MsgType.LEAVE }, T))
+  d.writeUInt32BE(0xffffffff, 18)
+  d.writeUInt32BE(0xffffffff, 22)
+  t.throws(() => open(ring, d), { code: 'BAD_FIELD' })
+})
