@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url'
 import { StatecastClient } from '../client/index.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
-export const DAEMON = path.resolve(here, '..', 'daemon', 'main.js')
+/** The built daemon, whether this module runs compiled (dist/bench) or from source (tests). */
+export const DAEMON = [path.resolve(here, '..', 'daemon', 'main.js'), path.resolve(here, '..', 'dist', 'daemon', 'main.js')].find((p) => fs.existsSync(p))!
 
 export interface Figures {
   ops: number
@@ -55,7 +56,11 @@ export async function startEchoProcess(socketPath: string, valueBytes: number): 
 export async function startDaemonProcess(dir: string, name: string, extra: string[] = []): Promise<{ proc: ChildProcess; socket: string }> {
   const socket = path.join(dir, `${name}.sock`)
   const proc = spawn(process.execPath, [DAEMON, '--socket', socket, '--admin-socket', path.join(dir, `${name}-admin.sock`), '--log-level', 'warn', ...extra], { stdio: ['ignore', 'ignore', 'inherit'] })
-  for (let i = 0; i < 200 && !fs.existsSync(socket); i++) await new Promise((r) => setTimeout(r, 25))
+  for (let i = 0; i < 600 && !fs.existsSync(socket); i++) {
+    if (proc.exitCode !== null) throw new Error(`statecastd ${name} exited with ${proc.exitCode} before listening`)
+    await new Promise((r) => setTimeout(r, 25))
+  }
+  if (!fs.existsSync(socket)) throw new Error(`statecastd ${name} did not listen on ${socket} within 15 s`)
   return { proc, socket }
 }
 

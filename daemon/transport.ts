@@ -12,6 +12,9 @@ import { Keyring, decodeBody, encodeBody, open, seal, type Address, type Message
 import type { Log } from './log.js'
 import { ReplayGuard } from './replay.js'
 
+/** Receive buffer asked for on each peer socket. */
+const RECV_BUFFER_BYTES = 4 * 1024 * 1024
+
 export interface TransportOptions {
   /** Multicast group (IPv4, 224.0.0.0/4). */
   group: string
@@ -123,6 +126,14 @@ export class Transport {
       u.setMulticastInterface(o.iface)
       u.setMulticastTTL(o.multicastTtl)
       u.setMulticastLoopback(o.multicastLoopback)
+      // Room for bursts (a 64 KiB value is ~50 datagrams); the kernel caps it at net.core.rmem_max.
+      for (const s of g ? [g, u] : [u]) {
+        try {
+          s.setRecvBufferSize(RECV_BUFFER_BYTES)
+        } catch {
+          /* keep the system default */
+        }
+      }
     } catch (err) {
       g?.destroy()
       u.destroy()
