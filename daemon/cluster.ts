@@ -11,7 +11,7 @@ import { AnnounceFlag, MsgType, HIT_OVERHEAD_BYTES, type Address, type Message }
 import type { ClusterHooks } from './handler.js'
 import { Lookups, type LookupOptions } from './lookup.js'
 import type { Log } from './log.js'
-import type { Store } from './store.js'
+import type { SessionStore } from './store.js'
 import { Transport, type Incoming, type TransportOptions } from './transport.js'
 import { TicketKeys } from './ticket-keys.js'
 import { Replicator, type ReplicationOptions } from './replication.js'
@@ -71,7 +71,7 @@ export class Cluster implements ClusterHooks {
   readonly tickets: TicketKeys
   readonly replicator: Replicator
   readonly #o: ClusterOptions
-  readonly #store: Store
+  readonly #store: SessionStore
   readonly #log: Log
   readonly #chunkBytes: number
   #startedAt = 0
@@ -79,7 +79,7 @@ export class Cluster implements ClusterHooks {
   #timers = new Set<NodeJS.Timeout>()
   #stopped: Promise<void> | undefined
 
-  constructor(o: ClusterOptions, keys: ClusterKey[], store: Store, log: Log) {
+  constructor(o: ClusterOptions, keys: ClusterKey[], store: SessionStore, log: Log) {
     this.#o = o
     this.#store = store
     this.#log = log

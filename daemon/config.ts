@@ -29,6 +29,8 @@ export interface Config {
   maxBytes: number
   /** Largest value accepted, in bytes. */
   maxValueBytes: number
+  /** Store engine: "compact" (slab-backed, ~100 B per entry) or "lru-cache" (~360 B per entry). */
+  storeEngine: 'compact' | 'lru-cache'
   /** Longest key accepted, in bytes. */
   maxKeyBytes: number
   /** TTL of an entry stored without one, in ms. */
@@ -99,7 +101,7 @@ export interface Config {
   memcacheListen: string[]
 }
 
-type Kind = 'int' | 'string' | 'optstring' | 'mode' | 'level' | 'bool' | 'ipv4' | 'mcast4' | 'list'
+type Kind = 'engine' | 'int' | 'string' | 'optstring' | 'mode' | 'level' | 'bool' | 'ipv4' | 'mcast4' | 'list'
 
 interface Field {
   key: keyof Config
@@ -124,6 +126,7 @@ export const FIELDS: readonly Field[] = [
   { key: 'maxConnections', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'connections', doc: 'connections open at once on each socket; more are refused with BUSY' },
   { key: 'maxBytes', kind: 'int', def: () => 64 * 1024 * 1024, min: 1024 * 1024, max: 2 ** 50, unit: 'bytes', doc: 'store bound: keys + values + per-entry overhead; least recently used entries are evicted beyond it' },
   { key: 'maxValueBytes', kind: 'int', def: () => 64 * 1024, min: 1, max: 16 * 1024 * 1024, unit: 'bytes', doc: 'largest value accepted' },
+  { key: 'storeEngine', kind: 'engine', def: () => 'compact', unit: 'name', doc: 'store engine: "compact" (slab-backed, about 100 bytes per entry beyond key and value) or "lru-cache" (the lru-cache package, about 360)' },
   { key: 'maxKeyBytes', kind: 'int', def: () => MAX_KEY_BYTES, min: 1, max: MAX_KEY_BYTES, unit: 'bytes', doc: 'longest key accepted' },
   { key: 'defaultTtlMs', kind: 'int', def: () => 300_000, min: 1, max: 2 ** 32 - 1, unit: 'ms', doc: 'TTL of an entry stored without one' },
   { key: 'maxTtlMs', kind: 'int', def: () => 86_400_000, min: 1, max: 2 ** 32 - 1, unit: 'ms', doc: 'longest TTL an entry may have; longer requests are capped' },
@@ -224,6 +227,9 @@ function coerce(f: Field, raw: unknown, where: string): unknown {
       if (typeof s !== 'string' || !/^0?[0-7]{3}$/.test(s)) throw bad('an octal mode such as "0660"')
       return parseInt(s, 8)
     }
+    case 'engine':
+      if (raw !== 'compact' && raw !== 'lru-cache') throw bad('"compact" or "lru-cache"')
+      return raw
     case 'level':
       if (typeof raw !== 'string' || !(LOG_LEVELS as readonly string[]).includes(raw)) throw bad(`one of ${LOG_LEVELS.join(', ')}`)
       return raw

@@ -10,7 +10,8 @@ import { ApiServer } from './api-server.js'
 import { RELOAD_IN_PLACE, maxFrameBytes, type Config } from './config.js'
 import { createHandler } from './handler.js'
 import type { Log } from './log.js'
-import { Store } from './store.js'
+import { Store, type SessionStore } from './store.js'
+import { CompactStore } from './compact-store.js'
 import { Cluster } from './cluster.js'
 import { MemcacheServer } from './memcache.js'
 import { Metrics } from './metrics.js'
@@ -49,7 +50,7 @@ export interface DaemonDeps {
 
 export class Daemon {
   config: Config
-  readonly store: Store
+  readonly store: SessionStore
   readonly log: Log
   readonly startedAt = Date.now()
   cluster: Cluster | undefined
@@ -68,7 +69,7 @@ export class Daemon {
     this.config = config
     this.log = deps.log
     this.#deps = deps
-    this.store = new Store({
+    this.store = new (config.storeEngine === 'lru-cache' ? Store : CompactStore)({
       maxBytes: config.maxBytes,
       maxValueBytes: config.maxValueBytes,
       defaultTtlMs: config.defaultTtlMs,

@@ -5,7 +5,7 @@
  * no promise, no allocation beyond the key string and the reply.
  */
 import { Op, ReplyFlag, ReqFlag, Status, encodeError, encodeReply, keyProblem, type Request } from '../protocol/local.js'
-import { StoreError, type Store } from './store.js'
+import { StoreError, type SessionStore } from './store.js'
 
 /** What the handler needs from the peer side of the daemon. Absent on a daemon with no peers. */
 export interface ClusterHooks {
@@ -20,7 +20,7 @@ export interface ClusterHooks {
 }
 
 export interface HandlerDeps {
-  store: Store
+  store: SessionStore
   maxKeyBytes: number
   /** Admin operations (KEYS, FLUSH) are allowed only on the admin socket. */
   admin: boolean

@@ -7,7 +7,7 @@
  * arrived in earlier rounds are kept and only the gaps need to arrive later.
  */
 import { MsgType, type Message } from '../protocol/wire.js'
-import type { Store } from './store.js'
+import type { SessionStore } from './store.js'
 import type { Transport } from './transport.js'
 
 export interface LookupOptions {
@@ -99,12 +99,12 @@ export class Lookups {
   #closed = false
   readonly #o: LookupOptions
   readonly #t: Transport
-  readonly #store: Store
+  readonly #store: SessionStore
   readonly #peers: LookupPeers
   /** Counts HIT/MISS that answer no lookup in flight (the transport's drop counter). */
   readonly #unsolicited: () => void
 
-  constructor(o: LookupOptions, transport: Transport, store: Store, peers: LookupPeers) {
+  constructor(o: LookupOptions, transport: Transport, store: SessionStore, peers: LookupPeers) {
     this.#o = o
     this.#t = transport
     this.#store = store

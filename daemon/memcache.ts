@@ -13,7 +13,7 @@ import fs from 'node:fs'
 import { clearStaleSocket } from './api-server.js'
 import type { ClusterHooks } from './handler.js'
 import type { Log } from './log.js'
-import { StoreError, type Store } from './store.js'
+import { StoreError, type SessionStore } from './store.js'
 
 const CRLF = Buffer.from('\r\n')
 const END = Buffer.from('END\r\n')
@@ -27,7 +27,7 @@ export interface MemcacheOptions {
   maxConnections: number
   maxKeyBytes: number
   version: string
-  store: Store
+  store: SessionStore
   cluster: () => ClusterHooks | undefined
   log: Log
   /** Wall clock in ms, for absolute exptimes. */
@@ -195,7 +195,7 @@ class McConnection {
     this.#slots.push(slot)
     const parts = keys.map((k) => this.#fe.lookup(k))
     const render = (k: string, e: { value: Buffer; flags: number }) => {
-      slot.out.push(Buffer.from(`VALUE ${k} ${e.flags} ${e.value.length}${withCas ? ' 0' : ''}\r\n`, 'latin1'), Buffer.from(e.value), CRLF)
+      slot.out.push(Buffer.from(`VALUE ${k} ${e.flags} ${e.value.length}${withCas ? ' 0' : ''}\r\n`, 'latin1'), e.value, CRLF)
     }
     if (parts.every((p) => !(p instanceof Promise))) {
       keys.forEach((k, i) => {
@@ -272,7 +272,9 @@ export class MemcacheServer {
     const e = this.#o.store.get(key)
     if (e) {
       this.counters.getHits++
-      return e
+      // Copied now: a multi-key get may wait for remote keys, and the store may reuse this
+      // entry's memory for another session meanwhile.
+      return { value: Buffer.from(e.value), flags: e.flags }
     }
     const cluster = this.#o.cluster()
     if (!cluster) {

@@ -15,7 +15,7 @@
 import type { RemoteInfo } from 'node:dgram'
 import { MsgType, REPLICATE_OVERHEAD_BYTES, type Address, type Message } from '../protocol/wire.js'
 import { owners } from './rendezvous.js'
-import type { Store } from './store.js'
+import type { SessionStore } from './store.js'
 import type { Transport } from './transport.js'
 
 export interface ReplicationOptions {
@@ -97,7 +97,7 @@ export class Replicator {
   }
   readonly #o: ReplicationOptions
   readonly #t: Transport
-  readonly #store: Store
+  readonly #store: SessionStore
   readonly #peers: ReplicaPeers
   readonly #seeds = new Map<string, number>()
   #queue: Job[] = []
@@ -112,7 +112,7 @@ export class Replicator {
   #idle: (() => void)[] = []
   #closed = false
 
-  constructor(o: ReplicationOptions, transport: Transport, store: Store, peers: ReplicaPeers) {
+  constructor(o: ReplicationOptions, transport: Transport, store: SessionStore, peers: ReplicaPeers) {
     this.#o = o
     this.#t = transport
     this.#store = store

@@ -200,3 +200,9 @@ export class Store {
     return { ...this.counters, entries: this.#lru.size, bytes: this.#lru.calculatedSize, maxBytes: this.options.maxBytes }
   }
 }
+
+/**
+ * What the daemon needs of a store; both engines implement it: `CompactStore` (the default:
+ * slab-backed, about 100 bytes per entry beyond key and value) and `Store` (lru-cache, about 360).
+ */
+export type SessionStore = Pick<Store, keyof Store>
