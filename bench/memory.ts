@@ -1,6 +1,6 @@
 /**
  * Memory per stored session: resident size of a daemon (no cluster) before and after storing N
- * 200-byte sessions, against the bytes of the keys and values themselves.
+ * 200-byte sessions, against the bytes of the keys and values themselves, for each store engine.
  */
 import fs from 'node:fs'
 import os from 'node:os'
@@ -13,11 +13,11 @@ function rssOf(pid: number): number {
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024
 }
 
-export async function benchMemory(counts: number[]): Promise<Record<string, unknown>[]> {
+export async function benchMemory(counts: number[], engines = ['compact', 'lru-cache']): Promise<Record<string, unknown>[]> {
   const rows: Record<string, unknown>[] = []
-  for (const n of counts) {
+  for (const engine of engines) for (const n of counts) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sc-bench-mem-'))
-    const d = await startDaemonProcess(dir, 'mem', ['--cluster-enabled', 'false', '--max-bytes', String(4 * 1024 ** 3)])
+    const d = await startDaemonProcess(dir, 'mem', ['--cluster-enabled', 'false', '--store-engine', engine, '--max-bytes', String(4 * 1024 ** 3)])
     try {
       const c = await StatecastClient.connect({ socketPath: d.socket, timeoutMs: 30_000 })
       const value = Buffer.alloc(200, 7)
@@ -32,7 +32,7 @@ export async function benchMemory(counts: number[]): Promise<Record<string, unkn
       await new Promise((r) => setTimeout(r, 1000))
       const after = rssOf(d.proc.pid!)
       const perEntry = (after - before) / n
-      rows.push({ case: `memory, ${n.toLocaleString('en')} sessions of 200 B`, n, rssBeforeMiB: +(before / 1048576).toFixed(1), rssAfterMiB: +(after / 1048576).toFixed(1), bytesPerEntry: Math.round(perEntry), keyPlusValue: keyBytes + 200, overheadPerEntry: Math.round(perEntry - keyBytes - 200) })
+      rows.push({ case: `memory, ${engine}, ${n.toLocaleString('en')} sessions of 200 B`, n, rssBeforeMiB: +(before / 1048576).toFixed(1), rssAfterMiB: +(after / 1048576).toFixed(1), bytesPerEntry: Math.round(perEntry), keyPlusValue: keyBytes + 200, overheadPerEntry: Math.round(perEntry - keyBytes - 200) })
       c.destroy()
     } finally {
       d.proc.kill('SIGKILL')

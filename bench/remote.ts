@@ -1,7 +1,8 @@
 /**
  * Remote fills among three daemons on loopback multicast, and "not found" with every peer alive,
  * against a floor measured in the same run: a Unix round trip (the echo server) plus a
- * multicast-request/unicast-reply round trip between two processes.
+ * multicast-request/unicast-reply round trip between two processes. Replication is off (R=1) so
+ * every read on C is a real remote fill.
  */
 import crypto from 'node:crypto'
 import fs from 'node:fs'
@@ -56,7 +57,7 @@ export async function benchRemote(n: number): Promise<Record<string, unknown>[]>
   try {
     const nodes = []
     for (const name of ['a', 'b', 'c']) {
-      const d = await startDaemonProcess(dir, name, ['--key-file', keyFile, '--group', group, '--port', String(port), '--heartbeat-ms', '200', '--dead-after-ms', '1000'])
+      const d = await startDaemonProcess(dir, name, ['--key-file', keyFile, '--group', group, '--port', String(port), '--heartbeat-ms', '200', '--dead-after-ms', '1000', '--replication-factor', '1'])
       procs.push(d.proc)
       nodes.push(await StatecastClient.connect({ socketPath: d.socket }))
     }

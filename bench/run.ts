@@ -15,12 +15,15 @@ import { benchTls } from './tls.js'
 const ms = Number(process.env['BENCH_MS'] ?? 3000)
 const only = process.argv[2]
 const rows: Record<string, unknown>[] = []
-if (!only || only === 'local') rows.push(...(await benchLocal(ms, [1, 8, 32])))
-if (!only || only === 'peers') rows.push(...(await benchPeers(ms, [1, 8, 32])))
-if (!only || only === 'remote') rows.push(...(await benchRemote(Number(process.env['BENCH_N'] ?? 2000))))
-if (!only || only === 'tls') rows.push(...(await benchTls()))
-if (!only || only === 'memory') rows.push(...(await benchMemory([100_000, 1_000_000])))
-console.table(rows)
+const show = (group: Record<string, unknown>[]) => {
+  console.table(group)
+  rows.push(...group)
+}
+if (!only || only === 'local') show(await benchLocal(ms, [1, 8, 32]))
+if (!only || only === 'peers') show(await benchPeers(ms, [1, 8, 32]))
+if (!only || only === 'remote') show(await benchRemote(Number(process.env['BENCH_N'] ?? 2000)))
+if (!only || only === 'tls') show(await benchTls())
+if (!only || only === 'memory') show(await benchMemory([100_000, 1_000_000]))
 const out = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results')
 fs.mkdirSync(out, { recursive: true })
 const file = path.join(out, 'latest.json')
