@@ -28,6 +28,8 @@ import {
   ENTRY_OVERHEAD_BYTES,
   STORE_DEFAULTS,
   StoreError,
+  admit,
+  effectiveTtl,
   type StoreCounters,
   type StoreEntry,
   type StoreOptions,
@@ -263,9 +265,7 @@ export class CompactStore {
 
   /** The TTL an entry gets for a requested TTL: 0 means the default; longer than the cap is capped. */
   effectiveTtl(ttlMs: number): number {
-    if (!Number.isFinite(ttlMs) || ttlMs < 0) throw new StoreError('BAD_TTL', `TTL must be a non-negative number of ms, got ${ttlMs}`)
-    if (ttlMs === 0) return this.options.defaultTtlMs
-    return Math.min(Math.ceil(ttlMs), this.options.maxTtlMs)
+    return effectiveTtl(this.options, ttlMs)
   }
 
   /** The stored entry (a view into the store's memory: copy before yielding), or undefined. */
@@ -309,12 +309,8 @@ export class CompactStore {
 
   /** Stores a copy of `value`. Throws StoreError TOO_LARGE or BAD_TTL; never stores part of it. */
   set(key: string, value: Buffer, ttlMs = 0, flags = 0): void {
-    if (value.length > this.options.maxValueBytes) {
-      throw new StoreError('TOO_LARGE', `value is ${value.length} bytes, at most ${this.options.maxValueBytes}`)
-    }
-    const ttl = this.effectiveTtl(ttlMs)
+    const ttl = admit(this.options, key, value, ttlMs)
     const size = key.length + value.length + ENTRY_OVERHEAD_BYTES
-    if (size > this.options.maxBytes) throw new StoreError('TOO_LARGE', `entry of ${size} bytes exceeds the store's ${this.options.maxBytes} bytes`)
 
     const hash = this.#hashKey(key)
     const wide = this.#hashedWide

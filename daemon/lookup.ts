@@ -9,6 +9,7 @@
 import { MsgType, type Message } from '../protocol/wire.js'
 import type { SessionStore } from './store.js'
 import type { Transport } from './transport.js'
+import { ByteBudget, Reassembly } from './reassembly.js'
 
 export interface LookupOptions {
   /** The longest a remote lookup may take before "not found", in ms. */
@@ -45,16 +46,6 @@ export interface LookupCounters {
 }
 
 export type Found = { value: Buffer; ttlMs: number; flags: number } | undefined
-
-interface Reassembly {
-  totalLen: number
-  count: number
-  ttlMs: number
-  flags: number
-  chunks: (Buffer | undefined)[]
-  received: number
-  bytes: number
-}
 
 interface Inflight {
   key: string
@@ -95,9 +86,9 @@ export class Lookups {
   #recent = new Uint32Array(256)
   #recentAt = 0
   #nextReq = 1
-  #reassemblyBytes = 0
   #closed = false
   readonly #o: LookupOptions
+  readonly #budget: ByteBudget
   readonly #t: Transport
   readonly #store: SessionStore
   readonly #peers: LookupPeers
@@ -106,6 +97,7 @@ export class Lookups {
 
   constructor(o: LookupOptions, transport: Transport, store: SessionStore, peers: LookupPeers) {
     this.#o = o
+    this.#budget = new ByteBudget(o.maxReassemblyBytes)
     this.#t = transport
     this.#store = store
     this.#peers = peers
@@ -184,14 +176,9 @@ export class Lookups {
     this.#byKey.delete(f.key)
     this.#byReq.delete(f.reqId)
     this.#recent[this.#recentAt++ & 255] = f.reqId
-    for (const r of f.parts.values()) this.#release(r)
+    for (const r of f.parts.values()) r.release()
     f.parts.clear()
     for (const w of f.waiters) w(found)
-  }
-
-  #release(r: Reassembly): void {
-    this.#reassemblyBytes -= r.bytes
-    for (const c of r.chunks) c?.fill(0)
   }
 
   /** A HIT chunk from `sender`. */
@@ -212,30 +199,21 @@ export class Lookups {
     }
     let r = f.parts.get(sender)
     if (!r) {
-      r = { totalLen: m.totalLen, count: m.count, ttlMs: m.ttlMs, flags: m.flags, chunks: new Array(m.count), received: 0, bytes: 0 }
+      r = new Reassembly(m, this.#budget)
       f.parts.set(sender, r)
     }
-    if (r.totalLen !== m.totalLen || r.count !== m.count || r.flags !== m.flags || r.chunks[m.index]) return // inconsistent or duplicate
-    if (this.#reassemblyBytes + m.chunk.length > this.#o.maxReassemblyBytes || r.bytes + m.chunk.length > r.totalLen) {
+    const added = r.add(m)
+    if (added === 'over-budget') this.counters.reassemblyDropped++
+    if (added !== 'added' || !r.complete) return
+    f.parts.delete(sender)
+    const value = r.join()
+    r.release()
+    if (!value) {
       this.counters.reassemblyDropped++
       return
     }
-    r.chunks[m.index] = Buffer.from(m.chunk)
-    r.received++
-    r.bytes += m.chunk.length
-    this.#reassemblyBytes += m.chunk.length
-    r.ttlMs = Math.min(r.ttlMs, m.ttlMs)
-    if (r.received === r.count) {
-      if (r.bytes !== r.totalLen) {
-        f.parts.delete(sender)
-        this.#release(r)
-        this.counters.reassemblyDropped++
-        return
-      }
-      const value = Buffer.concat(r.chunks as Buffer[], r.totalLen)
-      this.#complete(f, value, r.ttlMs, r.flags)
-      value.fill(0)
-    }
+    this.#complete(f, value, r.ttlMs, r.flags)
+    value.fill(0)
   }
 
   #complete(f: Inflight, value: Buffer, ttlMs: number, flags: number): void {

@@ -17,6 +17,7 @@ import { MsgType, REPLICATE_OVERHEAD_BYTES, type Address, type Message } from '.
 import { owners } from './rendezvous.js'
 import type { SessionStore } from './store.js'
 import type { Transport } from './transport.js'
+import { ByteBudget, Reassembly } from './reassembly.js'
 
 export interface ReplicationOptions {
   /** Copies of each session in the cluster, this host's included (1 = no replication). */
@@ -66,18 +67,6 @@ interface Job {
   sentAt: number
 }
 
-interface Incoming {
-  key: Buffer
-  totalLen: number
-  count: number
-  ttlMs: number
-  flags: number
-  chunks: (Buffer | undefined)[]
-  received: number
-  bytes: number
-  startedAt: number
-}
-
 /** Retries back off up to this, in ms. */
 const MAX_BACKOFF_MS = 2000
 /** Partly received copies older than this are dropped. */
@@ -103,8 +92,9 @@ export class Replicator {
   #queue: Job[] = []
   #inflight = new Map<number, Job>()
   #nextId = 1
-  #incoming = new Map<string, Incoming>()
-  #incomingBytes = 0
+  /** Copies arriving in chunks, by sender and copy id, with the key each is for. */
+  #incoming = new Map<string, { key: Buffer; r: Reassembly }>()
+  readonly #budget: ByteBudget
   /** Membership as of the last change seen, and as of the last scan (what copies were placed under). */
   #lastMembers: string[] = []
   #scanBase: string[] | undefined
@@ -114,6 +104,7 @@ export class Replicator {
 
   constructor(o: ReplicationOptions, transport: Transport, store: SessionStore, peers: ReplicaPeers) {
     this.#o = o
+    this.#budget = new ByteBudget(o.maxReassemblyBytes)
     this.#t = transport
     this.#store = store
     this.#peers = peers
@@ -220,23 +211,17 @@ export class Replicator {
       return ack()
     }
     const id = `${sender}:${m.replId}`
-    let r = this.#incoming.get(id)
-    if (!r) {
-      r = { key: Buffer.from(m.key), totalLen: m.totalLen, count: m.count, ttlMs: m.ttlMs, flags: m.flags, chunks: new Array(m.count), received: 0, bytes: 0, startedAt: performance.now() }
-      this.#incoming.set(id, r)
+    let inc = this.#incoming.get(id)
+    if (!inc) {
+      inc = { key: Buffer.from(m.key), r: new Reassembly(m, this.#budget) }
+      this.#incoming.set(id, inc)
     }
-    if (r.count !== m.count || r.totalLen !== m.totalLen || r.chunks[m.index]) return
-    if (this.#incomingBytes + m.chunk.length > this.#o.maxReassemblyBytes || r.bytes + m.chunk.length > r.totalLen) return
-    r.chunks[m.index] = Buffer.from(m.chunk)
-    r.received++
-    r.bytes += m.chunk.length
-    this.#incomingBytes += m.chunk.length
-    if (r.received < r.count) return
-    // Join before the reassembly is dropped: dropping wipes the chunks.
-    const whole = r.bytes === r.totalLen ? Buffer.concat(r.chunks as Buffer[], r.totalLen) : undefined
-    this.#drop(id, r)
+    if (inc.r.add(m) !== 'added' || !inc.r.complete) return
+    this.#incoming.delete(id)
+    const whole = inc.r.join()
+    inc.r.release()
     if (whole) {
-      this.#accept(r.key, whole, r.ttlMs, r.flags)
+      this.#accept(inc.key, whole, inc.r.ttlMs, inc.r.flags)
       whole.fill(0)
       ack()
     }
@@ -252,16 +237,15 @@ export class Replicator {
     }
   }
 
-  #drop(id: string, r: Incoming): void {
-    this.#incoming.delete(id)
-    this.#incomingBytes -= r.bytes
-    for (const c of r.chunks) c?.fill(0)
-  }
-
   /** Drops copies that stopped arriving half way. Called on every heartbeat. */
   sweep(): void {
     const now = performance.now()
-    for (const [id, r] of this.#incoming) if (now - r.startedAt > REASSEMBLY_TIMEOUT_MS) this.#drop(id, r)
+    for (const [id, inc] of this.#incoming) {
+      if (now - inc.r.startedAt > REASSEMBLY_TIMEOUT_MS) {
+        this.#incoming.delete(id)
+        inc.r.release()
+      }
+    }
   }
 
   /**
@@ -337,7 +321,8 @@ export class Replicator {
     for (const j of this.#inflight.values()) clearTimeout(j.timer)
     this.#inflight.clear()
     this.#queue = []
-    for (const [id, r] of this.#incoming) this.#drop(id, r)
+    for (const inc of this.#incoming.values()) inc.r.release()
+    this.#incoming.clear()
     for (const w of this.#idle.splice(0)) w()
   }
 }

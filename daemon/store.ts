@@ -64,6 +64,22 @@ export class StoreError extends Error {
   }
 }
 
+/** The TTL an entry gets for a requested TTL: 0 means the default; longer than the cap is capped. */
+export function effectiveTtl(o: StoreOptions, ttlMs: number): number {
+  if (!Number.isFinite(ttlMs) || ttlMs < 0) throw new StoreError('BAD_TTL', `TTL must be a non-negative number of ms, got ${ttlMs}`)
+  if (ttlMs === 0) return o.defaultTtlMs
+  return Math.min(Math.ceil(ttlMs), o.maxTtlMs)
+}
+
+/** Checks a new entry against the store's limits (both engines); returns its TTL. Never partial. */
+export function admit(o: StoreOptions, key: string, value: Buffer, ttlMs: number): number {
+  if (value.length > o.maxValueBytes) throw new StoreError('TOO_LARGE', `value is ${value.length} bytes, at most ${o.maxValueBytes}`)
+  const ttl = effectiveTtl(o, ttlMs)
+  const size = key.length + value.length + ENTRY_OVERHEAD_BYTES
+  if (size > o.maxBytes) throw new StoreError('TOO_LARGE', `entry of ${size} bytes exceeds the store's ${o.maxBytes} bytes`)
+  return ttl
+}
+
 export class Store {
   readonly options: Readonly<StoreOptions>
   readonly counters: StoreCounters = { hits: 0, misses: 0, sets: 0, deletes: 0, touches: 0, evictions: 0, expirations: 0 }
@@ -94,9 +110,7 @@ export class Store {
 
   /** The TTL an entry gets for a requested TTL: 0 means the default; longer than the cap is capped. */
   effectiveTtl(ttlMs: number): number {
-    if (!Number.isFinite(ttlMs) || ttlMs < 0) throw new StoreError('BAD_TTL', `TTL must be a non-negative number of ms, got ${ttlMs}`)
-    if (ttlMs === 0) return this.options.defaultTtlMs
-    return Math.min(Math.ceil(ttlMs), this.options.maxTtlMs)
+    return effectiveTtl(this.options, ttlMs)
   }
 
   /** The stored entry (the store's own buffer: copy before yielding), or undefined. */
@@ -125,12 +139,7 @@ export class Store {
 
   /** Stores a copy of `value`. Throws StoreError TOO_LARGE or BAD_TTL; never stores part of it. */
   set(key: string, value: Buffer, ttlMs = 0, flags = 0): void {
-    if (value.length > this.options.maxValueBytes) {
-      throw new StoreError('TOO_LARGE', `value is ${value.length} bytes, at most ${this.options.maxValueBytes}`)
-    }
-    const ttl = this.effectiveTtl(ttlMs)
-    const size = key.length + value.length + ENTRY_OVERHEAD_BYTES
-    if (size > this.options.maxBytes) throw new StoreError('TOO_LARGE', `entry of ${size} bytes exceeds the store's ${this.options.maxBytes} bytes`)
+    const ttl = admit(this.options, key, value, ttlMs)
     const copy = Buffer.allocUnsafe(value.length)
     value.copy(copy)
     this.#lru.set(key, { value: copy, flags }, { ttl })
