@@ -101,7 +101,7 @@ export interface Config {
   memcacheListen: string[]
 }
 
-type Kind = 'engine' | 'int' | 'string' | 'optstring' | 'mode' | 'level' | 'bool' | 'ipv4' | 'mcast4' | 'list'
+type Kind = 'engine' | 'int' | 'string' | 'optstring' | 'mode' | 'level' | 'bool' | 'ipaddr' | 'mcast' | 'list'
 
 interface Field {
   key: keyof Config
@@ -134,9 +134,9 @@ export const FIELDS: readonly Field[] = [
   { key: 'shutdownGraceMs', kind: 'int', def: () => 5_000, min: 0, max: 600_000, unit: 'ms', doc: 'how long a graceful shutdown waits for in-flight requests' },
   { key: 'logLevel', kind: 'level', def: () => 'info', unit: 'level', doc: `least severe level logged: ${LOG_LEVELS.join(', ')}` },
   { key: 'clusterEnabled', kind: 'bool', def: () => true, unit: 'true/false', doc: 'join the cluster; false runs this host alone with no peer sockets' },
-  { key: 'group', kind: 'mcast4', def: () => '239.255.77.77', unit: 'IPv4 multicast address', doc: 'multicast group of the cluster' },
+  { key: 'group', kind: 'mcast', def: () => '239.255.77.77', unit: 'multicast address', doc: 'multicast group of the cluster: IPv4 (239.255.0.0/16 is site-local) or IPv6 (ff02::/16 link, ff05::/16 site), the family of interface' },
   { key: 'port', kind: 'int', def: () => 47700, min: 1, max: 65535, unit: 'UDP port', doc: 'UDP port of the multicast group' },
-  { key: 'interface', kind: 'ipv4', def: () => '127.0.0.1', unit: 'IPv4 address', doc: 'address of the interface the cluster uses (multicast and unicast replies); loopback = one machine' },
+  { key: 'interface', kind: 'ipaddr', def: () => '127.0.0.1', unit: 'IP address', doc: 'address of the interface the cluster uses (multicast and unicast replies); IPv6 may name the interface: fd00::5%eth0; loopback = one machine' },
   { key: 'unicastPort', kind: 'int', def: () => 0, min: 0, max: 65535, unit: 'UDP port', doc: 'UDP port for unicast replies; 0 picks a free one' },
   { key: 'multicastTtl', kind: 'int', def: () => 1, min: 0, max: 255, unit: 'hops', doc: 'multicast TTL; 1 keeps datagrams on this subnet' },
   { key: 'multicastLoopback', kind: 'bool', def: () => true, unit: 'true/false', doc: 'deliver multicast to daemons on this machine too' },
@@ -197,7 +197,10 @@ function coerce(f: Field, raw: unknown, where: string): unknown {
       const items = Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(',').map((x) => x.trim()).filter(Boolean) : undefined
       if (!items || !items.every((x) => typeof x === 'string' && x.length > 0)) throw bad(`a list of ${f.unit} (a TOML array, or comma-separated on the command line)`)
       if (f.key === 'peers') {
-        for (const x of items as string[]) if (!/^[A-Za-z0-9.-]+:\d{1,5}$/.test(x) || Number(x.split(':')[1]) > 65535 || Number(x.split(':')[1]) < 1) throw new ConfigError(`${where}: peers: ${JSON.stringify(x)} is not HOST:PORT`)
+        for (const x of items as string[]) {
+          const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(x)
+          if (!m || (m[1] && !net.isIPv6(m[1])) || Number(m[3]) < 1 || Number(m[3]) > 65535) throw new ConfigError(`${where}: peers: ${JSON.stringify(x)} is not HOST:PORT (IPv6 as [ADDR]:PORT)`)
+        }
       }
       if (f.key === 'memcacheListen') {
         for (const x of items as string[]) {
@@ -214,12 +217,15 @@ function coerce(f: Field, raw: unknown, where: string): unknown {
       if (raw === true || raw === 'true') return true
       if (raw === false || raw === 'false') return false
       throw bad('true or false')
-    case 'ipv4':
-      if (typeof raw !== 'string' || !net.isIPv4(raw)) throw bad('an IPv4 address such as "10.0.0.5"')
+    case 'ipaddr': {
+      const addr = typeof raw === 'string' ? raw.split('%')[0]! : ''
+      if (typeof raw !== 'string' || !(net.isIPv4(raw) || net.isIPv6(addr))) throw bad('an IP address such as "10.0.0.5" or "fd00::5%eth0"')
       return raw
-    case 'mcast4': {
-      const first = typeof raw === 'string' && net.isIPv4(raw) ? Number(raw.split('.')[0]) : -1
-      if (first < 224 || first > 239) throw bad('an IPv4 multicast address (224.0.0.0 to 239.255.255.255), such as "239.255.77.77"')
+    }
+    case 'mcast': {
+      const v4 = typeof raw === 'string' && net.isIPv4(raw) ? Number(raw.split('.')[0]) : -1
+      const v6 = typeof raw === 'string' && net.isIPv6(raw) && /^ff/i.test(raw)
+      if (!v6 && (v4 < 224 || v4 > 239)) throw bad('a multicast address: IPv4 224.0.0.0 to 239.255.255.255 (such as "239.255.77.77") or IPv6 ff00::/8 (such as "ff02::5c:1")')
       return raw
     }
     case 'mode': {
@@ -259,6 +265,7 @@ export function apply(base: Config, overrides: Record<string, unknown>, where: s
       throw new ConfigError(`${where}: metricsListen: ${(err as Error).message}`)
     }
   }
+  if (net.isIPv6(c.group) !== net.isIPv6(c.interface.split('%')[0]!)) throw new ConfigError(`${where}: group ${c.group} and interface ${c.interface} must be of the same IP family`)
   if (c.peers.length > 0 && c.unicastPort === 0) throw new ConfigError(`${where}: peers are listed, so unicastPort must be a fixed port (the one the other hosts list)`)
   if (!c.multicastEnabled && c.peers.length === 0 && c.clusterEnabled) throw new ConfigError(`${where}: multicastEnabled is false and no peers are listed: list peers, or set clusterEnabled = false`)
   if (c.deadAfterMs < 2 * c.heartbeatMs) throw new ConfigError(`${where}: deadAfterMs (${c.deadAfterMs}) must be at least twice heartbeatMs (${c.heartbeatMs}), or one lost heartbeat kills a member`)

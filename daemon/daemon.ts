@@ -18,27 +18,33 @@ import { Metrics } from './metrics.js'
 import { TicketKeys } from './ticket-keys.js'
 import crypto from 'node:crypto'
 import dns from 'node:dns/promises'
+import net from 'node:net'
 import type { Address } from '../protocol/wire.js'
 import { HOW_TO_MAKE_A_KEY, KeyError, devKey, loadKeyFile } from './keys.js'
 import type { ClusterKey } from '../protocol/keyfile.js'
 
 export const VERSION = '0.1.0'
 
-/** `HOST:PORT` peers to addresses; a name that does not resolve fails start-up, naming it. */
-async function resolvePeers(peers: string[]): Promise<Address[]> {
+/**
+ * `HOST:PORT` (IPv6 as `[ADDR]:PORT`) peers to addresses of the cluster's family; a name that
+ * does not resolve fails start-up (or the reload), naming it.
+ */
+async function resolvePeers(peers: string[], family: 4 | 6): Promise<Address[]> {
   return Promise.all(
     peers.map(async (p) => {
       const i = p.lastIndexOf(':')
-      const host = p.slice(0, i)
+      const host = p.slice(0, i).replace(/^\[|\]$/g, '')
       try {
-        const { address } = await dns.lookup(host, { family: 4 })
-        return { family: 4 as const, address, port: Number(p.slice(i + 1)) }
+        const { address } = await dns.lookup(host, { family })
+        return { family, address, port: Number(p.slice(i + 1)) }
       } catch (err) {
-        throw new Error(`peer ${p}: cannot resolve ${host}: ${(err as Error).message}`)
+        throw new Error(`peer ${p}: cannot resolve ${host} to an IPv${family} address: ${(err as Error).message}`)
       }
     }),
   )
 }
+
+const familyOf = (c: Config): 4 | 6 => (net.isIPv6(c.interface.split('%')[0]!) ? 6 : 4)
 
 export interface DaemonDeps {
   log: Log
@@ -113,7 +119,7 @@ export class Daemon {
   #keys(): ClusterKey[] {
     const c = this.config
     if (c.keyFile) return loadKeyFile(c.keyFile)
-    if (!c.interface.startsWith('127.')) {
+    if (!(c.interface.startsWith('127.') || c.interface === '::1')) {
       throw new KeyError('NO_KEY', `refusing to join the network on ${c.interface} without a cluster key: ${HOW_TO_MAKE_A_KEY}`)
     }
     const file = path.join(path.dirname(c.socketPath), 'dev-cluster.key')
@@ -146,7 +152,7 @@ export class Daemon {
           maxValueBytes: c.maxValueBytes,
           ticketKeyRotationMs: c.ticketKeyRotationMs,
           multicastEnabled: c.multicastEnabled,
-          peers: await resolvePeers(c.peers),
+          peers: await resolvePeers(c.peers, familyOf(c)),
           replicationFactor: c.replicationFactor,
           replicationAckTimeoutMs: c.replicationAckTimeoutMs,
           replicationRetries: c.replicationRetries,
@@ -228,7 +234,7 @@ export class Daemon {
     const prev = this.config
     const changed = (Object.keys(next) as (keyof Config)[]).filter((k) => JSON.stringify(next[k]) !== JSON.stringify(prev[k]))
     const keys = this.cluster ? (next.keyFile ? loadKeyFile(next.keyFile) : undefined) : undefined
-    const peers = this.cluster ? await resolvePeers(next.peers) : undefined
+    const peers = this.cluster ? await resolvePeers(next.peers, familyOf(next)) : undefined
     const applied: string[] = []
     const needsRestart: string[] = []
     for (const k of changed) (RELOAD_IN_PLACE.has(k) ? applied : needsRestart).push(k)

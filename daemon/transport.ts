@@ -4,6 +4,8 @@
  * the way in. What fails any check is dropped and counted by reason, never answered.
  */
 import crypto from 'node:crypto'
+import net from 'node:net'
+import os from 'node:os'
 import { DgramAsPromised, type SocketAsPromised } from 'dgram-as-promised'
 import type { RemoteInfo } from 'node:dgram'
 import { ProtocolError } from '../protocol/errors.js'
@@ -12,15 +14,33 @@ import { Keyring, decodeBody, encodeBody, open, seal, type Address, type Message
 import type { Log } from './log.js'
 import { ReplayGuard } from './replay.js'
 
+/**
+ * The interface to use: its address, whether it is IPv6, and how the socket API names it for
+ * multicast (the IPv4 address, or `::%NAME` for IPv6).
+ */
+export function interfaceOf(iface: string): { address: string; v6: boolean; scope: string } {
+  const [address, zone] = iface.split('%') as [string, string | undefined]
+  if (!net.isIPv6(address)) return { address, v6: false, scope: address }
+  let name = zone
+  if (!name) {
+    for (const [n, addrs] of Object.entries(os.networkInterfaces())) if (addrs?.some((a) => a.address === address)) name = n
+  }
+  if (!name) throw new Error(`no interface has the address ${address}; name it as ${address}%IFNAME`)
+  return { address, v6: true, scope: `::%${name}` }
+}
+
 /** Receive buffer asked for on each peer socket. */
 const RECV_BUFFER_BYTES = 4 * 1024 * 1024
 
 export interface TransportOptions {
-  /** Multicast group (IPv4, 224.0.0.0/4). */
+  /** Multicast group: IPv4 (224.0.0.0/4) or IPv6 (ff00::/8), the family of `iface`. */
   group: string
   /** UDP port of the group. */
   port: number
-  /** Address of the interface multicast leaves and arrives on; also the unicast reply address. */
+  /**
+   * Address of the interface multicast leaves and arrives on; also the unicast reply address.
+   * IPv6 names the interface after a `%` (`fd00::5%eth0`), or it is looked up by address.
+   */
   iface: string
   /** UDP port of the unicast socket; 0 picks a free one. */
   unicastPort: number
@@ -112,18 +132,21 @@ export class Transport {
 
   async start(): Promise<void> {
     const o = this.#o
-    const g = o.multicastEnabled ? DgramAsPromised.createSocket({ type: 'udp4', reuseAddr: true }) : undefined
-    const u = DgramAsPromised.createSocket({ type: 'udp4' })
+    const { address: ifAddr, v6, scope } = interfaceOf(o.iface)
+    const type = v6 ? 'udp6' : 'udp4'
+    const g = o.multicastEnabled ? DgramAsPromised.createSocket({ type, reuseAddr: true, ...(v6 ? { ipv6Only: true } : {}) }) : undefined
+    const u = DgramAsPromised.createSocket({ type, ...(v6 ? { ipv6Only: true } : {}) })
     try {
       if (g) {
-        // Bound to the group address, the socket sees only this group's datagrams on the port.
-        await g.bind(o.port, o.group)
-        g.addMembership(o.group, o.iface)
+        // Bound to the group address (IPv4), the socket sees only this group's datagrams on the
+        // port; IPv6 binds the wildcard, since a link-scope group address needs a zone to bind.
+        await g.bind(o.port, v6 ? '::' : o.group)
+        g.addMembership(o.group, scope)
       }
-      await u.bind(o.unicastPort, o.iface)
+      await u.bind(o.unicastPort, ifAddr)
       // Multicast leaves from the unicast socket: through the configured interface (never the
       // default route), scoped by TTL, and looped back to daemons on this machine if asked.
-      u.setMulticastInterface(o.iface)
+      u.setMulticastInterface(scope)
       u.setMulticastTTL(o.multicastTtl)
       u.setMulticastLoopback(o.multicastLoopback)
       // Room for bursts (a 64 KiB value is ~50 datagrams); the kernel caps it at net.core.rmem_max.
@@ -145,7 +168,7 @@ export class Transport {
     }
     this.#group = g
     this.#unicast = u
-    this.#reply = { family: 4, address: o.iface, port: u.address().port }
+    this.#reply = { family: v6 ? 6 : 4, address: ifAddr, port: u.address().port }
     this.setPeers(o.peers)
   }
 

@@ -2,7 +2,8 @@
  * A small lab of hosts as network namespaces on one bridge, made by the test itself:
  *
  *   <id>-sw: a switch namespace holding bridge br0 (and, when asked, the nftables loss rule)
- *   <id>-hN: host N, eth0 = 10.77.0.N/24, a veth whose other end (sN) is a bridge port
+ *   <id>-hN: host N, eth0 = 10.77.0.N/24 (or, IPv6 only, fd77::N/64), a veth whose other end
+ *            (sN) is a bridge port
  *
  * Nothing touches the root namespace. Every address lives inside a namespace the lab made, and
  * teardown kills the lab's processes and deletes its namespaces, also when a test fails.
@@ -49,18 +50,20 @@ export class NetLab {
   readonly id: string
   readonly hosts: string[] = []
   readonly switchNs: string
+  readonly ipv6: boolean
   #closed = false
 
-  private constructor(id: string) {
+  private constructor(id: string, ipv6: boolean) {
     this.id = id
     this.switchNs = `${id}-sw`
+    this.ipv6 = ipv6
   }
 
   /** Fails clearly (never skips) when this machine cannot make namespaces. */
-  static create(t: { teardown(fn: () => unknown): void }, n: number): NetLab {
+  static create(t: { teardown(fn: () => unknown): void }, n: number, opts: { ipv6Only?: boolean } = {}): NetLab {
     if (typeof process.getuid === 'function' && process.getuid() !== 0) throw new Error('network namespace tests need root')
     reapStale()
-    const lab = new NetLab(`${PREFIX}${process.pid}x${Math.random().toString(36).slice(2, 6)}`)
+    const lab = new NetLab(`${PREFIX}${process.pid}x${Math.random().toString(36).slice(2, 6)}`, opts.ipv6Only === true)
     t.teardown(() => lab.destroy())
     try {
       lab.#build(n)
@@ -83,15 +86,21 @@ export class NetLab {
       ip('-n', sw, 'link', 'add', `s${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', h)
       ip('-n', sw, 'link', 'set', `s${i}`, 'master', 'br0', 'up')
       ip('-n', h, 'link', 'set', 'lo', 'up')
-      ip('-n', h, 'addr', 'add', `${this.addr(i)}/24`, 'dev', 'eth0')
-      ip('-n', h, 'link', 'set', 'eth0', 'up')
-      ip('-n', h, 'route', 'add', '224.0.0.0/4', 'dev', 'eth0')
+      if (this.ipv6) {
+        // IPv6 only: no IPv4 address at all; nodad so the address is usable at once.
+        ip('-n', h, 'addr', 'add', `${this.addr(i)}/64`, 'dev', 'eth0', 'nodad')
+        ip('-n', h, 'link', 'set', 'eth0', 'up')
+      } else {
+        ip('-n', h, 'addr', 'add', `${this.addr(i)}/24`, 'dev', 'eth0')
+        ip('-n', h, 'link', 'set', 'eth0', 'up')
+        ip('-n', h, 'route', 'add', '224.0.0.0/4', 'dev', 'eth0')
+      }
     }
   }
 
   /** Address of host i (1-based). */
   addr(i: number): string {
-    return `10.77.0.${i}`
+    return this.ipv6 ? `fd77::${i}` : `10.77.0.${i}`
   }
 
   ns(i: number): string {
