@@ -35,7 +35,7 @@ export const requestSeeds: Request[] = [
 ]
 const addr = { family: 4 as const, address: '10.0.0.1', port: 47700 }
 export const messageSeeds: Message[] = [
-  { type: MsgType.LOOKUP, reqId: 1, reply: addr, key: b('session') },
+  { type: MsgType.LOOKUP, reqId: 1, reply: addr, expect: [Buffer.alloc(8, 4)], key: b('session') },
   { type: MsgType.HIT, reqId: 1, ttlMs: 1000, flags: 0, totalLen: 500, index: 0, count: 2, chunk: Buffer.alloc(250, 1) },
   { type: MsgType.MISS, reqId: 1 },
   { type: MsgType.INVALIDATE, key: b('k') },

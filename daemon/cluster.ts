@@ -42,6 +42,8 @@ export interface ClusterCounters {
   lookupsAnswered: number
   hitsSent: number
   missesSent: number
+  /** LOOKUPs for keys we do not hold and do not own: no reply needed. */
+  missesWithheld: number
   chunksSent: number
   invalidationsSent: number
   invalidationsReceived: number
@@ -60,6 +62,7 @@ export class Cluster implements ClusterHooks {
     lookupsAnswered: 0,
     hitsSent: 0,
     missesSent: 0,
+    missesWithheld: 0,
     chunksSent: 0,
     invalidationsSent: 0,
     invalidationsReceived: 0,
@@ -88,6 +91,8 @@ export class Cluster implements ClusterHooks {
     this.transport.onMessage = (m) => this.#onMessage(m)
     this.lookups = new Lookups(o, this.transport, store, {
       aliveIds: () => this.#alive().map((m) => m.id),
+      // With copies on R owners, only they need to say MISS: replies stay constant with fleet size.
+      expectedFor: (key) => (o.replicationFactor > 1 ? this.replicator.ownersOf(key).filter((id) => id !== this.nodeId) : undefined),
       settled: () => this.#settled(),
     })
     this.replicator = new Replicator(o, this.transport, store, {
@@ -233,6 +238,11 @@ export class Cluster implements ClusterHooks {
     const entry = this.#store.peek(key)
     const ttlMs = entry === undefined ? 0 : this.#store.remainingTtl(key)
     if (entry === undefined || ttlMs <= 0) {
+      // Named owners answer MISS; others, holding nothing, stay silent. No names: everyone answers.
+      if (msg.expect.length > 0 && !msg.expect.some((id) => id.equals(this.transport.nodeId))) {
+        this.counters.missesWithheld++
+        return
+      }
       this.counters.missesSent++
       this.transport.sendTo(msg.reply, { type: MsgType.MISS, reqId: msg.reqId })
       return

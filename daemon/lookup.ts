@@ -43,6 +43,8 @@ export interface LookupCounters {
   reassemblyDropped: number
   /** HIT/MISS datagrams for a lookup that had already finished (another holder was faster). */
   lateReplies: number
+  /** MISS datagrams received: per lookup, at most replicationFactor - 1 with replication on. */
+  missesReceived: number
 }
 
 export type Found = { value: Buffer; ttlMs: number; flags: number } | undefined
@@ -53,6 +55,9 @@ interface Inflight {
   reqId: number
   waiters: ((f: Found) => void)[]
   missed: Set<string>
+  /** Members whose MISS settles "not found"; undefined: every live member's. */
+  expected: string[] | undefined
+  expectBytes: Buffer[]
   parts: Map<string, Reassembly>
   deadline: number
   startedAt: number
@@ -62,6 +67,11 @@ interface Inflight {
 export interface LookupPeers {
   /** Ids (hex) of the members alive now. */
   aliveIds(): string[]
+  /**
+   * The members that must answer MISS for `key` (its owners other than us), or undefined when
+   * every member must (no replication: a key may be on any host).
+   */
+  expectedFor(key: string): string[] | undefined
   /** True once we have listened long enough that an empty member list means we are alone. */
   settled(): boolean
 }
@@ -79,6 +89,7 @@ export class Lookups {
     chunksReceived: 0,
     reassemblyDropped: 0,
     lateReplies: 0,
+    missesReceived: 0,
   }
   #byKey = new Map<string, Inflight>()
   #byReq = new Map<number, Inflight>()
@@ -135,12 +146,15 @@ export class Lookups {
     this.counters.lookups++
     const reqId = this.#nextReq
     this.#nextReq = reqId >= 0xffffffff ? 1 : reqId + 1
+    const expected = this.#peers.expectedFor(key)
     const f: Inflight = {
       key,
       keyBytes: Buffer.from(key, 'latin1'),
       reqId,
       waiters: [],
       missed: new Set(),
+      expected,
+      expectBytes: (expected ?? []).map((id) => Buffer.from(id, 'hex')),
       parts: new Map(),
       deadline: performance.now() + this.#o.lookupTimeoutMs,
       startedAt: performance.now(),
@@ -155,7 +169,7 @@ export class Lookups {
 
   #send(f: Inflight): void {
     this.counters.lookupDatagrams++
-    this.#t.sendGroup({ type: MsgType.LOOKUP, reqId: f.reqId, reply: this.#t.replyAddress, key: f.keyBytes })
+    this.#t.sendGroup({ type: MsgType.LOOKUP, reqId: f.reqId, reply: this.#t.replyAddress, expect: f.expectBytes, key: f.keyBytes })
     const interval = this.#o.lookupTimeoutMs / (this.#o.lookupRetries + 1)
     const wait = Math.max(0, Math.min(interval, f.deadline - performance.now()))
     f.timer = setTimeout(() => this.#tick(f), wait)
@@ -230,6 +244,7 @@ export class Lookups {
 
   /** A MISS from `sender`: when every live member has missed, "not found" now. */
   onMiss(sender: string, reqId: number): void {
+    this.counters.missesReceived++
     const f = this.#byReq.get(reqId)
     if (!f) return this.#stray(reqId)
     f.missed.add(sender)
@@ -238,7 +253,12 @@ export class Lookups {
 
   #checkAllMissed(f: Inflight): void {
     const alive = this.#peers.aliveIds()
-    if (alive.length > 0 && alive.every((id) => f.missed.has(id)) && f.parts.size === 0) {
+    // With owners named, their MISSes settle it (an owner that died since counts as missed);
+    // without, every live member's must.
+    const done = f.expected
+      ? f.expected.every((id) => f.missed.has(id) || !alive.includes(id))
+      : alive.length > 0 && alive.every((id) => f.missed.has(id))
+    if (done && f.parts.size === 0) {
       this.counters.remoteMisses++
       this.#settle(f, undefined)
     }

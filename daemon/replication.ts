@@ -122,6 +122,11 @@ export class Replicator {
     return owners(key, members, this.#o.replicationFactor, this.#seeds)
   }
 
+  /** The owners of `key` among the live members and this host. */
+  ownersOf(key: string): string[] {
+    return this.#owners(key, [this.#peers.selfId, ...this.#peers.aliveIds()])
+  }
+
   /** An application stored `key` here: copy it to the other owners. */
   stored(key: string): void {
     if (this.#o.replicationFactor <= 1) return

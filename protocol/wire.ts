@@ -16,7 +16,10 @@
  * Sealed body:
  *   type u8 | sentAtMs u64 (Unix ms) | payload
  * Payloads:
- *   LOOKUP      reqId u32 | reply address | keyLen u16 | key
+ *   LOOKUP      reqId u32 | reply address | expect count u8 | expected ids (8 bytes each) |
+ *               keyLen u16 | key
+ *               (members listed in `expect` answer MISS; an empty list asks every member to;
+ *               any member holding the key answers HIT)
  *   HIT         reqId u32 | ttlMs u32 | flags u32 | totalLen u32 | index u16 | count u16 | chunk
  *   MISS        reqId u32
  *   INVALIDATE  keyLen u16 | key
@@ -79,7 +82,7 @@ export interface Address {
 }
 
 export type Message =
-  | { type: typeof MsgType.LOOKUP; reqId: number; reply: Address; key: Buffer }
+  | { type: typeof MsgType.LOOKUP; reqId: number; reply: Address; expect: Buffer[]; key: Buffer }
   | { type: typeof MsgType.HIT; reqId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number; chunk: Buffer }
   | { type: typeof MsgType.MISS; reqId: number }
   | { type: typeof MsgType.INVALIDATE; key: Buffer }
@@ -162,7 +165,7 @@ const hitHead = new Parser().uint32be('reqId').uint32be('ttlMs').uint32be('flags
 export function bodyLength(m: Message): number {
   switch (m.type) {
     case MsgType.LOOKUP:
-      return 9 + 4 + addressLength(m.reply) + 2 + m.key.length
+      return 9 + 4 + addressLength(m.reply) + 1 + SENDER_ID_BYTES * m.expect.length + 2 + m.key.length
     case MsgType.HIT:
       return 9 + 20 + m.chunk.length
     case MsgType.MISS:
@@ -192,6 +195,9 @@ export function encodeBody(m: Message, sentAtMs: number): Buffer {
     case MsgType.LOOKUP:
       buf.writeUInt32BE(m.reqId, off)
       off = writeAddress(buf, off + 4, m.reply)
+      if (m.expect.length > 255 || m.expect.some((id) => id.length !== SENDER_ID_BYTES)) throw new ProtocolError('BAD_FIELD', 'LOOKUP expects at most 255 ids of 8 bytes')
+      buf[off++] = m.expect.length
+      for (const id of m.expect) off += id.copy(buf, off)
       buf.writeUInt16BE(m.key.length, off)
       m.key.copy(buf, off + 2)
       break
@@ -270,8 +276,13 @@ export function decodeBody(buf: Buffer): { sentAtMs: number; msg: Message } {
     case MsgType.LOOKUP: {
       needBytes(p.length, 4, 'LOOKUP')
       const { n } = u32.parse(p) as { n: number }
-      const [reply, off] = readAddress(p, 4)
-      return { sentAtMs, msg: { type: MsgType.LOOKUP, reqId: n, reply, key: keyAt(p, off, 'LOOKUP') } }
+      const [reply, at] = readAddress(p, 4)
+      needBytes(p.length - at, 1, 'LOOKUP expect count')
+      const count = p[at]!
+      needBytes(p.length - at - 1, SENDER_ID_BYTES * count, 'LOOKUP expected ids')
+      const expect: Buffer[] = []
+      for (let i = 0; i < count; i++) expect.push(p.subarray(at + 1 + i * SENDER_ID_BYTES, at + 1 + (i + 1) * SENDER_ID_BYTES))
+      return { sentAtMs, msg: { type: MsgType.LOOKUP, reqId: n, reply, expect, key: keyAt(p, at + 1 + SENDER_ID_BYTES * count, 'LOOKUP') } }
     }
     case MsgType.HIT: {
       needBytes(p.length, 20, 'HIT')

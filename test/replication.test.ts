@@ -81,3 +81,25 @@ t.test('values larger than a datagram replicate intact', async (t) => {
   t.ok(copies >= 20, `${copies} copies of 10 values`)
   t.equal(wrong, 0, 'every copy byte for byte')
 })
+
+t.test('with replication, a lookup of an absent key draws MISS from its owners only', async (t) => {
+  const { nodes } = await startCluster(t, 6)
+  const [a] = nodes
+  const before = await clusterStats(a!)
+  for (let i = 0; i < 50; i++) t.equal(await a!.client.get(`absent-${i}`), undefined)
+  const after = await clusterStats(a!)
+  const lookups = after['lookups'] - before['lookups']
+  const misses = after['missesReceived'] - before['missesReceived']
+  t.equal(lookups, 50)
+  t.comment(`6 hosts, R=2: ${misses} MISS datagrams for ${lookups} lookups; timeouts ${after['timeouts'] - before['timeouts']}`)
+  // The owners other than the asker: R-1 when it is an owner, R when it is not; never N-1 = 5.
+  t.ok(misses <= 2 * lookups, `at most R = 2 MISS per lookup, not five (${misses} for ${lookups})`)
+  t.equal(after['timeouts'] - before['timeouts'], 0, 'still answered before the deadline')
+  let withheld = 0
+  for (const n of nodes.slice(1)) withheld += (await clusterStats(n))['missesWithheld']
+  t.ok(withheld >= 50 * 3, `non-owners stayed silent (${withheld} replies withheld)`)
+  // And a key that is there is still found from any host.
+  await nodes[3]!.client.set('present', 'yes')
+  await replicationSettled(nodes)
+  for (const n of nodes) t.equal((await n.client.get('present'))?.toString(), 'yes', `found from ${n.name}`)
+})

@@ -12,7 +12,8 @@ const v4 = { family: 4 as const, address: '10.0.0.7', port: 47700 }
 
 // Golden plaintext bodies: the bytes are the protocol.
 const bodies: { name: string; msg: Message; bytes: string }[] = [
-  { name: 'LOOKUP', msg: { type: MsgType.LOOKUP, reqId: 7, reply: v4, key: Buffer.from('k1') }, bytes: '01 0000019a b697e87b 00000007 04 0a000007 ba54 0002 6b31' },
+  { name: 'LOOKUP', msg: { type: MsgType.LOOKUP, reqId: 7, reply: v4, expect: [], key: Buffer.from('k1') }, bytes: '01 0000019a b697e87b 00000007 04 0a000007 ba54 00 0002 6b31' },
+  { name: 'LOOKUP with expected owners', msg: { type: MsgType.LOOKUP, reqId: 7, reply: v4, expect: [hex('a1a2a3a4a5a6a7a8')], key: Buffer.from('k1') }, bytes: '01 0000019a b697e87b 00000007 04 0a000007 ba54 01 a1a2a3a4a5a6a7a8 0002 6b31' },
   { name: 'HIT', msg: { type: MsgType.HIT, reqId: 7, ttlMs: 1000, flags: 0x2a, totalLen: 3, index: 0, count: 1, chunk: Buffer.from('abc') }, bytes: '02 0000019a b697e87b 00000007 000003e8 0000002a 00000003 0000 0001 616263' },
   { name: 'MISS', msg: { type: MsgType.MISS, reqId: 9 }, bytes: '03 0000019a b697e87b 00000009' },
   { name: 'INVALIDATE', msg: { type: MsgType.INVALIDATE, key: Buffer.from('k') }, bytes: '04 0000019a b697e87b 0001 6b' },
@@ -105,7 +106,7 @@ t.test('round trip of arbitrary messages', async (t) => {
   ).chain((a) => fc.integer({ min: 0, max: 65535 }).map((port) => ({ ...a, port })))
   const u32 = fc.integer({ min: 0, max: 0xffffffff })
   const msg: fc.Arbitrary<Message> = fc.oneof(
-    fc.record({ type: fc.constant(MsgType.LOOKUP), reqId: u32, reply: addr, key }),
+    fc.record({ type: fc.constant(MsgType.LOOKUP), reqId: u32, reply: addr, expect: fc.array(fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a)), { maxLength: 4 }), key }),
     fc.record({ type: fc.constant(MsgType.MISS), reqId: u32 }),
     fc.record({ type: fc.constant(MsgType.INVALIDATE), key }),
     fc.record({ type: fc.constant(MsgType.ANNOUNCE), reply: addr, entries: u32, flags: fc.integer({ min: 0, max: 255 }), name: fc.string({ maxLength: 60 }) }),
