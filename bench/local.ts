@@ -53,9 +53,10 @@ export async function startEchoProcess(socketPath: string, valueBytes: number): 
   return proc
 }
 
-export async function startDaemonProcess(dir: string, name: string, extra: string[] = []): Promise<{ proc: ChildProcess; socket: string }> {
+export async function startDaemonProcess(dir: string, name: string, extra: string[] = [], prefix: string[] = []): Promise<{ proc: ChildProcess; socket: string }> {
   const socket = path.join(dir, `${name}.sock`)
-  const proc = spawn(process.execPath, [DAEMON, '--socket', socket, '--admin-socket', path.join(dir, `${name}-admin.sock`), '--log-level', 'warn', ...extra], { stdio: ['ignore', 'ignore', 'inherit'] })
+  const [cmd, ...pre] = [...prefix, process.execPath]
+  const proc = spawn(cmd!, [...pre, DAEMON, '--socket', socket, '--admin-socket', path.join(dir, `${name}-admin.sock`), '--log-level', 'warn', ...extra], { stdio: ['ignore', 'ignore', 'inherit'] })
   for (let i = 0; i < 600 && !fs.existsSync(socket); i++) {
     if (proc.exitCode !== null) throw new Error(`statecastd ${name} exited with ${proc.exitCode} before listening`)
     await new Promise((r) => setTimeout(r, 25))

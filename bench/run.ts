@@ -11,6 +11,7 @@ import { benchRemote } from './remote.js'
 import { benchMemory } from './memory.js'
 import { benchPeers } from './peers.js'
 import { benchTls } from './tls.js'
+import { benchScale } from './scale.js'
 
 const ms = Number(process.env['BENCH_MS'] ?? 3000)
 const only = process.argv[2]
@@ -23,6 +24,7 @@ if (!only || only === 'local') show(await benchLocal(ms, [1, 8, 32]))
 if (!only || only === 'peers') show(await benchPeers(ms, [1, 8, 32]))
 if (!only || only === 'remote') show(await benchRemote(Number(process.env['BENCH_N'] ?? 2000)))
 if (!only || only === 'tls') show(await benchTls())
+if ((!only && process.getuid?.() === 0) || only === 'scale') show(await benchScale())
 if (!only || only === 'memory') show(await benchMemory([100_000, 1_000_000]))
 const out = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results')
 fs.mkdirSync(out, { recursive: true })
