@@ -93,6 +93,7 @@ export class Cluster implements ClusterHooks {
       aliveIds: () => this.#alive().map((m) => m.id),
       // With copies on R owners, only they need to say MISS: replies stay constant with fleet size.
       expectedFor: (key) => (o.replicationFactor > 1 ? this.replicator.ownersOf(key).filter((id) => id !== this.nodeId) : undefined),
+      addressOf: (id) => this.members.get(id)?.reply,
       settled: () => this.#settled(),
     })
     this.replicator = new Replicator(o, this.transport, store, {

@@ -6,7 +6,7 @@
  * and close. A LOOKUP is retransmitted with the same request id, so chunks of a large value that
  * arrived in earlier rounds are kept and only the gaps need to arrive later.
  */
-import { MsgType, type Message } from '../protocol/wire.js'
+import { MsgType, type Address, type Message } from '../protocol/wire.js'
 import type { SessionStore } from './store.js'
 import type { Transport } from './transport.js'
 import { ByteBudget, Reassembly } from './reassembly.js'
@@ -43,8 +43,10 @@ export interface LookupCounters {
   reassemblyDropped: number
   /** HIT/MISS datagrams for a lookup that had already finished (another holder was faster). */
   lateReplies: number
-  /** MISS datagrams received: per lookup, at most replicationFactor - 1 with replication on. */
+  /** MISS datagrams received: per lookup, at most replicationFactor with replication on. */
   missesReceived: number
+  /** LOOKUP rounds sent straight to the key's owners instead of the group. */
+  directLookups: number
 }
 
 export type Found = { value: Buffer; ttlMs: number; flags: number } | undefined
@@ -72,6 +74,8 @@ export interface LookupPeers {
    * every member must (no replication: a key may be on any host).
    */
   expectedFor(key: string): string[] | undefined
+  /** A live member's unicast address. */
+  addressOf(id: string): Address | undefined
   /** True once we have listened long enough that an empty member list means we are alone. */
   settled(): boolean
 }
@@ -90,6 +94,7 @@ export class Lookups {
     reassemblyDropped: 0,
     lateReplies: 0,
     missesReceived: 0,
+    directLookups: 0,
   }
   #byKey = new Map<string, Inflight>()
   #byReq = new Map<number, Inflight>()
@@ -168,8 +173,21 @@ export class Lookups {
   }
 
   #send(f: Inflight): void {
-    this.counters.lookupDatagrams++
-    this.#t.sendGroup({ type: MsgType.LOOKUP, reqId: f.reqId, reply: this.#t.replyAddress, expect: f.expectBytes, key: f.keyBytes })
+    const msg = { type: MsgType.LOOKUP, reqId: f.reqId, reply: this.#t.replyAddress, expect: f.expectBytes, key: f.keyBytes } as const
+    // Owners known: ask them directly, so a lookup wakes R hosts, not the whole segment. The last
+    // try (and any owner without a known address) goes to the group, which reaches every holder.
+    const last = performance.now() + this.#o.lookupTimeoutMs / (this.#o.lookupRetries + 1) >= f.deadline - 0.5
+    const to = f.expected && !last ? f.expected.map((id) => this.#peers.addressOf(id)) : undefined
+    if (to && to.length > 0 && to.every((a) => a !== undefined)) {
+      for (const a of to) {
+        this.counters.lookupDatagrams++
+        this.#t.sendTo(a!, msg)
+      }
+      this.counters.directLookups++
+    } else {
+      this.counters.lookupDatagrams++
+      this.#t.sendGroup(msg)
+    }
     const interval = this.#o.lookupTimeoutMs / (this.#o.lookupRetries + 1)
     const wait = Math.max(0, Math.min(interval, f.deadline - performance.now()))
     f.timer = setTimeout(() => this.#tick(f), wait)
