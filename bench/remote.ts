@@ -46,7 +46,7 @@ async function multicastRtt(group: string, port: number, n: number): Promise<num
   return lat
 }
 
-export async function benchRemote(n: number): Promise<Record<string, unknown>[]> {
+export async function benchRemote(n: number, replication = 1): Promise<Record<string, unknown>[]> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sc-bench-remote-'))
   const keyFile = path.join(dir, 'cluster.key')
   fs.writeFileSync(keyFile, formatKeyFile([{ id: 1, createdAt: 0, key: crypto.randomBytes(32) }]), { mode: 0o600 })
@@ -57,7 +57,7 @@ export async function benchRemote(n: number): Promise<Record<string, unknown>[]>
   try {
     const nodes = []
     for (const name of ['a', 'b', 'c']) {
-      const d = await startDaemonProcess(dir, name, ['--key-file', keyFile, '--group', group, '--port', String(port), '--heartbeat-ms', '200', '--dead-after-ms', '1000', '--replication-factor', '1'])
+      const d = await startDaemonProcess(dir, name, ['--key-file', keyFile, '--group', group, '--port', String(port), '--heartbeat-ms', '200', '--dead-after-ms', '1000', '--replication-factor', String(replication)])
       procs.push(d.proc)
       nodes.push(await StatecastClient.connect({ socketPath: d.socket }))
     }
@@ -69,7 +69,18 @@ export async function benchRemote(n: number): Promise<Record<string, unknown>[]>
       await new Promise((r) => setTimeout(r, 50))
     }
     const value = Buffer.alloc(200, 9)
-    for (let i = 0; i < n; i += 100) await Promise.all(Array.from({ length: Math.min(100, n - i) }, (_, j) => a.set(`r${i + j}`, value)))
+    // With replication, C already holds some keys: write more and probe only the ones it lacks.
+    const written = replication > 1 ? 3 * n : n
+    for (let i = 0; i < written; i += 100) await Promise.all(Array.from({ length: Math.min(100, written - i) }, (_, j) => a.set(`r${i + j}`, value)))
+    if (replication > 1) {
+      for (let i = 0; i < 200; i++) {
+        const s = (await Promise.all(nodes.map((x) => x.stats()))) as { cluster: { replicationPending: number } }[]
+        if (s.every((x) => x.cluster.replicationPending === 0)) break
+        await new Promise((r) => setTimeout(r, 25))
+      }
+    }
+    const probes: string[] = []
+    for (let i = 0; i < written && probes.length < n; i++) if (!(await c.get(`r${i}`, { localOnly: true }))) probes.push(`r${i}`)
 
     // The floor: a Unix round trip plus a multicast round trip, each measured n times.
     const echoPath = path.join(dir, 'echo.sock')
@@ -89,14 +100,15 @@ export async function benchRemote(n: number): Promise<Record<string, unknown>[]>
 
     const fill: number[] = []
     let remote = 0
-    for (let i = 0; i < n; i++) {
+    for (const k of probes) {
       const t0 = performance.now()
-      const e = await c.getEntry(`r${i}`)
+      const e = await c.getEntry(k)
       fill.push((performance.now() - t0) * 1000)
       if (e?.remote) remote++
     }
     const f = summary(fill)
-    rows.push({ case: 'remote fill (3 daemons)', n, remote, p50Us: f.p50Us, p99Us: f.p99Us, floorP50Us: floor.p50Us, floorP99Us: floor.p99Us, p50Ratio: +(f.p50Us / floor.p50Us).toFixed(2) })
+    const how = replication > 1 ? `R=${replication}, LOOKUP to owners` : 'R=1, LOOKUP to group'
+    rows.push({ case: `remote fill (3 daemons, ${how})`, n: probes.length, remote, p50Us: f.p50Us, p99Us: f.p99Us, floorP50Us: floor.p50Us, floorP99Us: floor.p99Us, p50Ratio: +(f.p50Us / floor.p50Us).toFixed(2) })
 
     const nf: number[] = []
     for (let i = 0; i < n; i++) {
@@ -106,7 +118,7 @@ export async function benchRemote(n: number): Promise<Record<string, unknown>[]>
     }
     const s = summary(nf)
     const st = ((await c.stats()) as { cluster: { timeouts: number; remoteMisses: number } }).cluster
-    rows.push({ case: 'not found, all peers alive', n, p50Us: s.p50Us, p99Us: s.p99Us, floorP50Us: floor.p50Us, floorP99Us: floor.p99Us, p50Ratio: +(s.p50Us / floor.p50Us).toFixed(2), byAllMisses: st.remoteMisses, byDeadline: st.timeouts })
+    rows.push({ case: `not found, all peers alive (${how})`, n, p50Us: s.p50Us, p99Us: s.p99Us, floorP50Us: floor.p50Us, floorP99Us: floor.p99Us, p50Ratio: +(s.p50Us / floor.p50Us).toFixed(2), byAllMisses: st.remoteMisses, byDeadline: st.timeouts })
     for (const x of nodes) x.destroy()
   } finally {
     for (const p of procs) p.kill('SIGTERM')
