@@ -10,6 +10,7 @@ need nft nftables
 need systemd-analyze systemd
 need python3 python3
 need dpkg-deb dpkg
+need apache2 apache2
 if [ ${#want[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then echo "missing: ${want[*]} (install them, or run as root)" >&2; exit 1; fi
   export DEBIAN_FRONTEND=noninteractive
