@@ -34,7 +34,6 @@
  * The numbers are the protocol: append only, never renumber.
  */
 import crypto from 'node:crypto'
-import net from 'node:net'
 import { Parser } from 'binary-parser'
 import { ProtocolError, needBytes } from './errors.js'
 import type { ClusterKey } from './keyfile.js'
@@ -108,16 +107,28 @@ function writeAddress(buf: Buffer, off: number, a: Address): number {
   buf[off] = a.family
   if (a.family === 4) {
     const parts = a.address.split('.').map(Number)
-    if (parts.length !== 4 || !net.isIPv4(a.address)) throw new ProtocolError('BAD_FIELD', `not an IPv4 address: ${a.address}`)
+    if (parts.length !== 4 || !parts.every((x, i) => Number.isInteger(x) && x >= 0 && x <= 255 && /^\d{1,3}$/.test(a.address.split('.')[i]!))) throw new ProtocolError('BAD_FIELD', `not an IPv4 address: ${a.address}`)
     for (let i = 0; i < 4; i++) buf[off + 1 + i] = parts[i]!
     off += 5
   } else {
-    if (!net.isIPv6(a.address)) throw new ProtocolError('BAD_FIELD', `not an IPv6 address: ${a.address}`)
+    if (!isIPv6Text(a.address)) throw new ProtocolError('BAD_FIELD', `not an IPv6 address: ${a.address}`)
     ipv6Bytes(a.address).copy(buf, off + 1)
     off += 17
   }
   buf.writeUInt16BE(a.port, off)
   return off + 2
+}
+
+/** True for IPv6 text (a zone after % allowed); uses the WHATWG URL parser, which is pure. */
+function isIPv6Text(addr: string): boolean {
+  const bare = addr.split('%')[0]!
+  if (!bare.includes(':')) return false
+  try {
+    new URL(`http://[${bare}]/`)
+    return true
+  } catch {
+    return false
+  }
 }
 
 function ipv6Bytes(addr: string): Buffer {

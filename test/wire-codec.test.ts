@@ -154,3 +154,13 @@ t.test('a counter beyond 2^53 is refused with the protocol error (found by npm r
   d.writeUInt32BE(0xffffffff, 22)
   t.throws(() => open(ring, d), { code: 'BAD_FIELD' })
 })
+
+t.test('addresses that are not IP addresses are refused when encoding', async (t) => {
+  const bad = (address: string, family: 4 | 6) => () => encodeBody({ type: MsgType.ANNOUNCE, reply: { family, address, port: 1 }, entries: 0, flags: 0, name: '' }, T)
+  t.throws(bad('300.1.1.1', 4), { code: 'BAD_FIELD' })
+  t.throws(bad('1.2.3', 4), { code: 'BAD_FIELD' })
+  t.throws(bad('fd00::zz', 6), { code: 'BAD_FIELD' })
+  t.throws(bad('10.0.0.1', 6), { code: 'BAD_FIELD' })
+  t.doesNotThrow(bad('10.0.0.1', 4))
+  t.doesNotThrow(bad('fe80::1%eth0', 6))
+})
