@@ -65,6 +65,8 @@ export interface Config {
   lookupTimeoutMs: number
   /** LOOKUP retransmits within the deadline. */
   lookupRetries: number
+  /** With replication: ask the first owner alone, the others after this many ms (or on its MISS). */
+  lookupHedgeMs: number
   /** Interval between membership heartbeats, in ms. */
   heartbeatMs: number
   /** A member silent for this long is dead, in ms. */
@@ -143,6 +145,7 @@ export const FIELDS: readonly Field[] = [
   { key: 'keyFile', kind: 'optstring', def: () => '', unit: 'path', doc: 'cluster key file (statecast keygen); required unless the interface is loopback' },
   { key: 'nodeName', kind: 'string', def: () => os.hostname(), unit: 'name', doc: 'name shown to other members; default: the host name', example: '"web-01"' },
   { key: 'lookupTimeoutMs', kind: 'int', def: () => 50, min: 1, max: 60_000, unit: 'ms', doc: 'longest a remote lookup may take before "not found"' },
+  { key: 'lookupHedgeMs', kind: 'int', def: () => 1, min: 0, max: 60_000, unit: 'ms', doc: 'with replication, a lookup asks the first owner alone and the others after this long (or on its MISS); 0 asks all at once' },
   { key: 'lookupRetries', kind: 'int', def: () => 5, min: 0, max: 50, unit: 'retransmits', doc: 'LOOKUP retransmits spread over the deadline' },
   { key: 'heartbeatMs', kind: 'int', def: () => 1000, min: 50, max: 60_000, unit: 'ms', doc: 'interval between membership heartbeats' },
   { key: 'deadAfterMs', kind: 'int', def: () => 3000, min: 100, max: 600_000, unit: 'ms', doc: 'a member silent for this long is dead' },

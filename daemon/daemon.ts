@@ -147,6 +147,7 @@ export class Daemon {
           deadAfterMs: c.deadAfterMs,
           lookupTimeoutMs: c.lookupTimeoutMs,
           lookupRetries: c.lookupRetries,
+          lookupHedgeMs: c.lookupHedgeMs,
           maxInflightLookups: c.maxInflightLookups,
           maxReassemblyBytes: c.maxReassemblyBytes,
           maxValueBytes: c.maxValueBytes,

@@ -16,6 +16,12 @@ export interface LookupOptions {
   lookupTimeoutMs: number
   /** LOOKUP retransmits before the deadline (spread evenly over it). */
   lookupRetries: number
+  /**
+   * With owners known, the first round asks the key's first owner alone and the other owners
+   * after this many ms without an answer (or at once when the first owner misses); 0 asks every
+   * owner at once.
+   */
+  lookupHedgeMs: number
   /** Remote lookups in flight at once; more answer "not found" at once (counted as shed). */
   maxInflightLookups: number
   /** Bytes of partly received values held at once, over all lookups. */
@@ -47,6 +53,8 @@ export interface LookupCounters {
   missesReceived: number
   /** LOOKUP rounds sent straight to the key's owners instead of the group. */
   directLookups: number
+  /** First rounds that went on to the other owners (the first was slow or missed). */
+  hedged: number
 }
 
 export type Found = { value: Buffer; ttlMs: number; flags: number } | undefined
@@ -64,6 +72,11 @@ interface Inflight {
   deadline: number
   startedAt: number
   timer: NodeJS.Timeout | undefined
+  /** Owners not asked yet in this round (hedging); asked when the hedge delay passes or one misses. */
+  unasked: string[]
+  /** When this round's retransmit is due (performance.now() ms). */
+  roundEnd: number
+  rounds: number
 }
 
 export interface LookupPeers {
@@ -95,6 +108,7 @@ export class Lookups {
     lateReplies: 0,
     missesReceived: 0,
     directLookups: 0,
+    hedged: 0,
   }
   #byKey = new Map<string, Inflight>()
   #byReq = new Map<number, Inflight>()
@@ -164,6 +178,9 @@ export class Lookups {
       deadline: performance.now() + this.#o.lookupTimeoutMs,
       startedAt: performance.now(),
       timer: undefined,
+      unasked: [],
+      roundEnd: 0,
+      rounds: 0,
     }
     this.#byKey.set(key, f)
     this.#byReq.set(reqId, f)
@@ -173,24 +190,56 @@ export class Lookups {
   }
 
   #send(f: Inflight): void {
-    const msg = { type: MsgType.LOOKUP, reqId: f.reqId, reply: this.#t.replyAddress, expect: f.expectBytes, key: f.keyBytes } as const
+    const now = performance.now()
+    const interval = this.#o.lookupTimeoutMs / (this.#o.lookupRetries + 1)
     // Owners known: ask them directly, so a lookup wakes R hosts, not the whole segment. The last
     // try (and any owner without a known address) goes to the group, which reaches every holder.
-    const last = performance.now() + this.#o.lookupTimeoutMs / (this.#o.lookupRetries + 1) >= f.deadline - 0.5
-    const to = f.expected && !last ? f.expected.map((id) => this.#peers.addressOf(id)) : undefined
-    if (to && to.length > 0 && to.every((a) => a !== undefined)) {
-      for (const a of to) {
-        this.counters.lookupDatagrams++
-        this.#t.sendTo(a!, msg)
-      }
+    const last = now + interval >= f.deadline - 0.5
+    const owners = f.expected && !last ? f.expected : undefined
+    f.roundEnd = now + Math.max(0, Math.min(interval, f.deadline - now))
+    f.unasked = []
+    // The first round asks the first owner alone: one LOOKUP and one reply per fill in the common
+    // case; the other owners are asked after the hedge delay, or at once if the first one misses.
+    const hedge = f.rounds === 0 && owners !== undefined && owners.length > 1 && this.#o.lookupHedgeMs > 0 && now + this.#o.lookupHedgeMs < f.roundEnd
+    f.rounds++
+    if (owners && owners.length > 0 && this.#sendToOwners(f, hedge ? owners.slice(0, 1) : owners)) {
       this.counters.directLookups++
+      if (hedge) {
+        f.unasked = owners.slice(1)
+        f.timer = setTimeout(() => this.#askRest(f), this.#o.lookupHedgeMs)
+        return
+      }
     } else {
       this.counters.lookupDatagrams++
-      this.#t.sendGroup(msg)
+      this.#t.sendGroup(this.#lookupMsg(f))
     }
-    const interval = this.#o.lookupTimeoutMs / (this.#o.lookupRetries + 1)
-    const wait = Math.max(0, Math.min(interval, f.deadline - performance.now()))
-    f.timer = setTimeout(() => this.#tick(f), wait)
+    f.timer = setTimeout(() => this.#tick(f), f.roundEnd - now)
+  }
+
+  #lookupMsg(f: Inflight): Message {
+    return { type: MsgType.LOOKUP, reqId: f.reqId, reply: this.#t.replyAddress, expect: f.expectBytes, key: f.keyBytes }
+  }
+
+  /** Sends this round's LOOKUP to `owners`, sealed once; false (nothing sent) if one has no known address. */
+  #sendToOwners(f: Inflight, owners: string[]): boolean {
+    const to = owners.map((id) => this.#peers.addressOf(id))
+    if (!to.every((a) => a !== undefined)) return false
+    this.counters.lookupDatagrams += to.length
+    this.#t.sendToEach(to as Address[], this.#lookupMsg(f))
+    return true
+  }
+
+  /** The hedge: the owners not asked yet in this round are asked now. */
+  #askRest(f: Inflight): void {
+    if (f.unasked.length === 0 || this.#byReq.get(f.reqId) !== f) return
+    clearTimeout(f.timer)
+    const rest = f.unasked
+    f.unasked = []
+    this.counters.hedged++
+    const to = rest.map((id) => this.#peers.addressOf(id)).filter((a): a is Address => a !== undefined)
+    this.counters.lookupDatagrams += to.length
+    this.#t.sendToEach(to, this.#lookupMsg(f))
+    f.timer = setTimeout(() => this.#tick(f), Math.max(0, f.roundEnd - performance.now()))
   }
 
   #tick(f: Inflight): void {
@@ -266,6 +315,7 @@ export class Lookups {
     const f = this.#byReq.get(reqId)
     if (!f) return this.#stray(reqId)
     f.missed.add(sender)
+    if (f.unasked.length > 0) this.#askRest(f)
     this.#checkAllMissed(f)
   }
 

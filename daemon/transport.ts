@@ -251,6 +251,13 @@ export class Transport {
     return this.#send(this.#seal(msg), to.port, to.address)
   }
 
+  /** Sends `msg` to several daemons' unicast addresses, sealed once. */
+  sendToEach(to: readonly Address[], msg: Message): void {
+    if (to.length === 0) return
+    const d = this.#seal(msg)
+    for (const a of to) void this.#send(d, a.port, a.address)
+  }
+
   async close(): Promise<void> {
     const socks = [this.#group, this.#unicast]
     this.#group = this.#unicast = undefined

@@ -104,3 +104,39 @@ t.test('with replication, a lookup of an absent key draws MISS from its owners o
   await replicationSettled(nodes)
   for (const n of nodes) t.equal((await n.client.get('present'))?.toString(), 'yes', `found from ${n.name}`)
 })
+
+t.test('a fill asks the first owner alone; when it is frozen, the hedge asks the other owner', async (t) => {
+  const { nodes } = await startCluster(t, 4)
+  const [a, b, c, d] = nodes as [Node, Node, Node, Node]
+  const keys = Array.from({ length: 200 }, (_, i) => `hedge${i}`)
+  for (const k of keys) await a.client.set(k, val(k))
+  await replicationSettled(nodes)
+  // Keys D holds no copy of: each read on D is a real fill from the two owners among A, B, C.
+  const probes: string[] = []
+  for (const k of keys) if (!(await d.client.get(k, { localOnly: true }))) probes.push(k)
+  t.ok(probes.length >= 50, `${probes.length} keys are not on D`)
+  const half = probes.slice(0, Math.floor(probes.length / 2))
+  const before = await clusterStats(d)
+  for (const k of half) t.same(await d.client.get(k), val(k))
+  const mid = await clusterStats(d)
+  const lookupDatagrams = mid['lookupDatagrams'] - before['lookupDatagrams']
+  const hedged = mid['hedged'] - before['hedged']
+  t.comment(`${half.length} fills: ${lookupDatagrams} LOOKUP datagrams, ${hedged} hedged, ${mid['lateReplies'] - before['lateReplies']} late replies`)
+  t.ok(lookupDatagrams <= half.length + hedged, 'one LOOKUP per fill, plus one per hedge')
+  t.ok(hedged < half.length / 4, `most fills needed the first owner only (${hedged} of ${half.length} hedged)`)
+
+  // Freeze B (alive to the membership for another second): fills whose first owner is B must
+  // come from the other owner after the hedge delay, well before the first retransmit.
+  b.proc.kill('SIGSTOP')
+  t.teardown(() => b.proc.kill('SIGCONT'))
+  const rest = probes.slice(half.length)
+  const t0 = performance.now()
+  const got = await Promise.all(rest.map((k) => d.client.get(k)))
+  const ms = performance.now() - t0
+  t.same(got.filter((v, i) => !v?.equals(val(rest[i]!))), [], 'every value arrived while an owner was frozen')
+  const after = await clusterStats(d)
+  t.ok(after['hedged'] - mid['hedged'] > 0, `${after['hedged'] - mid['hedged']} fills went on to the second owner`)
+  t.equal(after['timeouts'] - mid['timeouts'], 0, 'none waited for the deadline')
+  t.comment(`${rest.length} fills with B frozen in ${ms.toFixed(1)} ms`)
+  b.proc.kill('SIGCONT')
+})
