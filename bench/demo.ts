@@ -22,7 +22,7 @@ const DAEMON = path.resolve(here, '..', 'daemon', 'main.js')
 const CLIENTS = Number(process.env['DEMO_CLIENTS'] ?? 30)
 const ROUNDS = Number(process.env['DEMO_ROUNDS'] ?? 10)
 
-type Version = 'TLSv1.2' | 'TLSv1.3'
+export type Version = 'TLSv1.2' | 'TLSv1.3'
 
 export function makeCert(dir: string, kind: 'ec' | 'rsa' = 'ec'): { key: Buffer; cert: Buffer } {
   const key = path.join(dir, 'key.pem')
@@ -36,16 +36,16 @@ export function makeCert(dir: string, kind: 'ec' | 'rsa' = 'ec'): { key: Buffer;
   return { key: fs.readFileSync(key), cert: fs.readFileSync(cert) }
 }
 
-export async function startDaemons(dir: string): Promise<{ procs: ChildProcess[]; sockets: string[] }> {
+export async function startDaemons(dir: string, extra: (i: number) => string[] = () => []): Promise<{ procs: ChildProcess[]; sockets: string[] }> {
   const keyFile = path.join(dir, 'cluster.key')
   fs.writeFileSync(keyFile, formatKeyFile([{ id: crypto.randomBytes(4).readUInt32BE(0), createdAt: 0, key: crypto.randomBytes(32) }]), { mode: 0o600 })
   const group = `239.255.${crypto.randomInt(256)}.${1 + crypto.randomInt(250)}`
   const port = String(20000 + crypto.randomInt(40000))
   const procs: ChildProcess[] = []
   const sockets: string[] = []
-  for (const n of ['a', 'b', 'c']) {
+  for (const [i, n] of ['a', 'b', 'c'].entries()) {
     const socket = path.join(dir, `${n}.sock`)
-    const p = spawn(process.execPath, [DAEMON, '--socket', socket, '--admin-socket', path.join(dir, `${n}-admin.sock`), '--key-file', keyFile, '--group', group, '--port', port, '--node-name', `host-${n}`, '--heartbeat-ms', '200', '--dead-after-ms', '1000', '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] })
+    const p = spawn(process.execPath, [DAEMON, '--socket', socket, '--admin-socket', path.join(dir, `${n}-admin.sock`), '--key-file', keyFile, '--group', group, '--port', port, '--node-name', `host-${n}`, '--heartbeat-ms', '200', '--dead-after-ms', '1000', '--log-level', 'warn', ...extra(i)], { stdio: ['ignore', 'ignore', 'inherit'] })
     procs.push(p)
     sockets.push(socket)
   }
@@ -112,65 +112,110 @@ function centralMemcachedCache(server: tls.Server, location: string): () => void
   return () => mc.end()
 }
 
+/** One HTTPS server with the session cache of `mode`; resolves once it listens on a loopback port. */
+export async function startTlsServer(
+  version: Version,
+  mode: CacheMode,
+  creds: { key: Buffer; cert: Buffer },
+  socketPath: string,
+  memcached?: string,
+): Promise<{ port: number; close(): Promise<void> }> {
+  const tickets = version === 'TLSv1.3' && mode === 'statecast'
+  const serverOpts: https.ServerOptions = { ...creds, sessionIdContext: 'statecast-demo', minVersion: version, maxVersion: version, ...(tickets || version === 'TLSv1.3' ? {} : { secureOptions: crypto.constants.SSL_OP_NO_TICKET }) }
+  const server = https.createServer(serverOpts, (_req, res) => res.end('hello\n'))
+  let cache: SessionCache | undefined
+  let closeMemcached = () => {}
+  if (mode === 'statecast') cache = attachSessionCache(server, { socketPath })
+  else if (mode === 'central-memcached') closeMemcached = centralMemcachedCache(server, memcached!)
+  else perServerCache(server)
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  if (cache && version === 'TLSv1.3') await cache.ready()
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: async () => {
+      closeMemcached()
+      await cache?.close()
+      await new Promise((r) => server.close(r))
+    },
+  }
+}
+
+export interface DriveResult {
+  /** Resumed / attempted among the connections timed (every client had a session to offer). */
+  rate: number
+  meanMs: number
+  resumed: number
+  attempts: number
+  /** Connections timed and the wall time they took. */
+  conns: number
+  seconds: number
+  handshakesPerSec: number
+}
+
+/**
+ * Clients behind a round-robin balancer over `ports`: every round, each client connects once (in a
+ * new order each round) offering the session it got last time. Rounds before `timedFrom` warm up
+ * (every client's first visit is a full handshake whatever the cache) and are not timed.
+ */
+export async function drive(ports: number[], version: Version, ca: Buffer, opts: { clients: number; rounds: number; concurrency: number; timedFrom: number; onTimed?: () => void }): Promise<DriveResult> {
+  const sessions: (Buffer | undefined)[] = new Array(opts.clients).fill(undefined)
+  let lb = 0
+  let resumed = 0
+  let attempts = 0
+  let totalMs = 0
+  let conns = 0
+  let t0 = performance.now()
+  for (let round = 0; round < opts.rounds; round++) {
+    if (round === opts.timedFrom) {
+      opts.onTimed?.()
+      t0 = performance.now()
+    }
+    const timed = round >= opts.timedFrom
+    const order = [...Array(opts.clients).keys()].sort(() => Math.random() - 0.5)
+    let next = 0
+    await Promise.all(
+      Array.from({ length: opts.concurrency }, async () => {
+        while (next < order.length) {
+          const c = order[next++]!
+          const port = ports[lb++ % ports.length]!
+          const r = await connectOnce(port, version, ca, sessions[c])
+          if (timed) {
+            if (sessions[c]) {
+              attempts++
+              if (r.reused) resumed++
+            }
+            totalMs += r.ms
+            conns++
+          }
+          sessions[c] = r.session
+        }
+      }),
+    )
+  }
+  const seconds = (performance.now() - t0) / 1000
+  return { rate: attempts ? resumed / attempts : 0, meanMs: conns ? totalMs / conns : 0, resumed, attempts, conns, seconds, handshakesPerSec: conns / seconds }
+}
+
+/** Three servers in this process, one per daemon, and the clients; every connection timed. */
 export async function run(
   version: Version,
   mode: CacheMode | boolean,
   creds: { key: Buffer; cert: Buffer },
   sockets: string[],
   opts: { clients?: number; rounds?: number; concurrency?: number; memcached?: string } = {},
-): Promise<{ rate: number; meanMs: number; resumed: number; attempts: number; handshakesPerSec: number }> {
+): Promise<DriveResult> {
   const m: CacheMode = mode === true ? 'statecast' : mode === false ? 'per-server' : mode
-  const clients = opts.clients ?? CLIENTS
-  const rounds = opts.rounds ?? ROUNDS
-  const servers: https.Server[] = []
-  const caches: SessionCache[] = []
-  const closers: (() => void)[] = []
-  for (let i = 0; i < 3; i++) {
-    const tickets = version === 'TLSv1.3' && m === 'statecast'
-    const serverOpts: https.ServerOptions = { ...creds, sessionIdContext: 'statecast-demo', minVersion: version, maxVersion: version, ...(tickets || version === 'TLSv1.3' ? {} : { secureOptions: crypto.constants.SSL_OP_NO_TICKET }) }
-    const server = https.createServer(serverOpts, (_req, res) => res.end('hello\n'))
-    if (m === 'statecast') caches.push(attachSessionCache(server, { socketPath: sockets[i]! }))
-    else if (m === 'central-memcached') closers.push(centralMemcachedCache(server, opts.memcached!))
-    else perServerCache(server)
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-    servers.push(server)
-  }
-  if (m === 'statecast' && version === 'TLSv1.3') await Promise.all(caches.map((c) => c.ready()))
-  const ports = servers.map((s) => (s.address() as AddressInfo).port)
-  const sessions: (Buffer | undefined)[] = new Array(clients).fill(undefined)
-  let lb = 0
-  let resumed = 0
-  let attempts = 0
-  let totalMs = 0
-  let conns = 0
-  const t0 = performance.now()
-  for (let round = 0; round < rounds; round++) {
-    // Clients arrive in a different order every round; the balancer hands out servers in turn.
-    const order = [...Array(clients).keys()].sort(() => Math.random() - 0.5)
-    const lanes = opts.concurrency ?? 1
-    let next = 0
-    await Promise.all(
-      Array.from({ length: lanes }, async () => {
-        while (next < order.length) {
-          const c = order[next++]!
-          const port = ports[lb++ % ports.length]!
-          const r = await connectOnce(port, version, creds.cert, sessions[c])
-          if (sessions[c]) {
-            attempts++
-            if (r.reused) resumed++
-          }
-          sessions[c] = r.session
-          totalMs += r.ms
-          conns++
-        }
-      }),
+  const servers = await Promise.all(sockets.slice(0, 3).map((socketPath) => startTlsServer(version, m, creds, socketPath, opts.memcached)))
+  try {
+    return await drive(
+      servers.map((s) => s.port),
+      version,
+      creds.cert,
+      { clients: opts.clients ?? CLIENTS, rounds: opts.rounds ?? ROUNDS, concurrency: opts.concurrency ?? 1, timedFrom: 0 },
     )
+  } finally {
+    await Promise.all(servers.map((s) => s.close()))
   }
-  const secs = (performance.now() - t0) / 1000
-  for (const close of closers) close()
-  await Promise.all(caches.map((c) => c.close()))
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
-  return { rate: resumed / attempts, meanMs: totalMs / conns, resumed, attempts, handshakesPerSec: conns / secs }
 }
 
 async function main(): Promise<void> {

@@ -2,7 +2,7 @@
  * A small lab of hosts as network namespaces on one bridge, made by the test itself:
  *
  *   <id>-sw: a switch namespace holding bridge br0 (and, when asked, the nftables loss rule)
- *   <id>-hN: host N, eth0 = 10.77.0.N/24 (or, IPv6 only, fd77::N/64), a veth whose other end
+ *   <id>-hN: host N, eth0 = 10.77.0.N/24 (IPv6 only: fd77::N/64; dual stack: both), a veth whose other end
  *            (sN) is a bridge port
  *
  * Nothing touches the root namespace. Every address lives inside a namespace the lab made, and
@@ -51,6 +51,8 @@ export class NetLab {
   readonly hosts: string[] = []
   readonly switchNs: string
   readonly ipv6: boolean
+  /** Every host has an IPv4 and an IPv6 address. */
+  dualStack = false
   #closed = false
 
   private constructor(id: string, ipv6: boolean) {
@@ -60,10 +62,11 @@ export class NetLab {
   }
 
   /** Fails clearly (never skips) when this machine cannot make namespaces. */
-  static create(t: { teardown(fn: () => unknown): void }, n: number, opts: { ipv6Only?: boolean } = {}): NetLab {
+  static create(t: { teardown(fn: () => unknown): void }, n: number, opts: { ipv6Only?: boolean; dualStack?: boolean } = {}): NetLab {
     if (typeof process.getuid === 'function' && process.getuid() !== 0) throw new Error('network namespace tests need root')
     reapStale()
     const lab = new NetLab(`${PREFIX}${process.pid}x${Math.random().toString(36).slice(2, 6)}`, opts.ipv6Only === true)
+    lab.dualStack = opts.dualStack === true && !lab.ipv6
     t.teardown(() => lab.destroy())
     try {
       lab.#build(n)
@@ -86,21 +89,26 @@ export class NetLab {
       ip('-n', sw, 'link', 'add', `s${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', h)
       ip('-n', sw, 'link', 'set', `s${i}`, 'master', 'br0', 'up')
       ip('-n', h, 'link', 'set', 'lo', 'up')
-      if (this.ipv6) {
-        // IPv6 only: no IPv4 address at all; nodad so the address is usable at once.
-        ip('-n', h, 'addr', 'add', `${this.addr(i)}/64`, 'dev', 'eth0', 'nodad')
-        ip('-n', h, 'link', 'set', 'eth0', 'up')
-      } else {
-        ip('-n', h, 'addr', 'add', `${this.addr(i)}/24`, 'dev', 'eth0')
-        ip('-n', h, 'link', 'set', 'eth0', 'up')
-        ip('-n', h, 'route', 'add', '224.0.0.0/4', 'dev', 'eth0')
-      }
+      // nodad: the IPv6 address is usable at once.
+      if (this.ipv6 || this.dualStack) ip('-n', h, 'addr', 'add', `${this.addr6(i)}/64`, 'dev', 'eth0', 'nodad')
+      if (!this.ipv6) ip('-n', h, 'addr', 'add', `${this.addr4(i)}/24`, 'dev', 'eth0')
+      ip('-n', h, 'link', 'set', 'eth0', 'up')
+      if (!this.ipv6) ip('-n', h, 'route', 'add', '224.0.0.0/4', 'dev', 'eth0')
     }
   }
 
-  /** Address of host i (1-based). */
+  /** Address of host i (1-based): its IPv6 address in an IPv6-only lab, else its IPv4 address. */
   addr(i: number): string {
-    return this.ipv6 ? `fd77::${i}` : `10.77.0.${i}`
+    return this.ipv6 ? this.addr6(i) : this.addr4(i)
+  }
+
+  addr4(i: number): string {
+    return `10.77.0.${i}`
+  }
+
+  /** Host i's IPv6 address (IPv6-only and dual-stack labs). */
+  addr6(i: number): string {
+    return `fd77::${i}`
   }
 
   ns(i: number): string {

@@ -1,25 +1,146 @@
 /**
  * TLS handshakes per second across three HTTPS servers behind a round-robin balancer, clients
- * resuming their sessions: per-server caches only (the baseline), one central memcached shared
- * by the servers (TLS 1.2 session ids), and statecast. RSA-2048 certificates, as most fleets use.
+ * resuming their sessions: per-server caches only (the baseline), one central memcached shared by
+ * the servers (TLS 1.2 session ids), and statecast. RSA-2048 certificates, as most fleets use.
+ *
+ * Each server runs in its own process (one per "host", each with its daemon), apart from the load
+ * generator. Every client's first visit is a full handshake whatever the cache, so it is a warm-up
+ * round, not timed: the figures are the steady state of clients that come back. Two figures per
+ * case: wall-clock handshakes per second (the load generator shares this machine's two cores with
+ * the servers), and the fleet's capacity: handshakes per CPU-second spent by the servers and
+ * their caches (daemons, or the central memcached), read from /proc.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { makeCert, run, startDaemons, untilJoined, type CacheMode } from './demo.js'
+import { fileURLToPath } from 'node:url'
+import { drive, makeCert, startDaemons, untilJoined, type CacheMode, type Version } from './demo.js'
 import { freePortSync } from './ports.js'
+import { haveApache, startApache, type Apache } from './apache.js'
 import { ensurePeers } from './peers.js'
+import net from 'node:net'
+import { StatecastClient } from '../client/index.js'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const TICK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100
+
+/** CPU time (user + system) a process has used so far, in ms. */
+function cpuMs(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  // After the command name: state is field 3 of stat(5); utime and stime are fields 14 and 15.
+  return ((Number(f[11]) + Number(f[12])) * 1000) / TICK
+}
+
+async function startServers(n: number, version: Version, mode: CacheMode, sockets: string[], keyPem: string, certPem: string, memcached = ''): Promise<{ procs: ChildProcess[]; ports: number[] }> {
+  const procs: ChildProcess[] = []
+  const ports = await Promise.all(
+    Array.from({ length: n }, (_, i) => {
+      const p = fork(path.join(here, 'tls-server.js'), [version, mode, sockets[i]!, keyPem, certPem, memcached], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
+      procs.push(p)
+      return new Promise<number>((resolve, reject) => {
+        p.once('message', (m) => resolve((m as { port: number }).port))
+        p.once('exit', (code) => reject(new Error(`TLS server exited with ${code} before listening`)))
+      })
+    }),
+  )
+  return { procs, ports }
+}
+
+type Kind = 'node' | 'apache'
+
+/** Three TLS terminators of `kind`, one per host, with the session cache of `mode`. */
+async function startFleet(kind: Kind, version: Version, mode: CacheMode, f: { dir: string; sockets: string[]; memcachePorts: number[]; memcached: string | undefined }): Promise<{ ports: number[]; pids(): number[]; stop(): Promise<void> }> {
+  if (kind === 'node') {
+    const s = await startServers(3, version, mode, f.sockets, path.join(f.dir, 'key.pem'), path.join(f.dir, 'cert.pem'), f.memcached)
+    return {
+      ports: s.ports,
+      pids: () => s.procs.map((p) => p.pid!),
+      stop: async () => {
+        for (const p of s.procs) p.send('close')
+        await Promise.all(s.procs.map((p) => new Promise((r) => (p.exitCode !== null ? r(null) : p.once('exit', r)))))
+      },
+    }
+  }
+  const tag = `${version}-${mode}`.replace(/[^a-z0-9]+/gi, '-')
+  const cache = (i: number) => (mode === 'statecast' ? `memcache:127.0.0.1:${f.memcachePorts[i]}` : mode === 'central-memcached' ? `memcache:${f.memcached}` : `shmcb:${f.dir}/apache-${tag}-${i}/scache(512000)`)
+  const servers: Apache[] = []
+  try {
+    for (let i = 0; i < 3; i++) servers.push(await startApache(f.dir, `apache-${tag}-${i}`, cache(i)))
+  } catch (err) {
+    for (const a of servers) a.stop()
+    throw err
+  }
+  return { ports: servers.map((a) => a.port), pids: () => servers.flatMap((a) => a.pids()), stop: async () => servers.forEach((a) => a.stop()) }
+}
+
+/**
+ * A daemon in service has answered millions of requests and V8 has compiled its hot paths; fresh
+ * ones run them in the interpreter for the first few thousand calls, at several times the cost.
+ * Before anything is timed, each daemon serves session-sized SETs and GETs (local and remote, so
+ * lookups, answers and replication warm up too) through the API and the memcache front end.
+ */
+async function warmDaemons(sockets: string[], memcachePorts: number[], n = Number(process.env['BENCH_WARM'] ?? 6000)): Promise<void> {
+  const value = Buffer.alloc(200, 7)
+  const clients = await Promise.all(sockets.map((socketPath) => StatecastClient.connect({ socketPath })))
+  try {
+    for (let i = 0; i < n; i += 50) {
+      await Promise.all(
+        Array.from({ length: 50 }, async (_, j) => {
+          const k = `warm:${i + j}`
+          await clients[(i + j) % clients.length]!.set(k, value)
+          await clients[(i + j + 1) % clients.length]!.get(k)
+          await clients[(i + j + 2) % clients.length]!.get(`absent:${i + j}`)
+        }),
+      )
+    }
+  } finally {
+    for (const c of clients) c.destroy()
+  }
+  await Promise.all(
+    memcachePorts.map(
+      (port, d) =>
+        new Promise<void>((resolve, reject) => {
+          const s = net.connect(port, '127.0.0.1')
+          let sent = 0
+          let got = ''
+          // A batch of SET, GET (here and from the next daemon) and DELETE, ended by "version": its
+          // reply comes last, so it marks the batch answered.
+          const send = () => {
+            const lines: string[] = []
+            for (let j = 0; j < 50; j++, sent++) lines.push(`set mw:${d}:${sent} 0 300 200\r\n${'x'.repeat(200)}\r\nget mw:${d}:${sent}\r\nget mw:${(d + 1) % memcachePorts.length}:${sent}\r\ndelete mw:${d}:${sent - 25}\r\n`)
+            s.write(lines.join('') + 'version\r\n')
+          }
+          s.on('data', (b: Buffer) => {
+            got = (got + b.toString('latin1')).slice(-64)
+            if (!got.includes('VERSION ')) return
+            got = ''
+            if (sent >= n) {
+              s.destroy()
+              resolve()
+            } else send()
+          })
+          s.once('error', reject)
+          s.once('connect', send)
+        }),
+    ),
+  )
+}
 
 export async function benchTls(): Promise<Record<string, unknown>[]> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sc-bench-tls-'))
+  fs.chmodSync(dir, 0o755) // Apache's workers (www-data) read the certificate here
   const creds = makeCert(dir, 'rsa')
-  const { procs, sockets } = await startDaemons(dir)
+  const memcachePorts = [await freePortSync(), await freePortSync(), await freePortSync()]
+  const { procs, sockets } = await startDaemons(dir, (i) => ['--memcache-listen', `127.0.0.1:${memcachePorts[i]}`])
   const extra: ChildProcess[] = []
   const rows: Record<string, unknown>[] = []
-  const opts = { clients: 60, rounds: 5, concurrency: 4 }
+  const clients = Number(process.env['BENCH_TLS_CLIENTS'] ?? 90)
+  const opts = { clients, rounds: 1 + Number(process.env['BENCH_TLS_ROUNDS'] ?? 6), concurrency: 6, timedFrom: 1 }
   try {
     await untilJoined(sockets)
+    await warmDaemons(sockets, memcachePorts)
     let memcached: string | undefined
     if (ensurePeers().memcached) {
       const port = await freePortSync()
@@ -27,22 +148,48 @@ export async function benchTls(): Promise<Record<string, unknown>[]> {
       await new Promise((r) => setTimeout(r, 300))
       memcached = `127.0.0.1:${port}`
     }
-    const cases: ['TLSv1.2' | 'TLSv1.3', CacheMode][] = [
-      ['TLSv1.2', 'per-server'],
-      ...(memcached ? ([['TLSv1.2', 'central-memcached']] as ['TLSv1.2', CacheMode][]) : []),
-      ['TLSv1.2', 'statecast'],
-      ['TLSv1.3', 'per-server'],
-      ['TLSv1.3', 'statecast'],
-    ]
-    const base: Record<string, number> = {}
-    for (const [version, mode] of cases) {
-      await run(version, mode, creds, sockets, { ...opts, rounds: 1, memcached }) // warm-up
-      const r = await run(version, mode, creds, sockets, { ...opts, memcached })
-      if (mode === 'per-server') base[version] = r.handshakesPerSec
-      rows.push({ case: `TLS handshakes/s, ${version}, ${mode}`, handshakesPerSec: Math.round(r.handshakesPerSec), resumed: `${(r.rate * 100).toFixed(1)}%`, meanHandshakeMs: +r.meanMs.toFixed(2), vsPerServer: +(r.handshakesPerSec / base[version]!).toFixed(2) })
+    const kinds: Kind[] = haveApache() ? ['node', 'apache'] : ['node']
+    const cases: [Kind, Version, CacheMode][] = []
+    for (const kind of kinds) {
+      for (const version of ['TLSv1.2', 'TLSv1.3'] as const) {
+        cases.push([kind, version, 'per-server'])
+        // Node's TLS 1.3 resumes by ticket, which no external cache sees; Apache (tickets off) resumes both through its cache.
+        if (memcached && (kind === 'apache' || version === 'TLSv1.2')) cases.push([kind, version, 'central-memcached'])
+        cases.push([kind, version, 'statecast'])
+      }
+    }
+    const base: Record<string, { wall: number; capacity: number }> = {}
+    for (const [kind, version, mode] of cases) {
+      const fleet = await startFleet(kind, version, mode, { dir, sockets, memcachePorts, memcached })
+      // The fleet's CPU: the three servers and what serves their cache.
+      const cachePids = (mode === 'statecast' ? procs : mode === 'central-memcached' ? extra : []).map((p) => p.pid!)
+      const cpuNow = () => [fleet.pids(), cachePids].map((pids) => pids.reduce((a, pid) => a + cpuMs(pid), 0))
+      try {
+        await drive(fleet.ports, version, creds.cert, { ...opts, rounds: 2 }) // warm-up: JIT, connections to the caches
+        let cpu0 = [0, 0]
+        const r = await drive(fleet.ports, version, creds.cert, { ...opts, onTimed: () => (cpu0 = cpuNow()) })
+        const [serverCpu, cacheCpu] = cpuNow().map((ms, i) => ms - cpu0[i]!) as [number, number]
+        const cpu = serverCpu + cacheCpu
+        const capacity = r.conns / (cpu / 1000)
+        const b = `${kind} ${version}`
+        if (mode === 'per-server') base[b] = { wall: r.handshakesPerSec, capacity }
+        rows.push({
+          case: `TLS handshakes/s, ${kind === 'node' ? 'Node https' : 'Apache mod_ssl'}, ${version}, ${mode}`,
+          handshakesPerSec: Math.round(r.handshakesPerSec),
+          vsPerServer: +(r.handshakesPerSec / base[b]!.wall).toFixed(2),
+          resumed: `${(r.rate * 100).toFixed(1)}%`,
+          serverCpuUs: Math.round((serverCpu * 1000) / r.conns),
+          cacheCpuUs: Math.round((cacheCpu * 1000) / r.conns),
+          handshakesPerCpuSecond: Math.round(capacity),
+          capacityVsPerServer: +(capacity / base[b]!.capacity).toFixed(2),
+        })
+      } finally {
+        await fleet.stop()
+      }
     }
   } finally {
     for (const p of [...procs, ...extra]) p.kill('SIGTERM')
+    fs.rmSync(dir, { recursive: true, force: true })
   }
   return rows
 }

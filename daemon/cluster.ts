@@ -6,6 +6,7 @@
  * Stop, in reverse: stop heartbeats -> answer waiting lookups "not found" -> hand owned sessions
  * to the remaining owners -> LEAVE -> close sockets.
  */
+import type { RemoteInfo } from 'node:dgram'
 import type { ClusterKey } from '../protocol/keyfile.js'
 import { AnnounceFlag, MsgType, HIT_OVERHEAD_BYTES, type Address, type Message } from '../protocol/wire.js'
 import type { ClusterHooks } from './handler.js'
@@ -32,7 +33,10 @@ export interface ClusterOptions extends Omit<TransportOptions, 'log' | 'keys' | 
 export interface Member {
   id: string
   name: string
+  /** The reply address it announces (its first family). */
   reply: Address
+  /** Dual stack: where its datagrams come from, by family (its reply address of that family). */
+  via: { 4?: Address; 6?: Address }
   lastSeen: number
   entries: number
   joinedAt: number
@@ -51,6 +55,8 @@ export interface ClusterCounters {
   membersLeft: number
   membersDied: number
 }
+
+const fmt = (a: Address) => `${a.address}:${a.port}`
 
 /** INVALIDATE is not acknowledged: it is sent this many times, this far apart (ms), to survive loss. */
 const INVALIDATE_REPEATS = [0, 5, 25]
@@ -93,13 +99,13 @@ export class Cluster implements ClusterHooks {
       aliveIds: () => this.#alive().map((m) => m.id),
       // With copies on R owners, only they need to say MISS: replies stay constant with fleet size.
       expectedFor: (key) => (o.replicationFactor > 1 ? this.replicator.ownersOf(key).filter((id) => id !== this.nodeId) : undefined),
-      addressOf: (id) => this.members.get(id)?.reply,
+      addressOf: (id) => this.#addressOf(id),
       settled: () => this.#settled(),
     })
     this.replicator = new Replicator(o, this.transport, store, {
       selfId: this.transport.nodeIdHex,
       aliveIds: () => this.#alive().map((m) => m.id),
-      addressOf: (id) => this.members.get(id)?.reply,
+      addressOf: (id) => this.#addressOf(id),
     })
     this.tickets = new TicketKeys({ rotationMs: o.ticketKeyRotationMs, graceMs: 3 * o.heartbeatMs, selfId: this.transport.nodeId })
   }
@@ -118,7 +124,7 @@ export class Cluster implements ClusterHooks {
     this.#startedAt = performance.now()
     this.#announce(AnnounceFlag.HELLO)
     this.#scheduleHeartbeat()
-    this.#log.info({ nodeId: this.nodeId, name: this.#o.nodeName, group: `${this.#o.group}:${this.#o.port}`, reply: this.transport.replyAddress }, 'joined the cluster')
+    this.#log.info({ nodeId: this.nodeId, name: this.#o.nodeName, group: `${this.#o.group}:${this.#o.port}`, ...(this.#o.second ? { dualStackGroup: this.#o.second.group, dualStackReply: this.transport.replyAddressFor(this.transport.families[1]!) } : {}), reply: this.transport.replyAddress }, 'joined the cluster')
   }
 
   #scheduleHeartbeat(): void {
@@ -172,14 +178,41 @@ export class Cluster implements ClusterHooks {
     }
   }
 
+  /** A member's unicast address in the first of our families it has (dual stack: either). */
+  #addressOf(id: string): Address | undefined {
+    const m = this.members.get(id)
+    if (!m) return undefined
+    for (const f of this.transport.families) {
+      const a = m.via[f] ?? (m.reply.family === f ? m.reply : undefined)
+      if (a) return a
+    }
+    return undefined
+  }
+
+  /** Where to answer a request that names `to`: there if we speak its family, else back where it came from. */
+  #replyTo(to: Address, rinfo: RemoteInfo): Address {
+    return this.transport.replyAddressFor(to.family) ? to : { family: rinfo.family === 'IPv6' ? 6 : 4, address: rinfo.address, port: rinfo.port }
+  }
+
+  /**
+   * Any authenticated datagram shows the member alive, so a few lost heartbeats on a lossy network
+   * do not declare a busy member dead. Dual stack: its source is the member's address on that family.
+   */
+  #heard(m: Member, rinfo: RemoteInfo): void {
+    m.lastSeen = performance.now()
+    if (this.transport.families.length > 1) {
+      const family = rinfo.family === 'IPv6' ? 6 : 4
+      const a = m.via[family]
+      if (!a || a.address !== rinfo.address || a.port !== rinfo.port) m.via[family] = { family, address: rinfo.address, port: rinfo.port }
+    }
+  }
+
   #onMessage({ msg, sender, rinfo }: Incoming): void {
-    // Any authenticated datagram shows the member alive, so a few lost heartbeats on a lossy
-    // network do not declare a busy member dead.
     const member = this.members.get(sender)
-    if (member) member.lastSeen = performance.now()
+    if (member) this.#heard(member, rinfo)
     switch (msg.type) {
       case MsgType.LOOKUP:
-        return this.#answer(msg)
+        return this.#answer(msg, rinfo)
       case MsgType.HIT:
         return this.lookups.onHit(sender, msg)
       case MsgType.MISS:
@@ -189,7 +222,7 @@ export class Cluster implements ClusterHooks {
         this.#store.delete(msg.key.toString('latin1'))
         return
       case MsgType.ANNOUNCE:
-        return this.#onAnnounce(sender, msg)
+        return this.#onAnnounce(sender, msg, rinfo)
       case MsgType.TICKET_KEY:
         this.tickets.offer(msg)
         return
@@ -211,7 +244,7 @@ export class Cluster implements ClusterHooks {
     }
   }
 
-  #onAnnounce(sender: string, msg: Extract<Message, { type: typeof MsgType.ANNOUNCE }>): void {
+  #onAnnounce(sender: string, msg: Extract<Message, { type: typeof MsgType.ANNOUNCE }>, rinfo: RemoteInfo): void {
     const now = performance.now()
     const known = this.members.get(sender)
     if (known) {
@@ -220,21 +253,25 @@ export class Cluster implements ClusterHooks {
       known.reply = msg.reply
       known.name = msg.name
     } else {
-      this.members.set(sender, { id: sender, name: msg.name, reply: msg.reply, lastSeen: now, entries: msg.entries, joinedAt: now })
+      const m: Member = { id: sender, name: msg.name, reply: msg.reply, via: {}, lastSeen: now, entries: msg.entries, joinedAt: now }
+      this.#heard(m, rinfo)
+      this.members.set(sender, m)
       this.counters.membersJoined++
       this.#log.info({ nodeId: sender, name: msg.name, reply: msg.reply }, 'member joined')
       this.replicator.membersChanged()
     }
     // A newcomer learns about us, and the ticket key, at once instead of at our next heartbeat.
     if (!known || msg.flags & AnnounceFlag.HELLO) {
-      this.transport.sendTo(msg.reply, this.#announceMsg(0))
+      const to = this.#replyTo(msg.reply, rinfo)
+      this.transport.sendTo(to, this.#announceMsg(0))
       const k = this.tickets.current
-      if (k) this.transport.sendTo(msg.reply, { type: MsgType.TICKET_KEY, epoch: k.epoch, creator: k.creator, key: k.key })
+      if (k) this.transport.sendTo(to, { type: MsgType.TICKET_KEY, epoch: k.epoch, creator: k.creator, key: k.key })
     }
   }
 
-  #answer(msg: Extract<Message, { type: typeof MsgType.LOOKUP }>): void {
+  #answer(msg: Extract<Message, { type: typeof MsgType.LOOKUP }>, rinfo: RemoteInfo): void {
     this.counters.lookupsAnswered++
+    const to = this.#replyTo(msg.reply, rinfo)
     const key = msg.key.toString('latin1')
     const entry = this.#store.peek(key)
     const ttlMs = entry === undefined ? 0 : this.#store.remainingTtl(key)
@@ -245,7 +282,7 @@ export class Cluster implements ClusterHooks {
         return
       }
       this.counters.missesSent++
-      this.transport.sendTo(msg.reply, { type: MsgType.MISS, reqId: msg.reqId })
+      this.transport.sendTo(to, { type: MsgType.MISS, reqId: msg.reqId })
       return
     }
     this.counters.hitsSent++
@@ -254,7 +291,7 @@ export class Cluster implements ClusterHooks {
     for (let i = 0; i < count; i++) {
       // Sealing copies the chunk synchronously, so a view into the store's buffer is safe here.
       const chunk = value.subarray(i * this.#chunkBytes, (i + 1) * this.#chunkBytes)
-      this.transport.sendTo(msg.reply, { type: MsgType.HIT, reqId: msg.reqId, ttlMs, flags, totalLen: value.length, index: i, count, chunk })
+      this.transport.sendTo(to, { type: MsgType.HIT, reqId: msg.reqId, ttlMs, flags, totalLen: value.length, index: i, count, chunk })
     }
     this.counters.chunksSent += count
   }
@@ -287,10 +324,10 @@ export class Cluster implements ClusterHooks {
 
   peers(): unknown[] {
     const now = performance.now()
-    const self = { nodeId: this.nodeId, name: this.#o.nodeName, address: `${this.transport.replyAddress.address}:${this.transport.replyAddress.port}`, lastSeenMs: 0, entries: this.#store.size, self: true }
+    const self = { nodeId: this.nodeId, name: this.#o.nodeName, address: fmt(this.transport.replyAddress), lastSeenMs: 0, entries: this.#store.size, self: true }
     return [
       self,
-      ...[...this.members.values()].map((m) => ({ nodeId: m.id, name: m.name, address: `${m.reply.address}:${m.reply.port}`, lastSeenMs: Math.round(now - m.lastSeen), entries: m.entries, self: false })),
+      ...[...this.members.values()].map((m) => ({ nodeId: m.id, name: m.name, address: fmt(this.#addressOf(m.id) ?? m.reply), lastSeenMs: Math.round(now - m.lastSeen), entries: m.entries, self: false })),
     ]
   }
 

@@ -51,6 +51,10 @@ export interface Config {
   port: number
   /** Address of the interface the cluster uses (multicast and unicast replies). */
   interface: string
+  /** Dual stack: a second group, of the other IP family, used beside `group`; empty = one family. */
+  dualStackGroup: string
+  /** Dual stack: the interface address for `dualStackGroup` (the other family than `interface`). */
+  dualStackInterface: string
   /** UDP port for unicast replies; 0 picks a free one. */
   unicastPort: number
   /** Multicast TTL: 1 keeps datagrams on this subnet. */
@@ -116,6 +120,8 @@ interface Field {
   doc: string
   /** The value the example file shows, where the default depends on who runs the daemon. */
   example?: string
+  /** An empty string is allowed and means "off" (addresses only). */
+  optional?: boolean
 }
 
 const uid = () => (typeof process.getuid === 'function' ? process.getuid() : 1000)
@@ -139,6 +145,8 @@ export const FIELDS: readonly Field[] = [
   { key: 'group', kind: 'mcast', def: () => '239.255.77.77', unit: 'multicast address', doc: 'multicast group of the cluster: IPv4 (239.255.0.0/16 is site-local) or IPv6 (ff02::/16 link, ff05::/16 site), the family of interface' },
   { key: 'port', kind: 'int', def: () => 47700, min: 1, max: 65535, unit: 'UDP port', doc: 'UDP port of the multicast group' },
   { key: 'interface', kind: 'ipaddr', def: () => '127.0.0.1', unit: 'IP address', doc: 'address of the interface the cluster uses (multicast and unicast replies); IPv6 may name the interface: fd00::5%eth0; loopback = one machine' },
+  { key: 'dualStackGroup', kind: 'mcast', optional: true, def: () => '', unit: 'multicast address', doc: 'dual stack: a second multicast group, of the other IP family, used beside group on the same port (for example ff05::5c:1 beside 239.255.77.77); empty = one family', example: '"ff05::5c:1"' },
+  { key: 'dualStackInterface', kind: 'ipaddr', optional: true, def: () => '', unit: 'IP address', doc: 'dual stack: address of the interface for dualStackGroup, of its family; set both or neither', example: '"fd00::5%eth0"' },
   { key: 'unicastPort', kind: 'int', def: () => 0, min: 0, max: 65535, unit: 'UDP port', doc: 'UDP port for unicast replies; 0 picks a free one' },
   { key: 'multicastTtl', kind: 'int', def: () => 1, min: 0, max: 255, unit: 'hops', doc: 'multicast TTL; 1 keeps datagrams on this subnet' },
   { key: 'multicastLoopback', kind: 'bool', def: () => true, unit: 'true/false', doc: 'deliver multicast to daemons on this machine too' },
@@ -221,11 +229,13 @@ function coerce(f: Field, raw: unknown, where: string): unknown {
       if (raw === false || raw === 'false') return false
       throw bad('true or false')
     case 'ipaddr': {
+      if (f.optional && raw === '') return ''
       const addr = typeof raw === 'string' ? raw.split('%')[0]! : ''
       if (typeof raw !== 'string' || !(net.isIPv4(raw) || net.isIPv6(addr))) throw bad('an IP address such as "10.0.0.5" or "fd00::5%eth0"')
       return raw
     }
     case 'mcast': {
+      if (f.optional && raw === '') return ''
       const v4 = typeof raw === 'string' && net.isIPv4(raw) ? Number(raw.split('.')[0]) : -1
       const v6 = typeof raw === 'string' && net.isIPv6(raw) && /^ff/i.test(raw)
       if (!v6 && (v4 < 224 || v4 > 239)) throw bad('a multicast address: IPv4 224.0.0.0 to 239.255.255.255 (such as "239.255.77.77") or IPv6 ff00::/8 (such as "ff02::5c:1")')
@@ -268,7 +278,13 @@ export function apply(base: Config, overrides: Record<string, unknown>, where: s
       throw new ConfigError(`${where}: metricsListen: ${(err as Error).message}`)
     }
   }
-  if (net.isIPv6(c.group) !== net.isIPv6(c.interface.split('%')[0]!)) throw new ConfigError(`${where}: group ${c.group} and interface ${c.interface} must be of the same IP family`)
+  const v6 = (addr: string) => net.isIPv6(addr.split('%')[0]!)
+  if (v6(c.group) !== v6(c.interface)) throw new ConfigError(`${where}: group ${c.group} and interface ${c.interface} must be of the same IP family`)
+  if ((c.dualStackGroup === '') !== (c.dualStackInterface === '')) throw new ConfigError(`${where}: dualStackGroup and dualStackInterface go together: set both (dual stack) or neither`)
+  if (c.dualStackGroup) {
+    if (v6(c.dualStackGroup) !== v6(c.dualStackInterface)) throw new ConfigError(`${where}: dualStackGroup ${c.dualStackGroup} and dualStackInterface ${c.dualStackInterface} must be of the same IP family`)
+    if (v6(c.dualStackGroup) === v6(c.group)) throw new ConfigError(`${where}: dualStackGroup ${c.dualStackGroup} must be of the other IP family than group ${c.group}`)
+  }
   if (c.peers.length > 0 && c.unicastPort === 0) throw new ConfigError(`${where}: peers are listed, so unicastPort must be a fixed port (the one the other hosts list)`)
   if (!c.multicastEnabled && c.peers.length === 0 && c.clusterEnabled) throw new ConfigError(`${where}: multicastEnabled is false and no peers are listed: list peers, or set clusterEnabled = false`)
   if (c.deadAfterMs < 2 * c.heartbeatMs) throw new ConfigError(`${where}: deadAfterMs (${c.deadAfterMs}) must be at least twice heartbeatMs (${c.heartbeatMs}), or one lost heartbeat kills a member`)

@@ -29,11 +29,16 @@ export const VERSION = '0.1.0'
  * `HOST:PORT` (IPv6 as `[ADDR]:PORT`) peers to addresses of the cluster's family; a name that
  * does not resolve fails start-up (or the reload), naming it.
  */
-async function resolvePeers(peers: string[], family: 4 | 6): Promise<Address[]> {
+async function resolvePeers(peers: string[], families: (4 | 6)[]): Promise<Address[]> {
+  const family = families[0]!
   return Promise.all(
     peers.map(async (p) => {
       const i = p.lastIndexOf(':')
       const host = p.slice(0, i).replace(/^\[|\]$/g, '')
+      const literal = net.isIP(host)
+      // Dual stack: an address literal of either family is taken as it is; names resolve to the first.
+      if (literal && !families.includes(literal as 4 | 6)) throw new Error(`peer ${p}: an IPv${literal} address, but the cluster speaks IPv${families.join(' and IPv')} here`)
+      if (literal) return { family: literal as 4 | 6, address: host, port: Number(p.slice(i + 1)) }
       try {
         const { address } = await dns.lookup(host, { family })
         return { family, address, port: Number(p.slice(i + 1)) }
@@ -44,7 +49,9 @@ async function resolvePeers(peers: string[], family: 4 | 6): Promise<Address[]> 
   )
 }
 
-const familyOf = (c: Config): 4 | 6 => (net.isIPv6(c.interface.split('%')[0]!) ? 6 : 4)
+const familyOf = (addr: string): 4 | 6 => (net.isIPv6(addr.split('%')[0]!) ? 6 : 4)
+/** The IP families the cluster speaks: the interface's, then (dual stack) the second one's. */
+const familiesOf = (c: Config): (4 | 6)[] => [familyOf(c.interface), ...(c.dualStackInterface ? [familyOf(c.dualStackInterface)] : [])]
 
 export interface DaemonDeps {
   log: Log
@@ -137,6 +144,7 @@ export class Daemon {
           group: c.group,
           port: c.port,
           iface: c.interface,
+          ...(c.dualStackGroup ? { second: { group: c.dualStackGroup, iface: c.dualStackInterface } } : {}),
           unicastPort: c.unicastPort,
           multicastTtl: c.multicastTtl,
           multicastLoopback: c.multicastLoopback,
@@ -153,7 +161,7 @@ export class Daemon {
           maxValueBytes: c.maxValueBytes,
           ticketKeyRotationMs: c.ticketKeyRotationMs,
           multicastEnabled: c.multicastEnabled,
-          peers: await resolvePeers(c.peers, familyOf(c)),
+          peers: await resolvePeers(c.peers, familiesOf(c)),
           replicationFactor: c.replicationFactor,
           replicationAckTimeoutMs: c.replicationAckTimeoutMs,
           replicationRetries: c.replicationRetries,
@@ -235,7 +243,7 @@ export class Daemon {
     const prev = this.config
     const changed = (Object.keys(next) as (keyof Config)[]).filter((k) => JSON.stringify(next[k]) !== JSON.stringify(prev[k]))
     const keys = this.cluster ? (next.keyFile ? loadKeyFile(next.keyFile) : undefined) : undefined
-    const peers = this.cluster ? await resolvePeers(next.peers, familyOf(next)) : undefined
+    const peers = this.cluster ? await resolvePeers(next.peers, familiesOf(next)) : undefined
     const applied: string[] = []
     const needsRestart: string[] = []
     for (const k of changed) (RELOAD_IN_PLACE.has(k) ? applied : needsRestart).push(k)

@@ -58,6 +58,9 @@ export function parseListen(spec: string): { host: string; port: number } | unde
 
 type Slot = { ready: boolean; out: Buffer[]; close?: boolean }
 
+/** Replies up to this size are copied into one buffer before writing. */
+const COALESCE_BYTES = 64 * 1024
+
 class McConnection {
   readonly #s: net.Socket
   readonly #fe: MemcacheServer
@@ -67,21 +70,29 @@ class McConnection {
   #pendingStore: { cmd: string; key: string; flags: number; exptime: number; bytes: number; noreply: boolean } | undefined
   #slots: Slot[] = []
   #closing = false
+  #inData = false
+  /** Reply bytes ready to write, in order. */
+  #out: Buffer[] = []
+  #outBytes = 0
 
   constructor(fe: MemcacheServer, s: net.Socket) {
     this.#fe = fe
     this.#s = s
+    // Replies go out as soon as they are written (TCP; a no-op on Unix sockets), as memcached does.
+    if (s.remoteFamily) s.setNoDelay(true)
     s.on('data', (c: Buffer) => this.#onData(c))
     s.on('error', () => {})
   }
 
   #onData(chunk: Buffer): void {
     this.#buf = this.#buf.length ? Buffer.concat([this.#buf, chunk]) : chunk
-    this.#s.cork()
+    // Replies made while handling one chunk leave together, when it has been handled.
+    this.#inData = true
     try {
       this.#process()
     } finally {
-      this.#s.uncork()
+      this.#inData = false
+      this.#send()
     }
   }
 
@@ -227,14 +238,41 @@ class McConnection {
     while (this.#slots.length && this.#slots[0]!.ready) {
       const s = this.#slots.shift()!
       if (this.#s.destroyed) return
-      for (const b of s.out) this.#s.write(b)
+      for (const b of s.out) {
+        this.#out.push(b)
+        this.#outBytes += b.length
+      }
       if (s.close) {
         this.#closing = true
+        this.#send()
         this.#s.end()
         return
       }
     }
-    if (this.#closing && this.#slots.length === 0) this.#s.end()
+    if (!this.#inData) this.#send()
+    if (this.#closing && this.#slots.length === 0) {
+      this.#send()
+      this.#s.end()
+    }
+  }
+
+  /**
+   * Writes what is ready. Small replies (a GET is a header, the value and END) are joined into
+   * one buffer: one write syscall instead of a writev of several; large ones go out uncopied.
+   */
+  #send(): void {
+    const out = this.#out
+    if (out.length === 0 || this.#s.destroyed) return
+    const n = this.#outBytes
+    this.#out = []
+    this.#outBytes = 0
+    if (out.length === 1) this.#s.write(out[0]!)
+    else if (n <= COALESCE_BYTES) this.#s.write(Buffer.concat(out, n))
+    else {
+      this.#s.cork()
+      for (const b of out) this.#s.write(b)
+      this.#s.uncork()
+    }
   }
 }
 

@@ -2,6 +2,11 @@
  * The peer transport: one UDP socket joined to the multicast group, one unicast socket for
  * replies; every datagram sealed on the way out and opened, checked for staleness and replay on
  * the way in. What fails any check is dropped and counted by reason, never answered.
+ *
+ * Dual stack: a second pair of sockets of the other IP family (its own group and interface, the
+ * same ports). What goes to the group is sealed once and sent on both; a receiver with both
+ * families gets it twice, takes the first copy and drops the second unopened (counted as a
+ * duplicate, not a replay). Unicast goes out on the family of the address.
  */
 import crypto from 'node:crypto'
 import net from 'node:net'
@@ -54,6 +59,8 @@ export interface TransportOptions {
   maxDatagramBytes: number
   /** Use the multicast group (false: listed peers only, for networks without multicast). */
   multicastEnabled: boolean
+  /** Dual stack: a second group and interface, of the other IP family than `group` and `iface`. */
+  second?: { group: string; iface: string }
   /** Listed peers' unicast addresses; what goes to the group goes to each of them too. */
   peers: Address[]
   keys: ClusterKey[]
@@ -78,6 +85,8 @@ export interface TransportCounters {
   bytesSent: number
   bytesReceived: number
   sendErrors: number
+  /** Dual stack: second copies of a datagram that came on both families (not replays). */
+  duplicates: number
   dropped: DropCounters
 }
 
@@ -88,6 +97,19 @@ export interface Incoming {
   rinfo: RemoteInfo
 }
 
+/** One IP family's sockets: the group (absent without multicast) and the unicast socket. */
+interface Leg {
+  family: 4 | 6
+  group: string
+  scope: string
+  g: SocketAsPromised | undefined
+  u: SocketAsPromised
+  reply: Address
+}
+
+/** Dual stack: how many recently accepted (sender, counter) pairs are remembered, with their family. */
+const RECENT_PAIRS = 4096
+
 export class Transport {
   readonly nodeId = crypto.randomBytes(8)
   readonly nodeIdHex = this.nodeId.toString('hex')
@@ -97,6 +119,7 @@ export class Transport {
     bytesSent: 0,
     bytesReceived: 0,
     sendErrors: 0,
+    duplicates: 0,
     dropped: { malformed: 0, oversize: 0, unknownKey: 0, openFailed: 0, stale: 0, replayed: 0, unsolicited: 0 },
   }
   onMessage: (m: Incoming) => void = () => {}
@@ -105,9 +128,9 @@ export class Transport {
   #keys: ClusterKey[]
   #counter = 0
   #replay = new ReplayGuard()
-  #group: SocketAsPromised | undefined
-  #unicast: SocketAsPromised | undefined
-  #reply: Address | undefined
+  #legs: Leg[] = []
+  /** Dual stack: "sender:counter" of recently accepted datagrams, with the family they came on. */
+  #recent = new Map<string, 4 | 6>()
   #now: () => number
   #peers: Address[] = []
 
@@ -118,10 +141,25 @@ export class Transport {
     this.#now = o.now ?? Date.now
   }
 
-  /** Where peers send replies to us. */
+  /** Where peers send replies to us (the first family's unicast socket). */
   get replyAddress(): Address {
-    if (!this.#reply) throw new Error('transport not started')
-    return this.#reply
+    const leg = this.#legs[0]
+    if (!leg) throw new Error('transport not started')
+    return leg.reply
+  }
+
+  /** Our reply address of `family`, if we have that family. */
+  replyAddressFor(family: 4 | 6): Address | undefined {
+    return this.#legFor(family)?.reply
+  }
+
+  /** The IP families we speak, the first one preferred. */
+  get families(): (4 | 6)[] {
+    return this.#legs.map((l) => l.family)
+  }
+
+  #legFor(family: 4 | 6): Leg | undefined {
+    return this.#legs.find((l) => l.family === family)
   }
 
   /** Replaces the key set (reload); datagrams in flight under a removed key then fail to open. */
@@ -132,7 +170,29 @@ export class Transport {
 
   async start(): Promise<void> {
     const o = this.#o
-    const { address: ifAddr, v6, scope } = interfaceOf(o.iface)
+    const specs = [{ group: o.group, iface: o.iface }, ...(o.second ? [o.second] : [])]
+    try {
+      for (const spec of specs) this.#legs.push(await this.#open(spec.group, spec.iface))
+    } catch (err) {
+      for (const l of this.#legs) {
+        l.g?.destroy()
+        l.u.destroy()
+      }
+      this.#legs = []
+      throw err
+    }
+    for (const l of this.#legs) {
+      for (const s of l.g ? [l.g, l.u] : [l.u]) {
+        s.socket.on('message', (buf: Buffer, rinfo: RemoteInfo) => this.#receive(buf, rinfo))
+        s.socket.on('error', (err: Error) => o.log.warn({ err: err.message }, 'peer socket error'))
+      }
+    }
+    this.setPeers(o.peers)
+  }
+
+  async #open(group: string, iface: string): Promise<Leg> {
+    const o = this.#o
+    const { address: ifAddr, v6, scope } = interfaceOf(iface)
     const type = v6 ? 'udp6' : 'udp4'
     const g = o.multicastEnabled ? DgramAsPromised.createSocket({ type, reuseAddr: true, ...(v6 ? { ipv6Only: true } : {}) }) : undefined
     const u = DgramAsPromised.createSocket({ type, ...(v6 ? { ipv6Only: true } : {}) })
@@ -140,8 +200,8 @@ export class Transport {
       if (g) {
         // Bound to the group address (IPv4), the socket sees only this group's datagrams on the
         // port; IPv6 binds the wildcard, since a link-scope group address needs a zone to bind.
-        await g.bind(o.port, v6 ? '::' : o.group)
-        g.addMembership(o.group, scope)
+        await g.bind(o.port, v6 ? '::' : group)
+        g.addMembership(group, scope)
       }
       await u.bind(o.unicastPort, ifAddr)
       // Multicast leaves from the unicast socket: through the configured interface (never the
@@ -160,22 +220,14 @@ export class Transport {
     } catch (err) {
       g?.destroy()
       u.destroy()
-      throw new Error(`cannot open the peer sockets (${o.multicastEnabled ? `group ${o.group}:${o.port}` : `unicast port ${o.unicastPort}`} on ${o.iface}): ${(err as Error).message}`)
+      throw new Error(`cannot open the peer sockets (${o.multicastEnabled ? `group ${group}:${o.port}` : `unicast port ${o.unicastPort}`} on ${iface}): ${(err as Error).message}`)
     }
-    for (const s of g ? [g, u] : [u]) {
-      s.socket.on('message', (buf: Buffer, rinfo: RemoteInfo) => this.#receive(buf, rinfo))
-      s.socket.on('error', (err: Error) => o.log.warn({ err: err.message }, 'peer socket error'))
-    }
-    this.#group = g
-    this.#unicast = u
-    this.#reply = { family: v6 ? 6 : 4, address: ifAddr, port: u.address().port }
-    this.setPeers(o.peers)
+    return { family: v6 ? 6 : 4, group, scope, g, u, reply: { family: v6 ? 6 : 4, address: ifAddr, port: u.address().port } }
   }
 
   /** Replaces the listed peers (reload); a listed address that is our own is not a peer. */
   setPeers(peers: Address[]): void {
-    const me = this.#reply
-    this.#peers = peers.filter((p) => !(me && p.address === me.address && p.port === me.port))
+    this.#peers = peers.filter((p) => !this.#legs.some((l) => p.address === l.reply.address && p.port === l.reply.port))
   }
 
   #receive(buf: Buffer, rinfo: RemoteInfo): void {
@@ -189,6 +241,19 @@ export class Transport {
     // Our own multicast comes back (loopback delivery to daemons on this host): skip it before
     // spending a decryption on it. The sender id is in the clear header at bytes 10..18.
     if (buf.length >= 18 && buf.compare(this.nodeId, 0, 8, 10, 18) === 0) return
+    // Dual stack: the second copy of a datagram sent to both groups is dropped before it costs a
+    // decryption (the clear header names its sender and counter; the first copy was authenticated).
+    const family = rinfo.family === 'IPv6' ? 6 : 4
+    let seen: string | undefined
+    if (this.#legs.length > 1 && buf.length >= 26) {
+      seen = `${buf.toString('hex', 10, 18)}:${buf.readUInt32BE(18) * 2 ** 32 + buf.readUInt32BE(22)}`
+      const first = this.#recent.get(seen)
+      if (first !== undefined) {
+        if (first !== family) c.duplicates++
+        else c.dropped.replayed++
+        return
+      }
+    }
     let opened
     try {
       opened = open(this.#ring, buf)
@@ -216,6 +281,10 @@ export class Transport {
       c.dropped.replayed++
       return
     }
+    if (seen !== undefined) {
+      this.#recent.set(seen, family)
+      if (this.#recent.size > RECENT_PAIRS) this.#recent.delete(this.#recent.keys().next().value!)
+    }
     this.onMessage({ msg: decoded.msg, sender, rinfo })
   }
 
@@ -225,12 +294,16 @@ export class Transport {
   }
 
   /** Resolves once the datagram has left (or failed to: counted, never thrown). */
-  #send(dgram: Buffer, port: number, address: string): Promise<void> {
-    const u = this.#unicast
-    if (!u) return Promise.resolve()
+  #send(dgram: Buffer, port: number, address: string, family: 4 | 6): Promise<void> {
+    const leg = this.#legFor(family)
+    if (!leg) {
+      // An address of a family we do not speak (a listed peer, or a reply to one).
+      if (this.#legs.length > 0) this.counters.sendErrors++
+      return Promise.resolve()
+    }
     this.counters.datagramsSent++
     this.counters.bytesSent += dgram.length
-    return u.send(dgram, port, address).then(
+    return leg.u.send(dgram, port, address).then(
       () => {},
       () => {
         this.counters.sendErrors++
@@ -238,29 +311,29 @@ export class Transport {
     )
   }
 
-  /** Sends `msg` to the whole cluster: the multicast group and every listed peer, sealed once. */
+  /** Sends `msg` to the whole cluster: the multicast group(s) and every listed peer, sealed once. */
   sendGroup(msg: Message): Promise<void> {
     const d = this.#seal(msg)
-    const sends = this.#peers.map((p) => this.#send(d, p.port, p.address))
-    if (this.#o.multicastEnabled) sends.push(this.#send(d, this.#o.port, this.#o.group))
+    const sends = this.#peers.map((p) => this.#send(d, p.port, p.address, p.family))
+    if (this.#o.multicastEnabled) for (const l of this.#legs) sends.push(this.#send(d, this.#o.port, l.group, l.family))
     return Promise.all(sends).then(() => {})
   }
 
   /** Sends `msg` to one daemon's unicast address. */
   sendTo(to: Address, msg: Message): Promise<void> {
-    return this.#send(this.#seal(msg), to.port, to.address)
+    return this.#send(this.#seal(msg), to.port, to.address, to.family)
   }
 
   /** Sends `msg` to several daemons' unicast addresses, sealed once. */
   sendToEach(to: readonly Address[], msg: Message): void {
     if (to.length === 0) return
     const d = this.#seal(msg)
-    for (const a of to) void this.#send(d, a.port, a.address)
+    for (const a of to) void this.#send(d, a.port, a.address, a.family)
   }
 
   async close(): Promise<void> {
-    const socks = [this.#group, this.#unicast]
-    this.#group = this.#unicast = undefined
-    await Promise.all(socks.map((s) => s?.close().catch(() => {})))
+    const socks = this.#legs.flatMap((l) => (l.g ? [l.g, l.u] : [l.u]))
+    this.#legs = []
+    await Promise.all(socks.map((s) => s.close().catch(() => {})))
   }
 }

@@ -24,6 +24,17 @@ t.test('bad values name the key and what it expects', async (t) => {
   t.equal(apply(d, { maxBytes: '2097152', socketMode: '0640' }, 'flags').socketMode, 0o640)
 })
 
+t.test('dual stack: a second group and interface of the other family, both or neither', async (t) => {
+  const d = defaults()
+  const ok = apply(d, { group: '239.255.1.1', interface: '10.0.0.5', dualStackGroup: 'ff05::5c:1', dualStackInterface: 'fd00::5%eth0' }, 'f')
+  t.equal(ok.dualStackGroup, 'ff05::5c:1')
+  t.equal(apply(d, { group: 'ff05::5c:1', interface: 'fd00::5', dualStackGroup: '239.255.1.1', dualStackInterface: '10.0.0.5' }, 'f').dualStackInterface, '10.0.0.5', 'either family first')
+  t.throws(() => apply(d, { dualStackGroup: 'ff05::5c:1' }, 'f'), { message: /dualStackGroup and dualStackInterface go together/ })
+  t.throws(() => apply(d, { dualStackGroup: '239.255.1.2', dualStackInterface: '10.0.0.6' }, 'f'), { message: /must be of the other IP family than group/ })
+  t.throws(() => apply(d, { dualStackGroup: 'ff05::5c:1', dualStackInterface: '10.0.0.6' }, 'f'), { message: /must be of the same IP family/ })
+  t.throws(() => apply(d, { dualStackGroup: '10.0.0.1', dualStackInterface: 'fd00::5' }, 'f'), { message: /dualStackGroup must be a multicast address/ })
+})
+
 t.test('TOML file on top of defaults', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sc-cfg-'))
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))

@@ -50,3 +50,67 @@ t.test('IPv6 only, listed peers without multicast, with replication', async (t) 
   await nodes[0]!.stop('SIGKILL')
   t.same(await unreadable([nodes[1]!, nodes[2]!], keys, val), [], 'every session readable after the writer died')
 })
+
+t.test('dual stack: an IPv4 daemon, a dual-stack daemon and an IPv6 daemon share sessions (a migration without a flag day)', async (t) => {
+  // Every host has both address families; the daemons are configured as a fleet moving from
+  // IPv4 to IPv6 is, one host at a time: host 1 still IPv4 only, host 2 both, host 3 IPv6 only.
+  const lab = NetLab.create(t, 3, { dualStack: true })
+  const dir = tmpDir('sc-ds-')
+  const keyFile = writeKeyFile(dir)
+  const group4 = `239.255.${crypto.randomInt(256)}.${1 + crypto.randomInt(250)}`
+  const group6 = `ff02::5d:${crypto.randomInt(1, 0xffff).toString(16)}`
+  const port = 20000 + crypto.randomInt(40000)
+  const common = ['--replication-factor', '1', '--lookup-timeout-ms', '2000']
+  const v4 = await startNode(t, { dir, name: 'four', keyFile, group: group4, port, prefix: lab.exec(1), args: ['--interface', lab.addr4(1), ...common] })
+  const dual = await startNode(t, { dir, name: 'dual', keyFile, group: group4, port, prefix: lab.exec(2), args: ['--interface', lab.addr4(2), '--dual-stack-group', group6, '--dual-stack-interface', `${lab.addr6(2)}%eth0`, ...common] })
+  const v6 = await startNode(t, { dir, name: 'six', keyFile, group: group6, port, prefix: lab.exec(3), args: ['--interface', `${lab.addr6(3)}%eth0`, ...common] })
+  await eventually(async () => (await clusterStats(dual))['members'] === 2, 10_000, 'the dual-stack daemon sees both others')
+  await eventually(async () => (await clusterStats(v4))['members'] === 1 && (await clusterStats(v6))['members'] === 1, 10_000, 'each single-stack daemon sees the dual-stack one')
+  const peers = await dual.client.peers()
+  t.same(peers.map((p) => String(p['address']).replace(/:\d+$/, '')).sort(), ['10.77.0.1', '10.77.0.2', 'fd77::3'], 'the dual-stack daemon reaches host 1 over IPv4 and host 3 over IPv6')
+
+  // Each single-stack daemon's sessions reach the dual-stack host, and through it each other's
+  // family's host only by way of host 2 (a copy fetched there is then served from there).
+  await v4.client.set('from-four', 'stored over ipv4')
+  await v6.client.set('from-six', 'stored over ipv6')
+  await dual.client.set('from-dual', 'stored on both')
+  const a = await dual.client.getEntry('from-four')
+  t.equal(a?.value.toString(), 'stored over ipv4')
+  t.equal(a?.remote, true, 'fetched from the IPv4-only host')
+  const b = await dual.client.getEntry('from-six')
+  t.equal(b?.value.toString(), 'stored over ipv6')
+  t.equal(b?.remote, true, 'fetched from the IPv6-only host')
+  t.equal((await v4.client.get('from-dual'))?.toString(), 'stored on both', 'the IPv4 host fetches from the dual-stack host')
+  t.equal((await v6.client.get('from-dual'))?.toString(), 'stored on both', 'the IPv6 host fetches from the dual-stack host')
+  t.equal((await v6.client.get('from-four'))?.toString(), 'stored over ipv4', 'host 3 gets host 1\'s session from host 2\'s copy')
+  t.equal(await v4.client.get('absent'), undefined)
+  t.equal((await clusterStats(v4))['timeouts'], 0, '"not found" from MISS, before the deadline')
+
+  // The dual-stack daemon's group datagrams arrive on both families at no host here (each other
+  // host has one family), and a delete reaches both sides.
+  await dual.client.delete('from-dual')
+  await eventually(async () => (await v4.client.get('from-dual', { localOnly: true })) === undefined && (await v6.client.get('from-dual', { localOnly: true })) === undefined, 3000, 'deleted on both sides')
+  t.pass('deleted on both sides')
+  const ds = await clusterStats(dual)
+  t.comment(`dual-stack host: ${ds['datagramsSent']} datagrams sent, ${ds['datagramsReceived']} received, ${ds['sendErrors']} send errors`)
+})
+
+t.test('dual stack on both ends: each datagram is taken once, the copy on the other family counted as a duplicate', async (t) => {
+  const lab = NetLab.create(t, 2, { dualStack: true })
+  const dir = tmpDir('sc-ds2-')
+  const keyFile = writeKeyFile(dir)
+  const group4 = `239.255.${crypto.randomInt(256)}.${1 + crypto.randomInt(250)}`
+  const group6 = `ff02::5e:${crypto.randomInt(1, 0xffff).toString(16)}`
+  const port = 20000 + crypto.randomInt(40000)
+  const nodes: Node[] = []
+  for (const i of [1, 2]) nodes.push(await startNode(t, { dir, name: `d${i}`, keyFile, group: group4, port, prefix: lab.exec(i), args: ['--interface', lab.addr4(i), '--dual-stack-group', group6, '--dual-stack-interface', `${lab.addr6(i)}%eth0`, '--replication-factor', '1'] }))
+  await waitMembers(nodes, 1)
+  await nodes[0]!.client.set('k', 'v')
+  t.equal((await nodes[1]!.client.get('k'))?.toString(), 'v')
+  // Heartbeats go to both groups: each arrives twice.
+  await eventually(async () => (await clusterStats(nodes[1]!))['duplicates'] >= 4, 5000, 'second copies of heartbeats')
+  const s = await clusterStats(nodes[1]!)
+  t.ok(s['duplicates'] >= 4, `${s['duplicates']} second copies counted as duplicates (${s['datagramsReceived']} datagrams received)`)
+  t.equal(s['dropped'].replayed, 0, 'none counted as replays')
+  t.equal((await clusterStats(nodes[1]!))['members'], 1, 'one member, not two')
+})
