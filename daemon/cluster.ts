@@ -14,7 +14,7 @@ import { Lookups, type LookupOptions } from './lookup.js'
 import type { Log } from './log.js'
 import type { SessionStore } from './store.js'
 import { Transport, type Incoming, type TransportOptions } from './transport.js'
-import { TicketKeys } from './ticket-keys.js'
+import { TicketKeys, type TicketKey } from './ticket-keys.js'
 import { Replicator, type ReplicationOptions } from './replication.js'
 
 export interface ClusterOptions extends Omit<TransportOptions, 'log' | 'keys' | 'now'>, LookupOptions, ReplicationOptions {
@@ -139,11 +139,19 @@ export class Cluster implements ClusterHooks {
     }, delay)
   }
 
-  /** Makes the epoch's ticket key when it falls to us, and repeats the key in force (loss, newcomers). */
+  /**
+   * Makes the epoch's ticket key when it falls to us. The key's maker repeats it every heartbeat
+   * (loss); the others do not (one datagram per heartbeat for the cluster, not one per member):
+   * newcomers get it in answer to HELLO, and a maker whose key lost is sent the winner.
+   */
   #tickTickets(): void {
     this.tickets.tick(this.#alive().map((m) => m.id), this.#settled())
     const k = this.tickets.current
-    if (k) this.transport.sendGroup({ type: MsgType.TICKET_KEY, epoch: k.epoch, creator: k.creator, key: k.key })
+    if (k && k.creator.equals(this.transport.nodeId)) this.transport.sendGroup(this.#ticketMsg(k))
+  }
+
+  #ticketMsg(k: TicketKey): Message {
+    return { type: MsgType.TICKET_KEY, epoch: k.epoch, creator: k.creator, key: k.key }
   }
 
   #announceMsg(flags: number): Message {
@@ -223,9 +231,12 @@ export class Cluster implements ClusterHooks {
         return
       case MsgType.ANNOUNCE:
         return this.#onAnnounce(sender, msg, rinfo)
-      case MsgType.TICKET_KEY:
-        this.tickets.offer(msg)
+      case MsgType.TICKET_KEY: {
+        // A key that loses to ours (older epoch, or a higher maker id in the same one): tell its
+        // sender the winner, so a maker that missed it converges instead of repeating its own.
+        if (!this.tickets.offer(msg) && this.tickets.beats(msg)) this.transport.sendTo({ family: rinfo.family === 'IPv6' ? 6 : 4, address: rinfo.address, port: rinfo.port }, this.#ticketMsg(this.tickets.current!))
         return
+      }
       case MsgType.REPLICATE:
         return this.replicator.onReplicate(sender, msg, rinfo)
       case MsgType.ACK:
@@ -265,7 +276,7 @@ export class Cluster implements ClusterHooks {
       const to = this.#replyTo(msg.reply, rinfo)
       this.transport.sendTo(to, this.#announceMsg(0))
       const k = this.tickets.current
-      if (k) this.transport.sendTo(to, { type: MsgType.TICKET_KEY, epoch: k.epoch, creator: k.creator, key: k.key })
+      if (k) this.transport.sendTo(to, this.#ticketMsg(k))
     }
   }
 

@@ -3,7 +3,8 @@
  * (TLS 1.3, and TLS 1.2 with tickets).
  *
  * Time is cut into epochs of `rotationMs`. At the start of an epoch the alive member with the
- * lowest node id makes a random 48-byte key and multicasts it (sealed); every daemon adopts the
+ * lowest node id makes a random 48-byte key and multicasts it (sealed), repeating it every
+ * heartbeat while it is in force; every daemon adopts the
  * key of the highest epoch, and within one epoch the key of the lowest creator id, so concurrent
  * creators (a partition healing, a slow failure detector) converge on one key. A member that is
  * not the lowest makes its own only when no key for the epoch has arrived `graceMs` into it.
@@ -75,6 +76,13 @@ export class TicketKeys {
     if (c && (k.epoch < c.epoch || (k.epoch === c.epoch && Buffer.compare(k.creator, c.creator) >= 0))) return false
     this.#replace({ epoch: k.epoch, creator: Buffer.from(k.creator), key: Buffer.from(k.key) })
     return true
+  }
+
+  /** True when our key wins over `k` (a later epoch, or the same one made by a lower id). */
+  beats(k: TicketKey): boolean {
+    const c = this.current
+    if (!c || k.epoch > this.epochNow() + 1) return false
+    return k.epoch < c.epoch || (k.epoch === c.epoch && Buffer.compare(k.creator, c.creator) > 0)
   }
 
   #replace(k: TicketKey): void {

@@ -169,3 +169,24 @@ t.test('keys: exposed key file refused, no key off loopback refused, dev key on 
   t.equal(kg.code, 0)
   t.equal(parseKeyFile(kg.stdout.toString()).length, 1, 'statecast keygen prints a valid key file')
 })
+
+t.test('heartbeats: one ANNOUNCE per member, and the ticket key repeated by its maker only', async (t) => {
+  const { nodes } = await startCluster(t, 4)
+  await eventually(async () => {
+    const keys = await Promise.all(nodes.map((n) => n.client.ticketKey()))
+    return keys.every((k) => k && k.key.equals(keys[0]!.key))
+  }, 5000, 'every member holds the same ticket key')
+  const before = await Promise.all(nodes.map(clusterStats))
+  const t0 = performance.now()
+  await new Promise((r) => setTimeout(r, 2000))
+  const after = await Promise.all(nodes.map(clusterStats))
+  const beats = (performance.now() - t0) / 200 // --heartbeat-ms 200
+  const sent = after.reduce((a, s, i) => a + s['datagramsSent'] - before[i]!['datagramsSent'], 0)
+  t.comment(`${nodes.length} members, ${beats.toFixed(1)} heartbeats each: ${sent} datagrams sent (all members together)`)
+  // One ANNOUNCE per member per heartbeat plus one TICKET_KEY from the maker: (N + 1) per beat,
+  // not 2N (when every member repeated the key); 30% slack for the heartbeat jitter.
+  t.ok(sent <= (nodes.length + 1) * beats * 1.3, `${sent} datagrams <= (N + 1) per heartbeat`)
+  t.ok(sent >= nodes.length * beats * 0.7, 'and every member still announces itself')
+  const keys = await Promise.all(nodes.map((n) => n.client.ticketKey()))
+  t.ok(keys.every((k) => k!.key.equals(keys[0]!.key)), 'still one key')
+})

@@ -55,3 +55,19 @@ t.test('a member makes its own key when the lowest stays silent past the grace',
   t.equal(lone.tick([], false), undefined, 'a daemon that just started waits to hear the cluster')
   t.ok(lone.tick([], true), 'and alone once settled, makes its own')
 })
+
+t.test('beats: whether a key offered to us loses, so its sender should be told the winner', async (t) => {
+  const clock = { now: 5 * 60_000 }
+  const a = node('01', clock)
+  const c = node('03', clock)
+  t.equal(a.beats({ epoch: 5, creator: id('03'), key: Buffer.alloc(48) }), false, 'no key yet: nothing to tell')
+  const ka = a.tick([], true)!
+  const kc = c.tick([], true)!
+  t.equal(a.offer(kc), false)
+  t.equal(a.beats(kc), true, 'same epoch, higher maker: ours wins')
+  t.equal(c.beats(ka), false, 'same epoch, lower maker: theirs wins')
+  t.equal(a.beats(ka), false, 'our own key does not lose to itself')
+  t.equal(a.beats({ ...kc, epoch: 4 }), true, 'an older epoch loses')
+  t.equal(a.beats({ ...kc, epoch: 6 }), false, 'a later epoch wins')
+  t.equal(a.beats({ ...kc, epoch: 9 }), false, 'a far future epoch is refused, not answered')
+})
