@@ -51,15 +51,24 @@ t.test('IPv6 only, listed peers without multicast, with replication', async (t) 
   t.same(await unreadable([nodes[1]!, nodes[2]!], keys, val), [], 'every session readable after the writer died')
 })
 
+/** Namespaces with both address families, a key, and one group of each family on one port. */
+function dualStackLab(t: { teardown(fn: () => unknown): void }, n: number) {
+  const lab = NetLab.create(t, n, { dualStack: true })
+  const dir = tmpDir('sc-ds-')
+  return {
+    lab,
+    dir,
+    keyFile: writeKeyFile(dir),
+    group4: `239.255.${crypto.randomInt(256)}.${1 + crypto.randomInt(250)}`,
+    group6: `ff02::5d:${crypto.randomInt(1, 0xffff).toString(16)}`,
+    port: 20000 + crypto.randomInt(40000),
+  }
+}
+
 t.test('dual stack: an IPv4 daemon, a dual-stack daemon and an IPv6 daemon share sessions (a migration without a flag day)', async (t) => {
   // Every host has both address families; the daemons are configured as a fleet moving from
   // IPv4 to IPv6 is, one host at a time: host 1 still IPv4 only, host 2 both, host 3 IPv6 only.
-  const lab = NetLab.create(t, 3, { dualStack: true })
-  const dir = tmpDir('sc-ds-')
-  const keyFile = writeKeyFile(dir)
-  const group4 = `239.255.${crypto.randomInt(256)}.${1 + crypto.randomInt(250)}`
-  const group6 = `ff02::5d:${crypto.randomInt(1, 0xffff).toString(16)}`
-  const port = 20000 + crypto.randomInt(40000)
+  const { lab, dir, keyFile, group4, group6, port } = dualStackLab(t, 3)
   const common = ['--replication-factor', '1', '--lookup-timeout-ms', '2000']
   const v4 = await startNode(t, { dir, name: 'four', keyFile, group: group4, port, prefix: lab.exec(1), args: ['--interface', lab.addr4(1), ...common] })
   const dual = await startNode(t, { dir, name: 'dual', keyFile, group: group4, port, prefix: lab.exec(2), args: ['--interface', lab.addr4(2), '--dual-stack-group', group6, '--dual-stack-interface', `${lab.addr6(2)}%eth0`, ...common] })
@@ -96,12 +105,7 @@ t.test('dual stack: an IPv4 daemon, a dual-stack daemon and an IPv6 daemon share
 })
 
 t.test('dual stack on both ends: each datagram is taken once, the copy on the other family counted as a duplicate', async (t) => {
-  const lab = NetLab.create(t, 2, { dualStack: true })
-  const dir = tmpDir('sc-ds2-')
-  const keyFile = writeKeyFile(dir)
-  const group4 = `239.255.${crypto.randomInt(256)}.${1 + crypto.randomInt(250)}`
-  const group6 = `ff02::5e:${crypto.randomInt(1, 0xffff).toString(16)}`
-  const port = 20000 + crypto.randomInt(40000)
+  const { lab, dir, keyFile, group4, group6, port } = dualStackLab(t, 2)
   const nodes: Node[] = []
   for (const i of [1, 2]) nodes.push(await startNode(t, { dir, name: `d${i}`, keyFile, group: group4, port, prefix: lab.exec(i), args: ['--interface', lab.addr4(i), '--dual-stack-group', group6, '--dual-stack-interface', `${lab.addr6(i)}%eth0`, '--replication-factor', '1'] }))
   await waitMembers(nodes, 1)
