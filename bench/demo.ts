@@ -16,6 +16,7 @@ import { attachSessionCache, type SessionCache } from '../client/tls.js'
 import { StatecastClient } from '../client/index.js'
 import Memcached from 'memcached'
 import { formatKeyFile } from '../protocol/keyfile.js'
+import { untilAccepting } from './local.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const DAEMON = path.resolve(here, '..', 'daemon', 'main.js')
@@ -49,7 +50,7 @@ export async function startDaemons(dir: string, extra: (i: number) => string[] =
     procs.push(p)
     sockets.push(socket)
   }
-  for (const s of sockets) for (let i = 0; i < 200 && !fs.existsSync(s); i++) await new Promise((r) => setTimeout(r, 25))
+  for (const [i, s] of sockets.entries()) await untilAccepting(s, procs[i]!, `statecastd ${String.fromCharCode(97 + i)}`)
   return { procs, sockets }
 }
 

@@ -5,6 +5,7 @@
  */
 import os from 'node:os'
 import fs from 'node:fs'
+import net from 'node:net'
 import path from 'node:path'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
@@ -57,12 +58,28 @@ export async function startDaemonProcess(dir: string, name: string, extra: strin
   const socket = path.join(dir, `${name}.sock`)
   const [cmd, ...pre] = [...prefix, process.execPath]
   const proc = spawn(cmd!, [...pre, DAEMON, '--socket', socket, '--admin-socket', path.join(dir, `${name}-admin.sock`), '--log-level', 'warn', ...extra], { stdio: ['ignore', 'ignore', 'inherit'] })
-  for (let i = 0; i < 600 && !fs.existsSync(socket); i++) {
-    if (proc.exitCode !== null) throw new Error(`statecastd ${name} exited with ${proc.exitCode} before listening`)
+  await untilAccepting(socket, proc, `statecastd ${name}`)
+  return { proc, socket }
+}
+
+/** Resolves once `proc` accepts connections on `socket`: the file appears at bind(), a moment before listen(). */
+export async function untilAccepting(socket: string, proc: ChildProcess, what: string): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`${what} exited with ${proc.exitCode} before listening`)
+    if (fs.existsSync(socket) && (await accepts(socket))) return
     await new Promise((r) => setTimeout(r, 25))
   }
-  if (!fs.existsSync(socket)) throw new Error(`statecastd ${name} did not listen on ${socket} within 15 s`)
-  return { proc, socket }
+  throw new Error(`${what} did not listen on ${socket} within 15 s`)
+}
+
+function accepts(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(socketPath, () => {
+      s.destroy()
+      resolve(true)
+    })
+    s.once('error', () => resolve(false))
+  })
 }
 
 export async function benchLocal(ms: number, concurrencies: number[]): Promise<Record<string, unknown>[]> {

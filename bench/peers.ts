@@ -11,7 +11,7 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { Op, encodeRequest } from '../protocol/local.js'
-import { drive, startDaemonProcess } from './local.js'
+import { drive, startDaemonProcess, untilAccepting } from './local.js'
 import { StatecastClient } from '../client/index.js'
 
 function have(cmd: string): boolean {
@@ -71,10 +71,6 @@ class FixedReplyClient {
   }
 }
 
-async function waitForSocket(p: string): Promise<void> {
-  for (let i = 0; i < 200 && !fs.existsSync(p); i++) await new Promise((r) => setTimeout(r, 25))
-}
-
 export async function benchPeers(ms: number, concurrencies: number[]): Promise<Record<string, unknown>[]> {
   const avail = ensurePeers()
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sc-bench-peers-'))
@@ -93,8 +89,9 @@ export async function benchPeers(ms: number, concurrencies: number[]): Promise<R
     ]
     if (avail.memcached) {
       const sock = path.join(dir, 'memcached.sock')
-      procs.push(spawn('memcached', ['-s', sock, '-a', '0700', '-m', '64', '-U', '0', '-t', '1', ...(process.getuid?.() === 0 ? ['-u', 'root'] : [])], { stdio: 'ignore' }))
-      await waitForSocket(sock)
+      const mc = spawn('memcached', ['-s', sock, '-a', '0700', '-m', '64', '-U', '0', '-t', '1', ...(process.getuid?.() === 0 ? ['-u', 'root'] : [])], { stdio: 'ignore' })
+      procs.push(mc)
+      await untilAccepting(sock, mc, 'memcached')
       await new Promise<void>((resolve) => {
         const s = net.connect(sock, () => s.write(`set ${key} 0 0 200\r\n${value.toString()}\r\n`))
         s.once('data', () => (s.destroy(), resolve()))
@@ -103,8 +100,9 @@ export async function benchPeers(ms: number, concurrencies: number[]): Promise<R
     }
     if (avail.redis) {
       const sock = path.join(dir, 'redis.sock')
-      procs.push(spawn('redis-server', ['--port', '0', '--unixsocket', sock, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' }))
-      await waitForSocket(sock)
+      const rd = spawn('redis-server', ['--port', '0', '--unixsocket', sock, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+      procs.push(rd)
+      await untilAccepting(sock, rd, 'redis-server')
       await new Promise<void>((resolve) => {
         const s = net.connect(sock, () => s.write(`*3\r\n$3\r\nSET\r\n$${key.length}\r\n${key}\r\n$200\r\n${value.toString()}\r\n`))
         s.once('data', () => (s.destroy(), resolve()))
