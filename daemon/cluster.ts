@@ -6,7 +6,6 @@
  * Stop, in reverse: stop heartbeats -> answer waiting lookups "not found" -> hand owned sessions
  * to the remaining owners -> LEAVE -> close sockets.
  */
-import type { RemoteInfo } from 'node:dgram'
 import type { ClusterKey } from '../protocol/keyfile.js'
 import { AnnounceFlag, MsgType, HIT_OVERHEAD_BYTES, type Address, type Message } from '../protocol/wire.js'
 import type { ClusterHooks } from './handler.js'
@@ -35,8 +34,8 @@ export interface Member {
   name: string
   /** The reply address it announces (its first family). */
   reply: Address
-  /** Dual stack: where its datagrams come from, by family (its reply address of that family). */
-  via: { 4?: Address; 6?: Address }
+  /** Dual stack: its reply address on the other family, as it announces it. */
+  also?: Address
   lastSeen: number
   entries: number
   joinedAt: number
@@ -86,6 +85,8 @@ export class Cluster implements ClusterHooks {
   #startedAt = 0
   #heartbeat: NodeJS.Timeout | undefined
   #timers = new Set<NodeJS.Timeout>()
+  /** Members told the winning ticket key, and for which epoch (once per epoch each). */
+  #toldLoser = new Map<string, number>()
   #stopped: Promise<void> | undefined
 
   constructor(o: ClusterOptions, keys: ClusterKey[], store: SessionStore, log: Log) {
@@ -155,7 +156,8 @@ export class Cluster implements ClusterHooks {
   }
 
   #announceMsg(flags: number): Message {
-    return { type: MsgType.ANNOUNCE, reply: this.transport.replyAddress, entries: this.#store.size, flags, name: this.#o.nodeName }
+    const also = this.transport.families.length > 1 ? this.transport.replyAddressFor(this.transport.families[1]!) : undefined
+    return { type: MsgType.ANNOUNCE, reply: this.transport.replyAddress, entries: this.#store.size, flags: also ? flags | AnnounceFlag.DUAL_STACK : flags, name: this.#o.nodeName, ...(also ? { also } : {}) }
   }
 
   #announce(flags: number): void {
@@ -186,41 +188,33 @@ export class Cluster implements ClusterHooks {
     }
   }
 
-  /** A member's unicast address in the first of our families it has (dual stack: either). */
+  /**
+   * A member's unicast address on the first of our families it speaks (dual stack: either), from
+   * what it announced (authenticated), never from a datagram's source address.
+   */
   #addressOf(id: string): Address | undefined {
     const m = this.members.get(id)
     if (!m) return undefined
     for (const f of this.transport.families) {
-      const a = m.via[f] ?? (m.reply.family === f ? m.reply : undefined)
-      if (a) return a
+      if (m.reply.family === f) return m.reply
+      if (m.also?.family === f) return m.also
     }
     return undefined
   }
 
-  /** Where to answer a request that names `to`: there if we speak its family, else back where it came from. */
-  #replyTo(to: Address, rinfo: RemoteInfo): Address {
-    return this.transport.replyAddressFor(to.family) ? to : { family: rinfo.family === 'IPv6' ? 6 : 4, address: rinfo.address, port: rinfo.port }
-  }
-
-  /**
-   * Any authenticated datagram shows the member alive, so a few lost heartbeats on a lossy network
-   * do not declare a busy member dead. Dual stack: its source is the member's address on that family.
-   */
-  #heard(m: Member, rinfo: RemoteInfo): void {
-    m.lastSeen = performance.now()
-    if (this.transport.families.length > 1) {
-      const family = rinfo.family === 'IPv6' ? 6 : 4
-      const a = m.via[family]
-      if (!a || a.address !== rinfo.address || a.port !== rinfo.port) m.via[family] = { family, address: rinfo.address, port: rinfo.port }
-    }
+  /** Where to answer a request from `sender` that names `to`: there if we speak its family, else the sender's address on ours. */
+  #replyTo(to: Address, sender: string): Address | undefined {
+    return this.transport.replyAddressFor(to.family) ? to : this.#addressOf(sender)
   }
 
   #onMessage({ msg, sender, rinfo }: Incoming): void {
+    // Any authenticated datagram shows the member alive, so a few lost heartbeats on a lossy
+    // network do not declare a busy member dead.
     const member = this.members.get(sender)
-    if (member) this.#heard(member, rinfo)
+    if (member) member.lastSeen = performance.now()
     switch (msg.type) {
       case MsgType.LOOKUP:
-        return this.#answer(msg, rinfo)
+        return this.#answer(msg, sender)
       case MsgType.HIT:
         return this.lookups.onHit(sender, msg)
       case MsgType.MISS:
@@ -230,13 +224,9 @@ export class Cluster implements ClusterHooks {
         this.#store.delete(msg.key.toString('latin1'))
         return
       case MsgType.ANNOUNCE:
-        return this.#onAnnounce(sender, msg, rinfo)
-      case MsgType.TICKET_KEY: {
-        // A key that loses to ours (older epoch, or a higher maker id in the same one): tell its
-        // sender the winner, so a maker that missed it converges instead of repeating its own.
-        if (!this.tickets.offer(msg) && this.tickets.beats(msg)) this.transport.sendTo({ family: rinfo.family === 'IPv6' ? 6 : 4, address: rinfo.address, port: rinfo.port }, this.#ticketMsg(this.tickets.current!))
-        return
-      }
+        return this.#onAnnounce(sender, msg)
+      case MsgType.TICKET_KEY:
+        return this.#onTicketKey(sender, msg)
       case MsgType.REPLICATE:
         return this.replicator.onReplicate(sender, msg, rinfo)
       case MsgType.ACK:
@@ -255,34 +245,54 @@ export class Cluster implements ClusterHooks {
     }
   }
 
-  #onAnnounce(sender: string, msg: Extract<Message, { type: typeof MsgType.ANNOUNCE }>, rinfo: RemoteInfo): void {
+  #onAnnounce(sender: string, msg: Extract<Message, { type: typeof MsgType.ANNOUNCE }>): void {
     const now = performance.now()
     const known = this.members.get(sender)
     if (known) {
       known.lastSeen = now
       known.entries = msg.entries
       known.reply = msg.reply
+      known.also = msg.also
       known.name = msg.name
     } else {
-      const m: Member = { id: sender, name: msg.name, reply: msg.reply, via: {}, lastSeen: now, entries: msg.entries, joinedAt: now }
-      this.#heard(m, rinfo)
-      this.members.set(sender, m)
+      this.members.set(sender, { id: sender, name: msg.name, reply: msg.reply, also: msg.also, lastSeen: now, entries: msg.entries, joinedAt: now })
       this.counters.membersJoined++
       this.#log.info({ nodeId: sender, name: msg.name, reply: msg.reply }, 'member joined')
       this.replicator.membersChanged()
     }
     // A newcomer learns about us, and the ticket key, at once instead of at our next heartbeat.
-    if (!known || msg.flags & AnnounceFlag.HELLO) {
-      const to = this.#replyTo(msg.reply, rinfo)
+    const to = this.#replyTo(msg.reply, sender)
+    if (to && (!known || msg.flags & AnnounceFlag.HELLO)) {
       this.transport.sendTo(to, this.#announceMsg(0))
       const k = this.tickets.current
       if (k) this.transport.sendTo(to, this.#ticketMsg(k))
     }
   }
 
-  #answer(msg: Extract<Message, { type: typeof MsgType.LOOKUP }>, rinfo: RemoteInfo): void {
+  /**
+   * A ticket key from a member. When it replaces a key we made, the winner is multicast once, so
+   * members that hold our losing key follow. When ours wins (the sender missed it, or it is a
+   * maker from the other side of a healed partition), the sender is told, once per epoch.
+   */
+  #onTicketKey(sender: string, k: TicketKey): void {
+    const before = this.tickets.current
+    const ours = before !== undefined && before.creator.equals(this.transport.nodeId)
+    if (this.tickets.offer(k)) {
+      if (ours) this.transport.sendGroup(this.#ticketMsg(this.tickets.current!))
+      return
+    }
+    if (!this.tickets.beats(k) || this.#toldLoser.get(sender) === this.tickets.current!.epoch) return
+    const to = this.#addressOf(sender)
+    if (!to) return
+    this.#toldLoser.set(sender, this.tickets.current!.epoch)
+    if (this.#toldLoser.size > 4096) this.#toldLoser.delete(this.#toldLoser.keys().next().value!)
+    this.transport.sendTo(to, this.#ticketMsg(this.tickets.current!))
+  }
+
+  #answer(msg: Extract<Message, { type: typeof MsgType.LOOKUP }>, sender: string): void {
     this.counters.lookupsAnswered++
-    const to = this.#replyTo(msg.reply, rinfo)
+    const to = this.#replyTo(msg.reply, sender)
+    if (!to) return // dual stack: a sender of a family we lack, not yet announced
     const key = msg.key.toString('latin1')
     const entry = this.#store.peek(key)
     const ttlMs = entry === undefined ? 0 : this.#store.remainingTtl(key)

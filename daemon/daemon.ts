@@ -243,7 +243,7 @@ export class Daemon {
     const prev = this.config
     const changed = (Object.keys(next) as (keyof Config)[]).filter((k) => JSON.stringify(next[k]) !== JSON.stringify(prev[k]))
     const keys = this.cluster ? (next.keyFile ? loadKeyFile(next.keyFile) : undefined) : undefined
-    const peers = this.cluster ? await resolvePeers(next.peers, familiesOf(next)) : undefined
+    const peers = this.cluster ? await resolvePeers(next.peers, this.cluster.transport.families) : undefined
     const applied: string[] = []
     const needsRestart: string[] = []
     for (const k of changed) (RELOAD_IN_PLACE.has(k) ? applied : needsRestart).push(k)

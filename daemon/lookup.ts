@@ -200,7 +200,8 @@ export class Lookups {
     f.unasked = []
     // The first round asks the first owner alone: one LOOKUP and one reply per fill in the common
     // case; the other owners are asked after the hedge delay, or at once if the first one misses.
-    const hedge = f.rounds === 0 && owners !== undefined && owners.length > 1 && this.#o.lookupHedgeMs > 0 && now + this.#o.lookupHedgeMs < f.roundEnd
+    // Hedging needs every owner's address now: one without a known address means the group.
+    const hedge = f.rounds === 0 && owners !== undefined && owners.length > 1 && this.#o.lookupHedgeMs > 0 && now + this.#o.lookupHedgeMs < f.roundEnd && owners.every((id) => this.#peers.addressOf(id) !== undefined)
     f.rounds++
     if (owners && owners.length > 0 && this.#sendToOwners(f, hedge ? owners.slice(0, 1) : owners)) {
       this.counters.directLookups++
@@ -236,9 +237,15 @@ export class Lookups {
     const rest = f.unasked
     f.unasked = []
     this.counters.hedged++
-    const to = rest.map((id) => this.#peers.addressOf(id)).filter((a): a is Address => a !== undefined)
-    this.counters.lookupDatagrams += to.length
-    this.#t.sendToEach(to, this.#lookupMsg(f))
+    const to = rest.map((id) => this.#peers.addressOf(id))
+    if (to.every((a) => a !== undefined)) {
+      this.counters.lookupDatagrams += to.length
+      this.#t.sendToEach(to as Address[], this.#lookupMsg(f))
+    } else {
+      // An owner's address went away meanwhile (it left or died): the group reaches any holder.
+      this.counters.lookupDatagrams++
+      this.#t.sendGroup(this.#lookupMsg(f))
+    }
     f.timer = setTimeout(() => this.#tick(f), Math.max(0, f.roundEnd - performance.now()))
   }
 

@@ -183,7 +183,8 @@ export class Transport {
     }
     for (const l of this.#legs) {
       for (const s of l.g ? [l.g, l.u] : [l.u]) {
-        s.socket.on('message', (buf: Buffer, rinfo: RemoteInfo) => this.#receive(buf, rinfo))
+        const group = s === l.g
+        s.socket.on('message', (buf: Buffer, rinfo: RemoteInfo) => this.#receive(buf, rinfo, group))
         s.socket.on('error', (err: Error) => o.log.warn({ err: err.message }, 'peer socket error'))
       }
     }
@@ -230,7 +231,7 @@ export class Transport {
     this.#peers = peers.filter((p) => !this.#legs.some((l) => p.address === l.reply.address && p.port === l.reply.port))
   }
 
-  #receive(buf: Buffer, rinfo: RemoteInfo): void {
+  #receive(buf: Buffer, rinfo: RemoteInfo, group: boolean): void {
     const c = this.counters
     c.datagramsReceived++
     c.bytesReceived += buf.length
@@ -243,9 +244,10 @@ export class Transport {
     if (buf.length >= 18 && buf.compare(this.nodeId, 0, 8, 10, 18) === 0) return
     // Dual stack: the second copy of a datagram sent to both groups is dropped before it costs a
     // decryption (the clear header names its sender and counter; the first copy was authenticated).
+    // Only group datagrams come twice; unicast ones do not enter the table.
     const family = rinfo.family === 'IPv6' ? 6 : 4
     let seen: string | undefined
-    if (this.#legs.length > 1 && buf.length >= 26) {
+    if (group && this.#legs.length > 1 && buf.length >= 26) {
       seen = `${buf.toString('hex', 10, 18)}:${buf.readUInt32BE(18) * 2 ** 32 + buf.readUInt32BE(22)}`
       const first = this.#recent.get(seen)
       if (first !== undefined) {

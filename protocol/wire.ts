@@ -23,7 +23,8 @@
  *   HIT         reqId u32 | ttlMs u32 | flags u32 | totalLen u32 | index u16 | count u16 | chunk
  *   MISS        reqId u32
  *   INVALIDATE  keyLen u16 | key
- *   ANNOUNCE    reply address | entries u32 | flags u8 | nameLen u8 | name (UTF-8)
+ *   ANNOUNCE    reply address | entries u32 | flags u8 | nameLen u8 | name (UTF-8) |
+ *               [second reply address, of the other family: when flags has DUAL_STACK]
  *   LEAVE       empty
  *   TICKET_KEY  epoch u32 | creator id (8 bytes) | key (48 bytes)
  *   REPLICATE   replId u32 | ttlMs u32 | flags u32 | totalLen u32 | index u16 | count u16 |
@@ -72,6 +73,8 @@ export function typeName(t: number): string {
 export const AnnounceFlag = {
   /** The sender just started: members who hear it announce themselves back at once. */
   HELLO: 0x01,
+  /** The sender speaks both IP families: its reply address on the other one follows the name. */
+  DUAL_STACK: 0x02,
 } as const
 
 export interface Address {
@@ -85,7 +88,7 @@ export type Message =
   | { type: typeof MsgType.HIT; reqId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number; chunk: Buffer }
   | { type: typeof MsgType.MISS; reqId: number }
   | { type: typeof MsgType.INVALIDATE; key: Buffer }
-  | { type: typeof MsgType.ANNOUNCE; reply: Address; entries: number; flags: number; name: string }
+  | { type: typeof MsgType.ANNOUNCE; reply: Address; entries: number; flags: number; name: string; also?: Address }
   | { type: typeof MsgType.LEAVE }
   | { type: typeof MsgType.TICKET_KEY; epoch: number; creator: Buffer; key: Buffer }
   | { type: typeof MsgType.REPLICATE; replId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number; key: Buffer; chunk: Buffer }
@@ -184,7 +187,7 @@ export function bodyLength(m: Message): number {
     case MsgType.INVALIDATE:
       return 9 + 2 + m.key.length
     case MsgType.ANNOUNCE:
-      return 9 + addressLength(m.reply) + 4 + 2 + Buffer.byteLength(m.name, 'utf8')
+      return 9 + addressLength(m.reply) + 4 + 2 + Buffer.byteLength(m.name, 'utf8') + (m.also ? addressLength(m.also) : 0)
     case MsgType.LEAVE:
       return 9
     case MsgType.TICKET_KEY:
@@ -229,6 +232,8 @@ export function encodeBody(m: Message, sentAtMs: number): Buffer {
       m.key.copy(buf, off + 2)
       break
     case MsgType.ANNOUNCE: {
+      if (((m.flags & AnnounceFlag.DUAL_STACK) !== 0) !== (m.also !== undefined)) throw new ProtocolError('BAD_FIELD', 'ANNOUNCE: the DUAL_STACK flag and the second address go together')
+      if (m.also && m.also.family === m.reply.family) throw new ProtocolError('BAD_FIELD', 'ANNOUNCE: the second address must be of the other family')
       off = writeAddress(buf, off, m.reply)
       buf.writeUInt32BE(m.entries, off)
       buf[off + 4] = m.flags
@@ -236,6 +241,7 @@ export function encodeBody(m: Message, sentAtMs: number): Buffer {
       if (name.length > 255) throw new ProtocolError('BAD_FIELD', 'node name longer than 255 bytes')
       buf[off + 5] = name.length
       name.copy(buf, off + 6)
+      if (m.also) writeAddress(buf, off + 6 + name.length, m.also)
       break
     }
     case MsgType.LEAVE:
@@ -315,8 +321,15 @@ export function decodeBody(buf: Buffer): { sentAtMs: number; msg: Message } {
       const entries = p.readUInt32BE(off)
       const flags = p[off + 4]!
       const nameLen = p[off + 5]!
-      exactly(p.subarray(off + 6), nameLen, 'ANNOUNCE name')
-      return { sentAtMs, msg: { type: MsgType.ANNOUNCE, reply, entries, flags, name: p.subarray(off + 6).toString('utf8') } }
+      if (!(flags & AnnounceFlag.DUAL_STACK)) {
+        exactly(p.subarray(off + 6), nameLen, 'ANNOUNCE name')
+        return { sentAtMs, msg: { type: MsgType.ANNOUNCE, reply, entries, flags, name: p.subarray(off + 6).toString('utf8') } }
+      }
+      needBytes(p.length - off - 6, nameLen, 'ANNOUNCE name')
+      const [also, end] = readAddress(p, off + 6 + nameLen)
+      exactly(p.subarray(end), 0, 'ANNOUNCE')
+      if (also.family === reply.family) throw new ProtocolError('BAD_FIELD', 'ANNOUNCE: the second address must be of the other family')
+      return { sentAtMs, msg: { type: MsgType.ANNOUNCE, reply, entries, flags, name: p.subarray(off + 6, off + 6 + nameLen).toString('utf8'), also } }
     }
     case MsgType.LEAVE:
       exactly(p, 0, 'LEAVE')

@@ -104,6 +104,27 @@ t.test('dual stack: an IPv4 daemon, a dual-stack daemon and an IPv6 daemon share
   t.comment(`dual-stack host: ${ds['datagramsSent']} datagrams sent, ${ds['datagramsReceived']} received, ${ds['sendErrors']} send errors`)
 })
 
+t.test('dual stack with replication: a single-stack host copies to the dual-stack host on its own family', async (t) => {
+  // The IPv6-only host learns the dual-stack host's IPv6 address from its ANNOUNCE (the
+  // dual-stack host's first family is IPv4), and pushes copies there.
+  const { lab, dir, keyFile, group4, group6, port } = dualStackLab(t, 3)
+  const v4 = await startNode(t, { dir, name: 'four', keyFile, group: group4, port, prefix: lab.exec(1), args: ['--interface', lab.addr4(1)] })
+  const dual = await startNode(t, { dir, name: 'dual', keyFile, group: group4, port, prefix: lab.exec(2), args: ['--interface', lab.addr4(2), '--dual-stack-group', group6, '--dual-stack-interface', `${lab.addr6(2)}%eth0`] })
+  const v6 = await startNode(t, { dir, name: 'six', keyFile, group: group6, port, prefix: lab.exec(3), args: ['--interface', `${lab.addr6(3)}%eth0`] })
+  await eventually(async () => (await clusterStats(dual))['members'] === 2 && (await clusterStats(v4))['members'] === 1 && (await clusterStats(v6))['members'] === 1, 10_000, 'membership')
+  const keys = Array.from({ length: 40 }, (_, i) => `r${i}`)
+  for (const k of keys) await v6.client.set(k, `six-${k}`)
+  await replicationSettled([v4, dual, v6])
+  const s6 = await clusterStats(v6)
+  t.equal(s6['copiesDropped'], 0, 'no copy dropped for want of an address')
+  t.equal(s6['copiesAcked'], s6['copiesPushed'], `${s6['copiesPushed']} copies pushed, all acknowledged`)
+  let onDual = 0
+  for (const k of keys) if ((await dual.client.get(k, { localOnly: true }))?.toString() === `six-${k}`) onDual++
+  t.equal(onDual, keys.length, 'the dual-stack host holds a copy of every session the IPv6 host stored (the only other owner it knows)')
+  await v6.stop('SIGKILL')
+  for (const k of keys) t.equal((await v4.client.get(k))?.toString(), `six-${k}`, `${k} readable on the IPv4 host after the IPv6 host died`)
+})
+
 t.test('dual stack on both ends: each datagram is taken once, the copy on the other family counted as a duplicate', async (t) => {
   const { lab, dir, keyFile, group4, group6, port } = dualStackLab(t, 2)
   const nodes: Node[] = []

@@ -95,7 +95,8 @@ t.test('with replication, a lookup of an absent key draws MISS from its owners o
   // The owners other than the asker: R-1 when it is an owner, R when it is not; never N-1 = 5.
   t.ok(misses <= 2 * lookups, `at most R = 2 MISS per lookup, not five (${misses} for ${lookups})`)
   t.equal(after['timeouts'] - before['timeouts'], 0, 'still answered before the deadline')
-  t.equal(after['directLookups'] - before['directLookups'], 50, 'each lookup went straight to the key\'s owners, not to the group')
+  // A retransmit round (a busy machine) also goes to the owners, so rounds can exceed lookups.
+  t.ok(after['directLookups'] - before['directLookups'] >= 50, 'each lookup went straight to the key\'s owners, not to the group')
   let answered = 0
   for (const n of nodes.slice(1)) answered += (await clusterStats(n))['lookupsAnswered']
   t.ok(answered <= 2 * 50, `the other five hosts handled ${answered} LOOKUPs for 50 lookups (owners only), not 250`)

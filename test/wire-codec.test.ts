@@ -2,7 +2,7 @@ import t from 'tap'
 import fc from 'fast-check'
 import { ProtocolError } from '../protocol/errors.js'
 import { formatKeyFile, parseKeyFile, sealingKey, type ClusterKey } from '../protocol/keyfile.js'
-import { HEADER_BYTES, Keyring, MsgType, decodeBody, encodeBody, open, readHeader, seal, type Message } from '../protocol/wire.js'
+import { AnnounceFlag, HEADER_BYTES, Keyring, MsgType, decodeBody, encodeBody, open, readHeader, seal, type Message } from '../protocol/wire.js'
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex')
 const key1: ClusterKey = { id: 0x01020304, createdAt: 1_700_000_000, key: Buffer.alloc(32, 0x11) }
@@ -34,6 +34,11 @@ const bodies: { name: string; msg: Message; bytes: string }[] = [
     name: 'ANNOUNCE over IPv6',
     msg: { type: MsgType.ANNOUNCE, reply: { family: 6, address: 'fd00::1:2', port: 1 }, entries: 0, flags: 0, name: '' },
     bytes: '05 0000019a b697e87b 06 fd000000000000000000000000010002 0001 00000000 00 00',
+  },
+  {
+    name: 'ANNOUNCE, dual stack',
+    msg: { type: MsgType.ANNOUNCE, reply: v4, entries: 5, flags: 3, name: 'h1', also: { family: 6, address: 'fd00::1:2', port: 1 } },
+    bytes: '05 0000019a b697e87b 04 0a000007 ba54 00000005 03 02 6831 06 fd000000000000000000000000010002 0001',
   },
 ]
 
@@ -109,7 +114,11 @@ t.test('round trip of arbitrary messages', async (t) => {
     fc.record({ type: fc.constant(MsgType.LOOKUP), reqId: u32, reply: addr, expect: fc.array(fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a)), { maxLength: 4 }), key }),
     fc.record({ type: fc.constant(MsgType.MISS), reqId: u32 }),
     fc.record({ type: fc.constant(MsgType.INVALIDATE), key }),
-    fc.record({ type: fc.constant(MsgType.ANNOUNCE), reply: addr, entries: u32, flags: fc.integer({ min: 0, max: 255 }), name: fc.string({ maxLength: 60 }) }),
+    fc.record({ type: fc.constant(MsgType.ANNOUNCE), reply: addr, entries: u32, flags: fc.integer({ min: 0, max: 255 }).map((f) => f & ~AnnounceFlag.DUAL_STACK), name: fc.string({ maxLength: 60 }) }),
+    fc
+      .record({ reply: addr, also: addr, entries: u32, flags: fc.integer({ min: 0, max: 255 }), name: fc.string({ maxLength: 60 }) })
+      .filter((m) => m.also.family !== m.reply.family)
+      .map((m) => ({ type: MsgType.ANNOUNCE, ...m, flags: m.flags | AnnounceFlag.DUAL_STACK })),
     fc.constant({ type: MsgType.LEAVE }),
     fc.record({ type: fc.constant(MsgType.ACK), replId: u32 }),
     fc.uint8Array({ maxLength: 1200 }).chain((c) =>
@@ -163,4 +172,18 @@ t.test('addresses that are not IP addresses are refused when encoding', async (t
   t.throws(bad('10.0.0.1', 6), { code: 'BAD_FIELD' })
   t.doesNotThrow(bad('10.0.0.1', 4))
   t.doesNotThrow(bad('fe80::1%eth0', 6))
+})
+
+t.test('ANNOUNCE: the dual-stack flag and the second address go together', async (t) => {
+  const reply = { family: 4 as const, address: '10.0.0.7', port: 47700 }
+  const also = { family: 6 as const, address: 'fd00::7', port: 47700 }
+  t.throws(() => encodeBody({ type: MsgType.ANNOUNCE, reply, entries: 0, flags: AnnounceFlag.DUAL_STACK, name: 'x' }, T), { code: 'BAD_FIELD' }, 'flag without an address')
+  t.throws(() => encodeBody({ type: MsgType.ANNOUNCE, reply, entries: 0, flags: 0, name: 'x', also }, T), { code: 'BAD_FIELD' }, 'address without the flag')
+  t.throws(() => encodeBody({ type: MsgType.ANNOUNCE, reply, entries: 0, flags: AnnounceFlag.DUAL_STACK, name: 'x', also: { ...reply, address: '10.0.0.8' } }, T), { code: 'BAD_FIELD' }, 'two addresses of one family')
+  const good = encodeBody({ type: MsgType.ANNOUNCE, reply, entries: 0, flags: AnnounceFlag.DUAL_STACK, name: 'x', also }, T)
+  t.throws(() => decodeBody(good.subarray(0, good.length - 3)), { code: 'TRUNCATED' }, 'a cut second address')
+  t.throws(() => decodeBody(Buffer.concat([good, Buffer.from([0])])), { code: 'TRAILING' }, 'bytes after it')
+  const flagged = Buffer.from(encodeBody({ type: MsgType.ANNOUNCE, reply, entries: 0, flags: 0, name: 'x' }, T))
+  flagged[flagged.length - 3] = flagged[flagged.length - 3]! | AnnounceFlag.DUAL_STACK
+  t.throws(() => decodeBody(flagged), { code: 'TRUNCATED' }, 'the flag with no address after the name')
 })
