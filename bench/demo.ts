@@ -45,8 +45,11 @@ export async function startDaemons(dir: string, extra: (i: number) => string[] =
   const procs: ChildProcess[] = []
   const sockets: string[] = []
   for (const [i, n] of ['a', 'b', 'c'].entries()) {
+    // Quick heartbeats, so the demo's cluster forms at once, unless the caller sets its own.
+    const more = extra(i)
+    const beats = more.includes('--heartbeat-ms') ? [] : ['--heartbeat-ms', '200', '--dead-after-ms', '1000']
     const socket = path.join(dir, `${n}.sock`)
-    const p = spawn(process.execPath, [DAEMON, '--socket', socket, '--admin-socket', path.join(dir, `${n}-admin.sock`), '--key-file', keyFile, '--group', group, '--port', port, '--node-name', `host-${n}`, '--heartbeat-ms', '200', '--dead-after-ms', '1000', '--log-level', 'warn', ...extra(i)], { stdio: ['ignore', 'ignore', 'inherit'] })
+    const p = spawn(process.execPath, [DAEMON, '--socket', socket, '--admin-socket', path.join(dir, `${n}-admin.sock`), '--key-file', keyFile, '--group', group, '--port', port, '--node-name', `host-${n}`, ...beats, '--log-level', 'warn', ...more], { stdio: ['ignore', 'ignore', 'inherit'] })
     procs.push(p)
     sockets.push(socket)
   }
