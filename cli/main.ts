@@ -165,7 +165,8 @@ export const COMMANDS: Command[] = [
       if (ctx.json) ctx.out(JSON.stringify(peers) + '\n')
       else if (peers.length === 0) ctx.out('no peers\n')
       else {
-        const cols = Object.keys(peers[0]!)
+        // Columns in order of first appearance (dual-stack members add otherAddress).
+        const cols = [...new Set(peers.flatMap((p) => Object.keys(p)))]
         const rows = [cols, ...peers.map((p) => cols.map((c) => String(p[c] ?? '')))]
         const w = cols.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
         ctx.out(rows.map((r) => r.map((x, i) => x.padEnd(w[i]!)).join('  ').trimEnd()).join('\n') + '\n')

@@ -345,10 +345,17 @@ export class Cluster implements ClusterHooks {
 
   peers(): unknown[] {
     const now = performance.now()
-    const self = { nodeId: this.nodeId, name: this.#o.nodeName, address: fmt(this.transport.replyAddress), lastSeenMs: 0, entries: this.#store.size, self: true }
+    // Dual stack: `address` is the one in use; `otherAddress` the one announced on the other family.
+    const second = this.transport.families[1]
+    const mine = second ? this.transport.replyAddressFor(second) : undefined
+    const self = { nodeId: this.nodeId, name: this.#o.nodeName, address: fmt(this.transport.replyAddress), ...(mine ? { otherAddress: fmt(mine) } : {}), lastSeenMs: 0, entries: this.#store.size, self: true }
     return [
       self,
-      ...[...this.members.values()].map((m) => ({ nodeId: m.id, name: m.name, address: fmt(this.#addressOf(m.id) ?? m.reply), lastSeenMs: Math.round(now - m.lastSeen), entries: m.entries, self: false })),
+      ...[...this.members.values()].map((m) => {
+        const used = this.#addressOf(m.id) ?? m.reply
+        const other = [m.reply, m.also].find((a) => a && a !== used)
+        return { nodeId: m.id, name: m.name, address: fmt(used), ...(other ? { otherAddress: fmt(other) } : {}), lastSeenMs: Math.round(now - m.lastSeen), entries: m.entries, self: false }
+      }),
     ]
   }
 

@@ -77,6 +77,9 @@ t.test('dual stack: an IPv4 daemon, a dual-stack daemon and an IPv6 daemon share
   await eventually(async () => (await clusterStats(v4))['members'] === 1 && (await clusterStats(v6))['members'] === 1, 10_000, 'each single-stack daemon sees the dual-stack one')
   const peers = await dual.client.peers()
   t.same(peers.map((p) => String(p['address']).replace(/:\d+$/, '')).sort(), ['10.77.0.1', '10.77.0.2', 'fd77::3'], 'the dual-stack daemon reaches host 1 over IPv4 and host 3 over IPv6')
+  t.equal(String(peers.find((p) => p['self'])?.['otherAddress']).replace(/:\d+$/, ''), 'fd77::2', 'and lists its own IPv6 reply address beside the IPv4 one')
+  const seenBy6 = (await v6.client.peers()).find((p) => p['name'] === 'dual')!
+  t.same([String(seenBy6['address']).replace(/:\d+$/, ''), String(seenBy6['otherAddress']).replace(/:\d+$/, '')], ['fd77::2', '10.77.0.2'], 'the IPv6 host reaches it at the IPv6 address it announced')
 
   // Each single-stack daemon's sessions reach the dual-stack host, and through it each other's
   // family's host only by way of host 2 (a copy fetched there is then served from there).
