@@ -17,6 +17,8 @@ import { StatecastClient } from '../client/client.js'
 import { StatecastError } from '../client/errors.js'
 import { defaultAdminSocketPath } from '../protocol/paths.js'
 import { KEY_BYTES, formatKey, formatKeyFile, type ClusterKey } from '../protocol/keyfile.js'
+import { TICKET_FORMATS, wipeRendered, type TicketFormat } from '../daemon/ticket-formats.js'
+import { writeConsumerFiles } from '../daemon/ticket-export.js'
 
 export const EXIT = { OK: 0, NOT_FOUND: 1, USAGE: 2, UNREACHABLE: 3, REFUSED: 4 } as const
 
@@ -239,6 +241,66 @@ export const COMMANDS: Command[] = [
     },
   },
   {
+    name: 'tickets',
+    args: '[export --format nginx|haproxy|apache|h2o --dir DIR [--name N] [--group G] [--allow-persistent-disk]]',
+    description: 'ticket keys: each consumer\'s key names, epochs and last delivery; export writes the current window once (admin socket)',
+    async run(ctx) {
+      if (ctx.args[0] === 'export') {
+        noMoreArgs(ctx, 1)
+        const format = ctx.flags['format']
+        if (typeof format !== 'string' || !(TICKET_FORMATS as readonly string[]).includes(format)) throw new UsageError(`--format takes one of ${TICKET_FORMATS.join(', ')}`)
+        const dir = ctx.flags['dir']
+        if (typeof dir !== 'string' || !path.isAbsolute(dir)) throw new UsageError('--dir takes an absolute directory path')
+        const name = typeof ctx.flags['name'] === 'string' ? ctx.flags['name'] : format
+        const group = typeof ctx.flags['group'] === 'string' ? ctx.flags['group'] : ''
+        const w = await (await ctx.client()).ticketWindow()
+        if (!w) {
+          process.stderr.write('statecast tickets: the daemon has no ticket key yet (it agrees one with the cluster shortly after start)\n')
+          return EXIT.NOT_FOUND
+        }
+        const by = (e: number) => w.secrets.find((s) => s.epoch === e)
+        const current = by(w.epoch)
+        if (!current) {
+          process.stderr.write('statecast tickets: the daemon holds no key for the current epoch yet\n')
+          return EXIT.NOT_FOUND
+        }
+        let written
+        try {
+          written = writeConsumerFiles({ name, format: format as TicketFormat, dir, group, allowPersistentDisk: ctx.flags['allow-persistent-disk'] === true }, { rotationMs: w.rotationMs, previous: by(w.epoch - 1), current, next: by(w.epoch + 1) })
+        } catch (err) {
+          process.stderr.write(`statecast tickets: ${(err as Error).message}\n`)
+          return EXIT.REFUSED
+        } finally {
+          for (const s of w.secrets) s.secret.fill(0)
+        }
+        const files = written.files.map((f) => path.join(dir, f.name))
+        const keys = written.keys.map((k) => ({ epoch: k.epoch, name: k.name.toString('hex') }))
+        wipeRendered(written)
+        ctx.out(ctx.json ? JSON.stringify({ format, name, dir, files, keys }) + '\n' : files.map((f) => `wrote ${f}`).join('\n') + '\n')
+        return EXIT.OK
+      }
+      noMoreArgs(ctx, 0)
+      const s = (await (await ctx.client()).stats()) as { tickets?: { epoch: number | null; rotationMs: number; consumers: { name: string; format: string; dir: string; notify: string; keys: { epoch: number; name: string; role: string }[]; deliveries: number; failures: number; lastDelivery: { at: string; ok: boolean; error?: string } | null }[] } }
+      const t = s.tickets
+      if (ctx.json) {
+        ctx.out(JSON.stringify(t ?? null) + '\n')
+        return EXIT.OK
+      }
+      if (!t) {
+        ctx.out('this daemon does not report ticket keys\n')
+        return EXIT.OK
+      }
+      ctx.out(`epoch ${t.epoch ?? '-'} (every ${Math.round(t.rotationMs / 1000)} s)\n`)
+      if (t.consumers.length === 0) ctx.out('no ticket consumers configured (ticketConsumers)\n')
+      for (const c of t.consumers) {
+        const last = c.lastDelivery ? `${c.lastDelivery.ok ? 'ok' : 'FAILED'} at ${c.lastDelivery.at}${c.lastDelivery.error ? `: ${c.lastDelivery.error}` : ''}` : 'not yet'
+        ctx.out(`${c.name} (${c.format}, ${c.notify}) ${c.dir}\n  last delivery ${last}; ${c.deliveries} delivered, ${c.failures} failed\n`)
+        for (const k of c.keys) ctx.out(`  ${k.role.padEnd(8)} epoch ${k.epoch}  name ${k.name}\n`)
+      }
+      return EXIT.OK
+    },
+  },
+  {
     name: 'check-config',
     args: 'FILE',
     description: 'validate a statecastd config file (exit 0 valid, 2 invalid)',
@@ -359,6 +421,11 @@ export async function main(argv: string[]): Promise<number> {
         'activate-in': { type: 'string' },
         interval: { type: 'string' },
         count: { type: 'string' },
+        format: { type: 'string' },
+        dir: { type: 'string' },
+        name: { type: 'string' },
+        group: { type: 'string' },
+        'allow-persistent-disk': { type: 'boolean' },
       },
     })
   } catch (err) {

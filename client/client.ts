@@ -17,10 +17,12 @@ import {
   Status,
   decodeGetBody,
   decodeReply,
+  decodeTicketWindowBody,
   encodeRequest,
   keyProblem,
   type Reply,
   type Request,
+  type TicketWindowBody,
 } from '../protocol/local.js'
 import { defaultSocketPath } from '../protocol/paths.js'
 import { ProtocolError } from '../protocol/errors.js'
@@ -403,6 +405,24 @@ export class StatecastClient extends EventEmitter {
     if (reply.status === Status.NOT_FOUND) return undefined
     if (reply.body.length !== 8 + 48) throw new StatecastError('PROTOCOL', 'ticket key reply of the wrong size')
     return { epoch: reply.body.readUInt32BE(0), remainingMs: reply.body.readUInt32BE(4), key: Buffer.from(reply.body.subarray(8)) }
+  }
+
+  /**
+   * The ticket secrets in force (previous, current, next), admin socket only, or undefined while
+   * none is agreed yet. For `statecast tickets export`; wipe the secrets after use.
+   */
+  async ticketWindow(opts?: CallOptions): Promise<TicketWindowBody | undefined> {
+    const reply = StatecastClient.#check(await this.#request({ op: Op.TICKET_WINDOW, id: this.#id(), flags: 0 }, opts), Status.NOT_FOUND)
+    if (reply.status === Status.NOT_FOUND) return undefined
+    let w: TicketWindowBody
+    try {
+      w = decodeTicketWindowBody(reply.body)
+    } catch {
+      throw new StatecastError('PROTOCOL', 'ticket window reply malformed')
+    }
+    const out = { ...w, secrets: w.secrets.map((s) => ({ epoch: s.epoch, secret: Buffer.from(s.secret) })) }
+    reply.body.fill(0)
+    return out
   }
 
   /** Lists keys (admin socket only). Keys come back as Buffers: they are bytes. */

@@ -85,8 +85,8 @@ export class Cluster implements ClusterHooks {
   #startedAt = 0
   #heartbeat: NodeJS.Timeout | undefined
   #timers = new Set<NodeJS.Timeout>()
-  /** Members told the winning ticket key, and for which epoch (once per epoch each). */
-  #toldLoser = new Map<string, number>()
+  /** `member:epoch` of members told the winning ticket secret (once per epoch each). */
+  #toldLoser = new Set<string>()
   #stopped: Promise<void> | undefined
 
   constructor(o: ClusterOptions, keys: ClusterKey[], store: SessionStore, log: Log) {
@@ -141,14 +141,14 @@ export class Cluster implements ClusterHooks {
   }
 
   /**
-   * Makes the epoch's ticket key when it falls to us. The key's maker repeats it every heartbeat
-   * (loss); the others do not (one datagram per heartbeat for the cluster, not one per member):
-   * newcomers get it in answer to HELLO, and a maker whose key lost is sent the winner.
+   * Makes the current and next epoch's ticket secrets when that falls to us. Their maker repeats
+   * them every heartbeat (loss); the others do not (one or two datagrams per heartbeat for the
+   * cluster, not per member): newcomers get them in answer to HELLO, and a maker whose secret
+   * lost is sent the winner.
    */
   #tickTickets(): void {
     this.tickets.tick(this.#alive().map((m) => m.id), this.#settled())
-    const k = this.tickets.current
-    if (k && k.creator.equals(this.transport.nodeId)) this.transport.sendGroup(this.#ticketMsg(k))
+    for (const k of this.tickets.mine()) this.transport.sendGroup(this.#ticketMsg(k))
   }
 
   #ticketMsg(k: TicketKey): Message {
@@ -264,29 +264,30 @@ export class Cluster implements ClusterHooks {
     const to = this.#replyTo(msg.reply, sender)
     if (to && (!known || msg.flags & AnnounceFlag.HELLO)) {
       this.transport.sendTo(to, this.#announceMsg(0))
-      const k = this.tickets.current
-      if (k) this.transport.sendTo(to, this.#ticketMsg(k))
+      for (const k of this.tickets.all()) this.transport.sendTo(to, this.#ticketMsg(k))
     }
   }
 
   /**
-   * A ticket key from a member. When it replaces a key we made, the winner is multicast once, so
-   * members that hold our losing key follow. When ours wins (the sender missed it, or it is a
+   * A ticket secret from a member. When it replaces one we made, the winner is multicast once, so
+   * members that hold our losing secret follow. When ours wins (the sender missed it, or it is a
    * maker from the other side of a healed partition), the sender is told, once per epoch.
    */
   #onTicketKey(sender: string, k: TicketKey): void {
-    const before = this.tickets.current
+    const before = this.tickets.all().find((x) => x.epoch === k.epoch)
     const ours = before !== undefined && before.creator.equals(this.transport.nodeId)
     if (this.tickets.offer(k)) {
-      if (ours) this.transport.sendGroup(this.#ticketMsg(this.tickets.current!))
+      if (ours) this.transport.sendGroup(this.#ticketMsg(k))
       return
     }
-    if (!this.tickets.beats(k) || this.#toldLoser.get(sender) === this.tickets.current!.epoch) return
+    const winner = this.tickets.winnerOver(k)
+    const told = `${sender}:${k.epoch}`
+    if (!winner || this.#toldLoser.has(told)) return
     const to = this.#addressOf(sender)
     if (!to) return
-    this.#toldLoser.set(sender, this.tickets.current!.epoch)
-    if (this.#toldLoser.size > 4096) this.#toldLoser.delete(this.#toldLoser.keys().next().value!)
-    this.transport.sendTo(to, this.#ticketMsg(this.tickets.current!))
+    this.#toldLoser.add(told)
+    if (this.#toldLoser.size > 4096) this.#toldLoser.delete(this.#toldLoser.values().next().value!)
+    this.transport.sendTo(to, this.#ticketMsg(winner))
   }
 
   #answer(msg: Extract<Message, { type: typeof MsgType.LOOKUP }>, sender: string): void {

@@ -13,6 +13,7 @@ import { defaultAdminSocketPath, defaultSocketPath } from '../protocol/paths.js'
 import { MAX_KEY_BYTES } from '../protocol/local.js'
 import { LOG_LEVELS, type LogLevel } from './log.js'
 import { parseListen } from './memcache.js'
+import { parseConsumers, type TicketConsumer } from './ticket-export.js'
 
 export interface Config {
   /** Path of the API socket local servers use. */
@@ -85,6 +86,10 @@ export interface Config {
   maxReassemblyBytes: number
   /** How often the cluster's TLS session ticket key changes, in ms. */
   ticketKeyRotationMs: number
+  /** Directory (tmpfs) under which each ticket consumer's files go, `<ticketDir>/<name>/`. */
+  ticketDir: string
+  /** TLS servers fed the cluster's ticket keys (nginx, HAProxy, Apache, h2o). */
+  ticketConsumers: TicketConsumer[]
   /** Use the multicast group (false: listed peers only). */
   multicastEnabled: boolean
   /** Peers reached by unicast, `HOST:PORT` (their unicastPort); names resolved at start. */
@@ -107,7 +112,7 @@ export interface Config {
   memcacheListen: string[]
 }
 
-type Kind = 'engine' | 'int' | 'string' | 'optstring' | 'mode' | 'level' | 'bool' | 'ipaddr' | 'mcast' | 'list'
+type Kind = 'engine' | 'int' | 'string' | 'optstring' | 'mode' | 'level' | 'bool' | 'ipaddr' | 'mcast' | 'list' | 'consumers'
 
 interface Field {
   key: keyof Config
@@ -160,7 +165,11 @@ export const FIELDS: readonly Field[] = [
   { key: 'replayWindowMs', kind: 'int', def: () => 30_000, min: 1000, max: 3_600_000, unit: 'ms', doc: 'datagrams whose send time is further than this from our clock are dropped' },
   { key: 'maxDatagramBytes', kind: 'int', def: () => 1400, min: 256, max: 65_000, unit: 'bytes', doc: 'largest datagram sent or accepted; larger values travel in chunks' },
   { key: 'maxInflightLookups', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'lookups', doc: 'remote lookups in flight at once; more answer "not found" at once' },
-  { key: 'ticketKeyRotationMs', kind: 'int', def: () => 3_600_000, min: 10_000, max: 7 * 86_400_000, unit: 'ms', doc: 'how often the cluster-wide TLS session ticket key changes (tickets older than one period stop resuming)' },
+  // The floor is low so tests can watch rotations; it must stay well above heartbeatMs, since the
+  // next epoch's key is agreed by heartbeats during the epoch before it.
+  { key: 'ticketKeyRotationMs', kind: 'int', def: () => 3_600_000, min: 2_000, max: 7 * 86_400_000, unit: 'ms', doc: 'how often the cluster-wide TLS session ticket key changes; servers keep the previous and next key too, so a ticket resumes for one to two periods (at least 10 heartbeats)' },
+  { key: 'ticketDir', kind: 'string', def: () => (uid() === 0 ? '/run/statecast/tickets' : `${process.env['XDG_RUNTIME_DIR'] || os.tmpdir()}/statecast/tickets`), unit: 'path', doc: 'directory (on tmpfs) under which each ticket consumer without a dir of its own gets <ticketDir>/<name>/', example: '"/run/statecast/tickets"' },
+  { key: 'ticketConsumers', kind: 'consumers', def: () => [], unit: 'list of tables', doc: 'TLS servers fed the cluster\'s ticket keys: [[ticketConsumers]] tables with name (default: the format; the same on every host), format (nginx, haproxy, apache, h2o), dir (default <ticketDir>/<name>), group (owns the 0640 files), reloadCommand (argv run after each write, no shell), adminSocket (HAProxy, instead of a reload), timeoutMs (default 10000), allowPersistentDisk (default false); see docs/tls-servers.md', example: '[{ name = "nginx", format = "nginx", group = "www-data", reloadCommand = ["systemctl", "reload", "nginx"] }]' },
   { key: 'multicastEnabled', kind: 'bool', def: () => true, unit: 'true/false', doc: 'use the multicast group; false = listed peers only (networks without multicast)' },
   { key: 'peers', kind: 'list', def: () => [], unit: 'HOST:PORT', doc: 'peers reached by unicast (their unicastPort); names are resolved at start' },
   { key: 'replicationFactor', kind: 'int', def: () => 2, min: 1, max: 16, unit: 'copies', doc: 'copies of each session in the cluster, this host\'s included (1 = no replication)' },
@@ -249,6 +258,12 @@ function coerce(f: Field, raw: unknown, where: string): unknown {
     case 'engine':
       if (raw !== 'compact' && raw !== 'lru-cache') throw bad('"compact" or "lru-cache"')
       return raw
+    case 'consumers':
+      try {
+        return parseConsumers(raw)
+      } catch (err) {
+        throw new ConfigError(`${where}: ${(err as Error).message}`)
+      }
     case 'level':
       if (typeof raw !== 'string' || !(LOG_LEVELS as readonly string[]).includes(raw)) throw bad(`one of ${LOG_LEVELS.join(', ')}`)
       return raw
@@ -287,6 +302,7 @@ export function apply(base: Config, overrides: Record<string, unknown>, where: s
   }
   if (c.peers.length > 0 && c.unicastPort === 0) throw new ConfigError(`${where}: peers are listed, so unicastPort must be a fixed port (the one the other hosts list)`)
   if (!c.multicastEnabled && c.peers.length === 0 && c.clusterEnabled) throw new ConfigError(`${where}: multicastEnabled is false and no peers are listed: list peers, or set clusterEnabled = false`)
+  if (c.ticketKeyRotationMs < 10 * c.heartbeatMs) throw new ConfigError(`${where}: ticketKeyRotationMs (${c.ticketKeyRotationMs}) must be at least 10 times heartbeatMs (${c.heartbeatMs}): the next key is agreed by heartbeats during the epoch before it`)
   if (c.deadAfterMs < 2 * c.heartbeatMs) throw new ConfigError(`${where}: deadAfterMs (${c.deadAfterMs}) must be at least twice heartbeatMs (${c.heartbeatMs}), or one lost heartbeat kills a member`)
   return c
 }

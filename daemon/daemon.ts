@@ -16,6 +16,7 @@ import { Cluster } from './cluster.js'
 import { MemcacheServer } from './memcache.js'
 import { Metrics } from './metrics.js'
 import { TicketKeys } from './ticket-keys.js'
+import { TicketExporter, consumerDir } from './ticket-export.js'
 import crypto from 'node:crypto'
 import dns from 'node:dns/promises'
 import net from 'node:net'
@@ -75,6 +76,7 @@ export class Daemon {
   /** Ticket keys of a daemon without a cluster (a cluster keeps its own). */
   #soloTickets: TicketKeys | undefined
   #ticketTimer: NodeJS.Timeout | undefined
+  #ticketExporter: TicketExporter | undefined
   #deps: DaemonDeps
   #stopped: Promise<void> | undefined
 
@@ -108,8 +110,16 @@ export class Daemon {
         admin: name === 'admin',
         stats: () => this.stats(),
         ticketKey: () => {
-          const t = this.cluster?.tickets ?? this.#soloTickets
+          const t = this.#tickets()
           return t?.current ? { epoch: t.current.epoch, remainingMs: t.remainingMs(), key: t.current.key } : undefined
+        },
+        ticketWindow: () => {
+          const t = this.#tickets()
+          if (!t) return undefined
+          const w = t.window()
+          if (!w.current) return undefined
+          const secrets = [w.previous, w.current, w.next].filter((k) => k !== undefined).map((k) => ({ epoch: k.epoch, secret: k.key }))
+          return { epoch: w.epoch, rotationMs: t.rotationMs, secrets }
         },
         // Read at request time: the cluster joins after the sockets are up.
         get cluster() {
@@ -117,6 +127,10 @@ export class Daemon {
         },
       }),
     })
+  }
+
+  #tickets(): TicketKeys | undefined {
+    return this.cluster?.tickets ?? this.#soloTickets
   }
 
   /**
@@ -181,6 +195,12 @@ export class Daemon {
       this.#ticketTimer.unref()
       this.#soloTickets = solo
     }
+    this.#ticketExporter = new TicketExporter({
+      consumers: c.ticketConsumers.map((x) => ({ ...x, dir: consumerDir(x, c.ticketDir) })),
+      tickets: () => this.#tickets(),
+      log: this.log,
+    })
+    this.#ticketExporter.start()
     this.#api = this.#server('api', c.socketPath, c.socketMode)
     this.#admin = this.#server('admin', c.adminSocketPath, c.adminSocketMode)
     if (c.memcacheListen.length > 0) {
@@ -227,6 +247,7 @@ export class Daemon {
     this.log.info({ graceMs: grace }, 'statecastd stopping')
     clearInterval(this.#purge)
     clearInterval(this.#ticketTimer)
+    this.#ticketExporter?.close()
     this.#soloTickets?.wipe()
     await Promise.all([this.#api?.close(grace), this.#admin?.close(grace), this.#memcache?.close(), this.#metrics?.close()])
     await this.cluster?.stop()
@@ -261,6 +282,18 @@ export class Daemon {
     return { applied, needsRestart }
   }
 
+  /** Ticket epochs, key names and deliveries: never key bytes. */
+  #ticketStats(): Record<string, unknown> {
+    const t = this.#tickets()
+    const w = t?.window()
+    return {
+      epoch: w?.epoch ?? null,
+      rotationMs: this.config.ticketKeyRotationMs,
+      epochs: w ? { previous: w.previous?.epoch ?? null, current: w.current?.epoch ?? null, next: w.next?.epoch ?? null } : null,
+      consumers: this.#ticketExporter?.status() ?? [],
+    }
+  }
+
   stats(): Record<string, unknown> {
     const mem = process.memoryUsage()
     return {
@@ -272,6 +305,7 @@ export class Daemon {
       admin: { ...this.#admin?.counters, connections: this.#admin?.connections ?? 0 },
       cluster: this.cluster?.stats() ?? null,
       memcache: this.#memcache?.counters ?? null,
+      tickets: this.#ticketStats(),
       process: { rssBytes: mem.rss, heapUsedBytes: mem.heapUsed, externalBytes: mem.external },
     }
   }

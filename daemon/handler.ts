@@ -4,7 +4,7 @@
  * The GET hit path is: key bytes -> latin1 string -> store.get -> one reply buffer. No logging,
  * no promise, no allocation beyond the key string and the reply.
  */
-import { Op, ReplyFlag, ReqFlag, Status, encodeError, encodeReply, keyProblem, type Request } from '../protocol/local.js'
+import { Op, ReplyFlag, ReqFlag, Status, encodeError, encodeReply, encodeTicketWindowBody, keyProblem, type Request, type TicketWindowBody } from '../protocol/local.js'
 import { StoreError, type SessionStore } from './store.js'
 
 /** What the handler needs from the peer side of the daemon. Absent on a daemon with no peers. */
@@ -28,6 +28,8 @@ export interface HandlerDeps {
   cluster?: ClusterHooks | undefined
   /** The TLS ticket key in force, if one is known yet. */
   ticketKey(): { epoch: number; remainingMs: number; key: Buffer } | undefined
+  /** The ticket secrets in the window (previous, current, next), if the current one is known. */
+  ticketWindow?(): TicketWindowBody | undefined
 }
 
 const EMPTY = Buffer.alloc(0)
@@ -106,6 +108,15 @@ export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Pro
         body.writeUInt32BE(Math.min(k.remainingMs, 0xffffffff), 4)
         k.key.copy(body, 8)
         const reply = encodeReply(Op.TICKET_KEY, req.id, Status.OK, body)
+        body.fill(0)
+        return reply
+      }
+      case Op.TICKET_WINDOW: {
+        if (!admin) return encodeError(Op.TICKET_WINDOW, req.id, Status.DENIED, 'the ticket window is readable on the admin socket only')
+        const w = deps.ticketWindow?.()
+        if (!w) return encodeReply(Op.TICKET_WINDOW, req.id, Status.NOT_FOUND)
+        const body = encodeTicketWindowBody(w)
+        const reply = encodeReply(Op.TICKET_WINDOW, req.id, Status.OK, body)
         body.fill(0)
         return reply
       }

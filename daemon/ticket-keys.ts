@@ -1,14 +1,20 @@
 /**
- * Cluster-wide TLS session ticket keys, so a ticket issued on one host resumes on any other
+ * Cluster-wide TLS session ticket secrets, so a ticket issued on one host resumes on any other
  * (TLS 1.3, and TLS 1.2 with tickets).
  *
- * Time is cut into epochs of `rotationMs`. At the start of an epoch the alive member with the
- * lowest node id makes a random 48-byte key and multicasts it (sealed), repeating it every
- * heartbeat while it is in force; every daemon adopts the
- * key of the highest epoch, and within one epoch the key of the lowest creator id, so concurrent
- * creators (a partition healing, a slow failure detector) converge on one key. A member that is
- * not the lowest makes its own only when no key for the epoch has arrived `graceMs` into it.
- * Keys live in memory only, are never logged or written to disk, and are wiped when replaced.
+ * Time is cut into epochs of `rotationMs`. Each epoch has one random 48-byte secret, and it is
+ * agreed one epoch ahead: during epoch e the alive member with the lowest node id makes the
+ * secrets of e (if nobody has) and e + 1 and multicasts them (sealed), repeating them every
+ * heartbeat. So when e + 1 begins, every daemon (and every server it feeds) already holds its
+ * secret: a host whose clock runs a little ahead encrypts with a key the others can decrypt.
+ * Every daemon keeps a window of three: the previous epoch's (to decrypt tickets of hosts that
+ * rotate a little later), the current one's (encrypts) and the next one's (decrypts tickets of
+ * hosts that rotate a little earlier).
+ *
+ * Within one epoch the secret of the lowest creator id wins, so concurrent creators (a partition
+ * healing, a slow failure detector) converge on one. A member that is not the lowest makes its
+ * own only when none for the epoch has arrived `graceMs` into the epoch before it.
+ * Secrets live in memory only, are never logged, and are wiped when they leave the window.
  */
 import crypto from 'node:crypto'
 import { TICKET_KEY_BYTES } from '../protocol/wire.js'
@@ -17,6 +23,15 @@ export interface TicketKey {
   epoch: number
   creator: Buffer
   key: Buffer
+}
+
+/** The secrets a server needs at one moment. `current` encrypts; all three decrypt. */
+export interface TicketWindow {
+  /** The epoch the clock is in. */
+  epoch: number
+  previous: TicketKey | undefined
+  current: TicketKey | undefined
+  next: TicketKey | undefined
 }
 
 export interface TicketKeyOptions {
@@ -30,10 +45,13 @@ export interface TicketKeyOptions {
 }
 
 export class TicketKeys {
-  current: TicketKey | undefined
+  /** Secrets by epoch: at most the previous, current and next epoch's. */
+  readonly #keys = new Map<number, TicketKey>()
   readonly #o: TicketKeyOptions
   readonly #now: () => number
   readonly #selfHex: string
+  /** Called when a secret enters or leaves the window (never with the secret). */
+  onChange: (() => void) | undefined
 
   constructor(o: TicketKeyOptions) {
     this.#o = o
@@ -41,57 +59,111 @@ export class TicketKeys {
     this.#selfHex = o.selfId.toString('hex')
   }
 
+  get rotationMs(): number {
+    return this.#o.rotationMs
+  }
+
   epochNow(): number {
     return Math.floor(this.#now() / this.#o.rotationMs)
   }
 
+  /**
+   * The secret that encrypts now: the current epoch's, or while it is not known yet the latest
+   * earlier one (a daemon that just joined may hold only the previous epoch's for a moment).
+   */
+  get current(): TicketKey | undefined {
+    const e = this.epochNow()
+    return this.#keys.get(e) ?? this.#keys.get(e - 1)
+  }
+
+  window(): TicketWindow {
+    const e = this.epochNow()
+    return { epoch: e, previous: this.#keys.get(e - 1), current: this.#keys.get(e), next: this.#keys.get(e + 1) }
+  }
+
+  /** Every secret held, oldest first (what a newcomer is sent). */
+  all(): TicketKey[] {
+    this.#prune()
+    return [...this.#keys.values()].sort((a, b) => a.epoch - b.epoch)
+  }
+
+  /** The secrets we made that are in force or next: what the maker repeats every heartbeat. */
+  mine(): TicketKey[] {
+    const e = this.epochNow()
+    return this.all().filter((k) => k.epoch >= e && k.creator.equals(this.#o.selfId))
+  }
+
   /** Time left in the current key's epoch, in ms (0 when there is no key). */
   remainingMs(): number {
-    if (!this.current) return 0
-    return Math.max(0, (this.current.epoch + 1) * this.#o.rotationMs - this.#now())
+    const c = this.current
+    if (!c) return 0
+    return Math.max(0, (c.epoch + 1) * this.#o.rotationMs - this.#now())
   }
 
   /**
-   * Called on every heartbeat. Makes the key for the current epoch when it falls to us; returns
-   * it so the caller can announce it, or undefined.
+   * Called on every heartbeat. Makes the secrets of the current and the next epoch when that falls
+   * to us; returns those it made (for the caller to announce).
    */
-  tick(aliveIds: string[], settled: boolean): TicketKey | undefined {
+  tick(aliveIds: string[], settled: boolean): TicketKey[] {
+    const pruned = this.#prune()
     const epoch = this.epochNow()
-    if (this.current && this.current.epoch >= epoch) return undefined
     const lowest = aliveIds.every((id) => this.#selfHex < id)
     const intoEpoch = this.#now() - epoch * this.#o.rotationMs
-    if (!settled && !(lowest && aliveIds.length > 0)) return undefined
-    if (!lowest && intoEpoch < this.#o.graceMs) return undefined
-    const made: TicketKey = { epoch, creator: Buffer.from(this.#o.selfId), key: crypto.randomBytes(TICKET_KEY_BYTES) }
-    this.#replace(made)
+    const made: TicketKey[] = []
+    for (const e of [epoch, epoch + 1]) {
+      if (this.#keys.has(e)) continue
+      if (!settled && !(lowest && aliveIds.length > 0)) continue
+      if (!lowest && intoEpoch < this.#o.graceMs) continue
+      const k: TicketKey = { epoch: e, creator: Buffer.from(this.#o.selfId), key: crypto.randomBytes(TICKET_KEY_BYTES) }
+      this.#keys.set(e, k)
+      made.push(k)
+    }
+    if (pruned || made.length > 0) this.onChange?.()
     return made
   }
 
-  /** A key announced by a peer; adopted when it wins. True when it replaced ours. */
+  /** A secret announced by a peer; adopted when it wins. True when it changed our window. */
   offer(k: TicketKey): boolean {
     if (k.key.length !== TICKET_KEY_BYTES) return false
-    // A peer whose clock runs far ahead must not pin a future epoch on everyone.
-    if (k.epoch > this.epochNow() + 1) return false
-    const c = this.current
-    if (c && (k.epoch < c.epoch || (k.epoch === c.epoch && Buffer.compare(k.creator, c.creator) >= 0))) return false
-    this.#replace({ epoch: k.epoch, creator: Buffer.from(k.creator), key: Buffer.from(k.key) })
+    const e = this.epochNow()
+    // A peer whose clock runs far ahead must not pin a future epoch on everyone; one far behind
+    // offers a secret no server needs any more.
+    if (k.epoch > e + 1 || k.epoch < e - 1) return false
+    const have = this.#keys.get(k.epoch)
+    if (have && Buffer.compare(k.creator, have.creator) >= 0) return false
+    have?.key.fill(0)
+    this.#keys.set(k.epoch, { epoch: k.epoch, creator: Buffer.from(k.creator), key: Buffer.from(k.key) })
+    this.#prune()
+    this.onChange?.()
     return true
   }
 
-  /** True when our key wins over `k` (a later epoch, or the same one made by a lower id). */
-  beats(k: TicketKey): boolean {
-    const c = this.current
-    if (!c || k.epoch > this.epochNow() + 1) return false
-    return k.epoch < c.epoch || (k.epoch === c.epoch && Buffer.compare(k.creator, c.creator) > 0)
+  /**
+   * Our secret for `k`'s epoch when it wins over `k` (made by a lower id), so the sender can be
+   * told; undefined when `k` wins, ties, or is outside the window.
+   */
+  winnerOver(k: TicketKey): TicketKey | undefined {
+    const e = this.epochNow()
+    if (k.epoch > e + 1 || k.epoch < e - 1) return undefined
+    const have = this.#keys.get(k.epoch)
+    return have && Buffer.compare(k.creator, have.creator) > 0 ? have : undefined
   }
 
-  #replace(k: TicketKey): void {
-    this.current?.key.fill(0)
-    this.current = k
+  /** Wipes and drops the secrets that left the window. True when any did. */
+  #prune(): boolean {
+    const e = this.epochNow()
+    let dropped = false
+    for (const [epoch, k] of this.#keys) {
+      if (epoch >= e - 1 && epoch <= e + 1) continue
+      k.key.fill(0)
+      this.#keys.delete(epoch)
+      dropped = true
+    }
+    return dropped
   }
 
   wipe(): void {
-    this.current?.key.fill(0)
-    this.current = undefined
+    for (const k of this.#keys.values()) k.key.fill(0)
+    this.#keys.clear()
   }
 }

@@ -23,12 +23,14 @@
  *   FLUSH   empty                                       (admin socket only)
  *   PEERS   empty
  *   TICKET_KEY empty                                    (the cluster's TLS session ticket key)
+ *   TICKET_WINDOW empty                                 (admin socket only: previous, current, next)
  * ttlMs 0 means "the daemon's default TTL".
  *
  * Replies carry op | 0x80 and start their body with a status byte:
  *   status u8 | rest
  *   GET OK:              remainingTtlMs u32 | value
  *   TICKET_KEY OK:       epoch u32 | remainingMs u32 | key (48 bytes)
+ *   TICKET_WINDOW OK:    epoch u32 | rotationMs u32 | count u8 | count x (epoch u32 | secret 48)
  *   STATS/KEYS/PEERS OK: a UTF-8 JSON document
  *   error statuses:      a UTF-8 message for people (never parsed by programs: branch on status)
  *   anything else:       empty
@@ -56,6 +58,7 @@ export const Op = {
   FLUSH: 8,
   PEERS: 9,
   TICKET_KEY: 10,
+  TICKET_WINDOW: 11,
 } as const
 export type OpCode = (typeof Op)[keyof typeof Op]
 const OP_NAMES = new Map<number, string>(Object.entries(Op).map(([k, v]) => [v, k]))
@@ -111,6 +114,7 @@ export type Request =
   | (Base & { op: typeof Op.FLUSH })
   | (Base & { op: typeof Op.PEERS })
   | (Base & { op: typeof Op.TICKET_KEY })
+  | (Base & { op: typeof Op.TICKET_WINDOW })
 
 /** A reply. `op` is the request's op (without the reply bit); `body` follows the status byte. */
 export interface Reply {
@@ -166,6 +170,7 @@ export function requestLength(req: Request): number {
     case Op.FLUSH:
     case Op.PEERS:
     case Op.TICKET_KEY:
+    case Op.TICKET_WINDOW:
       return HEADER_BYTES
     case Op.GET:
     case Op.DELETE:
@@ -233,6 +238,7 @@ export function decodeRequest(frame: Buffer): Request {
     case Op.FLUSH:
     case Op.PEERS:
     case Op.TICKET_KEY:
+    case Op.TICKET_WINDOW:
       if (body.length !== 0) throw new ProtocolError('TRAILING', `${opName(op)} takes no body, got ${body.length} bytes`)
       return { op, id, flags }
     case Op.GET:
@@ -333,4 +339,50 @@ export class FrameDecoder {
     this.#buf = off === buf.length ? EMPTY : Buffer.from(buf.subarray(off))
     buf = EMPTY
   }
+}
+
+/** Bytes of one epoch's ticket secret. */
+export const TICKET_SECRET_BYTES = 48
+/** Most secrets a TICKET_WINDOW reply carries (previous, current, next). */
+export const MAX_WINDOW_SECRETS = 3
+
+export interface TicketWindowBody {
+  /** The epoch the daemon's clock is in. */
+  epoch: number
+  rotationMs: number
+  secrets: { epoch: number; secret: Buffer }[]
+}
+
+export function ticketWindowBodyLength(w: TicketWindowBody): number {
+  return 9 + w.secrets.length * (4 + TICKET_SECRET_BYTES)
+}
+
+/** The body of a TICKET_WINDOW OK reply (after the status byte). */
+export function encodeTicketWindowBody(w: TicketWindowBody): Buffer {
+  if (w.secrets.length > MAX_WINDOW_SECRETS) throw new ProtocolError('BAD_FIELD', `a ticket window holds at most ${MAX_WINDOW_SECRETS} secrets`)
+  const buf = Buffer.alloc(ticketWindowBodyLength(w))
+  buf.writeUInt32BE(w.epoch, 0)
+  buf.writeUInt32BE(w.rotationMs, 4)
+  buf[8] = w.secrets.length
+  let off = 9
+  for (const s of w.secrets) {
+    if (s.secret.length !== TICKET_SECRET_BYTES) throw new ProtocolError('BAD_FIELD', `a ticket secret is ${TICKET_SECRET_BYTES} bytes`)
+    buf.writeUInt32BE(s.epoch, off)
+    s.secret.copy(buf, off + 4)
+    off += 4 + TICKET_SECRET_BYTES
+  }
+  return buf
+}
+
+/** Decodes a TICKET_WINDOW OK body; secrets are views into `body`. Throws ProtocolError only. */
+export function decodeTicketWindowBody(body: Buffer): TicketWindowBody {
+  needBytes(body.length, 9, 'TICKET_WINDOW body')
+  const n = body[8]!
+  if (n > MAX_WINDOW_SECRETS) throw new ProtocolError('BAD_FIELD', `a ticket window holds at most ${MAX_WINDOW_SECRETS} secrets, got ${n}`)
+  const want = 9 + n * (4 + TICKET_SECRET_BYTES)
+  needBytes(body.length, want, 'TICKET_WINDOW secrets')
+  if (body.length > want) throw new ProtocolError('TRAILING', `TICKET_WINDOW body has ${body.length - want} bytes after its secrets`)
+  const secrets: TicketWindowBody['secrets'] = []
+  for (let i = 0, off = 9; i < n; i++, off += 4 + TICKET_SECRET_BYTES) secrets.push({ epoch: body.readUInt32BE(off), secret: body.subarray(off + 4, off + 4 + TICKET_SECRET_BYTES) })
+  return { epoch: body.readUInt32BE(0), rotationMs: body.readUInt32BE(4), secrets }
 }

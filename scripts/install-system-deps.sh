@@ -11,9 +11,16 @@ need systemd-analyze systemd
 need python3 python3
 need dpkg-deb dpkg
 need apache2 apache2
+need nginx nginx
+need haproxy haproxy
+need h2o h2o
 if [ ${#want[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then echo "missing: ${want[*]} (install them, or run as root)" >&2; exit 1; fi
   export DEBIAN_FRONTEND=noninteractive
+  # The tests start their own instances; a package's service must not start (or stay) on install.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
 fi
