@@ -124,6 +124,9 @@ const RAMFS_MAGIC = 0x858458f6
 /** Makes `dir` (mode 0750, the group's) and refuses it when it is on persistent disk. */
 export function prepareDir(dir: string, gid: number | undefined, allowPersistentDisk: boolean): void {
   try {
+    // Parents hold no secrets and must be traversable by the server's user (h2o reads its file
+    // after dropping root); the consumer's own directory is its group's only.
+    fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o755 })
     fs.mkdirSync(dir, { recursive: true, mode: 0o750 })
     if (gid !== undefined) fs.chownSync(dir, process.getuid?.() ?? 0, gid)
   } catch (err) {
