@@ -12,6 +12,8 @@ import {
   encodeError,
   encodeReply,
   encodeRequest,
+  decodeTicketWindowBody,
+  encodeTicketWindowBody,
   keyProblem,
   requestLength,
   type Request,
@@ -35,6 +37,7 @@ const requests: { name: string; message: Request; bytes: string }[] = [
   { name: 'FLUSH', message: { op: Op.FLUSH, id: 8, flags: 0 }, bytes: '00000006 08 00 00000008' },
   { name: 'PEERS', message: { op: Op.PEERS, id: 0xffffffff, flags: 0 }, bytes: '00000006 09 00 ffffffff' },
   { name: 'TICKET_KEY', message: { op: Op.TICKET_KEY, id: 1, flags: 0 }, bytes: '00000006 0a 00 00000001' },
+  { name: 'TICKET_WINDOW', message: { op: Op.TICKET_WINDOW, id: 2, flags: 0 }, bytes: '00000006 0b 00 00000002' },
 ]
 
 for (const f of requests) {
@@ -95,7 +98,7 @@ const keyArb = fc.uint8Array({ minLength: 1, maxLength: 250 }).map((a) => Buffer
 const bytesArb = (max: number) => fc.uint8Array({ maxLength: max }).map((a) => Buffer.from(a))
 const base = { id: fc.integer({ min: 0, max: 0xffffffff }), flags: fc.constantFrom(0, 1, 2, 3) }
 const requestArb: fc.Arbitrary<Request> = fc.oneof(
-  fc.record({ ...base, op: fc.constantFrom(Op.PING, Op.STATS, Op.FLUSH, Op.PEERS, Op.TICKET_KEY) }),
+  fc.record({ ...base, op: fc.constantFrom(Op.PING, Op.STATS, Op.FLUSH, Op.PEERS, Op.TICKET_KEY, Op.TICKET_WINDOW) }),
   fc.record({ ...base, op: fc.constantFrom(Op.GET, Op.DELETE), key: keyArb }),
   fc.record({ ...base, op: fc.constant(Op.SET), key: keyArb, value: bytesArb(2000), ttlMs: fc.integer({ min: 0, max: 0xffffffff }) }),
   fc.record({ ...base, op: fc.constant(Op.TOUCH), key: keyArb, ttlMs: fc.integer({ min: 0, max: 0xffffffff }) }),
@@ -158,4 +161,32 @@ t.test('FrameDecoder refuses an oversized length before buffering it', async (t)
   ok.push(hex('00000006 01 00 00000005 0000'), (f) => frames.push(Buffer.from(f)))
   t.equal(frames.length, 1)
   t.equal(ok.buffered, 2, 'a partial length prefix waits')
+})
+
+t.test('TICKET_WINDOW reply body: golden bytes, round trip, bounds', async (t) => {
+  const secret = (x: number) => Buffer.alloc(48, x)
+  const w = { epoch: 7, rotationMs: 3_600_000, secrets: [{ epoch: 6, secret: secret(0xaa) }, { epoch: 7, secret: secret(0xbb) }] }
+  const golden = hex(`00000007 0036ee80 02 00000006 ${'aa'.repeat(48)} 00000007 ${'bb'.repeat(48)}`)
+  t.same(encodeTicketWindowBody(w), golden, 'generate')
+  t.same(decodeTicketWindowBody(golden), w, 'parse')
+  t.same(encodeTicketWindowBody(decodeTicketWindowBody(golden)), golden, 'mirror')
+  t.same(decodeTicketWindowBody(hex('00000007 0036ee80 00')), { epoch: 7, rotationMs: 3_600_000, secrets: [] }, 'an empty window')
+  t.throws(() => decodeTicketWindowBody(golden.subarray(0, golden.length - 1)), ProtocolError, 'a short secret')
+  t.throws(() => decodeTicketWindowBody(Buffer.concat([golden, hex('00')])), ProtocolError, 'trailing bytes')
+  t.throws(() => decodeTicketWindowBody(hex('00000007 0036ee80 04')), ProtocolError, 'more than three secrets')
+  t.throws(() => encodeTicketWindowBody({ ...w, secrets: [{ epoch: 1, secret: Buffer.alloc(47) }] }), ProtocolError, 'a secret of the wrong size')
+  const reply = encodeReply(Op.TICKET_WINDOW, 9, Status.OK, golden)
+  t.same(decodeReply(reply).body, golden, 'carried in a reply after the status byte')
+})
+
+t.test('TICKET_WINDOW body decoder fails only with its own error on random bytes', async () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
+      try {
+        decodeTicketWindowBody(Buffer.from(bytes))
+      } catch (err) {
+        if (!(err instanceof ProtocolError)) throw err
+      }
+    }),
+  )
 })

@@ -84,6 +84,14 @@ t.test('nginx, HAProxy, Apache and h2o resume each other\'s tickets through stat
     throw new Error(`${(err as Error).message}: ${JSON.stringify(failed.map((c) => [c.name, c.lastDelivery]))}`)
   })
 
+  // The daemons started before their servers: the first deliveries to nginx (no master to signal)
+  // and HAProxy (no admin socket yet) failed, were reported with a code, and were retried.
+  for (const h of ['a', 'b', 'x']) {
+    const tk = await tickets(nodes[h]!)
+    for (const kind of KINDS.filter((k) => k === 'nginx' || k === 'haproxy')) t.ok(tk.consumers.find((c) => c.name === kind)!.failures >= 1, `${h}: ${kind}'s first delivery, before it ran, failed and was retried`)
+    if (KINDS.includes('haproxy')) t.ok(nodes[h]!.logs.some((l) => l['msg'] === 'ticket keys not delivered; retrying' && l['code'] === 'ADMIN_SOCKET'), `${h}: the failure is logged with its code`)
+  }
+
   const seen = new Set<string>()
   const collect = async () => {
     for (const h of ['a', 'b', 'x']) for (const kind of KINDS) for (const s of keyStrings(kind, path.join(dir, `keys-${h}`, kind))) seen.add(s)
