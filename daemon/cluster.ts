@@ -87,6 +87,8 @@ export class Cluster implements ClusterHooks {
   #timers = new Set<NodeJS.Timeout>()
   /** `member:epoch` of members told the winning ticket secret (once per epoch each). */
   #toldLoser = new Set<string>()
+  /** Which of our ticket secrets the next heartbeat repeats. */
+  #ticketTurn = 0
   #stopped: Promise<void> | undefined
 
   constructor(o: ClusterOptions, keys: ClusterKey[], store: SessionStore, log: Log) {
@@ -141,14 +143,16 @@ export class Cluster implements ClusterHooks {
   }
 
   /**
-   * Makes the current and next epoch's ticket secrets when that falls to us. Their maker repeats
-   * them every heartbeat (loss); the others do not (one or two datagrams per heartbeat for the
-   * cluster, not per member): newcomers get them in answer to HELLO, and a maker whose secret
-   * lost is sent the winner.
+   * Makes the ticket secrets of this epoch and the two after it when that falls to us, and sends
+   * them at once. Their maker then repeats one of them per heartbeat, in turn (loss); the others
+   * do not, so the cluster sends one TICKET_KEY per heartbeat, not one per member: newcomers get
+   * them all in answer to HELLO, and a maker whose secret lost is sent the winner.
    */
   #tickTickets(): void {
-    this.tickets.tick(this.#alive().map((m) => m.id), this.#settled())
-    for (const k of this.tickets.mine()) this.transport.sendGroup(this.#ticketMsg(k))
+    const made = this.tickets.tick(this.#alive().map((m) => m.id), this.#settled())
+    for (const k of made) this.transport.sendGroup(this.#ticketMsg(k))
+    const repeat = this.tickets.mine().filter((k) => !made.includes(k))
+    if (repeat.length > 0) this.transport.sendGroup(this.#ticketMsg(repeat[this.#ticketTurn++ % repeat.length]!))
   }
 
   #ticketMsg(k: TicketKey): Message {

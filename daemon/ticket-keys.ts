@@ -3,10 +3,12 @@
  * (TLS 1.3, and TLS 1.2 with tickets).
  *
  * Time is cut into epochs of `rotationMs`. Each epoch has one random 48-byte secret, and it is
- * agreed one epoch ahead: during epoch e the alive member with the lowest node id makes the
- * secrets of e (if nobody has) and e + 1 and multicasts them (sealed), repeating them every
+ * agreed ahead: during epoch e the alive member with the lowest node id makes the secrets of e,
+ * e + 1 and e + 2 (those nobody has yet) and multicasts them (sealed), repeating them every
  * heartbeat. So when e + 1 begins, every daemon (and every server it feeds) already holds its
- * secret: a host whose clock runs a little ahead encrypts with a key the others can decrypt.
+ * secret, and the secret that becomes "next" at that moment too: the servers' windows move in one
+ * step per epoch, and a host whose clock runs a little ahead encrypts with a key the others can
+ * decrypt.
  * Every daemon keeps a window of three: the previous epoch's (to decrypt tickets of hosts that
  * rotate a little later), the current one's (encrypts) and the next one's (decrypts tickets of
  * hosts that rotate a little earlier).
@@ -45,7 +47,7 @@ export interface TicketKeyOptions {
 }
 
 export class TicketKeys {
-  /** Secrets by epoch: at most the previous, current and next epoch's. */
+  /** Secrets by epoch: at most the previous, current, next and the one after it. */
   readonly #keys = new Map<number, TicketKey>()
   readonly #o: TicketKeyOptions
   readonly #now: () => number
@@ -101,8 +103,8 @@ export class TicketKeys {
   }
 
   /**
-   * Called on every heartbeat. Makes the secrets of the current and the next epoch when that falls
-   * to us; returns those it made (for the caller to announce).
+   * Called on every heartbeat. Makes the secrets of the current epoch and the two after it when
+   * that falls to us; returns those it made (for the caller to announce).
    */
   tick(aliveIds: string[], settled: boolean): TicketKey[] {
     const pruned = this.#prune()
@@ -110,7 +112,7 @@ export class TicketKeys {
     const lowest = aliveIds.every((id) => this.#selfHex < id)
     const intoEpoch = this.#now() - epoch * this.#o.rotationMs
     const made: TicketKey[] = []
-    for (const e of [epoch, epoch + 1]) {
+    for (const e of [epoch, epoch + 1, epoch + 2]) {
       if (this.#keys.has(e)) continue
       if (!settled && !(lowest && aliveIds.length > 0)) continue
       if (!lowest && intoEpoch < this.#o.graceMs) continue
@@ -128,7 +130,7 @@ export class TicketKeys {
     const e = this.epochNow()
     // A peer whose clock runs far ahead must not pin a future epoch on everyone; one far behind
     // offers a secret no server needs any more.
-    if (k.epoch > e + 1 || k.epoch < e - 1) return false
+    if (k.epoch > e + 2 || k.epoch < e - 1) return false
     const have = this.#keys.get(k.epoch)
     if (have && Buffer.compare(k.creator, have.creator) >= 0) return false
     have?.key.fill(0)
@@ -144,7 +146,7 @@ export class TicketKeys {
    */
   winnerOver(k: TicketKey): TicketKey | undefined {
     const e = this.epochNow()
-    if (k.epoch > e + 1 || k.epoch < e - 1) return undefined
+    if (k.epoch > e + 2 || k.epoch < e - 1) return undefined
     const have = this.#keys.get(k.epoch)
     return have && Buffer.compare(k.creator, have.creator) > 0 ? have : undefined
   }
@@ -154,7 +156,7 @@ export class TicketKeys {
     const e = this.epochNow()
     let dropped = false
     for (const [epoch, k] of this.#keys) {
-      if (epoch >= e - 1 && epoch <= e + 1) continue
+      if (epoch >= e - 1 && epoch <= e + 2) continue
       k.key.fill(0)
       this.#keys.delete(epoch)
       dropped = true

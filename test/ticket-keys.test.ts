@@ -8,13 +8,13 @@ function node(hex: string, clock: { now: number }) {
 }
 const epochs = (ks: TicketKey[]) => ks.map((k) => k.epoch)
 
-t.test('the lowest member makes the current and the next epoch\'s secret; others adopt them', async (t) => {
+t.test('the lowest member makes the secrets of this epoch and the two after it; others adopt them', async (t) => {
   const clock = { now: 10 * 60_000 + 100 }
   const a = node('01', clock)
   const b = node('02', clock)
   t.same(b.tick(['01'], true), [], 'not the lowest: waits within the grace')
   const made = a.tick(['02'], true)
-  t.same(epochs(made), [10, 11], 'the lowest makes this epoch\'s and the next one\'s')
+  t.same(epochs(made), [10, 11, 12], 'the lowest makes this epoch\'s and the next two')
   t.equal(made[0]!.key.length, 48)
   t.not(made[0]!.key.toString('hex'), made[1]!.key.toString('hex'))
   for (const k of made) t.equal(b.offer(k), true)
@@ -33,17 +33,17 @@ t.test('at the epoch boundary the next secret is already agreed: nobody makes a 
   const next = Buffer.from(b.window().next!.key)
   clock.now = 11 * 60_000 + 10
   const made = a.tick(['02'], true)
-  t.same(epochs(made), [12], 'only the new next epoch is made')
+  t.same(epochs(made), [13], 'only the epoch after the new next one is made')
   t.same(b.current!.key, next, 'the secret agreed during epoch 10 encrypts in epoch 11')
   t.equal(b.window().previous!.epoch, 10, 'the previous epoch\'s secret stays for decryption')
   for (const k of made) b.offer(k)
   const w = b.window()
-  t.same([w.previous?.epoch, w.current?.epoch, w.next?.epoch], [10, 11, 12])
+  t.same([w.previous?.epoch, w.current?.epoch, w.next?.epoch], [10, 11, 12], 'the window moved one step, its next key known already')
   const old = b.window().previous!.key
   clock.now = 12 * 60_000 + 10
   b.tick(['01'], true)
   t.ok(old.every((x) => x === 0), 'a secret leaving the window is wiped')
-  t.same(b.all().map((k) => k.epoch), [11, 12], 'epoch 10 left the window')
+  t.same(b.all().map((k) => k.epoch), [11, 12, 13], 'epoch 10 left the window')
 })
 
 t.test('tie-break and convergence within each epoch', async (t) => {
@@ -61,6 +61,7 @@ t.test('tie-break and convergence within each epoch', async (t) => {
   t.same(b.current!.key, ka[0]!.key)
   t.same(b.window().next!.key, ka[1]!.key)
   t.equal(b.offer({ ...ka[0]!, epoch: 9 }), false, 'a far future epoch is refused')
+  t.equal(b.offer({ ...ka[0]!, epoch: 8, creator: id('00') }), false, 'three epochs ahead is too far')
   clock.now = 8 * 60_000
   t.equal(b.offer({ ...ka[0]!, epoch: 5 }), false, 'an epoch older than the previous one is refused')
 })
@@ -70,10 +71,10 @@ t.test('a member makes its own secrets when the lowest stays silent past the gra
   const b = node('02', clock)
   t.same(b.tick(['01'], true), [])
   clock.now += 3000
-  t.same(epochs(b.tick(['01'], true)), [7, 8], 'made after the grace')
+  t.same(epochs(b.tick(['01'], true)), [7, 8, 9], 'made after the grace')
   const lone = node('05', clock)
   t.same(lone.tick([], false), [], 'a daemon that just started waits to hear the cluster')
-  t.same(epochs(lone.tick([], true)), [7, 8], 'and alone once settled, makes its own')
+  t.same(epochs(lone.tick([], true)), [7, 8, 9], 'and alone once settled, makes its own')
 })
 
 t.test('winnerOver: our secret when an offered one loses, so its sender can be told', async (t) => {
@@ -98,9 +99,9 @@ t.test('mine: what the maker repeats; a change calls onChange', async (t) => {
   a.onChange = () => changes++
   a.tick([], true)
   t.equal(changes, 1)
-  t.same(epochs(a.mine()), [5, 6])
+  t.same(epochs(a.mine()), [5, 6, 7])
   clock.now = 6 * 60_000
   a.tick([], true)
-  t.same(epochs(a.mine()), [6, 7], 'the previous epoch\'s secret is no longer repeated')
+  t.same(epochs(a.mine()), [6, 7, 8], 'the previous epoch\'s secret is no longer repeated')
   t.equal(changes, 2)
 })
