@@ -1,9 +1,10 @@
 import t from 'tap'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
+import net from 'node:net'
 import path from 'node:path'
 import { deriveKey, render, wipeRendered, TICKET_FORMATS, type SecretWindow } from '../daemon/ticket-formats.js'
-import { parseConsumers, prepareDir, writeConsumerFiles } from '../daemon/ticket-export.js'
+import { parseConsumers, prepareDir, syncHaproxy, writeConsumerFiles } from '../daemon/ticket-export.js'
 import { ConfigError, apply, defaults, loadFile } from '../daemon/config.js'
 
 const secret = (x: number) => Buffer.alloc(48, x)
@@ -123,4 +124,70 @@ t.test('config: consumers validated with messages naming the key', async (t) => 
   fs.writeFileSync(file, '[[ticketConsumers]]\nformat = "nginx"\ntimeoutMs = 5\n')
   t.throws(() => loadFile(file), new ConfigError(`${file}: ticketConsumers[0].timeoutMs must be an integer from 100 to 600000 ms, got 5`))
   t.same(parseConsumers('[{"format":"apache"}]')[0]!.name, 'apache', 'a JSON array on the command line')
+})
+
+/**
+ * HAProxy's ring as its CLI keeps it (ssl_sock.c): `set ssl tls-key` writes the slot after next
+ * and advances the encrypting index; `show tls-keys` dumps previous, encrypting, next. A fake,
+ * for the retry rule; the real HAProxy runs in test/tls-servers.test.ts.
+ */
+function fakeHaproxy(sock: string, file: string, ring: string[], opts: { dropNextSetReply?: boolean } = {}) {
+  let enc = 1
+  let sets = 0
+  const server = net.createServer((c) => {
+    let buf = ''
+    c.setEncoding('utf8').on('data', (d: string) => {
+      buf += d
+      if (!buf.endsWith('\n')) return
+      const words = buf.trim().split(' ')
+      const [verb, , , name, key] = words
+      if (verb === 'show' && words[2] !== file) c.end("'show tls-keys' unable to locate referenced filename\n")
+      else if (verb === 'show') {
+        c.end(`# id (file)\n# 0 (${file})\n` + [0, 1, 2].map((i) => `0.${i} ${ring[(enc + 2 + i) % 3]}`).join('\n') + '\n')
+      } else if (verb === 'set' && name === file) {
+        ring[(enc + 2) % 3] = key!
+        enc = (enc + 1) % 3
+        sets++
+        if (opts.dropNextSetReply) {
+          opts.dropNextSetReply = false
+          c.destroy()
+        } else c.end('TLS ticket key updated!\n')
+      } else c.end('Unknown command\n')
+    })
+  })
+  return {
+    listen: () => new Promise<void>((r) => server.listen(sock, () => r())),
+    close: () => new Promise<void>((r) => server.close(() => r())),
+    view: () => [0, 1, 2].map((i) => ring[(enc + 2 + i) % 3]),
+    get sets() {
+      return sets
+    },
+  }
+}
+
+t.test('HAProxy ring: only what is missing is set, and a retry after a lost reply never advances twice', async (t) => {
+  const dir = fs.mkdtempSync('/dev/shm/sc-hx-')
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const file = '/run/statecast/tickets/haproxy/tls-ticket-keys'
+  const sock = path.join(dir, 'admin.sock')
+  const h = fakeHaproxy(sock, file, ['p', 'c', 'n'])
+  await h.listen()
+  t.teardown(() => h.close())
+  t.same(h.view(), ['p', 'c', 'n'], 'loaded from the file: previous, current, next')
+  t.equal(await syncHaproxy(sock, file, ['p', 'c', 'n'], 2000), 0, 'in step: nothing set')
+  t.equal(await syncHaproxy(sock, file, ['c', 'n', 'x'], 2000), 1, 'one rotation: one set')
+  t.same(h.view(), ['c', 'n', 'x'])
+  t.equal(await syncHaproxy(sock, file, ['n', 'x', 'y', 'z'].slice(0, 3), 2000), 1)
+  t.equal(await syncHaproxy(sock, file, ['a', 'b', 'd'], 2000), 3, 'nothing in common: three sets')
+  t.same(h.view(), ['a', 'b', 'd'])
+
+  const lossy = fakeHaproxy(path.join(dir, 'lossy.sock'), file, ['a', 'b', 'd'], { dropNextSetReply: true })
+  await lossy.listen()
+  t.teardown(() => lossy.close())
+  await t.rejects(syncHaproxy(path.join(dir, 'lossy.sock'), file, ['b', 'd', 'e'], 2000), { code: 'ADMIN_SOCKET' }, 'the reply to the set is lost')
+  t.equal(lossy.sets, 1)
+  t.equal(await syncHaproxy(path.join(dir, 'lossy.sock'), file, ['b', 'd', 'e'], 2000), 0, 'the retry reads the ring first and sets nothing')
+  t.same(lossy.view(), ['b', 'd', 'e'], 'advanced exactly once')
+  await t.rejects(syncHaproxy(path.join(dir, 'absent.sock'), file, ['b', 'd', 'e'], 2000), { code: 'ADMIN_SOCKET', message: /ENOENT/ }, 'no socket: a clear error')
+  await t.rejects(syncHaproxy(path.join(dir, 'lossy.sock'), '/other/file', ['b', 'd', 'e'], 2000), { code: 'ADMIN_SOCKET', message: /did not list three keys for \/other\/file/ }, 'a file HAProxy does not know')
 })
