@@ -24,12 +24,19 @@ const GAUGES = new Set([
   'process.rssBytes',
   'process.heapUsedBytes',
   'process.externalBytes',
+  'tickets.epoch',
+  'tickets.rotationMs',
+  'tickets.epochs.previous',
+  'tickets.epochs.current',
+  'tickets.epochs.next',
 ])
 const SKIP = new Set(['pid', 'version', 'cluster.nodeId'])
 
 const snake = (s: string) => s.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase()).replace(/[^a-z0-9_]/g, '_')
 
 function leaves(obj: unknown, prefix = '', out = new Map<string, number>()): Map<string, number> {
+  // Per-consumer ticket deliveries are a list for people (`statecast tickets`), not metrics.
+  if (prefix === 'tickets.consumers') return out
   if (obj && typeof obj === 'object') for (const [k, v] of Object.entries(obj)) leaves(v, prefix ? `${prefix}.${k}` : k, out)
   else if (typeof obj === 'number' && Number.isFinite(obj) && !SKIP.has(prefix)) out.set(prefix, obj)
   return out
