@@ -11,6 +11,10 @@ need systemd-analyze systemd
 need python3 python3
 need dpkg-deb dpkg
 need apache2 apache2
+# The memcache front end is compared with a real memcached, through pymemcache and libmemcached's tools.
+need memcached memcached
+need memcping libmemcached-tools
+[ -e /usr/lib/python3/dist-packages/pymemcache ] || want+=(python3-pymemcache)
 if [ ${#want[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then echo "missing: ${want[*]} (install them, or run as root)" >&2; exit 1; fi
   export DEBIAN_FRONTEND=noninteractive
