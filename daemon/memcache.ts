@@ -441,11 +441,12 @@ class McConnection {
         }
         return this.#enqueue(() => fe.flushAll(delay), noreply)
       }
-      case 'verbosity':
+      case 'verbosity': {
+        // Accepted and ignored (the daemon's log level is `logLevel`), checked as memcached does.
         if (n !== 2 && n !== 3) return this.#error(ERROR)
-        // memcached: `verbosity noreply` lacks the level, so it is an error, and answered.
-        if (n === 2 && noreply) return this.#error(ERROR)
+        if (memcachedFlags(tok[1]!) === undefined) return this.#error(BAD_FORMAT, noreply)
         return this.#reply('OK\r\n', noreply)
+      }
       case 'version':
         return this.#reply(`VERSION ${fe.version}\r\n`)
       case 'stats':
