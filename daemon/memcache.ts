@@ -221,6 +221,8 @@ class McConnection {
   #closing = false
   #hungUp = false
   #paused = false
+  /** The client half-closed: once the input is used up, answer what is owed and close. */
+  #eof = false
   /** The socket holds more unsent bytes than the bound: waiting for the client to read. */
   #blocked = false
   /** Reply bytes ready to write, in order. */
@@ -235,6 +237,14 @@ class McConnection {
     s.on('data', (c: Buffer) => this.#onData(c))
     s.on('drain', () => {
       this.#setBlocked(false)
+      this.#drive()
+    })
+    // A client may send its last commands and half-close (SHUT_WR): it still gets every answer,
+    // however many wait behind a slow reader or a remote lookup, before the daemon closes.
+    s.allowHalfOpen = true
+    s.on('end', () => {
+      this.#eof = true
+      this.#process()
       this.#drive()
     })
     s.on('error', () => {})
@@ -274,12 +284,12 @@ class McConnection {
         const n = Math.min(this.#swallow, inb.length)
         this.#swallow -= n
         inb.consume(n)
-        if (this.#swallow > 0) return
+        if (this.#swallow > 0) return this.#inputEnd()
         continue
       }
       const ps = this.#pendingStore
       if (ps) {
-        if (inb.length < ps.bytes + 2) return
+        if (inb.length < ps.bytes + 2) return this.#inputEnd()
         const v = inb.view()
         this.#pendingStore = undefined
         if (v[ps.bytes] !== 13 || v[ps.bytes + 1] !== 10) {
@@ -307,8 +317,8 @@ class McConnection {
       const eol = v.indexOf(10, this.#scanned)
       if (eol < 0) {
         this.#scanned = v.length
-        if (v.length > MAX_LINE_BYTES && !(isGetLine(v) && v.length <= MAX_GET_LINE_BYTES)) this.#fatal('CLIENT_ERROR line too long\r\n')
-        return
+        if (v.length > MAX_LINE_BYTES && !(isGetLine(v) && v.length <= MAX_GET_LINE_BYTES)) return this.#fatal('CLIENT_ERROR line too long\r\n')
+        return this.#inputEnd()
       }
       if (eol > MAX_GET_LINE_BYTES) {
         this.#fatal('CLIENT_ERROR line too long\r\n')
@@ -328,6 +338,14 @@ class McConnection {
       this.#fe.counters.readingPaused++
       this.#s.pause()
     }
+  }
+
+  /** All input that came is used up; after a half-close, that is the end of the commands. */
+  #inputEnd(): void {
+    if (!this.#eof || this.#closing) return
+    // An unfinished line or data block is dropped, as memcached drops it on EOF.
+    this.#enqueue(() => undefined, false, 0, true)
+    this.#stopReading()
   }
 
   /** A command's reply, made when its turn comes. `noreply` drops it, as memcached does. */

@@ -240,3 +240,26 @@ t.test('finding 12: each memcache listener has its own connection cap', async (t
   t.match(await rawLines(sock, 'version\r\n', /VERSION .*\r\n/), /^VERSION /, 'the other listener serves')
   t.ok((await memcacheStats(d))['refused']! >= 1, 'the refusal counted')
 })
+
+t.test('a pipelining client that half-closes gets every answer, however many were held back', async (t) => {
+  const loc = `127.0.0.1:${await freePort()}`
+  await startDaemon(t, { args: ['--memcache-listen', loc] })
+  const value = 'v'.repeat(64 * 1024)
+  t.match(await rawLines(loc, `set big 0 0 ${value.length}\r\n${value}\r\n`, /STORED\r\n/), /^STORED\r\n$/)
+  // 1,000 gets (64 MB of replies, far beyond what is made ahead of the client) and a FIN.
+  const got = await new Promise<{ values: number; ends: number }>((resolve) => {
+    const s = connect(loc)
+    let values = 0
+    let tail = ''
+    s.on('data', (b: Buffer) => {
+      const text = tail + b.toString('latin1')
+      values += text.split('VALUE big 0 65536\r\n').length - 1
+      tail = text.slice(-20)
+    })
+    s.on('error', () => {})
+    s.on('close', () => resolve({ values, ends: tail.endsWith('END\r\n') ? 1 : 0 }))
+    s.end('get big\r\n'.repeat(1000))
+  })
+  t.equal(got.values, 1000, 'every get answered before the daemon closed')
+  t.equal(got.ends, 1, 'the last answer complete')
+})
