@@ -4,7 +4,7 @@
  * h2o, pymemcache, libmemcached).
  *
  * It answers as memcached 1.6 does (checked against memcached 1.6.18 by test/memcache-diff.test.ts):
- * get/gets (any number of keys), set/add/replace/append/prepend, incr/decr, delete, touch,
+ * get/gets (any number of keys), gat/gats, set/add/replace/append/prepend, incr/decr, delete, touch,
  * flush_all (refused unless `memcacheFlushAll`), verbosity, version, quit, stats (general,
  * settings, items, slabs, sizes, reset), `noreply` on every command that takes it, lines ended by
  * `\r\n` or `\n`, keys of any bytes but space and newline up to `maxKeyBytes`. Exptime follows
@@ -204,7 +204,7 @@ type Fetch = { key: string; remote?: Promise<void>; done?: boolean; found?: { va
 /** A command waiting for its turn to answer. `cost` counts the bytes it holds (line, data). */
 type Slot =
   | { kind: 'op'; run: () => Reply | Promise<Reply>; state: 'new' | 'waiting' | 'done'; result?: Reply; cost: number; close?: boolean }
-  | { kind: 'get'; line: string; pos: number; withCas: boolean; ahead: Fetch[]; waiting: boolean; cost: number }
+  | { kind: 'get'; line: string; pos: number; withCas: boolean; touch?: number; ahead: Fetch[]; waiting: boolean; cost: number }
 
 class McConnection {
   readonly #s: net.Socket
@@ -384,6 +384,14 @@ class McConnection {
     fe.counters.commands++
     const g = /^ *(gets?) +(?=[^ ])/.exec(line)
     if (g) return this.#get(line, g[0].length, g[1] === 'gets')
+    // gat/gats EXPTIME KEY...: get and touch (memcached 1.5.3+).
+    // memcached answers `gat EXPTIME` with no key by END alone.
+    const gat = /^ *(gats?) +([^ ]+) */.exec(line)
+    if (gat) {
+      const exptime = memcachedInt32(gat[2]!)
+      if (exptime === undefined) return this.#error(BAD_EXPTIME)
+      return this.#get(line, gat[0].length, gat[1] === 'gats', exptime)
+    }
     const tok = line.split(' ').filter((x) => x.length > 0)
     const cmd = tok[0] ?? ''
     const n = tok.length
@@ -478,7 +486,7 @@ class McConnection {
     }
   }
 
-  #get(line: string, pos: number, withCas: boolean): void {
+  #get(line: string, pos: number, withCas: boolean, touch?: number): void {
     const fe = this.#fe
     // Every key is checked before any is answered: memcached answers a bad key with the error
     // alone, no values.
@@ -488,7 +496,7 @@ class McConnection {
       if (j - i > fe.maxKeyBytes) return this.#error(BAD_FORMAT)
       i = j + 1
     }
-    this.#queue.push({ kind: 'get', line, pos, withCas, ahead: [], waiting: false, cost: line.length })
+    this.#queue.push({ kind: 'get', line, pos, withCas, ...(touch === undefined ? {} : { touch }), ahead: [], waiting: false, cost: line.length })
     this.#queuedBytes += line.length
   }
 
@@ -533,6 +541,7 @@ class McConnection {
       }
       g.ahead.shift()
       const e = f.remote ? f.found : fe.localGet(f.key)
+      if (e && g.touch !== undefined) fe.touchHeld(f.key, g.touch)
       if (e) {
         this.#push(Buffer.from(`VALUE ${f.key} ${e.flags} ${e.value.length}${g.withCas ? ' 0' : ''}\r\n`, 'latin1'))
         this.#push(e.value)
@@ -833,6 +842,13 @@ export class MemcacheServer {
       this.#o.cluster()?.stored(key)
       return 'TOUCHED\r\n'
     })
+  }
+
+  /** gat's touch of a key it just read (held here now, remote ones included); memcached's rules. */
+  touchHeld(key: string, exptime: number): void {
+    const ttl = this.ttlFor(exptime)
+    if (ttl < 0) this.remove(key)
+    else if (this.#o.store.touch(key, ttl)) this.#o.cluster()?.stored(key)
   }
 
   /** memcached's flush_all: this host's store, now or after `delay` (memcached's exptime rules). */

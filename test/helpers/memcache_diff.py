@@ -117,6 +117,7 @@ row("get deleted", lambda: c.get("b"))
 raw("delete forms", b"set d 0 0 1\r\nx\r\ndelete d 0\r\ndelete d 0 noreply\r\ndelete d 1\r\ndelete d x noreply\r\ndelete\r\ndelete d 0 noreply x\r\nget d\r\n")
 row("touch", lambda: c.touch("a", 100))
 row("touch missing", lambda: c.touch("missing", 100))
+raw("gat", b"set g1 3 0 2\r\nhi\r\nset g2 0 0 1\r\nx\r\ngat 100 g1 missing g2\r\ngat -1 g2\r\nget g2\r\ngat abc g1\r\ngat 100\r\ngat\r\nget g1\r\n")
 
 # Expiry as memcached reads it: 0 none, up to 30 days relative, beyond that absolute Unix time.
 now = int(time.time())
