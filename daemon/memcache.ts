@@ -300,10 +300,15 @@ class McConnection {
           const data = Buffer.from(v.subarray(0, ps.bytes))
           this.#enqueue(
             () => {
-              const r = this.#fe.storeCommand(ps.cmd, ps.key, ps.flags, ps.exptime, data)
-              if (r instanceof Promise) return r.finally(() => data.fill(0))
-              data.fill(0)
-              return r
+              // The copy holds a session value: wiped once stored (the store keeps its own).
+              let r: Reply | Promise<Reply> | undefined
+              try {
+                r = this.#fe.storeCommand(ps.cmd, ps.key, ps.flags, ps.exptime, data)
+                return r
+              } finally {
+                if (r instanceof Promise) void r.finally(() => data.fill(0))
+                else data.fill(0)
+              }
             },
             ps.noreply,
             ps.bytes,
