@@ -110,6 +110,12 @@ export interface Config {
   metricsListen: string
   /** memcached text-protocol listeners: `127.0.0.1:PORT` and/or socket paths; empty = off. */
   memcacheListen: string[]
+  /** Connections open at once on each memcache listener. */
+  memcacheMaxConnections: number
+  /** A memcache connection with no traffic for this long is closed, in ms; 0 = never. */
+  memcacheIdleTimeoutMs: number
+  /** Whether memcached's `flush_all` empties this host's store (false: refused, as on the API socket). */
+  memcacheFlushAll: boolean
 }
 
 type Kind = 'engine' | 'int' | 'string' | 'optstring' | 'mode' | 'level' | 'bool' | 'ipaddr' | 'mcast' | 'list' | 'consumers'
@@ -142,7 +148,7 @@ export const FIELDS: readonly Field[] = [
   { key: 'storeEngine', kind: 'engine', def: () => 'compact', unit: 'name', doc: 'store engine: "compact" (slab-backed, about 100 bytes per entry beyond key and value) or "lru-cache" (the lru-cache package, about 360)' },
   { key: 'maxKeyBytes', kind: 'int', def: () => MAX_KEY_BYTES, min: 1, max: MAX_KEY_BYTES, unit: 'bytes', doc: 'longest key accepted' },
   { key: 'defaultTtlMs', kind: 'int', def: () => 300_000, min: 1, max: 2 ** 32 - 1, unit: 'ms', doc: 'TTL of an entry stored without one' },
-  { key: 'maxTtlMs', kind: 'int', def: () => 86_400_000, min: 1, max: 2 ** 32 - 1, unit: 'ms', doc: 'longest TTL an entry may have; longer requests are capped' },
+  { key: 'maxTtlMs', kind: 'int', def: () => 2_592_000_000, min: 1, max: 2 ** 32 - 1, unit: 'ms', doc: 'longest TTL an entry may have (30 days: memcached clients store sessions with exptime 0, no expiry, and sessions may outlive a day); longer requests are capped' },
   { key: 'purgeIntervalMs', kind: 'int', def: () => 10_000, min: 100, max: 3_600_000, unit: 'ms', doc: 'how often expired entries are wiped and dropped' },
   { key: 'shutdownGraceMs', kind: 'int', def: () => 5_000, min: 0, max: 600_000, unit: 'ms', doc: 'how long a graceful shutdown waits for in-flight requests' },
   { key: 'logLevel', kind: 'level', def: () => 'info', unit: 'level', doc: `least severe level logged: ${LOG_LEVELS.join(', ')}` },
@@ -180,6 +186,9 @@ export const FIELDS: readonly Field[] = [
   { key: 'handoffTimeoutMs', kind: 'int', def: () => 5000, min: 0, max: 600_000, unit: 'ms', doc: 'longest a clean shutdown spends handing sessions to their new owners' },
   { key: 'metricsListen', kind: 'optstring', def: () => '', unit: 'HOST:PORT', doc: 'Prometheus metrics at http://HOST:PORT/metrics (loopback only); empty = off' },
   { key: 'memcacheListen', kind: 'list', def: () => [], unit: 'addresses', doc: 'memcached text-protocol front end: 127.0.0.1:PORT and/or socket paths, comma-separated; empty = off' },
+  { key: 'memcacheMaxConnections', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'connections', doc: 'connections open at once on each memcache listener (each has its own count); more get SERVER_ERROR too many connections' },
+  { key: 'memcacheIdleTimeoutMs', kind: 'int', def: () => 300_000, min: 0, max: 2 ** 31 - 1, unit: 'ms', doc: 'a memcache connection with no traffic either way for this long is closed (clients reconnect); 0 = never, as memcached by default' },
+  { key: 'memcacheFlushAll', kind: 'bool', def: () => false, unit: 'true/false', doc: 'let memcached\'s flush_all empty this host\'s store; false answers CLIENT_ERROR flush_all not allowed (any local user can reach the front end; flushing is an admin-socket operation)' },
   { key: 'maxReassemblyBytes', kind: 'int', def: () => 8 * 1024 * 1024, min: 65_536, max: 2 ** 40, unit: 'bytes', doc: 'bytes of partly received values held at once' },
 ]
 

@@ -206,7 +206,9 @@ export class Daemon {
     if (c.memcacheListen.length > 0) {
       this.#memcache = new MemcacheServer({
         listen: c.memcacheListen,
-        maxConnections: c.maxConnections,
+        maxConnections: c.memcacheMaxConnections,
+        idleTimeoutMs: c.memcacheIdleTimeoutMs,
+        flushAll: c.memcacheFlushAll,
         maxKeyBytes: c.maxKeyBytes,
         version: VERSION,
         store: this.store,

@@ -14,6 +14,10 @@ need apache2 apache2
 need nginx nginx
 need haproxy haproxy
 need h2o h2o
+# The memcache front end is compared with a real memcached, through pymemcache and libmemcached's tools.
+need memcached memcached
+need memcping libmemcached-tools
+[ -e /usr/lib/python3/dist-packages/pymemcache ] || want+=(python3-pymemcache)
 if [ ${#want[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then echo "missing: ${want[*]} (install them, or run as root)" >&2; exit 1; fi
   export DEBIAN_FRONTEND=noninteractive
