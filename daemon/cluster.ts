@@ -7,7 +7,7 @@
  * to the remaining owners -> LEAVE -> close sockets.
  */
 import type { ClusterKey } from '../protocol/keyfile.js'
-import { AnnounceFlag, MsgType, HIT_OVERHEAD_BYTES, type Address, type Message } from '../protocol/wire.js'
+import { AnnounceFlag, MsgType, HIT_OVERHEAD_BYTES, keyDigest, type Address, type Message } from '../protocol/wire.js'
 import type { ClusterHooks } from './handler.js'
 import { Lookups, type LookupOptions } from './lookup.js'
 import type { Log } from './log.js'
@@ -207,7 +207,7 @@ export class Cluster implements ClusterHooks {
     return this.transport.replyAddressFor(to.family) ? to : this.#addressOf(sender)
   }
 
-  #onMessage({ msg, sender, rinfo }: Incoming): void {
+  #onMessage({ msg, sender }: Incoming): void {
     // Any authenticated datagram shows the member alive, so a few lost heartbeats on a lossy
     // network do not declare a busy member dead.
     const member = this.members.get(sender)
@@ -218,7 +218,7 @@ export class Cluster implements ClusterHooks {
       case MsgType.HIT:
         return this.lookups.onHit(sender, msg)
       case MsgType.MISS:
-        return this.lookups.onMiss(sender, msg.reqId)
+        return this.lookups.onMiss(sender, msg)
       case MsgType.INVALIDATE:
         this.counters.invalidationsReceived++
         this.#store.delete(msg.key.toString('latin1'))
@@ -228,9 +228,9 @@ export class Cluster implements ClusterHooks {
       case MsgType.TICKET_KEY:
         return this.#onTicketKey(sender, msg)
       case MsgType.REPLICATE:
-        return this.replicator.onReplicate(sender, msg, rinfo)
+        return this.replicator.onReplicate(sender, msg)
       case MsgType.ACK:
-        return this.replicator.onAck(msg.replId)
+        return this.replicator.onAck(sender, msg.replId)
       case MsgType.LEAVE: {
         const m = this.members.get(sender)
         if (m) {
@@ -263,9 +263,9 @@ export class Cluster implements ClusterHooks {
     // A newcomer learns about us, and the ticket key, at once instead of at our next heartbeat.
     const to = this.#replyTo(msg.reply, sender)
     if (to && (!known || msg.flags & AnnounceFlag.HELLO)) {
-      this.transport.sendTo(to, this.#announceMsg(0))
+      this.transport.sendTo(to, sender, this.#announceMsg(0))
       const k = this.tickets.current
-      if (k) this.transport.sendTo(to, this.#ticketMsg(k))
+      if (k) this.transport.sendTo(to, sender, this.#ticketMsg(k))
     }
   }
 
@@ -286,7 +286,7 @@ export class Cluster implements ClusterHooks {
     if (!to) return
     this.#toldLoser.set(sender, this.tickets.current!.epoch)
     if (this.#toldLoser.size > 4096) this.#toldLoser.delete(this.#toldLoser.keys().next().value!)
-    this.transport.sendTo(to, this.#ticketMsg(this.tickets.current!))
+    this.transport.sendTo(to, sender, this.#ticketMsg(this.tickets.current!))
   }
 
   #answer(msg: Extract<Message, { type: typeof MsgType.LOOKUP }>, sender: string): void {
@@ -294,6 +294,7 @@ export class Cluster implements ClusterHooks {
     const to = this.#replyTo(msg.reply, sender)
     if (!to) return // dual stack: a sender of a family we lack, not yet announced
     const key = msg.key.toString('latin1')
+    const binding = { reqId: msg.reqId, nonce: msg.nonce, digest: keyDigest(msg.key) }
     const entry = this.#store.peek(key)
     const ttlMs = entry === undefined ? 0 : this.#store.remainingTtl(key)
     if (entry === undefined || ttlMs <= 0) {
@@ -303,7 +304,7 @@ export class Cluster implements ClusterHooks {
         return
       }
       this.counters.missesSent++
-      this.transport.sendTo(to, { type: MsgType.MISS, reqId: msg.reqId })
+      this.transport.sendTo(to, sender, { type: MsgType.MISS, ...binding })
       return
     }
     this.counters.hitsSent++
@@ -312,7 +313,7 @@ export class Cluster implements ClusterHooks {
     for (let i = 0; i < count; i++) {
       // Sealing copies the chunk synchronously, so a view into the store's buffer is safe here.
       const chunk = value.subarray(i * this.#chunkBytes, (i + 1) * this.#chunkBytes)
-      this.transport.sendTo(to, { type: MsgType.HIT, reqId: msg.reqId, ttlMs, flags, totalLen: value.length, index: i, count, chunk })
+      this.transport.sendTo(to, sender, { type: MsgType.HIT, ...binding, ttlMs, flags, totalLen: value.length, index: i, count, chunk })
     }
     this.counters.chunksSent += count
   }

@@ -12,7 +12,6 @@
  * never correctness; a later SET of the same key on another host may race an older copy, which is
  * accepted for session state, where a key is written once.
  */
-import type { RemoteInfo } from 'node:dgram'
 import { MsgType, REPLICATE_OVERHEAD_BYTES, type Address, type Message } from '../protocol/wire.js'
 import { owners } from './rendezvous.js'
 import type { SessionStore } from './store.js'
@@ -43,6 +42,8 @@ export interface ReplicationCounters {
   /** Copies not sent: queue full, or the target left before its turn. */
   copiesDropped: number
   copiesReceived: number
+  /** Copies from senders that are not members: not stored, not acknowledged. */
+  copiesRefused: number
   handedOff: number
   /** Copies queued because membership changed and a key gained an owner. */
   replacements: number
@@ -80,6 +81,7 @@ export class Replicator {
     copiesFailed: 0,
     copiesDropped: 0,
     copiesReceived: 0,
+    copiesRefused: 0,
     handedOff: 0,
     replacements: 0,
     replacementScans: 0,
@@ -169,7 +171,7 @@ export class Replicator {
     const count = Math.max(1, Math.ceil(value.length / chunkBytes))
     for (let i = 0; i < count; i++) {
       const chunk = value.subarray(i * chunkBytes, (i + 1) * chunkBytes)
-      void this.#t.sendTo(to, { type: MsgType.REPLICATE, replId: job.replId, ttlMs, flags, totalLen: value.length, index: i, count, key, chunk })
+      void this.#t.sendTo(to, job.to, { type: MsgType.REPLICATE, replId: job.replId, ttlMs, flags, totalLen: value.length, index: i, count, key, chunk })
     }
     if (job.attempts === 0) {
       job.sentAt = performance.now()
@@ -196,9 +198,10 @@ export class Replicator {
     }
   }
 
-  onAck(replId: number): void {
+  /** An ACK from `sender`: it settles the copy only if that copy went to `sender`. */
+  onAck(sender: string, replId: number): void {
     const job = this.#inflight.get(replId)
-    if (!job) return
+    if (!job || job.to !== sender) return
     clearTimeout(job.timer)
     this.#inflight.delete(replId)
     this.counters.copiesAcked++
@@ -206,10 +209,19 @@ export class Replicator {
     this.#pump()
   }
 
-  /** A copy (or a chunk of one) pushed to us; stored and acknowledged once whole. */
-  onReplicate(sender: string, m: Extract<Message, { type: typeof MsgType.REPLICATE }>, rinfo: RemoteInfo): void {
+  /**
+   * A copy (or a chunk of one) pushed to us; stored and acknowledged once whole. Only members send
+   * copies, and the ACK goes to the address the sender announced, never to a datagram's source: a
+   * copy from a sender we do not know as a member is refused (counted), unstored and unanswered.
+   */
+  onReplicate(sender: string, m: Extract<Message, { type: typeof MsgType.REPLICATE }>): void {
+    const from = this.#peers.addressOf(sender)
+    if (!from) {
+      this.counters.copiesRefused++
+      return
+    }
     if (m.totalLen > this.#o.maxValueBytes) return
-    const ack = () => void this.#t.sendTo({ family: rinfo.family === 'IPv6' ? 6 : 4, address: rinfo.address, port: rinfo.port }, { type: MsgType.ACK, replId: m.replId })
+    const ack = () => void this.#t.sendTo(from, sender, { type: MsgType.ACK, replId: m.replId })
     if (m.count === 1) {
       if (m.chunk.length !== m.totalLen) return
       this.#accept(m.key, m.chunk, m.ttlMs, m.flags)

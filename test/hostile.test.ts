@@ -45,7 +45,7 @@ t.test('a flood of hostile datagrams and frames: every drop counted, every answe
     random: () => Buffer.from(Array.from({ length: 1 + (r() % 200) }, () => r() & 0xff)),
     truncated: () => captured[r() % captured.length]!.subarray(0, r() % 60),
     oversized: () => Buffer.alloc(2000 + (r() % 4000), 0x41),
-    wrongKey: () => seal(strangerRing, stranger.id, Buffer.alloc(8, r() & 0xff), 1 + r(), encodeBody({ type: MsgType.LOOKUP, reqId: r(), reply: { family: 4, address: '127.0.0.1', port: 9 }, expect: [], key: Buffer.from('keep-1') }, Date.now())),
+    wrongKey: () => seal(strangerRing, stranger.id, Buffer.alloc(8, r() & 0xff), 1 + r(), encodeBody({ type: MsgType.LOOKUP, reqId: r(), nonce: Buffer.alloc(8, 1), reply: { family: 4, address: '127.0.0.1', port: 9 }, expect: [], key: Buffer.from('keep-1') }, Date.now())),
     bitFlipped: () => mutate(captured[r() % captured.length]!, captured[0]!, r),
     replayed: () => captured[r() % captured.length]!,
   }
