@@ -7,7 +7,7 @@
  * to the remaining owners -> LEAVE -> close sockets.
  */
 import type { ClusterKey } from '../protocol/keyfile.js'
-import { AnnounceFlag, MsgType, HIT_OVERHEAD_BYTES, keyDigest, type Address, type Message } from '../protocol/wire.js'
+import { AnnounceFlag, MsgType, hitChunkBytes, keyDigest, type Address, type Message } from '../protocol/wire.js'
 import type { ClusterHooks } from './handler.js'
 import { Lookups, type LookupOptions } from './lookup.js'
 import type { Log } from './log.js'
@@ -27,6 +27,13 @@ export interface ClusterOptions extends Omit<TransportOptions, 'log' | 'keys' | 
   ticketKeyRotationMs: number
   /** Longest a clean shutdown spends handing sessions to the remaining owners, in ms. */
   handoffTimeoutMs: number
+  /** Members held at once; ANNOUNCEs from further senders are refused (counted). */
+  maxMembers: number
+  /**
+   * A new member owns keys (and is pushed copies) only after announcing itself again at least this
+   * long after it first appeared, in ms: a sender heard once, such as a forged ANNOUNCE, gets nothing.
+   */
+  memberProbationMs: number
 }
 
 export interface Member {
@@ -39,6 +46,8 @@ export interface Member {
   lastSeen: number
   entries: number
   joinedAt: number
+  /** Heard from again after its probation: it owns keys and is pushed copies. */
+  trusted: boolean
 }
 
 export interface ClusterCounters {
@@ -53,6 +62,8 @@ export interface ClusterCounters {
   membersJoined: number
   membersLeft: number
   membersDied: number
+  /** ANNOUNCEs from new senders refused because maxMembers were held. */
+  membersRefused: number
 }
 
 const fmt = (a: Address) => `${a.address}:${a.port}`
@@ -74,6 +85,7 @@ export class Cluster implements ClusterHooks {
     membersJoined: 0,
     membersLeft: 0,
     membersDied: 0,
+    membersRefused: 0,
   }
   readonly members = new Map<string, Member>()
   readonly tickets: TicketKeys
@@ -88,12 +100,14 @@ export class Cluster implements ClusterHooks {
   /** Members told the winning ticket key, and for which epoch (once per epoch each). */
   #toldLoser = new Map<string, number>()
   #stopped: Promise<void> | undefined
+  /** membersRefused when the last refusal was logged. */
+  #refusedLogged = 0
 
   constructor(o: ClusterOptions, keys: ClusterKey[], store: SessionStore, log: Log) {
     this.#o = o
     this.#store = store
     this.#log = log
-    this.#chunkBytes = o.maxDatagramBytes - HIT_OVERHEAD_BYTES
+    this.#chunkBytes = hitChunkBytes(o.maxDatagramBytes)
     this.transport = new Transport({ ...o, keys, log })
     this.transport.onMessage = (m) => this.#onMessage(m)
     this.lookups = new Lookups(o, this.transport, store, {
@@ -105,7 +119,7 @@ export class Cluster implements ClusterHooks {
     })
     this.replicator = new Replicator(o, this.transport, store, {
       selfId: this.transport.nodeIdHex,
-      aliveIds: () => this.#alive().map((m) => m.id),
+      aliveIds: () => this.#alive().filter((m) => m.trusted).map((m) => m.id),
       addressOf: (id) => this.#addressOf(id),
     })
     this.tickets = new TicketKeys({ rotationMs: o.ticketKeyRotationMs, graceMs: 3 * o.heartbeatMs, selfId: this.transport.nodeId })
@@ -254,11 +268,22 @@ export class Cluster implements ClusterHooks {
       known.reply = msg.reply
       known.also = msg.also
       known.name = msg.name
+      if (!known.trusted && now - known.joinedAt >= this.#o.memberProbationMs) {
+        known.trusted = true
+        this.replicator.membersChanged()
+      }
     } else {
-      this.members.set(sender, { id: sender, name: msg.name, reply: msg.reply, also: msg.also, lastSeen: now, entries: msg.entries, joinedAt: now })
+      if (this.members.size >= this.#o.maxMembers) {
+        // Logged once per run of refusals (a flood would otherwise flood the log).
+        if (this.counters.membersRefused++ === this.#refusedLogged) this.#log.warn({ maxMembers: this.#o.maxMembers }, 'member list full: ANNOUNCEs from new senders refused')
+        return
+      }
+      this.#refusedLogged = this.counters.membersRefused
+      const trusted = this.#o.memberProbationMs === 0
+      this.members.set(sender, { id: sender, name: msg.name, reply: msg.reply, also: msg.also, lastSeen: now, entries: msg.entries, joinedAt: now, trusted })
       this.counters.membersJoined++
       this.#log.info({ nodeId: sender, name: msg.name, reply: msg.reply }, 'member joined')
-      this.replicator.membersChanged()
+      if (trusted) this.replicator.membersChanged()
     }
     // A newcomer learns about us, and the ticket key, at once instead of at our next heartbeat.
     const to = this.#replyTo(msg.reply, sender)
@@ -368,6 +393,7 @@ export class Cluster implements ClusterHooks {
     return {
       nodeId: this.nodeId,
       members: this.#alive().length,
+      trustedMembers: this.#alive().filter((m) => m.trusted).length,
       inflightLookups: this.lookups.inflight,
       ...this.lookups.counters,
       ...this.counters,

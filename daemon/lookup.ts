@@ -11,7 +11,7 @@
  * for another lookup (a replay, or a late answer to an earlier daemon's lookup) never fills this one.
  */
 import crypto from 'node:crypto'
-import { MsgType, NONCE_BYTES, keyDigest, type Address, type Message } from '../protocol/wire.js'
+import { MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, hitChunkBytes, keyDigest, maxChunkCount, type Address, type Message } from '../protocol/wire.js'
 import type { SessionStore } from './store.js'
 import type { Transport } from './transport.js'
 import { ByteBudget, Reassembly } from './reassembly.js'
@@ -337,7 +337,12 @@ export class Lookups {
     }
     let r = f.parts.get(sender)
     if (!r) {
-      r = new Reassembly(m, this.#budget)
+      const opened = Reassembly.open(m, this.#budget, maxChunkCount(m.totalLen, hitChunkBytes(MIN_DATAGRAM_BYTES)))
+      if (typeof opened === 'string') {
+        this.counters.reassemblyDropped++
+        return
+      }
+      r = opened
       f.parts.set(sender, r)
     }
     const added = r.add(m)

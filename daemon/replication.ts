@@ -12,7 +12,7 @@
  * never correctness; a later SET of the same key on another host may race an older copy, which is
  * accepted for session state, where a key is written once.
  */
-import { MsgType, REPLICATE_OVERHEAD_BYTES, type Address, type Message } from '../protocol/wire.js'
+import { MIN_DATAGRAM_BYTES, MsgType, maxChunkCount, replicateChunkBytes, type Address, type Message } from '../protocol/wire.js'
 import { owners } from './rendezvous.js'
 import type { SessionStore } from './store.js'
 import type { Transport } from './transport.js'
@@ -44,6 +44,8 @@ export interface ReplicationCounters {
   copiesReceived: number
   /** Copies from senders that are not members: not stored, not acknowledged. */
   copiesRefused: number
+  /** Chunked copies not taken in: more chunks than a legal sender uses, the budget, or the sender's share full. */
+  copiesUnassembled: number
   handedOff: number
   /** Copies queued because membership changed and a key gained an owner. */
   replacements: number
@@ -72,6 +74,11 @@ interface Job {
 const MAX_BACKOFF_MS = 2000
 /** Partly received copies older than this are dropped. */
 const REASSEMBLY_TIMEOUT_MS = 5000
+/**
+ * Chunked copies one sender may have half received here at once; more are dropped unacknowledged
+ * (the sender retries after its ACK timeout), so one member cannot take the whole budget.
+ */
+export const MAX_PARTIAL_COPIES_PER_SENDER = 64
 
 export class Replicator {
   readonly counters: ReplicationCounters = {
@@ -82,6 +89,7 @@ export class Replicator {
     copiesDropped: 0,
     copiesReceived: 0,
     copiesRefused: 0,
+    copiesUnassembled: 0,
     handedOff: 0,
     replacements: 0,
     replacementScans: 0,
@@ -95,7 +103,9 @@ export class Replicator {
   #inflight = new Map<number, Job>()
   #nextId = 1
   /** Copies arriving in chunks, by sender and copy id, with the key each is for. */
-  #incoming = new Map<string, { key: Buffer; r: Reassembly }>()
+  #incoming = new Map<string, { key: Buffer; r: Reassembly; sender: string }>()
+  /** Half-received copies per sender. */
+  #partialBy = new Map<string, number>()
   readonly #budget: ByteBudget
   /** Membership as of the last change seen, and as of the last scan (what copies were placed under). */
   #lastMembers: string[] = []
@@ -166,7 +176,7 @@ export class Replicator {
       return false
     }
     const key = Buffer.from(job.key, 'latin1')
-    const chunkBytes = this.#o.maxDatagramBytes - REPLICATE_OVERHEAD_BYTES - key.length
+    const chunkBytes = replicateChunkBytes(this.#o.maxDatagramBytes, key.length)
     const { value, flags } = entry
     const count = Math.max(1, Math.ceil(value.length / chunkBytes))
     for (let i = 0; i < count; i++) {
@@ -230,18 +240,32 @@ export class Replicator {
     const id = `${sender}:${m.replId}`
     let inc = this.#incoming.get(id)
     if (!inc) {
-      inc = { key: Buffer.from(m.key), r: new Reassembly(m, this.#budget) }
+      const partial = this.#partialBy.get(sender) ?? 0
+      const opened = partial < MAX_PARTIAL_COPIES_PER_SENDER ? Reassembly.open(m, this.#budget, maxChunkCount(m.totalLen, replicateChunkBytes(MIN_DATAGRAM_BYTES, m.key.length))) : 'too-many-copies'
+      if (typeof opened === 'string') {
+        this.counters.copiesUnassembled++
+        return
+      }
+      inc = { key: Buffer.from(m.key), r: opened, sender }
       this.#incoming.set(id, inc)
+      this.#partialBy.set(sender, partial + 1)
     }
     if (inc.r.add(m) !== 'added' || !inc.r.complete) return
-    this.#incoming.delete(id)
     const whole = inc.r.join()
-    inc.r.release()
+    this.#forget(id, inc)
     if (whole) {
       this.#accept(inc.key, whole, inc.r.ttlMs, inc.r.flags)
       whole.fill(0)
       ack()
     }
+  }
+
+  #forget(id: string, inc: { r: Reassembly; sender: string }): void {
+    this.#incoming.delete(id)
+    inc.r.release()
+    const left = (this.#partialBy.get(inc.sender) ?? 1) - 1
+    if (left > 0) this.#partialBy.set(inc.sender, left)
+    else this.#partialBy.delete(inc.sender)
   }
 
   #accept(key: Buffer, value: Buffer, ttlMs: number, flags: number): void {
@@ -258,10 +282,7 @@ export class Replicator {
   sweep(): void {
     const now = performance.now()
     for (const [id, inc] of this.#incoming) {
-      if (now - inc.r.startedAt > REASSEMBLY_TIMEOUT_MS) {
-        this.#incoming.delete(id)
-        inc.r.release()
-      }
+      if (now - inc.r.startedAt > REASSEMBLY_TIMEOUT_MS) this.#forget(id, inc)
     }
   }
 
@@ -340,6 +361,7 @@ export class Replicator {
     this.#queue = []
     for (const inc of this.#incoming.values()) inc.r.release()
     this.#incoming.clear()
+    this.#partialBy.clear()
     for (const w of this.#idle.splice(0)) w()
   }
 }

@@ -68,6 +68,27 @@ export const ENVELOPE_BYTES = HEADER_BYTES + TAG_BYTES + 9
 export const HIT_OVERHEAD_BYTES = ENVELOPE_BYTES + 20 + NONCE_BYTES + KEY_DIGEST_BYTES
 /** Bytes of a REPLICATE before its key and chunk. */
 export const REPLICATE_OVERHEAD_BYTES = ENVELOPE_BYTES + 22
+/** The smallest maxDatagramBytes a daemon may run with. */
+export const MIN_DATAGRAM_BYTES = 256
+
+/** Value bytes a HIT carries per datagram of `maxDatagramBytes`. */
+export function hitChunkBytes(maxDatagramBytes: number): number {
+  return maxDatagramBytes - HIT_OVERHEAD_BYTES
+}
+
+/** Value bytes a REPLICATE of a `keyLen`-byte key carries per datagram of `maxDatagramBytes`. */
+export function replicateChunkBytes(maxDatagramBytes: number, keyLen: number): number {
+  return maxDatagramBytes - REPLICATE_OVERHEAD_BYTES - keyLen
+}
+
+/**
+ * The most chunks a value of `totalLen` bytes can legally arrive in, when every sender's chunks
+ * are at least `smallestChunk` bytes (what the smallest legal datagram carries): no sender needs
+ * more, so a larger count is refused before it costs an index.
+ */
+export function maxChunkCount(totalLen: number, smallestChunk: number): number {
+  return Math.max(1, Math.ceil(totalLen / Math.max(1, smallestChunk)))
+}
 
 export const MsgType = {
   LOOKUP: 1,

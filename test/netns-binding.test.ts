@@ -62,3 +62,47 @@ t.test('a HIT captured on its way to B and resent to C, while C waits for its fi
   t.equal(await c.client.get('bob-session-that-does-not-exist', { localOnly: true }), undefined, 'nothing stored under Bob\'s key')
   t.equal((await clusterStats(c))['remoteHits'], 0, 'no remote hit on C')
 })
+
+t.test('a captured REPLICATE: resent to another host, or to the restarted owner, is refused and never acknowledged; a non-member\'s copy too', async (t) => {
+  const { lab, nodes, relay, open, keyFile, start } = await lab3(t, ['--replication-factor', '3'])
+  const [a, , c] = nodes as [Node, Node, Node]
+  let b = nodes[1]!
+  const v1 = Buffer.from('first-session-value-v1')
+  await a.client.set('rolled', v1)
+  const repl = await eventually(() => captured(relay, open, MsgType.REPLICATE).find((d) => (open(d.bytes) as { key: Buffer }).key.toString() === 'rolled'), 5000, 'the copy to B captured')
+  await eventually(async () => (await c.client.get('rolled', { localOnly: true }))?.equals(v1), 5000, 'C holds its own copy')
+  // Anything sent back to the relay's injection socket: only a reply to a datagram's source could be.
+  const answers = () => relay.seen.filter((d) => d.via === 'inject')
+
+  // Resent to C: sealed for B, so C drops it, and answers nothing to the sender's address.
+  const c0 = (await clusterStats(c))['dropped']['misaddressed'] ?? 0
+  await c.client.delete('rolled', { noPropagate: true })
+  await relay.inject(lab.addr(3), C_PORT, repl!.bytes)
+  await eventually(async () => (await clusterStats(c))['dropped']['misaddressed'] > c0, 5000, 'C counts the copy meant for B as misaddressed')
+  await clusterStats(c)
+  t.equal(await c.client.get('rolled', { localOnly: true }), undefined, 'the copy deleted on C is not brought back')
+  t.same(answers(), [], 'no ACK from C to the address the replay came from')
+
+  // A copy from a sender that is not a member (sealed with the cluster key, for C): refused.
+  const ring = new Keyring(parseKeyFile(fs.readFileSync(keyFile, 'utf8')))
+  const cId = Buffer.from((await clusterStats(c))['nodeId'], 'hex')
+  const body = encodeBody({ type: MsgType.REPLICATE, replId: 1, ttlMs: 60_000, flags: 0, totalLen: 6, index: 0, count: 1, key: Buffer.from('forged'), chunk: Buffer.from('forged') }, Date.now())
+  const forged = seal(ring, ring.keys.keys().next().value!, Buffer.from('0123456789abcdef', 'hex'), 1, body, cId)
+  await relay.inject(lab.addr(3), C_PORT, forged)
+  await eventually(async () => (await clusterStats(c))['copiesRefused'] >= 1, 5000, 'C refuses the non-member\'s copy')
+  t.equal(await c.client.get('forged', { localOnly: true }), undefined, 'the non-member\'s copy is not stored')
+  t.same(answers(), [], 'and not acknowledged')
+
+  // Restart B (a new node id, the same address), write a newer value, then replay the old copy.
+  await b.stop()
+  b = await start(2, ['--unicast-port', String(B_PORT)])
+  await waitMembers([a, b, c], 2)
+  const v2 = Buffer.from('second-session-value-v2')
+  await a.client.set('rolled', v2)
+  await eventually(async () => (await b.client.get('rolled', { localOnly: true }))?.equals(v2), 5000, 'the restarted B holds v2')
+  const b0 = (await clusterStats(b))['dropped']['misaddressed'] ?? 0
+  await relay.inject(lab.addr(2), B_PORT, repl!.bytes)
+  await eventually(async () => (await clusterStats(b))['dropped']['misaddressed'] > b0, 5000, 'the restarted B counts the old copy as misaddressed')
+  t.same(await b.client.get('rolled', { localOnly: true }), v2, 'the restarted owner keeps v2: the replayed copy did not roll it back')
+  t.same(answers(), [], 'nothing acknowledged to the replayer')
+})
