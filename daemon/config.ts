@@ -314,7 +314,7 @@ export function datagramProblem(c: Config): string | undefined {
   const lookup: Message = { type: MsgType.LOOKUP, reqId: 0, nonce: Buffer.alloc(NONCE_BYTES), reply: v6, expect: Array.from({ length: c.replicationFactor - 1 }, () => Buffer.alloc(SENDER_ID_BYTES)), key }
   const announce: Message = { type: MsgType.ANNOUNCE, reply: v6, also: v4, entries: 0, flags: 2, name: c.nodeName }
   const needs = [
-    { what: `a LOOKUP for a ${c.maxKeyBytes}-byte key naming ${c.replicationFactor - 1} owners`, bytes: datagramLength(lookup) },
+    { what: `a LOOKUP for a ${c.maxKeyBytes}-byte key naming ${c.replicationFactor - 1} owner${c.replicationFactor === 2 ? "" : "s"}`, bytes: datagramLength(lookup) },
     { what: `a REPLICATE of a ${c.maxKeyBytes}-byte key with one value byte`, bytes: c.maxDatagramBytes - replicateChunkBytes(c.maxDatagramBytes, c.maxKeyBytes) + 1 },
     { what: 'a HIT with one value byte', bytes: c.maxDatagramBytes - hitChunkBytes(c.maxDatagramBytes) + 1 },
     { what: `an ANNOUNCE of the ${Buffer.byteLength(c.nodeName)}-byte nodeName`, bytes: datagramLength(announce) },
