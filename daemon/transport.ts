@@ -19,7 +19,7 @@ import { DgramAsPromised, type SocketAsPromised } from 'dgram-as-promised'
 import type { RemoteInfo } from 'node:dgram'
 import { ProtocolError } from '../protocol/errors.js'
 import { sealingKey, type ClusterKey } from '../protocol/keyfile.js'
-import { GROUP_TYPES, HEADER_BYTES, Keyring, NO_RECEIVER, SENDER_ID_BYTES, datagramLength, decodeBody, encodeBody, open, seal, typeName, type Address, type Message } from '../protocol/wire.js'
+import { GROUP_TYPES, Keyring, NO_RECEIVER, datagramLength, readHeader, decodeBody, encodeBody, open, seal, typeName, type Address, type Message } from '../protocol/wire.js'
 import type { Log } from './log.js'
 import { ReplayGuard } from './replay.js'
 
@@ -253,11 +253,6 @@ export class Transport {
     // Our own multicast comes back (loopback delivery to daemons on this host): skip it before
     // spending a decryption on it. The sender id is in the clear header at bytes 10..18.
     if (buf.length >= 18 && buf.compare(this.nodeId, 0, 8, 10, 18) === 0) return
-    // Sealed for another daemon: not worth a decryption (the check after opening catches forgeries).
-    if (buf.length >= HEADER_BYTES && buf.compare(NO_RECEIVER, 0, SENDER_ID_BYTES, 26, 34) !== 0 && buf.compare(this.nodeId, 0, SENDER_ID_BYTES, 26, 34) !== 0) {
-      c.dropped.misaddressed++
-      return
-    }
     // Dual stack: the second copy of a datagram sent to both groups is dropped before it costs a
     // decryption (the clear header names its sender and counter; the first copy was authenticated).
     // Only group datagrams come twice; unicast ones do not enter the table.
@@ -274,6 +269,12 @@ export class Transport {
     }
     let opened
     try {
+      // Sealed for another daemon: not worth a decryption (the check after opening catches forgeries).
+      const to = readHeader(buf).receiverId
+      if (!to.equals(NO_RECEIVER) && !to.equals(this.nodeId)) {
+        c.dropped.misaddressed++
+        return
+      }
       opened = open(this.#ring, buf)
     } catch (err) {
       const code = err instanceof ProtocolError ? err.code : 'OPEN_FAILED'

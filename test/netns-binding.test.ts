@@ -78,7 +78,8 @@ t.test('a captured REPLICATE: resent to another host, or to the restarted owner,
   const c0 = (await clusterStats(c))['dropped']['misaddressed'] ?? 0
   await c.client.delete('rolled', { noPropagate: true })
   await relay.inject(lab.addr(3), C_PORT, repl!.bytes)
-  await eventually(async () => (await clusterStats(c))['dropped']['misaddressed'] > c0, 5000, 'C counts the copy meant for B as misaddressed')
+  // Processed once counted as misaddressed or (before the fix) acknowledged.
+  await eventually(async () => ((await clusterStats(c))['dropped']['misaddressed'] ?? 0) > c0 || answers().length > 0, 5000, 'C processed the copy meant for B')
   await clusterStats(c)
   t.equal(await c.client.get('rolled', { localOnly: true }), undefined, 'the copy deleted on C is not brought back')
   t.same(answers(), [], 'no ACK from C to the address the replay came from')
@@ -89,7 +90,7 @@ t.test('a captured REPLICATE: resent to another host, or to the restarted owner,
   const body = encodeBody({ type: MsgType.REPLICATE, replId: 1, ttlMs: 60_000, flags: 0, totalLen: 6, index: 0, count: 1, key: Buffer.from('forged'), chunk: Buffer.from('forged') }, Date.now())
   const forged = seal(ring, ring.keys.keys().next().value!, Buffer.from('0123456789abcdef', 'hex'), 1, body, cId)
   await relay.inject(lab.addr(3), C_PORT, forged)
-  await eventually(async () => (await clusterStats(c))['copiesRefused'] >= 1, 5000, 'C refuses the non-member\'s copy')
+  await eventually(async () => ((await clusterStats(c))['copiesRefused'] ?? 0) >= 1 || answers().length > 0, 5000, 'C processed the non-member\'s copy')
   t.equal(await c.client.get('forged', { localOnly: true }), undefined, 'the non-member\'s copy is not stored')
   t.same(answers(), [], 'and not acknowledged')
 
@@ -102,7 +103,9 @@ t.test('a captured REPLICATE: resent to another host, or to the restarted owner,
   await eventually(async () => (await b.client.get('rolled', { localOnly: true }))?.equals(v2), 5000, 'the restarted B holds v2')
   const b0 = (await clusterStats(b))['dropped']['misaddressed'] ?? 0
   await relay.inject(lab.addr(2), B_PORT, repl!.bytes)
-  await eventually(async () => (await clusterStats(b))['dropped']['misaddressed'] > b0, 5000, 'the restarted B counts the old copy as misaddressed')
+  const acked = answers().length
+  await eventually(async () => ((await clusterStats(b))['dropped']['misaddressed'] ?? 0) > b0 || answers().length > acked, 5000, 'the restarted B processed the old copy')
+  t.ok(((await clusterStats(b))['dropped']['misaddressed'] ?? 0) > b0, 'counted as misaddressed')
   t.same(await b.client.get('rolled', { localOnly: true }), v2, 'the restarted owner keeps v2: the replayed copy did not roll it back')
   t.same(answers(), [], 'nothing acknowledged to the replayer')
 })
