@@ -59,6 +59,12 @@ export async function clusterStats(n: Node): Promise<Record<string, any>> {
   return ((await n.admin.stats()) as { cluster: Record<string, any> }).cluster
 }
 
+/** True when `n` sees `count` live members, each past its probation (trusted with copies). */
+export async function hasMembers(n: Node, count: number): Promise<boolean> {
+  const c = await clusterStats(n)
+  return c['members'] === count && c['trustedMembers'] === count
+}
+
 export async function waitMembers(nodes: Node[], count: number): Promise<void> {
   // Trusted too: until then a member owns no keys and is pushed no copies (memberProbationMs).
   await eventually(async () => (await Promise.all(nodes.map(clusterStats))).every((c) => c['members'] === count && c['trustedMembers'] === count), 10_000, `every node sees ${count} members`)
