@@ -54,6 +54,8 @@ export interface ClusterCounters {
   lookupsAnswered: number
   hitsSent: number
   missesSent: number
+  /** LOOKUPs from senders that are not members (no announced address to answer at). */
+  lookupsFromStrangers: number
   /** LOOKUPs for keys we do not hold and do not own: no reply needed. */
   missesWithheld: number
   chunksSent: number
@@ -76,6 +78,7 @@ export class Cluster implements ClusterHooks {
   readonly lookups: Lookups
   readonly counters: ClusterCounters = {
     lookupsAnswered: 0,
+    lookupsFromStrangers: 0,
     hitsSent: 0,
     missesSent: 0,
     missesWithheld: 0,
@@ -315,9 +318,15 @@ export class Cluster implements ClusterHooks {
   }
 
   #answer(msg: Extract<Message, { type: typeof MsgType.LOOKUP }>, sender: string): void {
+    // Answers go to the address the asker announced as a member, never to one a datagram names:
+    // a LOOKUP from a sender not (yet) a member is left unanswered (it asks again, or its next
+    // heartbeat makes it one).
+    const to = this.#addressOf(sender)
+    if (!to) {
+      this.counters.lookupsFromStrangers++
+      return
+    }
     this.counters.lookupsAnswered++
-    const to = this.#replyTo(msg.reply, sender)
-    if (!to) return // dual stack: a sender of a family we lack, not yet announced
     const key = msg.key.toString('latin1')
     const binding = { reqId: msg.reqId, nonce: msg.nonce, digest: keyDigest(msg.key) }
     const entry = this.#store.peek(key)
