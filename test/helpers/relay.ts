@@ -4,8 +4,7 @@
  * each datagram and forwards it to the daemon unchanged. The relay also sends datagrams it is given
  * (from a second socket, whose replies it prints too), so a test can replay a capture anywhere.
  */
-import { spawn } from 'node:child_process'
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import type { NetLab } from '../../bench/netlab.js'
