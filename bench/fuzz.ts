@@ -35,9 +35,9 @@ export const requestSeeds: Request[] = [
 ]
 const addr = { family: 4 as const, address: '10.0.0.1', port: 47700 }
 export const messageSeeds: Message[] = [
-  { type: MsgType.LOOKUP, reqId: 1, reply: addr, expect: [Buffer.alloc(8, 4)], key: b('session') },
-  { type: MsgType.HIT, reqId: 1, ttlMs: 1000, flags: 0, totalLen: 500, index: 0, count: 2, chunk: Buffer.alloc(250, 1) },
-  { type: MsgType.MISS, reqId: 1 },
+  { type: MsgType.LOOKUP, reqId: 1, nonce: Buffer.alloc(8, 5), reply: addr, expect: [Buffer.alloc(8, 4)], key: b('session') },
+  { type: MsgType.HIT, reqId: 1, nonce: Buffer.alloc(8, 5), digest: Buffer.alloc(16, 6), ttlMs: 1000, flags: 0, totalLen: 500, index: 0, count: 2, chunk: Buffer.alloc(250, 1) },
+  { type: MsgType.MISS, reqId: 1, nonce: Buffer.alloc(8, 5), digest: Buffer.alloc(16, 6) },
   { type: MsgType.INVALIDATE, key: b('k') },
   { type: MsgType.ANNOUNCE, reply: { family: 6, address: 'fd00::1', port: 1 }, entries: 3, flags: 1, name: 'host' },
   { type: MsgType.LEAVE },

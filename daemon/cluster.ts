@@ -7,7 +7,7 @@
  * to the remaining owners -> LEAVE -> close sockets.
  */
 import type { ClusterKey } from '../protocol/keyfile.js'
-import { AnnounceFlag, MsgType, HIT_OVERHEAD_BYTES, type Address, type Message } from '../protocol/wire.js'
+import { AnnounceFlag, MsgType, hitChunkBytes, keyDigest, type Address, type Message } from '../protocol/wire.js'
 import type { ClusterHooks } from './handler.js'
 import { Lookups, type LookupOptions } from './lookup.js'
 import type { Log } from './log.js'
@@ -27,6 +27,13 @@ export interface ClusterOptions extends Omit<TransportOptions, 'log' | 'keys' | 
   ticketKeyRotationMs: number
   /** Longest a clean shutdown spends handing sessions to the remaining owners, in ms. */
   handoffTimeoutMs: number
+  /** Members held at once; ANNOUNCEs from further senders are refused (counted). */
+  maxMembers: number
+  /**
+   * A new member owns keys (and is pushed copies) only after announcing itself again at least this
+   * long after it first appeared, in ms: a sender heard once, such as a forged ANNOUNCE, gets nothing.
+   */
+  memberProbationMs: number
 }
 
 export interface Member {
@@ -39,12 +46,16 @@ export interface Member {
   lastSeen: number
   entries: number
   joinedAt: number
+  /** Heard from again after its probation: it owns keys and is pushed copies. */
+  trusted: boolean
 }
 
 export interface ClusterCounters {
   lookupsAnswered: number
   hitsSent: number
   missesSent: number
+  /** LOOKUPs from senders that are not members (no announced address to answer at). */
+  lookupsFromStrangers: number
   /** LOOKUPs for keys we do not hold and do not own: no reply needed. */
   missesWithheld: number
   chunksSent: number
@@ -53,6 +64,8 @@ export interface ClusterCounters {
   membersJoined: number
   membersLeft: number
   membersDied: number
+  /** ANNOUNCEs from new senders refused because maxMembers were held. */
+  membersRefused: number
 }
 
 const fmt = (a: Address) => `${a.address}:${a.port}`
@@ -65,6 +78,7 @@ export class Cluster implements ClusterHooks {
   readonly lookups: Lookups
   readonly counters: ClusterCounters = {
     lookupsAnswered: 0,
+    lookupsFromStrangers: 0,
     hitsSent: 0,
     missesSent: 0,
     missesWithheld: 0,
@@ -74,6 +88,7 @@ export class Cluster implements ClusterHooks {
     membersJoined: 0,
     membersLeft: 0,
     membersDied: 0,
+    membersRefused: 0,
   }
   readonly members = new Map<string, Member>()
   readonly tickets: TicketKeys
@@ -90,12 +105,14 @@ export class Cluster implements ClusterHooks {
   /** Which of our ticket secrets the next heartbeat repeats. */
   #ticketTurn = 0
   #stopped: Promise<void> | undefined
+  /** membersRefused when the last refusal was logged. */
+  #refusedLogged = 0
 
   constructor(o: ClusterOptions, keys: ClusterKey[], store: SessionStore, log: Log) {
     this.#o = o
     this.#store = store
     this.#log = log
-    this.#chunkBytes = o.maxDatagramBytes - HIT_OVERHEAD_BYTES
+    this.#chunkBytes = hitChunkBytes(o.maxDatagramBytes)
     this.transport = new Transport({ ...o, keys, log })
     this.transport.onMessage = (m) => this.#onMessage(m)
     this.lookups = new Lookups(o, this.transport, store, {
@@ -107,7 +124,7 @@ export class Cluster implements ClusterHooks {
     })
     this.replicator = new Replicator(o, this.transport, store, {
       selfId: this.transport.nodeIdHex,
-      aliveIds: () => this.#alive().map((m) => m.id),
+      aliveIds: () => this.#alive().filter((m) => m.trusted).map((m) => m.id),
       addressOf: (id) => this.#addressOf(id),
     })
     this.tickets = new TicketKeys({ rotationMs: o.ticketKeyRotationMs, graceMs: 3 * o.heartbeatMs, selfId: this.transport.nodeId })
@@ -211,7 +228,7 @@ export class Cluster implements ClusterHooks {
     return this.transport.replyAddressFor(to.family) ? to : this.#addressOf(sender)
   }
 
-  #onMessage({ msg, sender, rinfo }: Incoming): void {
+  #onMessage({ msg, sender }: Incoming): void {
     // Any authenticated datagram shows the member alive, so a few lost heartbeats on a lossy
     // network do not declare a busy member dead.
     const member = this.members.get(sender)
@@ -222,7 +239,7 @@ export class Cluster implements ClusterHooks {
       case MsgType.HIT:
         return this.lookups.onHit(sender, msg)
       case MsgType.MISS:
-        return this.lookups.onMiss(sender, msg.reqId)
+        return this.lookups.onMiss(sender, msg)
       case MsgType.INVALIDATE:
         this.counters.invalidationsReceived++
         this.#store.delete(msg.key.toString('latin1'))
@@ -232,9 +249,9 @@ export class Cluster implements ClusterHooks {
       case MsgType.TICKET_KEY:
         return this.#onTicketKey(sender, msg)
       case MsgType.REPLICATE:
-        return this.replicator.onReplicate(sender, msg, rinfo)
+        return this.replicator.onReplicate(sender, msg)
       case MsgType.ACK:
-        return this.replicator.onAck(msg.replId)
+        return this.replicator.onAck(sender, msg.replId)
       case MsgType.LEAVE: {
         const m = this.members.get(sender)
         if (m) {
@@ -258,17 +275,28 @@ export class Cluster implements ClusterHooks {
       known.reply = msg.reply
       known.also = msg.also
       known.name = msg.name
+      if (!known.trusted && now - known.joinedAt >= this.#o.memberProbationMs) {
+        known.trusted = true
+        this.replicator.membersChanged()
+      }
     } else {
-      this.members.set(sender, { id: sender, name: msg.name, reply: msg.reply, also: msg.also, lastSeen: now, entries: msg.entries, joinedAt: now })
+      if (this.members.size >= this.#o.maxMembers) {
+        // Logged once per run of refusals (a flood would otherwise flood the log).
+        if (this.counters.membersRefused++ === this.#refusedLogged) this.#log.warn({ maxMembers: this.#o.maxMembers }, 'member list full: ANNOUNCEs from new senders refused')
+        return
+      }
+      this.#refusedLogged = this.counters.membersRefused
+      const trusted = this.#o.memberProbationMs === 0
+      this.members.set(sender, { id: sender, name: msg.name, reply: msg.reply, also: msg.also, lastSeen: now, entries: msg.entries, joinedAt: now, trusted })
       this.counters.membersJoined++
       this.#log.info({ nodeId: sender, name: msg.name, reply: msg.reply }, 'member joined')
-      this.replicator.membersChanged()
+      if (trusted) this.replicator.membersChanged()
     }
     // A newcomer learns about us, and the ticket key, at once instead of at our next heartbeat.
     const to = this.#replyTo(msg.reply, sender)
     if (to && (!known || msg.flags & AnnounceFlag.HELLO)) {
-      this.transport.sendTo(to, this.#announceMsg(0))
-      for (const k of this.tickets.all()) this.transport.sendTo(to, this.#ticketMsg(k))
+      this.transport.sendTo(to, sender, this.#announceMsg(0))
+      for (const k of this.tickets.all()) this.transport.sendTo(to, sender, this.#ticketMsg(k))
     }
   }
 
@@ -291,14 +319,21 @@ export class Cluster implements ClusterHooks {
     if (!to) return
     this.#toldLoser.add(told)
     if (this.#toldLoser.size > 4096) this.#toldLoser.delete(this.#toldLoser.values().next().value!)
-    this.transport.sendTo(to, this.#ticketMsg(winner))
+    this.transport.sendTo(to, sender, this.#ticketMsg(winner))
   }
 
   #answer(msg: Extract<Message, { type: typeof MsgType.LOOKUP }>, sender: string): void {
+    // Answers go to the address the asker announced as a member, never to one a datagram names:
+    // a LOOKUP from a sender not (yet) a member is left unanswered (it asks again, or its next
+    // heartbeat makes it one).
+    const to = this.#addressOf(sender)
+    if (!to) {
+      this.counters.lookupsFromStrangers++
+      return
+    }
     this.counters.lookupsAnswered++
-    const to = this.#replyTo(msg.reply, sender)
-    if (!to) return // dual stack: a sender of a family we lack, not yet announced
     const key = msg.key.toString('latin1')
+    const binding = { reqId: msg.reqId, nonce: msg.nonce, digest: keyDigest(msg.key) }
     const entry = this.#store.peek(key)
     const ttlMs = entry === undefined ? 0 : this.#store.remainingTtl(key)
     if (entry === undefined || ttlMs <= 0) {
@@ -308,7 +343,7 @@ export class Cluster implements ClusterHooks {
         return
       }
       this.counters.missesSent++
-      this.transport.sendTo(to, { type: MsgType.MISS, reqId: msg.reqId })
+      this.transport.sendTo(to, sender, { type: MsgType.MISS, ...binding })
       return
     }
     this.counters.hitsSent++
@@ -317,7 +352,7 @@ export class Cluster implements ClusterHooks {
     for (let i = 0; i < count; i++) {
       // Sealing copies the chunk synchronously, so a view into the store's buffer is safe here.
       const chunk = value.subarray(i * this.#chunkBytes, (i + 1) * this.#chunkBytes)
-      this.transport.sendTo(to, { type: MsgType.HIT, reqId: msg.reqId, ttlMs, flags, totalLen: value.length, index: i, count, chunk })
+      this.transport.sendTo(to, sender, { type: MsgType.HIT, ...binding, ttlMs, flags, totalLen: value.length, index: i, count, chunk })
     }
     this.counters.chunksSent += count
   }
@@ -372,6 +407,7 @@ export class Cluster implements ClusterHooks {
     return {
       nodeId: this.nodeId,
       members: this.#alive().length,
+      trustedMembers: this.#alive().filter((m) => m.trusted).length,
       inflightLookups: this.lookups.inflight,
       ...this.lookups.counters,
       ...this.counters,

@@ -11,6 +11,7 @@ import os from 'node:os'
 import { parse as parseToml } from 'smol-toml'
 import { defaultAdminSocketPath, defaultSocketPath } from '../protocol/paths.js'
 import { MAX_KEY_BYTES } from '../protocol/local.js'
+import { MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, SENDER_ID_BYTES, datagramLength, hitChunkBytes, replicateChunkBytes, type Message } from '../protocol/wire.js'
 import { LOG_LEVELS, type LogLevel } from './log.js'
 import { parseListen } from './memcache.js'
 import { parseConsumers, type TicketConsumer } from './ticket-export.js'
@@ -84,6 +85,10 @@ export interface Config {
   maxInflightLookups: number
   /** Bytes of partly received values held at once. */
   maxReassemblyBytes: number
+  /** Members held at once; ANNOUNCEs from more are refused (counted). */
+  maxMembers: number
+  /** A new member gets session copies once it has announced itself again this long after it first appeared, in ms. */
+  memberProbationMs: number
   /** How often the cluster's TLS session ticket key changes, in ms. */
   ticketKeyRotationMs: number
   /** Directory (tmpfs) under which each ticket consumer's files go, `<ticketDir>/<name>/`. */
@@ -169,7 +174,7 @@ export const FIELDS: readonly Field[] = [
   { key: 'heartbeatMs', kind: 'int', def: () => 1000, min: 50, max: 60_000, unit: 'ms', doc: 'interval between membership heartbeats' },
   { key: 'deadAfterMs', kind: 'int', def: () => 3000, min: 100, max: 600_000, unit: 'ms', doc: 'a member silent for this long is dead' },
   { key: 'replayWindowMs', kind: 'int', def: () => 30_000, min: 1000, max: 3_600_000, unit: 'ms', doc: 'datagrams whose send time is further than this from our clock are dropped' },
-  { key: 'maxDatagramBytes', kind: 'int', def: () => 1400, min: 256, max: 65_000, unit: 'bytes', doc: 'largest datagram sent or accepted; larger values travel in chunks' },
+  { key: 'maxDatagramBytes', kind: 'int', def: () => 1400, min: MIN_DATAGRAM_BYTES, max: 65_000, unit: 'bytes', doc: 'largest datagram sent or accepted; larger values travel in chunks' },
   { key: 'maxInflightLookups', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'lookups', doc: 'remote lookups in flight at once; more answer "not found" at once' },
   // The floor is low so tests can watch rotations; it must stay well above heartbeatMs, since the
   // next epoch's key is agreed by heartbeats during the epoch before it.
@@ -189,7 +194,9 @@ export const FIELDS: readonly Field[] = [
   { key: 'memcacheMaxConnections', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'connections', doc: 'connections open at once on each memcache listener (each has its own count); more get SERVER_ERROR too many connections' },
   { key: 'memcacheIdleTimeoutMs', kind: 'int', def: () => 300_000, min: 0, max: 2 ** 31 - 1, unit: 'ms', doc: 'a memcache connection with no traffic either way for this long is closed (clients reconnect); 0 = never, as memcached by default' },
   { key: 'memcacheFlushAll', kind: 'bool', def: () => false, unit: 'true/false', doc: 'let memcached\'s flush_all empty this host\'s store; false answers CLIENT_ERROR flush_all not allowed (any local user can reach the front end; flushing is an admin-socket operation)' },
-  { key: 'maxReassemblyBytes', kind: 'int', def: () => 8 * 1024 * 1024, min: 65_536, max: 2 ** 40, unit: 'bytes', doc: 'bytes of partly received values held at once' },
+  { key: 'maxReassemblyBytes', kind: 'int', def: () => 8 * 1024 * 1024, min: 65_536, max: 2 ** 40, unit: 'bytes', doc: 'bytes of partly received values held at once (values, chunk indexes and per-chunk overhead)' },
+  { key: 'maxMembers', kind: 'int', def: () => 512, min: 1, max: 65_535, unit: 'members', doc: 'members held at once; ANNOUNCEs from more senders are refused and counted (membersRefused)' },
+  { key: 'memberProbationMs', kind: 'int', def: () => 2000, min: 0, max: 600_000, unit: 'ms', doc: 'a new member is pushed session copies (and owns keys) only once it has announced itself again at least this long after it first appeared; the default is two default heartbeats' },
 ]
 
 export class ConfigError extends Error {
@@ -312,8 +319,34 @@ export function apply(base: Config, overrides: Record<string, unknown>, where: s
   if (c.peers.length > 0 && c.unicastPort === 0) throw new ConfigError(`${where}: peers are listed, so unicastPort must be a fixed port (the one the other hosts list)`)
   if (!c.multicastEnabled && c.peers.length === 0 && c.clusterEnabled) throw new ConfigError(`${where}: multicastEnabled is false and no peers are listed: list peers, or set clusterEnabled = false`)
   if (c.ticketKeyRotationMs < 10 * c.heartbeatMs) throw new ConfigError(`${where}: ticketKeyRotationMs (${c.ticketKeyRotationMs}) must be at least 10 times heartbeatMs (${c.heartbeatMs}): the next key is agreed by heartbeats during the epoch before it`)
+  const datagrams = datagramProblem(c)
+  if (datagrams) throw new ConfigError(`${where}: ${datagrams}`)
   if (c.deadAfterMs < 2 * c.heartbeatMs) throw new ConfigError(`${where}: deadAfterMs (${c.deadAfterMs}) must be at least twice heartbeatMs (${c.heartbeatMs}), or one lost heartbeat kills a member`)
   return c
+}
+
+/**
+ * Why the peer datagrams of `c` could not carry what they must, or undefined: a LOOKUP for a key of
+ * maxKeyBytes with the longest owner list it sends, a HIT and a REPLICATE of such a key with at least
+ * one value byte, and our ANNOUNCE. Measured with the codec's own lengths, at the larger (IPv6) reply
+ * address and dual stack, so no address a daemon may get makes a datagram too large at run time.
+ */
+export function datagramProblem(c: Config): string | undefined {
+  if (!c.clusterEnabled) return undefined
+  const key = Buffer.alloc(c.maxKeyBytes)
+  const v6 = { family: 6 as const, address: '::', port: 0 }
+  const v4 = { family: 4 as const, address: '0.0.0.0', port: 0 }
+  const lookup: Message = { type: MsgType.LOOKUP, reqId: 0, nonce: Buffer.alloc(NONCE_BYTES), reply: v6, expect: Array.from({ length: c.replicationFactor - 1 }, () => Buffer.alloc(SENDER_ID_BYTES)), key }
+  const announce: Message = { type: MsgType.ANNOUNCE, reply: v6, also: v4, entries: 0, flags: 2, name: c.nodeName }
+  const needs = [
+    { what: `a LOOKUP for a ${c.maxKeyBytes}-byte key naming ${c.replicationFactor - 1} owner${c.replicationFactor === 2 ? "" : "s"}`, bytes: datagramLength(lookup) },
+    { what: `a REPLICATE of a ${c.maxKeyBytes}-byte key with one value byte`, bytes: c.maxDatagramBytes - replicateChunkBytes(c.maxDatagramBytes, c.maxKeyBytes) + 1 },
+    { what: 'a HIT with one value byte', bytes: c.maxDatagramBytes - hitChunkBytes(c.maxDatagramBytes) + 1 },
+    { what: `an ANNOUNCE of the ${Buffer.byteLength(c.nodeName)}-byte nodeName`, bytes: datagramLength(announce) },
+  ]
+  const over = needs.filter((n) => n.bytes > c.maxDatagramBytes)
+  if (over.length === 0) return undefined
+  return `maxDatagramBytes (${c.maxDatagramBytes}) is too small for ${over.map((n) => `${n.what} (${n.bytes} bytes)`).join(', ')}: raise maxDatagramBytes to at least ${Math.max(...over.map((n) => n.bytes))}, or lower maxKeyBytes${over.some((n) => n.what.includes('LOOKUP')) ? ' or replicationFactor' : ''}`
 }
 
 /** Reads and validates a TOML config file on top of the defaults. */

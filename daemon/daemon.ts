@@ -182,6 +182,8 @@ export class Daemon {
           maxReplicationInflight: c.maxReplicationInflight,
           maxReplicationQueue: c.maxReplicationQueue,
           handoffTimeoutMs: c.handoffTimeoutMs,
+          maxMembers: c.maxMembers,
+          memberProbationMs: c.memberProbationMs,
         },
         this.#keys(),
         this.store,

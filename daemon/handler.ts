@@ -39,8 +39,13 @@ export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Pro
   const { store, maxKeyBytes, admin } = deps
 
   function remoteGet(id: number, key: string): Promise<Buffer> {
-    return deps.cluster!.lookup(key).then((hit) =>
-      hit ? encodeReply(Op.GET, id, Status.OK, hit.value, ReplyFlag.REMOTE, hit.ttlMs) : encodeReply(Op.GET, id, Status.NOT_FOUND),
+    return deps.cluster!.lookup(key).then(
+      (hit) => (hit ? encodeReply(Op.GET, id, Status.OK, hit.value, ReplyFlag.REMOTE, hit.ttlMs) : encodeReply(Op.GET, id, Status.NOT_FOUND)),
+      (err: unknown) => {
+        // The peers cannot be asked (the LOOKUP would exceed maxDatagramBytes): the client is told so.
+        if ((err as { code?: unknown }).code === 'DATAGRAM_TOO_LARGE') return encodeError(Op.GET, id, Status.TOO_LARGE, 'the key is too long for a peer lookup datagram (maxDatagramBytes); not found locally')
+        throw err
+      },
     )
   }
 

@@ -5,8 +5,13 @@
  * bounded retransmits and the deadline, and one settle path for hit, all-missed, deadline, shed
  * and close. A LOOKUP is retransmitted with the same request id, so chunks of a large value that
  * arrived in earlier rounds are kept and only the gaps need to arrive later.
+ *
+ * A reply is taken only when it names the lookup's request id, echoes its nonce (random per lookup)
+ * and carries the digest of its key: request ids repeat across daemons and restarts, so a HIT meant
+ * for another lookup (a replay, or a late answer to an earlier daemon's lookup) never fills this one.
  */
-import { MsgType, type Address, type Message } from '../protocol/wire.js'
+import crypto from 'node:crypto'
+import { MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, hitChunkBytes, keyDigest, maxChunkCount, type Address, type Message } from '../protocol/wire.js'
 import type { SessionStore } from './store.js'
 import type { Transport } from './transport.js'
 import { ByteBudget, Reassembly } from './reassembly.js'
@@ -59,10 +64,21 @@ export interface LookupCounters {
 
 export type Found = { value: Buffer; ttlMs: number; flags: number } | undefined
 
+/** A lookup that cannot be asked: the LOOKUP for this key would not fit in maxDatagramBytes. */
+export class LookupError extends Error {
+  readonly code = 'DATAGRAM_TOO_LARGE'
+  constructor(message: string) {
+    super(message)
+    this.name = 'LookupError'
+  }
+}
+
 interface Inflight {
   key: string
   keyBytes: Buffer
   reqId: number
+  nonce: Buffer
+  digest: Buffer
   waiters: ((f: Found) => void)[]
   missed: Set<string>
   /** Members whose MISS settles "not found"; undefined: every live member's. */
@@ -162,18 +178,27 @@ export class Lookups {
       this.counters.alone++
       return Promise.resolve(undefined)
     }
+    const expected = this.#peers.expectedFor(key)
+    const keyBytes = Buffer.from(key, 'latin1')
+    const expectBytes = (expected ?? []).map((id) => Buffer.from(id, 'hex'))
+    const nonce = crypto.randomBytes(NONCE_BYTES)
+    if (!this.#t.fits({ type: MsgType.LOOKUP, reqId: 0, nonce, reply: this.#t.replyAddress, expect: expectBytes, key: keyBytes })) {
+      this.#t.counters.oversizeNotSent++
+      return Promise.reject(new LookupError(`a LOOKUP for a ${keyBytes.length}-byte key does not fit in maxDatagramBytes`))
+    }
     this.counters.lookups++
     const reqId = this.#nextReq
     this.#nextReq = reqId >= 0xffffffff ? 1 : reqId + 1
-    const expected = this.#peers.expectedFor(key)
     const f: Inflight = {
       key,
-      keyBytes: Buffer.from(key, 'latin1'),
+      keyBytes,
       reqId,
+      nonce,
+      digest: keyDigest(keyBytes),
       waiters: [],
       missed: new Set(),
       expected,
-      expectBytes: (expected ?? []).map((id) => Buffer.from(id, 'hex')),
+      expectBytes,
       parts: new Map(),
       deadline: performance.now() + this.#o.lookupTimeoutMs,
       startedAt: performance.now(),
@@ -218,16 +243,27 @@ export class Lookups {
   }
 
   #lookupMsg(f: Inflight): Message {
-    return { type: MsgType.LOOKUP, reqId: f.reqId, reply: this.#t.replyAddress, expect: f.expectBytes, key: f.keyBytes }
+    return { type: MsgType.LOOKUP, reqId: f.reqId, nonce: f.nonce, reply: this.#t.replyAddress, expect: f.expectBytes, key: f.keyBytes }
   }
 
   /** Sends this round's LOOKUP to `owners`, sealed once; false (nothing sent) if one has no known address. */
   #sendToOwners(f: Inflight, owners: string[]): boolean {
-    const to = owners.map((id) => this.#peers.addressOf(id))
-    if (!to.every((a) => a !== undefined)) return false
+    const to = this.#targets(owners)
+    if (!to) return false
     this.counters.lookupDatagrams += to.length
-    this.#t.sendToEach(to as Address[], this.#lookupMsg(f))
+    this.#t.sendToEach(to, this.#lookupMsg(f))
     return true
+  }
+
+  /** The owners with their addresses, or undefined when one has no known address. */
+  #targets(ids: string[]): { id: string; address: Address }[] | undefined {
+    const out: { id: string; address: Address }[] = []
+    for (const id of ids) {
+      const address = this.#peers.addressOf(id)
+      if (!address) return undefined
+      out.push({ id, address })
+    }
+    return out
   }
 
   /** The hedge: the owners not asked yet in this round are asked now. */
@@ -237,10 +273,10 @@ export class Lookups {
     const rest = f.unasked
     f.unasked = []
     this.counters.hedged++
-    const to = rest.map((id) => this.#peers.addressOf(id))
-    if (to.every((a) => a !== undefined)) {
+    const to = this.#targets(rest)
+    if (to) {
       this.counters.lookupDatagrams += to.length
-      this.#t.sendToEach(to as Address[], this.#lookupMsg(f))
+      this.#t.sendToEach(to, this.#lookupMsg(f))
     } else {
       // An owner's address went away meanwhile (it left or died): the group reaches any holder.
       this.counters.lookupDatagrams++
@@ -269,10 +305,24 @@ export class Lookups {
     for (const w of f.waiters) w(found)
   }
 
+  /** The lookup a HIT or MISS answers, if it is bound to one in flight (reqId, nonce and key digest). */
+  #boundTo(m: { reqId: number; nonce: Buffer; digest: Buffer }): Inflight | undefined {
+    const f = this.#byReq.get(m.reqId)
+    if (!f) {
+      this.#stray(m.reqId)
+      return undefined
+    }
+    if (!m.nonce.equals(f.nonce) || !m.digest.equals(f.digest)) {
+      this.#t.counters.dropped.mismatched++
+      return undefined
+    }
+    return f
+  }
+
   /** A HIT chunk from `sender`. */
   onHit(sender: string, m: Extract<Message, { type: typeof MsgType.HIT }>): void {
-    const f = this.#byReq.get(m.reqId)
-    if (!f) return this.#stray(m.reqId)
+    const f = this.#boundTo(m)
+    if (!f) return
     this.counters.chunksReceived++
     if (m.totalLen > this.#o.maxValueBytes) {
       this.counters.reassemblyDropped++
@@ -287,7 +337,12 @@ export class Lookups {
     }
     let r = f.parts.get(sender)
     if (!r) {
-      r = new Reassembly(m, this.#budget)
+      const opened = Reassembly.open(m, this.#budget, maxChunkCount(m.totalLen, hitChunkBytes(MIN_DATAGRAM_BYTES)))
+      if (typeof opened === 'string') {
+        this.counters.reassemblyDropped++
+        return
+      }
+      r = opened
       f.parts.set(sender, r)
     }
     const added = r.add(m)
@@ -317,10 +372,10 @@ export class Lookups {
   }
 
   /** A MISS from `sender`: when every live member has missed, "not found" now. */
-  onMiss(sender: string, reqId: number): void {
+  onMiss(sender: string, m: Extract<Message, { type: typeof MsgType.MISS }>): void {
     this.counters.missesReceived++
-    const f = this.#byReq.get(reqId)
-    if (!f) return this.#stray(reqId)
+    const f = this.#boundTo(m)
+    if (!f) return
     f.missed.add(sender)
     if (f.unasked.length > 0) this.#askRest(f)
     this.#checkAllMissed(f)

@@ -12,8 +12,7 @@
  * never correctness; a later SET of the same key on another host may race an older copy, which is
  * accepted for session state, where a key is written once.
  */
-import type { RemoteInfo } from 'node:dgram'
-import { MsgType, REPLICATE_OVERHEAD_BYTES, type Address, type Message } from '../protocol/wire.js'
+import { MIN_DATAGRAM_BYTES, MsgType, maxChunkCount, replicateChunkBytes, type Address, type Message } from '../protocol/wire.js'
 import { owners } from './rendezvous.js'
 import type { SessionStore } from './store.js'
 import type { Transport } from './transport.js'
@@ -43,6 +42,10 @@ export interface ReplicationCounters {
   /** Copies not sent: queue full, or the target left before its turn. */
   copiesDropped: number
   copiesReceived: number
+  /** Copies from senders that are not members: not stored, not acknowledged. */
+  copiesRefused: number
+  /** Chunked copies not taken in: more chunks than a legal sender uses, the budget, or the sender's share full. */
+  copiesUnassembled: number
   handedOff: number
   /** Copies queued because membership changed and a key gained an owner. */
   replacements: number
@@ -71,6 +74,11 @@ interface Job {
 const MAX_BACKOFF_MS = 2000
 /** Partly received copies older than this are dropped. */
 const REASSEMBLY_TIMEOUT_MS = 5000
+/**
+ * Chunked copies one sender may have half received here at once; more are dropped unacknowledged
+ * (the sender retries after its ACK timeout), so one member cannot take the whole budget.
+ */
+export const MAX_PARTIAL_COPIES_PER_SENDER = 64
 
 export class Replicator {
   readonly counters: ReplicationCounters = {
@@ -80,6 +88,8 @@ export class Replicator {
     copiesFailed: 0,
     copiesDropped: 0,
     copiesReceived: 0,
+    copiesRefused: 0,
+    copiesUnassembled: 0,
     handedOff: 0,
     replacements: 0,
     replacementScans: 0,
@@ -93,7 +103,9 @@ export class Replicator {
   #inflight = new Map<number, Job>()
   #nextId = 1
   /** Copies arriving in chunks, by sender and copy id, with the key each is for. */
-  #incoming = new Map<string, { key: Buffer; r: Reassembly }>()
+  #incoming = new Map<string, { key: Buffer; r: Reassembly; sender: string }>()
+  /** Half-received copies per sender. */
+  #partialBy = new Map<string, number>()
   readonly #budget: ByteBudget
   /** Membership as of the last change seen, and as of the last scan (what copies were placed under). */
   #lastMembers: string[] = []
@@ -164,12 +176,12 @@ export class Replicator {
       return false
     }
     const key = Buffer.from(job.key, 'latin1')
-    const chunkBytes = this.#o.maxDatagramBytes - REPLICATE_OVERHEAD_BYTES - key.length
+    const chunkBytes = replicateChunkBytes(this.#o.maxDatagramBytes, key.length)
     const { value, flags } = entry
     const count = Math.max(1, Math.ceil(value.length / chunkBytes))
     for (let i = 0; i < count; i++) {
       const chunk = value.subarray(i * chunkBytes, (i + 1) * chunkBytes)
-      void this.#t.sendTo(to, { type: MsgType.REPLICATE, replId: job.replId, ttlMs, flags, totalLen: value.length, index: i, count, key, chunk })
+      void this.#t.sendTo(to, job.to, { type: MsgType.REPLICATE, replId: job.replId, ttlMs, flags, totalLen: value.length, index: i, count, key, chunk })
     }
     if (job.attempts === 0) {
       job.sentAt = performance.now()
@@ -196,9 +208,10 @@ export class Replicator {
     }
   }
 
-  onAck(replId: number): void {
+  /** An ACK from `sender`: it settles the copy only if that copy went to `sender`. */
+  onAck(sender: string, replId: number): void {
     const job = this.#inflight.get(replId)
-    if (!job) return
+    if (!job || job.to !== sender) return
     clearTimeout(job.timer)
     this.#inflight.delete(replId)
     this.counters.copiesAcked++
@@ -206,10 +219,19 @@ export class Replicator {
     this.#pump()
   }
 
-  /** A copy (or a chunk of one) pushed to us; stored and acknowledged once whole. */
-  onReplicate(sender: string, m: Extract<Message, { type: typeof MsgType.REPLICATE }>, rinfo: RemoteInfo): void {
+  /**
+   * A copy (or a chunk of one) pushed to us; stored and acknowledged once whole. Only members send
+   * copies, and the ACK goes to the address the sender announced, never to a datagram's source: a
+   * copy from a sender we do not know as a member is refused (counted), unstored and unanswered.
+   */
+  onReplicate(sender: string, m: Extract<Message, { type: typeof MsgType.REPLICATE }>): void {
+    const from = this.#peers.addressOf(sender)
+    if (!from) {
+      this.counters.copiesRefused++
+      return
+    }
     if (m.totalLen > this.#o.maxValueBytes) return
-    const ack = () => void this.#t.sendTo({ family: rinfo.family === 'IPv6' ? 6 : 4, address: rinfo.address, port: rinfo.port }, { type: MsgType.ACK, replId: m.replId })
+    const ack = () => void this.#t.sendTo(from, sender, { type: MsgType.ACK, replId: m.replId })
     if (m.count === 1) {
       if (m.chunk.length !== m.totalLen) return
       this.#accept(m.key, m.chunk, m.ttlMs, m.flags)
@@ -218,18 +240,32 @@ export class Replicator {
     const id = `${sender}:${m.replId}`
     let inc = this.#incoming.get(id)
     if (!inc) {
-      inc = { key: Buffer.from(m.key), r: new Reassembly(m, this.#budget) }
+      const partial = this.#partialBy.get(sender) ?? 0
+      const opened = partial < MAX_PARTIAL_COPIES_PER_SENDER ? Reassembly.open(m, this.#budget, maxChunkCount(m.totalLen, replicateChunkBytes(MIN_DATAGRAM_BYTES, m.key.length))) : 'too-many-copies'
+      if (typeof opened === 'string') {
+        this.counters.copiesUnassembled++
+        return
+      }
+      inc = { key: Buffer.from(m.key), r: opened, sender }
       this.#incoming.set(id, inc)
+      this.#partialBy.set(sender, partial + 1)
     }
     if (inc.r.add(m) !== 'added' || !inc.r.complete) return
-    this.#incoming.delete(id)
     const whole = inc.r.join()
-    inc.r.release()
+    this.#forget(id, inc)
     if (whole) {
       this.#accept(inc.key, whole, inc.r.ttlMs, inc.r.flags)
       whole.fill(0)
       ack()
     }
+  }
+
+  #forget(id: string, inc: { r: Reassembly; sender: string }): void {
+    this.#incoming.delete(id)
+    inc.r.release()
+    const left = (this.#partialBy.get(inc.sender) ?? 1) - 1
+    if (left > 0) this.#partialBy.set(inc.sender, left)
+    else this.#partialBy.delete(inc.sender)
   }
 
   #accept(key: Buffer, value: Buffer, ttlMs: number, flags: number): void {
@@ -246,10 +282,7 @@ export class Replicator {
   sweep(): void {
     const now = performance.now()
     for (const [id, inc] of this.#incoming) {
-      if (now - inc.r.startedAt > REASSEMBLY_TIMEOUT_MS) {
-        this.#incoming.delete(id)
-        inc.r.release()
-      }
+      if (now - inc.r.startedAt > REASSEMBLY_TIMEOUT_MS) this.#forget(id, inc)
     }
   }
 
@@ -328,6 +361,7 @@ export class Replicator {
     this.#queue = []
     for (const inc of this.#incoming.values()) inc.r.release()
     this.#incoming.clear()
+    this.#partialBy.clear()
     for (const w of this.#idle.splice(0)) w()
   }
 }

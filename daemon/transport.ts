@@ -7,6 +7,10 @@
  * same ports). What goes to the group is sealed once and sent on both; a receiver with both
  * families gets it twice, takes the first copy and drops the second unopened (counted as a
  * duplicate, not a replay). Unicast goes out on the family of the address.
+ *
+ * Every unicast datagram is sealed for one receiver (its node id, authenticated in the header):
+ * another daemon drops it as misaddressed, so a capture cannot be replayed to another host or to a
+ * restarted one. Group datagrams name no receiver and carry only the types in GROUP_TYPES.
  */
 import crypto from 'node:crypto'
 import net from 'node:net'
@@ -15,7 +19,7 @@ import { DgramAsPromised, type SocketAsPromised } from 'dgram-as-promised'
 import type { RemoteInfo } from 'node:dgram'
 import { ProtocolError } from '../protocol/errors.js'
 import { sealingKey, type ClusterKey } from '../protocol/keyfile.js'
-import { Keyring, decodeBody, encodeBody, open, seal, type Address, type Message } from '../protocol/wire.js'
+import { GROUP_TYPES, Keyring, NO_RECEIVER, datagramLength, readHeader, decodeBody, encodeBody, open, seal, typeName, type Address, type Message } from '../protocol/wire.js'
 import type { Log } from './log.js'
 import { ReplayGuard } from './replay.js'
 
@@ -77,6 +81,10 @@ export interface DropCounters {
   stale: number
   replayed: number
   unsolicited: number
+  /** Sealed for another receiver, or a unicast-only type sent to the group. */
+  misaddressed: number
+  /** HIT/MISS whose nonce or key digest is not those of the lookup it names. */
+  mismatched: number
 }
 
 export interface TransportCounters {
@@ -85,6 +93,8 @@ export interface TransportCounters {
   bytesSent: number
   bytesReceived: number
   sendErrors: number
+  /** Datagrams not sent because they would exceed maxDatagramBytes (the caller is told). */
+  oversizeNotSent: number
   /** Dual stack: second copies of a datagram that came on both families (not replays). */
   duplicates: number
   dropped: DropCounters
@@ -119,8 +129,9 @@ export class Transport {
     bytesSent: 0,
     bytesReceived: 0,
     sendErrors: 0,
+    oversizeNotSent: 0,
     duplicates: 0,
-    dropped: { malformed: 0, oversize: 0, unknownKey: 0, openFailed: 0, stale: 0, replayed: 0, unsolicited: 0 },
+    dropped: { malformed: 0, oversize: 0, unknownKey: 0, openFailed: 0, stale: 0, replayed: 0, unsolicited: 0, misaddressed: 0, mismatched: 0 },
   }
   onMessage: (m: Incoming) => void = () => {}
   #o: TransportOptions
@@ -258,6 +269,12 @@ export class Transport {
     }
     let opened
     try {
+      // Sealed for another daemon: not worth a decryption (the check after opening catches forgeries).
+      const to = readHeader(buf).receiverId
+      if (!to.equals(NO_RECEIVER) && !to.equals(this.nodeId)) {
+        c.dropped.misaddressed++
+        return
+      }
       opened = open(this.#ring, buf)
     } catch (err) {
       const code = err instanceof ProtocolError ? err.code : 'OPEN_FAILED'
@@ -272,6 +289,11 @@ export class Transport {
       decoded = decodeBody(opened.body)
     } catch {
       c.dropped.malformed++
+      return
+    }
+    const toGroup = opened.header.receiverId.equals(NO_RECEIVER)
+    if (toGroup ? !GROUP_TYPES.has(decoded.msg.type) : !opened.header.receiverId.equals(this.nodeId)) {
+      c.dropped.misaddressed++
       return
     }
     if (Math.abs(this.#now() - decoded.sentAtMs) > this.#o.replayWindowMs) {
@@ -290,9 +312,20 @@ export class Transport {
     this.onMessage({ msg: decoded.msg, sender, rinfo })
   }
 
-  #seal(msg: Message): Buffer {
+  /** The sealed datagram, or undefined (counted) when it would exceed maxDatagramBytes. */
+  #seal(msg: Message, receiver: Buffer): Buffer | undefined {
+    if (datagramLength(msg) > this.#o.maxDatagramBytes) {
+      this.counters.oversizeNotSent++
+      this.#o.log.warn({ type: typeName(msg.type), bytes: datagramLength(msg), maxDatagramBytes: this.#o.maxDatagramBytes }, 'datagram larger than maxDatagramBytes not sent')
+      return undefined
+    }
     const key = sealingKey(this.#keys, Math.floor(this.#now() / 1000))
-    return seal(this.#ring, key.id, this.nodeId, ++this.#counter, encodeBody(msg, this.#now()))
+    return seal(this.#ring, key.id, this.nodeId, ++this.#counter, encodeBody(msg, this.#now()), receiver)
+  }
+
+  /** True when `msg` fits in one datagram (maxDatagramBytes). */
+  fits(msg: Message): boolean {
+    return datagramLength(msg) <= this.#o.maxDatagramBytes
   }
 
   /** Resolves once the datagram has left (or failed to: counted, never thrown). */
@@ -315,22 +348,23 @@ export class Transport {
 
   /** Sends `msg` to the whole cluster: the multicast group(s) and every listed peer, sealed once. */
   sendGroup(msg: Message): Promise<void> {
-    const d = this.#seal(msg)
+    if (!GROUP_TYPES.has(msg.type)) throw new Error(`${typeName(msg.type)} is never sent to the group`)
+    const d = this.#seal(msg, NO_RECEIVER)
+    if (!d) return Promise.resolve()
     const sends = this.#peers.map((p) => this.#send(d, p.port, p.address, p.family))
     if (this.#o.multicastEnabled) for (const l of this.#legs) sends.push(this.#send(d, this.#o.port, l.group, l.family))
     return Promise.all(sends).then(() => {})
   }
 
-  /** Sends `msg` to one daemon's unicast address. */
-  sendTo(to: Address, msg: Message): Promise<void> {
-    return this.#send(this.#seal(msg), to.port, to.address, to.family)
+  /** Sends `msg` to the daemon `receiver` (its node id in hex) at its announced address `to`. */
+  sendTo(to: Address, receiver: string, msg: Message): Promise<void> {
+    const d = this.#seal(msg, Buffer.from(receiver, 'hex'))
+    return d ? this.#send(d, to.port, to.address, to.family) : Promise.resolve()
   }
 
-  /** Sends `msg` to several daemons' unicast addresses, sealed once. */
-  sendToEach(to: readonly Address[], msg: Message): void {
-    if (to.length === 0) return
-    const d = this.#seal(msg)
-    for (const a of to) void this.#send(d, a.port, a.address, a.family)
+  /** Sends `msg` to several daemons, each sealed for its receiver. */
+  sendToEach(to: readonly { id: string; address: Address }[], msg: Message): void {
+    for (const r of to) void this.sendTo(r.address, r.id, msg)
   }
 
   async close(): Promise<void> {

@@ -1,27 +1,35 @@
 /**
  * Peer datagrams between daemons: a clear header and a sealed body (AES-256-GCM).
  *
- *    0        4     5      6        10            18            26
- *   +--------+-----+------+--------+-------------+-------------+---------------------+--------+
- *   | magic  | ver | rsvd | key id | sender id   | counter     | sealed body ...     | tag    |
- *   | u32    | u8  | u8   | u32    | 8 bytes     | u64         | (ciphertext)        | 16 B   |
- *   +--------+-----+------+--------+-------------+-------------+---------------------+--------+
- *   \_____________ clear header: authenticated as additional data ______/
+ *    0        4     5      6        10            18            26            34
+ *   +--------+-----+------+--------+-------------+-------------+-------------+----------------+--------+
+ *   | magic  | ver | rsvd | key id | sender id   | counter     | receiver id | sealed body ...| tag    |
+ *   | u32    | u8  | u8   | u32    | 8 bytes     | u64         | 8 bytes     | (ciphertext)   | 16 B   |
+ *   +--------+-----+------+--------+-------------+-------------+-------------+----------------+--------+
+ *   \_____________ clear header: authenticated as additional data ______________/
  *
  * The sender id is random per daemon start. Each sender seals with its own subkey,
  * HKDF-SHA256(cluster key, salt = sender id), and nonce = 4 zero bytes | counter, where the counter
  * increases with every datagram it sends: (subkey, nonce) never repeats, even across restarts
  * and hosts, and the counter doubles as the replay sequence number.
  *
+ * The receiver id binds a unicast datagram to the one daemon it was sent to (the id it announced):
+ * a copy captured on its way to one host and resent to another fails the receiver check there,
+ * and so does one resent to a restarted daemon (a new id per start). Datagrams to the group carry
+ * eight zero bytes, and only the types in GROUP_TYPES may travel that way.
+ *
  * Sealed body:
  *   type u8 | sentAtMs u64 (Unix ms) | payload
  * Payloads:
- *   LOOKUP      reqId u32 | reply address | expect count u8 | expected ids (8 bytes each) |
- *               keyLen u16 | key
+ *   LOOKUP      reqId u32 | nonce (8 bytes) | reply address | expect count u8 |
+ *               expected ids (8 bytes each) | keyLen u16 | key
  *               (members listed in `expect` answer MISS; an empty list asks every member to;
  *               any member holding the key answers HIT)
- *   HIT         reqId u32 | ttlMs u32 | flags u32 | totalLen u32 | index u16 | count u16 | chunk
- *   MISS        reqId u32
+ *   HIT         reqId u32 | nonce (8 bytes) | key digest (16 bytes) | ttlMs u32 | flags u32 |
+ *               totalLen u32 | index u16 | count u16 | chunk
+ *   MISS        reqId u32 | nonce (8 bytes) | key digest (16 bytes)
+ *               (nonce: random per lookup, echoed; key digest: keyDigest() of the key asked for;
+ *               the asker takes a reply only when both match its lookup in flight)
  *   INVALIDATE  keyLen u16 | key
  *   ANNOUNCE    reply address | entries u32 | flags u8 | nameLen u8 | name (UTF-8) |
  *               [second reply address, of the other family: when flags has DUAL_STACK]
@@ -32,7 +40,11 @@
  *   ACK         replId u32
  * Reply address: family u8 (4 or 6) | address (4 or 16 bytes) | port u16
  *
+ * A chunked value (HIT, REPLICATE) has 1 <= count <= max(1, totalLen): no chunk is empty unless the
+ * value is.
+ *
  * The numbers are the protocol: append only, never renumber.
+ * Version 2: the receiver id in the header; the nonce in LOOKUP, nonce and key digest in HIT and MISS.
  */
 import crypto from 'node:crypto'
 import { Parser } from 'binary-parser'
@@ -40,16 +52,43 @@ import { ProtocolError, needBytes } from './errors.js'
 import type { ClusterKey } from './keyfile.js'
 
 export const MAGIC = 0x53544353 // "STCS"
-export const VERSION = 1
-export const HEADER_BYTES = 26
+export const VERSION = 2
+export const HEADER_BYTES = 34
 export const TAG_BYTES = 16
 export const SENDER_ID_BYTES = 8
+/** Receiver id of a datagram to the group (or to listed peers in its stead). */
+export const NO_RECEIVER: Buffer = Buffer.alloc(SENDER_ID_BYTES)
+/** Bytes of a lookup's nonce, echoed by its HIT and MISS replies. */
+export const NONCE_BYTES = 8
+/** Bytes of the key digest a HIT or MISS carries (a SHA-256 prefix of the key). */
+export const KEY_DIGEST_BYTES = 16
 /** Bytes a datagram spends on everything but its payload: clear header, tag, type and time. */
 export const ENVELOPE_BYTES = HEADER_BYTES + TAG_BYTES + 9
-/** Bytes of a HIT before its chunk: envelope plus reqId, ttl, flags, total, index, count. */
-export const HIT_OVERHEAD_BYTES = ENVELOPE_BYTES + 20
+/** Bytes of a HIT before its chunk: envelope plus reqId, nonce, digest, ttl, flags, total, index, count. */
+export const HIT_OVERHEAD_BYTES = ENVELOPE_BYTES + 20 + NONCE_BYTES + KEY_DIGEST_BYTES
 /** Bytes of a REPLICATE before its key and chunk. */
 export const REPLICATE_OVERHEAD_BYTES = ENVELOPE_BYTES + 22
+/** The smallest maxDatagramBytes a daemon may run with. */
+export const MIN_DATAGRAM_BYTES = 256
+
+/** Value bytes a HIT carries per datagram of `maxDatagramBytes`. */
+export function hitChunkBytes(maxDatagramBytes: number): number {
+  return maxDatagramBytes - HIT_OVERHEAD_BYTES
+}
+
+/** Value bytes a REPLICATE of a `keyLen`-byte key carries per datagram of `maxDatagramBytes`. */
+export function replicateChunkBytes(maxDatagramBytes: number, keyLen: number): number {
+  return maxDatagramBytes - REPLICATE_OVERHEAD_BYTES - keyLen
+}
+
+/**
+ * The most chunks a value of `totalLen` bytes can legally arrive in, when every sender's chunks
+ * are at least `smallestChunk` bytes (what the smallest legal datagram carries): no sender needs
+ * more, so a larger count is refused before it costs an index.
+ */
+export function maxChunkCount(totalLen: number, smallestChunk: number): number {
+  return Math.max(1, Math.ceil(totalLen / Math.max(1, smallestChunk)))
+}
 
 export const MsgType = {
   LOOKUP: 1,
@@ -65,6 +104,13 @@ export const MsgType = {
 /** Bytes of a TLS session ticket key (Node's setTicketKeys). */
 export const TICKET_KEY_BYTES = 48
 export type MsgTypeCode = (typeof MsgType)[keyof typeof MsgType]
+/** Types that may be sent to the group (receiver NO_RECEIVER); every other type names its receiver. */
+export const GROUP_TYPES: ReadonlySet<number> = new Set<number>([MsgType.LOOKUP, MsgType.INVALIDATE, MsgType.ANNOUNCE, MsgType.LEAVE, MsgType.TICKET_KEY])
+
+/** The digest of a key that binds a HIT or MISS to the key asked for. */
+export function keyDigest(key: Buffer): Buffer {
+  return crypto.createHash('sha256').update(key).digest().subarray(0, KEY_DIGEST_BYTES)
+}
 const TYPE_NAMES = new Map<number, string>(Object.entries(MsgType).map(([k, v]) => [v, k]))
 export function typeName(t: number): string {
   return TYPE_NAMES.get(t) ?? `type(${t})`
@@ -84,9 +130,9 @@ export interface Address {
 }
 
 export type Message =
-  | { type: typeof MsgType.LOOKUP; reqId: number; reply: Address; expect: Buffer[]; key: Buffer }
-  | { type: typeof MsgType.HIT; reqId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number; chunk: Buffer }
-  | { type: typeof MsgType.MISS; reqId: number }
+  | { type: typeof MsgType.LOOKUP; reqId: number; nonce: Buffer; reply: Address; expect: Buffer[]; key: Buffer }
+  | { type: typeof MsgType.HIT; reqId: number; nonce: Buffer; digest: Buffer; ttlMs: number; flags: number; totalLen: number; index: number; count: number; chunk: Buffer }
+  | { type: typeof MsgType.MISS; reqId: number; nonce: Buffer; digest: Buffer }
   | { type: typeof MsgType.INVALIDATE; key: Buffer }
   | { type: typeof MsgType.ANNOUNCE; reply: Address; entries: number; flags: number; name: string; also?: Address }
   | { type: typeof MsgType.LEAVE }
@@ -98,6 +144,8 @@ export interface Header {
   keyId: number
   senderId: Buffer
   counter: number
+  /** The daemon the datagram is for; NO_RECEIVER for the group. */
+  receiverId: Buffer
 }
 
 // ---- addresses ----
@@ -173,17 +221,32 @@ function readAddress(buf: Buffer, off: number): [Address, number] {
 const bodyHead = new Parser().uint8('type').uint32be('timeHi').uint32be('timeLo')
 const u32 = new Parser().uint32be('n')
 const replHead = new Parser().uint32be('replId').uint32be('ttlMs').uint32be('flags').uint32be('totalLen').uint16be('index').uint16be('count').uint16be('keyLen')
-const hitHead = new Parser().uint32be('reqId').uint32be('ttlMs').uint32be('flags').uint32be('totalLen').uint16be('index').uint16be('count')
+const hitHead = new Parser().uint32be('ttlMs').uint32be('flags').uint32be('totalLen').uint16be('index').uint16be('count')
+/** reqId, nonce and key digest: what binds a HIT or MISS to its lookup. */
+const BINDING_BYTES = 4 + NONCE_BYTES + KEY_DIGEST_BYTES
+
+function checkChunking(what: string, totalLen: number, index: number, count: number, chunkLen: number): void {
+  if (count === 0 || index >= count) throw new ProtocolError('BAD_FIELD', `${what} chunk ${index} of ${count}`)
+  // Every chunk carries at least one byte unless the value is empty: a count beyond the value's
+  // length could only announce empty chunks, which cost the receiver an index slot each.
+  if (count > Math.max(1, totalLen)) throw new ProtocolError('BAD_FIELD', `${what}: ${count} chunks for a value of ${totalLen} bytes`)
+  if (chunkLen === 0 && totalLen > 0) throw new ProtocolError('BAD_FIELD', `${what}: an empty chunk of a value of ${totalLen} bytes`)
+  if (chunkLen > totalLen) throw new ProtocolError('BAD_FIELD', `${what} chunk of ${chunkLen} bytes exceeds the value's ${totalLen}`)
+}
+
+function fixedBuffer(b: Buffer, len: number, what: string): void {
+  if (b.length !== len) throw new ProtocolError('BAD_FIELD', `${what} must be ${len} bytes`)
+}
 
 /** Plaintext length of a message's body. */
 export function bodyLength(m: Message): number {
   switch (m.type) {
     case MsgType.LOOKUP:
-      return 9 + 4 + addressLength(m.reply) + 1 + SENDER_ID_BYTES * m.expect.length + 2 + m.key.length
+      return 9 + 4 + NONCE_BYTES + addressLength(m.reply) + 1 + SENDER_ID_BYTES * m.expect.length + 2 + m.key.length
     case MsgType.HIT:
-      return 9 + 20 + m.chunk.length
+      return 9 + BINDING_BYTES + 16 + m.chunk.length
     case MsgType.MISS:
-      return 9 + 4
+      return 9 + BINDING_BYTES
     case MsgType.INVALIDATE:
       return 9 + 2 + m.key.length
     case MsgType.ANNOUNCE:
@@ -207,8 +270,10 @@ export function encodeBody(m: Message, sentAtMs: number): Buffer {
   let off = 9
   switch (m.type) {
     case MsgType.LOOKUP:
+      fixedBuffer(m.nonce, NONCE_BYTES, 'LOOKUP nonce')
       buf.writeUInt32BE(m.reqId, off)
-      off = writeAddress(buf, off + 4, m.reply)
+      m.nonce.copy(buf, off + 4)
+      off = writeAddress(buf, off + 4 + NONCE_BYTES, m.reply)
       if (m.expect.length > 255 || m.expect.some((id) => id.length !== SENDER_ID_BYTES)) throw new ProtocolError('BAD_FIELD', 'LOOKUP expects at most 255 ids of 8 bytes')
       buf[off++] = m.expect.length
       for (const id of m.expect) off += id.copy(buf, off)
@@ -216,16 +281,16 @@ export function encodeBody(m: Message, sentAtMs: number): Buffer {
       m.key.copy(buf, off + 2)
       break
     case MsgType.HIT:
-      buf.writeUInt32BE(m.reqId, off)
-      buf.writeUInt32BE(m.ttlMs, off + 4)
-      buf.writeUInt32BE(m.flags, off + 8)
-      buf.writeUInt32BE(m.totalLen, off + 12)
-      buf.writeUInt16BE(m.index, off + 16)
-      buf.writeUInt16BE(m.count, off + 18)
-      m.chunk.copy(buf, off + 20)
+      off = writeBinding(buf, off, m)
+      buf.writeUInt32BE(m.ttlMs, off)
+      buf.writeUInt32BE(m.flags, off + 4)
+      buf.writeUInt32BE(m.totalLen, off + 8)
+      buf.writeUInt16BE(m.index, off + 12)
+      buf.writeUInt16BE(m.count, off + 14)
+      m.chunk.copy(buf, off + 16)
       break
     case MsgType.MISS:
-      buf.writeUInt32BE(m.reqId, off)
+      writeBinding(buf, off, m)
       break
     case MsgType.INVALIDATE:
       buf.writeUInt16BE(m.key.length, off)
@@ -270,6 +335,19 @@ export function encodeBody(m: Message, sentAtMs: number): Buffer {
   return buf
 }
 
+function writeBinding(buf: Buffer, off: number, m: { type: number; reqId: number; nonce: Buffer; digest: Buffer }): number {
+  fixedBuffer(m.nonce, NONCE_BYTES, `${typeName(m.type)} nonce`)
+  fixedBuffer(m.digest, KEY_DIGEST_BYTES, `${typeName(m.type)} key digest`)
+  buf.writeUInt32BE(m.reqId, off)
+  m.nonce.copy(buf, off + 4)
+  m.digest.copy(buf, off + 4 + NONCE_BYTES)
+  return off + BINDING_BYTES
+}
+
+function readBinding(p: Buffer): { reqId: number; nonce: Buffer; digest: Buffer } {
+  return { reqId: p.readUInt32BE(0), nonce: p.subarray(4, 4 + NONCE_BYTES), digest: p.subarray(4 + NONCE_BYTES, BINDING_BYTES) }
+}
+
 function keyAt(buf: Buffer, off: number, what: string): Buffer {
   needBytes(buf.length - off, 2, `${what} key length`)
   const len = buf.readUInt16BE(off)
@@ -291,27 +369,27 @@ export function decodeBody(buf: Buffer): { sentAtMs: number; msg: Message } {
   const p = buf.subarray(9)
   switch (h.type) {
     case MsgType.LOOKUP: {
-      needBytes(p.length, 4, 'LOOKUP')
+      needBytes(p.length, 4 + NONCE_BYTES, 'LOOKUP')
       const { n } = u32.parse(p) as { n: number }
-      const [reply, at] = readAddress(p, 4)
+      const nonce = p.subarray(4, 4 + NONCE_BYTES)
+      const [reply, at] = readAddress(p, 4 + NONCE_BYTES)
       needBytes(p.length - at, 1, 'LOOKUP expect count')
       const count = p[at]!
       needBytes(p.length - at - 1, SENDER_ID_BYTES * count, 'LOOKUP expected ids')
       const expect: Buffer[] = []
       for (let i = 0; i < count; i++) expect.push(p.subarray(at + 1 + i * SENDER_ID_BYTES, at + 1 + (i + 1) * SENDER_ID_BYTES))
-      return { sentAtMs, msg: { type: MsgType.LOOKUP, reqId: n, reply, expect, key: keyAt(p, at + 1 + SENDER_ID_BYTES * count, 'LOOKUP') } }
+      return { sentAtMs, msg: { type: MsgType.LOOKUP, reqId: n, nonce, reply, expect, key: keyAt(p, at + 1 + SENDER_ID_BYTES * count, 'LOOKUP') } }
     }
     case MsgType.HIT: {
-      needBytes(p.length, 20, 'HIT')
-      const f = hitHead.parse(p) as { reqId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number }
-      if (f.count === 0 || f.index >= f.count) throw new ProtocolError('BAD_FIELD', `HIT chunk ${f.index} of ${f.count}`)
-      const chunk = p.subarray(20)
-      if (chunk.length > f.totalLen) throw new ProtocolError('BAD_FIELD', `HIT chunk of ${chunk.length} bytes exceeds the value's ${f.totalLen}`)
-      return { sentAtMs, msg: { type: MsgType.HIT, ...f, chunk } }
+      needBytes(p.length, BINDING_BYTES + 16, 'HIT')
+      const f = hitHead.parse(p.subarray(BINDING_BYTES)) as { ttlMs: number; flags: number; totalLen: number; index: number; count: number }
+      const chunk = p.subarray(BINDING_BYTES + 16)
+      checkChunking('HIT', f.totalLen, f.index, f.count, chunk.length)
+      return { sentAtMs, msg: { type: MsgType.HIT, ...readBinding(p), ...f, chunk } }
     }
     case MsgType.MISS: {
-      exactly(p, 4, 'MISS')
-      return { sentAtMs, msg: { type: MsgType.MISS, reqId: (u32.parse(p) as { n: number }).n } }
+      exactly(p, BINDING_BYTES, 'MISS')
+      return { sentAtMs, msg: { type: MsgType.MISS, ...readBinding(p) } }
     }
     case MsgType.INVALIDATE:
       return { sentAtMs, msg: { type: MsgType.INVALIDATE, key: keyAt(p, 0, 'INVALIDATE') } }
@@ -342,9 +420,8 @@ export function decodeBody(buf: Buffer): { sentAtMs: number; msg: Message } {
       const f = replHead.parse(p) as { replId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number; keyLen: number }
       if (f.keyLen === 0) throw new ProtocolError('BAD_FIELD', 'REPLICATE with an empty key')
       needBytes(p.length, 22 + f.keyLen, 'REPLICATE key')
-      if (f.count === 0 || f.index >= f.count) throw new ProtocolError('BAD_FIELD', `REPLICATE chunk ${f.index} of ${f.count}`)
       const chunk = p.subarray(22 + f.keyLen)
-      if (chunk.length > f.totalLen) throw new ProtocolError('BAD_FIELD', `REPLICATE chunk of ${chunk.length} bytes exceeds the value's ${f.totalLen}`)
+      checkChunking('REPLICATE', f.totalLen, f.index, f.count, chunk.length)
       const { keyLen: _k, ...rest } = f
       return { sentAtMs, msg: { type: MsgType.REPLICATE, ...rest, key: p.subarray(22, 22 + f.keyLen), chunk } }
     }
@@ -358,9 +435,14 @@ export function decodeBody(buf: Buffer): { sentAtMs: number; msg: Message } {
 
 // ---- the sealing envelope ----
 
-const headerParser = new Parser().uint32be('magic').uint8('version').uint8('reserved').uint32be('keyId').buffer('senderId', { length: SENDER_ID_BYTES }).uint32be('ctrHi').uint32be('ctrLo')
+const headerParser = new Parser().uint32be('magic').uint8('version').uint8('reserved').uint32be('keyId').buffer('senderId', { length: SENDER_ID_BYTES }).uint32be('ctrHi').uint32be('ctrLo').buffer('receiverId', { length: SENDER_ID_BYTES })
 
 const HKDF_INFO = Buffer.from('statecast/1 datagram')
+
+/** Bytes of the datagram that carries `m`: clear header, sealed body, tag. */
+export function datagramLength(m: Message): number {
+  return HEADER_BYTES + bodyLength(m) + TAG_BYTES
+}
 const MAX_SUBKEYS = 4096
 
 /**
@@ -399,8 +481,9 @@ function nonceFor(counter: number): Buffer {
   return n
 }
 
-/** Seals a plaintext body into a datagram. */
-export function seal(ring: Keyring, keyId: number, senderId: Buffer, counter: number, body: Buffer): Buffer {
+/** Seals a plaintext body into a datagram for `receiverId` (NO_RECEIVER: the group). */
+export function seal(ring: Keyring, keyId: number, senderId: Buffer, counter: number, body: Buffer, receiverId: Buffer = NO_RECEIVER): Buffer {
+  if (receiverId.length !== SENDER_ID_BYTES) throw new ProtocolError('BAD_FIELD', `a receiver id is ${SENDER_ID_BYTES} bytes`)
   const subkey = ring.subkey(keyId, senderId)
   if (!subkey) throw new ProtocolError('UNKNOWN_KEY', `no key with id ${keyId.toString(16)}`)
   ring.remember(keyId, senderId, subkey)
@@ -412,6 +495,7 @@ export function seal(ring: Keyring, keyId: number, senderId: Buffer, counter: nu
   senderId.copy(out, 10)
   out.writeUInt32BE(Math.floor(counter / 2 ** 32), 18)
   out.writeUInt32BE(counter >>> 0, 22)
+  receiverId.copy(out, 26)
   const c = crypto.createCipheriv('aes-256-gcm', subkey, nonceFor(counter))
   c.setAAD(out.subarray(0, HEADER_BYTES))
   const n1 = c.update(body).copy(out, HEADER_BYTES)
@@ -423,12 +507,12 @@ export function seal(ring: Keyring, keyId: number, senderId: Buffer, counter: nu
 /** Reads the clear header without opening. Throws ProtocolError only. */
 export function readHeader(dgram: Buffer): Header {
   needBytes(dgram.length, HEADER_BYTES + TAG_BYTES, 'datagram')
-  const h = headerParser.parse(dgram) as { magic: number; version: number; keyId: number; senderId: Buffer; ctrHi: number; ctrLo: number }
+  const h = headerParser.parse(dgram) as { magic: number; version: number; keyId: number; senderId: Buffer; ctrHi: number; ctrLo: number; receiverId: Buffer }
   if (h.magic !== MAGIC) throw new ProtocolError('BAD_MAGIC', 'not a statecast datagram')
   if (h.version !== VERSION) throw new ProtocolError('BAD_VERSION', `protocol version ${h.version}, this daemon speaks ${VERSION}`)
   // Counters stay below 2^53 so they are exact as numbers (a sender would need 2^53 datagrams).
   if (h.ctrHi >= 2 ** 21) throw new ProtocolError('BAD_FIELD', 'datagram counter out of range')
-  return { keyId: h.keyId, senderId: Buffer.from(h.senderId), counter: h.ctrHi * 2 ** 32 + h.ctrLo }
+  return { keyId: h.keyId, senderId: Buffer.from(h.senderId), counter: h.ctrHi * 2 ** 32 + h.ctrLo, receiverId: Buffer.from(h.receiverId) }
 }
 
 /** Authenticates and decrypts a datagram. Throws ProtocolError (UNKNOWN_KEY, OPEN_FAILED, ...) only. */

@@ -2,7 +2,7 @@
 import t from 'tap'
 import crypto from 'node:crypto'
 import { NetLab } from './helpers/netns.js'
-import { clusterStats, replicationSettled, startNode, unreadable, waitMembers, writeKeyFile, type Node } from './helpers/cluster.js'
+import { clusterStats, hasMembers, replicationSettled, startNode, unreadable, waitMembers, writeKeyFile, type Node } from './helpers/cluster.js'
 import { eventually, tmpDir } from './helpers/daemon.js'
 
 async function v6cluster(t: { teardown(fn: () => unknown): void }, extra: string[] = []) {
@@ -73,8 +73,8 @@ t.test('dual stack: an IPv4 daemon, a dual-stack daemon and an IPv6 daemon share
   const v4 = await startNode(t, { dir, name: 'four', keyFile, group: group4, port, prefix: lab.exec(1), args: ['--interface', lab.addr4(1), ...common] })
   const dual = await startNode(t, { dir, name: 'dual', keyFile, group: group4, port, prefix: lab.exec(2), args: ['--interface', lab.addr4(2), '--dual-stack-group', group6, '--dual-stack-interface', `${lab.addr6(2)}%eth0`, ...common] })
   const v6 = await startNode(t, { dir, name: 'six', keyFile, group: group6, port, prefix: lab.exec(3), args: ['--interface', `${lab.addr6(3)}%eth0`, ...common] })
-  await eventually(async () => (await clusterStats(dual))['members'] === 2, 10_000, 'the dual-stack daemon sees both others')
-  await eventually(async () => (await clusterStats(v4))['members'] === 1 && (await clusterStats(v6))['members'] === 1, 10_000, 'each single-stack daemon sees the dual-stack one')
+  await eventually(async () => (await hasMembers(dual, 2)), 10_000, 'the dual-stack daemon sees both others')
+  await eventually(async () => (await hasMembers(v4, 1)) && (await hasMembers(v6, 1)), 10_000, 'each single-stack daemon sees the dual-stack one')
   const peers = await dual.client.peers()
   t.same(peers.map((p) => String(p['address']).replace(/:\d+$/, '')).sort(), ['10.77.0.1', '10.77.0.2', 'fd77::3'], 'the dual-stack daemon reaches host 1 over IPv4 and host 3 over IPv6')
   t.equal(String(peers.find((p) => p['self'])?.['otherAddress']).replace(/:\d+$/, ''), 'fd77::2', 'and lists its own IPv6 reply address beside the IPv4 one')
@@ -114,7 +114,7 @@ t.test('dual stack with replication: a single-stack host copies to the dual-stac
   const v4 = await startNode(t, { dir, name: 'four', keyFile, group: group4, port, prefix: lab.exec(1), args: ['--interface', lab.addr4(1)] })
   const dual = await startNode(t, { dir, name: 'dual', keyFile, group: group4, port, prefix: lab.exec(2), args: ['--interface', lab.addr4(2), '--dual-stack-group', group6, '--dual-stack-interface', `${lab.addr6(2)}%eth0`] })
   const v6 = await startNode(t, { dir, name: 'six', keyFile, group: group6, port, prefix: lab.exec(3), args: ['--interface', `${lab.addr6(3)}%eth0`] })
-  await eventually(async () => (await clusterStats(dual))['members'] === 2 && (await clusterStats(v4))['members'] === 1 && (await clusterStats(v6))['members'] === 1, 10_000, 'membership')
+  await eventually(async () => (await hasMembers(dual, 2)) && (await hasMembers(v4, 1)) && (await hasMembers(v6, 1)), 10_000, 'membership')
   const keys = Array.from({ length: 40 }, (_, i) => `r${i}`)
   for (const k of keys) await v6.client.set(k, `six-${k}`)
   await replicationSettled([v4, dual, v6])

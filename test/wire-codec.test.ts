@@ -2,20 +2,24 @@ import t from 'tap'
 import fc from 'fast-check'
 import { ProtocolError } from '../protocol/errors.js'
 import { formatKeyFile, parseKeyFile, sealingKey, type ClusterKey } from '../protocol/keyfile.js'
-import { AnnounceFlag, HEADER_BYTES, Keyring, MsgType, decodeBody, encodeBody, open, readHeader, seal, type Message } from '../protocol/wire.js'
+import { AnnounceFlag, GROUP_TYPES, HEADER_BYTES, HIT_OVERHEAD_BYTES, Keyring, MsgType, NO_RECEIVER, datagramLength, decodeBody, encodeBody, keyDigest, open, readHeader, seal, type Message } from '../protocol/wire.js'
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex')
 const key1: ClusterKey = { id: 0x01020304, createdAt: 1_700_000_000, key: Buffer.alloc(32, 0x11) }
 const sender = hex('a1a2a3a4a5a6a7a8')
 const T = 1_764_000_000_123
 const v4 = { family: 4 as const, address: '10.0.0.7', port: 47700 }
+const receiver = hex('b1b2b3b4b5b6b7b8')
+const nonce = hex('0102030405060708')
+const digest = hex('d0'.repeat(16))
 
 // Golden plaintext bodies: the bytes are the protocol.
 const bodies: { name: string; msg: Message; bytes: string }[] = [
-  { name: 'LOOKUP', msg: { type: MsgType.LOOKUP, reqId: 7, reply: v4, expect: [], key: Buffer.from('k1') }, bytes: '01 0000019a b697e87b 00000007 04 0a000007 ba54 00 0002 6b31' },
-  { name: 'LOOKUP with expected owners', msg: { type: MsgType.LOOKUP, reqId: 7, reply: v4, expect: [hex('a1a2a3a4a5a6a7a8')], key: Buffer.from('k1') }, bytes: '01 0000019a b697e87b 00000007 04 0a000007 ba54 01 a1a2a3a4a5a6a7a8 0002 6b31' },
-  { name: 'HIT', msg: { type: MsgType.HIT, reqId: 7, ttlMs: 1000, flags: 0x2a, totalLen: 3, index: 0, count: 1, chunk: Buffer.from('abc') }, bytes: '02 0000019a b697e87b 00000007 000003e8 0000002a 00000003 0000 0001 616263' },
-  { name: 'MISS', msg: { type: MsgType.MISS, reqId: 9 }, bytes: '03 0000019a b697e87b 00000009' },
+  { name: 'LOOKUP', msg: { type: MsgType.LOOKUP, reqId: 7, nonce, reply: v4, expect: [], key: Buffer.from('k1') }, bytes: '01 0000019a b697e87b 00000007 0102030405060708 04 0a000007 ba54 00 0002 6b31' },
+  { name: 'LOOKUP with expected owners', msg: { type: MsgType.LOOKUP, reqId: 7, nonce, reply: v4, expect: [hex('a1a2a3a4a5a6a7a8')], key: Buffer.from('k1') }, bytes: '01 0000019a b697e87b 00000007 0102030405060708 04 0a000007 ba54 01 a1a2a3a4a5a6a7a8 0002 6b31' },
+  { name: 'HIT', msg: { type: MsgType.HIT, reqId: 7, nonce, digest, ttlMs: 1000, flags: 0x2a, totalLen: 3, index: 0, count: 1, chunk: Buffer.from('abc') }, bytes: `02 0000019a b697e87b 00000007 0102030405060708 ${'d0'.repeat(16)} 000003e8 0000002a 00000003 0000 0001 616263` },
+  { name: 'MISS', msg: { type: MsgType.MISS, reqId: 9, nonce, digest }, bytes: `03 0000019a b697e87b 00000009 0102030405060708 ${'d0'.repeat(16)}` },
+  { name: 'HIT of an empty value', msg: { type: MsgType.HIT, reqId: 1, nonce, digest, ttlMs: 1, flags: 0, totalLen: 0, index: 0, count: 1, chunk: Buffer.alloc(0) }, bytes: `02 0000019a b697e87b 00000001 0102030405060708 ${'d0'.repeat(16)} 00000001 00000000 00000000 0000 0001` },
   { name: 'INVALIDATE', msg: { type: MsgType.INVALIDATE, key: Buffer.from('k') }, bytes: '04 0000019a b697e87b 0001 6b' },
   { name: 'ANNOUNCE', msg: { type: MsgType.ANNOUNCE, reply: v4, entries: 5, flags: 1, name: 'h1' }, bytes: '05 0000019a b697e87b 04 0a000007 ba54 00000005 01 02 6831' },
   { name: 'LEAVE', msg: { type: MsgType.LEAVE }, bytes: '06 0000019a b697e87b' },
@@ -53,16 +57,55 @@ for (const f of bodies) {
 
 t.test('sealed datagram: golden header, deterministic ciphertext, open', async (t) => {
   const ring = new Keyring([key1])
-  const body = encodeBody({ type: MsgType.MISS, reqId: 9 }, T)
-  const d = seal(ring, key1.id, sender, 5, body)
-  t.same(d.subarray(0, HEADER_BYTES), hex('53544353 01 00 01020304 a1a2a3a4a5a6a7a8 00000000 00000005'), 'clear header')
+  const body = encodeBody({ type: MsgType.MISS, reqId: 9, nonce, digest }, T)
+  const d = seal(ring, key1.id, sender, 5, body, receiver)
+  t.same(d.subarray(0, HEADER_BYTES), hex('53544353 02 00 01020304 a1a2a3a4a5a6a7a8 00000000 00000005 b1b2b3b4b5b6b7b8'), 'clear header')
   t.equal(d.length, HEADER_BYTES + body.length + 16)
-  t.same(seal(new Keyring([key1]), key1.id, sender, 5, body), d, 'same key, sender and counter: same bytes')
-  t.notSame(seal(ring, key1.id, sender, 6, body), d, 'the counter changes the nonce')
+  t.same(seal(new Keyring([key1]), key1.id, sender, 5, body, receiver), d, 'same key, sender, counter and receiver: same bytes')
+  t.notSame(seal(ring, key1.id, sender, 6, body, receiver), d, 'the counter changes the nonce')
   t.notOk(d.includes(body.subarray(9)), 'the body does not travel in clear')
   const o = open(ring, d)
   t.same(o.body, body)
-  t.same(o.header, { keyId: key1.id, senderId: sender, counter: 5 })
+  t.same(o.header, { keyId: key1.id, senderId: sender, counter: 5, receiverId: receiver })
+  t.same(open(ring, seal(ring, key1.id, sender, 7, encodeBody({ type: MsgType.LEAVE }, T))).header.receiverId, NO_RECEIVER, 'group datagrams name no receiver')
+})
+
+t.test('the receiver id is authenticated: rewriting it fails to open', async (t) => {
+  const ring = new Keyring([key1])
+  const d = seal(ring, key1.id, sender, 5, encodeBody({ type: MsgType.ACK, replId: 1 }, T), receiver)
+  const other = Buffer.from(d)
+  hex('c1c2c3c4c5c6c7c8').copy(other, 26)
+  t.throws(() => open(ring, other), { code: 'OPEN_FAILED' }, 'another receiver')
+  const group = Buffer.from(d)
+  NO_RECEIVER.copy(group, 26)
+  t.throws(() => open(ring, group), { code: 'OPEN_FAILED' }, 'turned into a group datagram')
+  t.throws(() => seal(ring, key1.id, sender, 6, encodeBody({ type: MsgType.LEAVE }, T), Buffer.alloc(4)), { code: 'BAD_FIELD' })
+})
+
+t.test('only membership, lookup, invalidation and ticket key types may go to the group', async (t) => {
+  t.same([...GROUP_TYPES].sort(), [MsgType.LOOKUP, MsgType.INVALIDATE, MsgType.ANNOUNCE, MsgType.LEAVE, MsgType.TICKET_KEY].sort())
+  for (const ty of [MsgType.HIT, MsgType.MISS, MsgType.REPLICATE, MsgType.ACK]) t.notOk(GROUP_TYPES.has(ty), `type ${ty} is unicast only`)
+})
+
+t.test('key digest and datagram lengths', async (t) => {
+  t.same(keyDigest(Buffer.from('k1')), hex('6ab9f1eb8f7d3388f4f9d586f66e99fd'), 'SHA-256 prefix, golden')
+  const hit: Message = { type: MsgType.HIT, reqId: 1, nonce, digest, ttlMs: 1, flags: 0, totalLen: 9, index: 0, count: 1, chunk: Buffer.alloc(9) }
+  const ring = new Keyring([key1])
+  t.equal(datagramLength(hit), seal(ring, key1.id, sender, 1, encodeBody(hit, T), receiver).length, 'datagramLength is what seal makes')
+  t.equal(datagramLength(hit), HIT_OVERHEAD_BYTES + 9, 'HIT overhead constant')
+})
+
+t.test('chunk counts must agree with the value length', async (t) => {
+  const hit = (totalLen: number, count: number, chunk: number) => encodeBody({ type: MsgType.HIT, reqId: 1, nonce, digest, ttlMs: 1, flags: 0, totalLen, index: 0, count, chunk: Buffer.alloc(chunk) }, T)
+  const repl = (totalLen: number, count: number, chunk: number) => encodeBody({ type: MsgType.REPLICATE, replId: 1, ttlMs: 1, flags: 0, totalLen, index: 0, count, key: Buffer.from('k'), chunk: Buffer.alloc(chunk) }, T)
+  for (const [name, make] of [['HIT', hit], ['REPLICATE', repl]] as const) {
+    t.throws(() => decodeBody(make(0, 65535, 0)), { code: 'BAD_FIELD' }, `${name}: 65,535 chunks of an empty value`)
+    t.throws(() => decodeBody(make(10, 11, 1)), { code: 'BAD_FIELD' }, `${name}: more chunks than bytes`)
+    t.throws(() => decodeBody(make(10, 2, 0)), { code: 'BAD_FIELD' }, `${name}: an empty chunk of a non-empty value`)
+    t.throws(() => decodeBody(make(3, 1, 4)), { code: 'BAD_FIELD' }, `${name}: a chunk longer than the value`)
+    t.equal((decodeBody(make(10, 10, 1)).msg as { count: number }).count, 10, `${name}: one byte per chunk is fine`)
+    t.equal((decodeBody(make(0, 1, 0)).msg as { count: number }).count, 1, `${name}: an empty value in one empty chunk`)
+  }
 })
 
 t.test('tampering, wrong keys and junk fail with their codes', async (t) => {
@@ -97,7 +140,7 @@ t.test('random bytes only ever fail with ProtocolError', async (t) => {
   }
   fc.assert(fc.property(fc.uint8Array({ maxLength: 200 }), (a) => own(() => decodeBody(Buffer.from(a))) && own(() => open(ring, Buffer.from(a)))), { numRuns: 5000 })
   fc.assert(
-    fc.property(fc.integer({ min: 0, max: 8 }), fc.uint8Array({ maxLength: 60 }), (type, rest) => own(() => decodeBody(Buffer.concat([Buffer.from([type]), Buffer.alloc(8), Buffer.from(rest)])))),
+    fc.property(fc.integer({ min: 0, max: 10 }), fc.uint8Array({ maxLength: 60 }), (type, rest) => own(() => decodeBody(Buffer.concat([Buffer.from([type]), Buffer.alloc(8), Buffer.from(rest)])))),
     { numRuns: 5000 },
   )
   t.pass('no foreign exception')
@@ -110,9 +153,11 @@ t.test('round trip of arbitrary messages', async (t) => {
     fc.ipV6().map((a) => ({ family: 6 as const, address: new URL(`http://[${a}]/`).hostname.slice(1, -1) })),
   ).chain((a) => fc.integer({ min: 0, max: 65535 }).map((port) => ({ ...a, port })))
   const u32 = fc.integer({ min: 0, max: 0xffffffff })
+  const b8 = fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a))
+  const b16 = fc.uint8Array({ minLength: 16, maxLength: 16 }).map((a) => Buffer.from(a))
   const msg: fc.Arbitrary<Message> = fc.oneof(
-    fc.record({ type: fc.constant(MsgType.LOOKUP), reqId: u32, reply: addr, expect: fc.array(fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a)), { maxLength: 4 }), key }),
-    fc.record({ type: fc.constant(MsgType.MISS), reqId: u32 }),
+    fc.record({ type: fc.constant(MsgType.LOOKUP), reqId: u32, nonce: b8, reply: addr, expect: fc.array(fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a)), { maxLength: 4 }), key }),
+    fc.record({ type: fc.constant(MsgType.MISS), reqId: u32, nonce: b8, digest: b16 }),
     fc.record({ type: fc.constant(MsgType.INVALIDATE), key }),
     fc.record({ type: fc.constant(MsgType.ANNOUNCE), reply: addr, entries: u32, flags: fc.integer({ min: 0, max: 255 }).map((f) => f & ~AnnounceFlag.DUAL_STACK), name: fc.string({ maxLength: 60 }) }),
     fc
@@ -125,16 +170,16 @@ t.test('round trip of arbitrary messages', async (t) => {
       fc.record({ type: fc.constant(MsgType.REPLICATE), replId: u32, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length), index: fc.constant(0), count: fc.constant(1), key, chunk: fc.constant(Buffer.from(c)) }),
     ),
     fc.record({ type: fc.constant(MsgType.TICKET_KEY), epoch: u32, creator: fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a)), key: fc.uint8Array({ minLength: 48, maxLength: 48 }).map((a) => Buffer.from(a)) }),
-    fc.uint8Array({ maxLength: 1400 }).chain((c) =>
-      fc.integer({ min: 1, max: 100 }).chain((count) =>
-        fc.record({ type: fc.constant(MsgType.HIT), reqId: u32, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length + 5), index: fc.integer({ min: 0, max: count - 1 }), count: fc.constant(count), chunk: fc.constant(Buffer.from(c)) }),
+    fc.uint8Array({ minLength: 1, maxLength: 1400 }).chain((c) =>
+      fc.integer({ min: 1, max: Math.min(100, c.length + 5) }).chain((count) =>
+        fc.record({ type: fc.constant(MsgType.HIT), reqId: u32, nonce: b8, digest: b16, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length + 5), index: fc.integer({ min: 0, max: count - 1 }), count: fc.constant(count), chunk: fc.constant(Buffer.from(c)) }),
       ),
     ),
   ) as fc.Arbitrary<Message>
   fc.assert(
     fc.property(msg, fc.integer({ min: 0, max: 2 ** 48 }), (m, time) => {
       const ring = new Keyring([key1])
-      const d = seal(ring, key1.id, sender, time + 1, encodeBody(m, time))
+      const d = seal(ring, key1.id, sender, time + 1, encodeBody(m, time), receiver)
       const back = decodeBody(open(ring, d).body)
       t.same(back, { sentAtMs: time, msg: m })
       return true

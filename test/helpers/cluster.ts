@@ -34,7 +34,7 @@ export async function startNode(t: { teardown(fn: () => unknown): void }, opts: 
     dir: opts.dir,
     name: opts.name,
     ...(opts.prefix ? { prefix: opts.prefix } : {}),
-    args: ['--key-file', opts.keyFile, '--group', opts.group, '--port', String(opts.port), '--node-name', opts.name, '--heartbeat-ms', '200', '--dead-after-ms', '1000', ...(opts.args ?? [])],
+    args: ['--key-file', opts.keyFile, '--group', opts.group, '--port', String(opts.port), '--node-name', opts.name, '--heartbeat-ms', '200', '--dead-after-ms', '1000', '--member-probation-ms', '400', ...(opts.args ?? [])],
   })
   const client = await StatecastClient.connect({ socketPath: d.socket })
   const admin = await StatecastClient.connect({ socketPath: d.adminSocket })
@@ -59,8 +59,15 @@ export async function clusterStats(n: Node): Promise<Record<string, any>> {
   return ((await n.admin.stats()) as { cluster: Record<string, any> }).cluster
 }
 
+/** True when `n` sees `count` live members, each past its probation (trusted with copies). */
+export async function hasMembers(n: Node, count: number): Promise<boolean> {
+  const c = await clusterStats(n)
+  return c['members'] === count && c['trustedMembers'] === count
+}
+
 export async function waitMembers(nodes: Node[], count: number): Promise<void> {
-  await eventually(async () => (await Promise.all(nodes.map(clusterStats))).every((c) => c['members'] === count), 10_000, `every node sees ${count} members`)
+  // Trusted too: until then a member owns no keys and is pushed no copies (memberProbationMs).
+  await eventually(async () => (await Promise.all(nodes.map(clusterStats))).every((c) => c['members'] === count && c['trustedMembers'] === count), 10_000, `every node sees ${count} members`)
 }
 
 /** Waits until no daemon has copies queued, in flight, or a re-placement scan scheduled. */
