@@ -14,6 +14,8 @@ export interface ChunkHeader {
   index: number
   ttlMs: number
   flags: number
+  /** The value's version (versions.ts): every chunk of one value carries the same. */
+  version: bigint
   chunk: Buffer
 }
 
@@ -23,6 +25,7 @@ export class Reassembly {
   readonly totalLen: number
   readonly count: number
   readonly flags: number
+  readonly version: bigint
   readonly startedAt = performance.now()
   /** The smallest TTL any chunk carried, in ms. */
   ttlMs: number
@@ -35,13 +38,14 @@ export class Reassembly {
     this.totalLen = first.totalLen
     this.count = first.count
     this.flags = first.flags
+    this.version = first.version
     this.ttlMs = first.ttlMs
     this.#chunks = new Array(first.count)
     this.#budget = budget
   }
 
   add(c: ChunkHeader): AddResult {
-    if (c.totalLen !== this.totalLen || c.count !== this.count || c.flags !== this.flags) return 'inconsistent'
+    if (c.totalLen !== this.totalLen || c.count !== this.count || c.flags !== this.flags || c.version !== this.version) return 'inconsistent'
     if (this.#chunks[c.index]) return 'duplicate'
     if (this.#budget.used + c.chunk.length > this.#budget.max || this.bytes + c.chunk.length > this.totalLen) return 'over-budget'
     this.#chunks[c.index] = Buffer.from(c.chunk)

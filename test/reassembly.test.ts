@@ -1,7 +1,7 @@
 import t from 'tap'
 import { ByteBudget, Reassembly } from '../daemon/reassembly.js'
 
-const chunk = (index: number, data: string, over: Partial<{ totalLen: number; count: number; flags: number; ttlMs: number }> = {}) => ({ totalLen: 6, count: 3, flags: 0, ttlMs: 1000, index, chunk: Buffer.from(data), ...over })
+const chunk = (index: number, data: string, over: Partial<{ totalLen: number; count: number; flags: number; ttlMs: number; version: bigint }> = {}) => ({ totalLen: 6, count: 3, flags: 0, ttlMs: 1000, version: 7n, index, chunk: Buffer.from(data), ...over })
 
 t.test('chunks in any order join into the value; the budget bounds what is held', async (t) => {
   const budget = new ByteBudget(5)
@@ -9,6 +9,7 @@ t.test('chunks in any order join into the value; the budget bounds what is held'
   t.equal(r.add(chunk(2, 'ef', { ttlMs: 900 })), 'added')
   t.equal(r.add(chunk(2, 'ef')), 'duplicate')
   t.equal(r.add(chunk(0, 'ab', { count: 4 })), 'inconsistent')
+  t.equal(r.add(chunk(0, 'ab', { version: 8n })), 'inconsistent', 'chunks of another version of the value')
   t.equal(r.add(chunk(0, 'ab')), 'added')
   t.equal(r.add(chunk(1, 'cd')), 'over-budget', '6 bytes do not fit a 5-byte budget')
   t.equal(budget.used, 4)

@@ -9,14 +9,16 @@ const key1: ClusterKey = { id: 0x01020304, createdAt: 1_700_000_000, key: Buffer
 const sender = hex('a1a2a3a4a5a6a7a8')
 const T = 1_764_000_000_123
 const v4 = { family: 4 as const, address: '10.0.0.7', port: 47700 }
+/** A session version (daemon/versions.ts): wall ms T, logical 1, tiebreak 2. */
+const V = (BigInt(T) << 16n) | 0x0102n
 
 // Golden plaintext bodies: the bytes are the protocol.
 const bodies: { name: string; msg: Message; bytes: string }[] = [
   { name: 'LOOKUP', msg: { type: MsgType.LOOKUP, reqId: 7, reply: v4, expect: [], key: Buffer.from('k1') }, bytes: '01 0000019a b697e87b 00000007 04 0a000007 ba54 00 0002 6b31' },
   { name: 'LOOKUP with expected owners', msg: { type: MsgType.LOOKUP, reqId: 7, reply: v4, expect: [hex('a1a2a3a4a5a6a7a8')], key: Buffer.from('k1') }, bytes: '01 0000019a b697e87b 00000007 04 0a000007 ba54 01 a1a2a3a4a5a6a7a8 0002 6b31' },
-  { name: 'HIT', msg: { type: MsgType.HIT, reqId: 7, ttlMs: 1000, flags: 0x2a, totalLen: 3, index: 0, count: 1, chunk: Buffer.from('abc') }, bytes: '02 0000019a b697e87b 00000007 000003e8 0000002a 00000003 0000 0001 616263' },
+  { name: 'HIT', msg: { type: MsgType.HIT, reqId: 7, ttlMs: 1000, flags: 0x2a, totalLen: 3, index: 0, count: 1, version: V, chunk: Buffer.from('abc') }, bytes: '02 0000019a b697e87b 00000007 000003e8 0000002a 00000003 0000 0001 019ab697e87b0102 616263' },
   { name: 'MISS', msg: { type: MsgType.MISS, reqId: 9 }, bytes: '03 0000019a b697e87b 00000009' },
-  { name: 'INVALIDATE', msg: { type: MsgType.INVALIDATE, key: Buffer.from('k') }, bytes: '04 0000019a b697e87b 0001 6b' },
+  { name: 'INVALIDATE', msg: { type: MsgType.INVALIDATE, version: V, key: Buffer.from('k') }, bytes: '04 0000019a b697e87b 019ab697e87b0102 0001 6b' },
   { name: 'ANNOUNCE', msg: { type: MsgType.ANNOUNCE, reply: v4, entries: 5, flags: 1, name: 'h1' }, bytes: '05 0000019a b697e87b 04 0a000007 ba54 00000005 01 02 6831' },
   { name: 'LEAVE', msg: { type: MsgType.LEAVE }, bytes: '06 0000019a b697e87b' },
   {
@@ -26,8 +28,8 @@ const bodies: { name: string; msg: Message; bytes: string }[] = [
   },
   {
     name: 'REPLICATE',
-    msg: { type: MsgType.REPLICATE, replId: 4, ttlMs: 500, flags: 1, totalLen: 5, index: 0, count: 2, key: Buffer.from('k'), chunk: Buffer.from('abc') },
-    bytes: '08 0000019a b697e87b 00000004 000001f4 00000001 00000005 0000 0002 0001 6b 616263',
+    msg: { type: MsgType.REPLICATE, replId: 4, ttlMs: 500, flags: 1, totalLen: 5, index: 0, count: 2, version: V, key: Buffer.from('k'), chunk: Buffer.from('abc') },
+    bytes: '08 0000019a b697e87b 00000004 000001f4 00000001 00000005 0000 0002 019ab697e87b0102 0001 6b 616263',
   },
   { name: 'ACK', msg: { type: MsgType.ACK, replId: 4 }, bytes: '09 0000019a b697e87b 00000004' },
   {
@@ -110,10 +112,11 @@ t.test('round trip of arbitrary messages', async (t) => {
     fc.ipV6().map((a) => ({ family: 6 as const, address: new URL(`http://[${a}]/`).hostname.slice(1, -1) })),
   ).chain((a) => fc.integer({ min: 0, max: 65535 }).map((port) => ({ ...a, port })))
   const u32 = fc.integer({ min: 0, max: 0xffffffff })
+  const version = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n })
   const msg: fc.Arbitrary<Message> = fc.oneof(
     fc.record({ type: fc.constant(MsgType.LOOKUP), reqId: u32, reply: addr, expect: fc.array(fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a)), { maxLength: 4 }), key }),
     fc.record({ type: fc.constant(MsgType.MISS), reqId: u32 }),
-    fc.record({ type: fc.constant(MsgType.INVALIDATE), key }),
+    fc.record({ type: fc.constant(MsgType.INVALIDATE), version, key }),
     fc.record({ type: fc.constant(MsgType.ANNOUNCE), reply: addr, entries: u32, flags: fc.integer({ min: 0, max: 255 }).map((f) => f & ~AnnounceFlag.DUAL_STACK), name: fc.string({ maxLength: 60 }) }),
     fc
       .record({ reply: addr, also: addr, entries: u32, flags: fc.integer({ min: 0, max: 255 }), name: fc.string({ maxLength: 60 }) })
@@ -122,12 +125,12 @@ t.test('round trip of arbitrary messages', async (t) => {
     fc.constant({ type: MsgType.LEAVE }),
     fc.record({ type: fc.constant(MsgType.ACK), replId: u32 }),
     fc.uint8Array({ maxLength: 1200 }).chain((c) =>
-      fc.record({ type: fc.constant(MsgType.REPLICATE), replId: u32, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length), index: fc.constant(0), count: fc.constant(1), key, chunk: fc.constant(Buffer.from(c)) }),
+      fc.record({ type: fc.constant(MsgType.REPLICATE), replId: u32, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length), index: fc.constant(0), count: fc.constant(1), version, key, chunk: fc.constant(Buffer.from(c)) }),
     ),
     fc.record({ type: fc.constant(MsgType.TICKET_KEY), epoch: u32, creator: fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a)), key: fc.uint8Array({ minLength: 48, maxLength: 48 }).map((a) => Buffer.from(a)) }),
     fc.uint8Array({ maxLength: 1400 }).chain((c) =>
       fc.integer({ min: 1, max: 100 }).chain((count) =>
-        fc.record({ type: fc.constant(MsgType.HIT), reqId: u32, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length + 5), index: fc.integer({ min: 0, max: count - 1 }), count: fc.constant(count), chunk: fc.constant(Buffer.from(c)) }),
+        fc.record({ type: fc.constant(MsgType.HIT), reqId: u32, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length + 5), index: fc.integer({ min: 0, max: count - 1 }), count: fc.constant(count), version, chunk: fc.constant(Buffer.from(c)) }),
       ),
     ),
   ) as fc.Arbitrary<Message>
@@ -186,4 +189,18 @@ t.test('ANNOUNCE: the dual-stack flag and the second address go together', async
   const flagged = Buffer.from(encodeBody({ type: MsgType.ANNOUNCE, reply, entries: 0, flags: 0, name: 'x' }, T))
   flagged[flagged.length - 3] = flagged[flagged.length - 3]! | AnnounceFlag.DUAL_STACK
   t.throws(() => decodeBody(flagged), { code: 'TRUNCATED' }, 'the flag with no address after the name')
+})
+
+t.test('versions: a u64 both ways, anything else refused when encoding', async (t) => {
+  const max = 2n ** 64n - 1n
+  const inv = (version: bigint) => ({ type: MsgType.INVALIDATE, version, key: Buffer.from('k') }) as Message
+  t.same(decodeBody(encodeBody(inv(max), T)).msg, inv(max), 'the largest version survives')
+  t.same(decodeBody(encodeBody(inv(0n), T)).msg, inv(0n))
+  t.throws(() => encodeBody(inv(max + 1n), T), { code: 'BAD_FIELD' })
+  t.throws(() => encodeBody(inv(-1n), T), { code: 'BAD_FIELD' })
+  // A body cut inside the version fails with the protocol's own error.
+  const hitBody = encodeBody({ type: MsgType.HIT, reqId: 1, ttlMs: 1, flags: 0, totalLen: 1, index: 0, count: 1, version: V, chunk: Buffer.from('a') }, T)
+  t.throws(() => decodeBody(hitBody.subarray(0, 9 + 24)), { code: 'TRUNCATED' })
+  const invBody = encodeBody(inv(V), T)
+  t.throws(() => decodeBody(invBody.subarray(0, 9 + 5)), { code: 'TRUNCATED' })
 })
