@@ -331,7 +331,8 @@ export class Cluster implements ClusterHooks {
 
   deleted(key: string): void {
     const keyBytes = Buffer.from(key, 'latin1')
-    // The version of the delete just made here: the store left a tombstone for it.
+    // The version of the delete just made here: the store left a tombstone for it (maxTombstones
+    // is at least 1, so the newest one is always there).
     const version = this.#store.version(key)
     this.counters.invalidationsSent++
     for (const delay of INVALIDATE_REPEATS) {

@@ -177,7 +177,7 @@ export const FIELDS: readonly Field[] = [
   { key: 'metricsListen', kind: 'optstring', def: () => '', unit: 'HOST:PORT', doc: 'Prometheus metrics at http://HOST:PORT/metrics (loopback only); empty = off' },
   { key: 'memcacheListen', kind: 'list', def: () => [], unit: 'addresses', doc: 'memcached text-protocol front end: 127.0.0.1:PORT and/or socket paths, comma-separated; empty = off' },
   { key: 'maxReassemblyBytes', kind: 'int', def: () => 8 * 1024 * 1024, min: 65_536, max: 2 ** 40, unit: 'bytes', doc: 'bytes of partly received values held at once' },
-  { key: 'maxTombstones', kind: 'int', def: () => 65_536, min: 0, max: 100_000_000, unit: 'tombstones', doc: 'deleted keys remembered at once, each for 2 x replayWindowMs plus the copy retry span, so an old copy cannot bring a deleted session back; when full, the oldest goes and older copies of unknown keys are refused until it would have expired' },
+  { key: 'maxTombstones', kind: 'int', def: () => 65_536, min: 1, max: 100_000_000, unit: 'tombstones', doc: 'deleted keys remembered at once, each for 2 x replayWindowMs plus the copy retry span, so an old copy cannot bring a deleted session back; when full, the oldest goes and older copies of unknown keys are refused until it would have expired' },
 ]
 
 export class ConfigError extends Error {

@@ -49,6 +49,9 @@ export class Hlc {
   readonly #tiebreak: number
   #wall = 0
   #logical = 0
+  /** `#wall` shifted into place, made once per ms rather than once per write. */
+  #wallBits = 0n
+  #wallBitsOf = -1
 
   /**
    * `wallMs` is the wall clock in Unix ms (Date.now by default; injected by tests). `tiebreak`
@@ -88,7 +91,11 @@ export class Hlc {
   }
 
   #encode(): bigint {
-    return (BigInt(this.#wall) << BigInt(LOW_BITS)) | BigInt((this.#logical << TIEBREAK_BITS) | this.#tiebreak)
+    if (this.#wallBitsOf !== this.#wall) {
+      this.#wallBits = BigInt(this.#wall) << BigInt(LOW_BITS)
+      this.#wallBitsOf = this.#wall
+    }
+    return this.#wallBits | BigInt((this.#logical << TIEBREAK_BITS) | this.#tiebreak)
   }
 }
 
