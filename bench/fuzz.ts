@@ -36,13 +36,13 @@ export const requestSeeds: Request[] = [
 const addr = { family: 4 as const, address: '10.0.0.1', port: 47700 }
 export const messageSeeds: Message[] = [
   { type: MsgType.LOOKUP, reqId: 1, nonce: Buffer.alloc(8, 5), reply: addr, expect: [Buffer.alloc(8, 4)], key: b('session') },
-  { type: MsgType.HIT, reqId: 1, nonce: Buffer.alloc(8, 5), digest: Buffer.alloc(16, 6), ttlMs: 1000, flags: 0, totalLen: 500, index: 0, count: 2, chunk: Buffer.alloc(250, 1) },
+  { type: MsgType.HIT, reqId: 1, nonce: Buffer.alloc(8, 5), digest: Buffer.alloc(16, 6), ttlMs: 1000, flags: 0, totalLen: 500, index: 0, count: 2, version: 0x0190e1a2b3c40102n, chunk: Buffer.alloc(250, 1) },
   { type: MsgType.MISS, reqId: 1, nonce: Buffer.alloc(8, 5), digest: Buffer.alloc(16, 6) },
-  { type: MsgType.INVALIDATE, key: b('k') },
+  { type: MsgType.INVALIDATE, version: 0x0190e1a2b3c40203n, key: b('k') },
   { type: MsgType.ANNOUNCE, reply: { family: 6, address: 'fd00::1', port: 1 }, entries: 3, flags: 1, name: 'host' },
   { type: MsgType.LEAVE },
   { type: MsgType.TICKET_KEY, epoch: 9, creator: Buffer.alloc(8, 1), key: Buffer.alloc(48, 2) },
-  { type: MsgType.REPLICATE, replId: 3, ttlMs: 9, flags: 0, totalLen: 4, index: 0, count: 1, key: b('k'), chunk: b('abcd') },
+  { type: MsgType.REPLICATE, replId: 3, ttlMs: 9, flags: 0, totalLen: 4, index: 0, count: 1, version: 0x0190e1a2b3c40001n, key: b('k'), chunk: b('abcd') },
   { type: MsgType.ACK, replId: 3 },
 ]
 

@@ -242,7 +242,9 @@ export class Cluster implements ClusterHooks {
         return this.lookups.onMiss(sender, msg)
       case MsgType.INVALIDATE:
         this.counters.invalidationsReceived++
-        this.#store.delete(msg.key.toString('latin1'))
+        // Applied only when newer than what is held: a delayed INVALIDATE does not delete a
+        // session written again since (versions.ts).
+        this.#store.deleteFromPeer(msg.key.toString('latin1'), msg.version)
         return
       case MsgType.ANNOUNCE:
         return this.#onAnnounce(sender, msg)
@@ -347,12 +349,12 @@ export class Cluster implements ClusterHooks {
       return
     }
     this.counters.hitsSent++
-    const { value, flags } = entry
+    const { value, flags, version } = entry
     const count = Math.max(1, Math.ceil(value.length / this.#chunkBytes))
     for (let i = 0; i < count; i++) {
       // Sealing copies the chunk synchronously, so a view into the store's buffer is safe here.
       const chunk = value.subarray(i * this.#chunkBytes, (i + 1) * this.#chunkBytes)
-      this.transport.sendTo(to, sender, { type: MsgType.HIT, ...binding, ttlMs, flags, totalLen: value.length, index: i, count, chunk })
+      this.transport.sendTo(to, sender, { type: MsgType.HIT, ...binding, ttlMs, flags, totalLen: value.length, index: i, count, version, chunk })
     }
     this.counters.chunksSent += count
   }
@@ -369,9 +371,12 @@ export class Cluster implements ClusterHooks {
 
   deleted(key: string): void {
     const keyBytes = Buffer.from(key, 'latin1')
+    // The version of the delete just made here: the store left a tombstone for it (maxTombstones
+    // is at least 1, so the newest one is always there).
+    const version = this.#store.version(key)
     this.counters.invalidationsSent++
     for (const delay of INVALIDATE_REPEATS) {
-      const send = () => this.transport.sendGroup({ type: MsgType.INVALIDATE, key: keyBytes })
+      const send = () => this.transport.sendGroup({ type: MsgType.INVALIDATE, version, key: keyBytes })
       if (delay === 0) send()
       else {
         const t = setTimeout(() => {

@@ -35,6 +35,7 @@ import {
   type StoreOptions,
   type StoreStats,
 } from './store.js'
+import { Hlc, NO_VERSION, Tombstones, peerWins } from './versions.js'
 
 export { ENTRY_OVERHEAD_BYTES, STORE_DEFAULTS, StoreError }
 export type { StoreCounters, StoreEntry, StoreOptions, StoreStats }
@@ -219,6 +220,9 @@ export class CompactStore {
   readonly options: Readonly<StoreOptions>
   readonly counters: StoreCounters = { hits: 0, misses: 0, sets: 0, deletes: 0, touches: 0, evictions: 0, expirations: 0 }
   readonly #now: () => number
+  readonly #clock: Hlc
+  /** Deleted keys (versions.ts); few next to the entries, so a Map. */
+  readonly #tombstones: Tombstones
   /** Random per store, so that which keys share a chain cannot be known in advance. */
   readonly #seed = randomBytes(4).readUInt32LE(0)
   #slab = new Slab()
@@ -243,6 +247,8 @@ export class CompactStore {
   #expires = new Float64Array(0)
   /** Kept as given, like Store keeps them: any number survives a Float64. */
   #flags = new Float64Array(0)
+  /** Each entry's version (versions.ts): 8 bytes a slot. */
+  #version = new BigUint64Array(0)
   #page = new Uint32Array(0)
   #offset = new Uint32Array(0)
   /** Key length in chars; the key takes that many bytes, or twice as many when wide. */
@@ -260,6 +266,8 @@ export class CompactStore {
     this.options = o
     // The same default clock as LRUCache, so as Store: monotonic, fractional ms.
     this.#now = o.now ?? (() => performance.now())
+    this.#clock = o.clock ?? new Hlc()
+    this.#tombstones = new Tombstones({ lifetimeMs: o.tombstoneLifetimeMs, max: o.maxTombstones, now: this.#now })
     this.#grow(INITIAL_SLOTS)
   }
 
@@ -307,9 +315,58 @@ export class CompactStore {
     return slot !== NIL && !this.#isStale(slot)
   }
 
-  /** Stores a copy of `value`. Throws StoreError TOO_LARGE or BAD_TTL; never stores part of it. */
+  /** Stores a copy of `value` under a new version. Throws StoreError TOO_LARGE or BAD_TTL; never stores part of it. */
   set(key: string, value: Buffer, ttlMs = 0, flags = 0): void {
     const ttl = admit(this.options, key, value, ttlMs)
+    this.#put(key, value, ttl, flags, this.#clock.next())
+  }
+
+  /**
+   * A peer's write (a copy, a fill, a handoff) at `version`: stored only when newer than the live
+   * entry or tombstone held for the key (versions.ts, `peerWins`); false when refused as stale.
+   * Throws StoreError like `set`.
+   */
+  setFromPeer(key: string, value: Buffer, ttlMs: number, flags: number, version: bigint): boolean {
+    const ttl = admit(this.options, key, value, ttlMs)
+    this.#clock.observe(version)
+    if (!peerWins(this.#tombstones, key, version, value, this.#held(key))) {
+      this.#tombstones.counters.staleWrites++
+      return false
+    }
+    this.#put(key, value, ttl, flags, version)
+    return true
+  }
+
+  /** A peer's delete at `version`: applied (tombstone kept) unless what is held is newer; false when refused. */
+  deleteFromPeer(key: string, version: bigint): boolean {
+    this.#clock.observe(version)
+    if (!peerWins(this.#tombstones, key, version, undefined, this.#held(key))) {
+      this.#tombstones.counters.staleWrites++
+      return false
+    }
+    const slot = this.#find(key)
+    if (slot !== NIL) {
+      this.#release(slot, Release.DROP)
+      this.counters.deletes++
+    }
+    this.#tombstones.add(key, version)
+    return true
+  }
+
+  /** The version of the key's live entry, else of its tombstone, else NO_VERSION. */
+  version(key: string): bigint {
+    const slot = this.#find(key)
+    if (slot !== NIL && !this.#isStale(slot)) return this.#version[slot]!
+    return this.#tombstones.get(key) ?? NO_VERSION
+  }
+
+  /** The live entry, as the version rule needs it. */
+  #held(key: string): StoreEntry | undefined {
+    const slot = this.#find(key)
+    return slot === NIL || this.#isStale(slot) ? undefined : this.#entry(slot)
+  }
+
+  #put(key: string, value: Buffer, ttl: number, flags: number, version: bigint): void {
     const size = key.length + value.length + ENTRY_OVERHEAD_BYTES
 
     const hash = this.#hashKey(key)
@@ -353,12 +410,16 @@ export class CompactStore {
     this.#offset[slot] = offset
     this.#valueLength[slot] = value.length
     this.#flags[slot] = flags
+    this.#version[slot] = version
     this.#expires[slot] = ttl === 0 ? Infinity : this.#now() + ttl
+    this.#tombstones.remove(key)
     this.counters.sets++
   }
 
+  /** Deletes the key under a new version, leaving a tombstone (also when absent). True when it was live. */
   delete(key: string): boolean {
     const slot = this.#find(key)
+    this.#tombstones.add(key, this.#clock.next())
     if (slot === NIL) return false
     this.#release(slot, Release.DROP)
     this.counters.deletes++
@@ -372,6 +433,7 @@ export class CompactStore {
     if (slot === NIL || this.#isStale(slot)) return false
     this.#moveToTail(slot)
     this.#expires[slot] = ttl === 0 ? Infinity : this.#now() + ttl
+    this.#version[slot] = this.#clock.next()
     this.counters.touches++
     return true
   }
@@ -412,6 +474,7 @@ export class CompactStore {
     this.#bytes = 0
     this.#capacity = 0
     this.#grow(INITIAL_SLOTS)
+    this.#tombstones.clear()
     return n
   }
 
@@ -423,6 +486,7 @@ export class CompactStore {
       if (now > this.#expires[s]!) this.#release(s, Release.EXPIRE)
       s = next
     }
+    this.#tombstones.purge()
   }
 
   get size(): number {
@@ -434,7 +498,7 @@ export class CompactStore {
   }
 
   stats(): StoreStats {
-    return { ...this.counters, entries: this.#size, bytes: this.#bytes, maxBytes: this.options.maxBytes }
+    return { ...this.counters, ...this.#tombstones.counters, entries: this.#size, bytes: this.#bytes, maxBytes: this.options.maxBytes, tombstones: this.#tombstones.size }
   }
 
   // --- entries ---------------------------------------------------------------------------------
@@ -451,7 +515,7 @@ export class CompactStore {
   #entry(slot: number): StoreEntry {
     const len = this.#valueLength[slot]!
     const value = len === 0 ? EMPTY : this.#slab.view(this.#page[slot]!, this.#offset[slot]! + this.#keyBytes(slot), len)
-    return { value, flags: this.#flags[slot]! }
+    return { value, flags: this.#flags[slot]!, version: this.#version[slot]! }
   }
 
   #key(slot: number): string {
@@ -589,6 +653,9 @@ export class CompactStore {
     }
     this.#expires = f64(this.#expires)
     this.#flags = f64(this.#flags)
+    const version = new BigUint64Array(capacity)
+    version.set(this.#version.subarray(0, keep))
+    this.#version = version
     const wide = new Uint8Array(capacity)
     wide.set(this.#keyWide.subarray(0, keep))
     this.#keyWide = wide

@@ -111,6 +111,11 @@ export interface Config {
   maxReplicationQueue: number
   /** Longest a clean shutdown spends handing sessions to their new owners, in ms. */
   handoffTimeoutMs: number
+  /**
+   * Deleted keys remembered at once (tombstones, against old copies bringing them back); each is
+   * kept for a lifetime derived from replayWindowMs and the copy retries (versions.ts).
+   */
+  maxTombstones: number
   /** Prometheus metrics listener, `127.0.0.1:PORT`; empty = off. */
   metricsListen: string
   /** memcached text-protocol listeners: `127.0.0.1:PORT` and/or socket paths; empty = off. */
@@ -197,6 +202,7 @@ export const FIELDS: readonly Field[] = [
   { key: 'maxReassemblyBytes', kind: 'int', def: () => 8 * 1024 * 1024, min: 65_536, max: 2 ** 40, unit: 'bytes', doc: 'bytes of partly received values held at once (values, chunk indexes and per-chunk overhead)' },
   { key: 'maxMembers', kind: 'int', def: () => 512, min: 1, max: 65_535, unit: 'members', doc: 'members held at once; ANNOUNCEs from more senders are refused and counted (membersRefused)' },
   { key: 'memberProbationMs', kind: 'int', def: () => 2000, min: 0, max: 600_000, unit: 'ms', doc: 'a new member is pushed session copies (and owns keys) only once it has announced itself again at least this long after it first appeared; the default is two default heartbeats' },
+  { key: 'maxTombstones', kind: 'int', def: () => 65_536, min: 1, max: 100_000_000, unit: 'tombstones', doc: 'deleted keys remembered at once, each for 2 x replayWindowMs plus the copy retry span, so an old copy cannot bring a deleted session back; when full, the oldest goes and older copies of unknown keys are refused until it would have expired' },
 ]
 
 export class ConfigError extends Error {

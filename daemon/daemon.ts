@@ -13,6 +13,7 @@ import type { Log } from './log.js'
 import { Store, type SessionStore } from './store.js'
 import { CompactStore } from './compact-store.js'
 import { Cluster } from './cluster.js'
+import { tombstoneLifetimeMs } from './versions.js'
 import { MemcacheServer } from './memcache.js'
 import { Metrics } from './metrics.js'
 import { TicketKeys } from './ticket-keys.js'
@@ -89,6 +90,9 @@ export class Daemon {
       maxValueBytes: config.maxValueBytes,
       defaultTtlMs: config.defaultTtlMs,
       maxTtlMs: config.maxTtlMs,
+      // Long enough that no copy of a deleted value can still be accepted (versions.ts).
+      tombstoneLifetimeMs: tombstoneLifetimeMs(config),
+      maxTombstones: config.maxTombstones,
       ...(deps.now ? { now: deps.now } : {}),
     })
   }

@@ -54,6 +54,11 @@ export interface LookupCounters {
   reassemblyDropped: number
   /** HIT/MISS datagrams for a lookup that had already finished (another holder was faster). */
   lateReplies: number
+  /**
+   * HITs not stored: older than what this host holds for the key. A tombstone answers the GET
+   * "not found"; a newer live entry (a SET that landed meanwhile) answers with itself.
+   */
+  staleHits: number
   /** MISS datagrams received: per lookup, at most replicationFactor with replication on. */
   missesReceived: number
   /** LOOKUP rounds sent straight to the key's owners instead of the group. */
@@ -122,6 +127,7 @@ export class Lookups {
     chunksReceived: 0,
     reassemblyDropped: 0,
     lateReplies: 0,
+    staleHits: 0,
     missesReceived: 0,
     directLookups: 0,
     hedged: 0,
@@ -333,7 +339,7 @@ export class Lookups {
         this.counters.reassemblyDropped++
         return
       }
-      return this.#complete(f, m.chunk, m.ttlMs, m.flags)
+      return this.#complete(f, m.chunk, m.ttlMs, m.flags, m.version)
     }
     let r = f.parts.get(sender)
     if (!r) {
@@ -355,19 +361,27 @@ export class Lookups {
       this.counters.reassemblyDropped++
       return
     }
-    this.#complete(f, value, r.ttlMs, r.flags)
+    this.#complete(f, value, r.ttlMs, r.flags, r.version)
     value.fill(0)
   }
 
-  #complete(f: Inflight, value: Buffer, ttlMs: number, flags: number): void {
+  #complete(f: Inflight, value: Buffer, ttlMs: number, flags: number, version: bigint): void {
     if (ttlMs <= 0) return
-    this.counters.remoteHits++
-    // The local copy keeps the remaining TTL of the copy it came from.
+    // The local copy keeps the remaining TTL and the version of the copy it came from.
+    let stored = true
     try {
-      this.#store.set(f.key, value, ttlMs, flags)
+      stored = this.#store.setFromPeer(f.key, value, ttlMs, flags, version)
     } catch {
       /* too large for this host's limits: serve it, do not keep it */
     }
+    if (!stored) {
+      // What this host holds is newer: a later SET (serve that) or a delete (serve nothing).
+      this.counters.staleHits++
+      const mine = this.#store.peek(f.key)
+      const left = mine ? this.#store.remainingTtl(f.key) : 0
+      return this.#settle(f, mine && left > 0 ? { value: Buffer.from(mine.value), ttlMs: left, flags: mine.flags } : undefined)
+    }
+    this.counters.remoteHits++
     this.#settle(f, { value: Buffer.from(value), ttlMs, flags })
   }
 

@@ -23,6 +23,8 @@ export interface ChunkHeader {
   index: number
   ttlMs: number
   flags: number
+  /** The value's version (versions.ts): every chunk of one value carries the same. */
+  version: bigint
   chunk: Buffer
 }
 
@@ -33,6 +35,7 @@ export class Reassembly {
   readonly totalLen: number
   readonly count: number
   readonly flags: number
+  readonly version: bigint
   readonly startedAt = performance.now()
   /** The smallest TTL any chunk carried, in ms. */
   ttlMs: number
@@ -47,6 +50,7 @@ export class Reassembly {
     this.totalLen = first.totalLen
     this.count = first.count
     this.flags = first.flags
+    this.version = first.version
     this.ttlMs = first.ttlMs
     this.#chunks = new Array(first.count)
     this.#budget = budget
@@ -65,7 +69,7 @@ export class Reassembly {
   }
 
   add(c: ChunkHeader): AddResult {
-    if (c.totalLen !== this.totalLen || c.count !== this.count || c.flags !== this.flags) return 'inconsistent'
+    if (c.totalLen !== this.totalLen || c.count !== this.count || c.flags !== this.flags || c.version !== this.version) return 'inconsistent'
     if (this.#chunks[c.index]) return 'duplicate'
     const cost = c.chunk.length + CHUNK_OVERHEAD_BYTES
     if (this.#budget.used + cost > this.#budget.max || this.#valueBytes + c.chunk.length > this.totalLen) return 'over-budget'

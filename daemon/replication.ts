@@ -8,15 +8,18 @@
  * clean shutdown, keys this host owns are handed to the owners that remain, within a time bound.
  * A copy keeps the original expiry: it travels with its remaining TTL.
  *
- * Copies are idempotent (the same key, value and expiry), so a duplicate push costs a datagram,
- * never correctness; a later SET of the same key on another host may race an older copy, which is
- * accepted for session state, where a key is written once.
+ * Every copy carries the version of the entry it copies (versions.ts), and a receiver stores it
+ * only when it is newer than the entry or tombstone it holds for the key: a duplicate push costs a
+ * datagram, never correctness, and an older copy (delayed, retried, replayed, or handed off by a
+ * host that missed a later SET or DELETE) never rolls a value back or brings a deleted one back.
+ * A refused copy is acknowledged all the same: the receiver holds something newer.
  */
 import { MIN_DATAGRAM_BYTES, MsgType, maxChunkCount, replicateChunkBytes, type Address, type Message } from '../protocol/wire.js'
 import { owners } from './rendezvous.js'
 import type { SessionStore } from './store.js'
 import type { Transport } from './transport.js'
 import { ByteBudget, Reassembly } from './reassembly.js'
+import { MAX_COPY_BACKOFF_MS } from './versions.js'
 
 export interface ReplicationOptions {
   /** Copies of each session in the cluster, this host's included (1 = no replication). */
@@ -46,6 +49,8 @@ export interface ReplicationCounters {
   copiesRefused: number
   /** Chunked copies not taken in: more chunks than a legal sender uses, the budget, or the sender's share full. */
   copiesUnassembled: number
+  /** Copies received but not stored: older than (or the same as) what this host holds for the key. */
+  copiesStale: number
   handedOff: number
   /** Copies queued because membership changed and a key gained an owner. */
   replacements: number
@@ -70,8 +75,8 @@ interface Job {
   sentAt: number
 }
 
-/** Retries back off up to this, in ms. */
-const MAX_BACKOFF_MS = 2000
+/** Retries back off up to this, in ms (shared with the tombstone lifetime's derivation). */
+const MAX_BACKOFF_MS = MAX_COPY_BACKOFF_MS
 /** Partly received copies older than this are dropped. */
 const REASSEMBLY_TIMEOUT_MS = 5000
 /**
@@ -90,6 +95,7 @@ export class Replicator {
     copiesReceived: 0,
     copiesRefused: 0,
     copiesUnassembled: 0,
+    copiesStale: 0,
     handedOff: 0,
     replacements: 0,
     replacementScans: 0,
@@ -177,11 +183,11 @@ export class Replicator {
     }
     const key = Buffer.from(job.key, 'latin1')
     const chunkBytes = replicateChunkBytes(this.#o.maxDatagramBytes, key.length)
-    const { value, flags } = entry
+    const { value, flags, version } = entry
     const count = Math.max(1, Math.ceil(value.length / chunkBytes))
     for (let i = 0; i < count; i++) {
       const chunk = value.subarray(i * chunkBytes, (i + 1) * chunkBytes)
-      void this.#t.sendTo(to, job.to, { type: MsgType.REPLICATE, replId: job.replId, ttlMs, flags, totalLen: value.length, index: i, count, key, chunk })
+      void this.#t.sendTo(to, job.to, { type: MsgType.REPLICATE, replId: job.replId, ttlMs, flags, totalLen: value.length, index: i, count, version, key, chunk })
     }
     if (job.attempts === 0) {
       job.sentAt = performance.now()
@@ -234,7 +240,7 @@ export class Replicator {
     const ack = () => void this.#t.sendTo(from, sender, { type: MsgType.ACK, replId: m.replId })
     if (m.count === 1) {
       if (m.chunk.length !== m.totalLen) return
-      this.#accept(m.key, m.chunk, m.ttlMs, m.flags)
+      this.#accept(m.key, m.chunk, m.ttlMs, m.flags, m.version)
       return ack()
     }
     const id = `${sender}:${m.replId}`
@@ -254,7 +260,7 @@ export class Replicator {
     const whole = inc.r.join()
     this.#forget(id, inc)
     if (whole) {
-      this.#accept(inc.key, whole, inc.r.ttlMs, inc.r.flags)
+      this.#accept(inc.key, whole, inc.r.ttlMs, inc.r.flags, inc.r.version)
       whole.fill(0)
       ack()
     }
@@ -268,11 +274,11 @@ export class Replicator {
     else this.#partialBy.delete(inc.sender)
   }
 
-  #accept(key: Buffer, value: Buffer, ttlMs: number, flags: number): void {
+  #accept(key: Buffer, value: Buffer, ttlMs: number, flags: number, version: bigint): void {
     this.counters.copiesReceived++
     if (ttlMs <= 0) return
     try {
-      this.#store.set(key.toString('latin1'), value, ttlMs, flags)
+      if (!this.#store.setFromPeer(key.toString('latin1'), value, ttlMs, flags, version)) this.counters.copiesStale++
     } catch {
       /* beyond this host's limits: not kept */
     }

@@ -6,6 +6,9 @@
  * expired, overwritten, deleted or flushed. Readers must copy what they return before yielding.
  */
 import { LRUCache } from 'lru-cache'
+import { Hlc, NO_VERSION, Tombstones, peerWins, type TombstoneCounters } from './versions.js'
+
+export { NO_VERSION }
 
 /**
  * What one entry costs beyond its key and value bytes: the LRU's index slots, the Map entry, the
@@ -24,6 +27,15 @@ export interface StoreOptions {
   maxTtlMs: number
   /** Monotonic clock in ms; injected by tests so that TTLs pass without sleeping. */
   now?: () => number
+  /**
+   * How long a deleted key's tombstone is kept, in ms. Default 60000; the daemon derives it from
+   * its config (`tombstoneLifetimeMs` in versions.ts), so that no copy can outlive it.
+   */
+  tombstoneLifetimeMs: number
+  /** Most tombstones kept at once; the oldest go first (see `Tombstones`). Default 65536. */
+  maxTombstones: number
+  /** The clock that versions every write (versions.ts); each store makes its own by default. */
+  clock?: Hlc
 }
 
 export const STORE_DEFAULTS: StoreOptions = {
@@ -31,6 +43,8 @@ export const STORE_DEFAULTS: StoreOptions = {
   maxValueBytes: 64 * 1024,
   defaultTtlMs: 300_000,
   maxTtlMs: 86_400_000,
+  tombstoneLifetimeMs: 60_000,
+  maxTombstones: 65_536,
 }
 
 export interface StoreCounters {
@@ -43,16 +57,23 @@ export interface StoreCounters {
   expirations: number
 }
 
-export interface StoreStats extends StoreCounters {
+export interface StoreStats extends StoreCounters, TombstoneCounters {
   entries: number
   bytes: number
   maxBytes: number
+  /** Deleted keys remembered with the version of their delete. */
+  tombstones: number
 }
 
-/** A stored value with memcached's opaque client flags (0 for values stored through the API). */
+/**
+ * A stored value with memcached's opaque client flags (0 for values stored through the API) and
+ * its version (versions.ts): unique per write of the key, newer for every later write, so it can
+ * serve as memcached's `cas` value. A TOUCH is a write: it gives the entry a new version.
+ */
 export interface StoreEntry {
   value: Buffer
   flags: number
+  version: bigint
 }
 
 export class StoreError extends Error {
@@ -84,10 +105,14 @@ export class Store {
   readonly options: Readonly<StoreOptions>
   readonly counters: StoreCounters = { hits: 0, misses: 0, sets: 0, deletes: 0, touches: 0, evictions: 0, expirations: 0 }
   #lru: LRUCache<string, StoreEntry>
+  readonly #clock: Hlc
+  readonly #tombstones: Tombstones
 
   constructor(options: Partial<StoreOptions> = {}) {
     const o = { ...STORE_DEFAULTS, ...options }
     this.options = o
+    this.#clock = o.clock ?? new Hlc()
+    this.#tombstones = new Tombstones({ lifetimeMs: o.tombstoneLifetimeMs, max: o.maxTombstones, now: o.now ?? (() => performance.now()) })
     const perf = o.now ? { now: o.now } : undefined
     this.#lru = new LRUCache<string, StoreEntry>({
       maxSize: o.maxBytes,
@@ -137,19 +162,59 @@ export class Store {
     return this.#lru.has(key)
   }
 
-  /** Stores a copy of `value`. Throws StoreError TOO_LARGE or BAD_TTL; never stores part of it. */
+  /** Stores a copy of `value` under a new version. Throws StoreError TOO_LARGE or BAD_TTL; never stores part of it. */
   set(key: string, value: Buffer, ttlMs = 0, flags = 0): void {
     const ttl = admit(this.options, key, value, ttlMs)
+    this.#put(key, value, ttl, flags, this.#clock.next())
+  }
+
+  /**
+   * A peer's write (a copy, a fill, a handoff) at `version`: stored only when newer than the live
+   * entry or tombstone held for the key (versions.ts, `newer`); false when refused as stale.
+   * Throws StoreError like `set`.
+   */
+  setFromPeer(key: string, value: Buffer, ttlMs: number, flags: number, version: bigint): boolean {
+    const ttl = admit(this.options, key, value, ttlMs)
+    this.#clock.observe(version)
+    if (!peerWins(this.#tombstones, key, version, value, this.#lru.peek(key))) {
+      this.#tombstones.counters.staleWrites++
+      return false
+    }
+    this.#put(key, value, ttl, flags, version)
+    return true
+  }
+
+  #put(key: string, value: Buffer, ttl: number, flags: number, version: bigint): void {
     const copy = Buffer.allocUnsafe(value.length)
     value.copy(copy)
-    this.#lru.set(key, { value: copy, flags }, { ttl })
+    this.#lru.set(key, { value: copy, flags, version }, { ttl })
+    this.#tombstones.remove(key)
     this.counters.sets++
   }
 
+  /** Deletes the key under a new version, leaving a tombstone (also when absent). True when it was live. */
   delete(key: string): boolean {
     const had = this.#lru.delete(key)
+    this.#tombstones.add(key, this.#clock.next())
     if (had) this.counters.deletes++
     return had
+  }
+
+  /** A peer's delete at `version`: applied (tombstone kept) unless what is held is newer; false when refused. */
+  deleteFromPeer(key: string, version: bigint): boolean {
+    this.#clock.observe(version)
+    if (!peerWins(this.#tombstones, key, version, undefined, this.#lru.peek(key))) {
+      this.#tombstones.counters.staleWrites++
+      return false
+    }
+    if (this.#lru.delete(key)) this.counters.deletes++
+    this.#tombstones.add(key, version)
+    return true
+  }
+
+  /** The version of the key's live entry, else of its tombstone, else NO_VERSION. */
+  version(key: string): bigint {
+    return this.#lru.peek(key)?.version ?? this.#tombstones.get(key) ?? NO_VERSION
   }
 
   /** Gives a live entry a new TTL from now. False when absent. */
@@ -158,6 +223,7 @@ export class Store {
     const v = this.#lru.peek(key)
     if (v === undefined) return false
     // Re-setting the same entry keeps the value (no dispose: lru-cache skips it for the same value).
+    v.version = this.#clock.next()
     this.#lru.set(key, v, { ttl })
     this.counters.touches++
     return true
@@ -185,16 +251,18 @@ export class Store {
     }
   }
 
-  /** Drops every entry (zero-filling each). Returns how many there were. */
+  /** Drops every entry (zero-filling each) and every tombstone. Returns how many entries there were. */
   flush(): number {
     const n = this.#lru.size
     this.#lru.clear()
+    this.#tombstones.clear()
     return n
   }
 
-  /** Drops expired entries now instead of when next touched, so their secrets are wiped promptly. */
+  /** Drops expired entries now instead of when next touched, so their secrets are wiped promptly; and expired tombstones. */
   purgeStale(): void {
     this.#lru.purgeStale()
+    this.#tombstones.purge()
   }
 
   get size(): number {
@@ -206,7 +274,7 @@ export class Store {
   }
 
   stats(): StoreStats {
-    return { ...this.counters, entries: this.#lru.size, bytes: this.#lru.calculatedSize, maxBytes: this.options.maxBytes }
+    return { ...this.counters, ...this.#tombstones.counters, entries: this.#lru.size, bytes: this.#lru.calculatedSize, maxBytes: this.options.maxBytes, tombstones: this.#tombstones.size }
   }
 }
 

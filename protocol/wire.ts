@@ -26,19 +26,22 @@
  *               (members listed in `expect` answer MISS; an empty list asks every member to;
  *               any member holding the key answers HIT)
  *   HIT         reqId u32 | nonce (8 bytes) | key digest (16 bytes) | ttlMs u32 | flags u32 |
- *               totalLen u32 | index u16 | count u16 | chunk
+ *               totalLen u32 | index u16 | count u16 | version u64 | chunk
  *   MISS        reqId u32 | nonce (8 bytes) | key digest (16 bytes)
  *               (nonce: random per lookup, echoed; key digest: keyDigest() of the key asked for;
  *               the asker takes a reply only when both match its lookup in flight)
- *   INVALIDATE  keyLen u16 | key
+ *   INVALIDATE  version u64 | keyLen u16 | key
  *   ANNOUNCE    reply address | entries u32 | flags u8 | nameLen u8 | name (UTF-8) |
  *               [second reply address, of the other family: when flags has DUAL_STACK]
  *   LEAVE       empty
  *   TICKET_KEY  epoch u32 | creator id (8 bytes) | key (48 bytes)
  *   REPLICATE   replId u32 | ttlMs u32 | flags u32 | totalLen u32 | index u16 | count u16 |
- *               keyLen u16 | key | chunk
+ *               version u64 | keyLen u16 | key | chunk
  *   ACK         replId u32
  * Reply address: family u8 (4 or 6) | address (4 or 16 bytes) | port u16
+ * Version: the stored session's version (daemon/versions.ts: a hybrid logical clock), which the
+ * receiver compares with what it holds; a HIT or REPLICATE carries the copied entry's, an
+ * INVALIDATE the delete's. Every chunk of a value carries the same one.
  *
  * A chunked value (HIT, REPLICATE) has 1 <= count <= max(1, totalLen): no chunk is empty unless the
  * value is.
@@ -64,12 +67,16 @@ export const NONCE_BYTES = 8
 export const KEY_DIGEST_BYTES = 16
 /** Bytes a datagram spends on everything but its payload: clear header, tag, type and time. */
 export const ENVELOPE_BYTES = HEADER_BYTES + TAG_BYTES + 9
-/** Bytes of a HIT before its chunk: envelope plus reqId, nonce, digest, ttl, flags, total, index, count. */
-export const HIT_OVERHEAD_BYTES = ENVELOPE_BYTES + 20 + NONCE_BYTES + KEY_DIGEST_BYTES
+/** Bytes of a session version (u64) in HIT, REPLICATE and INVALIDATE. */
+export const VERSION_BYTES = 8
+/** Bytes of a HIT before its chunk: envelope plus reqId, nonce, digest, ttl, flags, total, index, count, version. */
+export const HIT_OVERHEAD_BYTES = ENVELOPE_BYTES + 20 + NONCE_BYTES + KEY_DIGEST_BYTES + VERSION_BYTES
 /** Bytes of a REPLICATE before its key and chunk. */
-export const REPLICATE_OVERHEAD_BYTES = ENVELOPE_BYTES + 22
+export const REPLICATE_OVERHEAD_BYTES = ENVELOPE_BYTES + 22 + VERSION_BYTES
 /** The smallest maxDatagramBytes a daemon may run with. */
 export const MIN_DATAGRAM_BYTES = 256
+/** Largest version: a u64. */
+const VERSION_MAX = 2n ** 64n - 1n
 
 /** Value bytes a HIT carries per datagram of `maxDatagramBytes`. */
 export function hitChunkBytes(maxDatagramBytes: number): number {
@@ -131,13 +138,13 @@ export interface Address {
 
 export type Message =
   | { type: typeof MsgType.LOOKUP; reqId: number; nonce: Buffer; reply: Address; expect: Buffer[]; key: Buffer }
-  | { type: typeof MsgType.HIT; reqId: number; nonce: Buffer; digest: Buffer; ttlMs: number; flags: number; totalLen: number; index: number; count: number; chunk: Buffer }
+  | { type: typeof MsgType.HIT; reqId: number; nonce: Buffer; digest: Buffer; ttlMs: number; flags: number; totalLen: number; index: number; count: number; version: bigint; chunk: Buffer }
   | { type: typeof MsgType.MISS; reqId: number; nonce: Buffer; digest: Buffer }
-  | { type: typeof MsgType.INVALIDATE; key: Buffer }
+  | { type: typeof MsgType.INVALIDATE; version: bigint; key: Buffer }
   | { type: typeof MsgType.ANNOUNCE; reply: Address; entries: number; flags: number; name: string; also?: Address }
   | { type: typeof MsgType.LEAVE }
   | { type: typeof MsgType.TICKET_KEY; epoch: number; creator: Buffer; key: Buffer }
-  | { type: typeof MsgType.REPLICATE; replId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number; key: Buffer; chunk: Buffer }
+  | { type: typeof MsgType.REPLICATE; replId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number; version: bigint; key: Buffer; chunk: Buffer }
   | { type: typeof MsgType.ACK; replId: number }
 
 export interface Header {
@@ -220,10 +227,13 @@ function readAddress(buf: Buffer, off: number): [Address, number] {
 
 const bodyHead = new Parser().uint8('type').uint32be('timeHi').uint32be('timeLo')
 const u32 = new Parser().uint32be('n')
-const replHead = new Parser().uint32be('replId').uint32be('ttlMs').uint32be('flags').uint32be('totalLen').uint16be('index').uint16be('count').uint16be('keyLen')
-const hitHead = new Parser().uint32be('ttlMs').uint32be('flags').uint32be('totalLen').uint16be('index').uint16be('count')
+const replHead = new Parser().uint32be('replId').uint32be('ttlMs').uint32be('flags').uint32be('totalLen').uint16be('index').uint16be('count').uint64be('version').uint16be('keyLen')
+const hitHead = new Parser().uint32be('ttlMs').uint32be('flags').uint32be('totalLen').uint16be('index').uint16be('count').uint64be('version')
 /** reqId, nonce and key digest: what binds a HIT or MISS to its lookup. */
 const BINDING_BYTES = 4 + NONCE_BYTES + KEY_DIGEST_BYTES
+/** Bytes of the fixed part of a REPLICATE, and of a HIT after its binding. */
+const REPL_HEAD_BYTES = 22 + VERSION_BYTES
+const HIT_HEAD_BYTES = 16 + VERSION_BYTES
 
 function checkChunking(what: string, totalLen: number, index: number, count: number, chunkLen: number): void {
   if (count === 0 || index >= count) throw new ProtocolError('BAD_FIELD', `${what} chunk ${index} of ${count}`)
@@ -232,6 +242,11 @@ function checkChunking(what: string, totalLen: number, index: number, count: num
   if (count > Math.max(1, totalLen)) throw new ProtocolError('BAD_FIELD', `${what}: ${count} chunks for a value of ${totalLen} bytes`)
   if (chunkLen === 0 && totalLen > 0) throw new ProtocolError('BAD_FIELD', `${what}: an empty chunk of a value of ${totalLen} bytes`)
   if (chunkLen > totalLen) throw new ProtocolError('BAD_FIELD', `${what} chunk of ${chunkLen} bytes exceeds the value's ${totalLen}`)
+}
+
+function writeVersion(buf: Buffer, off: number, v: bigint): void {
+  if (typeof v !== 'bigint' || v < 0n || v > VERSION_MAX) throw new ProtocolError('BAD_FIELD', 'a version is a u64')
+  buf.writeBigUInt64BE(v, off)
 }
 
 function fixedBuffer(b: Buffer, len: number, what: string): void {
@@ -244,11 +259,11 @@ export function bodyLength(m: Message): number {
     case MsgType.LOOKUP:
       return 9 + 4 + NONCE_BYTES + addressLength(m.reply) + 1 + SENDER_ID_BYTES * m.expect.length + 2 + m.key.length
     case MsgType.HIT:
-      return 9 + BINDING_BYTES + 16 + m.chunk.length
+      return 9 + BINDING_BYTES + HIT_HEAD_BYTES + m.chunk.length
     case MsgType.MISS:
       return 9 + BINDING_BYTES
     case MsgType.INVALIDATE:
-      return 9 + 2 + m.key.length
+      return 9 + VERSION_BYTES + 2 + m.key.length
     case MsgType.ANNOUNCE:
       return 9 + addressLength(m.reply) + 4 + 2 + Buffer.byteLength(m.name, 'utf8') + (m.also ? addressLength(m.also) : 0)
     case MsgType.LEAVE:
@@ -256,7 +271,7 @@ export function bodyLength(m: Message): number {
     case MsgType.TICKET_KEY:
       return 9 + 4 + SENDER_ID_BYTES + TICKET_KEY_BYTES
     case MsgType.REPLICATE:
-      return 9 + 22 + m.key.length + m.chunk.length
+      return 9 + REPL_HEAD_BYTES + m.key.length + m.chunk.length
     case MsgType.ACK:
       return 9 + 4
   }
@@ -287,14 +302,16 @@ export function encodeBody(m: Message, sentAtMs: number): Buffer {
       buf.writeUInt32BE(m.totalLen, off + 8)
       buf.writeUInt16BE(m.index, off + 12)
       buf.writeUInt16BE(m.count, off + 14)
-      m.chunk.copy(buf, off + 16)
+      writeVersion(buf, off + 16, m.version)
+      m.chunk.copy(buf, off + HIT_HEAD_BYTES)
       break
     case MsgType.MISS:
       writeBinding(buf, off, m)
       break
     case MsgType.INVALIDATE:
-      buf.writeUInt16BE(m.key.length, off)
-      m.key.copy(buf, off + 2)
+      writeVersion(buf, off, m.version)
+      buf.writeUInt16BE(m.key.length, off + VERSION_BYTES)
+      m.key.copy(buf, off + VERSION_BYTES + 2)
       break
     case MsgType.ANNOUNCE: {
       if (((m.flags & AnnounceFlag.DUAL_STACK) !== 0) !== (m.also !== undefined)) throw new ProtocolError('BAD_FIELD', 'ANNOUNCE: the DUAL_STACK flag and the second address go together')
@@ -324,9 +341,10 @@ export function encodeBody(m: Message, sentAtMs: number): Buffer {
       buf.writeUInt32BE(m.totalLen, off + 12)
       buf.writeUInt16BE(m.index, off + 16)
       buf.writeUInt16BE(m.count, off + 18)
-      buf.writeUInt16BE(m.key.length, off + 20)
-      m.key.copy(buf, off + 22)
-      m.chunk.copy(buf, off + 22 + m.key.length)
+      writeVersion(buf, off + 20, m.version)
+      buf.writeUInt16BE(m.key.length, off + 28)
+      m.key.copy(buf, off + REPL_HEAD_BYTES)
+      m.chunk.copy(buf, off + REPL_HEAD_BYTES + m.key.length)
       break
     case MsgType.ACK:
       buf.writeUInt32BE(m.replId, off)
@@ -381,9 +399,9 @@ export function decodeBody(buf: Buffer): { sentAtMs: number; msg: Message } {
       return { sentAtMs, msg: { type: MsgType.LOOKUP, reqId: n, nonce, reply, expect, key: keyAt(p, at + 1 + SENDER_ID_BYTES * count, 'LOOKUP') } }
     }
     case MsgType.HIT: {
-      needBytes(p.length, BINDING_BYTES + 16, 'HIT')
-      const f = hitHead.parse(p.subarray(BINDING_BYTES)) as { ttlMs: number; flags: number; totalLen: number; index: number; count: number }
-      const chunk = p.subarray(BINDING_BYTES + 16)
+      needBytes(p.length, BINDING_BYTES + HIT_HEAD_BYTES, 'HIT')
+      const f = hitHead.parse(p.subarray(BINDING_BYTES)) as { ttlMs: number; flags: number; totalLen: number; index: number; count: number; version: bigint }
+      const chunk = p.subarray(BINDING_BYTES + HIT_HEAD_BYTES)
       checkChunking('HIT', f.totalLen, f.index, f.count, chunk.length)
       return { sentAtMs, msg: { type: MsgType.HIT, ...readBinding(p), ...f, chunk } }
     }
@@ -392,7 +410,8 @@ export function decodeBody(buf: Buffer): { sentAtMs: number; msg: Message } {
       return { sentAtMs, msg: { type: MsgType.MISS, ...readBinding(p) } }
     }
     case MsgType.INVALIDATE:
-      return { sentAtMs, msg: { type: MsgType.INVALIDATE, key: keyAt(p, 0, 'INVALIDATE') } }
+      needBytes(p.length, VERSION_BYTES, 'INVALIDATE')
+      return { sentAtMs, msg: { type: MsgType.INVALIDATE, version: p.readBigUInt64BE(0), key: keyAt(p, VERSION_BYTES, 'INVALIDATE') } }
     case MsgType.ANNOUNCE: {
       const [reply, off] = readAddress(p, 0)
       needBytes(p.length - off, 6, 'ANNOUNCE')
@@ -416,14 +435,14 @@ export function decodeBody(buf: Buffer): { sentAtMs: number; msg: Message } {
       exactly(p, 4 + SENDER_ID_BYTES + TICKET_KEY_BYTES, 'TICKET_KEY')
       return { sentAtMs, msg: { type: MsgType.TICKET_KEY, epoch: p.readUInt32BE(0), creator: p.subarray(4, 4 + SENDER_ID_BYTES), key: p.subarray(4 + SENDER_ID_BYTES) } }
     case MsgType.REPLICATE: {
-      needBytes(p.length, 22, 'REPLICATE')
-      const f = replHead.parse(p) as { replId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number; keyLen: number }
+      needBytes(p.length, REPL_HEAD_BYTES, 'REPLICATE')
+      const f = replHead.parse(p) as { replId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number; version: bigint; keyLen: number }
       if (f.keyLen === 0) throw new ProtocolError('BAD_FIELD', 'REPLICATE with an empty key')
-      needBytes(p.length, 22 + f.keyLen, 'REPLICATE key')
-      const chunk = p.subarray(22 + f.keyLen)
+      needBytes(p.length, REPL_HEAD_BYTES + f.keyLen, 'REPLICATE key')
+      const chunk = p.subarray(REPL_HEAD_BYTES + f.keyLen)
       checkChunking('REPLICATE', f.totalLen, f.index, f.count, chunk.length)
       const { keyLen: _k, ...rest } = f
-      return { sentAtMs, msg: { type: MsgType.REPLICATE, ...rest, key: p.subarray(22, 22 + f.keyLen), chunk } }
+      return { sentAtMs, msg: { type: MsgType.REPLICATE, ...rest, key: p.subarray(REPL_HEAD_BYTES, REPL_HEAD_BYTES + f.keyLen), chunk } }
     }
     case MsgType.ACK:
       exactly(p, 4, 'ACK')

@@ -100,14 +100,14 @@ t.test('keys of any chars: empty, latin1 and wider', async (t) => {
   const s = new CompactStore()
   const keys = ['', 'a', '\u00ff\u0000x', 'caf\u00e9', 'f\u00fc\u00dfe \u263a', '\ud83d\udd11', '\ud800', 'x'.repeat(250)]
   keys.forEach((k, i) => s.set(k, Buffer.from([i, i, i]), 0, i))
-  for (const [i, k] of keys.entries()) t.same(s.get(k), { value: Buffer.from([i, i, i]), flags: i }, JSON.stringify(k))
+  for (const [i, k] of keys.entries()) t.has(s.get(k), { value: Buffer.from([i, i, i]), flags: i }, JSON.stringify(k))
   t.same(new Set(s.keys()), new Set(keys), 'keys come back as they went in')
   t.same(s.keys('f\u00fc'), ['f\u00fc\u00dfe \u263a'])
   t.same(s.keys('\ud83d'), ['\ud83d\udd11'])
   t.equal(s.get('caf\u0169'), undefined, 'a wide char is not its low byte')
   t.equal(s.get('\u263a'), undefined)
   s.set('', Buffer.alloc(0))
-  t.same(s.get(''), { value: Buffer.alloc(0), flags: 0 })
+  t.has(s.get(''), { value: Buffer.alloc(0), flags: 0 })
   t.equal(s.bytes, keys.reduce((n, k) => n + k.length + 3 + ENTRY_OVERHEAD_BYTES, 0) - 3)
   for (const k of keys) t.equal(s.delete(k), true)
   t.equal(s.bytes, 0)
@@ -116,7 +116,7 @@ t.test('keys of any chars: empty, latin1 and wider', async (t) => {
 t.test('values of 0 bytes', async (t) => {
   const { store: s, advance } = clocked()
   s.set('z', Buffer.alloc(0), 0, 7)
-  t.same(s.get('z'), { value: Buffer.alloc(0), flags: 7 })
+  t.has(s.get('z'), { value: Buffer.alloc(0), flags: 7 })
   t.equal(s.bytes, 1 + ENTRY_OVERHEAD_BYTES)
   s.set('z', Buffer.from('abc'))
   t.same(s.get('z')?.value, Buffer.from('abc'))
@@ -149,7 +149,7 @@ t.test('64 KiB values, and longer ones on pages of their own', async (t) => {
   for (const len of [64 * 1024 + 1, 100_000, 2 * 1024 * 1024]) {
     l.set('k', random(len), 0, len)
     const v = l.peek('k')!.value
-    t.same(l.get('k'), { value: random(len), flags: len }, `${len} bytes round trip`)
+    t.has(l.get('k'), { value: random(len), flags: len }, `${len} bytes round trip`)
     l.set('k', Buffer.from('small'))
     t.ok(isZero(v), `${len} bytes wiped when overwritten`)
   }
@@ -196,6 +196,8 @@ t.test('released values leave nothing in the slab', async (t) => {
 interface ModelEntry {
   value: Buffer
   flags: number
+  /** Versions are not modelled (each store has its own clock); see the version tests. */
+  version: bigint
   expires: number
 }
 
@@ -257,7 +259,7 @@ class Model {
   set(k: string, v: Buffer, ttlMs: number, flags: number): void {
     if (v.length > this.o.maxValueBytes) throw Object.assign(new Error('too large'), { code: 'TOO_LARGE' })
     const ttl = this.ttl(ttlMs)
-    const e = { value: Buffer.from(v), flags, expires: ttl === 0 ? Infinity : this.now() + ttl }
+    const e = { value: Buffer.from(v), flags, version: 0n, expires: ttl === 0 ? Infinity : this.now() + ttl }
     const size = Model.size(k, e)
     if (size > this.o.maxBytes) throw Object.assign(new Error('too large'), { code: 'TOO_LARGE' })
     if (this.map.has(k)) this.drop(k)

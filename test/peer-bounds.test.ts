@@ -70,7 +70,7 @@ t.test('copies announcing 65,535 chunks from a member: refused before they cost 
   for (let i = 0; i < n; i++) {
     // The finding: 65,535 chunks of 0 bytes; and 65,535 chunks of 1 byte (which no sender needs for 64 KiB).
     const empty = i % 2 === 0
-    const m: Message = { type: MsgType.REPLICATE, replId: i + 1, ttlMs: 60_000, flags: 0, totalLen: empty ? 0 : 65_535, index: 0, count: 65_535, key: Buffer.from(`k${i}`), chunk: empty ? Buffer.alloc(0) : Buffer.from('x') }
+    const m: Message = { type: MsgType.REPLICATE, replId: i + 1, ttlMs: 60_000, flags: 0, totalLen: empty ? 0 : 65_535, index: 0, count: 65_535, version: 1n, key: Buffer.from(`k${i}`), chunk: empty ? Buffer.alloc(0) : Buffer.from('x') }
     flood.push(sealAs(sender, counter++, m, aId))
   }
   const before = await clusterStats(a)

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { ByteBudget, CHUNK_OVERHEAD_BYTES, INDEX_SLOT_BYTES, Reassembly } from '../daemon/reassembly.js'
 
-const chunk = (index: number, data: string, over: Partial<{ totalLen: number; count: number; flags: number; ttlMs: number }> = {}) => ({ totalLen: 6, count: 3, flags: 0, ttlMs: 1000, index, chunk: Buffer.from(data), ...over })
+const chunk = (index: number, data: string, over: Partial<{ totalLen: number; count: number; flags: number; ttlMs: number; version: bigint }> = {}) => ({ totalLen: 6, count: 3, flags: 0, ttlMs: 1000, version: 7n, index, chunk: Buffer.from(data), ...over })
 const opened = (r: ReturnType<typeof Reassembly.open>): Reassembly => {
   if (typeof r === 'string') throw new Error(r)
   return r
@@ -16,6 +16,7 @@ t.test('chunks in any order join into the value; the budget bounds what is held'
   t.equal(r.add(chunk(2, 'ef', { ttlMs: 900 })), 'added')
   t.equal(r.add(chunk(2, 'ef')), 'duplicate')
   t.equal(r.add(chunk(0, 'ab', { count: 4 })), 'inconsistent')
+  t.equal(r.add(chunk(0, 'ab', { version: 8n })), 'inconsistent', 'chunks of another version of the value')
   t.equal(r.add(chunk(0, 'ab')), 'added')
   t.equal(r.add(chunk(1, 'cd')), 'over-budget', 'the third chunk does not fit')
   t.equal(budget.used, index + 2 * per(2))

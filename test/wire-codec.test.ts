@@ -12,15 +12,17 @@ const v4 = { family: 4 as const, address: '10.0.0.7', port: 47700 }
 const receiver = hex('b1b2b3b4b5b6b7b8')
 const nonce = hex('0102030405060708')
 const digest = hex('d0'.repeat(16))
+/** A session version (daemon/versions.ts): wall ms T, logical 1, tiebreak 2. */
+const V = (BigInt(T) << 16n) | 0x0102n
 
 // Golden plaintext bodies: the bytes are the protocol.
 const bodies: { name: string; msg: Message; bytes: string }[] = [
   { name: 'LOOKUP', msg: { type: MsgType.LOOKUP, reqId: 7, nonce, reply: v4, expect: [], key: Buffer.from('k1') }, bytes: '01 0000019a b697e87b 00000007 0102030405060708 04 0a000007 ba54 00 0002 6b31' },
   { name: 'LOOKUP with expected owners', msg: { type: MsgType.LOOKUP, reqId: 7, nonce, reply: v4, expect: [hex('a1a2a3a4a5a6a7a8')], key: Buffer.from('k1') }, bytes: '01 0000019a b697e87b 00000007 0102030405060708 04 0a000007 ba54 01 a1a2a3a4a5a6a7a8 0002 6b31' },
-  { name: 'HIT', msg: { type: MsgType.HIT, reqId: 7, nonce, digest, ttlMs: 1000, flags: 0x2a, totalLen: 3, index: 0, count: 1, chunk: Buffer.from('abc') }, bytes: `02 0000019a b697e87b 00000007 0102030405060708 ${'d0'.repeat(16)} 000003e8 0000002a 00000003 0000 0001 616263` },
+  { name: 'HIT', msg: { type: MsgType.HIT, reqId: 7, nonce, digest, ttlMs: 1000, flags: 0x2a, totalLen: 3, index: 0, count: 1, version: V, chunk: Buffer.from('abc') }, bytes: `02 0000019a b697e87b 00000007 0102030405060708 ${'d0'.repeat(16)} 000003e8 0000002a 00000003 0000 0001 019ab697e87b0102 616263` },
   { name: 'MISS', msg: { type: MsgType.MISS, reqId: 9, nonce, digest }, bytes: `03 0000019a b697e87b 00000009 0102030405060708 ${'d0'.repeat(16)}` },
-  { name: 'HIT of an empty value', msg: { type: MsgType.HIT, reqId: 1, nonce, digest, ttlMs: 1, flags: 0, totalLen: 0, index: 0, count: 1, chunk: Buffer.alloc(0) }, bytes: `02 0000019a b697e87b 00000001 0102030405060708 ${'d0'.repeat(16)} 00000001 00000000 00000000 0000 0001` },
-  { name: 'INVALIDATE', msg: { type: MsgType.INVALIDATE, key: Buffer.from('k') }, bytes: '04 0000019a b697e87b 0001 6b' },
+  { name: 'HIT of an empty value', msg: { type: MsgType.HIT, reqId: 1, nonce, digest, ttlMs: 1, flags: 0, totalLen: 0, index: 0, count: 1, version: V, chunk: Buffer.alloc(0) }, bytes: `02 0000019a b697e87b 00000001 0102030405060708 ${'d0'.repeat(16)} 00000001 00000000 00000000 0000 0001 019ab697e87b0102` },
+    { name: 'INVALIDATE', msg: { type: MsgType.INVALIDATE, version: V, key: Buffer.from('k') }, bytes: '04 0000019a b697e87b 019ab697e87b0102 0001 6b' },
   { name: 'ANNOUNCE', msg: { type: MsgType.ANNOUNCE, reply: v4, entries: 5, flags: 1, name: 'h1' }, bytes: '05 0000019a b697e87b 04 0a000007 ba54 00000005 01 02 6831' },
   { name: 'LEAVE', msg: { type: MsgType.LEAVE }, bytes: '06 0000019a b697e87b' },
   {
@@ -30,8 +32,8 @@ const bodies: { name: string; msg: Message; bytes: string }[] = [
   },
   {
     name: 'REPLICATE',
-    msg: { type: MsgType.REPLICATE, replId: 4, ttlMs: 500, flags: 1, totalLen: 5, index: 0, count: 2, key: Buffer.from('k'), chunk: Buffer.from('abc') },
-    bytes: '08 0000019a b697e87b 00000004 000001f4 00000001 00000005 0000 0002 0001 6b 616263',
+    msg: { type: MsgType.REPLICATE, replId: 4, ttlMs: 500, flags: 1, totalLen: 5, index: 0, count: 2, version: V, key: Buffer.from('k'), chunk: Buffer.from('abc') },
+    bytes: '08 0000019a b697e87b 00000004 000001f4 00000001 00000005 0000 0002 019ab697e87b0102 0001 6b 616263',
   },
   { name: 'ACK', msg: { type: MsgType.ACK, replId: 4 }, bytes: '09 0000019a b697e87b 00000004' },
   {
@@ -89,15 +91,15 @@ t.test('only membership, lookup, invalidation and ticket key types may go to the
 
 t.test('key digest and datagram lengths', async (t) => {
   t.same(keyDigest(Buffer.from('k1')), hex('6ab9f1eb8f7d3388f4f9d586f66e99fd'), 'SHA-256 prefix, golden')
-  const hit: Message = { type: MsgType.HIT, reqId: 1, nonce, digest, ttlMs: 1, flags: 0, totalLen: 9, index: 0, count: 1, chunk: Buffer.alloc(9) }
+  const hit: Message = { type: MsgType.HIT, reqId: 1, nonce, digest, ttlMs: 1, flags: 0, totalLen: 9, index: 0, count: 1, version: V, chunk: Buffer.alloc(9) }
   const ring = new Keyring([key1])
   t.equal(datagramLength(hit), seal(ring, key1.id, sender, 1, encodeBody(hit, T), receiver).length, 'datagramLength is what seal makes')
   t.equal(datagramLength(hit), HIT_OVERHEAD_BYTES + 9, 'HIT overhead constant')
 })
 
 t.test('chunk counts must agree with the value length', async (t) => {
-  const hit = (totalLen: number, count: number, chunk: number) => encodeBody({ type: MsgType.HIT, reqId: 1, nonce, digest, ttlMs: 1, flags: 0, totalLen, index: 0, count, chunk: Buffer.alloc(chunk) }, T)
-  const repl = (totalLen: number, count: number, chunk: number) => encodeBody({ type: MsgType.REPLICATE, replId: 1, ttlMs: 1, flags: 0, totalLen, index: 0, count, key: Buffer.from('k'), chunk: Buffer.alloc(chunk) }, T)
+  const hit = (totalLen: number, count: number, chunk: number) => encodeBody({ type: MsgType.HIT, reqId: 1, nonce, digest, ttlMs: 1, flags: 0, totalLen, index: 0, count, version: V, chunk: Buffer.alloc(chunk) }, T)
+  const repl = (totalLen: number, count: number, chunk: number) => encodeBody({ type: MsgType.REPLICATE, replId: 1, ttlMs: 1, flags: 0, totalLen, index: 0, count, version: V, key: Buffer.from('k'), chunk: Buffer.alloc(chunk) }, T)
   for (const [name, make] of [['HIT', hit], ['REPLICATE', repl]] as const) {
     t.throws(() => decodeBody(make(0, 65535, 0)), { code: 'BAD_FIELD' }, `${name}: 65,535 chunks of an empty value`)
     t.throws(() => decodeBody(make(10, 11, 1)), { code: 'BAD_FIELD' }, `${name}: more chunks than bytes`)
@@ -155,10 +157,11 @@ t.test('round trip of arbitrary messages', async (t) => {
   const u32 = fc.integer({ min: 0, max: 0xffffffff })
   const b8 = fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a))
   const b16 = fc.uint8Array({ minLength: 16, maxLength: 16 }).map((a) => Buffer.from(a))
+  const version = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n })
   const msg: fc.Arbitrary<Message> = fc.oneof(
     fc.record({ type: fc.constant(MsgType.LOOKUP), reqId: u32, nonce: b8, reply: addr, expect: fc.array(fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a)), { maxLength: 4 }), key }),
     fc.record({ type: fc.constant(MsgType.MISS), reqId: u32, nonce: b8, digest: b16 }),
-    fc.record({ type: fc.constant(MsgType.INVALIDATE), key }),
+    fc.record({ type: fc.constant(MsgType.INVALIDATE), version, key }),
     fc.record({ type: fc.constant(MsgType.ANNOUNCE), reply: addr, entries: u32, flags: fc.integer({ min: 0, max: 255 }).map((f) => f & ~AnnounceFlag.DUAL_STACK), name: fc.string({ maxLength: 60 }) }),
     fc
       .record({ reply: addr, also: addr, entries: u32, flags: fc.integer({ min: 0, max: 255 }), name: fc.string({ maxLength: 60 }) })
@@ -167,12 +170,12 @@ t.test('round trip of arbitrary messages', async (t) => {
     fc.constant({ type: MsgType.LEAVE }),
     fc.record({ type: fc.constant(MsgType.ACK), replId: u32 }),
     fc.uint8Array({ maxLength: 1200 }).chain((c) =>
-      fc.record({ type: fc.constant(MsgType.REPLICATE), replId: u32, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length), index: fc.constant(0), count: fc.constant(1), key, chunk: fc.constant(Buffer.from(c)) }),
+      fc.record({ type: fc.constant(MsgType.REPLICATE), replId: u32, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length), index: fc.constant(0), count: fc.constant(1), version, key, chunk: fc.constant(Buffer.from(c)) }),
     ),
     fc.record({ type: fc.constant(MsgType.TICKET_KEY), epoch: u32, creator: fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a)), key: fc.uint8Array({ minLength: 48, maxLength: 48 }).map((a) => Buffer.from(a)) }),
     fc.uint8Array({ minLength: 1, maxLength: 1400 }).chain((c) =>
       fc.integer({ min: 1, max: Math.min(100, c.length + 5) }).chain((count) =>
-        fc.record({ type: fc.constant(MsgType.HIT), reqId: u32, nonce: b8, digest: b16, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length + 5), index: fc.integer({ min: 0, max: count - 1 }), count: fc.constant(count), chunk: fc.constant(Buffer.from(c)) }),
+        fc.record({ type: fc.constant(MsgType.HIT), reqId: u32, nonce: b8, digest: b16, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length + 5), index: fc.integer({ min: 0, max: count - 1 }), count: fc.constant(count), version, chunk: fc.constant(Buffer.from(c)) }),
       ),
     ),
   ) as fc.Arbitrary<Message>
@@ -231,4 +234,18 @@ t.test('ANNOUNCE: the dual-stack flag and the second address go together', async
   const flagged = Buffer.from(encodeBody({ type: MsgType.ANNOUNCE, reply, entries: 0, flags: 0, name: 'x' }, T))
   flagged[flagged.length - 3] = flagged[flagged.length - 3]! | AnnounceFlag.DUAL_STACK
   t.throws(() => decodeBody(flagged), { code: 'TRUNCATED' }, 'the flag with no address after the name')
+})
+
+t.test('versions: a u64 both ways, anything else refused when encoding', async (t) => {
+  const max = 2n ** 64n - 1n
+  const inv = (version: bigint) => ({ type: MsgType.INVALIDATE, version, key: Buffer.from('k') }) as Message
+  t.same(decodeBody(encodeBody(inv(max), T)).msg, inv(max), 'the largest version survives')
+  t.same(decodeBody(encodeBody(inv(0n), T)).msg, inv(0n))
+  t.throws(() => encodeBody(inv(max + 1n), T), { code: 'BAD_FIELD' })
+  t.throws(() => encodeBody(inv(-1n), T), { code: 'BAD_FIELD' })
+  // A body cut inside the version fails with the protocol's own error.
+  const hitBody = encodeBody({ type: MsgType.HIT, reqId: 1, nonce, digest, ttlMs: 1, flags: 0, totalLen: 1, index: 0, count: 1, version: V, chunk: Buffer.from('a') }, T)
+  t.throws(() => decodeBody(hitBody.subarray(0, 9 + 28 + 16 + 4)), { code: 'TRUNCATED' })
+  const invBody = encodeBody(inv(V), T)
+  t.throws(() => decodeBody(invBody.subarray(0, 9 + 5)), { code: 'TRUNCATED' })
 })

@@ -4,7 +4,8 @@
  */
 import t from 'tap'
 import fc from 'fast-check'
-import { ENTRY_OVERHEAD_BYTES, type Store, type StoreOptions } from '../../daemon/store.js'
+import { ENTRY_OVERHEAD_BYTES, NO_VERSION, type Store, type StoreOptions } from '../../daemon/store.js'
+import { Hlc } from '../../daemon/versions.js'
 
 /** The public API of Store (its #private fields aside), which every store class implements. */
 export type StoreApi = Pick<Store, keyof Store>
@@ -139,5 +140,134 @@ export function storeBehaviour(Impl: StoreClass): void {
     t.equal(s.keys('a:', 3).length, 3)
     t.same(s.keys('b'), ['b:1'])
     t.same(s.keys('zzz'), [])
+  })
+
+  // ---- versions (daemon/versions.ts) ----
+
+  /** A store on fake time: `now` for TTLs and tombstones, `wall` for the versions' clock. */
+  function versioned(opts: Partial<StoreOptions> = {}) {
+    let now = 1_000_000
+    let wall = 1_764_000_000_000
+    const store = new Impl({ tombstoneLifetimeMs: 10_000, ...opts, now: () => now, clock: new Hlc(() => wall, 1) })
+    return { store, advance: (ms: number) => (now += ms), setWall: (ms: number) => (wall = ms) }
+  }
+  /** A version another host's clock would make at `wall` ms (tiebreak 9). */
+  const peerVersion = (wall: number, logical = 0) => (BigInt(wall) << 16n) | BigInt((logical << 8) | 9)
+
+  t.test('versions: every local set, touch and delete is newer; get and peek show it', async (t) => {
+    const { store } = versioned()
+    t.equal(store.version('k'), NO_VERSION, 'nothing known of the key')
+    store.set('k', Buffer.from('a'))
+    const v1 = store.get('k')!.version
+    t.ok(v1 > NO_VERSION)
+    t.equal(store.peek('k')!.version, v1, 'peek shows the same version')
+    t.equal(store.version('k'), v1)
+    store.set('k', Buffer.from('b'))
+    const v2 = store.peek('k')!.version
+    t.ok(v2 > v1, 'a second set in the same ms is newer (logical part)')
+    store.touch('k', 5000)
+    const v3 = store.peek('k')!.version
+    t.ok(v3 > v2, 'a touch is a write')
+    t.equal(store.delete('k'), true)
+    const vd = store.version('k')
+    t.ok(vd > v3, 'the delete has a newer version, kept by its tombstone')
+    t.equal(store.delete('absent'), false)
+    t.ok(store.version('absent') > vd, 'a delete of an absent key leaves a tombstone too')
+    t.equal(store.stats().tombstones, 2)
+  })
+
+  t.test('versions: a peer write is applied only when newer than the entry held', async (t) => {
+    const { store } = versioned()
+    const t0 = 1_764_000_000_000
+    t.equal(store.setFromPeer('k', Buffer.from('new'), 0, 0, peerVersion(t0, 5)), true, 'unknown key: applied')
+    t.equal(store.peek('k')!.version, peerVersion(t0, 5), 'the copy keeps its version')
+    t.equal(store.setFromPeer('k', Buffer.from('old'), 0, 0, peerVersion(t0, 4)), false, 'an older copy is refused')
+    t.same(store.get('k')!.value, Buffer.from('new'), 'and the value is not rolled back')
+    t.equal(store.setFromPeer('k', Buffer.from('new'), 0, 0, peerVersion(t0, 5)), false, 'the same copy again changes nothing')
+    t.equal(store.setFromPeer('k', Buffer.from('newer'), 0, 0, peerVersion(t0 + 1)), true, 'a newer copy is applied')
+    t.same(store.get('k')!.value, Buffer.from('newer'))
+    // Equal versions with different values: every host keeps the larger value bytes.
+    const v = peerVersion(t0 + 2)
+    t.equal(store.setFromPeer('k', Buffer.from('m'), 0, 0, v), true)
+    t.equal(store.setFromPeer('k', Buffer.from('a'), 0, 0, v), false, 'equal version, smaller value: refused')
+    t.equal(store.setFromPeer('k', Buffer.from('z'), 0, 0, v), true, 'equal version, larger value: applied')
+    t.same(store.get('k')!.value, Buffer.from('z'))
+    t.equal(store.stats().staleWrites, 3)
+  })
+
+  t.test('versions: a delete leaves a tombstone that refuses older copies until its lifetime ends', async (t) => {
+    const { store, advance } = versioned({ tombstoneLifetimeMs: 10_000 })
+    const t0 = 1_764_000_000_000
+    t.equal(store.setFromPeer('k', Buffer.from('secret'), 0, 0, peerVersion(t0 - 5)), true)
+    store.delete('k')
+    t.equal(store.setFromPeer('k', Buffer.from('secret'), 0, 0, peerVersion(t0 - 5)), false, 'the old copy again: refused')
+    t.equal(store.get('k'), undefined, 'the deleted session stays deleted')
+    advance(10_000)
+    t.equal(store.setFromPeer('k', Buffer.from('secret'), 0, 0, peerVersion(t0 - 5)), false, 'still refused at the end of the lifetime')
+    advance(1)
+    t.equal(store.stats().tombstones, 1)
+    store.purgeStale()
+    t.equal(store.stats().tombstones, 0, 'an expired tombstone is purged')
+    t.equal(store.setFromPeer('k', Buffer.from('secret'), 0, 0, peerVersion(t0 - 5)), true, 'after it (when the transport refuses such a copy as stale) nothing is known')
+    // A write newer than the delete (the key was set again elsewhere) is applied at once.
+    store.delete('j')
+    t.equal(store.setFromPeer('j', Buffer.from('again'), 0, 0, peerVersion(t0 + 60_000)), true, 'a copy newer than the delete is applied')
+    t.equal(store.stats().tombstones, 0, 'and the tombstone goes: the live entry holds a newer version')
+  })
+
+  t.test('versions: a delete from a peer applies only when newer than what is held', async (t) => {
+    const { store } = versioned()
+    const t0 = 1_764_000_000_000
+    store.setFromPeer('k', Buffer.from('v'), 0, 0, peerVersion(t0, 3))
+    t.equal(store.deleteFromPeer('k', peerVersion(t0, 2)), false, 'a delayed delete of an older write: refused')
+    t.ok(store.get('k'), 'the newer value stays')
+    t.equal(store.deleteFromPeer('k', peerVersion(t0, 4)), true)
+    t.equal(store.get('k'), undefined)
+    t.equal(store.version('k'), peerVersion(t0, 4), 'the tombstone keeps the delete\'s version')
+    t.equal(store.deleteFromPeer('nothing', peerVersion(t0, 1)), true, 'a delete of a key never held is remembered')
+    t.equal(store.setFromPeer('nothing', Buffer.from('x'), 0, 0, peerVersion(t0)), false, 'so an older copy of it is refused')
+    // A delete and a value of equal versions: the delete wins.
+    t.equal(store.setFromPeer('nothing', Buffer.from('x'), 0, 0, peerVersion(t0, 1)), false)
+  })
+
+  t.test('versions: the clock moves past every version it is shown', async (t) => {
+    const { store, setWall } = versioned()
+    const ahead = peerVersion(1_764_000_000_000 + 5_000, 7)
+    store.setFromPeer('a', Buffer.from('from a host whose clock is ahead'), 0, 0, ahead)
+    store.set('a', Buffer.from('local'))
+    t.ok(store.peek('a')!.version > ahead, 'a local write after it is newer, though our wall clock is behind')
+    store.deleteFromPeer('b', peerVersion(1_764_000_000_000 + 9_000))
+    store.set('b', Buffer.from('again'))
+    t.ok(store.peek('b'), 'a set after a peer\'s delete made with a clock ahead of ours is kept')
+    setWall(1_764_000_000_000 + 60_000)
+    store.set('c', Buffer.from('x'))
+    t.equal(store.peek('c')!.version >> 16n, BigInt(1_764_000_000_000 + 60_000), 'and follows the wall clock again once it passes')
+  })
+
+  t.test('versions: tombstones are bounded; one evicted early fails safe', async (t) => {
+    const { store, advance } = versioned({ maxTombstones: 2, tombstoneLifetimeMs: 10_000 })
+    const t0 = 1_764_000_000_000
+    store.setFromPeer('old', Buffer.from('x'), 0, 0, peerVersion(t0 - 1000))
+    store.delete('a')
+    store.delete('b')
+    store.delete('c')
+    t.equal(store.stats().tombstones, 2, 'at most maxTombstones')
+    t.equal(store.stats().tombstonesEvictedEarly, 1)
+    t.equal(store.version('a'), NO_VERSION, 'the oldest went first')
+    t.equal(store.setFromPeer('a', Buffer.from('resurrected?'), 0, 0, peerVersion(t0 - 10)), false, 'an old copy of its key is still refused: below the floor')
+    t.equal(store.setFromPeer('other', Buffer.from('x'), 0, 0, peerVersion(t0 - 10)), false, 'so is an old copy of any key not held (the cost: a miss)')
+    t.equal(store.setFromPeer('old', Buffer.from('y'), 0, 0, peerVersion(t0 - 500)), true, 'a key held live is judged by its own version')
+    t.equal(store.setFromPeer('fresh', Buffer.from('x'), 0, 0, peerVersion(t0 + 10_000)), true, 'a copy newer than the floor is applied')
+    advance(10_001)
+    t.equal(store.setFromPeer('other', Buffer.from('x'), 0, 0, peerVersion(t0 - 10)), true, 'the floor ends when the evicted tombstone would have')
+  })
+
+  t.test('versions: flush forgets tombstones with the entries', async (t) => {
+    const { store } = versioned()
+    store.delete('k')
+    store.set('j', Buffer.from('v'))
+    t.equal(store.flush(), 1)
+    t.equal(store.stats().tombstones, 0)
+    t.equal(store.version('k'), NO_VERSION)
   })
 }
