@@ -10,7 +10,7 @@ import { StoreError, type SessionStore } from './store.js'
 /** What the handler needs from the peer side of the daemon. Absent on a daemon with no peers. */
 export interface ClusterHooks {
   /** Asks the peers for `key`; resolves the value (already stored locally) and its TTL, or undefined. */
-  lookup(key: string): Promise<{ value: Buffer; ttlMs: number; flags: number } | undefined>
+  lookup(key: string): Promise<{ value: Buffer; ttlMs: number; flags: number; version: bigint } | undefined>
   /** A key was stored locally by an application. */
   stored(key: string): void
   /** A key was deleted locally by an application. */

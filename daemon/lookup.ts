@@ -67,7 +67,8 @@ export interface LookupCounters {
   hedged: number
 }
 
-export type Found = { value: Buffer; ttlMs: number; flags: number } | undefined
+/** A remote lookup's result: a copy of the value, its remaining TTL, flags and version (versions.ts). */
+export type Found = { value: Buffer; ttlMs: number; flags: number; version: bigint } | undefined
 
 /** A lookup that cannot be asked: the LOOKUP for this key would not fit in maxDatagramBytes. */
 export class LookupError extends Error {
@@ -379,10 +380,10 @@ export class Lookups {
       this.counters.staleHits++
       const mine = this.#store.peek(f.key)
       const left = mine ? this.#store.remainingTtl(f.key) : 0
-      return this.#settle(f, mine && left > 0 ? { value: Buffer.from(mine.value), ttlMs: left, flags: mine.flags } : undefined)
+      return this.#settle(f, mine && left > 0 ? { value: Buffer.from(mine.value), ttlMs: left, flags: mine.flags, version: mine.version } : undefined)
     }
     this.counters.remoteHits++
-    this.#settle(f, { value: Buffer.from(value), ttlMs, flags })
+    this.#settle(f, { value: Buffer.from(value), ttlMs, flags, version })
   }
 
   /** A MISS from `sender`: when every live member has missed, "not found" now. */

@@ -9,8 +9,10 @@
  * settings, items, slabs, sizes, reset), `noreply` on every command that takes it, lines ended by
  * `\r\n` or `\n`, keys of any bytes but space and newline up to `maxKeyBytes`. Exptime follows
  * memcached: 0 = no expiry (capped by `maxTtlMs`), up to 30 days = seconds from now, larger = an
- * absolute Unix time, negative or past = expired at once. `cas` is read with its data block and
- * refused (no unique values yet; `gets` reports 0).
+ * absolute Unix time, negative or past = expired at once. `gets` reports each entry's version
+ * (versions.ts) as its cas unique value, and `cas` stores only while the entry still has it: a
+ * version is the same on every host that holds a copy, and any write, local or from a peer, makes
+ * a new one.
  *
  * Every command runs in order when its turn to answer comes, so a command that waits for the
  * cluster (a get, or an incr of a key held by another host) never lets a later one overtake it.
@@ -200,7 +202,9 @@ class InputBuffer {
 }
 
 type Reply = string | undefined
-type Fetch = { key: string; remote?: Promise<void>; done?: boolean; found?: { value: Buffer; flags: number } }
+type Fetch = { key: string; remote?: Promise<void>; done?: boolean; found?: Held }
+/** A value as a get answers it: a copy, its flags, and its version (the cas unique). */
+type Held = { value: Buffer; flags: number; version: bigint }
 /** A command waiting for its turn to answer. `cost` counts the bytes it holds (line, data). */
 type Slot =
   | { kind: 'op'; run: () => Reply | Promise<Reply>; state: 'new' | 'waiting' | 'done'; result?: Reply; cost: number; close?: boolean }
@@ -214,7 +218,7 @@ class McConnection {
   #scanned = 0
   /** Bytes of an oversized value still to be discarded (plus its CRLF). */
   #swallow = 0
-  #pendingStore: { cmd: string; key: string; flags: number; exptime: number; bytes: number; noreply: boolean } | undefined
+  #pendingStore: { cmd: string; key: string; flags: number; exptime: number; bytes: number; noreply: boolean; unique?: bigint } | undefined
   #queue: Slot[] = []
   #queuedBytes = 0
   /** After `quit` or a fatal error: nothing more is read, and the socket closes once answered. */
@@ -303,7 +307,7 @@ class McConnection {
               // The copy holds a session value: wiped once stored (the store keeps its own).
               let r: Reply | Promise<Reply> | undefined
               try {
-                r = this.#fe.storeCommand(ps.cmd, ps.key, ps.flags, ps.exptime, data)
+                r = this.#fe.storeCommand(ps.cmd, ps.key, ps.flags, ps.exptime, data, ps.unique)
                 return r
               } finally {
                 if (r instanceof Promise) void r.finally(() => data.fill(0))
@@ -418,11 +422,6 @@ class McConnection {
         const bytes = memcachedInt32(tok[4]!)
         if (!keyOk(key) || flags === undefined || exptime === undefined || bytes === undefined || bytes < 0) return this.#error(BAD_FORMAT, nr)
         if (cmd === 'cas' && memcachedUint64(tok[5]!) === undefined) return this.#error(BAD_FORMAT, nr)
-        if (cmd === 'cas') {
-          // Read and dropped, so its data line is never taken for a command.
-          this.#swallow = bytes + 2
-          return this.#error('SERVER_ERROR cas is not supported by statecast\r\n', nr)
-        }
         if (bytes > fe.maxValueBytes) {
           this.#swallow = bytes + 2
           fe.counters.errors++
@@ -432,7 +431,7 @@ class McConnection {
             return 'SERVER_ERROR object too large for cache\r\n'
           }, nr)
         }
-        this.#pendingStore = { cmd, key, flags, exptime, bytes, noreply: nr }
+        this.#pendingStore = { cmd, key, flags, exptime, bytes, noreply: nr, ...(cmd === 'cas' ? { unique: memcachedUint64(tok[5]!)! } : {}) }
         return
       }
       case 'incr':
@@ -548,7 +547,7 @@ class McConnection {
       const e = f.remote ? f.found : fe.localGet(f.key)
       if (e && g.touch !== undefined) fe.touchHeld(f.key, g.touch)
       if (e) {
-        this.#push(Buffer.from(`VALUE ${f.key} ${e.flags} ${e.value.length}${g.withCas ? ' 0' : ''}\r\n`, 'latin1'))
+        this.#push(Buffer.from(`VALUE ${f.key} ${e.flags} ${e.value.length}${g.withCas ? ` ${e.version}` : ''}\r\n`, 'latin1'))
         this.#push(e.value)
         this.#push(CRLF)
       }
@@ -739,7 +738,7 @@ export class MemcacheServer {
         f.done = true
         if (r) {
           this.counters.remoteHits++
-          f.found = { value: r.value, flags: r.flags }
+          f.found = { value: r.value, flags: r.flags, version: r.version }
         } else this.counters.getMisses++
       },
       () => {
@@ -751,14 +750,14 @@ export class MemcacheServer {
   }
 
   /** A copy of a local entry (the store may reuse its memory before the socket has sent it). */
-  localGet(key: string): { value: Buffer; flags: number } | undefined {
+  localGet(key: string): Held | undefined {
     const e = this.#o.store.get(key)
     if (!e) {
       this.counters.getMisses++
       return undefined
     }
     this.counters.getHits++
-    return { value: Buffer.from(e.value), flags: e.flags }
+    return { value: Buffer.from(e.value), flags: e.flags, version: e.version }
   }
 
   /** Resolves once a key held by another host is copied here; undefined when there is no need. */
@@ -790,7 +789,8 @@ export class MemcacheServer {
     return had
   }
 
-  storeCommand(cmd: string, key: string, flags: number, exptime: number, data: Buffer): Reply | Promise<Reply> {
+  /** set/add/replace/append/prepend, and cas with the `unique` a gets reported (the entry's version). */
+  storeCommand(cmd: string, key: string, flags: number, exptime: number, data: Buffer, unique?: bigint): Reply | Promise<Reply> {
     const store = this.#o.store
     const set = (): Reply => {
       const ttl = this.ttlFor(exptime)
@@ -805,6 +805,9 @@ export class MemcacheServer {
     return this.#then(key, () => {
       const old = store.peek(key)
       if (cmd === 'add') return old ? NOT_STORED : set()
+      // cas: stored only when nobody wrote the key since the gets that read `unique`; every write,
+      // local or from a peer, gives the entry a new version.
+      if (cmd === 'cas') return !old ? NOT_FOUND : old.version !== unique ? 'EXISTS\r\n' : set()
       if (cmd === 'replace') return old ? set() : NOT_STORED
       // append/prepend keep the old flags and expiry, as memcached does.
       if (!old) return NOT_STORED
@@ -909,7 +912,7 @@ export class MemcacheServer {
           ['item_size_max', this.maxValueBytes],
           ['idle_timeout', Math.ceil(o.idleTimeoutMs / 1000)],
           ['flush_enabled', this.flushAllowed ? 'yes' : 'no'],
-          ['cas_enabled', 'no'],
+          ['cas_enabled', 'yes'],
           ['evictions', 'on'],
         ])
       case 'items':

@@ -141,3 +141,27 @@ t.test('incr, append and touch on one host are seen by a get on another', async 
   await eventually(async () => (await rawLines(pa, 'get log\r\n', /END\r\n/)) === 'END\r\n', 10_000, 'A drops the expired log')
   t.pass('the expiring touch removed the key on A too')
 })
+
+t.test('cas unique values are the same on every host, and any write on any host changes them', async (t) => {
+  const probe = await startCluster(t, 0)
+  const pa = await freePort()
+  const pb = await freePort()
+  const a = await startNode(t, { dir: probe.dir, name: 'a', keyFile: probe.keyFile, group: probe.group, port: probe.port, args: ['--memcache-listen', `127.0.0.1:${pa}`] })
+  const b = await startNode(t, { dir: probe.dir, name: 'b', keyFile: probe.keyFile, group: probe.group, port: probe.port, args: ['--memcache-listen', `127.0.0.1:${pb}`] })
+  await waitMembers([a, b], 1)
+  const unique = async (port: number, key: string) => /^VALUE \S+ \d+ \d+ (\d+)\r\n/.exec(await rawLines(port, `gets ${key}\r\n`, /END\r\n/))?.[1]
+  t.equal(await rawLines(pa, 'set s 0 0 2\r\nv1\r\n', /\r\n/), 'STORED\r\n')
+  const ua = await unique(pa, 's')
+  t.ok(ua && ua !== '0', `gets on A reports a unique value (${ua})`)
+  // B reads the same unique value, from its own copy or a fill: it is the entry's version.
+  await eventually(async () => (await unique(pb, 's')) === ua, 10_000, 'B reports A\'s unique value')
+  t.pass('B reports the same unique value as A')
+  t.equal(await rawLines(pb, `cas s 0 0 2 ${ua}\r\nv2\r\n`, /\r\n/), 'STORED\r\n', 'a cas on B with the unique read on A is stored')
+  await eventually(async () => (await rawLines(pa, 'get s\r\n', /END\r\n/)) === 'VALUE s 0 2\r\nv2\r\nEND\r\n', 10_000, 'A sees the cas')
+  t.pass('A sees the value stored by the cas on B')
+  // The write on B (a peer write for A) changed the unique value on A too.
+  t.equal(await rawLines(pa, `cas s 0 0 2 ${ua}\r\nv3\r\n`, /\r\n/), 'EXISTS\r\n', 'the old unique value is refused on A after B\'s write')
+  const ub = await unique(pa, 's')
+  t.not(ub, ua, 'A reports a new unique value')
+  t.equal(await rawLines(pa, `cas s 0 0 2 ${ub}\r\nv3\r\n`, /\r\n/), 'STORED\r\n', 'and takes a cas with it')
+})

@@ -3,7 +3,8 @@ cannot send a line, such as bare \\n endings or keys with control bytes) and pri
 array of [label, result] rows. test/memcache-diff.test.ts runs it against memcached 1.6 and
 against statecast's front end and compares the rows.
 
-Left out on purpose, as they legitimately differ: cas unique values (gets' second field), the
+Left out on purpose, as they legitimately differ: cas unique values themselves (gets' second field:
+only how cas treats them is compared), the
 contents of stats, and the VERSION text. Usage: memcache_diff.py HOST PORT
 """
 import json
@@ -92,6 +93,20 @@ row("flags kept by append", lambda: raw_flags("a"))
 row("get_many", lambda: c.get_many(["a", "b", "missing", "a"]))
 row("gets value", lambda: c.gets("b")[0])
 row("gets missing", lambda: c.gets("missing"))
+
+
+def cas_flow():
+    """cas with the unique a gets reported: stored once, refused after another write."""
+    c.set("c", b"1")
+    _, unique = c.gets("c")
+    first = c.cas("c", b"2", unique)
+    again = c.cas("c", b"3", unique)
+    _, newer = c.gets("c")
+    return [first, again, c.get("c"), newer != unique, c.cas("c", b"4", newer), c.get("c"), c.cas("missing", b"x", unique)]
+
+
+row("cas flow", cas_flow)
+raw("cas forms", b"cas c 0 0 1\r\nx\r\ncas c 0 0 1 abc\r\nx\r\ncas c 0 0 1 1 noreply\r\nx\r\ncas zz-none 0 0 1 1\r\ny\r\n")
 
 # incr/decr: numbers, wrap at 2^64, floor at 0, in-place rewrite padded with spaces.
 row("set n", lambda: c.set("n", b"10"))
