@@ -9,6 +9,7 @@
 import net from 'node:net'
 import fs from 'node:fs'
 import {
+  EMPTY_CHUNK,
   FrameDecoder,
   HEADER_BYTES,
   Op,
@@ -34,11 +35,21 @@ export interface ApiServerOptions {
   maxFrameBytes: number
   /** Requests of one connection being handled at once before it stops being read. Default 4096. */
   maxPendingPerConnection: number
+  /**
+   * Reply bytes one connection may have queued (written but not yet taken by the client, plus
+   * the largest reply of each request still being handled) before its further frames wait, in
+   * bytes. A connection that does not read therefore holds at most this plus one reply. Default
+   * REPLY_QUEUE_BYTES (1 MiB).
+   */
+  maxQueuedReplyBytes?: number
   handler: Handler
   log: Log
   /** A name for log lines and counters ('api', 'admin'). */
   name: string
 }
+
+/** Default of `maxQueuedReplyBytes`: 1 MiB per connection. */
+export const REPLY_QUEUE_BYTES = 1024 * 1024
 
 export interface ApiServerCounters {
   connectionsAccepted: number
@@ -102,15 +113,33 @@ class Connection {
   }
 
   #onData(chunk: Buffer): void {
+    this.#feed(chunk)
+  }
+
+  // Frames are handled one at a time and the decoder stops as soon as this connection's queued
+  // replies reach the bound: one 64 KiB read holds thousands of small GETs, and answering them all
+  // before looking at the queue is what let one client that never reads make the daemon buffer
+  // hundreds of megabytes. The unhandled rest stays in the decoder until the client reads.
+  #feed(chunk: Buffer): void {
     this.socket.cork()
     try {
-      this.#decoder.push(chunk, (frame) => this.#onFrame(frame))
+      const all = this.#decoder.push(chunk, (frame) => {
+        this.#onFrame(frame)
+        return !this.#closing && !this.#full()
+      })
+      if (!all) this.#pause()
     } catch (err) {
       // Only the frame splitter throws here (oversized length prefix): answer and hang up.
       this.#fail(0, 0, err instanceof ProtocolError ? err : new ProtocolError('TRUNCATED', String(err)))
     } finally {
       this.socket.uncork()
     }
+  }
+
+  /** Queued reply bytes, counting each request still being handled at the largest reply. */
+  #full(): boolean {
+    const o = this.#server.options
+    return this.pending >= o.maxPendingPerConnection || this.socket.writableLength + this.pending * o.maxFrameBytes >= (o.maxQueuedReplyBytes ?? REPLY_QUEUE_BYTES)
   }
 
   #onFrame(frame: Buffer): void {
@@ -140,7 +169,6 @@ class Connection {
     }
     if (out instanceof Promise) {
       this.pending++
-      if (this.pending >= this.#server.options.maxPendingPerConnection) this.#pause()
       out.then(
         (reply) => this.#settle(reply),
         (err: unknown) => this.#settle(this.#internalError(req, err)),
@@ -164,11 +192,12 @@ class Connection {
   }
 
   #write(frame: Buffer): void {
-    if (!this.socket.write(frame)) this.#pause()
+    this.socket.write(frame)
   }
 
-  // Backpressure: a client that sends but does not read stops being read, so it cannot make the
-  // daemon buffer replies without bound; other connections are unaffected.
+  // Backpressure: a client that sends but does not read stops being read (and its frames already
+  // read stop being handled), so it cannot make the daemon buffer replies without bound; other
+  // connections are unaffected. 'drain' and settled requests resume it.
   #pause(): void {
     if (!this.#paused) {
       this.#paused = true
@@ -177,10 +206,10 @@ class Connection {
   }
 
   #maybeResume(): void {
-    if (this.#paused && !this.#closing && !this.socket.writableNeedDrain && this.pending < this.#server.options.maxPendingPerConnection) {
-      this.#paused = false
-      this.socket.resume()
-    }
+    if (!this.#paused || this.#closing || this.socket.destroyed || this.#full()) return
+    this.#paused = false
+    this.#feed(EMPTY_CHUNK)
+    if (!this.#paused && !this.#closing) this.socket.resume()
   }
 
   #fail(op: number, id: number, err: ProtocolError): void {
