@@ -7,7 +7,6 @@
  * the store carry on. Writes made while handling one chunk are corked into one syscall.
  */
 import net from 'node:net'
-import fs from 'node:fs'
 import {
   EMPTY_CHUNK,
   FrameDecoder,
@@ -20,6 +19,7 @@ import {
 } from '../protocol/local.js'
 import { ProtocolError } from '../protocol/errors.js'
 import type { Log } from './log.js'
+import { UnixListener, UnixListenerError } from './unix-listener.js'
 
 /** Turns a decoded request into an encoded reply frame, now or later. */
 export type Handler = (req: Request) => Buffer | Promise<Buffer>
@@ -59,39 +59,8 @@ export interface ApiServerCounters {
   handlerErrors: number
 }
 
-export class ApiServerError extends Error {
-  readonly code: 'ADDRESS_IN_USE' | 'NOT_A_SOCKET' | 'LISTEN_FAILED'
-  constructor(code: 'ADDRESS_IN_USE' | 'NOT_A_SOCKET' | 'LISTEN_FAILED', message: string) {
-    super(message)
-    this.name = 'ApiServerError'
-    this.code = code
-  }
-}
-
-/**
- * Prepares `path` for a new listener: a live daemon there is an error; a stale socket file (nobody
- * accepts on it) is removed; anything that is not a socket is left alone and is an error.
- */
-export async function clearStaleSocket(path: string): Promise<void> {
-  let st: fs.Stats
-  try {
-    st = fs.lstatSync(path)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
-    throw err
-  }
-  if (!st.isSocket()) throw new ApiServerError('NOT_A_SOCKET', `${path} exists and is not a socket; refusing to replace it`)
-  const alive = await new Promise<boolean>((resolve) => {
-    const s = net.connect(path)
-    s.once('connect', () => {
-      s.destroy()
-      resolve(true)
-    })
-    s.once('error', () => resolve(false))
-  })
-  if (alive) throw new ApiServerError('ADDRESS_IN_USE', `another process is serving on ${path}; is statecastd already running?`)
-  fs.unlinkSync(path)
-}
+// The memcache front end imports the stale-socket check from here until it uses UnixListener.
+export { clearStaleSocket } from './unix-listener.js'
 
 class Connection {
   readonly socket: net.Socket
@@ -237,7 +206,7 @@ export class ApiServer {
   #server: net.Server
   #conns = new Set<Connection>()
   #listening = false
-  #ownsPath = false
+  #unix: UnixListener | undefined
   #closed: Promise<void> | undefined
 
   constructor(options: ApiServerOptions) {
@@ -265,38 +234,23 @@ export class ApiServer {
   }
 
   /**
-   * Listens on the configured path (after clearing a stale socket) or on an inherited listening
-   * file descriptor (systemd socket activation), and sets the socket file's mode.
+   * Listens on the configured path (see UnixListener: stale-socket check, umask, mode, owner) or
+   * on an inherited listening file descriptor (systemd socket activation).
    */
   async listen(fd?: number): Promise<void> {
-    const { path, mode } = this.options
     if (fd === undefined) {
-      await clearStaleSocket(path)
-      // The socket file is created with the process umask; narrow it for the bind so the file is
-      // never briefly more open than `mode`, then set the mode explicitly.
-      const oldMask = process.umask(~mode & 0o777)
-      try {
-        await this.#listenOn({ path })
-      } finally {
-        process.umask(oldMask)
-      }
-      this.#ownsPath = true
-      fs.chmodSync(path, mode)
+      this.#unix = await UnixListener.listen(this.#server, { path: this.options.path, mode: this.options.mode })
     } else {
-      await this.#listenOn({ fd })
+      await new Promise<void>((resolve, reject) => {
+        const onError = (err: Error) => reject(new UnixListenerError('LISTEN_FAILED', `cannot listen on fd ${fd}: ${err.message}`))
+        this.#server.once('error', onError)
+        this.#server.listen({ fd }, () => {
+          this.#server.off('error', onError)
+          resolve()
+        })
+      })
     }
     this.#listening = true
-  }
-
-  #listenOn(target: { path: string } | { fd: number }): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error) => reject(new ApiServerError('LISTEN_FAILED', `cannot listen on ${'path' in target ? target.path : `fd ${target.fd}`}: ${err.message}`))
-      this.#server.once('error', onError)
-      this.#server.listen(target, () => {
-        this.#server.off('error', onError)
-        resolve()
-      })
-    })
   }
 
   /**
@@ -310,13 +264,7 @@ export class ApiServer {
 
   async #close(graceMs: number): Promise<void> {
     const serverClosed = this.#listening ? new Promise<void>((resolve) => this.#server.close(() => resolve())) : Promise.resolve()
-    if (this.#ownsPath) {
-      try {
-        fs.unlinkSync(this.options.path)
-      } catch {
-        /* already gone */
-      }
-    }
+    this.#unix?.close()
     for (const c of this.#conns) c.drain()
     const deadline = setTimeout(() => {
       for (const c of this.#conns) c.socket.destroy()
