@@ -7,6 +7,7 @@
  * refused the request (its message is printed).
  */
 import crypto from 'node:crypto'
+import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { spawnSync } from 'node:child_process'
@@ -16,6 +17,7 @@ import { createInterface } from 'node:readline/promises'
 import { StatecastClient } from '../client/client.js'
 import { StatecastError } from '../client/errors.js'
 import { defaultAdminSocketPath } from '../protocol/paths.js'
+import { UnixListenerError, checkPrivateDir, isUserDefaultDir } from '../daemon/unix-listener.js'
 import { KEY_BYTES, formatKey, formatKeyFile, type ClusterKey } from '../protocol/keyfile.js'
 
 export const EXIT = { OK: 0, NOT_FOUND: 1, USAGE: 2, UNREACHABLE: 3, REFUSED: 4 } as const
@@ -339,6 +341,17 @@ function usage(): string {
   ].join('\n')
 }
 
+/**
+ * The default admin socket, if its directory is this user's default one and private: a directory
+ * another user created first could hold their socket, which would receive our requests (values
+ * included). A path given with --socket or STATECAST_ADMIN_SOCKET is the caller's choice.
+ */
+function privateDefault(socketPath: string): string {
+  const dir = path.dirname(socketPath)
+  if (!process.env['STATECAST_ADMIN_SOCKET'] && isUserDefaultDir(dir) && fs.existsSync(dir)) checkPrivateDir(dir)
+  return socketPath
+}
+
 export async function main(argv: string[]): Promise<number> {
   let parsed
   try {
@@ -389,7 +402,7 @@ export async function main(argv: string[]): Promise<number> {
     out: (s) => process.stdout.write(s),
     client: async () =>
       (client ??= await StatecastClient.connect({
-        socketPath: values.socket ?? defaultAdminSocketPath(process.env, uid, os.tmpdir()),
+        socketPath: values.socket ?? privateDefault(defaultAdminSocketPath(process.env, uid, os.tmpdir())),
         timeoutMs: timeout === undefined ? 2000 : Number(timeout),
         reconnect: false,
       })),
@@ -400,6 +413,10 @@ export async function main(argv: string[]): Promise<number> {
     if (err instanceof UsageError) {
       process.stderr.write(`statecast ${cmd.name}: ${err.message}\nUsage: statecast ${cmd.name} ${cmd.args}\n`)
       return EXIT.USAGE
+    }
+    if (err instanceof UnixListenerError) {
+      process.stderr.write(`statecast ${cmd.name}: refusing to connect: ${err.message}\n`)
+      return EXIT.UNREACHABLE
     }
     if (err instanceof StatecastError) {
       process.stderr.write(`statecast ${cmd.name}: ${err.message}\n`)

@@ -9,7 +9,7 @@ import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import { parse as parseToml } from 'smol-toml'
-import { defaultAdminSocketPath, defaultSocketPath } from '../protocol/paths.js'
+import { adminSocketBeside, defaultAdminSocketPath, defaultSocketPath } from '../protocol/paths.js'
 import { MAX_KEY_BYTES } from '../protocol/local.js'
 import { LOG_LEVELS, type LogLevel } from './log.js'
 import { parseListen } from './memcache.js'
@@ -129,7 +129,7 @@ const uid = () => (typeof process.getuid === 'function' ? process.getuid() : 100
 export const FIELDS: readonly Field[] = [
   { key: 'socketPath', kind: 'string', def: () => defaultSocketPath(process.env, uid(), os.tmpdir()), unit: 'path', doc: 'API socket for local servers (root: /run/statecast/statecast.sock; users: $XDG_RUNTIME_DIR/statecast/statecast.sock)', example: '"/run/statecast/statecast.sock"' },
   { key: 'socketMode', kind: 'mode', def: () => 0o660, unit: 'octal mode', doc: 'permission bits of the API socket' },
-  { key: 'adminSocketPath', kind: 'string', def: () => defaultAdminSocketPath(process.env, uid(), os.tmpdir()), unit: 'path', doc: 'admin socket used by the statecast CLI (lists, flushes and reads any key)', example: '"/run/statecast/admin.sock"' },
+  { key: 'adminSocketPath', kind: 'string', def: () => defaultAdminSocketPath(process.env, uid(), os.tmpdir()), unit: 'path', doc: 'admin socket used by the statecast CLI (lists, flushes and reads any key); default: admin.sock beside socketPath, wherever that is', example: '"/run/statecast/admin.sock"' },
   { key: 'adminSocketMode', kind: 'mode', def: () => 0o600, unit: 'octal mode', doc: 'permission bits of the admin socket' },
   { key: 'maxConnections', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'connections', doc: 'connections open at once on each socket; more are refused with BUSY' },
   { key: 'maxBytes', kind: 'int', def: () => 64 * 1024 * 1024, min: 1024 * 1024, max: 2 ** 50, unit: 'bytes', doc: 'store bound: keys + values + per-entry overhead; least recently used entries are evicted beyond it' },
@@ -266,6 +266,11 @@ export function apply(base: Config, overrides: Record<string, unknown>, where: s
     const f = FIELDS.find((x) => x.key === k)
     if (!f) throw new ConfigError(`${where}: unknown key ${JSON.stringify(k)}; known keys: ${FIELDS.map((x) => x.key).join(', ')}`)
     out[k] = coerce(f, v, where)
+  }
+  // An admin socket nobody chose follows the API socket into its directory, so two daemons given
+  // only --socket in two directories never contend for one admin path.
+  if (overrides['socketPath'] !== undefined && overrides['adminSocketPath'] === undefined && base.adminSocketPath === adminSocketBeside(base.socketPath)) {
+    out['adminSocketPath'] = adminSocketBeside(out['socketPath'] as string)
   }
   const c = out as unknown as Config
   if (c.defaultTtlMs > c.maxTtlMs) throw new ConfigError(`${where}: defaultTtlMs (${c.defaultTtlMs}) must not exceed maxTtlMs (${c.maxTtlMs})`)

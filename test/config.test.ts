@@ -55,3 +55,13 @@ t.test('the README documents every config key', async (t) => {
   const readme = fs.readFileSync(new URL('../README.md', import.meta.url), 'utf8')
   for (const f of FIELDS) t.match(readme, new RegExp(`\\| \`${f.key}\` \\|`), f.key)
 })
+
+t.test('the admin socket follows the API socket unless it is set', async (t) => {
+  const d = defaults()
+  t.equal(apply(d, { socketPath: '/srv/a/api.sock' }, 'flags').adminSocketPath, '/srv/a/admin.sock', 'beside a --socket anywhere')
+  t.equal(apply(d, { socketPath: '/srv/a/api.sock', adminSocketPath: '/srv/b/adm.sock' }, 'flags').adminSocketPath, '/srv/b/adm.sock', 'a set path wins')
+  const fromFile = apply(d, { adminSocketPath: '/srv/b/adm.sock' }, 'file')
+  t.equal(apply(fromFile, { socketPath: '/srv/a/api.sock' }, 'flags').adminSocketPath, '/srv/b/adm.sock', 'a path set in the file stays when a flag moves the API socket')
+  t.equal(defaultAdminSocketPath({ STATECAST_SOCKET: '/srv/c/x.sock' }, 1000), '/srv/c/admin.sock', 'STATECAST_SOCKET moves the default admin socket too')
+  t.equal(defaultAdminSocketPath({ STATECAST_SOCKET: '/srv/c/x.sock', STATECAST_ADMIN_SOCKET: '/srv/d/y.sock' }, 1000), '/srv/d/y.sock')
+})
