@@ -69,6 +69,8 @@ class Connection {
   pending = 0
   #closing = false
   #paused = false
+  /** The client has half-closed (SHUT_WR): no more requests, but every reply is still owed. */
+  #readEnded = false
 
   constructor(server: ApiServer, socket: net.Socket, maxFrameBytes: number) {
     this.#server = server
@@ -76,6 +78,12 @@ class Connection {
     this.#decoder = new FrameDecoder(maxFrameBytes)
     socket.on('data', (chunk: Buffer) => this.#onData(chunk))
     socket.on('drain', () => this.#maybeResume())
+    // The server allows half-open connections: a client may send its requests, shut its writing
+    // side and wait for the replies, some of which (remote lookups) come later.
+    socket.on('end', () => {
+      this.#readEnded = true
+      this.#maybeFinish()
+    })
     socket.on('error', () => {
       /* a peer that vanished mid-write; 'close' follows */
     })
@@ -157,7 +165,12 @@ class Connection {
     this.pending--
     if (!this.socket.destroyed) this.#write(reply)
     this.#maybeResume()
-    if (this.#closing && this.pending === 0) this.socket.end()
+    this.#maybeFinish()
+  }
+
+  /** Ends a connection whose client is done sending once the last owed reply is written. */
+  #maybeFinish(): void {
+    if (this.pending === 0 && (this.#closing || (this.#readEnded && !this.#paused)) && !this.socket.destroyed && !this.socket.writableEnded) this.socket.end()
   }
 
   #write(frame: Buffer): void {
@@ -179,6 +192,7 @@ class Connection {
     this.#paused = false
     this.#feed(EMPTY_CHUNK)
     if (!this.#paused && !this.#closing) this.socket.resume()
+    this.#maybeFinish()
   }
 
   #fail(op: number, id: number, err: ProtocolError): void {
@@ -211,7 +225,7 @@ export class ApiServer {
 
   constructor(options: ApiServerOptions) {
     this.options = options
-    this.#server = net.createServer({ allowHalfOpen: false }, (socket) => this.#onConnection(socket))
+    this.#server = net.createServer({ allowHalfOpen: true }, (socket) => this.#onConnection(socket))
   }
 
   get connections(): number {
