@@ -8,7 +8,7 @@
 import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
-import { parse as parseToml } from 'smol-toml'
+import { TomlError, parse as parseToml } from 'smol-toml'
 import { adminSocketBeside, defaultAdminSocketPath, defaultSocketPath } from '../protocol/paths.js'
 import { MAX_KEY_BYTES } from '../protocol/local.js'
 import { LOG_LEVELS, type LogLevel } from './log.js'
@@ -188,8 +188,19 @@ export function defaults(): Config {
   return out as Config
 }
 
+/**
+ * What a rejected value was, without its text: a config file may be the wrong file (a key file
+ * passed to --config), so no error ever repeats what it read.
+ */
+function kindOf(raw: unknown): string {
+  if (typeof raw === 'string') return `a string of ${raw.length} characters`
+  if (Array.isArray(raw)) return `a list of ${raw.length} items`
+  if (raw === null || raw === undefined) return 'nothing'
+  return typeof raw === 'object' ? 'a table' : `a ${typeof raw}`
+}
+
 function coerce(f: Field, raw: unknown, where: string): unknown {
-  const bad = (expects: string) => new ConfigError(`${where}: ${f.key} must be ${expects} (${f.doc}), got ${JSON.stringify(raw)}`)
+  const bad = (expects: string) => new ConfigError(`${where}: ${f.key} must be ${expects} (${f.doc}); got ${kindOf(raw)}`)
   switch (f.kind) {
     case 'int': {
       const n = typeof raw === 'string' && /^-?\d+$/.test(raw.trim()) ? Number(raw) : raw
@@ -208,19 +219,19 @@ function coerce(f: Field, raw: unknown, where: string): unknown {
       const items = Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(',').map((x) => x.trim()).filter(Boolean) : undefined
       if (!items || !items.every((x) => typeof x === 'string' && x.length > 0)) throw bad(`a list of ${f.unit} (a TOML array, or comma-separated on the command line)`)
       if (f.key === 'peers') {
-        for (const x of items as string[]) {
+        ;(items as string[]).forEach((x, i) => {
           const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(x)
-          if (!m || (m[1] && !net.isIPv6(m[1])) || Number(m[3]) < 1 || Number(m[3]) > 65535) throw new ConfigError(`${where}: peers: ${JSON.stringify(x)} is not HOST:PORT (IPv6 as [ADDR]:PORT)`)
-        }
+          if (!m || (m[1] && !net.isIPv6(m[1])) || Number(m[3]) < 1 || Number(m[3]) > 65535) throw new ConfigError(`${where}: peers: item ${i + 1} is not HOST:PORT (IPv6 as [ADDR]:PORT, port 1 to 65535)`)
+        })
       }
       if (f.key === 'memcacheListen') {
-        for (const x of items as string[]) {
+        ;(items as string[]).forEach((x, i) => {
           try {
             parseListen(x)
-          } catch (err) {
-            throw new ConfigError(`${where}: memcacheListen: ${(err as Error).message}`)
+          } catch {
+            throw new ConfigError(`${where}: memcacheListen: item ${i + 1} is neither a loopback HOST:PORT (127.0.0.1:PORT or [::1]:PORT, port 1 to 65535; the front end has no authentication) nor an absolute socket path`)
           }
-        }
+        })
       }
       return items
     }
@@ -259,13 +270,21 @@ function coerce(f: Field, raw: unknown, where: string): unknown {
  * Merges `overrides` (from a file or flags) into `base`, validating each value. Unknown keys are
  * errors, so a typo never silently leaves a default in force.
  */
-export function apply(base: Config, overrides: Record<string, unknown>, where: string): Config {
+export function apply(base: Config, overrides: Record<string, unknown>, where: string, lineOf: (key: string) => number | undefined = () => undefined): Config {
   const out: Record<string, unknown> = { ...base }
+  const at = (k: string) => {
+    const line = lineOf(k)
+    return line === undefined ? where : `${where}:${line}`
+  }
   for (const [k, v] of Object.entries(overrides)) {
     if (v === undefined) continue
     const f = FIELDS.find((x) => x.key === k)
-    if (!f) throw new ConfigError(`${where}: unknown key ${JSON.stringify(k)}; known keys: ${FIELDS.map((x) => x.key).join(', ')}`)
-    out[k] = coerce(f, v, where)
+    if (!f) {
+      // The name is not repeated either (it is text from the file); a near miss is named instead.
+      const near = FIELDS.find((x) => x.key.toLowerCase() === k.toLowerCase() || (Math.abs(x.key.length - k.length) <= 2 && editDistance(x.key, k) <= 2))
+      throw new ConfigError(`${at(k)}: unknown key${near ? `; did you mean ${near.key}?` : ''} (known keys: ${FIELDS.map((x) => x.key).join(', ')})`)
+    }
+    out[k] = coerce(f, v, at(k))
   }
   // An admin socket nobody chose follows the API socket into its directory, so two daemons given
   // only --socket in two directories never contend for one admin path.
@@ -280,7 +299,7 @@ export function apply(base: Config, overrides: Record<string, unknown>, where: s
     try {
       if (!parseListen(c.metricsListen)) throw new Error('a socket path is not allowed here')
     } catch (err) {
-      throw new ConfigError(`${where}: metricsListen: ${(err as Error).message}`)
+      throw new ConfigError(`${where}: metricsListen must be a loopback HOST:PORT (127.0.0.1:PORT or [::1]:PORT, port 1 to 65535): ${err instanceof Error && err.message === 'a socket path is not allowed here' ? err.message : 'it is not one'}`)
     }
   }
   const v6 = (addr: string) => net.isIPv6(addr.split('%')[0]!)
@@ -296,21 +315,54 @@ export function apply(base: Config, overrides: Record<string, unknown>, where: s
   return c
 }
 
-/** Reads and validates a TOML config file on top of the defaults. */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    let prev = d[0]!
+    d[0] = i
+    for (let j = 1; j <= b.length; j++) {
+      const cur = d[j]!
+      d[j] = Math.min(d[j]! + 1, d[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1))
+      prev = cur
+    }
+  }
+  return d[b.length]!
+}
+
+/** A TOML parser's reason, kept only if it is one of its fixed sentences (no quoted input). */
+function tomlReason(err: TomlError): string {
+  const reason = err.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '')
+  return /^[a-z][a-z ,:;.()-]{0,100}$/i.test(reason) ? reason : 'malformed'
+}
+
+/**
+ * Reads and validates a TOML config file on top of the defaults. Errors name the file, the line
+ * and what was expected, never the text of the line: the file may not be a config at all (a key
+ * file given by mistake), and errors reach stderr and the log.
+ */
 export function loadFile(path: string, base: Config = defaults()): Config {
   let text: string
   try {
     text = fs.readFileSync(path, 'utf8')
   } catch (err) {
-    throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`)
+    throw new ConfigError(`cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? 'read failed'}`)
   }
   let doc: Record<string, unknown>
   try {
     doc = parseToml(text) as Record<string, unknown>
   } catch (err) {
-    throw new ConfigError(`${path}: not valid TOML: ${(err as Error).message}`)
+    if (err instanceof TomlError) throw new ConfigError(`${path}:${err.line}:${err.column}: not valid TOML (${tomlReason(err)}); expected lines of KEY = VALUE (statecastd --example-config shows every key)`)
+    throw new ConfigError(`${path}: not valid TOML; expected lines of KEY = VALUE (statecastd --example-config shows every key)`)
   }
-  return apply(base, doc, path)
+  const lines = text.split(/\r?\n/)
+  const lineOf = (key: string) => {
+    const i = lines.findIndex((l) => {
+      const m = /^\s*(?:"([^"]*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*=/.exec(l)
+      return m !== null && (m[1] ?? m[2] ?? m[3]) === key
+    })
+    return i < 0 ? undefined : i + 1
+  }
+  return apply(base, doc, path, lineOf)
 }
 
 function tomlValue(f: Field, v: unknown): string {
