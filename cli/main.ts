@@ -108,14 +108,24 @@ export const COMMANDS: Command[] = [
   },
   {
     name: 'set',
-    args: 'KEY VALUE|- [--ttl SECONDS]',
-    description: 'store VALUE under KEY (- reads the value from stdin); default TTL is the daemon\'s',
+    args: 'KEY [--file F] [--ttl SECONDS]',
+    description: 'store the value read from stdin (or file F) under KEY; default TTL is the daemon\'s. `set KEY VALUE` works too, but never for secrets (below)',
     async run(ctx) {
       const key = arg(ctx, 0, 'KEY')
-      const raw = arg(ctx, 1, 'VALUE')
+      const raw = ctx.args[1]
       noMoreArgs(ctx, 2)
+      const file = ctx.flags['file']
+      if (file !== undefined && raw !== undefined) throw new UsageError('give the value in one way: --file F, stdin, or (not for secrets) a VALUE argument')
+      if (file !== undefined && typeof file !== 'string') throw new UsageError('--file takes a path')
       const ttlMs = seconds(ctx.flags['ttl'], '--ttl')
-      const value = raw === '-' ? await readStdin() : Buffer.from(raw, 'utf8')
+      let value: Buffer
+      if (typeof file === 'string') {
+        try {
+          value = fs.readFileSync(file)
+        } catch (err) {
+          throw new UsageError(`cannot read --file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'read failed'}`)
+        }
+      } else value = raw === undefined || raw === '-' ? await readStdin() : Buffer.from(raw, 'utf8')
       await (await ctx.client()).set(key, value, ttlMs === undefined ? {} : { ttlMs })
       if (ctx.json) ctx.out(JSON.stringify({ key, stored: true, bytes: value.length }) + '\n')
       return EXIT.OK
@@ -336,6 +346,10 @@ function usage(): string {
     '  --json          machine-readable output',
     '  --timeout MS    request deadline (default 2000)',
     '  --local         get: this host only, do not ask peers',
+    '  --file F        set: read the value from file F (else from stdin)',
+    '',
+    'Secrets (session values) go in through stdin or --file: an argument on the command line is',
+    'visible to every local user in /proc/PID/cmdline while the command runs.',
     '',
     'Exit codes: 0 done, 1 not found, 2 usage error, 3 daemon unreachable, 4 daemon refused.',
   ].join('\n')
@@ -365,6 +379,7 @@ export async function main(argv: string[]): Promise<number> {
         timeout: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         ttl: { type: 'string' },
+        file: { type: 'string' },
         prefix: { type: 'string' },
         limit: { type: 'string' },
         yes: { type: 'boolean', short: 'y' },

@@ -9,6 +9,7 @@ import { ConfigError, FIELDS, apply, defaults, exampleToml, loadFile, type Confi
 import { Daemon, VERSION } from './daemon.js'
 import { createLog } from './log.js'
 import { Notifier, listenFds } from './systemd.js'
+import { loadKeyFile } from './keys.js'
 
 const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())
 
@@ -27,7 +28,7 @@ function usage(): string {
     'defaults on this machine. Flags override the config file, which overrides the defaults.',
     '',
     '  --config FILE          TOML config file',
-    '  --check-config FILE    validate FILE and exit (0 valid, 2 invalid)',
+    '  --check-config FILE    validate FILE (and the key file it names) as start-up would, and exit (0 valid, 2 invalid)',
     '  --example-config       print an example config with every key, its unit and default',
     '  --socket PATH          same as --socket-path',
     '  --admin-socket PATH    same as --admin-socket-path',
@@ -85,7 +86,15 @@ async function main(): Promise<number> {
   try {
     const check = values['check-config'] as string | undefined
     if (check !== undefined) {
-      loadFile(check)
+      const c = loadFile(check)
+      // Start-up reads the key file too; a file it would refuse is not a valid config.
+      if (c.clusterEnabled && c.keyFile) {
+        try {
+          loadKeyFile(c.keyFile)
+        } catch (err) {
+          throw new ConfigError(`${check}: keyFile: ${(err as Error).message}`)
+        }
+      }
       process.stdout.write(`${check}: valid\n`)
       return 0
     }

@@ -20,6 +20,8 @@ export interface Running {
   dir: string
   /** Every JSON log line so far. */
   logs: Record<string, unknown>[]
+  /** What the daemon wrote on stderr so far (config errors go there, before any log exists). */
+  stderr(): string
   /** Resolves the first log line matching `pred` (already seen or yet to come), or rejects after `ms`. */
   waitLog(pred: (l: Record<string, unknown>) => boolean, ms?: number): Promise<Record<string, unknown>>
   /** SIGTERM and wait for exit; resolves the exit code. */
@@ -109,7 +111,7 @@ export async function startDaemon(t: Teardown, opts: { args?: string[]; dir?: st
       await exited
     }
   })
-  const r: Running = { proc, socket, adminSocket, dir, logs, waitLog, stop, exited }
+  const r: Running = { proc, socket, adminSocket, dir, logs, stderr: () => stderr, waitLog, stop, exited }
   if (opts.wait !== false) await waitLog((l) => l['msg'] === 'statecastd ready')
   return r
 }
