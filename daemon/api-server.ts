@@ -36,12 +36,16 @@ export interface ApiServerOptions {
   /** Requests of one connection being handled at once before it stops being read. Default 4096. */
   maxPendingPerConnection: number
   /**
-   * Reply bytes one connection may have queued (written but not yet taken by the client, plus
-   * the largest reply of each request still being handled) before its further frames wait, in
-   * bytes. A connection that does not read therefore holds at most this plus one reply. Default
-   * REPLY_QUEUE_BYTES (1 MiB).
+   * Reply bytes one connection may have queued (written, not yet taken by the client) before its
+   * further frames wait, in bytes. Default REPLY_QUEUE_BYTES (1 MiB).
    */
   maxQueuedReplyBytes?: number
+  /**
+   * Replies one connection may still owe for requests being handled (remote lookups), each
+   * counted at the largest reply (maxFrameBytes), before its further frames wait, in bytes.
+   * Default PENDING_REPLY_BYTES (4 MiB: 63 lookups in flight with 64 KiB values).
+   */
+  maxPendingReplyBytes?: number
   handler: Handler
   log: Log
   /** A name for log lines and counters ('api', 'admin'). */
@@ -50,6 +54,8 @@ export interface ApiServerOptions {
 
 /** Default of `maxQueuedReplyBytes`: 1 MiB per connection. */
 export const REPLY_QUEUE_BYTES = 1024 * 1024
+/** Default of `maxPendingReplyBytes`: 4 MiB per connection. */
+export const PENDING_REPLY_BYTES = 4 * 1024 * 1024
 
 export interface ApiServerCounters {
   connectionsAccepted: number
@@ -113,10 +119,18 @@ class Connection {
     }
   }
 
-  /** Queued reply bytes, counting each request still being handled at the largest reply. */
+  /**
+   * Whether this connection owes enough replies to stop handling its frames: so many queued
+   * bytes, or so many requests in flight that their replies (each counted at the largest) could
+   * add too much when they settle. At most the two bounds plus one reply per connection.
+   */
   #full(): boolean {
     const o = this.#server.options
-    return this.pending >= o.maxPendingPerConnection || this.socket.writableLength + this.pending * o.maxFrameBytes >= (o.maxQueuedReplyBytes ?? REPLY_QUEUE_BYTES)
+    return (
+      this.pending >= o.maxPendingPerConnection ||
+      this.socket.writableLength >= (o.maxQueuedReplyBytes ?? REPLY_QUEUE_BYTES) ||
+      this.pending * o.maxFrameBytes >= (o.maxPendingReplyBytes ?? PENDING_REPLY_BYTES)
+    )
   }
 
   #onFrame(frame: Buffer): void {
