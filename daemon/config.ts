@@ -312,7 +312,7 @@ export function apply(base: Config, overrides: Record<string, unknown>, where: s
   if (c.peers.length > 0 && c.unicastPort === 0) throw new ConfigError(`${where}: peers are listed, so unicastPort must be a fixed port (the one the other hosts list)`)
   if (!c.multicastEnabled && c.peers.length === 0 && c.clusterEnabled) throw new ConfigError(`${where}: multicastEnabled is false and no peers are listed: list peers, or set clusterEnabled = false`)
   if (c.deadAfterMs < 2 * c.heartbeatMs) throw new ConfigError(`${where}: deadAfterMs (${c.deadAfterMs}) must be at least twice heartbeatMs (${c.heartbeatMs}), or one lost heartbeat kills a member`)
-  checkStartable(c, where)
+  checkLimits(c, where)
   return c
 }
 
@@ -322,11 +322,10 @@ export const MAX_SOCKET_PATH_BYTES = 107
 export const MAX_NODE_NAME_BYTES = 255
 
 /**
- * Checks that used to fail only at start-up, so that --check-config accepts exactly what start-up
- * accepts (apart from what needs the running host: a peer's name resolving, the key file's
- * contents, which --check-config also reads, and a free socket path).
+ * Limits that used to fail only at start-up, so that --check-config accepts exactly what start-up
+ * accepts: each concerns one key, so a config file alone can be judged.
  */
-function checkStartable(c: Config, where: string): void {
+function checkLimits(c: Config, where: string): void {
   const nameBytes = Buffer.byteLength(c.nodeName, 'utf8')
   if (nameBytes > MAX_NODE_NAME_BYTES) throw new ConfigError(`${where}: nodeName must be at most ${MAX_NODE_NAME_BYTES} bytes of UTF-8 (ANNOUNCE carries its length in one byte); got ${nameBytes} bytes`)
   const paths: [string, string][] = [['socketPath', c.socketPath], ['adminSocketPath', c.adminSocketPath]]
@@ -337,9 +336,16 @@ function checkStartable(c: Config, where: string): void {
     const n = Buffer.byteLength(p, 'utf8')
     if (n > MAX_SOCKET_PATH_BYTES) throw new ConfigError(`${where}: ${name} must be at most ${MAX_SOCKET_PATH_BYTES} bytes (the longest Unix socket path); got ${n} bytes`)
   }
+}
+
+/**
+ * Checks of the complete configuration (file and flags together) that start-up, a reload and
+ * --check-config (with the flags given alongside) make: a peer address literal must be of a
+ * family the cluster speaks. (A missing key file off loopback is refused at start-up: the key
+ * often comes from the command line, as in the systemd unit.)
+ */
+export function checkStartable(c: Config, where: string): void {
   if (!c.clusterEnabled) return
-  const loopback = c.interface.startsWith('127.') || c.interface === '::1'
-  if (!c.keyFile && !loopback) throw new ConfigError(`${where}: keyFile is required: the cluster would join the network on ${c.interface} without a cluster key (make one with \`statecast keygen > /etc/statecast/cluster.key\`, chmod 600, the same file on every host); only a loopback interface runs with a development key`)
   const v6 = (addr: string) => net.isIPv6(addr.split('%')[0]!)
   const families = new Set([v6(c.interface) ? 6 : 4, ...(c.dualStackInterface ? [v6(c.dualStackInterface) ? 6 : 4] : [])])
   c.peers.forEach((p, i) => {

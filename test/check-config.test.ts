@@ -25,7 +25,6 @@ t.test('configs that start-up refuses fail --check-config the same way', async (
   const cases: { name: string; toml: string; says: RegExp }[] = [
     // 128 characters, 256 bytes: the limit is in bytes, as ANNOUNCE carries them.
     { name: 'a nodeName of 256 UTF-8 bytes', toml: `nodeName = "${'é'.repeat(128)}"`, says: /nodeName must be at most 255 bytes of UTF-8 .*got 256 bytes/ },
-    { name: 'a non-loopback interface without a key file', toml: 'interface = "10.254.254.254"', says: /keyFile is required: the cluster would join the network on 10\.254\.254\.254 without a cluster key/ },
     { name: 'an IPv6 peer for an IPv4 cluster', toml: 'unicastPort = 47701\npeers = ["[::1]:47701"]', says: /peers: item 1 is an IPv6 address, but the cluster speaks IPv4/ },
     { name: 'a socket path longer than a Unix socket path can be', toml: `socketPath = "/tmp/${'s'.repeat(120)}.sock"`, says: /socketPath must be at most 107 bytes .*got 130 bytes/ },
     { name: 'a key file group and others may read', toml: `keyFile = "${exposed}"`, says: /group or others may read it; run chmod 600/ },
@@ -41,6 +40,18 @@ t.test('configs that start-up refuses fail --check-config the same way', async (
     t.not(code, 0, `${c.name}: start-up refuses it too (exit ${code})`)
     t.match(d.stderr(), c.says, 'with the same message')
   }
+  // Flags count as at start-up: a file naming a non-loopback interface, the key on the command line.
+  const keyFile = writeKeyFile(dir)
+  const split = path.join(dir, 'split.toml')
+  fs.writeFileSync(split, 'interface = "10.254.254.254"\nunicastPort = 47701\npeers = ["[fd00::1]:47701"]\n')
+  const withFlags = await new Promise<{ code: number | null; out: string }>((resolve) => {
+    const p = spawn(process.execPath, [DAEMON, '--check-config', split, '--key-file', keyFile], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    p.stderr.setEncoding('utf8').on('data', (s: string) => (out += s))
+    p.once('close', (code) => resolve({ code, out }))
+  })
+  t.equal(withFlags.code, 2, 'with --key-file alongside, the whole config is judged')
+  t.match(withFlags.out, /peers: item 1 is an IPv6 address, but the cluster speaks IPv4/)
   const ok = path.join(dir, 'ok.toml')
   fs.writeFileSync(ok, `nodeName = "${'é'.repeat(127)}"\n`)
   t.equal((await check(ok)).code, 0, 'a nodeName of 254 bytes is fine')
