@@ -7,6 +7,7 @@
  * refused the request (its message is printed).
  */
 import crypto from 'node:crypto'
+import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { spawnSync } from 'node:child_process'
@@ -16,6 +17,7 @@ import { createInterface } from 'node:readline/promises'
 import { StatecastClient } from '../client/client.js'
 import { StatecastError } from '../client/errors.js'
 import { defaultAdminSocketPath } from '../protocol/paths.js'
+import { UnixListenerError, checkPrivateDir, isUserDefaultDir } from '../daemon/unix-listener.js'
 import { KEY_BYTES, formatKey, formatKeyFile, type ClusterKey } from '../protocol/keyfile.js'
 import { TICKET_FORMATS, wipeRendered, type TicketFormat } from '../daemon/ticket-formats.js'
 import { writeConsumerFiles } from '../daemon/ticket-export.js'
@@ -108,14 +110,24 @@ export const COMMANDS: Command[] = [
   },
   {
     name: 'set',
-    args: 'KEY VALUE|- [--ttl SECONDS]',
-    description: 'store VALUE under KEY (- reads the value from stdin); default TTL is the daemon\'s',
+    args: 'KEY [--file F] [--ttl SECONDS]',
+    description: 'store the value read from stdin (or file F) under KEY; default TTL is the daemon\'s. `set KEY VALUE` works too, but never for secrets (below)',
     async run(ctx) {
       const key = arg(ctx, 0, 'KEY')
-      const raw = arg(ctx, 1, 'VALUE')
+      const raw = ctx.args[1]
       noMoreArgs(ctx, 2)
+      const file = ctx.flags['file']
+      if (file !== undefined && raw !== undefined) throw new UsageError('give the value in one way: --file F, stdin, or (not for secrets) a VALUE argument')
+      if (file !== undefined && typeof file !== 'string') throw new UsageError('--file takes a path')
       const ttlMs = seconds(ctx.flags['ttl'], '--ttl')
-      const value = raw === '-' ? await readStdin() : Buffer.from(raw, 'utf8')
+      let value: Buffer
+      if (typeof file === 'string') {
+        try {
+          value = fs.readFileSync(file)
+        } catch (err) {
+          throw new UsageError(`cannot read --file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'read failed'}`)
+        }
+      } else value = raw === undefined || raw === '-' ? await readStdin() : Buffer.from(raw, 'utf8')
       await (await ctx.client()).set(key, value, ttlMs === undefined ? {} : { ttlMs })
       if (ctx.json) ctx.out(JSON.stringify({ key, stored: true, bytes: value.length }) + '\n')
       return EXIT.OK
@@ -396,9 +408,24 @@ function usage(): string {
     '  --json          machine-readable output',
     '  --timeout MS    request deadline (default 2000)',
     '  --local         get: this host only, do not ask peers',
+    '  --file F        set: read the value from file F (else from stdin)',
+    '',
+    'Secrets (session values) go in through stdin or --file: an argument on the command line is',
+    'visible to every local user in /proc/PID/cmdline while the command runs.',
     '',
     'Exit codes: 0 done, 1 not found, 2 usage error, 3 daemon unreachable, 4 daemon refused.',
   ].join('\n')
+}
+
+/**
+ * The default admin socket, if its directory is this user's default one and private: a directory
+ * another user created first could hold their socket, which would receive our requests (values
+ * included). A path given with --socket or STATECAST_ADMIN_SOCKET is the caller's choice.
+ */
+function privateDefault(socketPath: string): string {
+  const dir = path.dirname(socketPath)
+  if (!process.env['STATECAST_ADMIN_SOCKET'] && isUserDefaultDir(dir) && fs.existsSync(dir)) checkPrivateDir(dir)
+  return socketPath
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -414,6 +441,7 @@ export async function main(argv: string[]): Promise<number> {
         timeout: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         ttl: { type: 'string' },
+        file: { type: 'string' },
         prefix: { type: 'string' },
         limit: { type: 'string' },
         yes: { type: 'boolean', short: 'y' },
@@ -456,7 +484,7 @@ export async function main(argv: string[]): Promise<number> {
     out: (s) => process.stdout.write(s),
     client: async () =>
       (client ??= await StatecastClient.connect({
-        socketPath: values.socket ?? defaultAdminSocketPath(process.env, uid, os.tmpdir()),
+        socketPath: values.socket ?? privateDefault(defaultAdminSocketPath(process.env, uid, os.tmpdir())),
         timeoutMs: timeout === undefined ? 2000 : Number(timeout),
         reconnect: false,
       })),
@@ -467,6 +495,10 @@ export async function main(argv: string[]): Promise<number> {
     if (err instanceof UsageError) {
       process.stderr.write(`statecast ${cmd.name}: ${err.message}\nUsage: statecast ${cmd.name} ${cmd.args}\n`)
       return EXIT.USAGE
+    }
+    if (err instanceof UnixListenerError) {
+      process.stderr.write(`statecast ${cmd.name}: refusing to connect: ${err.message}\n`)
+      return EXIT.UNREACHABLE
     }
     if (err instanceof StatecastError) {
       process.stderr.write(`statecast ${cmd.name}: ${err.message}\n`)

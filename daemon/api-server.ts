@@ -7,8 +7,8 @@
  * the store carry on. Writes made while handling one chunk are corked into one syscall.
  */
 import net from 'node:net'
-import fs from 'node:fs'
 import {
+  EMPTY_CHUNK,
   FrameDecoder,
   HEADER_BYTES,
   Op,
@@ -19,6 +19,7 @@ import {
 } from '../protocol/local.js'
 import { ProtocolError } from '../protocol/errors.js'
 import type { Log } from './log.js'
+import { UnixListener, UnixListenerError } from './unix-listener.js'
 
 /** Turns a decoded request into an encoded reply frame, now or later. */
 export type Handler = (req: Request) => Buffer | Promise<Buffer>
@@ -34,11 +35,27 @@ export interface ApiServerOptions {
   maxFrameBytes: number
   /** Requests of one connection being handled at once before it stops being read. Default 4096. */
   maxPendingPerConnection: number
+  /**
+   * Reply bytes one connection may have queued (written, not yet taken by the client) before its
+   * further frames wait, in bytes. Default REPLY_QUEUE_BYTES (1 MiB).
+   */
+  maxQueuedReplyBytes?: number
+  /**
+   * Replies one connection may still owe for requests being handled (remote lookups), each
+   * counted at the largest reply (maxFrameBytes), before its further frames wait, in bytes.
+   * Default PENDING_REPLY_BYTES (4 MiB: 63 lookups in flight with 64 KiB values).
+   */
+  maxPendingReplyBytes?: number
   handler: Handler
   log: Log
   /** A name for log lines and counters ('api', 'admin'). */
   name: string
 }
+
+/** Default of `maxQueuedReplyBytes`: 1 MiB per connection. */
+export const REPLY_QUEUE_BYTES = 1024 * 1024
+/** Default of `maxPendingReplyBytes`: 4 MiB per connection. */
+export const PENDING_REPLY_BYTES = 4 * 1024 * 1024
 
 export interface ApiServerCounters {
   connectionsAccepted: number
@@ -48,40 +65,6 @@ export interface ApiServerCounters {
   handlerErrors: number
 }
 
-export class ApiServerError extends Error {
-  readonly code: 'ADDRESS_IN_USE' | 'NOT_A_SOCKET' | 'LISTEN_FAILED'
-  constructor(code: 'ADDRESS_IN_USE' | 'NOT_A_SOCKET' | 'LISTEN_FAILED', message: string) {
-    super(message)
-    this.name = 'ApiServerError'
-    this.code = code
-  }
-}
-
-/**
- * Prepares `path` for a new listener: a live daemon there is an error; a stale socket file (nobody
- * accepts on it) is removed; anything that is not a socket is left alone and is an error.
- */
-export async function clearStaleSocket(path: string): Promise<void> {
-  let st: fs.Stats
-  try {
-    st = fs.lstatSync(path)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
-    throw err
-  }
-  if (!st.isSocket()) throw new ApiServerError('NOT_A_SOCKET', `${path} exists and is not a socket; refusing to replace it`)
-  const alive = await new Promise<boolean>((resolve) => {
-    const s = net.connect(path)
-    s.once('connect', () => {
-      s.destroy()
-      resolve(true)
-    })
-    s.once('error', () => resolve(false))
-  })
-  if (alive) throw new ApiServerError('ADDRESS_IN_USE', `another process is serving on ${path}; is statecastd already running?`)
-  fs.unlinkSync(path)
-}
-
 class Connection {
   readonly socket: net.Socket
   readonly #server: ApiServer
@@ -89,6 +72,8 @@ class Connection {
   pending = 0
   #closing = false
   #paused = false
+  /** The client has half-closed (SHUT_WR): no more requests, but every reply is still owed. */
+  #readEnded = false
 
   constructor(server: ApiServer, socket: net.Socket, maxFrameBytes: number) {
     this.#server = server
@@ -96,21 +81,53 @@ class Connection {
     this.#decoder = new FrameDecoder(maxFrameBytes)
     socket.on('data', (chunk: Buffer) => this.#onData(chunk))
     socket.on('drain', () => this.#maybeResume())
+    // The server allows half-open connections: a client may send its requests, shut its writing
+    // side and wait for the replies, some of which (remote lookups) come later.
+    socket.on('end', () => {
+      this.#readEnded = true
+      this.#maybeFinish()
+    })
     socket.on('error', () => {
       /* a peer that vanished mid-write; 'close' follows */
     })
   }
 
   #onData(chunk: Buffer): void {
+    this.#feed(chunk)
+  }
+
+  // Frames are handled one at a time and the decoder stops as soon as this connection's queued
+  // replies reach the bound: one 64 KiB read holds thousands of small GETs, and answering them all
+  // before looking at the queue is what let one client that never reads make the daemon buffer
+  // hundreds of megabytes. The unhandled rest stays in the decoder until the client reads.
+  #feed(chunk: Buffer): void {
     this.socket.cork()
     try {
-      this.#decoder.push(chunk, (frame) => this.#onFrame(frame))
+      const all = this.#decoder.push(chunk, (frame) => {
+        this.#onFrame(frame)
+        return !this.#closing && !this.#full()
+      })
+      if (!all) this.#pause()
     } catch (err) {
       // Only the frame splitter throws here (oversized length prefix): answer and hang up.
       this.#fail(0, 0, err instanceof ProtocolError ? err : new ProtocolError('TRUNCATED', String(err)))
     } finally {
       this.socket.uncork()
     }
+  }
+
+  /**
+   * Whether this connection owes enough replies to stop handling its frames: so many queued
+   * bytes, or so many requests in flight that their replies (each counted at the largest) could
+   * add too much when they settle. At most the two bounds plus one reply per connection.
+   */
+  #full(): boolean {
+    const o = this.#server.options
+    return (
+      this.pending >= o.maxPendingPerConnection ||
+      this.socket.writableLength >= (o.maxQueuedReplyBytes ?? REPLY_QUEUE_BYTES) ||
+      this.pending * o.maxFrameBytes >= (o.maxPendingReplyBytes ?? PENDING_REPLY_BYTES)
+    )
   }
 
   #onFrame(frame: Buffer): void {
@@ -140,7 +157,6 @@ class Connection {
     }
     if (out instanceof Promise) {
       this.pending++
-      if (this.pending >= this.#server.options.maxPendingPerConnection) this.#pause()
       out.then(
         (reply) => this.#settle(reply),
         (err: unknown) => this.#settle(this.#internalError(req, err)),
@@ -160,15 +176,21 @@ class Connection {
     this.pending--
     if (!this.socket.destroyed) this.#write(reply)
     this.#maybeResume()
-    if (this.#closing && this.pending === 0) this.socket.end()
+    this.#maybeFinish()
+  }
+
+  /** Ends a connection whose client is done sending once the last owed reply is written. */
+  #maybeFinish(): void {
+    if (this.pending === 0 && (this.#closing || (this.#readEnded && !this.#paused)) && !this.socket.destroyed && !this.socket.writableEnded) this.socket.end()
   }
 
   #write(frame: Buffer): void {
-    if (!this.socket.write(frame)) this.#pause()
+    this.socket.write(frame)
   }
 
-  // Backpressure: a client that sends but does not read stops being read, so it cannot make the
-  // daemon buffer replies without bound; other connections are unaffected.
+  // Backpressure: a client that sends but does not read stops being read (and its frames already
+  // read stop being handled), so it cannot make the daemon buffer replies without bound; other
+  // connections are unaffected. 'drain' and settled requests resume it.
   #pause(): void {
     if (!this.#paused) {
       this.#paused = true
@@ -177,10 +199,11 @@ class Connection {
   }
 
   #maybeResume(): void {
-    if (this.#paused && !this.#closing && !this.socket.writableNeedDrain && this.pending < this.#server.options.maxPendingPerConnection) {
-      this.#paused = false
-      this.socket.resume()
-    }
+    if (!this.#paused || this.#closing || this.socket.destroyed || this.#full()) return
+    this.#paused = false
+    this.#feed(EMPTY_CHUNK)
+    if (!this.#paused && !this.#closing) this.socket.resume()
+    this.#maybeFinish()
   }
 
   #fail(op: number, id: number, err: ProtocolError): void {
@@ -208,12 +231,12 @@ export class ApiServer {
   #server: net.Server
   #conns = new Set<Connection>()
   #listening = false
-  #ownsPath = false
+  #unix: UnixListener | undefined
   #closed: Promise<void> | undefined
 
   constructor(options: ApiServerOptions) {
     this.options = options
-    this.#server = net.createServer({ allowHalfOpen: false }, (socket) => this.#onConnection(socket))
+    this.#server = net.createServer({ allowHalfOpen: true }, (socket) => this.#onConnection(socket))
   }
 
   get connections(): number {
@@ -236,38 +259,23 @@ export class ApiServer {
   }
 
   /**
-   * Listens on the configured path (after clearing a stale socket) or on an inherited listening
-   * file descriptor (systemd socket activation), and sets the socket file's mode.
+   * Listens on the configured path (see UnixListener: stale-socket check, umask, mode, owner) or
+   * on an inherited listening file descriptor (systemd socket activation).
    */
   async listen(fd?: number): Promise<void> {
-    const { path, mode } = this.options
     if (fd === undefined) {
-      await clearStaleSocket(path)
-      // The socket file is created with the process umask; narrow it for the bind so the file is
-      // never briefly more open than `mode`, then set the mode explicitly.
-      const oldMask = process.umask(~mode & 0o777)
-      try {
-        await this.#listenOn({ path })
-      } finally {
-        process.umask(oldMask)
-      }
-      this.#ownsPath = true
-      fs.chmodSync(path, mode)
+      this.#unix = await UnixListener.listen(this.#server, { path: this.options.path, mode: this.options.mode })
     } else {
-      await this.#listenOn({ fd })
+      await new Promise<void>((resolve, reject) => {
+        const onError = (err: Error) => reject(new UnixListenerError('LISTEN_FAILED', `cannot listen on fd ${fd}: ${err.message}`))
+        this.#server.once('error', onError)
+        this.#server.listen({ fd }, () => {
+          this.#server.off('error', onError)
+          resolve()
+        })
+      })
     }
     this.#listening = true
-  }
-
-  #listenOn(target: { path: string } | { fd: number }): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error) => reject(new ApiServerError('LISTEN_FAILED', `cannot listen on ${'path' in target ? target.path : `fd ${target.fd}`}: ${err.message}`))
-      this.#server.once('error', onError)
-      this.#server.listen(target, () => {
-        this.#server.off('error', onError)
-        resolve()
-      })
-    })
   }
 
   /**
@@ -281,13 +289,7 @@ export class ApiServer {
 
   async #close(graceMs: number): Promise<void> {
     const serverClosed = this.#listening ? new Promise<void>((resolve) => this.#server.close(() => resolve())) : Promise.resolve()
-    if (this.#ownsPath) {
-      try {
-        fs.unlinkSync(this.options.path)
-      } catch {
-        /* already gone */
-      }
-    }
+    this.#unix?.close()
     for (const c of this.#conns) c.drain()
     const deadline = setTimeout(() => {
       for (const c of this.#conns) c.socket.destroy()

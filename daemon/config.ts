@@ -8,8 +8,8 @@
 import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
-import { parse as parseToml } from 'smol-toml'
-import { defaultAdminSocketPath, defaultSocketPath } from '../protocol/paths.js'
+import { TomlError, parse as parseToml } from 'smol-toml'
+import { adminSocketBeside, defaultAdminSocketPath, defaultSocketPath } from '../protocol/paths.js'
 import { MAX_KEY_BYTES } from '../protocol/local.js'
 import { MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, SENDER_ID_BYTES, datagramLength, hitChunkBytes, replicateChunkBytes, type Message } from '../protocol/wire.js'
 import { LOG_LEVELS, type LogLevel } from './log.js'
@@ -150,7 +150,7 @@ const uid = () => (typeof process.getuid === 'function' ? process.getuid() : 100
 export const FIELDS: readonly Field[] = [
   { key: 'socketPath', kind: 'string', def: () => defaultSocketPath(process.env, uid(), os.tmpdir()), unit: 'path', doc: 'API socket for local servers (root: /run/statecast/statecast.sock; users: $XDG_RUNTIME_DIR/statecast/statecast.sock)', example: '"/run/statecast/statecast.sock"' },
   { key: 'socketMode', kind: 'mode', def: () => 0o660, unit: 'octal mode', doc: 'permission bits of the API socket' },
-  { key: 'adminSocketPath', kind: 'string', def: () => defaultAdminSocketPath(process.env, uid(), os.tmpdir()), unit: 'path', doc: 'admin socket used by the statecast CLI (lists, flushes and reads any key)', example: '"/run/statecast/admin.sock"' },
+  { key: 'adminSocketPath', kind: 'string', def: () => defaultAdminSocketPath(process.env, uid(), os.tmpdir()), unit: 'path', doc: 'admin socket used by the statecast CLI (lists, flushes and reads any key); default: admin.sock beside socketPath, wherever that is', example: '"/run/statecast/admin.sock"' },
   { key: 'adminSocketMode', kind: 'mode', def: () => 0o600, unit: 'octal mode', doc: 'permission bits of the admin socket' },
   { key: 'maxConnections', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'connections', doc: 'connections open at once on each socket; more are refused with BUSY' },
   { key: 'maxBytes', kind: 'int', def: () => 64 * 1024 * 1024, min: 1024 * 1024, max: 2 ** 50, unit: 'bytes', doc: 'store bound: keys + values + per-entry overhead; least recently used entries are evicted beyond it' },
@@ -219,8 +219,19 @@ export function defaults(): Config {
   return out as Config
 }
 
+/**
+ * What a rejected value was, without its text: a config file may be the wrong file (a key file
+ * passed to --config), so no error ever repeats what it read.
+ */
+function kindOf(raw: unknown): string {
+  if (typeof raw === 'string') return `a string of ${raw.length} characters`
+  if (Array.isArray(raw)) return `a list of ${raw.length} items`
+  if (raw === null || raw === undefined) return 'nothing'
+  return typeof raw === 'object' ? 'a table' : `a ${typeof raw}`
+}
+
 function coerce(f: Field, raw: unknown, where: string): unknown {
-  const bad = (expects: string) => new ConfigError(`${where}: ${f.key} must be ${expects} (${f.doc}), got ${JSON.stringify(raw)}`)
+  const bad = (expects: string) => new ConfigError(`${where}: ${f.key} must be ${expects} (${f.doc}); got ${kindOf(raw)}`)
   switch (f.kind) {
     case 'int': {
       const n = typeof raw === 'string' && /^-?\d+$/.test(raw.trim()) ? Number(raw) : raw
@@ -239,19 +250,19 @@ function coerce(f: Field, raw: unknown, where: string): unknown {
       const items = Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(',').map((x) => x.trim()).filter(Boolean) : undefined
       if (!items || !items.every((x) => typeof x === 'string' && x.length > 0)) throw bad(`a list of ${f.unit} (a TOML array, or comma-separated on the command line)`)
       if (f.key === 'peers') {
-        for (const x of items as string[]) {
+        ;(items as string[]).forEach((x, i) => {
           const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(x)
-          if (!m || (m[1] && !net.isIPv6(m[1])) || Number(m[3]) < 1 || Number(m[3]) > 65535) throw new ConfigError(`${where}: peers: ${JSON.stringify(x)} is not HOST:PORT (IPv6 as [ADDR]:PORT)`)
-        }
+          if (!m || (m[1] && !net.isIPv6(m[1])) || Number(m[3]) < 1 || Number(m[3]) > 65535) throw new ConfigError(`${where}: peers: item ${i + 1} is not HOST:PORT (IPv6 as [ADDR]:PORT, port 1 to 65535)`)
+        })
       }
       if (f.key === 'memcacheListen') {
-        for (const x of items as string[]) {
+        ;(items as string[]).forEach((x, i) => {
           try {
             parseListen(x)
-          } catch (err) {
-            throw new ConfigError(`${where}: memcacheListen: ${(err as Error).message}`)
+          } catch {
+            throw new ConfigError(`${where}: memcacheListen: item ${i + 1} is neither a loopback HOST:PORT (127.0.0.1:PORT or [::1]:PORT, port 1 to 65535; the front end has no authentication) nor an absolute socket path`)
           }
-        }
+        })
       }
       return items
     }
@@ -296,13 +307,26 @@ function coerce(f: Field, raw: unknown, where: string): unknown {
  * Merges `overrides` (from a file or flags) into `base`, validating each value. Unknown keys are
  * errors, so a typo never silently leaves a default in force.
  */
-export function apply(base: Config, overrides: Record<string, unknown>, where: string): Config {
+export function apply(base: Config, overrides: Record<string, unknown>, where: string, lineOf: (key: string) => number | undefined = () => undefined): Config {
   const out: Record<string, unknown> = { ...base }
+  const at = (k: string) => {
+    const line = lineOf(k)
+    return line === undefined ? where : `${where}:${line}`
+  }
   for (const [k, v] of Object.entries(overrides)) {
     if (v === undefined) continue
     const f = FIELDS.find((x) => x.key === k)
-    if (!f) throw new ConfigError(`${where}: unknown key ${JSON.stringify(k)}; known keys: ${FIELDS.map((x) => x.key).join(', ')}`)
-    out[k] = coerce(f, v, where)
+    if (!f) {
+      // The name is not repeated either (it is text from the file); a near miss is named instead.
+      const near = FIELDS.find((x) => x.key.toLowerCase() === k.toLowerCase() || (Math.abs(x.key.length - k.length) <= 2 && editDistance(x.key, k) <= 2))
+      throw new ConfigError(`${at(k)}: unknown key${near ? `; did you mean ${near.key}?` : ''} (known keys: ${FIELDS.map((x) => x.key).join(', ')})`)
+    }
+    out[k] = coerce(f, v, at(k))
+  }
+  // An admin socket nobody chose follows the API socket into its directory, so two daemons given
+  // only --socket in two directories never contend for one admin path.
+  if (overrides['socketPath'] !== undefined && overrides['adminSocketPath'] === undefined && base.adminSocketPath === adminSocketBeside(base.socketPath)) {
+    out['adminSocketPath'] = adminSocketBeside(out['socketPath'] as string)
   }
   const c = out as unknown as Config
   if (c.defaultTtlMs > c.maxTtlMs) throw new ConfigError(`${where}: defaultTtlMs (${c.defaultTtlMs}) must not exceed maxTtlMs (${c.maxTtlMs})`)
@@ -312,7 +336,7 @@ export function apply(base: Config, overrides: Record<string, unknown>, where: s
     try {
       if (!parseListen(c.metricsListen)) throw new Error('a socket path is not allowed here')
     } catch (err) {
-      throw new ConfigError(`${where}: metricsListen: ${(err as Error).message}`)
+      throw new ConfigError(`${where}: metricsListen must be a loopback HOST:PORT (127.0.0.1:PORT or [::1]:PORT, port 1 to 65535): ${err instanceof Error && err.message === 'a socket path is not allowed here' ? err.message : 'it is not one'}`)
     }
   }
   const v6 = (addr: string) => net.isIPv6(addr.split('%')[0]!)
@@ -328,6 +352,7 @@ export function apply(base: Config, overrides: Record<string, unknown>, where: s
   const datagrams = datagramProblem(c)
   if (datagrams) throw new ConfigError(`${where}: ${datagrams}`)
   if (c.deadAfterMs < 2 * c.heartbeatMs) throw new ConfigError(`${where}: deadAfterMs (${c.deadAfterMs}) must be at least twice heartbeatMs (${c.heartbeatMs}), or one lost heartbeat kills a member`)
+  checkLimits(c, where)
   return c
 }
 
@@ -355,21 +380,93 @@ export function datagramProblem(c: Config): string | undefined {
   return `maxDatagramBytes (${c.maxDatagramBytes}) is too small for ${over.map((n) => `${n.what} (${n.bytes} bytes)`).join(', ')}: raise maxDatagramBytes to at least ${Math.max(...over.map((n) => n.bytes))}, or lower maxKeyBytes${over.some((n) => n.what.includes('LOOKUP')) ? ' or replicationFactor' : ''}`
 }
 
-/** Reads and validates a TOML config file on top of the defaults. */
+/** Longest Unix socket path Linux can bind (sun_path holds 108 bytes with the terminating zero). */
+export const MAX_SOCKET_PATH_BYTES = 107
+/** Longest node name: ANNOUNCE carries its length in one byte. */
+export const MAX_NODE_NAME_BYTES = 255
+
+/**
+ * Limits that used to fail only at start-up, so that --check-config accepts exactly what start-up
+ * accepts: each concerns one key, so a config file alone can be judged.
+ */
+function checkLimits(c: Config, where: string): void {
+  const nameBytes = Buffer.byteLength(c.nodeName, 'utf8')
+  if (nameBytes > MAX_NODE_NAME_BYTES) throw new ConfigError(`${where}: nodeName must be at most ${MAX_NODE_NAME_BYTES} bytes of UTF-8 (ANNOUNCE carries its length in one byte); got ${nameBytes} bytes`)
+  const paths: [string, string][] = [['socketPath', c.socketPath], ['adminSocketPath', c.adminSocketPath]]
+  c.memcacheListen.forEach((x, i) => {
+    if (x.startsWith('/')) paths.push([`memcacheListen item ${i + 1}`, x])
+  })
+  for (const [name, p] of paths) {
+    const n = Buffer.byteLength(p, 'utf8')
+    if (n > MAX_SOCKET_PATH_BYTES) throw new ConfigError(`${where}: ${name} must be at most ${MAX_SOCKET_PATH_BYTES} bytes (the longest Unix socket path); got ${n} bytes`)
+  }
+}
+
+/**
+ * Checks of the complete configuration (file and flags together) that start-up, a reload and
+ * --check-config (with the flags given alongside) make: a peer address literal must be of a
+ * family the cluster speaks. (A missing key file off loopback is refused at start-up: the key
+ * often comes from the command line, as in the systemd unit.)
+ */
+export function checkStartable(c: Config, where: string): void {
+  if (!c.clusterEnabled) return
+  const v6 = (addr: string) => net.isIPv6(addr.split('%')[0]!)
+  const families = new Set([v6(c.interface) ? 6 : 4, ...(c.dualStackInterface ? [v6(c.dualStackInterface) ? 6 : 4] : [])])
+  c.peers.forEach((p, i) => {
+    const host = p.slice(0, p.lastIndexOf(':')).replace(/^\[|\]$/g, '')
+    const family = net.isIP(host)
+    if (family && !families.has(family as 4 | 6)) throw new ConfigError(`${where}: peers: item ${i + 1} is an IPv${family} address, but the cluster speaks IPv${[...families].join(' and IPv')} (interface${c.dualStackInterface ? ' and dualStackInterface' : ''})`)
+  })
+}
+
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    let prev = d[0]!
+    d[0] = i
+    for (let j = 1; j <= b.length; j++) {
+      const cur = d[j]!
+      d[j] = Math.min(d[j]! + 1, d[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1))
+      prev = cur
+    }
+  }
+  return d[b.length]!
+}
+
+/** A TOML parser's reason, kept only if it is one of its fixed sentences (no quoted input). */
+function tomlReason(err: TomlError): string {
+  const reason = err.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '')
+  return /^[a-z][a-z ,:;.()-]{0,100}$/i.test(reason) ? reason : 'malformed'
+}
+
+/**
+ * Reads and validates a TOML config file on top of the defaults. Errors name the file, the line
+ * and what was expected, never the text of the line: the file may not be a config at all (a key
+ * file given by mistake), and errors reach stderr and the log.
+ */
 export function loadFile(path: string, base: Config = defaults()): Config {
   let text: string
   try {
     text = fs.readFileSync(path, 'utf8')
   } catch (err) {
-    throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`)
+    throw new ConfigError(`cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? 'read failed'}`)
   }
   let doc: Record<string, unknown>
   try {
     doc = parseToml(text) as Record<string, unknown>
   } catch (err) {
-    throw new ConfigError(`${path}: not valid TOML: ${(err as Error).message}`)
+    if (err instanceof TomlError) throw new ConfigError(`${path}:${err.line}:${err.column}: not valid TOML (${tomlReason(err)}); expected lines of KEY = VALUE (statecastd --example-config shows every key)`)
+    throw new ConfigError(`${path}: not valid TOML; expected lines of KEY = VALUE (statecastd --example-config shows every key)`)
   }
-  return apply(base, doc, path)
+  const lines = text.split(/\r?\n/)
+  const lineOf = (key: string) => {
+    const i = lines.findIndex((l) => {
+      const m = /^\s*(?:"([^"]*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*=/.exec(l)
+      return m !== null && (m[1] ?? m[2] ?? m[3]) === key
+    })
+    return i < 0 ? undefined : i + 1
+  }
+  return apply(base, doc, path, lineOf)
 }
 
 function tomlValue(f: Field, v: unknown): string {

@@ -4,9 +4,9 @@
  * Start order: store -> cluster (join) -> API sockets. Stop order is the reverse: API sockets
  * (drain) -> cluster (LEAVE, close) -> store (wipe).
  */
-import fs from 'node:fs'
 import path from 'node:path'
 import { ApiServer } from './api-server.js'
+import { prepareSocketDir } from './unix-listener.js'
 import { RELOAD_IN_PLACE, maxFrameBytes, type Config } from './config.js'
 import { createHandler } from './handler.js'
 import type { Log } from './log.js'
@@ -155,7 +155,7 @@ export class Daemon {
 
   async start(): Promise<void> {
     const c = this.config
-    for (const p of [c.socketPath, c.adminSocketPath]) fs.mkdirSync(path.dirname(p), { recursive: true, mode: 0o755 })
+    for (const p of [c.socketPath, c.adminSocketPath]) prepareSocketDir(p)
     if (c.clusterEnabled) {
       this.cluster = new Cluster(
         {

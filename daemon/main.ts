@@ -5,10 +5,11 @@
  * Exit codes: 0 clean shutdown, 1 failed at run time, 2 bad flags or config.
  */
 import { parseArgs } from 'node:util'
-import { ConfigError, FIELDS, apply, defaults, exampleToml, loadFile, type Config } from './config.js'
+import { ConfigError, FIELDS, apply, checkStartable, defaults, exampleToml, loadFile, type Config } from './config.js'
 import { Daemon, VERSION } from './daemon.js'
 import { createLog } from './log.js'
 import { Notifier, listenFds } from './systemd.js'
+import { loadKeyFile } from './keys.js'
 
 const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())
 
@@ -21,13 +22,13 @@ const ALIASES: Record<string, keyof Config> = {
 function usage(): string {
   const lines = [
     'Usage: statecastd [--config FILE] [--socket PATH] [--FLAG VALUE ...]',
-    '       statecastd --check-config FILE',
+    '       statecastd --check-config FILE [--FLAG VALUE ...]',
     '',
     'Runs the statecast session-state daemon in the foreground. With no flags it runs with built-in',
     'defaults on this machine. Flags override the config file, which overrides the defaults.',
     '',
     '  --config FILE          TOML config file',
-    '  --check-config FILE    validate FILE and exit (0 valid, 2 invalid)',
+    '  --check-config FILE    validate FILE (with any flags given, and the key file named) as start-up would; exit 0 valid, 2 invalid',
     '  --example-config       print an example config with every key, its unit and default',
     '  --socket PATH          same as --socket-path',
     '  --admin-socket PATH    same as --admin-socket-path',
@@ -85,12 +86,23 @@ async function main(): Promise<number> {
   try {
     const check = values['check-config'] as string | undefined
     if (check !== undefined) {
-      loadFile(check)
+      // Flags given alongside count, as they would at start-up (the systemd unit passes --key-file).
+      const c = apply(loadFile(check), flags, 'command line')
+      checkStartable(c, check)
+      // Start-up reads the key file too; a file it would refuse is not a valid config.
+      if (c.clusterEnabled && c.keyFile) {
+        try {
+          loadKeyFile(c.keyFile)
+        } catch (err) {
+          throw new ConfigError(`${check}: keyFile: ${(err as Error).message}`)
+        }
+      }
       process.stdout.write(`${check}: valid\n`)
       return 0
     }
     const file = values['config'] as string | undefined
     config = apply(file ? loadFile(file) : defaults(), flags, 'command line')
+    checkStartable(config, file ?? 'command line')
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`statecastd: ${err.message}\n`)
@@ -137,6 +149,7 @@ async function main(): Promise<number> {
       try {
         const file = values['config'] as string | undefined
         const next = apply(file ? loadFile(file) : defaults(), flags, 'command line')
+        checkStartable(next, file ?? 'command line')
         const { applied, needsRestart } = await daemon.reload(next)
         log.info({ applied, needsRestart }, 'configuration reloaded')
         if (needsRestart.length) log.warn({ keys: needsRestart }, 'these changes take effect only after a restart')

@@ -27,8 +27,7 @@
  * No authentication, so TCP listeners are refused unless they are on a loopback address.
  */
 import net from 'node:net'
-import fs from 'node:fs'
-import { clearStaleSocket } from './api-server.js'
+import { UnixListener } from './unix-listener.js'
 import type { ClusterHooks } from './handler.js'
 import type { Log } from './log.js'
 import { StoreError, type SessionStore } from './store.js'
@@ -686,7 +685,7 @@ export class MemcacheServer {
   readonly maxKeyBytes: number
   readonly flushAllowed: boolean
   readonly #o: MemcacheOptions
-  readonly #servers: { server: net.Server; path?: string; sockets: Set<net.Socket> }[] = []
+  readonly #servers: { server: net.Server; unix?: UnixListener; sockets: Set<net.Socket> }[] = []
   #flushTimer: NodeJS.Timeout | undefined
   #now: () => number
 
@@ -934,17 +933,20 @@ export class MemcacheServer {
       const tcp = parseListen(spec)
       const sockets = new Set<net.Socket>()
       const server = net.createServer((s) => this.#onConnection(s, sockets))
-      if (!tcp) await clearStaleSocket(spec)
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', (err) => reject(new Error(`memcache front end cannot listen on ${spec}: ${err.message}`)))
-        if (tcp) server.listen(tcp.port, tcp.host, () => resolve())
-        else server.listen(spec, () => resolve())
-      })
-      if (!tcp) fs.chmodSync(spec, 0o660)
-      this.#servers.push(tcp ? { server, sockets } : { server, path: spec, sockets })
+      if (tcp) {
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', (err) => reject(new Error(`memcache front end cannot listen on ${spec}: ${err.message}`)))
+          server.listen(tcp.port, tcp.host, () => resolve())
+        })
+        this.#servers.push({ server, sockets })
+      } else {
+        // The API socket's listener: stale-socket check, umask, mode 0660, never clobbers a live one.
+        this.#servers.push({ server, sockets, unix: await UnixListener.listen(server, { path: spec, mode: 0o660 }) })
+      }
       this.#o.log.info({ listen: spec }, 'memcache front end listening')
     }
   }
+
 
   /** Each listener has its own cap, so clients of one (say a busy TCP port) never shut out another's. */
   #onConnection(s: net.Socket, sockets: Set<net.Socket>): void {
@@ -969,8 +971,8 @@ export class MemcacheServer {
 
   async close(): Promise<void> {
     clearTimeout(this.#flushTimer)
-    const closing = this.#servers.map(({ server, path }) => {
-      if (path) fs.rmSync(path, { force: true })
+    const closing = this.#servers.map(({ server, unix }) => {
+      unix?.close()
       return new Promise<void>((r) => server.close(() => r()))
     })
     const all = this.#servers.flatMap(({ sockets }) => [...sockets])

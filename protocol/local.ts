@@ -321,9 +321,15 @@ export class FrameDecoder {
   /**
    * Appends `chunk` and calls `onFrame` for every whole frame (views valid only during the call
    * unless copied). Stops at the first oversized frame and throws; the decoder is then unusable.
+   *
+   * `onFrame` may return `false` to stop after its frame: the rest is kept unparsed (a view of
+   * `chunk`, so a caller that stops must not reuse the chunk's memory) and `push` returns false;
+   * `push(EMPTY_CHUNK, ...)` later carries on where it stopped. Returns true when every whole frame
+   * was handed over. This is how a server stops handling a connection whose replies pile up
+   * without dropping what it already read.
    */
-  push(chunk: Buffer, onFrame: (frame: Buffer) => void): void {
-    let buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk])
+  push(chunk: Buffer, onFrame: (frame: Buffer) => unknown): boolean {
+    let buf = this.#buf.length === 0 ? chunk : chunk.length === 0 ? this.#buf : Buffer.concat([this.#buf, chunk])
     let off = 0
     while (buf.length - off >= 4) {
       const len = buf.readUInt32BE(off)
@@ -332,12 +338,17 @@ export class FrameDecoder {
         throw new ProtocolError('FRAME_TOO_LARGE', `frame of ${len + 4} bytes exceeds the limit of ${this.maxFrameBytes}`)
       }
       if (buf.length - off < len + 4) break
-      onFrame(buf.subarray(off, off + 4 + len))
+      const more = onFrame(buf.subarray(off, off + 4 + len))
       off += 4 + len
+      if (more === false) {
+        this.#buf = off === buf.length ? EMPTY : buf.subarray(off)
+        return false
+      }
     }
     // Keep only the unfinished tail; copy it so the caller's chunk can be reused or released.
     this.#buf = off === buf.length ? EMPTY : Buffer.from(buf.subarray(off))
     buf = EMPTY
+    return true
   }
 }
 
@@ -386,3 +397,6 @@ export function decodeTicketWindowBody(body: Buffer): TicketWindowBody {
   for (let i = 0, off = 9; i < n; i++, off += 4 + TICKET_SECRET_BYTES) secrets.push({ epoch: body.readUInt32BE(off), secret: body.subarray(off + 4, off + 4 + TICKET_SECRET_BYTES) })
   return { epoch: body.readUInt32BE(0), rotationMs: body.readUInt32BE(4), secrets }
 }
+
+/** An empty chunk: `decoder.push(EMPTY_CHUNK, onFrame)` resumes a decoder that was stopped. */
+export const EMPTY_CHUNK: Buffer = EMPTY

@@ -1,7 +1,9 @@
 /** The statecast command against a real daemon: output, stdin, exit codes. */
 import t from 'tap'
+import fs from 'node:fs'
 import path from 'node:path'
-import { runCli, startDaemon, tmpDir } from './helpers/daemon.js'
+import { spawn } from 'node:child_process'
+import { CLI, eventually, runCli, startDaemon, tmpDir } from './helpers/daemon.js'
 
 t.test('set, get, del, touch, keys, flush, stats, ping', async (t) => {
   const d = await startDaemon(t)
@@ -65,4 +67,31 @@ t.test('usage errors exit 2, an absent daemon exits 3', async (t) => {
   const down = await runCli([...none, 'get', 'k'])
   t.equal(down.code, 3)
   t.match(down.stderr, /cannot reach statecastd/)
+})
+
+t.test('set KEY reads the value from stdin or --file, so it never shows in /proc/PID/cmdline', async (t) => {
+  const d = await startDaemon(t)
+  const secret = 'session-secret-13-' + process.pid
+  const p = spawn(process.execPath, [CLI, '--socket', d.adminSocket, 'set', 'k'], { stdio: ['pipe', 'pipe', 'pipe'] })
+  const exited = new Promise<number | null>((r) => p.once('close', r))
+  // The command waits for its value on stdin: what any local user could read of it now.
+  const cmdline = await eventually(() => {
+    const c = fs.readFileSync(`/proc/${p.pid}/cmdline`, 'utf8')
+    return c.includes('set') ? c : ''
+  }, 10_000, 'the CLI running')
+  t.ok(cmdline.includes('k'), 'the key is on the command line')
+  t.notOk(cmdline.includes(secret), 'the value is not')
+  p.stdin.end(secret)
+  t.equal(await exited, 0)
+  t.equal((await runCli(['--socket', d.adminSocket, 'get', 'k'])).stdout.toString(), secret, 'stored from stdin')
+
+  const dir = tmpDir()
+  const file = path.join(dir, 'value')
+  fs.writeFileSync(file, Buffer.from([0, 1, 2, 3]), { mode: 0o600 })
+  t.equal((await runCli(['--socket', d.adminSocket, 'set', 'f', '--file', file])).code, 0)
+  t.same((await runCli(['--socket', d.adminSocket, 'get', 'f'])).stdout, Buffer.from([0, 1, 2, 3]), 'stored from --file')
+  t.equal((await runCli(['--socket', d.adminSocket, 'set', 'f', 'v', '--file', file])).code, 2, 'a value given twice is a usage error')
+  const help = (await runCli(['--help'])).stdout.toString()
+  t.match(help, /set KEY \[--file F\]/)
+  t.match(help, /visible to every local user in \/proc\/PID\/cmdline/, '--help says why')
 })

@@ -19,7 +19,7 @@ t.test('bad values name the key and what it expects', async (t) => {
   t.throws(() => apply(d, { maxValueBytes: 0 }, 'f'), { message: /maxValueBytes must be an integer from 1/ })
   t.throws(() => apply(d, { socketMode: '999' }, 'f'), { message: /socketMode must be an octal mode/ })
   t.throws(() => apply(d, { logLevel: 'loud' }, 'f'), { message: /logLevel must be one of error, warn, info, debug/ })
-  t.throws(() => apply(d, { maxBytez: 1 }, 'f'), { message: /unknown key "maxBytez"/ })
+  t.throws(() => apply(d, { maxBytez: 1 }, 'f'), { message: /f: unknown key; did you mean maxBytes\?/ })
   t.throws(() => apply(d, { defaultTtlMs: 10, maxTtlMs: 5 }, 'f'), { message: /defaultTtlMs \(10\) must not exceed maxTtlMs \(5\)/ })
   t.equal(apply(d, { maxBytes: '2097152', socketMode: '0640' }, 'flags').socketMode, 0o640)
 })
@@ -46,7 +46,7 @@ t.test('TOML file on top of defaults', async (t) => {
   t.equal(c.defaultTtlMs, 300_000, 'unset keys keep their defaults')
   const bad = path.join(dir, 'bad.toml')
   fs.writeFileSync(bad, 'maxBytes = = 3\n')
-  t.throws(() => loadFile(bad), { message: /bad\.toml: not valid TOML/ })
+  t.throws(() => loadFile(bad), { message: /bad\.toml:1:\d+: not valid TOML/ })
   t.throws(() => loadFile(path.join(dir, 'missing.toml')), { message: /cannot read config file/ })
 })
 
@@ -54,4 +54,14 @@ t.test('the README documents every config key', async (t) => {
   const { FIELDS } = await import('../daemon/config.js')
   const readme = fs.readFileSync(new URL('../README.md', import.meta.url), 'utf8')
   for (const f of FIELDS) t.match(readme, new RegExp(`\\| \`${f.key}\` \\|`), f.key)
+})
+
+t.test('the admin socket follows the API socket unless it is set', async (t) => {
+  const d = defaults()
+  t.equal(apply(d, { socketPath: '/srv/a/api.sock' }, 'flags').adminSocketPath, '/srv/a/admin.sock', 'beside a --socket anywhere')
+  t.equal(apply(d, { socketPath: '/srv/a/api.sock', adminSocketPath: '/srv/b/adm.sock' }, 'flags').adminSocketPath, '/srv/b/adm.sock', 'a set path wins')
+  const fromFile = apply(d, { adminSocketPath: '/srv/b/adm.sock' }, 'file')
+  t.equal(apply(fromFile, { socketPath: '/srv/a/api.sock' }, 'flags').adminSocketPath, '/srv/b/adm.sock', 'a path set in the file stays when a flag moves the API socket')
+  t.equal(defaultAdminSocketPath({ STATECAST_SOCKET: '/srv/c/x.sock' }, 1000), '/srv/c/admin.sock', 'STATECAST_SOCKET moves the default admin socket too')
+  t.equal(defaultAdminSocketPath({ STATECAST_SOCKET: '/srv/c/x.sock', STATECAST_ADMIN_SOCKET: '/srv/d/y.sock' }, 1000), '/srv/d/y.sock')
 })

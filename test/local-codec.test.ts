@@ -1,6 +1,7 @@
 import t from 'tap'
 import fc from 'fast-check'
 import {
+  EMPTY_CHUNK,
   FrameDecoder,
   Op,
   ReqFlag,
@@ -189,4 +190,17 @@ t.test('TICKET_WINDOW body decoder fails only with its own error on random bytes
       }
     }),
   )
+})
+
+t.test('FrameDecoder stopped by its callback keeps the rest and carries on from there', async (t) => {
+  fc.assert(fc.property(fc.array(requestArb, { minLength: 1, maxLength: 20 }), fc.array(fc.boolean(), { minLength: 1 }), (reqs, stops) => {
+    const stream = Buffer.concat(reqs.map(encodeRequest))
+    const dec = new FrameDecoder(1 << 20)
+    const out: Request[] = []
+    let i = 0
+    let all = dec.push(stream, (f) => (out.push(decodeRequest(Buffer.from(f))), !stops[i++ % stops.length]))
+    while (!all) all = dec.push(EMPTY_CHUNK, (f) => (out.push(decodeRequest(Buffer.from(f))), !stops[i++ % stops.length]))
+    t.same(out, reqs)
+    return dec.buffered === 0
+  }), { numRuns: 200 })
 })

@@ -20,6 +20,8 @@ export interface Running {
   dir: string
   /** Every JSON log line so far. */
   logs: Record<string, unknown>[]
+  /** What the daemon wrote on stderr so far (config errors go there, before any log exists). */
+  stderr(): string
   /** Resolves the first log line matching `pred` (already seen or yet to come), or rejects after `ms`. */
   waitLog(pred: (l: Record<string, unknown>) => boolean, ms?: number): Promise<Record<string, unknown>>
   /** SIGTERM and wait for exit; resolves the exit code. */
@@ -35,15 +37,22 @@ export function tmpDir(prefix = 'sc-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix))
 }
 
-export async function startDaemon(t: Teardown, opts: { args?: string[]; dir?: string; env?: NodeJS.ProcessEnv; wait?: boolean; name?: string; prefix?: string[] } = {}): Promise<Running> {
+/**
+ * `paths`: which socket flags the daemon gets: 'both' (default: `--socket DIR/NAME.sock
+ * --admin-socket DIR/NAME-admin.sock`), 'api' (only `--socket`; the admin socket is then
+ * DIR/admin.sock) or 'none' (the built-in defaults; `socket` and `adminSocket` are then empty).
+ */
+export async function startDaemon(t: Teardown, opts: { args?: string[]; dir?: string; env?: NodeJS.ProcessEnv; wait?: boolean; name?: string; prefix?: string[]; paths?: 'both' | 'api' | 'none' } = {}): Promise<Running> {
   const dir = opts.dir ?? tmpDir()
   const name = opts.name ?? 'd'
-  const socket = path.join(dir, `${name}.sock`)
-  const adminSocket = path.join(dir, `${name}-admin.sock`)
+  const paths = opts.paths ?? 'both'
+  const socket = paths === 'none' ? '' : path.join(dir, `${name}.sock`)
+  const adminSocket = paths === 'none' ? '' : path.join(dir, paths === 'api' ? 'admin.sock' : `${name}-admin.sock`)
   const extra = opts.args ?? []
   // A group and port of its own, so daemons of tests running side by side never meet by accident.
   const isolate = extra.includes('--port') ? [] : ['--group', `239.254.${crypto.randomInt(256)}.${1 + crypto.randomInt(250)}`, '--port', String(20000 + crypto.randomInt(40000))]
-  const args = [DAEMON, '--socket', socket, '--admin-socket', adminSocket, ...isolate, ...extra]
+  const pathArgs = paths === 'none' ? [] : paths === 'api' ? ['--socket', socket] : ['--socket', socket, '--admin-socket', adminSocket]
+  const args = [DAEMON, ...pathArgs, ...isolate, ...extra]
   // `prefix` runs the daemon through another command, such as `ip netns exec NS` (which execs, so
   // the pid is the daemon's own).
   const [cmd, ...pre] = [...(opts.prefix ?? []), process.execPath]
@@ -102,15 +111,16 @@ export async function startDaemon(t: Teardown, opts: { args?: string[]; dir?: st
       await exited
     }
   })
-  const r: Running = { proc, socket, adminSocket, dir, logs, waitLog, stop, exited }
+  const r: Running = { proc, socket, adminSocket, dir, logs, stderr: () => stderr, waitLog, stop, exited }
   if (opts.wait !== false) await waitLog((l) => l['msg'] === 'statecastd ready')
   return r
 }
 
 /** Runs the CLI to completion. */
-export function runCli(args: string[], opts: { input?: string | Buffer; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
+export function runCli(args: string[], opts: { input?: string | Buffer; env?: NodeJS.ProcessEnv; prefix?: string[] } = {}): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, [CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } })
+    const [cmd, ...pre] = [...(opts.prefix ?? []), process.execPath]
+    const p = spawn(cmd!, [...pre, CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } })
     const out: Buffer[] = []
     let err = ''
     p.stdout.on('data', (b: Buffer) => out.push(b))
