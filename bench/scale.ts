@@ -2,7 +2,7 @@
  * Scale: clusters of 4, 8, 16 and 32 hosts as network namespaces on one bridge (root only), R=2,
  * sessions spread over every host. From one host: remote fills and "not found" answers, with
  * their latency percentiles and the datagrams each lookup cost (LOOKUPs sent, replies received),
- * against the same measures at the smallest size. Also used by test/netns-scale.test.ts.
+ * against the same measures at the smallest size. Also used by test/netns/netns-scale.test.ts.
  */
 import crypto from 'node:crypto'
 import fs from 'node:fs'
@@ -11,7 +11,7 @@ import path from 'node:path'
 import type { ChildProcess } from 'node:child_process'
 import { StatecastClient } from '../client/index.js'
 import { formatKeyFile } from '../protocol/keyfile.js'
-import { NetLab } from './netlab.js'
+import { NetLab } from '../test/helpers/netlab.js'
 import { percentile, startDaemonProcess } from './local.js'
 
 export interface ScaleFigures {

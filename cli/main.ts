@@ -17,10 +17,10 @@ import { createInterface } from 'node:readline/promises'
 import { StatecastClient } from '../client/client.js'
 import { StatecastError } from '../client/errors.js'
 import { defaultAdminSocketPath } from '../protocol/paths.js'
-import { UnixListenerError, checkPrivateDir, isUserDefaultDir } from '../daemon/unix-listener.js'
+import { UnixListenerError, checkPrivateDir, isUserDefaultDir } from '../daemon/local/unix-listener.js'
 import { KEY_BYTES, formatKey, formatKeyFile, type ClusterKey } from '../protocol/keyfile.js'
-import { TICKET_FORMATS, wipeRendered, type TicketFormat } from '../daemon/ticket-formats.js'
-import { writeConsumerFiles } from '../daemon/ticket-export.js'
+import { TICKET_FORMATS, wipeRendered, type TicketFormat } from '../daemon/tickets/ticket-formats.js'
+import { writeConsumerFiles } from '../daemon/tickets/ticket-export.js'
 
 export const EXIT = { OK: 0, NOT_FOUND: 1, USAGE: 2, UNREACHABLE: 3, REFUSED: 4 } as const
 

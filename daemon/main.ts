@@ -5,11 +5,11 @@
  * Exit codes: 0 clean shutdown, 1 failed at run time, 2 bad flags or config.
  */
 import { parseArgs } from 'node:util'
-import { ConfigError, FIELDS, apply, checkStartable, defaults, exampleToml, loadFile, type Config } from './config.js'
+import { ConfigError, FIELDS, apply, checkStartable, defaults, exampleToml, loadFile, type Config } from './config/config.js'
 import { Daemon, VERSION } from './daemon.js'
-import { createLog } from './log.js'
-import { Notifier, listenFds } from './systemd.js'
-import { loadKeyFile } from './keys.js'
+import { createLog } from './host/log.js'
+import { Notifier, listenFds } from './host/systemd.js'
+import { loadKeyFile } from './cluster/cluster-keys.js'
 
 const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())
 

@@ -39,7 +39,7 @@
  *               version u64 | keyLen u16 | key | chunk
  *   ACK         replId u32
  * Reply address: family u8 (4 or 6) | address (4 or 16 bytes) | port u16
- * Version: the stored session's version (daemon/versions.ts: a hybrid logical clock), which the
+ * Version: the stored session's version (daemon/store/versions.ts: a hybrid logical clock), which the
  * receiver compares with what it holds; a HIT or REPLICATE carries the copied entry's, an
  * INVALIDATE the delete's. Every chunk of a value carries the same one.
  *

@@ -147,4 +147,4 @@ export async function eventually<T>(fn: () => T | Promise<T>, ms = 5000, what = 
 }
 
 
-export { freePortSync as freePort } from '../../bench/ports.js'
+export { freePortSync as freePort } from './ports.js'

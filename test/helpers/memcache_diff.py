@@ -1,6 +1,6 @@
 """Exercises memcached's text protocol through pymemcache (and a raw socket where pymemcache
 cannot send a line, such as bare \\n endings or keys with control bytes) and prints one JSON
-array of [label, result] rows. test/memcache-diff.test.ts runs it against memcached 1.6 and
+array of [label, result] rows. test/integration/memcache-diff.test.ts runs it against memcached 1.6 and
 against statecast's front end and compares the rows.
 
 Left out on purpose, as they legitimately differ: cas unique values themselves (gets' second field:

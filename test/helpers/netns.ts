@@ -1,2 +1,2 @@
 /** The network-namespace lab lives with the benchmarks (the scale case uses it too). */
-export { NetLab } from '../../bench/netlab.js'
+export { NetLab } from './netlab.js'

@@ -7,7 +7,7 @@
 import { execFileSync, spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
-import type { NetLab } from '../../bench/netlab.js'
+import type { NetLab } from './netlab.js'
 import { eventually } from './daemon.js'
 
 const RELAY_JS = `

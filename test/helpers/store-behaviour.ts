@@ -4,8 +4,8 @@
  */
 import t from 'tap'
 import fc from 'fast-check'
-import { ENTRY_OVERHEAD_BYTES, NO_VERSION, type Store, type StoreOptions } from '../../daemon/store.js'
-import { Hlc } from '../../daemon/versions.js'
+import { ENTRY_OVERHEAD_BYTES, NO_VERSION, type Store, type StoreOptions } from '../../daemon/store/lru-store.js'
+import { Hlc } from '../../daemon/store/versions.js'
 
 /** The public API of Store (its #private fields aside), which every store class implements. */
 export type StoreApi = Pick<Store, keyof Store>
@@ -142,7 +142,7 @@ export function storeBehaviour(Impl: StoreClass): void {
     t.same(s.keys('zzz'), [])
   })
 
-  // ---- versions (daemon/versions.ts) ----
+  // ---- versions (daemon/store/versions.ts) ----
 
   /** A store on fake time: `now` for TTLs and tombstones, `wall` for the versions' clock. */
   function versioned(opts: Partial<StoreOptions> = {}) {

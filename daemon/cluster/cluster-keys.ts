@@ -1,0 +1,60 @@
+/**
+ * Loading the cluster key file. The file must be readable by its owner only: a key that group or
+ * others can read is refused, since anyone holding it can read every session in the cluster.
+ */
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import { KEY_BYTES, formatKeyFile, parseKeyFile, type ClusterKey } from '../../protocol/keyfile.js'
+
+export class KeyError extends Error {
+  readonly code: 'NO_KEY' | 'KEY_FILE_EXPOSED' | 'BAD_KEY_FILE'
+  constructor(code: 'NO_KEY' | 'KEY_FILE_EXPOSED' | 'BAD_KEY_FILE', message: string) {
+    super(message)
+    this.name = 'KeyError'
+    this.code = code
+  }
+}
+
+export const HOW_TO_MAKE_A_KEY =
+  'make one with `statecast keygen > /etc/statecast/cluster.key && chmod 600 /etc/statecast/cluster.key`, copy the same file to every host, and pass --key-file (or keyFile in the config)'
+
+export function newKey(nowSec = Math.floor(Date.now() / 1000)): ClusterKey {
+  return { id: crypto.randomBytes(4).readUInt32BE(0), createdAt: nowSec, key: crypto.randomBytes(KEY_BYTES) }
+}
+
+export function loadKeyFile(file: string): ClusterKey[] {
+  let st: fs.Stats
+  try {
+    st = fs.statSync(file)
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException
+    if (e.code === 'ENOENT') throw new KeyError('NO_KEY', `key file ${file} does not exist; ${HOW_TO_MAKE_A_KEY}`)
+    throw new KeyError('BAD_KEY_FILE', `cannot read key file ${file}: ${e.message}`)
+  }
+  if (st.mode & 0o077) {
+    throw new KeyError('KEY_FILE_EXPOSED', `key file ${file} has mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}: group or others may read it; run chmod 600 ${file}`)
+  }
+  try {
+    return parseKeyFile(fs.readFileSync(file, 'utf8'), file)
+  } catch (err) {
+    throw new KeyError('BAD_KEY_FILE', (err as Error).message)
+  }
+}
+
+/**
+ * For development runs on one machine only: the key at `file`, created (mode 0600) if missing,
+ * so that several daemons started by the same user share it.
+ */
+export function devKey(file: string): { keys: ClusterKey[]; created: boolean } {
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 })
+  try {
+    const fd = fs.openSync(file, 'wx', 0o600)
+    fs.writeSync(fd, formatKeyFile([newKey()], 'statecast DEVELOPMENT key, created by statecastd for loopback use only'))
+    fs.closeSync(fd)
+    return { keys: loadKeyFile(file), created: true }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    return { keys: loadKeyFile(file), created: false }
+  }
+}

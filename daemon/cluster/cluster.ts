@@ -1,0 +1,443 @@
+/**
+ * The peer side of the daemon: membership (ANNOUNCE heartbeats, LEAVE), answering LOOKUPs from
+ * the store, remote lookups on local misses, and INVALIDATE on delete.
+ *
+ * Start: open sockets -> announce (HELLO, so members answer at once) -> heartbeats.
+ * Stop, in reverse: stop heartbeats -> answer waiting lookups "not found" -> hand owned sessions
+ * to the remaining owners -> LEAVE -> close sockets.
+ */
+import type { ClusterKey } from '../../protocol/keyfile.js'
+import { AnnounceFlag, MsgType, hitChunkBytes, keyDigest, type Address, type Message } from '../../protocol/wire.js'
+import type { ClusterHooks } from '../local/handler.js'
+import { Lookups, type LookupOptions } from './lookups.js'
+import type { Log } from '../host/log.js'
+import type { SessionStore } from '../store/lru-store.js'
+import { Transport, type Incoming, type TransportOptions } from './transport.js'
+import { TicketKeys, type TicketKey } from './ticket-keys.js'
+import { Replicator, type ReplicationOptions } from './replication.js'
+
+export interface ClusterOptions extends Omit<TransportOptions, 'log' | 'keys' | 'now'>, LookupOptions, ReplicationOptions {
+  /** A name for people (`statecast peers`); defaults to the host name. */
+  nodeName: string
+  /** Interval between ANNOUNCE heartbeats, in ms. */
+  heartbeatMs: number
+  /** A member not heard from for this long is dead, in ms. */
+  deadAfterMs: number
+  /** How often the cluster's TLS ticket key changes, in ms. */
+  ticketKeyRotationMs: number
+  /** Longest a clean shutdown spends handing sessions to the remaining owners, in ms. */
+  handoffTimeoutMs: number
+  /** Members held at once; ANNOUNCEs from further senders are refused (counted). */
+  maxMembers: number
+  /**
+   * A new member owns keys (and is pushed copies) only after announcing itself again at least this
+   * long after it first appeared, in ms: a sender heard once, such as a forged ANNOUNCE, gets nothing.
+   */
+  memberProbationMs: number
+}
+
+export interface Member {
+  id: string
+  name: string
+  /** The reply address it announces (its first family). */
+  reply: Address
+  /** Dual stack: its reply address on the other family, as it announces it. */
+  also?: Address
+  lastSeen: number
+  entries: number
+  joinedAt: number
+  /** Heard from again after its probation: it owns keys and is pushed copies. */
+  trusted: boolean
+}
+
+export interface ClusterCounters {
+  lookupsAnswered: number
+  hitsSent: number
+  missesSent: number
+  /** LOOKUPs from senders that are not members (no announced address to answer at). */
+  lookupsFromStrangers: number
+  /** LOOKUPs for keys we do not hold and do not own: no reply needed. */
+  missesWithheld: number
+  chunksSent: number
+  invalidationsSent: number
+  invalidationsReceived: number
+  membersJoined: number
+  membersLeft: number
+  membersDied: number
+  /** ANNOUNCEs from new senders refused because maxMembers were held. */
+  membersRefused: number
+}
+
+const fmt = (a: Address) => `${a.address}:${a.port}`
+
+/** INVALIDATE is not acknowledged: it is sent this many times, this far apart (ms), to survive loss. */
+const INVALIDATE_REPEATS = [0, 5, 25]
+
+export class Cluster implements ClusterHooks {
+  readonly transport: Transport
+  readonly lookups: Lookups
+  readonly counters: ClusterCounters = {
+    lookupsAnswered: 0,
+    lookupsFromStrangers: 0,
+    hitsSent: 0,
+    missesSent: 0,
+    missesWithheld: 0,
+    chunksSent: 0,
+    invalidationsSent: 0,
+    invalidationsReceived: 0,
+    membersJoined: 0,
+    membersLeft: 0,
+    membersDied: 0,
+    membersRefused: 0,
+  }
+  readonly members = new Map<string, Member>()
+  readonly tickets: TicketKeys
+  readonly replicator: Replicator
+  readonly #o: ClusterOptions
+  readonly #store: SessionStore
+  readonly #log: Log
+  readonly #chunkBytes: number
+  #startedAt = 0
+  #heartbeat: NodeJS.Timeout | undefined
+  #timers = new Set<NodeJS.Timeout>()
+  /** `member:epoch` of members told the winning ticket secret (once per epoch each). */
+  #toldLoser = new Set<string>()
+  /** Which of our ticket secrets the next heartbeat repeats. */
+  #ticketTurn = 0
+  #stopped: Promise<void> | undefined
+  /** membersRefused when the last refusal was logged. */
+  #refusedLogged = 0
+
+  constructor(o: ClusterOptions, keys: ClusterKey[], store: SessionStore, log: Log) {
+    this.#o = o
+    this.#store = store
+    this.#log = log
+    this.#chunkBytes = hitChunkBytes(o.maxDatagramBytes)
+    this.transport = new Transport({ ...o, keys, log })
+    this.transport.onMessage = (m) => this.#onMessage(m)
+    this.lookups = new Lookups(o, this.transport, store, {
+      aliveIds: () => this.#alive().map((m) => m.id),
+      // With copies on R owners, only they need to say MISS: replies stay constant with fleet size.
+      expectedFor: (key) => (o.replicationFactor > 1 ? this.replicator.ownersOf(key).filter((id) => id !== this.nodeId) : undefined),
+      addressOf: (id) => this.#addressOf(id),
+      settled: () => this.#settled(),
+    })
+    this.replicator = new Replicator(o, this.transport, store, {
+      selfId: this.transport.nodeIdHex,
+      aliveIds: () => this.#alive().filter((m) => m.trusted).map((m) => m.id),
+      addressOf: (id) => this.#addressOf(id),
+    })
+    this.tickets = new TicketKeys({ rotationMs: o.ticketKeyRotationMs, graceMs: 3 * o.heartbeatMs, selfId: this.transport.nodeId })
+  }
+
+  /** True once we have listened long enough that the member list is complete. */
+  #settled(): boolean {
+    return performance.now() - this.#startedAt > this.#o.deadAfterMs
+  }
+
+  get nodeId(): string {
+    return this.transport.nodeIdHex
+  }
+
+  async start(): Promise<void> {
+    await this.transport.start()
+    this.#startedAt = performance.now()
+    this.#announce(AnnounceFlag.HELLO)
+    this.#scheduleHeartbeat()
+    this.#log.info({ nodeId: this.nodeId, name: this.#o.nodeName, group: `${this.#o.group}:${this.#o.port}`, ...(this.#o.second ? { dualStackGroup: this.#o.second.group, dualStackReply: this.transport.replyAddressFor(this.transport.families[1]!) } : {}), reply: this.transport.replyAddress }, 'joined the cluster')
+  }
+
+  #scheduleHeartbeat(): void {
+    // Jitter keeps a fleet restarted together from announcing in lockstep.
+    const delay = this.#o.heartbeatMs * (0.9 + Math.random() * 0.2)
+    this.#heartbeat = setTimeout(() => {
+      this.#announce(0)
+      this.#sweep()
+      this.replicator.sweep()
+      this.#tickTickets()
+      this.#scheduleHeartbeat()
+    }, delay)
+  }
+
+  /**
+   * Makes the ticket secrets of this epoch and the two after it when that falls to us, and sends
+   * them at once. Their maker then repeats one of them per heartbeat, in turn (loss); the others
+   * do not, so the cluster sends one TICKET_KEY per heartbeat, not one per member: newcomers get
+   * them all in answer to HELLO, and a maker whose secret lost is sent the winner.
+   */
+  #tickTickets(): void {
+    const made = this.tickets.tick(this.#alive().map((m) => m.id), this.#settled())
+    for (const k of made) this.transport.sendGroup(this.#ticketMsg(k))
+    const repeat = this.tickets.mine().filter((k) => !made.includes(k))
+    if (repeat.length > 0) this.transport.sendGroup(this.#ticketMsg(repeat[this.#ticketTurn++ % repeat.length]!))
+  }
+
+  #ticketMsg(k: TicketKey): Message {
+    return { type: MsgType.TICKET_KEY, epoch: k.epoch, creator: k.creator, key: k.key }
+  }
+
+  #announceMsg(flags: number): Message {
+    const also = this.transport.families.length > 1 ? this.transport.replyAddressFor(this.transport.families[1]!) : undefined
+    return { type: MsgType.ANNOUNCE, reply: this.transport.replyAddress, entries: this.#store.size, flags: also ? flags | AnnounceFlag.DUAL_STACK : flags, name: this.#o.nodeName, ...(also ? { also } : {}) }
+  }
+
+  #announce(flags: number): void {
+    this.transport.sendGroup(this.#announceMsg(flags))
+  }
+
+  #alive(): Member[] {
+    const now = performance.now()
+    const out: Member[] = []
+    for (const m of this.members.values()) if (now - m.lastSeen <= this.#o.deadAfterMs) out.push(m)
+    return out
+  }
+
+  #sweep(): void {
+    const now = performance.now()
+    let changed = false
+    for (const m of this.members.values()) {
+      if (now - m.lastSeen > this.#o.deadAfterMs) {
+        this.members.delete(m.id)
+        this.counters.membersDied++
+        changed = true
+        this.#log.warn({ nodeId: m.id, name: m.name, silentMs: Math.round(now - m.lastSeen) }, 'member presumed dead')
+      }
+    }
+    if (changed) {
+      this.lookups.membersChanged()
+      this.replicator.membersChanged()
+    }
+  }
+
+  /**
+   * A member's unicast address on the first of our families it speaks (dual stack: either), from
+   * what it announced (authenticated), never from a datagram's source address.
+   */
+  #addressOf(id: string): Address | undefined {
+    const m = this.members.get(id)
+    if (!m) return undefined
+    for (const f of this.transport.families) {
+      if (m.reply.family === f) return m.reply
+      if (m.also?.family === f) return m.also
+    }
+    return undefined
+  }
+
+  /** Where to answer a request from `sender` that names `to`: there if we speak its family, else the sender's address on ours. */
+  #replyTo(to: Address, sender: string): Address | undefined {
+    return this.transport.replyAddressFor(to.family) ? to : this.#addressOf(sender)
+  }
+
+  #onMessage({ msg, sender }: Incoming): void {
+    // Any authenticated datagram shows the member alive, so a few lost heartbeats on a lossy
+    // network do not declare a busy member dead.
+    const member = this.members.get(sender)
+    if (member) member.lastSeen = performance.now()
+    switch (msg.type) {
+      case MsgType.LOOKUP:
+        return this.#answer(msg, sender)
+      case MsgType.HIT:
+        return this.lookups.onHit(sender, msg)
+      case MsgType.MISS:
+        return this.lookups.onMiss(sender, msg)
+      case MsgType.INVALIDATE:
+        this.counters.invalidationsReceived++
+        // Applied only when newer than what is held: a delayed INVALIDATE does not delete a
+        // session written again since (versions.ts).
+        this.#store.deleteFromPeer(msg.key.toString('latin1'), msg.version)
+        return
+      case MsgType.ANNOUNCE:
+        return this.#onAnnounce(sender, msg)
+      case MsgType.TICKET_KEY:
+        return this.#onTicketKey(sender, msg)
+      case MsgType.REPLICATE:
+        return this.replicator.onReplicate(sender, msg)
+      case MsgType.ACK:
+        return this.replicator.onAck(sender, msg.replId)
+      case MsgType.LEAVE: {
+        const m = this.members.get(sender)
+        if (m) {
+          this.members.delete(sender)
+          this.counters.membersLeft++
+          this.#log.info({ nodeId: sender, name: m.name }, 'member left')
+          this.lookups.membersChanged()
+          this.replicator.membersChanged()
+        }
+        return
+      }
+    }
+  }
+
+  #onAnnounce(sender: string, msg: Extract<Message, { type: typeof MsgType.ANNOUNCE }>): void {
+    const now = performance.now()
+    const known = this.members.get(sender)
+    if (known) {
+      known.lastSeen = now
+      known.entries = msg.entries
+      known.reply = msg.reply
+      known.also = msg.also
+      known.name = msg.name
+      if (!known.trusted && now - known.joinedAt >= this.#o.memberProbationMs) {
+        known.trusted = true
+        this.replicator.membersChanged()
+      }
+    } else {
+      if (this.members.size >= this.#o.maxMembers) {
+        // Logged once per run of refusals (a flood would otherwise flood the log).
+        if (this.counters.membersRefused++ === this.#refusedLogged) this.#log.warn({ maxMembers: this.#o.maxMembers }, 'member list full: ANNOUNCEs from new senders refused')
+        return
+      }
+      this.#refusedLogged = this.counters.membersRefused
+      const trusted = this.#o.memberProbationMs === 0
+      this.members.set(sender, { id: sender, name: msg.name, reply: msg.reply, also: msg.also, lastSeen: now, entries: msg.entries, joinedAt: now, trusted })
+      this.counters.membersJoined++
+      this.#log.info({ nodeId: sender, name: msg.name, reply: msg.reply }, 'member joined')
+      if (trusted) this.replicator.membersChanged()
+    }
+    // A newcomer learns about us, and the ticket key, at once instead of at our next heartbeat.
+    const to = this.#replyTo(msg.reply, sender)
+    if (to && (!known || msg.flags & AnnounceFlag.HELLO)) {
+      this.transport.sendTo(to, sender, this.#announceMsg(0))
+      for (const k of this.tickets.all()) this.transport.sendTo(to, sender, this.#ticketMsg(k))
+    }
+  }
+
+  /**
+   * A ticket secret from a member. When it replaces one we made, the winner is multicast once, so
+   * members that hold our losing secret follow. When ours wins (the sender missed it, or it is a
+   * maker from the other side of a healed partition), the sender is told, once per epoch.
+   */
+  #onTicketKey(sender: string, k: TicketKey): void {
+    const before = this.tickets.all().find((x) => x.epoch === k.epoch)
+    const ours = before !== undefined && before.creator.equals(this.transport.nodeId)
+    if (this.tickets.offer(k)) {
+      if (ours) this.transport.sendGroup(this.#ticketMsg(k))
+      return
+    }
+    const winner = this.tickets.winnerOver(k)
+    const told = `${sender}:${k.epoch}`
+    if (!winner || this.#toldLoser.has(told)) return
+    const to = this.#addressOf(sender)
+    if (!to) return
+    this.#toldLoser.add(told)
+    if (this.#toldLoser.size > 4096) this.#toldLoser.delete(this.#toldLoser.values().next().value!)
+    this.transport.sendTo(to, sender, this.#ticketMsg(winner))
+  }
+
+  #answer(msg: Extract<Message, { type: typeof MsgType.LOOKUP }>, sender: string): void {
+    // Answers go to the address the asker announced as a member, never to one a datagram names:
+    // a LOOKUP from a sender not (yet) a member is left unanswered (it asks again, or its next
+    // heartbeat makes it one).
+    const to = this.#addressOf(sender)
+    if (!to) {
+      this.counters.lookupsFromStrangers++
+      return
+    }
+    this.counters.lookupsAnswered++
+    const key = msg.key.toString('latin1')
+    const binding = { reqId: msg.reqId, nonce: msg.nonce, digest: keyDigest(msg.key) }
+    const entry = this.#store.peek(key)
+    const ttlMs = entry === undefined ? 0 : this.#store.remainingTtl(key)
+    if (entry === undefined || ttlMs <= 0) {
+      // Named owners answer MISS; others, holding nothing, stay silent. No names: everyone answers.
+      if (msg.expect.length > 0 && !msg.expect.some((id) => id.equals(this.transport.nodeId))) {
+        this.counters.missesWithheld++
+        return
+      }
+      this.counters.missesSent++
+      this.transport.sendTo(to, sender, { type: MsgType.MISS, ...binding })
+      return
+    }
+    this.counters.hitsSent++
+    const { value, flags, version } = entry
+    const count = Math.max(1, Math.ceil(value.length / this.#chunkBytes))
+    for (let i = 0; i < count; i++) {
+      // Sealing copies the chunk synchronously, so a view into the store's buffer is safe here.
+      const chunk = value.subarray(i * this.#chunkBytes, (i + 1) * this.#chunkBytes)
+      this.transport.sendTo(to, sender, { type: MsgType.HIT, ...binding, ttlMs, flags, totalLen: value.length, index: i, count, version, chunk })
+    }
+    this.counters.chunksSent += count
+  }
+
+  // ---- ClusterHooks (called by the request handler) ----
+
+  lookup(key: string) {
+    return this.lookups.lookup(key)
+  }
+
+  stored(key: string): void {
+    this.replicator.stored(key)
+  }
+
+  deleted(key: string): void {
+    const keyBytes = Buffer.from(key, 'latin1')
+    // The version of the delete just made here: the store left a tombstone for it (maxTombstones
+    // is at least 1, so the newest one is always there).
+    const version = this.#store.version(key)
+    this.counters.invalidationsSent++
+    for (const delay of INVALIDATE_REPEATS) {
+      const send = () => this.transport.sendGroup({ type: MsgType.INVALIDATE, version, key: keyBytes })
+      if (delay === 0) send()
+      else {
+        const t = setTimeout(() => {
+          this.#timers.delete(t)
+          send()
+        }, delay)
+        this.#timers.add(t)
+      }
+    }
+  }
+
+  peers(): unknown[] {
+    const now = performance.now()
+    // Dual stack: `address` is the one in use; `otherAddress` the one announced on the other family.
+    const second = this.transport.families[1]
+    const mine = second ? this.transport.replyAddressFor(second) : undefined
+    const self = { nodeId: this.nodeId, name: this.#o.nodeName, address: fmt(this.transport.replyAddress), ...(mine ? { otherAddress: fmt(mine) } : {}), lastSeenMs: 0, entries: this.#store.size, self: true }
+    return [
+      self,
+      ...[...this.members.values()].map((m) => {
+        const used = this.#addressOf(m.id) ?? m.reply
+        const other = [m.reply, m.also].find((a) => a && a !== used)
+        return { nodeId: m.id, name: m.name, address: fmt(used), ...(other ? { otherAddress: fmt(other) } : {}), lastSeenMs: Math.round(now - m.lastSeen), entries: m.entries, self: false }
+      }),
+    ]
+  }
+
+  setKeys(keys: ClusterKey[]): void {
+    this.transport.setKeys(keys)
+  }
+
+  stats(): Record<string, unknown> {
+    return {
+      nodeId: this.nodeId,
+      members: this.#alive().length,
+      trustedMembers: this.#alive().filter((m) => m.trusted).length,
+      inflightLookups: this.lookups.inflight,
+      ...this.lookups.counters,
+      ...this.counters,
+      replicationPending: this.replicator.pending,
+      ...this.replicator.counters,
+      ...this.transport.counters,
+    }
+  }
+
+  /** Idempotent; see the order at the top of this file. */
+  stop(): Promise<void> {
+    this.#stopped ??= (async () => {
+      clearTimeout(this.#heartbeat)
+      for (const t of this.#timers) clearTimeout(t)
+      this.lookups.close()
+      this.tickets.wipe()
+      // Sessions this host owns go to the owners that remain before the others hear LEAVE.
+      const t0 = performance.now()
+      await this.replicator.handoff(this.#o.handoffTimeoutMs)
+      if (this.replicator.counters.handedOff > 0) this.#log.info({ handedOff: this.replicator.counters.handedOff, acked: this.replicator.counters.copiesAcked, ms: Math.round(performance.now() - t0) }, 'sessions handed off')
+      this.replicator.close()
+      // The LEAVE must be on the wire before the socket closes.
+      await this.transport.sendGroup({ type: MsgType.LEAVE })
+      await this.transport.close()
+    })()
+    return this.#stopped
+  }
+}

@@ -1,0 +1,422 @@
+/**
+ * Remote lookups: a local miss asks the group, and the first complete HIT wins.
+ *
+ * One in-flight entry per key (concurrent GETs share it), one timer per entry that drives the
+ * bounded retransmits and the deadline, and one settle path for hit, all-missed, deadline, shed
+ * and close. A LOOKUP is retransmitted with the same request id, so chunks of a large value that
+ * arrived in earlier rounds are kept and only the gaps need to arrive later.
+ *
+ * A reply is taken only when it names the lookup's request id, echoes its nonce (random per lookup)
+ * and carries the digest of its key: request ids repeat across daemons and restarts, so a HIT meant
+ * for another lookup (a replay, or a late answer to an earlier daemon's lookup) never fills this one.
+ */
+import crypto from 'node:crypto'
+import { MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, hitChunkBytes, keyDigest, maxChunkCount, type Address, type Message } from '../../protocol/wire.js'
+import type { SessionStore } from '../store/lru-store.js'
+import type { Transport } from './transport.js'
+import { ByteBudget, Reassembly } from './reassembly.js'
+
+export interface LookupOptions {
+  /** The longest a remote lookup may take before "not found", in ms. */
+  lookupTimeoutMs: number
+  /** LOOKUP retransmits before the deadline (spread evenly over it). */
+  lookupRetries: number
+  /**
+   * With owners known, the first round asks the key's first owner alone and the other owners
+   * after this many ms without an answer (or at once when the first owner misses); 0 asks every
+   * owner at once.
+   */
+  lookupHedgeMs: number
+  /** Remote lookups in flight at once; more answer "not found" at once (counted as shed). */
+  maxInflightLookups: number
+  /** Bytes of partly received values held at once, over all lookups. */
+  maxReassemblyBytes: number
+  /** Largest value accepted from a peer, in bytes. */
+  maxValueBytes: number
+}
+
+export interface LookupCounters {
+  /** Remote lookups started (coalesced GETs count once). */
+  lookups: number
+  /** GETs that joined a lookup already in flight for the same key. */
+  coalesced: number
+  lookupDatagrams: number
+  remoteHits: number
+  /** "Not found" because every live member answered MISS (before the deadline). */
+  remoteMisses: number
+  /** "Not found" at the deadline. */
+  timeouts: number
+  /** "Not found" at once: the in-flight table was full. */
+  shed: number
+  /** "Not found" at once: no live member to ask. */
+  alone: number
+  chunksReceived: number
+  reassemblyDropped: number
+  /** HIT/MISS datagrams for a lookup that had already finished (another holder was faster). */
+  lateReplies: number
+  /**
+   * HITs not stored: older than what this host holds for the key. A tombstone answers the GET
+   * "not found"; a newer live entry (a SET that landed meanwhile) answers with itself.
+   */
+  staleHits: number
+  /** MISS datagrams received: per lookup, at most replicationFactor with replication on. */
+  missesReceived: number
+  /** LOOKUP rounds sent straight to the key's owners instead of the group. */
+  directLookups: number
+  /** First rounds that went on to the other owners (the first was slow or missed). */
+  hedged: number
+}
+
+/** A remote lookup's result: a copy of the value, its remaining TTL, flags and version (versions.ts). */
+export type Found = { value: Buffer; ttlMs: number; flags: number; version: bigint } | undefined
+
+/** A lookup that cannot be asked: the LOOKUP for this key would not fit in maxDatagramBytes. */
+export class LookupError extends Error {
+  readonly code = 'DATAGRAM_TOO_LARGE'
+  constructor(message: string) {
+    super(message)
+    this.name = 'LookupError'
+  }
+}
+
+interface Inflight {
+  key: string
+  keyBytes: Buffer
+  reqId: number
+  nonce: Buffer
+  digest: Buffer
+  waiters: ((f: Found) => void)[]
+  missed: Set<string>
+  /** Members whose MISS settles "not found"; undefined: every live member's. */
+  expected: string[] | undefined
+  expectBytes: Buffer[]
+  parts: Map<string, Reassembly>
+  deadline: number
+  startedAt: number
+  timer: NodeJS.Timeout | undefined
+  /** Owners not asked yet in this round (hedging); asked when the hedge delay passes or one misses. */
+  unasked: string[]
+  /** When this round's retransmit is due (performance.now() ms). */
+  roundEnd: number
+  rounds: number
+}
+
+export interface LookupPeers {
+  /** Ids (hex) of the members alive now. */
+  aliveIds(): string[]
+  /**
+   * The members that must answer MISS for `key` (its owners other than us), or undefined when
+   * every member must (no replication: a key may be on any host).
+   */
+  expectedFor(key: string): string[] | undefined
+  /** A live member's unicast address. */
+  addressOf(id: string): Address | undefined
+  /** True once we have listened long enough that an empty member list means we are alone. */
+  settled(): boolean
+}
+
+export class Lookups {
+  readonly counters: LookupCounters = {
+    lookups: 0,
+    coalesced: 0,
+    lookupDatagrams: 0,
+    remoteHits: 0,
+    remoteMisses: 0,
+    timeouts: 0,
+    shed: 0,
+    alone: 0,
+    chunksReceived: 0,
+    reassemblyDropped: 0,
+    lateReplies: 0,
+    staleHits: 0,
+    missesReceived: 0,
+    directLookups: 0,
+    hedged: 0,
+  }
+  #byKey = new Map<string, Inflight>()
+  #byReq = new Map<number, Inflight>()
+  /** Request ids of recently finished lookups, so late answers are told apart from unsolicited ones. */
+  #recent = new Uint32Array(256)
+  #recentAt = 0
+  #nextReq = 1
+  #closed = false
+  readonly #o: LookupOptions
+  readonly #budget: ByteBudget
+  readonly #t: Transport
+  readonly #store: SessionStore
+  readonly #peers: LookupPeers
+  /** Counts HIT/MISS that answer no lookup in flight (the transport's drop counter). */
+  readonly #unsolicited: () => void
+
+  constructor(o: LookupOptions, transport: Transport, store: SessionStore, peers: LookupPeers) {
+    this.#o = o
+    this.#budget = new ByteBudget(o.maxReassemblyBytes)
+    this.#t = transport
+    this.#store = store
+    this.#peers = peers
+    this.#unsolicited = () => transport.counters.dropped.unsolicited++
+  }
+
+  /** A HIT or MISS for no lookup in flight: late (recently finished) or unsolicited (dropped). */
+  #stray(reqId: number): void {
+    if (this.#recent.includes(reqId)) this.counters.lateReplies++
+    else this.#unsolicited()
+  }
+
+  /** Called with each finished lookup's duration (seconds) and outcome, for latency histograms. */
+  observe: (seconds: number, outcome: 'hit' | 'miss' | 'timeout') => void = () => {}
+
+  get inflight(): number {
+    return this.#byKey.size
+  }
+
+  lookup(key: string): Promise<Found> {
+    const existing = this.#byKey.get(key)
+    if (existing) {
+      this.counters.coalesced++
+      return new Promise((resolve) => existing.waiters.push(resolve))
+    }
+    if (this.#closed) return Promise.resolve(undefined)
+    if (this.#byKey.size >= this.#o.maxInflightLookups) {
+      this.counters.shed++
+      return Promise.resolve(undefined)
+    }
+    if (this.#peers.settled() && this.#peers.aliveIds().length === 0) {
+      this.counters.alone++
+      return Promise.resolve(undefined)
+    }
+    const expected = this.#peers.expectedFor(key)
+    const keyBytes = Buffer.from(key, 'latin1')
+    const expectBytes = (expected ?? []).map((id) => Buffer.from(id, 'hex'))
+    const nonce = crypto.randomBytes(NONCE_BYTES)
+    if (!this.#t.fits({ type: MsgType.LOOKUP, reqId: 0, nonce, reply: this.#t.replyAddress, expect: expectBytes, key: keyBytes })) {
+      this.#t.counters.oversizeNotSent++
+      return Promise.reject(new LookupError(`a LOOKUP for a ${keyBytes.length}-byte key does not fit in maxDatagramBytes`))
+    }
+    this.counters.lookups++
+    const reqId = this.#nextReq
+    this.#nextReq = reqId >= 0xffffffff ? 1 : reqId + 1
+    const f: Inflight = {
+      key,
+      keyBytes,
+      reqId,
+      nonce,
+      digest: keyDigest(keyBytes),
+      waiters: [],
+      missed: new Set(),
+      expected,
+      expectBytes,
+      parts: new Map(),
+      deadline: performance.now() + this.#o.lookupTimeoutMs,
+      startedAt: performance.now(),
+      timer: undefined,
+      unasked: [],
+      roundEnd: 0,
+      rounds: 0,
+    }
+    this.#byKey.set(key, f)
+    this.#byReq.set(reqId, f)
+    const p = new Promise<Found>((resolve) => f.waiters.push(resolve))
+    this.#send(f)
+    return p
+  }
+
+  #send(f: Inflight): void {
+    const now = performance.now()
+    const interval = this.#o.lookupTimeoutMs / (this.#o.lookupRetries + 1)
+    // Owners known: ask them directly, so a lookup wakes R hosts, not the whole segment. The last
+    // try (and any owner without a known address) goes to the group, which reaches every holder.
+    const last = now + interval >= f.deadline - 0.5
+    const owners = f.expected && !last ? f.expected : undefined
+    f.roundEnd = now + Math.max(0, Math.min(interval, f.deadline - now))
+    f.unasked = []
+    // The first round asks the first owner alone: one LOOKUP and one reply per fill in the common
+    // case; the other owners are asked after the hedge delay, or at once if the first one misses.
+    // Hedging needs every owner's address now: one without a known address means the group.
+    const hedge = f.rounds === 0 && owners !== undefined && owners.length > 1 && this.#o.lookupHedgeMs > 0 && now + this.#o.lookupHedgeMs < f.roundEnd && owners.every((id) => this.#peers.addressOf(id) !== undefined)
+    f.rounds++
+    if (owners && owners.length > 0 && this.#sendToOwners(f, hedge ? owners.slice(0, 1) : owners)) {
+      this.counters.directLookups++
+      if (hedge) {
+        f.unasked = owners.slice(1)
+        f.timer = setTimeout(() => this.#askRest(f), this.#o.lookupHedgeMs)
+        return
+      }
+    } else {
+      this.counters.lookupDatagrams++
+      this.#t.sendGroup(this.#lookupMsg(f))
+    }
+    f.timer = setTimeout(() => this.#tick(f), f.roundEnd - now)
+  }
+
+  #lookupMsg(f: Inflight): Message {
+    return { type: MsgType.LOOKUP, reqId: f.reqId, nonce: f.nonce, reply: this.#t.replyAddress, expect: f.expectBytes, key: f.keyBytes }
+  }
+
+  /** Sends this round's LOOKUP to `owners`, sealed once; false (nothing sent) if one has no known address. */
+  #sendToOwners(f: Inflight, owners: string[]): boolean {
+    const to = this.#targets(owners)
+    if (!to) return false
+    this.counters.lookupDatagrams += to.length
+    this.#t.sendToEach(to, this.#lookupMsg(f))
+    return true
+  }
+
+  /** The owners with their addresses, or undefined when one has no known address. */
+  #targets(ids: string[]): { id: string; address: Address }[] | undefined {
+    const out: { id: string; address: Address }[] = []
+    for (const id of ids) {
+      const address = this.#peers.addressOf(id)
+      if (!address) return undefined
+      out.push({ id, address })
+    }
+    return out
+  }
+
+  /** The hedge: the owners not asked yet in this round are asked now. */
+  #askRest(f: Inflight): void {
+    if (f.unasked.length === 0 || this.#byReq.get(f.reqId) !== f) return
+    clearTimeout(f.timer)
+    const rest = f.unasked
+    f.unasked = []
+    this.counters.hedged++
+    const to = this.#targets(rest)
+    if (to) {
+      this.counters.lookupDatagrams += to.length
+      this.#t.sendToEach(to, this.#lookupMsg(f))
+    } else {
+      // An owner's address went away meanwhile (it left or died): the group reaches any holder.
+      this.counters.lookupDatagrams++
+      this.#t.sendGroup(this.#lookupMsg(f))
+    }
+    f.timer = setTimeout(() => this.#tick(f), Math.max(0, f.roundEnd - performance.now()))
+  }
+
+  #tick(f: Inflight): void {
+    f.timer = undefined
+    if (performance.now() >= f.deadline - 0.5) {
+      this.counters.timeouts++
+      this.#settle(f, undefined)
+    } else this.#send(f)
+  }
+
+  #settle(f: Inflight, found: Found): void {
+    if (this.#byKey.get(f.key) !== f) return
+    clearTimeout(f.timer)
+    this.observe((performance.now() - f.startedAt) / 1000, found ? 'hit' : performance.now() >= f.deadline - 0.5 ? 'timeout' : 'miss')
+    this.#byKey.delete(f.key)
+    this.#byReq.delete(f.reqId)
+    this.#recent[this.#recentAt++ & 255] = f.reqId
+    for (const r of f.parts.values()) r.release()
+    f.parts.clear()
+    for (const w of f.waiters) w(found)
+  }
+
+  /** The lookup a HIT or MISS answers, if it is bound to one in flight (reqId, nonce and key digest). */
+  #boundTo(m: { reqId: number; nonce: Buffer; digest: Buffer }): Inflight | undefined {
+    const f = this.#byReq.get(m.reqId)
+    if (!f) {
+      this.#stray(m.reqId)
+      return undefined
+    }
+    if (!m.nonce.equals(f.nonce) || !m.digest.equals(f.digest)) {
+      this.#t.counters.dropped.mismatched++
+      return undefined
+    }
+    return f
+  }
+
+  /** A HIT chunk from `sender`. */
+  onHit(sender: string, m: Extract<Message, { type: typeof MsgType.HIT }>): void {
+    const f = this.#boundTo(m)
+    if (!f) return
+    this.counters.chunksReceived++
+    if (m.totalLen > this.#o.maxValueBytes) {
+      this.counters.reassemblyDropped++
+      return
+    }
+    if (m.count === 1) {
+      if (m.chunk.length !== m.totalLen) {
+        this.counters.reassemblyDropped++
+        return
+      }
+      return this.#complete(f, m.chunk, m.ttlMs, m.flags, m.version)
+    }
+    let r = f.parts.get(sender)
+    if (!r) {
+      const opened = Reassembly.open(m, this.#budget, maxChunkCount(m.totalLen, hitChunkBytes(MIN_DATAGRAM_BYTES)))
+      if (typeof opened === 'string') {
+        this.counters.reassemblyDropped++
+        return
+      }
+      r = opened
+      f.parts.set(sender, r)
+    }
+    const added = r.add(m)
+    if (added === 'over-budget') this.counters.reassemblyDropped++
+    if (added !== 'added' || !r.complete) return
+    f.parts.delete(sender)
+    const value = r.join()
+    r.release()
+    if (!value) {
+      this.counters.reassemblyDropped++
+      return
+    }
+    this.#complete(f, value, r.ttlMs, r.flags, r.version)
+    value.fill(0)
+  }
+
+  #complete(f: Inflight, value: Buffer, ttlMs: number, flags: number, version: bigint): void {
+    if (ttlMs <= 0) return
+    // The local copy keeps the remaining TTL and the version of the copy it came from.
+    let stored = true
+    try {
+      stored = this.#store.setFromPeer(f.key, value, ttlMs, flags, version)
+    } catch {
+      /* too large for this host's limits: serve it, do not keep it */
+    }
+    if (!stored) {
+      // What this host holds is newer: a later SET (serve that) or a delete (serve nothing).
+      this.counters.staleHits++
+      const mine = this.#store.peek(f.key)
+      const left = mine ? this.#store.remainingTtl(f.key) : 0
+      return this.#settle(f, mine && left > 0 ? { value: Buffer.from(mine.value), ttlMs: left, flags: mine.flags, version: mine.version } : undefined)
+    }
+    this.counters.remoteHits++
+    this.#settle(f, { value: Buffer.from(value), ttlMs, flags, version })
+  }
+
+  /** A MISS from `sender`: when every live member has missed, "not found" now. */
+  onMiss(sender: string, m: Extract<Message, { type: typeof MsgType.MISS }>): void {
+    this.counters.missesReceived++
+    const f = this.#boundTo(m)
+    if (!f) return
+    f.missed.add(sender)
+    if (f.unasked.length > 0) this.#askRest(f)
+    this.#checkAllMissed(f)
+  }
+
+  #checkAllMissed(f: Inflight): void {
+    const alive = this.#peers.aliveIds()
+    // With owners named, their MISSes settle it (an owner that died since counts as missed);
+    // without, every live member's must.
+    const done = f.expected
+      ? f.expected.every((id) => f.missed.has(id) || !alive.includes(id))
+      : alive.length > 0 && alive.every((id) => f.missed.has(id))
+    if (done && f.parts.size === 0) {
+      this.counters.remoteMisses++
+      this.#settle(f, undefined)
+    }
+  }
+
+  /** Membership shrank: lookups waiting only on the departed can finish now. */
+  membersChanged(): void {
+    for (const f of [...this.#byKey.values()]) if (f.missed.size > 0) this.#checkAllMissed(f)
+  }
+
+  /** Answers every waiter "not found" and refuses new lookups. */
+  close(): void {
+    this.#closed = true
+    for (const f of [...this.#byKey.values()]) this.#settle(f, undefined)
+  }
+}

@@ -1,0 +1,373 @@
+/**
+ * Replication: every stored session lives on more than one host.
+ *
+ * The owners of a key are the R members (this host included) ranked highest by rendezvous
+ * hashing over the live membership. A SET pushes copies to the owners other than this host;
+ * each copy is acknowledged and retried with backoff. When membership changes, every owner of a
+ * key pushes it to owners that are new, at a bounded rate (a window of copies in flight). On a
+ * clean shutdown, keys this host owns are handed to the owners that remain, within a time bound.
+ * A copy keeps the original expiry: it travels with its remaining TTL.
+ *
+ * Every copy carries the version of the entry it copies (versions.ts), and a receiver stores it
+ * only when it is newer than the entry or tombstone it holds for the key: a duplicate push costs a
+ * datagram, never correctness, and an older copy (delayed, retried, replayed, or handed off by a
+ * host that missed a later SET or DELETE) never rolls a value back or brings a deleted one back.
+ * A refused copy is acknowledged all the same: the receiver holds something newer.
+ */
+import { MIN_DATAGRAM_BYTES, MsgType, maxChunkCount, replicateChunkBytes, type Address, type Message } from '../../protocol/wire.js'
+import { owners } from './rendezvous.js'
+import type { SessionStore } from '../store/lru-store.js'
+import type { Transport } from './transport.js'
+import { ByteBudget, Reassembly } from './reassembly.js'
+import { MAX_COPY_BACKOFF_MS } from '../store/versions.js'
+
+export interface ReplicationOptions {
+  /** Copies of each session in the cluster, this host's included (1 = no replication). */
+  replicationFactor: number
+  /** Wait for a copy's ACK before the first retry, in ms (doubles on each retry, up to 2 s). */
+  replicationAckTimeoutMs: number
+  /** Retries of an unacknowledged copy before it is given up (counted as failed). */
+  replicationRetries: number
+  /** Copies waiting for their ACK at once: the rate bound of re-placement and handoff. */
+  maxReplicationInflight: number
+  /** Copies waiting to be sent; more are dropped and counted. */
+  maxReplicationQueue: number
+  maxDatagramBytes: number
+  maxValueBytes: number
+  maxReassemblyBytes: number
+}
+
+export interface ReplicationCounters {
+  copiesPushed: number
+  copiesAcked: number
+  copiesRetried: number
+  copiesFailed: number
+  /** Copies not sent: queue full, or the target left before its turn. */
+  copiesDropped: number
+  copiesReceived: number
+  /** Copies from senders that are not members: not stored, not acknowledged. */
+  copiesRefused: number
+  /** Chunked copies not taken in: more chunks than a legal sender uses, the budget, or the sender's share full. */
+  copiesUnassembled: number
+  /** Copies received but not stored: older than (or the same as) what this host holds for the key. */
+  copiesStale: number
+  handedOff: number
+  /** Copies queued because membership changed and a key gained an owner. */
+  replacements: number
+  replacementScans: number
+}
+
+export interface ReplicaPeers {
+  selfId: string
+  /** Ids of the live members (this host excluded). */
+  aliveIds(): string[]
+  /** A live member's reply address. */
+  addressOf(id: string): Address | undefined
+}
+
+interface Job {
+  key: string
+  to: string
+  replId: number
+  attempts: number
+  timer: NodeJS.Timeout | undefined
+  handoff: boolean
+  sentAt: number
+}
+
+/** Retries back off up to this, in ms (shared with the tombstone lifetime's derivation). */
+const MAX_BACKOFF_MS = MAX_COPY_BACKOFF_MS
+/** Partly received copies older than this are dropped. */
+const REASSEMBLY_TIMEOUT_MS = 5000
+/**
+ * Chunked copies one sender may have half received here at once; more are dropped unacknowledged
+ * (the sender retries after its ACK timeout), so one member cannot take the whole budget.
+ */
+export const MAX_PARTIAL_COPIES_PER_SENDER = 64
+
+export class Replicator {
+  readonly counters: ReplicationCounters = {
+    copiesPushed: 0,
+    copiesAcked: 0,
+    copiesRetried: 0,
+    copiesFailed: 0,
+    copiesDropped: 0,
+    copiesReceived: 0,
+    copiesRefused: 0,
+    copiesUnassembled: 0,
+    copiesStale: 0,
+    handedOff: 0,
+    replacements: 0,
+    replacementScans: 0,
+  }
+  readonly #o: ReplicationOptions
+  readonly #t: Transport
+  readonly #store: SessionStore
+  readonly #peers: ReplicaPeers
+  readonly #seeds = new Map<string, number>()
+  #queue: Job[] = []
+  #inflight = new Map<number, Job>()
+  #nextId = 1
+  /** Copies arriving in chunks, by sender and copy id, with the key each is for. */
+  #incoming = new Map<string, { key: Buffer; r: Reassembly; sender: string }>()
+  /** Half-received copies per sender. */
+  #partialBy = new Map<string, number>()
+  readonly #budget: ByteBudget
+  /** Membership as of the last change seen, and as of the last scan (what copies were placed under). */
+  #lastMembers: string[] = []
+  #scanBase: string[] | undefined
+  #scanTimer: NodeJS.Timeout | undefined
+  #idle: (() => void)[] = []
+  #closed = false
+
+  constructor(o: ReplicationOptions, transport: Transport, store: SessionStore, peers: ReplicaPeers) {
+    this.#o = o
+    this.#budget = new ByteBudget(o.maxReassemblyBytes)
+    this.#t = transport
+    this.#store = store
+    this.#peers = peers
+  }
+
+  /** Called with the time from first send to ACK of each copy (seconds), for a histogram. */
+  observeAck: (seconds: number) => void = () => {}
+
+  /** Copies queued or awaiting their ACK, plus one while a re-placement scan is scheduled. */
+  get pending(): number {
+    return this.#queue.length + this.#inflight.size + (this.#scanTimer ? 1 : 0)
+  }
+
+  #owners(key: string, members: string[]): string[] {
+    return owners(key, members, this.#o.replicationFactor, this.#seeds)
+  }
+
+  /** The owners of `key` among the live members and this host. */
+  ownersOf(key: string): string[] {
+    return this.#owners(key, [this.#peers.selfId, ...this.#peers.aliveIds()])
+  }
+
+  /** An application stored `key` here: copy it to the other owners. */
+  stored(key: string): void {
+    if (this.#o.replicationFactor <= 1) return
+    const self = this.#peers.selfId
+    for (const id of this.#owners(key, [self, ...this.#peers.aliveIds()])) if (id !== self) this.#enqueue(key, id, false)
+  }
+
+  #enqueue(key: string, to: string, handoff: boolean): void {
+    if (this.#closed) return
+    if (this.#queue.length >= this.#o.maxReplicationQueue) {
+      this.counters.copiesDropped++
+      return
+    }
+    this.#queue.push({ key, to, replId: 0, attempts: 0, timer: undefined, handoff, sentAt: 0 })
+    this.#pump()
+  }
+
+  #pump(): void {
+    while (this.#inflight.size < this.#o.maxReplicationInflight && this.#queue.length > 0) {
+      const job = this.#queue.shift()!
+      job.replId = this.#nextId
+      this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1
+      if (this.#send(job)) this.#inflight.set(job.replId, job)
+    }
+    if (this.pending === 0) for (const w of this.#idle.splice(0)) w()
+  }
+
+  /** Sends every chunk of the job's value; false when there is nothing (left) to send. */
+  #send(job: Job): boolean {
+    const to = this.#peers.addressOf(job.to)
+    const entry = this.#store.peek(job.key)
+    const ttlMs = entry ? this.#store.remainingTtl(job.key) : 0
+    if (!to || !entry || ttlMs <= 0) {
+      if (!to) this.counters.copiesDropped++
+      return false
+    }
+    const key = Buffer.from(job.key, 'latin1')
+    const chunkBytes = replicateChunkBytes(this.#o.maxDatagramBytes, key.length)
+    const { value, flags, version } = entry
+    const count = Math.max(1, Math.ceil(value.length / chunkBytes))
+    for (let i = 0; i < count; i++) {
+      const chunk = value.subarray(i * chunkBytes, (i + 1) * chunkBytes)
+      void this.#t.sendTo(to, job.to, { type: MsgType.REPLICATE, replId: job.replId, ttlMs, flags, totalLen: value.length, index: i, count, version, key, chunk })
+    }
+    if (job.attempts === 0) {
+      job.sentAt = performance.now()
+      this.counters.copiesPushed++
+      if (job.handoff) this.counters.handedOff++
+    }
+    job.timer = setTimeout(() => this.#timeout(job), Math.min(this.#o.replicationAckTimeoutMs * 2 ** job.attempts, MAX_BACKOFF_MS))
+    return true
+  }
+
+  #timeout(job: Job): void {
+    if (this.#inflight.get(job.replId) !== job) return
+    if (job.attempts >= this.#o.replicationRetries) {
+      this.#inflight.delete(job.replId)
+      this.counters.copiesFailed++
+      this.#pump()
+      return
+    }
+    job.attempts++
+    this.counters.copiesRetried++
+    if (!this.#send(job)) {
+      this.#inflight.delete(job.replId)
+      this.#pump()
+    }
+  }
+
+  /** An ACK from `sender`: it settles the copy only if that copy went to `sender`. */
+  onAck(sender: string, replId: number): void {
+    const job = this.#inflight.get(replId)
+    if (!job || job.to !== sender) return
+    clearTimeout(job.timer)
+    this.#inflight.delete(replId)
+    this.counters.copiesAcked++
+    this.observeAck((performance.now() - job.sentAt) / 1000)
+    this.#pump()
+  }
+
+  /**
+   * A copy (or a chunk of one) pushed to us; stored and acknowledged once whole. Only members send
+   * copies, and the ACK goes to the address the sender announced, never to a datagram's source: a
+   * copy from a sender we do not know as a member is refused (counted), unstored and unanswered.
+   */
+  onReplicate(sender: string, m: Extract<Message, { type: typeof MsgType.REPLICATE }>): void {
+    const from = this.#peers.addressOf(sender)
+    if (!from) {
+      this.counters.copiesRefused++
+      return
+    }
+    if (m.totalLen > this.#o.maxValueBytes) return
+    const ack = () => void this.#t.sendTo(from, sender, { type: MsgType.ACK, replId: m.replId })
+    if (m.count === 1) {
+      if (m.chunk.length !== m.totalLen) return
+      this.#accept(m.key, m.chunk, m.ttlMs, m.flags, m.version)
+      return ack()
+    }
+    const id = `${sender}:${m.replId}`
+    let inc = this.#incoming.get(id)
+    if (!inc) {
+      const partial = this.#partialBy.get(sender) ?? 0
+      const opened = partial < MAX_PARTIAL_COPIES_PER_SENDER ? Reassembly.open(m, this.#budget, maxChunkCount(m.totalLen, replicateChunkBytes(MIN_DATAGRAM_BYTES, m.key.length))) : 'too-many-copies'
+      if (typeof opened === 'string') {
+        this.counters.copiesUnassembled++
+        return
+      }
+      inc = { key: Buffer.from(m.key), r: opened, sender }
+      this.#incoming.set(id, inc)
+      this.#partialBy.set(sender, partial + 1)
+    }
+    if (inc.r.add(m) !== 'added' || !inc.r.complete) return
+    const whole = inc.r.join()
+    this.#forget(id, inc)
+    if (whole) {
+      this.#accept(inc.key, whole, inc.r.ttlMs, inc.r.flags, inc.r.version)
+      whole.fill(0)
+      ack()
+    }
+  }
+
+  #forget(id: string, inc: { r: Reassembly; sender: string }): void {
+    this.#incoming.delete(id)
+    inc.r.release()
+    const left = (this.#partialBy.get(inc.sender) ?? 1) - 1
+    if (left > 0) this.#partialBy.set(inc.sender, left)
+    else this.#partialBy.delete(inc.sender)
+  }
+
+  #accept(key: Buffer, value: Buffer, ttlMs: number, flags: number, version: bigint): void {
+    this.counters.copiesReceived++
+    if (ttlMs <= 0) return
+    try {
+      if (!this.#store.setFromPeer(key.toString('latin1'), value, ttlMs, flags, version)) this.counters.copiesStale++
+    } catch {
+      /* beyond this host's limits: not kept */
+    }
+  }
+
+  /** Drops copies that stopped arriving half way. Called on every heartbeat. */
+  sweep(): void {
+    const now = performance.now()
+    for (const [id, inc] of this.#incoming) {
+      if (now - inc.r.startedAt > REASSEMBLY_TIMEOUT_MS) this.#forget(id, inc)
+    }
+  }
+
+  /**
+   * Membership changed: re-place keys shortly (a burst of changes is one scan). The view before the
+   * change is taken now, so keys written after it are not mistaken for keys placed under it.
+   * (A host that just started holds almost nothing while it discovers the members, so its first
+   * scans are nearly free; skipping them instead would strand keys it co-owns with a newcomer.)
+   */
+  membersChanged(): void {
+    const self = this.#peers.selfId
+    const previous = this.#lastMembers.length ? this.#lastMembers : [self]
+    this.#lastMembers = [self, ...this.#peers.aliveIds()].sort()
+    if (this.#o.replicationFactor <= 1 || this.#closed) return
+    this.#scanBase ??= previous
+    this.#scanTimer ??= setTimeout(() => {
+      this.#rescan()
+      this.#scanTimer = undefined
+      this.#pump()
+    }, 10)
+  }
+
+  #rescan(): void {
+    const self = this.#peers.selfId
+    const now = this.#lastMembers
+    const before = this.#scanBase ?? now
+    this.#scanBase = undefined
+    this.counters.replacementScans++
+    for (const [key] of this.#store.entries()) {
+      const next = this.#owners(key, now)
+      if (!next.includes(self)) continue
+      const prev = this.#owners(key, before)
+      for (const id of next) {
+        if (id !== self && !prev.includes(id)) {
+          this.counters.replacements++
+          this.#enqueue(key, id, false)
+        }
+      }
+    }
+  }
+
+  /**
+   * Before leaving: every key this host owns goes to the owners that remain, so no session falls
+   * below R copies. Resolves when all are acknowledged or `timeoutMs` passed.
+   */
+  async handoff(timeoutMs: number): Promise<void> {
+    clearTimeout(this.#scanTimer)
+    this.#scanTimer = undefined
+    const self = this.#peers.selfId
+    const others = this.#peers.aliveIds()
+    if (this.#o.replicationFactor <= 1 || others.length === 0) return
+    for (const [key] of this.#store.entries()) {
+      if (!this.#owners(key, [self, ...others]).includes(self)) continue
+      for (const id of this.#owners(key, others)) this.#enqueue(key, id, true)
+    }
+    await this.whenIdle(timeoutMs)
+  }
+
+  /** Resolves when nothing is queued or in flight, or after `timeoutMs`. */
+  whenIdle(timeoutMs: number): Promise<void> {
+    if (this.pending === 0) return Promise.resolve()
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs)
+      this.#idle.push(() => {
+        clearTimeout(timer)
+        resolve()
+      })
+    })
+  }
+
+  close(): void {
+    this.#closed = true
+    clearTimeout(this.#scanTimer)
+    for (const j of this.#inflight.values()) clearTimeout(j.timer)
+    this.#inflight.clear()
+    this.#queue = []
+    for (const inc of this.#incoming.values()) inc.r.release()
+    this.#incoming.clear()
+    this.#partialBy.clear()
+    for (const w of this.#idle.splice(0)) w()
+  }
+}

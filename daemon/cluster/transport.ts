@@ -1,0 +1,375 @@
+/**
+ * The peer transport: one UDP socket joined to the multicast group, one unicast socket for
+ * replies; every datagram sealed on the way out and opened, checked for staleness and replay on
+ * the way in. What fails any check is dropped and counted by reason, never answered.
+ *
+ * Dual stack: a second pair of sockets of the other IP family (its own group and interface, the
+ * same ports). What goes to the group is sealed once and sent on both; a receiver with both
+ * families gets it twice, takes the first copy and drops the second unopened (counted as a
+ * duplicate, not a replay). Unicast goes out on the family of the address.
+ *
+ * Every unicast datagram is sealed for one receiver (its node id, authenticated in the header):
+ * another daemon drops it as misaddressed, so a capture cannot be replayed to another host or to a
+ * restarted one. Group datagrams name no receiver and carry only the types in GROUP_TYPES.
+ */
+import crypto from 'node:crypto'
+import net from 'node:net'
+import os from 'node:os'
+import { DgramAsPromised, type SocketAsPromised } from 'dgram-as-promised'
+import type { RemoteInfo } from 'node:dgram'
+import { ProtocolError } from '../../protocol/errors.js'
+import { sealingKey, type ClusterKey } from '../../protocol/keyfile.js'
+import { GROUP_TYPES, Keyring, NO_RECEIVER, datagramLength, readHeader, decodeBody, encodeBody, open, seal, typeName, type Address, type Message } from '../../protocol/wire.js'
+import type { Log } from '../host/log.js'
+import { ReplayGuard } from './replay-window.js'
+
+/**
+ * The interface to use: its address, whether it is IPv6, and how the socket API names it for
+ * multicast (the IPv4 address, or `::%NAME` for IPv6).
+ */
+export function interfaceOf(iface: string): { address: string; v6: boolean; scope: string } {
+  const [address, zone] = iface.split('%') as [string, string | undefined]
+  if (!net.isIPv6(address)) return { address, v6: false, scope: address }
+  let name = zone
+  if (!name) {
+    for (const [n, addrs] of Object.entries(os.networkInterfaces())) if (addrs?.some((a) => a.address === address)) name = n
+  }
+  if (!name) throw new Error(`no interface has the address ${address}; name it as ${address}%IFNAME`)
+  return { address, v6: true, scope: `::%${name}` }
+}
+
+/** Receive buffer asked for on each peer socket. */
+const RECV_BUFFER_BYTES = 4 * 1024 * 1024
+
+export interface TransportOptions {
+  /** Multicast group: IPv4 (224.0.0.0/4) or IPv6 (ff00::/8), the family of `iface`. */
+  group: string
+  /** UDP port of the group. */
+  port: number
+  /**
+   * Address of the interface multicast leaves and arrives on; also the unicast reply address.
+   * IPv6 names the interface after a `%` (`fd00::5%eth0`), or it is looked up by address.
+   */
+  iface: string
+  /** UDP port of the unicast socket; 0 picks a free one. */
+  unicastPort: number
+  /** Multicast TTL (1 = this subnet). */
+  multicastTtl: number
+  /** Deliver our own multicast to other daemons on this machine. */
+  multicastLoopback: boolean
+  /** Datagrams whose send time differs from our clock by more than this are stale, in ms. */
+  replayWindowMs: number
+  /** Largest datagram sent or accepted, in bytes. */
+  maxDatagramBytes: number
+  /** Use the multicast group (false: listed peers only, for networks without multicast). */
+  multicastEnabled: boolean
+  /** Dual stack: a second group and interface, of the other IP family than `group` and `iface`. */
+  second?: { group: string; iface: string }
+  /** Listed peers' unicast addresses; what goes to the group goes to each of them too. */
+  peers: Address[]
+  keys: ClusterKey[]
+  log: Log
+  /** Wall clock in ms (send times travel between hosts). */
+  now?: () => number
+}
+
+export interface DropCounters {
+  malformed: number
+  oversize: number
+  unknownKey: number
+  openFailed: number
+  stale: number
+  replayed: number
+  unsolicited: number
+  /** Sealed for another receiver, or a unicast-only type sent to the group. */
+  misaddressed: number
+  /** HIT/MISS whose nonce or key digest is not those of the lookup it names. */
+  mismatched: number
+}
+
+export interface TransportCounters {
+  datagramsSent: number
+  datagramsReceived: number
+  bytesSent: number
+  bytesReceived: number
+  sendErrors: number
+  /** Datagrams not sent because they would exceed maxDatagramBytes (the caller is told). */
+  oversizeNotSent: number
+  /** Dual stack: second copies of a datagram that came on both families (not replays). */
+  duplicates: number
+  dropped: DropCounters
+}
+
+export interface Incoming {
+  msg: Message
+  /** Sender id in hex. */
+  sender: string
+  rinfo: RemoteInfo
+}
+
+/** One IP family's sockets: the group (absent without multicast) and the unicast socket. */
+interface Leg {
+  family: 4 | 6
+  group: string
+  scope: string
+  g: SocketAsPromised | undefined
+  u: SocketAsPromised
+  reply: Address
+}
+
+/** Dual stack: how many recently accepted (sender, counter) pairs are remembered, with their family. */
+const RECENT_PAIRS = 4096
+
+export class Transport {
+  readonly nodeId = crypto.randomBytes(8)
+  readonly nodeIdHex = this.nodeId.toString('hex')
+  readonly counters: TransportCounters = {
+    datagramsSent: 0,
+    datagramsReceived: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+    sendErrors: 0,
+    oversizeNotSent: 0,
+    duplicates: 0,
+    dropped: { malformed: 0, oversize: 0, unknownKey: 0, openFailed: 0, stale: 0, replayed: 0, unsolicited: 0, misaddressed: 0, mismatched: 0 },
+  }
+  onMessage: (m: Incoming) => void = () => {}
+  #o: TransportOptions
+  #ring: Keyring
+  #keys: ClusterKey[]
+  #counter = 0
+  #replay = new ReplayGuard()
+  #legs: Leg[] = []
+  /** Dual stack: "sender:counter" of recently accepted datagrams, with the family they came on. */
+  #recent = new Map<string, 4 | 6>()
+  #now: () => number
+  #peers: Address[] = []
+
+  constructor(o: TransportOptions) {
+    this.#o = o
+    this.#keys = o.keys
+    this.#ring = new Keyring(o.keys)
+    this.#now = o.now ?? Date.now
+  }
+
+  /** Where peers send replies to us (the first family's unicast socket). */
+  get replyAddress(): Address {
+    const leg = this.#legs[0]
+    if (!leg) throw new Error('transport not started')
+    return leg.reply
+  }
+
+  /** Our reply address of `family`, if we have that family. */
+  replyAddressFor(family: 4 | 6): Address | undefined {
+    return this.#legFor(family)?.reply
+  }
+
+  /** The IP families we speak, the first one preferred. */
+  get families(): (4 | 6)[] {
+    return this.#legs.map((l) => l.family)
+  }
+
+  #legFor(family: 4 | 6): Leg | undefined {
+    return this.#legs.find((l) => l.family === family)
+  }
+
+  /** Replaces the key set (reload); datagrams in flight under a removed key then fail to open. */
+  setKeys(keys: ClusterKey[]): void {
+    this.#keys = keys
+    this.#ring = new Keyring(keys)
+  }
+
+  async start(): Promise<void> {
+    const o = this.#o
+    const specs = [{ group: o.group, iface: o.iface }, ...(o.second ? [o.second] : [])]
+    try {
+      for (const spec of specs) this.#legs.push(await this.#open(spec.group, spec.iface))
+    } catch (err) {
+      for (const l of this.#legs) {
+        l.g?.destroy()
+        l.u.destroy()
+      }
+      this.#legs = []
+      throw err
+    }
+    for (const l of this.#legs) {
+      for (const s of l.g ? [l.g, l.u] : [l.u]) {
+        const group = s === l.g
+        s.socket.on('message', (buf: Buffer, rinfo: RemoteInfo) => this.#receive(buf, rinfo, group))
+        s.socket.on('error', (err: Error) => o.log.warn({ err: err.message }, 'peer socket error'))
+      }
+    }
+    this.setPeers(o.peers)
+  }
+
+  async #open(group: string, iface: string): Promise<Leg> {
+    const o = this.#o
+    const { address: ifAddr, v6, scope } = interfaceOf(iface)
+    const type = v6 ? 'udp6' : 'udp4'
+    const g = o.multicastEnabled ? DgramAsPromised.createSocket({ type, reuseAddr: true, ...(v6 ? { ipv6Only: true } : {}) }) : undefined
+    const u = DgramAsPromised.createSocket({ type, ...(v6 ? { ipv6Only: true } : {}) })
+    try {
+      if (g) {
+        // Bound to the group address (IPv4), the socket sees only this group's datagrams on the
+        // port; IPv6 binds the wildcard, since a link-scope group address needs a zone to bind.
+        await g.bind(o.port, v6 ? '::' : group)
+        g.addMembership(group, scope)
+      }
+      await u.bind(o.unicastPort, ifAddr)
+      // Multicast leaves from the unicast socket: through the configured interface (never the
+      // default route), scoped by TTL, and looped back to daemons on this machine if asked.
+      u.setMulticastInterface(scope)
+      u.setMulticastTTL(o.multicastTtl)
+      u.setMulticastLoopback(o.multicastLoopback)
+      // Room for bursts (a 64 KiB value is ~50 datagrams); the kernel caps it at net.core.rmem_max.
+      for (const s of g ? [g, u] : [u]) {
+        try {
+          s.setRecvBufferSize(RECV_BUFFER_BYTES)
+        } catch {
+          /* keep the system default */
+        }
+      }
+    } catch (err) {
+      g?.destroy()
+      u.destroy()
+      throw new Error(`cannot open the peer sockets (${o.multicastEnabled ? `group ${group}:${o.port}` : `unicast port ${o.unicastPort}`} on ${iface}): ${(err as Error).message}`)
+    }
+    return { family: v6 ? 6 : 4, group, scope, g, u, reply: { family: v6 ? 6 : 4, address: ifAddr, port: u.address().port } }
+  }
+
+  /** Replaces the listed peers (reload); a listed address that is our own is not a peer. */
+  setPeers(peers: Address[]): void {
+    this.#peers = peers.filter((p) => !this.#legs.some((l) => p.address === l.reply.address && p.port === l.reply.port))
+  }
+
+  #receive(buf: Buffer, rinfo: RemoteInfo, group: boolean): void {
+    const c = this.counters
+    c.datagramsReceived++
+    c.bytesReceived += buf.length
+    if (buf.length > this.#o.maxDatagramBytes) {
+      c.dropped.oversize++
+      return
+    }
+    // Our own multicast comes back (loopback delivery to daemons on this host): skip it before
+    // spending a decryption on it. The sender id is in the clear header at bytes 10..18.
+    if (buf.length >= 18 && buf.compare(this.nodeId, 0, 8, 10, 18) === 0) return
+    // Dual stack: the second copy of a datagram sent to both groups is dropped before it costs a
+    // decryption (the clear header names its sender and counter; the first copy was authenticated).
+    // Only group datagrams come twice; unicast ones do not enter the table.
+    const family = rinfo.family === 'IPv6' ? 6 : 4
+    let seen: string | undefined
+    if (group && this.#legs.length > 1 && buf.length >= 26) {
+      seen = `${buf.toString('hex', 10, 18)}:${buf.readUInt32BE(18) * 2 ** 32 + buf.readUInt32BE(22)}`
+      const first = this.#recent.get(seen)
+      if (first !== undefined) {
+        if (first !== family) c.duplicates++
+        else c.dropped.replayed++
+        return
+      }
+    }
+    let opened
+    try {
+      // Sealed for another daemon: not worth a decryption (the check after opening catches forgeries).
+      const to = readHeader(buf).receiverId
+      if (!to.equals(NO_RECEIVER) && !to.equals(this.nodeId)) {
+        c.dropped.misaddressed++
+        return
+      }
+      opened = open(this.#ring, buf)
+    } catch (err) {
+      const code = err instanceof ProtocolError ? err.code : 'OPEN_FAILED'
+      if (code === 'UNKNOWN_KEY') c.dropped.unknownKey++
+      else if (code === 'OPEN_FAILED') c.dropped.openFailed++
+      else c.dropped.malformed++
+      return
+    }
+    const sender = opened.header.senderId.toString('hex')
+    let decoded
+    try {
+      decoded = decodeBody(opened.body)
+    } catch {
+      c.dropped.malformed++
+      return
+    }
+    const toGroup = opened.header.receiverId.equals(NO_RECEIVER)
+    if (toGroup ? !GROUP_TYPES.has(decoded.msg.type) : !opened.header.receiverId.equals(this.nodeId)) {
+      c.dropped.misaddressed++
+      return
+    }
+    if (Math.abs(this.#now() - decoded.sentAtMs) > this.#o.replayWindowMs) {
+      c.dropped.stale++
+      return
+    }
+    // Only after authentication: forged counters must not move the window.
+    if (!this.#replay.accept(sender, opened.header.counter)) {
+      c.dropped.replayed++
+      return
+    }
+    if (seen !== undefined) {
+      this.#recent.set(seen, family)
+      if (this.#recent.size > RECENT_PAIRS) this.#recent.delete(this.#recent.keys().next().value!)
+    }
+    this.onMessage({ msg: decoded.msg, sender, rinfo })
+  }
+
+  /** The sealed datagram, or undefined (counted) when it would exceed maxDatagramBytes. */
+  #seal(msg: Message, receiver: Buffer): Buffer | undefined {
+    if (datagramLength(msg) > this.#o.maxDatagramBytes) {
+      this.counters.oversizeNotSent++
+      this.#o.log.warn({ type: typeName(msg.type), bytes: datagramLength(msg), maxDatagramBytes: this.#o.maxDatagramBytes }, 'datagram larger than maxDatagramBytes not sent')
+      return undefined
+    }
+    const key = sealingKey(this.#keys, Math.floor(this.#now() / 1000))
+    return seal(this.#ring, key.id, this.nodeId, ++this.#counter, encodeBody(msg, this.#now()), receiver)
+  }
+
+  /** True when `msg` fits in one datagram (maxDatagramBytes). */
+  fits(msg: Message): boolean {
+    return datagramLength(msg) <= this.#o.maxDatagramBytes
+  }
+
+  /** Resolves once the datagram has left (or failed to: counted, never thrown). */
+  #send(dgram: Buffer, port: number, address: string, family: 4 | 6): Promise<void> {
+    const leg = this.#legFor(family)
+    if (!leg) {
+      // An address of a family we do not speak (a listed peer, or a reply to one).
+      if (this.#legs.length > 0) this.counters.sendErrors++
+      return Promise.resolve()
+    }
+    this.counters.datagramsSent++
+    this.counters.bytesSent += dgram.length
+    return leg.u.send(dgram, port, address).then(
+      () => {},
+      () => {
+        this.counters.sendErrors++
+      },
+    )
+  }
+
+  /** Sends `msg` to the whole cluster: the multicast group(s) and every listed peer, sealed once. */
+  sendGroup(msg: Message): Promise<void> {
+    if (!GROUP_TYPES.has(msg.type)) throw new Error(`${typeName(msg.type)} is never sent to the group`)
+    const d = this.#seal(msg, NO_RECEIVER)
+    if (!d) return Promise.resolve()
+    const sends = this.#peers.map((p) => this.#send(d, p.port, p.address, p.family))
+    if (this.#o.multicastEnabled) for (const l of this.#legs) sends.push(this.#send(d, this.#o.port, l.group, l.family))
+    return Promise.all(sends).then(() => {})
+  }
+
+  /** Sends `msg` to the daemon `receiver` (its node id in hex) at its announced address `to`. */
+  sendTo(to: Address, receiver: string, msg: Message): Promise<void> {
+    const d = this.#seal(msg, Buffer.from(receiver, 'hex'))
+    return d ? this.#send(d, to.port, to.address, to.family) : Promise.resolve()
+  }
+
+  /** Sends `msg` to several daemons, each sealed for its receiver. */
+  sendToEach(to: readonly { id: string; address: Address }[], msg: Message): void {
+    for (const r of to) void this.sendTo(r.address, r.id, msg)
+  }
+
+  async close(): Promise<void> {
+    const socks = this.#legs.flatMap((l) => (l.g ? [l.g, l.u] : [l.u]))
+    this.#legs = []
+    await Promise.all(socks.map((s) => s.close().catch(() => {})))
+  }
+}

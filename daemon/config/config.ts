@@ -1,0 +1,505 @@
+/**
+ * The daemon's configuration: one table of fields drives defaults, validation, the TOML file,
+ * command-line overrides and the documentation, so the four never disagree.
+ *
+ * Precedence: built-in defaults < config file (TOML) < command-line flags.
+ * A bad value fails start-up with a message naming the key and what it expects.
+ */
+import fs from 'node:fs'
+import net from 'node:net'
+import os from 'node:os'
+import { TomlError, parse as parseToml } from 'smol-toml'
+import { adminSocketBeside, defaultAdminSocketPath, defaultSocketPath } from '../../protocol/paths.js'
+import { MAX_KEY_BYTES } from '../../protocol/local.js'
+import { MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, SENDER_ID_BYTES, datagramLength, hitChunkBytes, replicateChunkBytes, type Message } from '../../protocol/wire.js'
+import { LOG_LEVELS, type LogLevel } from '../host/log.js'
+import { parseListen } from '../local/memcache.js'
+import { parseConsumers, type TicketConsumer } from '../tickets/ticket-export.js'
+
+export interface Config {
+  /** Path of the API socket local servers use. */
+  socketPath: string
+  /** Permission bits of the API socket (owner and group). */
+  socketMode: number
+  /** Path of the admin socket (keys, flush, raw reads). */
+  adminSocketPath: string
+  /** Permission bits of the admin socket (owner only). */
+  adminSocketMode: number
+  /** Connections open at once on each socket. */
+  maxConnections: number
+  /** Upper bound of the store: keys + values + per-entry overhead, in bytes. */
+  maxBytes: number
+  /** Largest value accepted, in bytes. */
+  maxValueBytes: number
+  /** Store engine: "compact" (slab-backed, ~100 B per entry) or "lru-cache" (~360 B per entry). */
+  storeEngine: 'compact' | 'lru-cache'
+  /** Longest key accepted, in bytes. */
+  maxKeyBytes: number
+  /** TTL of an entry stored without one, in ms. */
+  defaultTtlMs: number
+  /** Longest TTL an entry may have, in ms; longer requests are capped. */
+  maxTtlMs: number
+  /** How often expired entries are wiped and dropped, in ms. */
+  purgeIntervalMs: number
+  /** How long a graceful shutdown waits for in-flight requests, in ms. */
+  shutdownGraceMs: number
+  /** Least severe log level written: error, warn, info, debug. */
+  logLevel: LogLevel
+  /** Join the cluster (false: this host alone, no peer sockets). */
+  clusterEnabled: boolean
+  /** Multicast group of the cluster (IPv4, 224.0.0.0/4). */
+  group: string
+  /** UDP port of the multicast group. */
+  port: number
+  /** Address of the interface the cluster uses (multicast and unicast replies). */
+  interface: string
+  /** Dual stack: a second group, of the other IP family, used beside `group`; empty = one family. */
+  dualStackGroup: string
+  /** Dual stack: the interface address for `dualStackGroup` (the other family than `interface`). */
+  dualStackInterface: string
+  /** UDP port for unicast replies; 0 picks a free one. */
+  unicastPort: number
+  /** Multicast TTL: 1 keeps datagrams on this subnet. */
+  multicastTtl: number
+  /** Loop multicast back to daemons on this machine. */
+  multicastLoopback: boolean
+  /** Cluster key file (`statecast keygen`); required unless the interface is loopback. */
+  keyFile: string
+  /** Name shown to other members (`statecast peers`). */
+  nodeName: string
+  /** Longest a remote lookup may take before "not found", in ms. */
+  lookupTimeoutMs: number
+  /** LOOKUP retransmits within the deadline. */
+  lookupRetries: number
+  /** With replication: ask the first owner alone, the others after this many ms (or on its MISS). */
+  lookupHedgeMs: number
+  /** Interval between membership heartbeats, in ms. */
+  heartbeatMs: number
+  /** A member silent for this long is dead, in ms. */
+  deadAfterMs: number
+  /** Datagrams sent longer ago (or later) than this by our clock are dropped as stale, in ms. */
+  replayWindowMs: number
+  /** Largest datagram sent or accepted, in bytes (values above it travel in chunks). */
+  maxDatagramBytes: number
+  /** Remote lookups in flight at once; more answer "not found" at once. */
+  maxInflightLookups: number
+  /** Bytes of partly received values held at once. */
+  maxReassemblyBytes: number
+  /** Members held at once; ANNOUNCEs from more are refused (counted). */
+  maxMembers: number
+  /** A new member gets session copies once it has announced itself again this long after it first appeared, in ms. */
+  memberProbationMs: number
+  /** How often the cluster's TLS session ticket key changes, in ms. */
+  ticketKeyRotationMs: number
+  /** Directory (tmpfs) under which each ticket consumer's files go, `<ticketDir>/<name>/`. */
+  ticketDir: string
+  /** TLS servers fed the cluster's ticket keys (nginx, HAProxy, Apache, h2o). */
+  ticketConsumers: TicketConsumer[]
+  /** Use the multicast group (false: listed peers only). */
+  multicastEnabled: boolean
+  /** Peers reached by unicast, `HOST:PORT` (their unicastPort); names resolved at start. */
+  peers: string[]
+  /** Copies of each session in the cluster, this host's included. */
+  replicationFactor: number
+  /** Wait for a copy's ACK before the first retry, in ms (doubling). */
+  replicationAckTimeoutMs: number
+  /** Retries of an unacknowledged copy. */
+  replicationRetries: number
+  /** Copies waiting for their ACK at once (the re-placement rate bound). */
+  maxReplicationInflight: number
+  /** Copies waiting to be sent at once. */
+  maxReplicationQueue: number
+  /** Longest a clean shutdown spends handing sessions to their new owners, in ms. */
+  handoffTimeoutMs: number
+  /**
+   * Deleted keys remembered at once (tombstones, against old copies bringing them back); each is
+   * kept for a lifetime derived from replayWindowMs and the copy retries (versions.ts).
+   */
+  maxTombstones: number
+  /** Prometheus metrics listener, `127.0.0.1:PORT`; empty = off. */
+  metricsListen: string
+  /** memcached text-protocol listeners: `127.0.0.1:PORT` and/or socket paths; empty = off. */
+  memcacheListen: string[]
+  /** Connections open at once on each memcache listener. */
+  memcacheMaxConnections: number
+  /** A memcache connection with no traffic for this long is closed, in ms; 0 = never. */
+  memcacheIdleTimeoutMs: number
+  /** Whether memcached's `flush_all` empties this host's store (false: refused, as on the API socket). */
+  memcacheFlushAll: boolean
+}
+
+type Kind = 'engine' | 'int' | 'string' | 'optstring' | 'mode' | 'level' | 'bool' | 'ipaddr' | 'mcast' | 'list' | 'consumers'
+
+interface Field {
+  key: keyof Config
+  kind: Kind
+  /** Default as a function of the environment (paths depend on who runs the daemon). */
+  def: () => Config[keyof Config]
+  min?: number
+  max?: number
+  unit: string
+  doc: string
+  /** The value the example file shows, where the default depends on who runs the daemon. */
+  example?: string
+  /** An empty string is allowed and means "off" (addresses only). */
+  optional?: boolean
+}
+
+const uid = () => (typeof process.getuid === 'function' ? process.getuid() : 1000)
+
+export const FIELDS: readonly Field[] = [
+  { key: 'socketPath', kind: 'string', def: () => defaultSocketPath(process.env, uid(), os.tmpdir()), unit: 'path', doc: 'API socket for local servers (root: /run/statecast/statecast.sock; users: $XDG_RUNTIME_DIR/statecast/statecast.sock)', example: '"/run/statecast/statecast.sock"' },
+  { key: 'socketMode', kind: 'mode', def: () => 0o660, unit: 'octal mode', doc: 'permission bits of the API socket' },
+  { key: 'adminSocketPath', kind: 'string', def: () => defaultAdminSocketPath(process.env, uid(), os.tmpdir()), unit: 'path', doc: 'admin socket used by the statecast CLI (lists, flushes and reads any key); default: admin.sock beside socketPath, wherever that is', example: '"/run/statecast/admin.sock"' },
+  { key: 'adminSocketMode', kind: 'mode', def: () => 0o600, unit: 'octal mode', doc: 'permission bits of the admin socket' },
+  { key: 'maxConnections', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'connections', doc: 'connections open at once on each socket; more are refused with BUSY' },
+  { key: 'maxBytes', kind: 'int', def: () => 64 * 1024 * 1024, min: 1024 * 1024, max: 2 ** 50, unit: 'bytes', doc: 'store bound: keys + values + per-entry overhead; least recently used entries are evicted beyond it' },
+  { key: 'maxValueBytes', kind: 'int', def: () => 64 * 1024, min: 1, max: 16 * 1024 * 1024, unit: 'bytes', doc: 'largest value accepted' },
+  { key: 'storeEngine', kind: 'engine', def: () => 'compact', unit: 'name', doc: 'store engine: "compact" (slab-backed, about 100 bytes per entry beyond key and value) or "lru-cache" (the lru-cache package, about 360)' },
+  { key: 'maxKeyBytes', kind: 'int', def: () => MAX_KEY_BYTES, min: 1, max: MAX_KEY_BYTES, unit: 'bytes', doc: 'longest key accepted' },
+  { key: 'defaultTtlMs', kind: 'int', def: () => 300_000, min: 1, max: 2 ** 32 - 1, unit: 'ms', doc: 'TTL of an entry stored without one' },
+  { key: 'maxTtlMs', kind: 'int', def: () => 2_592_000_000, min: 1, max: 2 ** 32 - 1, unit: 'ms', doc: 'longest TTL an entry may have (30 days: memcached clients store sessions with exptime 0, no expiry, and sessions may outlive a day); longer requests are capped' },
+  { key: 'purgeIntervalMs', kind: 'int', def: () => 10_000, min: 100, max: 3_600_000, unit: 'ms', doc: 'how often expired entries are wiped and dropped' },
+  { key: 'shutdownGraceMs', kind: 'int', def: () => 5_000, min: 0, max: 600_000, unit: 'ms', doc: 'how long a graceful shutdown waits for in-flight requests' },
+  { key: 'logLevel', kind: 'level', def: () => 'info', unit: 'level', doc: `least severe level logged: ${LOG_LEVELS.join(', ')}` },
+  { key: 'clusterEnabled', kind: 'bool', def: () => true, unit: 'true/false', doc: 'join the cluster; false runs this host alone with no peer sockets' },
+  { key: 'group', kind: 'mcast', def: () => '239.255.77.77', unit: 'multicast address', doc: 'multicast group of the cluster: IPv4 (239.255.0.0/16 is site-local) or IPv6 (ff02::/16 link, ff05::/16 site), the family of interface' },
+  { key: 'port', kind: 'int', def: () => 47700, min: 1, max: 65535, unit: 'UDP port', doc: 'UDP port of the multicast group' },
+  { key: 'interface', kind: 'ipaddr', def: () => '127.0.0.1', unit: 'IP address', doc: 'address of the interface the cluster uses (multicast and unicast replies); IPv6 may name the interface: fd00::5%eth0; loopback = one machine' },
+  { key: 'dualStackGroup', kind: 'mcast', optional: true, def: () => '', unit: 'multicast address', doc: 'dual stack: a second multicast group, of the other IP family, used beside group on the same port (for example ff05::5c:1 beside 239.255.77.77); empty = one family', example: '"ff05::5c:1"' },
+  { key: 'dualStackInterface', kind: 'ipaddr', optional: true, def: () => '', unit: 'IP address', doc: 'dual stack: address of the interface for dualStackGroup, of its family; set both or neither', example: '"fd00::5%eth0"' },
+  { key: 'unicastPort', kind: 'int', def: () => 0, min: 0, max: 65535, unit: 'UDP port', doc: 'UDP port for unicast replies; 0 picks a free one' },
+  { key: 'multicastTtl', kind: 'int', def: () => 1, min: 0, max: 255, unit: 'hops', doc: 'multicast TTL; 1 keeps datagrams on this subnet' },
+  { key: 'multicastLoopback', kind: 'bool', def: () => true, unit: 'true/false', doc: 'deliver multicast to daemons on this machine too' },
+  { key: 'keyFile', kind: 'optstring', def: () => '', unit: 'path', doc: 'cluster key file (statecast keygen); required unless the interface is loopback' },
+  { key: 'nodeName', kind: 'string', def: () => os.hostname(), unit: 'name', doc: 'name shown to other members; default: the host name', example: '"web-01"' },
+  { key: 'lookupTimeoutMs', kind: 'int', def: () => 50, min: 1, max: 60_000, unit: 'ms', doc: 'longest a remote lookup may take before "not found"' },
+  { key: 'lookupHedgeMs', kind: 'int', def: () => 1, min: 0, max: 60_000, unit: 'ms', doc: 'with replication, a lookup asks the first owner alone and the others after this long (or on its MISS); 0 asks all at once' },
+  { key: 'lookupRetries', kind: 'int', def: () => 5, min: 0, max: 50, unit: 'retransmits', doc: 'LOOKUP retransmits spread over the deadline' },
+  { key: 'heartbeatMs', kind: 'int', def: () => 1000, min: 50, max: 60_000, unit: 'ms', doc: 'interval between membership heartbeats' },
+  { key: 'deadAfterMs', kind: 'int', def: () => 3000, min: 100, max: 600_000, unit: 'ms', doc: 'a member silent for this long is dead' },
+  { key: 'replayWindowMs', kind: 'int', def: () => 30_000, min: 1000, max: 3_600_000, unit: 'ms', doc: 'datagrams whose send time is further than this from our clock are dropped' },
+  { key: 'maxDatagramBytes', kind: 'int', def: () => 1400, min: MIN_DATAGRAM_BYTES, max: 65_000, unit: 'bytes', doc: 'largest datagram sent or accepted; larger values travel in chunks' },
+  { key: 'maxInflightLookups', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'lookups', doc: 'remote lookups in flight at once; more answer "not found" at once' },
+  // The floor is low so tests can watch rotations; it must stay well above heartbeatMs, since the
+  // next epoch's key is agreed by heartbeats during the epoch before it.
+  { key: 'ticketKeyRotationMs', kind: 'int', def: () => 3_600_000, min: 2_000, max: 7 * 86_400_000, unit: 'ms', doc: 'how often the cluster-wide TLS session ticket key changes; servers keep the previous and next key too, so a ticket resumes for one to two periods (at least 10 heartbeats)' },
+  { key: 'ticketDir', kind: 'string', def: () => (uid() === 0 ? '/run/statecast/tickets' : `${process.env['XDG_RUNTIME_DIR'] || os.tmpdir()}/statecast/tickets`), unit: 'path', doc: 'directory (on tmpfs) under which each ticket consumer without a dir of its own gets <ticketDir>/<name>/', example: '"/run/statecast/tickets"' },
+  { key: 'ticketConsumers', kind: 'consumers', def: () => [], unit: 'list of tables', doc: 'TLS servers fed the cluster\'s ticket keys: [[ticketConsumers]] tables with name (default: the format; the same on every host), format (nginx, haproxy, apache, h2o), dir (default <ticketDir>/<name>), group (owns the 0640 files), reloadCommand (argv run after each write, no shell), adminSocket (HAProxy, instead of a reload), timeoutMs (default 10000), allowPersistentDisk (default false); see docs/tls-servers.md', example: '[{ name = "nginx", format = "nginx", group = "www-data", reloadCommand = ["systemctl", "reload", "nginx"] }]' },
+  { key: 'multicastEnabled', kind: 'bool', def: () => true, unit: 'true/false', doc: 'use the multicast group; false = listed peers only (networks without multicast)' },
+  { key: 'peers', kind: 'list', def: () => [], unit: 'HOST:PORT', doc: 'peers reached by unicast (their unicastPort); names are resolved at start' },
+  { key: 'replicationFactor', kind: 'int', def: () => 2, min: 1, max: 16, unit: 'copies', doc: 'copies of each session in the cluster, this host\'s included (1 = no replication)' },
+  { key: 'replicationAckTimeoutMs', kind: 'int', def: () => 100, min: 5, max: 60_000, unit: 'ms', doc: 'wait for a copy\'s acknowledgement before the first retry (doubling)' },
+  { key: 'replicationRetries', kind: 'int', def: () => 10, min: 0, max: 50, unit: 'retries', doc: 'retries of an unacknowledged copy before it is counted as failed' },
+  { key: 'maxReplicationInflight', kind: 'int', def: () => 256, min: 1, max: 100_000, unit: 'copies', doc: 'copies awaiting acknowledgement at once: the rate bound of re-placement and handoff' },
+  { key: 'maxReplicationQueue', kind: 'int', def: () => 1_000_000, min: 1, max: 100_000_000, unit: 'copies', doc: 'copies waiting to be sent; more are dropped and counted' },
+  { key: 'handoffTimeoutMs', kind: 'int', def: () => 5000, min: 0, max: 600_000, unit: 'ms', doc: 'longest a clean shutdown spends handing sessions to their new owners' },
+  { key: 'metricsListen', kind: 'optstring', def: () => '', unit: 'HOST:PORT', doc: 'Prometheus metrics at http://HOST:PORT/metrics (loopback only); empty = off' },
+  { key: 'memcacheListen', kind: 'list', def: () => [], unit: 'addresses', doc: 'memcached text-protocol front end: 127.0.0.1:PORT and/or socket paths, comma-separated; empty = off' },
+  { key: 'memcacheMaxConnections', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'connections', doc: 'connections open at once on each memcache listener (each has its own count); more get SERVER_ERROR too many connections' },
+  { key: 'memcacheIdleTimeoutMs', kind: 'int', def: () => 300_000, min: 0, max: 2 ** 31 - 1, unit: 'ms', doc: 'a memcache connection with no traffic either way for this long is closed (clients reconnect); 0 = never, as memcached by default' },
+  { key: 'memcacheFlushAll', kind: 'bool', def: () => false, unit: 'true/false', doc: 'let memcached\'s flush_all empty this host\'s store; false answers CLIENT_ERROR flush_all not allowed (any local user can reach the front end; flushing is an admin-socket operation)' },
+  { key: 'maxReassemblyBytes', kind: 'int', def: () => 8 * 1024 * 1024, min: 65_536, max: 2 ** 40, unit: 'bytes', doc: 'bytes of partly received values held at once (values, chunk indexes and per-chunk overhead)' },
+  { key: 'maxMembers', kind: 'int', def: () => 512, min: 1, max: 65_535, unit: 'members', doc: 'members held at once; ANNOUNCEs from more senders are refused and counted (membersRefused)' },
+  { key: 'memberProbationMs', kind: 'int', def: () => 2000, min: 0, max: 600_000, unit: 'ms', doc: 'a new member is pushed session copies (and owns keys) only once it has announced itself again at least this long after it first appeared; the default is two default heartbeats' },
+  { key: 'maxTombstones', kind: 'int', def: () => 65_536, min: 1, max: 100_000_000, unit: 'tombstones', doc: 'deleted keys remembered at once, each for 2 x replayWindowMs plus the copy retry span, so an old copy cannot bring a deleted session back; when full, the oldest goes and older copies of unknown keys are refused until it would have expired' },
+]
+
+export class ConfigError extends Error {
+  readonly code = 'BAD_CONFIG'
+  constructor(message: string) {
+    super(message)
+    this.name = 'ConfigError'
+  }
+}
+
+export function defaults(): Config {
+  const out: Partial<Record<keyof Config, unknown>> = {}
+  for (const f of FIELDS) out[f.key] = f.def()
+  return out as Config
+}
+
+/**
+ * What a rejected value was, without its text: a config file may be the wrong file (a key file
+ * passed to --config), so no error ever repeats what it read.
+ */
+function kindOf(raw: unknown): string {
+  if (typeof raw === 'string') return `a string of ${raw.length} characters`
+  if (Array.isArray(raw)) return `a list of ${raw.length} items`
+  if (raw === null || raw === undefined) return 'nothing'
+  return typeof raw === 'object' ? 'a table' : `a ${typeof raw}`
+}
+
+function coerce(f: Field, raw: unknown, where: string): unknown {
+  const bad = (expects: string) => new ConfigError(`${where}: ${f.key} must be ${expects} (${f.doc}); got ${kindOf(raw)}`)
+  switch (f.kind) {
+    case 'int': {
+      const n = typeof raw === 'string' && /^-?\d+$/.test(raw.trim()) ? Number(raw) : raw
+      const range = `an integer from ${f.min} to ${f.max} ${f.unit}`
+      if (typeof n !== 'number' || !Number.isSafeInteger(n)) throw bad(range)
+      if ((f.min !== undefined && n < f.min) || (f.max !== undefined && n > f.max)) throw bad(range)
+      return n
+    }
+    case 'string':
+      if (typeof raw !== 'string' || raw.length === 0) throw bad(`a non-empty string (${f.unit})`)
+      return raw
+    case 'optstring':
+      if (typeof raw !== 'string') throw bad(`a string (${f.unit})`)
+      return raw
+    case 'list': {
+      const items = Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(',').map((x) => x.trim()).filter(Boolean) : undefined
+      if (!items || !items.every((x) => typeof x === 'string' && x.length > 0)) throw bad(`a list of ${f.unit} (a TOML array, or comma-separated on the command line)`)
+      if (f.key === 'peers') {
+        ;(items as string[]).forEach((x, i) => {
+          const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(x)
+          if (!m || (m[1] && !net.isIPv6(m[1])) || Number(m[3]) < 1 || Number(m[3]) > 65535) throw new ConfigError(`${where}: peers: item ${i + 1} is not HOST:PORT (IPv6 as [ADDR]:PORT, port 1 to 65535)`)
+        })
+      }
+      if (f.key === 'memcacheListen') {
+        ;(items as string[]).forEach((x, i) => {
+          try {
+            parseListen(x)
+          } catch {
+            throw new ConfigError(`${where}: memcacheListen: item ${i + 1} is neither a loopback HOST:PORT (127.0.0.1:PORT or [::1]:PORT, port 1 to 65535; the front end has no authentication) nor an absolute socket path`)
+          }
+        })
+      }
+      return items
+    }
+    case 'bool':
+      if (raw === true || raw === 'true') return true
+      if (raw === false || raw === 'false') return false
+      throw bad('true or false')
+    case 'ipaddr': {
+      if (f.optional && raw === '') return ''
+      const addr = typeof raw === 'string' ? raw.split('%')[0]! : ''
+      if (typeof raw !== 'string' || !(net.isIPv4(raw) || net.isIPv6(addr))) throw bad('an IP address such as "10.0.0.5" or "fd00::5%eth0"')
+      return raw
+    }
+    case 'mcast': {
+      if (f.optional && raw === '') return ''
+      const v4 = typeof raw === 'string' && net.isIPv4(raw) ? Number(raw.split('.')[0]) : -1
+      const v6 = typeof raw === 'string' && net.isIPv6(raw) && /^ff/i.test(raw)
+      if (!v6 && (v4 < 224 || v4 > 239)) throw bad('a multicast address: IPv4 224.0.0.0 to 239.255.255.255 (such as "239.255.77.77") or IPv6 ff00::/8 (such as "ff02::5c:1")')
+      return raw
+    }
+    case 'mode': {
+      const s = typeof raw === 'number' ? raw.toString(8) : raw
+      if (typeof s !== 'string' || !/^0?[0-7]{3}$/.test(s)) throw bad('an octal mode such as "0660"')
+      return parseInt(s, 8)
+    }
+    case 'engine':
+      if (raw !== 'compact' && raw !== 'lru-cache') throw bad('"compact" or "lru-cache"')
+      return raw
+    case 'consumers':
+      try {
+        return parseConsumers(raw)
+      } catch (err) {
+        throw new ConfigError(`${where}: ${(err as Error).message}`)
+      }
+    case 'level':
+      if (typeof raw !== 'string' || !(LOG_LEVELS as readonly string[]).includes(raw)) throw bad(`one of ${LOG_LEVELS.join(', ')}`)
+      return raw
+  }
+}
+
+/**
+ * Merges `overrides` (from a file or flags) into `base`, validating each value. Unknown keys are
+ * errors, so a typo never silently leaves a default in force.
+ */
+export function apply(base: Config, overrides: Record<string, unknown>, where: string, lineOf: (key: string) => number | undefined = () => undefined): Config {
+  const out: Record<string, unknown> = { ...base }
+  const at = (k: string) => {
+    const line = lineOf(k)
+    return line === undefined ? where : `${where}:${line}`
+  }
+  for (const [k, v] of Object.entries(overrides)) {
+    if (v === undefined) continue
+    const f = FIELDS.find((x) => x.key === k)
+    if (!f) {
+      // The name is not repeated either (it is text from the file); a near miss is named instead.
+      const near = FIELDS.find((x) => x.key.toLowerCase() === k.toLowerCase() || (Math.abs(x.key.length - k.length) <= 2 && editDistance(x.key, k) <= 2))
+      throw new ConfigError(`${at(k)}: unknown key${near ? `; did you mean ${near.key}?` : ''} (known keys: ${FIELDS.map((x) => x.key).join(', ')})`)
+    }
+    out[k] = coerce(f, v, at(k))
+  }
+  // An admin socket nobody chose follows the API socket into its directory, so two daemons given
+  // only --socket in two directories never contend for one admin path.
+  if (overrides['socketPath'] !== undefined && overrides['adminSocketPath'] === undefined && base.adminSocketPath === adminSocketBeside(base.socketPath)) {
+    out['adminSocketPath'] = adminSocketBeside(out['socketPath'] as string)
+  }
+  const c = out as unknown as Config
+  if (c.defaultTtlMs > c.maxTtlMs) throw new ConfigError(`${where}: defaultTtlMs (${c.defaultTtlMs}) must not exceed maxTtlMs (${c.maxTtlMs})`)
+  if (c.maxValueBytes + c.maxKeyBytes > c.maxBytes) throw new ConfigError(`${where}: maxBytes (${c.maxBytes}) must hold at least one entry of maxValueBytes (${c.maxValueBytes})`)
+  if (c.socketPath === c.adminSocketPath) throw new ConfigError(`${where}: socketPath and adminSocketPath must differ`)
+  if (c.metricsListen) {
+    try {
+      if (!parseListen(c.metricsListen)) throw new Error('a socket path is not allowed here')
+    } catch (err) {
+      throw new ConfigError(`${where}: metricsListen must be a loopback HOST:PORT (127.0.0.1:PORT or [::1]:PORT, port 1 to 65535): ${err instanceof Error && err.message === 'a socket path is not allowed here' ? err.message : 'it is not one'}`)
+    }
+  }
+  const v6 = (addr: string) => net.isIPv6(addr.split('%')[0]!)
+  if (v6(c.group) !== v6(c.interface)) throw new ConfigError(`${where}: group ${c.group} and interface ${c.interface} must be of the same IP family`)
+  if ((c.dualStackGroup === '') !== (c.dualStackInterface === '')) throw new ConfigError(`${where}: dualStackGroup and dualStackInterface go together: set both (dual stack) or neither`)
+  if (c.dualStackGroup) {
+    if (v6(c.dualStackGroup) !== v6(c.dualStackInterface)) throw new ConfigError(`${where}: dualStackGroup ${c.dualStackGroup} and dualStackInterface ${c.dualStackInterface} must be of the same IP family`)
+    if (v6(c.dualStackGroup) === v6(c.group)) throw new ConfigError(`${where}: dualStackGroup ${c.dualStackGroup} must be of the other IP family than group ${c.group}`)
+  }
+  if (c.peers.length > 0 && c.unicastPort === 0) throw new ConfigError(`${where}: peers are listed, so unicastPort must be a fixed port (the one the other hosts list)`)
+  if (!c.multicastEnabled && c.peers.length === 0 && c.clusterEnabled) throw new ConfigError(`${where}: multicastEnabled is false and no peers are listed: list peers, or set clusterEnabled = false`)
+  if (c.ticketKeyRotationMs < 10 * c.heartbeatMs) throw new ConfigError(`${where}: ticketKeyRotationMs (${c.ticketKeyRotationMs}) must be at least 10 times heartbeatMs (${c.heartbeatMs}): the next key is agreed by heartbeats during the epoch before it`)
+  const datagrams = datagramProblem(c)
+  if (datagrams) throw new ConfigError(`${where}: ${datagrams}`)
+  if (c.deadAfterMs < 2 * c.heartbeatMs) throw new ConfigError(`${where}: deadAfterMs (${c.deadAfterMs}) must be at least twice heartbeatMs (${c.heartbeatMs}), or one lost heartbeat kills a member`)
+  checkLimits(c, where)
+  return c
+}
+
+/**
+ * Why the peer datagrams of `c` could not carry what they must, or undefined: a LOOKUP for a key of
+ * maxKeyBytes with the longest owner list it sends, a HIT and a REPLICATE of such a key with at least
+ * one value byte, and our ANNOUNCE. Measured with the codec's own lengths, at the larger (IPv6) reply
+ * address and dual stack, so no address a daemon may get makes a datagram too large at run time.
+ */
+export function datagramProblem(c: Config): string | undefined {
+  if (!c.clusterEnabled) return undefined
+  const key = Buffer.alloc(c.maxKeyBytes)
+  const v6 = { family: 6 as const, address: '::', port: 0 }
+  const v4 = { family: 4 as const, address: '0.0.0.0', port: 0 }
+  const lookup: Message = { type: MsgType.LOOKUP, reqId: 0, nonce: Buffer.alloc(NONCE_BYTES), reply: v6, expect: Array.from({ length: c.replicationFactor - 1 }, () => Buffer.alloc(SENDER_ID_BYTES)), key }
+  const announce: Message = { type: MsgType.ANNOUNCE, reply: v6, also: v4, entries: 0, flags: 2, name: c.nodeName }
+  const needs = [
+    { what: `a LOOKUP for a ${c.maxKeyBytes}-byte key naming ${c.replicationFactor - 1} owner${c.replicationFactor === 2 ? "" : "s"}`, bytes: datagramLength(lookup) },
+    { what: `a REPLICATE of a ${c.maxKeyBytes}-byte key with one value byte`, bytes: c.maxDatagramBytes - replicateChunkBytes(c.maxDatagramBytes, c.maxKeyBytes) + 1 },
+    { what: 'a HIT with one value byte', bytes: c.maxDatagramBytes - hitChunkBytes(c.maxDatagramBytes) + 1 },
+    { what: `an ANNOUNCE of the ${Buffer.byteLength(c.nodeName)}-byte nodeName`, bytes: datagramLength(announce) },
+  ]
+  const over = needs.filter((n) => n.bytes > c.maxDatagramBytes)
+  if (over.length === 0) return undefined
+  return `maxDatagramBytes (${c.maxDatagramBytes}) is too small for ${over.map((n) => `${n.what} (${n.bytes} bytes)`).join(', ')}: raise maxDatagramBytes to at least ${Math.max(...over.map((n) => n.bytes))}, or lower maxKeyBytes${over.some((n) => n.what.includes('LOOKUP')) ? ' or replicationFactor' : ''}`
+}
+
+/** Longest Unix socket path Linux can bind (sun_path holds 108 bytes with the terminating zero). */
+export const MAX_SOCKET_PATH_BYTES = 107
+/** Longest node name: ANNOUNCE carries its length in one byte. */
+export const MAX_NODE_NAME_BYTES = 255
+
+/**
+ * Limits that used to fail only at start-up, so that --check-config accepts exactly what start-up
+ * accepts: each concerns one key, so a config file alone can be judged.
+ */
+function checkLimits(c: Config, where: string): void {
+  const nameBytes = Buffer.byteLength(c.nodeName, 'utf8')
+  if (nameBytes > MAX_NODE_NAME_BYTES) throw new ConfigError(`${where}: nodeName must be at most ${MAX_NODE_NAME_BYTES} bytes of UTF-8 (ANNOUNCE carries its length in one byte); got ${nameBytes} bytes`)
+  const paths: [string, string][] = [['socketPath', c.socketPath], ['adminSocketPath', c.adminSocketPath]]
+  c.memcacheListen.forEach((x, i) => {
+    if (x.startsWith('/')) paths.push([`memcacheListen item ${i + 1}`, x])
+  })
+  for (const [name, p] of paths) {
+    const n = Buffer.byteLength(p, 'utf8')
+    if (n > MAX_SOCKET_PATH_BYTES) throw new ConfigError(`${where}: ${name} must be at most ${MAX_SOCKET_PATH_BYTES} bytes (the longest Unix socket path); got ${n} bytes`)
+  }
+}
+
+/**
+ * Checks of the complete configuration (file and flags together) that start-up, a reload and
+ * --check-config (with the flags given alongside) make: a peer address literal must be of a
+ * family the cluster speaks. (A missing key file off loopback is refused at start-up: the key
+ * often comes from the command line, as in the systemd unit.)
+ */
+export function checkStartable(c: Config, where: string): void {
+  if (!c.clusterEnabled) return
+  const v6 = (addr: string) => net.isIPv6(addr.split('%')[0]!)
+  const families = new Set([v6(c.interface) ? 6 : 4, ...(c.dualStackInterface ? [v6(c.dualStackInterface) ? 6 : 4] : [])])
+  c.peers.forEach((p, i) => {
+    const host = p.slice(0, p.lastIndexOf(':')).replace(/^\[|\]$/g, '')
+    const family = net.isIP(host)
+    if (family && !families.has(family as 4 | 6)) throw new ConfigError(`${where}: peers: item ${i + 1} is an IPv${family} address, but the cluster speaks IPv${[...families].join(' and IPv')} (interface${c.dualStackInterface ? ' and dualStackInterface' : ''})`)
+  })
+}
+
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    let prev = d[0]!
+    d[0] = i
+    for (let j = 1; j <= b.length; j++) {
+      const cur = d[j]!
+      d[j] = Math.min(d[j]! + 1, d[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1))
+      prev = cur
+    }
+  }
+  return d[b.length]!
+}
+
+/** A TOML parser's reason, kept only if it is one of its fixed sentences (no quoted input). */
+function tomlReason(err: TomlError): string {
+  const reason = err.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '')
+  return /^[a-z][a-z ,:;.()-]{0,100}$/i.test(reason) ? reason : 'malformed'
+}
+
+/**
+ * Reads and validates a TOML config file on top of the defaults. Errors name the file, the line
+ * and what was expected, never the text of the line: the file may not be a config at all (a key
+ * file given by mistake), and errors reach stderr and the log.
+ */
+export function loadFile(path: string, base: Config = defaults()): Config {
+  let text: string
+  try {
+    text = fs.readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? 'read failed'}`)
+  }
+  let doc: Record<string, unknown>
+  try {
+    doc = parseToml(text) as Record<string, unknown>
+  } catch (err) {
+    if (err instanceof TomlError) throw new ConfigError(`${path}:${err.line}:${err.column}: not valid TOML (${tomlReason(err)}); expected lines of KEY = VALUE (statecastd --example-config shows every key)`)
+    throw new ConfigError(`${path}: not valid TOML; expected lines of KEY = VALUE (statecastd --example-config shows every key)`)
+  }
+  const lines = text.split(/\r?\n/)
+  const lineOf = (key: string) => {
+    const i = lines.findIndex((l) => {
+      const m = /^\s*(?:"([^"]*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*=/.exec(l)
+      return m !== null && (m[1] ?? m[2] ?? m[3]) === key
+    })
+    return i < 0 ? undefined : i + 1
+  }
+  return apply(base, doc, path, lineOf)
+}
+
+function tomlValue(f: Field, v: unknown): string {
+  if (f.example) return f.example
+  if (f.kind === 'mode') return `"0${(v as number).toString(8)}"`
+  if (typeof v === 'string' || Array.isArray(v)) return JSON.stringify(v)
+  return String(v)
+}
+
+/**
+ * The example config file (`statecastd --example-config`, shipped as
+ * systemd/statecast.conf.example): every key with its unit, default and meaning, commented out.
+ */
+export function exampleToml(): string {
+  const d = defaults()
+  const lines = [
+    '# statecastd configuration (TOML). Every key is optional: shown here with its default.',
+    '# Command-line flags (--kebab-case-key VALUE) override this file. Validate with:',
+    '#   statecastd --check-config /etc/statecast/statecast.conf',
+    '# SIGHUP (systemctl reload statecast) re-reads it; keys marked [restart] need a restart.',
+    '',
+  ]
+  for (const f of FIELDS) {
+    lines.push(`# ${f.doc}. Unit: ${f.unit}.${RELOAD_IN_PLACE.has(f.key) ? '' : ' [restart]'}`)
+    lines.push(`#${f.key} = ${tomlValue(f, d[f.key])}`, '')
+  }
+  return lines.join('\n')
+}
+
+/** Keys a reload (SIGHUP) applies in place; the rest need a restart. */
+export const RELOAD_IN_PLACE: ReadonlySet<keyof Config> = new Set<keyof Config>(['logLevel', 'keyFile', 'peers', 'maxConnections'])
+
+/** Largest frame the API accepts: a SET of the largest key and value, with headers. */
+export function maxFrameBytes(c: Config): number {
+  return c.maxValueBytes + c.maxKeyBytes + 64
+}

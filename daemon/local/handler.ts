@@ -1,0 +1,134 @@
+/**
+ * Maps API requests onto the store (and, on a local miss, onto the cluster).
+ *
+ * The GET hit path is: key bytes -> latin1 string -> store.get -> one reply buffer. No logging,
+ * no promise, no allocation beyond the key string and the reply.
+ */
+import { Op, ReplyFlag, ReqFlag, Status, encodeError, encodeReply, encodeTicketWindowBody, keyProblem, type Request, type TicketWindowBody } from '../../protocol/local.js'
+import { StoreError, type SessionStore } from '../store/lru-store.js'
+
+/** What the handler needs from the peer side of the daemon. Absent on a daemon with no peers. */
+export interface ClusterHooks {
+  /** Asks the peers for `key`; resolves the value (already stored locally) and its TTL, or undefined. */
+  lookup(key: string): Promise<{ value: Buffer; ttlMs: number; flags: number; version: bigint } | undefined>
+  /** A key was stored locally by an application. */
+  stored(key: string): void
+  /** A key was deleted locally by an application. */
+  deleted(key: string): void
+  /** Members as shown by `statecast peers`. */
+  peers(): unknown[]
+}
+
+export interface HandlerDeps {
+  store: SessionStore
+  maxKeyBytes: number
+  /** Admin operations (KEYS, FLUSH) are allowed only on the admin socket. */
+  admin: boolean
+  stats(): unknown
+  cluster?: ClusterHooks | undefined
+  /** The TLS ticket key in force, if one is known yet. */
+  ticketKey(): { epoch: number; remainingMs: number; key: Buffer } | undefined
+  /** The ticket secrets in the window (previous, current, next), if the current one is known. */
+  ticketWindow?(): TicketWindowBody | undefined
+}
+
+const EMPTY = Buffer.alloc(0)
+const json = (v: unknown) => Buffer.from(JSON.stringify(v), 'utf8')
+
+export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Promise<Buffer> {
+  const { store, maxKeyBytes, admin } = deps
+
+  function remoteGet(id: number, key: string): Promise<Buffer> {
+    return deps.cluster!.lookup(key).then(
+      (hit) => (hit ? encodeReply(Op.GET, id, Status.OK, hit.value, ReplyFlag.REMOTE, hit.ttlMs) : encodeReply(Op.GET, id, Status.NOT_FOUND)),
+      (err: unknown) => {
+        // The peers cannot be asked (the LOOKUP would exceed maxDatagramBytes): the client is told so.
+        if ((err as { code?: unknown }).code === 'DATAGRAM_TOO_LARGE') return encodeError(Op.GET, id, Status.TOO_LARGE, 'the key is too long for a peer lookup datagram (maxDatagramBytes); not found locally')
+        throw err
+      },
+    )
+  }
+
+  return function handle(req: Request): Buffer | Promise<Buffer> {
+    switch (req.op) {
+      case Op.GET: {
+        const problem = keyProblem(req.key, maxKeyBytes)
+        if (problem) return encodeError(Op.GET, req.id, Status.BAD_KEY, problem)
+        const key = req.key.toString('latin1')
+        const entry = store.get(key)
+        if (entry !== undefined) return encodeReply(Op.GET, req.id, Status.OK, entry.value, 0, store.remainingTtl(key))
+        if (deps.cluster && !(req.flags & ReqFlag.LOCAL_ONLY)) return remoteGet(req.id, key)
+        return encodeReply(Op.GET, req.id, Status.NOT_FOUND)
+      }
+      case Op.SET: {
+        const problem = keyProblem(req.key, maxKeyBytes)
+        if (problem) return encodeError(Op.SET, req.id, Status.BAD_KEY, problem)
+        const key = req.key.toString('latin1')
+        try {
+          store.set(key, req.value, req.ttlMs)
+        } catch (err) {
+          if (err instanceof StoreError) return encodeError(Op.SET, req.id, err.code === 'TOO_LARGE' ? Status.TOO_LARGE : Status.BAD_TTL, err.message)
+          throw err
+        }
+        if (deps.cluster && !(req.flags & ReqFlag.NO_PROPAGATE)) deps.cluster.stored(key)
+        return encodeReply(Op.SET, req.id, Status.OK)
+      }
+      case Op.DELETE: {
+        const problem = keyProblem(req.key, maxKeyBytes)
+        if (problem) return encodeError(Op.DELETE, req.id, Status.BAD_KEY, problem)
+        const key = req.key.toString('latin1')
+        const had = store.delete(key)
+        // Invalidate everywhere even when this host had no copy: another host may.
+        if (deps.cluster && !(req.flags & ReqFlag.NO_PROPAGATE)) deps.cluster.deleted(key)
+        return encodeReply(Op.DELETE, req.id, had ? Status.OK : Status.NOT_FOUND)
+      }
+      case Op.TOUCH: {
+        const problem = keyProblem(req.key, maxKeyBytes)
+        if (problem) return encodeError(Op.TOUCH, req.id, Status.BAD_KEY, problem)
+        try {
+          return encodeReply(Op.TOUCH, req.id, store.touch(req.key.toString('latin1'), req.ttlMs) ? Status.OK : Status.NOT_FOUND)
+        } catch (err) {
+          if (err instanceof StoreError) return encodeError(Op.TOUCH, req.id, Status.BAD_TTL, err.message)
+          throw err
+        }
+      }
+      case Op.PING:
+        return encodeReply(Op.PING, req.id, Status.OK, EMPTY)
+      case Op.STATS:
+        return encodeReply(Op.STATS, req.id, Status.OK, json(deps.stats()))
+      case Op.PEERS:
+        return encodeReply(Op.PEERS, req.id, Status.OK, json(deps.cluster ? deps.cluster.peers() : []))
+      case Op.KEYS: {
+        if (!admin) return encodeError(Op.KEYS, req.id, Status.DENIED, 'listing keys is allowed on the admin socket only')
+        const limit = req.limit === 0 ? 1000 : req.limit
+        const keys = store.keys(req.prefix.toString('latin1'), limit)
+        // Keys are bytes; latin1 round-trips every byte, so clients can recover them exactly.
+        return encodeReply(Op.KEYS, req.id, Status.OK, json(keys.map((k) => ({ key: k, ttlMs: store.remainingTtl(k) }))))
+      }
+      case Op.TICKET_KEY: {
+        const k = deps.ticketKey()
+        if (!k) return encodeReply(Op.TICKET_KEY, req.id, Status.NOT_FOUND)
+        const body = Buffer.allocUnsafe(8 + k.key.length)
+        body.writeUInt32BE(k.epoch, 0)
+        body.writeUInt32BE(Math.min(k.remainingMs, 0xffffffff), 4)
+        k.key.copy(body, 8)
+        const reply = encodeReply(Op.TICKET_KEY, req.id, Status.OK, body)
+        body.fill(0)
+        return reply
+      }
+      case Op.TICKET_WINDOW: {
+        if (!admin) return encodeError(Op.TICKET_WINDOW, req.id, Status.DENIED, 'the ticket window is readable on the admin socket only')
+        const w = deps.ticketWindow?.()
+        if (!w) return encodeReply(Op.TICKET_WINDOW, req.id, Status.NOT_FOUND)
+        const body = encodeTicketWindowBody(w)
+        const reply = encodeReply(Op.TICKET_WINDOW, req.id, Status.OK, body)
+        body.fill(0)
+        return reply
+      }
+      case Op.FLUSH: {
+        if (!admin) return encodeError(Op.FLUSH, req.id, Status.DENIED, 'flushing is allowed on the admin socket only')
+        return encodeReply(Op.FLUSH, req.id, Status.OK, json({ flushed: store.flush() }))
+      }
+    }
+  }
+}

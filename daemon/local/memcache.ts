@@ -1,0 +1,985 @@
+/**
+ * A memcached text-protocol front end on the same store and cluster, for servers that already
+ * keep their sessions in memcached (Apache mod_ssl's `SSLSessionCache memcache:`, OpenResty, PHP,
+ * h2o, pymemcache, libmemcached).
+ *
+ * It answers as memcached 1.6 does (checked against memcached 1.6.18 by test/integration/memcache-diff.test.ts):
+ * get/gets (any number of keys), gat/gats, set/add/replace/append/prepend, incr/decr, delete, touch,
+ * flush_all (refused unless `memcacheFlushAll`), verbosity, version, quit, stats (general,
+ * settings, items, slabs, sizes, reset), `noreply` on every command that takes it, lines ended by
+ * `\r\n` or `\n`, keys of any bytes but space and newline up to `maxKeyBytes`. Exptime follows
+ * memcached: 0 = no expiry (capped by `maxTtlMs`), up to 30 days = seconds from now, larger = an
+ * absolute Unix time, negative or past = expired at once. `gets` reports each entry's version
+ * (versions.ts) as its cas unique value, and `cas` stores only while the entry still has it: a
+ * version is the same on every host that holds a copy, and any write, local or from a peer, makes
+ * a new one.
+ *
+ * Every command runs in order when its turn to answer comes, so a command that waits for the
+ * cluster (a get, or an incr of a key held by another host) never lets a later one overtake it.
+ * Writes go through the store and the cluster's `stored`/`deleted` hooks, so incr/decr/append/
+ * prepend replicate like a set.
+ *
+ * Memory per connection is bounded: the socket is not read while the replies not yet taken by the
+ * client exceed MAX_UNSENT_REPLY_BYTES or MAX_QUEUED_COMMANDS commands wait for their turn; a
+ * multi-get's reply is made key by key as the client takes it; a line is at most MAX_LINE_BYTES
+ * (a get line MAX_GET_LINE_BYTES); nothing is read after `quit` or a fatal error.
+ *
+ * No authentication, so TCP listeners are refused unless they are on a loopback address.
+ */
+import net from 'node:net'
+import { UnixListener } from './unix-listener.js'
+import type { ClusterHooks } from './handler.js'
+import type { Log } from '../host/log.js'
+import { StoreError, type SessionStore } from '../store/lru-store.js'
+
+/** The memcached release whose text protocol this front end speaks; the start of its VERSION reply. */
+export const MEMCACHED_PROTOCOL_VERSION = '1.6.18'
+/**
+ * memcached: a line with no newline in its first 2,048 bytes must be a multi-get, or the
+ * connection is closed.
+ */
+export const MAX_LINE_BYTES = 2048
+/**
+ * Longest get/gets line, in bytes: 1,000 keys of 250 bytes fit (memcached has no fixed cap; its
+ * clients send multi-gets of hundreds of keys). Longer: `CLIENT_ERROR line too long` and a hangup.
+ */
+export const MAX_GET_LINE_BYTES = 256 * 1024
+/**
+ * Reply bytes made but not yet taken by the client, per connection, above which no more replies
+ * are made and the socket is not read (resumed on 'drain'). One reply may overshoot it by up to a
+ * value (`maxValueBytes`).
+ */
+export const MAX_UNSENT_REPLY_BYTES = 256 * 1024
+/** Commands read ahead of their turn to answer, per connection; beyond it the socket is not read. */
+export const MAX_QUEUED_COMMANDS = 256
+/** Remote lookups a multi-get keeps in flight ahead of the key whose reply it is writing. */
+const GET_LOOKAHEAD = 16
+/** memcached: exptime above this many seconds is an absolute Unix time. */
+const RELATIVE_LIMIT_S = 60 * 60 * 24 * 30
+/** How long a connection that was hung up on may take to receive its last replies, in ms. */
+const HANGUP_LINGER_MS = 2000
+const INPUT_INITIAL_BYTES = 16 * 1024
+/** Replies up to this size are copied into one buffer before writing. */
+const COALESCE_BYTES = 64 * 1024
+
+const CRLF = Buffer.from('\r\n')
+const END = Buffer.from('END\r\n')
+const STORED = 'STORED\r\n'
+const NOT_STORED = 'NOT_STORED\r\n'
+const NOT_FOUND = 'NOT_FOUND\r\n'
+const ERROR = 'ERROR\r\n'
+const BAD_FORMAT = 'CLIENT_ERROR bad command line format\r\n'
+const BAD_EXPTIME = 'CLIENT_ERROR invalid exptime argument\r\n'
+
+export interface MemcacheOptions {
+  /** Where to listen: `HOST:PORT` (loopback only) or a Unix socket path. */
+  listen: string[]
+  /** Connections open at once on each listener. */
+  maxConnections: number
+  /** A connection with no traffic either way for this long is closed, in ms; 0 = never. */
+  idleTimeoutMs: number
+  /** Whether `flush_all` empties this host's store (else `CLIENT_ERROR flush_all not allowed`). */
+  flushAll: boolean
+  maxKeyBytes: number
+  /** statecast's own version, shown after the memcached protocol version and in `stats`. */
+  version: string
+  store: SessionStore
+  cluster: () => ClusterHooks | undefined
+  log: Log
+  /** Wall clock in ms, for absolute exptimes. */
+  now?: () => number
+}
+
+export interface MemcacheCounters {
+  connections: number
+  commands: number
+  getHits: number
+  getMisses: number
+  remoteHits: number
+  errors: number
+  /** Connections refused because their listener was at `memcacheMaxConnections`. */
+  refused: number
+  /** Connections closed by the idle timeout. */
+  idleClosed: number
+  /** Times a connection's socket stopped being read because its replies were not taken. */
+  paused: number
+  /** Connections not read right now, for that reason. */
+  readingPaused: number
+  /** Connections whose unsent replies exceed the bound right now: the daemon waits for the client to read. */
+  waitingForClient: number
+}
+
+/** Parses `HOST:PORT` (IPv6 as `[::1]:PORT`) or returns undefined for a Unix path. */
+export function parseListen(spec: string): { host: string; port: number } | undefined {
+  if (spec.startsWith('/') || spec.startsWith('.')) return undefined
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(spec)
+  if (!m) throw new Error(`listen address ${JSON.stringify(spec)} is neither HOST:PORT nor an absolute socket path`)
+  const host = m[1] ?? m[2]!
+  const port = Number(m[3])
+  if (!net.isIP(host)) throw new Error(`listen host ${host} is not an IP address`)
+  if (!(host.startsWith('127.') || host === '::1')) throw new Error(`refusing ${spec}: this listener has no authentication, so it listens on loopback addresses and Unix sockets only`)
+  if (port < 1 || port > 65535) throw new Error(`listen port ${port} out of range`)
+  return { host, port }
+}
+
+/**
+ * memcached's `safe_strtol` into an int32: a decimal that fits a 64-bit long, then truncated to
+ * 32 bits as memcached's assignment does. Undefined where memcached refuses the token.
+ */
+export function memcachedInt32(tok: string): number | undefined {
+  if (!/^[+-]?\d+$/.test(tok)) return undefined
+  const n = BigInt(tok)
+  if (n > 0x7fffffffffffffffn || n < -0x8000000000000000n) return undefined
+  return Number(BigInt.asIntN(32, n))
+}
+
+/** memcached's `safe_strtoull`: an unsigned decimal that fits 64 bits. */
+export function memcachedUint64(tok: string): bigint | undefined {
+  if (!/^\+?\d+$/.test(tok)) return undefined
+  const n = BigInt(tok)
+  return n > 0xffffffffffffffffn ? undefined : n
+}
+
+/** memcached's `safe_strtoul` into the 32-bit client flags. */
+function memcachedFlags(tok: string): number | undefined {
+  const n = memcachedUint64(tok)
+  return n === undefined ? undefined : Number(BigInt.asUintN(32, n))
+}
+
+/** A stored value read as memcached's incr/decr read it: leading blanks, digits, then a blank or the end. */
+function numericValue(v: Buffer): bigint | undefined {
+  const m = /^[\t\n\v\f\r ]*\+?(\d+)(?:[\t\n\v\f\r ]|$)/.exec(v.toString('latin1'))
+  if (!m) return undefined
+  const n = BigInt(m[1]!)
+  return n > 0xffffffffffffffffn ? undefined : n
+}
+
+/**
+ * Unread input. Chunks are copied into one buffer that grows by doubling and is compacted in
+ * place, so a long line arriving in many small reads costs linear, not quadratic, copying.
+ */
+class InputBuffer {
+  #b = Buffer.allocUnsafe(INPUT_INITIAL_BYTES)
+  #start = 0
+  #end = 0
+
+  get length(): number {
+    return this.#end - this.#start
+  }
+
+  view(): Buffer {
+    return this.#b.subarray(this.#start, this.#end)
+  }
+
+  append(chunk: Buffer): void {
+    const n = this.length
+    if (this.#end + chunk.length > this.#b.length) {
+      if (n + chunk.length <= this.#b.length) this.#b.copy(this.#b, 0, this.#start, this.#end)
+      else {
+        const grown = Buffer.allocUnsafe(Math.max(2 * this.#b.length, n + chunk.length))
+        this.#b.copy(grown, 0, this.#start, this.#end)
+        this.#b = grown
+      }
+      this.#start = 0
+      this.#end = n
+    }
+    chunk.copy(this.#b, this.#end)
+    this.#end += chunk.length
+  }
+
+  consume(n: number): void {
+    this.#start += n
+    if (this.#start < this.#end) return
+    this.#start = this.#end = 0
+    // A long multi-get line grew the buffer; give the memory back once it is handled.
+    if (this.#b.length > 4 * INPUT_INITIAL_BYTES) this.#b = Buffer.allocUnsafe(INPUT_INITIAL_BYTES)
+  }
+
+  clear(): void {
+    this.consume(this.length)
+  }
+}
+
+type Reply = string | undefined
+type Fetch = { key: string; remote?: Promise<void>; done?: boolean; found?: Held }
+/** A value as a get answers it: a copy, its flags, and its version (the cas unique). */
+type Held = { value: Buffer; flags: number; version: bigint }
+/** A command waiting for its turn to answer. `cost` counts the bytes it holds (line, data). */
+type Slot =
+  | { kind: 'op'; run: () => Reply | Promise<Reply>; state: 'new' | 'waiting' | 'done'; result?: Reply; cost: number; close?: boolean }
+  | { kind: 'get'; line: string; pos: number; withCas: boolean; touch?: number; ahead: Fetch[]; waiting: boolean; cost: number }
+
+class McConnection {
+  readonly #s: net.Socket
+  readonly #fe: MemcacheServer
+  readonly #in = new InputBuffer()
+  /** How far the unread input has been searched for a newline. */
+  #scanned = 0
+  /** Bytes of an oversized value still to be discarded (plus its CRLF). */
+  #swallow = 0
+  #pendingStore: { cmd: string; key: string; flags: number; exptime: number; bytes: number; noreply: boolean; unique?: bigint } | undefined
+  #queue: Slot[] = []
+  #queuedBytes = 0
+  /** After `quit` or a fatal error: nothing more is read, and the socket closes once answered. */
+  #closing = false
+  #hungUp = false
+  #paused = false
+  /** The client half-closed: once the input is used up, answer what is owed and close. */
+  #eof = false
+  /** The socket holds more unsent bytes than the bound: waiting for the client to read. */
+  #blocked = false
+  /** Reply bytes ready to write, in order. */
+  #out: Buffer[] = []
+  #outBytes = 0
+
+  constructor(fe: MemcacheServer, s: net.Socket) {
+    this.#fe = fe
+    this.#s = s
+    // Replies go out as soon as they are written (TCP; a no-op on Unix sockets), as memcached does.
+    if (s.remoteFamily) s.setNoDelay(true)
+    s.on('data', (c: Buffer) => this.#onData(c))
+    s.on('drain', () => {
+      this.#setBlocked(false)
+      this.#drive()
+    })
+    // A client may send its last commands and half-close (SHUT_WR): it still gets every answer,
+    // however many wait behind a slow reader or a remote lookup, before the daemon closes.
+    s.allowHalfOpen = true
+    s.on('end', () => {
+      this.#eof = true
+      this.#process()
+      this.#drive()
+    })
+    s.on('error', () => {})
+    s.once('close', () => {
+      this.#unpause()
+      this.#setBlocked(false)
+    })
+  }
+
+  #unpause(): void {
+    if (!this.#paused) return
+    this.#paused = false
+    this.#fe.counters.readingPaused--
+  }
+
+  #onData(chunk: Buffer): void {
+    if (this.#closing) return
+    this.#in.append(chunk)
+    // Replies made while handling one chunk leave together, when it has been handled.
+    this.#process()
+    this.#drive()
+  }
+
+  /** Bytes of replies made or owed that the client has not taken yet. */
+  #unsent(): number {
+    return this.#s.writableLength + this.#outBytes
+  }
+
+  #full(): boolean {
+    return this.#queue.length >= MAX_QUEUED_COMMANDS || this.#queuedBytes + this.#unsent() > MAX_UNSENT_REPLY_BYTES
+  }
+
+  #process(): void {
+    const inb = this.#in
+    while (!this.#closing && !this.#full()) {
+      if (this.#swallow > 0) {
+        const n = Math.min(this.#swallow, inb.length)
+        this.#swallow -= n
+        inb.consume(n)
+        if (this.#swallow > 0) return this.#inputEnd()
+        continue
+      }
+      const ps = this.#pendingStore
+      if (ps) {
+        if (inb.length < ps.bytes + 2) return this.#inputEnd()
+        const v = inb.view()
+        this.#pendingStore = undefined
+        if (v[ps.bytes] !== 13 || v[ps.bytes + 1] !== 10) {
+          this.#fe.counters.errors++
+          this.#enqueue(() => 'CLIENT_ERROR bad data chunk\r\n', ps.noreply)
+        } else {
+          // The command may wait for an earlier one, and the input buffer is reused meanwhile.
+          const data = Buffer.from(v.subarray(0, ps.bytes))
+          this.#enqueue(
+            () => {
+              // The copy holds a session value: wiped once stored (the store keeps its own).
+              let r: Reply | Promise<Reply> | undefined
+              try {
+                r = this.#fe.storeCommand(ps.cmd, ps.key, ps.flags, ps.exptime, data, ps.unique)
+                return r
+              } finally {
+                if (r instanceof Promise) void r.finally(() => data.fill(0))
+                else data.fill(0)
+              }
+            },
+            ps.noreply,
+            ps.bytes,
+          )
+        }
+        inb.consume(ps.bytes + 2)
+        this.#pump()
+        continue
+      }
+      const v = inb.view()
+      const eol = v.indexOf(10, this.#scanned)
+      if (eol < 0) {
+        this.#scanned = v.length
+        if (v.length > MAX_LINE_BYTES && !(isGetLine(v) && v.length <= MAX_GET_LINE_BYTES)) return this.#fatal('CLIENT_ERROR line too long\r\n')
+        return this.#inputEnd()
+      }
+      if (eol > MAX_GET_LINE_BYTES) {
+        this.#fatal('CLIENT_ERROR line too long\r\n')
+        return
+      }
+      const line = v.toString('latin1', 0, eol > 0 && v[eol - 1] === 13 ? eol - 1 : eol)
+      inb.consume(eol + 1)
+      this.#scanned = 0
+      this.#command(line)
+      this.#pump()
+    }
+    if (this.#full() && !this.#closing && !this.#paused) {
+      // Stop reading until the client takes its replies: the kernel's buffers fill and TCP's
+      // window closes on the sender, instead of this process holding its pipelined commands.
+      this.#paused = true
+      this.#fe.counters.paused++
+      this.#fe.counters.readingPaused++
+      this.#s.pause()
+    }
+  }
+
+  /** All input that came is used up; after a half-close, that is the end of the commands. */
+  #inputEnd(): void {
+    if (!this.#eof || this.#closing) return
+    // An unfinished line or data block is dropped, as memcached drops it on EOF.
+    this.#enqueue(() => undefined, false, 0, true)
+    this.#stopReading()
+  }
+
+  /** A command's reply, made when its turn comes. `noreply` drops it, as memcached does. */
+  #enqueue(run: () => Reply | Promise<Reply>, noreply = false, cost = 0, close = false): void {
+    const slot: Slot = { kind: 'op', run: noreply ? () => quiet(run()) : run, state: 'new', cost, close }
+    this.#queue.push(slot)
+    this.#queuedBytes += cost
+  }
+
+  #reply(text: string, noreply = false): void {
+    this.#enqueue(() => text, noreply)
+  }
+
+  #error(text: string, noreply = false): void {
+    this.#fe.counters.errors++
+    this.#reply(text, noreply)
+  }
+
+  /** Answers what came before, says `text`, and hangs up; nothing more is read. */
+  #fatal(text: string): void {
+    this.#fe.counters.errors++
+    this.#enqueue(() => text, false, 0, true)
+    this.#stopReading()
+    this.#pump()
+  }
+
+  #stopReading(): void {
+    this.#closing = true
+    this.#in.clear()
+    this.#pendingStore = undefined
+    this.#s.pause()
+  }
+
+  #command(line: string): void {
+    const fe = this.#fe
+    fe.counters.commands++
+    const g = /^ *(gets?) +(?=[^ ])/.exec(line)
+    if (g) return this.#get(line, g[0].length, g[1] === 'gets')
+    // gat/gats EXPTIME KEY...: get and touch (memcached 1.5.3+).
+    // memcached answers `gat EXPTIME` with no key by END alone.
+    const gat = /^ *(gats?) +([^ ]+) */.exec(line)
+    if (gat) {
+      const exptime = memcachedInt32(gat[2]!)
+      if (exptime === undefined) return this.#error(BAD_EXPTIME)
+      return this.#get(line, gat[0].length, gat[1] === 'gats', exptime)
+    }
+    const tok = line.split(' ').filter((x) => x.length > 0)
+    const cmd = tok[0] ?? ''
+    const n = tok.length
+    const noreply = tok[n - 1] === 'noreply'
+    const keyOk = (k: string) => k.length <= fe.maxKeyBytes
+    switch (cmd) {
+      case 'set':
+      case 'add':
+      case 'replace':
+      case 'append':
+      case 'prepend':
+      case 'cas': {
+        const fields = cmd === 'cas' ? 6 : 5
+        if (n !== fields && n !== fields + 1) return this.#error(ERROR)
+        const nr = noreply && n === fields + 1
+        const key = tok[1]!
+        const flags = memcachedFlags(tok[2]!)
+        const exptime = memcachedInt32(tok[3]!)
+        const bytes = memcachedInt32(tok[4]!)
+        if (!keyOk(key) || flags === undefined || exptime === undefined || bytes === undefined || bytes < 0) return this.#error(BAD_FORMAT, nr)
+        if (cmd === 'cas' && memcachedUint64(tok[5]!) === undefined) return this.#error(BAD_FORMAT, nr)
+        if (bytes > fe.maxValueBytes) {
+          this.#swallow = bytes + 2
+          fe.counters.errors++
+          // memcached drops the old value of a refused set, so no stale session outlives it.
+          return this.#enqueue(() => {
+            if (cmd === 'set') fe.remove(key)
+            return 'SERVER_ERROR object too large for cache\r\n'
+          }, nr)
+        }
+        this.#pendingStore = { cmd, key, flags, exptime, bytes, noreply: nr, ...(cmd === 'cas' ? { unique: memcachedUint64(tok[5]!)! } : {}) }
+        return
+      }
+      case 'incr':
+      case 'decr': {
+        if (n !== 3 && n !== 4) return this.#error(ERROR)
+        const nr = noreply && n === 4
+        if (!keyOk(tok[1]!)) return this.#error(BAD_FORMAT, nr)
+        const delta = memcachedUint64(tok[2]!)
+        if (delta === undefined) return this.#error('CLIENT_ERROR invalid numeric delta argument\r\n', nr)
+        return this.#enqueue(() => fe.delta(tok[1]!, cmd === 'incr', delta), nr)
+      }
+      case 'delete': {
+        if (n < 2 || n > 4) return this.#error(ERROR)
+        // `delete KEY [0] [noreply]`: mod_ssl sends the legacy time argument 0.
+        const zero = tok[2] === '0'
+        const valid = n === 2 || (n === 3 && (zero || noreply)) || (n === 4 && zero && noreply)
+        if (!keyOk(tok[1]!)) return this.#error(BAD_FORMAT, noreply)
+        if (!valid) return this.#error('CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n', noreply)
+        return this.#enqueue(() => fe.delete(tok[1]!), noreply)
+      }
+      case 'touch': {
+        if (n !== 3 && n !== 4) return this.#error(ERROR)
+        const nr = noreply && n === 4
+        if (!keyOk(tok[1]!)) return this.#error(BAD_FORMAT, nr)
+        const exptime = memcachedInt32(tok[2]!)
+        if (exptime === undefined) return this.#error(BAD_EXPTIME, nr)
+        return this.#enqueue(() => fe.touch(tok[1]!, exptime), nr)
+      }
+      case 'flush_all': {
+        if (n > 3) return this.#error(ERROR)
+        if (!fe.flushAllowed) return this.#error('CLIENT_ERROR flush_all not allowed\r\n', noreply)
+        let delay = 0
+        if (n !== (noreply ? 2 : 1)) {
+          const d = memcachedInt32(tok[1]!)
+          if (d === undefined) return this.#error(BAD_EXPTIME, noreply)
+          delay = d
+        }
+        return this.#enqueue(() => fe.flushAll(delay), noreply)
+      }
+      case 'verbosity': {
+        // Accepted and ignored (the daemon's log level is `logLevel`), checked as memcached does.
+        if (n !== 2 && n !== 3) return this.#error(ERROR)
+        if (memcachedFlags(tok[1]!) === undefined) return this.#error(BAD_FORMAT, noreply)
+        return this.#reply('OK\r\n', noreply)
+      }
+      case 'version':
+        return this.#reply(`VERSION ${fe.version}\r\n`)
+      case 'stats':
+        return this.#enqueue(() => fe.statsText(tok.slice(1)))
+      case 'quit':
+        // Answer what came before, then hang up; nothing after it is read.
+        this.#enqueue(() => undefined, false, 0, true)
+        return this.#stopReading()
+      default:
+        return this.#error(ERROR)
+    }
+  }
+
+  #get(line: string, pos: number, withCas: boolean, touch?: number): void {
+    const fe = this.#fe
+    // Every key is checked before any is answered: memcached answers a bad key with the error
+    // alone, no values.
+    for (let i = pos; i < line.length; ) {
+      let j = line.indexOf(' ', i)
+      if (j < 0) j = line.length
+      if (j - i > fe.maxKeyBytes) return this.#error(BAD_FORMAT)
+      i = j + 1
+    }
+    this.#queue.push({ kind: 'get', line, pos, withCas, ...(touch === undefined ? {} : { touch }), ahead: [], waiting: false, cost: line.length })
+    this.#queuedBytes += line.length
+  }
+
+  /** The next key of a get line, or undefined at its end. */
+  static #nextKey(g: { line: string; pos: number }): string | undefined {
+    const l = g.line
+    while (g.pos < l.length && l.charCodeAt(g.pos) === 32) g.pos++
+    if (g.pos >= l.length) return undefined
+    let j = l.indexOf(' ', g.pos)
+    if (j < 0) j = l.length
+    const k = l.slice(g.pos, j)
+    g.pos = j
+    return k
+  }
+
+  /**
+   * Writes a get's values while the client takes them. True when its END is written; false when
+   * it waits for a remote lookup or for the client.
+   */
+  #advanceGet(g: Extract<Slot, { kind: 'get' }>): boolean {
+    const fe = this.#fe
+    for (;;) {
+      while (g.ahead.length < GET_LOOKAHEAD) {
+        const k = McConnection.#nextKey(g)
+        if (k === undefined) break
+        g.ahead.push(fe.prefetch(k))
+      }
+      const f = g.ahead[0]
+      if (!f) {
+        this.#push(END)
+        return true
+      }
+      if (f.remote && !f.done) {
+        if (!g.waiting) {
+          g.waiting = true
+          void f.remote.then(() => {
+            g.waiting = false
+            this.#drive()
+          })
+        }
+        return false
+      }
+      g.ahead.shift()
+      const e = f.remote ? f.found : fe.localGet(f.key)
+      if (e && g.touch !== undefined) fe.touchHeld(f.key, g.touch)
+      if (e) {
+        this.#push(Buffer.from(`VALUE ${f.key} ${e.flags} ${e.value.length}${g.withCas ? ` ${e.version}` : ''}\r\n`, 'latin1'))
+        this.#push(e.value)
+        this.#push(CRLF)
+      }
+      if (this.#unsent() > MAX_UNSENT_REPLY_BYTES) return false
+    }
+  }
+
+  /** Answers queued commands in order, as far as the client takes them. */
+  #pump(): void {
+    const s = this.#s
+    while (this.#queue.length > 0 && !s.destroyed && !this.#hungUp) {
+      if (this.#unsent() > MAX_UNSENT_REPLY_BYTES) return
+      const slot = this.#queue[0]!
+      if (slot.kind === 'get') {
+        if (!this.#advanceGet(slot)) return
+      } else {
+        if (slot.state === 'waiting') return
+        if (slot.state === 'new') {
+          const r = this.#fe.guard(slot.run)
+          if (r instanceof Promise) {
+            slot.state = 'waiting'
+            void r.then((text) => {
+              slot.result = text
+              slot.state = 'done'
+              this.#drive()
+            })
+            return
+          }
+          slot.result = r
+          slot.state = 'done'
+        }
+        if (slot.result !== undefined) this.#push(Buffer.from(slot.result, 'latin1'))
+        if (slot.close) {
+          this.#queue.length = 0
+          this.#hangUp()
+          return
+        }
+      }
+      this.#queue.shift()
+      this.#queuedBytes -= slot.cost
+    }
+  }
+
+  /**
+   * Answers, writes, and reads again while there is room; called after input was handled, on
+   * 'drain' and when a lookup finishes. A write the kernel takes whole emits no 'drain', so this
+   * loops until the queue is empty, waits for the cluster, or the socket holds more than the
+   * bound (then its write returned false, and 'drain' comes).
+   */
+  #drive(): void {
+    const s = this.#s
+    for (;;) {
+      this.#pump()
+      this.#send()
+      if (s.destroyed || this.#hungUp) return
+      if (this.#paused && !this.#closing && !this.#full()) {
+        this.#unpause()
+        s.resume()
+        this.#process()
+        continue
+      }
+      const head = this.#queue[0]
+      if (!head || (head.kind === 'get' ? head.waiting : head.state === 'waiting')) return
+      if (s.writableLength > MAX_UNSENT_REPLY_BYTES) {
+        this.#setBlocked(true)
+        return
+      }
+    }
+  }
+
+  #setBlocked(b: boolean): void {
+    if (this.#blocked === b) return
+    this.#blocked = b
+    this.#fe.counters.waitingForClient += b ? 1 : -1
+  }
+
+  /**
+   * Sends what is owed and a FIN, without reading again. Closing a socket with unread input
+   * would reset it and could discard the last replies in flight, so the socket is destroyed only
+   * after HANGUP_LINGER_MS, or earlier when the client closes; meanwhile its unread input stays in
+   * the kernel, whose window stops the sender.
+   */
+  #hangUp(): void {
+    if (this.#hungUp) return
+    this.#hungUp = true
+    this.#send()
+    const s = this.#s
+    s.end()
+    const t = setTimeout(() => s.destroy(), HANGUP_LINGER_MS)
+    t.unref()
+    s.once('close', () => clearTimeout(t))
+  }
+
+  #push(b: Buffer): void {
+    this.#out.push(b)
+    this.#outBytes += b.length
+  }
+
+  /**
+   * Writes what is ready. Small replies (a GET is a header, the value and END) are joined into
+   * one buffer: one write syscall instead of a writev of several; large ones go out uncopied.
+   */
+  #send(): void {
+    const out = this.#out
+    if (out.length === 0) return
+    this.#out = []
+    const n = this.#outBytes
+    this.#outBytes = 0
+    if (this.#s.destroyed) return
+    if (out.length === 1) this.#s.write(out[0]!)
+    else if (n <= COALESCE_BYTES) this.#s.write(Buffer.concat(out, n))
+    else {
+      this.#s.cork()
+      for (const b of out) this.#s.write(b)
+      this.#s.uncork()
+    }
+  }
+}
+
+function isGetLine(v: Buffer): boolean {
+  let i = 0
+  while (i < v.length && i <= 100 && v[i] === 32) i++
+  const head = v.toString('latin1', i, i + 5)
+  return head.startsWith('get ') || head === 'gets '
+}
+
+function quiet(r: Reply | Promise<Reply>): Reply | Promise<Reply> {
+  return r instanceof Promise ? r.then(() => undefined) : undefined
+}
+
+export class MemcacheServer {
+  readonly counters: MemcacheCounters = { connections: 0, commands: 0, getHits: 0, getMisses: 0, remoteHits: 0, errors: 0, refused: 0, idleClosed: 0, paused: 0, readingPaused: 0, waitingForClient: 0 }
+  /** The VERSION reply: memcached's protocol version (libmemcached checks it), then statecast's. */
+  readonly version: string
+  readonly maxValueBytes: number
+  readonly maxKeyBytes: number
+  readonly flushAllowed: boolean
+  readonly #o: MemcacheOptions
+  readonly #servers: { server: net.Server; unix?: UnixListener; sockets: Set<net.Socket> }[] = []
+  #flushTimer: NodeJS.Timeout | undefined
+  #now: () => number
+
+  constructor(o: MemcacheOptions) {
+    this.#o = o
+    this.version = `${MEMCACHED_PROTOCOL_VERSION}-statecast-${o.version}`
+    this.maxValueBytes = o.store.options.maxValueBytes
+    this.maxKeyBytes = o.maxKeyBytes
+    this.flushAllowed = o.flushAll
+    this.#now = o.now ?? Date.now
+  }
+
+  /**
+   * Runs one command. A store error becomes a memcached error reply; anything else is a bug,
+   * logged (no key or value) and answered, so that no client line can stop the daemon.
+   */
+  guard(run: () => Reply | Promise<Reply>): Reply | Promise<Reply> {
+    const fail = (err: unknown): Reply => {
+      this.counters.errors++
+      if (err instanceof StoreError) return `SERVER_ERROR ${err.message}\r\n`
+      this.#o.log.error({ err: (err as Error)?.name, code: (err as { code?: unknown })?.code }, 'memcache command failed')
+      return 'SERVER_ERROR internal error\r\n'
+    }
+    try {
+      const r = run()
+      return r instanceof Promise ? r.catch(fail) : r
+    } catch (err) {
+      return fail(err)
+    }
+  }
+
+  /** TTL in ms for a memcached exptime, or -1 when the item is already expired. */
+  ttlFor(exptime: number): number {
+    // No expiry, within the store's cap (maxTtlMs).
+    if (exptime === 0) return this.#o.store.options.maxTtlMs
+    if (exptime < 0) return -1
+    if (exptime <= RELATIVE_LIMIT_S) return exptime * 1000
+    const ms = exptime * 1000 - this.#now()
+    return ms > 0 ? ms : -1
+  }
+
+  /** Starts a remote lookup for a key this host lacks; the value is read when its turn comes. */
+  prefetch(key: string): Fetch {
+    const f: Fetch = { key }
+    const cluster = this.#o.cluster()
+    if (!cluster || this.#o.store.has(key)) return f
+    f.remote = cluster.lookup(key).then(
+      (r) => {
+        f.done = true
+        if (r) {
+          this.counters.remoteHits++
+          f.found = { value: r.value, flags: r.flags, version: r.version }
+        } else this.counters.getMisses++
+      },
+      () => {
+        f.done = true
+        this.counters.getMisses++
+      },
+    )
+    return f
+  }
+
+  /** A copy of a local entry (the store may reuse its memory before the socket has sent it). */
+  localGet(key: string): Held | undefined {
+    const e = this.#o.store.get(key)
+    if (!e) {
+      this.counters.getMisses++
+      return undefined
+    }
+    this.counters.getHits++
+    return { value: Buffer.from(e.value), flags: e.flags, version: e.version }
+  }
+
+  /** Resolves once a key held by another host is copied here; undefined when there is no need. */
+  #fetchFirst(key: string): Promise<void> | undefined {
+    const cluster = this.#o.cluster()
+    if (!cluster || this.#o.store.has(key)) return undefined
+    return cluster.lookup(key).then(
+      () => undefined,
+      () => undefined,
+    )
+  }
+
+  #then(key: string, op: () => Reply): Reply | Promise<Reply> {
+    const p = this.#fetchFirst(key)
+    return p ? p.then(op) : op()
+  }
+
+  /** Stores locally and tells the cluster, like an API SET (so every write kind replicates). */
+  #write(key: string, value: Buffer, ttlMs: number, flags: number): Reply {
+    this.#o.store.set(key, value, ttlMs, flags)
+    this.#o.cluster()?.stored(key)
+    return STORED
+  }
+
+  /** Deletes here and everywhere (another host may hold a copy). */
+  remove(key: string): boolean {
+    const had = this.#o.store.delete(key)
+    this.#o.cluster()?.deleted(key)
+    return had
+  }
+
+  /** set/add/replace/append/prepend, and cas with the `unique` a gets reported (the entry's version). */
+  storeCommand(cmd: string, key: string, flags: number, exptime: number, data: Buffer, unique?: bigint): Reply | Promise<Reply> {
+    const store = this.#o.store
+    const set = (): Reply => {
+      const ttl = this.ttlFor(exptime)
+      if (ttl < 0) {
+        // memcached accepts an already-expired item: the key reads as absent, everywhere.
+        this.remove(key)
+        return STORED
+      }
+      return this.#write(key, data, ttl, flags)
+    }
+    if (cmd === 'set') return set()
+    return this.#then(key, () => {
+      const old = store.peek(key)
+      if (cmd === 'add') return old ? NOT_STORED : set()
+      // cas: stored only when nobody wrote the key since the gets that read `unique`; every write,
+      // local or from a peer, gives the entry a new version.
+      if (cmd === 'cas') return !old ? NOT_FOUND : old.version !== unique ? 'EXISTS\r\n' : set()
+      if (cmd === 'replace') return old ? set() : NOT_STORED
+      // append/prepend keep the old flags and expiry, as memcached does.
+      if (!old) return NOT_STORED
+      if (old.value.length + data.length > this.maxValueBytes) return 'SERVER_ERROR out of memory storing object\r\n'
+      const joined = Buffer.concat(cmd === 'append' ? [old.value, data] : [data, old.value])
+      try {
+        return this.#write(key, joined, store.remainingTtl(key), old.flags)
+      } finally {
+        joined.fill(0)
+      }
+    })
+  }
+
+  delta(key: string, incr: boolean, delta: bigint): Reply | Promise<Reply> {
+    const store = this.#o.store
+    return this.#then(key, () => {
+      const old = store.peek(key)
+      if (!old) return NOT_FOUND
+      const n = numericValue(old.value)
+      if (n === undefined) return 'CLIENT_ERROR cannot increment or decrement non-numeric value\r\n'
+      const next = incr ? BigInt.asUintN(64, n + delta) : n < delta ? 0n : n - delta
+      const digits = String(next)
+      // memcached rewrites a number in place when it fits, padding it with spaces to the old length.
+      const value = Buffer.from(digits.padEnd(old.value.length, ' '), 'latin1')
+      this.#write(key, value, store.remainingTtl(key), old.flags)
+      return `${digits}\r\n`
+    })
+  }
+
+  delete(key: string): Reply {
+    return this.remove(key) ? 'DELETED\r\n' : NOT_FOUND
+  }
+
+  touch(key: string, exptime: number): Reply | Promise<Reply> {
+    return this.#then(key, () => {
+      const ttl = this.ttlFor(exptime)
+      if (ttl < 0) return this.remove(key) ? 'TOUCHED\r\n' : NOT_FOUND
+      if (!this.#o.store.touch(key, ttl)) return NOT_FOUND
+      // The copies on other hosts get the new expiry too.
+      this.#o.cluster()?.stored(key)
+      return 'TOUCHED\r\n'
+    })
+  }
+
+  /** gat's touch of a key it just read (held here now, remote ones included); memcached's rules. */
+  touchHeld(key: string, exptime: number): void {
+    const ttl = this.ttlFor(exptime)
+    if (ttl < 0) this.remove(key)
+    else if (this.#o.store.touch(key, ttl)) this.#o.cluster()?.stored(key)
+  }
+
+  /** memcached's flush_all: this host's store, now or after `delay` (memcached's exptime rules). */
+  flushAll(delay: number): Reply {
+    clearTimeout(this.#flushTimer)
+    this.#flushTimer = undefined
+    const ms = delay > 0 ? this.ttlFor(delay) : -1
+    if (ms <= 0) this.#o.store.flush()
+    else {
+      this.#flushTimer = setTimeout(() => this.#o.store.flush(), ms)
+      this.#flushTimer.unref()
+    }
+    return 'OK\r\n'
+  }
+
+  get currentConnections(): number {
+    return this.#servers.reduce((n, s) => n + s.sockets.size, 0)
+  }
+
+  statsText(args: string[]): Reply {
+    const rows = (r: [string, number | string][]) => r.map(([k, v]) => `STAT ${k} ${v}\r\n`).join('') + 'END\r\n'
+    const o = this.#o
+    switch (args.join(' ')) {
+      case '': {
+        const s = o.store.stats()
+        return rows([
+          ['pid', process.pid],
+          ['uptime', Math.floor(process.uptime())],
+          ['time', Math.floor(this.#now() / 1000)],
+          ['version', this.version],
+          ['statecast_version', o.version],
+          ['pointer_size', 64],
+          ['curr_connections', this.currentConnections],
+          ['total_connections', this.counters.connections],
+          ['rejected_connections', this.counters.refused],
+          ['idle_kicks', this.counters.idleClosed],
+          ['cmd_get', this.counters.getHits + this.counters.getMisses + this.counters.remoteHits],
+          ['get_hits', this.counters.getHits + this.counters.remoteHits],
+          ['get_misses', this.counters.getMisses],
+          ['remote_hits', this.counters.remoteHits],
+          ['cmd_set', s.sets],
+          ['curr_items', s.entries],
+          ['bytes', s.bytes],
+          ['limit_maxbytes', s.maxBytes],
+          ['evictions', s.evictions],
+          ['expired_unfetched', s.expirations],
+        ])
+      }
+      case 'settings':
+        return rows([
+          ['maxbytes', o.store.options.maxBytes],
+          ['maxconns', o.maxConnections],
+          ['item_size_max', this.maxValueBytes],
+          ['idle_timeout', Math.ceil(o.idleTimeoutMs / 1000)],
+          ['flush_enabled', this.flushAllowed ? 'yes' : 'no'],
+          ['cas_enabled', 'yes'],
+          ['evictions', 'on'],
+        ])
+      case 'items':
+      case 'slabs':
+        // No slab classes: the store is not memcached's allocator.
+        return 'END\r\n'
+      case 'sizes':
+        return rows([['sizes_status', 'disabled']])
+      case 'reset':
+        for (const k of ['commands', 'getHits', 'getMisses', 'remoteHits', 'errors'] as const) this.counters[k] = 0
+        return 'RESET\r\n'
+      default:
+        return ERROR
+    }
+  }
+
+  async listen(): Promise<void> {
+    for (const spec of this.#o.listen) {
+      const tcp = parseListen(spec)
+      const sockets = new Set<net.Socket>()
+      const server = net.createServer((s) => this.#onConnection(s, sockets))
+      if (tcp) {
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', (err) => reject(new Error(`memcache front end cannot listen on ${spec}: ${err.message}`)))
+          server.listen(tcp.port, tcp.host, () => resolve())
+        })
+        this.#servers.push({ server, sockets })
+      } else {
+        // The API socket's listener: stale-socket check, umask, mode 0660, never clobbers a live one.
+        this.#servers.push({ server, sockets, unix: await UnixListener.listen(server, { path: spec, mode: 0o660 }) })
+      }
+      this.#o.log.info({ listen: spec }, 'memcache front end listening')
+    }
+  }
+
+
+  /** Each listener has its own cap, so clients of one (say a busy TCP port) never shut out another's. */
+  #onConnection(s: net.Socket, sockets: Set<net.Socket>): void {
+    if (sockets.size >= this.#o.maxConnections) {
+      this.counters.refused++
+      s.on('error', () => {})
+      s.end('SERVER_ERROR too many connections\r\n')
+      return
+    }
+    this.counters.connections++
+    sockets.add(s)
+    s.once('close', () => sockets.delete(s))
+    if (this.#o.idleTimeoutMs > 0) {
+      s.setTimeout(this.#o.idleTimeoutMs)
+      s.on('timeout', () => {
+        this.counters.idleClosed++
+        s.destroy()
+      })
+    }
+    new McConnection(this, s)
+  }
+
+  async close(): Promise<void> {
+    clearTimeout(this.#flushTimer)
+    const closing = this.#servers.map(({ server, unix }) => {
+      unix?.close()
+      return new Promise<void>((r) => server.close(() => r()))
+    })
+    const all = this.#servers.flatMap(({ sockets }) => [...sockets])
+    for (const s of all) s.end()
+    const t = setTimeout(() => all.forEach((s) => s.destroy()), 2000)
+    t.unref()
+    await Promise.all(closing)
+    clearTimeout(t)
+  }
+}

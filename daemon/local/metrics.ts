@@ -1,0 +1,110 @@
+/**
+ * Prometheus metrics on an optional loopback HTTP listener (`metricsListen`): every counter and
+ * gauge of `statecast stats`, plus latency histograms of remote lookups and replication copies.
+ * Counters are read from the daemon's own counters at scrape time, so the hot paths only ever
+ * increment plain numbers.
+ */
+import http from 'node:http'
+import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { parseListen } from './memcache.js'
+import type { Log } from '../host/log.js'
+
+/** Stats leaves that go up and down; every other number is a counter. */
+const GAUGES = new Set([
+  'uptimeMs',
+  'store.entries',
+  'store.bytes',
+  'store.maxBytes',
+  'api.connections',
+  'admin.connections',
+  'cluster.members',
+  'cluster.inflightLookups',
+  'cluster.replicationPending',
+  'memcache.connections',
+  'process.rssBytes',
+  'process.heapUsedBytes',
+  'process.externalBytes',
+  'tickets.epoch',
+  'tickets.rotationMs',
+  'tickets.epochs.previous',
+  'tickets.epochs.current',
+  'tickets.epochs.next',
+])
+const SKIP = new Set(['pid', 'version', 'cluster.nodeId'])
+
+const snake = (s: string) => s.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase()).replace(/[^a-z0-9_]/g, '_')
+
+function leaves(obj: unknown, prefix = '', out = new Map<string, number>()): Map<string, number> {
+  // Per-consumer ticket deliveries are a list for people (`statecast tickets`), not metrics.
+  if (prefix === 'tickets.consumers') return out
+  if (obj && typeof obj === 'object') for (const [k, v] of Object.entries(obj)) leaves(v, prefix ? `${prefix}.${k}` : k, out)
+  else if (typeof obj === 'number' && Number.isFinite(obj) && !SKIP.has(prefix)) out.set(prefix, obj)
+  return out
+}
+
+export class Metrics {
+  readonly registry = new Registry()
+  readonly lookupSeconds: Histogram<'outcome'>
+  readonly copyAckSeconds: Histogram
+  #server: http.Server | undefined
+  #snapshot = new Map<string, number>()
+  readonly #stats: () => unknown
+  readonly #log: Log
+
+  constructor(stats: () => unknown, log: Log) {
+    this.#stats = stats
+    this.#log = log
+    const buckets = [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
+    this.lookupSeconds = new Histogram({ name: 'statecast_remote_lookup_seconds', help: 'Remote lookups from the first LOOKUP to the answer, by outcome', labelNames: ['outcome'], buckets, registers: [this.registry] })
+    this.copyAckSeconds = new Histogram({ name: 'statecast_replication_ack_seconds', help: 'Replication copies from first send to acknowledgement', buckets, registers: [this.registry] })
+    for (const path of leaves(stats()).keys()) this.#define(path)
+  }
+
+  #define(path: string): void {
+    const read = () => this.#snapshot.get(path) ?? 0
+    const help = `statecast stats ${path}`
+    if (GAUGES.has(path)) {
+      new Gauge({ name: `statecast_${snake(path.replace(/\./g, '_'))}`, help, registers: [this.registry], collect() {
+        this.set(read())
+      } })
+    } else {
+      new Counter({ name: `statecast_${snake(path.replace(/\./g, '_'))}_total`, help, registers: [this.registry], collect() {
+        this.reset()
+        this.inc(read())
+      } })
+    }
+  }
+
+  /** The exposition text of a scrape. */
+  async scrape(): Promise<string> {
+    this.#snapshot = leaves(this.#stats())
+    return this.registry.metrics()
+  }
+
+  async listen(spec: string): Promise<void> {
+    const addr = parseListen(spec)
+    if (!addr) throw new Error(`metricsListen must be HOST:PORT on loopback, got ${spec}`)
+    const server = http.createServer((req, res) => {
+      if (req.method !== 'GET' || (req.url !== '/metrics' && req.url !== '/')) {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('statecast: metrics are at /metrics\n')
+        return
+      }
+      this.scrape().then(
+        (text) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(text),
+        (err: unknown) => res.writeHead(500).end(String(err)),
+      )
+    })
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err) => reject(new Error(`metrics listener cannot listen on ${spec}: ${err.message}`)))
+      server.listen(addr.port, addr.host, () => resolve())
+    })
+    this.#server = server
+    this.#log.info({ listen: spec }, 'metrics listening')
+  }
+
+  async close(): Promise<void> {
+    const s = this.#server
+    this.#server = undefined
+    if (s) await new Promise<void>((r) => s.close(() => r()))
+  }
+}

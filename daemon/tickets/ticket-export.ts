@@ -1,0 +1,385 @@
+/**
+ * Hands the cluster's ticket keys to the TLS servers of this host: for each configured consumer,
+ * its files (see ticket-formats.ts) in its directory, rewritten whenever the window of previous,
+ * current and next secret changes (a new epoch, or a secret agreed for the next one), then the
+ * server told: a reload command, HAProxy's admin socket, or nothing (h2o re-reads its file).
+ *
+ * Files go to tmpfs only (key material must not outlive the machine's power on a disk), unless
+ * the consumer allows persistent disk explicitly; each is written to a temporary name, fsynced,
+ * given mode 0640 and the consumer's group, renamed over the old one, and the directory fsynced.
+ * Buffers holding keys are zeroed once written. Nothing here logs key bytes or a server's output.
+ */
+import { execFile } from 'node:child_process'
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import net from 'node:net'
+import path from 'node:path'
+import type { Log } from '../host/log.js'
+import type { TicketKeys, TicketWindow } from '../cluster/ticket-keys.js'
+import { TICKET_FORMATS, render, wipeRendered, type Rendered, type SecretWindow, type TicketFormat } from './ticket-formats.js'
+
+export interface TicketConsumer {
+  /** Name in the key derivation and in status; the same on every host of the cluster. */
+  name: string
+  format: TicketFormat
+  /** Directory of the consumer's files; empty: ticketDir/name (see `consumerDir`). */
+  dir: string
+  /** Group owning the files (name or number; empty: the daemon's). */
+  group: string
+  /** Command run after each write, as argv (no shell); empty: none. */
+  reloadCommand: string[]
+  /** HAProxy: its admin socket (`stats socket ... level admin`); keys change without a reload. */
+  adminSocket: string
+  /** Longest a reload command or admin socket exchange may take, in ms. */
+  timeoutMs: number
+  /** Write even where the directory is not on tmpfs (key material then persists on disk). */
+  allowPersistentDisk: boolean
+}
+
+export class TicketExportError extends Error {
+  readonly code: string
+  constructor(code: string, message: string) {
+    super(message)
+    this.name = 'TicketExportError'
+    this.code = code
+  }
+}
+
+const CONSUMER_KEYS = ['name', 'format', 'dir', 'group', 'reloadCommand', 'adminSocket', 'timeoutMs', 'allowPersistentDisk'] as const
+
+/**
+ * Validates the `ticketConsumers` config value: a list of tables. Throws a message naming the
+ * entry and the key, for config.ts to prefix with the file.
+ */
+export function parseConsumers(raw: unknown): TicketConsumer[] {
+  const list = typeof raw === 'string' ? parseJson(raw) : raw
+  if (!Array.isArray(list)) throw new Error('ticketConsumers must be a list of tables ([[ticketConsumers]] in TOML, a JSON array on the command line)')
+  const seen = new Set<string>()
+  return list.map((x: unknown, i) => {
+    const at = `ticketConsumers[${i}]`
+    if (!x || typeof x !== 'object' || Array.isArray(x)) throw new Error(`${at} must be a table with name, format and (optionally) dir, group, reloadCommand, adminSocket`)
+    const o = x as Record<string, unknown>
+    for (const k of Object.keys(o)) if (!(CONSUMER_KEYS as readonly string[]).includes(k)) throw new Error(`${at}: unknown key ${JSON.stringify(k)}; known keys: ${CONSUMER_KEYS.join(', ')}`)
+    const str = (k: string, def: string) => {
+      const v = o[k] ?? def
+      if (typeof v !== 'string') throw new Error(`${at}.${k} must be a string, got ${JSON.stringify(v)}`)
+      return v
+    }
+    const format = str('format', '')
+    if (!(TICKET_FORMATS as readonly string[]).includes(format)) throw new Error(`${at}.format must be one of ${TICKET_FORMATS.join(', ')}, got ${JSON.stringify(o['format'])}`)
+    const name = str('name', format)
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new Error(`${at}.name must be 1 to 64 letters, digits, '.', '_' or '-' (it names a directory), got ${JSON.stringify(name)}`)
+    if (seen.has(name)) throw new Error(`${at}.name ${JSON.stringify(name)} is used twice: consumers need distinct names`)
+    seen.add(name)
+    const dir = str('dir', '')
+    if (dir && !path.isAbsolute(dir)) throw new Error(`${at}.dir must be an absolute path, got ${JSON.stringify(dir)}`)
+    const group = str('group', '')
+    if (group) resolveGroup(group, `${at}.group`)
+    const rc = o['reloadCommand'] ?? []
+    if (!Array.isArray(rc) || !rc.every((a) => typeof a === 'string' && a.length > 0)) throw new Error(`${at}.reloadCommand must be a list of arguments such as ["systemctl", "reload", "nginx"] (run without a shell), got ${JSON.stringify(rc)}`)
+    const adminSocket = str('adminSocket', '')
+    if (adminSocket && format !== 'haproxy') throw new Error(`${at}.adminSocket is for format "haproxy" only`)
+    if (adminSocket && !path.isAbsolute(adminSocket)) throw new Error(`${at}.adminSocket must be an absolute path, got ${JSON.stringify(adminSocket)}`)
+    if (adminSocket && rc.length > 0) throw new Error(`${at}: set adminSocket or reloadCommand, not both (the socket changes keys without a reload)`)
+    const t = o['timeoutMs'] ?? 10_000
+    if (typeof t !== 'number' || !Number.isSafeInteger(t) || t < 100 || t > 600_000) throw new Error(`${at}.timeoutMs must be an integer from 100 to 600000 ms, got ${JSON.stringify(t)}`)
+    const apd = o['allowPersistentDisk'] ?? false
+    if (typeof apd !== 'boolean') throw new Error(`${at}.allowPersistentDisk must be true or false, got ${JSON.stringify(apd)}`)
+    return { name, format: format as TicketFormat, dir, group, reloadCommand: rc as string[], adminSocket, timeoutMs: t, allowPersistentDisk: apd }
+  })
+}
+
+function parseJson(s: string): unknown {
+  try {
+    return JSON.parse(s)
+  } catch {
+    throw new Error('ticketConsumers on the command line must be a JSON array of tables')
+  }
+}
+
+/** Where a consumer's files go. */
+export function consumerDir(c: Pick<TicketConsumer, 'dir' | 'name'>, ticketDir: string): string {
+  return c.dir || path.join(ticketDir, c.name)
+}
+
+/** A group name or number to its gid, from /etc/group. */
+export function resolveGroup(group: string, what: string): number {
+  if (/^\d+$/.test(group)) return Number(group)
+  let text = ''
+  try {
+    text = fs.readFileSync('/etc/group', 'utf8')
+  } catch (err) {
+    throw new Error(`${what}: cannot read /etc/group to find group ${JSON.stringify(group)}: ${(err as Error).message}`)
+  }
+  for (const line of text.split('\n')) {
+    const [name, , gid] = line.split(':')
+    if (name === group && gid && /^\d+$/.test(gid)) return Number(gid)
+  }
+  throw new Error(`${what}: no group ${JSON.stringify(group)} on this host`)
+}
+
+const TMPFS_MAGIC = 0x01021994
+const RAMFS_MAGIC = 0x858458f6
+
+/** Makes `dir` (mode 0750, the group's) and refuses it when it is on persistent disk. */
+export function prepareDir(dir: string, gid: number | undefined, allowPersistentDisk: boolean): void {
+  try {
+    // Parents hold no secrets and must be traversable by the server's user (h2o reads its file
+    // after dropping root); the consumer's own directory is its group's only.
+    fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o755 })
+    fs.mkdirSync(dir, { recursive: true, mode: 0o750 })
+    if (gid !== undefined) fs.chownSync(dir, process.getuid?.() ?? 0, gid)
+  } catch (err) {
+    throw new TicketExportError('DIR', `cannot prepare ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+  }
+  const type = fs.statfsSync(dir).type
+  if (type !== TMPFS_MAGIC && type !== RAMFS_MAGIC && !allowPersistentDisk) {
+    throw new TicketExportError('NOT_TMPFS', `${dir} is not on tmpfs (filesystem type 0x${type.toString(16)}): ticket keys must not be written to persistent disk; use a directory under /run (or /dev/shm), or set allowPersistentDisk = true for this consumer`)
+  }
+}
+
+/** Writes one file atomically: temporary name, fsync, mode and group, rename, directory fsync. */
+export function writeAtomic(dir: string, name: string, data: Buffer, gid: number | undefined, mtimeSec?: number): void {
+  const final = path.join(dir, name)
+  const tmp = path.join(dir, `.${name}.${crypto.randomBytes(6).toString('hex')}.tmp`)
+  const fd = fs.openSync(tmp, 'wx', 0o600)
+  try {
+    fs.writeSync(fd, data)
+    if (gid !== undefined) fs.fchownSync(fd, process.getuid?.() ?? 0, gid)
+    fs.fchmodSync(fd, 0o640)
+    if (mtimeSec !== undefined) fs.futimesSync(fd, mtimeSec, mtimeSec)
+    fs.fsyncSync(fd)
+  } catch (err) {
+    fs.closeSync(fd)
+    fs.rmSync(tmp, { force: true })
+    throw err
+  }
+  fs.closeSync(fd)
+  fs.renameSync(tmp, final)
+  const dfd = fs.openSync(dir, 'r')
+  try {
+    fs.fsyncSync(dfd)
+  } finally {
+    fs.closeSync(dfd)
+  }
+}
+
+/** The secrets of a window, for rendering; undefined while the current one is unknown. */
+export function secretWindow(w: TicketWindow, rotationMs: number): SecretWindow | undefined {
+  if (!w.current) return undefined
+  const es = (k: TicketWindow['current']) => (k ? { epoch: k.epoch, secret: k.key } : undefined)
+  return { rotationMs, previous: es(w.previous), current: es(w.current)!, next: es(w.next) }
+}
+
+/**
+ * Writes a consumer's files for `w`; removes its files that left the window (nginx's per-epoch
+ * files). Returns what was written; the caller wipes it.
+ */
+export function writeConsumerFiles(c: Pick<TicketConsumer, 'name' | 'format' | 'dir' | 'group' | 'allowPersistentDisk'>, w: SecretWindow): Rendered {
+  const gid = c.group ? resolveGroup(c.group, `consumer ${c.name}: group`) : undefined
+  prepareDir(c.dir, gid, c.allowPersistentDisk)
+  const r = render(c.format, c.name, c.dir, w)
+  try {
+    // h2o notices a change by mtime in whole seconds: a second write within the same second as
+    // the first would go unseen, so the mtime always moves forward by at least one second.
+    let mtime: number | undefined
+    if (c.format === 'h2o') {
+      const prev = fs.statSync(path.join(c.dir, 'tickets.yaml'), { throwIfNoEntry: false })
+      const now = Math.floor(Date.now() / 1000)
+      mtime = prev ? Math.max(now, Math.floor(prev.mtimeMs / 1000) + 1) : now
+    }
+    // nginx: the key files before keys.conf, which names them.
+    for (const f of r.files) writeAtomic(c.dir, f.name, f.data, gid, mtime)
+    if (c.format === 'nginx') {
+      const keep = new Set(r.files.map((f) => f.name))
+      for (const f of fs.readdirSync(c.dir)) if (/^\d+\.key$/.test(f) && !keep.has(f)) fs.rmSync(path.join(c.dir, f), { force: true })
+    }
+  } catch (err) {
+    wipeRendered(r)
+    if (err instanceof TicketExportError) throw err
+    throw new TicketExportError('WRITE', `cannot write the ticket keys of consumer ${c.name} in ${c.dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+  }
+  return r
+}
+
+/** The file HAProxy's `tls-ticket-keys` names for a consumer. */
+export function haproxyFile(c: Pick<TicketConsumer, 'dir'>): string {
+  return path.join(c.dir, 'tls-ticket-keys')
+}
+
+/** One command on HAProxy's admin socket (non-interactive: one command per connection). */
+function haproxyCommand(socketPath: string, command: string, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(socketPath)
+    let out = ''
+    const timer = setTimeout(() => s.destroy(new TicketExportError('TIMEOUT', `HAProxy's admin socket ${socketPath} did not answer within ${timeoutMs} ms`)), timeoutMs)
+    s.setEncoding('utf8')
+    s.on('connect', () => s.end(command + '\n'))
+    s.on('data', (d: string) => (out += d))
+    s.on('error', (err) => {
+      clearTimeout(timer)
+      reject(err instanceof TicketExportError ? err : new TicketExportError('ADMIN_SOCKET', `HAProxy's admin socket ${socketPath}: ${(err as NodeJS.ErrnoException).code ?? err.message}`))
+    })
+    s.on('close', () => {
+      clearTimeout(timer)
+      resolve(out)
+    })
+  })
+}
+
+/** HAProxy's ring for `file` as `show tls-keys` dumps it: previous, encrypting, next (base64). */
+async function haproxyRing(socketPath: string, file: string, timeoutMs: number): Promise<string[]> {
+  const out = await haproxyCommand(socketPath, `show tls-keys ${file}`, timeoutMs)
+  const ring = [...out.matchAll(/^\d+\.(\d+) (\S+)$/gm)].sort((a, b) => Number(a[1]) - Number(b[1])).map((m) => m[2]!)
+  if (ring.length !== 3) {
+    // The answer may hold keys of other files: say only what kind of answer it was.
+    throw new TicketExportError('ADMIN_SOCKET', `HAProxy's admin socket ${socketPath} did not list three keys for ${file} (is it the file named by tls-ticket-keys, and the socket at level admin?)`)
+  }
+  return ring
+}
+
+/**
+ * Brings HAProxy's ring for `file` to `want` (previous, current, next) with `set ssl tls-key`,
+ * each of which drops the oldest key and makes the next one encrypt. The ring is read before each
+ * step, so a retry after a lost answer never advances it twice. Returns how many keys were set.
+ */
+export async function syncHaproxy(socketPath: string, file: string, want: string[], timeoutMs: number): Promise<number> {
+  let sets = 0
+  for (let step = 0; step < 4; step++) {
+    const have = await haproxyRing(socketPath, file, timeoutMs)
+    if (have.every((k, i) => k === want[i])) return sets
+    // Setting X turns [a, b, c] into [b, c, X]: push what is missing after the longest overlap.
+    let push = want
+    if (have[1] === want[0] && have[2] === want[1]) push = [want[2]!]
+    else if (have[2] === want[0]) push = [want[1]!, want[2]!]
+    const reply = await haproxyCommand(socketPath, `set ssl tls-key ${file} ${push[0]}`, timeoutMs)
+    sets++
+    if (!/updated/i.test(reply)) throw new TicketExportError('ADMIN_SOCKET', `HAProxy refused the new ticket key for ${file} on ${socketPath}`)
+  }
+  throw new TicketExportError('ADMIN_SOCKET', `HAProxy's ring for ${file} did not reach the cluster's keys after 4 changes`)
+}
+
+/** Runs a reload command without a shell; resolves its exit status. Output is never logged. */
+function runCommand(argv: string[], timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(argv[0]!, argv.slice(1), { timeout: timeoutMs, maxBuffer: 1 << 20 }, (err) => {
+      if (!err) return resolve()
+      const e = err as NodeJS.ErrnoException & { code?: string | number; signal?: string }
+      const status = typeof e.code === 'number' ? `exit status ${e.code}` : e.signal ? `signal ${e.signal}` : String(e.code ?? 'failed')
+      reject(new TicketExportError('RELOAD', `reload command ${JSON.stringify(argv[0])} failed: ${status}`))
+    })
+  })
+}
+
+export interface ConsumerStatus {
+  name: string
+  format: TicketFormat
+  dir: string
+  /** How the server learns of new keys. */
+  notify: 'reload-command' | 'admin-socket' | 'file'
+  /** Keys written, encrypting first: key name (hex, public: it travels in every ticket) and epoch. */
+  keys: { epoch: number; name: string; role: 'current' | 'next' | 'previous' | 'filler' }[]
+  deliveries: number
+  failures: number
+  lastDelivery: { at: string; ok: boolean; error?: string; code?: string } | null
+}
+
+export interface ExporterOptions {
+  consumers: TicketConsumer[]
+  tickets: () => TicketKeys | undefined
+  log: Log
+}
+
+/** Keeps every consumer's files and server in step with the cluster's ticket window. */
+export class TicketExporter {
+  readonly #o: ExporterOptions
+  readonly #status = new Map<string, ConsumerStatus>()
+  /** Per consumer: the window signature delivered, and when a failed one may be retried. */
+  readonly #delivered = new Map<string, string>()
+  readonly #retryAt = new Map<string, number>()
+  #busy = false
+  #timer: NodeJS.Timeout | undefined
+  #closed = false
+
+  constructor(o: ExporterOptions) {
+    this.#o = o
+    for (const c of o.consumers) {
+      this.#status.set(c.name, { name: c.name, format: c.format, dir: c.dir, notify: c.adminSocket ? 'admin-socket' : c.reloadCommand.length ? 'reload-command' : 'file', keys: [], deliveries: 0, failures: 0, lastDelivery: null })
+    }
+  }
+
+  start(): void {
+    if (this.#o.consumers.length === 0) return
+    const tick = () => {
+      if (this.#closed) return
+      void this.check().finally(() => {
+        if (this.#closed) return
+        // Often enough to follow an epoch boundary closely; the check itself is a string compare.
+        const every = Math.min(1000, Math.max(50, (this.#o.tickets()?.rotationMs ?? 10_000) / 40))
+        this.#timer = setTimeout(tick, every)
+        this.#timer.unref()
+      })
+    }
+    tick()
+  }
+
+  /** Writes and notifies every consumer whose delivered window is out of date. */
+  async check(): Promise<void> {
+    if (this.#busy) return
+    const t = this.#o.tickets()
+    if (!t) return
+    this.#busy = true
+    try {
+      const w = t.window()
+      const sig = signature(w)
+      for (const c of this.#o.consumers) {
+        if (this.#closed) return
+        if (this.#delivered.get(c.name) === sig || Date.now() < (this.#retryAt.get(c.name) ?? 0)) continue
+        const sw = secretWindow(w, t.rotationMs)
+        if (!sw) continue
+        await this.#deliver(c, sw, sig)
+      }
+    } finally {
+      this.#busy = false
+    }
+  }
+
+  async #deliver(c: TicketConsumer, w: SecretWindow, sig: string): Promise<void> {
+    const st = this.#status.get(c.name)!
+    let r: Rendered | undefined
+    try {
+      r = writeConsumerFiles(c, w)
+      if (c.adminSocket) await syncHaproxy(c.adminSocket, haproxyFile(c), r.ring!, c.timeoutMs)
+      else if (c.reloadCommand.length) await runCommand(c.reloadCommand, c.timeoutMs)
+      st.keys = r.keys.map((k) => ({ epoch: k.epoch, name: k.name.toString('hex'), role: !k.real ? 'filler' : k.epoch === w.current.epoch ? 'current' : k.epoch > w.current.epoch ? 'next' : 'previous' }))
+      st.deliveries++
+      st.lastDelivery = { at: new Date().toISOString(), ok: true }
+      this.#delivered.set(c.name, sig)
+      this.#retryAt.delete(c.name)
+      this.#o.log.info({ consumer: c.name, format: c.format, epoch: w.current.epoch, notify: st.notify }, 'ticket keys delivered')
+    } catch (err) {
+      const e = err as Error & { code?: string }
+      const code = err instanceof TicketExportError ? err.code : 'INTERNAL'
+      st.failures++
+      st.lastDelivery = { at: new Date().toISOString(), ok: false, error: e.message, code }
+      this.#retryAt.set(c.name, Date.now() + Math.min(5000, c.timeoutMs))
+      this.#o.log.warn({ consumer: c.name, format: c.format, code, err: e.message }, 'ticket keys not delivered; retrying')
+    } finally {
+      if (r) wipeRendered(r)
+    }
+  }
+
+  status(): ConsumerStatus[] {
+    return [...this.#status.values()].map((s) => ({ ...s, keys: [...s.keys] }))
+  }
+
+  close(): void {
+    this.#closed = true
+    clearTimeout(this.#timer)
+  }
+}
+
+/** What identifies a window without its secrets: epochs and their makers. */
+function signature(w: TicketWindow): string {
+  return `${w.epoch}|${[w.previous, w.current, w.next].map((k) => (k ? `${k.epoch}/${k.creator.toString('hex')}` : '-')).join(',')}`
+}

@@ -1,0 +1,13 @@
+/** 32 hosts in network namespaces on one bridge: lookups cost a constant number of datagrams. */
+import t from 'tap'
+import { scaleRun } from '../../bench/scale.js'
+
+t.test('32 hosts, 10,000 sessions: remote fills and "not found" with replies that do not grow with N', async (t) => {
+  const f = await scaleRun(32, 10_000, 300)
+  t.comment(JSON.stringify(f))
+  t.equal(f.fills, 300, 'every probe was a real remote fill with the right bytes')
+  t.ok(f.repliesPerFill <= 2, `replies per fill: ${f.repliesPerFill}`)
+  t.ok(f.missesPerNotFound <= 2, `MISS datagrams per absent key: ${f.missesPerNotFound} (R = 2), not 31`)
+  t.ok(f.lookupDatagramsPerLookup < 2, `LOOKUP datagrams per lookup: ${f.lookupDatagramsPerLookup}`)
+  t.equal(f.notFoundTimeouts, 0, '"not found" came from the owners\' MISSes, never the deadline')
+})

@@ -1,0 +1,76 @@
+/**
+ * The peer flow between three hosts made as network namespaces on a bridge: first clean, then
+ * with 20% of UDP datagrams dropped on the bridge by nftables.
+ */
+import t from 'tap'
+import { NetLab } from '../helpers/netns.js'
+import { clusterStats, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
+import { eventually, tmpDir } from '../helpers/daemon.js'
+
+async function lab3(t: { teardown(fn: () => unknown): void }, args: string[] = []) {
+  const lab = NetLab.create(t, 3)
+  const dir = tmpDir('sc-ns-')
+  const keyFile = writeKeyFile(dir)
+  const { group, port } = uniqueGroup()
+  const nodes: Node[] = []
+  for (let i = 1; i <= 3; i++) {
+    nodes.push(await startNode(t, { dir, name: `h${i}`, keyFile, group, port, prefix: lab.exec(i), args: ['--interface', lab.addr(i), '--replication-factor', '1', ...args] }))
+  }
+  await waitMembers(nodes, 2)
+  return { lab, nodes }
+}
+
+t.test('three hosts on a bridge: remote fetch, not found, 64 KiB, delete everywhere', async (t) => {
+  const { nodes: [h1, h2, h3] } = await lab3(t, ['--lookup-timeout-ms', '2000'])
+  const value = Buffer.from('tls-session-state-over-the-bridge')
+  await h1!.client.set('s1', value)
+  const e = await h3!.client.getEntry('s1')
+  t.same(e?.value, value)
+  t.equal(e?.remote, true)
+  t.same((await h3!.client.getEntry('s1', { localOnly: true }))?.value, value, 'h3 keeps a copy')
+
+  const t0 = performance.now()
+  t.equal(await h2!.client.get('absent'), undefined)
+  const ms = performance.now() - t0
+  t.equal((await clusterStats(h2!))['timeouts'], 0, 'not found without waiting for the deadline')
+  t.ok(ms < 1000, `not found in ${ms.toFixed(1)} ms (deadline 2000 ms)`)
+
+  const big = Buffer.alloc(65536)
+  for (let i = 0; i < big.length; i++) big[i] = (i * 13) & 0xff
+  await h2!.client.set('big', big)
+  t.ok((await h1!.client.get('big'))?.equals(big), '64 KiB intact across the bridge')
+
+  await h2!.client.delete('s1')
+  await eventually(async () => (await h1!.client.get('s1', { localOnly: true })) === undefined && (await h3!.client.get('s1', { localOnly: true })) === undefined, 3000, 'deleted everywhere')
+  t.pass('deleted on every host')
+  const peers = await h1!.client.peers()
+  t.same(peers.map((p) => p['address']).map((a) => String(a).split(':')[0]).sort(), ['10.77.0.1', '10.77.0.2', '10.77.0.3'], 'members by their namespace addresses')
+})
+
+t.test('with 20% of datagrams dropped, at least 99% of 1,000 remote fetches succeed', async (t) => {
+  const { lab, nodes: [h1, , h3] } = await lab3(t)
+  const n = 1000
+  const value = (i: number) => Buffer.from(`session-${i}-`.padEnd(200, 'x'))
+  for (let i = 0; i < n; i += 100) await Promise.all(Array.from({ length: 100 }, (_, j) => h1!.client.set(`k${i + j}`, value(i + j))))
+  lab.loss(20)
+  t.teardown(() => lab.clearLoss())
+  let ok = 0
+  let wrong = 0
+  const lat: number[] = []
+  for (let i = 0; i < n; i += 20) {
+    await Promise.all(
+      Array.from({ length: 20 }, async (_, j) => {
+        const t0 = performance.now()
+        const v = await h3!.client.get(`k${i + j}`)
+        lat.push(performance.now() - t0)
+        if (v?.equals(value(i + j))) ok++
+        else if (v) wrong++
+      }),
+    )
+  }
+  lat.sort((a, b) => a - b)
+  const s = await clusterStats(h3!)
+  t.comment(`20% loss: ${ok}/${n} remote fetches succeeded; p50 ${lat[n / 2]!.toFixed(2)} ms, p99 ${lat[Math.floor(n * 0.99)]!.toFixed(2)} ms; LOOKUP datagrams ${s['lookupDatagrams']} for ${s['lookups']} lookups, timeouts ${s['timeouts']}`)
+  t.equal(wrong, 0, 'no fetch returned wrong bytes')
+  t.ok(ok >= 990, `${ok} of ${n} succeeded (need 990)`)
+})

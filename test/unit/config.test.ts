@@ -1,0 +1,67 @@
+import t from 'tap'
+import fs from 'node:fs'
+import path from 'node:path'
+import os from 'node:os'
+import { apply, defaults, loadFile } from '../../daemon/config/config.js'
+import { defaultRuntimeDir, defaultSocketPath, defaultAdminSocketPath } from '../../protocol/paths.js'
+
+t.test('default socket paths for root, users and development runs', async (t) => {
+  t.equal(defaultSocketPath({}, 0), '/run/statecast/statecast.sock')
+  t.equal(defaultAdminSocketPath({}, 0), '/run/statecast/admin.sock')
+  t.equal(defaultSocketPath({ XDG_RUNTIME_DIR: '/run/user/1000/' }, 1000), '/run/user/1000/statecast/statecast.sock')
+  t.equal(defaultRuntimeDir({}, 1000, '/tmp'), '/tmp/statecast-1000')
+  t.equal(defaultSocketPath({ STATECAST_SOCKET: '/x.sock' }, 0), '/x.sock')
+})
+
+t.test('bad values name the key and what it expects', async (t) => {
+  const d = defaults()
+  t.throws(() => apply(d, { maxBytes: 'lots' }, 'flags'), { code: 'BAD_CONFIG', message: /flags: maxBytes must be an integer from/ })
+  t.throws(() => apply(d, { maxValueBytes: 0 }, 'f'), { message: /maxValueBytes must be an integer from 1/ })
+  t.throws(() => apply(d, { socketMode: '999' }, 'f'), { message: /socketMode must be an octal mode/ })
+  t.throws(() => apply(d, { logLevel: 'loud' }, 'f'), { message: /logLevel must be one of error, warn, info, debug/ })
+  t.throws(() => apply(d, { maxBytez: 1 }, 'f'), { message: /f: unknown key; did you mean maxBytes\?/ })
+  t.throws(() => apply(d, { defaultTtlMs: 10, maxTtlMs: 5 }, 'f'), { message: /defaultTtlMs \(10\) must not exceed maxTtlMs \(5\)/ })
+  t.equal(apply(d, { maxBytes: '2097152', socketMode: '0640' }, 'flags').socketMode, 0o640)
+})
+
+t.test('dual stack: a second group and interface of the other family, both or neither', async (t) => {
+  const d = defaults()
+  const ok = apply(d, { group: '239.255.1.1', interface: '10.0.0.5', dualStackGroup: 'ff05::5c:1', dualStackInterface: 'fd00::5%eth0' }, 'f')
+  t.equal(ok.dualStackGroup, 'ff05::5c:1')
+  t.equal(apply(d, { group: 'ff05::5c:1', interface: 'fd00::5', dualStackGroup: '239.255.1.1', dualStackInterface: '10.0.0.5' }, 'f').dualStackInterface, '10.0.0.5', 'either family first')
+  t.throws(() => apply(d, { dualStackGroup: 'ff05::5c:1' }, 'f'), { message: /dualStackGroup and dualStackInterface go together/ })
+  t.throws(() => apply(d, { dualStackGroup: '239.255.1.2', dualStackInterface: '10.0.0.6' }, 'f'), { message: /must be of the other IP family than group/ })
+  t.throws(() => apply(d, { dualStackGroup: 'ff05::5c:1', dualStackInterface: '10.0.0.6' }, 'f'), { message: /must be of the same IP family/ })
+  t.throws(() => apply(d, { dualStackGroup: '10.0.0.1', dualStackInterface: 'fd00::5' }, 'f'), { message: /dualStackGroup must be a multicast address/ })
+})
+
+t.test('TOML file on top of defaults', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sc-cfg-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const good = path.join(dir, 'good.toml')
+  fs.writeFileSync(good, 'maxBytes = 8388608\nsocketMode = "0600"\nlogLevel = "debug"\n')
+  const c = loadFile(good)
+  t.equal(c.maxBytes, 8388608)
+  t.equal(c.socketMode, 0o600)
+  t.equal(c.defaultTtlMs, 300_000, 'unset keys keep their defaults')
+  const bad = path.join(dir, 'bad.toml')
+  fs.writeFileSync(bad, 'maxBytes = = 3\n')
+  t.throws(() => loadFile(bad), { message: /bad\.toml:1:\d+: not valid TOML/ })
+  t.throws(() => loadFile(path.join(dir, 'missing.toml')), { message: /cannot read config file/ })
+})
+
+t.test('the README documents every config key', async (t) => {
+  const { FIELDS } = await import('../../daemon/config/config.js')
+  const readme = fs.readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
+  for (const f of FIELDS) t.match(readme, new RegExp(`\\| \`${f.key}\` \\|`), f.key)
+})
+
+t.test('the admin socket follows the API socket unless it is set', async (t) => {
+  const d = defaults()
+  t.equal(apply(d, { socketPath: '/srv/a/api.sock' }, 'flags').adminSocketPath, '/srv/a/admin.sock', 'beside a --socket anywhere')
+  t.equal(apply(d, { socketPath: '/srv/a/api.sock', adminSocketPath: '/srv/b/adm.sock' }, 'flags').adminSocketPath, '/srv/b/adm.sock', 'a set path wins')
+  const fromFile = apply(d, { adminSocketPath: '/srv/b/adm.sock' }, 'file')
+  t.equal(apply(fromFile, { socketPath: '/srv/a/api.sock' }, 'flags').adminSocketPath, '/srv/b/adm.sock', 'a path set in the file stays when a flag moves the API socket')
+  t.equal(defaultAdminSocketPath({ STATECAST_SOCKET: '/srv/c/x.sock' }, 1000), '/srv/c/admin.sock', 'STATECAST_SOCKET moves the default admin socket too')
+  t.equal(defaultAdminSocketPath({ STATECAST_SOCKET: '/srv/c/x.sock', STATECAST_ADMIN_SOCKET: '/srv/d/y.sock' }, 1000), '/srv/d/y.sock')
+})

@@ -1,0 +1,251 @@
+import t from 'tap'
+import fc from 'fast-check'
+import { ProtocolError } from '../../protocol/errors.js'
+import { formatKeyFile, parseKeyFile, sealingKey, type ClusterKey } from '../../protocol/keyfile.js'
+import { AnnounceFlag, GROUP_TYPES, HEADER_BYTES, HIT_OVERHEAD_BYTES, Keyring, MsgType, NO_RECEIVER, datagramLength, decodeBody, encodeBody, keyDigest, open, readHeader, seal, type Message } from '../../protocol/wire.js'
+
+const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex')
+const key1: ClusterKey = { id: 0x01020304, createdAt: 1_700_000_000, key: Buffer.alloc(32, 0x11) }
+const sender = hex('a1a2a3a4a5a6a7a8')
+const T = 1_764_000_000_123
+const v4 = { family: 4 as const, address: '10.0.0.7', port: 47700 }
+const receiver = hex('b1b2b3b4b5b6b7b8')
+const nonce = hex('0102030405060708')
+const digest = hex('d0'.repeat(16))
+/** A session version (daemon/store/versions.ts): wall ms T, logical 1, tiebreak 2. */
+const V = (BigInt(T) << 16n) | 0x0102n
+
+// Golden plaintext bodies: the bytes are the protocol.
+const bodies: { name: string; msg: Message; bytes: string }[] = [
+  { name: 'LOOKUP', msg: { type: MsgType.LOOKUP, reqId: 7, nonce, reply: v4, expect: [], key: Buffer.from('k1') }, bytes: '01 0000019a b697e87b 00000007 0102030405060708 04 0a000007 ba54 00 0002 6b31' },
+  { name: 'LOOKUP with expected owners', msg: { type: MsgType.LOOKUP, reqId: 7, nonce, reply: v4, expect: [hex('a1a2a3a4a5a6a7a8')], key: Buffer.from('k1') }, bytes: '01 0000019a b697e87b 00000007 0102030405060708 04 0a000007 ba54 01 a1a2a3a4a5a6a7a8 0002 6b31' },
+  { name: 'HIT', msg: { type: MsgType.HIT, reqId: 7, nonce, digest, ttlMs: 1000, flags: 0x2a, totalLen: 3, index: 0, count: 1, version: V, chunk: Buffer.from('abc') }, bytes: `02 0000019a b697e87b 00000007 0102030405060708 ${'d0'.repeat(16)} 000003e8 0000002a 00000003 0000 0001 019ab697e87b0102 616263` },
+  { name: 'MISS', msg: { type: MsgType.MISS, reqId: 9, nonce, digest }, bytes: `03 0000019a b697e87b 00000009 0102030405060708 ${'d0'.repeat(16)}` },
+  { name: 'HIT of an empty value', msg: { type: MsgType.HIT, reqId: 1, nonce, digest, ttlMs: 1, flags: 0, totalLen: 0, index: 0, count: 1, version: V, chunk: Buffer.alloc(0) }, bytes: `02 0000019a b697e87b 00000001 0102030405060708 ${'d0'.repeat(16)} 00000001 00000000 00000000 0000 0001 019ab697e87b0102` },
+    { name: 'INVALIDATE', msg: { type: MsgType.INVALIDATE, version: V, key: Buffer.from('k') }, bytes: '04 0000019a b697e87b 019ab697e87b0102 0001 6b' },
+  { name: 'ANNOUNCE', msg: { type: MsgType.ANNOUNCE, reply: v4, entries: 5, flags: 1, name: 'h1' }, bytes: '05 0000019a b697e87b 04 0a000007 ba54 00000005 01 02 6831' },
+  { name: 'LEAVE', msg: { type: MsgType.LEAVE }, bytes: '06 0000019a b697e87b' },
+  {
+    name: 'TICKET_KEY',
+    msg: { type: MsgType.TICKET_KEY, epoch: 3, creator: hex('a1a2a3a4a5a6a7a8'), key: Buffer.alloc(48, 0x5a) },
+    bytes: `07 0000019a b697e87b 00000003 a1a2a3a4a5a6a7a8 ${'5a'.repeat(48)}`,
+  },
+  {
+    name: 'REPLICATE',
+    msg: { type: MsgType.REPLICATE, replId: 4, ttlMs: 500, flags: 1, totalLen: 5, index: 0, count: 2, version: V, key: Buffer.from('k'), chunk: Buffer.from('abc') },
+    bytes: '08 0000019a b697e87b 00000004 000001f4 00000001 00000005 0000 0002 019ab697e87b0102 0001 6b 616263',
+  },
+  { name: 'ACK', msg: { type: MsgType.ACK, replId: 4 }, bytes: '09 0000019a b697e87b 00000004' },
+  {
+    name: 'ANNOUNCE over IPv6',
+    msg: { type: MsgType.ANNOUNCE, reply: { family: 6, address: 'fd00::1:2', port: 1 }, entries: 0, flags: 0, name: '' },
+    bytes: '05 0000019a b697e87b 06 fd000000000000000000000000010002 0001 00000000 00 00',
+  },
+  {
+    name: 'ANNOUNCE, dual stack',
+    msg: { type: MsgType.ANNOUNCE, reply: v4, entries: 5, flags: 3, name: 'h1', also: { family: 6, address: 'fd00::1:2', port: 1 } },
+    bytes: '05 0000019a b697e87b 04 0a000007 ba54 00000005 03 02 6831 06 fd000000000000000000000000010002 0001',
+  },
+]
+
+for (const f of bodies) {
+  t.test(`body ${f.name}`, async (t) => {
+    const bytes = hex(f.bytes)
+    t.same(encodeBody(f.msg, T), bytes, 'generate')
+    t.same(decodeBody(bytes), { sentAtMs: T, msg: f.msg }, 'parse')
+    t.same(encodeBody(decodeBody(bytes).msg, T), bytes, 'mirror')
+  })
+}
+
+t.test('sealed datagram: golden header, deterministic ciphertext, open', async (t) => {
+  const ring = new Keyring([key1])
+  const body = encodeBody({ type: MsgType.MISS, reqId: 9, nonce, digest }, T)
+  const d = seal(ring, key1.id, sender, 5, body, receiver)
+  t.same(d.subarray(0, HEADER_BYTES), hex('53544353 02 00 01020304 a1a2a3a4a5a6a7a8 00000000 00000005 b1b2b3b4b5b6b7b8'), 'clear header')
+  t.equal(d.length, HEADER_BYTES + body.length + 16)
+  t.same(seal(new Keyring([key1]), key1.id, sender, 5, body, receiver), d, 'same key, sender, counter and receiver: same bytes')
+  t.notSame(seal(ring, key1.id, sender, 6, body, receiver), d, 'the counter changes the nonce')
+  t.notOk(d.includes(body.subarray(9)), 'the body does not travel in clear')
+  const o = open(ring, d)
+  t.same(o.body, body)
+  t.same(o.header, { keyId: key1.id, senderId: sender, counter: 5, receiverId: receiver })
+  t.same(open(ring, seal(ring, key1.id, sender, 7, encodeBody({ type: MsgType.LEAVE }, T))).header.receiverId, NO_RECEIVER, 'group datagrams name no receiver')
+})
+
+t.test('the receiver id is authenticated: rewriting it fails to open', async (t) => {
+  const ring = new Keyring([key1])
+  const d = seal(ring, key1.id, sender, 5, encodeBody({ type: MsgType.ACK, replId: 1 }, T), receiver)
+  const other = Buffer.from(d)
+  hex('c1c2c3c4c5c6c7c8').copy(other, 26)
+  t.throws(() => open(ring, other), { code: 'OPEN_FAILED' }, 'another receiver')
+  const group = Buffer.from(d)
+  NO_RECEIVER.copy(group, 26)
+  t.throws(() => open(ring, group), { code: 'OPEN_FAILED' }, 'turned into a group datagram')
+  t.throws(() => seal(ring, key1.id, sender, 6, encodeBody({ type: MsgType.LEAVE }, T), Buffer.alloc(4)), { code: 'BAD_FIELD' })
+})
+
+t.test('only membership, lookup, invalidation and ticket key types may go to the group', async (t) => {
+  t.same([...GROUP_TYPES].sort(), [MsgType.LOOKUP, MsgType.INVALIDATE, MsgType.ANNOUNCE, MsgType.LEAVE, MsgType.TICKET_KEY].sort())
+  for (const ty of [MsgType.HIT, MsgType.MISS, MsgType.REPLICATE, MsgType.ACK]) t.notOk(GROUP_TYPES.has(ty), `type ${ty} is unicast only`)
+})
+
+t.test('key digest and datagram lengths', async (t) => {
+  t.same(keyDigest(Buffer.from('k1')), hex('6ab9f1eb8f7d3388f4f9d586f66e99fd'), 'SHA-256 prefix, golden')
+  const hit: Message = { type: MsgType.HIT, reqId: 1, nonce, digest, ttlMs: 1, flags: 0, totalLen: 9, index: 0, count: 1, version: V, chunk: Buffer.alloc(9) }
+  const ring = new Keyring([key1])
+  t.equal(datagramLength(hit), seal(ring, key1.id, sender, 1, encodeBody(hit, T), receiver).length, 'datagramLength is what seal makes')
+  t.equal(datagramLength(hit), HIT_OVERHEAD_BYTES + 9, 'HIT overhead constant')
+})
+
+t.test('chunk counts must agree with the value length', async (t) => {
+  const hit = (totalLen: number, count: number, chunk: number) => encodeBody({ type: MsgType.HIT, reqId: 1, nonce, digest, ttlMs: 1, flags: 0, totalLen, index: 0, count, version: V, chunk: Buffer.alloc(chunk) }, T)
+  const repl = (totalLen: number, count: number, chunk: number) => encodeBody({ type: MsgType.REPLICATE, replId: 1, ttlMs: 1, flags: 0, totalLen, index: 0, count, version: V, key: Buffer.from('k'), chunk: Buffer.alloc(chunk) }, T)
+  for (const [name, make] of [['HIT', hit], ['REPLICATE', repl]] as const) {
+    t.throws(() => decodeBody(make(0, 65535, 0)), { code: 'BAD_FIELD' }, `${name}: 65,535 chunks of an empty value`)
+    t.throws(() => decodeBody(make(10, 11, 1)), { code: 'BAD_FIELD' }, `${name}: more chunks than bytes`)
+    t.throws(() => decodeBody(make(10, 2, 0)), { code: 'BAD_FIELD' }, `${name}: an empty chunk of a non-empty value`)
+    t.throws(() => decodeBody(make(3, 1, 4)), { code: 'BAD_FIELD' }, `${name}: a chunk longer than the value`)
+    t.equal((decodeBody(make(10, 10, 1)).msg as { count: number }).count, 10, `${name}: one byte per chunk is fine`)
+    t.equal((decodeBody(make(0, 1, 0)).msg as { count: number }).count, 1, `${name}: an empty value in one empty chunk`)
+  }
+})
+
+t.test('tampering, wrong keys and junk fail with their codes', async (t) => {
+  const ring = new Keyring([key1])
+  const d = seal(ring, key1.id, sender, 1, encodeBody({ type: MsgType.LEAVE }, T))
+  for (let i = 0; i < d.length; i++) {
+    const x = Buffer.from(d)
+    x[i]! ^= 0x01
+    try {
+      open(ring, x)
+      t.fail(`bit flip at ${i} opened`)
+    } catch (e) {
+      t.ok(e instanceof ProtocolError && ['OPEN_FAILED', 'BAD_MAGIC', 'BAD_VERSION', 'UNKNOWN_KEY', 'BAD_FIELD'].includes(e.code), `byte ${i}: ${(e as ProtocolError).code}`)
+    }
+  }
+  const other = new Keyring([{ ...key1, key: Buffer.alloc(32, 0x22) }])
+  t.throws(() => open(other, d), { code: 'OPEN_FAILED' }, 'same id, other key')
+  t.throws(() => open(new Keyring([{ ...key1, id: 9 }]), d), { code: 'UNKNOWN_KEY' })
+  t.throws(() => readHeader(Buffer.alloc(10)), { code: 'TRUNCATED' })
+  t.throws(() => open(ring, Buffer.alloc(60)), { code: 'BAD_MAGIC' })
+})
+
+t.test('random bytes only ever fail with ProtocolError', async (t) => {
+  const ring = new Keyring([key1])
+  const own = (fn: () => unknown) => {
+    try {
+      fn()
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw e
+    }
+    return true
+  }
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 200 }), (a) => own(() => decodeBody(Buffer.from(a))) && own(() => open(ring, Buffer.from(a)))), { numRuns: 5000 })
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 10 }), fc.uint8Array({ maxLength: 60 }), (type, rest) => own(() => decodeBody(Buffer.concat([Buffer.from([type]), Buffer.alloc(8), Buffer.from(rest)])))),
+    { numRuns: 5000 },
+  )
+  t.pass('no foreign exception')
+})
+
+t.test('round trip of arbitrary messages', async (t) => {
+  const key = fc.uint8Array({ minLength: 1, maxLength: 250 }).map((a) => Buffer.from(a))
+  const addr = fc.oneof(
+    fc.ipV4().map((a) => ({ family: 4 as const, address: a })),
+    fc.ipV6().map((a) => ({ family: 6 as const, address: new URL(`http://[${a}]/`).hostname.slice(1, -1) })),
+  ).chain((a) => fc.integer({ min: 0, max: 65535 }).map((port) => ({ ...a, port })))
+  const u32 = fc.integer({ min: 0, max: 0xffffffff })
+  const b8 = fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a))
+  const b16 = fc.uint8Array({ minLength: 16, maxLength: 16 }).map((a) => Buffer.from(a))
+  const version = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n })
+  const msg: fc.Arbitrary<Message> = fc.oneof(
+    fc.record({ type: fc.constant(MsgType.LOOKUP), reqId: u32, nonce: b8, reply: addr, expect: fc.array(fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a)), { maxLength: 4 }), key }),
+    fc.record({ type: fc.constant(MsgType.MISS), reqId: u32, nonce: b8, digest: b16 }),
+    fc.record({ type: fc.constant(MsgType.INVALIDATE), version, key }),
+    fc.record({ type: fc.constant(MsgType.ANNOUNCE), reply: addr, entries: u32, flags: fc.integer({ min: 0, max: 255 }).map((f) => f & ~AnnounceFlag.DUAL_STACK), name: fc.string({ maxLength: 60 }) }),
+    fc
+      .record({ reply: addr, also: addr, entries: u32, flags: fc.integer({ min: 0, max: 255 }), name: fc.string({ maxLength: 60 }) })
+      .filter((m) => m.also.family !== m.reply.family)
+      .map((m) => ({ type: MsgType.ANNOUNCE, ...m, flags: m.flags | AnnounceFlag.DUAL_STACK })),
+    fc.constant({ type: MsgType.LEAVE }),
+    fc.record({ type: fc.constant(MsgType.ACK), replId: u32 }),
+    fc.uint8Array({ maxLength: 1200 }).chain((c) =>
+      fc.record({ type: fc.constant(MsgType.REPLICATE), replId: u32, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length), index: fc.constant(0), count: fc.constant(1), version, key, chunk: fc.constant(Buffer.from(c)) }),
+    ),
+    fc.record({ type: fc.constant(MsgType.TICKET_KEY), epoch: u32, creator: fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a)), key: fc.uint8Array({ minLength: 48, maxLength: 48 }).map((a) => Buffer.from(a)) }),
+    fc.uint8Array({ minLength: 1, maxLength: 1400 }).chain((c) =>
+      fc.integer({ min: 1, max: Math.min(100, c.length + 5) }).chain((count) =>
+        fc.record({ type: fc.constant(MsgType.HIT), reqId: u32, nonce: b8, digest: b16, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length + 5), index: fc.integer({ min: 0, max: count - 1 }), count: fc.constant(count), version, chunk: fc.constant(Buffer.from(c)) }),
+      ),
+    ),
+  ) as fc.Arbitrary<Message>
+  fc.assert(
+    fc.property(msg, fc.integer({ min: 0, max: 2 ** 48 }), (m, time) => {
+      const ring = new Keyring([key1])
+      const d = seal(ring, key1.id, sender, time + 1, encodeBody(m, time), receiver)
+      const back = decodeBody(open(ring, d).body)
+      t.same(back, { sentAtMs: time, msg: m })
+      return true
+    }),
+    { numRuns: 300 },
+  )
+})
+
+t.test('key files', async (t) => {
+  const k2: ClusterKey = { id: 0xdeadbeef, createdAt: 1_800_000_000, key: Buffer.alloc(32, 0x33) }
+  const text = formatKeyFile([key1, k2])
+  t.match(text, /^# .*\n01020304 1700000000 ERERER/)
+  t.same(parseKeyFile(text), [key1, k2])
+  t.equal(sealingKey([key1, k2], 1_750_000_000).id, key1.id, 'a key not yet in force does not seal')
+  t.equal(sealingKey([key1, k2], 1_800_000_000).id, k2.id, 'the newest in force seals')
+  t.equal(sealingKey([k2], 1).id, k2.id, 'if none is in force, the earliest seals')
+  t.throws(() => parseKeyFile('# nothing\n'), { message: /holds no key; make one with: statecast keygen/ })
+  t.throws(() => parseKeyFile('zz 1 abc\n', 'k.key'), { message: /k\.key:1: expected "ID CREATED KEY"/ })
+  t.throws(() => parseKeyFile(`${text}01020304 1 ${Buffer.alloc(32).toString('base64')}\n`), { message: /appears twice/ })
+})
+
+t.test('a counter beyond 2^53 is refused with the protocol error (found by npm run fuzz)', async (t) => {
+  const ring = new Keyring([key1])
+  const d = seal(ring, key1.id, sender, 1, encodeBody({ type: MsgType.LEAVE }, T))
+  d.writeUInt32BE(0xffffffff, 18)
+  d.writeUInt32BE(0xffffffff, 22)
+  t.throws(() => open(ring, d), { code: 'BAD_FIELD' })
+})
+
+t.test('addresses that are not IP addresses are refused when encoding', async (t) => {
+  const bad = (address: string, family: 4 | 6) => () => encodeBody({ type: MsgType.ANNOUNCE, reply: { family, address, port: 1 }, entries: 0, flags: 0, name: '' }, T)
+  t.throws(bad('300.1.1.1', 4), { code: 'BAD_FIELD' })
+  t.throws(bad('1.2.3', 4), { code: 'BAD_FIELD' })
+  t.throws(bad('fd00::zz', 6), { code: 'BAD_FIELD' })
+  t.throws(bad('10.0.0.1', 6), { code: 'BAD_FIELD' })
+  t.doesNotThrow(bad('10.0.0.1', 4))
+  t.doesNotThrow(bad('fe80::1%eth0', 6))
+})
+
+t.test('ANNOUNCE: the dual-stack flag and the second address go together', async (t) => {
+  const reply = { family: 4 as const, address: '10.0.0.7', port: 47700 }
+  const also = { family: 6 as const, address: 'fd00::7', port: 47700 }
+  t.throws(() => encodeBody({ type: MsgType.ANNOUNCE, reply, entries: 0, flags: AnnounceFlag.DUAL_STACK, name: 'x' }, T), { code: 'BAD_FIELD' }, 'flag without an address')
+  t.throws(() => encodeBody({ type: MsgType.ANNOUNCE, reply, entries: 0, flags: 0, name: 'x', also }, T), { code: 'BAD_FIELD' }, 'address without the flag')
+  t.throws(() => encodeBody({ type: MsgType.ANNOUNCE, reply, entries: 0, flags: AnnounceFlag.DUAL_STACK, name: 'x', also: { ...reply, address: '10.0.0.8' } }, T), { code: 'BAD_FIELD' }, 'two addresses of one family')
+  const good = encodeBody({ type: MsgType.ANNOUNCE, reply, entries: 0, flags: AnnounceFlag.DUAL_STACK, name: 'x', also }, T)
+  t.throws(() => decodeBody(good.subarray(0, good.length - 3)), { code: 'TRUNCATED' }, 'a cut second address')
+  t.throws(() => decodeBody(Buffer.concat([good, Buffer.from([0])])), { code: 'TRAILING' }, 'bytes after it')
+  const flagged = Buffer.from(encodeBody({ type: MsgType.ANNOUNCE, reply, entries: 0, flags: 0, name: 'x' }, T))
+  flagged[flagged.length - 3] = flagged[flagged.length - 3]! | AnnounceFlag.DUAL_STACK
+  t.throws(() => decodeBody(flagged), { code: 'TRUNCATED' }, 'the flag with no address after the name')
+})
+
+t.test('versions: a u64 both ways, anything else refused when encoding', async (t) => {
+  const max = 2n ** 64n - 1n
+  const inv = (version: bigint) => ({ type: MsgType.INVALIDATE, version, key: Buffer.from('k') }) as Message
+  t.same(decodeBody(encodeBody(inv(max), T)).msg, inv(max), 'the largest version survives')
+  t.same(decodeBody(encodeBody(inv(0n), T)).msg, inv(0n))
+  t.throws(() => encodeBody(inv(max + 1n), T), { code: 'BAD_FIELD' })
+  t.throws(() => encodeBody(inv(-1n), T), { code: 'BAD_FIELD' })
+  // A body cut inside the version fails with the protocol's own error.
+  const hitBody = encodeBody({ type: MsgType.HIT, reqId: 1, nonce, digest, ttlMs: 1, flags: 0, totalLen: 1, index: 0, count: 1, version: V, chunk: Buffer.from('a') }, T)
+  t.throws(() => decodeBody(hitBody.subarray(0, 9 + 28 + 16 + 4)), { code: 'TRUNCATED' })
+  const invBody = encodeBody(inv(V), T)
+  t.throws(() => decodeBody(invBody.subarray(0, 9 + 5)), { code: 'TRUNCATED' })
+})
