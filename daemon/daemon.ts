@@ -10,7 +10,8 @@ import { prepareSocketDir } from './local/unix-listener.js'
 import { RELOAD_IN_PLACE, maxFrameBytes, type Config } from './config/config.js'
 import { createHandler } from './local/handler.js'
 import type { Log } from './host/log.js'
-import { Store, type SessionStore } from './store/lru-store.js'
+import { LruStore } from './store/lru-store.js'
+import type { SessionStore } from './store/session-store.js'
 import { CompactStore } from './store/compact-store.js'
 import { Cluster } from './cluster/cluster.js'
 import { tombstoneLifetimeMs } from './store/versions.js'
@@ -85,7 +86,7 @@ export class Daemon {
     this.config = config
     this.log = deps.log
     this.#deps = deps
-    this.store = new (config.storeEngine === 'lru-cache' ? Store : CompactStore)({
+    this.store = new (config.storeEngine === 'lru-cache' ? LruStore : CompactStore)({
       maxBytes: config.maxBytes,
       maxValueBytes: config.maxValueBytes,
       defaultTtlMs: config.defaultTtlMs,

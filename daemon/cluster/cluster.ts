@@ -8,10 +8,10 @@
  */
 import type { ClusterKey } from '../../protocol/keyfile.js'
 import { AnnounceFlag, MsgType, hitChunkBytes, keyDigest, type Address, type Message } from '../../protocol/wire.js'
-import type { ClusterHooks } from '../local/handler.js'
+import type { ClusterHooks } from './hooks.js'
 import { Lookups, type LookupOptions } from './lookups.js'
 import type { Log } from '../host/log.js'
-import type { SessionStore } from '../store/lru-store.js'
+import type { SessionStore } from '../store/session-store.js'
 import { Transport, type Incoming, type TransportOptions } from './transport.js'
 import { TicketKeys, type TicketKey } from './ticket-keys.js'
 import { Replicator, type ReplicationOptions } from './replication.js'

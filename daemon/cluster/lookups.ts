@@ -12,7 +12,7 @@
  */
 import crypto from 'node:crypto'
 import { MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, hitChunkBytes, keyDigest, maxChunkCount, type Address, type Message } from '../../protocol/wire.js'
-import type { SessionStore } from '../store/lru-store.js'
+import type { SessionStore } from '../store/session-store.js'
 import type { Transport } from './transport.js'
 import { ByteBudget, Reassembly } from './reassembly.js'
 

@@ -16,7 +16,7 @@
  */
 import { MIN_DATAGRAM_BYTES, MsgType, maxChunkCount, replicateChunkBytes, type Address, type Message } from '../../protocol/wire.js'
 import { owners } from './rendezvous.js'
-import type { SessionStore } from '../store/lru-store.js'
+import type { SessionStore } from '../store/session-store.js'
 import type { Transport } from './transport.js'
 import { ByteBudget, Reassembly } from './reassembly.js'
 import { MAX_COPY_BACKOFF_MS } from '../store/versions.js'

@@ -5,19 +5,8 @@
  * no promise, no allocation beyond the key string and the reply.
  */
 import { Op, ReplyFlag, ReqFlag, Status, encodeError, encodeReply, encodeTicketWindowBody, keyProblem, type Request, type TicketWindowBody } from '../../protocol/local.js'
-import { StoreError, type SessionStore } from '../store/lru-store.js'
-
-/** What the handler needs from the peer side of the daemon. Absent on a daemon with no peers. */
-export interface ClusterHooks {
-  /** Asks the peers for `key`; resolves the value (already stored locally) and its TTL, or undefined. */
-  lookup(key: string): Promise<{ value: Buffer; ttlMs: number; flags: number; version: bigint } | undefined>
-  /** A key was stored locally by an application. */
-  stored(key: string): void
-  /** A key was deleted locally by an application. */
-  deleted(key: string): void
-  /** Members as shown by `statecast peers`. */
-  peers(): unknown[]
-}
+import { StoreError, type SessionStore } from '../store/session-store.js'
+import type { ClusterHooks } from '../cluster/hooks.js'
 
 export interface HandlerDeps {
   store: SessionStore

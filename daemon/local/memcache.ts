@@ -28,9 +28,10 @@
  */
 import net from 'node:net'
 import { UnixListener } from './unix-listener.js'
-import type { ClusterHooks } from './handler.js'
+import type { ClusterHooks } from '../cluster/hooks.js'
+import { parseListen } from '../config/listen.js'
 import type { Log } from '../host/log.js'
-import { StoreError, type SessionStore } from '../store/lru-store.js'
+import { StoreError, type SessionStore } from '../store/session-store.js'
 
 /** The memcached release whose text protocol this front end speaks; the start of its VERSION reply. */
 export const MEMCACHED_PROTOCOL_VERSION = '1.6.18'
@@ -107,19 +108,6 @@ export interface MemcacheCounters {
   readingPaused: number
   /** Connections whose unsent replies exceed the bound right now: the daemon waits for the client to read. */
   waitingForClient: number
-}
-
-/** Parses `HOST:PORT` (IPv6 as `[::1]:PORT`) or returns undefined for a Unix path. */
-export function parseListen(spec: string): { host: string; port: number } | undefined {
-  if (spec.startsWith('/') || spec.startsWith('.')) return undefined
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(spec)
-  if (!m) throw new Error(`listen address ${JSON.stringify(spec)} is neither HOST:PORT nor an absolute socket path`)
-  const host = m[1] ?? m[2]!
-  const port = Number(m[3])
-  if (!net.isIP(host)) throw new Error(`listen host ${host} is not an IP address`)
-  if (!(host.startsWith('127.') || host === '::1')) throw new Error(`refusing ${spec}: this listener has no authentication, so it listens on loopback addresses and Unix sockets only`)
-  if (port < 1 || port > 65535) throw new Error(`listen port ${port} out of range`)
-  return { host, port }
 }
 
 /**

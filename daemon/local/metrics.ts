@@ -6,7 +6,7 @@
  */
 import http from 'node:http'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
-import { parseListen } from './memcache.js'
+import { parseListen } from '../config/listen.js'
 import type { Log } from '../host/log.js'
 
 /** Stats leaves that go up and down; every other number is a counter. */

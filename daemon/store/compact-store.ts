@@ -34,7 +34,7 @@ import {
   type StoreEntry,
   type StoreOptions,
   type StoreStats,
-} from './lru-store.js'
+} from './session-store.js'
 import { Hlc, NO_VERSION, Tombstones, peerWins } from './versions.js'
 
 export { ENTRY_OVERHEAD_BYTES, STORE_DEFAULTS, StoreError }

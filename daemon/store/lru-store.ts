@@ -1,107 +1,16 @@
 /**
- * The host's session store: an LRU bounded by bytes, with a TTL per entry.
+ * The lru-cache store engine (`storeEngine = "lru-cache"`): an LRU bounded by bytes, with a TTL per
+ * entry. The default engine is `CompactStore`; both implement `SessionStore` (session-store.ts).
  *
  * Values are session secrets. The store keeps its own copy of every value (callers hand in views
  * into socket buffers), and zero-fills a value the moment the store lets go of it: evicted,
  * expired, overwritten, deleted or flushed. Readers must copy what they return before yielding.
  */
 import { LRUCache } from 'lru-cache'
-import { Hlc, NO_VERSION, Tombstones, peerWins, type TombstoneCounters } from './versions.js'
+import { Hlc, NO_VERSION, Tombstones, peerWins } from './versions.js'
+import { ENTRY_OVERHEAD_BYTES, STORE_DEFAULTS, StoreError, admit, effectiveTtl, type StoreCounters, type StoreEntry, type StoreOptions, type StoreStats } from './session-store.js'
 
-export { NO_VERSION }
-
-/**
- * What one entry costs beyond its key and value bytes: the LRU's index slots, the Map entry, the
- * Buffer object and the key string's header. Measured with `npm run bench` (memory case).
- */
-export const ENTRY_OVERHEAD_BYTES = 160
-
-export interface StoreOptions {
-  /** Upper bound of key + value + per-entry overhead over all entries, in bytes. Default 64 MiB. */
-  maxBytes: number
-  /** Largest value accepted, in bytes. Default 65536. */
-  maxValueBytes: number
-  /** TTL given to an entry stored without one, in ms. Default 300000 (5 min). */
-  defaultTtlMs: number
-  /** Longest TTL an entry may have; longer requests are capped, in ms. Default 86400000 (1 day). */
-  maxTtlMs: number
-  /** Monotonic clock in ms; injected by tests so that TTLs pass without sleeping. */
-  now?: () => number
-  /**
-   * How long a deleted key's tombstone is kept, in ms. Default 60000; the daemon derives it from
-   * its config (`tombstoneLifetimeMs` in versions.ts), so that no copy can outlive it.
-   */
-  tombstoneLifetimeMs: number
-  /** Most tombstones kept at once; the oldest go first (see `Tombstones`). Default 65536. */
-  maxTombstones: number
-  /** The clock that versions every write (versions.ts); each store makes its own by default. */
-  clock?: Hlc
-}
-
-export const STORE_DEFAULTS: StoreOptions = {
-  maxBytes: 64 * 1024 * 1024,
-  maxValueBytes: 64 * 1024,
-  defaultTtlMs: 300_000,
-  maxTtlMs: 86_400_000,
-  tombstoneLifetimeMs: 60_000,
-  maxTombstones: 65_536,
-}
-
-export interface StoreCounters {
-  hits: number
-  misses: number
-  sets: number
-  deletes: number
-  touches: number
-  evictions: number
-  expirations: number
-}
-
-export interface StoreStats extends StoreCounters, TombstoneCounters {
-  entries: number
-  bytes: number
-  maxBytes: number
-  /** Deleted keys remembered with the version of their delete. */
-  tombstones: number
-}
-
-/**
- * A stored value with memcached's opaque client flags (0 for values stored through the API) and
- * its version (versions.ts): unique per write of the key, newer for every later write, so it can
- * serve as memcached's `cas` value. A TOUCH is a write: it gives the entry a new version.
- */
-export interface StoreEntry {
-  value: Buffer
-  flags: number
-  version: bigint
-}
-
-export class StoreError extends Error {
-  readonly code: 'TOO_LARGE' | 'BAD_TTL'
-  constructor(code: 'TOO_LARGE' | 'BAD_TTL', message: string) {
-    super(message)
-    this.name = 'StoreError'
-    this.code = code
-  }
-}
-
-/** The TTL an entry gets for a requested TTL: 0 means the default; longer than the cap is capped. */
-export function effectiveTtl(o: StoreOptions, ttlMs: number): number {
-  if (!Number.isFinite(ttlMs) || ttlMs < 0) throw new StoreError('BAD_TTL', `TTL must be a non-negative number of ms, got ${ttlMs}`)
-  if (ttlMs === 0) return o.defaultTtlMs
-  return Math.min(Math.ceil(ttlMs), o.maxTtlMs)
-}
-
-/** Checks a new entry against the store's limits (both engines); returns its TTL. Never partial. */
-export function admit(o: StoreOptions, key: string, value: Buffer, ttlMs: number): number {
-  if (value.length > o.maxValueBytes) throw new StoreError('TOO_LARGE', `value is ${value.length} bytes, at most ${o.maxValueBytes}`)
-  const ttl = effectiveTtl(o, ttlMs)
-  const size = key.length + value.length + ENTRY_OVERHEAD_BYTES
-  if (size > o.maxBytes) throw new StoreError('TOO_LARGE', `entry of ${size} bytes exceeds the store's ${o.maxBytes} bytes`)
-  return ttl
-}
-
-export class Store {
+export class LruStore {
   readonly options: Readonly<StoreOptions>
   readonly counters: StoreCounters = { hits: 0, misses: 0, sets: 0, deletes: 0, touches: 0, evictions: 0, expirations: 0 }
   #lru: LRUCache<string, StoreEntry>
@@ -278,8 +187,3 @@ export class Store {
   }
 }
 
-/**
- * What the daemon needs of a store; both engines implement it: `CompactStore` (the default:
- * slab-backed, about 100 bytes per entry beyond key and value) and `Store` (lru-cache, about 360).
- */
-export type SessionStore = Pick<Store, keyof Store>

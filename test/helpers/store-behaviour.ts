@@ -4,7 +4,8 @@
  */
 import t from 'tap'
 import fc from 'fast-check'
-import { ENTRY_OVERHEAD_BYTES, NO_VERSION, type Store, type StoreOptions } from '../../daemon/store/lru-store.js'
+import { ENTRY_OVERHEAD_BYTES, NO_VERSION, type StoreOptions } from '../../daemon/store/session-store.js'
+import type { LruStore as Store } from '../../daemon/store/lru-store.js'
 import { Hlc } from '../../daemon/store/versions.js'
 
 /** The public API of Store (its #private fields aside), which every store class implements. */

@@ -3,8 +3,8 @@ import t from 'tap'
 import fc from 'fast-check'
 import * as compact from '../../daemon/store/compact-store.js'
 import { CompactStore, ENTRY_OVERHEAD_BYTES, STORE_DEFAULTS, type StoreEntry, type StoreOptions } from '../../daemon/store/compact-store.js'
-import * as store from '../../daemon/store/lru-store.js'
-import { Store } from '../../daemon/store/lru-store.js'
+import * as store from '../../daemon/store/session-store.js'
+import { LruStore as Store } from '../../daemon/store/lru-store.js'
 import { storeBehaviour, type StoreApi } from '../helpers/store-behaviour.js'
 
 storeBehaviour(CompactStore)
@@ -28,7 +28,7 @@ const random = (len: number) => {
   return b
 }
 
-t.test('shares its types, errors and constants with store.ts', async (t) => {
+t.test('shares its types, errors and constants with the lru-cache engine (session-store.ts)', async (t) => {
   t.equal(compact.StoreError, store.StoreError)
   t.equal(compact.STORE_DEFAULTS, store.STORE_DEFAULTS)
   t.equal(compact.ENTRY_OVERHEAD_BYTES, store.ENTRY_OVERHEAD_BYTES)

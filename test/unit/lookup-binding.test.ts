@@ -5,7 +5,7 @@
  */
 import t from 'tap'
 import { Lookups } from '../../daemon/cluster/lookups.js'
-import type { SessionStore } from '../../daemon/store/lru-store.js'
+import type { SessionStore } from '../../daemon/store/session-store.js'
 import type { Transport } from '../../daemon/cluster/transport.js'
 import { MsgType, keyDigest, type Message } from '../../protocol/wire.js'
 
