@@ -14,7 +14,7 @@ import { MAX_KEY_BYTES } from '../../protocol/local.js'
 import { MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, SENDER_ID_BYTES, datagramLength, hitChunkBytes, replicateChunkBytes, type Message } from '../../protocol/wire.js'
 import { LOG_LEVELS, type LogLevel } from '../host/log.js'
 import { parseListen } from './listen.js'
-import { parseConsumers, type TicketConsumer } from '../tickets/ticket-export.js'
+import { parseConsumers, type TicketConsumer } from './ticket-consumers.js'
 
 export interface Config {
   /** Path of the API socket local servers use. */

@@ -4,7 +4,8 @@ import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import { deriveKey, render, wipeRendered, TICKET_FORMATS, type SecretWindow } from '../../daemon/tickets/ticket-formats.js'
-import { parseConsumers, prepareDir, syncHaproxy, writeConsumerFiles } from '../../daemon/tickets/ticket-export.js'
+import { prepareDir, syncHaproxy, writeConsumerFiles } from '../../daemon/tickets/ticket-export.js'
+import { parseConsumers } from '../../daemon/config/ticket-consumers.js'
 import { ConfigError, apply, defaults, loadFile } from '../../daemon/config/config.js'
 
 const secret = (x: number) => Buffer.alloc(48, x)
