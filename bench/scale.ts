@@ -122,3 +122,10 @@ export async function benchScale(sizes = [4, 8, 16, 32]): Promise<Record<string,
   }
   return rows
 }
+
+// `node dist/bench/scale.js HOSTS SESSIONS PROBES`: one scale run, its figures as one JSON line
+// (the 32-host test in npm test runs it so).
+if (process.argv[1]?.endsWith('scale.js')) {
+  const [hosts, sessions, probes] = process.argv.slice(2).map(Number)
+  console.log(`scale-result ${JSON.stringify(await scaleRun(hosts ?? 32, sessions ?? 10_000, probes ?? 300))}`)
+}

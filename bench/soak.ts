@@ -119,8 +119,12 @@ export async function soak(seconds: number, sampleEveryMs = 5000, maxBytes = 8 *
 
 if (process.argv[1]?.endsWith('soak.js')) {
   const seconds = Number(process.env['SOAK_SECONDS'] ?? 300)
+  const sampleMs = Number(process.env['SOAK_SAMPLE_MS'] ?? 5000)
+  const maxBytes = Number(process.env['SOAK_MAX_BYTES'] ?? 8 * 1024 * 1024)
   console.log(`soak: 3 daemons, 8 workers, mixed GET/SET/DELETE over 50,000 keys for ${seconds} s`)
-  const r = await soak(seconds)
+  const r = await soak(seconds, sampleMs, maxBytes)
+  // For programs that run the soak (the short soak in npm test): the figures on one line.
+  console.log(`soak-result ${JSON.stringify(r)}`)
   console.log(`ops ${r.ops} (${r.opsPerSec}/s), errors ${r.errors}, wrong answers ${r.wrong}, GET p50 ${r.getP50Us} us, p99 ${r.getP99Us} us`)
   console.log('RSS MiB per sample (a, b, c):', r.rssMiB.map((s) => s.join('/')).join('  '))
   console.log('open fds per sample:', r.fds.map((s) => s.join('/')).join('  '))

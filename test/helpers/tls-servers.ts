@@ -8,7 +8,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import { APACHE_MODULES } from '../../bench/apache.js'
+import { APACHE_MODULES } from './apache.js'
 
 export type ServerKind = 'nginx' | 'haproxy' | 'apache' | 'h2o'
 

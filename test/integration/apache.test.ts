@@ -7,7 +7,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { startCluster, startNode } from '../helpers/cluster.js'
 import { freePort } from '../helpers/daemon.js'
-import { startApache } from '../../bench/apache.js'
+import { startApache } from '../helpers/apache.js'
 import { makeCert, sClient, sessionLine } from '../helpers/tls.js'
 
 async function apache(t: { teardown(fn: () => unknown): void }, dir: string, name: string, memcachePort: number): Promise<number> {

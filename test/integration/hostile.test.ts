@@ -9,8 +9,8 @@ import net from 'node:net'
 import { DgramAsPromised } from 'dgram-as-promised'
 import { Keyring, MsgType, encodeBody, seal } from '../../protocol/wire.js'
 import { Op, encodeRequest } from '../../protocol/local.js'
-import { mutate, prng } from '../../bench/fuzz.js'
-import { soak } from '../../bench/soak.js'
+import { mutate, prng } from '../helpers/fuzz.js'
+import { runBench } from '../helpers/bench-run.js'
 import { clusterStats, newKey, replicationSettled, startCluster, unreadable } from '../helpers/cluster.js'
 import { eventually } from '../helpers/daemon.js'
 
@@ -104,8 +104,22 @@ t.test('a flood of hostile datagrams and frames: every drop counted, every answe
   for (const n of nodes) t.ok(await n.client.ping(), `${n.name} still serves`)
 })
 
+/** What `npm run soak` (bench/soak.ts) reports, as far as this test reads it. */
+interface SoakResult {
+  seconds: number
+  ops: number
+  opsPerSec: number
+  errors: number
+  wrong: number
+  getP50Us: number
+  getP99Us: number
+  fds: number[][]
+  rssGrowthPct: number[]
+  fdGrowth: number[]
+}
+
 t.test('a short soak: steady memory, no descriptor leaks, every answer right', async (t) => {
-  const r = await soak(12, 1000, 2 * 1024 * 1024)
+  const r = await runBench<SoakResult>('soak', [], { SOAK_SECONDS: '12', SOAK_SAMPLE_MS: '1000', SOAK_MAX_BYTES: String(2 * 1024 * 1024) })
   t.comment(`soak ${r.seconds} s: ${r.ops} ops (${r.opsPerSec}/s), GET p50 ${r.getP50Us} us p99 ${r.getP99Us} us, RSS growth ${r.rssGrowthPct.join('/')}%, fds ${r.fds.at(-1)!.join('/')}`)
   t.equal(r.errors, 0, 'no errors')
   t.equal(r.wrong, 0, 'no wrong answers')

@@ -1,9 +1,9 @@
 /** 32 hosts in network namespaces on one bridge: lookups cost a constant number of datagrams. */
 import t from 'tap'
-import { scaleRun } from '../../bench/scale.js'
+import { runBench } from '../helpers/bench-run.js'
 
 t.test('32 hosts, 10,000 sessions: remote fills and "not found" with replies that do not grow with N', async (t) => {
-  const f = await scaleRun(32, 10_000, 300)
+  const f = await runBench<{ fills: number; repliesPerFill: number; missesPerNotFound: number; lookupDatagramsPerLookup: number; notFoundTimeouts: number }>('scale', ['32', '10000', '300'])
   t.comment(JSON.stringify(f))
   t.equal(f.fills, 300, 'every probe was a real remote fill with the right bytes')
   t.ok(f.repliesPerFill <= 2, `replies per fill: ${f.repliesPerFill}`)

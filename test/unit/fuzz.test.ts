@@ -1,6 +1,6 @@
 /** A short run of the mutation fuzzer (npm run fuzz runs millions). */
 import t from 'tap'
-import { fuzz, mutate, prng } from '../../bench/fuzz.js'
+import { fuzz, mutate, prng } from '../helpers/fuzz.js'
 
 t.test('mutated inputs only ever fail with ProtocolError, and what decodes round-trips', async (t) => {
   const res = fuzz(20_000, 12345)

@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import { freePortSync } from '../test/helpers/ports.js'
+import { freePortSync } from './ports.js'
 
 export const APACHE_MODULES = '/usr/lib/apache2/modules'
 
