@@ -12,21 +12,8 @@ import type { ChildProcess } from 'node:child_process'
 import { StatecastClient } from '../client/index.js'
 import { formatKeyFile } from '../protocol/keyfile.js'
 import { percentile, startDaemonProcess } from './local.js'
+import type { SoakResult } from '../test/helpers/bench-run.js'
 
-export interface SoakResult {
-  seconds: number
-  ops: number
-  opsPerSec: number
-  errors: number
-  wrong: number
-  getP50Us: number
-  getP99Us: number
-  rssMiB: number[][]
-  fds: number[][]
-  /** Resident memory growth from the end of warm-up to the end, per daemon, in %. */
-  rssGrowthPct: number[]
-  fdGrowth: number[]
-}
 
 function rss(pid: number): number {
   return Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024

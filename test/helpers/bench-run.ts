@@ -16,3 +16,19 @@ export function runBench<T>(name: string, args: string[] = [], env: NodeJS.Proce
     })
   })
 }
+
+/** What `npm run soak` (bench/soak.ts) measures. */
+export interface SoakResult {
+  seconds: number
+  ops: number
+  opsPerSec: number
+  errors: number
+  wrong: number
+  getP50Us: number
+  getP99Us: number
+  rssMiB: number[][]
+  fds: number[][]
+  /** Resident memory growth from the end of warm-up to the end, per daemon, in %. */
+  rssGrowthPct: number[]
+  fdGrowth: number[]
+}

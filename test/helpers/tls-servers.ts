@@ -286,25 +286,3 @@ export async function startServer(t: Teardown, kind: ServerKind, o: { dir: strin
   }
 }
 
-/**
- * One `openssl s_client` connection to `host:port` that sends an HTTP request and reads the
- * reply (TLS 1.3 tickets arrive after the handshake). Resolves s_client's output.
- */
-export function sClientAt(host: string, port: number, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const p = spawn('openssl', ['s_client', '-connect', `${host}:${port}`, '-servername', 'localhost', ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
-    let out = ''
-    const timer = setTimeout(() => p.kill('SIGKILL'), 10_000)
-    p.stdout.setEncoding('utf8').on('data', (s: string) => {
-      out += s
-      if (/HTTP\/1\.1 \d{3}/.test(out)) p.stdin.end()
-    })
-    p.stderr.setEncoding('utf8').on('data', (s: string) => (out += s))
-    p.once('error', reject)
-    p.once('close', () => {
-      clearTimeout(timer)
-      resolve(out)
-    })
-    p.stdin.write('GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n')
-  })
-}

@@ -11,13 +11,12 @@ export function makeCert(dir: string): { key: Buffer; cert: Buffer } {
 }
 
 /**
- * One `openssl s_client` connection that sends an HTTP request and reads the reply, so the
- * session (and any TLS 1.3 tickets, which arrive after the handshake) is complete before it ends.
- * Resolves s_client's output.
+ * One `openssl s_client` connection to `host:port` that sends an HTTP request and reads the
+ * reply (TLS 1.3 tickets arrive after the handshake). Resolves s_client's output.
  */
-export function sClient(port: number, args: string[]): Promise<string> {
+export function sClientAt(host: string, port: number, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    const p = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'localhost', ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
+    const p = spawn('openssl', ['s_client', '-connect', `${host}:${port}`, '-servername', 'localhost', ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
     let out = ''
     const timer = setTimeout(() => p.kill('SIGKILL'), 10_000)
     p.stdout.setEncoding('utf8').on('data', (s: string) => {
@@ -32,6 +31,11 @@ export function sClient(port: number, args: string[]): Promise<string> {
     })
     p.stdin.write('GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n')
   })
+}
+
+/** `sClientAt` on 127.0.0.1. */
+export function sClient(port: number, args: string[]): Promise<string> {
+  return sClientAt('127.0.0.1', port, args)
 }
 
 /** "New" or "Reused" and the protocol, from s_client's summary line. */

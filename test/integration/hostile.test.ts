@@ -10,7 +10,7 @@ import { DgramAsPromised } from 'dgram-as-promised'
 import { Keyring, MsgType, encodeBody, seal } from '../../protocol/wire.js'
 import { Op, encodeRequest } from '../../protocol/local.js'
 import { mutate, prng } from '../helpers/fuzz.js'
-import { runBench } from '../helpers/bench-run.js'
+import { runBench, type SoakResult } from '../helpers/bench-run.js'
 import { clusterStats, newKey, replicationSettled, startCluster, unreadable } from '../helpers/cluster.js'
 import { eventually } from '../helpers/daemon.js'
 
@@ -103,20 +103,6 @@ t.test('a flood of hostile datagrams and frames: every drop counted, every answe
   t.same(await unreadable(nodes, keys, val), [], 'the store is intact: every session, every byte, on every node')
   for (const n of nodes) t.ok(await n.client.ping(), `${n.name} still serves`)
 })
-
-/** What `npm run soak` (bench/soak.ts) reports, as far as this test reads it. */
-interface SoakResult {
-  seconds: number
-  ops: number
-  opsPerSec: number
-  errors: number
-  wrong: number
-  getP50Us: number
-  getP99Us: number
-  fds: number[][]
-  rssGrowthPct: number[]
-  fdGrowth: number[]
-}
 
 t.test('a short soak: steady memory, no descriptor leaks, every answer right', async (t) => {
   const r = await runBench<SoakResult>('soak', [], { SOAK_SECONDS: '12', SOAK_SAMPLE_MS: '1000', SOAK_MAX_BYTES: String(2 * 1024 * 1024) })

@@ -13,7 +13,8 @@ import { StatecastClient } from '../../client/index.js'
 import { newKey, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
 import { eventually, freePort, runCli } from '../helpers/daemon.js'
 import { makeCert, sessionLine } from '../helpers/tls.js'
-import { have, sClientAt, serverConsumer, startServer, type ServerKind, type TlsServer } from '../helpers/tls-servers.js'
+import { have, serverConsumer, startServer, type ServerKind, type TlsServer } from '../helpers/tls-servers.js'
+import { sClientAt } from '../helpers/tls.js'
 
 // STATECAST_TLS_SERVERS=h2o,nginx narrows a debugging run; by default every server is tested.
 const KINDS = (process.env['STATECAST_TLS_SERVERS']?.split(',') ?? ['nginx', 'haproxy', 'apache', 'h2o']) as ServerKind[]
