@@ -58,6 +58,8 @@ const GET_LOOKAHEAD = 16
 const RELATIVE_LIMIT_S = 60 * 60 * 24 * 30
 /** How long a connection that was hung up on may take to receive its last replies, in ms. */
 const HANGUP_LINGER_MS = 2000
+/** How long a refused connection may take to receive its error before it is destroyed, in ms. */
+const REFUSED_LINGER_MS = 1000
 const INPUT_INITIAL_BYTES = 16 * 1024
 /** Replies up to this size are copied into one buffer before writing. */
 const COALESCE_BYTES = 64 * 1024
@@ -123,20 +125,40 @@ export function parseListen(spec: string): { host: string; port: number } | unde
 }
 
 /**
+ * Decimal digits a 64-bit number can have, leading zeros aside (2^64 - 1 has 20). Longer runs are
+ * refused before BigInt reads them: BigInt's parse grows with the square of the length, so a
+ * 65,536-digit value or argument cost milliseconds per command and stalled the event loop.
+ */
+const MAX_U64_DIGITS = 20
+
+/** The digits of a decimal run without its leading zeros, or undefined when it has more than 64 bits could hold. */
+function shortDigits(run: string): string | undefined {
+  let i = 0
+  while (i < run.length - 1 && run.charCodeAt(i) === 48) i++
+  return run.length - i > MAX_U64_DIGITS ? undefined : run.slice(i)
+}
+
+/**
  * memcached's `safe_strtol` into an int32: a decimal that fits a 64-bit long, then truncated to
  * 32 bits as memcached's assignment does. Undefined where memcached refuses the token.
  */
 export function memcachedInt32(tok: string): number | undefined {
-  if (!/^[+-]?\d+$/.test(tok)) return undefined
-  const n = BigInt(tok)
+  const m = /^([+-]?)(\d+)$/.exec(tok)
+  if (!m) return undefined
+  const d = shortDigits(m[2]!)
+  if (d === undefined) return undefined
+  const n = BigInt(m[1] === '-' ? `-${d}` : d)
   if (n > 0x7fffffffffffffffn || n < -0x8000000000000000n) return undefined
   return Number(BigInt.asIntN(32, n))
 }
 
 /** memcached's `safe_strtoull`: an unsigned decimal that fits 64 bits. */
 export function memcachedUint64(tok: string): bigint | undefined {
-  if (!/^\+?\d+$/.test(tok)) return undefined
-  const n = BigInt(tok)
+  const m = /^\+?(\d+)$/.exec(tok)
+  if (!m) return undefined
+  const d = shortDigits(m[1]!)
+  if (d === undefined) return undefined
+  const n = BigInt(d)
   return n > 0xffffffffffffffffn ? undefined : n
 }
 
@@ -146,12 +168,30 @@ function memcachedFlags(tok: string): number | undefined {
   return n === undefined ? undefined : Number(BigInt.asUintN(32, n))
 }
 
-/** A stored value read as memcached's incr/decr read it: leading blanks, digits, then a blank or the end. */
-function numericValue(v: Buffer): bigint | undefined {
-  const m = /^[\t\n\v\f\r ]*\+?(\d+)(?:[\t\n\v\f\r ]|$)/.exec(v.toString('latin1'))
-  if (!m) return undefined
-  const n = BigInt(m[1]!)
+/**
+ * A stored value read as memcached's incr/decr read it (`strtoull` up to the first non-digit):
+ * leading blanks, an optional `+`, digits, then a blank or the end. Read byte by byte, so a long
+ * value costs one pass and no string.
+ */
+export function numericValue(v: Buffer): bigint | undefined {
+  let i = 0
+  // \t \n \v \f \r and space, as C's isspace.
+  const blank = (c: number | undefined) => c === 32 || (c !== undefined && c >= 9 && c <= 13)
+  while (i < v.length && blank(v[i])) i++
+  if (v[i] === 43) i++
+  const first = i
+  while (i < v.length && v[i]! >= 48 && v[i]! <= 57) i++
+  if (i === first || (i < v.length && !blank(v[i]))) return undefined
+  const z = leadingZeros(v, first, i)
+  if (i - first - z > MAX_U64_DIGITS) return undefined
+  const n = BigInt(v.toString('latin1', first + z, i))
   return n > 0xffffffffffffffffn ? undefined : n
+}
+
+function leadingZeros(v: Buffer, from: number, to: number): number {
+  let i = from
+  while (i < to - 1 && v[i] === 48) i++
+  return i - from
 }
 
 /**
@@ -231,6 +271,8 @@ class McConnection {
   /** Reply bytes ready to write, in order. */
   #out: Buffer[] = []
   #outBytes = 0
+  /** Those of #out that are copies of session values: zero-filled once written. */
+  #secret = new Set<Buffer>()
 
   constructor(fe: MemcacheServer, s: net.Socket) {
     this.#fe = fe
@@ -328,7 +370,8 @@ class McConnection {
         if (v.length > MAX_LINE_BYTES && !(isGetLine(v) && v.length <= MAX_GET_LINE_BYTES)) return this.#fatal('CLIENT_ERROR line too long\r\n')
         return this.#inputEnd()
       }
-      if (eol > MAX_GET_LINE_BYTES) {
+      // However the line arrived (one read or many), only a get line may be longer than MAX_LINE_BYTES.
+      if (eol > MAX_GET_LINE_BYTES || (eol > MAX_LINE_BYTES && !isGetLine(v))) {
         this.#fatal('CLIENT_ERROR line too long\r\n')
         return
       }
@@ -547,7 +590,7 @@ class McConnection {
       if (e && g.touch !== undefined) fe.touchHeld(f.key, g.touch)
       if (e) {
         this.#push(Buffer.from(`VALUE ${f.key} ${e.flags} ${e.value.length}${g.withCas ? ` ${e.version}` : ''}\r\n`, 'latin1'))
-        this.#push(e.value)
+        this.#push(e.value, true)
         this.#push(CRLF)
       }
       if (this.#unsent() > MAX_UNSENT_REPLY_BYTES) return false
@@ -640,9 +683,11 @@ class McConnection {
     s.once('close', () => clearTimeout(t))
   }
 
-  #push(b: Buffer): void {
+  /** `secret`: a copy of a session value, this connection's own, wiped once the socket has written it. */
+  #push(b: Buffer, secret = false): void {
     this.#out.push(b)
     this.#outBytes += b.length
+    if (secret) this.#secret.add(b)
   }
 
   /**
@@ -655,13 +700,25 @@ class McConnection {
     this.#out = []
     const n = this.#outBytes
     this.#outBytes = 0
-    if (this.#s.destroyed) return
-    if (out.length === 1) this.#s.write(out[0]!)
-    else if (n <= COALESCE_BYTES) this.#s.write(Buffer.concat(out, n))
-    else {
-      this.#s.cork()
-      for (const b of out) this.#s.write(b)
-      this.#s.uncork()
+    const secret = this.#secret
+    if (secret.size > 0) this.#secret = new Set()
+    const s = this.#s
+    // A write's callback runs once the kernel has the bytes, or with an error when the socket was
+    // destroyed first: either way the copy is no longer needed, and is wiped as the store wipes.
+    const wipe = (b: Buffer) => () => b.fill(0)
+    if (s.destroyed) {
+      for (const b of secret) b.fill(0)
+      return
+    }
+    if (out.length === 1) s.write(out[0]!, secret.size > 0 ? wipe(out[0]!) : undefined)
+    else if (n <= COALESCE_BYTES) {
+      const joined = Buffer.concat(out, n)
+      for (const b of secret) b.fill(0)
+      s.write(joined, secret.size > 0 ? wipe(joined) : undefined)
+    } else {
+      s.cork()
+      for (const b of out) s.write(b, secret.has(b) ? wipe(b) : undefined)
+      s.uncork()
     }
   }
 }
@@ -737,7 +794,9 @@ export class MemcacheServer {
         f.done = true
         if (r) {
           this.counters.remoteHits++
-          f.found = { value: r.value, flags: r.flags, version: r.version }
+          // Our own copy: the lookup's buffer may be shared with other waiters (an API GET of the
+          // same key), and ours is wiped once written.
+          f.found = { value: Buffer.from(r.value), flags: r.flags, version: r.version }
         } else this.counters.getMisses++
       },
       () => {
@@ -953,7 +1012,13 @@ export class MemcacheServer {
     if (sockets.size >= this.#o.maxConnections) {
       this.counters.refused++
       s.on('error', () => {})
-      s.end('SERVER_ERROR too many connections\r\n')
+      // The error, a FIN, then the descriptor is released: a refused client that never closes its
+      // end must not hold one of the daemon's file descriptors (20,000 such exhausted them).
+      // Destroyed once the kernel has the reply, or after REFUSED_LINGER_MS if it never takes it.
+      const t = setTimeout(() => s.destroy(), REFUSED_LINGER_MS)
+      t.unref()
+      s.once('close', () => clearTimeout(t))
+      s.end('SERVER_ERROR too many connections\r\n', () => s.destroy())
       return
     }
     this.counters.connections++
