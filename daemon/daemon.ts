@@ -219,6 +219,8 @@ export class Daemon {
         version: VERSION,
         store: this.store,
         cluster: () => this.cluster,
+        // A quarter of the lookup table: memcache clients cannot take the room API GETs need.
+        maxRemoteLookups: Math.max(1, Math.floor(c.maxInflightLookups / 4)),
         log: this.log,
       })
     }

@@ -52,8 +52,14 @@ export const MAX_GET_LINE_BYTES = 256 * 1024
 export const MAX_UNSENT_REPLY_BYTES = 256 * 1024
 /** Commands read ahead of their turn to answer, per connection; beyond it the socket is not read. */
 export const MAX_QUEUED_COMMANDS = 256
-/** Remote lookups a multi-get keeps in flight ahead of the key whose reply it is writing. */
+/** Keys a multi-get reads ahead of the one whose reply it is writing. */
 const GET_LOOKAHEAD = 16
+/**
+ * Remote lookups one connection has started or queued at once (of its multi-get's read-ahead).
+ * Together with the front end's share (`maxRemoteLookups`), 64 connections of multi-gets of
+ * missing keys can no longer fill the daemon's lookup table, which API GETs need too.
+ */
+export const MAX_CONNECTION_LOOKUPS = 4
 /** memcached: exptime above this many seconds is an absolute Unix time. */
 const RELATIVE_LIMIT_S = 60 * 60 * 24 * 30
 /** How long a connection that was hung up on may take to receive its last replies, in ms. */
@@ -87,6 +93,11 @@ export interface MemcacheOptions {
   version: string
   store: SessionStore
   cluster: () => ClusterHooks | undefined
+  /**
+   * Remote lookups the whole front end has in flight at once; more wait their turn in order (never
+   * answered "not found" for want of room). The daemon gives it a quarter of `maxInflightLookups`.
+   */
+  maxRemoteLookups: number
   log: Log
   /** Wall clock in ms, for absolute exptimes. */
   now?: () => number
@@ -109,6 +120,12 @@ export interface MemcacheCounters {
   readingPaused: number
   /** Connections whose unsent replies exceed the bound right now: the daemon waits for the client to read. */
   waitingForClient: number
+  /** Remote lookups of the front end in flight right now (at most its share, `maxRemoteLookups`). */
+  remoteLookups: number
+  /** Remote lookups waiting for the front end's share right now. */
+  lookupsWaiting: number
+  /** Times a remote lookup had to wait for the front end's share. */
+  lookupsQueued: number
 }
 
 /** Parses `HOST:PORT` (IPv6 as `[::1]:PORT`) or returns undefined for a Unix path. */
@@ -273,6 +290,9 @@ class McConnection {
   #outBytes = 0
   /** Those of #out that are copies of session values: zero-filled once written. */
   #secret = new Set<Buffer>()
+  /** Remote lookups of this connection started or queued and not yet answered. */
+  #lookups = 0
+  readonly #gone = (): boolean => this.#s.destroyed
 
   constructor(fe: MemcacheServer, s: net.Socket) {
     this.#fe = fe
@@ -566,9 +586,20 @@ class McConnection {
     const fe = this.#fe
     for (;;) {
       while (g.ahead.length < GET_LOOKAHEAD) {
+        const at = g.pos
         const k = McConnection.#nextKey(g)
         if (k === undefined) break
-        g.ahead.push(fe.prefetch(k))
+        if (this.#lookups >= MAX_CONNECTION_LOOKUPS && fe.needsLookup(k)) {
+          // Read again once the lookups ahead of it are answered.
+          g.pos = at
+          break
+        }
+        const f = fe.prefetch(k, this.#gone)
+        if (f.remote) {
+          this.#lookups++
+          void f.remote.then(() => this.#lookups--)
+        }
+        g.ahead.push(f)
       }
       const f = g.ahead[0]
       if (!f) {
@@ -735,7 +766,7 @@ function quiet(r: Reply | Promise<Reply>): Reply | Promise<Reply> {
 }
 
 export class MemcacheServer {
-  readonly counters: MemcacheCounters = { connections: 0, commands: 0, getHits: 0, getMisses: 0, remoteHits: 0, errors: 0, refused: 0, idleClosed: 0, paused: 0, readingPaused: 0, waitingForClient: 0 }
+  readonly counters: MemcacheCounters = { connections: 0, commands: 0, getHits: 0, getMisses: 0, remoteHits: 0, errors: 0, refused: 0, idleClosed: 0, paused: 0, readingPaused: 0, waitingForClient: 0, remoteLookups: 0, lookupsWaiting: 0, lookupsQueued: 0 }
   /** The VERSION reply: memcached's protocol version (libmemcached checks it), then statecast's. */
   readonly version: string
   readonly maxValueBytes: number
@@ -745,6 +776,8 @@ export class MemcacheServer {
   readonly #servers: { server: net.Server; unix?: UnixListener; sockets: Set<net.Socket> }[] = []
   #flushTimer: NodeJS.Timeout | undefined
   #now: () => number
+  /** Remote lookups waiting for the front end's share, in order. */
+  #waiting: (() => void)[] = []
 
   constructor(o: MemcacheOptions) {
     this.#o = o
@@ -784,12 +817,57 @@ export class MemcacheServer {
     return ms > 0 ? ms : -1
   }
 
+  /** Whether reading `key` needs a remote lookup (another host may hold it). */
+  needsLookup(key: string): boolean {
+    return this.#o.cluster() !== undefined && !this.#o.store.has(key)
+  }
+
+  /**
+   * A remote lookup within the front end's share: started now when fewer than `maxRemoteLookups`
+   * are in flight, else queued in order. `gone` says the asking connection closed meanwhile, so a
+   * queued lookup nobody waits for is never sent.
+   */
+  #lookup(key: string, gone: () => boolean): Promise<Awaited<ReturnType<ClusterHooks['lookup']>>> {
+    const c = this.counters
+    const start = (): ReturnType<ClusterHooks['lookup']> => {
+      const cluster = this.#o.cluster()
+      if (!cluster || gone()) {
+        this.#nextLookup()
+        return Promise.resolve(undefined)
+      }
+      c.remoteLookups++
+      const p = cluster.lookup(key)
+      void p.then(
+        () => this.#lookupDone(),
+        () => this.#lookupDone(),
+      )
+      return p
+    }
+    if (c.remoteLookups < this.#o.maxRemoteLookups && this.#waiting.length === 0) return start()
+    c.lookupsQueued++
+    c.lookupsWaiting++
+    return new Promise((resolve, reject) => this.#waiting.push(() => start().then(resolve, reject)))
+  }
+
+  #lookupDone(): void {
+    this.counters.remoteLookups--
+    this.#nextLookup()
+  }
+
+  #nextLookup(): void {
+    while (this.counters.remoteLookups < this.#o.maxRemoteLookups) {
+      const next = this.#waiting.shift()
+      if (!next) return
+      this.counters.lookupsWaiting--
+      next()
+    }
+  }
+
   /** Starts a remote lookup for a key this host lacks; the value is read when its turn comes. */
-  prefetch(key: string): Fetch {
+  prefetch(key: string, gone: () => boolean = () => false): Fetch {
     const f: Fetch = { key }
-    const cluster = this.#o.cluster()
-    if (!cluster || this.#o.store.has(key)) return f
-    f.remote = cluster.lookup(key).then(
+    if (!this.needsLookup(key)) return f
+    f.remote = this.#lookup(key, gone).then(
       (r) => {
         f.done = true
         if (r) {
@@ -820,9 +898,8 @@ export class MemcacheServer {
 
   /** Resolves once a key held by another host is copied here; undefined when there is no need. */
   #fetchFirst(key: string): Promise<void> | undefined {
-    const cluster = this.#o.cluster()
-    if (!cluster || this.#o.store.has(key)) return undefined
-    return cluster.lookup(key).then(
+    if (!this.needsLookup(key)) return undefined
+    return this.#lookup(key, () => false).then(
       () => undefined,
       () => undefined,
     )
