@@ -214,6 +214,8 @@ export class Daemon {
         listen: c.memcacheListen,
         maxConnections: c.memcacheMaxConnections,
         idleTimeoutMs: c.memcacheIdleTimeoutMs,
+        commandTimeoutMs: c.memcacheCommandTimeoutMs,
+        maxBufferedBytes: c.memcacheMaxBufferedBytes,
         flushAll: c.memcacheFlushAll,
         maxKeyBytes: c.maxKeyBytes,
         version: VERSION,

@@ -86,6 +86,17 @@ export interface MemcacheOptions {
   maxConnections: number
   /** A connection with no traffic either way for this long is closed, in ms; 0 = never. */
   idleTimeoutMs: number
+  /**
+   * Longest a command line or data block may take to arrive once its first byte came, in ms;
+   * the connection is closed. 0 = no limit. Not counted while the connection is not read.
+   */
+  commandTimeoutMs: number
+  /**
+   * Bytes all connections together may hold, in bytes: unread input (its buffer's size), commands
+   * read ahead and replies not yet taken. Above it, the connections holding the most stop being
+   * read and answered until their clients take their replies.
+   */
+  maxBufferedBytes: number
   /** Whether `flush_all` empties this host's store (else `CLIENT_ERROR flush_all not allowed`). */
   flushAll: boolean
   maxKeyBytes: number
@@ -114,6 +125,8 @@ export interface MemcacheCounters {
   refused: number
   /** Connections closed by the idle timeout. */
   idleClosed: number
+  /** Connections closed because a command line or data block did not arrive whole within `commandTimeoutMs`. */
+  commandTimeouts: number
   /** Times a connection's socket stopped being read because its replies were not taken. */
   paused: number
   /** Connections not read right now, for that reason. */
@@ -293,6 +306,8 @@ class McConnection {
   /** Remote lookups of this connection started or queued and not yet answered. */
   #lookups = 0
   readonly #gone = (): boolean => this.#s.destroyed
+  /** Runs from the first byte of an unfinished command line or data block until it is whole. */
+  #deadline: NodeJS.Timeout | undefined
 
   constructor(fe: MemcacheServer, s: net.Socket) {
     this.#fe = fe
@@ -314,6 +329,7 @@ class McConnection {
     })
     s.on('error', () => {})
     s.once('close', () => {
+      clearTimeout(this.#deadline)
       this.#unpause()
       this.#setBlocked(false)
     })
@@ -331,6 +347,33 @@ class McConnection {
     // Replies made while handling one chunk leave together, when it has been handled.
     this.#process()
     this.#drive()
+    this.#armDeadline()
+  }
+
+  /**
+   * A command begun but not finished starts the deadline; finishing one stops it (#process calls
+   * #commandDone). The idle timeout alone restarts on every byte, so a client sending one byte
+   * every few minutes held its connection forever.
+   */
+  #armDeadline(): void {
+    const ms = this.#fe.commandTimeoutMs
+    if (ms <= 0 || this.#deadline || this.#closing || this.#s.destroyed) return
+    if (this.#in.length === 0 && !this.#pendingStore && this.#swallow === 0) return
+    this.#deadline = setTimeout(() => {
+      this.#deadline = undefined
+      if (this.#s.destroyed || this.#closing) return
+      // Not read because its client does not take its replies: the input waits for the daemon,
+      // not for the client (the idle timeout covers a client that takes nothing).
+      if (this.#paused) return this.#armDeadline()
+      this.#fe.counters.commandTimeouts++
+      this.#s.destroy()
+    }, ms)
+    this.#deadline.unref()
+  }
+
+  #commandDone(): void {
+    clearTimeout(this.#deadline)
+    this.#deadline = undefined
   }
 
   /** Bytes of replies made or owed that the client has not taken yet. */
@@ -350,6 +393,7 @@ class McConnection {
         this.#swallow -= n
         inb.consume(n)
         if (this.#swallow > 0) return this.#inputEnd()
+        this.#commandDone()
         continue
       }
       const ps = this.#pendingStore
@@ -380,6 +424,7 @@ class McConnection {
           )
         }
         inb.consume(ps.bytes + 2)
+        this.#commandDone()
         this.#pump()
         continue
       }
@@ -398,6 +443,7 @@ class McConnection {
       const line = v.toString('latin1', 0, eol > 0 && v[eol - 1] === 13 ? eol - 1 : eol)
       inb.consume(eol + 1)
       this.#scanned = 0
+      this.#commandDone()
       this.#command(line)
       this.#pump()
     }
@@ -766,12 +812,13 @@ function quiet(r: Reply | Promise<Reply>): Reply | Promise<Reply> {
 }
 
 export class MemcacheServer {
-  readonly counters: MemcacheCounters = { connections: 0, commands: 0, getHits: 0, getMisses: 0, remoteHits: 0, errors: 0, refused: 0, idleClosed: 0, paused: 0, readingPaused: 0, waitingForClient: 0, remoteLookups: 0, lookupsWaiting: 0, lookupsQueued: 0 }
+  readonly counters: MemcacheCounters = { connections: 0, commands: 0, getHits: 0, getMisses: 0, remoteHits: 0, errors: 0, refused: 0, idleClosed: 0, commandTimeouts: 0, paused: 0, readingPaused: 0, waitingForClient: 0, remoteLookups: 0, lookupsWaiting: 0, lookupsQueued: 0 }
   /** The VERSION reply: memcached's protocol version (libmemcached checks it), then statecast's. */
   readonly version: string
   readonly maxValueBytes: number
   readonly maxKeyBytes: number
   readonly flushAllowed: boolean
+  readonly commandTimeoutMs: number
   readonly #o: MemcacheOptions
   readonly #servers: { server: net.Server; unix?: UnixListener; sockets: Set<net.Socket> }[] = []
   #flushTimer: NodeJS.Timeout | undefined
@@ -785,6 +832,7 @@ export class MemcacheServer {
     this.maxValueBytes = o.store.options.maxValueBytes
     this.maxKeyBytes = o.maxKeyBytes
     this.flushAllowed = o.flushAll
+    this.commandTimeoutMs = o.commandTimeoutMs
     this.#now = o.now ?? Date.now
   }
 

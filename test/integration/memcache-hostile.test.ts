@@ -367,3 +367,42 @@ t.test('issue 13 review: refused connections are closed by the daemon, even when
   t.ok((await memcacheStats(d))['refused']! >= n, 'refusals counted')
   t.match(await rawLines(loc, 'version\r\n', /\r\n/), /^SERVER_ERROR too many connections\r\n$/, 'still refusing while full')
 })
+
+t.test('issue 13 review: a slow-loris client sending one byte at a time never finishing a line is closed; a slow but steady one is served', async (t) => {
+  const loc = `127.0.0.1:${await freePort()}`
+  // The idle timeout is far longer than the gap between bytes: only the command deadline can act.
+  const d = await startDaemon(t, { args: ['--memcache-listen', loc, '--memcache-idle-timeout-ms', '60000', '--memcache-command-timeout-ms', '1000'] })
+  const loris = connect(loc)
+  loris.on('error', () => {})
+  t.teardown(() => loris.destroy())
+  const closed = new Promise<void>((r) => loris.once('close', () => r()))
+  let stop = false
+  void closed.then(() => (stop = true))
+  await new Promise<void>((r) => loris.once('connect', () => r()))
+  // One byte of `get kkkk...` every 100 ms: the idle timer restarts each time.
+  const drip = setInterval(() => {
+    if (!stop) loris.write(loris.bytesWritten === 0 ? 'g' : loris.bytesWritten < 4 ? 'et '.charAt(loris.bytesWritten - 1) : 'k')
+  }, 100)
+  t.teardown(() => clearInterval(drip))
+  await Promise.race([closed, new Promise((r) => setTimeout(r, 30_000))])
+  clearInterval(drip)
+  t.ok(stop, 'the daemon closed the connection whose line never ended')
+  t.ok((await memcacheStats(d))['commandTimeouts']! >= 1, 'counted')
+  // Each command is sent in two pieces 300 ms apart: every one completes within the deadline,
+  // although the whole exchange lasts longer than it.
+  const steady = await new Promise<string>((resolve) => {
+    const s = connect(loc)
+    let got = ''
+    s.on('error', () => {})
+    s.on('data', (b) => (got += b.toString('latin1')))
+    s.on('close', () => resolve(got))
+    let i = 0
+    const next = () => {
+      if (i === 8) return s.end()
+      s.write('vers', () => setTimeout(() => s.write('ion\r\n', () => setTimeout(next, 300)), 300))
+      i++
+    }
+    next()
+  })
+  t.equal(steady.split('VERSION ').length - 1, 8, 'every command of the slow but steady client answered')
+})
