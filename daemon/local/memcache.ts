@@ -67,6 +67,8 @@ const HANGUP_LINGER_MS = 2000
 /** How long a refused connection may take to receive its error before it is destroyed, in ms. */
 const REFUSED_LINGER_MS = 1000
 const INPUT_INITIAL_BYTES = 16 * 1024
+/** Over `maxBufferedBytes`, a connection holding no more than this may still be read and answered. */
+const MIN_BUDGET_SHARE = 16 * 1024
 /** Replies up to this size are copied into one buffer before writing. */
 const COALESCE_BYTES = 64 * 1024
 
@@ -133,6 +135,10 @@ export interface MemcacheCounters {
   readingPaused: number
   /** Connections whose unsent replies exceed the bound right now: the daemon waits for the client to read. */
   waitingForClient: number
+  /** Bytes all connections hold right now (input, read-ahead, unsent replies), against `maxBufferedBytes`. */
+  bufferedBytes: number
+  /** Times a connection stopped being read and answered because the front end was over `maxBufferedBytes`. */
+  overBudget: number
   /** Remote lookups of the front end in flight right now (at most its share, `maxRemoteLookups`). */
   remoteLookups: number
   /** Remote lookups waiting for the front end's share right now. */
@@ -229,12 +235,18 @@ function leadingZeros(v: Buffer, from: number, to: number): number {
  * place, so a long line arriving in many small reads costs linear, not quadratic, copying.
  */
 class InputBuffer {
-  #b = Buffer.allocUnsafe(INPUT_INITIAL_BYTES)
+  // Allocated on first use: an idle connection holds no input buffer.
+  #b = Buffer.alloc(0)
   #start = 0
   #end = 0
 
   get length(): number {
     return this.#end - this.#start
+  }
+
+  /** Memory held for unread input, in bytes: the buffer's size while it holds any. */
+  get held(): number {
+    return this.#end > this.#start ? this.#b.length : 0
   }
 
   view(): Buffer {
@@ -246,7 +258,7 @@ class InputBuffer {
     if (this.#end + chunk.length > this.#b.length) {
       if (n + chunk.length <= this.#b.length) this.#b.copy(this.#b, 0, this.#start, this.#end)
       else {
-        const grown = Buffer.allocUnsafe(Math.max(2 * this.#b.length, n + chunk.length))
+        const grown = Buffer.allocUnsafe(Math.max(INPUT_INITIAL_BYTES, 2 * this.#b.length, n + chunk.length))
         this.#b.copy(grown, 0, this.#start, this.#end)
         this.#b = grown
       }
@@ -306,6 +318,8 @@ class McConnection {
   /** Remote lookups of this connection started or queued and not yet answered. */
   #lookups = 0
   readonly #gone = (): boolean => this.#s.destroyed
+  /** The bytes this connection held when it last told the front end (#report). */
+  #reported = 0
   /** Runs from the first byte of an unfinished command line or data block until it is whole. */
   #deadline: NodeJS.Timeout | undefined
 
@@ -330,6 +344,8 @@ class McConnection {
     s.on('error', () => {})
     s.once('close', () => {
       clearTimeout(this.#deadline)
+      this.#report()
+      this.#fe.forget(this)
       this.#unpause()
       this.#setBlocked(false)
     })
@@ -382,10 +398,50 @@ class McConnection {
   }
 
   #full(): boolean {
-    return this.#queue.length >= MAX_QUEUED_COMMANDS || this.#queuedBytes + this.#unsent() > MAX_UNSENT_REPLY_BYTES
+    return this.#queue.length >= MAX_QUEUED_COMMANDS || this.#queuedBytes + this.#unsent() > MAX_UNSENT_REPLY_BYTES || this.#squeezed()
+  }
+
+  /** No more replies are made now: the client has not taken enough of them, or the front end is over its budget. */
+  #noRoom(): boolean {
+    return this.#unsent() > MAX_UNSENT_REPLY_BYTES || this.#squeezed()
+  }
+
+  /** Memory this connection holds: unread input, commands read ahead, replies not taken; in bytes. */
+  #held(): number {
+    return this.#in.held + this.#queuedBytes + this.#unsent()
+  }
+
+  /** Over the front end's budget, and this connection among those holding the most. */
+  #squeezed(): boolean {
+    return this.#fe.squeezes(this.#reported, this.#held(), this)
+  }
+
+  /** Tells the front end what this connection holds now. */
+  #report(): void {
+    const held = this.#s.destroyed ? 0 : this.#held()
+    if (held !== this.#reported) this.#fe.account(held - this.#reported)
+    this.#reported = held
+  }
+
+  /** The front end fell under its budget: read and answer again. */
+  wake(): void {
+    this.#drive()
   }
 
   #process(): void {
+    this.#processInput()
+    if (this.#full() && !this.#closing && !this.#paused) {
+      // Stop reading until the client takes its replies (or the front end is under its budget):
+      // the kernel's buffers fill and TCP's window closes on the sender, instead of this process
+      // holding its pipelined commands or an unfinished line.
+      this.#paused = true
+      this.#fe.counters.paused++
+      this.#fe.counters.readingPaused++
+      this.#s.pause()
+    }
+  }
+
+  #processInput(): void {
     const inb = this.#in
     while (!this.#closing && !this.#full()) {
       if (this.#swallow > 0) {
@@ -446,14 +502,6 @@ class McConnection {
       this.#commandDone()
       this.#command(line)
       this.#pump()
-    }
-    if (this.#full() && !this.#closing && !this.#paused) {
-      // Stop reading until the client takes its replies: the kernel's buffers fill and TCP's
-      // window closes on the sender, instead of this process holding its pipelined commands.
-      this.#paused = true
-      this.#fe.counters.paused++
-      this.#fe.counters.readingPaused++
-      this.#s.pause()
     }
   }
 
@@ -641,10 +689,8 @@ class McConnection {
           break
         }
         const f = fe.prefetch(k, this.#gone)
-        if (f.remote) {
-          this.#lookups++
-          void f.remote.then(() => this.#lookups--)
-        }
+        // Counted until its value is written: a found value waiting in the read-ahead is memory too.
+        if (f.remote) this.#lookups++
         g.ahead.push(f)
       }
       const f = g.ahead[0]
@@ -663,6 +709,7 @@ class McConnection {
         return false
       }
       g.ahead.shift()
+      if (f.remote) this.#lookups--
       const e = f.remote ? f.found : fe.localGet(f.key)
       if (e && g.touch !== undefined) fe.touchHeld(f.key, g.touch)
       if (e) {
@@ -670,7 +717,7 @@ class McConnection {
         this.#push(e.value, true)
         this.#push(CRLF)
       }
-      if (this.#unsent() > MAX_UNSENT_REPLY_BYTES) return false
+      if (this.#noRoom()) return false
     }
   }
 
@@ -678,7 +725,7 @@ class McConnection {
   #pump(): void {
     const s = this.#s
     while (this.#queue.length > 0 && !s.destroyed && !this.#hungUp) {
-      if (this.#unsent() > MAX_UNSENT_REPLY_BYTES) return
+      if (this.#noRoom()) return
       const slot = this.#queue[0]!
       if (slot.kind === 'get') {
         if (!this.#advanceGet(slot)) return
@@ -717,6 +764,11 @@ class McConnection {
    * bound (then its write returned false, and 'drain' comes).
    */
   #drive(): void {
+    this.#driveLoop()
+    this.#report()
+  }
+
+  #driveLoop(): void {
     const s = this.#s
     for (;;) {
       this.#pump()
@@ -728,6 +780,8 @@ class McConnection {
         this.#process()
         continue
       }
+      // Over the front end's budget: the front end wakes this connection when it is under again.
+      if (this.#squeezed()) return
       const head = this.#queue[0]
       if (!head || (head.kind === 'get' ? head.waiting : head.state === 'waiting')) return
       if (s.writableLength > MAX_UNSENT_REPLY_BYTES) {
@@ -782,19 +836,23 @@ class McConnection {
     const s = this.#s
     // A write's callback runs once the kernel has the bytes, or with an error when the socket was
     // destroyed first: either way the copy is no longer needed, and is wiped as the store wipes.
-    const wipe = (b: Buffer) => () => b.fill(0)
+    const wipe = (b: Buffer) => () => {
+      b.fill(0)
+      this.#report()
+    }
+    const written = () => this.#report()
     if (s.destroyed) {
       for (const b of secret) b.fill(0)
       return
     }
-    if (out.length === 1) s.write(out[0]!, secret.size > 0 ? wipe(out[0]!) : undefined)
+    if (out.length === 1) s.write(out[0]!, secret.size > 0 ? wipe(out[0]!) : written)
     else if (n <= COALESCE_BYTES) {
       const joined = Buffer.concat(out, n)
       for (const b of secret) b.fill(0)
-      s.write(joined, secret.size > 0 ? wipe(joined) : undefined)
+      s.write(joined, secret.size > 0 ? wipe(joined) : written)
     } else {
       s.cork()
-      for (const b of out) s.write(b, secret.has(b) ? wipe(b) : undefined)
+      for (const b of out) s.write(b, secret.has(b) ? wipe(b) : written)
       s.uncork()
     }
   }
@@ -812,7 +870,7 @@ function quiet(r: Reply | Promise<Reply>): Reply | Promise<Reply> {
 }
 
 export class MemcacheServer {
-  readonly counters: MemcacheCounters = { connections: 0, commands: 0, getHits: 0, getMisses: 0, remoteHits: 0, errors: 0, refused: 0, idleClosed: 0, commandTimeouts: 0, paused: 0, readingPaused: 0, waitingForClient: 0, remoteLookups: 0, lookupsWaiting: 0, lookupsQueued: 0 }
+  readonly counters: MemcacheCounters = { connections: 0, commands: 0, getHits: 0, getMisses: 0, remoteHits: 0, errors: 0, refused: 0, idleClosed: 0, commandTimeouts: 0, paused: 0, readingPaused: 0, waitingForClient: 0, bufferedBytes: 0, overBudget: 0, remoteLookups: 0, lookupsWaiting: 0, lookupsQueued: 0 }
   /** The VERSION reply: memcached's protocol version (libmemcached checks it), then statecast's. */
   readonly version: string
   readonly maxValueBytes: number
@@ -825,6 +883,9 @@ export class MemcacheServer {
   #now: () => number
   /** Remote lookups waiting for the front end's share, in order. */
   #waiting: (() => void)[] = []
+  /** Connections stopped for the budget, woken when the front end is under it again. */
+  #squeezed = new Set<McConnection>()
+  #waking = false
 
   constructor(o: MemcacheOptions) {
     this.#o = o
@@ -863,6 +924,44 @@ export class MemcacheServer {
     if (exptime <= RELATIVE_LIMIT_S) return exptime * 1000
     const ms = exptime * 1000 - this.#now()
     return ms > 0 ? ms : -1
+  }
+
+  /**
+   * Whether a connection that held `reported` bytes when it last said so and holds `held` now
+   * must stop: the front end is over `maxBufferedBytes`, and it holds more than MIN_BUDGET_SHARE.
+   * Those holding less carry on, so a client that takes its replies is served while others hog.
+   * (A share of the budget per open connection let the first connections keep far more than the
+   * budget between them.)
+   */
+  squeezes(reported: number, held: number, conn: McConnection): boolean {
+    const max = this.#o.maxBufferedBytes
+    if (this.counters.bufferedBytes - reported + held <= max) return false
+    if (held <= MIN_BUDGET_SHARE) return false
+    if (!this.#squeezed.has(conn)) {
+      this.#squeezed.add(conn)
+      this.counters.overBudget++
+    }
+    return true
+  }
+
+  /** A connection's holding changed by `delta` bytes. */
+  account(delta: number): void {
+    const c = this.counters
+    c.bufferedBytes += delta
+    // Woken a little under the budget, so that connections do not flap at its edge.
+    if (delta >= 0 || this.#waking || this.#squeezed.size === 0 || c.bufferedBytes > this.#o.maxBufferedBytes * 0.875) return
+    this.#waking = true
+    try {
+      const woken = [...this.#squeezed]
+      this.#squeezed.clear()
+      for (const conn of woken) conn.wake()
+    } finally {
+      this.#waking = false
+    }
+  }
+
+  forget(conn: McConnection): void {
+    this.#squeezed.delete(conn)
   }
 
   /** Whether reading `key` needs a remote lookup (another host may hold it). */

@@ -406,3 +406,48 @@ t.test('issue 13 review: a slow-loris client sending one byte at a time never fi
   })
   t.equal(steady.split('VERSION ').length - 1, 8, 'every command of the slow but steady client answered')
 })
+
+t.test('issue 13 review: 400 connections each sending a 248 KB get line for a 64 KiB value and never reading stay within the memory bound', async (t) => {
+  const loc = `127.0.0.1:${await freePort()}`
+  const maxBytes = 16 * 1024 * 1024
+  const d = await startDaemon(t, { args: ['--memcache-listen', loc, '--max-bytes', String(maxBytes)] })
+  const value = 'v'.repeat(64 * 1024)
+  t.match(await rawLines(loc, `set big 0 0 ${value.length}\r\n${value}\r\n`, /STORED\r\n/), /^STORED\r\n$/)
+  const before = rssBytes(d.proc.pid!)
+  // Documented in docs/reliability.md: maxBytes + 128 MiB (the process's own footprint and
+  // memcacheMaxBufferedBytes, 16 MiB by default) + 128 KiB per memcache connection (a read of up
+  // to 64 KiB taken before it is stopped, and what Node buffers for a socket it no longer reads).
+  const n = 400
+  const bound = maxBytes + 128 * 1024 * 1024 + n * 128 * 1024
+  const line = Buffer.from(`get ${'big '.repeat(62_000)}\r\n`)
+  const hogs: net.Socket[] = []
+  t.teardown(() => hogs.forEach((s) => s.destroy()))
+  let peak = before
+  for (let i = 0; i < n; i++) {
+    const s = hog(loc, line)
+    hogs.push(s)
+    await new Promise<void>((r) => s.once('connect', () => r()))
+    if (i % 20 === 0) peak = Math.max(peak, rssBytes(d.proc.pid!))
+  }
+  // Until the daemon has taken what it will of every hog (its budget reached, the rest left in the kernel).
+  const deadline = Date.now() + 60_000
+  let st = await memcacheStats(d)
+  for (;;) {
+    peak = Math.max(peak, rssBytes(d.proc.pid!))
+    // Checked on every poll, so an unbounded daemon fails here long before it exhausts the host.
+    if (peak > 2 * bound || Date.now() > deadline) break
+    st = await memcacheStats(d)
+    if (st['connections']! > n && st['readingPaused']! + st['waitingForClient']! >= n / 2) break
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  for (let i = 0; i < 20; i++) {
+    peak = Math.max(peak, rssBytes(d.proc.pid!))
+    await new Promise((r) => setImmediate(r))
+  }
+  t.comment(`RSS before ${(before / 2 ** 20).toFixed(1)} MiB, peak ${(peak / 2 ** 20).toFixed(1)} MiB; bound ${(bound / 2 ** 20).toFixed(0)} MiB; ${JSON.stringify(st)}`)
+  t.ok(peak <= bound, `resident memory ${(peak / 2 ** 20).toFixed(1)} MiB within maxBytes + 128 MiB + 128 KiB per connection`)
+  t.ok(st['bufferedBytes']! <= 16 * 1024 * 1024 + n * 80 * 1024, `the front end's accounted bytes ${st['bufferedBytes']} within its budget plus a read per connection`)
+  t.ok(st['overBudget']! > 0, 'connections were stopped for the budget')
+  t.match(await rawLines(loc, 'get big\r\n', /END\r\n/), /^VALUE big 0 65536\r\n/, 'another client is answered meanwhile')
+  t.equal(d.proc.exitCode, null)
+})
