@@ -22,7 +22,11 @@
  * Memory per connection is bounded: the socket is not read while the replies not yet taken by the
  * client exceed MAX_UNSENT_REPLY_BYTES or MAX_QUEUED_COMMANDS commands wait for their turn; a
  * multi-get's reply is made key by key as the client takes it; a line is at most MAX_LINE_BYTES
- * (a get line MAX_GET_LINE_BYTES); nothing is read after `quit` or a fatal error.
+ * (a get line MAX_GET_LINE_BYTES); nothing is read after `quit` or a fatal error. All connections
+ * together hold at most `maxBufferedBytes` (plus a read each); a command must arrive whole within
+ * `commandTimeoutMs`; a connection has at most MAX_CONNECTION_LOOKUPS remote lookups, the front
+ * end `maxRemoteLookups`, so it never fills the daemon's lookup table. Copies of values made for
+ * replies are zero-filled once written.
  *
  * No authentication, so TCP listeners are refused unless they are on a loopback address.
  */
