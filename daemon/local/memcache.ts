@@ -405,9 +405,15 @@ class McConnection {
     return this.#queue.length >= MAX_QUEUED_COMMANDS || this.#queuedBytes + this.#unsent() > MAX_UNSENT_REPLY_BYTES || this.#squeezed()
   }
 
-  /** No more replies are made now: the client has not taken enough of them, or the front end is over its budget. */
+  /**
+   * No more replies are made now: the client has not taken enough of them, or the front end is
+   * over its budget and this connection has MIN_BUDGET_SHARE unsent. Below that it still answers
+   * what it has read, so a connection whose holding is a long get line can shed it as its client
+   * takes the replies, whatever other connections hold.
+   */
   #noRoom(): boolean {
-    return this.#unsent() > MAX_UNSENT_REPLY_BYTES || this.#squeezed()
+    const unsent = this.#unsent()
+    return unsent > MAX_UNSENT_REPLY_BYTES || (unsent > MIN_BUDGET_SHARE && this.#squeezed())
   }
 
   /** Memory this connection holds: unread input, commands read ahead, replies not taken; in bytes. */
@@ -784,14 +790,15 @@ class McConnection {
         this.#process()
         continue
       }
-      // Over the front end's budget: the front end wakes this connection when it is under again.
-      if (this.#squeezed()) return
       const head = this.#queue[0]
       if (!head || (head.kind === 'get' ? head.waiting : head.state === 'waiting')) return
       if (s.writableLength > MAX_UNSENT_REPLY_BYTES) {
         this.#setBlocked(true)
         return
       }
+      // Over the front end's budget: driven again when these replies are written, or woken by the
+      // front end when it is under its budget again.
+      if (this.#noRoom()) return
     }
   }
 
@@ -842,9 +849,10 @@ class McConnection {
     // destroyed first: either way the copy is no longer needed, and is wiped as the store wipes.
     const wipe = (b: Buffer) => () => {
       b.fill(0)
-      this.#report()
+      this.#drive()
     }
-    const written = () => this.#report()
+    // Written replies may make room (a write the kernel takes whole emits no 'drain').
+    const written = () => this.#drive()
     if (s.destroyed) {
       for (const b of secret) b.fill(0)
       return
