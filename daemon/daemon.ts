@@ -215,11 +215,15 @@ export class Daemon {
         listen: c.memcacheListen,
         maxConnections: c.memcacheMaxConnections,
         idleTimeoutMs: c.memcacheIdleTimeoutMs,
+        commandTimeoutMs: c.memcacheCommandTimeoutMs,
+        maxBufferedBytes: c.memcacheMaxBufferedBytes,
         flushAll: c.memcacheFlushAll,
         maxKeyBytes: c.maxKeyBytes,
         version: VERSION,
         store: this.store,
         cluster: () => this.cluster,
+        // A quarter of the lookup table: memcache clients cannot take the room API GETs need.
+        maxRemoteLookups: Math.max(1, Math.floor(c.maxInflightLookups / 4)),
         log: this.log,
       })
     }

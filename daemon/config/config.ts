@@ -126,6 +126,10 @@ export interface Config {
   memcacheIdleTimeoutMs: number
   /** Whether memcached's `flush_all` empties this host's store (false: refused, as on the API socket). */
   memcacheFlushAll: boolean
+  /** Longest a memcache command line or data block may take to arrive once begun, in ms; 0 = no limit. */
+  memcacheCommandTimeoutMs: number
+  /** Bytes all memcache connections together may hold (input, read-ahead, unsent replies), in bytes. */
+  memcacheMaxBufferedBytes: number
 }
 
 type Kind = 'engine' | 'int' | 'string' | 'optstring' | 'mode' | 'level' | 'bool' | 'ipaddr' | 'mcast' | 'list' | 'consumers'
@@ -198,6 +202,8 @@ export const FIELDS: readonly Field[] = [
   { key: 'memcacheListen', kind: 'list', def: () => [], unit: 'addresses', doc: 'memcached text-protocol front end: 127.0.0.1:PORT and/or socket paths, comma-separated; empty = off' },
   { key: 'memcacheMaxConnections', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'connections', doc: 'connections open at once on each memcache listener (each has its own count); more get SERVER_ERROR too many connections' },
   { key: 'memcacheIdleTimeoutMs', kind: 'int', def: () => 300_000, min: 0, max: 2 ** 31 - 1, unit: 'ms', doc: 'a memcache connection with no traffic either way for this long is closed (clients reconnect); 0 = never, as memcached by default' },
+  { key: 'memcacheCommandTimeoutMs', kind: 'int', def: () => 30_000, min: 0, max: 2 ** 31 - 1, unit: 'ms', doc: 'longest a memcache command line or data block may take to arrive once its first byte came (the idle timeout restarts on every byte, so one byte now and then held a connection forever); the connection is closed; 0 = no limit' },
+  { key: 'memcacheMaxBufferedBytes', kind: 'int', def: () => 16 * 1024 * 1024, min: 1024 * 1024, max: 2 ** 40, unit: 'bytes', doc: 'bytes all memcache connections together may hold (unread input, commands read ahead, replies not yet taken by their clients); above it the connections holding the most are no longer read until their clients take their replies' },
   { key: 'memcacheFlushAll', kind: 'bool', def: () => false, unit: 'true/false', doc: 'let memcached\'s flush_all empty this host\'s store; false answers CLIENT_ERROR flush_all not allowed (any local user can reach the front end; flushing is an admin-socket operation)' },
   { key: 'maxReassemblyBytes', kind: 'int', def: () => 8 * 1024 * 1024, min: 65_536, max: 2 ** 40, unit: 'bytes', doc: 'bytes of partly received values held at once (values, chunk indexes and per-chunk overhead)' },
   { key: 'maxMembers', kind: 'int', def: () => 512, min: 1, max: 65_535, unit: 'members', doc: 'members held at once; ANNOUNCEs from more senders are refused and counted (membersRefused)' },

@@ -22,7 +22,11 @@
  * Memory per connection is bounded: the socket is not read while the replies not yet taken by the
  * client exceed MAX_UNSENT_REPLY_BYTES or MAX_QUEUED_COMMANDS commands wait for their turn; a
  * multi-get's reply is made key by key as the client takes it; a line is at most MAX_LINE_BYTES
- * (a get line MAX_GET_LINE_BYTES); nothing is read after `quit` or a fatal error.
+ * (a get line MAX_GET_LINE_BYTES); nothing is read after `quit` or a fatal error. All connections
+ * together hold at most `maxBufferedBytes` (plus a read each); a command must arrive whole within
+ * `commandTimeoutMs`; a connection has at most MAX_CONNECTION_LOOKUPS remote lookups, the front
+ * end `maxRemoteLookups`, so it never fills the daemon's lookup table. Copies of values made for
+ * replies are zero-filled once written.
  *
  * No authentication, so TCP listeners are refused unless they are on a loopback address.
  */
@@ -53,13 +57,23 @@ export const MAX_GET_LINE_BYTES = 256 * 1024
 export const MAX_UNSENT_REPLY_BYTES = 256 * 1024
 /** Commands read ahead of their turn to answer, per connection; beyond it the socket is not read. */
 export const MAX_QUEUED_COMMANDS = 256
-/** Remote lookups a multi-get keeps in flight ahead of the key whose reply it is writing. */
+/** Keys a multi-get reads ahead of the one whose reply it is writing. */
 const GET_LOOKAHEAD = 16
+/**
+ * Remote lookups one connection has started or queued at once (of its multi-get's read-ahead).
+ * Together with the front end's share (`maxRemoteLookups`), 64 connections of multi-gets of
+ * missing keys can no longer fill the daemon's lookup table, which API GETs need too.
+ */
+export const MAX_CONNECTION_LOOKUPS = 4
 /** memcached: exptime above this many seconds is an absolute Unix time. */
 const RELATIVE_LIMIT_S = 60 * 60 * 24 * 30
 /** How long a connection that was hung up on may take to receive its last replies, in ms. */
 const HANGUP_LINGER_MS = 2000
+/** How long a refused connection may take to receive its error before it is destroyed, in ms. */
+const REFUSED_LINGER_MS = 1000
 const INPUT_INITIAL_BYTES = 16 * 1024
+/** Over `maxBufferedBytes`, a connection holding no more than this may still be read and answered. */
+const MIN_BUDGET_SHARE = 16 * 1024
 /** Replies up to this size are copied into one buffer before writing. */
 const COALESCE_BYTES = 64 * 1024
 
@@ -79,6 +93,17 @@ export interface MemcacheOptions {
   maxConnections: number
   /** A connection with no traffic either way for this long is closed, in ms; 0 = never. */
   idleTimeoutMs: number
+  /**
+   * Longest a command line or data block may take to arrive once its first byte came, in ms;
+   * the connection is closed. 0 = no limit. Not counted while the connection is not read.
+   */
+  commandTimeoutMs: number
+  /**
+   * Bytes all connections together may hold, in bytes: unread input (its buffer's size), commands
+   * read ahead and replies not yet taken. Above it, the connections holding the most stop being
+   * read and answered until their clients take their replies.
+   */
+  maxBufferedBytes: number
   /** Whether `flush_all` empties this host's store (else `CLIENT_ERROR flush_all not allowed`). */
   flushAll: boolean
   maxKeyBytes: number
@@ -86,6 +111,11 @@ export interface MemcacheOptions {
   version: string
   store: SessionStore
   cluster: () => ClusterHooks | undefined
+  /**
+   * Remote lookups the whole front end has in flight at once; more wait their turn in order (never
+   * answered "not found" for want of room). The daemon gives it a quarter of `maxInflightLookups`.
+   */
+  maxRemoteLookups: number
   log: Log
   /** Wall clock in ms, for absolute exptimes. */
   now?: () => number
@@ -102,12 +132,38 @@ export interface MemcacheCounters {
   refused: number
   /** Connections closed by the idle timeout. */
   idleClosed: number
+  /** Connections closed because a command line or data block did not arrive whole within `commandTimeoutMs`. */
+  commandTimeouts: number
   /** Times a connection's socket stopped being read because its replies were not taken. */
   paused: number
   /** Connections not read right now, for that reason. */
   readingPaused: number
   /** Connections whose unsent replies exceed the bound right now: the daemon waits for the client to read. */
   waitingForClient: number
+  /** Bytes all connections hold right now (input, read-ahead, unsent replies), against `maxBufferedBytes`. */
+  bufferedBytes: number
+  /** Times a connection stopped being read and answered because the front end was over `maxBufferedBytes`. */
+  overBudget: number
+  /** Remote lookups of the front end in flight right now (at most its share, `maxRemoteLookups`). */
+  remoteLookups: number
+  /** Remote lookups waiting for the front end's share right now. */
+  lookupsWaiting: number
+  /** Times a remote lookup had to wait for the front end's share. */
+  lookupsQueued: number
+}
+
+/**
+ * Decimal digits a 64-bit number can have, leading zeros aside (2^64 - 1 has 20). Longer runs are
+ * refused before BigInt reads them: BigInt's parse grows with the square of the length, so a
+ * 65,536-digit value or argument cost milliseconds per command and stalled the event loop.
+ */
+const MAX_U64_DIGITS = 20
+
+/** The digits of a decimal run without its leading zeros, or undefined when it has more than 64 bits could hold. */
+function shortDigits(run: string): string | undefined {
+  let i = 0
+  while (i < run.length - 1 && run.charCodeAt(i) === 48) i++
+  return run.length - i > MAX_U64_DIGITS ? undefined : run.slice(i)
 }
 
 /**
@@ -115,16 +171,22 @@ export interface MemcacheCounters {
  * 32 bits as memcached's assignment does. Undefined where memcached refuses the token.
  */
 export function memcachedInt32(tok: string): number | undefined {
-  if (!/^[+-]?\d+$/.test(tok)) return undefined
-  const n = BigInt(tok)
+  const m = /^([+-]?)(\d+)$/.exec(tok)
+  if (!m) return undefined
+  const d = shortDigits(m[2]!)
+  if (d === undefined) return undefined
+  const n = BigInt(m[1] === '-' ? `-${d}` : d)
   if (n > 0x7fffffffffffffffn || n < -0x8000000000000000n) return undefined
   return Number(BigInt.asIntN(32, n))
 }
 
 /** memcached's `safe_strtoull`: an unsigned decimal that fits 64 bits. */
 export function memcachedUint64(tok: string): bigint | undefined {
-  if (!/^\+?\d+$/.test(tok)) return undefined
-  const n = BigInt(tok)
+  const m = /^\+?(\d+)$/.exec(tok)
+  if (!m) return undefined
+  const d = shortDigits(m[1]!)
+  if (d === undefined) return undefined
+  const n = BigInt(d)
   return n > 0xffffffffffffffffn ? undefined : n
 }
 
@@ -134,12 +196,30 @@ function memcachedFlags(tok: string): number | undefined {
   return n === undefined ? undefined : Number(BigInt.asUintN(32, n))
 }
 
-/** A stored value read as memcached's incr/decr read it: leading blanks, digits, then a blank or the end. */
-function numericValue(v: Buffer): bigint | undefined {
-  const m = /^[\t\n\v\f\r ]*\+?(\d+)(?:[\t\n\v\f\r ]|$)/.exec(v.toString('latin1'))
-  if (!m) return undefined
-  const n = BigInt(m[1]!)
+/**
+ * A stored value read as memcached's incr/decr read it (`strtoull` up to the first non-digit):
+ * leading blanks, an optional `+`, digits, then a blank or the end. Read byte by byte, so a long
+ * value costs one pass and no string.
+ */
+export function numericValue(v: Buffer): bigint | undefined {
+  let i = 0
+  // \t \n \v \f \r and space, as C's isspace.
+  const blank = (c: number | undefined) => c === 32 || (c !== undefined && c >= 9 && c <= 13)
+  while (i < v.length && blank(v[i])) i++
+  if (v[i] === 43) i++
+  const first = i
+  while (i < v.length && v[i]! >= 48 && v[i]! <= 57) i++
+  if (i === first || (i < v.length && !blank(v[i]))) return undefined
+  const z = leadingZeros(v, first, i)
+  if (i - first - z > MAX_U64_DIGITS) return undefined
+  const n = BigInt(v.toString('latin1', first + z, i))
   return n > 0xffffffffffffffffn ? undefined : n
+}
+
+function leadingZeros(v: Buffer, from: number, to: number): number {
+  let i = from
+  while (i < to - 1 && v[i] === 48) i++
+  return i - from
 }
 
 /**
@@ -147,12 +227,18 @@ function numericValue(v: Buffer): bigint | undefined {
  * place, so a long line arriving in many small reads costs linear, not quadratic, copying.
  */
 class InputBuffer {
-  #b = Buffer.allocUnsafe(INPUT_INITIAL_BYTES)
+  // Allocated on first use: an idle connection holds no input buffer.
+  #b = Buffer.alloc(0)
   #start = 0
   #end = 0
 
   get length(): number {
     return this.#end - this.#start
+  }
+
+  /** Memory held for unread input, in bytes: the buffer's size while it holds any. */
+  get held(): number {
+    return this.#end > this.#start ? this.#b.length : 0
   }
 
   view(): Buffer {
@@ -164,7 +250,7 @@ class InputBuffer {
     if (this.#end + chunk.length > this.#b.length) {
       if (n + chunk.length <= this.#b.length) this.#b.copy(this.#b, 0, this.#start, this.#end)
       else {
-        const grown = Buffer.allocUnsafe(Math.max(2 * this.#b.length, n + chunk.length))
+        const grown = Buffer.allocUnsafe(Math.max(INPUT_INITIAL_BYTES, 2 * this.#b.length, n + chunk.length))
         this.#b.copy(grown, 0, this.#start, this.#end)
         this.#b = grown
       }
@@ -219,6 +305,15 @@ class McConnection {
   /** Reply bytes ready to write, in order. */
   #out: Buffer[] = []
   #outBytes = 0
+  /** Those of #out that are copies of session values: zero-filled once written. */
+  #secret = new Set<Buffer>()
+  /** Remote lookups of this connection started or queued and not yet answered. */
+  #lookups = 0
+  readonly #gone = (): boolean => this.#s.destroyed
+  /** The bytes this connection held when it last told the front end (#report). */
+  #reported = 0
+  /** Runs from the first byte of an unfinished command line or data block until it is whole. */
+  #deadline: NodeJS.Timeout | undefined
 
   constructor(fe: MemcacheServer, s: net.Socket) {
     this.#fe = fe
@@ -240,6 +335,9 @@ class McConnection {
     })
     s.on('error', () => {})
     s.once('close', () => {
+      clearTimeout(this.#deadline)
+      this.#report()
+      this.#fe.forget(this)
       this.#unpause()
       this.#setBlocked(false)
     })
@@ -257,6 +355,33 @@ class McConnection {
     // Replies made while handling one chunk leave together, when it has been handled.
     this.#process()
     this.#drive()
+    this.#armDeadline()
+  }
+
+  /**
+   * A command begun but not finished starts the deadline; finishing one stops it (#process calls
+   * #commandDone). The idle timeout alone restarts on every byte, so a client sending one byte
+   * every few minutes held its connection forever.
+   */
+  #armDeadline(): void {
+    const ms = this.#fe.commandTimeoutMs
+    if (ms <= 0 || this.#deadline || this.#closing || this.#s.destroyed) return
+    if (this.#in.length === 0 && !this.#pendingStore && this.#swallow === 0) return
+    this.#deadline = setTimeout(() => {
+      this.#deadline = undefined
+      if (this.#s.destroyed || this.#closing) return
+      // Not read because its client does not take its replies: the input waits for the daemon,
+      // not for the client (the idle timeout covers a client that takes nothing).
+      if (this.#paused) return this.#armDeadline()
+      this.#fe.counters.commandTimeouts++
+      this.#s.destroy()
+    }, ms)
+    this.#deadline.unref()
+  }
+
+  #commandDone(): void {
+    clearTimeout(this.#deadline)
+    this.#deadline = undefined
   }
 
   /** Bytes of replies made or owed that the client has not taken yet. */
@@ -265,10 +390,56 @@ class McConnection {
   }
 
   #full(): boolean {
-    return this.#queue.length >= MAX_QUEUED_COMMANDS || this.#queuedBytes + this.#unsent() > MAX_UNSENT_REPLY_BYTES
+    return this.#queue.length >= MAX_QUEUED_COMMANDS || this.#queuedBytes + this.#unsent() > MAX_UNSENT_REPLY_BYTES || this.#squeezed()
+  }
+
+  /**
+   * No more replies are made now: the client has not taken enough of them, or the front end is
+   * over its budget and this connection has MIN_BUDGET_SHARE unsent. Below that it still answers
+   * what it has read, so a connection whose holding is a long get line can shed it as its client
+   * takes the replies, whatever other connections hold.
+   */
+  #noRoom(): boolean {
+    const unsent = this.#unsent()
+    return unsent > MAX_UNSENT_REPLY_BYTES || (unsent > MIN_BUDGET_SHARE && this.#squeezed())
+  }
+
+  /** Memory this connection holds: unread input, commands read ahead, replies not taken; in bytes. */
+  #held(): number {
+    return this.#in.held + this.#queuedBytes + this.#unsent()
+  }
+
+  /** Over the front end's budget, and this connection among those holding the most. */
+  #squeezed(): boolean {
+    return this.#fe.squeezes(this.#reported, this.#held(), this)
+  }
+
+  /** Tells the front end what this connection holds now. */
+  #report(): void {
+    const held = this.#s.destroyed ? 0 : this.#held()
+    if (held !== this.#reported) this.#fe.account(held - this.#reported)
+    this.#reported = held
+  }
+
+  /** The front end fell under its budget: read and answer again. */
+  wake(): void {
+    this.#drive()
   }
 
   #process(): void {
+    this.#processInput()
+    if (this.#full() && !this.#closing && !this.#paused) {
+      // Stop reading until the client takes its replies (or the front end is under its budget):
+      // the kernel's buffers fill and TCP's window closes on the sender, instead of this process
+      // holding its pipelined commands or an unfinished line.
+      this.#paused = true
+      this.#fe.counters.paused++
+      this.#fe.counters.readingPaused++
+      this.#s.pause()
+    }
+  }
+
+  #processInput(): void {
     const inb = this.#in
     while (!this.#closing && !this.#full()) {
       if (this.#swallow > 0) {
@@ -276,6 +447,7 @@ class McConnection {
         this.#swallow -= n
         inb.consume(n)
         if (this.#swallow > 0) return this.#inputEnd()
+        this.#commandDone()
         continue
       }
       const ps = this.#pendingStore
@@ -306,6 +478,7 @@ class McConnection {
           )
         }
         inb.consume(ps.bytes + 2)
+        this.#commandDone()
         this.#pump()
         continue
       }
@@ -316,23 +489,17 @@ class McConnection {
         if (v.length > MAX_LINE_BYTES && !(isGetLine(v) && v.length <= MAX_GET_LINE_BYTES)) return this.#fatal('CLIENT_ERROR line too long\r\n')
         return this.#inputEnd()
       }
-      if (eol > MAX_GET_LINE_BYTES) {
+      // However the line arrived (one read or many), only a get line may be longer than MAX_LINE_BYTES.
+      if (eol > MAX_GET_LINE_BYTES || (eol > MAX_LINE_BYTES && !isGetLine(v))) {
         this.#fatal('CLIENT_ERROR line too long\r\n')
         return
       }
       const line = v.toString('latin1', 0, eol > 0 && v[eol - 1] === 13 ? eol - 1 : eol)
       inb.consume(eol + 1)
       this.#scanned = 0
+      this.#commandDone()
       this.#command(line)
       this.#pump()
-    }
-    if (this.#full() && !this.#closing && !this.#paused) {
-      // Stop reading until the client takes its replies: the kernel's buffers fill and TCP's
-      // window closes on the sender, instead of this process holding its pipelined commands.
-      this.#paused = true
-      this.#fe.counters.paused++
-      this.#fe.counters.readingPaused++
-      this.#s.pause()
     }
   }
 
@@ -511,9 +678,18 @@ class McConnection {
     const fe = this.#fe
     for (;;) {
       while (g.ahead.length < GET_LOOKAHEAD) {
+        const at = g.pos
         const k = McConnection.#nextKey(g)
         if (k === undefined) break
-        g.ahead.push(fe.prefetch(k))
+        if (this.#lookups >= MAX_CONNECTION_LOOKUPS && fe.needsLookup(k)) {
+          // Read again once the lookups ahead of it are answered.
+          g.pos = at
+          break
+        }
+        const f = fe.prefetch(k, this.#gone)
+        // Counted until its value is written: a found value waiting in the read-ahead is memory too.
+        if (f.remote) this.#lookups++
+        g.ahead.push(f)
       }
       const f = g.ahead[0]
       if (!f) {
@@ -531,14 +707,15 @@ class McConnection {
         return false
       }
       g.ahead.shift()
+      if (f.remote) this.#lookups--
       const e = f.remote ? f.found : fe.localGet(f.key)
       if (e && g.touch !== undefined) fe.touchHeld(f.key, g.touch)
       if (e) {
         this.#push(Buffer.from(`VALUE ${f.key} ${e.flags} ${e.value.length}${g.withCas ? ` ${e.version}` : ''}\r\n`, 'latin1'))
-        this.#push(e.value)
+        this.#push(e.value, true)
         this.#push(CRLF)
       }
-      if (this.#unsent() > MAX_UNSENT_REPLY_BYTES) return false
+      if (this.#noRoom()) return false
     }
   }
 
@@ -546,7 +723,7 @@ class McConnection {
   #pump(): void {
     const s = this.#s
     while (this.#queue.length > 0 && !s.destroyed && !this.#hungUp) {
-      if (this.#unsent() > MAX_UNSENT_REPLY_BYTES) return
+      if (this.#noRoom()) return
       const slot = this.#queue[0]!
       if (slot.kind === 'get') {
         if (!this.#advanceGet(slot)) return
@@ -585,6 +762,11 @@ class McConnection {
    * bound (then its write returned false, and 'drain' comes).
    */
   #drive(): void {
+    this.#driveLoop()
+    this.#report()
+  }
+
+  #driveLoop(): void {
     const s = this.#s
     for (;;) {
       this.#pump()
@@ -602,6 +784,9 @@ class McConnection {
         this.#setBlocked(true)
         return
       }
+      // Over the front end's budget: driven again when these replies are written, or woken by the
+      // front end when it is under its budget again.
+      if (this.#noRoom()) return
     }
   }
 
@@ -628,9 +813,11 @@ class McConnection {
     s.once('close', () => clearTimeout(t))
   }
 
-  #push(b: Buffer): void {
+  /** `secret`: a copy of a session value, this connection's own, wiped once the socket has written it. */
+  #push(b: Buffer, secret = false): void {
     this.#out.push(b)
     this.#outBytes += b.length
+    if (secret) this.#secret.add(b)
   }
 
   /**
@@ -643,13 +830,30 @@ class McConnection {
     this.#out = []
     const n = this.#outBytes
     this.#outBytes = 0
-    if (this.#s.destroyed) return
-    if (out.length === 1) this.#s.write(out[0]!)
-    else if (n <= COALESCE_BYTES) this.#s.write(Buffer.concat(out, n))
-    else {
-      this.#s.cork()
-      for (const b of out) this.#s.write(b)
-      this.#s.uncork()
+    const secret = this.#secret
+    if (secret.size > 0) this.#secret = new Set()
+    const s = this.#s
+    // A write's callback runs once the kernel has the bytes, or with an error when the socket was
+    // destroyed first: either way the copy is no longer needed, and is wiped as the store wipes.
+    const wipe = (b: Buffer) => () => {
+      b.fill(0)
+      this.#drive()
+    }
+    // Written replies may make room (a write the kernel takes whole emits no 'drain').
+    const written = () => this.#drive()
+    if (s.destroyed) {
+      for (const b of secret) b.fill(0)
+      return
+    }
+    if (out.length === 1) s.write(out[0]!, secret.size > 0 ? wipe(out[0]!) : written)
+    else if (n <= COALESCE_BYTES) {
+      const joined = Buffer.concat(out, n)
+      for (const b of secret) b.fill(0)
+      s.write(joined, secret.size > 0 ? wipe(joined) : written)
+    } else {
+      s.cork()
+      for (const b of out) s.write(b, secret.has(b) ? wipe(b) : written)
+      s.uncork()
     }
   }
 }
@@ -666,16 +870,22 @@ function quiet(r: Reply | Promise<Reply>): Reply | Promise<Reply> {
 }
 
 export class MemcacheServer {
-  readonly counters: MemcacheCounters = { connections: 0, commands: 0, getHits: 0, getMisses: 0, remoteHits: 0, errors: 0, refused: 0, idleClosed: 0, paused: 0, readingPaused: 0, waitingForClient: 0 }
+  readonly counters: MemcacheCounters = { connections: 0, commands: 0, getHits: 0, getMisses: 0, remoteHits: 0, errors: 0, refused: 0, idleClosed: 0, commandTimeouts: 0, paused: 0, readingPaused: 0, waitingForClient: 0, bufferedBytes: 0, overBudget: 0, remoteLookups: 0, lookupsWaiting: 0, lookupsQueued: 0 }
   /** The VERSION reply: memcached's protocol version (libmemcached checks it), then statecast's. */
   readonly version: string
   readonly maxValueBytes: number
   readonly maxKeyBytes: number
   readonly flushAllowed: boolean
+  readonly commandTimeoutMs: number
   readonly #o: MemcacheOptions
   readonly #servers: { server: net.Server; unix?: UnixListener; sockets: Set<net.Socket> }[] = []
   #flushTimer: NodeJS.Timeout | undefined
   #now: () => number
+  /** Remote lookups waiting for the front end's share, in order. */
+  #waiting: (() => void)[] = []
+  /** Connections stopped for the budget, woken when the front end is under it again. */
+  #squeezed = new Set<McConnection>()
+  #waking = false
 
   constructor(o: MemcacheOptions) {
     this.#o = o
@@ -683,6 +893,7 @@ export class MemcacheServer {
     this.maxValueBytes = o.store.options.maxValueBytes
     this.maxKeyBytes = o.maxKeyBytes
     this.flushAllowed = o.flushAll
+    this.commandTimeoutMs = o.commandTimeoutMs
     this.#now = o.now ?? Date.now
   }
 
@@ -715,17 +926,102 @@ export class MemcacheServer {
     return ms > 0 ? ms : -1
   }
 
+  /**
+   * Whether a connection that held `reported` bytes when it last said so and holds `held` now
+   * must stop: the front end is over `maxBufferedBytes`, and it holds more than MIN_BUDGET_SHARE.
+   * Those holding less carry on, so a client that takes its replies is served while others hog.
+   * (A share of the budget per open connection let the first connections keep far more than the
+   * budget between them.)
+   */
+  squeezes(reported: number, held: number, conn: McConnection): boolean {
+    const max = this.#o.maxBufferedBytes
+    if (this.counters.bufferedBytes - reported + held <= max) return false
+    if (held <= MIN_BUDGET_SHARE) return false
+    if (!this.#squeezed.has(conn)) {
+      this.#squeezed.add(conn)
+      this.counters.overBudget++
+    }
+    return true
+  }
+
+  /** A connection's holding changed by `delta` bytes. */
+  account(delta: number): void {
+    const c = this.counters
+    c.bufferedBytes += delta
+    // Woken a little under the budget, so that connections do not flap at its edge.
+    if (delta >= 0 || this.#waking || this.#squeezed.size === 0 || c.bufferedBytes > this.#o.maxBufferedBytes * 0.875) return
+    this.#waking = true
+    try {
+      const woken = [...this.#squeezed]
+      this.#squeezed.clear()
+      for (const conn of woken) conn.wake()
+    } finally {
+      this.#waking = false
+    }
+  }
+
+  forget(conn: McConnection): void {
+    this.#squeezed.delete(conn)
+  }
+
+  /** Whether reading `key` needs a remote lookup (another host may hold it). */
+  needsLookup(key: string): boolean {
+    return this.#o.cluster() !== undefined && !this.#o.store.has(key)
+  }
+
+  /**
+   * A remote lookup within the front end's share: started now when fewer than `maxRemoteLookups`
+   * are in flight, else queued in order. `gone` says the asking connection closed meanwhile, so a
+   * queued lookup nobody waits for is never sent.
+   */
+  #lookup(key: string, gone: () => boolean): Promise<Awaited<ReturnType<ClusterHooks['lookup']>>> {
+    const c = this.counters
+    const start = (): ReturnType<ClusterHooks['lookup']> => {
+      const cluster = this.#o.cluster()
+      if (!cluster || gone()) {
+        this.#nextLookup()
+        return Promise.resolve(undefined)
+      }
+      c.remoteLookups++
+      const p = cluster.lookup(key)
+      void p.then(
+        () => this.#lookupDone(),
+        () => this.#lookupDone(),
+      )
+      return p
+    }
+    if (c.remoteLookups < this.#o.maxRemoteLookups && this.#waiting.length === 0) return start()
+    c.lookupsQueued++
+    c.lookupsWaiting++
+    return new Promise((resolve, reject) => this.#waiting.push(() => start().then(resolve, reject)))
+  }
+
+  #lookupDone(): void {
+    this.counters.remoteLookups--
+    this.#nextLookup()
+  }
+
+  #nextLookup(): void {
+    while (this.counters.remoteLookups < this.#o.maxRemoteLookups) {
+      const next = this.#waiting.shift()
+      if (!next) return
+      this.counters.lookupsWaiting--
+      next()
+    }
+  }
+
   /** Starts a remote lookup for a key this host lacks; the value is read when its turn comes. */
-  prefetch(key: string): Fetch {
+  prefetch(key: string, gone: () => boolean = () => false): Fetch {
     const f: Fetch = { key }
-    const cluster = this.#o.cluster()
-    if (!cluster || this.#o.store.has(key)) return f
-    f.remote = cluster.lookup(key).then(
+    if (!this.needsLookup(key)) return f
+    f.remote = this.#lookup(key, gone).then(
       (r) => {
         f.done = true
         if (r) {
           this.counters.remoteHits++
-          f.found = { value: r.value, flags: r.flags, version: r.version }
+          // Our own copy: the lookup's buffer may be shared with other waiters (an API GET of the
+          // same key), and ours is wiped once written.
+          f.found = { value: Buffer.from(r.value), flags: r.flags, version: r.version }
         } else this.counters.getMisses++
       },
       () => {
@@ -749,9 +1045,8 @@ export class MemcacheServer {
 
   /** Resolves once a key held by another host is copied here; undefined when there is no need. */
   #fetchFirst(key: string): Promise<void> | undefined {
-    const cluster = this.#o.cluster()
-    if (!cluster || this.#o.store.has(key)) return undefined
-    return cluster.lookup(key).then(
+    if (!this.needsLookup(key)) return undefined
+    return this.#lookup(key, () => false).then(
       () => undefined,
       () => undefined,
     )
@@ -941,7 +1236,13 @@ export class MemcacheServer {
     if (sockets.size >= this.#o.maxConnections) {
       this.counters.refused++
       s.on('error', () => {})
-      s.end('SERVER_ERROR too many connections\r\n')
+      // The error, a FIN, then the descriptor is released: a refused client that never closes its
+      // end must not hold one of the daemon's file descriptors (20,000 such exhausted them).
+      // Destroyed once the kernel has the reply, or after REFUSED_LINGER_MS if it never takes it.
+      const t = setTimeout(() => s.destroy(), REFUSED_LINGER_MS)
+      t.unref()
+      s.once('close', () => clearTimeout(t))
+      s.end('SERVER_ERROR too many connections\r\n', () => s.destroy())
       return
     }
     this.counters.connections++

@@ -7,7 +7,7 @@ import t from 'tap'
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import { freePort, startDaemon, tmpDir, type Running } from '../helpers/daemon.js'
+import { eventually, freePort, startDaemon, tmpDir, type Running } from '../helpers/daemon.js'
 import { StatecastClient } from '../../client/index.js'
 
 function connect(location: string): net.Socket {
@@ -262,4 +262,192 @@ t.test('a pipelining client that half-closes gets every answer, however many wer
   })
   t.equal(got.values, 1000, 'every get answered before the daemon closed')
   t.equal(got.ends, 1, 'the last answer complete')
+})
+
+/** CPU time the process has used so far, in seconds (user + system; not wall-clock time). */
+function cpuSeconds(pid: number): number {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+  return (Number(f[11]) + Number(f[12])) / 100
+}
+
+/** Pipelines `text` on one connection and resolves the first `n` reply lines. */
+function replies(location: string, text: string, n: number): Promise<string[]> {
+  return new Promise((resolve) => {
+    const s = connect(location)
+    let got = ''
+    const done = () => {
+      s.destroy()
+      resolve(got.split('\r\n').slice(0, n))
+    }
+    s.on('data', (b) => {
+      got += b.toString('latin1')
+      if (got.split('\r\n').length > n) done()
+    })
+    s.on('error', () => {})
+    s.on('close', done)
+    s.write(text)
+  })
+}
+
+t.test('issue 13 review: incr/decr of a 65,536-digit value and long numeric arguments are refused before they are parsed', async (t) => {
+  const loc = `127.0.0.1:${await freePort()}`
+  const d = await startDaemon(t, { args: ['--memcache-listen', loc] })
+  const nines = '9'.repeat(65_536)
+  const zeros = `${'0'.repeat(65_530)}41`
+  t.match(await rawLines(loc, `set d 0 0 ${nines.length}\r\n${nines}\r\nset z 0 0 ${zeros.length}\r\n${zeros}\r\n`, /(STORED\r\n){2}/), /^STORED\r\nSTORED\r\n$/)
+  const cpu0 = cpuSeconds(d.proc.pid!)
+  // The attack: 1,500 pipelined incr (the old front end read every digit with BigInt, ~10 ms each).
+  const n = 1500
+  const out = await replies(loc, 'incr d 1\r\ndecr d 1\r\n'.repeat(n / 2), n)
+  t.equal(out.length, n)
+  t.ok(out.every((l) => l === 'CLIENT_ERROR cannot increment or decrement non-numeric value'), 'memcached\'s answer for a number beyond 64 bits')
+  // Leading zeros are not significant (strtoull reads them): memcached increments such a value.
+  t.same(await replies(loc, 'incr z 1\r\n', 1), ['42'])
+  // Arguments: a long exptime or delta within memcached's 2,048-byte line.
+  const long = '7'.repeat(2000)
+  const args = await replies(loc, `touch z ${long}\r\nincr z ${long}\r\nset q 0 ${long} 1\r\n`.repeat(200), 600)
+  t.ok(args.filter((l) => l === 'CLIENT_ERROR invalid exptime argument').length === 200 && args.filter((l) => l === 'CLIENT_ERROR invalid numeric delta argument').length === 200, 'exptime and delta refused')
+  const cpu = cpuSeconds(d.proc.pid!) - cpu0
+  // CPU the daemon spent, not time waited: the old code needed over 10 s of it for these commands.
+  t.ok(cpu < 4, `daemon CPU for ${n} incr/decr and 600 long arguments: ${cpu.toFixed(2)} s`)
+  t.match(await rawLines(loc, 'version\r\n', /VERSION .*\r\n/), /^VERSION /)
+})
+
+t.test('issue 13 review: a line longer than 2,048 bytes is refused for every command but get, in one read or many', async (t) => {
+  const loc = `127.0.0.1:${await freePort()}`
+  await startDaemon(t, { args: ['--memcache-listen', loc] })
+  const digits = '1'.repeat(60_000)
+  t.equal(await rawLines(loc, `set k 0 0 1 ${digits}\r\nx\r\n`, /\r\n/), 'CLIENT_ERROR line too long\r\n', 'one write')
+  const split = await new Promise<string>((resolve) => {
+    const s = connect(loc)
+    let got = ''
+    s.on('data', (b) => (got += b.toString('latin1')))
+    s.on('error', () => {})
+    s.on('close', () => resolve(got))
+    // A first piece under the limit, the rest with the newline.
+    s.write(`touch k ${digits.slice(0, 1000)}`, () => setTimeout(() => s.write(`${digits}\r\n`), 50))
+  })
+  t.equal(split, 'CLIENT_ERROR line too long\r\n', 'two writes')
+  t.equal(await rawLines(loc, 'get k\r\n', /END\r\n/), 'END\r\n', 'nothing stored')
+  t.match(await rawLines(loc, `get ${'k '.repeat(2000)}\r\n`, /END\r\n/), /^END\r\n$/, 'a long get line is still served')
+})
+
+function openFds(pid: number): number {
+  return fs.readdirSync(`/proc/${pid}/fd`).length
+}
+
+t.test('issue 13 review: refused connections are closed by the daemon, even when the client never closes', async (t) => {
+  const loc = `127.0.0.1:${await freePort()}`
+  const d = await startDaemon(t, { args: ['--memcache-listen', loc, '--memcache-max-connections', '4', '--memcache-idle-timeout-ms', '0'] })
+  await idleClients(t, loc, 4)
+  const base = openFds(d.proc.pid!)
+  const refused: net.Socket[] = []
+  t.teardown(() => refused.forEach((s) => s.destroy()))
+  const n = 300
+  const answers = await Promise.all(
+    Array.from({ length: n }, () =>
+      new Promise<string>((resolve) => {
+        // Half-open: the daemon's FIN does not close this end; like fdx.py, it never closes.
+        const s = net.connect({ port: Number(loc.split(':')[1]), host: '127.0.0.1', allowHalfOpen: true })
+        refused.push(s)
+        let got = ''
+        s.on('error', () => {})
+        s.on('data', (b) => {
+          got += b.toString('latin1')
+          if (got.endsWith('\r\n')) resolve(got)
+        })
+        s.on('close', () => resolve(got))
+      }),
+    ),
+  )
+  t.ok(answers.every((a) => a === 'SERVER_ERROR too many connections\r\n'), 'every refused client got the error')
+  // The daemon releases their descriptors although none of the clients closed.
+  await eventually(() => openFds(d.proc.pid!) < base + 20, 15_000, 'refused connections released')
+  t.ok(openFds(d.proc.pid!) < base + 20, `open descriptors ${openFds(d.proc.pid!)} (${base} with the four connections)`)
+  t.ok((await memcacheStats(d))['refused']! >= n, 'refusals counted')
+  t.match(await rawLines(loc, 'version\r\n', /\r\n/), /^SERVER_ERROR too many connections\r\n$/, 'still refusing while full')
+})
+
+t.test('issue 13 review: a slow-loris client sending one byte at a time never finishing a line is closed; a slow but steady one is served', async (t) => {
+  const loc = `127.0.0.1:${await freePort()}`
+  // The idle timeout is far longer than the gap between bytes: only the command deadline can act.
+  const d = await startDaemon(t, { args: ['--memcache-listen', loc, '--memcache-idle-timeout-ms', '60000', '--memcache-command-timeout-ms', '1000'] })
+  const loris = connect(loc)
+  loris.on('error', () => {})
+  t.teardown(() => loris.destroy())
+  const closed = new Promise<void>((r) => loris.once('close', () => r()))
+  let stop = false
+  void closed.then(() => (stop = true))
+  await new Promise<void>((r) => loris.once('connect', () => r()))
+  // One byte of `get kkkk...` every 100 ms: the idle timer restarts each time.
+  const drip = setInterval(() => {
+    if (!stop) loris.write(loris.bytesWritten === 0 ? 'g' : loris.bytesWritten < 4 ? 'et '.charAt(loris.bytesWritten - 1) : 'k')
+  }, 100)
+  t.teardown(() => clearInterval(drip))
+  await Promise.race([closed, new Promise((r) => setTimeout(r, 30_000))])
+  clearInterval(drip)
+  t.ok(stop, 'the daemon closed the connection whose line never ended')
+  t.ok((await memcacheStats(d))['commandTimeouts']! >= 1, 'counted')
+  // Each command is sent in two pieces 300 ms apart: every one completes within the deadline,
+  // although the whole exchange lasts longer than it.
+  const steady = await new Promise<string>((resolve) => {
+    const s = connect(loc)
+    let got = ''
+    s.on('error', () => {})
+    s.on('data', (b) => (got += b.toString('latin1')))
+    s.on('close', () => resolve(got))
+    let i = 0
+    const next = () => {
+      if (i === 8) return s.end()
+      s.write('vers', () => setTimeout(() => s.write('ion\r\n', () => setTimeout(next, 300)), 300))
+      i++
+    }
+    next()
+  })
+  t.equal(steady.split('VERSION ').length - 1, 8, 'every command of the slow but steady client answered')
+})
+
+t.test('issue 13 review: 400 connections each sending a 248 KB get line for a 64 KiB value and never reading stay within the memory bound', async (t) => {
+  const loc = `127.0.0.1:${await freePort()}`
+  const maxBytes = 16 * 1024 * 1024
+  const d = await startDaemon(t, { args: ['--memcache-listen', loc, '--max-bytes', String(maxBytes)] })
+  const value = 'v'.repeat(64 * 1024)
+  t.match(await rawLines(loc, `set big 0 0 ${value.length}\r\n${value}\r\n`, /STORED\r\n/), /^STORED\r\n$/)
+  const before = rssBytes(d.proc.pid!)
+  // Documented in docs/reliability.md: maxBytes + 128 MiB (the process's own footprint and
+  // memcacheMaxBufferedBytes, 16 MiB by default) + 128 KiB per memcache connection (a read of up
+  // to 64 KiB taken before it is stopped, and what Node buffers for a socket it no longer reads).
+  const n = 400
+  const bound = maxBytes + 128 * 1024 * 1024 + n * 128 * 1024
+  const line = Buffer.from(`get ${'big '.repeat(62_000)}\r\n`)
+  const hogs: net.Socket[] = []
+  t.teardown(() => hogs.forEach((s) => s.destroy()))
+  let peak = before
+  for (let i = 0; i < n; i++) {
+    const s = hog(loc, line)
+    hogs.push(s)
+    await new Promise<void>((r) => s.once('connect', () => r()))
+    if (i % 20 === 0) peak = Math.max(peak, rssBytes(d.proc.pid!))
+  }
+  // Until the daemon has taken what it will of every hog (its budget reached, the rest left in the kernel).
+  const deadline = Date.now() + 60_000
+  let st = await memcacheStats(d)
+  for (;;) {
+    peak = Math.max(peak, rssBytes(d.proc.pid!))
+    // Checked on every poll, so an unbounded daemon fails here long before it exhausts the host.
+    if (peak > 2 * bound || Date.now() > deadline) break
+    st = await memcacheStats(d)
+    if (st['connections']! > n && st['readingPaused']! + st['waitingForClient']! >= n / 2) break
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  for (let i = 0; i < 20; i++) {
+    peak = Math.max(peak, rssBytes(d.proc.pid!))
+    await new Promise((r) => setImmediate(r))
+  }
+  t.comment(`RSS before ${(before / 2 ** 20).toFixed(1)} MiB, peak ${(peak / 2 ** 20).toFixed(1)} MiB; bound ${(bound / 2 ** 20).toFixed(0)} MiB; ${JSON.stringify(st)}`)
+  t.ok(peak <= bound, `resident memory ${(peak / 2 ** 20).toFixed(1)} MiB within maxBytes + 128 MiB + 128 KiB per connection`)
+  t.ok(st['bufferedBytes']! <= 16 * 1024 * 1024 + n * 80 * 1024, `the front end's accounted bytes ${st['bufferedBytes']} within its budget plus a read per connection`)
+  t.ok(st['overBudget']! > 0, 'connections were stopped for the budget')
+  t.match(await rawLines(loc, 'get big\r\n', /END\r\n/), /^VALUE big 0 65536\r\n/, 'another client is answered meanwhile')
+  t.equal(d.proc.exitCode, null)
 })
