@@ -77,6 +77,7 @@ export interface ReplicationCounters {
   /** DELETE datagrams received from members. */
   deleteDatagramsReceived: number
   deletesAcked: number
+  deletesRetried: number
   deletesFailed: number
   /** Deletes applied here and passed on to the holders this host remembers. */
   deletesForwarded: number
@@ -202,6 +203,7 @@ export class Replicator {
     deleteDatagramsSent: 0,
     deleteDatagramsReceived: 0,
     deletesAcked: 0,
+    deletesRetried: 0,
     deletesFailed: 0,
     deletesForwarded: 0,
     deletesRefused: 0,
@@ -364,7 +366,8 @@ export class Replicator {
       return
     }
     job.attempts++
-    this.counters.copiesRetried++
+    if (job.kind === 'delete') this.counters.deletesRetried++
+    else this.counters.copiesRetried++
     if (!this.#send(job)) {
       this.#inflight.delete(job.replId)
       this.#pump()
