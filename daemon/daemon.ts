@@ -186,6 +186,7 @@ export class Daemon {
           replicationRetries: c.replicationRetries,
           maxReplicationInflight: c.maxReplicationInflight,
           maxReplicationQueue: c.maxReplicationQueue,
+          maxHolderRecords: c.maxHolderRecords,
           handoffTimeoutMs: c.handoffTimeoutMs,
           maxMembers: c.maxMembers,
           memberProbationMs: c.memberProbationMs,

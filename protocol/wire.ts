@@ -38,6 +38,10 @@
  *   REPLICATE   replId u32 | ttlMs u32 | flags u32 | totalLen u32 | index u16 | count u16 |
  *               version u64 | keyLen u16 | key | chunk
  *   ACK         replId u32
+ *               (acknowledges a REPLICATE or a DELETE: both draw their ids from one sequence)
+ *   DELETE      replId u32 | version u64 | keyLen u16 | key
+ *               (a delete sent to one host that may hold a copy, acknowledged by ACK and retried;
+ *               INVALIDATE is the same to the group, unacknowledged, for when holders are unknown)
  * Reply address: family u8 (4 or 6) | address (4 or 16 bytes) | port u16
  * Version: the stored session's version (daemon/store/versions.ts: a hybrid logical clock), which the
  * receiver compares with what it holds; a HIT or REPLICATE carries the copied entry's, an
@@ -67,7 +71,7 @@ export const NONCE_BYTES = 8
 export const KEY_DIGEST_BYTES = 16
 /** Bytes a datagram spends on everything but its payload: clear header, tag, type and time. */
 export const ENVELOPE_BYTES = HEADER_BYTES + TAG_BYTES + 9
-/** Bytes of a session version (u64) in HIT, REPLICATE and INVALIDATE. */
+/** Bytes of a session version (u64) in HIT, REPLICATE, INVALIDATE and DELETE. */
 export const VERSION_BYTES = 8
 /** Bytes of a HIT before its chunk: envelope plus reqId, nonce, digest, ttl, flags, total, index, count, version. */
 export const HIT_OVERHEAD_BYTES = ENVELOPE_BYTES + 20 + NONCE_BYTES + KEY_DIGEST_BYTES + VERSION_BYTES
@@ -107,6 +111,7 @@ export const MsgType = {
   TICKET_KEY: 7,
   REPLICATE: 8,
   ACK: 9,
+  DELETE: 10,
 } as const
 /** Bytes of a TLS session ticket key (Node's setTicketKeys). */
 export const TICKET_KEY_BYTES = 48
@@ -146,6 +151,7 @@ export type Message =
   | { type: typeof MsgType.TICKET_KEY; epoch: number; creator: Buffer; key: Buffer }
   | { type: typeof MsgType.REPLICATE; replId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number; version: bigint; key: Buffer; chunk: Buffer }
   | { type: typeof MsgType.ACK; replId: number }
+  | { type: typeof MsgType.DELETE; replId: number; version: bigint; key: Buffer }
 
 export interface Header {
   keyId: number
@@ -274,6 +280,8 @@ export function bodyLength(m: Message): number {
       return 9 + REPL_HEAD_BYTES + m.key.length + m.chunk.length
     case MsgType.ACK:
       return 9 + 4
+    case MsgType.DELETE:
+      return 9 + 4 + VERSION_BYTES + 2 + m.key.length
   }
 }
 
@@ -348,6 +356,12 @@ export function encodeBody(m: Message, sentAtMs: number): Buffer {
       break
     case MsgType.ACK:
       buf.writeUInt32BE(m.replId, off)
+      break
+    case MsgType.DELETE:
+      buf.writeUInt32BE(m.replId, off)
+      writeVersion(buf, off + 4, m.version)
+      buf.writeUInt16BE(m.key.length, off + 4 + VERSION_BYTES)
+      m.key.copy(buf, off + 4 + VERSION_BYTES + 2)
       break
   }
   return buf
@@ -447,6 +461,9 @@ export function decodeBody(buf: Buffer): { sentAtMs: number; msg: Message } {
     case MsgType.ACK:
       exactly(p, 4, 'ACK')
       return { sentAtMs, msg: { type: MsgType.ACK, replId: p.readUInt32BE(0) } }
+    case MsgType.DELETE:
+      needBytes(p.length, 4 + VERSION_BYTES, 'DELETE')
+      return { sentAtMs, msg: { type: MsgType.DELETE, replId: p.readUInt32BE(0), version: p.readBigUInt64BE(4), key: keyAt(p, 4 + VERSION_BYTES, 'DELETE') } }
     default:
       throw new ProtocolError('UNKNOWN_OP', `unknown message type ${h.type}`)
   }

@@ -1,6 +1,7 @@
 /**
  * The peer side of the daemon: membership (ANNOUNCE heartbeats, LEAVE), answering LOOKUPs from
- * the store, remote lookups on local misses, and INVALIDATE on delete.
+ * the store, remote lookups on local misses, and deletes: acknowledged DELETEs to the hosts that
+ * may hold a copy (replication.ts), or one group INVALIDATE when those are unknown.
  *
  * Start: open sockets -> announce (HELLO, so members answer at once) -> heartbeats.
  * Stop, in reverse: stop heartbeats -> answer waiting lookups "not found" -> hand owned sessions
@@ -70,7 +71,10 @@ export interface ClusterCounters {
 
 const fmt = (a: Address) => `${a.address}:${a.port}`
 
-/** INVALIDATE is not acknowledged: it is sent this many times, this far apart (ms), to survive loss. */
+/**
+ * INVALIDATE (the fallback when a key's holders are unknown: replication off, or no trusted
+ * member yet) is not acknowledged: it is sent this many times, this far apart (ms), to survive loss.
+ */
 const INVALIDATE_REPEATS = [0, 5, 25]
 
 export class Cluster implements ClusterHooks {
@@ -254,6 +258,8 @@ export class Cluster implements ClusterHooks {
         return this.replicator.onReplicate(sender, msg)
       case MsgType.ACK:
         return this.replicator.onAck(sender, msg.replId)
+      case MsgType.DELETE:
+        return this.replicator.onDelete(sender, msg)
       case MsgType.LEAVE: {
         const m = this.members.get(sender)
         if (m) {
@@ -349,6 +355,8 @@ export class Cluster implements ClusterHooks {
       return
     }
     this.counters.hitsSent++
+    // The asker will hold a copy for up to ttlMs: a delete that reaches this host goes on to it.
+    this.replicator.holders.record(key, sender, ttlMs)
     const { value, flags, version } = entry
     const count = Math.max(1, Math.ceil(value.length / this.#chunkBytes))
     for (let i = 0; i < count; i++) {
@@ -374,6 +382,12 @@ export class Cluster implements ClusterHooks {
     // The version of the delete just made here: the store left a tombstone for it (maxTombstones
     // is at least 1, so the newest one is always there).
     const version = this.#store.version(key)
+    // With copies placed by rendezvous, the hosts that may hold one are known (the owners and the
+    // holders remembered here, who pass it on): no datagram to the whole fleet.
+    if (this.#o.replicationFactor > 1 && this.#alive().some((m) => m.trusted)) {
+      this.replicator.deleted(key, version)
+      return
+    }
     this.counters.invalidationsSent++
     for (const delay of INVALIDATE_REPEATS) {
       const send = () => this.transport.sendGroup({ type: MsgType.INVALIDATE, version, key: keyBytes })

@@ -13,6 +13,17 @@
  * datagram, never correctness, and an older copy (delayed, retried, replayed, or handed off by a
  * host that missed a later SET or DELETE) never rolls a value back or brings a deleted one back.
  * A refused copy is acknowledged all the same: the receiver holds something newer.
+ *
+ * Deletes travel the same way, as DELETE jobs in the same queue, acknowledged by the same ACK and
+ * retried with the same backoff, but only to the hosts that may hold a copy: the key's owners, and
+ * the hosts this one remembers as holders (`Holders`: they fetched the key here, or a copy went
+ * between them and here). A host that applies a DELETE forwards it to the holders it remembers,
+ * so a copy fetched from an owner (or from any holder) is reached in one more acknowledged hop.
+ * Forwarding rather than asking the owners for their lists keeps one message, one settle path
+ * and no new request state: each hop is delivered or retried by the host that knows the next one.
+ *
+ * The queue holds at most one job per (kind, key, target): a job still waiting is not queued again
+ * (a copy reads the entry when sent, so the newest version goes; a delete keeps the newest version).
  */
 import { MIN_DATAGRAM_BYTES, MsgType, maxChunkCount, replicateChunkBytes, type Address, type Message } from '../../protocol/wire.js'
 import { owners } from './rendezvous.js'
@@ -35,6 +46,8 @@ export interface ReplicationOptions {
   maxDatagramBytes: number
   maxValueBytes: number
   maxReassemblyBytes: number
+  /** Hosts remembered as holding a copy of a key, all keys together (`Holders`). */
+  maxHolderRecords: number
 }
 
 export interface ReplicationCounters {
@@ -55,6 +68,24 @@ export interface ReplicationCounters {
   /** Copies queued because membership changed and a key gained an owner. */
   replacements: number
   replacementScans: number
+  /** Jobs not queued because one for the same key and target was still waiting. */
+  jobsCoalesced: number
+  /** Deletes queued to one host each (owners and remembered holders). */
+  deletesQueued: number
+  /** DELETE datagrams sent, retries included. */
+  deleteDatagramsSent: number
+  /** DELETE datagrams received from members. */
+  deleteDatagramsReceived: number
+  deletesAcked: number
+  deletesRetried: number
+  deletesFailed: number
+  /** Deletes applied here and passed on to the holders this host remembers. */
+  deletesForwarded: number
+  /** DELETEs from senders that are not members: not applied, not acknowledged. */
+  deletesRefused: number
+  holdersRecorded: number
+  /** Holders not remembered because maxHolderRecords were held. */
+  holdersUnrecorded: number
 }
 
 export interface ReplicaPeers {
@@ -66,8 +97,11 @@ export interface ReplicaPeers {
 }
 
 interface Job {
+  kind: 'copy' | 'delete'
   key: string
   to: string
+  /** A delete's version (copies read theirs from the store when sent). */
+  version: bigint
   replId: number
   attempts: number
   timer: NodeJS.Timeout | undefined
@@ -85,6 +119,71 @@ const REASSEMBLY_TIMEOUT_MS = 5000
  */
 export const MAX_PARTIAL_COPIES_PER_SENDER = 64
 
+/**
+ * Which members may hold a copy of a key besides its owners: those that fetched it from this host
+ * and those a copy went to or came from. Each is kept for the copy's remaining TTL (it cannot
+ * be served longer), and at most `max` (key, member) records are held: beyond that new ones are
+ * not kept and counted, since dropping old ones would silently forget live copies.
+ */
+export class Holders {
+  readonly #max: number
+  readonly #now: () => number
+  readonly #byKey = new Map<string, { ids: Set<string>; expiresAt: number }>()
+  #records = 0
+  readonly counters: { holdersRecorded: number; holdersUnrecorded: number }
+
+  constructor(max: number, counters = { holdersRecorded: 0, holdersUnrecorded: 0 }, now: () => number = () => performance.now()) {
+    this.#max = max
+    this.counters = counters
+    this.#now = now
+  }
+
+  /** (key, member) records held. */
+  get size(): number {
+    return this.#records
+  }
+
+  record(key: string, id: string, ttlMs: number): void {
+    if (ttlMs <= 0) return
+    const expiresAt = this.#now() + ttlMs
+    const held = this.#byKey.get(key)
+    if (held?.ids.has(id)) {
+      held.expiresAt = Math.max(held.expiresAt, expiresAt)
+      return
+    }
+    if (this.#records >= this.#max) {
+      this.counters.holdersUnrecorded++
+      return
+    }
+    if (held) {
+      held.ids.add(id)
+      held.expiresAt = Math.max(held.expiresAt, expiresAt)
+    } else this.#byKey.set(key, { ids: new Set([id]), expiresAt })
+    this.#records++
+    this.counters.holdersRecorded++
+  }
+
+  /** The holders of `key` whose copies may still be live, forgotten here: a delete goes to them once. */
+  take(key: string): string[] {
+    const held = this.#byKey.get(key)
+    if (!held) return []
+    this.#byKey.delete(key)
+    this.#records -= held.ids.size
+    return held.expiresAt > this.#now() ? [...held.ids] : []
+  }
+
+  /** Forgets records whose copies have expired. */
+  sweep(): void {
+    const now = this.#now()
+    for (const [key, held] of this.#byKey) {
+      if (held.expiresAt <= now) {
+        this.#byKey.delete(key)
+        this.#records -= held.ids.size
+      }
+    }
+  }
+}
+
 export class Replicator {
   readonly counters: ReplicationCounters = {
     copiesPushed: 0,
@@ -99,13 +198,27 @@ export class Replicator {
     handedOff: 0,
     replacements: 0,
     replacementScans: 0,
+    jobsCoalesced: 0,
+    deletesQueued: 0,
+    deleteDatagramsSent: 0,
+    deleteDatagramsReceived: 0,
+    deletesAcked: 0,
+    deletesRetried: 0,
+    deletesFailed: 0,
+    deletesForwarded: 0,
+    deletesRefused: 0,
+    holdersRecorded: 0,
+    holdersUnrecorded: 0,
   }
+  readonly holders: Holders
   readonly #o: ReplicationOptions
   readonly #t: Transport
   readonly #store: SessionStore
   readonly #peers: ReplicaPeers
   readonly #seeds = new Map<string, number>()
   #queue: Job[] = []
+  /** The job still waiting in the queue for each (kind, target, key). */
+  #waiting = new Map<string, Job>()
   #inflight = new Map<number, Job>()
   #nextId = 1
   /** Copies arriving in chunks, by sender and copy id, with the key each is for. */
@@ -126,6 +239,7 @@ export class Replicator {
     this.#t = transport
     this.#store = store
     this.#peers = peers
+    this.holders = new Holders(o.maxHolderRecords, this.counters)
   }
 
   /** Called with the time from first send to ACK of each copy (seconds), for a histogram. */
@@ -152,19 +266,48 @@ export class Replicator {
     for (const id of this.#owners(key, [self, ...this.#peers.aliveIds()])) if (id !== self) this.#enqueue(key, id, false)
   }
 
-  #enqueue(key: string, to: string, handoff: boolean): void {
+  /**
+   * This host deleted `key` at `version` (or applied a peer's delete, coming from `from`): the
+   * delete goes, acknowledged, to the owners and to the holders remembered here. With `from`
+   * only the holders: the deleter reaches the owners itself. Returns the hosts it goes to.
+   */
+  deleted(key: string, version: bigint, from?: string): number {
+    const self = this.#peers.selfId
+    const to = new Set(from === undefined ? this.ownersOf(key) : [])
+    for (const id of this.holders.take(key)) to.add(id)
+    to.delete(self)
+    if (from !== undefined) to.delete(from)
+    for (const id of to) this.#enqueue(key, id, false, 'delete', version)
+    return to.size
+  }
+
+  #enqueue(key: string, to: string, handoff: boolean, kind: Job['kind'] = 'copy', version = 0n): void {
     if (this.#closed) return
+    const slot = `${kind}\0${to}\0${key}`
+    const waiting = this.#waiting.get(slot)
+    if (waiting) {
+      // Still unsent: it will carry the newest state, so a flood of writes to one key (touch)
+      // costs one job per target, not one per write.
+      if (version > waiting.version) waiting.version = version
+      waiting.handoff ||= handoff
+      this.counters.jobsCoalesced++
+      return
+    }
     if (this.#queue.length >= this.#o.maxReplicationQueue) {
       this.counters.copiesDropped++
       return
     }
-    this.#queue.push({ key, to, replId: 0, attempts: 0, timer: undefined, handoff, sentAt: 0 })
+    const job: Job = { kind, key, to, version, replId: 0, attempts: 0, timer: undefined, handoff, sentAt: 0 }
+    if (kind === 'delete') this.counters.deletesQueued++
+    this.#queue.push(job)
+    this.#waiting.set(slot, job)
     this.#pump()
   }
 
   #pump(): void {
     while (this.#inflight.size < this.#o.maxReplicationInflight && this.#queue.length > 0) {
       const job = this.#queue.shift()!
+      this.#waiting.delete(`${job.kind}\0${job.to}\0${job.key}`)
       job.replId = this.#nextId
       this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1
       if (this.#send(job)) this.#inflight.set(job.replId, job)
@@ -175,6 +318,18 @@ export class Replicator {
   /** Sends every chunk of the job's value; false when there is nothing (left) to send. */
   #send(job: Job): boolean {
     const to = this.#peers.addressOf(job.to)
+    if (job.kind === 'delete') {
+      if (!to) {
+        // Not a member any more: a host that left or died holds nothing we could reach.
+        this.counters.deletesFailed++
+        return false
+      }
+      void this.#t.sendTo(to, job.to, { type: MsgType.DELETE, replId: job.replId, version: job.version, key: Buffer.from(job.key, 'latin1') })
+      this.counters.deleteDatagramsSent++
+      if (job.attempts === 0) job.sentAt = performance.now()
+      job.timer = setTimeout(() => this.#timeout(job), Math.min(this.#o.replicationAckTimeoutMs * 2 ** job.attempts, MAX_BACKOFF_MS))
+      return true
+    }
     const entry = this.#store.peek(job.key)
     const ttlMs = entry ? this.#store.remainingTtl(job.key) : 0
     if (!to || !entry || ttlMs <= 0) {
@@ -193,6 +348,9 @@ export class Replicator {
       job.sentAt = performance.now()
       this.counters.copiesPushed++
       if (job.handoff) this.counters.handedOff++
+      // The target holds a copy now: a delete made here, or forwarded here, must reach it even
+      // if it is no longer an owner by then.
+      this.holders.record(job.key, job.to, ttlMs)
     }
     job.timer = setTimeout(() => this.#timeout(job), Math.min(this.#o.replicationAckTimeoutMs * 2 ** job.attempts, MAX_BACKOFF_MS))
     return true
@@ -202,27 +360,50 @@ export class Replicator {
     if (this.#inflight.get(job.replId) !== job) return
     if (job.attempts >= this.#o.replicationRetries) {
       this.#inflight.delete(job.replId)
-      this.counters.copiesFailed++
+      if (job.kind === 'delete') this.counters.deletesFailed++
+      else this.counters.copiesFailed++
       this.#pump()
       return
     }
     job.attempts++
-    this.counters.copiesRetried++
+    if (job.kind === 'delete') this.counters.deletesRetried++
+    else this.counters.copiesRetried++
     if (!this.#send(job)) {
       this.#inflight.delete(job.replId)
       this.#pump()
     }
   }
 
-  /** An ACK from `sender`: it settles the copy only if that copy went to `sender`. */
+  /** An ACK from `sender`: it settles the copy or delete only if that went to `sender`. */
   onAck(sender: string, replId: number): void {
     const job = this.#inflight.get(replId)
     if (!job || job.to !== sender) return
     clearTimeout(job.timer)
     this.#inflight.delete(replId)
-    this.counters.copiesAcked++
-    this.observeAck((performance.now() - job.sentAt) / 1000)
+    if (job.kind === 'delete') this.counters.deletesAcked++
+    else {
+      this.counters.copiesAcked++
+      this.observeAck((performance.now() - job.sentAt) / 1000)
+    }
     this.#pump()
+  }
+
+  /**
+   * A DELETE from a member: applied unless this host holds something newer, passed on to the
+   * holders remembered here when applied (a repeat of one already applied finds its own
+   * tombstone and goes no further, so forwarding ends), and acknowledged to the address the
+   * sender announced.
+   */
+  onDelete(sender: string, m: Extract<Message, { type: typeof MsgType.DELETE }>): void {
+    const from = this.#peers.addressOf(sender)
+    if (!from) {
+      this.counters.deletesRefused++
+      return
+    }
+    this.counters.deleteDatagramsReceived++
+    const key = m.key.toString('latin1')
+    if (this.#store.deleteFromPeer(key, m.version) && this.deleted(key, m.version, sender) > 0) this.counters.deletesForwarded++
+    void this.#t.sendTo(from, sender, { type: MsgType.ACK, replId: m.replId })
   }
 
   /**
@@ -240,7 +421,7 @@ export class Replicator {
     const ack = () => void this.#t.sendTo(from, sender, { type: MsgType.ACK, replId: m.replId })
     if (m.count === 1) {
       if (m.chunk.length !== m.totalLen) return
-      this.#accept(m.key, m.chunk, m.ttlMs, m.flags, m.version)
+      this.#accept(sender, m.key, m.chunk, m.ttlMs, m.flags, m.version)
       return ack()
     }
     const id = `${sender}:${m.replId}`
@@ -260,7 +441,7 @@ export class Replicator {
     const whole = inc.r.join()
     this.#forget(id, inc)
     if (whole) {
-      this.#accept(inc.key, whole, inc.r.ttlMs, inc.r.flags, inc.r.version)
+      this.#accept(inc.sender, inc.key, whole, inc.r.ttlMs, inc.r.flags, inc.r.version)
       whole.fill(0)
       ack()
     }
@@ -274,9 +455,11 @@ export class Replicator {
     else this.#partialBy.delete(inc.sender)
   }
 
-  #accept(key: Buffer, value: Buffer, ttlMs: number, flags: number, version: bigint): void {
+  #accept(sender: string, key: Buffer, value: Buffer, ttlMs: number, flags: number, version: bigint): void {
     this.counters.copiesReceived++
     if (ttlMs <= 0) return
+    // The sender holds the copy it sent: a delete that reaches this host passes it on there.
+    this.holders.record(key.toString('latin1'), sender, ttlMs)
     try {
       if (!this.#store.setFromPeer(key.toString('latin1'), value, ttlMs, flags, version)) this.counters.copiesStale++
     } catch {
@@ -286,6 +469,7 @@ export class Replicator {
 
   /** Drops copies that stopped arriving half way. Called on every heartbeat. */
   sweep(): void {
+    this.holders.sweep()
     const now = performance.now()
     for (const [id, inc] of this.#incoming) {
       if (now - inc.r.startedAt > REASSEMBLY_TIMEOUT_MS) this.#forget(id, inc)
@@ -365,6 +549,7 @@ export class Replicator {
     for (const j of this.#inflight.values()) clearTimeout(j.timer)
     this.#inflight.clear()
     this.#queue = []
+    this.#waiting.clear()
     for (const inc of this.#incoming.values()) inc.r.release()
     this.#incoming.clear()
     this.#partialBy.clear()

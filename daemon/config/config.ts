@@ -116,6 +116,8 @@ export interface Config {
    * kept for a lifetime derived from replayWindowMs and the copy retries (versions.ts).
    */
   maxTombstones: number
+  /** Hosts remembered as holding a copy of a key (fetched it, or took or gave a copy), for deletes. */
+  maxHolderRecords: number
   /** Prometheus metrics listener, `127.0.0.1:PORT`; empty = off. */
   metricsListen: string
   /** memcached text-protocol listeners: `127.0.0.1:PORT` and/or socket paths; empty = off. */
@@ -209,6 +211,7 @@ export const FIELDS: readonly Field[] = [
   { key: 'maxMembers', kind: 'int', def: () => 512, min: 1, max: 65_535, unit: 'members', doc: 'members held at once; ANNOUNCEs from more senders are refused and counted (membersRefused)' },
   { key: 'memberProbationMs', kind: 'int', def: () => 2000, min: 0, max: 600_000, unit: 'ms', doc: 'a new member is pushed session copies (and owns keys) only once it has announced itself again at least this long after it first appeared; the default is two default heartbeats' },
   { key: 'maxTombstones', kind: 'int', def: () => 65_536, min: 1, max: 100_000_000, unit: 'tombstones', doc: 'deleted keys remembered at once, each for 2 x replayWindowMs plus the copy retry span, so an old copy cannot bring a deleted session back; when full, the oldest goes and older copies of unknown keys are refused until it would have expired' },
+  { key: 'maxHolderRecords', kind: 'int', def: () => 262_144, min: 1, max: 100_000_000, unit: 'records', doc: 'hosts remembered as holding a copy of a key (they fetched it here, or a copy went between them and here), each for the copy\'s remaining TTL, so a delete reaches them; when full, new ones are not remembered and counted (holdersUnrecorded)' },
 ]
 
 export class ConfigError extends Error {

@@ -36,6 +36,7 @@ const bodies: { name: string; msg: Message; bytes: string }[] = [
     bytes: '08 0000019a b697e87b 00000004 000001f4 00000001 00000005 0000 0002 019ab697e87b0102 0001 6b 616263',
   },
   { name: 'ACK', msg: { type: MsgType.ACK, replId: 4 }, bytes: '09 0000019a b697e87b 00000004' },
+  { name: 'DELETE', msg: { type: MsgType.DELETE, replId: 5, version: V, key: Buffer.from('k1') }, bytes: '0a 0000019a b697e87b 00000005 019ab697e87b0102 0002 6b31' },
   {
     name: 'ANNOUNCE over IPv6',
     msg: { type: MsgType.ANNOUNCE, reply: { family: 6, address: 'fd00::1:2', port: 1 }, entries: 0, flags: 0, name: '' },
@@ -142,7 +143,7 @@ t.test('random bytes only ever fail with ProtocolError', async (t) => {
   }
   fc.assert(fc.property(fc.uint8Array({ maxLength: 200 }), (a) => own(() => decodeBody(Buffer.from(a))) && own(() => open(ring, Buffer.from(a)))), { numRuns: 5000 })
   fc.assert(
-    fc.property(fc.integer({ min: 0, max: 10 }), fc.uint8Array({ maxLength: 60 }), (type, rest) => own(() => decodeBody(Buffer.concat([Buffer.from([type]), Buffer.alloc(8), Buffer.from(rest)])))),
+    fc.property(fc.integer({ min: 0, max: 11 }), fc.uint8Array({ maxLength: 60 }), (type, rest) => own(() => decodeBody(Buffer.concat([Buffer.from([type]), Buffer.alloc(8), Buffer.from(rest)])))),
     { numRuns: 5000 },
   )
   t.pass('no foreign exception')
@@ -169,6 +170,7 @@ t.test('round trip of arbitrary messages', async (t) => {
       .map((m) => ({ type: MsgType.ANNOUNCE, ...m, flags: m.flags | AnnounceFlag.DUAL_STACK })),
     fc.constant({ type: MsgType.LEAVE }),
     fc.record({ type: fc.constant(MsgType.ACK), replId: u32 }),
+    fc.record({ type: fc.constant(MsgType.DELETE), replId: u32, version, key }),
     fc.uint8Array({ maxLength: 1200 }).chain((c) =>
       fc.record({ type: fc.constant(MsgType.REPLICATE), replId: u32, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length), index: fc.constant(0), count: fc.constant(1), version, key, chunk: fc.constant(Buffer.from(c)) }),
     ),
@@ -248,4 +250,13 @@ t.test('versions: a u64 both ways, anything else refused when encoding', async (
   t.throws(() => decodeBody(hitBody.subarray(0, 9 + 28 + 16 + 4)), { code: 'TRUNCATED' })
   const invBody = encodeBody(inv(V), T)
   t.throws(() => decodeBody(invBody.subarray(0, 9 + 5)), { code: 'TRUNCATED' })
+})
+
+t.test('DELETE: unicast only, and every cut or padded body is refused with a protocol error', async (t) => {
+  t.notOk(GROUP_TYPES.has(MsgType.DELETE), 'a DELETE names its receiver')
+  const body = encodeBody({ type: MsgType.DELETE, replId: 1, version: V, key: Buffer.from('key') }, T)
+  for (let len = 9; len < body.length; len++) t.throws(() => decodeBody(body.subarray(0, len)), { code: 'TRUNCATED' }, `cut at ${len}`)
+  t.throws(() => decodeBody(Buffer.concat([body, Buffer.from([0])])), { code: 'TRAILING' }, 'a byte too many')
+  const empty = encodeBody({ type: MsgType.DELETE, replId: 1, version: V, key: Buffer.from('k') }, T)
+  t.throws(() => decodeBody(Buffer.concat([empty.subarray(0, empty.length - 3), Buffer.from([0, 0])])), { code: 'BAD_FIELD' }, 'an empty key')
 })
