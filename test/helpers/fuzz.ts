@@ -44,6 +44,7 @@ export const messageSeeds: Message[] = [
   { type: MsgType.TICKET_KEY, epoch: 9, creator: Buffer.alloc(8, 1), key: Buffer.alloc(48, 2) },
   { type: MsgType.REPLICATE, replId: 3, ttlMs: 9, flags: 0, totalLen: 4, index: 0, count: 1, version: 0x0190e1a2b3c40001n, key: b('k'), chunk: b('abcd') },
   { type: MsgType.ACK, replId: 3 },
+  { type: MsgType.DELETE, replId: 4, version: 0x0190e1a2b3c40304n, key: b('k') },
 ]
 
 export function mutate(seed: Buffer, other: Buffer, r: () => number): Buffer {
