@@ -12,6 +12,7 @@ import type { ClusterHooks } from '../local/handler.js'
 import { Lookups, type LookupOptions } from './lookups.js'
 import type { Log } from '../host/log.js'
 import type { SessionStore } from '../store/lru-store.js'
+import { versionWallMs } from '../store/versions.js'
 import { Transport, type Incoming, type TransportOptions } from './transport.js'
 import { TicketKeys, type TicketKey } from './ticket-keys.js'
 import { Replicator, type ReplicationOptions } from './replication.js'
@@ -66,9 +67,22 @@ export interface ClusterCounters {
   membersDied: number
   /** ANNOUNCEs from new senders refused because maxMembers were held. */
   membersRefused: number
+  /** LOOKUPs from members still in probation: not answered (no reflection to an unproven address). */
+  lookupsFromUntrusted: number
+  /** Copies from senders that are not trusted members: dropped unacknowledged. */
+  copiesFromUntrusted: number
+  /** INVALIDATEs from senders that are not members: not applied. */
+  invalidationsFromStrangers: number
+  /** ANNOUNCEs of a known member naming another reply address than it joined with: ignored. */
+  replyChangesRefused: number
 }
 
 const fmt = (a: Address) => `${a.address}:${a.port}`
+
+function sameAddress(a: Address | undefined, b: Address | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b
+  return a.family === b.family && a.address === b.address && a.port === b.port
+}
 
 /** INVALIDATE is not acknowledged: it is sent this many times, this far apart (ms), to survive loss. */
 const INVALIDATE_REPEATS = [0, 5, 25]
@@ -89,6 +103,10 @@ export class Cluster implements ClusterHooks {
     membersLeft: 0,
     membersDied: 0,
     membersRefused: 0,
+    lookupsFromUntrusted: 0,
+    copiesFromUntrusted: 0,
+    invalidationsFromStrangers: 0,
+    replyChangesRefused: 0,
   }
   readonly members = new Map<string, Member>()
   readonly tickets: TicketKeys
@@ -228,11 +246,28 @@ export class Cluster implements ClusterHooks {
     return this.transport.replyAddressFor(to.family) ? to : this.#addressOf(sender)
   }
 
-  #onMessage({ msg, sender }: Incoming): void {
+  /**
+   * Whether a peer's version is from the future: its wall part ahead of the datagram's send time
+   * or of our clock by more than the replay window. A clock runs ahead of its host's wall clock
+   * only by what it observed from peers whose clocks are ahead, and a peer further ahead than the
+   * replay window has all its datagrams dropped as stale; so only a forgery gets here. Taken, one
+   * such version would pin every clock that saw it (later writes refused as stale) or raise a
+   * tombstone floor over every real write.
+   */
+  #futureVersion(version: bigint, sentAtMs: number): boolean {
+    const wall = versionWallMs(version)
+    return wall > sentAtMs + this.#o.replayWindowMs || wall > Date.now() + this.#o.replayWindowMs
+  }
+
+  #onMessage({ msg, sender, sentAtMs }: Incoming): void {
     // Any authenticated datagram shows the member alive, so a few lost heartbeats on a lossy
     // network do not declare a busy member dead.
     const member = this.members.get(sender)
     if (member) member.lastSeen = performance.now()
+    if ((msg.type === MsgType.INVALIDATE || msg.type === MsgType.REPLICATE || msg.type === MsgType.HIT) && this.#futureVersion(msg.version, sentAtMs)) {
+      this.transport.counters.dropped.futureVersion++
+      return
+    }
     switch (msg.type) {
       case MsgType.LOOKUP:
         return this.#answer(msg, sender)
@@ -241,6 +276,10 @@ export class Cluster implements ClusterHooks {
       case MsgType.MISS:
         return this.lookups.onMiss(sender, msg)
       case MsgType.INVALIDATE:
+        if (!member) {
+          this.counters.invalidationsFromStrangers++
+          return
+        }
         this.counters.invalidationsReceived++
         // Applied only when newer than what is held: a delayed INVALIDATE does not delete a
         // session written again since (versions.ts).
@@ -251,6 +290,12 @@ export class Cluster implements ClusterHooks {
       case MsgType.TICKET_KEY:
         return this.#onTicketKey(sender, msg)
       case MsgType.REPLICATE:
+        // A copy is taken only from a member past its probation: an address that announced
+        // itself once cannot fill the store (nor have ACKs sent anywhere).
+        if (!member?.trusted) {
+          this.counters.copiesFromUntrusted++
+          return
+        }
         return this.replicator.onReplicate(sender, msg)
       case MsgType.ACK:
         return this.replicator.onAck(sender, msg.replId)
@@ -272,10 +317,15 @@ export class Cluster implements ClusterHooks {
     const now = performance.now()
     const known = this.members.get(sender)
     if (known) {
+      // A member's reply address is fixed while it lives (a restarted daemon has a new id): a key
+      // holder announcing itself anew with a third party's address would have the cluster send
+      // that party every answer meant for it.
+      if (!sameAddress(known.reply, msg.reply) || !sameAddress(known.also, msg.also)) {
+        this.counters.replyChangesRefused++
+        return
+      }
       known.lastSeen = now
       known.entries = msg.entries
-      known.reply = msg.reply
-      known.also = msg.also
       known.name = msg.name
       if (!known.trusted && now - known.joinedAt >= this.#o.memberProbationMs) {
         known.trusted = true
@@ -328,9 +378,16 @@ export class Cluster implements ClusterHooks {
     // Answers go to the address the asker announced as a member, never to one a datagram names:
     // a LOOKUP from a sender not (yet) a member is left unanswered (it asks again, or its next
     // heartbeat makes it one).
+    const asker = this.members.get(sender)
     const to = this.#addressOf(sender)
-    if (!to) {
+    if (!asker || !to) {
       this.counters.lookupsFromStrangers++
+      return
+    }
+    // Nor to a member in probation: its announced address is not yet proven to be its own, and a
+    // HIT of a large value is many times the LOOKUP's size (a reflector).
+    if (!asker.trusted) {
+      this.counters.lookupsFromUntrusted++
       return
     }
     this.counters.lookupsAnswered++

@@ -6,7 +6,7 @@
  * expired, overwritten, deleted or flushed. Readers must copy what they return before yielding.
  */
 import { LRUCache } from 'lru-cache'
-import { Hlc, NO_VERSION, Tombstones, peerWins, type TombstoneCounters } from './versions.js'
+import { Hlc, NO_VERSION, Tombstones, peerWins, validVersion, type TombstoneCounters } from './versions.js'
 
 export { NO_VERSION }
 
@@ -127,7 +127,10 @@ export class Store {
       ...(perf ? { perf } : {}),
       dispose: (entry, _key, reason) => {
         entry.value.fill(0)
-        if (reason === 'evict') this.counters.evictions++
+        if (reason === 'evict') {
+          this.counters.evictions++
+          this.#tombstones.evicted(entry.version)
+        }
         else if (reason === 'expire') this.counters.expirations++
       },
     })
@@ -175,12 +178,13 @@ export class Store {
    */
   setFromPeer(key: string, value: Buffer, ttlMs: number, flags: number, version: bigint): boolean {
     const ttl = admit(this.options, key, value, ttlMs)
-    this.#clock.observe(version)
+    if (!this.#versionInRange(version)) return false
     if (!peerWins(this.#tombstones, key, version, value, this.#lru.peek(key))) {
       this.#tombstones.counters.staleWrites++
       return false
     }
     this.#put(key, value, ttl, flags, version)
+    this.#clock.observe(version)
     return true
   }
 
@@ -202,14 +206,22 @@ export class Store {
 
   /** A peer's delete at `version`: applied (tombstone kept) unless what is held is newer; false when refused. */
   deleteFromPeer(key: string, version: bigint): boolean {
-    this.#clock.observe(version)
+    if (!this.#versionInRange(version)) return false
     if (!peerWins(this.#tombstones, key, version, undefined, this.#lru.peek(key))) {
       this.#tombstones.counters.staleWrites++
       return false
     }
     if (this.#lru.delete(key)) this.counters.deletes++
     this.#tombstones.add(key, version)
+    this.#clock.observe(version)
     return true
+  }
+
+  /** A peer's version outside what a clock makes (a forgery) is refused and counted, never stored. */
+  #versionInRange(version: bigint): boolean {
+    if (validVersion(version)) return true
+    this.#tombstones.counters.badVersions++
+    return false
   }
 
   /** The version of the key's live entry, else of its tombstone, else NO_VERSION. */
