@@ -75,6 +75,8 @@ export interface ClusterCounters {
   invalidationsFromStrangers: number
   /** ANNOUNCEs of a known member naming another reply address than it joined with: ignored. */
   replyChangesRefused: number
+  /** Members past probation left untrusted for now: NEW_TRUSTED_PER_HEARTBEAT were trusted this heartbeat. */
+  trustDeferred: number
 }
 
 const fmt = (a: Address) => `${a.address}:${a.port}`
@@ -86,6 +88,9 @@ function sameAddress(a: Address | undefined, b: Address | undefined): boolean {
 
 /** INVALIDATE is not acknowledged: it is sent this many times, this far apart (ms), to survive loss. */
 const INVALIDATE_REPEATS = [0, 5, 25]
+
+/** Members that may become trusted per heartbeat (a fleet starting together takes a few more beats). */
+const NEW_TRUSTED_PER_HEARTBEAT = 16
 
 export class Cluster implements ClusterHooks {
   readonly transport: Transport
@@ -107,6 +112,7 @@ export class Cluster implements ClusterHooks {
     copiesFromUntrusted: 0,
     invalidationsFromStrangers: 0,
     replyChangesRefused: 0,
+    trustDeferred: 0,
   }
   readonly members = new Map<string, Member>()
   readonly tickets: TicketKeys
@@ -125,6 +131,8 @@ export class Cluster implements ClusterHooks {
   #stopped: Promise<void> | undefined
   /** membersRefused when the last refusal was logged. */
   #refusedLogged = 0
+  /** Members made trusted since the last heartbeat. */
+  #trustedThisBeat = 0
 
   constructor(o: ClusterOptions, keys: ClusterKey[], store: SessionStore, log: Log) {
     this.#o = o
@@ -169,6 +177,7 @@ export class Cluster implements ClusterHooks {
     // Jitter keeps a fleet restarted together from announcing in lockstep.
     const delay = this.#o.heartbeatMs * (0.9 + Math.random() * 0.2)
     this.#heartbeat = setTimeout(() => {
+      this.#trustedThisBeat = 0
       this.#announce(0)
       this.#sweep()
       this.replicator.sweep()
@@ -328,8 +337,15 @@ export class Cluster implements ClusterHooks {
       known.entries = msg.entries
       known.name = msg.name
       if (!known.trusted && now - known.joinedAt >= this.#o.memberProbationMs) {
-        known.trusted = true
-        this.replicator.membersChanged()
+        // A few per heartbeat: each new owner is a re-placement scan of every key, and hundreds
+        // of forged members made trusted at once would be hundreds of scans' worth of copies.
+        // The rest become trusted at one of their next ANNOUNCEs (counted).
+        if (this.#trustedThisBeat >= NEW_TRUSTED_PER_HEARTBEAT) this.counters.trustDeferred++
+        else {
+          this.#trustedThisBeat++
+          known.trusted = true
+          this.replicator.membersChanged()
+        }
       }
     } else {
       if (this.members.size >= this.#o.maxMembers) {
