@@ -224,3 +224,23 @@ t.test('an entry evicted by LRU pressure: a delayed older copy does not roll it 
     })
   }
 })
+
+t.test('60 forged members past their probation at once: at most 16 become trusted per heartbeat; GETs are answered during the re-placement scans', async (t) => {
+  const { nodes, keyFile, group, port } = await startCluster(t, 1, ['--replication-factor', '2', '--max-members', '100'])
+  const a = nodes[0]!
+  for (let i = 0; i < 20_000; i += 500) await Promise.all(Array.from({ length: 500 }, (_, j) => a.client.set(`k${i + j}`, Buffer.alloc(100, 1), { noPropagate: true })))
+  const x = await insider(t, keyFile, group, port)
+  const ids = Array.from({ length: 60 }, () => crypto.randomBytes(8))
+  const announceAll = () => Promise.all(ids.map((sender) => x.group({ type: MsgType.ANNOUNCE, reply: x.me, entries: 0, flags: 0, name: 'forged' }, { sender, ctr: Date.now() })))
+  await announceAll()
+  await eventually(async () => (await clusterStats(a))['members'] === 60, 5000, 'the forged members joined')
+  // Past the probation (400 ms here), all 60 announce again within one heartbeat.
+  await eventually(async () => {
+    await announceAll()
+    return (await clusterStats(a))['trustDeferred'] > 0
+  }, 5000, 'some were deferred (counted)')
+  const s = await clusterStats(a)
+  t.ok(s['trustedMembers'] < 60, `not all 60 trusted at once (${s['trustedMembers']} trusted, ${s['trustDeferred']} deferred)`)
+  // Meanwhile local GETs are answered (the scans yield between slices).
+  for (let i = 0; i < 20; i++) t.same(await a.client.get(`k${i * 997}`, { localOnly: true }), Buffer.alloc(100, 1))
+})
