@@ -49,6 +49,8 @@ export interface Member {
   joinedAt: number
   /** Heard from again after its probation: it owns keys and is pushed copies. */
   trusted: boolean
+  /** When we last answered its HELLO with our ANNOUNCE and ticket secrets (performance.now ms). */
+  welcomedAt: number
 }
 
 export interface ClusterCounters {
@@ -77,6 +79,8 @@ export interface ClusterCounters {
   replyChangesRefused: number
   /** Members past probation left untrusted for now: NEW_TRUSTED_PER_HEARTBEAT were trusted this heartbeat. */
   trustDeferred: number
+  /** HELLOs of known members not answered: one was answered less than a heartbeat ago. */
+  hellosThrottled: number
 }
 
 const fmt = (a: Address) => `${a.address}:${a.port}`
@@ -113,6 +117,7 @@ export class Cluster implements ClusterHooks {
     invalidationsFromStrangers: 0,
     replyChangesRefused: 0,
     trustDeferred: 0,
+    hellosThrottled: 0,
   }
   readonly members = new Map<string, Member>()
   readonly tickets: TicketKeys
@@ -355,13 +360,20 @@ export class Cluster implements ClusterHooks {
       }
       this.#refusedLogged = this.counters.membersRefused
       const trusted = this.#o.memberProbationMs === 0
-      this.members.set(sender, { id: sender, name: msg.name, reply: msg.reply, also: msg.also, lastSeen: now, entries: msg.entries, joinedAt: now, trusted })
+      this.members.set(sender, { id: sender, name: msg.name, reply: msg.reply, also: msg.also, lastSeen: now, entries: msg.entries, joinedAt: now, trusted, welcomedAt: now })
       this.counters.membersJoined++
       this.#log.info({ nodeId: sender, name: msg.name, reply: msg.reply }, 'member joined')
       if (trusted) this.replicator.membersChanged()
     }
     // A newcomer learns about us, and the ticket key, at once instead of at our next heartbeat.
+    // A known member's HELLO (it restarted its view) is answered at most once per heartbeat: a
+    // key holder repeating HELLO must not turn each 100-byte ANNOUNCE into kilobytes elsewhere.
     const to = this.#replyTo(msg.reply, sender)
+    if (known && msg.flags & AnnounceFlag.HELLO && now - known.welcomedAt < this.#o.heartbeatMs) {
+      this.counters.hellosThrottled++
+      return
+    }
+    if (known && msg.flags & AnnounceFlag.HELLO) known.welcomedAt = now
     if (to && (!known || msg.flags & AnnounceFlag.HELLO)) {
       this.transport.sendTo(to, sender, this.#announceMsg(0))
       for (const k of this.tickets.all()) this.transport.sendTo(to, sender, this.#ticketMsg(k))

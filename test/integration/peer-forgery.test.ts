@@ -11,7 +11,7 @@ import fs from 'node:fs'
 import net from 'node:net'
 import { DgramAsPromised } from 'dgram-as-promised'
 import { parseKeyFile } from '../../protocol/keyfile.js'
-import { Keyring, MsgType, NO_RECEIVER, decodeBody, encodeBody, open, seal, type Address, type Message } from '../../protocol/wire.js'
+import { AnnounceFlag, Keyring, MsgType, NO_RECEIVER, decodeBody, encodeBody, open, seal, type Address, type Message } from '../../protocol/wire.js'
 import { clusterStats, startCluster, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
 import { eventually, freePort, tmpDir } from '../helpers/daemon.js'
 
@@ -181,6 +181,10 @@ t.test('an insider announcing a third party as its reply address: no LOOKUP answ
   await eventually(async () => (await Promise.all(nodes.map(clusterStats))).every((s) => s['inflightLookups'] === 0), 5000, 'quiet')
   t.equal(answerBytes, 0, 'the third party received no answer to a LOOKUP')
   t.ok((await Promise.all(nodes.map(clusterStats))).every((s) => s['replyChangesRefused'] >= 1), 'every host refused the new reply address (counted)')
+
+  // 3. Repeated HELLOs of a known member: answered at most once per heartbeat (each answer is our ANNOUNCE and every ticket secret).
+  for (let i = 0; i < 20; i++) await member.group({ type: MsgType.ANNOUNCE, reply: member.me, entries: 0, flags: AnnounceFlag.HELLO, name: 'insider' })
+  await eventually(async () => (await Promise.all(nodes.map(clusterStats))).every((s) => s['hellosThrottled'] >= 10), 5000, 'most of 20 HELLOs in a row not answered, on every host (counted)')
 })
 
 t.test('one LEAVE sealed as member A with counter 2^53-1: refused as a counter jump; A stays a member and is answered', async (t) => {
