@@ -61,12 +61,14 @@ export async function startDaemons(dir: string, extra: (i: number) => string[] =
 export async function untilJoined(sockets: string[]): Promise<void> {
   const clients = await Promise.all(sockets.map((socketPath) => StatecastClient.connect({ socketPath })))
   try {
-    for (let i = 0; i < 200; i++) {
-      const members = await Promise.all(clients.map(async (c) => ((await c.stats()) as { cluster: { members: number } }).cluster.members))
-      if (members.every((m) => m === sockets.length - 1)) return
+    for (let i = 0; i < 400; i++) {
+      // Trusted members, not just members: a member still in probation owns no keys and is
+      // answered no LOOKUPs, so sessions written then are not found on the other hosts.
+      const trusted = await Promise.all(clients.map(async (c) => ((await c.stats()) as { cluster: { trustedMembers: number } }).cluster.trustedMembers))
+      if (trusted.every((m) => m === sockets.length - 1)) return
       await new Promise((r) => setTimeout(r, 25))
     }
-    throw new Error('the demo daemons did not find each other within 5 s (is multicast on loopback blocked?)')
+    throw new Error('the demo daemons did not find each other within 10 s (is multicast on loopback blocked?)')
   } finally {
     for (const c of clients) c.destroy()
   }

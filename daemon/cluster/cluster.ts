@@ -13,6 +13,7 @@ import type { ClusterHooks } from './hooks.js'
 import { Lookups, type LookupOptions } from './lookups.js'
 import type { Log } from '../host/log.js'
 import type { SessionStore } from '../store/session-store.js'
+import { versionWallMs } from '../store/versions.js'
 import { Transport, type Incoming, type TransportOptions } from './transport.js'
 import { TicketKeys, type TicketKey } from './ticket-keys.js'
 import { Replicator, type ReplicationOptions } from './replication.js'
@@ -49,6 +50,8 @@ export interface Member {
   joinedAt: number
   /** Heard from again after its probation: it owns keys and is pushed copies. */
   trusted: boolean
+  /** When we last answered its HELLO with our ANNOUNCE and ticket secrets (performance.now ms). */
+  welcomedAt: number
 }
 
 export interface ClusterCounters {
@@ -67,15 +70,35 @@ export interface ClusterCounters {
   membersDied: number
   /** ANNOUNCEs from new senders refused because maxMembers were held. */
   membersRefused: number
+  /** LOOKUPs from members still in probation: not answered (no reflection to an unproven address). */
+  lookupsFromUntrusted: number
+  /** Copies from senders that are not trusted members: dropped unacknowledged. */
+  copiesFromUntrusted: number
+  /** INVALIDATEs from senders that are not members: not applied. */
+  invalidationsFromStrangers: number
+  /** ANNOUNCEs of a known member naming another reply address than it joined with: ignored. */
+  replyChangesRefused: number
+  /** Members past probation left untrusted for now: NEW_TRUSTED_PER_HEARTBEAT were trusted this heartbeat. */
+  trustDeferred: number
+  /** HELLOs of known members not answered: one was answered less than a heartbeat ago. */
+  hellosThrottled: number
 }
 
 const fmt = (a: Address) => `${a.address}:${a.port}`
+
+function sameAddress(a: Address | undefined, b: Address | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b
+  return a.family === b.family && a.address === b.address && a.port === b.port
+}
 
 /**
  * INVALIDATE (the fallback when a key's holders are unknown: replication off, or no trusted
  * member yet) is not acknowledged: it is sent this many times, this far apart (ms), to survive loss.
  */
 const INVALIDATE_REPEATS = [0, 5, 25]
+
+/** Members that may become trusted per heartbeat (a fleet starting together takes a few more beats). */
+const NEW_TRUSTED_PER_HEARTBEAT = 16
 
 export class Cluster implements ClusterHooks {
   readonly transport: Transport
@@ -93,6 +116,12 @@ export class Cluster implements ClusterHooks {
     membersLeft: 0,
     membersDied: 0,
     membersRefused: 0,
+    lookupsFromUntrusted: 0,
+    copiesFromUntrusted: 0,
+    invalidationsFromStrangers: 0,
+    replyChangesRefused: 0,
+    trustDeferred: 0,
+    hellosThrottled: 0,
   }
   readonly members = new Map<string, Member>()
   readonly tickets: TicketKeys
@@ -111,6 +140,8 @@ export class Cluster implements ClusterHooks {
   #stopped: Promise<void> | undefined
   /** membersRefused when the last refusal was logged. */
   #refusedLogged = 0
+  /** Members made trusted since the last heartbeat. */
+  #trustedThisBeat = 0
 
   constructor(o: ClusterOptions, keys: ClusterKey[], store: SessionStore, log: Log) {
     this.#o = o
@@ -155,6 +186,7 @@ export class Cluster implements ClusterHooks {
     // Jitter keeps a fleet restarted together from announcing in lockstep.
     const delay = this.#o.heartbeatMs * (0.9 + Math.random() * 0.2)
     this.#heartbeat = setTimeout(() => {
+      this.#trustedThisBeat = 0
       this.#announce(0)
       this.#sweep()
       this.replicator.sweep()
@@ -232,11 +264,28 @@ export class Cluster implements ClusterHooks {
     return this.transport.replyAddressFor(to.family) ? to : this.#addressOf(sender)
   }
 
-  #onMessage({ msg, sender }: Incoming): void {
+  /**
+   * Whether a peer's version is from the future: its wall part ahead of the datagram's send time
+   * or of our clock by more than the replay window. A clock runs ahead of its host's wall clock
+   * only by what it observed from peers whose clocks are ahead, and a peer further ahead than the
+   * replay window has all its datagrams dropped as stale; so only a forgery gets here. Taken, one
+   * such version would pin every clock that saw it (later writes refused as stale) or raise a
+   * tombstone floor over every real write.
+   */
+  #futureVersion(version: bigint, sentAtMs: number): boolean {
+    const wall = versionWallMs(version)
+    return wall > sentAtMs + this.#o.replayWindowMs || wall > Date.now() + this.#o.replayWindowMs
+  }
+
+  #onMessage({ msg, sender, sentAtMs }: Incoming): void {
     // Any authenticated datagram shows the member alive, so a few lost heartbeats on a lossy
     // network do not declare a busy member dead.
     const member = this.members.get(sender)
     if (member) member.lastSeen = performance.now()
+    if ((msg.type === MsgType.INVALIDATE || msg.type === MsgType.DELETE || msg.type === MsgType.REPLICATE || msg.type === MsgType.HIT) && this.#futureVersion(msg.version, sentAtMs)) {
+      this.transport.counters.dropped.futureVersion++
+      return
+    }
     switch (msg.type) {
       case MsgType.LOOKUP:
         return this.#answer(msg, sender)
@@ -245,6 +294,10 @@ export class Cluster implements ClusterHooks {
       case MsgType.MISS:
         return this.lookups.onMiss(sender, msg)
       case MsgType.INVALIDATE:
+        if (!member) {
+          this.counters.invalidationsFromStrangers++
+          return
+        }
         this.counters.invalidationsReceived++
         // Applied only when newer than what is held: a delayed INVALIDATE does not delete a
         // session written again since (versions.ts).
@@ -255,10 +308,18 @@ export class Cluster implements ClusterHooks {
       case MsgType.TICKET_KEY:
         return this.#onTicketKey(sender, msg)
       case MsgType.REPLICATE:
+        // A copy is taken only from a member past its probation: an address that announced
+        // itself once cannot fill the store (nor have ACKs sent anywhere).
+        if (!member?.trusted) {
+          this.counters.copiesFromUntrusted++
+          return
+        }
         return this.replicator.onReplicate(sender, msg)
       case MsgType.ACK:
         return this.replicator.onAck(sender, msg.replId)
       case MsgType.DELETE:
+        // From any member, trusted or in probation (a delete made on a new host must not be
+        // lost); the replicator answers only at the member's announced address.
         return this.replicator.onDelete(sender, msg)
       case MsgType.LEAVE: {
         const m = this.members.get(sender)
@@ -278,14 +339,26 @@ export class Cluster implements ClusterHooks {
     const now = performance.now()
     const known = this.members.get(sender)
     if (known) {
+      // A member's reply address is fixed while it lives (a restarted daemon has a new id): a key
+      // holder announcing itself anew with a third party's address would have the cluster send
+      // that party every answer meant for it.
+      if (!sameAddress(known.reply, msg.reply) || !sameAddress(known.also, msg.also)) {
+        this.counters.replyChangesRefused++
+        return
+      }
       known.lastSeen = now
       known.entries = msg.entries
-      known.reply = msg.reply
-      known.also = msg.also
       known.name = msg.name
       if (!known.trusted && now - known.joinedAt >= this.#o.memberProbationMs) {
-        known.trusted = true
-        this.replicator.membersChanged()
+        // A few per heartbeat: each new owner is a re-placement scan of every key, and hundreds
+        // of forged members made trusted at once would be hundreds of scans' worth of copies.
+        // The rest become trusted at one of their next ANNOUNCEs (counted).
+        if (this.#trustedThisBeat >= NEW_TRUSTED_PER_HEARTBEAT) this.counters.trustDeferred++
+        else {
+          this.#trustedThisBeat++
+          known.trusted = true
+          this.replicator.membersChanged()
+        }
       }
     } else {
       if (this.members.size >= this.#o.maxMembers) {
@@ -295,13 +368,20 @@ export class Cluster implements ClusterHooks {
       }
       this.#refusedLogged = this.counters.membersRefused
       const trusted = this.#o.memberProbationMs === 0
-      this.members.set(sender, { id: sender, name: msg.name, reply: msg.reply, also: msg.also, lastSeen: now, entries: msg.entries, joinedAt: now, trusted })
+      this.members.set(sender, { id: sender, name: msg.name, reply: msg.reply, also: msg.also, lastSeen: now, entries: msg.entries, joinedAt: now, trusted, welcomedAt: now })
       this.counters.membersJoined++
       this.#log.info({ nodeId: sender, name: msg.name, reply: msg.reply }, 'member joined')
       if (trusted) this.replicator.membersChanged()
     }
     // A newcomer learns about us, and the ticket key, at once instead of at our next heartbeat.
+    // A known member's HELLO (it restarted its view) is answered at most once per heartbeat: a
+    // key holder repeating HELLO must not turn each 100-byte ANNOUNCE into kilobytes elsewhere.
     const to = this.#replyTo(msg.reply, sender)
+    if (known && msg.flags & AnnounceFlag.HELLO && now - known.welcomedAt < this.#o.heartbeatMs) {
+      this.counters.hellosThrottled++
+      return
+    }
+    if (known && msg.flags & AnnounceFlag.HELLO) known.welcomedAt = now
     if (to && (!known || msg.flags & AnnounceFlag.HELLO)) {
       this.transport.sendTo(to, sender, this.#announceMsg(0))
       for (const k of this.tickets.all()) this.transport.sendTo(to, sender, this.#ticketMsg(k))
@@ -334,9 +414,16 @@ export class Cluster implements ClusterHooks {
     // Answers go to the address the asker announced as a member, never to one a datagram names:
     // a LOOKUP from a sender not (yet) a member is left unanswered (it asks again, or its next
     // heartbeat makes it one).
+    const asker = this.members.get(sender)
     const to = this.#addressOf(sender)
-    if (!to) {
+    if (!asker || !to) {
       this.counters.lookupsFromStrangers++
+      return
+    }
+    // Nor to a member in probation: its announced address is not yet proven to be its own, and a
+    // HIT of a large value is many times the LOOKUP's size (a reflector).
+    if (!asker.trusted) {
+      this.counters.lookupsFromUntrusted++
       return
     }
     this.counters.lookupsAnswered++

@@ -113,6 +113,8 @@ interface Job {
 const MAX_BACKOFF_MS = MAX_COPY_BACKOFF_MS
 /** Partly received copies older than this are dropped. */
 const REASSEMBLY_TIMEOUT_MS = 5000
+/** Keys re-placed per turn of the event loop during a scan. */
+const SCAN_SLICE = 2000
 /**
  * Chunked copies one sender may have half received here at once; more are dropped unacknowledged
  * (the sender retries after its ACK timeout), so one member cannot take the whole budget.
@@ -230,6 +232,11 @@ export class Replicator {
   #lastMembers: string[] = []
   #scanBase: string[] | undefined
   #scanTimer: NodeJS.Timeout | undefined
+  /** A scan is under way (in slices); a change meanwhile starts another after it. */
+  #scanning = false
+  #scanAgain = false
+  /** Bumped to abandon a scan under way (handoff, close). */
+  #scanGen = 0
   #idle: (() => void)[] = []
   #closed = false
 
@@ -245,9 +252,9 @@ export class Replicator {
   /** Called with the time from first send to ACK of each copy (seconds), for a histogram. */
   observeAck: (seconds: number) => void = () => {}
 
-  /** Copies queued or awaiting their ACK, plus one while a re-placement scan is scheduled. */
+  /** Copies queued or awaiting their ACK, plus one while a re-placement scan is scheduled or running. */
   get pending(): number {
-    return this.#queue.length + this.#inflight.size + (this.#scanTimer ? 1 : 0)
+    return this.#queue.length + this.#inflight.size + (this.#scanTimer || this.#scanning ? 1 : 0)
   }
 
   #owners(key: string, members: string[]): string[] {
@@ -486,32 +493,67 @@ export class Replicator {
     const self = this.#peers.selfId
     const previous = this.#lastMembers.length ? this.#lastMembers : [self]
     this.#lastMembers = [self, ...this.#peers.aliveIds()].sort()
+    this.#pruneSeeds()
     if (this.#o.replicationFactor <= 1 || this.#closed) return
     this.#scanBase ??= previous
+    if (this.#scanning) {
+      this.#scanAgain = true
+      return
+    }
     this.#scanTimer ??= setTimeout(() => {
-      this.#rescan()
       this.#scanTimer = undefined
-      this.#pump()
+      this.#rescan()
     }, 10)
   }
 
+  /** Seeds only of the members in the views still in use: forged members that came and went leave none behind. */
+  #pruneSeeds(): void {
+    const keep = new Set([...this.#lastMembers, ...(this.#scanBase ?? [])])
+    for (const id of this.#seeds.keys()) if (!keep.has(id)) this.#seeds.delete(id)
+  }
+
+  /**
+   * Re-places every stored key under the new membership, SCAN_SLICE keys at a time with the event
+   * loop in between: 200k keys against hundreds of members is seconds of hashing, and GETs, ACKs
+   * and heartbeats must keep being served meanwhile.
+   */
   #rescan(): void {
     const self = this.#peers.selfId
     const now = this.#lastMembers
     const before = this.#scanBase ?? now
     this.#scanBase = undefined
+    this.#scanning = true
     this.counters.replacementScans++
-    for (const [key] of this.#store.entries()) {
-      const next = this.#owners(key, now)
-      if (!next.includes(self)) continue
-      const prev = this.#owners(key, before)
-      for (const id of next) {
-        if (id !== self && !prev.includes(id)) {
-          this.counters.replacements++
-          this.#enqueue(key, id, false)
+    const keys = this.#store.keys()
+    const gen = ++this.#scanGen
+    let i = 0
+    const slice = () => {
+      if (this.#closed || gen !== this.#scanGen) return
+      for (const end = Math.min(keys.length, i + SCAN_SLICE); i < end; i++) {
+        const key = keys[i]!
+        const next = this.#owners(key, now)
+        if (!next.includes(self)) continue
+        const prev = this.#owners(key, before)
+        for (const id of next) {
+          if (id !== self && !prev.includes(id)) {
+            this.counters.replacements++
+            this.#enqueue(key, id, false)
+          }
         }
       }
+      this.#pump()
+      if (i < keys.length) {
+        setImmediate(slice)
+        return
+      }
+      this.#scanning = false
+      this.#pruneSeeds()
+      if (this.#scanAgain) {
+        this.#scanAgain = false
+        this.#rescan()
+      } else this.#pump()
     }
+    slice()
   }
 
   /**
@@ -521,6 +563,9 @@ export class Replicator {
   async handoff(timeoutMs: number): Promise<void> {
     clearTimeout(this.#scanTimer)
     this.#scanTimer = undefined
+    this.#scanning = false
+    this.#scanAgain = false
+    this.#scanGen++
     const self = this.#peers.selfId
     const others = this.#peers.aliveIds()
     if (this.#o.replicationFactor <= 1 || others.length === 0) return

@@ -21,7 +21,7 @@ import { ProtocolError } from '../../protocol/errors.js'
 import { sealingKey, type ClusterKey } from '../../protocol/keyfile.js'
 import { GROUP_TYPES, Keyring, NO_RECEIVER, datagramLength, readHeader, decodeBody, encodeBody, open, seal, typeName, type Address, type Message } from '../../protocol/wire.js'
 import type { Log } from '../host/log.js'
-import { ReplayGuard } from './replay-window.js'
+import { ReplayGuard, Verdict } from './replay-window.js'
 
 /**
  * The interface to use: its address, whether it is IPv6, and how the socket API names it for
@@ -85,6 +85,12 @@ export interface DropCounters {
   misaddressed: number
   /** HIT/MISS whose nonce or key digest is not those of the lookup it names. */
   mismatched: number
+  /** Copies, fills and deletes whose version is ahead of its send time or our clock (cluster.ts). */
+  futureVersion: number
+  /** Replay counters that jump too far ahead of the sender's highest (replay-window.ts). */
+  counterJump: number
+  /** Messages whose handling threw: dropped, so one bad message never stops the daemon. */
+  failed: number
 }
 
 export interface TransportCounters {
@@ -104,6 +110,8 @@ export interface Incoming {
   msg: Message
   /** Sender id in hex. */
   sender: string
+  /** The sender's clock when it sealed the datagram, Unix ms (authenticated). */
+  sentAtMs: number
   rinfo: RemoteInfo
 }
 
@@ -131,7 +139,7 @@ export class Transport {
     sendErrors: 0,
     oversizeNotSent: 0,
     duplicates: 0,
-    dropped: { malformed: 0, oversize: 0, unknownKey: 0, openFailed: 0, stale: 0, replayed: 0, unsolicited: 0, misaddressed: 0, mismatched: 0 },
+    dropped: { malformed: 0, oversize: 0, unknownKey: 0, openFailed: 0, stale: 0, replayed: 0, unsolicited: 0, misaddressed: 0, mismatched: 0, futureVersion: 0, counterJump: 0, failed: 0 },
   }
   onMessage: (m: Incoming) => void = () => {}
   #o: TransportOptions
@@ -301,15 +309,24 @@ export class Transport {
       return
     }
     // Only after authentication: forged counters must not move the window.
-    if (!this.#replay.accept(sender, opened.header.counter)) {
-      c.dropped.replayed++
+    const verdict = this.#replay.check(sender, opened.header.counter)
+    if (verdict !== Verdict.NEW) {
+      if (verdict === Verdict.JUMP) c.dropped.counterJump++
+      else c.dropped.replayed++
       return
     }
     if (seen !== undefined) {
       this.#recent.set(seen, family)
       if (this.#recent.size > RECENT_PAIRS) this.#recent.delete(this.#recent.keys().next().value!)
     }
-    this.onMessage({ msg: decoded.msg, sender, rinfo })
+    try {
+      this.onMessage({ msg: decoded.msg, sender, sentAtMs: decoded.sentAtMs, rinfo })
+    } catch (err) {
+      // A message the handlers cannot take (a value out of range somewhere deep) is this message's
+      // failure, not the daemon's: thrown out of the socket handler it would end the process.
+      // Logged at the 1st, 2nd, 4th, 8th... failure: a flood of them must not flood the log.
+      if ((++c.dropped.failed & (c.dropped.failed - 1)) === 0) this.#o.log.warn({ type: typeName(decoded.msg.type), code: (err as { code?: unknown }).code ?? 'INTERNAL' }, 'peer message dropped: handling it failed')
+    }
   }
 
   /** The sealed datagram, or undefined (counted) when it would exceed maxDatagramBytes. */

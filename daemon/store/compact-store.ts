@@ -35,7 +35,7 @@ import {
   type StoreOptions,
   type StoreStats,
 } from './session-store.js'
-import { Hlc, NO_VERSION, Tombstones, peerWins } from './versions.js'
+import { Hlc, NO_VERSION, Tombstones, peerWins, validVersion } from './versions.js'
 
 export { ENTRY_OVERHEAD_BYTES, STORE_DEFAULTS, StoreError }
 export type { StoreCounters, StoreEntry, StoreOptions, StoreStats }
@@ -328,18 +328,19 @@ export class CompactStore {
    */
   setFromPeer(key: string, value: Buffer, ttlMs: number, flags: number, version: bigint): boolean {
     const ttl = admit(this.options, key, value, ttlMs)
-    this.#clock.observe(version)
+    if (!this.#versionInRange(version)) return false
     if (!peerWins(this.#tombstones, key, version, value, this.#held(key))) {
       this.#tombstones.counters.staleWrites++
       return false
     }
     this.#put(key, value, ttl, flags, version)
+    this.#clock.observe(version)
     return true
   }
 
   /** A peer's delete at `version`: applied (tombstone kept) unless what is held is newer; false when refused. */
   deleteFromPeer(key: string, version: bigint): boolean {
-    this.#clock.observe(version)
+    if (!this.#versionInRange(version)) return false
     if (!peerWins(this.#tombstones, key, version, undefined, this.#held(key))) {
       this.#tombstones.counters.staleWrites++
       return false
@@ -350,7 +351,15 @@ export class CompactStore {
       this.counters.deletes++
     }
     this.#tombstones.add(key, version)
+    this.#clock.observe(version)
     return true
+  }
+
+  /** A peer's version outside what a clock makes (a forgery) is refused and counted, never stored. */
+  #versionInRange(version: bigint): boolean {
+    if (validVersion(version)) return true
+    this.#tombstones.counters.badVersions++
+    return false
   }
 
   /** The version of the key's live entry, else of its tombstone, else NO_VERSION. */
@@ -531,6 +540,7 @@ export class CompactStore {
   }
 
   #release(slot: number, why: Release): void {
+    if (why === Release.EVICT) this.#tombstones.evicted(this.#version[slot]!)
     // Out of its hash chain.
     const b = this.#hash[slot]! & (this.#capacity - 1)
     if (this.#buckets[b] === slot) this.#buckets[b] = this.#chain[slot]!

@@ -7,7 +7,7 @@
  * expired, overwritten, deleted or flushed. Readers must copy what they return before yielding.
  */
 import { LRUCache } from 'lru-cache'
-import { Hlc, NO_VERSION, Tombstones, peerWins } from './versions.js'
+import { Hlc, NO_VERSION, Tombstones, peerWins, validVersion } from './versions.js'
 import { ENTRY_OVERHEAD_BYTES, STORE_DEFAULTS, StoreError, admit, effectiveTtl, type StoreCounters, type StoreEntry, type StoreOptions, type StoreStats } from './session-store.js'
 
 export class LruStore {
@@ -36,7 +36,10 @@ export class LruStore {
       ...(perf ? { perf } : {}),
       dispose: (entry, _key, reason) => {
         entry.value.fill(0)
-        if (reason === 'evict') this.counters.evictions++
+        if (reason === 'evict') {
+          this.counters.evictions++
+          this.#tombstones.evicted(entry.version)
+        }
         else if (reason === 'expire') this.counters.expirations++
       },
     })
@@ -84,12 +87,13 @@ export class LruStore {
    */
   setFromPeer(key: string, value: Buffer, ttlMs: number, flags: number, version: bigint): boolean {
     const ttl = admit(this.options, key, value, ttlMs)
-    this.#clock.observe(version)
+    if (!this.#versionInRange(version)) return false
     if (!peerWins(this.#tombstones, key, version, value, this.#lru.peek(key))) {
       this.#tombstones.counters.staleWrites++
       return false
     }
     this.#put(key, value, ttl, flags, version)
+    this.#clock.observe(version)
     return true
   }
 
@@ -111,14 +115,22 @@ export class LruStore {
 
   /** A peer's delete at `version`: applied (tombstone kept) unless what is held is newer; false when refused. */
   deleteFromPeer(key: string, version: bigint): boolean {
-    this.#clock.observe(version)
+    if (!this.#versionInRange(version)) return false
     if (!peerWins(this.#tombstones, key, version, undefined, this.#lru.peek(key))) {
       this.#tombstones.counters.staleWrites++
       return false
     }
     if (this.#lru.delete(key)) this.counters.deletes++
     this.#tombstones.add(key, version)
+    this.#clock.observe(version)
     return true
+  }
+
+  /** A peer's version outside what a clock makes (a forgery) is refused and counted, never stored. */
+  #versionInRange(version: bigint): boolean {
+    if (validVersion(version)) return true
+    this.#tombstones.counters.badVersions++
+    return false
   }
 
   /** The version of the key's live entry, else of its tombstone, else NO_VERSION. */

@@ -73,21 +73,28 @@ export class Hlc {
     return this.#encode()
   }
 
-  /** A version from a peer: later versions made here will be newer than it. */
+  /**
+   * The version of a peer's write that was applied here: later versions made here will be newer
+   * than it. Only applied writes are observed (a refused one must not move the clock), and a
+   * version outside `validVersion` is ignored: one forged far-future version would otherwise pin
+   * every later write here at the top of the range.
+   */
   observe(v: bigint): void {
+    if (!validVersion(v)) return
     const [wall, logical] = parts(v)
     if (wall > this.#wall || (wall === this.#wall && logical > this.#logical)) {
-      this.#wall = Math.min(WALL_MAX, wall)
+      this.#wall = wall
       this.#logical = logical
     }
   }
 
   #tick(): void {
     if (this.#logical < LOGICAL_MAX) this.#logical++
-    else {
+    else if (this.#wall < WALL_MAX) {
       this.#wall++
       this.#logical = 0
     }
+    // At the very top (year 10889) the clock saturates rather than wrap past 64 bits.
   }
 
   #encode(): bigint {
@@ -97,6 +104,17 @@ export class Hlc {
     }
     return this.#wallBits | BigInt((this.#logical << TIEBREAK_BITS) | this.#tiebreak)
   }
+}
+
+/** Largest value a version's 64 bits hold. */
+export const VERSION_MAX = 2n ** 64n - 1n
+
+/**
+ * Whether `v` can be a version made by a clock: a u64 whose wall part is below the top of its
+ * 48 bits (a clock saturates there, so only a forgery or corruption reaches it).
+ */
+export function validVersion(v: bigint): boolean {
+  return typeof v === 'bigint' && v >= 0n && v <= VERSION_MAX && v >> BigInt(LOW_BITS) < BigInt(WALL_MAX)
 }
 
 /** The wall-clock part of a version, in Unix ms (for people and logs). */
@@ -151,6 +169,10 @@ export interface TombstoneCounters {
   tombstonesEvictedEarly: number
   /** Peer writes refused: not newer than the entry or tombstone held, or below the floor. */
   staleWrites: number
+  /** Peer writes refused because their version is out of range (`validVersion`). */
+  badVersions: number
+  /** Entries evicted early (LRU, before their TTL) whose version raised the floor. */
+  evictionsFloored: number
 }
 
 /**
@@ -168,7 +190,7 @@ export interface TombstoneCounters {
 export class Tombstones {
   readonly lifetimeMs: number
   readonly max: number
-  readonly counters: TombstoneCounters = { tombstonesEvictedEarly: 0, staleWrites: 0 }
+  readonly counters: TombstoneCounters = { tombstonesEvictedEarly: 0, staleWrites: 0, badVersions: 0, evictionsFloored: 0 }
   readonly #now: () => number
   readonly #map = new Map<string, { version: bigint; expires: number }>()
   #floor = NO_VERSION
@@ -215,6 +237,17 @@ export class Tombstones {
       this.#raiseFloor(t.version, t.expires)
     }
     this.#map.set(key, { version, expires: this.#now() + this.lifetimeMs })
+  }
+
+  /**
+   * An entry at `version` was evicted before its TTL (memory pressure): a delayed older copy of
+   * it must not bring back a value that a newer write replaced, so older peer writes of keys
+   * without entry or tombstone are refused for one tombstone lifetime, as after an early
+   * tombstone eviction.
+   */
+  evicted(version: bigint): void {
+    this.counters.evictionsFloored++
+    this.#raiseFloor(version, this.#now() + this.lifetimeMs)
   }
 
   /** The key was written again (its version is newer than the tombstone's): forget the delete. */

@@ -50,7 +50,7 @@ async function fakeReplySocket(t: { teardown(fn: () => unknown): void }) {
 }
 
 t.test('copies announcing 65,535 chunks from a member: refused before they cost memory; a local GET still answers', async (t) => {
-  const { nodes, keyFile, group, port } = await startCluster(t, 2, ['--replication-factor', '2'])
+  const { nodes, keyFile, group, port } = await startCluster(t, 2, ['--replication-factor', '2', '--dead-after-ms', '5000'])
   const a = nodes[0]!
   const { seal: sealAs } = sealer(keyFile)
   const self = (await a.client.peers()).find((p) => p['self'])!
@@ -62,8 +62,15 @@ t.test('copies announcing 65,535 chunks from a member: refused before they cost 
   const reply = await fakeReplySocket(t)
   const sender = crypto.randomBytes(8)
   let counter = 1
-  await reply.send(sealAs(sender, counter++, { type: MsgType.ANNOUNCE, reply: { family: 4, address: '127.0.0.1', port: reply.address().port }, entries: 0, flags: 0, name: 'attacker' }), port, group)
-  await eventually(async () => (await clusterStats(a))['members'] === 2, 5000, 'the attacker is a member')
+  // It keeps announcing itself until past its probation: copies are taken only from trusted members.
+  const announce = () => void reply.send(sealAs(sender, counter++, { type: MsgType.ANNOUNCE, reply: { family: 4, address: '127.0.0.1', port: reply.address().port }, entries: 0, flags: 0, name: 'attacker' }), port, group)
+  announce()
+  const beat = setInterval(announce, 150)
+  t.teardown(() => clearInterval(beat))
+  await eventually(async () => (await clusterStats(a))['trustedMembers'] === 2, 5000, 'the attacker is a trusted member')
+  // Its heartbeats stop before the flood (their counters would move the replay window past the
+  // flood's); with deadAfterMs 5 s it stays a member meanwhile.
+  clearInterval(beat)
 
   const n = 1200
   const flood: Buffer[] = []

@@ -90,7 +90,7 @@ t.test('a captured REPLICATE: resent to another host, or to the restarted owner,
   const body = encodeBody({ type: MsgType.REPLICATE, replId: 1, ttlMs: 60_000, flags: 0, totalLen: 6, index: 0, count: 1, version: 1n, key: Buffer.from('forged'), chunk: Buffer.from('forged') }, Date.now())
   const forged = seal(ring, ring.keys.keys().next().value!, Buffer.from('0123456789abcdef', 'hex'), 1, body, cId)
   await relay.inject(lab.addr(3), C_PORT, forged)
-  await eventually(async () => ((await clusterStats(c))['copiesRefused'] ?? 0) >= 1 || answers().length > 0, 5000, 'C processed the non-member\'s copy')
+  await eventually(async () => ((await clusterStats(c))['copiesFromUntrusted'] ?? 0) >= 1 || answers().length > 0, 5000, 'C processed the non-member\'s copy')
   t.equal(await c.client.get('forged', { localOnly: true }), undefined, 'the non-member\'s copy is not stored')
   t.same(answers(), [], 'and not acknowledged')
 

@@ -1,6 +1,6 @@
 import t from 'tap'
 import fc from 'fast-check'
-import { ReplayGuard, WINDOW } from '../../daemon/cluster/replay-window.js'
+import { MAX_JUMP, ReplayGuard, Verdict, WINDOW } from '../../daemon/cluster/replay-window.js'
 
 t.test('new counters pass once, replays fail', async (t) => {
   const g = new ReplayGuard()
@@ -40,4 +40,13 @@ t.test('bounded senders', async (t) => {
   g.accept('b', 1)
   g.accept('c', 1)
   t.equal(g.accept('a', 1), true, 'the least recently heard sender was forgotten')
+})
+
+t.test('a counter more than MAX_JUMP ahead of the highest is refused and moves nothing', async (t) => {
+  const g = new ReplayGuard()
+  t.equal(g.check('a', 10), Verdict.NEW)
+  t.equal(g.check('a', 2 ** 53 - 1), Verdict.JUMP, 'the pin')
+  t.equal(g.check('a', 11), Verdict.NEW, 'the real next counter still passes')
+  t.equal(g.check('a', 11 + MAX_JUMP), Verdict.NEW, 'a jump of exactly MAX_JUMP passes (loss)')
+  t.equal(g.check('a', 11), Verdict.REPLAYED)
 })

@@ -1,7 +1,7 @@
 /** The versions' clock (HLC), the version rule and the tombstones, on fake time. */
 import t from 'tap'
 import fc from 'fast-check'
-import { Hlc, NO_VERSION, Tombstones, copyRetrySpanMs, newer, tombstoneLifetimeMs, versionWallMs } from '../../daemon/store/versions.js'
+import { Hlc, NO_VERSION, Tombstones, VERSION_MAX, copyRetrySpanMs, newer, peerWins, tombstoneLifetimeMs, validVersion, versionWallMs } from '../../daemon/store/versions.js'
 import { FIELDS, type Config } from '../../daemon/config/config.js'
 
 const T = 1_764_000_000_000
@@ -121,4 +121,35 @@ t.test('tombstone lifetime: derived from the replay window and the copy retries 
   const defaults = Object.fromEntries(FIELDS.map((f) => [f.key, f.def()])) as unknown as Config
   t.equal(tombstoneLifetimeMs(defaults), 2 * defaults.replayWindowMs + copyRetrySpanMs(defaults.replicationAckTimeoutMs, defaults.replicationRetries))
   t.equal(tombstoneLifetimeMs(defaults), 75_100, 'at the defaults (README: maxTombstones)')
+})
+
+t.test('HLC: a forged far-future version is not observed; at the top of the range the clock saturates instead of wrapping', async (t) => {
+  const wall = T
+  const c = new Hlc(() => wall, 1)
+  c.observe(VERSION_MAX)
+  t.equal(versionWallMs(c.next()), T, 'u64 max (wall part at the top of 48 bits) ignored')
+  t.notOk(validVersion(VERSION_MAX))
+  t.notOk(validVersion(VERSION_MAX + 1n))
+  t.notOk(validVersion(-1n))
+  t.ok(validVersion((BigInt(T) << 16n) | 0xffffn))
+  const top = new Hlc(() => 2 ** 48 - 1, 0)
+  let last = 0n
+  let within = true
+  for (let i = 0; i < 600; i++) {
+    last = top.next()
+    within &&= last <= VERSION_MAX
+  }
+  t.ok(within, '600 versions in the last ms of the range all within 64 bits')
+  t.equal(versionWallMs(last), 2 ** 48 - 1, 'saturated at the top wall value')
+})
+
+t.test('Tombstones: an early eviction raises the floor with its version for one lifetime', async (t) => {
+  let now = 0
+  const ts = new Tombstones({ lifetimeMs: 1000, max: 10, now: () => now })
+  ts.evicted(500n)
+  t.equal(ts.counters.evictionsFloored, 1)
+  t.notOk(peerWins(ts, 'k', 500n, Buffer.from('old'), undefined), 'a copy at the evicted version is refused')
+  t.ok(peerWins(ts, 'k', 501n, Buffer.from('new'), undefined), 'a newer one is applied')
+  now = 1001
+  t.ok(peerWins(ts, 'k', 400n, Buffer.from('old'), undefined), 'after one lifetime the floor is gone')
 })
