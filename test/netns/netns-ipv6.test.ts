@@ -2,7 +2,7 @@
 import t from 'tap'
 import crypto from 'node:crypto'
 import { NetLab } from '../helpers/netns.js'
-import { clusterStats, hasMembers, replicationSettled, startNode, unreadable, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
+import { GENEROUS_LOOKUPS, clusterStats, hasMembers, readableOnceConverged, replicationSettled, startNode, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
 import { eventually, tmpDir } from '../helpers/daemon.js'
 
 async function v6cluster(t: { teardown(fn: () => unknown): void }, extra: string[] = []) {
@@ -18,7 +18,7 @@ async function v6cluster(t: { teardown(fn: () => unknown): void }, extra: string
 }
 
 t.test('IPv6 only: remote fetch, not found, 64 KiB, delete everywhere', async (t) => {
-  const [h1, h2, h3] = await v6cluster(t, ['--lookup-timeout-ms', '2000'])
+  const [h1, h2, h3] = await v6cluster(t, GENEROUS_LOOKUPS)
   const peers = await h1!.client.peers()
   t.same(peers.map((p) => String(p['address']).replace(/:\d+$/, '')).sort(), ['fd77::1', 'fd77::2', 'fd77::3'], 'members by their IPv6 addresses')
   await h1!.client.set('s6', 'over ipv6')
@@ -41,14 +41,14 @@ t.test('IPv6 only, listed peers without multicast, with replication', async (t) 
   const dir = tmpDir('sc-v6u-')
   const keyFile = writeKeyFile(dir)
   const nodes: Node[] = []
-  for (let i = 1; i <= 3; i++) nodes.push(await startNode(t, { dir, name: `u${i}`, keyFile, group: 'ff02::5c:1', port: 47700, prefix: lab.exec(i), args: ['--interface', `${lab.addr(i)}%eth0`, '--multicast-enabled', 'false', '--peers', peers, '--unicast-port', '47701'] }))
+  for (let i = 1; i <= 3; i++) nodes.push(await startNode(t, { dir, name: `u${i}`, keyFile, group: 'ff02::5c:1', port: 47700, prefix: lab.exec(i), args: ['--interface', `${lab.addr(i)}%eth0`, '--multicast-enabled', 'false', '--peers', peers, '--unicast-port', '47701', ...GENEROUS_LOOKUPS] }))
   await waitMembers(nodes, 2)
   const keys = Array.from({ length: 200 }, (_, i) => `k${i}`)
   const val = (k: string) => Buffer.from(`v6-${k}`.padEnd(100, '.'))
   for (const k of keys) await nodes[0]!.client.set(k, val(k))
   await replicationSettled(nodes)
   await nodes[0]!.stop('SIGKILL')
-  t.same(await unreadable([nodes[1]!, nodes[2]!], keys, val), [], 'every session readable after the writer died')
+  t.same((await readableOnceConverged([nodes[1]!, nodes[2]!], keys, val, 1)).lost, [], 'every session readable after the writer died')
 })
 
 /** Namespaces with both address families, a key, and one group of each family on one port. */
@@ -69,7 +69,7 @@ t.test('dual stack: an IPv4 daemon, a dual-stack daemon and an IPv6 daemon share
   // Every host has both address families; the daemons are configured as a fleet moving from
   // IPv4 to IPv6 is, one host at a time: host 1 still IPv4 only, host 2 both, host 3 IPv6 only.
   const { lab, dir, keyFile, group4, group6, port } = dualStackLab(t, 3)
-  const common = ['--replication-factor', '1', '--lookup-timeout-ms', '2000']
+  const common = ['--replication-factor', '1', ...GENEROUS_LOOKUPS]
   const v4 = await startNode(t, { dir, name: 'four', keyFile, group: group4, port, prefix: lab.exec(1), args: ['--interface', lab.addr4(1), ...common] })
   const dual = await startNode(t, { dir, name: 'dual', keyFile, group: group4, port, prefix: lab.exec(2), args: ['--interface', lab.addr4(2), '--dual-stack-group', group6, '--dual-stack-interface', `${lab.addr6(2)}%eth0`, ...common] })
   const v6 = await startNode(t, { dir, name: 'six', keyFile, group: group6, port, prefix: lab.exec(3), args: ['--interface', `${lab.addr6(3)}%eth0`, ...common] })
