@@ -78,7 +78,7 @@ export async function hasMembers(n: Node, count: number): Promise<boolean> {
 
 export async function waitMembers(nodes: Node[], count: number): Promise<void> {
   // Trusted too: until then a member owns no keys and is pushed no copies (memberProbationMs).
-  await eventually(async () => (await Promise.all(nodes.map(clusterStats))).every((c) => c['members'] === count && c['trustedMembers'] === count), 10_000, `every node sees ${count} members`)
+  await eventually(async () => (await Promise.all(nodes.map(clusterStats))).every((c) => c['members'] === count && c['trustedMembers'] === count), 60_000, `every node sees ${count} members`)
 }
 
 /** Waits until no daemon has copies queued, in flight, or a re-placement scan scheduled. */
@@ -86,7 +86,7 @@ export async function replicationSettled(nodes: Node[]): Promise<void> {
   await eventually(async () => {
     const s = await Promise.all(nodes.map(clusterStats))
     return s.every((c) => c['replicationPending'] === 0)
-  }, 15_000, 'replication queues drained')
+  }, 120_000, 'replication queues drained')
 }
 
 /** Every key readable from every node (remote fetches allowed); resolves the keys that were not. */

@@ -158,5 +158,5 @@ t.test('a fill asks the first owner alone; when it is frozen, the hedge asks the
   t.equal(after['remoteHits'] - mid['remoteHits'], rest.length, 'every fill was a remote hit')
   // B was stopped: the LOOKUPs it answered after SIGCONT came too late to matter; A and C served.
   t.ok(answeredAfter[0]! - answeredBefore[0]! + answeredAfter[2]! - answeredBefore[2]! >= rest.length, 'A and C answered every fill')
-  t.comment(`${rest.length} fills with B frozen in ${ms.toFixed(1)} ms; B answered ${answeredAfter[1]! - answeredBefore[1]!} LOOKUPs once thawed`)
+  t.comment(`${rest.length} fills with B frozen in ${ms.toFixed(1)} ms; A, B, C answered ${answeredAfter.map((n, i) => n - answeredBefore[i]!).join(', ')} LOOKUPs`)
 })
