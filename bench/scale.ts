@@ -123,9 +123,9 @@ export async function benchScale(sizes = [4, 8, 16, 32]): Promise<Record<string,
   return rows
 }
 
-// `node dist/bench/scale.js HOSTS SESSIONS PROBES`: one scale run, its figures as one JSON line
-// (the 32-host test in npm test runs it so).
+// `node dist/bench/scale.js HOSTS SESSIONS PROBES [DAEMON FLAGS...]`: one scale run, its figures as
+// one JSON line (the 32-host test in npm test runs it so).
 if (process.argv[1]?.endsWith('scale.js')) {
-  const [hosts, sessions, probes] = process.argv.slice(2).map(Number)
-  console.log(`scale-result ${JSON.stringify(await scaleRun(hosts ?? 32, sessions ?? 10_000, probes ?? 300))}`)
+  const [hosts, sessions, probes, ...extra] = process.argv.slice(2)
+  console.log(`scale-result ${JSON.stringify(await scaleRun(Number(hosts ?? 32), Number(sessions ?? 10_000), Number(probes ?? 300), extra))}`)
 }

@@ -23,6 +23,15 @@ export function uniqueGroup(): { group: string; port: number } {
   return { group: `239.255.${b[0]}.${1 + (b[1]! % 250)}`, port: 20000 + (b.readUInt16BE(1) % 40000) }
 }
 
+/** Client request deadline in cluster tests; lookup deadlines that tests configure stay below it. */
+export const CLIENT_TIMEOUT_MS = 60_000
+
+/**
+ * Lookup settings for tests that count outcomes: a deadline a machine at load 10 meets, so a
+ * "not found" can only come from MISSes and a fill never gives up on a slow but live owner.
+ */
+export const GENEROUS_LOOKUPS = ['--lookup-timeout-ms', '20000', '--lookup-retries', '4']
+
 export interface Node extends Running {
   client: StatecastClient
   admin: StatecastClient
@@ -36,8 +45,10 @@ export async function startNode(t: { teardown(fn: () => unknown): void }, opts: 
     ...(opts.prefix ? { prefix: opts.prefix } : {}),
     args: ['--key-file', opts.keyFile, '--group', opts.group, '--port', String(opts.port), '--node-name', opts.name, '--heartbeat-ms', '200', '--dead-after-ms', '1000', '--member-probation-ms', '400', ...(opts.args ?? [])],
   })
-  const client = await StatecastClient.connect({ socketPath: d.socket })
-  const admin = await StatecastClient.connect({ socketPath: d.adminSocket })
+  // A request's own deadline far above any lookup deadline a test sets (lookupTimeoutMs), so a
+  // loaded machine shows up as a slow answer, never as a client-side TIMEOUT.
+  const client = await StatecastClient.connect({ socketPath: d.socket, timeoutMs: CLIENT_TIMEOUT_MS })
+  const admin = await StatecastClient.connect({ socketPath: d.adminSocket, timeoutMs: CLIENT_TIMEOUT_MS })
   t.teardown(() => {
     client.destroy()
     admin.destroy()
@@ -67,7 +78,7 @@ export async function hasMembers(n: Node, count: number): Promise<boolean> {
 
 export async function waitMembers(nodes: Node[], count: number): Promise<void> {
   // Trusted too: until then a member owns no keys and is pushed no copies (memberProbationMs).
-  await eventually(async () => (await Promise.all(nodes.map(clusterStats))).every((c) => c['members'] === count && c['trustedMembers'] === count), 10_000, `every node sees ${count} members`)
+  await eventually(async () => (await Promise.all(nodes.map(clusterStats))).every((c) => c['members'] === count && c['trustedMembers'] === count), 60_000, `every node sees ${count} members`)
 }
 
 /** Waits until no daemon has copies queued, in flight, or a re-placement scan scheduled. */
@@ -75,7 +86,7 @@ export async function replicationSettled(nodes: Node[]): Promise<void> {
   await eventually(async () => {
     const s = await Promise.all(nodes.map(clusterStats))
     return s.every((c) => c['replicationPending'] === 0)
-  }, 15_000, 'replication queues drained')
+  }, 120_000, 'replication queues drained')
 }
 
 /** Every key readable from every node (remote fetches allowed); resolves the keys that were not. */
@@ -93,3 +104,21 @@ export async function unreadable(nodes: Node[], keys: string[], value: (k: strin
   return missing
 }
 
+
+/**
+ * Every key readable from every node, once failure detection has caught up. A read that races it
+ * (the key's owner just died and is still a member) may fail; such reads are made again once
+ * every node sees `members` live members. A session still unreadable then is lost. Resolves the
+ * keys lost (as unreadable does) and the count of first reads that had to be made again.
+ */
+export async function readableOnceConverged(nodes: Node[], keys: string[], value: (k: string) => Buffer, members: number): Promise<{ lost: string[]; retried: number }> {
+  const first = await unreadable(nodes, keys, value)
+  if (first.length === 0) return { lost: [], retried: 0 }
+  await waitMembers(nodes, members)
+  const lost: string[] = []
+  for (const n of nodes) {
+    const again = first.filter((m) => m.startsWith(`${n.name}:`)).map((m) => m.slice(n.name.length + 1))
+    lost.push(...(await unreadable([n], again, value)))
+  }
+  return { lost, retried: first.length }
+}

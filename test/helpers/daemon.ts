@@ -82,7 +82,7 @@ export async function startDaemon(t: Teardown, opts: { args?: string[]; dir?: st
   })
   proc.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s))
   const exited = new Promise<number | null>((resolve) => proc.once('close', (code) => resolve(code)))
-  const waitLog = (pred: (l: Record<string, unknown>) => boolean, ms = 10_000) => {
+  const waitLog = (pred: (l: Record<string, unknown>) => boolean, ms = 30_000) => {
     const seen = logs.find(pred)
     if (seen) return Promise.resolve(seen)
     return new Promise<Record<string, unknown>>((resolve, reject) => {
@@ -131,7 +131,7 @@ export function runCli(args: string[], opts: { input?: string | Buffer; env?: No
 }
 
 /** Polls `fn` until it returns a truthy value or `ms` passes. For conditions no event announces. */
-export async function eventually<T>(fn: () => T | Promise<T>, ms = 5000, what = 'condition'): Promise<T> {
+export async function eventually<T>(fn: () => T | Promise<T>, ms = 20_000, what = 'condition'): Promise<T> {
   const deadline = Date.now() + ms
   let last: unknown
   for (;;) {

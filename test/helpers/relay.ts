@@ -78,7 +78,7 @@ export async function startRelay(t: { teardown(fn: () => unknown): void }, lab: 
       else seen.push({ via: o.via!, from: o.from!, port: o.port!, bytes: Buffer.from(o.hex!, 'hex') })
     }
   })
-  await eventually(() => ready || proc.exitCode !== null, 10_000, 'the relay listening')
+  await eventually(() => ready || proc.exitCode !== null, 30_000, 'the relay listening')
   if (!ready) throw new Error('the relay did not start')
   nft(lab, i, `table ip screlay {\n chain pre {\n type nat hook prerouting priority -100; policy accept;\n udp dport ${daemonPort} dnat to ${lab.addr(i)}:${capturePort}\n }\n}\n`)
   return {

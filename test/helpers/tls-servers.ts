@@ -36,7 +36,7 @@ export function have(kind: ServerKind): boolean {
   return fs.existsSync(bin) && (kind !== 'apache' || fs.existsSync(path.join(APACHE_MODULES, 'mod_ssl.so')))
 }
 
-async function accepting(host: string, port: number, ms = 10_000): Promise<void> {
+async function accepting(host: string, port: number, ms = 30_000): Promise<void> {
   const deadline = Date.now() + ms
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {
@@ -263,9 +263,9 @@ export async function startServer(t: Teardown, kind: ServerKind, o: { dir: strin
     // h2o loads its ticket file in a thread of its own, after it accepts: until then it encrypts
     // tickets with a random key of its own.
     if (kind === 'h2o') {
-      const deadline = Date.now() + 10_000
+      const deadline = Date.now() + 30_000
       while (!logText().includes('session ticket secrets have been (re)loaded')) {
-        if (Date.now() > deadline) throw new Error('h2o did not load its ticket file within 10 s')
+        if (Date.now() > deadline) throw new Error('h2o did not load its ticket file within 30 s')
         await new Promise((r) => setTimeout(r, 50))
       }
     }

@@ -15,7 +15,7 @@ import { createLog } from '../../daemon/host/log.js'
 import { LruStore as Store } from '../../daemon/store/lru-store.js'
 import { Op, Status, decodeReply } from '../../protocol/local.js'
 import { DAEMON, startDaemon, tmpDir } from '../helpers/daemon.js'
-import { clusterStats, newKey, replicationSettled, startCluster, uniqueGroup } from '../helpers/cluster.js'
+import { GENEROUS_LOOKUPS, clusterStats, newKey, replicationSettled, startCluster, uniqueGroup } from '../helpers/cluster.js'
 
 const checkConfig = (file: string) =>
   new Promise<{ code: number; stderr: string }>((resolve) =>
@@ -53,13 +53,13 @@ t.test('256-byte datagrams with 250-byte keys fail --check-config and start-up, 
 
 t.test('at 256-byte datagrams, 20 sessions with the longest keys that fit are reachable from every host', async (t) => {
   const k = largestKey(256, 2)
-  const { nodes } = await startCluster(t, 3, ['--max-datagram-bytes', '256', '--max-key-bytes', String(k), '--replication-factor', '2'])
+  const { nodes } = await startCluster(t, 3, ['--max-datagram-bytes', '256', '--max-key-bytes', String(k), '--replication-factor', '2', ...GENEROUS_LOOKUPS])
   const keys = Array.from({ length: 20 }, (_, i) => `${i}-`.padEnd(k, 's'))
   const value = (key: string) => Buffer.from(`value-${key}`.padEnd(700, 'v'))
   for (const key of keys) await nodes[0]!.client.set(key, value(key))
   await replicationSettled(nodes)
   let reachable = 0
-  for (const n of nodes) for (const key of keys) if ((await n.client.get(key, { timeoutMs: 5000 }))?.equals(value(key))) reachable++
+  for (const n of nodes) for (const key of keys) if ((await n.client.get(key))?.equals(value(key))) reachable++
   t.equal(reachable, 3 * keys.length, `all ${keys.length} sessions read back on all 3 hosts`)
   for (const n of nodes) {
     const s = await clusterStats(n)

@@ -11,11 +11,13 @@ import { Keyring, MsgType, encodeBody, seal } from '../../protocol/wire.js'
 import { Op, encodeRequest } from '../../protocol/local.js'
 import { mutate, prng } from '../helpers/fuzz.js'
 import { runBench, type SoakResult } from '../helpers/bench-run.js'
-import { clusterStats, newKey, replicationSettled, startCluster, unreadable } from '../helpers/cluster.js'
+import { CLIENT_TIMEOUT_MS, clusterStats, newKey, replicationSettled, startCluster, unreadable } from '../helpers/cluster.js'
 import { eventually } from '../helpers/daemon.js'
 
 t.test('a flood of hostile datagrams and frames: every drop counted, every answer right', async (t) => {
-  const { nodes, group, port } = await startCluster(t, 3)
+  // Reads run during the flood on a busy machine: a lookup deadline long enough for that, with
+  // retransmits close together in case the flood pushes a LOOKUP or HIT out of a receive buffer.
+  const { nodes, group, port } = await startCluster(t, 3, ['--lookup-timeout-ms', String(CLIENT_TIMEOUT_MS / 3), '--lookup-retries', '50'])
   const val = (k: string) => Buffer.from(`secret-state-${k}`.padEnd(300, '*'))
   const keys = Array.from({ length: 200 }, (_, i) => `keep-${i}`)
   for (const k of keys) await nodes[0]!.client.set(k, val(k))
@@ -62,11 +64,15 @@ t.test('a flood of hostile datagrams and frames: every drop counted, every answe
     }
     return wrong
   })()
+  // A flood, but one the receive buffers can take, since what the kernel drops is never counted:
+  // batches of 100 (well under a daemon's 4 MiB receive buffer), each sent once every daemon
+  // has taken in the one before, however slow a busy machine makes it.
+  const received = async () => Promise.all(nodes.map(async (n) => (await clusterStats(n))['datagramsReceived'] as number))
   for (const make of Object.values(kinds)) {
     for (let i = 0; i < perKind; i += 100) {
+      const was = await received()
       await Promise.all(Array.from({ length: 100 }, () => new Promise((res) => out.send(make(), port, group, res))))
-      // A flood, but one the receive buffers can take: what the kernel drops is never counted.
-      await new Promise((res) => setTimeout(res, 2))
+      await eventually(async () => (await received()).every((n, j) => n >= was[j]! + 100), 30_000, 'every daemon took in the batch')
     }
   }
   // The API socket: random frames, half-written frames, and connections cut mid-frame.
@@ -94,9 +100,9 @@ t.test('a flood of hostile datagrams and frames: every drop counted, every answe
   const delta = (k: string) => after.reduce((a, s, i) => a + s['dropped'][k] - before[i]!['dropped'][k], 0)
   const counted = { malformed: delta('malformed'), oversize: delta('oversize'), unknownKey: delta('unknownKey'), openFailed: delta('openFailed'), replayed: delta('replayed'), stale: delta('stale'), misaddressed: delta('misaddressed') }
   t.comment(`drops counted over three daemons: ${JSON.stringify(counted)}`)
-  // Each daemon receives every flood datagram (less what a full receive buffer loses).
-  t.ok(counted.oversize >= 3 * perKind * 0.8, `oversized datagrams counted (${counted.oversize} of ${3 * perKind})`)
-  t.ok(counted.unknownKey >= 3 * perKind * 0.8, `wrongly keyed datagrams counted (${counted.unknownKey} of ${3 * perKind})`)
+  // Each daemon receives every flood datagram (the batches fit its receive buffer).
+  t.ok(counted.oversize >= 3 * perKind, `oversized datagrams counted (${counted.oversize} of ${3 * perKind})`)
+  t.ok(counted.unknownKey >= 3 * perKind, `wrongly keyed datagrams counted (${counted.unknownKey} of ${3 * perKind})`)
   t.ok(counted.replayed >= perKind, `replays counted (${counted.replayed}; each replay reaches the two daemons that did not send it)`)
   // A flip in the receiver id of a group datagram makes it misaddressed (dropped before opening).
   t.ok(counted.malformed + counted.openFailed + counted.misaddressed >= 3 * 3 * perKind * 0.6, `random, truncated and flipped datagrams counted (${counted.malformed + counted.openFailed + counted.misaddressed})`)

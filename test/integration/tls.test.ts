@@ -8,8 +8,8 @@ import path from 'node:path'
 import { constants } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import { attachSessionCache } from '../../client/tls.js'
-import { startCluster } from '../helpers/cluster.js'
-import { tmpDir } from '../helpers/daemon.js'
+import { GENEROUS_LOOKUPS, startCluster } from '../helpers/cluster.js'
+import { eventually, tmpDir } from '../helpers/daemon.js'
 import { makeCert, sClient, sessionLine } from '../helpers/tls.js'
 
 const dir = tmpDir('sc-tls-')
@@ -25,15 +25,16 @@ async function serve(t: { teardown(fn: () => unknown): void }, opts: https.Serve
 
 for (const version of ['TLSv1.2', 'TLSv1.3'] as const) {
   t.test(`${version}: a session made on A resumes on B`, async (t) => {
-    const { nodes } = await startCluster(t, 2, ['--replication-factor', '1'])
+    const { nodes } = await startCluster(t, 2, ['--replication-factor', '1', ...GENEROUS_LOOKUPS])
     const [da, db] = nodes
     // TLS 1.2 goes through session ids (tickets off); TLS 1.3 through the cluster's ticket keys.
     const opts: https.ServerOptions = version === 'TLSv1.2' ? { maxVersion: 'TLSv1.2', secureOptions: constants.SSL_OP_NO_TICKET } : { minVersion: 'TLSv1.3' }
     const a = await serve(t, opts)
     const b = await serve(t, opts)
     const lone = await serve(t, opts) // no statecast: the control that shows the test can fail
-    const ca = attachSessionCache(a.server, { socketPath: da!.socket })
-    const cb = attachSessionCache(b.server, { socketPath: db!.socket })
+    // The resumption on B waits for a remote fetch: deadlines a loaded machine meets, end to end.
+    const ca = attachSessionCache(a.server, { socketPath: da!.socket, lookupTimeoutMs: 30_000 })
+    const cb = attachSessionCache(b.server, { socketPath: db!.socket, lookupTimeoutMs: 30_000 })
     t.teardown(() => Promise.all([ca.close(), cb.close()]))
     if (version === 'TLSv1.3') {
       await Promise.all([ca.ready(), cb.ready()])
@@ -45,7 +46,7 @@ for (const version of ['TLSv1.2', 'TLSv1.3'] as const) {
     t.equal(sessionLine(first), `New ${version}`, 'first connection: full handshake on A')
     if (version === 'TLSv1.2') {
       // The session is stored after the handshake; wait until A's daemon has it.
-      for (let i = 0; i < 100 && ca.stats.stored === 0; i++) await new Promise((r) => setTimeout(r, 10))
+      await eventually(() => ca.stats.stored > 0, 20_000, 'A stored the session')
       t.equal(ca.stats.stored, 1, 'A stored the session in its daemon')
     }
     const second = await sClient(b.port, [flag, '-sess_in', sess])

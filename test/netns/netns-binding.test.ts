@@ -48,13 +48,13 @@ t.test('a HIT captured on its way to B and resent to C, while C waits for its fi
   await a.client.set('alice-session', alice)
   // B's first lookup (request id 1): A answers with a HIT to B, through the relay.
   t.same(await b.client.get('alice-session'), alice, 'B fetched Alice\'s session from A')
-  const hit = await eventually(() => captured(relay, open, MsgType.HIT)[0], 5000, 'the HIT to B captured')
+  const hit = await eventually(() => captured(relay, open, MsgType.HIT)[0], 20_000, 'the HIT to B captured')
   // C's own lookup must still be waiting when the replay arrives: its answers (MISS from A and B)
   // are kept from it; only the relay's injection socket reaches C's unicast port.
   nft(lab, 3, `table ip scblock {\n chain in {\n type filter hook input priority 0; policy accept;\n udp dport ${C_PORT} udp sport != ${relay.injectPort} drop\n }\n}\n`)
   const before = (await clusterStats(c))['dropped']
   const bob = c.client.get('bob-session-that-does-not-exist', { timeoutMs: 10_000 })
-  await eventually(async () => (await clusterStats(c))['lookups'] >= 1, 5000, 'C waits for its first lookup')
+  await eventually(async () => (await clusterStats(c))['lookups'] >= 1, 20_000, 'C waits for its first lookup')
   await relay.inject(lab.addr(3), C_PORT, hit!.bytes)
   t.equal(await bob, undefined, 'C answers "not found" for Bob\'s key, not Alice\'s value')
   const after = (await clusterStats(c))['dropped']
@@ -69,8 +69,8 @@ t.test('a captured REPLICATE: resent to another host, or to the restarted owner,
   let b = nodes[1]!
   const v1 = Buffer.from('first-session-value-v1')
   await a.client.set('rolled', v1)
-  const repl = await eventually(() => captured(relay, open, MsgType.REPLICATE).find((d) => (open(d.bytes) as { key: Buffer }).key.toString() === 'rolled'), 5000, 'the copy to B captured')
-  await eventually(async () => (await c.client.get('rolled', { localOnly: true }))?.equals(v1), 5000, 'C holds its own copy')
+  const repl = await eventually(() => captured(relay, open, MsgType.REPLICATE).find((d) => (open(d.bytes) as { key: Buffer }).key.toString() === 'rolled'), 20_000, 'the copy to B captured')
+  await eventually(async () => (await c.client.get('rolled', { localOnly: true }))?.equals(v1), 20_000, 'C holds its own copy')
   // Anything sent back to the relay's injection socket: only a reply to a datagram's source could be.
   const answers = () => relay.seen.filter((d) => d.via === 'inject')
 
@@ -79,7 +79,7 @@ t.test('a captured REPLICATE: resent to another host, or to the restarted owner,
   await c.client.delete('rolled', { noPropagate: true })
   await relay.inject(lab.addr(3), C_PORT, repl!.bytes)
   // Processed once counted as misaddressed or (before the fix) acknowledged.
-  await eventually(async () => ((await clusterStats(c))['dropped']['misaddressed'] ?? 0) > c0 || answers().length > 0, 5000, 'C processed the copy meant for B')
+  await eventually(async () => ((await clusterStats(c))['dropped']['misaddressed'] ?? 0) > c0 || answers().length > 0, 20_000, 'C processed the copy meant for B')
   await clusterStats(c)
   t.equal(await c.client.get('rolled', { localOnly: true }), undefined, 'the copy deleted on C is not brought back')
   t.same(answers(), [], 'no ACK from C to the address the replay came from')
@@ -90,7 +90,7 @@ t.test('a captured REPLICATE: resent to another host, or to the restarted owner,
   const body = encodeBody({ type: MsgType.REPLICATE, replId: 1, ttlMs: 60_000, flags: 0, totalLen: 6, index: 0, count: 1, version: 1n, key: Buffer.from('forged'), chunk: Buffer.from('forged') }, Date.now())
   const forged = seal(ring, ring.keys.keys().next().value!, Buffer.from('0123456789abcdef', 'hex'), 1, body, cId)
   await relay.inject(lab.addr(3), C_PORT, forged)
-  await eventually(async () => ((await clusterStats(c))['copiesFromUntrusted'] ?? 0) >= 1 || answers().length > 0, 5000, 'C processed the non-member\'s copy')
+  await eventually(async () => ((await clusterStats(c))['copiesFromUntrusted'] ?? 0) >= 1 || answers().length > 0, 20_000, 'C processed the non-member\'s copy')
   t.equal(await c.client.get('forged', { localOnly: true }), undefined, 'the non-member\'s copy is not stored')
   t.same(answers(), [], 'and not acknowledged')
 
@@ -100,11 +100,11 @@ t.test('a captured REPLICATE: resent to another host, or to the restarted owner,
   await waitMembers([a, b, c], 2)
   const v2 = Buffer.from('second-session-value-v2')
   await a.client.set('rolled', v2)
-  await eventually(async () => (await b.client.get('rolled', { localOnly: true }))?.equals(v2), 5000, 'the restarted B holds v2')
+  await eventually(async () => (await b.client.get('rolled', { localOnly: true }))?.equals(v2), 20_000, 'the restarted B holds v2')
   const b0 = (await clusterStats(b))['dropped']['misaddressed'] ?? 0
   await relay.inject(lab.addr(2), B_PORT, repl!.bytes)
   const acked = answers().length
-  await eventually(async () => ((await clusterStats(b))['dropped']['misaddressed'] ?? 0) > b0 || answers().length > acked, 5000, 'the restarted B processed the old copy')
+  await eventually(async () => ((await clusterStats(b))['dropped']['misaddressed'] ?? 0) > b0 || answers().length > acked, 20_000, 'the restarted B processed the old copy')
   t.ok(((await clusterStats(b))['dropped']['misaddressed'] ?? 0) > b0, 'counted as misaddressed')
   t.same(await b.client.get('rolled', { localOnly: true }), v2, 'the restarted owner keeps v2: the replayed copy did not roll it back')
   t.same(answers(), [], 'nothing acknowledged to the replayer')

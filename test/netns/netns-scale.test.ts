@@ -1,9 +1,12 @@
 /** 32 hosts in network namespaces on one bridge: lookups cost a constant number of datagrams. */
 import t from 'tap'
 import { runBench } from '../helpers/bench-run.js'
+import { GENEROUS_LOOKUPS } from '../helpers/cluster.js'
 
 t.test('32 hosts, 10,000 sessions: remote fills and "not found" with replies that do not grow with N', async (t) => {
-  const f = await runBench<{ fills: number; repliesPerFill: number; missesPerNotFound: number; lookupDatagramsPerLookup: number; notFoundTimeouts: number }>('scale', ['32', '10000', '300'])
+  // The bench's 100 ms lookup deadline is for latency figures; here "not found" must come from
+  // the MISSes, so the deadline is one a loaded machine meets.
+  const f = await runBench<{ fills: number; repliesPerFill: number; missesPerNotFound: number; lookupDatagramsPerLookup: number; notFoundTimeouts: number }>('scale', ['32', '10000', '300', ...GENEROUS_LOOKUPS])
   t.comment(JSON.stringify(f))
   t.equal(f.fills, 300, 'every probe was a real remote fill with the right bytes')
   t.ok(f.repliesPerFill <= 2, `replies per fill: ${f.repliesPerFill}`)
