@@ -1,5 +1,6 @@
 /** statecastd as a real process on real Unix sockets, driven by the client library and raw frames. */
 import t from 'tap'
+import { CLIENT_TIMEOUT_MS } from '../helpers/cluster.js'
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
@@ -32,7 +33,7 @@ function raw(socketPath: string, bytes: Buffer, ms = 2000): Promise<{ replies: R
 
 t.test('basic operations through the client library', async (t) => {
   const d = await startDaemon(t)
-  const c = await StatecastClient.connect({ socketPath: d.socket })
+  const c = await StatecastClient.connect({ socketPath: d.socket, timeoutMs: CLIENT_TIMEOUT_MS })
   t.teardown(() => c.destroy())
   t.equal(await c.get('nope'), undefined)
   await c.set('k', 'v')
@@ -54,7 +55,7 @@ t.test('basic operations through the client library', async (t) => {
   await t.rejects(c.set('k', Buffer.alloc(64 * 1024 + 1)), { code: 'TOO_LARGE' })
   await t.rejects(c.keys(), { code: 'DENIED' }, 'admin operations are refused on the API socket')
   await t.rejects(c.flush(), { code: 'DENIED' })
-  const admin = await StatecastClient.connect({ socketPath: d.adminSocket })
+  const admin = await StatecastClient.connect({ socketPath: d.adminSocket, timeoutMs: CLIENT_TIMEOUT_MS })
   t.teardown(() => admin.destroy())
   t.same((await admin.keys()).map((r) => r.key), [bin])
   t.equal(await admin.flush(), 1)
@@ -63,7 +64,7 @@ t.test('basic operations through the client library', async (t) => {
 
 t.test('pipelining: thousands of requests in flight on one connection', async (t) => {
   const d = await startDaemon(t)
-  const c = await StatecastClient.connect({ socketPath: d.socket })
+  const c = await StatecastClient.connect({ socketPath: d.socket, timeoutMs: CLIENT_TIMEOUT_MS })
   t.teardown(() => c.destroy())
   const n = 5000
   await Promise.all(Array.from({ length: n }, (_, i) => c.set(`k${i}`, `value-${i}`)))
@@ -84,7 +85,7 @@ t.test('socket files: modes, stale socket, live daemon, not a socket', async (t)
   const code = await new Promise((r) => second.once('exit', r))
   t.equal(code, 1, 'second daemon exits 1')
   t.match(err, /another process is serving on .*d\.sock/)
-  const c = await StatecastClient.connect({ socketPath: d.socket })
+  const c = await StatecastClient.connect({ socketPath: d.socket, timeoutMs: CLIENT_TIMEOUT_MS })
   t.equal(typeof (await c.ping()), 'number', 'first daemon still serves')
   c.destroy()
 
@@ -108,7 +109,7 @@ t.test('socket files: modes, stale socket, live daemon, not a socket', async (t)
 
 t.test('1,000 random and malformed frames leave the daemon serving and the store unchanged', async (t) => {
   const d = await startDaemon(t)
-  const c = await StatecastClient.connect({ socketPath: d.socket })
+  const c = await StatecastClient.connect({ socketPath: d.socket, timeoutMs: CLIENT_TIMEOUT_MS })
   t.teardown(() => c.destroy())
   for (let i = 0; i < 50; i++) await c.set(`keep-${i}`, `v${i}`)
   const before = (await c.stats()) as { store: { entries: number; bytes: number } }
@@ -152,7 +153,7 @@ t.test('1,000 random and malformed frames leave the daemon serving and the store
 
 t.test('a malformed frame gets an error reply and only its connection closes', async (t) => {
   const d = await startDaemon(t)
-  const c = await StatecastClient.connect({ socketPath: d.socket })
+  const c = await StatecastClient.connect({ socketPath: d.socket, timeoutMs: CLIENT_TIMEOUT_MS })
   t.teardown(() => c.destroy())
   const f = encodeRequest({ op: Op.PING, id: 77, flags: 0 })
   const bad = Buffer.concat([f.subarray(0, 4), Buffer.from([Op.PING, 0x40]), f.subarray(6)])
@@ -170,7 +171,7 @@ t.test('a malformed frame gets an error reply and only its connection closes', a
 
 t.test('connection bound: one over the limit is refused clearly', async (t) => {
   const d = await startDaemon(t, { args: ['--max-connections', '4'] })
-  const clients = await Promise.all(Array.from({ length: 4 }, () => StatecastClient.connect({ socketPath: d.socket })))
+  const clients = await Promise.all(Array.from({ length: 4 }, () => StatecastClient.connect({ socketPath: d.socket, timeoutMs: CLIENT_TIMEOUT_MS })))
   t.teardown(() => clients.forEach((c) => c.destroy()))
   await Promise.all(clients.map((c) => c.ping()))
   const r = await raw(d.socket, Buffer.alloc(0))
@@ -185,7 +186,7 @@ t.test('connection bound: one over the limit is refused clearly', async (t) => {
 
 t.test('the store never exceeds its byte bound under load', async (t) => {
   const d = await startDaemon(t, { args: ['--max-bytes', String(1024 * 1024)] })
-  const c = await StatecastClient.connect({ socketPath: d.socket })
+  const c = await StatecastClient.connect({ socketPath: d.socket, timeoutMs: CLIENT_TIMEOUT_MS })
   t.teardown(() => c.destroy())
   const value = Buffer.alloc(1000, 1)
   for (let i = 0; i < 3000; i += 100) await Promise.all(Array.from({ length: 100 }, (_, j) => c.set(`k${i + j}`, value)))
@@ -197,7 +198,7 @@ t.test('the store never exceeds its byte bound under load', async (t) => {
 
 t.test('a client that never reads cannot stall other clients', async (t) => {
   const d = await startDaemon(t)
-  const c = await StatecastClient.connect({ socketPath: d.socket })
+  const c = await StatecastClient.connect({ socketPath: d.socket, timeoutMs: CLIENT_TIMEOUT_MS })
   t.teardown(() => c.destroy())
   await c.set('big', Buffer.alloc(60_000, 3))
   const hog = net.connect(d.socket)
@@ -274,7 +275,7 @@ t.test('timeouts, aborts and close against a daemon that never answers', async (
 
 t.test('close() lets requests in flight finish', async (t) => {
   const d = await startDaemon(t)
-  const c = await StatecastClient.connect({ socketPath: d.socket })
+  const c = await StatecastClient.connect({ socketPath: d.socket, timeoutMs: CLIENT_TIMEOUT_MS })
   await c.set('k', 'v')
   const p = Promise.all(Array.from({ length: 100 }, () => c.get('k')))
   await c.close()

@@ -4,6 +4,7 @@
  * `quit` (finding 4), and connections held idle (finding 12).
  */
 import t from 'tap'
+import { CLIENT_TIMEOUT_MS } from '../helpers/cluster.js'
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
@@ -46,7 +47,7 @@ function rssBytes(pid: number): number {
 }
 
 async function memcacheStats(d: Running): Promise<Record<string, number>> {
-  const c = await StatecastClient.connect({ socketPath: d.adminSocket })
+  const c = await StatecastClient.connect({ socketPath: d.adminSocket, timeoutMs: CLIENT_TIMEOUT_MS })
   try {
     return ((await c.stats()) as { memcache: Record<string, number> }).memcache
   } finally {

@@ -5,7 +5,7 @@
 import t from 'tap'
 import crypto from 'node:crypto'
 import net from 'node:net'
-import { startCluster, startNode, waitMembers } from '../helpers/cluster.js'
+import { CLIENT_TIMEOUT_MS, startCluster, startNode, waitMembers } from '../helpers/cluster.js'
 import { eventually, freePort } from '../helpers/daemon.js'
 import { StatecastClient } from '../../client/index.js'
 
@@ -57,7 +57,7 @@ t.test('API GETs of remote sessions are found while 64 memcache connections mult
   t.teardown(() => floods.forEach((f) => f.stop()))
   // The flood is running: every connection has had a multi-get answered.
   await eventually(() => floods.every((f) => f.rounds() >= 1), 30_000, 'every flooding connection answered')
-  const admin = await StatecastClient.connect({ socketPath: a.adminSocket })
+  const admin = await StatecastClient.connect({ socketPath: a.adminSocket, timeoutMs: CLIENT_TIMEOUT_MS })
   t.teardown(() => admin.destroy())
   const missing: string[] = []
   for (const k of keys) {

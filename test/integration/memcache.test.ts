@@ -3,7 +3,7 @@ import t from 'tap'
 import net from 'node:net'
 import path from 'node:path'
 import Memcached from 'memcached'
-import { startCluster } from '../helpers/cluster.js'
+import { CLIENT_TIMEOUT_MS, startCluster } from '../helpers/cluster.js'
 import { eventually, freePort, startDaemon } from '../helpers/daemon.js'
 
 function mc(location: string): Memcached {
@@ -93,7 +93,7 @@ t.test('exptime rules and mod_ssl-style lines', async (t) => {
   const loc = `127.0.0.1:${await freePort()}`
   const d = await startDaemon(t, { args: ['--memcache-listen', loc] })
   const { StatecastClient } = await import('../../client/index.js')
-  const admin = await StatecastClient.connect({ socketPath: d.adminSocket })
+  const admin = await StatecastClient.connect({ socketPath: d.adminSocket, timeoutMs: CLIENT_TIMEOUT_MS })
   t.teardown(() => admin.destroy())
   const ttlOf = async (k: string) => (await admin.getEntry(k, { localOnly: true }))?.ttlMs
   const now = Math.floor(Date.now() / 1000)

@@ -2,14 +2,14 @@
 import t from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
-import { startCluster, startNode } from '../helpers/cluster.js'
+import { CLIENT_TIMEOUT_MS, startCluster, startNode } from '../helpers/cluster.js'
 import { freePort, runCli, startDaemon, tmpDir } from '../helpers/daemon.js'
 
 t.test('the metrics endpoint exposes counters, gauges and latency histograms', async (t) => {
   const port = await freePort()
   const d = await startDaemon(t, { args: ['--metrics-listen', `127.0.0.1:${port}`, '--cluster-enabled', 'false'] })
   const { StatecastClient } = await import('../../client/index.js')
-  const c = await StatecastClient.connect({ socketPath: d.socket })
+  const c = await StatecastClient.connect({ socketPath: d.socket, timeoutMs: CLIENT_TIMEOUT_MS })
   t.teardown(() => c.destroy())
   await c.set('k', 'v')
   await c.get('k')

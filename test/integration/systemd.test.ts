@@ -4,6 +4,7 @@
  * real NOTIFY_SOCKET. Also the example config and the sysusers/tmpfiles snippets.
  */
 import t from 'tap'
+import { CLIENT_TIMEOUT_MS } from '../helpers/cluster.js'
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -101,7 +102,7 @@ t.test('SIGHUP reloads config and keys without dropping the cache; a bad config 
   const conf = path.join(dir, 'statecast.toml')
   fs.writeFileSync(conf, 'logLevel = "info"\nmaxConnections = 100\n')
   const d = await startDaemon(t, { dir, args: ['--config', conf] })
-  const c = await StatecastClient.connect({ socketPath: d.socket })
+  const c = await StatecastClient.connect({ socketPath: d.socket, timeoutMs: CLIENT_TIMEOUT_MS })
   t.teardown(() => c.destroy())
   await c.set('kept', 'across reloads')
   fs.writeFileSync(conf, 'logLevel = "debug"\nmaxConnections = 200\nmaxBytes = 2097152\n')
