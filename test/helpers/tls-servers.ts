@@ -71,11 +71,20 @@ export function serverConsumer(kind: ServerKind, o: { dir: string; name: string;
   }
 }
 
+/** A memcached (or statecastd's memcache front end) that h2o keeps its session-ID cache in. */
+export interface SessionCacheStore {
+  host: string
+  port: number
+}
+
 /**
  * Starts one server. `dir` holds cert.pem and key.pem; the server gets `dir/<name>/` for its
  * config and logs and reads its keys from `keyDir` (which must already hold them).
+ * `sessionCache` (h2o only): resume by h2o's own session-ID cache in that store, over the ASCII
+ * protocol, with tickets off, instead of by the ticket file (`keyDir` is then not read).
  */
-export async function startServer(t: Teardown, kind: ServerKind, o: { dir: string; name: string; host: string; port: number; keyDir: string }): Promise<TlsServer> {
+export async function startServer(t: Teardown, kind: ServerKind, o: { dir: string; name: string; host: string; port: number; keyDir: string; sessionCache?: SessionCacheStore }): Promise<TlsServer> {
+  if (o.sessionCache && kind !== 'h2o') throw new Error(`sessionCache is for h2o only, not ${kind}`)
   const root = path.join(o.dir, o.name)
   fs.mkdirSync(root, { recursive: true, mode: 0o755 })
   const cert = path.join(o.dir, 'cert.pem')
@@ -231,9 +240,10 @@ export async function startServer(t: Teardown, kind: ServerKind, o: { dir: strin
           '    minimum-version: TLSv1.2',
           '    ocsp-update-interval: 0',
           'ssl-session-resumption:',
-          '  mode: ticket',
-          '  ticket-store: file',
-          `  ticket-file: ${o.keyDir}/tickets.yaml`,
+          // mode cache turns tickets off (SSL_OP_NO_TICKET), so only the cache can resume.
+          ...(o.sessionCache
+            ? ['  mode: cache', '  cache-store: memcached', '  memcached:', `    host: ${o.sessionCache.host}`, `    port: ${o.sessionCache.port}`, '    protocol: ASCII']
+            : ['  mode: ticket', '  ticket-store: file', `  ticket-file: ${o.keyDir}/tickets.yaml`]),
           'hosts:',
           '  default:',
           '    paths:',
@@ -261,11 +271,15 @@ export async function startServer(t: Teardown, kind: ServerKind, o: { dir: strin
   try {
     await accepting(o.host, o.port)
     // h2o loads its ticket file in a thread of its own, after it accepts: until then it encrypts
-    // tickets with a random key of its own.
+    // tickets with a random key of its own. Its memcached client connects in a thread of its own
+    // too, and drops every request until it has: a session stored before then is lost.
     if (kind === 'h2o') {
+      const [ready, what] = o.sessionCache
+        ? [`connected to memcached at ${o.sessionCache.host}:${o.sessionCache.port}`, 'connect to its session cache']
+        : ['session ticket secrets have been (re)loaded', 'load its ticket file']
       const deadline = Date.now() + 30_000
-      while (!logText().includes('session ticket secrets have been (re)loaded')) {
-        if (Date.now() > deadline) throw new Error('h2o did not load its ticket file within 30 s')
+      while (!logText().includes(ready)) {
+        if (Date.now() > deadline) throw new Error(`h2o did not ${what} within 30 s`)
         await new Promise((r) => setTimeout(r, 50))
       }
     }
