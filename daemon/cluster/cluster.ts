@@ -249,6 +249,12 @@ export class Cluster implements ClusterHooks {
    * A member's unicast address on the first of our families it speaks (dual stack: either), from
    * what it announced (authenticated), never from a datagram's source address.
    */
+  /** True when a datagram came from an address the member announced (daemons send from their reply socket). */
+  #fromOwnAddress(m: Member, rinfo: Incoming['rinfo']): boolean {
+    const same = (a: Address | undefined) => a !== undefined && a.port === rinfo.port && a.address === rinfo.address.split('%')[0]
+    return same(m.reply) || same(m.also)
+  }
+
   #addressOf(id: string): Address | undefined {
     const m = this.members.get(id)
     if (!m) return undefined
@@ -277,7 +283,7 @@ export class Cluster implements ClusterHooks {
     return wall > sentAtMs + this.#o.replayWindowMs || wall > Date.now() + this.#o.replayWindowMs
   }
 
-  #onMessage({ msg, sender, sentAtMs }: Incoming): void {
+  #onMessage({ msg, sender, sentAtMs, rinfo }: Incoming): void {
     // Any authenticated datagram shows the member alive, so a few lost heartbeats on a lossy
     // network do not declare a busy member dead.
     const member = this.members.get(sender)
@@ -288,7 +294,7 @@ export class Cluster implements ClusterHooks {
     }
     switch (msg.type) {
       case MsgType.LOOKUP:
-        return this.#answer(msg, sender)
+        return this.#answer(msg, sender, rinfo)
       case MsgType.HIT:
         return this.lookups.onHit(sender, msg)
       case MsgType.MISS:
@@ -310,7 +316,7 @@ export class Cluster implements ClusterHooks {
       case MsgType.REPLICATE:
         // A copy is taken only from a member past its probation: an address that announced
         // itself once cannot fill the store (nor have ACKs sent anywhere).
-        if (!member?.trusted) {
+        if (!member || !(member.trusted || this.#fromOwnAddress(member, rinfo))) {
           this.counters.copiesFromUntrusted++
           return
         }
@@ -410,7 +416,7 @@ export class Cluster implements ClusterHooks {
     this.transport.sendTo(to, sender, this.#ticketMsg(winner))
   }
 
-  #answer(msg: Extract<Message, { type: typeof MsgType.LOOKUP }>, sender: string): void {
+  #answer(msg: Extract<Message, { type: typeof MsgType.LOOKUP }>, sender: string, rinfo: Incoming['rinfo']): void {
     // Answers go to the address the asker announced as a member, never to one a datagram names:
     // a LOOKUP from a sender not (yet) a member is left unanswered (it asks again, or its next
     // heartbeat makes it one).
@@ -420,9 +426,11 @@ export class Cluster implements ClusterHooks {
       this.counters.lookupsFromStrangers++
       return
     }
-    // Nor to a member in probation: its announced address is not yet proven to be its own, and a
-    // HIT of a large value is many times the LOOKUP's size (a reflector).
-    if (!asker.trusted) {
+    // Nor to a member in probation whose LOOKUP did not come from the address it announced: that
+    // address is not yet proven to be its own, and a HIT of a large value is many times the
+    // LOOKUP's size (a reflector). A daemon sends everything from its announced unicast socket, so a
+    // genuine newcomer (a restarted host) is answered at once.
+    if (!asker.trusted && !this.#fromOwnAddress(asker, rinfo)) {
       this.counters.lookupsFromUntrusted++
       return
     }
