@@ -87,11 +87,14 @@ t.test('nginx, HAProxy, Apache and h2o resume each other\'s tickets through stat
 
   // The daemons started before their servers: the first deliveries to nginx (no master to signal)
   // and HAProxy (no admin socket yet) failed, were reported with a code, and were retried.
-  for (const h of ['a', 'b', 'x']) {
-    const tk = await tickets(nodes[h]!)
-    for (const kind of KINDS.filter((k) => k === 'nginx' || k === 'haproxy')) t.ok(tk.consumers.find((c) => c.name === kind)!.failures >= 1, `${h}: ${kind}'s first delivery, before it ran, failed and was retried`)
-    if (KINDS.includes('haproxy')) t.ok(nodes[h]!.logs.some((l) => l['msg'] === 'ticket keys not delivered; retrying' && l['code'] === 'ADMIN_SOCKET'), `${h}: the failure is logged with its code`)
+  // Which host delivered first depends on when each daemon knew its first keys (a loaded machine
+  // may start a server first), so the retry is asserted over the three hosts together.
+  const all = await Promise.all(['a', 'b', 'x'].map((h) => tickets(nodes[h]!)))
+  for (const kind of KINDS.filter((k) => k === 'nginx' || k === 'haproxy')) {
+    const failures = all.reduce((n, tk) => n + tk.consumers.find((c) => c.name === kind)!.failures, 0)
+    t.ok(failures >= 1, `${kind}: a delivery made before the server ran failed and was retried (${failures} failures, all delivered since)`)
   }
+  if (KINDS.includes('haproxy')) t.ok(['a', 'b', 'x'].some((h) => nodes[h]!.logs.some((l) => l['msg'] === 'ticket keys not delivered; retrying' && l['code'] === 'ADMIN_SOCKET')), 'the failure is logged with its code')
 
   const seen = new Set<string>()
   const collect = async () => {
