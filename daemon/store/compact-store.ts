@@ -35,7 +35,7 @@ import {
   type StoreOptions,
   type StoreStats,
 } from './session-store.js'
-import { Hlc, NO_VERSION, Tombstones, peerWins, validVersion } from './versions.js'
+import { Hlc, NO_VERSION, Tombstones, peerWins } from './versions.js'
 
 export { ENTRY_OVERHEAD_BYTES, STORE_DEFAULTS, StoreError }
 export type { StoreCounters, StoreEntry, StoreOptions, StoreStats }
@@ -328,7 +328,7 @@ export class CompactStore {
    */
   setFromPeer(key: string, value: Buffer, ttlMs: number, flags: number, version: bigint): boolean {
     const ttl = admit(this.options, key, value, ttlMs)
-    if (!this.#versionInRange(version)) return false
+    if (!this.#tombstones.admits(version)) return false
     if (!peerWins(this.#tombstones, key, version, value, this.#held(key))) {
       this.#tombstones.counters.staleWrites++
       return false
@@ -340,7 +340,7 @@ export class CompactStore {
 
   /** A peer's delete at `version`: applied (tombstone kept) unless what is held is newer; false when refused. */
   deleteFromPeer(key: string, version: bigint): boolean {
-    if (!this.#versionInRange(version)) return false
+    if (!this.#tombstones.admits(version)) return false
     if (!peerWins(this.#tombstones, key, version, undefined, this.#held(key))) {
       this.#tombstones.counters.staleWrites++
       return false
@@ -355,12 +355,6 @@ export class CompactStore {
     return true
   }
 
-  /** A peer's version outside what a clock makes (a forgery) is refused and counted, never stored. */
-  #versionInRange(version: bigint): boolean {
-    if (validVersion(version)) return true
-    this.#tombstones.counters.badVersions++
-    return false
-  }
 
   /** The version of the key's live entry, else of its tombstone, else NO_VERSION. */
   version(key: string): bigint {

@@ -7,7 +7,7 @@
  * expired, overwritten, deleted or flushed. Readers must copy what they return before yielding.
  */
 import { LRUCache } from 'lru-cache'
-import { Hlc, NO_VERSION, Tombstones, peerWins, validVersion } from './versions.js'
+import { Hlc, NO_VERSION, Tombstones, peerWins } from './versions.js'
 import { ENTRY_OVERHEAD_BYTES, STORE_DEFAULTS, StoreError, admit, effectiveTtl, type StoreCounters, type StoreEntry, type StoreOptions, type StoreStats } from './session-store.js'
 
 export class LruStore {
@@ -87,7 +87,7 @@ export class LruStore {
    */
   setFromPeer(key: string, value: Buffer, ttlMs: number, flags: number, version: bigint): boolean {
     const ttl = admit(this.options, key, value, ttlMs)
-    if (!this.#versionInRange(version)) return false
+    if (!this.#tombstones.admits(version)) return false
     if (!peerWins(this.#tombstones, key, version, value, this.#lru.peek(key))) {
       this.#tombstones.counters.staleWrites++
       return false
@@ -115,7 +115,7 @@ export class LruStore {
 
   /** A peer's delete at `version`: applied (tombstone kept) unless what is held is newer; false when refused. */
   deleteFromPeer(key: string, version: bigint): boolean {
-    if (!this.#versionInRange(version)) return false
+    if (!this.#tombstones.admits(version)) return false
     if (!peerWins(this.#tombstones, key, version, undefined, this.#lru.peek(key))) {
       this.#tombstones.counters.staleWrites++
       return false
@@ -126,12 +126,6 @@ export class LruStore {
     return true
   }
 
-  /** A peer's version outside what a clock makes (a forgery) is refused and counted, never stored. */
-  #versionInRange(version: bigint): boolean {
-    if (validVersion(version)) return true
-    this.#tombstones.counters.badVersions++
-    return false
-  }
 
   /** The version of the key's live entry, else of its tombstone, else NO_VERSION. */
   version(key: string): bigint {

@@ -204,6 +204,13 @@ export class Tombstones {
     this.#now = o.now
   }
 
+  /** False (counted as badVersions) for a peer's version outside what a clock makes: a forgery, never stored. */
+  admits(version: bigint): boolean {
+    if (validVersion(version)) return true
+    this.counters.badVersions++
+    return false
+  }
+
   get size(): number {
     return this.#map.size
   }
