@@ -122,13 +122,19 @@ t.test('flush_all is refused unless memcacheFlushAll, and then empties only this
   t.equal(d.proc.exitCode, null)
 })
 
-t.test('incr, append and touch on one host are seen by a get on another', async (t) => {
+/** Two daemons of one cluster, each with a memcache front end on its own loopback port. */
+async function twoFrontEnds(t: Parameters<typeof startCluster>[0]): Promise<{ pa: number; pb: number }> {
   const probe = await startCluster(t, 0)
   const pa = await freePort()
   const pb = await freePort()
   const a = await startNode(t, { dir: probe.dir, name: 'a', keyFile: probe.keyFile, group: probe.group, port: probe.port, args: ['--memcache-listen', `127.0.0.1:${pa}`] })
   const b = await startNode(t, { dir: probe.dir, name: 'b', keyFile: probe.keyFile, group: probe.group, port: probe.port, args: ['--memcache-listen', `127.0.0.1:${pb}`] })
   await waitMembers([a, b], 1)
+  return { pa, pb }
+}
+
+t.test('incr, append and touch on one host are seen by a get on another', async (t) => {
+  const { pa, pb } = await twoFrontEnds(t)
   t.equal(await rawLines(pa, 'set counter 7 0 2\r\n41\r\nset log 0 0 3\r\nabc\r\n', /(STORED\r\n){2}/), 'STORED\r\nSTORED\r\n')
   await eventually(async () => /VALUE counter 7 2\r\n41\r\n/.test(await rawLines(pb, 'get counter\r\n', /END\r\n/)), 10_000, 'B reads the set')
   t.equal(await rawLines(pb, 'incr counter 1\r\nappend log 0 0 3\r\ndef\r\n', /STORED\r\n/), '42\r\nSTORED\r\n', 'incr and append on B')
@@ -143,12 +149,7 @@ t.test('incr, append and touch on one host are seen by a get on another', async 
 })
 
 t.test('cas unique values are the same on every host, and any write on any host changes them', async (t) => {
-  const probe = await startCluster(t, 0)
-  const pa = await freePort()
-  const pb = await freePort()
-  const a = await startNode(t, { dir: probe.dir, name: 'a', keyFile: probe.keyFile, group: probe.group, port: probe.port, args: ['--memcache-listen', `127.0.0.1:${pa}`] })
-  const b = await startNode(t, { dir: probe.dir, name: 'b', keyFile: probe.keyFile, group: probe.group, port: probe.port, args: ['--memcache-listen', `127.0.0.1:${pb}`] })
-  await waitMembers([a, b], 1)
+  const { pa, pb } = await twoFrontEnds(t)
   const unique = async (port: number, key: string) => /^VALUE \S+ \d+ \d+ (\d+)\r\n/.exec(await rawLines(port, `gets ${key}\r\n`, /END\r\n/))?.[1]
   t.equal(await rawLines(pa, 'set s 0 0 2\r\nv1\r\n', /\r\n/), 'STORED\r\n')
   const ua = await unique(pa, 's')

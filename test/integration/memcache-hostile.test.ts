@@ -85,13 +85,19 @@ function hog(location: string, text: Buffer): net.Socket {
   return s
 }
 
-t.test('finding 4: clients that never read their replies, and one huge multi-get, stay within the memory bound', async (t) => {
+/** A daemon with a 16 MiB store and a memcache front end holding one 64 KiB value `big`; its RSS before. */
+async function bigValueDaemon(t: Parameters<typeof startDaemon>[0]) {
   const loc = `127.0.0.1:${await freePort()}`
   const maxBytes = 16 * 1024 * 1024
   const d = await startDaemon(t, { args: ['--memcache-listen', loc, '--max-bytes', String(maxBytes)] })
   const value = 'v'.repeat(64 * 1024)
-  t.match(await rawLines(loc, `set big 0 0 ${value.length}\r\n${value}\r\n`, /STORED\r\n/), /^STORED\r\n$/)
-  const before = rssBytes(d.proc.pid!)
+  const stored = await rawLines(loc, `set big 0 0 ${value.length}\r\n${value}\r\n`, /STORED\r\n/)
+  if (stored !== 'STORED\r\n') throw new Error(`the 64 KiB value was not stored: ${JSON.stringify(stored)}`)
+  return { loc, maxBytes, d, value, before: rssBytes(d.proc.pid!) }
+}
+
+t.test('finding 4: clients that never read their replies, and one huge multi-get, stay within the memory bound', async (t) => {
+  const { loc, maxBytes, d, value, before } = await bigValueDaemon(t)
   // Documented in docs/reliability.md: the daemon's own footprint (Node, the store's slabs,
   // sockets) plus MAX_UNSENT_REPLY_BYTES and the input buffers of each connection.
   const bound = maxBytes + 128 * 1024 * 1024
@@ -409,12 +415,7 @@ t.test('issue 13 review: a slow-loris client sending one byte at a time never fi
 })
 
 t.test('issue 13 review: 400 connections each sending a 248 KB get line for a 64 KiB value and never reading stay within the memory bound', async (t) => {
-  const loc = `127.0.0.1:${await freePort()}`
-  const maxBytes = 16 * 1024 * 1024
-  const d = await startDaemon(t, { args: ['--memcache-listen', loc, '--max-bytes', String(maxBytes)] })
-  const value = 'v'.repeat(64 * 1024)
-  t.match(await rawLines(loc, `set big 0 0 ${value.length}\r\n${value}\r\n`, /STORED\r\n/), /^STORED\r\n$/)
-  const before = rssBytes(d.proc.pid!)
+  const { loc, maxBytes, d, value, before } = await bigValueDaemon(t)
   // Documented in docs/reliability.md: maxBytes + 128 MiB (the process's own footprint and
   // memcacheMaxBufferedBytes, 16 MiB by default) + 128 KiB per memcache connection (a read of up
   // to 64 KiB taken before it is stopped, and what Node buffers for a socket it no longer reads).
