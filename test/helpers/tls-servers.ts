@@ -9,6 +9,8 @@ import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import { APACHE_MODULES } from './apache.js'
+import { newKey, uniqueGroup, writeKeyFile } from './cluster.js'
+import { makeCert } from './tls.js'
 
 export type ServerKind = 'nginx' | 'haproxy' | 'apache' | 'h2o'
 
@@ -300,3 +302,19 @@ export async function startServer(t: Teardown, kind: ServerKind, o: { dir: strin
   }
 }
 
+/**
+ * A directory on tmpfs for a test with real TLS servers: a throwaway certificate readable by the
+ * servers' unprivileged users, and the keys and groups of two clusters (`one` feeds the hosts
+ * that should resume each other's sessions, `other` the negative control).
+ */
+export function serverLab(t: { teardown(fn: () => unknown): void }, prefix: string) {
+  const dir = fs.mkdtempSync(`/dev/shm/${prefix}`)
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  // The servers drop root (h2o to nobody), and must still reach their config and certificate.
+  fs.chmodSync(dir, 0o755)
+  makeCert(dir)
+  fs.chmodSync(path.join(dir, 'key.pem'), 0o644)
+  const one = { keyFile: writeKeyFile(dir), ...uniqueGroup() }
+  const other = { keyFile: writeKeyFile(dir, [newKey()], 'other.key'), ...uniqueGroup() }
+  return { dir, one, other }
+}

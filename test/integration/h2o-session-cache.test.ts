@@ -6,13 +6,12 @@
  * does a full handshake.
  */
 import t from 'tap'
-import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import { newKey, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
+import { startNode, waitMembers, type Node } from '../helpers/cluster.js'
 import { eventually, freePort } from '../helpers/daemon.js'
-import { makeCert, sClientAt, sessionLine } from '../helpers/tls.js'
-import { have, startServer, type TlsServer } from '../helpers/tls-servers.js'
+import { sClientAt, sessionLine } from '../helpers/tls.js'
+import { have, serverLab, startServer, type TlsServer } from '../helpers/tls-servers.js'
 
 /** A counter from `stats` of the memcache front end on `port`. */
 function memcacheStat(port: number, name: string): Promise<number> {
@@ -36,16 +35,8 @@ function memcacheStat(port: number, name: string): Promise<number> {
 if (!have('h2o')) throw new Error('missing h2o (run scripts/install-system-deps.sh)')
 
 t.test('h2o resumes a session made on another host through its session-ID cache in statecast', async (t) => {
-  const dir = fs.mkdtempSync('/dev/shm/sc-h2o-cache-')
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  // h2o drops root to `nobody`, which must reach its config and certificate.
-  fs.chmodSync(dir, 0o755)
-  makeCert(dir)
-  fs.chmodSync(path.join(dir, 'key.pem'), 0o644)
-
   // Two daemons of one cluster (a, b) and one of another cluster with its own key (x).
-  const one = { keyFile: writeKeyFile(dir), ...uniqueGroup() }
-  const other = { keyFile: writeKeyFile(dir, [newKey()], 'other.key'), ...uniqueGroup() }
+  const { dir, one, other } = serverLab(t, 'sc-h2o-cache-')
   const nodes: Record<string, Node> = {}
   const memcachePorts: Record<string, number> = {}
   for (const h of ['a', 'b', 'x'] as const) {

@@ -10,10 +10,10 @@ import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { StatecastClient } from '../../client/index.js'
-import { newKey, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
+import { startNode, waitMembers, type Node } from '../helpers/cluster.js'
 import { eventually, freePort, runCli } from '../helpers/daemon.js'
-import { makeCert, sessionLine } from '../helpers/tls.js'
-import { have, serverConsumer, startServer, type ServerKind, type TlsServer } from '../helpers/tls-servers.js'
+import { sessionLine } from '../helpers/tls.js'
+import { have, serverLab, serverConsumer, startServer, type ServerKind, type TlsServer } from '../helpers/tls-servers.js'
 import { sClientAt } from '../helpers/tls.js'
 
 // STATECAST_TLS_SERVERS=h2o,nginx narrows a debugging run; by default every server is tested.
@@ -50,15 +50,8 @@ function ticketName(file: string): string {
 }
 
 t.test('nginx, HAProxy, Apache and h2o resume each other\'s tickets through statecast', async (t) => {
-  const dir = fs.mkdtempSync('/dev/shm/sc-tls-')
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  fs.chmodSync(dir, 0o755)
-  makeCert(dir)
-  fs.chmodSync(path.join(dir, 'key.pem'), 0o644)
-
   // Two daemons of one cluster (a, b) and one of another cluster with its own key (x).
-  const one = { keyFile: writeKeyFile(dir), ...uniqueGroup() }
-  const other = { keyFile: writeKeyFile(dir, [newKey()], 'other.key'), ...uniqueGroup() }
+  const { dir, one, other } = serverLab(t, 'sc-tls-')
   const hosts = { a: '127.0.0.2', b: '127.0.0.3', x: '127.0.0.3' } as const
   const ports: Record<string, number> = {}
   const nodes: Record<string, Node> = {}
