@@ -87,13 +87,9 @@ export class Daemon {
     this.log = deps.log
     this.#deps = deps
     this.store = new (config.storeEngine === 'lru-cache' ? LruStore : CompactStore)({
-      maxBytes: config.maxBytes,
-      maxValueBytes: config.maxValueBytes,
-      defaultTtlMs: config.defaultTtlMs,
-      maxTtlMs: config.maxTtlMs,
+      ...config,
       // Long enough that no copy of a deleted value can still be accepted (versions.ts).
       tombstoneLifetimeMs: tombstoneLifetimeMs(config),
-      maxTombstones: config.maxTombstones,
       ...(deps.now ? { now: deps.now } : {}),
     })
   }
@@ -102,16 +98,16 @@ export class Daemon {
     const c = this.config
     const daemon = this
     return new ApiServer({
+      ...c,
       name,
       path: socketPath,
       mode,
-      maxConnections: c.maxConnections,
       maxFrameBytes: maxFrameBytes(c),
       maxPendingPerConnection: 4096,
       log: this.log,
       handler: createHandler({
+        ...c,
         store: this.store,
-        maxKeyBytes: c.maxKeyBytes,
         admin: name === 'admin',
         stats: () => this.stats(),
         ticketKey: () => {
@@ -160,36 +156,12 @@ export class Daemon {
     if (c.clusterEnabled) {
       this.cluster = new Cluster(
         {
-          group: c.group,
-          port: c.port,
+          ...c,
+          // The transport's addresses, as it names them: the interface, the second family's group
+          // and interface (dual stack), and the peers resolved to addresses.
           iface: c.interface,
           ...(c.dualStackGroup ? { second: { group: c.dualStackGroup, iface: c.dualStackInterface } } : {}),
-          unicastPort: c.unicastPort,
-          multicastTtl: c.multicastTtl,
-          multicastLoopback: c.multicastLoopback,
-          replayWindowMs: c.replayWindowMs,
-          maxDatagramBytes: c.maxDatagramBytes,
-          nodeName: c.nodeName,
-          heartbeatMs: c.heartbeatMs,
-          deadAfterMs: c.deadAfterMs,
-          lookupTimeoutMs: c.lookupTimeoutMs,
-          lookupRetries: c.lookupRetries,
-          lookupHedgeMs: c.lookupHedgeMs,
-          maxInflightLookups: c.maxInflightLookups,
-          maxReassemblyBytes: c.maxReassemblyBytes,
-          maxValueBytes: c.maxValueBytes,
-          ticketKeyRotationMs: c.ticketKeyRotationMs,
-          multicastEnabled: c.multicastEnabled,
           peers: await resolvePeers(c.peers, familiesOf(c)),
-          replicationFactor: c.replicationFactor,
-          replicationAckTimeoutMs: c.replicationAckTimeoutMs,
-          replicationRetries: c.replicationRetries,
-          maxReplicationInflight: c.maxReplicationInflight,
-          maxReplicationQueue: c.maxReplicationQueue,
-          maxHolderRecords: c.maxHolderRecords,
-          handoffTimeoutMs: c.handoffTimeoutMs,
-          maxMembers: c.maxMembers,
-          memberProbationMs: c.memberProbationMs,
         },
         this.#keys(),
         this.store,
@@ -213,13 +185,7 @@ export class Daemon {
     this.#admin = this.#server('admin', c.adminSocketPath, c.adminSocketMode)
     if (c.memcacheListen.length > 0) {
       this.#memcache = new MemcacheServer({
-        listen: c.memcacheListen,
-        maxConnections: c.memcacheMaxConnections,
-        idleTimeoutMs: c.memcacheIdleTimeoutMs,
-        commandTimeoutMs: c.memcacheCommandTimeoutMs,
-        maxBufferedBytes: c.memcacheMaxBufferedBytes,
-        flushAll: c.memcacheFlushAll,
-        maxKeyBytes: c.maxKeyBytes,
+        ...c,
         version: VERSION,
         store: this.store,
         cluster: () => this.cluster,

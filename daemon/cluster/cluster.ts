@@ -11,6 +11,7 @@ import type { ClusterKey } from '../../protocol/keyfile.js'
 import { AnnounceFlag, MsgType, hitChunkBytes, keyDigest, type Address, type Message } from '../../protocol/wire.js'
 import type { ClusterHooks } from './hooks.js'
 import { Lookups, type LookupOptions } from './lookups.js'
+import type { Config } from '../config/config.js'
 import type { Log } from '../host/log.js'
 import type { SessionStore } from '../store/session-store.js'
 import { versionWallMs } from '../store/versions.js'
@@ -18,25 +19,8 @@ import { Transport, type Incoming, type TransportOptions } from './transport.js'
 import { TicketKeys, type TicketKey } from './ticket-keys.js'
 import { Replicator, type ReplicationOptions } from './replication.js'
 
-export interface ClusterOptions extends Omit<TransportOptions, 'log' | 'keys' | 'now'>, LookupOptions, ReplicationOptions {
-  /** A name for people (`statecast peers`); defaults to the host name. */
-  nodeName: string
-  /** Interval between ANNOUNCE heartbeats, in ms. */
-  heartbeatMs: number
-  /** A member not heard from for this long is dead, in ms. */
-  deadAfterMs: number
-  /** How often the cluster's TLS ticket key changes, in ms. */
-  ticketKeyRotationMs: number
-  /** Longest a clean shutdown spends handing sessions to the remaining owners, in ms. */
-  handoffTimeoutMs: number
-  /** Members held at once; ANNOUNCEs from further senders are refused (counted). */
-  maxMembers: number
-  /**
-   * A new member owns keys (and is pushed copies) only after announcing itself again at least this
-   * long after it first appeared, in ms: a sender heard once, such as a forged ANNOUNCE, gets nothing.
-   */
-  memberProbationMs: number
-}
+/** The cluster's config keys (unit and default: FIELDS in config/config.ts) and the transport's addresses. */
+export type ClusterOptions = Omit<TransportOptions, 'log' | 'keys' | 'now'> & LookupOptions & ReplicationOptions & Pick<Config, 'nodeName' | 'heartbeatMs' | 'deadAfterMs' | 'ticketKeyRotationMs' | 'handoffTimeoutMs' | 'maxMembers' | 'memberProbationMs'>
 
 export interface Member {
   id: string

@@ -14,26 +14,11 @@ import crypto from 'node:crypto'
 import { MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, hitChunkBytes, keyDigest, maxChunkCount, type Address, type Message } from '../../protocol/wire.js'
 import type { SessionStore } from '../store/session-store.js'
 import type { Transport } from './transport.js'
+import type { Config } from '../config/config.js'
 import { ByteBudget, Reassembly } from './reassembly.js'
 
-export interface LookupOptions {
-  /** The longest a remote lookup may take before "not found", in ms. */
-  lookupTimeoutMs: number
-  /** LOOKUP retransmits before the deadline (spread evenly over it). */
-  lookupRetries: number
-  /**
-   * With owners known, the first round asks the key's first owner alone and the other owners
-   * after this many ms without an answer (or at once when the first owner misses); 0 asks every
-   * owner at once.
-   */
-  lookupHedgeMs: number
-  /** Remote lookups in flight at once; more answer "not found" at once (counted as shed). */
-  maxInflightLookups: number
-  /** Bytes of partly received values held at once, over all lookups. */
-  maxReassemblyBytes: number
-  /** Largest value accepted from a peer, in bytes. */
-  maxValueBytes: number
-}
+/** The config keys lookups take (unit and default: FIELDS in config/config.ts). */
+export type LookupOptions = Pick<Config, 'lookupTimeoutMs' | 'lookupRetries' | 'lookupHedgeMs' | 'maxInflightLookups' | 'maxReassemblyBytes' | 'maxValueBytes'>
 
 export interface LookupCounters {
   /** Remote lookups started (coalesced GETs count once). */

@@ -29,26 +29,12 @@ import { MIN_DATAGRAM_BYTES, MsgType, maxChunkCount, replicateChunkBytes, type A
 import { owners } from './rendezvous.js'
 import type { SessionStore } from '../store/session-store.js'
 import type { Transport } from './transport.js'
+import type { Config } from '../config/config.js'
 import { ByteBudget, Reassembly } from './reassembly.js'
 import { MAX_COPY_BACKOFF_MS } from '../store/versions.js'
 
-export interface ReplicationOptions {
-  /** Copies of each session in the cluster, this host's included (1 = no replication). */
-  replicationFactor: number
-  /** Wait for a copy's ACK before the first retry, in ms (doubles on each retry, up to 2 s). */
-  replicationAckTimeoutMs: number
-  /** Retries of an unacknowledged copy before it is given up (counted as failed). */
-  replicationRetries: number
-  /** Copies waiting for their ACK at once: the rate bound of re-placement and handoff. */
-  maxReplicationInflight: number
-  /** Copies waiting to be sent; more are dropped and counted. */
-  maxReplicationQueue: number
-  maxDatagramBytes: number
-  maxValueBytes: number
-  maxReassemblyBytes: number
-  /** Hosts remembered as holding a copy of a key, all keys together (`Holders`). */
-  maxHolderRecords: number
-}
+/** The config keys replication takes (unit and default: FIELDS in config/config.ts; the ACK wait doubles up to 2 s). */
+export type ReplicationOptions = Pick<Config, 'replicationFactor' | 'replicationAckTimeoutMs' | 'replicationRetries' | 'maxReplicationInflight' | 'maxReplicationQueue' | 'maxDatagramBytes' | 'maxValueBytes' | 'maxReassemblyBytes' | 'maxHolderRecords'>
 
 export interface ReplicationCounters {
   copiesPushed: number

@@ -20,6 +20,7 @@ import type { RemoteInfo } from 'node:dgram'
 import { ProtocolError } from '../../protocol/errors.js'
 import { sealingKey, type ClusterKey } from '../../protocol/keyfile.js'
 import { GROUP_TYPES, Keyring, NO_RECEIVER, datagramLength, readHeader, decodeBody, encodeBody, open, seal, typeName, type Address, type Message } from '../../protocol/wire.js'
+import type { Config } from '../config/config.js'
 import type { Log } from '../host/log.js'
 import { ReplayGuard, Verdict } from './replay-window.js'
 
@@ -41,28 +42,13 @@ export function interfaceOf(iface: string): { address: string; v6: boolean; scop
 /** Receive buffer asked for on each peer socket. */
 const RECV_BUFFER_BYTES = 4 * 1024 * 1024
 
-export interface TransportOptions {
-  /** Multicast group: IPv4 (224.0.0.0/4) or IPv6 (ff00::/8), the family of `iface`. */
-  group: string
-  /** UDP port of the group. */
-  port: number
+/** The transport's config keys (unit and default: FIELDS in config/config.ts), addresses and parts. */
+export interface TransportOptions extends Pick<Config, 'group' | 'port' | 'unicastPort' | 'multicastTtl' | 'multicastLoopback' | 'replayWindowMs' | 'maxDatagramBytes' | 'multicastEnabled'> {
   /**
    * Address of the interface multicast leaves and arrives on; also the unicast reply address.
    * IPv6 names the interface after a `%` (`fd00::5%eth0`), or it is looked up by address.
    */
   iface: string
-  /** UDP port of the unicast socket; 0 picks a free one. */
-  unicastPort: number
-  /** Multicast TTL (1 = this subnet). */
-  multicastTtl: number
-  /** Deliver our own multicast to other daemons on this machine. */
-  multicastLoopback: boolean
-  /** Datagrams whose send time differs from our clock by more than this are stale, in ms. */
-  replayWindowMs: number
-  /** Largest datagram sent or accepted, in bytes. */
-  maxDatagramBytes: number
-  /** Use the multicast group (false: listed peers only, for networks without multicast). */
-  multicastEnabled: boolean
   /** Dual stack: a second group and interface, of the other IP family than `group` and `iface`. */
   second?: { group: string; iface: string }
   /** Listed peers' unicast addresses; what goes to the group goes to each of them too. */

@@ -1,6 +1,6 @@
 /**
- * The daemon's configuration: one table of fields drives defaults, validation, the TOML file,
- * command-line overrides and the documentation, so the four never disagree.
+ * The daemon's configuration: one table of fields drives the `Config` type, defaults, validation,
+ * the TOML file, command-line overrides and the documentation, so they never disagree.
  *
  * Precedence: built-in defaults < config file (TOML) < command-line flags.
  * A bad value fails start-up with a message naming the key and what it expects.
@@ -16,149 +16,58 @@ import { LOG_LEVELS, type LogLevel } from '../host/log.js'
 import { parseListen } from './listen.js'
 import { parseConsumers, type TicketConsumer } from './ticket-consumers.js'
 
-export interface Config {
-  /** Path of the API socket local servers use. */
-  socketPath: string
-  /** Permission bits of the API socket (owner and group). */
-  socketMode: number
-  /** Path of the admin socket (keys, flush, raw reads). */
-  adminSocketPath: string
-  /** Permission bits of the admin socket (owner only). */
-  adminSocketMode: number
-  /** Connections open at once on each socket. */
-  maxConnections: number
-  /** Upper bound of the store: keys + values + per-entry overhead, in bytes. */
-  maxBytes: number
-  /** Largest value accepted, in bytes. */
-  maxValueBytes: number
-  /** Store engine: "compact" (slab-backed, ~100 B per entry) or "lru-cache" (~360 B per entry). */
-  storeEngine: 'compact' | 'lru-cache'
-  /** Longest key accepted, in bytes. */
-  maxKeyBytes: number
-  /** TTL of an entry stored without one, in ms. */
-  defaultTtlMs: number
-  /** Longest TTL an entry may have, in ms; longer requests are capped. */
-  maxTtlMs: number
-  /** How often expired entries are wiped and dropped, in ms. */
-  purgeIntervalMs: number
-  /** How long a graceful shutdown waits for in-flight requests, in ms. */
-  shutdownGraceMs: number
-  /** Least severe log level written: error, warn, info, debug. */
-  logLevel: LogLevel
-  /** Join the cluster (false: this host alone, no peer sockets). */
-  clusterEnabled: boolean
-  /** Multicast group of the cluster (IPv4, 224.0.0.0/4). */
-  group: string
-  /** UDP port of the multicast group. */
-  port: number
-  /** Address of the interface the cluster uses (multicast and unicast replies). */
-  interface: string
-  /** Dual stack: a second group, of the other IP family, used beside `group`; empty = one family. */
-  dualStackGroup: string
-  /** Dual stack: the interface address for `dualStackGroup` (the other family than `interface`). */
-  dualStackInterface: string
-  /** UDP port for unicast replies; 0 picks a free one. */
-  unicastPort: number
-  /** Multicast TTL: 1 keeps datagrams on this subnet. */
-  multicastTtl: number
-  /** Loop multicast back to daemons on this machine. */
-  multicastLoopback: boolean
-  /** Cluster key file (`statecast keygen`); required unless the interface is loopback. */
-  keyFile: string
-  /** Name shown to other members (`statecast peers`). */
-  nodeName: string
-  /** Longest a remote lookup may take before "not found", in ms. */
-  lookupTimeoutMs: number
-  /** LOOKUP retransmits within the deadline. */
-  lookupRetries: number
-  /** With replication: ask the first owner alone, the others after this many ms (or on its MISS). */
-  lookupHedgeMs: number
-  /** Interval between membership heartbeats, in ms. */
-  heartbeatMs: number
-  /** A member silent for this long is dead, in ms. */
-  deadAfterMs: number
-  /** Datagrams sent longer ago (or later) than this by our clock are dropped as stale, in ms. */
-  replayWindowMs: number
-  /** Largest datagram sent or accepted, in bytes (values above it travel in chunks). */
-  maxDatagramBytes: number
-  /** Remote lookups in flight at once; more answer "not found" at once. */
-  maxInflightLookups: number
-  /** Bytes of partly received values held at once. */
-  maxReassemblyBytes: number
-  /** Members held at once; ANNOUNCEs from more are refused (counted). */
-  maxMembers: number
-  /** A new member gets session copies once it has announced itself again this long after it first appeared, in ms. */
-  memberProbationMs: number
-  /** How often the cluster's TLS session ticket key changes, in ms. */
-  ticketKeyRotationMs: number
-  /** Directory (tmpfs) under which each ticket consumer's files go, `<ticketDir>/<name>/`. */
-  ticketDir: string
-  /** TLS servers fed the cluster's ticket keys (nginx, HAProxy, Apache, h2o). */
-  ticketConsumers: TicketConsumer[]
-  /** Use the multicast group (false: listed peers only). */
-  multicastEnabled: boolean
-  /** Peers reached by unicast, `HOST:PORT` (their unicastPort); names resolved at start. */
-  peers: string[]
-  /** Copies of each session in the cluster, this host's included. */
-  replicationFactor: number
-  /** Wait for a copy's ACK before the first retry, in ms (doubling). */
-  replicationAckTimeoutMs: number
-  /** Retries of an unacknowledged copy. */
-  replicationRetries: number
-  /** Copies waiting for their ACK at once (the re-placement rate bound). */
-  maxReplicationInflight: number
-  /** Copies waiting to be sent at once. */
-  maxReplicationQueue: number
-  /** Longest a clean shutdown spends handing sessions to their new owners, in ms. */
-  handoffTimeoutMs: number
-  /**
-   * Deleted keys remembered at once (tombstones, against old copies bringing them back); each is
-   * kept for a lifetime derived from replayWindowMs and the copy retries (versions.ts).
-   */
-  maxTombstones: number
-  /** Hosts remembered as holding a copy of a key (fetched it, or took or gave a copy), for deletes. */
-  maxHolderRecords: number
-  /** Prometheus metrics listener, `127.0.0.1:PORT`; empty = off. */
-  metricsListen: string
-  /** memcached text-protocol listeners: `127.0.0.1:PORT` and/or socket paths; empty = off. */
-  memcacheListen: string[]
-  /** Connections open at once on each memcache listener. */
-  memcacheMaxConnections: number
-  /** A memcache connection with no traffic for this long is closed, in ms; 0 = never. */
-  memcacheIdleTimeoutMs: number
-  /** Whether memcached's `flush_all` empties this host's store (false: refused, as on the API socket). */
-  memcacheFlushAll: boolean
-  /** Longest a memcache command line or data block may take to arrive once begun, in ms; 0 = no limit. */
-  memcacheCommandTimeoutMs: number
-  /** Bytes all memcache connections together may hold (input, read-ahead, unsent replies), in bytes. */
-  memcacheMaxBufferedBytes: number
+/** What each kind of field holds once parsed: the type of its keys in `Config`. */
+interface KindValues {
+  engine: 'compact' | 'lru-cache'
+  int: number
+  string: string
+  optstring: string
+  mode: number
+  level: LogLevel
+  bool: boolean
+  ipaddr: string
+  mcast: string
+  list: string[]
+  consumers: TicketConsumer[]
 }
 
-type Kind = 'engine' | 'int' | 'string' | 'optstring' | 'mode' | 'level' | 'bool' | 'ipaddr' | 'mcast' | 'list' | 'consumers'
+type Kind = keyof KindValues
 
-interface Field {
-  key: keyof Config
-  kind: Kind
-  /** Default as a function of the environment (paths depend on who runs the daemon). */
-  def: () => Config[keyof Config]
-  min?: number
-  max?: number
-  unit: string
-  doc: string
-  /** The value the example file shows, where the default depends on who runs the daemon. */
-  example?: string
-  /** An empty string is allowed and means "off" (addresses only). */
-  optional?: boolean
-}
+/**
+ * One config key: how its value is parsed and checked, its default, unit and meaning. One of these
+ * per kind, so that a default of the wrong type does not compile.
+ */
+type FieldSpec = {
+  [K in Kind]: {
+    key: string
+    kind: K
+    /** Default as a function of the environment (paths depend on who runs the daemon). */
+    def: () => KindValues[K]
+    min?: number
+    max?: number
+    unit: string
+    doc: string
+    /** The value the example file shows, where the default depends on who runs the daemon. */
+    example?: string
+    /** An empty string is allowed and means "off" (addresses only). */
+    optional?: boolean
+    /** A reload (SIGHUP) applies it in place (daemon.ts `reload`); the others need a restart. */
+    reloads?: boolean
+  }
+}[Kind]
 
 const uid = () => (typeof process.getuid === 'function' ? process.getuid() : 1000)
 
-export const FIELDS: readonly Field[] = [
+/**
+ * Every key of the daemon's configuration. `Config` is derived from this table, so a new key is one
+ * line here (README documents it too) and its use.
+ */
+export const FIELDS = [
   { key: 'socketPath', kind: 'string', def: () => defaultSocketPath(process.env, uid(), os.tmpdir()), unit: 'path', doc: 'API socket for local servers (root: /run/statecast/statecast.sock; users: $XDG_RUNTIME_DIR/statecast/statecast.sock)', example: '"/run/statecast/statecast.sock"' },
   { key: 'socketMode', kind: 'mode', def: () => 0o660, unit: 'octal mode', doc: 'permission bits of the API socket' },
   { key: 'adminSocketPath', kind: 'string', def: () => defaultAdminSocketPath(process.env, uid(), os.tmpdir()), unit: 'path', doc: 'admin socket used by the statecast CLI (lists, flushes and reads any key); default: admin.sock beside socketPath, wherever that is', example: '"/run/statecast/admin.sock"' },
   { key: 'adminSocketMode', kind: 'mode', def: () => 0o600, unit: 'octal mode', doc: 'permission bits of the admin socket' },
-  { key: 'maxConnections', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'connections', doc: 'connections open at once on each socket; more are refused with BUSY' },
+  { key: 'maxConnections', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, reloads: true, unit: 'connections', doc: 'connections open at once on each socket; more are refused with BUSY' },
   { key: 'maxBytes', kind: 'int', def: () => 64 * 1024 * 1024, min: 1024 * 1024, max: 2 ** 50, unit: 'bytes', doc: 'store bound: keys + values + per-entry overhead; least recently used entries are evicted beyond it' },
   { key: 'maxValueBytes', kind: 'int', def: () => 64 * 1024, min: 1, max: 16 * 1024 * 1024, unit: 'bytes', doc: 'largest value accepted' },
   { key: 'storeEngine', kind: 'engine', def: () => 'compact', unit: 'name', doc: 'store engine: "compact" (slab-backed, about 100 bytes per entry beyond key and value) or "lru-cache" (the lru-cache package, about 360)' },
@@ -167,7 +76,7 @@ export const FIELDS: readonly Field[] = [
   { key: 'maxTtlMs', kind: 'int', def: () => 2_592_000_000, min: 1, max: 2 ** 32 - 1, unit: 'ms', doc: 'longest TTL an entry may have (30 days: memcached clients store sessions with exptime 0, no expiry, and sessions may outlive a day); longer requests are capped' },
   { key: 'purgeIntervalMs', kind: 'int', def: () => 10_000, min: 100, max: 3_600_000, unit: 'ms', doc: 'how often expired entries are wiped and dropped' },
   { key: 'shutdownGraceMs', kind: 'int', def: () => 5_000, min: 0, max: 600_000, unit: 'ms', doc: 'how long a graceful shutdown waits for in-flight requests' },
-  { key: 'logLevel', kind: 'level', def: () => 'info', unit: 'level', doc: `least severe level logged: ${LOG_LEVELS.join(', ')}` },
+  { key: 'logLevel', kind: 'level', def: () => 'info', reloads: true, unit: 'level', doc: `least severe level logged: ${LOG_LEVELS.join(', ')}` },
   { key: 'clusterEnabled', kind: 'bool', def: () => true, unit: 'true/false', doc: 'join the cluster; false runs this host alone with no peer sockets' },
   { key: 'group', kind: 'mcast', def: () => '239.255.77.77', unit: 'multicast address', doc: 'multicast group of the cluster: IPv4 (239.255.0.0/16 is site-local) or IPv6 (ff02::/16 link, ff05::/16 site), the family of interface' },
   { key: 'port', kind: 'int', def: () => 47700, min: 1, max: 65535, unit: 'UDP port', doc: 'UDP port of the multicast group' },
@@ -177,7 +86,7 @@ export const FIELDS: readonly Field[] = [
   { key: 'unicastPort', kind: 'int', def: () => 0, min: 0, max: 65535, unit: 'UDP port', doc: 'UDP port for unicast replies; 0 picks a free one' },
   { key: 'multicastTtl', kind: 'int', def: () => 1, min: 0, max: 255, unit: 'hops', doc: 'multicast TTL; 1 keeps datagrams on this subnet' },
   { key: 'multicastLoopback', kind: 'bool', def: () => true, unit: 'true/false', doc: 'deliver multicast to daemons on this machine too' },
-  { key: 'keyFile', kind: 'optstring', def: () => '', unit: 'path', doc: 'cluster key file (statecast keygen); required unless the interface is loopback' },
+  { key: 'keyFile', kind: 'optstring', def: () => '', reloads: true, unit: 'path', doc: 'cluster key file (statecast keygen); required unless the interface is loopback' },
   { key: 'nodeName', kind: 'string', def: () => os.hostname(), unit: 'name', doc: 'name shown to other members; default: the host name', example: '"web-01"' },
   { key: 'lookupTimeoutMs', kind: 'int', def: () => 50, min: 1, max: 60_000, unit: 'ms', doc: 'longest a remote lookup may take before "not found"' },
   { key: 'lookupHedgeMs', kind: 'int', def: () => 1, min: 0, max: 60_000, unit: 'ms', doc: 'with replication, a lookup asks the first owner alone and the others after this long (or on its MISS); 0 asks all at once' },
@@ -193,7 +102,7 @@ export const FIELDS: readonly Field[] = [
   { key: 'ticketDir', kind: 'string', def: () => (uid() === 0 ? '/run/statecast/tickets' : `${process.env['XDG_RUNTIME_DIR'] || os.tmpdir()}/statecast/tickets`), unit: 'path', doc: 'directory (on tmpfs) under which each ticket consumer without a dir of its own gets <ticketDir>/<name>/', example: '"/run/statecast/tickets"' },
   { key: 'ticketConsumers', kind: 'consumers', def: () => [], unit: 'list of tables', doc: 'TLS servers fed the cluster\'s ticket keys: [[ticketConsumers]] tables with name (default: the format; the same on every host), format (nginx, haproxy, apache, h2o), dir (default <ticketDir>/<name>), group (owns the 0640 files), reloadCommand (argv run after each write, no shell), adminSocket (HAProxy, instead of a reload), timeoutMs (default 10000), allowPersistentDisk (default false); see docs/tls-servers.md', example: '[{ name = "nginx", format = "nginx", group = "www-data", reloadCommand = ["systemctl", "reload", "nginx"] }]' },
   { key: 'multicastEnabled', kind: 'bool', def: () => true, unit: 'true/false', doc: 'use the multicast group; false = listed peers only (networks without multicast)' },
-  { key: 'peers', kind: 'list', def: () => [], unit: 'HOST:PORT', doc: 'peers reached by unicast (their unicastPort); names are resolved at start' },
+  { key: 'peers', kind: 'list', def: () => [], reloads: true, unit: 'HOST:PORT', doc: 'peers reached by unicast (their unicastPort); names are resolved at start' },
   { key: 'replicationFactor', kind: 'int', def: () => 2, min: 1, max: 16, unit: 'copies', doc: 'copies of each session in the cluster, this host\'s included (1 = no replication)' },
   { key: 'replicationAckTimeoutMs', kind: 'int', def: () => 100, min: 5, max: 60_000, unit: 'ms', doc: 'wait for a copy\'s acknowledgement before the first retry (doubling)' },
   { key: 'replicationRetries', kind: 'int', def: () => 10, min: 0, max: 50, unit: 'retries', doc: 'retries of an unacknowledged copy before it is counted as failed' },
@@ -212,7 +121,15 @@ export const FIELDS: readonly Field[] = [
   { key: 'memberProbationMs', kind: 'int', def: () => 2000, min: 0, max: 600_000, unit: 'ms', doc: 'a new member is pushed session copies (and owns keys) only once it has announced itself again at least this long after it first appeared; the default is two default heartbeats' },
   { key: 'maxTombstones', kind: 'int', def: () => 65_536, min: 1, max: 100_000_000, unit: 'tombstones', doc: 'deleted keys remembered at once, each for 2 x replayWindowMs plus the copy retry span, so an old copy cannot bring a deleted session back; when full, the oldest goes and older copies of unknown keys are refused until it would have expired' },
   { key: 'maxHolderRecords', kind: 'int', def: () => 262_144, min: 1, max: 100_000_000, unit: 'records', doc: 'hosts remembered as holding a copy of a key (they fetched it here, or a copy went between them and here), each for the copy\'s remaining TTL, so a delete reaches them; when full, new ones are not remembered and counted (holdersUnrecorded)' },
-]
+] as const satisfies readonly FieldSpec[]
+
+type FieldOf = (typeof FIELDS)[number]
+
+/** The daemon's configuration: one property per row of FIELDS, of the type its kind parses to. */
+export type Config = { [F in FieldOf as F['key']]: KindValues[F['kind']] }
+
+/** A row of FIELDS, as the code that walks the table sees it. */
+type Field = FieldSpec & { key: keyof Config }
 
 export class ConfigError extends Error {
   readonly code = 'BAD_CONFIG'
@@ -220,6 +137,11 @@ export class ConfigError extends Error {
     super(message)
     this.name = 'ConfigError'
   }
+}
+
+/** The part of a config a module takes: the keys it names, nothing else. */
+export function pickConfig<K extends keyof Config>(c: Config, keys: readonly K[]): Pick<Config, K> {
+  return Object.fromEntries(keys.map((k) => [k, c[k]])) as Pick<Config, K>
 }
 
 export function defaults(): Config {
@@ -506,7 +428,7 @@ export function exampleToml(): string {
 }
 
 /** Keys a reload (SIGHUP) applies in place; the rest need a restart. */
-export const RELOAD_IN_PLACE: ReadonlySet<keyof Config> = new Set<keyof Config>(['logLevel', 'keyFile', 'peers', 'maxConnections'])
+export const RELOAD_IN_PLACE: ReadonlySet<keyof Config> = new Set(FIELDS.filter((f: Field) => f.reloads).map((f) => f.key))
 
 /** Largest frame the API accepts: a SET of the largest key and value, with headers. */
 export function maxFrameBytes(c: Config): number {

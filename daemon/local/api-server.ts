@@ -19,18 +19,18 @@ import {
 } from '../../protocol/local.js'
 import { ProtocolError } from '../../protocol/errors.js'
 import type { Log } from '../host/log.js'
+import type { Config } from '../config/config.js'
 import { UnixListener, UnixListenerError } from './unix-listener.js'
 
 /** Turns a decoded request into an encoded reply frame, now or later. */
 export type Handler = (req: Request) => Buffer | Promise<Buffer>
 
-export interface ApiServerOptions {
+/** An API server's config keys (unit and default: FIELDS in config/config.ts), path, mode and parts. */
+export interface ApiServerOptions extends Pick<Config, 'maxConnections'> {
   /** Filesystem path of the socket. */
   path: string
   /** Permission bits of the socket file. Default 0o660 (owner and group may connect). */
   mode: number
-  /** Connections open at once; one more gets a BUSY reply and is closed. Default 1024. */
-  maxConnections: number
   /** Largest frame accepted, length prefix included, in bytes. */
   maxFrameBytes: number
   /** Requests of one connection being handled at once before it stops being read. Default 4096. */

@@ -7,10 +7,11 @@
 import { Op, ReplyFlag, ReqFlag, Status, encodeError, encodeReply, encodeTicketWindowBody, keyProblem, type Request, type TicketWindowBody } from '../../protocol/local.js'
 import { StoreError, type SessionStore } from '../store/session-store.js'
 import type { ClusterHooks } from '../cluster/hooks.js'
+import type { Config } from '../config/config.js'
 
-export interface HandlerDeps {
+/** What a handler needs: its config keys (FIELDS in config/config.ts) and what it calls. */
+export interface HandlerDeps extends Pick<Config, 'maxKeyBytes'> {
   store: SessionStore
-  maxKeyBytes: number
   /** Admin operations (KEYS, FLUSH) are allowed only on the admin socket. */
   admin: boolean
   stats(): unknown

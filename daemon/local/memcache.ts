@@ -34,6 +34,7 @@ import net from 'node:net'
 import { UnixListener } from './unix-listener.js'
 import type { ClusterHooks } from '../cluster/hooks.js'
 import { parseListen } from '../config/listen.js'
+import type { Config } from '../config/config.js'
 import type { Log } from '../host/log.js'
 import { StoreError, type SessionStore } from '../store/session-store.js'
 
@@ -86,27 +87,11 @@ const ERROR = 'ERROR\r\n'
 const BAD_FORMAT = 'CLIENT_ERROR bad command line format\r\n'
 const BAD_EXPTIME = 'CLIENT_ERROR invalid exptime argument\r\n'
 
-export interface MemcacheOptions {
-  /** Where to listen: `HOST:PORT` (loopback only) or a Unix socket path. */
-  listen: string[]
-  /** Connections open at once on each listener. */
-  maxConnections: number
-  /** A connection with no traffic either way for this long is closed, in ms; 0 = never. */
-  idleTimeoutMs: number
-  /**
-   * Longest a command line or data block may take to arrive once its first byte came, in ms;
-   * the connection is closed. 0 = no limit. Not counted while the connection is not read.
-   */
-  commandTimeoutMs: number
-  /**
-   * Bytes all connections together may hold, in bytes: unread input (its buffer's size), commands
-   * read ahead and replies not yet taken. Above it, the connections holding the most stop being
-   * read and answered until their clients take their replies.
-   */
-  maxBufferedBytes: number
-  /** Whether `flush_all` empties this host's store (else `CLIENT_ERROR flush_all not allowed`). */
-  flushAll: boolean
-  maxKeyBytes: number
+/**
+ * The front end's config keys (unit and default: FIELDS in config/config.ts; the command timeout
+ * does not run while a connection is not read), and its parts.
+ */
+export interface MemcacheOptions extends Pick<Config, 'memcacheListen' | 'memcacheMaxConnections' | 'memcacheIdleTimeoutMs' | 'memcacheCommandTimeoutMs' | 'memcacheMaxBufferedBytes' | 'memcacheFlushAll' | 'maxKeyBytes'> {
   /** statecast's own version, shown after the memcached protocol version and in `stats`. */
   version: string
   store: SessionStore
@@ -892,8 +877,8 @@ export class MemcacheServer {
     this.version = `${MEMCACHED_PROTOCOL_VERSION}-statecast-${o.version}`
     this.maxValueBytes = o.store.options.maxValueBytes
     this.maxKeyBytes = o.maxKeyBytes
-    this.flushAllowed = o.flushAll
-    this.commandTimeoutMs = o.commandTimeoutMs
+    this.flushAllowed = o.memcacheFlushAll
+    this.commandTimeoutMs = o.memcacheCommandTimeoutMs
     this.#now = o.now ?? Date.now
   }
 
@@ -934,7 +919,7 @@ export class MemcacheServer {
    * budget between them.)
    */
   squeezes(reported: number, held: number, conn: McConnection): boolean {
-    const max = this.#o.maxBufferedBytes
+    const max = this.#o.memcacheMaxBufferedBytes
     if (this.counters.bufferedBytes - reported + held <= max) return false
     if (held <= MIN_BUDGET_SHARE) return false
     if (!this.#squeezed.has(conn)) {
@@ -949,7 +934,7 @@ export class MemcacheServer {
     const c = this.counters
     c.bufferedBytes += delta
     // Woken a little under the budget, so that connections do not flap at its edge.
-    if (delta >= 0 || this.#waking || this.#squeezed.size === 0 || c.bufferedBytes > this.#o.maxBufferedBytes * 0.875) return
+    if (delta >= 0 || this.#waking || this.#squeezed.size === 0 || c.bufferedBytes > this.#o.memcacheMaxBufferedBytes * 0.875) return
     this.#waking = true
     try {
       const woken = [...this.#squeezed]
@@ -1190,9 +1175,9 @@ export class MemcacheServer {
       case 'settings':
         return rows([
           ['maxbytes', o.store.options.maxBytes],
-          ['maxconns', o.maxConnections],
+          ['maxconns', o.memcacheMaxConnections],
           ['item_size_max', this.maxValueBytes],
-          ['idle_timeout', Math.ceil(o.idleTimeoutMs / 1000)],
+          ['idle_timeout', Math.ceil(o.memcacheIdleTimeoutMs / 1000)],
           ['flush_enabled', this.flushAllowed ? 'yes' : 'no'],
           ['cas_enabled', 'yes'],
           ['evictions', 'on'],
@@ -1212,7 +1197,7 @@ export class MemcacheServer {
   }
 
   async listen(): Promise<void> {
-    for (const spec of this.#o.listen) {
+    for (const spec of this.#o.memcacheListen) {
       const tcp = parseListen(spec)
       const sockets = new Set<net.Socket>()
       const server = net.createServer((s) => this.#onConnection(s, sockets))
@@ -1233,7 +1218,7 @@ export class MemcacheServer {
 
   /** Each listener has its own cap, so clients of one (say a busy TCP port) never shut out another's. */
   #onConnection(s: net.Socket, sockets: Set<net.Socket>): void {
-    if (sockets.size >= this.#o.maxConnections) {
+    if (sockets.size >= this.#o.memcacheMaxConnections) {
       this.counters.refused++
       s.on('error', () => {})
       // The error, a FIN, then the descriptor is released: a refused client that never closes its
@@ -1248,8 +1233,8 @@ export class MemcacheServer {
     this.counters.connections++
     sockets.add(s)
     s.once('close', () => sockets.delete(s))
-    if (this.#o.idleTimeoutMs > 0) {
-      s.setTimeout(this.#o.idleTimeoutMs)
+    if (this.#o.memcacheIdleTimeoutMs > 0) {
+      s.setTimeout(this.#o.memcacheIdleTimeoutMs)
       s.on('timeout', () => {
         this.counters.idleClosed++
         s.destroy()

@@ -4,6 +4,7 @@
  * (compact-store.ts, the default) and `LruStore` (lru-store.ts, the lru-cache package).
  */
 import type { Hlc, TombstoneCounters } from './versions.js'
+import { defaults, pickConfig, type Config } from '../config/config.js'
 import type { LruStore } from './lru-store.js'
 
 export { NO_VERSION } from './versions.js'
@@ -14,15 +15,10 @@ export { NO_VERSION } from './versions.js'
  */
 export const ENTRY_OVERHEAD_BYTES = 160
 
-export interface StoreOptions {
-  /** Upper bound of key + value + per-entry overhead over all entries, in bytes. Default 64 MiB. */
-  maxBytes: number
-  /** Largest value accepted, in bytes. Default 65536. */
-  maxValueBytes: number
-  /** TTL given to an entry stored without one, in ms. Default 300000 (5 min). */
-  defaultTtlMs: number
-  /** Longest TTL an entry may have; longer requests are capped, in ms. Default 2592000000 (30 days, memcached's relative limit). */
-  maxTtlMs: number
+/** The config keys the store takes (unit and default: FIELDS in config/config.ts). */
+const STORE_KEYS = ['maxBytes', 'maxValueBytes', 'defaultTtlMs', 'maxTtlMs', 'maxTombstones'] as const
+
+export interface StoreOptions extends Pick<Config, (typeof STORE_KEYS)[number]> {
   /** Monotonic clock in ms; injected by tests so that TTLs pass without sleeping. */
   now?: () => number
   /**
@@ -30,20 +26,12 @@ export interface StoreOptions {
    * its config (`tombstoneLifetimeMs` in versions.ts), so that no copy can outlive it.
    */
   tombstoneLifetimeMs: number
-  /** Most tombstones kept at once; the oldest go first (see `Tombstones`). Default 65536. */
-  maxTombstones: number
   /** The clock that versions every write (versions.ts); each store makes its own by default. */
   clock?: Hlc
 }
 
-export const STORE_DEFAULTS: StoreOptions = {
-  maxBytes: 64 * 1024 * 1024,
-  maxValueBytes: 64 * 1024,
-  defaultTtlMs: 300_000,
-  maxTtlMs: 2_592_000_000,
-  tombstoneLifetimeMs: 60_000,
-  maxTombstones: 65_536,
-}
+/** The config's defaults, for a store made without a config (tests, bench). */
+export const STORE_DEFAULTS: StoreOptions = { ...pickConfig(defaults(), STORE_KEYS), tombstoneLifetimeMs: 60_000 }
 
 export interface StoreCounters {
   hits: number

@@ -2,7 +2,8 @@ import t from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
 import os from 'node:os'
-import { apply, defaults, loadFile } from '../../daemon/config/config.js'
+import { FIELDS, RELOAD_IN_PLACE, apply, defaults, exampleToml, loadFile, type Config } from '../../daemon/config/config.js'
+import { STORE_DEFAULTS } from '../../daemon/store/session-store.js'
 import { defaultRuntimeDir, defaultSocketPath, defaultAdminSocketPath } from '../../protocol/paths.js'
 
 t.test('default socket paths for root, users and development runs', async (t) => {
@@ -51,7 +52,6 @@ t.test('TOML file on top of defaults', async (t) => {
 })
 
 t.test('the README documents every config key', async (t) => {
-  const { FIELDS } = await import('../../daemon/config/config.js')
   const readme = fs.readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
   for (const f of FIELDS) t.match(readme, new RegExp(`\\| \`${f.key}\` \\|`), f.key)
 })
@@ -64,4 +64,38 @@ t.test('the admin socket follows the API socket unless it is set', async (t) => 
   t.equal(apply(fromFile, { socketPath: '/srv/a/api.sock' }, 'flags').adminSocketPath, '/srv/b/adm.sock', 'a path set in the file stays when a flag moves the API socket')
   t.equal(defaultAdminSocketPath({ STATECAST_SOCKET: '/srv/c/x.sock' }, 1000), '/srv/c/admin.sock', 'STATECAST_SOCKET moves the default admin socket too')
   t.equal(defaultAdminSocketPath({ STATECAST_SOCKET: '/srv/c/x.sock', STATECAST_ADMIN_SOCKET: '/srv/d/y.sock' }, 1000), '/srv/d/y.sock')
+})
+
+t.test('every key of the table has a unit, a meaning and a default that passes its own check', async (t) => {
+  const d = defaults()
+  t.equal(new Set(FIELDS.map((f) => f.key)).size, FIELDS.length, 'no key twice')
+  for (const f of FIELDS) {
+    t.match(f.unit, /\S/, `${f.key}: unit`)
+    t.match(f.doc, /\S/, `${f.key}: meaning`)
+    t.not(d[f.key], undefined, `${f.key}: default`)
+    t.same(apply(d, { [f.key]: d[f.key] }, 'defaults')[f.key], d[f.key], `${f.key}: its default is a valid value`)
+  }
+})
+
+t.test('the example config shows every key with its unit and meaning, and loads as it reads', async (t) => {
+  const example = exampleToml()
+  for (const f of FIELDS) {
+    t.ok(example.includes(`\n# ${f.doc}. Unit: ${f.unit}.${RELOAD_IN_PLACE.has(f.key) ? '' : ' [restart]'}\n#${f.key} = `), f.key)
+  }
+  // Uncommented, the example sets every key; it must be a valid config, with the values it shows.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sc-cfg-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const file = path.join(dir, 'example.toml')
+  const lines = example.split('\n').map((l) => (/^#[A-Za-z]+ = /.test(l) ? l.slice(1) : l))
+  fs.writeFileSync(file, lines.join('\n'))
+  t.equal(lines.filter((l) => /^[A-Za-z]+ = /.test(l)).length, FIELDS.length, 'one line a key')
+  const c = loadFile(file)
+  const d = defaults()
+  for (const f of FIELDS) if (!('example' in f)) t.same(c[f.key], d[f.key], `${f.key}: the example shows the default`)
+})
+
+t.test('a module\'s defaults are the table\'s', async (t) => {
+  const d = defaults()
+  for (const k of ['maxBytes', 'maxValueBytes', 'defaultTtlMs', 'maxTtlMs', 'maxTombstones'] as const satisfies readonly (keyof Config)[]) t.equal(STORE_DEFAULTS[k], d[k], k)
+  t.same([...RELOAD_IN_PLACE].sort(), ['keyFile', 'logLevel', 'maxConnections', 'peers'], 'the keys a reload applies, as marked in the table')
 })
