@@ -28,6 +28,7 @@
  * number of tombstones is bounded; see `Tombstones` for what happens when the bound is hit.
  */
 import { randomBytes } from 'node:crypto'
+import type { Config } from '../config/config.js'
 
 /** Bits of the logical counter and of the tiebreak, below the 48-bit wall clock. */
 const LOGICAL_BITS = 8
@@ -160,7 +161,7 @@ export function copyRetrySpanMs(ackTimeoutMs: number, retries: number): number {
  * still accepts was sent at most replay window + retry span after the delete, and is accepted at
  * most one replay window (plus skew, up to another) after that.
  */
-export function tombstoneLifetimeMs(o: { replayWindowMs: number; replicationAckTimeoutMs: number; replicationRetries: number }): number {
+export function tombstoneLifetimeMs(o: Pick<Config, 'replayWindowMs' | 'replicationAckTimeoutMs' | 'replicationRetries'>): number {
   return 2 * o.replayWindowMs + copyRetrySpanMs(o.replicationAckTimeoutMs, o.replicationRetries)
 }
 
