@@ -4,7 +4,7 @@
  * The GET hit path is: key bytes -> latin1 string -> store.get -> one reply buffer. No logging,
  * no promise, no allocation beyond the key string and the reply.
  */
-import { Op, ReplyFlag, ReqFlag, Status, encodeError, encodeReply, encodeTicketWindowBody, keyProblem, type Request, type TicketWindowBody } from '../../protocol/local.js'
+import { Op, ReplyFlag, ReqFlag, Status, encodeError, encodeReply, encodeTicketKeyBody, encodeTicketWindowBody, keyProblem, type Request, type TicketWindowBody } from '../../protocol/local.js'
 import { StoreError, type SessionStore } from '../store/session-store.js'
 import type { ClusterHooks } from '../cluster/hooks.js'
 
@@ -97,10 +97,7 @@ export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Pro
       case Op.TICKET_KEY: {
         const k = deps.ticketKey()
         if (!k) return encodeReply(Op.TICKET_KEY, req.id, Status.NOT_FOUND)
-        const body = Buffer.allocUnsafe(8 + k.key.length)
-        body.writeUInt32BE(k.epoch, 0)
-        body.writeUInt32BE(Math.min(k.remainingMs, 0xffffffff), 4)
-        k.key.copy(body, 8)
+        const body = encodeTicketKeyBody(k)
         const reply = encodeReply(Op.TICKET_KEY, req.id, Status.OK, body)
         body.fill(0)
         return reply
