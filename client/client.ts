@@ -24,7 +24,6 @@ import {
   keyProblem,
   type Reply,
   type Request,
-  type TicketKeyBody,
   type TicketWindowBody,
 } from '../protocol/local.js'
 import { defaultSocketPath } from '../protocol/paths.js'
@@ -329,6 +328,15 @@ export class StatecastClient extends EventEmitter {
     throw errorFromStatus(reply.status, reply.body)
   }
 
+  /** A reply body through its protocol decoder: one that does not decode is the daemon's fault (PROTOCOL). */
+  static #decode<T>(reply: Reply, decode: (body: Buffer) => T, what: string): T {
+    try {
+      return decode(reply.body)
+    } catch {
+      throw new StatecastError('PROTOCOL', `${what} reply malformed`)
+    }
+  }
+
   static #key(key: Key): Buffer {
     const k = toBuf(key)
     const problem = keyProblem(k)
@@ -407,13 +415,10 @@ export class StatecastClient extends EventEmitter {
   async ticketKey(opts?: CallOptions): Promise<{ epoch: number; remainingMs: number; key: Buffer } | undefined> {
     const reply = StatecastClient.#check(await this.#request({ op: Op.TICKET_KEY, id: this.#id(), flags: 0 }, opts), Status.NOT_FOUND)
     if (reply.status === Status.NOT_FOUND) return undefined
-    let k: TicketKeyBody
-    try {
-      k = decodeTicketKeyBody(reply.body)
-    } catch {
-      throw new StatecastError('PROTOCOL', 'ticket key reply of the wrong size')
-    }
-    return { epoch: k.epoch, remainingMs: k.remainingMs, key: Buffer.from(k.key) }
+    const k = StatecastClient.#decode(reply, decodeTicketKeyBody, 'ticket key')
+    const out = { epoch: k.epoch, remainingMs: k.remainingMs, key: Buffer.from(k.key) }
+    reply.body.fill(0)
+    return out
   }
 
   /**
@@ -423,12 +428,7 @@ export class StatecastClient extends EventEmitter {
   async ticketWindow(opts?: CallOptions): Promise<TicketWindowBody | undefined> {
     const reply = StatecastClient.#check(await this.#request({ op: Op.TICKET_WINDOW, id: this.#id(), flags: 0 }, opts), Status.NOT_FOUND)
     if (reply.status === Status.NOT_FOUND) return undefined
-    let w: TicketWindowBody
-    try {
-      w = decodeTicketWindowBody(reply.body)
-    } catch {
-      throw new StatecastError('PROTOCOL', 'ticket window reply malformed')
-    }
+    const w = StatecastClient.#decode(reply, decodeTicketWindowBody, 'ticket window')
     const out = { ...w, secrets: w.secrets.map((s) => ({ epoch: s.epoch, secret: Buffer.from(s.secret) })) }
     reply.body.fill(0)
     return out

@@ -24,6 +24,13 @@ export interface HandlerDeps {
 const EMPTY = Buffer.alloc(0)
 const json = (v: unknown) => Buffer.from(JSON.stringify(v), 'utf8')
 
+/** An OK reply carrying ticket secrets: the body is wiped once it is copied into the reply. */
+function secretReply(op: number, id: number, body: Buffer): Buffer {
+  const reply = encodeReply(op, id, Status.OK, body)
+  body.fill(0)
+  return reply
+}
+
 export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Promise<Buffer> {
   const { store, maxKeyBytes, admin } = deps
 
@@ -97,19 +104,13 @@ export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Pro
       case Op.TICKET_KEY: {
         const k = deps.ticketKey()
         if (!k) return encodeReply(Op.TICKET_KEY, req.id, Status.NOT_FOUND)
-        const body = encodeTicketKeyBody(k)
-        const reply = encodeReply(Op.TICKET_KEY, req.id, Status.OK, body)
-        body.fill(0)
-        return reply
+        return secretReply(Op.TICKET_KEY, req.id, encodeTicketKeyBody(k))
       }
       case Op.TICKET_WINDOW: {
         if (!admin) return encodeError(Op.TICKET_WINDOW, req.id, Status.DENIED, 'the ticket window is readable on the admin socket only')
         const w = deps.ticketWindow?.()
         if (!w) return encodeReply(Op.TICKET_WINDOW, req.id, Status.NOT_FOUND)
-        const body = encodeTicketWindowBody(w)
-        const reply = encodeReply(Op.TICKET_WINDOW, req.id, Status.OK, body)
-        body.fill(0)
-        return reply
+        return secretReply(Op.TICKET_WINDOW, req.id, encodeTicketWindowBody(w))
       }
       case Op.FLUSH: {
         if (!admin) return encodeError(Op.FLUSH, req.id, Status.DENIED, 'flushing is allowed on the admin socket only')
