@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url'
 import { attachSessionCache, type SessionCache } from '../client/tls.js'
 import { StatecastClient } from '../client/index.js'
 import Memcached from 'memcached'
-import { formatKeyFile } from '../protocol/keyfile.js'
+import { formatKeyFile, newClusterKey } from '../protocol/keyfile.js'
 import { untilAccepting } from './local.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -39,7 +39,7 @@ export function makeCert(dir: string, kind: 'ec' | 'rsa' = 'ec'): { key: Buffer;
 
 export async function startDaemons(dir: string, extra: (i: number) => string[] = () => []): Promise<{ procs: ChildProcess[]; sockets: string[] }> {
   const keyFile = path.join(dir, 'cluster.key')
-  fs.writeFileSync(keyFile, formatKeyFile([{ id: crypto.randomBytes(4).readUInt32BE(0), createdAt: 0, key: crypto.randomBytes(32) }]), { mode: 0o600 })
+  fs.writeFileSync(keyFile, formatKeyFile([newClusterKey(0)]), { mode: 0o600 })
   const group = `239.255.${crypto.randomInt(256)}.${1 + crypto.randomInt(250)}`
   const port = String(20000 + crypto.randomInt(40000))
   const procs: ChildProcess[] = []

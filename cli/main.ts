@@ -6,7 +6,6 @@
  * from it. Exit codes: 0 done, 1 not found, 2 usage error, 3 daemon unreachable, 4 the daemon
  * refused the request (its message is printed).
  */
-import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -18,7 +17,7 @@ import { StatecastClient } from '../client/client.js'
 import { StatecastError } from '../client/errors.js'
 import { defaultAdminSocketPath } from '../protocol/paths.js'
 import { UnixListenerError, checkPrivateDir, isUserDefaultDir } from '../daemon/local/unix-listener.js'
-import { KEY_BYTES, formatKey, formatKeyFile, type ClusterKey } from '../protocol/keyfile.js'
+import { formatKey, formatKeyFile, newClusterKey } from '../protocol/keyfile.js'
 import { TICKET_FORMATS, wipeRendered, type TicketFormat } from '../daemon/tickets/ticket-formats.js'
 import { writeConsumerFiles } from '../daemon/tickets/ticket-export.js'
 
@@ -333,7 +332,7 @@ export const COMMANDS: Command[] = [
     async run(ctx) {
       noMoreArgs(ctx, 0)
       const delayMs = seconds(ctx.flags['activate-in'], '--activate-in') ?? 0
-      const key: ClusterKey = { id: crypto.randomBytes(4).readUInt32BE(0), createdAt: Math.floor((Date.now() + delayMs) / 1000), key: crypto.randomBytes(KEY_BYTES) }
+      const key = newClusterKey(Math.floor((Date.now() + delayMs) / 1000))
       ctx.out(ctx.json ? JSON.stringify({ id: key.id.toString(16).padStart(8, '0'), createdAt: key.createdAt, line: formatKey(key) }) + '\n' : formatKeyFile([key]))
       return EXIT.OK
     },

@@ -17,14 +17,17 @@ import {
   Status,
   decodeGetBody,
   decodeReply,
+  decodeTicketKeyBody,
   decodeTicketWindowBody,
   encodeRequest,
+  encodeRequestFlags,
   keyProblem,
   type Reply,
   type Request,
   type TicketWindowBody,
 } from '../protocol/local.js'
 import { defaultSocketPath } from '../protocol/paths.js'
+import { U32_MAX, nextId } from '../protocol/ids.js'
 import { ProtocolError } from '../protocol/errors.js'
 import { StatecastError, errorFromStatus } from './errors.js'
 
@@ -316,13 +319,22 @@ export class StatecastClient extends EventEmitter {
   #id(): number {
     const id = this.#nextId
     // Ids wrap within u32 and skip 0, which the daemon uses for connection-level notices.
-    this.#nextId = id >= 0xffffffff ? 1 : id + 1
+    this.#nextId = nextId(id)
     return id
   }
 
   static #check(reply: Reply, ...accept: number[]): Reply {
     if (reply.status === Status.OK || accept.includes(reply.status)) return reply
     throw errorFromStatus(reply.status, reply.body)
+  }
+
+  /** A reply body through its protocol decoder: one that does not decode is the daemon's fault (PROTOCOL). */
+  static #decode<T>(reply: Reply, decode: (body: Buffer) => T, what: string): T {
+    try {
+      return decode(reply.body)
+    } catch {
+      throw new StatecastError('PROTOCOL', `${what} reply malformed`)
+    }
   }
 
   static #key(key: Key): Buffer {
@@ -334,7 +346,7 @@ export class StatecastClient extends EventEmitter {
 
   static #ttl(ttlMs: number | undefined): number {
     const t = ttlMs ?? 0
-    if (!Number.isInteger(t) || t < 0 || t > 0xffffffff) throw new StatecastError('BAD_ARGUMENT', `ttlMs must be an integer from 0 to ${0xffffffff}, got ${ttlMs}`)
+    if (!Number.isInteger(t) || t < 0 || t > U32_MAX) throw new StatecastError('BAD_ARGUMENT', `ttlMs must be an integer from 0 to ${U32_MAX}, got ${ttlMs}`)
     return t
   }
 
@@ -346,7 +358,7 @@ export class StatecastClient extends EventEmitter {
   /** Like get, with the remaining TTL and whether the value came from a peer. */
   async getEntry(key: Key, opts?: GetOptions): Promise<GetResult | undefined> {
     const reply = StatecastClient.#check(
-      await this.#request({ op: Op.GET, id: this.#id(), flags: opts?.localOnly ? 1 : 0, key: StatecastClient.#key(key) }, opts),
+      await this.#request({ op: Op.GET, id: this.#id(), flags: encodeRequestFlags({ localOnly: opts?.localOnly }), key: StatecastClient.#key(key) }, opts),
       Status.NOT_FOUND,
     )
     if (reply.status === Status.NOT_FOUND) return undefined
@@ -358,7 +370,7 @@ export class StatecastClient extends EventEmitter {
     const req: Request = {
       op: Op.SET,
       id: this.#id(),
-      flags: opts?.noPropagate ? 2 : 0,
+      flags: encodeRequestFlags({ noPropagate: opts?.noPropagate }),
       key: StatecastClient.#key(key),
       value: toBuf(value),
       ttlMs: StatecastClient.#ttl(opts?.ttlMs),
@@ -369,7 +381,7 @@ export class StatecastClient extends EventEmitter {
   /** True when this host held the key. Peers are told to drop their copies either way. */
   async delete(key: Key, opts?: CallOptions & { noPropagate?: boolean }): Promise<boolean> {
     const reply = StatecastClient.#check(
-      await this.#request({ op: Op.DELETE, id: this.#id(), flags: opts?.noPropagate ? 2 : 0, key: StatecastClient.#key(key) }, opts),
+      await this.#request({ op: Op.DELETE, id: this.#id(), flags: encodeRequestFlags({ noPropagate: opts?.noPropagate }), key: StatecastClient.#key(key) }, opts),
       Status.NOT_FOUND,
     )
     return reply.status === Status.OK
@@ -403,8 +415,10 @@ export class StatecastClient extends EventEmitter {
   async ticketKey(opts?: CallOptions): Promise<{ epoch: number; remainingMs: number; key: Buffer } | undefined> {
     const reply = StatecastClient.#check(await this.#request({ op: Op.TICKET_KEY, id: this.#id(), flags: 0 }, opts), Status.NOT_FOUND)
     if (reply.status === Status.NOT_FOUND) return undefined
-    if (reply.body.length !== 8 + 48) throw new StatecastError('PROTOCOL', 'ticket key reply of the wrong size')
-    return { epoch: reply.body.readUInt32BE(0), remainingMs: reply.body.readUInt32BE(4), key: Buffer.from(reply.body.subarray(8)) }
+    const k = StatecastClient.#decode(reply, decodeTicketKeyBody, 'ticket key')
+    const out = { epoch: k.epoch, remainingMs: k.remainingMs, key: Buffer.from(k.key) }
+    reply.body.fill(0)
+    return out
   }
 
   /**
@@ -414,12 +428,7 @@ export class StatecastClient extends EventEmitter {
   async ticketWindow(opts?: CallOptions): Promise<TicketWindowBody | undefined> {
     const reply = StatecastClient.#check(await this.#request({ op: Op.TICKET_WINDOW, id: this.#id(), flags: 0 }, opts), Status.NOT_FOUND)
     if (reply.status === Status.NOT_FOUND) return undefined
-    let w: TicketWindowBody
-    try {
-      w = decodeTicketWindowBody(reply.body)
-    } catch {
-      throw new StatecastError('PROTOCOL', 'ticket window reply malformed')
-    }
+    const w = StatecastClient.#decode(reply, decodeTicketWindowBody, 'ticket window')
     const out = { ...w, secrets: w.secrets.map((s) => ({ epoch: s.epoch, secret: Buffer.from(s.secret) })) }
     reply.body.fill(0)
     return out

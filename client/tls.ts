@@ -67,18 +67,23 @@ export interface SessionCache {
 
 /** TLS 1.3 as the protocol number OpenSSL writes into a session. */
 const TLS13 = 0x0304
+/** DER tags (X.690) of the two fields read below. */
+const DER_SEQUENCE = 0x30
+const DER_INTEGER = 0x02
+/** A DER length byte with this bit set says how many length bytes follow. */
+const DER_LONG_LENGTH = 0x80
 
 /**
  * The protocol version inside an encoded session (OpenSSL's SSL_SESSION_ASN1:
  * SEQUENCE { INTEGER 1, INTEGER sslVersion, ... }), or undefined when it cannot be read.
  */
 export function sessionVersion(der: Buffer): number | undefined {
-  if (der[0] !== 0x30 || der.length < 8) return undefined
+  if (der[0] !== DER_SEQUENCE || der.length < 8) return undefined
   const l = der[1]!
-  let off = 2 + (l & 0x80 ? l & 0x7f : 0)
-  if (der[off] !== 0x02) return undefined
+  let off = 2 + (l & DER_LONG_LENGTH ? l & ~DER_LONG_LENGTH : 0)
+  if (der[off] !== DER_INTEGER) return undefined
   off += 2 + (der[off + 1] ?? 0)
-  if (der[off] !== 0x02) return undefined
+  if (der[off] !== DER_INTEGER) return undefined
   const n = der[off + 1] ?? 0
   if (n < 1 || n > 4 || off + 2 + n > der.length) return undefined
   return der.readUIntBE(off + 2, n)

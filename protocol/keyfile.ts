@@ -9,6 +9,8 @@
  * append it on every host and reload; when its time comes every host seals with it, and the old
  * line can be removed once no host seals with it any more.
  */
+import { randomBytes } from 'node:crypto'
+
 export const KEY_BYTES = 32
 
 export interface ClusterKey {
@@ -16,6 +18,15 @@ export interface ClusterKey {
   /** When the key comes into force, Unix seconds. */
   createdAt: number
   key: Buffer
+}
+
+/**
+ * A fresh cluster key that comes into force at `createdAt` (Unix seconds): a random id and
+ * KEY_BYTES random bytes. The one place keys are made (`statecast keygen`, the development key,
+ * tests and the demo).
+ */
+export function newClusterKey(createdAt: number): ClusterKey {
+  return { id: randomBytes(4).readUInt32BE(0), createdAt, key: randomBytes(KEY_BYTES) }
 }
 
 export class KeyFileError extends Error {

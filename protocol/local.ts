@@ -39,6 +39,7 @@
  */
 import { Parser } from 'binary-parser'
 import { ProtocolError, needBytes } from './errors.js'
+import { U32_MAX } from './ids.js'
 
 export const HEADER_BYTES = 10
 /** Bytes before the body of a reply: the header and the status byte. */
@@ -98,6 +99,29 @@ export const ReplyFlag = {
   REMOTE: 0x01,
 } as const
 const REQ_FLAGS_MASK = ReqFlag.LOCAL_ONLY | ReqFlag.NO_PROPAGATE
+
+/** A request's flags byte, spelled out. */
+export interface RequestFlags {
+  /** GET: answer from this host's store only (LOCAL_ONLY). */
+  localOnly: boolean
+  /** SET/DELETE: no copies or invalidations to peers (NO_PROPAGATE). */
+  noPropagate: boolean
+}
+
+/** The flags byte of a request; absent options are off. */
+export function encodeRequestFlags(f: Partial<RequestFlags>): number {
+  return (f.localOnly ? ReqFlag.LOCAL_ONLY : 0) | (f.noPropagate ? ReqFlag.NO_PROPAGATE : 0)
+}
+
+function checkRequestFlags(flags: number): void {
+  if (!Number.isInteger(flags) || flags < 0 || flags > 0xff || flags & ~REQ_FLAGS_MASK) throw new ProtocolError('BAD_FIELD', `unknown request flags 0x${flags.toString(16)}`)
+}
+
+/** A request's flags byte spelled out. Throws ProtocolError (BAD_FIELD) for a bit not in ReqFlag. */
+export function decodeRequestFlags(flags: number): RequestFlags {
+  checkRequestFlags(flags)
+  return { localOnly: (flags & ReqFlag.LOCAL_ONLY) !== 0, noPropagate: (flags & ReqFlag.NO_PROPAGATE) !== 0 }
+}
 
 interface Base {
   id: number
@@ -191,6 +215,16 @@ function writeHeader(buf: Buffer, total: number, op: number, flags: number, id: 
   buf.writeUInt32BE(id >>> 0, 6)
 }
 
+/**
+ * The op (without the reply bit) and id of a frame that may not decode, for the error reply that
+ * answers it: 0 for whatever the frame is too short to hold. Never throws.
+ */
+export function peekRequestHeader(frame: Buffer): { op: number; id: number } {
+  const op = frame.length > 4 ? frame[4]! & ~REPLY_BIT : 0
+  const id = frame.length >= HEADER_BYTES ? frame.readUInt32BE(6) : 0
+  return { op, id }
+}
+
 /** Encodes a request into one freshly allocated frame. */
 export function encodeRequest(req: Request): Buffer {
   const total = requestLength(req)
@@ -229,7 +263,7 @@ export function decodeRequest(frame: Buffer): Request {
   const h = parseHeader(frame)
   const { op, id } = h
   if (op & REPLY_BIT) throw new ProtocolError('UNKNOWN_OP', `a reply (${opName(op & ~REPLY_BIT)}) sent as a request`)
-  if (h.flags & ~REQ_FLAGS_MASK) throw new ProtocolError('BAD_FIELD', `unknown request flags 0x${h.flags.toString(16)}`)
+  checkRequestFlags(h.flags)
   const flags = h.flags
   const body = frame.subarray(HEADER_BYTES)
   switch (op) {
@@ -276,7 +310,7 @@ export function encodeReply(op: number, id: number, status: number, body: Buffer
   const buf = Buffer.allocUnsafe(total)
   writeHeader(buf, total, op | REPLY_BIT, flags, id)
   buf[HEADER_BYTES] = status
-  if (ttlBytes) buf.writeUInt32BE(Math.min(ttlMs, 0xffffffff), REPLY_HEADER_BYTES)
+  if (ttlBytes) buf.writeUInt32BE(Math.min(ttlMs, U32_MAX), REPLY_HEADER_BYTES)
   body.copy(buf, REPLY_HEADER_BYTES + ttlBytes)
   return buf
 }
@@ -352,8 +386,34 @@ export class FrameDecoder {
   }
 }
 
-/** Bytes of one epoch's ticket secret. */
+/** Bytes of one epoch's ticket secret (the key of a TICKET_KEY reply, too). */
 export const TICKET_SECRET_BYTES = 48
+/** Bytes of a TICKET_KEY OK body: epoch, remaining ms, key. */
+export const TICKET_KEY_BODY_BYTES = 8 + TICKET_SECRET_BYTES
+
+export interface TicketKeyBody {
+  epoch: number
+  /** Until the next rotation, in ms (kept within 0..U32_MAX when encoded). */
+  remainingMs: number
+  key: Buffer
+}
+
+/** The body of a TICKET_KEY OK reply (after the status byte). The caller wipes it after use. */
+export function encodeTicketKeyBody(k: TicketKeyBody): Buffer {
+  if (k.key.length !== TICKET_SECRET_BYTES) throw new ProtocolError('BAD_FIELD', `a ticket key is ${TICKET_SECRET_BYTES} bytes`)
+  const buf = Buffer.alloc(TICKET_KEY_BODY_BYTES)
+  buf.writeUInt32BE(k.epoch, 0)
+  buf.writeUInt32BE(Math.max(0, Math.min(k.remainingMs, U32_MAX)), 4)
+  k.key.copy(buf, 8)
+  return buf
+}
+
+/** Decodes a TICKET_KEY OK body; the key is a view into `body`. Throws ProtocolError only. */
+export function decodeTicketKeyBody(body: Buffer): TicketKeyBody {
+  needBytes(body.length, TICKET_KEY_BODY_BYTES, 'TICKET_KEY body')
+  if (body.length > TICKET_KEY_BODY_BYTES) throw new ProtocolError('TRAILING', `TICKET_KEY body has ${body.length - TICKET_KEY_BODY_BYTES} bytes after its key`)
+  return { epoch: body.readUInt32BE(0), remainingMs: body.readUInt32BE(4), key: body.subarray(8) }
+}
 /** Most secrets a TICKET_WINDOW reply carries (previous, current, next). */
 export const MAX_WINDOW_SECRETS = 3
 

@@ -57,6 +57,7 @@ import crypto from 'node:crypto'
 import { Parser } from 'binary-parser'
 import { ProtocolError, needBytes } from './errors.js'
 import type { ClusterKey } from './keyfile.js'
+import { BoundedMap } from './bounded.js'
 
 export const MAGIC = 0x53544353 // "STCS"
 export const VERSION = 2
@@ -487,7 +488,7 @@ const MAX_SUBKEYS = 4096
  */
 export class Keyring {
   readonly keys: ReadonlyMap<number, ClusterKey>
-  #subkeys = new Map<string, Buffer>()
+  #subkeys = new BoundedMap<string, Buffer>(MAX_SUBKEYS)
 
   constructor(keys: readonly ClusterKey[]) {
     this.keys = new Map(keys.map((k) => [k.id, k]))
@@ -504,9 +505,7 @@ export class Keyring {
 
   remember(keyId: number, senderId: Buffer, subkey: Buffer): void {
     const cacheKey = `${keyId}:${senderId.toString('hex')}`
-    if (this.#subkeys.has(cacheKey)) return
-    if (this.#subkeys.size >= MAX_SUBKEYS) this.#subkeys.delete(this.#subkeys.keys().next().value!)
-    this.#subkeys.set(cacheKey, subkey)
+    if (!this.#subkeys.has(cacheKey)) this.#subkeys.set(cacheKey, subkey)
   }
 }
 
@@ -524,14 +523,7 @@ export function seal(ring: Keyring, keyId: number, senderId: Buffer, counter: nu
   if (!subkey) throw new ProtocolError('UNKNOWN_KEY', `no key with id ${keyId.toString(16)}`)
   ring.remember(keyId, senderId, subkey)
   const out = Buffer.allocUnsafe(HEADER_BYTES + body.length + TAG_BYTES)
-  out.writeUInt32BE(MAGIC, 0)
-  out[4] = VERSION
-  out[5] = 0
-  out.writeUInt32BE(keyId, 6)
-  senderId.copy(out, 10)
-  out.writeUInt32BE(Math.floor(counter / 2 ** 32), 18)
-  out.writeUInt32BE(counter >>> 0, 22)
-  receiverId.copy(out, 26)
+  writeHeader(out, { keyId, senderId, counter, receiverId })
   const c = crypto.createCipheriv('aes-256-gcm', subkey, nonceFor(counter))
   c.setAAD(out.subarray(0, HEADER_BYTES))
   const n1 = c.update(body).copy(out, HEADER_BYTES)
@@ -540,7 +532,38 @@ export function seal(ring: Keyring, keyId: number, senderId: Buffer, counter: nu
   return out
 }
 
-/** Reads the clear header without opening. Throws ProtocolError only. */
+/** Largest datagram counter: counters stay exact as numbers (a sender would need 2^53 datagrams). */
+export const MAX_COUNTER = 2 ** 53 - 1
+
+/**
+ * Writes the clear header of `h` at the start of `buf` (HEADER_BYTES). Throws ProtocolError
+ * (BAD_FIELD) for ids of the wrong size or a counter outside 0..MAX_COUNTER.
+ */
+export function writeHeader(buf: Buffer, h: Header): void {
+  if (h.senderId.length !== SENDER_ID_BYTES || h.receiverId.length !== SENDER_ID_BYTES) throw new ProtocolError('BAD_FIELD', `sender and receiver ids are ${SENDER_ID_BYTES} bytes`)
+  if (!Number.isSafeInteger(h.counter) || h.counter < 0) throw new ProtocolError('BAD_FIELD', 'datagram counter out of range')
+  buf.writeUInt32BE(MAGIC, 0)
+  buf[4] = VERSION
+  buf[5] = 0
+  buf.writeUInt32BE(h.keyId, 6)
+  h.senderId.copy(buf, 10)
+  buf.writeUInt32BE(Math.floor(h.counter / 2 ** 32), 18)
+  buf.writeUInt32BE(h.counter >>> 0, 22)
+  h.receiverId.copy(buf, 26)
+}
+
+/** The clear header of `h` on its own (what readHeader reads back from a datagram's first bytes). */
+export function encodeHeader(h: Header): Buffer {
+  const buf = Buffer.allocUnsafe(HEADER_BYTES)
+  writeHeader(buf, h)
+  return buf
+}
+
+/**
+ * Reads the clear header without opening: what a receiver peeks at before it spends a decryption
+ * (its own datagrams looped back, second copies, datagrams for another receiver). Nothing in it is
+ * authenticated until `open` succeeds. Throws ProtocolError only.
+ */
 export function readHeader(dgram: Buffer): Header {
   needBytes(dgram.length, HEADER_BYTES + TAG_BYTES, 'datagram')
   const h = headerParser.parse(dgram) as { magic: number; version: number; keyId: number; senderId: Buffer; ctrHi: number; ctrLo: number; receiverId: Buffer }
@@ -551,9 +574,11 @@ export function readHeader(dgram: Buffer): Header {
   return { keyId: h.keyId, senderId: Buffer.from(h.senderId), counter: h.ctrHi * 2 ** 32 + h.ctrLo, receiverId: Buffer.from(h.receiverId) }
 }
 
-/** Authenticates and decrypts a datagram. Throws ProtocolError (UNKNOWN_KEY, OPEN_FAILED, ...) only. */
-export function open(ring: Keyring, dgram: Buffer): { header: Header; body: Buffer } {
-  const header = readHeader(dgram)
+/**
+ * Authenticates and decrypts a datagram. `header` is its readHeader, when the caller already
+ * peeked at it. Throws ProtocolError (UNKNOWN_KEY, OPEN_FAILED, ...) only.
+ */
+export function open(ring: Keyring, dgram: Buffer, header: Header = readHeader(dgram)): { header: Header; body: Buffer } {
   const subkey = ring.subkey(header.keyId, header.senderId)
   if (!subkey) throw new ProtocolError('UNKNOWN_KEY', `sealed with key id ${header.keyId.toString(16).padStart(8, '0')}, which this daemon does not hold`)
   const d = crypto.createDecipheriv('aes-256-gcm', subkey, nonceFor(header.counter))

@@ -2,10 +2,9 @@
  * Loading the cluster key file. The file must be readable by its owner only: a key that group or
  * others can read is refused, since anyone holding it can read every session in the cluster.
  */
-import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
-import { KEY_BYTES, formatKeyFile, parseKeyFile, type ClusterKey } from '../../protocol/keyfile.js'
+import { formatKeyFile, newClusterKey, parseKeyFile, type ClusterKey } from '../../protocol/keyfile.js'
 
 export class KeyError extends Error {
   readonly code: 'NO_KEY' | 'KEY_FILE_EXPOSED' | 'BAD_KEY_FILE'
@@ -18,10 +17,6 @@ export class KeyError extends Error {
 
 export const HOW_TO_MAKE_A_KEY =
   'make one with `statecast keygen > /etc/statecast/cluster.key && chmod 600 /etc/statecast/cluster.key`, copy the same file to every host, and pass --key-file (or keyFile in the config)'
-
-export function newKey(nowSec = Math.floor(Date.now() / 1000)): ClusterKey {
-  return { id: crypto.randomBytes(4).readUInt32BE(0), createdAt: nowSec, key: crypto.randomBytes(KEY_BYTES) }
-}
 
 export function loadKeyFile(file: string): ClusterKey[] {
   let st: fs.Stats
@@ -50,7 +45,7 @@ export function devKey(file: string): { keys: ClusterKey[]; created: boolean } {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 })
   try {
     const fd = fs.openSync(file, 'wx', 0o600)
-    fs.writeSync(fd, formatKeyFile([newKey()], 'statecast DEVELOPMENT key, created by statecastd for loopback use only'))
+    fs.writeSync(fd, formatKeyFile([newClusterKey(Math.floor(Date.now() / 1000))], 'statecast DEVELOPMENT key, created by statecastd for loopback use only'))
     fs.closeSync(fd)
     return { keys: loadKeyFile(file), created: true }
   } catch (err) {

@@ -9,6 +9,7 @@
  */
 import type { ClusterKey } from '../../protocol/keyfile.js'
 import { AnnounceFlag, MsgType, hitChunkBytes, keyDigest, type Address, type Message } from '../../protocol/wire.js'
+import { BoundedSet } from '../../protocol/bounded.js'
 import type { ClusterHooks } from './hooks.js'
 import { Lookups, type LookupOptions } from './lookups.js'
 import type { Config } from '../config/config.js'
@@ -118,7 +119,7 @@ export class Cluster implements ClusterHooks {
   #heartbeat: NodeJS.Timeout | undefined
   #timers = new Set<NodeJS.Timeout>()
   /** `member:epoch` of members told the winning ticket secret (once per epoch each). */
-  #toldLoser = new Set<string>()
+  #toldLoser = new BoundedSet<string>(4096)
   /** Which of our ticket secrets the next heartbeat repeats. */
   #ticketTurn = 0
   #stopped: Promise<void> | undefined
@@ -396,7 +397,6 @@ export class Cluster implements ClusterHooks {
     const to = this.#addressOf(sender)
     if (!to) return
     this.#toldLoser.add(told)
-    if (this.#toldLoser.size > 4096) this.#toldLoser.delete(this.#toldLoser.values().next().value!)
     this.transport.sendTo(to, sender, this.#ticketMsg(winner))
   }
 

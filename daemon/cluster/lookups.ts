@@ -12,6 +12,7 @@
  */
 import crypto from 'node:crypto'
 import { MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, hitChunkBytes, keyDigest, maxChunkCount, type Address, type Message } from '../../protocol/wire.js'
+import { nextId } from '../../protocol/ids.js'
 import type { SessionStore } from '../store/session-store.js'
 import type { Transport } from './transport.js'
 import type { Config } from '../config/config.js'
@@ -180,7 +181,7 @@ export class Lookups {
     }
     this.counters.lookups++
     const reqId = this.#nextReq
-    this.#nextReq = reqId >= 0xffffffff ? 1 : reqId + 1
+    this.#nextReq = nextId(reqId)
     const f: Inflight = {
       key,
       keyBytes,

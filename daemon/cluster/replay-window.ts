@@ -10,6 +10,8 @@
  * every later datagram of the real sender a "replay" until it restarts. Such a counter is
  * refused (JUMP) and the window stays where it was.
  */
+import { BoundedMap } from '../../protocol/bounded.js'
+
 export const WINDOW = 1024
 
 /** Furthest a counter may be ahead of the sender's highest accepted one. */
@@ -26,11 +28,10 @@ interface SenderWindow {
 }
 
 export class ReplayGuard {
-  readonly #senders = new Map<string, SenderWindow>()
-  readonly #maxSenders: number
+  readonly #senders: BoundedMap<string, SenderWindow>
 
   constructor(maxSenders = 4096) {
-    this.#maxSenders = maxSenders
+    this.#senders = new BoundedMap(maxSenders)
   }
 
   /** True (and recorded) when `counter` is new for `sender`; false for a replay or a jump. */
@@ -42,15 +43,13 @@ export class ReplayGuard {
   check(sender: string, counter: number): Verdict {
     let w = this.#senders.get(sender)
     if (!w) {
-      if (this.#senders.size >= this.#maxSenders) this.#senders.delete(this.#senders.keys().next().value!)
       w = { highest: counter, bits: new Uint32Array(WINDOW / 32) }
       w.bits[0] = 1
       this.#senders.set(sender, w)
       return Verdict.NEW
     }
     // Refresh recency so active senders are not the ones forgotten.
-    this.#senders.delete(sender)
-    this.#senders.set(sender, w)
+    this.#senders.touch(sender)
     if (counter - w.highest > MAX_JUMP) return Verdict.JUMP
     if (counter > w.highest) {
       const shift = counter - w.highest

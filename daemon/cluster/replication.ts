@@ -26,6 +26,7 @@
  * (a copy reads the entry when sent, so the newest version goes; a delete keeps the newest version).
  */
 import { MIN_DATAGRAM_BYTES, MsgType, maxChunkCount, replicateChunkBytes, type Address, type Message } from '../../protocol/wire.js'
+import { nextId } from '../../protocol/ids.js'
 import { owners } from './rendezvous.js'
 import type { SessionStore } from '../store/session-store.js'
 import type { Transport } from './transport.js'
@@ -302,7 +303,7 @@ export class Replicator {
       const job = this.#queue.shift()!
       this.#waiting.delete(`${job.kind}\0${job.to}\0${job.key}`)
       job.replId = this.#nextId
-      this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1
+      this.#nextId = nextId(this.#nextId)
       if (this.#send(job)) this.#inflight.set(job.replId, job)
     }
     if (this.pending === 0) for (const w of this.#idle.splice(0)) w()

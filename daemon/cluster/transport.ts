@@ -19,7 +19,8 @@ import { DgramAsPromised, type SocketAsPromised } from 'dgram-as-promised'
 import type { RemoteInfo } from 'node:dgram'
 import { ProtocolError } from '../../protocol/errors.js'
 import { sealingKey, type ClusterKey } from '../../protocol/keyfile.js'
-import { GROUP_TYPES, Keyring, NO_RECEIVER, datagramLength, readHeader, decodeBody, encodeBody, open, seal, typeName, type Address, type Message } from '../../protocol/wire.js'
+import { GROUP_TYPES, Keyring, NO_RECEIVER, SENDER_ID_BYTES, datagramLength, readHeader, decodeBody, encodeBody, open, seal, typeName, type Address, type Header, type Message } from '../../protocol/wire.js'
+import { BoundedMap } from '../../protocol/bounded.js'
 import type { Config } from '../config/config.js'
 import type { Log } from '../host/log.js'
 import { ReplayGuard, Verdict } from './replay-window.js'
@@ -115,7 +116,7 @@ interface Leg {
 const RECENT_PAIRS = 4096
 
 export class Transport {
-  readonly nodeId = crypto.randomBytes(8)
+  readonly nodeId = crypto.randomBytes(SENDER_ID_BYTES)
   readonly nodeIdHex = this.nodeId.toString('hex')
   readonly counters: TransportCounters = {
     datagramsSent: 0,
@@ -135,7 +136,7 @@ export class Transport {
   #replay = new ReplayGuard()
   #legs: Leg[] = []
   /** Dual stack: "sender:counter" of recently accepted datagrams, with the family they came on. */
-  #recent = new Map<string, 4 | 6>()
+  #recent = new BoundedMap<string, 4 | 6>(RECENT_PAIRS)
   #now: () => number
   #peers: Address[] = []
 
@@ -244,16 +245,24 @@ export class Transport {
       c.dropped.oversize++
       return
     }
-    // Our own multicast comes back (loopback delivery to daemons on this host): skip it before
-    // spending a decryption on it. The sender id is in the clear header at bytes 10..18.
-    if (buf.length >= 18 && buf.compare(this.nodeId, 0, 8, 10, 18) === 0) return
-    // Dual stack: the second copy of a datagram sent to both groups is dropped before it costs a
-    // decryption (the clear header names its sender and counter; the first copy was authenticated).
+    // The clear header is read once, before anything costs a decryption; nothing in it is
+    // trusted until the datagram opens.
+    let header: Header
+    try {
+      header = readHeader(buf)
+    } catch {
+      c.dropped.malformed++
+      return
+    }
+    // Our own multicast comes back (loopback delivery to daemons on this host).
+    if (header.senderId.equals(this.nodeId)) return
+    // Dual stack: the second copy of a datagram sent to both groups is dropped unopened (the
+    // clear header names its sender and counter; the first copy was authenticated).
     // Only group datagrams come twice; unicast ones do not enter the table.
     const family = rinfo.family === 'IPv6' ? 6 : 4
     let seen: string | undefined
-    if (group && this.#legs.length > 1 && buf.length >= 26) {
-      seen = `${buf.toString('hex', 10, 18)}:${buf.readUInt32BE(18) * 2 ** 32 + buf.readUInt32BE(22)}`
+    if (group && this.#legs.length > 1) {
+      seen = `${header.senderId.toString('hex')}:${header.counter}`
       const first = this.#recent.get(seen)
       if (first !== undefined) {
         if (first !== family) c.duplicates++
@@ -261,15 +270,14 @@ export class Transport {
         return
       }
     }
+    // Sealed for another daemon: not worth a decryption (the check after opening catches forgeries).
+    if (!header.receiverId.equals(NO_RECEIVER) && !header.receiverId.equals(this.nodeId)) {
+      c.dropped.misaddressed++
+      return
+    }
     let opened
     try {
-      // Sealed for another daemon: not worth a decryption (the check after opening catches forgeries).
-      const to = readHeader(buf).receiverId
-      if (!to.equals(NO_RECEIVER) && !to.equals(this.nodeId)) {
-        c.dropped.misaddressed++
-        return
-      }
-      opened = open(this.#ring, buf)
+      opened = open(this.#ring, buf, header)
     } catch (err) {
       const code = err instanceof ProtocolError ? err.code : 'OPEN_FAILED'
       if (code === 'UNKNOWN_KEY') c.dropped.unknownKey++
@@ -301,10 +309,7 @@ export class Transport {
       else c.dropped.replayed++
       return
     }
-    if (seen !== undefined) {
-      this.#recent.set(seen, family)
-      if (this.#recent.size > RECENT_PAIRS) this.#recent.delete(this.#recent.keys().next().value!)
-    }
+    if (seen !== undefined) this.#recent.set(seen, family)
     try {
       this.onMessage({ msg: decoded.msg, sender, sentAtMs: decoded.sentAtMs, rinfo })
     } catch (err) {

@@ -11,7 +11,7 @@ import os from 'node:os'
 import { TomlError, parse as parseToml } from 'smol-toml'
 import { adminSocketBeside, defaultAdminSocketPath, defaultSocketPath } from '../../protocol/paths.js'
 import { MAX_KEY_BYTES } from '../../protocol/local.js'
-import { MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, SENDER_ID_BYTES, datagramLength, hitChunkBytes, replicateChunkBytes, type Message } from '../../protocol/wire.js'
+import { AnnounceFlag, MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, SENDER_ID_BYTES, datagramLength, hitChunkBytes, replicateChunkBytes, type Message } from '../../protocol/wire.js'
 import { LOG_LEVELS, type LogLevel } from '../host/log.js'
 import { parseListen } from './listen.js'
 import { parseConsumers, type TicketConsumer } from './ticket-consumers.js'
@@ -299,7 +299,7 @@ export function datagramProblem(c: Config): string | undefined {
   const v6 = { family: 6 as const, address: '::', port: 0 }
   const v4 = { family: 4 as const, address: '0.0.0.0', port: 0 }
   const lookup: Message = { type: MsgType.LOOKUP, reqId: 0, nonce: Buffer.alloc(NONCE_BYTES), reply: v6, expect: Array.from({ length: c.replicationFactor - 1 }, () => Buffer.alloc(SENDER_ID_BYTES)), key }
-  const announce: Message = { type: MsgType.ANNOUNCE, reply: v6, also: v4, entries: 0, flags: 2, name: c.nodeName }
+  const announce: Message = { type: MsgType.ANNOUNCE, reply: v6, also: v4, entries: 0, flags: AnnounceFlag.DUAL_STACK, name: c.nodeName }
   const needs = [
     { what: `a LOOKUP for a ${c.maxKeyBytes}-byte key naming ${c.replicationFactor - 1} owner${c.replicationFactor === 2 ? "" : "s"}`, bytes: datagramLength(lookup) },
     { what: `a REPLICATE of a ${c.maxKeyBytes}-byte key with one value byte`, bytes: c.maxDatagramBytes - replicateChunkBytes(c.maxDatagramBytes, c.maxKeyBytes) + 1 },

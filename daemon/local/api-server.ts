@@ -10,11 +10,11 @@ import net from 'node:net'
 import {
   EMPTY_CHUNK,
   FrameDecoder,
-  HEADER_BYTES,
   Op,
   Status,
   decodeRequest,
   encodeError,
+  peekRequestHeader,
   type Request,
 } from '../../protocol/local.js'
 import { ProtocolError } from '../../protocol/errors.js'
@@ -138,15 +138,14 @@ class Connection {
     try {
       req = decodeRequest(frame)
     } catch (err) {
-      const op = frame[4] ?? 0
-      const id = frame.length >= HEADER_BYTES ? frame.readUInt32BE(6) : 0
+      const { op, id } = peekRequestHeader(frame)
       const perr = err instanceof ProtocolError ? err : new ProtocolError('TRUNCATED', String(err))
       if (perr.code === 'UNKNOWN_OP') {
         // A whole frame we do not know: answer it and keep the connection (newer clients probe).
-        this.#write(encodeError(op & 0x7f, id, Status.UNKNOWN_OP, perr.message))
+        this.#write(encodeError(op, id, Status.UNKNOWN_OP, perr.message))
         return
       }
-      this.#fail(op & 0x7f, id, perr)
+      this.#fail(op, id, perr)
       return
     }
     let out: Buffer | Promise<Buffer>

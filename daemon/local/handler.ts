@@ -4,7 +4,7 @@
  * The GET hit path is: key bytes -> latin1 string -> store.get -> one reply buffer. No logging,
  * no promise, no allocation beyond the key string and the reply.
  */
-import { Op, ReplyFlag, ReqFlag, Status, encodeError, encodeReply, encodeTicketWindowBody, keyProblem, type Request, type TicketWindowBody } from '../../protocol/local.js'
+import { Op, ReplyFlag, ReqFlag, Status, encodeError, encodeReply, encodeTicketKeyBody, encodeTicketWindowBody, keyProblem, type Request, type TicketWindowBody } from '../../protocol/local.js'
 import { StoreError, type SessionStore } from '../store/session-store.js'
 import type { ClusterHooks } from '../cluster/hooks.js'
 import type { Config } from '../config/config.js'
@@ -24,6 +24,13 @@ export interface HandlerDeps extends Pick<Config, 'maxKeyBytes'> {
 
 const EMPTY = Buffer.alloc(0)
 const json = (v: unknown) => Buffer.from(JSON.stringify(v), 'utf8')
+
+/** An OK reply carrying ticket secrets: the body is wiped once it is copied into the reply. */
+function secretReply(op: number, id: number, body: Buffer): Buffer {
+  const reply = encodeReply(op, id, Status.OK, body)
+  body.fill(0)
+  return reply
+}
 
 export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Promise<Buffer> {
   const { store, maxKeyBytes, admin } = deps
@@ -98,22 +105,13 @@ export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Pro
       case Op.TICKET_KEY: {
         const k = deps.ticketKey()
         if (!k) return encodeReply(Op.TICKET_KEY, req.id, Status.NOT_FOUND)
-        const body = Buffer.allocUnsafe(8 + k.key.length)
-        body.writeUInt32BE(k.epoch, 0)
-        body.writeUInt32BE(Math.min(k.remainingMs, 0xffffffff), 4)
-        k.key.copy(body, 8)
-        const reply = encodeReply(Op.TICKET_KEY, req.id, Status.OK, body)
-        body.fill(0)
-        return reply
+        return secretReply(Op.TICKET_KEY, req.id, encodeTicketKeyBody(k))
       }
       case Op.TICKET_WINDOW: {
         if (!admin) return encodeError(Op.TICKET_WINDOW, req.id, Status.DENIED, 'the ticket window is readable on the admin socket only')
         const w = deps.ticketWindow?.()
         if (!w) return encodeReply(Op.TICKET_WINDOW, req.id, Status.NOT_FOUND)
-        const body = encodeTicketWindowBody(w)
-        const reply = encodeReply(Op.TICKET_WINDOW, req.id, Status.OK, body)
-        body.fill(0)
-        return reply
+        return secretReply(Op.TICKET_WINDOW, req.id, encodeTicketWindowBody(w))
       }
       case Op.FLUSH: {
         if (!admin) return encodeError(Op.FLUSH, req.id, Status.DENIED, 'flushing is allowed on the admin socket only')

@@ -29,6 +29,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import type { Config } from '../config/config.js'
+import { BoundedMap } from '../../protocol/bounded.js'
 
 /** Bits of the logical counter and of the tiebreak, below the 48-bit wall clock. */
 const LOGICAL_BITS = 8
@@ -193,7 +194,7 @@ export class Tombstones {
   readonly max: number
   readonly counters: TombstoneCounters = { tombstonesEvictedEarly: 0, staleWrites: 0, badVersions: 0, evictionsFloored: 0 }
   readonly #now: () => number
-  readonly #map = new Map<string, { version: bigint; expires: number }>()
+  readonly #map: BoundedMap<string, { version: bigint; expires: number }>
   #floor = NO_VERSION
   #floorUntil = -Infinity
 
@@ -203,6 +204,11 @@ export class Tombstones {
     this.lifetimeMs = o.lifetimeMs
     this.max = o.max
     this.#now = o.now
+    // With no room for tombstones (max 0) nothing is ever added: each delete raises the floor alone.
+    this.#map = new BoundedMap(Math.max(1, o.max), (_key, t) => {
+      this.counters.tombstonesEvictedEarly++
+      this.#raiseFloor(t.version, t.expires)
+    })
   }
 
   /** False (counted as badVersions) for a peer's version outside what a clock makes: a forgery, never stored. */
@@ -238,12 +244,6 @@ export class Tombstones {
     this.#map.delete(key)
     this.purge()
     if (this.max === 0) return this.#raiseFloor(version, this.#now() + this.lifetimeMs)
-    while (this.#map.size >= this.max) {
-      const [k, t] = this.#map.entries().next().value!
-      this.#map.delete(k)
-      this.counters.tombstonesEvictedEarly++
-      this.#raiseFloor(t.version, t.expires)
-    }
     this.#map.set(key, { version, expires: this.#now() + this.lifetimeMs })
   }
 

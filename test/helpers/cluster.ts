@@ -3,11 +3,12 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { StatecastClient } from '../../client/index.js'
-import { formatKeyFile, type ClusterKey } from '../../protocol/keyfile.js'
+import { formatKeyFile, newClusterKey, type ClusterKey } from '../../protocol/keyfile.js'
 import { eventually, startDaemon, tmpDir, type Running } from './daemon.js'
 
+/** A new cluster key already in force (a minute old, so clock steps between hosts do not matter). */
 export function newKey(): ClusterKey {
-  return { id: crypto.randomBytes(4).readUInt32BE(0), createdAt: Math.floor(Date.now() / 1000) - 60, key: crypto.randomBytes(32) }
+  return newClusterKey(Math.floor(Date.now() / 1000) - 60)
 }
 
 export function writeKeyFile(dir: string, keys: ClusterKey[] = [newKey()], name = 'cluster.key', mode = 0o600): string {

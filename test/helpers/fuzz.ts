@@ -9,6 +9,19 @@ import { ProtocolError } from '../../protocol/errors.js'
 import { FrameDecoder, Op, Status, decodeReply, decodeRequest, encodeReply, encodeRequest, type Request } from '../../protocol/local.js'
 import { Keyring, MsgType, decodeBody, encodeBody, open, seal, type Message } from '../../protocol/wire.js'
 
+/**
+ * Runs a decoder on bytes that may be anything: true when it returned or failed with its own
+ * ProtocolError; any other exception propagates (for fast-check properties and the fuzzer).
+ */
+export function onlyProtocolErrors(decode: () => unknown): true {
+  try {
+    decode()
+  } catch (e) {
+    if (!(e instanceof ProtocolError)) throw e
+  }
+  return true
+}
+
 /** xorshift32: fast, seedable, good enough to pick mutations. */
 export function prng(seed: number): () => number {
   let x = seed >>> 0 || 1

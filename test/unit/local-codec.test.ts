@@ -15,11 +15,18 @@ import {
   encodeRequest,
   decodeTicketWindowBody,
   encodeTicketWindowBody,
+  TICKET_KEY_BODY_BYTES,
+  decodeRequestFlags,
+  decodeTicketKeyBody,
+  encodeRequestFlags,
+  encodeTicketKeyBody,
+  peekRequestHeader,
   keyProblem,
   requestLength,
   type Request,
 } from '../../protocol/local.js'
 import { ProtocolError } from '../../protocol/errors.js'
+import { onlyProtocolErrors } from '../helpers/fuzz.js'
 
 const b = (s: string) => Buffer.from(s)
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex')
@@ -115,24 +122,15 @@ t.test('round trip of arbitrary requests', async (t) => {
   t.pass('500 requests round-tripped')
 })
 
-const onlyOwnErrors = (fn: () => unknown) => {
-  try {
-    fn()
-  } catch (e) {
-    if (!(e instanceof ProtocolError)) throw e
-  }
-  return true
-}
-
 t.test('random bytes only ever fail with ProtocolError', async (t) => {
-  fc.assert(fc.property(bytesArb(300), (buf) => onlyOwnErrors(() => decodeRequest(buf)) && onlyOwnErrors(() => decodeReply(buf))), { numRuns: 3000 })
+  fc.assert(fc.property(bytesArb(300), (buf) => onlyProtocolErrors(() => decodeRequest(buf)) && onlyProtocolErrors(() => decodeReply(buf))), { numRuns: 3000 })
   // Random bodies behind a well-formed header reach every op's body parser.
   fc.assert(fc.property(fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 3 }), bytesArb(40), (op, flags, body) => {
     const frame = Buffer.concat([Buffer.alloc(10), body])
     frame.writeUInt32BE(frame.length - 4, 0)
     frame[4] = op
     frame[5] = flags
-    return onlyOwnErrors(() => decodeRequest(frame)) && onlyOwnErrors(() => decodeReply(frame))
+    return onlyProtocolErrors(() => decodeRequest(frame)) && onlyProtocolErrors(() => decodeReply(frame))
   }), { numRuns: 5000 })
   t.pass('no foreign exception')
 })
@@ -182,13 +180,7 @@ t.test('TICKET_WINDOW reply body: golden bytes, round trip, bounds', async (t) =
 
 t.test('TICKET_WINDOW body decoder fails only with its own error on random bytes', async () => {
   fc.assert(
-    fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
-      try {
-        decodeTicketWindowBody(Buffer.from(bytes))
-      } catch (err) {
-        if (!(err instanceof ProtocolError)) throw err
-      }
-    }),
+    fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => onlyProtocolErrors(() => decodeTicketWindowBody(Buffer.from(bytes)))),
   )
 })
 
@@ -203,4 +195,61 @@ t.test('FrameDecoder stopped by its callback keeps the rest and carries on from 
     t.same(out, reqs)
     return dec.buffered === 0
   }), { numRuns: 200 })
+})
+
+t.test('TICKET_KEY reply body: golden bytes, round trip, bounds', async (t) => {
+  const k = { epoch: 7, remainingMs: 3_600_000, key: Buffer.alloc(48, 0xaa) }
+  const golden = hex(`00000007 0036ee80 ${'aa'.repeat(48)}`)
+  t.equal(TICKET_KEY_BODY_BYTES, 56)
+  t.same(encodeTicketKeyBody(k), golden, 'generate')
+  t.same(decodeTicketKeyBody(golden), k, 'parse')
+  t.same(encodeTicketKeyBody(decodeTicketKeyBody(golden)), golden, 'mirror')
+  t.same(encodeTicketKeyBody({ ...k, remainingMs: 2 ** 40 }).subarray(4, 8), hex('ffffffff'), 'the remaining time saturates at the largest u32')
+  t.same(encodeTicketKeyBody({ ...k, remainingMs: -1 }).subarray(4, 8), hex('00000000'), 'and never goes below 0')
+  t.throws(() => encodeTicketKeyBody({ ...k, key: Buffer.alloc(47) }), { code: 'BAD_FIELD' }, 'a key of the wrong size')
+  t.throws(() => decodeTicketKeyBody(golden.subarray(0, 55)), { code: 'TRUNCATED' }, 'a short key')
+  t.throws(() => decodeTicketKeyBody(Buffer.concat([golden, hex('00')])), { code: 'TRAILING' }, 'a byte too many')
+  const reply = encodeReply(Op.TICKET_KEY, 9, Status.OK, golden)
+  t.same(decodeTicketKeyBody(decodeReply(reply).body), k, 'carried in a reply after the status byte')
+  fc.assert(fc.property(fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 0, max: 0xffffffff }), fc.uint8Array({ minLength: 48, maxLength: 48 }), (epoch, remainingMs, key) => {
+    const x = { epoch, remainingMs, key: Buffer.from(key) }
+    t.same(decodeTicketKeyBody(encodeTicketKeyBody(x)), x)
+    return true
+  }), { numRuns: 200 })
+})
+
+t.test('TICKET_KEY body decoder fails only with its own error on random bytes', async (t) => {
+  fc.assert(fc.property(bytesArb(120), (body) => onlyProtocolErrors(() => decodeTicketKeyBody(body))), { numRuns: 2000 })
+  t.pass('no foreign exception')
+})
+
+t.test('request flags: golden values, round trip, unknown bits refused', async (t) => {
+  t.equal(encodeRequestFlags({}), 0x00)
+  t.equal(encodeRequestFlags({ localOnly: true }), 0x01)
+  t.equal(encodeRequestFlags({ noPropagate: true }), 0x02)
+  t.equal(encodeRequestFlags({ localOnly: true, noPropagate: true }), 0x03)
+  t.equal(encodeRequestFlags({ localOnly: false, noPropagate: undefined }), 0x00, 'absent and false are off')
+  t.equal(ReqFlag.LOCAL_ONLY | ReqFlag.NO_PROPAGATE, 0x03, 'the named constants are those bits')
+  for (const flags of [0, 1, 2, 3]) t.equal(encodeRequestFlags(decodeRequestFlags(flags)), flags, `mirror 0x0${flags}`)
+  t.same(decodeRequestFlags(0x01), { localOnly: true, noPropagate: false })
+  for (const bad of [0x04, 0x80, 0xff, 0x100, -1, 1.5]) t.throws(() => decodeRequestFlags(bad), { code: 'BAD_FIELD' }, `0x${bad.toString(16)}`)
+  t.throws(() => decodeRequest(hex('00000007 02 04 00000001 78')), { code: 'BAD_FIELD' }, 'a request with an unknown flag')
+  fc.assert(fc.property(fc.integer({ min: -1000, max: 1000 }), (n) => onlyProtocolErrors(() => decodeRequestFlags(n))), { numRuns: 2000 })
+})
+
+t.test('request header peek: what an error reply to any frame echoes', async (t) => {
+  t.same(peekRequestHeader(hex('00000007 02 00 0000002a 78')), { op: Op.GET, id: 42 }, 'golden: a whole GET')
+  t.same(peekRequestHeader(hex('00000006 7f 00 01020304')), { op: 0x7f, id: 0x01020304 }, 'an unknown op')
+  t.same(peekRequestHeader(hex('00000006 83 00 00000009')), { op: Op.SET, id: 9 }, 'a reply sent as a request: the op without the reply bit')
+  t.same(peekRequestHeader(hex('00000002 05 00')), { op: Op.TOUCH, id: 0 }, 'too short for an id')
+  t.same(peekRequestHeader(hex('00000000')), { op: 0, id: 0 }, 'too short for an op')
+  t.same(peekRequestHeader(Buffer.alloc(0)), { op: 0, id: 0 }, 'nothing at all')
+  fc.assert(fc.property(requestArb, (req) => {
+    t.same(peekRequestHeader(encodeRequest(req)), { op: req.op, id: req.id })
+    return true
+  }), { numRuns: 200 })
+  fc.assert(fc.property(bytesArb(40), (frame) => {
+    const { op, id } = peekRequestHeader(frame)
+    return op >= 0 && op < 0x80 && id >= 0 && id <= 0xffffffff
+  }), { numRuns: 3000 })
 })
