@@ -14,7 +14,6 @@
  * ("tls12,tls13"), COST_SCALE_HOSTS ("4,8,16,32"; "" skips the scale case), COST_SCALE_RATE (500),
  * COST_SCALE_SECONDS (5).
  */
-import crypto from 'node:crypto'
 import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
@@ -22,8 +21,8 @@ import path from 'node:path'
 import { fork, spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { StatecastClient } from '../client/index.js'
-import { formatKeyFile } from '../protocol/keyfile.js'
 import { freePortSync } from '../test/helpers/ports.js'
+import { uniqueGroup, writeKeyFile } from '../test/helpers/cluster.js'
 import { startDaemonProcess } from './local.js'
 import { ensurePeers } from './peers.js'
 import { cpuMs } from './tls.js'
@@ -64,10 +63,8 @@ interface Fleet {
 /** `n` daemons on loopback multicast, each with its own sockets and unicast port, as in service (1 s heartbeat). */
 async function startFleet(n: number): Promise<Fleet> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sc-bench-cost-'))
-  const keyFile = path.join(dir, 'cluster.key')
-  fs.writeFileSync(keyFile, formatKeyFile([{ id: crypto.randomBytes(4).readUInt32BE(0), createdAt: 0, key: crypto.randomBytes(32) }]), { mode: 0o600 })
-  const group = `239.255.${crypto.randomInt(256)}.${1 + crypto.randomInt(250)}`
-  const port = String(20000 + crypto.randomInt(40000))
+  const keyFile = writeKeyFile(dir)
+  const { group, port } = uniqueGroup()
   const procs: ChildProcess[] = []
   const clients: StatecastClient[] = []
   const stop = () => {
@@ -77,7 +74,7 @@ async function startFleet(n: number): Promise<Fleet> {
   }
   try {
     for (let i = 0; i < n; i++) {
-      const d = await startDaemonProcess(dir, `h${i}`, ['--key-file', keyFile, '--group', group, '--port', port, '--node-name', `h${i}`])
+      const d = await startDaemonProcess(dir, `h${i}`, ['--key-file', keyFile, '--group', group, '--port', String(port), '--node-name', `h${i}`])
       procs.push(d.proc)
       clients.push(await StatecastClient.connect({ socketPath: d.socket, timeoutMs: 30_000 }))
     }
