@@ -64,6 +64,8 @@ export interface LoadResult {
 export interface TargetFigures extends LoadResult {
   /** Handshakes per second actually issued in the timed window. */
   achievedPerSec: number
+  /** Every operation's median under 50 ms, nothing dropped or unanswered: the servers kept up with the offered rate. */
+  keptUp: boolean
   cpuUsPerHandshake: number
   /** Voluntary context switches of all the servers' threads, per handshake. */
   wakeupsPerHandshake: number
@@ -99,6 +101,7 @@ export interface ScaleCase {
   idleReceivedPerHostPerSec: number
   sentPerHostPerHandshake: number
   cpuUsPerHandshake: number
+  keptUp: boolean
   getHits: number
   getMisses: number
   errors: number
