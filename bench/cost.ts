@@ -4,10 +4,11 @@
  * (bench/cost-load.ts) replays the cache operations of handshakes behind a round-robin balancer
  * over 3 hosts, open-loop at a fixed rate, for two mixes (TLS 1.2 session ids; TLS 1.3 stateful
  * tickets, each used once). Per case: CPU of all daemons (or of memcached) per handshake from
- * /proc/PID/stat, voluntary context switches of all their threads per handshake (a proxy for
- * wakeups: a thread counts one each time it blocks, in epoll_wait or on a lock, and is woken
- * again), latency percentiles per operation, and the peer datagrams each handshake cost the fleet.
- * The scale case counts the peer datagrams each host receives per fleet handshake at 4 to 32 hosts.
+ * /proc/PID/stat, voluntary context switches per handshake of their serving thread and of all
+ * their threads (a proxy for wakeups: a thread counts one each time it blocks, in epoll_wait or
+ * on a lock, and is woken again), latency percentiles per operation, and the peer datagrams each
+ * handshake cost the fleet. The scale case counts the peer datagrams each host receives and sends
+ * per fleet handshake at 4 to 32 hosts.
  *
  * Environment: COST_SECONDS (timed seconds per case, 10), COST_WARM_SECONDS (untimed warm-up at
  * the same rate first, 3), COST_RATES (handshakes/s across the fleet, "1000,5000"), COST_MIXES
