@@ -1,6 +1,7 @@
 /**
  * npm run bench: every case next to its baseline measured in the same run. Prints a table and
- * writes bench/results/latest.json. Never part of npm test. BENCH_MS sets each measurement's length.
+ * writes bench/results/latest.json. Never part of npm test. BENCH_MS sets each measurement's length
+ * (the cost group has its own settings: COST_* in bench/cost.ts).
  */
 import fs from 'node:fs'
 import path from 'node:path'
@@ -12,6 +13,7 @@ import { benchMemory } from './memory.js'
 import { benchPeers } from './peers.js'
 import { benchTls } from './tls.js'
 import { benchScale } from './scale.js'
+import { benchCost } from './cost.js'
 
 const ms = Number(process.env['BENCH_MS'] ?? 3000)
 const only = process.argv[2]
@@ -25,6 +27,7 @@ if (!only || only === 'peers') show(await benchPeers(ms, [1, 8, 32]))
 if (!only || only === 'remote') show([...(await benchRemote(Number(process.env['BENCH_N'] ?? 2000), 1)), ...(await benchRemote(Number(process.env['BENCH_N'] ?? 2000), 2)), ...(await benchRemote(Number(process.env['BENCH_N'] ?? 2000), 2, 0))])
 if (!only || only === 'tls') show(await benchTls())
 if ((!only && process.getuid?.() === 0) || only === 'scale') show(await benchScale())
+if (!only || only === 'cost') show(await benchCost())
 if (!only || only === 'memory') show(await benchMemory([100_000, 1_000_000]))
 const out = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results')
 fs.mkdirSync(out, { recursive: true })

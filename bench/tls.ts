@@ -26,7 +26,7 @@ const here = path.dirname(fileURLToPath(import.meta.url))
 const TICK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100
 
 /** CPU time (user + system) a process has used so far, in ms. */
-function cpuMs(pid: number): number {
+export function cpuMs(pid: number): number {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   // After the command name: state is field 3 of stat(5); utime and stime are fields 14 and 15.
@@ -83,7 +83,9 @@ async function startFleet(kind: Kind, version: Version, mode: CacheMode, f: { di
  */
 export async function warmDaemons(sockets: string[], memcachePorts: number[], n = Number(process.env['BENCH_WARM'] ?? 6000)): Promise<void> {
   const value = Buffer.alloc(200, 7)
-  const clients = await Promise.all(sockets.map((socketPath) => StatecastClient.connect({ socketPath })))
+  // A deadline a loaded machine meets: the client's default (1 s) is for interactive use, and a
+  // "not found" among 50 concurrent lookups can take longer here when other work shares the cores.
+  const clients = await Promise.all(sockets.map((socketPath) => StatecastClient.connect({ socketPath, timeoutMs: 30_000 })))
   try {
     for (let i = 0; i < n; i += 50) {
       await Promise.all(

@@ -32,3 +32,84 @@ export interface SoakResult {
   rssGrowthPct: number[]
   fdGrowth: number[]
 }
+
+/** The cost benchmark (bench/cost.ts): a TLS session-cache mix, TLS 1.2 session ids or TLS 1.3 stateful tickets. */
+export type Mix = 'tls12' | 'tls13'
+
+export interface OpFigures {
+  sent: number
+  answered: number
+  p50Us: number
+  p99Us: number
+}
+
+export interface LoadResult {
+  /** Handshakes issued in the timed window. */
+  handshakes: number
+  timedSeconds: number
+  ops: { GET: OpFigures; SET: OpFigures; DELETE: OpFigures }
+  getHits: number
+  getMisses: number
+  /** GETs that statecast answered with a copy fetched from a peer (REMOTE flag). */
+  remoteFills: number
+  /** Replies with a status other than found / not found, and requests never answered. */
+  errors: number
+  unanswered: number
+  /** Handshakes (or their second requests) not issued because every request slot was taken (the servers fell behind). */
+  dropped: number
+  /** How late (ms) the generator issued a handshake at worst: how far it fell behind its schedule. */
+  maxTickGapMs: number
+}
+
+export interface TargetFigures extends LoadResult {
+  /** Handshakes per second actually issued in the timed window. */
+  achievedPerSec: number
+  /** Every operation's median under 50 ms, nothing dropped or unanswered: the servers kept up with the offered rate. */
+  keptUp: boolean
+  cpuUsPerHandshake: number
+  /** Voluntary context switches of all the servers' threads, per handshake. */
+  wakeupsPerHandshake: number
+  /** The same, of the threads that serve requests only (Node's main thread, memcached's worker). */
+  loopWakeupsPerHandshake: number
+  /** The load generator's own CPU per handshake: what it takes from the servers' two cores. */
+  generatorCpuUsPerHandshake: number
+  /** statecast only: peer datagrams sent and received by all daemons together, per handshake. */
+  datagramsSentPerHandshake?: number
+  datagramsReceivedPerHandshake?: number
+}
+
+export interface CostCase {
+  mix: Mix
+  rate: number
+  hosts: number
+  statecast: TargetFigures
+  memcached: TargetFigures | null
+  /** statecast's CPU per handshake over memcached's, both from this run. */
+  cpuRatio: number | null
+}
+
+export interface ScaleCase {
+  hosts: number
+  mix: Mix
+  rate: number
+  handshakes: number
+  achievedPerSec: number
+  /** Peer datagrams each host received (on average) per handshake anywhere in the fleet. */
+  receivedPerHostPerHandshake: number
+  /** The same, less what the hosts receive when idle (heartbeats, ticket key), measured first. */
+  receivedPerHostPerHandshakeBeyondIdle: number
+  idleReceivedPerHostPerSec: number
+  sentPerHostPerHandshake: number
+  cpuUsPerHandshake: number
+  keptUp: boolean
+  getHits: number
+  getMisses: number
+  errors: number
+  unanswered: number
+}
+
+export interface CostResult {
+  load: string
+  cases: CostCase[]
+  scale: ScaleCase[]
+}
