@@ -40,6 +40,7 @@
 import { Parser } from 'binary-parser'
 import { ProtocolError, needBytes } from './errors.js'
 import { U32_MAX } from './ids.js'
+import { namer } from './tables.js'
 
 export const HEADER_BYTES = 10
 /** Bytes before the body of a reply: the header and the status byte. */
@@ -62,10 +63,7 @@ export const Op = {
   TICKET_WINDOW: 11,
 } as const
 export type OpCode = (typeof Op)[keyof typeof Op]
-const OP_NAMES = new Map<number, string>(Object.entries(Op).map(([k, v]) => [v, k]))
-export function opName(op: number): string {
-  return OP_NAMES.get(op) ?? `op(${op})`
-}
+export const opName = namer(Op, 'op')
 
 export const Status = {
   OK: 0,
@@ -81,10 +79,7 @@ export const Status = {
   BAD_TTL: 10,
 } as const
 export type StatusCode = (typeof Status)[keyof typeof Status]
-const STATUS_NAMES = new Map<number, string>(Object.entries(Status).map(([k, v]) => [v, k]))
-export function statusName(status: number): string {
-  return STATUS_NAMES.get(status) ?? `status(${status})`
-}
+export const statusName = namer(Status, 'status')
 
 /** Request flags. */
 export const ReqFlag = {

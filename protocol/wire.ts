@@ -58,6 +58,7 @@ import { Parser } from 'binary-parser'
 import { ProtocolError, needBytes } from './errors.js'
 import type { ClusterKey } from './keyfile.js'
 import { BoundedMap } from './bounded.js'
+import { namer } from './tables.js'
 
 export const MAGIC = 0x53544353 // "STCS"
 export const VERSION = 2
@@ -124,10 +125,7 @@ export const GROUP_TYPES: ReadonlySet<number> = new Set<number>([MsgType.LOOKUP,
 export function keyDigest(key: Buffer): Buffer {
   return crypto.createHash('sha256').update(key).digest().subarray(0, KEY_DIGEST_BYTES)
 }
-const TYPE_NAMES = new Map<number, string>(Object.entries(MsgType).map(([k, v]) => [v, k]))
-export function typeName(t: number): string {
-  return TYPE_NAMES.get(t) ?? `type(${t})`
-}
+export const typeName = namer(MsgType, 'type')
 
 export const AnnounceFlag = {
   /** The sender just started: members who hear it announce themselves back at once. */
