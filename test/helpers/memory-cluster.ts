@@ -121,6 +121,28 @@ export class MemoryLab {
     return this.until(() => live().every((c) => live().every((o) => o === c || c.cluster.members.get(o.cluster.nodeId)?.trusted === true)), maxMs, 50)
   }
 
+  /** Stores `key` at `core` as an application would: SET, then the cluster's copies to the other owners. */
+  set(core: Core, key: string, value: Buffer | string, ttlMs = 60_000, flags = 0): void {
+    core.store.set(key, Buffer.from(value), ttlMs, flags)
+    core.cluster.stored(key)
+  }
+
+  /** Deletes `key` at `core` as an application would: DELETE, then the cluster's deletes to the holders. */
+  delete(core: Core, key: string): void {
+    core.store.delete(key)
+    core.cluster.deleted(key)
+  }
+
+  /** The owners of `key` as `from` sees them (live members and itself). */
+  ownersOf(key: string, from: Core): Core[] {
+    return from.cluster.replicator.ownersOf(key).map((id) => this.cores.find((c) => c.cluster.nodeId === id)!)
+  }
+
+  /** The running cores whose store holds `key`. */
+  holding(key: string): Core[] {
+    return this.cores.filter((c) => !c.stopped && c.store.peek(key) !== undefined)
+  }
+
   /** Starts a clean stop of `core` (handoff, LEAVE); time must move for it to finish. */
   stop(core: Core): Promise<void> {
     core.stopped ??= core.cluster.stop()
@@ -139,4 +161,17 @@ export class MemoryLab {
   async close(): Promise<void> {
     await this.settle(Promise.all(this.cores.map((c) => this.stop(c))), 600_000, 100)
   }
+}
+
+/**
+ * A lab of `n` cores (named n0, n1, ...) that all know each other as trusted members, closed at
+ * the end of the test.
+ */
+export async function startLab(t: { teardown(fn: () => unknown): void; ok(v: unknown, msg: string): unknown }, n: number, seed: number, options: Partial<ClusterOptions> = {}): Promise<{ lab: MemoryLab; cores: Core[] }> {
+  const lab = new MemoryLab(seed, options)
+  t.teardown(() => lab.close())
+  const cores: Core[] = []
+  for (let i = 0; i < n; i++) cores.push(await lab.add(`n${i}`))
+  t.ok(await lab.converge(), 'the cores see each other as trusted members')
+  return { lab, cores }
 }
