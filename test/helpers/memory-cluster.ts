@@ -76,8 +76,11 @@ export class MemoryLab {
     this.#random = () => next() / 2 ** 32
   }
 
-  /** Starts a core on a host address of its own (a restarted host: pass the old core's `address`). */
-  async add(name: string, options: Partial<ClusterOptions> = {}, address = `127.0.1.${++this.#hosts}`): Promise<Core> {
+  /**
+   * Starts a core on a host address of its own (a restarted host: pass the old core's `address`),
+   * with the lab's cluster keys unless given others.
+   */
+  async add(name: string, options: Partial<ClusterOptions> = {}, address = `127.0.1.${++this.#hosts}`, keys = this.keys): Promise<Core> {
     const o: ClusterOptions = { ...CORE_DEFAULTS, ...this.#options, ...options, nodeName: name, iface: address }
     const clock = this.clock
     const store = new CompactStore({
@@ -86,8 +89,8 @@ export class MemoryLab {
       now: () => clock.now(),
       clock: new Hlc(() => clock.wallMs()),
     })
-    const transport = new Transport({ ...o, keys: this.keys, log: silentLog, now: () => clock.wallMs(), sockets: this.net.host(address) })
-    const cluster = new Cluster(o, this.keys, store, silentLog, { clock, transport, random: this.#random })
+    const transport = new Transport({ ...o, keys, log: silentLog, now: () => clock.wallMs(), sockets: this.net.host(address) })
+    const cluster = new Cluster(o, keys, store, silentLog, { clock, transport, random: this.#random })
     await cluster.start()
     const core: Core = { name, address, cluster, store }
     this.cores.push(core)
