@@ -4,7 +4,6 @@
  * network (memory-network.ts), all driven by one fake clock (fake-clock.ts). No sockets, no root,
  * no sleeping: a test moves time forward and asserts what the cores did.
  */
-import { newKey } from '../../daemon/cluster/cluster-keys.js'
 import { Cluster, type ClusterOptions } from '../../daemon/cluster/cluster.js'
 import { Transport } from '../../daemon/cluster/transport.js'
 import { silentLog } from '../../daemon/host/log.js'
@@ -14,6 +13,7 @@ import { Hlc, tombstoneLifetimeMs } from '../../daemon/store/versions.js'
 import type { ClusterKey } from '../../protocol/keyfile.js'
 import { fakeClock, type FakeClock } from './fake-clock.js'
 import { MemoryNetwork } from './memory-network.js'
+import { newKey } from './cluster.js'
 import { prng } from './fuzz.js'
 
 /** The daemon's defaults (daemon/config/config.ts) where they matter; fake time makes them cheap. */
@@ -70,7 +70,8 @@ export class MemoryLab {
   constructor(seed = 1, options: Partial<ClusterOptions> = {}) {
     this.clock = fakeClock()
     this.net = new MemoryNetwork(this.clock, seed)
-    this.keys = [newKey(Math.floor(this.clock.wallMs() / 1000) - 60)]
+    // Made a minute before the real clock, where the fake wall clock starts.
+    this.keys = [newKey()]
     this.#options = options
     const next = prng(seed ^ 0x5eed)
     this.#random = () => next() / 2 ** 32

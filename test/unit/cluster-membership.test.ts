@@ -4,7 +4,7 @@
  * time over the in-memory network.
  */
 import t from 'tap'
-import { newKey } from '../../daemon/cluster/cluster-keys.js'
+import { newKey } from '../helpers/cluster.js'
 import { MemoryLab, startLab, type Core } from '../helpers/memory-cluster.js'
 
 const KEYS = Array.from({ length: 30 }, (_, i) => `sess-${i}`)
@@ -90,7 +90,7 @@ t.test('restart: a clean stop leaves at once; the host restarted (a new node id)
 t.test('a core sealing with another cluster key is never a member: its datagrams fail to open (counted)', async (t) => {
   const { lab: l, cores } = await startLab(t, 2, 25)
   const [a] = cores as [Core]
-  const stranger = await l.add('stranger', {}, undefined, [newKey(Math.floor(l.clock.wallMs() / 1000) - 60)])
+  const stranger = await l.add('stranger', {}, undefined, [newKey()])
   await l.run(10_000)
   for (const c of cores) t.equal(c.cluster.members.has(stranger.cluster.nodeId), false, `${c.name} does not know it`)
   t.equal(stranger.cluster.members.size, 0, 'it knows no one')
