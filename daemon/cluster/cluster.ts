@@ -19,6 +19,8 @@ import { versionWallMs } from '../store/versions.js'
 import { Transport, type Incoming, type TransportOptions } from './transport.js'
 import { TicketKeys, type TicketKey } from './ticket-keys.js'
 import { Replicator, type ReplicationOptions } from './replication.js'
+import { systemClock, type Clock, type TimerHandle } from './clock.js'
+import type { PeerTransport } from './peer-transport.js'
 
 /** The cluster's config keys (unit and default: FIELDS in config/config.ts) and the transport's addresses. */
 export type ClusterOptions = Omit<TransportOptions, 'log' | 'keys' | 'now'> & LookupOptions & ReplicationOptions & Pick<Config, 'nodeName' | 'heartbeatMs' | 'deadAfterMs' | 'ticketKeyRotationMs' | 'handoffTimeoutMs' | 'maxMembers' | 'memberProbationMs'>
@@ -35,7 +37,7 @@ export interface Member {
   joinedAt: number
   /** Heard from again after its probation: it owns keys and is pushed copies. */
   trusted: boolean
-  /** When we last answered its HELLO with our ANNOUNCE and ticket secrets (performance.now ms). */
+  /** When we last answered its HELLO with our ANNOUNCE and ticket secrets (the clock's monotonic ms). */
   welcomedAt: number
 }
 
@@ -85,8 +87,18 @@ const INVALIDATE_REPEATS = [0, 5, 25]
 /** Members that may become trusted per heartbeat (a fleet starting together takes a few more beats). */
 const NEW_TRUSTED_PER_HEARTBEAT = 16
 
+/** What a cluster core runs on besides its options: the daemon's are the defaults; unit tests pass their own. */
+export interface ClusterDeps {
+  /** Time and timers of the core and its parts (default `systemClock`). */
+  clock?: Clock
+  /** The peer transport (default: a sealed UDP `Transport` built from the options, keys and clock). */
+  transport?: PeerTransport
+  /** Uniform in [0, 1) for the heartbeat jitter (default Math.random); seeded tests replay a run. */
+  random?: () => number
+}
+
 export class Cluster implements ClusterHooks {
-  readonly transport: Transport
+  readonly transport: PeerTransport
   readonly lookups: Lookups
   readonly counters: ClusterCounters = {
     lookupsAnswered: 0,
@@ -115,9 +127,11 @@ export class Cluster implements ClusterHooks {
   readonly #store: SessionStore
   readonly #log: Log
   readonly #chunkBytes: number
+  readonly #clock: Clock
+  readonly #random: () => number
   #startedAt = 0
-  #heartbeat: NodeJS.Timeout | undefined
-  #timers = new Set<NodeJS.Timeout>()
+  #heartbeat: TimerHandle | undefined
+  #timers = new Set<TimerHandle>()
   /** `member:epoch` of members told the winning ticket secret (once per epoch each). */
   #toldLoser = new BoundedSet<string>(4096)
   /** Which of our ticket secrets the next heartbeat repeats. */
@@ -128,12 +142,15 @@ export class Cluster implements ClusterHooks {
   /** Members made trusted since the last heartbeat. */
   #trustedThisBeat = 0
 
-  constructor(o: ClusterOptions, keys: ClusterKey[], store: SessionStore, log: Log) {
+  constructor(o: ClusterOptions, keys: ClusterKey[], store: SessionStore, log: Log, deps: ClusterDeps = {}) {
+    const clock = deps.clock ?? systemClock
     this.#o = o
+    this.#clock = clock
+    this.#random = deps.random ?? Math.random
     this.#store = store
     this.#log = log
     this.#chunkBytes = hitChunkBytes(o.maxDatagramBytes)
-    this.transport = new Transport({ ...o, keys, log })
+    this.transport = deps.transport ?? new Transport({ ...o, keys, log, now: () => clock.wallMs() })
     this.transport.onMessage = (m) => this.#onMessage(m)
     this.lookups = new Lookups(o, this.transport, store, {
       aliveIds: () => this.#alive().map((m) => m.id),
@@ -141,18 +158,18 @@ export class Cluster implements ClusterHooks {
       expectedFor: (key) => (o.replicationFactor > 1 ? this.replicator.ownersOf(key).filter((id) => id !== this.nodeId) : undefined),
       addressOf: (id) => this.#addressOf(id),
       settled: () => this.#settled(),
-    })
+    }, clock)
     this.replicator = new Replicator(o, this.transport, store, {
       selfId: this.transport.nodeIdHex,
       aliveIds: () => this.#alive().filter((m) => m.trusted).map((m) => m.id),
       addressOf: (id) => this.#addressOf(id),
-    })
-    this.tickets = new TicketKeys({ rotationMs: o.ticketKeyRotationMs, graceMs: 3 * o.heartbeatMs, selfId: this.transport.nodeId })
+    }, clock)
+    this.tickets = new TicketKeys({ rotationMs: o.ticketKeyRotationMs, graceMs: 3 * o.heartbeatMs, selfId: this.transport.nodeId, now: () => clock.wallMs() })
   }
 
   /** True once we have listened long enough that the member list is complete. */
   #settled(): boolean {
-    return performance.now() - this.#startedAt > this.#o.deadAfterMs
+    return this.#clock.now() - this.#startedAt > this.#o.deadAfterMs
   }
 
   get nodeId(): string {
@@ -161,7 +178,7 @@ export class Cluster implements ClusterHooks {
 
   async start(): Promise<void> {
     await this.transport.start()
-    this.#startedAt = performance.now()
+    this.#startedAt = this.#clock.now()
     this.#announce(AnnounceFlag.HELLO)
     this.#scheduleHeartbeat()
     this.#log.info({ nodeId: this.nodeId, name: this.#o.nodeName, group: `${this.#o.group}:${this.#o.port}`, ...(this.#o.second ? { dualStackGroup: this.#o.second.group, dualStackReply: this.transport.replyAddressFor(this.transport.families[1]!) } : {}), reply: this.transport.replyAddress }, 'joined the cluster')
@@ -169,8 +186,8 @@ export class Cluster implements ClusterHooks {
 
   #scheduleHeartbeat(): void {
     // Jitter keeps a fleet restarted together from announcing in lockstep.
-    const delay = this.#o.heartbeatMs * (0.9 + Math.random() * 0.2)
-    this.#heartbeat = setTimeout(() => {
+    const delay = this.#o.heartbeatMs * (0.9 + this.#random() * 0.2)
+    this.#heartbeat = this.#clock.setTimeout(() => {
       this.#trustedThisBeat = 0
       this.#announce(0)
       this.#sweep()
@@ -207,14 +224,14 @@ export class Cluster implements ClusterHooks {
   }
 
   #alive(): Member[] {
-    const now = performance.now()
+    const now = this.#clock.now()
     const out: Member[] = []
     for (const m of this.members.values()) if (now - m.lastSeen <= this.#o.deadAfterMs) out.push(m)
     return out
   }
 
   #sweep(): void {
-    const now = performance.now()
+    const now = this.#clock.now()
     let changed = false
     for (const m of this.members.values()) {
       if (now - m.lastSeen > this.#o.deadAfterMs) {
@@ -265,14 +282,14 @@ export class Cluster implements ClusterHooks {
    */
   #futureVersion(version: bigint, sentAtMs: number): boolean {
     const wall = versionWallMs(version)
-    return wall > sentAtMs + this.#o.replayWindowMs || wall > Date.now() + this.#o.replayWindowMs
+    return wall > sentAtMs + this.#o.replayWindowMs || wall > this.#clock.wallMs() + this.#o.replayWindowMs
   }
 
   #onMessage({ msg, sender, sentAtMs, rinfo }: Incoming): void {
     // Any authenticated datagram shows the member alive, so a few lost heartbeats on a lossy
     // network do not declare a busy member dead.
     const member = this.members.get(sender)
-    if (member) member.lastSeen = performance.now()
+    if (member) member.lastSeen = this.#clock.now()
     if ((msg.type === MsgType.INVALIDATE || msg.type === MsgType.DELETE || msg.type === MsgType.REPLICATE || msg.type === MsgType.HIT) && this.#futureVersion(msg.version, sentAtMs)) {
       this.transport.counters.dropped.futureVersion++
       return
@@ -327,7 +344,7 @@ export class Cluster implements ClusterHooks {
   }
 
   #onAnnounce(sender: string, msg: Extract<Message, { type: typeof MsgType.ANNOUNCE }>): void {
-    const now = performance.now()
+    const now = this.#clock.now()
     const known = this.members.get(sender)
     if (known) {
       // A member's reply address is fixed while it lives (a restarted daemon has a new id): a key
@@ -472,7 +489,7 @@ export class Cluster implements ClusterHooks {
       const send = () => this.transport.sendGroup({ type: MsgType.INVALIDATE, version, key: keyBytes })
       if (delay === 0) send()
       else {
-        const t = setTimeout(() => {
+        const t = this.#clock.setTimeout(() => {
           this.#timers.delete(t)
           send()
         }, delay)
@@ -482,7 +499,7 @@ export class Cluster implements ClusterHooks {
   }
 
   peers(): unknown[] {
-    const now = performance.now()
+    const now = this.#clock.now()
     // Dual stack: `address` is the one in use; `otherAddress` the one announced on the other family.
     const second = this.transport.families[1]
     const mine = second ? this.transport.replyAddressFor(second) : undefined
@@ -518,14 +535,14 @@ export class Cluster implements ClusterHooks {
   /** Idempotent; see the order at the top of this file. */
   stop(): Promise<void> {
     this.#stopped ??= (async () => {
-      clearTimeout(this.#heartbeat)
-      for (const t of this.#timers) clearTimeout(t)
+      this.#clock.clearTimeout(this.#heartbeat)
+      for (const t of this.#timers) this.#clock.clearTimeout(t)
       this.lookups.close()
       this.tickets.wipe()
       // Sessions this host owns go to the owners that remain before the others hear LEAVE.
-      const t0 = performance.now()
+      const t0 = this.#clock.now()
       await this.replicator.handoff(this.#o.handoffTimeoutMs)
-      if (this.replicator.counters.handedOff > 0) this.#log.info({ handedOff: this.replicator.counters.handedOff, acked: this.replicator.counters.copiesAcked, ms: Math.round(performance.now() - t0) }, 'sessions handed off')
+      if (this.replicator.counters.handedOff > 0) this.#log.info({ handedOff: this.replicator.counters.handedOff, acked: this.replicator.counters.copiesAcked, ms: Math.round(this.#clock.now() - t0) }, 'sessions handed off')
       this.replicator.close()
       // The LEAVE must be on the wire before the socket closes.
       await this.transport.sendGroup({ type: MsgType.LEAVE })

@@ -14,8 +14,9 @@ import crypto from 'node:crypto'
 import { MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, hitChunkBytes, keyDigest, maxChunkCount, type Address, type Message } from '../../protocol/wire.js'
 import { nextId } from '../../protocol/ids.js'
 import type { SessionStore } from '../store/session-store.js'
-import type { Transport } from './transport.js'
 import type { Config } from '../config/config.js'
+import type { PeerTransport } from './peer-transport.js'
+import { systemClock, type Clock, type TimerHandle } from './clock.js'
 import { ByteBudget, Reassembly } from './reassembly.js'
 
 /** The config keys lookups take (unit and default: FIELDS in config/config.ts). */
@@ -79,10 +80,10 @@ interface Inflight {
   parts: Map<string, Reassembly>
   deadline: number
   startedAt: number
-  timer: NodeJS.Timeout | undefined
+  timer: TimerHandle | undefined
   /** Owners not asked yet in this round (hedging); asked when the hedge delay passes or one misses. */
   unasked: string[]
-  /** When this round's retransmit is due (performance.now() ms). */
+  /** When this round's retransmit is due (the clock's monotonic ms). */
   roundEnd: number
   rounds: number
 }
@@ -128,18 +129,20 @@ export class Lookups {
   #closed = false
   readonly #o: LookupOptions
   readonly #budget: ByteBudget
-  readonly #t: Transport
+  readonly #t: PeerTransport
   readonly #store: SessionStore
   readonly #peers: LookupPeers
+  readonly #clock: Clock
   /** Counts HIT/MISS that answer no lookup in flight (the transport's drop counter). */
   readonly #unsolicited: () => void
 
-  constructor(o: LookupOptions, transport: Transport, store: SessionStore, peers: LookupPeers) {
+  constructor(o: LookupOptions, transport: PeerTransport, store: SessionStore, peers: LookupPeers, clock: Clock = systemClock) {
     this.#o = o
     this.#budget = new ByteBudget(o.maxReassemblyBytes)
     this.#t = transport
     this.#store = store
     this.#peers = peers
+    this.#clock = clock
     this.#unsolicited = () => transport.counters.dropped.unsolicited++
   }
 
@@ -193,8 +196,8 @@ export class Lookups {
       expected,
       expectBytes,
       parts: new Map(),
-      deadline: performance.now() + this.#o.lookupTimeoutMs,
-      startedAt: performance.now(),
+      deadline: this.#clock.now() + this.#o.lookupTimeoutMs,
+      startedAt: this.#clock.now(),
       timer: undefined,
       unasked: [],
       roundEnd: 0,
@@ -208,7 +211,7 @@ export class Lookups {
   }
 
   #send(f: Inflight): void {
-    const now = performance.now()
+    const now = this.#clock.now()
     const interval = this.#o.lookupTimeoutMs / (this.#o.lookupRetries + 1)
     // Owners known: ask them directly, so a lookup wakes R hosts, not the whole segment. The last
     // try (and any owner without a known address) goes to the group, which reaches every holder.
@@ -225,14 +228,14 @@ export class Lookups {
       this.counters.directLookups++
       if (hedge) {
         f.unasked = owners.slice(1)
-        f.timer = setTimeout(() => this.#askRest(f), this.#o.lookupHedgeMs)
+        f.timer = this.#clock.setTimeout(() => this.#askRest(f), this.#o.lookupHedgeMs)
         return
       }
     } else {
       this.counters.lookupDatagrams++
       this.#t.sendGroup(this.#lookupMsg(f))
     }
-    f.timer = setTimeout(() => this.#tick(f), f.roundEnd - now)
+    f.timer = this.#clock.setTimeout(() => this.#tick(f), f.roundEnd - now)
   }
 
   #lookupMsg(f: Inflight): Message {
@@ -262,7 +265,7 @@ export class Lookups {
   /** The hedge: the owners not asked yet in this round are asked now. */
   #askRest(f: Inflight): void {
     if (f.unasked.length === 0 || this.#byReq.get(f.reqId) !== f) return
-    clearTimeout(f.timer)
+    this.#clock.clearTimeout(f.timer)
     const rest = f.unasked
     f.unasked = []
     this.counters.hedged++
@@ -275,12 +278,12 @@ export class Lookups {
       this.counters.lookupDatagrams++
       this.#t.sendGroup(this.#lookupMsg(f))
     }
-    f.timer = setTimeout(() => this.#tick(f), Math.max(0, f.roundEnd - performance.now()))
+    f.timer = this.#clock.setTimeout(() => this.#tick(f), Math.max(0, f.roundEnd - this.#clock.now()))
   }
 
   #tick(f: Inflight): void {
     f.timer = undefined
-    if (performance.now() >= f.deadline - 0.5) {
+    if (this.#clock.now() >= f.deadline - 0.5) {
       this.counters.timeouts++
       this.#settle(f, undefined)
     } else this.#send(f)
@@ -288,8 +291,8 @@ export class Lookups {
 
   #settle(f: Inflight, found: Found): void {
     if (this.#byKey.get(f.key) !== f) return
-    clearTimeout(f.timer)
-    this.observe((performance.now() - f.startedAt) / 1000, found ? 'hit' : performance.now() >= f.deadline - 0.5 ? 'timeout' : 'miss')
+    this.#clock.clearTimeout(f.timer)
+    this.observe((this.#clock.now() - f.startedAt) / 1000, found ? 'hit' : this.#clock.now() >= f.deadline - 0.5 ? 'timeout' : 'miss')
     this.#byKey.delete(f.key)
     this.#byReq.delete(f.reqId)
     this.#recent[this.#recentAt++ & 255] = f.reqId
@@ -330,7 +333,7 @@ export class Lookups {
     }
     let r = f.parts.get(sender)
     if (!r) {
-      const opened = Reassembly.open(m, this.#budget, maxChunkCount(m.totalLen, hitChunkBytes(MIN_DATAGRAM_BYTES)))
+      const opened = Reassembly.open(m, this.#budget, maxChunkCount(m.totalLen, hitChunkBytes(MIN_DATAGRAM_BYTES)), this.#clock.now())
       if (typeof opened === 'string') {
         this.counters.reassemblyDropped++
         return

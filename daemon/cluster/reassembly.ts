@@ -36,7 +36,8 @@ export class Reassembly {
   readonly count: number
   readonly flags: number
   readonly version: bigint
-  readonly startedAt = performance.now()
+  /** When its first chunk came (the caller's monotonic clock, ms). */
+  readonly startedAt: number
   /** The smallest TTL any chunk carried, in ms. */
   ttlMs: number
   /** Bytes charged to the budget (index, chunks and their overhead). */
@@ -46,7 +47,8 @@ export class Reassembly {
   #received = 0
   readonly #budget: ByteBudget
 
-  private constructor(first: ChunkHeader, budget: ByteBudget) {
+  private constructor(first: ChunkHeader, budget: ByteBudget, startedAt: number) {
+    this.startedAt = startedAt
     this.totalLen = first.totalLen
     this.count = first.count
     this.flags = first.flags
@@ -60,12 +62,13 @@ export class Reassembly {
 
   /**
    * A reassembly for the value `first` is a chunk of, or why not: more chunks than `maxCount` (the
-   * most a legal sender could use), or no room in the budget for its index.
+   * most a legal sender could use), or no room in the budget for its index. `now` is when it
+   * starts, in monotonic ms.
    */
-  static open(first: ChunkHeader, budget: ByteBudget, maxCount: number): Reassembly | OpenRefusal {
+  static open(first: ChunkHeader, budget: ByteBudget, maxCount: number, now = performance.now()): Reassembly | OpenRefusal {
     if (first.count > maxCount) return 'too-many-chunks'
     if (budget.used + first.count * INDEX_SLOT_BYTES > budget.max) return 'over-budget'
-    return new Reassembly(first, budget)
+    return new Reassembly(first, budget, now)
   }
 
   add(c: ChunkHeader): AddResult {

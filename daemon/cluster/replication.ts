@@ -29,8 +29,9 @@ import { MIN_DATAGRAM_BYTES, MsgType, maxChunkCount, replicateChunkBytes, type A
 import { nextId } from '../../protocol/ids.js'
 import { owners } from './rendezvous.js'
 import type { SessionStore } from '../store/session-store.js'
-import type { Transport } from './transport.js'
 import type { Config } from '../config/config.js'
+import type { PeerTransport } from './peer-transport.js'
+import { systemClock, type Clock, type TimerHandle } from './clock.js'
 import { ByteBudget, Reassembly } from './reassembly.js'
 import { MAX_COPY_BACKOFF_MS } from '../store/versions.js'
 
@@ -91,7 +92,7 @@ interface Job {
   version: bigint
   replId: number
   attempts: number
-  timer: NodeJS.Timeout | undefined
+  timer: TimerHandle | undefined
   handoff: boolean
   sentAt: number
 }
@@ -201,9 +202,10 @@ export class Replicator {
   }
   readonly holders: Holders
   readonly #o: ReplicationOptions
-  readonly #t: Transport
+  readonly #t: PeerTransport
   readonly #store: SessionStore
   readonly #peers: ReplicaPeers
+  readonly #clock: Clock
   readonly #seeds = new Map<string, number>()
   #queue: Job[] = []
   /** The job still waiting in the queue for each (kind, target, key). */
@@ -218,7 +220,7 @@ export class Replicator {
   /** Membership as of the last change seen, and as of the last scan (what copies were placed under). */
   #lastMembers: string[] = []
   #scanBase: string[] | undefined
-  #scanTimer: NodeJS.Timeout | undefined
+  #scanTimer: TimerHandle | undefined
   /** A scan is under way (in slices); a change meanwhile starts another after it. */
   #scanning = false
   #scanAgain = false
@@ -227,13 +229,14 @@ export class Replicator {
   #idle: (() => void)[] = []
   #closed = false
 
-  constructor(o: ReplicationOptions, transport: Transport, store: SessionStore, peers: ReplicaPeers) {
+  constructor(o: ReplicationOptions, transport: PeerTransport, store: SessionStore, peers: ReplicaPeers, clock: Clock = systemClock) {
     this.#o = o
     this.#budget = new ByteBudget(o.maxReassemblyBytes)
     this.#t = transport
     this.#store = store
     this.#peers = peers
-    this.holders = new Holders(o.maxHolderRecords, this.counters)
+    this.#clock = clock
+    this.holders = new Holders(o.maxHolderRecords, this.counters, () => clock.now())
   }
 
   /** Called with the time from first send to ACK of each copy (seconds), for a histogram. */
@@ -320,8 +323,8 @@ export class Replicator {
       }
       void this.#t.sendTo(to, job.to, { type: MsgType.DELETE, replId: job.replId, version: job.version, key: Buffer.from(job.key, 'latin1') })
       this.counters.deleteDatagramsSent++
-      if (job.attempts === 0) job.sentAt = performance.now()
-      job.timer = setTimeout(() => this.#timeout(job), Math.min(this.#o.replicationAckTimeoutMs * 2 ** job.attempts, MAX_BACKOFF_MS))
+      if (job.attempts === 0) job.sentAt = this.#clock.now()
+      job.timer = this.#clock.setTimeout(() => this.#timeout(job), Math.min(this.#o.replicationAckTimeoutMs * 2 ** job.attempts, MAX_BACKOFF_MS))
       return true
     }
     const entry = this.#store.peek(job.key)
@@ -339,14 +342,14 @@ export class Replicator {
       void this.#t.sendTo(to, job.to, { type: MsgType.REPLICATE, replId: job.replId, ttlMs, flags, totalLen: value.length, index: i, count, version, key, chunk })
     }
     if (job.attempts === 0) {
-      job.sentAt = performance.now()
+      job.sentAt = this.#clock.now()
       this.counters.copiesPushed++
       if (job.handoff) this.counters.handedOff++
       // The target holds a copy now: a delete made here, or forwarded here, must reach it even
       // if it is no longer an owner by then.
       this.holders.record(job.key, job.to, ttlMs)
     }
-    job.timer = setTimeout(() => this.#timeout(job), Math.min(this.#o.replicationAckTimeoutMs * 2 ** job.attempts, MAX_BACKOFF_MS))
+    job.timer = this.#clock.setTimeout(() => this.#timeout(job), Math.min(this.#o.replicationAckTimeoutMs * 2 ** job.attempts, MAX_BACKOFF_MS))
     return true
   }
 
@@ -372,12 +375,12 @@ export class Replicator {
   onAck(sender: string, replId: number): void {
     const job = this.#inflight.get(replId)
     if (!job || job.to !== sender) return
-    clearTimeout(job.timer)
+    this.#clock.clearTimeout(job.timer)
     this.#inflight.delete(replId)
     if (job.kind === 'delete') this.counters.deletesAcked++
     else {
       this.counters.copiesAcked++
-      this.observeAck((performance.now() - job.sentAt) / 1000)
+      this.observeAck((this.#clock.now() - job.sentAt) / 1000)
     }
     this.#pump()
   }
@@ -422,7 +425,7 @@ export class Replicator {
     let inc = this.#incoming.get(id)
     if (!inc) {
       const partial = this.#partialBy.get(sender) ?? 0
-      const opened = partial < MAX_PARTIAL_COPIES_PER_SENDER ? Reassembly.open(m, this.#budget, maxChunkCount(m.totalLen, replicateChunkBytes(MIN_DATAGRAM_BYTES, m.key.length))) : 'too-many-copies'
+      const opened = partial < MAX_PARTIAL_COPIES_PER_SENDER ? Reassembly.open(m, this.#budget, maxChunkCount(m.totalLen, replicateChunkBytes(MIN_DATAGRAM_BYTES, m.key.length)), this.#clock.now()) : 'too-many-copies'
       if (typeof opened === 'string') {
         this.counters.copiesUnassembled++
         return
@@ -464,7 +467,7 @@ export class Replicator {
   /** Drops copies that stopped arriving half way. Called on every heartbeat. */
   sweep(): void {
     this.holders.sweep()
-    const now = performance.now()
+    const now = this.#clock.now()
     for (const [id, inc] of this.#incoming) {
       if (now - inc.r.startedAt > REASSEMBLY_TIMEOUT_MS) this.#forget(id, inc)
     }
@@ -487,7 +490,7 @@ export class Replicator {
       this.#scanAgain = true
       return
     }
-    this.#scanTimer ??= setTimeout(() => {
+    this.#scanTimer ??= this.#clock.setTimeout(() => {
       this.#scanTimer = undefined
       this.#rescan()
     }, 10)
@@ -530,7 +533,7 @@ export class Replicator {
       }
       this.#pump()
       if (i < keys.length) {
-        setImmediate(slice)
+        this.#clock.setImmediate(slice)
         return
       }
       this.#scanning = false
@@ -548,7 +551,7 @@ export class Replicator {
    * below R copies. Resolves when all are acknowledged or `timeoutMs` passed.
    */
   async handoff(timeoutMs: number): Promise<void> {
-    clearTimeout(this.#scanTimer)
+    this.#clock.clearTimeout(this.#scanTimer)
     this.#scanTimer = undefined
     this.#scanning = false
     this.#scanAgain = false
@@ -567,9 +570,9 @@ export class Replicator {
   whenIdle(timeoutMs: number): Promise<void> {
     if (this.pending === 0) return Promise.resolve()
     return new Promise((resolve) => {
-      const timer = setTimeout(resolve, timeoutMs)
+      const timer = this.#clock.setTimeout(resolve, timeoutMs)
       this.#idle.push(() => {
-        clearTimeout(timer)
+        this.#clock.clearTimeout(timer)
         resolve()
       })
     })
@@ -577,8 +580,8 @@ export class Replicator {
 
   close(): void {
     this.#closed = true
-    clearTimeout(this.#scanTimer)
-    for (const j of this.#inflight.values()) clearTimeout(j.timer)
+    this.#clock.clearTimeout(this.#scanTimer)
+    for (const j of this.#inflight.values()) this.#clock.clearTimeout(j.timer)
     this.#inflight.clear()
     this.#queue = []
     this.#waiting.clear()

@@ -15,7 +15,6 @@
 import crypto from 'node:crypto'
 import net from 'node:net'
 import os from 'node:os'
-import { DgramAsPromised, type SocketAsPromised } from 'dgram-as-promised'
 import type { RemoteInfo } from 'node:dgram'
 import { ProtocolError } from '../../protocol/errors.js'
 import { sealingKey, type ClusterKey } from '../../protocol/keyfile.js'
@@ -24,6 +23,8 @@ import { BoundedMap } from '../../protocol/bounded.js'
 import type { Config } from '../config/config.js'
 import type { Log } from '../host/log.js'
 import { ReplayGuard, Verdict } from './replay-window.js'
+import { udpSockets, type DatagramSocket, type SocketFactory } from './datagram-socket.js'
+import type { PeerTransport } from './peer-transport.js'
 
 /**
  * The interface to use: its address, whether it is IPv6, and how the socket API names it for
@@ -58,6 +59,8 @@ export interface TransportOptions extends Pick<Config, 'group' | 'port' | 'unica
   log: Log
   /** Wall clock in ms (send times travel between hosts). */
   now?: () => number
+  /** Where the sockets come from: the host's UDP by default (`udpSockets`). */
+  sockets?: SocketFactory
 }
 
 export interface DropCounters {
@@ -107,15 +110,15 @@ interface Leg {
   family: 4 | 6
   group: string
   scope: string
-  g: SocketAsPromised | undefined
-  u: SocketAsPromised
+  g: DatagramSocket | undefined
+  u: DatagramSocket
   reply: Address
 }
 
 /** Dual stack: how many recently accepted (sender, counter) pairs are remembered, with their family. */
 const RECENT_PAIRS = 4096
 
-export class Transport {
+export class Transport implements PeerTransport {
   readonly nodeId = crypto.randomBytes(SENDER_ID_BYTES)
   readonly nodeIdHex = this.nodeId.toString('hex')
   readonly counters: TransportCounters = {
@@ -201,8 +204,9 @@ export class Transport {
     const o = this.#o
     const { address: ifAddr, v6, scope } = interfaceOf(iface)
     const type = v6 ? 'udp6' : 'udp4'
-    const g = o.multicastEnabled ? DgramAsPromised.createSocket({ type, reuseAddr: true, ...(v6 ? { ipv6Only: true } : {}) }) : undefined
-    const u = DgramAsPromised.createSocket({ type, ...(v6 ? { ipv6Only: true } : {}) })
+    const createSocket = o.sockets ?? udpSockets
+    const g = o.multicastEnabled ? createSocket({ type, reuseAddr: true, ...(v6 ? { ipv6Only: true } : {}) }) : undefined
+    const u = createSocket({ type, ...(v6 ? { ipv6Only: true } : {}) })
     try {
       if (g) {
         // Bound to the group address (IPv4), the socket sees only this group's datagrams on the

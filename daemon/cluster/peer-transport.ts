@@ -1,0 +1,39 @@
+/**
+ * What the cluster core (cluster.ts, lookups.ts, replication.ts) uses of its transport. The
+ * daemon's is `Transport` (transport.ts: sealed UDP multicast and unicast); a unit test can hand
+ * the core another, such as the real `Transport` over an in-memory network
+ * (test/helpers/memory-network.ts).
+ */
+import type { ClusterKey } from '../../protocol/keyfile.js'
+import type { Address, Message } from '../../protocol/wire.js'
+import type { Incoming, TransportCounters } from './transport.js'
+
+export interface PeerTransport {
+  /** This daemon's node id (8 random bytes), and in hex: how peers name it. */
+  readonly nodeId: Buffer
+  readonly nodeIdHex: string
+  readonly counters: TransportCounters
+  /** Each authenticated, fresh, non-replayed message, as it arrives. */
+  onMessage: (m: Incoming) => void
+  /** Where peers send replies to us (the first family's unicast address); throws before start. */
+  readonly replyAddress: Address
+  /** Our reply address of `family`, if we speak that family. */
+  replyAddressFor(family: 4 | 6): Address | undefined
+  /** The IP families we speak, the first one preferred. */
+  readonly families: (4 | 6)[]
+  start(): Promise<void>
+  /** Replaces the cluster keys (reload). */
+  setKeys(keys: ClusterKey[]): void
+  /** Replaces the listed peers (reload). */
+  setPeers(peers: Address[]): void
+  /** True when `msg` fits in one datagram (maxDatagramBytes). */
+  fits(msg: Message): boolean
+  /** To the whole cluster (group and listed peers); resolves once sent (failures are counted). */
+  sendGroup(msg: Message): Promise<void>
+  /** To the daemon `receiver` (node id in hex) at its announced address `to`. */
+  sendTo(to: Address, receiver: string, msg: Message): Promise<void>
+  /** To several daemons, each sealed for its receiver. */
+  sendToEach(to: readonly { id: string; address: Address }[], msg: Message): void
+  /** Closes the sockets; messages sent before it are on their way. */
+  close(): Promise<void>
+}
