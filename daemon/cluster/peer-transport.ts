@@ -6,7 +6,49 @@
  */
 import type { ClusterKey } from '../../protocol/keyfile.js'
 import type { Address, Message } from '../../protocol/wire.js'
-import type { Incoming, TransportCounters } from './transport.js'
+import type { RemoteInfo } from 'node:dgram'
+
+export interface DropCounters {
+  malformed: number
+  oversize: number
+  unknownKey: number
+  openFailed: number
+  stale: number
+  replayed: number
+  unsolicited: number
+  /** Sealed for another receiver, or a unicast-only type sent to the group. */
+  misaddressed: number
+  /** HIT/MISS whose nonce or key digest is not those of the lookup it names. */
+  mismatched: number
+  /** Copies, fills and deletes whose version is ahead of its send time or our clock (cluster.ts). */
+  futureVersion: number
+  /** Replay counters that jump too far ahead of the sender's highest (replay-window.ts). */
+  counterJump: number
+  /** Messages whose handling threw: dropped, so one bad message never stops the daemon. */
+  failed: number
+}
+
+export interface TransportCounters {
+  datagramsSent: number
+  datagramsReceived: number
+  bytesSent: number
+  bytesReceived: number
+  sendErrors: number
+  /** Datagrams not sent because they would exceed maxDatagramBytes (the caller is told). */
+  oversizeNotSent: number
+  /** Dual stack: second copies of a datagram that came on both families (not replays). */
+  duplicates: number
+  dropped: DropCounters
+}
+
+export interface Incoming {
+  msg: Message
+  /** Sender id in hex. */
+  sender: string
+  /** The sender's clock when it sealed the datagram, Unix ms (authenticated). */
+  sentAtMs: number
+  rinfo: RemoteInfo
+}
 
 export interface PeerTransport {
   /** This daemon's node id (8 random bytes), and in hex: how peers name it. */

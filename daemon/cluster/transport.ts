@@ -22,6 +22,8 @@ import { GROUP_TYPES, Keyring, NO_RECEIVER, SENDER_ID_BYTES, datagramLength, rea
 import { BoundedMap } from '../../protocol/bounded.js'
 import type { Config } from '../config/config.js'
 import type { Log } from '../host/log.js'
+import type { DropCounters, Incoming, TransportCounters } from './peer-transport.js'
+export type { DropCounters, Incoming, TransportCounters } from './peer-transport.js'
 import { ReplayGuard, Verdict } from './replay-window.js'
 import { udpSockets, type DatagramSocket, type SocketFactory } from './datagram-socket.js'
 import type { PeerTransport } from './peer-transport.js'
@@ -63,47 +65,8 @@ export interface TransportOptions extends Pick<Config, 'group' | 'port' | 'unica
   sockets?: SocketFactory
 }
 
-export interface DropCounters {
-  malformed: number
-  oversize: number
-  unknownKey: number
-  openFailed: number
-  stale: number
-  replayed: number
-  unsolicited: number
-  /** Sealed for another receiver, or a unicast-only type sent to the group. */
-  misaddressed: number
-  /** HIT/MISS whose nonce or key digest is not those of the lookup it names. */
-  mismatched: number
-  /** Copies, fills and deletes whose version is ahead of its send time or our clock (cluster.ts). */
-  futureVersion: number
-  /** Replay counters that jump too far ahead of the sender's highest (replay-window.ts). */
-  counterJump: number
-  /** Messages whose handling threw: dropped, so one bad message never stops the daemon. */
-  failed: number
-}
 
-export interface TransportCounters {
-  datagramsSent: number
-  datagramsReceived: number
-  bytesSent: number
-  bytesReceived: number
-  sendErrors: number
-  /** Datagrams not sent because they would exceed maxDatagramBytes (the caller is told). */
-  oversizeNotSent: number
-  /** Dual stack: second copies of a datagram that came on both families (not replays). */
-  duplicates: number
-  dropped: DropCounters
-}
 
-export interface Incoming {
-  msg: Message
-  /** Sender id in hex. */
-  sender: string
-  /** The sender's clock when it sealed the datagram, Unix ms (authenticated). */
-  sentAtMs: number
-  rinfo: RemoteInfo
-}
 
 /** One IP family's sockets: the group (absent without multicast) and the unicast socket. */
 interface Leg {

@@ -34,6 +34,7 @@ import {
   type StoreEntry,
   type StoreOptions,
   type StoreStats,
+  type SessionStore,
 } from './session-store.js'
 import { Hlc, NO_VERSION, Tombstones, peerWins } from './versions.js'
 
@@ -216,7 +217,7 @@ class Slab {
 
 const EMPTY = Buffer.alloc(0)
 
-export class CompactStore {
+export class CompactStore implements SessionStore {
   readonly options: Readonly<StoreOptions>
   readonly counters: StoreCounters = { hits: 0, misses: 0, sets: 0, deletes: 0, touches: 0, evictions: 0, expirations: 0 }
   readonly #now: () => number

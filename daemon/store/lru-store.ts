@@ -8,9 +8,9 @@
  */
 import { LRUCache } from 'lru-cache'
 import { Hlc, NO_VERSION, Tombstones, peerWins } from './versions.js'
-import { ENTRY_OVERHEAD_BYTES, STORE_DEFAULTS, StoreError, admit, effectiveTtl, type StoreCounters, type StoreEntry, type StoreOptions, type StoreStats } from './session-store.js'
+import { ENTRY_OVERHEAD_BYTES, STORE_DEFAULTS, StoreError, admit, effectiveTtl, type StoreCounters, type StoreEntry, type StoreOptions, type StoreStats, type SessionStore } from './session-store.js'
 
-export class LruStore {
+export class LruStore implements SessionStore {
   readonly options: Readonly<StoreOptions>
   readonly counters: StoreCounters = { hits: 0, misses: 0, sets: 0, deletes: 0, touches: 0, evictions: 0, expirations: 0 }
   #lru: LRUCache<string, StoreEntry>

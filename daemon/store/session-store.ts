@@ -5,7 +5,6 @@
  */
 import type { Hlc, TombstoneCounters } from './versions.js'
 import { defaults, pickConfig, type Config } from '../config/config.js'
-import type { LruStore } from './lru-store.js'
 
 export { NO_VERSION } from './versions.js'
 
@@ -91,4 +90,43 @@ export function admit(o: StoreOptions, key: string, value: Buffer, ttlMs: number
  * What the daemon needs of a store; both engines implement it: `CompactStore` (the default:
  * slab-backed, about 100 bytes per entry beyond key and value) and `LruStore` (lru-cache, about 360).
  */
-export type SessionStore = Pick<LruStore, keyof LruStore>
+export interface SessionStore {
+  readonly options: Readonly<StoreOptions>
+  readonly counters: StoreCounters
+  /** The TTL an entry gets for a requested TTL: 0 means the default; longer than the cap is capped. */
+  effectiveTtl(ttlMs: number): number
+  /** The stored entry (the store's own buffer: copy before yielding), or undefined. */
+  get(key: string): StoreEntry | undefined
+  /** Like get, without touching recency or counters (used to answer peers and list keys). */
+  peek(key: string): StoreEntry | undefined
+  /** Remaining TTL in ms (at least 1) of a live entry, or 0 when absent. */
+  remainingTtl(key: string): number
+  has(key: string): boolean
+  /** Stores a copy of `value` under a new version. Throws StoreError TOO_LARGE or BAD_TTL; never stores part of it. */
+  set(key: string, value: Buffer, ttlMs?: number, flags?: number): void
+  /**
+   * A peer's write (a copy, a fill, a handoff) at `version`: stored only when newer than the live
+   * entry or tombstone held for the key (versions.ts, `newer`); false when refused as stale.
+   * Throws StoreError like `set`.
+   */
+  setFromPeer(key: string, value: Buffer, ttlMs: number, flags: number, version: bigint): boolean
+  /** Deletes the key under a new version, leaving a tombstone (also when absent). True when it was live. */
+  delete(key: string): boolean
+  /** A peer's delete at `version`: applied (tombstone kept) unless what is held is newer; false when refused. */
+  deleteFromPeer(key: string, version: bigint): boolean
+  /** The version of the key's live entry, else of its tombstone, else NO_VERSION. */
+  version(key: string): bigint
+  /** Gives a live entry a new TTL from now. False when absent. */
+  touch(key: string, ttlMs: number): boolean
+  /** Up to `limit` live keys starting with `prefix`, most recently used first. */
+  keys(prefix?: string, limit?: number): string[]
+  /** Every live entry with its remaining TTL in ms; the values are the store's own buffers. */
+  entries(): Generator<[key: string, entry: StoreEntry, ttlMs: number]>
+  /** Drops every entry (zero-filling each) and every tombstone. Returns how many entries there were. */
+  flush(): number
+  /** Drops expired entries now instead of when next touched, so their secrets are wiped promptly; and expired tombstones. */
+  purgeStale(): void
+  readonly size: number
+  readonly bytes: number
+  stats(): StoreStats
+}
