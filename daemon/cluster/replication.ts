@@ -266,11 +266,25 @@ export class Replicator {
     return this.#owners(key, [this.#peers.selfId, ...this.#peers.aliveIds()])
   }
 
-  /** An application stored `key` here: copy it to the other owners. */
+  /**
+   * An application stored `key` here: its copies leave now, before the SET is answered, so they
+   * are in the owners' sockets ahead of any LOOKUP a reader can send once it has the answer. They
+   * pass the window of copies in flight (that bounds re-placement and handoff, whose copies no
+   * reader waits for) and any job for the same key and owner still waiting behind it.
+   */
   stored(key: string): void {
-    if (this.#o.replicationFactor <= 1) return
+    if (this.#o.replicationFactor <= 1 || this.#closed) return
     const self = this.#peers.selfId
-    for (const id of this.#owners(key, [self, ...this.#peers.aliveIds()])) if (id !== self) this.#enqueue(key, id, false)
+    for (const id of this.#owners(key, [self, ...this.#peers.aliveIds()])) {
+      if (id === self) continue
+      // The job waiting for this owner would send the same entry again later: it is replaced.
+      if (this.#waiting.delete(`copy\0${id}\0${key}`)) this.counters.jobsCoalesced++
+      if (this.#queue.length + this.#inflight.size >= this.#o.maxReplicationQueue) {
+        this.counters.copiesDropped++
+        continue
+      }
+      this.#start({ kind: 'copy', key, to: id, version: 0n, replId: 0, attempts: 0, timer: undefined, handoff: false, sentAt: 0 })
+    }
   }
 
   /**
@@ -314,12 +328,20 @@ export class Replicator {
   #pump(): void {
     while (this.#inflight.size < this.#o.maxReplicationInflight && this.#queue.length > 0) {
       const job = this.#queue.shift()!
-      this.#waiting.delete(`${job.kind}\0${job.to}\0${job.key}`)
-      job.replId = this.#nextId
-      this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1
-      if (this.#send(job)) this.#inflight.set(job.replId, job)
+      const slot = `${job.kind}\0${job.to}\0${job.key}`
+      // Not in its slot any more: a SET's copy to the same owner went ahead of it (stored()).
+      if (this.#waiting.get(slot) !== job) continue
+      this.#waiting.delete(slot)
+      this.#start(job)
     }
     if (this.pending === 0) for (const w of this.#idle.splice(0)) w()
+  }
+
+  /** Sends a job's first datagrams and keeps it until its ACK, the retries, or nothing left to send. */
+  #start(job: Job): void {
+    job.replId = this.#nextId
+    this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1
+    if (this.#send(job)) this.#inflight.set(job.replId, job)
   }
 
   /** Sends every chunk of the job's value; false when there is nothing (left) to send. */

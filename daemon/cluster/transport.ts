@@ -13,6 +13,7 @@
  * restarted one. Group datagrams name no receiver and carry only the types in GROUP_TYPES.
  */
 import crypto from 'node:crypto'
+import dns from 'node:dns'
 import net from 'node:net'
 import os from 'node:os'
 import { DgramAsPromised, type SocketAsPromised } from 'dgram-as-promised'
@@ -36,6 +37,19 @@ export function interfaceOf(iface: string): { address: string; v6: boolean; scop
   }
   if (!name) throw new Error(`no interface has the address ${address}; name it as ${address}%IFNAME`)
   return { address, v6: true, scope: `::%${name}` }
+}
+
+/**
+ * How the sockets resolve a destination. Node's default, dns.lookup, answers even an IP literal on
+ * the next tick, so a datagram sent while handling a request left only after the request's reply
+ * had been written: a SET's copies reached their owners after the client could already read
+ * elsewhere (issue 15). Every address we send to is a literal: passed through at once, the
+ * datagram is on the wire before `send` returns.
+ */
+function literalLookup(host: string, family: unknown, cb: (err: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
+  const f = net.isIP(host)
+  if (f !== 0) cb(null, host, f)
+  else dns.lookup(host, { family: family === 6 ? 6 : 4 }, cb)
 }
 
 /** Receive buffer asked for on each peer socket. */
@@ -214,8 +228,8 @@ export class Transport {
     const o = this.#o
     const { address: ifAddr, v6, scope } = interfaceOf(iface)
     const type = v6 ? 'udp6' : 'udp4'
-    const g = o.multicastEnabled ? DgramAsPromised.createSocket({ type, reuseAddr: true, ...(v6 ? { ipv6Only: true } : {}) }) : undefined
-    const u = DgramAsPromised.createSocket({ type, ...(v6 ? { ipv6Only: true } : {}) })
+    const g = o.multicastEnabled ? DgramAsPromised.createSocket({ type, reuseAddr: true, lookup: literalLookup, ...(v6 ? { ipv6Only: true } : {}) }) : undefined
+    const u = DgramAsPromised.createSocket({ type, lookup: literalLookup, ...(v6 ? { ipv6Only: true } : {}) })
     try {
       if (g) {
         // Bound to the group address (IPv4), the socket sees only this group's datagrams on the
