@@ -468,8 +468,8 @@ export class Cluster implements ClusterHooks {
     return this.lookups.lookup(key)
   }
 
-  stored(key: string): void {
-    this.replicator.stored(key)
+  stored(key: string): Promise<void> | undefined {
+    return this.replicator.stored(key)
   }
 
   deleted(key: string): void {

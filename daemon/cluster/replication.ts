@@ -70,6 +70,8 @@ export interface ReplicationCounters {
   replacementScans: number
   /** Jobs not queued because one for the same key and target was still waiting. */
   jobsCoalesced: number
+  /** SETs answered only once an owner acknowledged a copy (copies were being lost; stored()). */
+  setsAwaitingCopy: number
   /** Deletes queued to one host each (owners and remembered holders). */
   deletesQueued: number
   /** DELETE datagrams sent, retries included. */
@@ -107,12 +109,25 @@ interface Job {
   timer: NodeJS.Timeout | undefined
   handoff: boolean
   sentAt: number
+  /** A SET waiting for this copy's ACK (or a sibling copy's) before it is answered. */
+  waiter?: CopyWaiter
+}
+
+/** A SET answered once one owner acknowledged a copy of it, or at its deadline. */
+interface CopyWaiter {
+  resolve(): void
+  timer: NodeJS.Timeout
 }
 
 /** Retries back off up to this, in ms (shared with the tombstone lifetime's derivation). */
 const MAX_BACKOFF_MS = MAX_COPY_BACKOFF_MS
 /** Partly received copies older than this are dropped. */
 const REASSEMBLY_TIMEOUT_MS = 5000
+/**
+ * After a copy needed a retry (a datagram was lost), SETs by a host that is not an owner of the key
+ * wait for one owner's ACK, for this long (ms): see stored().
+ */
+export const LOSS_MEMORY_MS = 60_000
 /** Keys re-placed per turn of the event loop during a scan. */
 const SCAN_SLICE = 2000
 /**
@@ -201,6 +216,7 @@ export class Replicator {
     replacements: 0,
     replacementScans: 0,
     jobsCoalesced: 0,
+    setsAwaitingCopy: 0,
     deletesQueued: 0,
     deleteDatagramsSent: 0,
     deleteDatagramsReceived: 0,
@@ -239,6 +255,8 @@ export class Replicator {
   #scanGen = 0
   #idle: (() => void)[] = []
   #closed = false
+  /** When a copy last went unacknowledged past its ACK timeout (performance.now ms). */
+  #lossSeenAt = -Infinity
 
   constructor(o: ReplicationOptions, transport: Transport, store: SessionStore, peers: ReplicaPeers) {
     this.#o = o
@@ -271,11 +289,33 @@ export class Replicator {
    * are in the owners' sockets ahead of any LOOKUP a reader can send once it has the answer. They
    * pass the window of copies in flight (that bounds re-placement and handoff, whose copies no
    * reader waits for) and any job for the same key and owner still waiting behind it.
+   *
+   * A reader asks the owners only. When this host is one, every reader reaches it; when it is not,
+   * the copies are the only way there, and one lost datagram lets the owners answer MISS. So while
+   * copies are being lost (one needed a retry within LOSS_MEMORY_MS), such a SET is answered when
+   * one owner has acknowledged its copy (one suffices: each reader asks every owner), or at the
+   * latest after its first retry could have been acknowledged. Returns that wait, if any.
    */
-  stored(key: string): void {
-    if (this.#o.replicationFactor <= 1 || this.#closed) return
+  stored(key: string): Promise<void> | undefined {
+    if (this.#o.replicationFactor <= 1 || this.#closed) return undefined
     const self = this.#peers.selfId
-    for (const id of this.#owners(key, [self, ...this.#peers.aliveIds()])) {
+    const targets = this.#owners(key, [self, ...this.#peers.aliveIds()])
+    let waiter: CopyWaiter | undefined
+    let wait: Promise<void> | undefined
+    if (!targets.includes(self) && performance.now() - this.#lossSeenAt < LOSS_MEMORY_MS) {
+      wait = new Promise<void>((resolve) => {
+        const w: CopyWaiter = {
+          resolve: () => {
+            clearTimeout(w.timer)
+            resolve()
+          },
+          timer: setTimeout(() => resolve(), 3 * this.#o.replicationAckTimeoutMs),
+        }
+        waiter = w
+      })
+      this.counters.setsAwaitingCopy++
+    }
+    for (const id of targets) {
       if (id === self) continue
       // The job waiting for this owner would send the same entry again later: it is replaced.
       if (this.#waiting.delete(`copy\0${id}\0${key}`)) this.counters.jobsCoalesced++
@@ -283,8 +323,9 @@ export class Replicator {
         this.counters.copiesDropped++
         continue
       }
-      this.#start({ kind: 'copy', key, to: id, version: 0n, replId: 0, attempts: 0, timer: undefined, handoff: false, sentAt: 0 })
+      this.#start({ kind: 'copy', key, to: id, version: 0n, replId: 0, attempts: 0, timer: undefined, handoff: false, sentAt: 0, ...(waiter ? { waiter } : {}) })
     }
+    return wait
   }
 
   /**
@@ -396,7 +437,10 @@ export class Replicator {
     }
     job.attempts++
     if (job.kind === 'delete') this.counters.deletesRetried++
-    else this.counters.copiesRetried++
+    else {
+      this.counters.copiesRetried++
+      this.#lossSeenAt = performance.now()
+    }
     if (!this.#send(job)) {
       this.#inflight.delete(job.replId)
       this.#pump()
@@ -412,6 +456,7 @@ export class Replicator {
     if (job.kind === 'delete') this.counters.deletesAcked++
     else {
       this.counters.copiesAcked++
+      job.waiter?.resolve()
       this.observeAck((performance.now() - job.sentAt) / 1000)
     }
     this.#pump()
@@ -613,7 +658,10 @@ export class Replicator {
   close(): void {
     this.#closed = true
     clearTimeout(this.#scanTimer)
-    for (const j of this.#inflight.values()) clearTimeout(j.timer)
+    for (const j of this.#inflight.values()) {
+      clearTimeout(j.timer)
+      j.waiter?.resolve()
+    }
     this.#inflight.clear()
     this.#queue = []
     this.#waiting.clear()
