@@ -160,6 +160,7 @@ export class Cluster implements ClusterHooks {
     this.replicator = new Replicator(o, this.transport, store, {
       selfId: this.transport.nodeIdHex,
       aliveIds: () => this.#alive().filter((m) => m.trusted).map((m) => m.id),
+      probationIds: () => this.#alive().filter((m) => !m.trusted).map((m) => m.id),
       addressOf: (id) => this.#addressOf(id),
     })
     this.tickets = new TicketKeys({ rotationMs: o.ticketKeyRotationMs, graceMs: 3 * o.heartbeatMs, selfId: this.transport.nodeId })

@@ -65,6 +65,8 @@ export interface ReplicationCounters {
   /** Copies received but not stored: older than (or the same as) what this host holds for the key. */
   copiesStale: number
   handedOff: number
+  /** Copies noted as owed to a member in probation (sent when it is trusted; see #owed). */
+  copiesOwed: number
   /** Copies queued because membership changed and a key gained an owner. */
   replacements: number
   replacementScans: number
@@ -92,8 +94,10 @@ export interface ReplicationCounters {
 
 export interface ReplicaPeers {
   selfId: string
-  /** Ids of the live members (this host excluded). */
+  /** Ids of the live members trusted with copies (this host excluded). */
   aliveIds(): string[]
+  /** Ids of the live members still in probation: owners once trusted, sent nothing before. */
+  probationIds(): string[]
   /** A live member's reply address. */
   addressOf(id: string): Address | undefined
 }
@@ -213,6 +217,7 @@ export class Replicator {
     copiesUnassembled: 0,
     copiesStale: 0,
     handedOff: 0,
+    copiesOwed: 0,
     replacements: 0,
     replacementScans: 0,
     jobsCoalesced: 0,
@@ -255,6 +260,13 @@ export class Replicator {
   #scanGen = 0
   #idle: (() => void)[] = []
   #closed = false
+  /**
+   * Keys stored here whose copy is owed to a member in probation (an owner once trusted), by
+   * member: sent when it is trusted, and counted as pending meanwhile, so a write made while a
+   * peer rejoins is never reported as replicated before it is.
+   */
+  #owed = new Map<string, Set<string>>()
+  #owedCount = 0
   /** When a copy last went unacknowledged past its ACK timeout (performance.now ms). */
   #lossSeenAt = -Infinity
 
@@ -270,9 +282,12 @@ export class Replicator {
   /** Called with the time from first send to ACK of each copy (seconds), for a histogram. */
   observeAck: (seconds: number) => void = () => {}
 
-  /** Copies queued or awaiting their ACK, plus one while a re-placement scan is scheduled or running. */
+  /**
+   * Copies queued, awaiting their ACK or owed to members in probation, plus one while a
+   * re-placement scan is scheduled or running.
+   */
   get pending(): number {
-    return this.#queue.length + this.#inflight.size + (this.#scanTimer || this.#scanning ? 1 : 0)
+    return this.#queue.length + this.#inflight.size + this.#owedCount + (this.#scanTimer || this.#scanning ? 1 : 0)
   }
 
   #owners(key: string, members: string[]): string[] {
@@ -325,7 +340,41 @@ export class Replicator {
       }
       this.#start({ kind: 'copy', key, to: id, version: 0n, replId: 0, attempts: 0, timer: undefined, handoff: false, sentAt: 0, ...(waiter ? { waiter } : {}) })
     }
+    this.#oweToProbation(key, targets)
     return wait
+  }
+
+  /** Notes the copies of `key` that members in probation will be owed once trusted (see #owed). */
+  #oweToProbation(key: string, targets: string[]): void {
+    const waiting = this.#peers.probationIds()
+    if (waiting.length === 0) return
+    const later = this.#owners(key, [this.#peers.selfId, ...this.#peers.aliveIds(), ...waiting])
+    for (const id of later) {
+      if (targets.includes(id) || !waiting.includes(id)) continue
+      let keys = this.#owed.get(id)
+      if (!keys) this.#owed.set(id, (keys = new Set()))
+      if (keys.has(key)) continue
+      keys.add(key)
+      this.#owedCount++
+      this.counters.copiesOwed++
+    }
+  }
+
+  /**
+   * Pays what members in probation were owed: copies to those now trusted (even where this host
+   * is no owner any more, which the re-placement scan skips), nothing to those gone.
+   */
+  #payOwed(): void {
+    if (this.#owed.size === 0) return
+    const trusted = new Set(this.#peers.aliveIds())
+    const waiting = new Set(this.#peers.probationIds())
+    for (const [id, keys] of this.#owed) {
+      if (waiting.has(id)) continue
+      this.#owed.delete(id)
+      this.#owedCount -= keys.size
+      if (trusted.has(id)) for (const key of keys) this.#enqueue(key, id, false)
+    }
+    this.#pump()
   }
 
   /**
@@ -561,6 +610,7 @@ export class Replicator {
     const previous = this.#lastMembers.length ? this.#lastMembers : [self]
     this.#lastMembers = [self, ...this.#peers.aliveIds()].sort()
     this.#pruneSeeds()
+    this.#payOwed()
     if (this.#o.replicationFactor <= 1 || this.#closed) return
     this.#scanBase ??= previous
     if (this.#scanning) {
@@ -665,6 +715,8 @@ export class Replicator {
     this.#inflight.clear()
     this.#queue = []
     this.#waiting.clear()
+    this.#owed.clear()
+    this.#owedCount = 0
     for (const inc of this.#incoming.values()) inc.r.release()
     this.#incoming.clear()
     this.#partialBy.clear()
