@@ -524,6 +524,7 @@ export class Cluster implements ClusterHooks {
       members: this.#alive().length,
       trustedMembers: this.#alive().filter((m) => m.trusted).length,
       inflightLookups: this.lookups.inflight,
+      hedgeDelayMs: this.lookups.hedgeDelayMs,
       ...this.lookups.counters,
       ...this.counters,
       replicationPending: this.replicator.pending,

@@ -15,6 +15,7 @@ import { MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, hitChunkBytes, keyDigest, max
 import type { SessionStore } from '../store/session-store.js'
 import type { Transport } from './transport.js'
 import { ByteBudget, Reassembly } from './reassembly.js'
+import { HedgeDelay } from './hedge.js'
 
 export interface LookupOptions {
   /** The longest a remote lookup may take before "not found", in ms. */
@@ -23,8 +24,9 @@ export interface LookupOptions {
   lookupRetries: number
   /**
    * With owners known, the first round asks the key's first owner alone and the other owners
-   * after this many ms without an answer (or at once when the first owner misses); 0 asks every
-   * owner at once.
+   * after the hedge delay without an answer (or at once when the first owner misses); 0 asks every
+   * owner at once. The delay starts here, never goes below it, and follows the 95th percentile of
+   * the first owners' reply times up to the retransmit interval (hedge.ts).
    */
   lookupHedgeMs: number
   /** Remote lookups in flight at once; more answer "not found" at once (counted as shed). */
@@ -96,6 +98,9 @@ interface Inflight {
   timer: NodeJS.Timeout | undefined
   /** Owners not asked yet in this round (hedging); asked when the hedge delay passes or one misses. */
   unasked: string[]
+  /** The owner asked first, until its reply is timed for the hedge delay; when it was asked. */
+  firstOwner: string | undefined
+  askedAt: number
   /** When this round's retransmit is due (performance.now() ms). */
   roundEnd: number
   rounds: number
@@ -140,6 +145,9 @@ export class Lookups {
   #recentAt = 0
   #nextReq = 1
   #closed = false
+  readonly #hedge: HedgeDelay
+  /** Lookups settled before their first owner answered (the hedge won): its late reply is still timed. */
+  #untimed = new Map<number, { firstOwner: string | undefined; askedAt: number }>()
   readonly #o: LookupOptions
   readonly #budget: ByteBudget
   readonly #t: Transport
@@ -151,6 +159,8 @@ export class Lookups {
   constructor(o: LookupOptions, transport: Transport, store: SessionStore, peers: LookupPeers) {
     this.#o = o
     this.#budget = new ByteBudget(o.maxReassemblyBytes)
+    // Past the retransmit interval a hedge is moot: the next round asks every owner anyway.
+    this.#hedge = new HedgeDelay({ floorMs: o.lookupHedgeMs, ceilingMs: o.lookupTimeoutMs / (o.lookupRetries + 1) })
     this.#t = transport
     this.#store = store
     this.#peers = peers
@@ -168,6 +178,11 @@ export class Lookups {
 
   get inflight(): number {
     return this.#byKey.size
+  }
+
+  /** How long a fill now waits for its first owner before asking the others, in ms. */
+  get hedgeDelayMs(): number {
+    return Math.round(this.#hedge.ms * 1000) / 1000
   }
 
   lookup(key: string): Promise<Found> {
@@ -211,6 +226,8 @@ export class Lookups {
       startedAt: performance.now(),
       timer: undefined,
       unasked: [],
+      firstOwner: undefined,
+      askedAt: 0,
       roundEnd: 0,
       rounds: 0,
     }
@@ -233,13 +250,20 @@ export class Lookups {
     // The first round asks the first owner alone: one LOOKUP and one reply per fill in the common
     // case; the other owners are asked after the hedge delay, or at once if the first one misses.
     // Hedging needs every owner's address now: one without a known address means the group.
-    const hedge = f.rounds === 0 && owners !== undefined && owners.length > 1 && this.#o.lookupHedgeMs > 0 && now + this.#o.lookupHedgeMs < f.roundEnd && owners.every((id) => this.#peers.addressOf(id) !== undefined)
+    const delay = this.#hedge.ms
+    const hedge = f.rounds === 0 && owners !== undefined && owners.length > 1 && this.#o.lookupHedgeMs > 0 && now + delay < f.roundEnd && owners.every((id) => this.#peers.addressOf(id) !== undefined)
+    // The first owner's reply is timed whether or not this round hedges, so a delay that grew
+    // to the ceiling (no hedging) can come down again.
+    if (f.rounds === 0 && owners !== undefined && owners.length > 1 && this.#o.lookupHedgeMs > 0) {
+      f.firstOwner = owners[0]
+      f.askedAt = now
+    }
     f.rounds++
     if (owners && owners.length > 0 && this.#sendToOwners(f, hedge ? owners.slice(0, 1) : owners)) {
       this.counters.directLookups++
       if (hedge) {
         f.unasked = owners.slice(1)
-        f.timer = setTimeout(() => this.#askRest(f), this.#o.lookupHedgeMs)
+        f.timer = setTimeout(() => this.#askRest(f), delay)
         return
       }
     } else {
@@ -307,6 +331,10 @@ export class Lookups {
     this.#byKey.delete(f.key)
     this.#byReq.delete(f.reqId)
     this.#recent[this.#recentAt++ & 255] = f.reqId
+    if (f.firstOwner !== undefined) {
+      this.#untimed.set(f.reqId, { firstOwner: f.firstOwner, askedAt: f.askedAt })
+      if (this.#untimed.size > this.#recent.length) this.#untimed.delete(this.#untimed.keys().next().value!)
+    }
     for (const r of f.parts.values()) r.release()
     f.parts.clear()
     for (const w of f.waiters) w(found)
@@ -326,8 +354,19 @@ export class Lookups {
     return f
   }
 
+  /** Feeds the hedge delay with the reply time of the owner a lookup asked first, once per lookup. */
+  #timeFirstReply(sender: string, reqId: number): void {
+    const f = this.#byReq.get(reqId)
+    const asked = f?.firstOwner !== undefined ? f : this.#untimed.get(reqId)
+    if (asked?.firstOwner !== sender) return
+    this.#hedge.observe(performance.now() - asked.askedAt)
+    asked.firstOwner = undefined
+    if (asked !== f) this.#untimed.delete(reqId)
+  }
+
   /** A HIT chunk from `sender`. */
   onHit(sender: string, m: Extract<Message, { type: typeof MsgType.HIT }>): void {
+    this.#timeFirstReply(sender, m.reqId)
     const f = this.#boundTo(m)
     if (!f) return
     this.counters.chunksReceived++
@@ -389,6 +428,7 @@ export class Lookups {
   /** A MISS from `sender`: when every live member has missed, "not found" now. */
   onMiss(sender: string, m: Extract<Message, { type: typeof MsgType.MISS }>): void {
     this.counters.missesReceived++
+    this.#timeFirstReply(sender, m.reqId)
     const f = this.#boundTo(m)
     if (!f) return
     f.missed.add(sender)
