@@ -243,6 +243,8 @@ export class Replicator {
   /** The job still waiting in the queue for each (kind, target, key). */
   #waiting = new Map<string, Job>()
   #inflight = new Map<number, Job>()
+  /** Copies in flight by (target, key): a SET of a key whose copy is still unacknowledged queues behind it. */
+  #copyInflight = new Map<string, Job>()
   #nextId = 1
   /** Copies arriving in chunks, by sender and copy id, with the key each is for. */
   #incoming = new Map<string, { key: Buffer; r: Reassembly; sender: string }>()
@@ -332,6 +334,13 @@ export class Replicator {
     }
     for (const id of targets) {
       if (id === self) continue
+      // A copy of this key still unacknowledged by this owner: the new one waits behind it (and
+      // further writes fold into that one), so a flood of touches of one key costs one job, not
+      // one per write. Only a key written again within one round trip is read this way.
+      if (this.#copyInflight.has(`${id}\0${key}`)) {
+        this.#enqueue(key, id, false)
+        continue
+      }
       // The job waiting for this owner would send the same entry again later: it is replaced.
       if (this.#waiting.delete(`copy\0${id}\0${key}`)) this.counters.jobsCoalesced++
       if (this.#queue.length + this.#inflight.size >= this.#o.maxReplicationQueue) {
@@ -431,7 +440,16 @@ export class Replicator {
   #start(job: Job): void {
     job.replId = this.#nextId
     this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1
-    if (this.#send(job)) this.#inflight.set(job.replId, job)
+    if (!this.#send(job)) return
+    this.#inflight.set(job.replId, job)
+    if (job.kind === 'copy') this.#copyInflight.set(`${job.to}\0${job.key}`, job)
+  }
+
+  /** The job leaves the in-flight table (acknowledged, given up, or nothing left to send). */
+  #done(job: Job): void {
+    this.#inflight.delete(job.replId)
+    const slot = `${job.to}\0${job.key}`
+    if (this.#copyInflight.get(slot) === job) this.#copyInflight.delete(slot)
   }
 
   /** Sends every chunk of the job's value; false when there is nothing (left) to send. */
@@ -478,7 +496,7 @@ export class Replicator {
   #timeout(job: Job): void {
     if (this.#inflight.get(job.replId) !== job) return
     if (job.attempts >= this.#o.replicationRetries) {
-      this.#inflight.delete(job.replId)
+      this.#done(job)
       if (job.kind === 'delete') this.counters.deletesFailed++
       else this.counters.copiesFailed++
       this.#pump()
@@ -491,7 +509,7 @@ export class Replicator {
       this.#lossSeenAt = performance.now()
     }
     if (!this.#send(job)) {
-      this.#inflight.delete(job.replId)
+      this.#done(job)
       this.#pump()
     }
   }
@@ -501,7 +519,7 @@ export class Replicator {
     const job = this.#inflight.get(replId)
     if (!job || job.to !== sender) return
     clearTimeout(job.timer)
-    this.#inflight.delete(replId)
+    this.#done(job)
     if (job.kind === 'delete') this.counters.deletesAcked++
     else {
       this.counters.copiesAcked++
@@ -713,6 +731,7 @@ export class Replicator {
       j.waiter?.resolve()
     }
     this.#inflight.clear()
+    this.#copyInflight.clear()
     this.#queue = []
     this.#waiting.clear()
     this.#owed.clear()
