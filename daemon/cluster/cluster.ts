@@ -162,6 +162,7 @@ export class Cluster implements ClusterHooks {
     this.replicator = new Replicator(o, this.transport, store, {
       selfId: this.transport.nodeIdHex,
       aliveIds: () => this.#alive().filter((m) => m.trusted).map((m) => m.id),
+      probationIds: () => this.#alive().filter((m) => !m.trusted).map((m) => m.id),
       addressOf: (id) => this.#addressOf(id),
     }, clock)
     this.tickets = new TicketKeys({ rotationMs: o.ticketKeyRotationMs, graceMs: 3 * o.heartbeatMs, selfId: this.transport.nodeId, now: () => clock.wallMs() })
@@ -469,8 +470,8 @@ export class Cluster implements ClusterHooks {
     return this.lookups.lookup(key)
   }
 
-  stored(key: string): void {
-    this.replicator.stored(key)
+  stored(key: string): Promise<void> | undefined {
+    return this.replicator.stored(key)
   }
 
   deleted(key: string): void {
@@ -524,6 +525,7 @@ export class Cluster implements ClusterHooks {
       members: this.#alive().length,
       trustedMembers: this.#alive().filter((m) => m.trusted).length,
       inflightLookups: this.lookups.inflight,
+      hedgeDelayMs: this.lookups.hedgeDelayMs,
       ...this.lookups.counters,
       ...this.counters,
       replicationPending: this.replicator.pending,

@@ -5,6 +5,8 @@
  */
 import { DgramAsPromised } from 'dgram-as-promised'
 import type { RemoteInfo } from 'node:dgram'
+import dns from 'node:dns'
+import net from 'node:net'
 
 export interface DatagramSocket {
   /** The event side: datagrams as they arrive, and socket errors. */
@@ -33,5 +35,18 @@ export interface DatagramSocketOptions {
 
 export type SocketFactory = (o: DatagramSocketOptions) => DatagramSocket
 
+/**
+ * How the sockets resolve a destination. Node's default, dns.lookup, answers even an IP literal on
+ * the next tick, so a datagram sent while handling a request left only after the request's reply
+ * had been written: a SET's copies reached their owners after the client could already read
+ * elsewhere (issue 15). Every address we send to is a literal: passed through at once, the
+ * datagram is on the wire before `send` returns.
+ */
+function literalLookup(host: string, family: unknown, cb: (err: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
+  const f = net.isIP(host)
+  if (f !== 0) cb(null, host, f)
+  else dns.lookup(host, { family: family === 6 ? 6 : 4 }, cb)
+}
+
 /** The host's UDP sockets. */
-export const udpSockets: SocketFactory = (o) => DgramAsPromised.createSocket(o)
+export const udpSockets: SocketFactory = (o) => DgramAsPromised.createSocket({ ...o, lookup: literalLookup })

@@ -6,8 +6,11 @@
 export interface ClusterHooks {
   /** Asks the peers for `key`; resolves the value (already stored locally) and its TTL, or undefined. */
   lookup(key: string): Promise<{ value: Buffer; ttlMs: number; flags: number; version: bigint } | undefined>
-  /** A key was stored locally by an application. */
-  stored(key: string): void
+  /**
+   * A key was stored locally by an application; its copies are sent before this returns. A promise:
+   * answer the write when it settles (copies are being lost and no owner holds one yet).
+   */
+  stored(key: string): Promise<void> | undefined
   /** A key was deleted locally by an application. */
   deleted(key: string): void
   /** Members as shown by `statecast peers`. */

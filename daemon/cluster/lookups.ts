@@ -13,11 +13,13 @@
 import crypto from 'node:crypto'
 import { MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, hitChunkBytes, keyDigest, maxChunkCount, type Address, type Message } from '../../protocol/wire.js'
 import { nextId } from '../../protocol/ids.js'
+import { BoundedMap } from '../../protocol/bounded.js'
 import type { SessionStore } from '../store/session-store.js'
 import type { Config } from '../config/config.js'
 import type { PeerTransport } from './peer-transport.js'
 import { systemClock, type Clock, type TimerHandle } from './clock.js'
 import { ByteBudget, Reassembly } from './reassembly.js'
+import { HedgeDelay } from './hedge.js'
 
 /** The config keys lookups take (unit and default: FIELDS in config/config.ts). */
 export type LookupOptions = Pick<Config, 'lookupTimeoutMs' | 'lookupRetries' | 'lookupHedgeMs' | 'maxInflightLookups' | 'maxReassemblyBytes' | 'maxValueBytes'>
@@ -83,6 +85,9 @@ interface Inflight {
   timer: TimerHandle | undefined
   /** Owners not asked yet in this round (hedging); asked when the hedge delay passes or one misses. */
   unasked: string[]
+  /** The owner asked first, until its reply is timed for the hedge delay; when it was asked. */
+  firstOwner: string | undefined
+  askedAt: number
   /** When this round's retransmit is due (the clock's monotonic ms). */
   roundEnd: number
   rounds: number
@@ -127,6 +132,9 @@ export class Lookups {
   #recentAt = 0
   #nextReq = 1
   #closed = false
+  readonly #hedge: HedgeDelay
+  /** Lookups settled before their first owner answered (the hedge won): its late reply is still timed. */
+  #untimed = new BoundedMap<number, { firstOwner: string | undefined; askedAt: number }>(256)
   readonly #o: LookupOptions
   readonly #budget: ByteBudget
   readonly #t: PeerTransport
@@ -139,6 +147,8 @@ export class Lookups {
   constructor(o: LookupOptions, transport: PeerTransport, store: SessionStore, peers: LookupPeers, clock: Clock = systemClock) {
     this.#o = o
     this.#budget = new ByteBudget(o.maxReassemblyBytes)
+    // Past the retransmit interval a hedge is moot: the next round asks every owner anyway.
+    this.#hedge = new HedgeDelay({ floorMs: o.lookupHedgeMs, ceilingMs: o.lookupTimeoutMs / (o.lookupRetries + 1) })
     this.#t = transport
     this.#store = store
     this.#peers = peers
@@ -157,6 +167,11 @@ export class Lookups {
 
   get inflight(): number {
     return this.#byKey.size
+  }
+
+  /** How long a fill now waits for its first owner before asking the others, in ms. */
+  get hedgeDelayMs(): number {
+    return Math.round(this.#hedge.ms * 1000) / 1000
   }
 
   lookup(key: string): Promise<Found> {
@@ -200,6 +215,8 @@ export class Lookups {
       startedAt: this.#clock.now(),
       timer: undefined,
       unasked: [],
+      firstOwner: undefined,
+      askedAt: 0,
       roundEnd: 0,
       rounds: 0,
     }
@@ -222,13 +239,20 @@ export class Lookups {
     // The first round asks the first owner alone: one LOOKUP and one reply per fill in the common
     // case; the other owners are asked after the hedge delay, or at once if the first one misses.
     // Hedging needs every owner's address now: one without a known address means the group.
-    const hedge = f.rounds === 0 && owners !== undefined && owners.length > 1 && this.#o.lookupHedgeMs > 0 && now + this.#o.lookupHedgeMs < f.roundEnd && owners.every((id) => this.#peers.addressOf(id) !== undefined)
+    const delay = this.#hedge.ms
+    const hedge = f.rounds === 0 && owners !== undefined && owners.length > 1 && this.#o.lookupHedgeMs > 0 && now + delay < f.roundEnd && owners.every((id) => this.#peers.addressOf(id) !== undefined)
+    // The first owner's reply is timed whether or not this round hedges, so a delay that grew
+    // to the ceiling (no hedging) can come down again.
+    if (f.rounds === 0 && owners !== undefined && owners.length > 1 && this.#o.lookupHedgeMs > 0) {
+      f.firstOwner = owners[0]
+      f.askedAt = now
+    }
     f.rounds++
     if (owners && owners.length > 0 && this.#sendToOwners(f, hedge ? owners.slice(0, 1) : owners)) {
       this.counters.directLookups++
       if (hedge) {
         f.unasked = owners.slice(1)
-        f.timer = this.#clock.setTimeout(() => this.#askRest(f), this.#o.lookupHedgeMs)
+        f.timer = this.#clock.setTimeout(() => this.#askRest(f), delay)
         return
       }
     } else {
@@ -296,6 +320,9 @@ export class Lookups {
     this.#byKey.delete(f.key)
     this.#byReq.delete(f.reqId)
     this.#recent[this.#recentAt++ & 255] = f.reqId
+    if (f.firstOwner !== undefined) {
+      this.#untimed.set(f.reqId, { firstOwner: f.firstOwner, askedAt: f.askedAt })
+    }
     for (const r of f.parts.values()) r.release()
     f.parts.clear()
     for (const w of f.waiters) w(found)
@@ -315,8 +342,19 @@ export class Lookups {
     return f
   }
 
+  /** Feeds the hedge delay with the reply time of the owner a lookup asked first, once per lookup. */
+  #timeFirstReply(sender: string, reqId: number): void {
+    const f = this.#byReq.get(reqId)
+    const asked = f?.firstOwner !== undefined ? f : this.#untimed.get(reqId)
+    if (asked?.firstOwner !== sender) return
+    this.#hedge.observe(this.#clock.now() - asked.askedAt)
+    asked.firstOwner = undefined
+    if (asked !== f) this.#untimed.delete(reqId)
+  }
+
   /** A HIT chunk from `sender`. */
   onHit(sender: string, m: Extract<Message, { type: typeof MsgType.HIT }>): void {
+    this.#timeFirstReply(sender, m.reqId)
     const f = this.#boundTo(m)
     if (!f) return
     this.counters.chunksReceived++
@@ -378,6 +416,7 @@ export class Lookups {
   /** A MISS from `sender`: when every live member has missed, "not found" now. */
   onMiss(sender: string, m: Extract<Message, { type: typeof MsgType.MISS }>): void {
     this.counters.missesReceived++
+    this.#timeFirstReply(sender, m.reqId)
     const f = this.#boundTo(m)
     if (!f) return
     f.missed.add(sender)

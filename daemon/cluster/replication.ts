@@ -53,11 +53,15 @@ export interface ReplicationCounters {
   /** Copies received but not stored: older than (or the same as) what this host holds for the key. */
   copiesStale: number
   handedOff: number
+  /** Copies noted as owed to a member in probation (sent when it is trusted; see #owed). */
+  copiesOwed: number
   /** Copies queued because membership changed and a key gained an owner. */
   replacements: number
   replacementScans: number
   /** Jobs not queued because one for the same key and target was still waiting. */
   jobsCoalesced: number
+  /** SETs answered only once an owner acknowledged a copy (copies were being lost; stored()). */
+  setsAwaitingCopy: number
   /** Deletes queued to one host each (owners and remembered holders). */
   deletesQueued: number
   /** DELETE datagrams sent, retries included. */
@@ -78,8 +82,10 @@ export interface ReplicationCounters {
 
 export interface ReplicaPeers {
   selfId: string
-  /** Ids of the live members (this host excluded). */
+  /** Ids of the live members trusted with copies (this host excluded). */
   aliveIds(): string[]
+  /** Ids of the live members still in probation: owners once trusted, sent nothing before. */
+  probationIds(): string[]
   /** A live member's reply address. */
   addressOf(id: string): Address | undefined
 }
@@ -95,12 +101,25 @@ interface Job {
   timer: TimerHandle | undefined
   handoff: boolean
   sentAt: number
+  /** A SET waiting for this copy's ACK (or a sibling copy's) before it is answered. */
+  waiter?: CopyWaiter
+}
+
+/** A SET answered once one owner acknowledged a copy of it, or at its deadline. */
+interface CopyWaiter {
+  resolve(): void
+  timer: TimerHandle
 }
 
 /** Retries back off up to this, in ms (shared with the tombstone lifetime's derivation). */
 const MAX_BACKOFF_MS = MAX_COPY_BACKOFF_MS
 /** Partly received copies older than this are dropped. */
 const REASSEMBLY_TIMEOUT_MS = 5000
+/**
+ * After a copy needed a retry (a datagram was lost), SETs by a host that is not an owner of the key
+ * wait for one owner's ACK, for this long (ms): see stored().
+ */
+export const LOSS_MEMORY_MS = 60_000
 /** Keys re-placed per turn of the event loop during a scan. */
 const SCAN_SLICE = 2000
 /**
@@ -186,9 +205,11 @@ export class Replicator {
     copiesUnassembled: 0,
     copiesStale: 0,
     handedOff: 0,
+    copiesOwed: 0,
     replacements: 0,
     replacementScans: 0,
     jobsCoalesced: 0,
+    setsAwaitingCopy: 0,
     deletesQueued: 0,
     deleteDatagramsSent: 0,
     deleteDatagramsReceived: 0,
@@ -211,6 +232,8 @@ export class Replicator {
   /** The job still waiting in the queue for each (kind, target, key). */
   #waiting = new Map<string, Job>()
   #inflight = new Map<number, Job>()
+  /** Copies in flight by (target, key): a SET of a key whose copy is still unacknowledged queues behind it. */
+  #copyInflight = new Map<string, Job>()
   #nextId = 1
   /** Copies arriving in chunks, by sender and copy id, with the key each is for. */
   #incoming = new Map<string, { key: Buffer; r: Reassembly; sender: string }>()
@@ -228,6 +251,15 @@ export class Replicator {
   #scanGen = 0
   #idle: (() => void)[] = []
   #closed = false
+  /**
+   * Keys stored here whose copy is owed to a member in probation (an owner once trusted), by
+   * member: sent when it is trusted, and counted as pending meanwhile, so a write made while a
+   * peer rejoins is never reported as replicated before it is.
+   */
+  #owed = new Map<string, Set<string>>()
+  #owedCount = 0
+  /** When a copy last went unacknowledged past its ACK timeout (the clock's monotonic ms). */
+  #lossSeenAt = -Infinity
 
   constructor(o: ReplicationOptions, transport: PeerTransport, store: SessionStore, peers: ReplicaPeers, clock: Clock = systemClock) {
     this.#o = o
@@ -242,9 +274,12 @@ export class Replicator {
   /** Called with the time from first send to ACK of each copy (seconds), for a histogram. */
   observeAck: (seconds: number) => void = () => {}
 
-  /** Copies queued or awaiting their ACK, plus one while a re-placement scan is scheduled or running. */
+  /**
+   * Copies queued, awaiting their ACK or owed to members in probation, plus one while a
+   * re-placement scan is scheduled or running.
+   */
   get pending(): number {
-    return this.#queue.length + this.#inflight.size + (this.#scanTimer || this.#scanning ? 1 : 0)
+    return this.#queue.length + this.#inflight.size + this.#owedCount + (this.#scanTimer || this.#scanning ? 1 : 0)
   }
 
   #owners(key: string, members: string[]): string[] {
@@ -256,11 +291,89 @@ export class Replicator {
     return this.#owners(key, [this.#peers.selfId, ...this.#peers.aliveIds()])
   }
 
-  /** An application stored `key` here: copy it to the other owners. */
-  stored(key: string): void {
-    if (this.#o.replicationFactor <= 1) return
+  /**
+   * An application stored `key` here: its copies leave now, before the SET is answered, so they
+   * are in the owners' sockets ahead of any LOOKUP a reader can send once it has the answer. They
+   * pass the window of copies in flight (that bounds re-placement and handoff, whose copies no
+   * reader waits for) and any job for the same key and owner still waiting behind it.
+   *
+   * A reader asks the owners only. When this host is one, every reader reaches it; when it is not,
+   * the copies are the only way there, and one lost datagram lets the owners answer MISS. So while
+   * copies are being lost (one needed a retry within LOSS_MEMORY_MS), such a SET is answered when
+   * one owner has acknowledged its copy (one suffices: each reader asks every owner), or at the
+   * latest after its first retry could have been acknowledged. Returns that wait, if any.
+   */
+  stored(key: string): Promise<void> | undefined {
+    if (this.#o.replicationFactor <= 1 || this.#closed) return undefined
     const self = this.#peers.selfId
-    for (const id of this.#owners(key, [self, ...this.#peers.aliveIds()])) if (id !== self) this.#enqueue(key, id, false)
+    const targets = this.#owners(key, [self, ...this.#peers.aliveIds()])
+    let waiter: CopyWaiter | undefined
+    let wait: Promise<void> | undefined
+    if (!targets.includes(self) && this.#clock.now() - this.#lossSeenAt < LOSS_MEMORY_MS) {
+      wait = new Promise<void>((resolve) => {
+        const w: CopyWaiter = {
+          resolve: () => {
+            this.#clock.clearTimeout(w.timer)
+            resolve()
+          },
+          timer: this.#clock.setTimeout(() => resolve(), 3 * this.#o.replicationAckTimeoutMs),
+        }
+        waiter = w
+      })
+      this.counters.setsAwaitingCopy++
+    }
+    for (const id of targets) {
+      if (id === self) continue
+      // A copy of this key still unacknowledged by this owner: the new one waits behind it (and
+      // further writes fold into that one), so a flood of touches of one key costs one job, not
+      // one per write. Only a key written again within one round trip is read this way.
+      if (this.#copyInflight.has(`${id}\0${key}`)) {
+        this.#enqueue(key, id, false)
+        continue
+      }
+      // The job waiting for this owner would send the same entry again later: it is replaced.
+      if (this.#waiting.delete(`copy\0${id}\0${key}`)) this.counters.jobsCoalesced++
+      if (this.#queue.length + this.#inflight.size >= this.#o.maxReplicationQueue) {
+        this.counters.copiesDropped++
+        continue
+      }
+      this.#start({ kind: 'copy', key, to: id, version: 0n, replId: 0, attempts: 0, timer: undefined, handoff: false, sentAt: 0, ...(waiter ? { waiter } : {}) })
+    }
+    this.#oweToProbation(key, targets)
+    return wait
+  }
+
+  /** Notes the copies of `key` that members in probation will be owed once trusted (see #owed). */
+  #oweToProbation(key: string, targets: string[]): void {
+    const waiting = this.#peers.probationIds()
+    if (waiting.length === 0) return
+    const later = this.#owners(key, [this.#peers.selfId, ...this.#peers.aliveIds(), ...waiting])
+    for (const id of later) {
+      if (targets.includes(id) || !waiting.includes(id)) continue
+      let keys = this.#owed.get(id)
+      if (!keys) this.#owed.set(id, (keys = new Set()))
+      if (keys.has(key)) continue
+      keys.add(key)
+      this.#owedCount++
+      this.counters.copiesOwed++
+    }
+  }
+
+  /**
+   * Pays what members in probation were owed: copies to those now trusted (even where this host
+   * is no owner any more, which the re-placement scan skips), nothing to those gone.
+   */
+  #payOwed(): void {
+    if (this.#owed.size === 0) return
+    const trusted = new Set(this.#peers.aliveIds())
+    const waiting = new Set(this.#peers.probationIds())
+    for (const [id, keys] of this.#owed) {
+      if (waiting.has(id)) continue
+      this.#owed.delete(id)
+      this.#owedCount -= keys.size
+      if (trusted.has(id)) for (const key of keys) this.#enqueue(key, id, false)
+    }
+    this.#pump()
   }
 
   /**
@@ -304,12 +417,29 @@ export class Replicator {
   #pump(): void {
     while (this.#inflight.size < this.#o.maxReplicationInflight && this.#queue.length > 0) {
       const job = this.#queue.shift()!
-      this.#waiting.delete(`${job.kind}\0${job.to}\0${job.key}`)
-      job.replId = this.#nextId
-      this.#nextId = nextId(this.#nextId)
-      if (this.#send(job)) this.#inflight.set(job.replId, job)
+      const slot = `${job.kind}\0${job.to}\0${job.key}`
+      // Not in its slot any more: a SET's copy to the same owner went ahead of it (stored()).
+      if (this.#waiting.get(slot) !== job) continue
+      this.#waiting.delete(slot)
+      this.#start(job)
     }
     if (this.pending === 0) for (const w of this.#idle.splice(0)) w()
+  }
+
+  /** Sends a job's first datagrams and keeps it until its ACK, the retries, or nothing left to send. */
+  #start(job: Job): void {
+    job.replId = this.#nextId
+    this.#nextId = nextId(this.#nextId)
+    if (!this.#send(job)) return
+    this.#inflight.set(job.replId, job)
+    if (job.kind === 'copy') this.#copyInflight.set(`${job.to}\0${job.key}`, job)
+  }
+
+  /** The job leaves the in-flight table (acknowledged, given up, or nothing left to send). */
+  #done(job: Job): void {
+    this.#inflight.delete(job.replId)
+    const slot = `${job.to}\0${job.key}`
+    if (this.#copyInflight.get(slot) === job) this.#copyInflight.delete(slot)
   }
 
   /** Sends every chunk of the job's value; false when there is nothing (left) to send. */
@@ -356,7 +486,7 @@ export class Replicator {
   #timeout(job: Job): void {
     if (this.#inflight.get(job.replId) !== job) return
     if (job.attempts >= this.#o.replicationRetries) {
-      this.#inflight.delete(job.replId)
+      this.#done(job)
       if (job.kind === 'delete') this.counters.deletesFailed++
       else this.counters.copiesFailed++
       this.#pump()
@@ -364,9 +494,12 @@ export class Replicator {
     }
     job.attempts++
     if (job.kind === 'delete') this.counters.deletesRetried++
-    else this.counters.copiesRetried++
+    else {
+      this.counters.copiesRetried++
+      this.#lossSeenAt = this.#clock.now()
+    }
     if (!this.#send(job)) {
-      this.#inflight.delete(job.replId)
+      this.#done(job)
       this.#pump()
     }
   }
@@ -376,10 +509,11 @@ export class Replicator {
     const job = this.#inflight.get(replId)
     if (!job || job.to !== sender) return
     this.#clock.clearTimeout(job.timer)
-    this.#inflight.delete(replId)
+    this.#done(job)
     if (job.kind === 'delete') this.counters.deletesAcked++
     else {
       this.counters.copiesAcked++
+      job.waiter?.resolve()
       this.observeAck((this.#clock.now() - job.sentAt) / 1000)
     }
     this.#pump()
@@ -484,6 +618,7 @@ export class Replicator {
     const previous = this.#lastMembers.length ? this.#lastMembers : [self]
     this.#lastMembers = [self, ...this.#peers.aliveIds()].sort()
     this.#pruneSeeds()
+    this.#payOwed()
     if (this.#o.replicationFactor <= 1 || this.#closed) return
     this.#scanBase ??= previous
     if (this.#scanning) {
@@ -581,10 +716,16 @@ export class Replicator {
   close(): void {
     this.#closed = true
     this.#clock.clearTimeout(this.#scanTimer)
-    for (const j of this.#inflight.values()) this.#clock.clearTimeout(j.timer)
+    for (const j of this.#inflight.values()) {
+      this.#clock.clearTimeout(j.timer)
+      j.waiter?.resolve()
+    }
     this.#inflight.clear()
+    this.#copyInflight.clear()
     this.#queue = []
     this.#waiting.clear()
+    this.#owed.clear()
+    this.#owedCount = 0
     for (const inc of this.#incoming.values()) inc.r.release()
     this.#incoming.clear()
     this.#partialBy.clear()

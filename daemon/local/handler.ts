@@ -67,8 +67,8 @@ export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Pro
           if (err instanceof StoreError) return encodeError(Op.SET, req.id, err.code === 'TOO_LARGE' ? Status.TOO_LARGE : Status.BAD_TTL, err.message)
           throw err
         }
-        if (deps.cluster && !(req.flags & ReqFlag.NO_PROPAGATE)) deps.cluster.stored(key)
-        return encodeReply(Op.SET, req.id, Status.OK)
+        const copied = deps.cluster && !(req.flags & ReqFlag.NO_PROPAGATE) ? deps.cluster.stored(key) : undefined
+        return copied ? copied.then(() => encodeReply(Op.SET, req.id, Status.OK)) : encodeReply(Op.SET, req.id, Status.OK)
       }
       case Op.DELETE: {
         const problem = keyProblem(req.key, maxKeyBytes)

@@ -1037,16 +1037,16 @@ export class MemcacheServer {
     )
   }
 
-  #then(key: string, op: () => Reply): Reply | Promise<Reply> {
+  #then(key: string, op: () => Reply | Promise<Reply>): Reply | Promise<Reply> {
     const p = this.#fetchFirst(key)
     return p ? p.then(op) : op()
   }
 
   /** Stores locally and tells the cluster, like an API SET (so every write kind replicates). */
-  #write(key: string, value: Buffer, ttlMs: number, flags: number): Reply {
+  #write(key: string, value: Buffer, ttlMs: number, flags: number): Reply | Promise<Reply> {
     this.#o.store.set(key, value, ttlMs, flags)
-    this.#o.cluster()?.stored(key)
-    return STORED
+    const copied = this.#o.cluster()?.stored(key)
+    return copied ? copied.then(() => STORED) : STORED
   }
 
   /** Deletes here and everywhere (another host may hold a copy). */
@@ -1059,7 +1059,7 @@ export class MemcacheServer {
   /** set/add/replace/append/prepend, and cas with the `unique` a gets reported (the entry's version). */
   storeCommand(cmd: string, key: string, flags: number, exptime: number, data: Buffer, unique?: bigint): Reply | Promise<Reply> {
     const store = this.#o.store
-    const set = (): Reply => {
+    const set = (): Reply | Promise<Reply> => {
       const ttl = this.ttlFor(exptime)
       if (ttl < 0) {
         // memcached accepts an already-expired item: the key reads as absent, everywhere.

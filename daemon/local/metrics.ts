@@ -19,6 +19,7 @@ const GAUGES = new Set([
   'admin.connections',
   'cluster.members',
   'cluster.inflightLookups',
+  'cluster.hedgeDelayMs',
   'cluster.replicationPending',
   'memcache.connections',
   'process.rssBytes',
