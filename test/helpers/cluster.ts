@@ -60,8 +60,8 @@ export async function startCluster(t: { teardown(fn: () => unknown): void }, n: 
   const dir = tmpDir('sc-cl-')
   const keyFile = writeKeyFile(dir)
   const { group, port } = uniqueGroup()
-  const nodes: Node[] = []
-  for (let i = 0; i < n; i++) nodes.push(await startNode(t, { dir, name: String.fromCharCode(97 + i), keyFile, group, port, args }))
+  // Started side by side: each start is mostly waiting for a new process to load.
+  const nodes = await Promise.all(Array.from({ length: n }, (_, i) => startNode(t, { dir, name: String.fromCharCode(97 + i), keyFile, group, port, args })))
   await waitMembers(nodes, n - 1)
   return { nodes, dir, keyFile, group, port }
 }

@@ -21,8 +21,7 @@ async function cluster(t: { teardown(fn: () => unknown): void }, n: number, extr
   // A lookup deadline a loaded machine meets: a read of a session whose owner just died waits for
   // the other owner's answer instead of a 50 ms deadline.
   const start = (i: number) => startNode(t, { dir, name: `h${i}`, keyFile, group, port, prefix: lab.exec(i), args: ['--interface', lab.addr(i), ...GENEROUS_LOOKUPS, ...extra(i)] })
-  const nodes: Node[] = []
-  for (let i = 1; i <= n; i++) nodes.push(await start(i))
+  const nodes: Node[] = await Promise.all(Array.from({ length: n }, (_, j) => start(j + 1)))
   await waitMembers(nodes, n - 1)
   return { lab, nodes, start }
 }

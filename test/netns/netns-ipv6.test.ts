@@ -11,8 +11,7 @@ async function v6cluster(t: { teardown(fn: () => unknown): void }, extra: string
   const keyFile = writeKeyFile(dir)
   const group = `ff02::5c:${crypto.randomInt(1, 0xffff).toString(16)}`
   const port = 20000 + crypto.randomInt(40000)
-  const nodes: Node[] = []
-  for (let i = 1; i <= 3; i++) nodes.push(await startNode(t, { dir, name: `v${i}`, keyFile, group, port, prefix: lab.exec(i), args: ['--interface', `${lab.addr(i)}%eth0`, '--replication-factor', '1', ...extra] }))
+  const nodes: Node[] = await Promise.all([1, 2, 3].map((i) => startNode(t, { dir, name: `v${i}`, keyFile, group, port, prefix: lab.exec(i), args: ['--interface', `${lab.addr(i)}%eth0`, '--replication-factor', '1', ...extra] })))
   await waitMembers(nodes, 2)
   return nodes
 }
@@ -40,8 +39,7 @@ t.test('IPv6 only, listed peers without multicast, with replication', async (t) 
   const lab = NetLab.create(t, 3, { ipv6Only: true })
   const dir = tmpDir('sc-v6u-')
   const keyFile = writeKeyFile(dir)
-  const nodes: Node[] = []
-  for (let i = 1; i <= 3; i++) nodes.push(await startNode(t, { dir, name: `u${i}`, keyFile, group: 'ff02::5c:1', port: 47700, prefix: lab.exec(i), args: ['--interface', `${lab.addr(i)}%eth0`, '--multicast-enabled', 'false', '--peers', peers, '--unicast-port', '47701', ...GENEROUS_LOOKUPS] }))
+  const nodes: Node[] = await Promise.all([1, 2, 3].map((i) => startNode(t, { dir, name: `u${i}`, keyFile, group: 'ff02::5c:1', port: 47700, prefix: lab.exec(i), args: ['--interface', `${lab.addr(i)}%eth0`, '--multicast-enabled', 'false', '--peers', peers, '--unicast-port', '47701', ...GENEROUS_LOOKUPS] })))
   await waitMembers(nodes, 2)
   const keys = Array.from({ length: 200 }, (_, i) => `k${i}`)
   const val = (k: string) => Buffer.from(`v6-${k}`.padEnd(100, '.'))
@@ -130,8 +128,7 @@ t.test('dual stack with replication: a single-stack host copies to the dual-stac
 
 t.test('dual stack on both ends: each datagram is taken once, the copy on the other family counted as a duplicate', async (t) => {
   const { lab, dir, keyFile, group4, group6, port } = dualStackLab(t, 2)
-  const nodes: Node[] = []
-  for (const i of [1, 2]) nodes.push(await startNode(t, { dir, name: `d${i}`, keyFile, group: group4, port, prefix: lab.exec(i), args: ['--interface', lab.addr4(i), '--dual-stack-group', group6, '--dual-stack-interface', `${lab.addr6(i)}%eth0`, '--replication-factor', '1'] }))
+  const nodes: Node[] = await Promise.all([1, 2].map((i) => startNode(t, { dir, name: `d${i}`, keyFile, group: group4, port, prefix: lab.exec(i), args: ['--interface', lab.addr4(i), '--dual-stack-group', group6, '--dual-stack-interface', `${lab.addr6(i)}%eth0`, '--replication-factor', '1'] })))
   await waitMembers(nodes, 1)
   await nodes[0]!.client.set('k', 'v')
   t.equal((await nodes[1]!.client.get('k'))?.toString(), 'v')

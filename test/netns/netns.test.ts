@@ -12,10 +12,7 @@ async function lab3(t: { teardown(fn: () => unknown): void }, args: string[] = [
   const dir = tmpDir('sc-ns-')
   const keyFile = writeKeyFile(dir)
   const { group, port } = uniqueGroup()
-  const nodes: Node[] = []
-  for (let i = 1; i <= 3; i++) {
-    nodes.push(await startNode(t, { dir, name: `h${i}`, keyFile, group, port, prefix: lab.exec(i), args: ['--interface', lab.addr(i), '--replication-factor', '1', ...args] }))
-  }
+  const nodes: Node[] = await Promise.all([1, 2, 3].map((i) => startNode(t, { dir, name: `h${i}`, keyFile, group, port, prefix: lab.exec(i), args: ['--interface', lab.addr(i), '--replication-factor', '1', ...args] })))
   await waitMembers(nodes, 2)
   return { lab, nodes }
 }
