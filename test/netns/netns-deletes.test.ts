@@ -40,7 +40,7 @@ async function served(nodes: Node[], keys: string[]): Promise<string[]> {
 }
 
 async function fetchAll(n: Node, keys: string[]): Promise<void> {
-  for (const k of keys) await eventually(async () => (await n.client.get(k))?.equals(value(k)), 10_000, `${n.name} fetches ${k}`)
+  for (const k of keys) await eventually(async () => (await n.client.get(k))?.equals(value(k)), 30_000, `${n.name} fetches ${k}`)
 }
 
 t.test('attack: every datagram of the deletes to a host holding copies is dropped; none is served after', async (t) => {
