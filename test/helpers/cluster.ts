@@ -32,6 +32,13 @@ export const CLIENT_TIMEOUT_MS = 60_000
  */
 export const GENEROUS_LOOKUPS = ['--lookup-timeout-ms', '20000', '--lookup-retries', '4']
 
+/**
+ * Copy settings for tests that count lost sessions: an ACK wait a loaded machine meets (the 100 ms
+ * default is a latency choice; missed, it retries into a storm that a busy host cannot drain
+ * before the retries run out) and a clean shutdown with time to hand every session over.
+ */
+export const GENEROUS_COPIES = ['--replication-ack-timeout-ms', '1000', '--handoff-timeout-ms', '60000']
+
 export interface Node extends Running {
   client: StatecastClient
   admin: StatecastClient
