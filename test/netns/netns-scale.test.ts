@@ -7,10 +7,11 @@ t.test('32 hosts, 2,000 sessions: remote fills and "not found" with replies that
   // The bench's 100 ms lookup deadline is for latency figures; here "not found" must come from
   // the MISSes, so the deadline is one a loaded machine meets. What is measured is the number of
   // hosts a lookup wakes, which the number of sessions does not change: 2,000 (about 60 per host,
-  // R = 2) leave far more remote keys than the 300 fills need.
-  const f = await scaleRun(32, 2000, 300, GENEROUS_LOOKUPS)
+  // R = 2) leave far more remote keys than the 100 fills need. No warm-up: it is for the latency
+  // figures of the benchmark, not for the datagram counts asserted here.
+  const f = await scaleRun(32, 2000, 100, GENEROUS_LOOKUPS, 0)
   t.comment(JSON.stringify(f))
-  t.equal(f.fills, 300, 'every probe was a real remote fill with the right bytes')
+  t.equal(f.fills, 100, 'every probe was a real remote fill with the right bytes')
   t.ok(f.repliesPerFill <= 2, `replies per fill: ${f.repliesPerFill} (at most R = 2), not 31`)
   t.ok(f.missesPerNotFound <= 2, `MISS datagrams per absent key: ${f.missesPerNotFound} (R = 2), not 31`)
   // A fill asks the first owner and, when its answer is slower than the hedge delay (on a busy
