@@ -35,9 +35,10 @@ export const GENEROUS_LOOKUPS = ['--lookup-timeout-ms', '20000', '--lookup-retri
 /**
  * Copy settings for tests that count lost sessions: an ACK wait a loaded machine meets (the 100 ms
  * default is a latency choice; missed, it retries into a storm that a busy host cannot drain
- * before the retries run out) and a clean shutdown with time to hand every session over.
+ * before the retries run out), retries enough that 20% loss each way cannot exhaust them (21 tries
+ * all lost: 0.36^21, about 5e-10 per copy) and a clean shutdown with time to hand every session over.
  */
-export const GENEROUS_COPIES = ['--replication-ack-timeout-ms', '1000', '--handoff-timeout-ms', '60000']
+export const GENEROUS_COPIES = ['--replication-ack-timeout-ms', '1000', '--replication-retries', '20', '--handoff-timeout-ms', '60000']
 
 export interface Node extends Running {
   client: StatecastClient

@@ -12,7 +12,7 @@ import net from 'node:net'
 import { DgramAsPromised } from 'dgram-as-promised'
 import { parseKeyFile } from '../../protocol/keyfile.js'
 import { AnnounceFlag, Keyring, MsgType, NO_RECEIVER, decodeBody, encodeBody, open, seal, type Address, type Message } from '../../protocol/wire.js'
-import { clusterStats, startCluster, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
+import { GENEROUS_LOOKUPS, clusterStats, startCluster, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
 import { eventually, freePort, tmpDir } from '../helpers/daemon.js'
 
 type Teardown = { teardown(fn: () => unknown): void }
@@ -92,7 +92,8 @@ async function versionWallMs(port: number, key: string): Promise<number> {
 }
 
 t.test('one INVALIDATE at version 2^64-1: refused and counted; no daemon exits, writes keep replicating, a LOOKUP is answered', async (t) => {
-  const { nodes, keyFile, group, port } = await startCluster(t, 2, ['--replication-factor', '2', '--store-engine', 'lru-cache'])
+  // A lookup deadline a loaded machine meets: C's read of A's session is a fill, not a race.
+  const { nodes, keyFile, group, port } = await startCluster(t, 2, ['--replication-factor', '2', '--store-engine', 'lru-cache', ...GENEROUS_LOOKUPS])
   const [a, c] = nodes as [Node, Node]
   const x = await insider(t, keyFile, group, port)
   const heard = (await clusterStats(a))['datagramsReceived']
@@ -190,7 +191,7 @@ t.test('an insider announcing a third party as its reply address: no LOOKUP answ
 })
 
 t.test('one LEAVE sealed as member A with counter 2^53-1: refused as a counter jump; A stays a member and is answered', async (t) => {
-  const { nodes, keyFile, group, port } = await startCluster(t, 2)
+  const { nodes, keyFile, group, port } = await startCluster(t, 2, GENEROUS_LOOKUPS)
   const [a, c] = nodes as [Node, Node]
   const { id: aId } = await unicastOf(a)
   await a.client.set('only-on-a', Buffer.from('val'), { noPropagate: true })
