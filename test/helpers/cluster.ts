@@ -33,6 +33,14 @@ export const CLIENT_TIMEOUT_MS = 60_000
  */
 export const GENEROUS_LOOKUPS = ['--lookup-timeout-ms', '20000', '--lookup-retries', '4']
 
+/**
+ * Copy settings for tests that count lost sessions: an ACK wait a loaded machine meets (the 100 ms
+ * default is a latency choice; missed, it retries into a storm that a busy host cannot drain
+ * before the retries run out), retries enough that 20% loss each way cannot exhaust them (21 tries
+ * all lost: 0.36^21, about 5e-10 per copy) and a clean shutdown with time to hand every session over.
+ */
+export const GENEROUS_COPIES = ['--replication-ack-timeout-ms', '1000', '--replication-retries', '20', '--handoff-timeout-ms', '60000']
+
 export interface Node extends Running {
   client: StatecastClient
   admin: StatecastClient
@@ -61,8 +69,8 @@ export async function startCluster(t: { teardown(fn: () => unknown): void }, n: 
   const dir = tmpDir('sc-cl-')
   const keyFile = writeKeyFile(dir)
   const { group, port } = uniqueGroup()
-  const nodes: Node[] = []
-  for (let i = 0; i < n; i++) nodes.push(await startNode(t, { dir, name: String.fromCharCode(97 + i), keyFile, group, port, args }))
+  // Started side by side: each start is mostly waiting for a new process to load.
+  const nodes = await Promise.all(Array.from({ length: n }, (_, i) => startNode(t, { dir, name: String.fromCharCode(97 + i), keyFile, group, port, args })))
   await waitMembers(nodes, n - 1)
   return { nodes, dir, keyFile, group, port }
 }

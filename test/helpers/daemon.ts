@@ -112,7 +112,8 @@ export async function startDaemon(t: Teardown, opts: { args?: string[]; dir?: st
     }
   })
   const r: Running = { proc, socket, adminSocket, dir, logs, stderr: () => stderr, waitLog, stop, exited }
-  if (opts.wait !== false) await waitLog((l) => l['msg'] === 'statecastd ready')
+  // Start-up is a new process loading its modules: on a busy machine that alone takes seconds.
+  if (opts.wait !== false) await waitLog((l) => l['msg'] === 'statecastd ready', 120_000)
   return r
 }
 

@@ -54,7 +54,7 @@ async function deleteOnce(t: Test, n: number) {
   const fetchers = nodes.filter((x) => !owners.includes(x)).slice(0, 2)
   for (const f of fetchers) {
     // A first GET can still miss on a loaded machine (issue 15 point 1, another branch): asked again.
-    const e = await eventually(() => f.client.getEntry(key), 10_000, `${f.name} fetches ${key}`)
+    const e = await eventually(() => f.client.getEntry(key), 30_000, `${f.name} fetches ${key}`)
     t.equal(e?.remote, true, `${f.name} fetched it from a peer`)
   }
   const holders = new Set([...owners, ...fetchers])

@@ -48,7 +48,7 @@ async function startMemcached(t: { teardown(fn: () => unknown): void }): Promise
     p.kill('SIGKILL')
     await exited
   })
-  await eventually(() => canConnect(port), 10_000, 'memcached listening')
+  await eventually(() => canConnect(port), 30_000, 'memcached listening')
   return port
 }
 
@@ -136,15 +136,15 @@ async function twoFrontEnds(t: Parameters<typeof startCluster>[0]): Promise<{ pa
 t.test('incr, append and touch on one host are seen by a get on another', async (t) => {
   const { pa, pb } = await twoFrontEnds(t)
   t.equal(await rawLines(pa, 'set counter 7 0 2\r\n41\r\nset log 0 0 3\r\nabc\r\n', /(STORED\r\n){2}/), 'STORED\r\nSTORED\r\n')
-  await eventually(async () => /VALUE counter 7 2\r\n41\r\n/.test(await rawLines(pb, 'get counter\r\n', /END\r\n/)), 10_000, 'B reads the set')
+  await eventually(async () => /VALUE counter 7 2\r\n41\r\n/.test(await rawLines(pb, 'get counter\r\n', /END\r\n/)), 30_000, 'B reads the set')
   t.equal(await rawLines(pb, 'incr counter 1\r\nappend log 0 0 3\r\ndef\r\n', /STORED\r\n/), '42\r\nSTORED\r\n', 'incr and append on B')
-  await eventually(async () => (await rawLines(pa, 'get counter log\r\n', /END\r\n/)) === 'VALUE counter 7 2\r\n42\r\nVALUE log 0 6\r\nabcdef\r\nEND\r\n', 10_000, 'A sees B\'s incr and append')
+  await eventually(async () => (await rawLines(pa, 'get counter log\r\n', /END\r\n/)) === 'VALUE counter 7 2\r\n42\r\nVALUE log 0 6\r\nabcdef\r\nEND\r\n', 30_000, 'A sees B\'s incr and append')
   t.pass('A sees the incremented counter and the appended log, flags kept')
   t.equal(await rawLines(pa, 'decr counter 50\r\n', /\r\n/), '0\r\n', 'decr on A floors at 0')
-  await eventually(async () => (await rawLines(pb, 'get counter\r\n', /END\r\n/)) === 'VALUE counter 7 2\r\n0 \r\nEND\r\n', 10_000, 'B sees A\'s decr')
+  await eventually(async () => (await rawLines(pb, 'get counter\r\n', /END\r\n/)) === 'VALUE counter 7 2\r\n0 \r\nEND\r\n', 30_000, 'B sees A\'s decr')
   t.pass('B sees the decremented counter, padded in place as memcached does')
   t.equal(await rawLines(pb, 'touch log -1\r\n', /\r\n/), 'TOUCHED\r\n', 'a touch into the past on B')
-  await eventually(async () => (await rawLines(pa, 'get log\r\n', /END\r\n/)) === 'END\r\n', 10_000, 'A drops the expired log')
+  await eventually(async () => (await rawLines(pa, 'get log\r\n', /END\r\n/)) === 'END\r\n', 30_000, 'A drops the expired log')
   t.pass('the expiring touch removed the key on A too')
 })
 
@@ -155,10 +155,10 @@ t.test('cas unique values are the same on every host, and any write on any host 
   const ua = await unique(pa, 's')
   t.ok(ua && ua !== '0', `gets on A reports a unique value (${ua})`)
   // B reads the same unique value, from its own copy or a fill: it is the entry's version.
-  await eventually(async () => (await unique(pb, 's')) === ua, 10_000, 'B reports A\'s unique value')
+  await eventually(async () => (await unique(pb, 's')) === ua, 30_000, 'B reports A\'s unique value')
   t.pass('B reports the same unique value as A')
   t.equal(await rawLines(pb, `cas s 0 0 2 ${ua}\r\nv2\r\n`, /\r\n/), 'STORED\r\n', 'a cas on B with the unique read on A is stored')
-  await eventually(async () => (await rawLines(pa, 'get s\r\n', /END\r\n/)) === 'VALUE s 0 2\r\nv2\r\nEND\r\n', 10_000, 'A sees the cas')
+  await eventually(async () => (await rawLines(pa, 'get s\r\n', /END\r\n/)) === 'VALUE s 0 2\r\nv2\r\nEND\r\n', 30_000, 'A sees the cas')
   t.pass('A sees the value stored by the cas on B')
   // The write on B (a peer write for A) changed the unique value on A too.
   t.equal(await rawLines(pa, `cas s 0 0 2 ${ua}\r\nv3\r\n`, /\r\n/), 'EXISTS\r\n', 'the old unique value is refused on A after B\'s write')

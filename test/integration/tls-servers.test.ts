@@ -67,7 +67,7 @@ t.test('nginx, HAProxy, Apache and h2o resume each other\'s tickets through stat
   for (const h of ['a', 'b', 'x'] as const) {
     for (const kind of KINDS) {
       const keyDir = path.join(dir, `keys-${h}`, kind)
-      await eventually(() => fs.existsSync(path.join(keyDir, KEY_FILE[kind])), 15_000, `${h}'s ${kind} keys written`)
+      await eventually(() => fs.existsSync(path.join(keyDir, KEY_FILE[kind])), 30_000, `${h}'s ${kind} keys written`)
       ports[`${kind}-${h}`] = await freePort()
       servers[`${kind}-${h}`] = await startServer(t, kind, { dir, name: `${kind}-${h}`, host: hosts[h], port: ports[`${kind}-${h}`]!, keyDir })
     }

@@ -71,7 +71,7 @@ async function resend(sock: dgram.Socket, to: Node, copy: Captured): Promise<voi
   const before = await handled(to)
   const dest = await unicastOf(to)
   await new Promise((r) => sock.send(copy.bytes, dest.port, dest.address, r))
-  await eventually(async () => (await handled(to)) > before, 10_000, 'the resent copy reached C and was dealt with')
+  await eventually(async () => (await handled(to)) > before, 30_000, 'the resent copy reached C and was dealt with')
 }
 
 t.test('finding 3: captured REPLICATEs resent to another owner neither resurrect nor roll back', async (t) => {
@@ -87,17 +87,17 @@ t.test('finding 3: captured REPLICATEs resent to another owner neither resurrect
   await waitMembers([a, c], 2)
   const aId = (await clusterStats(a))['nodeId'] as string
   const local = (n: Node, k: string) => n.client.get(k, { localOnly: true })
-  const copyOf = async (k: string, v: Buffer): Promise<Captured> => (await eventually(() => x.copies.find((p) => p.key === k && p.sender === aId && p.value.equals(v)), 10_000, `A's copy of ${k} captured`))!
+  const copyOf = async (k: string, v: Buffer): Promise<Captured> => (await eventually(() => x.copies.find((p) => p.key === k && p.sender === aId && p.value.equals(v)), 30_000, `A's copy of ${k} captured`))!
 
   await t.test('a copy captured from A to X, resent to C after the key was deleted everywhere', async (t) => {
     const v1 = Buffer.from('alice-session-secret')
     await a.client.set('sess-del', v1)
     const captured = await copyOf('sess-del', v1)
-    await eventually(async () => (await local(c, 'sess-del'))?.equals(v1), 10_000, 'C holds its copy')
+    await eventually(async () => (await local(c, 'sess-del'))?.equals(v1), 30_000, 'C holds its copy')
     const deletes = (await clusterStats(c))['deleteDatagramsReceived'] as number
     t.equal(await a.client.delete('sess-del'), true)
     // The delete goes to C as a DELETE (C owns the key), acknowledged: the replay comes after it.
-    await eventually(async () => (await clusterStats(c))['deleteDatagramsReceived'] > deletes, 10_000, 'the DELETE reached C')
+    await eventually(async () => (await clusterStats(c))['deleteDatagramsReceived'] > deletes, 30_000, 'the DELETE reached C')
     t.equal(await local(c, 'sess-del'), undefined, 'deleted everywhere')
     await resend(x.sock, c, captured)
     t.equal(await local(c, 'sess-del'), undefined, 'C does not hold the deleted session again')
@@ -115,7 +115,7 @@ t.test('finding 3: captured REPLICATEs resent to another owner neither resurrect
     await a.client.set('sess-roll', v1)
     const captured = await copyOf('sess-roll', v1)
     await a.client.set('sess-roll', v2)
-    await eventually(async () => (await local(c, 'sess-roll'))?.equals(v2), 10_000, 'C holds the newer value')
+    await eventually(async () => (await local(c, 'sess-roll'))?.equals(v2), 30_000, 'C holds the newer value')
     await resend(x.sock, c, captured)
     t.same(await local(c, 'sess-roll'), v2, 'C keeps the newer value')
     t.same(await a.client.get('sess-roll'), v2, 'as does the writer')
@@ -132,12 +132,12 @@ t.test('finding 3: captured REPLICATEs resent to another owner neither resurrect
     await a.client.set('sess-restart', v1)
     const captured = await copyOf('sess-restart', v1)
     await a.client.set('sess-restart', v2)
-    await eventually(async () => (await local(c, 'sess-restart'))?.equals(v2), 10_000, 'C holds the newer value')
+    await eventually(async () => (await local(c, 'sess-restart'))?.equals(v2), 30_000, 'C holds the newer value')
     await c.stop()
     c = await startNode(t, { dir, name: 'c2', keyFile, group, port, args })
     await waitMembers([a, c], 2)
     // A re-places its sessions on the newcomer, each with its version.
-    await eventually(async () => (await local(c, 'sess-restart'))?.equals(v2), 10_000, 'the restarted owner got the newer value back')
+    await eventually(async () => (await local(c, 'sess-restart'))?.equals(v2), 30_000, 'the restarted owner got the newer value back')
     await resend(x.sock, c, captured)
     t.same(await local(c, 'sess-restart'), v2, 'the restarted owner keeps the newer value')
     t.same(await a.client.get('sess-restart'), v2, 'as does the writer')

@@ -20,8 +20,7 @@ async function lab(t: { teardown(fn: () => unknown): void }, n: number) {
   const dir = tmpDir('sc-nsdel-')
   const keyFile = writeKeyFile(dir)
   const { group, port } = uniqueGroup()
-  const nodes: Node[] = []
-  for (let i = 1; i <= n; i++) nodes.push(await startNode(t, { dir, name: `h${i}`, keyFile, group, port, prefix: lab.exec(i), args: ['--interface', lab.addr(i), '--replication-factor', '2', ...SHORT] }))
+  const nodes: Node[] = await Promise.all(Array.from({ length: n }, (_, j) => j + 1).map((i) => startNode(t, { dir, name: `h${i}`, keyFile, group, port, prefix: lab.exec(i), args: ['--interface', lab.addr(i), '--replication-factor', '2', ...SHORT] })))
   await waitMembers(nodes, n - 1)
   return { lab, nodes }
 }
@@ -41,7 +40,7 @@ async function served(nodes: Node[], keys: string[]): Promise<string[]> {
 }
 
 async function fetchAll(n: Node, keys: string[]): Promise<void> {
-  for (const k of keys) await eventually(async () => (await n.client.get(k))?.equals(value(k)), 10_000, `${n.name} fetches ${k}`)
+  for (const k of keys) await eventually(async () => (await n.client.get(k))?.equals(value(k)), 30_000, `${n.name} fetches ${k}`)
 }
 
 t.test('attack: every datagram of the deletes to a host holding copies is dropped; none is served after', async (t) => {

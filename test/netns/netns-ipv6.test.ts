@@ -11,8 +11,7 @@ async function v6cluster(t: { teardown(fn: () => unknown): void }, extra: string
   const keyFile = writeKeyFile(dir)
   const group = `ff02::5c:${crypto.randomInt(1, 0xffff).toString(16)}`
   const port = 20000 + crypto.randomInt(40000)
-  const nodes: Node[] = []
-  for (let i = 1; i <= 3; i++) nodes.push(await startNode(t, { dir, name: `v${i}`, keyFile, group, port, prefix: lab.exec(i), args: ['--interface', `${lab.addr(i)}%eth0`, '--replication-factor', '1', ...extra] }))
+  const nodes: Node[] = await Promise.all([1, 2, 3].map((i) => startNode(t, { dir, name: `v${i}`, keyFile, group, port, prefix: lab.exec(i), args: ['--interface', `${lab.addr(i)}%eth0`, '--replication-factor', '1', ...extra] })))
   await waitMembers(nodes, 2)
   return nodes
 }
@@ -40,8 +39,7 @@ t.test('IPv6 only, listed peers without multicast, with replication', async (t) 
   const lab = NetLab.create(t, 3, { ipv6Only: true })
   const dir = tmpDir('sc-v6u-')
   const keyFile = writeKeyFile(dir)
-  const nodes: Node[] = []
-  for (let i = 1; i <= 3; i++) nodes.push(await startNode(t, { dir, name: `u${i}`, keyFile, group: 'ff02::5c:1', port: 47700, prefix: lab.exec(i), args: ['--interface', `${lab.addr(i)}%eth0`, '--multicast-enabled', 'false', '--peers', peers, '--unicast-port', '47701', ...GENEROUS_LOOKUPS] }))
+  const nodes: Node[] = await Promise.all([1, 2, 3].map((i) => startNode(t, { dir, name: `u${i}`, keyFile, group: 'ff02::5c:1', port: 47700, prefix: lab.exec(i), args: ['--interface', `${lab.addr(i)}%eth0`, '--multicast-enabled', 'false', '--peers', peers, '--unicast-port', '47701', ...GENEROUS_LOOKUPS] })))
   await waitMembers(nodes, 2)
   const keys = Array.from({ length: 200 }, (_, i) => `k${i}`)
   const val = (k: string) => Buffer.from(`v6-${k}`.padEnd(100, '.'))
@@ -73,8 +71,8 @@ t.test('dual stack: an IPv4 daemon, a dual-stack daemon and an IPv6 daemon share
   const v4 = await startNode(t, { dir, name: 'four', keyFile, group: group4, port, prefix: lab.exec(1), args: ['--interface', lab.addr4(1), ...common] })
   const dual = await startNode(t, { dir, name: 'dual', keyFile, group: group4, port, prefix: lab.exec(2), args: ['--interface', lab.addr4(2), '--dual-stack-group', group6, '--dual-stack-interface', `${lab.addr6(2)}%eth0`, ...common] })
   const v6 = await startNode(t, { dir, name: 'six', keyFile, group: group6, port, prefix: lab.exec(3), args: ['--interface', `${lab.addr6(3)}%eth0`, ...common] })
-  await eventually(async () => (await hasMembers(dual, 2)), 10_000, 'the dual-stack daemon sees both others')
-  await eventually(async () => (await hasMembers(v4, 1)) && (await hasMembers(v6, 1)), 10_000, 'each single-stack daemon sees the dual-stack one')
+  await eventually(async () => (await hasMembers(dual, 2)), 30_000, 'the dual-stack daemon sees both others')
+  await eventually(async () => (await hasMembers(v4, 1)) && (await hasMembers(v6, 1)), 30_000, 'each single-stack daemon sees the dual-stack one')
   const peers = await dual.client.peers()
   t.same(peers.map((p) => String(p['address']).replace(/:\d+$/, '')).sort(), ['10.77.0.1', '10.77.0.2', 'fd77::3'], 'the dual-stack daemon reaches host 1 over IPv4 and host 3 over IPv6')
   t.equal(String(peers.find((p) => p['self'])?.['otherAddress']).replace(/:\d+$/, ''), 'fd77::2', 'and lists its own IPv6 reply address beside the IPv4 one')
@@ -111,10 +109,10 @@ t.test('dual stack with replication: a single-stack host copies to the dual-stac
   // The IPv6-only host learns the dual-stack host's IPv6 address from its ANNOUNCE (the
   // dual-stack host's first family is IPv4), and pushes copies there.
   const { lab, dir, keyFile, group4, group6, port } = dualStackLab(t, 3)
-  const v4 = await startNode(t, { dir, name: 'four', keyFile, group: group4, port, prefix: lab.exec(1), args: ['--interface', lab.addr4(1)] })
-  const dual = await startNode(t, { dir, name: 'dual', keyFile, group: group4, port, prefix: lab.exec(2), args: ['--interface', lab.addr4(2), '--dual-stack-group', group6, '--dual-stack-interface', `${lab.addr6(2)}%eth0`] })
-  const v6 = await startNode(t, { dir, name: 'six', keyFile, group: group6, port, prefix: lab.exec(3), args: ['--interface', `${lab.addr6(3)}%eth0`] })
-  await eventually(async () => (await hasMembers(dual, 2)) && (await hasMembers(v4, 1)) && (await hasMembers(v6, 1)), 10_000, 'membership')
+  const v4 = await startNode(t, { dir, name: 'four', keyFile, group: group4, port, prefix: lab.exec(1), args: ['--interface', lab.addr4(1), ...GENEROUS_LOOKUPS] })
+  const dual = await startNode(t, { dir, name: 'dual', keyFile, group: group4, port, prefix: lab.exec(2), args: ['--interface', lab.addr4(2), '--dual-stack-group', group6, '--dual-stack-interface', `${lab.addr6(2)}%eth0`, ...GENEROUS_LOOKUPS] })
+  const v6 = await startNode(t, { dir, name: 'six', keyFile, group: group6, port, prefix: lab.exec(3), args: ['--interface', `${lab.addr6(3)}%eth0`, ...GENEROUS_LOOKUPS] })
+  await eventually(async () => (await hasMembers(dual, 2)) && (await hasMembers(v4, 1)) && (await hasMembers(v6, 1)), 60_000, 'membership')
   const keys = Array.from({ length: 40 }, (_, i) => `r${i}`)
   for (const k of keys) await v6.client.set(k, `six-${k}`)
   await replicationSettled([v4, dual, v6])
@@ -130,8 +128,7 @@ t.test('dual stack with replication: a single-stack host copies to the dual-stac
 
 t.test('dual stack on both ends: each datagram is taken once, the copy on the other family counted as a duplicate', async (t) => {
   const { lab, dir, keyFile, group4, group6, port } = dualStackLab(t, 2)
-  const nodes: Node[] = []
-  for (const i of [1, 2]) nodes.push(await startNode(t, { dir, name: `d${i}`, keyFile, group: group4, port, prefix: lab.exec(i), args: ['--interface', lab.addr4(i), '--dual-stack-group', group6, '--dual-stack-interface', `${lab.addr6(i)}%eth0`, '--replication-factor', '1'] }))
+  const nodes: Node[] = await Promise.all([1, 2].map((i) => startNode(t, { dir, name: `d${i}`, keyFile, group: group4, port, prefix: lab.exec(i), args: ['--interface', lab.addr4(i), '--dual-stack-group', group6, '--dual-stack-interface', `${lab.addr6(i)}%eth0`, '--replication-factor', '1', ...GENEROUS_LOOKUPS] })))
   await waitMembers(nodes, 1)
   await nodes[0]!.client.set('k', 'v')
   t.equal((await nodes[1]!.client.get('k'))?.toString(), 'v')

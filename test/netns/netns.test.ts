@@ -12,10 +12,7 @@ async function lab3(t: { teardown(fn: () => unknown): void }, args: string[] = [
   const dir = tmpDir('sc-ns-')
   const keyFile = writeKeyFile(dir)
   const { group, port } = uniqueGroup()
-  const nodes: Node[] = []
-  for (let i = 1; i <= 3; i++) {
-    nodes.push(await startNode(t, { dir, name: `h${i}`, keyFile, group, port, prefix: lab.exec(i), args: ['--interface', lab.addr(i), '--replication-factor', '1', ...args] }))
-  }
+  const nodes: Node[] = await Promise.all([1, 2, 3].map((i) => startNode(t, { dir, name: `h${i}`, keyFile, group, port, prefix: lab.exec(i), args: ['--interface', lab.addr(i), '--replication-factor', '1', ...args] })))
   await waitMembers(nodes, 2)
   return { lab, nodes }
 }
@@ -41,7 +38,7 @@ t.test('three hosts on a bridge: remote fetch, not found, 64 KiB, delete everywh
   t.ok((await h1!.client.get('big'))?.equals(big), '64 KiB intact across the bridge')
 
   await h2!.client.delete('s1')
-  await eventually(async () => (await h1!.client.get('s1', { localOnly: true })) === undefined && (await h3!.client.get('s1', { localOnly: true })) === undefined, 10_000, 'deleted everywhere')
+  await eventually(async () => (await h1!.client.get('s1', { localOnly: true })) === undefined && (await h3!.client.get('s1', { localOnly: true })) === undefined, 30_000, 'deleted everywhere')
   t.pass('deleted on every host')
   const peers = await h1!.client.peers()
   t.same(peers.map((p) => p['address']).map((a) => String(a).split(':')[0]).sort(), ['10.77.0.1', '10.77.0.2', '10.77.0.3'], 'members by their namespace addresses')
