@@ -1,13 +1,13 @@
 /** Replication, handoff and listed peers on loopback; the multi-host versions are in netns-*.test.ts. */
 import t from 'tap'
-import { GENEROUS_LOOKUPS, clusterStats, readableOnceConverged, replicationSettled, startCluster, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
+import { GENEROUS_COPIES, GENEROUS_LOOKUPS, clusterStats, readableOnceConverged, replicationSettled, startCluster, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
 import { eventually, freePort, tmpDir } from '../helpers/daemon.js'
 
 const val = (k: string) => Buffer.from(`state-of-${k}`.padEnd(200, '.'))
 
 t.test('a SET is copied to its other owner; a killed host loses nothing', async (t) => {
   // A lookup deadline a loaded machine meets: a read whose first owner was A waits for the other.
-  const { nodes } = await startCluster(t, 3, GENEROUS_LOOKUPS)
+  const { nodes } = await startCluster(t, 3, [...GENEROUS_LOOKUPS, ...GENEROUS_COPIES])
   const [a, b, c] = nodes
   const keys = Array.from({ length: 200 }, (_, i) => `s${i}`)
   for (const k of keys) await a!.client.set(k, val(k))
@@ -25,7 +25,7 @@ t.test('a SET is copied to its other owner; a killed host loses nothing', async 
 })
 
 t.test('a clean stop hands owned sessions over; a rejoining host gets its share back', async (t) => {
-  const { nodes, dir, keyFile, group, port } = await startCluster(t, 3, ['--replication-factor', '2', ...GENEROUS_LOOKUPS])
+  const { nodes, dir, keyFile, group, port } = await startCluster(t, 3, ['--replication-factor', '2', ...GENEROUS_LOOKUPS, ...GENEROUS_COPIES])
   const keys = Array.from({ length: 300 }, (_, i) => `h${i}`)
   for (let i = 0; i < keys.length; i++) await nodes[i % 3]!.client.set(keys[i]!, val(keys[i]!))
   await replicationSettled(nodes)
@@ -37,7 +37,7 @@ t.test('a clean stop hands owned sessions over; a rejoining host gets its share 
   await nodes[2]!.stop('SIGKILL')
   t.same((await readableOnceConverged([nodes[0]!], keys, val, 0)).lost, [], 'A alone holds every session')
   // A new host joins: it becomes an owner of some keys and receives them.
-  const d = await startNode(t, { dir, name: 'd', keyFile, group, port, args: GENEROUS_LOOKUPS })
+  const d = await startNode(t, { dir, name: 'd', keyFile, group, port, args: [...GENEROUS_LOOKUPS, ...GENEROUS_COPIES] })
   await waitMembers([nodes[0]!, d], 1)
   await replicationSettled([nodes[0]!, d])
   const sd = ((await d.admin.stats()) as { store: { entries: number } }).store.entries
