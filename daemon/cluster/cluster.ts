@@ -203,9 +203,9 @@ export class Cluster implements ClusterHooks {
    * them at once. Their maker then repeats one of them per heartbeat, in turn (loss); the others
    * do not, so the cluster sends one TICKET_KEY per heartbeat, not one per member: newcomers get
    * them all in answer to HELLO, and a maker whose secret lost is sent the winner. Right after a
-   * fleet starts together, the epoch in force may have another maker than the next ones (a lower
-   * id joined after that secret was in use, and a secret in use is never replaced); until that
-   * epoch ends, each maker repeats its own: one TICKET_KEY per maker, never one per member.
+   * fleet starts together, the secrets of one window may come from two makers (each made some
+   * before it heard of the other, and each epoch keeps the lowest maker's); each then repeats its
+   * own until those epochs end: one TICKET_KEY per maker, never one per member.
    */
   #tickTickets(): void {
     const made = this.tickets.tick(this.#alive().map((m) => m.id), this.#settled())
