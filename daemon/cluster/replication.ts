@@ -43,7 +43,7 @@ export interface ReplicationCounters {
   copiesAcked: number
   copiesRetried: number
   copiesFailed: number
-  /** Copies not sent: queue full, or the target left before its turn. */
+  /** Copies not sent: queue full (or maxReplicationQueue copies owed to members in probation), or the target left before its turn. */
   copiesDropped: number
   copiesReceived: number
   /** Copies from senders that are not members: not stored, not acknowledged. */
@@ -353,6 +353,13 @@ export class Replicator {
       let keys = this.#owed.get(id)
       if (!keys) this.#owed.set(id, (keys = new Set()))
       if (keys.has(key)) continue
+      // Paid into the queue, which holds maxReplicationQueue jobs: more owed would be dropped
+      // then, so they are dropped (counted) now, and a member kept in probation while writes go
+      // on costs bounded memory.
+      if (this.#owedCount >= this.#o.maxReplicationQueue) {
+        this.counters.copiesDropped++
+        continue
+      }
       keys.add(key)
       this.#owedCount++
       this.counters.copiesOwed++
@@ -383,6 +390,8 @@ export class Replicator {
    */
   deleted(key: string, version: bigint, from?: string): number {
     const self = this.#peers.selfId
+    // A deleted key is owed to no one any more: it leaves #owed rather than sitting there pending.
+    for (const keys of this.#owed.values()) if (keys.delete(key)) this.#owedCount--
     const to = new Set(from === undefined ? this.ownersOf(key) : [])
     for (const id of this.holders.take(key)) to.add(id)
     to.delete(self)
