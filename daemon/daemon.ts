@@ -229,7 +229,7 @@ export class Daemon {
     clearInterval(this.#ticketTimer)
     this.#ticketExporter?.close()
     this.#soloTickets?.wipe()
-    await Promise.all([this.#api?.close(grace), this.#admin?.close(grace), this.#memcache?.close(), this.#metrics?.close()])
+    await Promise.all([this.#api?.close(grace), this.#admin?.close(grace), this.#memcache?.close(grace), this.#metrics?.close()])
     await this.cluster?.stop()
     const wiped = this.store.flush()
     this.log.info({ wiped }, 'statecastd stopped')

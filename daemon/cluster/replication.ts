@@ -43,7 +43,7 @@ export interface ReplicationCounters {
   copiesAcked: number
   copiesRetried: number
   copiesFailed: number
-  /** Copies not sent: queue full, or the target left before its turn. */
+  /** Copies not sent: queue full (or maxReplicationQueue copies owed to members in probation), or the target left before its turn. */
   copiesDropped: number
   copiesReceived: number
   /** Copies from senders that are not members: not stored, not acknowledged. */
@@ -101,8 +101,8 @@ interface Job {
   timer: TimerHandle | undefined
   handoff: boolean
   sentAt: number
-  /** A SET waiting for this copy's ACK (or a sibling copy's) before it is answered. */
-  waiter?: CopyWaiter
+  /** SETs waiting for this copy's ACK (or a sibling copy's) before they are answered. */
+  waiters?: CopyWaiter[]
 }
 
 /** A SET answered once one owner acknowledged a copy of it, or at its deadline. */
@@ -120,6 +120,11 @@ const REASSEMBLY_TIMEOUT_MS = 5000
  * wait for one owner's ACK, for this long (ms): see stored().
  */
 export const LOSS_MEMORY_MS = 60_000
+/**
+ * SETs one copy job answers when acknowledged: a flood of writes of one key folds into one job, and
+ * the SETs beyond these wait their deadline instead (so the job's list stays small).
+ */
+const MAX_WAITERS_PER_COPY = 64
 /** Keys re-placed per turn of the event loop during a scan. */
 const SCAN_SLICE = 2000
 /**
@@ -327,17 +332,24 @@ export class Replicator {
       // A copy of this key still unacknowledged by this owner: the new one waits behind it (and
       // further writes fold into that one), so a flood of touches of one key costs one job, not
       // one per write. Only a key written again within one round trip is read this way.
+      // The SET waits on the job that carries its entry, whichever it is.
       if (this.#copyInflight.has(`${id}\0${key}`)) {
-        this.#enqueue(key, id, false)
+        this.#enqueue(key, id, false, 'copy', 0n, waiter)
         continue
       }
-      // The job waiting for this owner would send the same entry again later: it is replaced.
-      if (this.#waiting.delete(`copy\0${id}\0${key}`)) this.counters.jobsCoalesced++
+      // The job waiting for this owner would send the same entry again later: it is replaced
+      // (the SETs waiting on it wait on the new one).
+      const replaced = this.#waiting.get(`copy\0${id}\0${key}`)
+      if (replaced) {
+        this.#waiting.delete(`copy\0${id}\0${key}`)
+        this.counters.jobsCoalesced++
+      }
       if (this.#queue.length + this.#inflight.size >= this.#o.maxReplicationQueue) {
         this.counters.copiesDropped++
         continue
       }
-      this.#start({ kind: 'copy', key, to: id, version: 0n, replId: 0, attempts: 0, timer: undefined, handoff: false, sentAt: 0, ...(waiter ? { waiter } : {}) })
+      const waiters = [...(replaced?.waiters ?? []), ...(waiter ? [waiter] : [])].slice(-MAX_WAITERS_PER_COPY)
+      this.#start({ kind: 'copy', key, to: id, version: 0n, replId: 0, attempts: 0, timer: undefined, handoff: false, sentAt: 0, ...(waiters.length ? { waiters } : {}) })
     }
     this.#oweToProbation(key, targets)
     return wait
@@ -353,6 +365,13 @@ export class Replicator {
       let keys = this.#owed.get(id)
       if (!keys) this.#owed.set(id, (keys = new Set()))
       if (keys.has(key)) continue
+      // Paid into the queue, which holds maxReplicationQueue jobs: more owed would be dropped
+      // then, so they are dropped (counted) now, and a member kept in probation while writes go
+      // on costs bounded memory.
+      if (this.#owedCount >= this.#o.maxReplicationQueue) {
+        this.counters.copiesDropped++
+        continue
+      }
       keys.add(key)
       this.#owedCount++
       this.counters.copiesOwed++
@@ -383,6 +402,8 @@ export class Replicator {
    */
   deleted(key: string, version: bigint, from?: string): number {
     const self = this.#peers.selfId
+    // A deleted key is owed to no one any more: it leaves #owed rather than sitting there pending.
+    for (const keys of this.#owed.values()) if (keys.delete(key)) this.#owedCount--
     const to = new Set(from === undefined ? this.ownersOf(key) : [])
     for (const id of this.holders.take(key)) to.add(id)
     to.delete(self)
@@ -391,11 +412,12 @@ export class Replicator {
     return to.size
   }
 
-  #enqueue(key: string, to: string, handoff: boolean, kind: Job['kind'] = 'copy', version = 0n): void {
+  #enqueue(key: string, to: string, handoff: boolean, kind: Job['kind'] = 'copy', version = 0n, waiter?: CopyWaiter): void {
     if (this.#closed) return
     const slot = `${kind}\0${to}\0${key}`
     const waiting = this.#waiting.get(slot)
     if (waiting) {
+      if (waiter && (waiting.waiters?.length ?? 0) < MAX_WAITERS_PER_COPY) (waiting.waiters ??= []).push(waiter)
       // Still unsent: it will carry the newest state, so a flood of writes to one key (touch)
       // costs one job per target, not one per write.
       if (version > waiting.version) waiting.version = version
@@ -407,7 +429,7 @@ export class Replicator {
       this.counters.copiesDropped++
       return
     }
-    const job: Job = { kind, key, to, version, replId: 0, attempts: 0, timer: undefined, handoff, sentAt: 0 }
+    const job: Job = { kind, key, to, version, replId: 0, attempts: 0, timer: undefined, handoff, sentAt: 0, ...(waiter ? { waiters: [waiter] } : {}) }
     if (kind === 'delete') this.counters.deletesQueued++
     this.#queue.push(job)
     this.#waiting.set(slot, job)
@@ -513,7 +535,7 @@ export class Replicator {
     if (job.kind === 'delete') this.counters.deletesAcked++
     else {
       this.counters.copiesAcked++
-      job.waiter?.resolve()
+      for (const w of job.waiters ?? []) w.resolve()
       this.observeAck((this.#clock.now() - job.sentAt) / 1000)
     }
     this.#pump()
@@ -718,7 +740,7 @@ export class Replicator {
     this.#clock.clearTimeout(this.#scanTimer)
     for (const j of this.#inflight.values()) {
       this.#clock.clearTimeout(j.timer)
-      j.waiter?.resolve()
+      for (const w of j.waiters ?? []) w.resolve()
     }
     this.#inflight.clear()
     this.#copyInflight.clear()

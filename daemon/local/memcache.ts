@@ -512,6 +512,17 @@ class McConnection {
     this.#reply(text, noreply)
   }
 
+  /**
+   * The front end is closing: nothing more is read, the commands already read are answered (a SET
+   * may be waiting for a copy's ACK, a GET for a remote lookup), then the socket closes.
+   */
+  finish(): void {
+    if (this.#closing || this.#hungUp) return
+    this.#enqueue(() => undefined, false, 0, true)
+    this.#stopReading()
+    this.#drive()
+  }
+
   /** Answers what came before, says `text`, and hangs up; nothing more is read. */
   #fatal(text: string): void {
     this.#fe.counters.errors++
@@ -864,6 +875,7 @@ export class MemcacheServer {
   readonly commandTimeoutMs: number
   readonly #o: MemcacheOptions
   readonly #servers: { server: net.Server; unix?: UnixListener; sockets: Set<net.Socket> }[] = []
+  readonly #conns = new Map<net.Socket, McConnection>()
   #flushTimer: NodeJS.Timeout | undefined
   #now: () => number
   /** Remote lookups waiting for the front end's share, in order. */
@@ -1240,18 +1252,29 @@ export class MemcacheServer {
         s.destroy()
       })
     }
-    new McConnection(this, s)
+    const conn = new McConnection(this, s)
+    this.#conns.set(s, conn)
+    s.once('close', () => this.#conns.delete(s))
   }
 
-  async close(): Promise<void> {
+  /**
+   * Stops listening; each connection answers the commands it read (a SET waiting for a copy's ACK
+   * included: it is stored, and its client is told so) and closes; those still open after
+   * `graceMs` are destroyed.
+   */
+  async close(graceMs = 2000): Promise<void> {
     clearTimeout(this.#flushTimer)
     const closing = this.#servers.map(({ server, unix }) => {
       unix?.close()
       return new Promise<void>((r) => server.close(() => r()))
     })
     const all = this.#servers.flatMap(({ sockets }) => [...sockets])
-    for (const s of all) s.end()
-    const t = setTimeout(() => all.forEach((s) => s.destroy()), 2000)
+    for (const s of all) {
+      const conn = this.#conns.get(s)
+      if (conn) conn.finish()
+      else s.end()
+    }
+    const t = setTimeout(() => all.forEach((s) => s.destroy()), graceMs)
     t.unref()
     await Promise.all(closing)
     clearTimeout(t)

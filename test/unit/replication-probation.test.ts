@@ -70,3 +70,30 @@ t.test('a member that dies in probation is owed nothing', async (t) => {
   t.equal(r.pending, 0, 'nothing owed to a member gone')
   t.equal(sent.length, 0)
 })
+
+t.test('a member kept in probation while writes go on costs bounded memory: owed copies stop at maxReplicationQueue, deleted keys are owed nothing', async (t) => {
+  const transport = { sendTo: () => Promise.resolve() } as unknown as Transport
+  const store = new CompactStore()
+  const maxReplicationQueue = 500
+  // One peer, R = 2: it owns every key, so every SET owes it a copy while it sits in probation.
+  const r = new Replicator({ ...opts, maxReplicationQueue }, transport, store, { selfId: 'aa00000000000001', aliveIds: () => [], probationIds: () => ['bb00000000000002'], addressOf: () => addr(1000) })
+  t.teardown(() => r.close())
+  // A stream of distinct session keys, each written and ended (DELETE) at once: the store holds
+  // nothing, and the peer never leaves probation (a key holder can keep it there, or it rejoins slowly).
+  for (let i = 0; i < 5 * maxReplicationQueue; i++) {
+    store.set(`s${i}`, Buffer.from('x'), 60_000)
+    r.stored(`s${i}`)
+    store.delete(`s${i}`)
+    r.deleted(`s${i}`, 1n)
+  }
+  t.equal(store.keys().length, 0, 'the store holds nothing')
+  t.equal(r.counters.copiesOwed, 5 * maxReplicationQueue, 'each write owed a copy in turn')
+  t.ok(r.pending <= maxReplicationQueue, `copies owed for deleted keys are forgotten (pending ${r.pending})`)
+  // Written and kept: owed copies stop at the queue's bound, the rest counted as dropped.
+  for (let i = 0; i < 5 * maxReplicationQueue; i++) {
+    store.set(`k${i}`, Buffer.from('x'), 60_000)
+    r.stored(`k${i}`)
+  }
+  t.ok(r.pending <= maxReplicationQueue + 1, `pending ${r.pending} stays within maxReplicationQueue (${maxReplicationQueue})`)
+  t.ok(r.counters.copiesDropped >= 4 * maxReplicationQueue - 1, `the rest counted as dropped (${r.counters.copiesDropped})`)
+})
