@@ -111,11 +111,32 @@ t.test('nginx, HAProxy, Apache and h2o resume each other\'s tickets through stat
   const sess = (kind: string, v: string, tag: string) => path.join(dir, `sess-${kind}-${v}-${tag}.pem`)
   const at = (kind: ServerKind, h: 'a' | 'b' | 'x') => [hosts[h], ports[`${kind}-${h}`]!] as const
 
+  // A pair made across an epoch boundary, or while a server still runs on the keys before its
+  // last reload (a graceful restart takes a moment), says nothing about the keys: Apache holds one
+  // key and cannot resume across a rotation. So both servers first show, by the name of a ticket
+  // each issues, that they run on the current key, and a pair that straddles a boundary is made again.
+  const currentName = (tk: Tickets, kind: ServerKind) => tk.consumers.find((c) => c.name === kind)!.keys.find((k) => k.role === 'current')!.name
+  const onCurrentKey = async (kind: ServerKind, h: 'a' | 'b', flag: string, file: string) => {
+    const before = await tickets(nodes[h]!)
+    await sClientAt(...at(kind, h), [flag, '-sess_out', file])
+    return ticketName(file) === currentName(before, kind) && (await tickets(nodes[h]!)).epoch === before.epoch
+  }
   for (const kind of KINDS) {
     for (const [flag, version] of VERSIONS) {
       const file = sess(kind, version, 'first')
-      t.equal(sessionLine(await sClientAt(...at(kind, 'a'), [flag, '-sess_out', file])), `New ${version}`, `${kind} ${version}: full handshake on host a`)
-      t.equal(sessionLine(await sClientAt(...at(kind, 'b'), [flag, '-sess_in', file])), `Reused ${version}`, `${kind} ${version}: host b resumes host a's ticket`)
+      const probe = sess(kind, version, 'probe')
+      let first = ''
+      let resumed = ''
+      for (let attempt = 0; attempt < 4; attempt++) {
+        const epoch = (await tickets(nodes['a']!)).epoch
+        await eventually(async () => (await onCurrentKey(kind, 'a', flag, probe)) && (await onCurrentKey(kind, 'b', flag, probe)), ROTATION_MS * 3, `${kind} ${version}: both servers on the current key`)
+        first = sessionLine(await sClientAt(...at(kind, 'a'), [flag, '-sess_out', file]))
+        resumed = sessionLine(await sClientAt(...at(kind, 'b'), [flag, '-sess_in', file]))
+        const [ta, tb] = await Promise.all([tickets(nodes['a']!), tickets(nodes['b']!)])
+        if (ta.epoch === epoch && tb.epoch === epoch && ticketName(file) === currentName(ta, kind)) break
+      }
+      t.equal(first, `New ${version}`, `${kind} ${version}: full handshake on host a`)
+      t.equal(resumed, `Reused ${version}`, `${kind} ${version}: host b resumes host a's ticket`)
       t.equal(sessionLine(await sClientAt(...at(kind, 'x'), [flag, '-sess_in', file])), `New ${version}`, `${kind} ${version}: a server fed by another cluster does a full handshake`)
     }
   }
