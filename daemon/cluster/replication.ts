@@ -329,10 +329,10 @@ export class Replicator {
     }
     for (const id of targets) {
       if (id === self) continue
-      // A copy of this key still unacknowledged by this owner: the new one waits behind it (and
-      // further writes fold into that one), so a flood of touches of one key costs one job, not
-      // one per write. Only a key written again within one round trip is read this way.
-      // The SET waits on the job that carries its entry, whichever it is.
+      // A copy of this key to this owner is still unacknowledged: the new entry goes as a job of
+      // its own, sent at once while the in-flight window has room; once the window is full,
+      // further writes of the key fold into the job still waiting (one per owner, not one per
+      // write). The SET waits on the job that carries its entry, whichever it is.
       if (this.#copyInflight.has(`${id}\0${key}`)) {
         this.#enqueue(key, id, false, 'copy', 0n, waiter)
         continue
