@@ -7,8 +7,10 @@
  * /proc/PID/stat, voluntary context switches per handshake of their serving thread and of all
  * their threads (a proxy for wakeups: a thread counts one each time it blocks, in epoll_wait or
  * on a lock, and is woken again), latency percentiles per operation, and the peer datagrams each
- * handshake cost the fleet. The scale case counts the peer datagrams each host receives and sends
- * per fleet handshake at 4 to 32 hosts.
+ * handshake cost the fleet. Each case also measures the floor of any design with a Node process
+ * per host: three bare Node servers (bench/echo-server.ts) that answer every request at once and
+ * do nothing else. The scale case counts the peer datagrams each host receives and sends per fleet
+ * handshake at 4 to 32 hosts.
  *
  * Environment: COST_SECONDS (timed seconds per case, 10), COST_WARM_SECONDS (untimed warm-up at
  * the same rate first, 3), COST_RATES (handshakes/s across the fleet, "1000,5000"), COST_MIXES
@@ -24,7 +26,7 @@ import { fileURLToPath } from 'node:url'
 import { StatecastClient } from '../client/index.js'
 import { freePortSync } from '../test/helpers/ports.js'
 import { uniqueGroup, writeKeyFile } from '../test/helpers/cluster.js'
-import { startDaemonProcess } from './local.js'
+import { startDaemonProcess, startEchoProcess } from './local.js'
 import { ensurePeers } from './peers.js'
 import { cpuMs } from './tls.js'
 import type { LoadConfig, Target } from './cost-load.js'
@@ -193,18 +195,28 @@ export async function costRun(): Promise<CostResult> {
   const scale: ScaleCase[] = []
   const fleet = await startFleet(3)
   let mc: { proc: ChildProcess; endpoint: string } | undefined
+  const floorDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sc-bench-floor-'))
+  const floorSockets = [0, 1, 2].map((i) => path.join(floorDir, `floor${i}.sock`))
+  const floorProcs: ChildProcess[] = []
   try {
     if (ensurePeers().memcached) mc = await startMemcached()
+    for (const s of floorSockets) floorProcs.push(await startEchoProcess(s, VALUE_BYTES))
+    const vs = (a: TargetFigures, b: TargetFigures | null) => (b ? +(a.cpuUsPerHandshake / Math.max(1, b.cpuUsPerHandshake)).toFixed(2) : null)
     for (const mix of o.mixes) {
       for (const rate of o.rates) {
         const statecast = (await measure('statecast', fleet.sockets, fleet.procs.map((p) => p.pid!), fleet.clients, mix, rate, o.warm, o.seconds)).figures
         const memcached = mc ? (await measure('memcached', fleet.sockets.map(() => mc!.endpoint), [mc.proc.pid!], [], mix, rate, o.warm, o.seconds)).figures : null
-        cases.push({ mix, rate, hosts: 3, statecast, memcached, cpuRatio: memcached ? +(statecast.cpuUsPerHandshake / Math.max(1, memcached.cpuUsPerHandshake)).toFixed(2) : null })
+        const floor = (await measure('statecast', floorSockets, floorProcs.map((p) => p.pid!), [], mix, rate, o.warm, o.seconds)).figures
+        delete floor.datagramsSentPerHandshake
+        delete floor.datagramsReceivedPerHandshake
+        cases.push({ mix, rate, hosts: 3, statecast, memcached, floor, cpuRatio: vs(statecast, memcached), floorRatio: vs(floor, memcached) })
       }
     }
   } finally {
     fleet.stop()
     mc?.proc.kill('SIGKILL')
+    for (const p of floorProcs) p.kill('SIGKILL')
+    fs.rmSync(floorDir, { recursive: true, force: true })
   }
   for (const hosts of o.scaleHosts) {
     const f = await startFleet(hosts)
@@ -251,14 +263,15 @@ const lat = (f: OpFigures) => (f.sent ? `${f.p50Us} / ${f.p99Us}` : '-')
 export function costRows(r: CostResult): Record<string, unknown>[] {
   const rows: Record<string, unknown>[] = []
   for (const c of r.cases) {
-    for (const [name, f] of [['statecast', c.statecast], ['memcached', c.memcached]] as const) {
+    const who = { statecast: ` (${c.hosts} daemons)`, memcached: ' (central)', floor: ` (${c.hosts} bare Node servers, no peers)` }
+    for (const [name, f] of [['statecast', c.statecast], ['memcached', c.memcached], ['floor', c.floor]] as const) {
       if (!f) continue
       rows.push({
-        case: `cost, ${MIX_NAMES[c.mix]}, ${c.rate}/s, ${name}${name === 'statecast' ? ` (${c.hosts} daemons)` : ' (central)'}`,
+        case: `cost, ${MIX_NAMES[c.mix]}, ${c.rate}/s, ${name}${who[name]}`,
         handshakesPerSec: f.achievedPerSec,
         keptUp: f.keptUp,
         cpuUsPerHandshake: f.cpuUsPerHandshake,
-        vsMemcached: name === 'statecast' ? c.cpuRatio : '',
+        vsMemcached: name === 'statecast' ? c.cpuRatio : name === 'floor' ? c.floorRatio : '',
         wakeupsLoopAndAll: `${f.loopWakeupsPerHandshake} / ${f.wakeupsPerHandshake}`,
         datagramsSentPerHandshake: f.datagramsSentPerHandshake ?? '',
         datagramsReceivedPerHandshake: f.datagramsReceivedPerHandshake ?? '',

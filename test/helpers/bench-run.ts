@@ -84,8 +84,15 @@ export interface CostCase {
   hosts: number
   statecast: TargetFigures
   memcached: TargetFigures | null
+  /**
+   * The floor of any design with a Node process per host: one bare Node server per host
+   * (bench/echo-server.ts) answering every request at once, with no store, no peers and no timers.
+   */
+  floor: TargetFigures | null
   /** statecast's CPU per handshake over memcached's, both from this run. */
   cpuRatio: number | null
+  /** The floor's CPU per handshake over memcached's: what no per-host Node daemon can go below. */
+  floorRatio: number | null
 }
 
 export interface ScaleCase {

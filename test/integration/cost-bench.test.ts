@@ -7,7 +7,7 @@ t.test('the cost benchmark, briefly: both mixes against statecast and memcached,
   t.comment(JSON.stringify(r))
   t.same(r.cases.map((c) => c.mix), ['tls12', 'tls13'], 'one case per mix')
   for (const c of r.cases) {
-    for (const [name, f] of [['statecast', c.statecast], ['memcached', c.memcached]] as const) {
+    for (const [name, f] of [['statecast', c.statecast], ['memcached', c.memcached], ['floor', c.floor]] as const) {
       t.ok(f, `${c.mix}: ${name} measured`)
       if (!f) continue
       t.ok(f.handshakes > 0, `${c.mix} ${name}: handshakes in the timed window (${f.handshakes})`)
@@ -18,6 +18,7 @@ t.test('the cost benchmark, briefly: both mixes against statecast and memcached,
       t.ok(f.cpuUsPerHandshake >= 0 && f.wakeupsPerHandshake > 0, `${c.mix} ${name}: CPU and wakeups read`)
       if (c.mix === 'tls13') t.ok(f.ops.DELETE.sent > 0 && f.ops.SET.sent > f.ops.GET.sent / 2, `${c.mix} ${name}: resumptions delete the used session and store a new one`)
     }
+    t.ok(c.floorRatio !== null && c.floorRatio > 0, `${c.mix}: the floor measured against memcached (${c.floorRatio}x)`)
     t.ok(c.statecast.datagramsSentPerHandshake! > 0 && c.statecast.datagramsReceivedPerHandshake! > 0, `${c.mix}: peer datagrams counted (${c.statecast.datagramsSentPerHandshake} sent, ${c.statecast.datagramsReceivedPerHandshake} received per handshake)`)
   }
   t.same(r.scale.map((s) => [s.hosts, s.mix]), [[4, 'tls12'], [4, 'tls13']], 'the scale case at 4 hosts, both mixes')
