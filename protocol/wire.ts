@@ -300,6 +300,8 @@ function payloadLength(m: Message): number {
       return 4
     case MsgType.DELETE:
       return 4 + VERSION_BYTES + 2 + m.key.length
+    default:
+      throw new ProtocolError('UNKNOWN_OP', `unknown message type ${(m as { type: unknown }).type}`)
   }
 }
 
@@ -325,6 +327,7 @@ export function batchBodyLength(msgs: readonly Message[]): number {
 
 /** Bytes `m` adds to a BATCH. */
 export function batchEntryLength(m: Message): number {
+  if ((m.type as number) === MsgType.BATCH) throw new ProtocolError('BAD_FIELD', 'a BATCH does not nest')
   return BATCH_ENTRY_HEAD_BYTES + payloadLength(m)
 }
 
