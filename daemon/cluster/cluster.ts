@@ -150,7 +150,7 @@ export class Cluster implements ClusterHooks {
     this.#store = store
     this.#log = log
     this.#chunkBytes = hitChunkBytes(o.maxDatagramBytes)
-    this.transport = deps.transport ?? new Transport({ ...o, keys, log, now: () => clock.wallMs() })
+    this.transport = deps.transport ?? new Transport({ ...o, keys, log, now: () => clock.wallMs(), immediate: (fn) => clock.setImmediate(fn) })
     this.transport.onMessage = (m) => this.#onMessage(m)
     this.lookups = new Lookups(o, this.transport, store, {
       aliveIds: () => this.#alive().map((m) => m.id),
@@ -502,6 +502,10 @@ export class Cluster implements ClusterHooks {
     }
   }
 
+  flush(): void {
+    this.transport.flush()
+  }
+
   peers(): unknown[] {
     const now = this.#clock.now()
     // Dual stack: `address` is the one in use; `otherAddress` the one announced on the other family.
@@ -549,8 +553,8 @@ export class Cluster implements ClusterHooks {
       await this.replicator.handoff(this.#o.handoffTimeoutMs)
       if (this.replicator.counters.handedOff > 0) this.#log.info({ handedOff: this.replicator.counters.handedOff, acked: this.replicator.counters.copiesAcked, ms: Math.round(this.#clock.now() - t0) }, 'sessions handed off')
       this.replicator.close()
-      // The LEAVE must be on the wire before the socket closes.
-      await this.transport.sendGroup({ type: MsgType.LEAVE })
+      // The LEAVE must be on the wire before the socket closes: close sends what is queued first.
+      this.transport.sendGroup({ type: MsgType.LEAVE })
       await this.transport.close()
     })()
     return this.#stopped

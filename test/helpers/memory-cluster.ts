@@ -90,7 +90,7 @@ export class MemoryLab {
       now: () => clock.now(),
       clock: new Hlc(() => clock.wallMs()),
     })
-    const transport = new Transport({ ...o, keys, log: silentLog, now: () => clock.wallMs(), sockets: this.net.host(address) })
+    const transport = new Transport({ ...o, keys, log: silentLog, now: () => clock.wallMs(), immediate: (fn) => clock.setImmediate(fn), sockets: this.net.host(address) })
     const cluster = new Cluster(o, keys, store, silentLog, { clock, transport, random: this.#random })
     await cluster.start()
     const core: Core = { name, address, cluster, store }
