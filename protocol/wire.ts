@@ -42,6 +42,10 @@
  *   DELETE      replId u32 | version u64 | keyLen u16 | key
  *               (a delete sent to one host that may hold a copy, acknowledged by ACK and retried;
  *               INVALIDATE is the same to the group, unacknowledged, for when holders are unknown)
+ *   ACKS        count u16 | replId u32 x count
+ *               (acknowledges several REPLICATEs and DELETEs of one sender at once: 1 <= count <=
+ *               MAX_ACKS; a receiver sends it a short delay after the first it owes, or at once
+ *               when the list is full; ACK stays valid)
  * Reply address: family u8 (4 or 6) | address (4 or 16 bytes) | port u16
  * Version: the stored session's version (daemon/store/versions.ts: a hybrid logical clock), which the
  * receiver compares with what it holds; a HIT or REPLICATE carries the copied entry's, an
@@ -81,6 +85,15 @@ export const HIT_OVERHEAD_BYTES = ENVELOPE_BYTES + 20 + NONCE_BYTES + KEY_DIGEST
 export const REPLICATE_OVERHEAD_BYTES = ENVELOPE_BYTES + 22 + VERSION_BYTES
 /** The smallest maxDatagramBytes a daemon may run with. */
 export const MIN_DATAGRAM_BYTES = 256
+/** Bytes of an ACKS before its ids: envelope and count. */
+export const ACKS_OVERHEAD_BYTES = ENVELOPE_BYTES + 2
+/** The most replIds one ACKS carries (its count is a u16). */
+export const MAX_ACKS = 0xffff
+
+/** The replIds an ACKS carries in a datagram of `maxDatagramBytes`. */
+export function acksPerDatagram(maxDatagramBytes: number): number {
+  return Math.max(1, Math.min(MAX_ACKS, Math.floor((maxDatagramBytes - ACKS_OVERHEAD_BYTES) / 4)))
+}
 /** Largest version: a u64. */
 const VERSION_MAX = 2n ** 64n - 1n
 
@@ -114,6 +127,8 @@ export const MsgType = {
   REPLICATE: 8,
   ACK: 9,
   DELETE: 10,
+  // 11 is BATCH (several messages for one peer in one datagram).
+  ACKS: 12,
 } as const
 /** Bytes of a TLS session ticket key (Node's setTicketKeys). */
 export const TICKET_KEY_BYTES = 48
@@ -151,6 +166,7 @@ export type Message =
   | { type: typeof MsgType.REPLICATE; replId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number; version: bigint; key: Buffer; chunk: Buffer }
   | { type: typeof MsgType.ACK; replId: number }
   | { type: typeof MsgType.DELETE; replId: number; version: bigint; key: Buffer }
+  | { type: typeof MsgType.ACKS; replIds: number[] }
 
 export interface Header {
   keyId: number
@@ -281,6 +297,8 @@ export function bodyLength(m: Message): number {
       return 9 + 4
     case MsgType.DELETE:
       return 9 + 4 + VERSION_BYTES + 2 + m.key.length
+    case MsgType.ACKS:
+      return 9 + 2 + 4 * m.replIds.length
   }
 }
 
@@ -361,6 +379,11 @@ export function encodeBody(m: Message, sentAtMs: number): Buffer {
       writeVersion(buf, off + 4, m.version)
       buf.writeUInt16BE(m.key.length, off + 4 + VERSION_BYTES)
       m.key.copy(buf, off + 4 + VERSION_BYTES + 2)
+      break
+    case MsgType.ACKS:
+      if (m.replIds.length === 0 || m.replIds.length > MAX_ACKS) throw new ProtocolError('BAD_FIELD', `ACKS carries 1 to ${MAX_ACKS} ids; got ${m.replIds.length}`)
+      buf.writeUInt16BE(m.replIds.length, off)
+      for (let i = 0; i < m.replIds.length; i++) buf.writeUInt32BE(m.replIds[i]!, off + 2 + 4 * i)
       break
   }
   return buf
@@ -463,6 +486,15 @@ export function decodeBody(buf: Buffer): { sentAtMs: number; msg: Message } {
     case MsgType.DELETE:
       needBytes(p.length, 4 + VERSION_BYTES, 'DELETE')
       return { sentAtMs, msg: { type: MsgType.DELETE, replId: p.readUInt32BE(0), version: p.readBigUInt64BE(4), key: keyAt(p, 4 + VERSION_BYTES, 'DELETE') } }
+    case MsgType.ACKS: {
+      needBytes(p.length, 2, 'ACKS count')
+      const count = p.readUInt16BE(0)
+      if (count === 0) throw new ProtocolError('BAD_FIELD', 'ACKS with no ids')
+      exactly(p.subarray(2), 4 * count, `ACKS of ${count} ids`)
+      const replIds: number[] = new Array(count)
+      for (let i = 0; i < count; i++) replIds[i] = p.readUInt32BE(2 + 4 * i)
+      return { sentAtMs, msg: { type: MsgType.ACKS, replIds } }
+    }
     default:
       throw new ProtocolError('UNKNOWN_OP', `unknown message type ${h.type}`)
   }
