@@ -47,6 +47,10 @@
                datagram: each entry is a message of any other type without its own sentAtMs, which
                is the batch's; never nested, never empty; a batch to the group holds only
                GROUP_TYPES. One message alone travels as itself, never as a batch of one.)
+ *   ACKS        count u16 | replId u32 x count
+ *               (acknowledges several REPLICATEs and DELETEs of one sender at once: 1 <= count <=
+ *               MAX_ACKS; a receiver sends it a short delay after the first it owes, or at once
+ *               when the list is full; ACK stays valid)
  * Reply address: family u8 (4 or 6) | address (4 or 16 bytes) | port u16
  * Version: the stored session's version (daemon/store/versions.ts: a hybrid logical clock), which the
  * receiver compares with what it holds; a HIT or REPLICATE carries the copied entry's, an
@@ -86,6 +90,15 @@ export const HIT_OVERHEAD_BYTES = ENVELOPE_BYTES + 20 + NONCE_BYTES + KEY_DIGEST
 export const REPLICATE_OVERHEAD_BYTES = ENVELOPE_BYTES + 22 + VERSION_BYTES
 /** The smallest maxDatagramBytes a daemon may run with. */
 export const MIN_DATAGRAM_BYTES = 256
+/** Bytes of an ACKS before its ids: envelope and count. */
+export const ACKS_OVERHEAD_BYTES = ENVELOPE_BYTES + 2
+/** The most replIds one ACKS carries (its count is a u16). */
+export const MAX_ACKS = 0xffff
+
+/** The replIds an ACKS carries in a datagram of `maxDatagramBytes`. */
+export function acksPerDatagram(maxDatagramBytes: number): number {
+  return Math.max(1, Math.min(MAX_ACKS, Math.floor((maxDatagramBytes - ACKS_OVERHEAD_BYTES) / 4)))
+}
 /** Largest version: a u64. */
 const VERSION_MAX = 2n ** 64n - 1n
 
@@ -120,6 +133,7 @@ export const MsgType = {
   ACK: 9,
   DELETE: 10,
   BATCH: 11,
+  ACKS: 12,
 } as const
 /** Bytes of a TLS session ticket key (Node's setTicketKeys). */
 export const TICKET_KEY_BYTES = 48
@@ -157,6 +171,7 @@ export type Message =
   | { type: typeof MsgType.REPLICATE; replId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number; version: bigint; key: Buffer; chunk: Buffer }
   | { type: typeof MsgType.ACK; replId: number }
   | { type: typeof MsgType.DELETE; replId: number; version: bigint; key: Buffer }
+  | { type: typeof MsgType.ACKS; replIds: number[] }
 
 /** The most messages one BATCH carries (its count is a u8). */
 export const MAX_BATCH_COUNT = 255
@@ -300,6 +315,8 @@ function payloadLength(m: Message): number {
       return 4
     case MsgType.DELETE:
       return 4 + VERSION_BYTES + 2 + m.key.length
+    case MsgType.ACKS:
+      return 2 + 4 * m.replIds.length
     default:
       throw new ProtocolError('UNKNOWN_OP', `unknown message type ${(m as { type: unknown }).type}`)
   }
@@ -453,6 +470,11 @@ function writePayload(buf: Buffer, off: number, m: Message): void {
       buf.writeUInt16BE(m.key.length, off + 4 + VERSION_BYTES)
       m.key.copy(buf, off + 4 + VERSION_BYTES + 2)
       break
+    case MsgType.ACKS:
+      if (m.replIds.length === 0 || m.replIds.length > MAX_ACKS) throw new ProtocolError('BAD_FIELD', `ACKS carries 1 to ${MAX_ACKS} ids; got ${m.replIds.length}`)
+      buf.writeUInt16BE(m.replIds.length, off)
+      for (let i = 0; i < m.replIds.length; i++) buf.writeUInt32BE(m.replIds[i]!, off + 2 + 4 * i)
+      break
     default:
       throw new ProtocolError('UNKNOWN_OP', `unknown message type ${(m as { type: unknown }).type}`)
   }
@@ -589,6 +611,15 @@ function decodePayload(type: number, p: Buffer): Message {
     case MsgType.DELETE:
       needBytes(p.length, 4 + VERSION_BYTES, 'DELETE')
       return { type: MsgType.DELETE, replId: p.readUInt32BE(0), version: p.readBigUInt64BE(4), key: keyAt(p, 4 + VERSION_BYTES, 'DELETE') }
+    case MsgType.ACKS: {
+      needBytes(p.length, 2, 'ACKS count')
+      const count = p.readUInt16BE(0)
+      if (count === 0) throw new ProtocolError('BAD_FIELD', 'ACKS with no ids')
+      exactly(p.subarray(2), 4 * count, `ACKS of ${count} ids`)
+      const replIds: number[] = new Array(count)
+      for (let i = 0; i < count; i++) replIds[i] = p.readUInt32BE(2 + 4 * i)
+      return { type: MsgType.ACKS, replIds }
+    }
     default:
       throw new ProtocolError('UNKNOWN_OP', `unknown message type ${type}`)
   }

@@ -58,6 +58,7 @@ export const messageSeeds: Message[] = [
   { type: MsgType.REPLICATE, replId: 3, ttlMs: 9, flags: 0, totalLen: 4, index: 0, count: 1, version: 0x0190e1a2b3c40001n, key: b('k'), chunk: b('abcd') },
   { type: MsgType.ACK, replId: 3 },
   { type: MsgType.DELETE, replId: 4, version: 0x0190e1a2b3c40304n, key: b('k') },
+  { type: MsgType.ACKS, replIds: [3, 4, 5] },
 ]
 
 export function mutate(seed: Buffer, other: Buffer, r: () => number): Buffer {

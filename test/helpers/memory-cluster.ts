@@ -38,6 +38,7 @@ export const CORE_DEFAULTS: Omit<ClusterOptions, 'nodeName' | 'iface'> = {
   ticketKeyRotationMs: 3_600_000,
   replicationFactor: 2,
   replicationAckTimeoutMs: 100,
+  replicationAckDelayMs: 2,
   replicationRetries: 10,
   maxReplicationInflight: 256,
   maxReplicationQueue: 1_000_000,

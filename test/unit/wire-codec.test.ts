@@ -3,7 +3,7 @@ import fc from 'fast-check'
 import { ProtocolError } from '../../protocol/errors.js'
 import { onlyProtocolErrors } from '../helpers/fuzz.js'
 import { KEY_BYTES, formatKeyFile, newClusterKey, parseKeyFile, sealingKey, type ClusterKey } from '../../protocol/keyfile.js'
-import { AnnounceFlag, BATCH_HEAD_BYTES, GROUP_TYPES, MAX_BATCH_COUNT, batchBody, decodeBatch, encodeBatch, loneBody, writeBatchEntry, HEADER_BYTES, HIT_OVERHEAD_BYTES, Keyring, MAX_COUNTER, MsgType, NO_RECEIVER, SENDER_ID_BYTES, datagramLength, decodeBody, encodeBody, encodeHeader, keyDigest, open, readHeader, seal, writeHeader, type Header, type Message } from '../../protocol/wire.js'
+import { AnnounceFlag, MAX_ACKS, acksPerDatagram, BATCH_HEAD_BYTES, GROUP_TYPES, MAX_BATCH_COUNT, batchBody, decodeBatch, encodeBatch, loneBody, writeBatchEntry, HEADER_BYTES, HIT_OVERHEAD_BYTES, Keyring, MAX_COUNTER, MsgType, NO_RECEIVER, SENDER_ID_BYTES, datagramLength, decodeBody, encodeBody, encodeHeader, keyDigest, open, readHeader, seal, writeHeader, type Header, type Message } from '../../protocol/wire.js'
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex')
 const key1: ClusterKey = { id: 0x01020304, createdAt: 1_700_000_000, key: Buffer.alloc(32, 0x11) }
@@ -38,6 +38,8 @@ const bodies: { name: string; msg: Message; bytes: string }[] = [
   },
   { name: 'ACK', msg: { type: MsgType.ACK, replId: 4 }, bytes: '09 0000019a b697e87b 00000004' },
   { name: 'DELETE', msg: { type: MsgType.DELETE, replId: 5, version: V, key: Buffer.from('k1') }, bytes: '0a 0000019a b697e87b 00000005 019ab697e87b0102 0002 6b31' },
+  { name: 'ACKS of one id', msg: { type: MsgType.ACKS, replIds: [4] }, bytes: '0c 0000019a b697e87b 0001 00000004' },
+  { name: 'ACKS of three ids', msg: { type: MsgType.ACKS, replIds: [4, 0xffffffff, 4] }, bytes: '0c 0000019a b697e87b 0003 00000004 ffffffff 00000004' },
   {
     name: 'ANNOUNCE over IPv6',
     msg: { type: MsgType.ANNOUNCE, reply: { family: 6, address: 'fd00::1:2', port: 1 }, entries: 0, flags: 0, name: '' },
@@ -165,6 +167,7 @@ const msg: fc.Arbitrary<Message> = fc.oneof(
   fc.constant({ type: MsgType.LEAVE }),
   fc.record({ type: fc.constant(MsgType.ACK), replId: u32 }),
   fc.record({ type: fc.constant(MsgType.DELETE), replId: u32, version, key }),
+  fc.record({ type: fc.constant(MsgType.ACKS), replIds: fc.array(u32, { minLength: 1, maxLength: 300 }) }),
   fc.uint8Array({ maxLength: 1200 }).chain((c) =>
     fc.record({ type: fc.constant(MsgType.REPLICATE), replId: u32, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length), index: fc.constant(0), count: fc.constant(1), version, key, chunk: fc.constant(Buffer.from(c)) }),
   ),
@@ -255,6 +258,25 @@ t.test('DELETE: unicast only, and every cut or padded body is refused with a pro
   t.throws(() => decodeBody(Buffer.concat([body, Buffer.from([0])])), { code: 'TRAILING' }, 'a byte too many')
   const empty = encodeBody({ type: MsgType.DELETE, replId: 1, version: V, key: Buffer.from('k') }, T)
   t.throws(() => decodeBody(Buffer.concat([empty.subarray(0, empty.length - 3), Buffer.from([0, 0])])), { code: 'BAD_FIELD' }, 'an empty key')
+})
+
+t.test('ACKS: unicast only, at least one id, its count exact, and what fits in a datagram', async (t) => {
+  t.notOk(GROUP_TYPES.has(MsgType.ACKS), 'an ACKS names its receiver')
+  const body = encodeBody({ type: MsgType.ACKS, replIds: [1, 2, 3] }, T)
+  for (let len = 9; len < body.length; len++) t.throws(() => decodeBody(body.subarray(0, len)), { code: 'TRUNCATED' }, `cut at ${len}`)
+  t.throws(() => decodeBody(Buffer.concat([body, Buffer.from([0, 0, 0, 0])])), { code: 'TRAILING' }, 'an id more than the count says')
+  const lying = Buffer.from(body)
+  lying.writeUInt16BE(0xffff, 9)
+  t.throws(() => decodeBody(lying), { code: 'TRUNCATED' }, 'a count larger than the ids present')
+  const zero = Buffer.concat([body.subarray(0, 9), Buffer.from([0, 0])])
+  t.throws(() => decodeBody(zero), { code: 'BAD_FIELD' }, 'count 0')
+  t.throws(() => encodeBody({ type: MsgType.ACKS, replIds: [] }, T), { code: 'BAD_FIELD' }, 'nothing to acknowledge is not encoded')
+  t.throws(() => encodeBody({ type: MsgType.ACKS, replIds: new Array(MAX_ACKS + 1).fill(1) }, T), { code: 'BAD_FIELD' }, 'more than a u16 count')
+  for (const max of [256, 1400, 9000, 65_000]) {
+    const n = acksPerDatagram(max)
+    t.ok(datagramLength({ type: MsgType.ACKS, replIds: new Array(n).fill(1) }) <= max, `${n} ids fit in ${max} bytes`)
+    t.ok(n === MAX_ACKS || datagramLength({ type: MsgType.ACKS, replIds: new Array(n + 1).fill(1) }) > max, `${n + 1} do not`)
+  }
 })
 
 // The clear header is what a receiver peeks at before opening (transport.ts): sender and counter
