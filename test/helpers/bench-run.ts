@@ -83,6 +83,8 @@ export interface CostCase {
   rate: number
   hosts: number
   statecast: TargetFigures
+  /** The same fleet with every session pushed to every host (replicationFactor 0); null when skipped. */
+  pushToAll: TargetFigures | null
   memcached: TargetFigures | null
   /**
    * The floor of any design with a Node process per host: one bare Node server per host
@@ -91,6 +93,7 @@ export interface CostCase {
   floor: TargetFigures | null
   /** statecast's CPU per handshake over memcached's, both from this run. */
   cpuRatio: number | null
+  pushToAllRatio: number | null
   /** The floor's CPU per handshake over memcached's: what no per-host Node daemon can go below. */
   floorRatio: number | null
 }
