@@ -499,6 +499,16 @@ export function decodeBody(buf: Buffer): { sentAtMs: number; msg: Message } {
   return { sentAtMs, msg: decodePayload(type, buf.subarray(BODY_HEAD_BYTES)) }
 }
 
+/**
+ * Decodes any plaintext body, a BATCH or one message, into its messages in order (what a
+ * receiver does with every datagram). Throws ProtocolError only.
+ */
+export function decodeMessages(buf: Buffer): { sentAtMs: number; msgs: Message[] } {
+  if (buf[0] === MsgType.BATCH) return decodeBatch(buf)
+  const { sentAtMs, msg } = decodeBody(buf)
+  return { sentAtMs, msgs: [msg] }
+}
+
 /** Decodes a BATCH body into its messages, in order. Throws ProtocolError only. */
 export function decodeBatch(buf: Buffer): { sentAtMs: number; msgs: Message[] } {
   const { type, sentAtMs } = readBodyHead(buf)
