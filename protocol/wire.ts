@@ -641,11 +641,13 @@ export class Keyring {
   }
 }
 
+/** One nonce buffer for every seal and open: the cipher copies its IV when it is made. */
+const scratchNonce = Buffer.alloc(12)
+
 function nonceFor(counter: number): Buffer {
-  const n = Buffer.alloc(12)
-  n.writeUInt32BE(Math.floor(counter / 2 ** 32), 4)
-  n.writeUInt32BE(counter >>> 0, 8)
-  return n
+  scratchNonce.writeUInt32BE(Math.floor(counter / 2 ** 32), 4)
+  scratchNonce.writeUInt32BE(counter >>> 0, 8)
+  return scratchNonce
 }
 
 /** Seals a plaintext body into a datagram for `receiverId` (NO_RECEIVER: the group). */
