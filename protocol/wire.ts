@@ -521,6 +521,16 @@ export function decodeBody(buf: Buffer): { sentAtMs: number; msg: Message } {
   return { sentAtMs, msg: decodePayload(type, buf.subarray(BODY_HEAD_BYTES)) }
 }
 
+/**
+ * Decodes any plaintext body, a BATCH or one message, into its messages in order (what a
+ * receiver does with every datagram). Throws ProtocolError only.
+ */
+export function decodeMessages(buf: Buffer): { sentAtMs: number; msgs: Message[] } {
+  if (buf[0] === MsgType.BATCH) return decodeBatch(buf)
+  const { sentAtMs, msg } = decodeBody(buf)
+  return { sentAtMs, msgs: [msg] }
+}
+
 /** Decodes a BATCH body into its messages, in order. Throws ProtocolError only. */
 export function decodeBatch(buf: Buffer): { sentAtMs: number; msgs: Message[] } {
   const { type, sentAtMs } = readBodyHead(buf)
@@ -647,34 +657,42 @@ export class Keyring {
     this.keys = new Map(keys.map((k) => [k.id, k]))
   }
 
-  subkey(keyId: number, senderId: Buffer): Buffer | undefined {
+  /**
+   * The subkey of `senderId` under key `keyId` (undefined: no such key), and the name it is
+   * cached under when it is not cached yet: pass that to `remember` once the subkey proved good.
+   * Named once per datagram: seal and open run for every one.
+   */
+  subkey(keyId: number, senderId: Buffer): { subkey: Buffer; uncached?: string } | undefined {
     const ck = this.keys.get(keyId)
     if (!ck) return undefined
     const cacheKey = `${keyId}:${senderId.toString('hex')}`
     const hit = this.#subkeys.get(cacheKey)
-    if (hit) return hit
-    return Buffer.from(crypto.hkdfSync('sha256', ck.key, senderId, HKDF_INFO, 32))
+    if (hit) return { subkey: hit }
+    return { subkey: Buffer.from(crypto.hkdfSync('sha256', ck.key, senderId, HKDF_INFO, 32)), uncached: cacheKey }
   }
 
-  remember(keyId: number, senderId: Buffer, subkey: Buffer): void {
-    const cacheKey = `${keyId}:${senderId.toString('hex')}`
-    if (!this.#subkeys.has(cacheKey)) this.#subkeys.set(cacheKey, subkey)
+  /** Caches a subkey `subkey` returned as uncached, under the name it gave. */
+  remember(cacheKey: string, subkey: Buffer): void {
+    this.#subkeys.set(cacheKey, subkey)
   }
 }
 
+/** One nonce buffer for every seal and open: the cipher copies its IV when it is made. */
+const scratchNonce = Buffer.alloc(12)
+
 function nonceFor(counter: number): Buffer {
-  const n = Buffer.alloc(12)
-  n.writeUInt32BE(Math.floor(counter / 2 ** 32), 4)
-  n.writeUInt32BE(counter >>> 0, 8)
-  return n
+  scratchNonce.writeUInt32BE(Math.floor(counter / 2 ** 32), 4)
+  scratchNonce.writeUInt32BE(counter >>> 0, 8)
+  return scratchNonce
 }
 
 /** Seals a plaintext body into a datagram for `receiverId` (NO_RECEIVER: the group). */
 export function seal(ring: Keyring, keyId: number, senderId: Buffer, counter: number, body: Buffer, receiverId: Buffer = NO_RECEIVER): Buffer {
   if (receiverId.length !== SENDER_ID_BYTES) throw new ProtocolError('BAD_FIELD', `a receiver id is ${SENDER_ID_BYTES} bytes`)
-  const subkey = ring.subkey(keyId, senderId)
-  if (!subkey) throw new ProtocolError('UNKNOWN_KEY', `no key with id ${keyId.toString(16)}`)
-  ring.remember(keyId, senderId, subkey)
+  const found = ring.subkey(keyId, senderId)
+  if (!found) throw new ProtocolError('UNKNOWN_KEY', `no key with id ${keyId.toString(16)}`)
+  const { subkey, uncached } = found
+  if (uncached !== undefined) ring.remember(uncached, subkey)
   const out = Buffer.allocUnsafe(HEADER_BYTES + body.length + TAG_BYTES)
   writeHeader(out, { keyId, senderId, counter, receiverId })
   const c = crypto.createCipheriv('aes-256-gcm', subkey, nonceFor(counter))
@@ -733,9 +751,9 @@ export function readHeader(dgram: Buffer): Header {
  * peeked at it. Throws ProtocolError (UNKNOWN_KEY, OPEN_FAILED, ...) only.
  */
 export function open(ring: Keyring, dgram: Buffer, header: Header = readHeader(dgram)): { header: Header; body: Buffer } {
-  const subkey = ring.subkey(header.keyId, header.senderId)
-  if (!subkey) throw new ProtocolError('UNKNOWN_KEY', `sealed with key id ${header.keyId.toString(16).padStart(8, '0')}, which this daemon does not hold`)
-  const d = crypto.createDecipheriv('aes-256-gcm', subkey, nonceFor(header.counter))
+  const found = ring.subkey(header.keyId, header.senderId)
+  if (!found) throw new ProtocolError('UNKNOWN_KEY', `sealed with key id ${header.keyId.toString(16).padStart(8, '0')}, which this daemon does not hold`)
+  const d = crypto.createDecipheriv('aes-256-gcm', found.subkey, nonceFor(header.counter))
   d.setAAD(dgram.subarray(0, HEADER_BYTES))
   d.setAuthTag(dgram.subarray(dgram.length - TAG_BYTES))
   const body = d.update(dgram.subarray(HEADER_BYTES, dgram.length - TAG_BYTES))
@@ -744,6 +762,6 @@ export function open(ring: Keyring, dgram: Buffer, header: Header = readHeader(d
   } catch {
     throw new ProtocolError('OPEN_FAILED', 'datagram failed authentication')
   }
-  ring.remember(header.keyId, header.senderId, subkey)
+  if (found.uncached !== undefined) ring.remember(found.uncached, found.subkey)
   return { header, body }
 }

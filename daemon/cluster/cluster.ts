@@ -480,7 +480,7 @@ export class Cluster implements ClusterHooks {
     const { value, flags, version } = entry
     const count = Math.max(1, Math.ceil(value.length / this.#chunkBytes))
     for (let i = 0; i < count; i++) {
-      // Sealing copies the chunk synchronously, so a view into the store's buffer is safe here.
+      // The transport encodes (copies) the chunk when it is queued, so a view into the store's buffer is safe here.
       const chunk = value.subarray(i * this.#chunkBytes, (i + 1) * this.#chunkBytes)
       this.transport.sendTo(to, sender, { type: MsgType.HIT, ...binding, ttlMs, flags, totalLen: value.length, index: i, count, version, chunk })
     }

@@ -18,7 +18,7 @@ import os from 'node:os'
 import type { RemoteInfo } from 'node:dgram'
 import { ProtocolError } from '../../protocol/errors.js'
 import { sealingKey, type ClusterKey } from '../../protocol/keyfile.js'
-import { BATCH_HEAD_BYTES, GROUP_TYPES, HEADER_BYTES, Keyring, MAX_BATCH_COUNT, MsgType, NO_RECEIVER, SENDER_ID_BYTES, TAG_BYTES, batchBody, batchEntryLength, datagramLength, decodeBatch, decodeBody, loneBody, open, readHeader, seal, typeName, writeBatchEntry, type Address, type Header, type Message } from '../../protocol/wire.js'
+import { BATCH_HEAD_BYTES, GROUP_TYPES, HEADER_BYTES, Keyring, MAX_BATCH_COUNT, MsgType, NO_RECEIVER, SENDER_ID_BYTES, TAG_BYTES, batchBody, batchEntryLength, datagramLength, decodeMessages, loneBody, open, readHeader, seal, typeName, writeBatchEntry, type Address, type Header, type Message } from '../../protocol/wire.js'
 import { BoundedMap } from '../../protocol/bounded.js'
 import type { Config } from '../config/config.js'
 import type { Log } from '../host/log.js'
@@ -282,19 +282,14 @@ export class Transport implements PeerTransport {
     // A BATCH carries several messages under one envelope: every check below is made once for
     // the datagram, and the receiver check for each message it holds.
     const batch = opened.body[0] === MsgType.BATCH
-    let sentAtMs: number
-    let msgs: Message[]
+    let decoded
     try {
-      if (batch) ({ sentAtMs, msgs } = decodeBatch(opened.body))
-      else {
-        const one = decodeBody(opened.body)
-        sentAtMs = one.sentAtMs
-        msgs = [one.msg]
-      }
+      decoded = decodeMessages(opened.body)
     } catch {
       c.dropped.malformed++
       return
     }
+    const { sentAtMs, msgs } = decoded
     const toGroup = opened.header.receiverId.equals(NO_RECEIVER)
     if (toGroup ? msgs.some((m) => !GROUP_TYPES.has(m.type)) : !opened.header.receiverId.equals(this.nodeId)) {
       c.dropped.misaddressed++

@@ -61,6 +61,7 @@ t.test('a backlog of datagrams sealed to us, with group datagrams between them, 
 
   const c = receiver.counters
   await eventually(() => acks + invalidates + c.dropped.replayed >= UNICAST + groups, 30_000, 'the receiver has read the backlog')
+  t.comment(`taken: ${acks} of ${UNICAST} sealed to the receiver, ${invalidates} of ${groups} to the group; dropped as replayed: ${c.dropped.replayed}`)
   t.equal(c.dropped.replayed, 0, 'no fresh datagram taken for a replay')
   t.equal(acks, UNICAST, 'every datagram sealed to the receiver was taken')
   t.equal(invalidates, groups, 'every group datagram was taken')
