@@ -100,3 +100,59 @@ t.test('one ANNOUNCE from a key holder naming reply port 0: the answers to it ar
   await nodes[0]!.client.set('after-port-zero', Buffer.from('fine'))
   t.same(await nodes[1]!.client.get('after-port-zero'), Buffer.from('fine'), 'the cluster serves on: a write on one host is read on the other')
 })
+
+t.test('push to all with a trusted key holder that takes copies and never acknowledges them: a delete still reaches the honest member while writes go on', async (t) => {
+  // A SET's copies start at once, past the in-flight window (stored()); a delete waits in the
+  // queue until fewer than maxReplicationInflight jobs are in flight. Every copy to a member that
+  // never acknowledges stays in flight through its whole retry schedule (about 15 s at the
+  // defaults), so at a steady 20 writes a second they alone fill the window of 256, and the
+  // delete to an honest member waits for as long as the writes go on: the deleted session (a
+  // single-use TLS 1.3 ticket) is served there meanwhile.
+  const { nodes, keyFile, group, port } = await startCluster(t, 2, ['--replication-factor', '0'])
+  const [a, b] = nodes as [Node, Node]
+  const ring = new Keyring(parseKeyFile(fs.readFileSync(keyFile, 'utf8')))
+  const keyId = [...ring.keys.keys()][0]!
+  const sock = DgramAsPromised.createSocket({ type: 'udp4' })
+  await sock.bind(0, '127.0.0.1')
+  const me: Address = { family: 4, address: '127.0.0.1', port: sock.address().port }
+  const id = crypto.randomBytes(8)
+  let counter = 1
+  let copiesTaken = 0
+  sock.socket.on('message', (d: Buffer) => {
+    try {
+      for (const m of decodeMessages(open(ring, d).body).msgs) if (m.type === MsgType.REPLICATE) copiesTaken++
+    } catch {
+      /* not for us */
+    }
+  })
+  const announce = () => void sock.send(seal(ring, keyId, id, counter++, encodeBody({ type: MsgType.ANNOUNCE, reply: me, entries: 0, flags: 0, name: 'silent' }, Date.now()), NO_RECEIVER), port, group)
+  announce()
+  const beat = setInterval(announce, 150)
+  let writing = true
+  t.teardown(() => {
+    writing = false
+    clearInterval(beat)
+    return sock.close()
+  })
+  await eventually(async () => (await clusterStats(a))['trustedMembers'] >= 2, 30_000, 'the silent member trusted by a')
+  await a.client.set('ticket', Buffer.from('single use'))
+  await eventually(async () => (await b.client.get('ticket', { localOnly: true })) !== undefined, 30_000, 'the ticket copied to b')
+
+  // Writes go on (as a TLS terminator's new sessions do) until the test ends.
+  let written = 0
+  const writer = (async () => {
+    while (writing) {
+      await a.client.set(`new-${written}`, Buffer.from('session'))
+      written++
+    }
+  })().catch((err: unknown) => {
+    // The daemons stop at the test's end (a failed wait included) while a write is on its way.
+    if (writing) throw err
+  })
+  await eventually(async () => (await clusterStats(a))['replicationPending'] > 300, 60_000, 'more copies unacknowledged by the silent member than the in-flight window (256) holds')
+  await a.client.delete('ticket')
+  await eventually(async () => (await b.client.get('ticket', { localOnly: true })) === undefined, 30_000, 'the delete reached b')
+  t.pass(`b no longer serves the deleted ticket (${written} writes meanwhile, ${copiesTaken} copies to the silent member)`)
+  writing = false
+  await writer
+})
