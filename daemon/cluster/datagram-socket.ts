@@ -91,7 +91,14 @@ class UdpSocket implements DatagramSocket {
     return this.#p.address()
   }
   send(buf: Buffer, port: number, address: string, done?: (err: Error | null) => void): void {
-    this.socket.send(buf, port, address, done)
+    // Node refuses some sends by throwing at once (port 0 is ERR_SOCKET_BAD_PORT), not through the
+    // callback: an address a key holder announced can be such a one, and a throw here would leave
+    // the transport's flush at the end of a turn and end the daemon. It is a failed send like any other.
+    try {
+      this.socket.send(buf, port, address, done)
+    } catch (err) {
+      done?.(err as Error)
+    }
   }
   close(): Promise<unknown> {
     return this.#p.close()

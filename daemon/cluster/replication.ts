@@ -458,8 +458,34 @@ export class Replicator {
     for (const id of this.holders.take(key)) to.add(id)
     to.delete(self)
     if (from !== undefined) to.delete(from)
-    for (const id of to) this.#enqueue(key, id, false, 'delete', version)
+    for (const id of to) this.#startDelete(key, id, version)
     return to.size
+  }
+
+  /**
+   * A delete leaves at once, past the in-flight window, as a SET's copies do (stored()): that
+   * window bounds re-placement and handoff, while the copies SETs start count in it too. Queued
+   * behind it, a delete waited for as long as the window stayed full: copies to a member that
+   * never acknowledges (a key holder, or a host whose unicast is lost while its heartbeats arrive)
+   * each stay in flight through their whole retry schedule, so a few writes a second kept it full
+   * and the delete never left, and the deleted session (a single-use ticket) was served elsewhere.
+   * Bounded as stored() is: jobs queued and in flight together at most maxReplicationQueue.
+   */
+  #startDelete(key: string, to: string, version: bigint): void {
+    if (this.#closed) return
+    const slot = `delete\0${to}\0${key}`
+    // A delete of this key to this target still waiting goes now, as this one, at the newer version.
+    const waiting = this.#waiting.get(slot)
+    if (waiting) {
+      this.#waiting.delete(slot)
+      if (waiting.version > version) version = waiting.version
+      this.counters.jobsCoalesced++
+    } else if (this.#queue.length + this.#inflight.size >= this.#o.maxReplicationQueue) {
+      this.counters.copiesDropped++
+      return
+    }
+    this.counters.deletesQueued++
+    this.#start({ kind: 'delete', key, to, version, replId: 0, attempts: 0, due: 0, lane: undefined, handoff: false, sentAt: 0 })
   }
 
   #enqueue(key: string, to: string, handoff: boolean, kind: Job['kind'] = 'copy', version = 0n, waiter?: CopyWaiter): void {
