@@ -5,11 +5,13 @@
  */
 import { execFile } from 'node:child_process'
 import path from 'node:path'
-import { ROOT } from './daemon.js'
+import { ROOT, nodeCommand } from './daemon.js'
 
 export function runBench<T>(name: string, args: string[] = [], env: NodeJS.ProcessEnv = {}, timeoutMs = 600_000): Promise<T> {
+  // Without tap's process-info hook: the program starts daemons of its own, which would inherit it.
+  const [cmd, ...pre] = nodeCommand()
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, [path.join(ROOT, 'dist', 'bench', `${name}.js`), ...args], { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+    execFile(cmd!, [...pre, path.join(ROOT, 'dist', 'bench', `${name}.js`), ...args], { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
       const line = stdout.split('\n').find((l) => l.startsWith(`${name}-result `))
       if (line) return resolve(JSON.parse(line.slice(name.length + 8)) as T)
       reject(new Error(`bench ${name} printed no result${err ? `: ${err.message}` : ''}\n${stderr.slice(-2000)}`))

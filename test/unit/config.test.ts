@@ -5,6 +5,7 @@ import os from 'node:os'
 import { FIELDS, RELOAD_IN_PLACE, apply, defaults, exampleToml, loadFile, type Config } from '../../daemon/config/config.js'
 import { STORE_DEFAULTS } from '../../daemon/store/session-store.js'
 import { defaultRuntimeDir, defaultSocketPath, defaultAdminSocketPath } from '../../protocol/paths.js'
+import { ROOT } from '../helpers/root.js'
 
 t.test('default socket paths for root, users and development runs', async (t) => {
   t.equal(defaultSocketPath({}, 0), '/run/statecast/statecast.sock')
@@ -57,7 +58,7 @@ t.test('TOML file on top of defaults', async (t) => {
 })
 
 t.test('the README documents every config key', async (t) => {
-  const readme = fs.readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
+  const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8')
   for (const f of FIELDS) t.match(readme, new RegExp(`\\| \`${f.key}\` \\|`), f.key)
 })
 
