@@ -69,10 +69,10 @@ export async function startDaemon(t: Teardown, opts: { args?: string[]; dir?: st
   const args = [DAEMON, ...pathArgs, ...isolate, ...extra]
   // `prefix` runs the daemon through another command, such as `ip netns exec NS` (which execs, so
   // the pid is the daemon's own).
-  // Daemons keep tap's hook (see nodeCommand): its signal handlers, there from the first line,
-  // hide that statecastd installs its SIGHUP handler only after logging ready; without them a
-  // SIGHUP sent on that line kills the daemon (config-secrets.test.ts). Until main.ts is fixed.
-  const [cmd, ...pre] = [...(opts.prefix ?? []), process.execPath]
+  // Without tap's hook (see nodeCommand), whose own signal handlers once hid that statecastd took
+  // SIGHUP only after logging ready (a reload sent on that line killed it; main.ts now takes
+  // signals before start-up).
+  const [cmd, ...pre] = nodeCommand(opts.prefix)
   const proc = spawn(cmd!, [...pre, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } })
   const logs: Record<string, unknown>[] = []
   const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = []
