@@ -15,7 +15,7 @@
  * Environment: COST_SECONDS (timed seconds per case, 10), COST_WARM_SECONDS (untimed warm-up at
  * the same rate first, 3), COST_RATES (handshakes/s across the fleet, "1000,5000"), COST_MIXES
  * ("tls12,tls13"), COST_SCALE_HOSTS ("4,8,16,32"; "" skips the scale case), COST_SCALE_RATE (500),
- * COST_SCALE_SECONDS (5).
+ * COST_SCALE_SECONDS (5), COST_PUSH_TO_ALL ("0" skips the fleet that pushes every session to every host).
  */
 import fs from 'node:fs'
 import net from 'node:net'
@@ -70,7 +70,7 @@ interface Fleet {
 }
 
 /** `n` daemons on loopback multicast, each with its own sockets and unicast port, as in service (1 s heartbeat). */
-async function startFleet(n: number): Promise<Fleet> {
+async function startFleet(n: number, flags: string[] = []): Promise<Fleet> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sc-bench-cost-'))
   const keyFile = writeKeyFile(dir)
   const { group, port } = uniqueGroup()
@@ -83,7 +83,7 @@ async function startFleet(n: number): Promise<Fleet> {
   }
   try {
     for (let i = 0; i < n; i++) {
-      const d = await startDaemonProcess(dir, `h${i}`, ['--key-file', keyFile, '--group', group, '--port', String(port), '--node-name', `h${i}`])
+      const d = await startDaemonProcess(dir, `h${i}`, ['--key-file', keyFile, '--group', group, '--port', String(port), '--node-name', `h${i}`, ...flags])
       procs.push(d.proc)
       clients.push(await StatecastClient.connect({ socketPath: d.socket, timeoutMs: 30_000 }))
     }
@@ -181,6 +181,7 @@ function settings() {
     scaleHosts: list(process.env['COST_SCALE_HOSTS'], '4,8,16,32').map(Number),
     scaleRate: Number(process.env['COST_SCALE_RATE'] ?? 500),
     scaleSeconds: Number(process.env['COST_SCALE_SECONDS'] ?? 5),
+    pushToAll: process.env['COST_PUSH_TO_ALL'] !== '0',
   }
 }
 
@@ -194,6 +195,8 @@ export async function costRun(): Promise<CostResult> {
   const cases: CostCase[] = []
   const scale: ScaleCase[] = []
   const fleet = await startFleet(3)
+  // The same three hosts with every session pushed to every host (replicationFactor 0): GETs local.
+  const all = o.pushToAll ? await startFleet(3, ['--replication-factor', '0']).catch((err: unknown) => (fleet.stop(), Promise.reject(err))) : undefined
   let mc: { proc: ChildProcess; endpoint: string } | undefined
   const floorDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sc-bench-floor-'))
   const floorSockets = [0, 1, 2].map((i) => path.join(floorDir, `floor${i}.sock`))
@@ -206,14 +209,16 @@ export async function costRun(): Promise<CostResult> {
       for (const rate of o.rates) {
         const statecast = (await measure('statecast', fleet.sockets, fleet.procs.map((p) => p.pid!), fleet.clients, mix, rate, o.warm, o.seconds)).figures
         const memcached = mc ? (await measure('memcached', fleet.sockets.map(() => mc!.endpoint), [mc.proc.pid!], [], mix, rate, o.warm, o.seconds)).figures : null
+        const pushed = all ? (await measure('statecast', all.sockets, all.procs.map((p) => p.pid!), all.clients, mix, rate, o.warm, o.seconds)).figures : null
         const floor = (await measure('statecast', floorSockets, floorProcs.map((p) => p.pid!), [], mix, rate, o.warm, o.seconds)).figures
         delete floor.datagramsSentPerHandshake
         delete floor.datagramsReceivedPerHandshake
-        cases.push({ mix, rate, hosts: 3, statecast, memcached, floor, cpuRatio: vs(statecast, memcached), floorRatio: vs(floor, memcached) })
+        cases.push({ mix, rate, hosts: 3, statecast, pushToAll: pushed, memcached, floor, cpuRatio: vs(statecast, memcached), pushToAllRatio: pushed ? vs(pushed, memcached) : null, floorRatio: vs(floor, memcached) })
       }
     }
   } finally {
     fleet.stop()
+    all?.stop()
     mc?.proc.kill('SIGKILL')
     for (const p of floorProcs) p.kill('SIGKILL')
     fs.rmSync(floorDir, { recursive: true, force: true })
@@ -263,15 +268,15 @@ const lat = (f: OpFigures) => (f.sent ? `${f.p50Us} / ${f.p99Us}` : '-')
 export function costRows(r: CostResult): Record<string, unknown>[] {
   const rows: Record<string, unknown>[] = []
   for (const c of r.cases) {
-    const who = { statecast: ` (${c.hosts} daemons)`, memcached: ' (central)', floor: ` (${c.hosts} bare Node servers, no peers)` }
-    for (const [name, f] of [['statecast', c.statecast], ['memcached', c.memcached], ['floor', c.floor]] as const) {
+    const who = { statecast: ` (${c.hosts} daemons)`, 'statecast push to all': ` (${c.hosts} daemons, replicationFactor 0)`, memcached: ' (central)', floor: ` (${c.hosts} bare Node servers, no peers)` }
+    for (const [name, f] of [['statecast', c.statecast], ['statecast push to all', c.pushToAll], ['memcached', c.memcached], ['floor', c.floor]] as const) {
       if (!f) continue
       rows.push({
         case: `cost, ${MIX_NAMES[c.mix]}, ${c.rate}/s, ${name}${who[name]}`,
         handshakesPerSec: f.achievedPerSec,
         keptUp: f.keptUp,
         cpuUsPerHandshake: f.cpuUsPerHandshake,
-        vsMemcached: name === 'statecast' ? c.cpuRatio : name === 'floor' ? c.floorRatio : '',
+        vsMemcached: { statecast: c.cpuRatio, 'statecast push to all': c.pushToAllRatio, memcached: '', floor: c.floorRatio }[name],
         wakeupsLoopAndAll: `${f.loopWakeupsPerHandshake} / ${f.wakeupsPerHandshake}`,
         datagramsSentPerHandshake: f.datagramsSentPerHandshake ?? '',
         datagramsReceivedPerHandshake: f.datagramsReceivedPerHandshake ?? '',
@@ -279,7 +284,7 @@ export function costRows(r: CostResult): Record<string, unknown>[] {
         setUs: lat(f.ops.SET),
         deleteUs: lat(f.ops.DELETE),
         resumed: `${f.getHits}/${f.getHits + f.getMisses}`,
-        remoteFills: name === 'statecast' ? f.remoteFills : '',
+        remoteFills: name.startsWith('statecast') ? f.remoteFills : '',
         generatorCpuUs: f.generatorCpuUsPerHandshake,
         unanswered: f.unanswered + f.dropped + f.errors,
       })

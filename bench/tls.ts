@@ -63,7 +63,7 @@ async function startFleet(kind: Kind, version: Version, mode: CacheMode, f: { di
       },
     }
   }
-  const tag = `${version}-${mode}`.replace(/[^a-z0-9]+/gi, '-')
+  const tag = `${version}-${mode}-${f.memcachePorts[0]}`.replace(/[^a-z0-9]+/gi, '-')
   const cache = (i: number) => (mode === 'statecast' ? `memcache:127.0.0.1:${f.memcachePorts[i]}` : mode === 'central-memcached' ? `memcache:${f.memcached}` : `shmcb:${f.dir}/apache-${tag}-${i}/scache(512000)`)
   const servers: Apache[] = []
   try {
@@ -137,13 +137,23 @@ export async function benchTls(): Promise<Record<string, unknown>[]> {
   const memcachePorts = [await freePortSync(), await freePortSync(), await freePortSync()]
   // The daemons' default heartbeat (1 s), as in service: their CPU is part of the figures.
   const { procs, sockets } = await startDaemons(dir, (i) => ['--memcache-listen', `127.0.0.1:${memcachePorts[i]}`, '--heartbeat-ms', '1000', '--dead-after-ms', '3000'])
+  // A second fleet of daemons that pushes every session to every host (replicationFactor 0).
+  const allDir = path.join(dir, 'push-to-all')
+  fs.mkdirSync(allDir)
+  const allPorts = [await freePortSync(), await freePortSync(), await freePortSync()]
+  const all = await startDaemons(allDir, (i) => ['--memcache-listen', `127.0.0.1:${allPorts[i]}`, '--heartbeat-ms', '1000', '--dead-after-ms', '3000', '--replication-factor', '0']).catch((err: unknown) => {
+    for (const p of procs) p.kill('SIGTERM')
+    throw err
+  })
   const extra: ChildProcess[] = []
   const rows: Record<string, unknown>[] = []
   const clients = Number(process.env['BENCH_TLS_CLIENTS'] ?? 90)
   const opts = { clients, rounds: 1 + Number(process.env['BENCH_TLS_ROUNDS'] ?? 6), concurrency: 6, timedFrom: 1 }
   try {
     await untilJoined(sockets)
+    await untilJoined(all.sockets)
     await warmDaemons(sockets, memcachePorts)
+    await warmDaemons(all.sockets, allPorts)
     let memcached: string | undefined
     if (ensurePeers().memcached) {
       const port = await freePortSync()
@@ -152,20 +162,23 @@ export async function benchTls(): Promise<Record<string, unknown>[]> {
       memcached = `127.0.0.1:${port}`
     }
     const kinds: Kind[] = haveApache() ? ['node', 'apache'] : ['node']
-    const cases: [Kind, Version, CacheMode][] = []
+    const cases: [Kind, Version, CacheMode, boolean][] = []
     for (const kind of kinds) {
       for (const version of ['TLSv1.2', 'TLSv1.3'] as const) {
-        cases.push([kind, version, 'per-server'])
+        cases.push([kind, version, 'per-server', false])
         // Node's TLS 1.3 resumes by ticket, which no external cache sees; Apache (tickets off) resumes both through its cache.
-        if (memcached && (kind === 'apache' || version === 'TLSv1.2')) cases.push([kind, version, 'central-memcached'])
-        cases.push([kind, version, 'statecast'])
+        if (memcached && (kind === 'apache' || version === 'TLSv1.2')) cases.push([kind, version, 'central-memcached', false])
+        cases.push([kind, version, 'statecast', false])
+        // Pushing to all changes nothing for tickets: only where resumption goes through the cache.
+        if (kind === 'apache' || version === 'TLSv1.2') cases.push([kind, version, 'statecast', true])
       }
     }
     const base: Record<string, { wall: number; capacity: number }> = {}
-    for (const [kind, version, mode] of cases) {
-      const fleet = await startFleet(kind, version, mode, { dir, sockets, memcachePorts, memcached })
+    for (const [kind, version, mode, pushToAll] of cases) {
+      const daemons = pushToAll ? { procs: all.procs, sockets: all.sockets, memcachePorts: allPorts } : { procs, sockets, memcachePorts }
+      const fleet = await startFleet(kind, version, mode, { dir, sockets: daemons.sockets, memcachePorts: daemons.memcachePorts, memcached })
       // The fleet's CPU: the three servers and what serves their cache.
-      const cachePids = (mode === 'statecast' ? procs : mode === 'central-memcached' ? extra : []).map((p) => p.pid!)
+      const cachePids = (mode === 'statecast' ? daemons.procs : mode === 'central-memcached' ? extra : []).map((p) => p.pid!)
       const cpuNow = () => [fleet.pids(), cachePids].map((pids) => pids.reduce((a, pid) => a + cpuMs(pid), 0))
       try {
         await drive(fleet.ports, version, creds.cert, { ...opts, rounds: 2 }) // warm-up: JIT, connections to the caches
@@ -177,7 +190,7 @@ export async function benchTls(): Promise<Record<string, unknown>[]> {
         const b = `${kind} ${version}`
         if (mode === 'per-server') base[b] = { wall: r.handshakesPerSec, capacity }
         rows.push({
-          case: `TLS handshakes/s, ${kind === 'node' ? 'Node https' : 'Apache mod_ssl'}, ${version}, ${mode}`,
+          case: `TLS handshakes/s, ${kind === 'node' ? 'Node https' : 'Apache mod_ssl'}, ${version}, ${mode}${pushToAll ? ', push to all' : ''}`,
           handshakesPerSec: Math.round(r.handshakesPerSec),
           vsPerServer: +(r.handshakesPerSec / base[b]!.wall).toFixed(2),
           resumed: `${(r.rate * 100).toFixed(1)}%`,
@@ -191,7 +204,7 @@ export async function benchTls(): Promise<Record<string, unknown>[]> {
       }
     }
   } finally {
-    for (const p of [...procs, ...extra]) p.kill('SIGTERM')
+    for (const p of [...procs, ...all.procs, ...extra]) p.kill('SIGTERM')
     fs.rmSync(dir, { recursive: true, force: true })
   }
   return rows

@@ -105,6 +105,7 @@ export class Daemon {
       maxFrameBytes: maxFrameBytes(c),
       maxPendingPerConnection: 4096,
       log: this.log,
+      beforeReplies: () => this.cluster?.flush(),
       handler: createHandler({
         ...c,
         store: this.store,

@@ -120,6 +120,21 @@ async function main(): Promise<number> {
     log.error({ err: err.stack ?? String(err) }, 'uncaught exception; exiting')
     process.exit(70)
   })
+  // Signals are taken from the first moment: Node's default for SIGHUP, SIGTERM and SIGINT ends
+  // the process, and a reload sent as soon as "ready" is logged (systemd's ExecReload right after
+  // start, a test) would kill a daemon that installed its handlers only after start-up. What comes
+  // during start-up is kept and acted on once the daemon runs.
+  let reloadEarly = false
+  let stopEarly: NodeJS.Signals | undefined
+  let onHup: () => void = () => {
+    reloadEarly = true
+  }
+  let onStop: (signal: NodeJS.Signals) => void = (signal) => {
+    stopEarly ??= signal
+  }
+  process.on('SIGHUP', () => onHup())
+  process.on('SIGTERM', (signal) => onStop(signal))
+  process.on('SIGINT', (signal) => onStop(signal))
   try {
     await daemon.start()
   } catch (err) {
@@ -141,7 +156,7 @@ async function main(): Promise<number> {
   statusTimer?.unref()
 
   let reloading = false
-  process.on('SIGHUP', () => {
+  onHup = () => {
     if (reloading) return
     reloading = true
     void (async () => {
@@ -160,7 +175,8 @@ async function main(): Promise<number> {
         await notify.send('READY=1', `STATUS=${status()}`).catch(notifyFailed)
       }
     })()
-  })
+  }
+  if (reloadEarly) onHup()
 
   return new Promise<number>((resolve) => {
     let stopping = false
@@ -182,8 +198,8 @@ async function main(): Promise<number> {
         },
       )
     }
-    process.on('SIGTERM', onSignal)
-    process.on('SIGINT', onSignal)
+    onStop = onSignal
+    if (stopEarly) onSignal(stopEarly)
   })
 }
 

@@ -42,6 +42,15 @@
  *   DELETE      replId u32 | version u64 | keyLen u16 | key
  *               (a delete sent to one host that may hold a copy, acknowledged by ACK and retried;
  *               INVALIDATE is the same to the group, unacknowledged, for when holders are unknown)
+   BATCH       count u8 | count x (len u16 | type u8 | payload (len bytes))
+               (what one sender had for one destination within one turn of its event loop, in one
+               datagram: each entry is a message of any other type without its own sentAtMs, which
+               is the batch's; never nested, never empty; a batch to the group holds only
+               GROUP_TYPES. One message alone travels as itself, never as a batch of one.)
+ *   ACKS        count u16 | replId u32 x count
+ *               (acknowledges several REPLICATEs and DELETEs of one sender at once: 1 <= count <=
+ *               MAX_ACKS; a receiver sends it a short delay after the first it owes, or at once
+ *               when the list is full; ACK stays valid)
  * Reply address: family u8 (4 or 6) | address (4 or 16 bytes) | port u16
  * Version: the stored session's version (daemon/store/versions.ts: a hybrid logical clock), which the
  * receiver compares with what it holds; a HIT or REPLICATE carries the copied entry's, an
@@ -81,6 +90,15 @@ export const HIT_OVERHEAD_BYTES = ENVELOPE_BYTES + 20 + NONCE_BYTES + KEY_DIGEST
 export const REPLICATE_OVERHEAD_BYTES = ENVELOPE_BYTES + 22 + VERSION_BYTES
 /** The smallest maxDatagramBytes a daemon may run with. */
 export const MIN_DATAGRAM_BYTES = 256
+/** Bytes of an ACKS before its ids: envelope and count. */
+export const ACKS_OVERHEAD_BYTES = ENVELOPE_BYTES + 2
+/** The most replIds one ACKS carries (its count is a u16). */
+export const MAX_ACKS = 0xffff
+
+/** The replIds an ACKS carries in a datagram of `maxDatagramBytes`. */
+export function acksPerDatagram(maxDatagramBytes: number): number {
+  return Math.max(1, Math.min(MAX_ACKS, Math.floor((maxDatagramBytes - ACKS_OVERHEAD_BYTES) / 4)))
+}
 /** Largest version: a u64. */
 const VERSION_MAX = 2n ** 64n - 1n
 
@@ -114,6 +132,8 @@ export const MsgType = {
   REPLICATE: 8,
   ACK: 9,
   DELETE: 10,
+  BATCH: 11,
+  ACKS: 12,
 } as const
 /** Bytes of a TLS session ticket key (Node's setTicketKeys). */
 export const TICKET_KEY_BYTES = 48
@@ -151,6 +171,16 @@ export type Message =
   | { type: typeof MsgType.REPLICATE; replId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number; version: bigint; key: Buffer; chunk: Buffer }
   | { type: typeof MsgType.ACK; replId: number }
   | { type: typeof MsgType.DELETE; replId: number; version: bigint; key: Buffer }
+  | { type: typeof MsgType.ACKS; replIds: number[] }
+
+/** The most messages one BATCH carries (its count is a u8). */
+export const MAX_BATCH_COUNT = 255
+/** Bytes of a BATCH datagram besides its entries: the envelope and the count. */
+export const BATCH_OVERHEAD_BYTES = HEADER_BYTES + TAG_BYTES + 9 + 1
+/** Bytes an entry of a BATCH spends besides its payload: length and type. */
+const BATCH_ENTRY_HEAD_BYTES = 3
+/** Bytes of a body before its payload: type and sentAtMs. */
+const BODY_HEAD_BYTES = 9
 
 export interface Header {
   keyId: number
@@ -230,7 +260,6 @@ function readAddress(buf: Buffer, off: number): [Address, number] {
 
 // ---- bodies ----
 
-const bodyHead = new Parser().uint8('type').uint32be('timeHi').uint32be('timeLo')
 const u32 = new Parser().uint32be('n')
 const replHead = new Parser().uint32be('replId').uint32be('ttlMs').uint32be('flags').uint32be('totalLen').uint16be('index').uint16be('count').uint64be('version').uint16be('keyLen')
 const hitHead = new Parser().uint32be('ttlMs').uint32be('flags').uint32be('totalLen').uint16be('index').uint16be('count').uint64be('version')
@@ -260,36 +289,115 @@ function fixedBuffer(b: Buffer, len: number, what: string): void {
 
 /** Plaintext length of a message's body. */
 export function bodyLength(m: Message): number {
+  return BODY_HEAD_BYTES + payloadLength(m)
+}
+
+/** Bytes of a message's payload: its body after type and sentAtMs, or a BATCH entry after its head. */
+function payloadLength(m: Message): number {
   switch (m.type) {
     case MsgType.LOOKUP:
-      return 9 + 4 + NONCE_BYTES + addressLength(m.reply) + 1 + SENDER_ID_BYTES * m.expect.length + 2 + m.key.length
+      return 4 + NONCE_BYTES + addressLength(m.reply) + 1 + SENDER_ID_BYTES * m.expect.length + 2 + m.key.length
     case MsgType.HIT:
-      return 9 + BINDING_BYTES + HIT_HEAD_BYTES + m.chunk.length
+      return BINDING_BYTES + HIT_HEAD_BYTES + m.chunk.length
     case MsgType.MISS:
-      return 9 + BINDING_BYTES
+      return BINDING_BYTES
     case MsgType.INVALIDATE:
-      return 9 + VERSION_BYTES + 2 + m.key.length
+      return VERSION_BYTES + 2 + m.key.length
     case MsgType.ANNOUNCE:
-      return 9 + addressLength(m.reply) + 4 + 2 + Buffer.byteLength(m.name, 'utf8') + (m.also ? addressLength(m.also) : 0)
+      return addressLength(m.reply) + 4 + 2 + Buffer.byteLength(m.name, 'utf8') + (m.also ? addressLength(m.also) : 0)
     case MsgType.LEAVE:
-      return 9
+      return 0
     case MsgType.TICKET_KEY:
-      return 9 + 4 + SENDER_ID_BYTES + TICKET_KEY_BYTES
+      return 4 + SENDER_ID_BYTES + TICKET_KEY_BYTES
     case MsgType.REPLICATE:
-      return 9 + REPL_HEAD_BYTES + m.key.length + m.chunk.length
+      return REPL_HEAD_BYTES + m.key.length + m.chunk.length
     case MsgType.ACK:
-      return 9 + 4
+      return 4
     case MsgType.DELETE:
-      return 9 + 4 + VERSION_BYTES + 2 + m.key.length
+      return 4 + VERSION_BYTES + 2 + m.key.length
+    case MsgType.ACKS:
+      return 2 + 4 * m.replIds.length
+    default:
+      throw new ProtocolError('UNKNOWN_OP', `unknown message type ${(m as { type: unknown }).type}`)
   }
+}
+
+function writeBodyHead(buf: Buffer, type: number, sentAtMs: number): void {
+  buf[0] = type
+  buf.writeUInt32BE(Math.floor(sentAtMs / 2 ** 32), 1)
+  buf.writeUInt32BE(sentAtMs >>> 0, 5)
 }
 
 export function encodeBody(m: Message, sentAtMs: number): Buffer {
   const buf = Buffer.allocUnsafe(bodyLength(m))
-  buf[0] = m.type
-  buf.writeUInt32BE(Math.floor(sentAtMs / 2 ** 32), 1)
-  buf.writeUInt32BE(sentAtMs >>> 0, 5)
-  let off = 9
+  writeBodyHead(buf, m.type, sentAtMs)
+  writePayload(buf, BODY_HEAD_BYTES, m)
+  return buf
+}
+
+/** Bytes of the BATCH body that carries `msgs`. */
+export function batchBodyLength(msgs: readonly Message[]): number {
+  let n = BATCH_HEAD_BYTES
+  for (const m of msgs) n += batchEntryLength(m)
+  return n
+}
+
+/** Bytes `m` adds to a BATCH. */
+export function batchEntryLength(m: Message): number {
+  if ((m.type as number) === MsgType.BATCH) throw new ProtocolError('BAD_FIELD', 'a BATCH does not nest')
+  return BATCH_ENTRY_HEAD_BYTES + payloadLength(m)
+}
+
+/**
+ * Where a sender writes the entries of a BATCH it is gathering (writeBatchEntry), from which
+ * batchBody or loneBody makes the body without copying: the body head and the count go first.
+ */
+export const BATCH_HEAD_BYTES = BODY_HEAD_BYTES + 1
+
+/** Writes `m` as a BATCH entry at `off`; returns the offset after it. */
+export function writeBatchEntry(buf: Buffer, off: number, m: Message): number {
+  if ((m.type as number) === MsgType.BATCH) throw new ProtocolError('BAD_FIELD', 'a BATCH does not nest')
+  const len = payloadLength(m)
+  buf.writeUInt16BE(len, off)
+  buf[off + 2] = m.type
+  writePayload(buf, off + BATCH_ENTRY_HEAD_BYTES, m)
+  return off + BATCH_ENTRY_HEAD_BYTES + len
+}
+
+/**
+ * The BATCH body of the `count` entries written into `buf` from BATCH_HEAD_BYTES to `end`: a view
+ * of `buf`, whose head it fills in.
+ */
+export function batchBody(buf: Buffer, end: number, count: number, sentAtMs: number): Buffer {
+  if (count === 0 || count > MAX_BATCH_COUNT) throw new ProtocolError('BAD_FIELD', `a BATCH carries 1 to ${MAX_BATCH_COUNT} messages, not ${count}`)
+  writeBodyHead(buf, MsgType.BATCH, sentAtMs)
+  buf[BODY_HEAD_BYTES] = count
+  return buf.subarray(0, end)
+}
+
+/**
+ * The plain body of the one entry written into `buf` from BATCH_HEAD_BYTES to `end`: a message
+ * alone travels as itself. The body head is written over the bytes before the entry's payload
+ * (the entry's own length and type among them): a view of `buf`.
+ */
+export function loneBody(buf: Buffer, end: number, sentAtMs: number): Buffer {
+  const payloadAt = BATCH_HEAD_BYTES + BATCH_ENTRY_HEAD_BYTES
+  const type = buf[payloadAt - 1]!
+  writeBodyHead(buf.subarray(payloadAt - BODY_HEAD_BYTES), type, sentAtMs)
+  return buf.subarray(payloadAt - BODY_HEAD_BYTES, end)
+}
+
+/** The body of a BATCH of 1 to MAX_BATCH_COUNT messages of any type but BATCH. */
+export function encodeBatch(msgs: readonly Message[], sentAtMs: number): Buffer {
+  if (msgs.length === 0 || msgs.length > MAX_BATCH_COUNT) throw new ProtocolError('BAD_FIELD', `a BATCH carries 1 to ${MAX_BATCH_COUNT} messages, not ${msgs.length}`)
+  const buf = Buffer.allocUnsafe(batchBodyLength(msgs))
+  let off = BATCH_HEAD_BYTES
+  for (const m of msgs) off = writeBatchEntry(buf, off, m)
+  return batchBody(buf, off, msgs.length, sentAtMs)
+}
+
+/** Writes the payload of `m` at `off` (payloadLength(m) bytes). */
+function writePayload(buf: Buffer, off: number, m: Message): void {
   switch (m.type) {
     case MsgType.LOOKUP:
       fixedBuffer(m.nonce, NONCE_BYTES, 'LOOKUP nonce')
@@ -362,8 +470,14 @@ export function encodeBody(m: Message, sentAtMs: number): Buffer {
       buf.writeUInt16BE(m.key.length, off + 4 + VERSION_BYTES)
       m.key.copy(buf, off + 4 + VERSION_BYTES + 2)
       break
+    case MsgType.ACKS:
+      if (m.replIds.length === 0 || m.replIds.length > MAX_ACKS) throw new ProtocolError('BAD_FIELD', `ACKS carries 1 to ${MAX_ACKS} ids; got ${m.replIds.length}`)
+      buf.writeUInt16BE(m.replIds.length, off)
+      for (let i = 0; i < m.replIds.length; i++) buf.writeUInt32BE(m.replIds[i]!, off + 2 + 4 * i)
+      break
+    default:
+      throw new ProtocolError('UNKNOWN_OP', `unknown message type ${(m as { type: unknown }).type}`)
   }
-  return buf
 }
 
 function writeBinding(buf: Buffer, off: number, m: { type: number; reqId: number; nonce: Buffer; digest: Buffer }): number {
@@ -392,13 +506,57 @@ function exactly(buf: Buffer, len: number, what: string): void {
   if (buf.length !== len) throw new ProtocolError('TRAILING', `${what}: ${buf.length - len} bytes too many`)
 }
 
-/** Decodes a plaintext body. Buffers in the result are views into `buf`. Throws ProtocolError only. */
+function readBodyHead(buf: Buffer): { type: number; sentAtMs: number } {
+  needBytes(buf.length, BODY_HEAD_BYTES, 'body header')
+  return { type: buf[0]!, sentAtMs: buf.readUInt32BE(1) * 2 ** 32 + buf.readUInt32BE(5) }
+}
+
+/**
+ * Decodes a plaintext body of one message (not a BATCH: decodeBatch, or decodeMessages for
+ * either). Buffers in the result are views into `buf`. Throws ProtocolError only.
+ */
 export function decodeBody(buf: Buffer): { sentAtMs: number; msg: Message } {
-  needBytes(buf.length, 9, 'body header')
-  const h = bodyHead.parse(buf) as { type: number; timeHi: number; timeLo: number }
-  const sentAtMs = h.timeHi * 2 ** 32 + h.timeLo
-  const p = buf.subarray(9)
-  switch (h.type) {
+  const { type, sentAtMs } = readBodyHead(buf)
+  if (type === MsgType.BATCH) throw new ProtocolError('UNKNOWN_OP', 'a BATCH body holds several messages: decodeBatch reads it')
+  return { sentAtMs, msg: decodePayload(type, buf.subarray(BODY_HEAD_BYTES)) }
+}
+
+/**
+ * Decodes any plaintext body, a BATCH or one message, into its messages in order (what a
+ * receiver does with every datagram). Throws ProtocolError only.
+ */
+export function decodeMessages(buf: Buffer): { sentAtMs: number; msgs: Message[] } {
+  if (buf[0] === MsgType.BATCH) return decodeBatch(buf)
+  const { sentAtMs, msg } = decodeBody(buf)
+  return { sentAtMs, msgs: [msg] }
+}
+
+/** Decodes a BATCH body into its messages, in order. Throws ProtocolError only. */
+export function decodeBatch(buf: Buffer): { sentAtMs: number; msgs: Message[] } {
+  const { type, sentAtMs } = readBodyHead(buf)
+  if (type !== MsgType.BATCH) throw new ProtocolError('UNKNOWN_OP', `message type ${type} is not a BATCH`)
+  needBytes(buf.length - BODY_HEAD_BYTES, 1, 'BATCH count')
+  const count = buf[BODY_HEAD_BYTES]!
+  if (count === 0) throw new ProtocolError('BAD_FIELD', 'an empty BATCH')
+  const msgs: Message[] = []
+  let off = BATCH_HEAD_BYTES
+  for (let i = 0; i < count; i++) {
+    needBytes(buf.length - off, BATCH_ENTRY_HEAD_BYTES, `BATCH entry ${i}`)
+    const len = buf.readUInt16BE(off)
+    const inner = buf[off + 2]!
+    if (inner === MsgType.BATCH) throw new ProtocolError('BAD_FIELD', 'a BATCH inside a BATCH')
+    off += BATCH_ENTRY_HEAD_BYTES
+    needBytes(buf.length - off, len, `BATCH entry ${i}`)
+    msgs.push(decodePayload(inner, buf.subarray(off, off + len)))
+    off += len
+  }
+  if (off !== buf.length) throw new ProtocolError('TRAILING', `BATCH: ${buf.length - off} bytes after its ${count} messages`)
+  return { sentAtMs, msgs }
+}
+
+/** Decodes the payload `p` of a message of `type` (the whole of `p` is the payload). */
+function decodePayload(type: number, p: Buffer): Message {
+  switch (type) {
     case MsgType.LOOKUP: {
       needBytes(p.length, 4 + NONCE_BYTES, 'LOOKUP')
       const { n } = u32.parse(p) as { n: number }
@@ -409,22 +567,22 @@ export function decodeBody(buf: Buffer): { sentAtMs: number; msg: Message } {
       needBytes(p.length - at - 1, SENDER_ID_BYTES * count, 'LOOKUP expected ids')
       const expect: Buffer[] = []
       for (let i = 0; i < count; i++) expect.push(p.subarray(at + 1 + i * SENDER_ID_BYTES, at + 1 + (i + 1) * SENDER_ID_BYTES))
-      return { sentAtMs, msg: { type: MsgType.LOOKUP, reqId: n, nonce, reply, expect, key: keyAt(p, at + 1 + SENDER_ID_BYTES * count, 'LOOKUP') } }
+      return { type: MsgType.LOOKUP, reqId: n, nonce, reply, expect, key: keyAt(p, at + 1 + SENDER_ID_BYTES * count, 'LOOKUP') }
     }
     case MsgType.HIT: {
       needBytes(p.length, BINDING_BYTES + HIT_HEAD_BYTES, 'HIT')
       const f = hitHead.parse(p.subarray(BINDING_BYTES)) as { ttlMs: number; flags: number; totalLen: number; index: number; count: number; version: bigint }
       const chunk = p.subarray(BINDING_BYTES + HIT_HEAD_BYTES)
       checkChunking('HIT', f.totalLen, f.index, f.count, chunk.length)
-      return { sentAtMs, msg: { type: MsgType.HIT, ...readBinding(p), ...f, chunk } }
+      return { type: MsgType.HIT, ...readBinding(p), ...f, chunk }
     }
     case MsgType.MISS: {
       exactly(p, BINDING_BYTES, 'MISS')
-      return { sentAtMs, msg: { type: MsgType.MISS, ...readBinding(p) } }
+      return { type: MsgType.MISS, ...readBinding(p) }
     }
     case MsgType.INVALIDATE:
       needBytes(p.length, VERSION_BYTES, 'INVALIDATE')
-      return { sentAtMs, msg: { type: MsgType.INVALIDATE, version: p.readBigUInt64BE(0), key: keyAt(p, VERSION_BYTES, 'INVALIDATE') } }
+      return { type: MsgType.INVALIDATE, version: p.readBigUInt64BE(0), key: keyAt(p, VERSION_BYTES, 'INVALIDATE') }
     case MsgType.ANNOUNCE: {
       const [reply, off] = readAddress(p, 0)
       needBytes(p.length - off, 6, 'ANNOUNCE')
@@ -433,20 +591,20 @@ export function decodeBody(buf: Buffer): { sentAtMs: number; msg: Message } {
       const nameLen = p[off + 5]!
       if (!(flags & AnnounceFlag.DUAL_STACK)) {
         exactly(p.subarray(off + 6), nameLen, 'ANNOUNCE name')
-        return { sentAtMs, msg: { type: MsgType.ANNOUNCE, reply, entries, flags, name: p.subarray(off + 6).toString('utf8') } }
+        return { type: MsgType.ANNOUNCE, reply, entries, flags, name: p.subarray(off + 6).toString('utf8') }
       }
       needBytes(p.length - off - 6, nameLen, 'ANNOUNCE name')
       const [also, end] = readAddress(p, off + 6 + nameLen)
       exactly(p.subarray(end), 0, 'ANNOUNCE')
       if (also.family === reply.family) throw new ProtocolError('BAD_FIELD', 'ANNOUNCE: the second address must be of the other family')
-      return { sentAtMs, msg: { type: MsgType.ANNOUNCE, reply, entries, flags, name: p.subarray(off + 6, off + 6 + nameLen).toString('utf8'), also } }
+      return { type: MsgType.ANNOUNCE, reply, entries, flags, name: p.subarray(off + 6, off + 6 + nameLen).toString('utf8'), also }
     }
     case MsgType.LEAVE:
       exactly(p, 0, 'LEAVE')
-      return { sentAtMs, msg: { type: MsgType.LEAVE } }
+      return { type: MsgType.LEAVE }
     case MsgType.TICKET_KEY:
       exactly(p, 4 + SENDER_ID_BYTES + TICKET_KEY_BYTES, 'TICKET_KEY')
-      return { sentAtMs, msg: { type: MsgType.TICKET_KEY, epoch: p.readUInt32BE(0), creator: p.subarray(4, 4 + SENDER_ID_BYTES), key: p.subarray(4 + SENDER_ID_BYTES) } }
+      return { type: MsgType.TICKET_KEY, epoch: p.readUInt32BE(0), creator: p.subarray(4, 4 + SENDER_ID_BYTES), key: p.subarray(4 + SENDER_ID_BYTES) }
     case MsgType.REPLICATE: {
       needBytes(p.length, REPL_HEAD_BYTES, 'REPLICATE')
       const f = replHead.parse(p) as { replId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number; version: bigint; keyLen: number }
@@ -455,22 +613,29 @@ export function decodeBody(buf: Buffer): { sentAtMs: number; msg: Message } {
       const chunk = p.subarray(REPL_HEAD_BYTES + f.keyLen)
       checkChunking('REPLICATE', f.totalLen, f.index, f.count, chunk.length)
       const { keyLen: _k, ...rest } = f
-      return { sentAtMs, msg: { type: MsgType.REPLICATE, ...rest, key: p.subarray(REPL_HEAD_BYTES, REPL_HEAD_BYTES + f.keyLen), chunk } }
+      return { type: MsgType.REPLICATE, ...rest, key: p.subarray(REPL_HEAD_BYTES, REPL_HEAD_BYTES + f.keyLen), chunk }
     }
     case MsgType.ACK:
       exactly(p, 4, 'ACK')
-      return { sentAtMs, msg: { type: MsgType.ACK, replId: p.readUInt32BE(0) } }
+      return { type: MsgType.ACK, replId: p.readUInt32BE(0) }
     case MsgType.DELETE:
       needBytes(p.length, 4 + VERSION_BYTES, 'DELETE')
-      return { sentAtMs, msg: { type: MsgType.DELETE, replId: p.readUInt32BE(0), version: p.readBigUInt64BE(4), key: keyAt(p, 4 + VERSION_BYTES, 'DELETE') } }
+      return { type: MsgType.DELETE, replId: p.readUInt32BE(0), version: p.readBigUInt64BE(4), key: keyAt(p, 4 + VERSION_BYTES, 'DELETE') }
+    case MsgType.ACKS: {
+      needBytes(p.length, 2, 'ACKS count')
+      const count = p.readUInt16BE(0)
+      if (count === 0) throw new ProtocolError('BAD_FIELD', 'ACKS with no ids')
+      exactly(p.subarray(2), 4 * count, `ACKS of ${count} ids`)
+      const replIds: number[] = new Array(count)
+      for (let i = 0; i < count; i++) replIds[i] = p.readUInt32BE(2 + 4 * i)
+      return { type: MsgType.ACKS, replIds }
+    }
     default:
-      throw new ProtocolError('UNKNOWN_OP', `unknown message type ${h.type}`)
+      throw new ProtocolError('UNKNOWN_OP', `unknown message type ${type}`)
   }
 }
 
 // ---- the sealing envelope ----
-
-const headerParser = new Parser().uint32be('magic').uint8('version').uint8('reserved').uint32be('keyId').buffer('senderId', { length: SENDER_ID_BYTES }).uint32be('ctrHi').uint32be('ctrLo').buffer('receiverId', { length: SENDER_ID_BYTES })
 
 const HKDF_INFO = Buffer.from('statecast/1 datagram')
 
@@ -492,34 +657,42 @@ export class Keyring {
     this.keys = new Map(keys.map((k) => [k.id, k]))
   }
 
-  subkey(keyId: number, senderId: Buffer): Buffer | undefined {
+  /**
+   * The subkey of `senderId` under key `keyId` (undefined: no such key), and the name it is
+   * cached under when it is not cached yet: pass that to `remember` once the subkey proved good.
+   * Named once per datagram: seal and open run for every one.
+   */
+  subkey(keyId: number, senderId: Buffer): { subkey: Buffer; uncached?: string } | undefined {
     const ck = this.keys.get(keyId)
     if (!ck) return undefined
     const cacheKey = `${keyId}:${senderId.toString('hex')}`
     const hit = this.#subkeys.get(cacheKey)
-    if (hit) return hit
-    return Buffer.from(crypto.hkdfSync('sha256', ck.key, senderId, HKDF_INFO, 32))
+    if (hit) return { subkey: hit }
+    return { subkey: Buffer.from(crypto.hkdfSync('sha256', ck.key, senderId, HKDF_INFO, 32)), uncached: cacheKey }
   }
 
-  remember(keyId: number, senderId: Buffer, subkey: Buffer): void {
-    const cacheKey = `${keyId}:${senderId.toString('hex')}`
-    if (!this.#subkeys.has(cacheKey)) this.#subkeys.set(cacheKey, subkey)
+  /** Caches a subkey `subkey` returned as uncached, under the name it gave. */
+  remember(cacheKey: string, subkey: Buffer): void {
+    this.#subkeys.set(cacheKey, subkey)
   }
 }
 
+/** One nonce buffer for every seal and open: the cipher copies its IV when it is made. */
+const scratchNonce = Buffer.alloc(12)
+
 function nonceFor(counter: number): Buffer {
-  const n = Buffer.alloc(12)
-  n.writeUInt32BE(Math.floor(counter / 2 ** 32), 4)
-  n.writeUInt32BE(counter >>> 0, 8)
-  return n
+  scratchNonce.writeUInt32BE(Math.floor(counter / 2 ** 32), 4)
+  scratchNonce.writeUInt32BE(counter >>> 0, 8)
+  return scratchNonce
 }
 
 /** Seals a plaintext body into a datagram for `receiverId` (NO_RECEIVER: the group). */
 export function seal(ring: Keyring, keyId: number, senderId: Buffer, counter: number, body: Buffer, receiverId: Buffer = NO_RECEIVER): Buffer {
   if (receiverId.length !== SENDER_ID_BYTES) throw new ProtocolError('BAD_FIELD', `a receiver id is ${SENDER_ID_BYTES} bytes`)
-  const subkey = ring.subkey(keyId, senderId)
-  if (!subkey) throw new ProtocolError('UNKNOWN_KEY', `no key with id ${keyId.toString(16)}`)
-  ring.remember(keyId, senderId, subkey)
+  const found = ring.subkey(keyId, senderId)
+  if (!found) throw new ProtocolError('UNKNOWN_KEY', `no key with id ${keyId.toString(16)}`)
+  const { subkey, uncached } = found
+  if (uncached !== undefined) ring.remember(uncached, subkey)
   const out = Buffer.allocUnsafe(HEADER_BYTES + body.length + TAG_BYTES)
   writeHeader(out, { keyId, senderId, counter, receiverId })
   const c = crypto.createCipheriv('aes-256-gcm', subkey, nonceFor(counter))
@@ -564,12 +737,13 @@ export function encodeHeader(h: Header): Buffer {
  */
 export function readHeader(dgram: Buffer): Header {
   needBytes(dgram.length, HEADER_BYTES + TAG_BYTES, 'datagram')
-  const h = headerParser.parse(dgram) as { magic: number; version: number; keyId: number; senderId: Buffer; ctrHi: number; ctrLo: number; receiverId: Buffer }
-  if (h.magic !== MAGIC) throw new ProtocolError('BAD_MAGIC', 'not a statecast datagram')
-  if (h.version !== VERSION) throw new ProtocolError('BAD_VERSION', `protocol version ${h.version}, this daemon speaks ${VERSION}`)
+  if (dgram.readUInt32BE(0) !== MAGIC) throw new ProtocolError('BAD_MAGIC', 'not a statecast datagram')
+  if (dgram[4] !== VERSION) throw new ProtocolError('BAD_VERSION', `protocol version ${dgram[4]}, this daemon speaks ${VERSION}`)
+  const ctrHi = dgram.readUInt32BE(18)
   // Counters stay below 2^53 so they are exact as numbers (a sender would need 2^53 datagrams).
-  if (h.ctrHi >= 2 ** 21) throw new ProtocolError('BAD_FIELD', 'datagram counter out of range')
-  return { keyId: h.keyId, senderId: Buffer.from(h.senderId), counter: h.ctrHi * 2 ** 32 + h.ctrLo, receiverId: Buffer.from(h.receiverId) }
+  if (ctrHi >= 2 ** 21) throw new ProtocolError('BAD_FIELD', 'datagram counter out of range')
+  // The ids are views, not copies: read on every datagram, kept by none beyond it.
+  return { keyId: dgram.readUInt32BE(6), senderId: dgram.subarray(10, 18), counter: ctrHi * 2 ** 32 + dgram.readUInt32BE(22), receiverId: dgram.subarray(26, 34) }
 }
 
 /**
@@ -577,9 +751,9 @@ export function readHeader(dgram: Buffer): Header {
  * peeked at it. Throws ProtocolError (UNKNOWN_KEY, OPEN_FAILED, ...) only.
  */
 export function open(ring: Keyring, dgram: Buffer, header: Header = readHeader(dgram)): { header: Header; body: Buffer } {
-  const subkey = ring.subkey(header.keyId, header.senderId)
-  if (!subkey) throw new ProtocolError('UNKNOWN_KEY', `sealed with key id ${header.keyId.toString(16).padStart(8, '0')}, which this daemon does not hold`)
-  const d = crypto.createDecipheriv('aes-256-gcm', subkey, nonceFor(header.counter))
+  const found = ring.subkey(header.keyId, header.senderId)
+  if (!found) throw new ProtocolError('UNKNOWN_KEY', `sealed with key id ${header.keyId.toString(16).padStart(8, '0')}, which this daemon does not hold`)
+  const d = crypto.createDecipheriv('aes-256-gcm', found.subkey, nonceFor(header.counter))
   d.setAAD(dgram.subarray(0, HEADER_BYTES))
   d.setAuthTag(dgram.subarray(dgram.length - TAG_BYTES))
   const body = d.update(dgram.subarray(HEADER_BYTES, dgram.length - TAG_BYTES))
@@ -588,6 +762,6 @@ export function open(ring: Keyring, dgram: Buffer, header: Header = readHeader(d
   } catch {
     throw new ProtocolError('OPEN_FAILED', 'datagram failed authentication')
   }
-  ring.remember(header.keyId, header.senderId, subkey)
+  if (found.uncached !== undefined) ring.remember(found.uncached, found.subkey)
   return { header, body }
 }

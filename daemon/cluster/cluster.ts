@@ -8,7 +8,7 @@
  * to the remaining owners -> LEAVE -> close sockets.
  */
 import type { ClusterKey } from '../../protocol/keyfile.js'
-import { AnnounceFlag, MsgType, hitChunkBytes, keyDigest, type Address, type Message } from '../../protocol/wire.js'
+import { AnnounceFlag, MsgType, NO_RECEIVER, hitChunkBytes, keyDigest, type Address, type Message } from '../../protocol/wire.js'
 import { BoundedSet } from '../../protocol/bounded.js'
 import type { ClusterHooks } from './hooks.js'
 import { Lookups, type LookupOptions } from './lookups.js'
@@ -84,6 +84,9 @@ function sameAddress(a: Address | undefined, b: Address | undefined): boolean {
  */
 const INVALIDATE_REPEATS = [0, 5, 25]
 
+/** Most owners a LOOKUP names (its count is a u8). */
+const MAX_LOOKUP_EXPECT = 255
+
 /** Members that may become trusted per heartbeat (a fleet starting together takes a few more beats). */
 const NEW_TRUSTED_PER_HEARTBEAT = 16
 
@@ -150,12 +153,12 @@ export class Cluster implements ClusterHooks {
     this.#store = store
     this.#log = log
     this.#chunkBytes = hitChunkBytes(o.maxDatagramBytes)
-    this.transport = deps.transport ?? new Transport({ ...o, keys, log, now: () => clock.wallMs() })
+    this.transport = deps.transport ?? new Transport({ ...o, keys, log, now: () => clock.wallMs(), immediate: (fn) => clock.setImmediate(fn) })
     this.transport.onMessage = (m) => this.#onMessage(m)
     this.lookups = new Lookups(o, this.transport, store, {
       aliveIds: () => this.#alive().map((m) => m.id),
       // With copies on R owners, only they need to say MISS: replies stay constant with fleet size.
-      expectedFor: (key) => (o.replicationFactor > 1 ? this.replicator.ownersOf(key).filter((id) => id !== this.nodeId) : undefined),
+      expectedFor: (key) => this.#expectedFor(key),
       addressOf: (id) => this.#addressOf(id),
       settled: () => this.#settled(),
     }, clock)
@@ -166,6 +169,21 @@ export class Cluster implements ClusterHooks {
       addressOf: (id) => this.#addressOf(id),
     }, clock)
     this.tickets = new TicketKeys({ rotationMs: o.ticketKeyRotationMs, graceMs: 3 * o.heartbeatMs, selfId: this.transport.nodeId, now: () => clock.wallMs() })
+  }
+
+  /**
+   * The owners a LOOKUP for `key` names (they answer MISS), or undefined to ask every member.
+   * Push to all names every trusted member when the list fits one LOOKUP (at most 255 ids, within
+   * maxDatagramBytes); beyond that it names none, which asks every member: the same hosts, since
+   * all own every key, so no limit on the member count is needed for it.
+   */
+  #expectedFor(key: string): string[] | undefined {
+    if (this.#o.replicationFactor === 1) return undefined
+    const ids = this.replicator.ownersOf(key).filter((id) => id !== this.nodeId)
+    if (this.#o.replicationFactor !== 0) return ids
+    if (ids.length > MAX_LOOKUP_EXPECT) return undefined
+    const expect = ids.map(() => NO_RECEIVER)
+    return this.transport.fits({ type: MsgType.LOOKUP, reqId: 0, nonce: NO_RECEIVER, reply: this.transport.replyAddress, expect, key: Buffer.from(key, 'latin1') }) ? ids : undefined
   }
 
   /** True once we have listened long enough that the member list is complete. */
@@ -329,6 +347,8 @@ export class Cluster implements ClusterHooks {
         return this.replicator.onReplicate(sender, msg)
       case MsgType.ACK:
         return this.replicator.onAck(sender, msg.replId)
+      case MsgType.ACKS:
+        return this.replicator.onAcks(sender, msg.replIds)
       case MsgType.DELETE:
         // From any member, trusted or in probation (a delete made on a new host must not be
         // lost); the replicator answers only at the member's announced address.
@@ -460,7 +480,7 @@ export class Cluster implements ClusterHooks {
     const { value, flags, version } = entry
     const count = Math.max(1, Math.ceil(value.length / this.#chunkBytes))
     for (let i = 0; i < count; i++) {
-      // Sealing copies the chunk synchronously, so a view into the store's buffer is safe here.
+      // The transport encodes (copies) the chunk when it is queued, so a view into the store's buffer is safe here.
       const chunk = value.subarray(i * this.#chunkBytes, (i + 1) * this.#chunkBytes)
       this.transport.sendTo(to, sender, { type: MsgType.HIT, ...binding, ttlMs, flags, totalLen: value.length, index: i, count, version, chunk })
     }
@@ -484,7 +504,7 @@ export class Cluster implements ClusterHooks {
     const version = this.#store.version(key)
     // With copies placed by rendezvous, the hosts that may hold one are known (the owners and the
     // holders remembered here, who pass it on): no datagram to the whole fleet.
-    if (this.#o.replicationFactor > 1 && this.#alive().some((m) => m.trusted)) {
+    if (this.#o.replicationFactor !== 1 && this.#alive().some((m) => m.trusted)) {
       this.replicator.deleted(key, version)
       return
     }
@@ -500,6 +520,10 @@ export class Cluster implements ClusterHooks {
         this.#timers.add(t)
       }
     }
+  }
+
+  flush(): void {
+    this.transport.flush()
   }
 
   peers(): unknown[] {
@@ -549,8 +573,8 @@ export class Cluster implements ClusterHooks {
       await this.replicator.handoff(this.#o.handoffTimeoutMs)
       if (this.replicator.counters.handedOff > 0) this.#log.info({ handedOff: this.replicator.counters.handedOff, acked: this.replicator.counters.copiesAcked, ms: Math.round(this.#clock.now() - t0) }, 'sessions handed off')
       this.replicator.close()
-      // The LEAVE must be on the wire before the socket closes.
-      await this.transport.sendGroup({ type: MsgType.LEAVE })
+      // The LEAVE must be on the wire before the socket closes: close sends what is queued first.
+      this.transport.sendGroup({ type: MsgType.LEAVE })
       await this.transport.close()
     })()
     return this.#stopped

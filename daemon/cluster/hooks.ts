@@ -13,6 +13,13 @@ export interface ClusterHooks {
   stored(key: string): Promise<void> | undefined
   /** A key was deleted locally by an application. */
   deleted(key: string): void
+  /**
+   * Sends now what the cluster queued for its peers in this turn (it goes at the turn's end
+   * anyway, one datagram per peer). The front ends call it right before they write their
+   * replies: a write's copies must be on their way before the application hears it is done,
+   * or a read on another host right after could miss them.
+   */
+  flush(): void
   /** Members as shown by `statecast peers`. */
   peers(): unknown[]
 }

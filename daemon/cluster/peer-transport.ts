@@ -34,8 +34,14 @@ export interface TransportCounters {
   bytesSent: number
   bytesReceived: number
   sendErrors: number
-  /** Datagrams not sent because they would exceed maxDatagramBytes (the caller is told). */
+  /** Messages not sent because they would exceed maxDatagramBytes (the caller is told). */
   oversizeNotSent: number
+  /** Datagrams sent that carried a BATCH (several messages to one destination in one turn). */
+  batchesSent: number
+  /** Messages that travelled inside a BATCH. */
+  messagesBatched: number
+  /** Authenticated, fresh BATCH datagrams received. */
+  batchesReceived: number
   /** Dual stack: second copies of a datagram that came on both families (not replays). */
   duplicates: number
   dropped: DropCounters
@@ -70,12 +76,17 @@ export interface PeerTransport {
   setPeers(peers: Address[]): void
   /** True when `msg` fits in one datagram (maxDatagramBytes). */
   fits(msg: Message): boolean
-  /** To the whole cluster (group and listed peers); resolves once sent (failures are counted). */
-  sendGroup(msg: Message): Promise<void>
+  /**
+   * To the whole cluster (group and listed peers). Like every send, queued: what goes to one
+   * destination within one turn leaves at its end as one datagram (failures are counted).
+   */
+  sendGroup(msg: Message): void
   /** To the daemon `receiver` (node id in hex) at its announced address `to`. */
-  sendTo(to: Address, receiver: string, msg: Message): Promise<void>
+  sendTo(to: Address, receiver: string, msg: Message): void
   /** To several daemons, each sealed for its receiver. */
   sendToEach(to: readonly { id: string; address: Address }[], msg: Message): void
+  /** Sends now what this turn queued (the front ends call it before they write their replies). */
+  flush(): void
   /** Closes the sockets; messages sent before it are on their way. */
   close(): Promise<void>
 }

@@ -24,8 +24,18 @@
  *
  * The queue holds at most one job per (kind, key, target): a job still waiting is not queued again
  * (a copy reads the entry when sent, so the newest version goes; a delete keeps the newest version).
+ *
+ * Acknowledgements are delayed and cumulative: a receiver collects the replIds it owes each sender
+ * and sends them in one ACKS datagram replicationAckDelayMs after the first (or at once when one
+ * datagram is full), so a burst of copies costs the writer one wakeup, not one per copy. On the
+ * sending side one timer serves every job in flight: jobs wait for their ACK in lanes of equal
+ * retransmit delay, each in send order (so each lane's head is due first), and the timer is set for
+ * the earliest head. No timer or closure per job.
+ *
+ * With replicationFactor 0 (push to all) every trusted member owns every key: a SET is pushed to
+ * each, a GET anywhere is local, and a host that joins is filled by one holder per key.
  */
-import { MIN_DATAGRAM_BYTES, MsgType, maxChunkCount, replicateChunkBytes, type Address, type Message } from '../../protocol/wire.js'
+import { MIN_DATAGRAM_BYTES, MsgType, acksPerDatagram, maxChunkCount, replicateChunkBytes, type Address, type Message } from '../../protocol/wire.js'
 import { nextId } from '../../protocol/ids.js'
 import { owners } from './rendezvous.js'
 import type { SessionStore } from '../store/session-store.js'
@@ -36,7 +46,7 @@ import { ByteBudget, Reassembly } from './reassembly.js'
 import { MAX_COPY_BACKOFF_MS } from '../store/versions.js'
 
 /** The config keys replication takes (unit and default: FIELDS in config/config.ts; the ACK wait doubles up to 2 s). */
-export type ReplicationOptions = Pick<Config, 'replicationFactor' | 'replicationAckTimeoutMs' | 'replicationRetries' | 'maxReplicationInflight' | 'maxReplicationQueue' | 'maxDatagramBytes' | 'maxValueBytes' | 'maxReassemblyBytes' | 'maxHolderRecords'>
+export type ReplicationOptions = Pick<Config, 'replicationFactor' | 'replicationAckTimeoutMs' | 'replicationAckDelayMs' | 'replicationRetries' | 'maxReplicationInflight' | 'maxReplicationQueue' | 'maxDatagramBytes' | 'maxValueBytes' | 'maxReassemblyBytes' | 'maxHolderRecords'>
 
 export interface ReplicationCounters {
   copiesPushed: number
@@ -78,6 +88,16 @@ export interface ReplicationCounters {
   holdersRecorded: number
   /** Holders not remembered because maxHolderRecords were held. */
   holdersUnrecorded: number
+  /** Acknowledgement datagrams sent (ACK or ACKS). */
+  acksSent: number
+  /** Copies and deletes those acknowledged (more than acksSent when ACKS gathered several). */
+  acksCovered: number
+  /** Acknowledgement datagrams received from members (ACK or ACKS). */
+  acksReceived: number
+  /** Acknowledged ids that settled nothing: unknown, settled already, or sent to another member. */
+  acksUnmatched: number
+  /** ACKS from senders that are not members: not read. */
+  acksRefused: number
 }
 
 export interface ReplicaPeers {
@@ -98,7 +118,9 @@ interface Job {
   version: bigint
   replId: number
   attempts: number
-  timer: TimerHandle | undefined
+  /** When it is retried unless acknowledged (the clock's monotonic ms), and the lane it waits in. */
+  due: number
+  lane: Set<Job> | undefined
   handoff: boolean
   sentAt: number
   /** SETs waiting for this copy's ACK (or a sibling copy's) before they are answered. */
@@ -113,6 +135,8 @@ interface CopyWaiter {
 
 /** Retries back off up to this, in ms (shared with the tombstone lifetime's derivation). */
 const MAX_BACKOFF_MS = MAX_COPY_BACKOFF_MS
+/** A retransmit timer that fires this close before a job's due time (ms) retries it then: no second wakeup for a fraction of a ms. */
+const DUE_SLACK_MS = 1
 /** Partly received copies older than this are dropped. */
 const REASSEMBLY_TIMEOUT_MS = 5000
 /**
@@ -225,6 +249,11 @@ export class Replicator {
     deletesRefused: 0,
     holdersRecorded: 0,
     holdersUnrecorded: 0,
+    acksSent: 0,
+    acksCovered: 0,
+    acksReceived: 0,
+    acksUnmatched: 0,
+    acksRefused: 0,
   }
   readonly holders: Holders
   readonly #o: ReplicationOptions
@@ -237,6 +266,19 @@ export class Replicator {
   /** The job still waiting in the queue for each (kind, target, key). */
   #waiting = new Map<string, Job>()
   #inflight = new Map<number, Job>()
+  /** Jobs awaiting their ACK by retransmit delay (ms), each in send order: its head is due first. */
+  #lanes = new Map<number, Set<Job>>()
+  #retransmitTimer: TimerHandle | undefined
+  /** When #retransmitTimer fires (Infinity: not set). */
+  #retransmitAt = Infinity
+  readonly #onRetransmit = () => this.#retransmit()
+  /** replIds this host owes each sender an acknowledgement for (sent together: #flushAcks). */
+  #acksOwed = new Map<string, number[]>()
+  #ackTimer: TimerHandle | undefined
+  readonly #flushAll = () => this.#flushAcks()
+  readonly #acksPerDatagram: number
+  /** Push to all (replicationFactor 0): every trusted member owns every key. */
+  readonly #all: boolean
   /** Copies in flight by (target, key): a SET of a key whose copy is still unacknowledged queues behind it. */
   #copyInflight = new Map<string, Job>()
   #nextId = 1
@@ -268,6 +310,8 @@ export class Replicator {
 
   constructor(o: ReplicationOptions, transport: PeerTransport, store: SessionStore, peers: ReplicaPeers, clock: Clock = systemClock) {
     this.#o = o
+    this.#all = o.replicationFactor === 0
+    this.#acksPerDatagram = acksPerDatagram(o.maxDatagramBytes)
     this.#budget = new ByteBudget(o.maxReassemblyBytes)
     this.#t = transport
     this.#store = store
@@ -287,8 +331,14 @@ export class Replicator {
     return this.#queue.length + this.#inflight.size + this.#owedCount + (this.#scanTimer || this.#scanning ? 1 : 0)
   }
 
+  /** Whether sessions are copied to other hosts at all (replicationFactor 1: no). */
+  get #replicates(): boolean {
+    return this.#o.replicationFactor !== 1
+  }
+
   #owners(key: string, members: string[]): string[] {
-    return owners(key, members, this.#o.replicationFactor, this.#seeds)
+    // Push to all: every member, still ranked, so a lookup's first owner spreads over the fleet.
+    return owners(key, members, this.#all ? members.length : this.#o.replicationFactor, this.#seeds)
   }
 
   /** The owners of `key` among the live members and this host. */
@@ -309,7 +359,7 @@ export class Replicator {
    * latest after its first retry could have been acknowledged. Returns that wait, if any.
    */
   stored(key: string): Promise<void> | undefined {
-    if (this.#o.replicationFactor <= 1 || this.#closed) return undefined
+    if (!this.#replicates || this.#closed) return undefined
     const self = this.#peers.selfId
     const targets = this.#owners(key, [self, ...this.#peers.aliveIds()])
     let waiter: CopyWaiter | undefined
@@ -349,7 +399,7 @@ export class Replicator {
         continue
       }
       const waiters = [...(replaced?.waiters ?? []), ...(waiter ? [waiter] : [])].slice(-MAX_WAITERS_PER_COPY)
-      this.#start({ kind: 'copy', key, to: id, version: 0n, replId: 0, attempts: 0, timer: undefined, handoff: false, sentAt: 0, ...(waiters.length ? { waiters } : {}) })
+      this.#start({ kind: 'copy', key, to: id, version: 0n, replId: 0, attempts: 0, due: 0, lane: undefined, handoff: false, sentAt: 0, ...(waiters.length ? { waiters } : {}) })
     }
     this.#oweToProbation(key, targets)
     return wait
@@ -408,8 +458,34 @@ export class Replicator {
     for (const id of this.holders.take(key)) to.add(id)
     to.delete(self)
     if (from !== undefined) to.delete(from)
-    for (const id of to) this.#enqueue(key, id, false, 'delete', version)
+    for (const id of to) this.#startDelete(key, id, version)
     return to.size
+  }
+
+  /**
+   * A delete leaves at once, past the in-flight window, as a SET's copies do (stored()): that
+   * window bounds re-placement and handoff, while the copies SETs start count in it too. Queued
+   * behind it, a delete waited for as long as the window stayed full: copies to a member that
+   * never acknowledges (a key holder, or a host whose unicast is lost while its heartbeats arrive)
+   * each stay in flight through their whole retry schedule, so a few writes a second kept it full
+   * and the delete never left, and the deleted session (a single-use ticket) was served elsewhere.
+   * Bounded as stored() is: jobs queued and in flight together at most maxReplicationQueue.
+   */
+  #startDelete(key: string, to: string, version: bigint): void {
+    if (this.#closed) return
+    const slot = `delete\0${to}\0${key}`
+    // A delete of this key to this target still waiting goes now, as this one, at the newer version.
+    const waiting = this.#waiting.get(slot)
+    if (waiting) {
+      this.#waiting.delete(slot)
+      if (waiting.version > version) version = waiting.version
+      this.counters.jobsCoalesced++
+    } else if (this.#queue.length + this.#inflight.size >= this.#o.maxReplicationQueue) {
+      this.counters.copiesDropped++
+      return
+    }
+    this.counters.deletesQueued++
+    this.#start({ kind: 'delete', key, to, version, replId: 0, attempts: 0, due: 0, lane: undefined, handoff: false, sentAt: 0 })
   }
 
   #enqueue(key: string, to: string, handoff: boolean, kind: Job['kind'] = 'copy', version = 0n, waiter?: CopyWaiter): void {
@@ -429,7 +505,7 @@ export class Replicator {
       this.counters.copiesDropped++
       return
     }
-    const job: Job = { kind, key, to, version, replId: 0, attempts: 0, timer: undefined, handoff, sentAt: 0, ...(waiter ? { waiters: [waiter] } : {}) }
+    const job: Job = { kind, key, to, version, replId: 0, attempts: 0, due: 0, lane: undefined, handoff, sentAt: 0, ...(waiter ? { waiters: [waiter] } : {}) }
     if (kind === 'delete') this.counters.deletesQueued++
     this.#queue.push(job)
     this.#waiting.set(slot, job)
@@ -460,6 +536,8 @@ export class Replicator {
   /** The job leaves the in-flight table (acknowledged, given up, or nothing left to send). */
   #done(job: Job): void {
     this.#inflight.delete(job.replId)
+    job.lane?.delete(job)
+    job.lane = undefined
     const slot = `${job.to}\0${job.key}`
     if (this.#copyInflight.get(slot) === job) this.#copyInflight.delete(slot)
   }
@@ -476,7 +554,7 @@ export class Replicator {
       void this.#t.sendTo(to, job.to, { type: MsgType.DELETE, replId: job.replId, version: job.version, key: Buffer.from(job.key, 'latin1') })
       this.counters.deleteDatagramsSent++
       if (job.attempts === 0) job.sentAt = this.#clock.now()
-      job.timer = this.#clock.setTimeout(() => this.#timeout(job), Math.min(this.#o.replicationAckTimeoutMs * 2 ** job.attempts, MAX_BACKOFF_MS))
+      this.#await(job)
       return true
     }
     const entry = this.#store.peek(job.key)
@@ -501,8 +579,56 @@ export class Replicator {
       // if it is no longer an owner by then.
       this.holders.record(job.key, job.to, ttlMs)
     }
-    job.timer = this.#clock.setTimeout(() => this.#timeout(job), Math.min(this.#o.replicationAckTimeoutMs * 2 ** job.attempts, MAX_BACKOFF_MS))
+    this.#await(job)
     return true
+  }
+
+  /** The job waits for its ACK at the end of the lane of its retransmit delay (doubling per attempt, up to MAX_BACKOFF_MS). */
+  #await(job: Job): void {
+    const delay = Math.min(this.#o.replicationAckTimeoutMs * 2 ** job.attempts, MAX_BACKOFF_MS)
+    job.lane?.delete(job)
+    let lane = this.#lanes.get(delay)
+    if (!lane) this.#lanes.set(delay, (lane = new Set()))
+    job.due = this.#clock.now() + delay
+    job.lane = lane
+    lane.add(job)
+    if (job.due < this.#retransmitAt) this.#armRetransmit(job.due)
+  }
+
+  #armRetransmit(at: number): void {
+    this.#clock.clearTimeout(this.#retransmitTimer)
+    this.#retransmitAt = at
+    this.#retransmitTimer = this.#clock.setTimeout(this.#onRetransmit, Math.max(0, at - this.#clock.now()))
+  }
+
+  /**
+   * The retransmit timer: every job due is retried (or given up), then the timer is set for the
+   * earliest job left. It is not moved when a job is acknowledged: it then fires for a job that
+   * is gone, finds the next head, and sleeps until that one's time (one wakeup per
+   * replicationAckTimeoutMs at most, not one clearTimeout per ACK).
+   */
+  #retransmit(): void {
+    this.#retransmitTimer = undefined
+    this.#retransmitAt = Infinity
+    const now = this.#clock.now()
+    const due: Job[] = []
+    for (const lane of this.#lanes.values()) {
+      for (const job of lane) {
+        if (job.due > now + DUE_SLACK_MS) break
+        lane.delete(job)
+        job.lane = undefined
+        due.push(job)
+      }
+    }
+    for (const job of due) this.#timeout(job)
+    let next = Infinity
+    for (const lane of this.#lanes.values()) {
+      for (const job of lane) {
+        if (job.due < next) next = job.due
+        break
+      }
+    }
+    if (next < this.#retransmitAt) this.#armRetransmit(next)
   }
 
   #timeout(job: Job): void {
@@ -528,9 +654,30 @@ export class Replicator {
 
   /** An ACK from `sender`: it settles the copy or delete only if that went to `sender`. */
   onAck(sender: string, replId: number): void {
+    this.counters.acksReceived++
+    if (!this.#settle(sender, replId)) this.counters.acksUnmatched++
+    this.#pump()
+  }
+
+  /**
+   * An ACKS from `sender`: each id settles its copy or delete only if that went to `sender`, as
+   * an ACK would; the rest (unknown, repeated, another member's) are counted and settle nothing.
+   * A flood costs a map lookup per id, at most one datagram's worth each.
+   */
+  onAcks(sender: string, replIds: readonly number[]): void {
+    if (!this.#peers.addressOf(sender)) {
+      this.counters.acksRefused++
+      return
+    }
+    this.counters.acksReceived++
+    for (const id of replIds) if (!this.#settle(sender, id)) this.counters.acksUnmatched++
+    this.#pump()
+  }
+
+  /** Settles the job `replId` if it went to `sender`; false when there is none such. */
+  #settle(sender: string, replId: number): boolean {
     const job = this.#inflight.get(replId)
-    if (!job || job.to !== sender) return
-    this.#clock.clearTimeout(job.timer)
+    if (!job || job.to !== sender) return false
     this.#done(job)
     if (job.kind === 'delete') this.counters.deletesAcked++
     else {
@@ -538,7 +685,54 @@ export class Replicator {
       for (const w of job.waiters ?? []) w.resolve()
       this.observeAck((this.#clock.now() - job.sentAt) / 1000)
     }
-    this.#pump()
+    return true
+  }
+
+  /**
+   * Owes `sender` the acknowledgement of `replId`: sent with the others owed to it, in one ACKS,
+   * replicationAckDelayMs after the first one owed to anyone (one timer for all senders), or at
+   * once when one datagram is full. With a delay of 0, an ACK at once, as before ACKS.
+   *
+   * What the delay costs: a copy is acknowledged up to replicationAckDelayMs later. A SET waits
+   * for an ACK only while copies are being lost (stored(): one retry within LOSS_MEMORY_MS, and
+   * only on a host owning none of the key's copies), so that is what such a SET's answer may take
+   * longer; a retry is sent only replicationAckTimeoutMs (at least 4 times the delay) after a copy.
+   * The copy itself is stored on arrival, so a reader asking this owner finds it meanwhile.
+   */
+  #owe(sender: string, from: Address, replId: number): void {
+    if (this.#o.replicationAckDelayMs === 0) {
+      void this.#t.sendTo(from, sender, { type: MsgType.ACK, replId })
+      this.counters.acksSent++
+      this.counters.acksCovered++
+      return
+    }
+    let ids = this.#acksOwed.get(sender)
+    if (!ids) this.#acksOwed.set(sender, (ids = []))
+    ids.push(replId)
+    if (ids.length >= this.#acksPerDatagram) {
+      this.#acksOwed.delete(sender)
+      this.#sendAcks(sender, ids)
+      return
+    }
+    this.#ackTimer ??= this.#clock.setTimeout(this.#flushAll, this.#o.replicationAckDelayMs)
+  }
+
+  /** Sends every acknowledgement owed. */
+  #flushAcks(): void {
+    this.#clock.clearTimeout(this.#ackTimer)
+    this.#ackTimer = undefined
+    const owed = this.#acksOwed
+    this.#acksOwed = new Map()
+    for (const [sender, ids] of owed) this.#sendAcks(sender, ids)
+  }
+
+  #sendAcks(sender: string, replIds: number[]): void {
+    // At the address the sender announces now: one that left meanwhile is owed nothing.
+    const to = this.#peers.addressOf(sender)
+    if (!to) return
+    void this.#t.sendTo(to, sender, { type: MsgType.ACKS, replIds })
+    this.counters.acksSent++
+    this.counters.acksCovered += replIds.length
   }
 
   /**
@@ -556,7 +750,7 @@ export class Replicator {
     this.counters.deleteDatagramsReceived++
     const key = m.key.toString('latin1')
     if (this.#store.deleteFromPeer(key, m.version) && this.deleted(key, m.version, sender) > 0) this.counters.deletesForwarded++
-    void this.#t.sendTo(from, sender, { type: MsgType.ACK, replId: m.replId })
+    this.#owe(sender, from, m.replId)
   }
 
   /**
@@ -571,7 +765,7 @@ export class Replicator {
       return
     }
     if (m.totalLen > this.#o.maxValueBytes) return
-    const ack = () => void this.#t.sendTo(from, sender, { type: MsgType.ACK, replId: m.replId })
+    const ack = () => this.#owe(sender, from, m.replId)
     if (m.count === 1) {
       if (m.chunk.length !== m.totalLen) return
       this.#accept(sender, m.key, m.chunk, m.ttlMs, m.flags, m.version)
@@ -641,7 +835,7 @@ export class Replicator {
     this.#lastMembers = [self, ...this.#peers.aliveIds()].sort()
     this.#pruneSeeds()
     this.#payOwed()
-    if (this.#o.replicationFactor <= 1 || this.#closed) return
+    if (!this.#replicates || this.#closed) return
     this.#scanBase ??= previous
     if (this.#scanning) {
       this.#scanAgain = true
@@ -673,11 +867,31 @@ export class Replicator {
     this.counters.replacementScans++
     const keys = this.#store.keys()
     const gen = ++this.#scanGen
+    // Push to all: every host that stays holds every key, and the one ranked first for the key
+    // among them fills the newcomers (the others would send the same copy again). A departure
+    // gives no member a key it lacked, so it costs nothing.
+    const stayed = this.#all ? before.filter((id) => now.includes(id)) : []
+    const gained = this.#all ? now.filter((id) => !before.includes(id)) : []
+    if (this.#all && gained.length === 0) {
+      this.#scanning = false
+      this.#pruneSeeds()
+      this.#pump()
+      return
+    }
     let i = 0
     const slice = () => {
       if (this.#closed || gen !== this.#scanGen) return
       for (const end = Math.min(keys.length, i + SCAN_SLICE); i < end; i++) {
         const key = keys[i]!
+        if (this.#all) {
+          if (owners(key, stayed, 1, this.#seeds)[0] !== self) continue
+          for (const id of gained) {
+            if (id === self) continue
+            this.counters.replacements++
+            this.#enqueue(key, id, false)
+          }
+          continue
+        }
         const next = this.#owners(key, now)
         if (!next.includes(self)) continue
         const prev = this.#owners(key, before)
@@ -715,7 +929,9 @@ export class Replicator {
     this.#scanGen++
     const self = this.#peers.selfId
     const others = this.#peers.aliveIds()
-    if (this.#o.replicationFactor <= 1 || others.length === 0) return
+    // Push to all: the members that remain own every key already and were pushed each one when it
+    // was written (or, joining later, filled by the re-placement scan): no owner is new.
+    if (!this.#replicates || this.#all || others.length === 0) return
     for (const [key] of this.#store.entries()) {
       if (!this.#owners(key, [self, ...others]).includes(self)) continue
       for (const id of this.#owners(key, others)) this.#enqueue(key, id, true)
@@ -738,10 +954,16 @@ export class Replicator {
   close(): void {
     this.#closed = true
     this.#clock.clearTimeout(this.#scanTimer)
+    // Acknowledgements owed go now: the senders would otherwise retry copies this host took.
+    this.#flushAcks()
+    this.#clock.clearTimeout(this.#retransmitTimer)
+    this.#retransmitTimer = undefined
+    this.#retransmitAt = Infinity
     for (const j of this.#inflight.values()) {
-      this.#clock.clearTimeout(j.timer)
+      j.lane = undefined
       for (const w of j.waiters ?? []) w.resolve()
     }
+    this.#lanes.clear()
     this.#inflight.clear()
     this.#copyInflight.clear()
     this.#queue = []

@@ -18,7 +18,7 @@ import os from 'node:os'
 import type { RemoteInfo } from 'node:dgram'
 import { ProtocolError } from '../../protocol/errors.js'
 import { sealingKey, type ClusterKey } from '../../protocol/keyfile.js'
-import { GROUP_TYPES, Keyring, NO_RECEIVER, SENDER_ID_BYTES, datagramLength, readHeader, decodeBody, encodeBody, open, seal, typeName, type Address, type Header, type Message } from '../../protocol/wire.js'
+import { BATCH_HEAD_BYTES, GROUP_TYPES, HEADER_BYTES, Keyring, MAX_BATCH_COUNT, MsgType, NO_RECEIVER, SENDER_ID_BYTES, TAG_BYTES, batchBody, batchEntryLength, datagramLength, decodeMessages, loneBody, open, readHeader, seal, typeName, writeBatchEntry, type Address, type Header, type Message } from '../../protocol/wire.js'
 import { BoundedMap } from '../../protocol/bounded.js'
 import type { Config } from '../config/config.js'
 import type { Log } from '../host/log.js'
@@ -63,11 +63,30 @@ export interface TransportOptions extends Pick<Config, 'group' | 'port' | 'unica
   now?: () => number
   /** Where the sockets come from: the host's UDP by default (`udpSockets`). */
   sockets?: SocketFactory
+  /**
+   * Runs `fn` once the I/O of this turn has been handled: when queued messages leave. Node's
+   * setImmediate by default; the cluster passes its clock's, so fake-time tests flush too.
+   */
+  immediate?: (fn: () => void) => unknown
 }
 
+/**
+ * What one turn has for one destination, written as BATCH entries (wire.ts: writeBatchEntry)
+ * behind room for the body head: sent as one datagram, a BATCH or the message alone.
+ */
+interface Outbox {
+  /** The receiver id the datagram is sealed for (NO_RECEIVER: the group). */
+  receiver: Buffer
+  /** Where it goes; undefined for the group (the multicast groups and the listed peers). */
+  to: Address | undefined
+  body: Buffer | undefined
+  /** Bytes of `body` written: the head's room and the entries. */
+  used: number
+  count: number
+}
 
-
-
+/** The outbox of the group; every other is keyed by its receiver's id in hex, never empty. */
+const GROUP_OUTBOX = ''
 /** One IP family's sockets: the group (absent without multicast) and the unicast socket. */
 interface Leg {
   family: 4 | 6
@@ -91,6 +110,9 @@ export class Transport implements PeerTransport {
     bytesReceived: 0,
     sendErrors: 0,
     oversizeNotSent: 0,
+    batchesSent: 0,
+    messagesBatched: 0,
+    batchesReceived: 0,
     duplicates: 0,
     dropped: { malformed: 0, oversize: 0, unknownKey: 0, openFailed: 0, stale: 0, replayed: 0, unsolicited: 0, misaddressed: 0, mismatched: 0, futureVersion: 0, counterJump: 0, failed: 0 },
   }
@@ -105,12 +127,16 @@ export class Transport implements PeerTransport {
   #recent = new BoundedMap<string, 4 | 6>(RECENT_PAIRS)
   #now: () => number
   #peers: Address[] = []
+  #outboxes = new Map<string, Outbox>()
+  #flushPending = false
+  #immediate: (fn: () => void) => unknown
 
   constructor(o: TransportOptions) {
     this.#o = o
     this.#keys = o.keys
     this.#ring = new Keyring(o.keys)
     this.#now = o.now ?? Date.now
+    this.#immediate = o.immediate ?? setImmediate
   }
 
   /** Where peers send replies to us (the first family's unicast socket). */
@@ -253,19 +279,23 @@ export class Transport implements PeerTransport {
       return
     }
     const sender = opened.header.senderId.toString('hex')
+    // A BATCH carries several messages under one envelope: every check below is made once for
+    // the datagram, and the receiver check for each message it holds.
+    const batch = opened.body[0] === MsgType.BATCH
     let decoded
     try {
-      decoded = decodeBody(opened.body)
+      decoded = decodeMessages(opened.body)
     } catch {
       c.dropped.malformed++
       return
     }
+    const { sentAtMs, msgs } = decoded
     const toGroup = opened.header.receiverId.equals(NO_RECEIVER)
-    if (toGroup ? !GROUP_TYPES.has(decoded.msg.type) : !opened.header.receiverId.equals(this.nodeId)) {
+    if (toGroup ? msgs.some((m) => !GROUP_TYPES.has(m.type)) : !opened.header.receiverId.equals(this.nodeId)) {
       c.dropped.misaddressed++
       return
     }
-    if (Math.abs(this.#now() - decoded.sentAtMs) > this.#o.replayWindowMs) {
+    if (Math.abs(this.#now() - sentAtMs) > this.#o.replayWindowMs) {
       c.dropped.stale++
       return
     }
@@ -282,25 +312,105 @@ export class Transport implements PeerTransport {
       return
     }
     if (seen !== undefined) this.#recent.set(seen, family)
-    try {
-      this.onMessage({ msg: decoded.msg, sender, sentAtMs: decoded.sentAtMs, rinfo })
-    } catch (err) {
-      // A message the handlers cannot take (a value out of range somewhere deep) is this message's
-      // failure, not the daemon's: thrown out of the socket handler it would end the process.
-      // Logged at the 1st, 2nd, 4th, 8th... failure: a flood of them must not flood the log.
-      if ((++c.dropped.failed & (c.dropped.failed - 1)) === 0) this.#o.log.warn({ type: typeName(decoded.msg.type), code: (err as { code?: unknown }).code ?? 'INTERNAL' }, 'peer message dropped: handling it failed')
+    if (batch) c.batchesReceived++
+    for (const msg of msgs) {
+      try {
+        this.onMessage({ msg, sender, sentAtMs, rinfo })
+      } catch (err) {
+        // A message the handlers cannot take (a value out of range somewhere deep) is this message's
+        // failure, not the daemon's (nor its batch's): thrown out of the socket handler it would
+        // end the process. Logged at the 1st, 2nd, 4th, 8th... failure: a flood of them must not
+        // flood the log.
+        if ((++c.dropped.failed & (c.dropped.failed - 1)) === 0) this.#o.log.warn({ type: typeName(msg.type), code: (err as { code?: unknown }).code ?? 'INTERNAL' }, 'peer message dropped: handling it failed')
+      }
     }
   }
 
-  /** The sealed datagram, or undefined (counted) when it would exceed maxDatagramBytes. */
-  #seal(msg: Message, receiver: Buffer): Buffer | undefined {
-    if (datagramLength(msg) > this.#o.maxDatagramBytes) {
+  // ---- sending: one datagram per destination per turn ----
+
+  /**
+   * Queues `msg` for `receiver` (NO_RECEIVER: the group) at `to` (undefined: the group), or
+   * counts it and returns when it alone would exceed maxDatagramBytes. The message is encoded at
+   * once: a chunk may be a view into the store's buffer, which a later request in the same turn
+   * may overwrite or wipe.
+   */
+  #queue(key: string, receiver: Buffer | undefined, to: Address | undefined, msg: Message): void {
+    const alone = datagramLength(msg)
+    if (alone > this.#o.maxDatagramBytes) {
       this.counters.oversizeNotSent++
-      this.#o.log.warn({ type: typeName(msg.type), bytes: datagramLength(msg), maxDatagramBytes: this.#o.maxDatagramBytes }, 'datagram larger than maxDatagramBytes not sent')
-      return undefined
+      this.#o.log.warn({ type: typeName(msg.type), bytes: alone, maxDatagramBytes: this.#o.maxDatagramBytes }, 'datagram larger than maxDatagramBytes not sent')
+      return
     }
-    const key = sealingKey(this.#keys, Math.floor(this.#now() / 1000))
-    return seal(this.#ring, key.id, this.nodeId, ++this.#counter, encodeBody(msg, this.#now()), receiver)
+    let box = this.#outboxes.get(key)
+    if (box && to && (box.to!.port !== to.port || box.to!.address !== to.address)) {
+      // The same receiver at another address (it moved, or the other family): what is queued goes where it was meant to.
+      this.#sendBox(box)
+      box.to = to
+    }
+    if (!box) {
+      box = { receiver: receiver ?? Buffer.from(key, 'hex'), to, body: undefined, used: 0, count: 0 }
+      this.#outboxes.set(key, box)
+    }
+    const entry = batchEntryLength(msg)
+    if (box.count > 0 && (box.used + entry > this.#o.maxDatagramBytes - HEADER_BYTES - TAG_BYTES || box.count === MAX_BATCH_COUNT)) this.#sendBox(box)
+    // Room for the largest lone message (as an entry, 4 bytes more than as a body) or a full batch.
+    box.body ??= Buffer.allocUnsafe(this.#o.maxDatagramBytes - HEADER_BYTES - TAG_BYTES + 4)
+    if (box.count === 0) box.used = BATCH_HEAD_BYTES
+    box.used = writeBatchEntry(box.body, box.used, msg)
+    box.count++
+    if (!this.#flushPending) {
+      this.#flushPending = true
+      this.#immediate(this.#flushSoon)
+    }
+  }
+
+  readonly #flushSoon = (): void => {
+    this.#flushPending = false
+    this.flush()
+  }
+
+  /**
+   * Sends at once everything queued in this turn, one datagram per destination (more only where
+   * maxDatagramBytes or the batch count says so). The end of every turn does it anyway; the local
+   * front ends call it before they write their replies, so that a write's copies are on the wire
+   * before the application hears the write is done.
+   */
+  flush(): void {
+    if (this.#outboxes.size === 0) return
+    for (const box of this.#outboxes.values()) this.#sendBox(box)
+    // Emptied each turn: receivers come and go (a new id per daemon start).
+    this.#outboxes.clear()
+  }
+
+  /** Seals and sends what `box` holds: the message itself when alone, a BATCH otherwise. */
+  #sendBox(box: Outbox): void {
+    const body = box.body
+    if (!body || box.count === 0) return
+    const count = box.count
+    box.body = undefined
+    box.count = 0
+    const now = this.#now()
+    const sealed = count === 1 ? loneBody(body, box.used, now) : batchBody(body, box.used, count, now)
+    let d: Buffer
+    try {
+      d = seal(this.#ring, sealingKey(this.#keys, Math.floor(now / 1000)).id, this.nodeId, ++this.#counter, sealed, box.receiver)
+    } catch (err) {
+      // Sealing runs at the end of a turn, where a throw would end the daemon; it fails only
+      // without a key to seal with (a reload took them all), and then nothing can be sent.
+      this.counters.sendErrors += count
+      this.#o.log.warn({ code: (err as { code?: unknown }).code ?? 'INTERNAL' }, 'peer datagram not sent: sealing failed')
+      return
+    }
+    if (count > 1) {
+      this.counters.batchesSent++
+      this.counters.messagesBatched += count
+    }
+    if (box.to) {
+      this.#send(d, box.to.port, box.to.address, box.to.family)
+      return
+    }
+    for (const p of this.#peers) this.#send(d, p.port, p.address, p.family)
+    if (this.#o.multicastEnabled) for (const l of this.#legs) this.#send(d, this.#o.port, l.group, l.family)
   }
 
   /** True when `msg` fits in one datagram (maxDatagramBytes). */
@@ -308,46 +418,49 @@ export class Transport implements PeerTransport {
     return datagramLength(msg) <= this.#o.maxDatagramBytes
   }
 
-  /** Resolves once the datagram has left (or failed to: counted, never thrown). */
-  #send(dgram: Buffer, port: number, address: string, family: 4 | 6): Promise<void> {
-    const leg = this.#legFor(family)
+  /** Failures of any send, counted: one callback for every datagram instead of a promise each. */
+  readonly #sent = (err: Error | null): void => {
+    if (err) this.counters.sendErrors++
+  }
+
+  #send(dgram: Buffer, port: number, address: string, family: 4 | 6): void {
+    const legs = this.#legs
+    const leg = legs[0]?.family === family ? legs[0] : legs[1]?.family === family ? legs[1] : undefined
     if (!leg) {
       // An address of a family we do not speak (a listed peer, or a reply to one).
-      if (this.#legs.length > 0) this.counters.sendErrors++
-      return Promise.resolve()
+      if (legs.length > 0) this.counters.sendErrors++
+      return
     }
     this.counters.datagramsSent++
     this.counters.bytesSent += dgram.length
-    return leg.u.send(dgram, port, address).then(
-      () => {},
-      () => {
-        this.counters.sendErrors++
-      },
-    )
+    leg.u.send(dgram, port, address, this.#sent)
   }
 
-  /** Sends `msg` to the whole cluster: the multicast group(s) and every listed peer, sealed once. */
-  sendGroup(msg: Message): Promise<void> {
+  /**
+   * Sends `msg` to the whole cluster: the multicast group(s) and every listed peer, sealed once,
+   * with whatever else goes to the group in this turn.
+   */
+  sendGroup(msg: Message): void {
     if (!GROUP_TYPES.has(msg.type)) throw new Error(`${typeName(msg.type)} is never sent to the group`)
-    const d = this.#seal(msg, NO_RECEIVER)
-    if (!d) return Promise.resolve()
-    const sends = this.#peers.map((p) => this.#send(d, p.port, p.address, p.family))
-    if (this.#o.multicastEnabled) for (const l of this.#legs) sends.push(this.#send(d, this.#o.port, l.group, l.family))
-    return Promise.all(sends).then(() => {})
+    this.#queue(GROUP_OUTBOX, NO_RECEIVER, undefined, msg)
   }
 
-  /** Sends `msg` to the daemon `receiver` (its node id in hex) at its announced address `to`. */
-  sendTo(to: Address, receiver: string, msg: Message): Promise<void> {
-    const d = this.#seal(msg, Buffer.from(receiver, 'hex'))
-    return d ? this.#send(d, to.port, to.address, to.family) : Promise.resolve()
+  /**
+   * Sends `msg` to the daemon `receiver` (its node id in hex) at its announced address `to`,
+   * with whatever else goes to it in this turn.
+   */
+  sendTo(to: Address, receiver: string, msg: Message): void {
+    this.#queue(receiver, undefined, to, msg)
   }
 
   /** Sends `msg` to several daemons, each sealed for its receiver. */
   sendToEach(to: readonly { id: string; address: Address }[], msg: Message): void {
-    for (const r of to) void this.sendTo(r.address, r.id, msg)
+    for (const r of to) this.sendTo(r.address, r.id, msg)
   }
 
+  /** Sends what is queued, then closes the sockets. */
   async close(): Promise<void> {
+    this.flush()
     const socks = this.#legs.flatMap((l) => (l.g ? [l.g, l.u] : [l.u]))
     this.#legs = []
     await Promise.all(socks.map((s) => s.close().catch(() => {})))

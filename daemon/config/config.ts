@@ -103,8 +103,9 @@ export const FIELDS = [
   { key: 'ticketConsumers', kind: 'consumers', def: () => [], unit: 'list of tables', doc: 'TLS servers fed the cluster\'s ticket keys: [[ticketConsumers]] tables with name (default: the format; the same on every host), format (nginx, haproxy, apache, h2o), dir (default <ticketDir>/<name>), group (owns the 0640 files), reloadCommand (argv run after each write, no shell), adminSocket (HAProxy, instead of a reload), timeoutMs (default 10000), allowPersistentDisk (default false); see docs/tls-servers.md', example: '[{ name = "nginx", format = "nginx", group = "www-data", reloadCommand = ["systemctl", "reload", "nginx"] }]' },
   { key: 'multicastEnabled', kind: 'bool', def: () => true, unit: 'true/false', doc: 'use the multicast group; false = listed peers only (networks without multicast)' },
   { key: 'peers', kind: 'list', def: () => [], reloads: true, unit: 'HOST:PORT', doc: 'peers reached by unicast (their unicastPort); names are resolved at start' },
-  { key: 'replicationFactor', kind: 'int', def: () => 2, min: 1, max: 16, unit: 'copies', doc: 'copies of each session in the cluster, this host\'s included (1 = no replication)' },
+  { key: 'replicationFactor', kind: 'int', def: () => 2, min: 0, max: 16, unit: 'copies', doc: 'copies of each session in the cluster, this host\'s included (1 = no replication); 0 = every trusted member holds every session (push to all: GETs are local, but each host holds the whole fleet\'s sessions, N times the store of replicationFactor 1, and every SET costs N - 1 copies; for segments of a few hosts, see docs/scaling.md)' },
   { key: 'replicationAckTimeoutMs', kind: 'int', def: () => 100, min: 5, max: 60_000, unit: 'ms', doc: 'wait for a copy\'s acknowledgement before the first retry (doubling)' },
+  { key: 'replicationAckDelayMs', kind: 'int', def: () => 10, min: 0, max: 15_000, unit: 'ms', doc: 'a receiver of copies and deletes acknowledges them together, in one ACKS datagram per sender, this long after the first it owes (or at once when one datagram is full); at most a quarter of replicationAckTimeoutMs; 0 = each at once by its own ACK (as daemons before ACKS did: use it while a fleet is upgraded)' },
   { key: 'replicationRetries', kind: 'int', def: () => 10, min: 0, max: 50, unit: 'retries', doc: 'retries of an unacknowledged copy before it is counted as failed' },
   { key: 'maxReplicationInflight', kind: 'int', def: () => 256, min: 1, max: 100_000, unit: 'copies', doc: 'copies awaiting acknowledgement at once: the rate bound of re-placement and handoff' },
   { key: 'maxReplicationQueue', kind: 'int', def: () => 1_000_000, min: 1, max: 100_000_000, unit: 'copies', doc: 'copies waiting to be sent; more are dropped and counted' },
@@ -282,6 +283,7 @@ export function apply(base: Config, overrides: Record<string, unknown>, where: s
   if (c.ticketKeyRotationMs < 10 * c.heartbeatMs) throw new ConfigError(`${where}: ticketKeyRotationMs (${c.ticketKeyRotationMs}) must be at least 10 times heartbeatMs (${c.heartbeatMs}): the next key is agreed by heartbeats during the epoch before it`)
   const datagrams = datagramProblem(c)
   if (datagrams) throw new ConfigError(`${where}: ${datagrams}`)
+  if (4 * c.replicationAckDelayMs > c.replicationAckTimeoutMs) throw new ConfigError(`${where}: replicationAckDelayMs (${c.replicationAckDelayMs}) must be at most a quarter of replicationAckTimeoutMs (${c.replicationAckTimeoutMs}): an acknowledgement held longer makes the sender retry copies that arrived`)
   if (c.deadAfterMs < 2 * c.heartbeatMs) throw new ConfigError(`${where}: deadAfterMs (${c.deadAfterMs}) must be at least twice heartbeatMs (${c.heartbeatMs}), or one lost heartbeat kills a member`)
   checkLimits(c, where)
   return c
@@ -298,10 +300,13 @@ export function datagramProblem(c: Config): string | undefined {
   const key = Buffer.alloc(c.maxKeyBytes)
   const v6 = { family: 6 as const, address: '::', port: 0 }
   const v4 = { family: 4 as const, address: '0.0.0.0', port: 0 }
-  const lookup: Message = { type: MsgType.LOOKUP, reqId: 0, nonce: Buffer.alloc(NONCE_BYTES), reply: v6, expect: Array.from({ length: c.replicationFactor - 1 }, () => Buffer.alloc(SENDER_ID_BYTES)), key }
+  // Push to all (0) names as many members as fit and asks every member (no names) beyond that:
+  // every member is an owner, so the two mean the same, and the shortest LOOKUP is the limit.
+  const named = Math.max(0, c.replicationFactor - 1)
+  const lookup: Message = { type: MsgType.LOOKUP, reqId: 0, nonce: Buffer.alloc(NONCE_BYTES), reply: v6, expect: Array.from({ length: named }, () => Buffer.alloc(SENDER_ID_BYTES)), key }
   const announce: Message = { type: MsgType.ANNOUNCE, reply: v6, also: v4, entries: 0, flags: AnnounceFlag.DUAL_STACK, name: c.nodeName }
   const needs = [
-    { what: `a LOOKUP for a ${c.maxKeyBytes}-byte key naming ${c.replicationFactor - 1} owner${c.replicationFactor === 2 ? "" : "s"}`, bytes: datagramLength(lookup) },
+    { what: `a LOOKUP for a ${c.maxKeyBytes}-byte key naming ${named} owner${named === 1 ? '' : 's'}`, bytes: datagramLength(lookup) },
     { what: `a REPLICATE of a ${c.maxKeyBytes}-byte key with one value byte`, bytes: c.maxDatagramBytes - replicateChunkBytes(c.maxDatagramBytes, c.maxKeyBytes) + 1 },
     { what: 'a HIT with one value byte', bytes: c.maxDatagramBytes - hitChunkBytes(c.maxDatagramBytes) + 1 },
     { what: `an ANNOUNCE of the ${Buffer.byteLength(c.nodeName)}-byte nodeName`, bytes: datagramLength(announce) },

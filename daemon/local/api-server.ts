@@ -47,6 +47,11 @@ export interface ApiServerOptions extends Pick<Config, 'maxConnections'> {
    */
   maxPendingReplyBytes?: number
   handler: Handler
+  /**
+   * Called right before the replies to a chunk's requests are written (the daemon's: the
+   * cluster's flush in cluster/hooks.ts, so that a SET's copies leave before its reply).
+   */
+  beforeReplies?: () => void
   log: Log
   /** A name for log lines and counters ('api', 'admin'). */
   name: string
@@ -112,6 +117,8 @@ class Connection {
       // Only the frame splitter throws here (oversized length prefix): answer and hang up.
       this.#fail(0, 0, err instanceof ProtocolError ? err : new ProtocolError('TRUNCATED', String(err)))
     } finally {
+      // The corked replies leave at uncork: what the requests sent to peers leaves first.
+      this.#server.options.beforeReplies?.()
       this.socket.uncork()
     }
   }

@@ -823,6 +823,8 @@ class McConnection {
   #send(): void {
     const out = this.#out
     if (out.length === 0) return
+    // A write's copies (and deletes) leave before the client can read its reply.
+    this.#fe.flushPeers()
     this.#out = []
     const n = this.#outBytes
     this.#outBytes = 0
@@ -911,6 +913,11 @@ export class MemcacheServer {
     } catch (err) {
       return fail(err)
     }
+  }
+
+  /** Sends what the cluster queued for its peers in this turn (hooks.ts: flush). */
+  flushPeers(): void {
+    this.#o.cluster()?.flush()
   }
 
   /** TTL in ms for a memcached exptime, or -1 when the item is already expired. */

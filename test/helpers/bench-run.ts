@@ -5,11 +5,13 @@
  */
 import { execFile } from 'node:child_process'
 import path from 'node:path'
-import { ROOT } from './daemon.js'
+import { ROOT, nodeCommand } from './daemon.js'
 
 export function runBench<T>(name: string, args: string[] = [], env: NodeJS.ProcessEnv = {}, timeoutMs = 600_000): Promise<T> {
+  // Without tap's process-info hook: the program starts daemons of its own, which would inherit it.
+  const [cmd, ...pre] = nodeCommand()
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, [path.join(ROOT, 'dist', 'bench', `${name}.js`), ...args], { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+    execFile(cmd!, [...pre, path.join(ROOT, 'dist', 'bench', `${name}.js`), ...args], { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
       const line = stdout.split('\n').find((l) => l.startsWith(`${name}-result `))
       if (line) return resolve(JSON.parse(line.slice(name.length + 8)) as T)
       reject(new Error(`bench ${name} printed no result${err ? `: ${err.message}` : ''}\n${stderr.slice(-2000)}`))
@@ -83,6 +85,8 @@ export interface CostCase {
   rate: number
   hosts: number
   statecast: TargetFigures
+  /** The same fleet with every session pushed to every host (replicationFactor 0); null when skipped. */
+  pushToAll: TargetFigures | null
   memcached: TargetFigures | null
   /**
    * The floor of any design with a Node process per host: one bare Node server per host
@@ -91,6 +95,7 @@ export interface CostCase {
   floor: TargetFigures | null
   /** statecast's CPU per handshake over memcached's, both from this run. */
   cpuRatio: number | null
+  pushToAllRatio: number | null
   /** The floor's CPU per handshake over memcached's: what no per-host Node daemon can go below. */
   floorRatio: number | null
 }

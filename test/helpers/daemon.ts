@@ -7,9 +7,9 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { ROOT } from './root.js'
 
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
+export { ROOT }
 export const DAEMON = path.join(ROOT, 'dist', 'daemon', 'main.js')
 export const CLI = path.join(ROOT, 'dist', 'cli', 'main.js')
 
@@ -27,6 +27,20 @@ export interface Running {
   /** SIGTERM and wait for exit; resolves the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>
   exited: Promise<number | null>
+}
+
+/**
+ * The command that runs Node for the CLI or a bench program, after `prefix` (such as `ip netns
+ * exec NS`). tap adds its process-info hook (a module loader on a thread of its own, there for
+ * coverage) to NODE_OPTIONS of every process a test starts, and puts it back on each spawn whatever
+ * env is given: about half a second of CPU more per Node start, hundreds of times in a run. With
+ * coverage off the hook records nothing anyone reads, so Node starts through `env` with
+ * NODE_OPTIONS as it was without it (env and `ip netns exec` exec, so the pid is still Node's).
+ */
+export function nodeCommand(prefix: string[] = []): string[] {
+  if (process.env['_TAPJS_PROCESSINFO_COVERAGE_'] !== '0') return [...prefix, process.execPath]
+  const options = (process.env['NODE_OPTIONS'] ?? '').replace(/(^|\s)"?--(import|loader|require)[= ][^\s"]*@tapjs\/processinfo[^\s"]*"?/g, '').trim()
+  return ['env', `NODE_OPTIONS=${options}`, ...prefix, process.execPath]
 }
 
 interface Teardown {
@@ -55,7 +69,10 @@ export async function startDaemon(t: Teardown, opts: { args?: string[]; dir?: st
   const args = [DAEMON, ...pathArgs, ...isolate, ...extra]
   // `prefix` runs the daemon through another command, such as `ip netns exec NS` (which execs, so
   // the pid is the daemon's own).
-  const [cmd, ...pre] = [...(opts.prefix ?? []), process.execPath]
+  // Without tap's hook (see nodeCommand), whose own signal handlers once hid that statecastd took
+  // SIGHUP only after logging ready (a reload sent on that line killed it; main.ts now takes
+  // signals before start-up).
+  const [cmd, ...pre] = nodeCommand(opts.prefix)
   const proc = spawn(cmd!, [...pre, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } })
   const logs: Record<string, unknown>[] = []
   const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = []
@@ -120,7 +137,7 @@ export async function startDaemon(t: Teardown, opts: { args?: string[]; dir?: st
 /** Runs the CLI to completion. */
 export function runCli(args: string[], opts: { input?: string | Buffer; env?: NodeJS.ProcessEnv; prefix?: string[] } = {}): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
   return new Promise((resolve) => {
-    const [cmd, ...pre] = [...(opts.prefix ?? []), process.execPath]
+    const [cmd, ...pre] = nodeCommand(opts.prefix)
     const p = spawn(cmd!, [...pre, CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } })
     const out: Buffer[] = []
     let err = ''

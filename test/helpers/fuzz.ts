@@ -7,7 +7,7 @@
  */
 import { ProtocolError } from '../../protocol/errors.js'
 import { FrameDecoder, Op, Status, decodeReply, decodeRequest, encodeReply, encodeRequest, type Request } from '../../protocol/local.js'
-import { Keyring, MsgType, decodeBody, encodeBody, open, seal, type Message } from '../../protocol/wire.js'
+import { Keyring, MsgType, decodeMessages, encodeBatch, encodeBody, open, seal, type Message } from '../../protocol/wire.js'
 
 /**
  * Runs a decoder on bytes that may be anything: true when it returned or failed with its own
@@ -58,6 +58,7 @@ export const messageSeeds: Message[] = [
   { type: MsgType.REPLICATE, replId: 3, ttlMs: 9, flags: 0, totalLen: 4, index: 0, count: 1, version: 0x0190e1a2b3c40001n, key: b('k'), chunk: b('abcd') },
   { type: MsgType.ACK, replId: 3 },
   { type: MsgType.DELETE, replId: 4, version: 0x0190e1a2b3c40304n, key: b('k') },
+  { type: MsgType.ACKS, replIds: [3, 4, 5] },
 ]
 
 export function mutate(seed: Buffer, other: Buffer, r: () => number): Buffer {
@@ -124,7 +125,8 @@ export function fuzz(inputs: number, seed = 1): FuzzResult[] {
   const sender = Buffer.alloc(8, 3)
   const reqBytes = requestSeeds.map(encodeRequest)
   const replyBytes = [encodeReply(Op.GET, 1, Status.OK, Buffer.alloc(200, 1), 0, 1000), encodeReply(Op.STATS, 2, Status.OK, b('{}')), encodeReply(Op.SET, 3, Status.TOO_LARGE, b('too large'))]
-  const bodies = messageSeeds.map((m) => encodeBody(m, 1_764_000_000_000))
+  // Batches too: their mutations cut, nest and mislabel entries.
+  const bodies = [...messageSeeds.map((m) => encodeBody(m, 1_764_000_000_000)), encodeBatch(messageSeeds.slice(0, 3), 1_764_000_000_000), encodeBatch(messageSeeds.slice(-3), 1_764_000_000_000)]
   const sealed = bodies.map((body, i) => seal(ring, key.id, sender, i + 1, body))
   const pick = (arr: Buffer[]) => arr[r() % arr.length]!
   const results: FuzzResult[] = []
@@ -155,7 +157,7 @@ export function fuzz(inputs: number, seed = 1): FuzzResult[] {
       })
       return frames > 0
     }],
-    ['peer body (authenticated but malformed)', () => own(() => decodeBody(mutate(pick(bodies), pick(bodies), r))) !== undefined],
+    ['peer body (authenticated but malformed)', () => own(() => decodeMessages(mutate(pick(bodies), pick(bodies), r))) !== undefined],
     ['sealed datagram', () => own(() => open(ring, mutate(pick(sealed), pick(sealed), r))) !== undefined],
   ]
   for (const [name, fn] of targets) {

@@ -38,6 +38,7 @@ export const CORE_DEFAULTS: Omit<ClusterOptions, 'nodeName' | 'iface'> = {
   ticketKeyRotationMs: 3_600_000,
   replicationFactor: 2,
   replicationAckTimeoutMs: 100,
+  replicationAckDelayMs: 2,
   replicationRetries: 10,
   maxReplicationInflight: 256,
   maxReplicationQueue: 1_000_000,
@@ -90,7 +91,7 @@ export class MemoryLab {
       now: () => clock.now(),
       clock: new Hlc(() => clock.wallMs()),
     })
-    const transport = new Transport({ ...o, keys, log: silentLog, now: () => clock.wallMs(), sockets: this.net.host(address) })
+    const transport = new Transport({ ...o, keys, log: silentLog, now: () => clock.wallMs(), immediate: (fn) => clock.setImmediate(fn), sockets: this.net.host(address) })
     const cluster = new Cluster(o, keys, store, silentLog, { clock, transport, random: this.#random })
     await cluster.start()
     const core: Core = { name, address, cluster, store }

@@ -113,10 +113,13 @@ class MemorySocket implements DatagramSocket {
     return { port: this.bound.port }
   }
 
-  async send(buf: Buffer, port: number, address: string): Promise<unknown> {
-    if (this.closed || !this.bound) throw new Error('memory socket closed or not bound')
+  send(buf: Buffer, port: number, address: string, done?: (err: Error | null) => void): void {
+    if (this.closed || !this.bound) {
+      done?.(new Error('memory socket closed or not bound'))
+      return
+    }
     this.#net.carry(this, buf, { address, port })
-    return buf.length
+    done?.(null)
   }
 
   deliver(buf: Buffer, from: Endpoint): void {

@@ -2,7 +2,7 @@
 import t from 'tap'
 import dgram from 'node:dgram'
 import { DgramAsPromised } from 'dgram-as-promised'
-import { Keyring, MsgType, decodeBody, encodeBody, open, readHeader, seal } from '../../protocol/wire.js'
+import { Keyring, MsgType, decodeMessages, encodeBody, open, readHeader, seal } from '../../protocol/wire.js'
 import { parseKeyFile } from '../../protocol/keyfile.js'
 import fs from 'node:fs'
 import { GENEROUS_LOOKUPS, clusterStats, newKey, startCluster, startNode, writeKeyFile, type Node } from '../helpers/cluster.js'
@@ -215,15 +215,17 @@ t.test('heartbeats: one ANNOUNCE per member, and the ticket key repeated by its 
   const seen = new Map<string, { announces: number; secrets: Map<number, { sent: number; creator: string }> }>()
   spy.socket.on('message', (m: Buffer) => {
     const { header, body } = open(ring, m)
-    const msg = decodeBody(body).msg
-    const from = header.senderId.toString('hex')
-    const s = seen.get(from) ?? { announces: 0, secrets: new Map() }
-    seen.set(from, s)
-    if (msg.type === MsgType.ANNOUNCE) s.announces++
-    if (msg.type === MsgType.TICKET_KEY) {
-      const k = s.secrets.get(msg.epoch) ?? { sent: 0, creator: msg.creator.toString('hex') }
-      k.sent++
-      s.secrets.set(msg.epoch, k)
+    // Several messages of one heartbeat travel as one BATCH.
+    for (const msg of decodeMessages(body).msgs) {
+      const from = header.senderId.toString('hex')
+      const s = seen.get(from) ?? { announces: 0, secrets: new Map() }
+      seen.set(from, s)
+      if (msg.type === MsgType.ANNOUNCE) s.announces++
+      if (msg.type === MsgType.TICKET_KEY) {
+        const k = s.secrets.get(msg.epoch) ?? { sent: 0, creator: msg.creator.toString('hex') }
+        k.sent++
+        s.secrets.set(msg.epoch, k)
+      }
     }
   })
   await eventually(() => seen.size === nodes.length && [...seen.values()].every((s) => s.announces >= 10), 60_000, 'ten heartbeats from every member')

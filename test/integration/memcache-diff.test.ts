@@ -10,12 +10,10 @@ import t from 'tap'
 import { spawn, execFileSync } from 'node:child_process'
 import net from 'node:net'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { startCluster, startNode, waitMembers } from '../helpers/cluster.js'
-import { eventually, freePort, startDaemon } from '../helpers/daemon.js'
+import { ROOT, eventually, freePort, startDaemon } from '../helpers/daemon.js'
 
-const HERE = path.dirname(fileURLToPath(import.meta.url))
-const SCRIPT = path.join(HERE, '..', 'helpers', 'memcache_diff.py')
+const SCRIPT = path.join(ROOT, 'test', 'helpers', 'memcache_diff.py')
 // Debian's python3 has Debian's python3-pymemcache (scripts/install-system-deps.sh).
 const PYTHON = '/usr/bin/python3'
 

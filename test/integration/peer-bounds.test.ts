@@ -8,7 +8,7 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import { DgramAsPromised } from 'dgram-as-promised'
 import { parseKeyFile } from '../../protocol/keyfile.js'
-import { Keyring, MsgType, decodeBody, encodeBody, open, seal, type Message } from '../../protocol/wire.js'
+import { Keyring, MsgType, decodeMessages, encodeBody, open, seal, type Message } from '../../protocol/wire.js'
 import { clusterStats, replicationSettled, startCluster } from '../helpers/cluster.js'
 import { eventually } from '../helpers/daemon.js'
 
@@ -17,9 +17,10 @@ function sealer(keyFile: string) {
   const keyId = [...ring.keys.keys()][0]!
   return {
     seal: (sender: Buffer, counter: number, m: Message, receiver?: Buffer) => seal(ring, keyId, sender, counter, encodeBody(m, Date.now()), receiver),
+    /** The messages of a datagram (several when it is a BATCH), or undefined when it does not open. */
     open: (d: Buffer) => {
       try {
-        return decodeBody(open(ring, d).body).msg
+        return decodeMessages(open(ring, d).body).msgs
       } catch {
         return undefined
       }
@@ -108,8 +109,7 @@ t.test('20,000 forged ANNOUNCEs: at most maxMembers members, and no session is p
   const fake = await fakeReplySocket(t)
   const got = new Map<string, number>()
   fake.socket.on('message', (d: Buffer) => {
-    const type = String(openAs(d)?.type ?? 'unopened')
-    got.set(type, (got.get(type) ?? 0) + 1)
+    for (const type of openAs(d)?.map((m) => String(m.type)) ?? ['unopened']) got.set(type, (got.get(type) ?? 0) + 1)
   })
   const reply = { family: 4 as const, address: '127.0.0.1', port: fake.address().port }
   const forged = Array.from({ length: 20_000 }, () => sealAs(crypto.randomBytes(8), 1, { type: MsgType.ANNOUNCE, reply, entries: 0, flags: 0, name: 'forged' }))

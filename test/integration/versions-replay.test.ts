@@ -10,7 +10,7 @@
 import t from 'tap'
 import crypto from 'node:crypto'
 import dgram from 'node:dgram'
-import { AnnounceFlag, Keyring, MsgType, decodeBody, encodeBody, open, readHeader, seal, type Message } from '../../protocol/wire.js'
+import { AnnounceFlag, Keyring, MsgType, decodeMessages, encodeBody, open, readHeader, seal, type Message } from '../../protocol/wire.js'
 import { clusterStats, newKey, startCluster, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
 import { eventually, tmpDir } from '../helpers/daemon.js'
 
@@ -38,11 +38,12 @@ async function fakeMember(t: { teardown(fn: () => unknown): void }, key: ReturnT
   sock.on('message', (bytes, rinfo) => {
     try {
       const { header, body } = open(ring, bytes)
-      const { msg } = decodeBody(body)
-      if (msg.type !== MsgType.REPLICATE) return
-      copies.push({ bytes: Buffer.from(bytes), key: msg.key.toString('latin1'), value: Buffer.from(msg.chunk), sender: header.senderId.toString('hex') })
-      // Acknowledged like a member would, so the sender does not keep retrying.
-      send({ type: MsgType.ACK, replId: msg.replId }, rinfo)
+      for (const msg of decodeMessages(body).msgs) {
+        if (msg.type !== MsgType.REPLICATE) continue
+        copies.push({ bytes: Buffer.from(bytes), key: msg.key.toString('latin1'), value: Buffer.from(msg.chunk), sender: header.senderId.toString('hex') })
+        // Acknowledged like a member would, so the sender does not keep retrying.
+        send({ type: MsgType.ACK, replId: msg.replId }, rinfo)
+      }
     } catch {
       /* not for us to judge */
     }

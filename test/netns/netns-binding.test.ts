@@ -10,19 +10,19 @@ import { clusterStats, startNode, uniqueGroup, waitMembers, writeKeyFile, type N
 import { eventually, tmpDir } from '../helpers/daemon.js'
 import { nft, startRelay, type Relay } from '../helpers/relay.js'
 import { parseKeyFile } from '../../protocol/keyfile.js'
-import { Keyring, MsgType, decodeBody, encodeBody, open, seal, type Message } from '../../protocol/wire.js'
+import { Keyring, MsgType, decodeMessages, encodeBody, open, seal, type Message } from '../../protocol/wire.js'
 
 const B_PORT = 40010
 const C_PORT = 40011
 
-/** Opens a captured datagram with the test's cluster key, to tell its type. */
-function opener(keyFile: string): (d: Buffer) => Message | undefined {
+/** Opens a captured datagram with the test's cluster key, to tell its messages (several in a BATCH). */
+function opener(keyFile: string): (d: Buffer) => Message[] {
   const ring = new Keyring(parseKeyFile(fs.readFileSync(keyFile, 'utf8')))
   return (d) => {
     try {
-      return decodeBody(open(ring, d).body).msg
+      return decodeMessages(open(ring, d).body).msgs
     } catch {
-      return undefined
+      return []
     }
   }
 }
@@ -39,7 +39,7 @@ async function lab3(t: { teardown(fn: () => unknown): void }, args: string[]) {
   return { lab, dir, keyFile, nodes, relay, start, open: opener(keyFile) }
 }
 
-const captured = (relay: Relay, open: (d: Buffer) => Message | undefined, type: number) => relay.seen.filter((d) => d.via === 'capture' && open(d.bytes)?.type === type)
+const captured = (relay: Relay, open: (d: Buffer) => Message[], type: number) => relay.seen.filter((d) => d.via === 'capture' && open(d.bytes).some((m) => m.type === type))
 
 t.test('a HIT captured on its way to B and resent to C, while C waits for its first lookup, does not answer it', async (t) => {
   const { lab, nodes, relay, open } = await lab3(t, ['--replication-factor', '1', '--lookup-timeout-ms', '3000'])
@@ -69,7 +69,7 @@ t.test('a captured REPLICATE: resent to another host, or to the restarted owner,
   let b = nodes[1]!
   const v1 = Buffer.from('first-session-value-v1')
   await a.client.set('rolled', v1)
-  const repl = await eventually(() => captured(relay, open, MsgType.REPLICATE).find((d) => (open(d.bytes) as { key: Buffer }).key.toString() === 'rolled'), 20_000, 'the copy to B captured')
+  const repl = await eventually(() => captured(relay, open, MsgType.REPLICATE).find((d) => open(d.bytes).some((m) => m.type === MsgType.REPLICATE && m.key.toString() === 'rolled')), 20_000, 'the copy to B captured')
   await eventually(async () => (await c.client.get('rolled', { localOnly: true }))?.equals(v1), 20_000, 'C holds its own copy')
   // Anything sent back to the relay's injection socket: only a reply to a datagram's source could be.
   const answers = () => relay.seen.filter((d) => d.via === 'inject')

@@ -20,7 +20,12 @@ t.test('copies reach every owner over a lossy network: lost copies and ACKs are 
   const [a] = cores as [Core]
   // Loss below what would starve the heartbeats (deadAfterMs is three of them).
   l.net.faults = { loss: 0.25, duplicate: 0.2, minDelayMs: 0, maxDelayMs: 20 }
-  for (const k of KEYS) l.set(a, k, `value of ${k}`)
+  // One write per turn, as separate client requests come: written in one turn, all copies for an
+  // owner would share one datagram (a BATCH), leaving the network few datagrams to lose.
+  for (const k of KEYS) {
+    l.set(a, k, `value of ${k}`)
+    await l.run(1)
+  }
   t.ok(await l.until(() => placed(l, a, KEYS), 60_000, 50), 'every key on each of its owners, at the version written')
   t.ok(sum(cores, (c) => c.cluster.replicator.counters.copiesRetried) > 0, 'lost copies or ACKs were retried')
   t.ok(l.net.counters.lost > 0 && l.net.counters.duplicated > 0, 'the network lost and duplicated datagrams')
@@ -43,7 +48,11 @@ t.test('deletes reach every copy over a lossy network, acknowledged and retried'
   t.ok(await l.settle(b.cluster.lookup(fetched)), 'a non-owner fetched a copy')
 
   l.net.faults = { loss: 0.25, duplicate: 0.2, minDelayMs: 0, maxDelayMs: 20 }
-  for (const k of keys) l.delete(a, k)
+  // One delete per turn, for the same reason as the writes above.
+  for (const k of keys) {
+    l.delete(a, k)
+    await l.run(1)
+  }
   t.ok(await l.until(() => keys.every((k) => l.holding(k).length === 0), 60_000, 50), 'no core holds any deleted key')
   t.ok(sum(cores, (c) => c.cluster.replicator.counters.deletesRetried) > 0, 'lost deletes or ACKs were retried')
   t.ok(sum(cores, (c) => c.cluster.replicator.counters.deletesForwarded) >= 1, 'the delete went on to the fetched copy')

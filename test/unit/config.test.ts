@@ -5,6 +5,7 @@ import os from 'node:os'
 import { FIELDS, RELOAD_IN_PLACE, apply, defaults, exampleToml, loadFile, type Config } from '../../daemon/config/config.js'
 import { STORE_DEFAULTS } from '../../daemon/store/session-store.js'
 import { defaultRuntimeDir, defaultSocketPath, defaultAdminSocketPath } from '../../protocol/paths.js'
+import { ROOT } from '../helpers/root.js'
 
 t.test('default socket paths for root, users and development runs', async (t) => {
   t.equal(defaultSocketPath({}, 0), '/run/statecast/statecast.sock')
@@ -22,6 +23,11 @@ t.test('bad values name the key and what it expects', async (t) => {
   t.throws(() => apply(d, { logLevel: 'loud' }, 'f'), { message: /logLevel must be one of error, warn, info, debug/ })
   t.throws(() => apply(d, { maxBytez: 1 }, 'f'), { message: /f: unknown key; did you mean maxBytes\?/ })
   t.throws(() => apply(d, { defaultTtlMs: 10, maxTtlMs: 5 }, 'f'), { message: /defaultTtlMs \(10\) must not exceed maxTtlMs \(5\)/ })
+  t.throws(() => apply(d, { replicationAckDelayMs: 30, replicationAckTimeoutMs: 100 }, 'f'), { code: 'BAD_CONFIG', message: /f: replicationAckDelayMs \(30\) must be at most a quarter of replicationAckTimeoutMs \(100\)/ })
+  t.equal(apply(d, { replicationAckDelayMs: 25, replicationAckTimeoutMs: 100 }, 'f').replicationAckDelayMs, 25, 'a quarter is allowed')
+  t.throws(() => apply(d, { replicationFactor: -1 }, 'f'), { message: /replicationFactor must be an integer from 0/ })
+  t.equal(apply(d, { replicationFactor: 0 }, 'f').replicationFactor, 0, 'push to all is accepted with the default maxDatagramBytes and 250-byte keys')
+  t.equal(apply(d, { replicationFactor: 0, maxDatagramBytes: 256, maxKeyBytes: 150 }, 'f').replicationFactor, 0, 'and with the smallest datagrams (its LOOKUP may name no one)')
   t.equal(apply(d, { maxBytes: '2097152', socketMode: '0640' }, 'flags').socketMode, 0o640)
 })
 
@@ -52,7 +58,7 @@ t.test('TOML file on top of defaults', async (t) => {
 })
 
 t.test('the README documents every config key', async (t) => {
-  const readme = fs.readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
+  const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8')
   for (const f of FIELDS) t.match(readme, new RegExp(`\\| \`${f.key}\` \\|`), f.key)
 })
 

@@ -11,7 +11,7 @@ import { Replicator } from '../../daemon/cluster/replication.js'
 import { owners } from '../../daemon/cluster/rendezvous.js'
 import type { Transport } from '../../daemon/cluster/transport.js'
 
-const opts = { replicationFactor: 2, replicationAckTimeoutMs: 60_000, replicationRetries: 0, maxReplicationInflight: 256, maxReplicationQueue: 100_000, maxDatagramBytes: 1400, maxValueBytes: 65536, maxReassemblyBytes: 1 << 20, maxHolderRecords: 1000 }
+const opts = { replicationFactor: 2, replicationAckTimeoutMs: 60_000, replicationAckDelayMs: 2, replicationRetries: 0, maxReplicationInflight: 256, maxReplicationQueue: 100_000, maxDatagramBytes: 1400, maxValueBytes: 65536, maxReassemblyBytes: 1 << 20, maxHolderRecords: 1000 }
 const addr = (port: number): Address => ({ family: 4, address: '127.0.0.1', port })
 
 t.test('copies owed to members in probation are pending until they are trusted, then sent', async (t) => {

@@ -14,7 +14,7 @@ import { owners } from '../../daemon/cluster/rendezvous.js'
 import type { PeerTransport } from '../../daemon/cluster/peer-transport.js'
 import { fakeClock } from '../helpers/fake-clock.js'
 
-const opts = { replicationFactor: 2, replicationAckTimeoutMs: 100, replicationRetries: 5, maxReplicationInflight: 256, maxReplicationQueue: 100_000, maxDatagramBytes: 1400, maxValueBytes: 65536, maxReassemblyBytes: 1 << 20, maxHolderRecords: 1000 }
+const opts = { replicationFactor: 2, replicationAckTimeoutMs: 100, replicationAckDelayMs: 2, replicationRetries: 5, maxReplicationInflight: 256, maxReplicationQueue: 100_000, maxDatagramBytes: 1400, maxValueBytes: 65536, maxReassemblyBytes: 1 << 20, maxHolderRecords: 1000 }
 const addr = (port: number): Address => ({ family: 4, address: '127.0.0.1', port })
 
 t.test('a SET written again while its copy is unacknowledged is answered at the ACK of the copy queued behind it', async (t) => {

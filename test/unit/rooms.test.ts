@@ -6,9 +6,8 @@
 import t from 'tap'
 import { readFileSync, readdirSync, statSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { ROOT } from '../helpers/root.js'
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 const SOURCES = ['daemon', 'protocol', 'client', 'cli', 'bench', 'test']
 
 function tsFiles(dir: string): string[] {

@@ -3,7 +3,7 @@ import fc from 'fast-check'
 import { ProtocolError } from '../../protocol/errors.js'
 import { onlyProtocolErrors } from '../helpers/fuzz.js'
 import { KEY_BYTES, formatKeyFile, newClusterKey, parseKeyFile, sealingKey, type ClusterKey } from '../../protocol/keyfile.js'
-import { AnnounceFlag, GROUP_TYPES, HEADER_BYTES, HIT_OVERHEAD_BYTES, Keyring, MAX_COUNTER, MsgType, NO_RECEIVER, SENDER_ID_BYTES, datagramLength, decodeBody, encodeBody, encodeHeader, keyDigest, open, readHeader, seal, writeHeader, type Header, type Message } from '../../protocol/wire.js'
+import { AnnounceFlag, MAX_ACKS, acksPerDatagram, BATCH_HEAD_BYTES, GROUP_TYPES, MAX_BATCH_COUNT, batchBody, decodeBatch, encodeBatch, loneBody, writeBatchEntry, HEADER_BYTES, HIT_OVERHEAD_BYTES, Keyring, MAX_COUNTER, MsgType, NO_RECEIVER, SENDER_ID_BYTES, datagramLength, decodeBody, encodeBody, encodeHeader, keyDigest, open, readHeader, seal, writeHeader, type Header, type Message } from '../../protocol/wire.js'
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex')
 const key1: ClusterKey = { id: 0x01020304, createdAt: 1_700_000_000, key: Buffer.alloc(32, 0x11) }
@@ -38,6 +38,8 @@ const bodies: { name: string; msg: Message; bytes: string }[] = [
   },
   { name: 'ACK', msg: { type: MsgType.ACK, replId: 4 }, bytes: '09 0000019a b697e87b 00000004' },
   { name: 'DELETE', msg: { type: MsgType.DELETE, replId: 5, version: V, key: Buffer.from('k1') }, bytes: '0a 0000019a b697e87b 00000005 019ab697e87b0102 0002 6b31' },
+  { name: 'ACKS of one id', msg: { type: MsgType.ACKS, replIds: [4] }, bytes: '0c 0000019a b697e87b 0001 00000004' },
+  { name: 'ACKS of three ids', msg: { type: MsgType.ACKS, replIds: [4, 0xffffffff, 4] }, bytes: '0c 0000019a b697e87b 0003 00000004 ffffffff 00000004' },
   {
     name: 'ANNOUNCE over IPv6',
     msg: { type: MsgType.ANNOUNCE, reply: { family: 6, address: 'fd00::1:2', port: 1 }, entries: 0, flags: 0, name: '' },
@@ -142,38 +144,42 @@ t.test('random bytes only ever fail with ProtocolError', async (t) => {
   t.pass('no foreign exception')
 })
 
+// Arbitrary messages, for the round-trip tests.
+const key = fc.uint8Array({ minLength: 1, maxLength: 250 }).map((a) => Buffer.from(a))
+const addr = fc.oneof(
+  fc.ipV4().map((a) => ({ family: 4 as const, address: a })),
+  fc.ipV6().map((a) => ({ family: 6 as const, address: new URL(`http://[${a}]/`).hostname.slice(1, -1) })),
+).chain((a) => fc.integer({ min: 0, max: 65535 }).map((port) => ({ ...a, port })))
+const u32 = fc.integer({ min: 0, max: 0xffffffff })
+const b8 = fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a))
+const b16 = fc.uint8Array({ minLength: 16, maxLength: 16 }).map((a) => Buffer.from(a))
+const version = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n })
+/** Any message of any type but BATCH. */
+const msg: fc.Arbitrary<Message> = fc.oneof(
+  fc.record({ type: fc.constant(MsgType.LOOKUP), reqId: u32, nonce: b8, reply: addr, expect: fc.array(fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a)), { maxLength: 4 }), key }),
+  fc.record({ type: fc.constant(MsgType.MISS), reqId: u32, nonce: b8, digest: b16 }),
+  fc.record({ type: fc.constant(MsgType.INVALIDATE), version, key }),
+  fc.record({ type: fc.constant(MsgType.ANNOUNCE), reply: addr, entries: u32, flags: fc.integer({ min: 0, max: 255 }).map((f) => f & ~AnnounceFlag.DUAL_STACK), name: fc.string({ maxLength: 60 }) }),
+  fc
+    .record({ reply: addr, also: addr, entries: u32, flags: fc.integer({ min: 0, max: 255 }), name: fc.string({ maxLength: 60 }) })
+    .filter((m) => m.also.family !== m.reply.family)
+    .map((m) => ({ type: MsgType.ANNOUNCE, ...m, flags: m.flags | AnnounceFlag.DUAL_STACK })),
+  fc.constant({ type: MsgType.LEAVE }),
+  fc.record({ type: fc.constant(MsgType.ACK), replId: u32 }),
+  fc.record({ type: fc.constant(MsgType.DELETE), replId: u32, version, key }),
+  fc.record({ type: fc.constant(MsgType.ACKS), replIds: fc.array(u32, { minLength: 1, maxLength: 300 }) }),
+  fc.uint8Array({ maxLength: 1200 }).chain((c) =>
+    fc.record({ type: fc.constant(MsgType.REPLICATE), replId: u32, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length), index: fc.constant(0), count: fc.constant(1), version, key, chunk: fc.constant(Buffer.from(c)) }),
+  ),
+  fc.record({ type: fc.constant(MsgType.TICKET_KEY), epoch: u32, creator: fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a)), key: fc.uint8Array({ minLength: 48, maxLength: 48 }).map((a) => Buffer.from(a)) }),
+  fc.uint8Array({ minLength: 1, maxLength: 1400 }).chain((c) =>
+    fc.integer({ min: 1, max: Math.min(100, c.length + 5) }).chain((count) =>
+      fc.record({ type: fc.constant(MsgType.HIT), reqId: u32, nonce: b8, digest: b16, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length + 5), index: fc.integer({ min: 0, max: count - 1 }), count: fc.constant(count), version, chunk: fc.constant(Buffer.from(c)) }),
+    ),
+  ),
+) as fc.Arbitrary<Message>
+
 t.test('round trip of arbitrary messages', async (t) => {
-  const key = fc.uint8Array({ minLength: 1, maxLength: 250 }).map((a) => Buffer.from(a))
-  const addr = fc.oneof(
-    fc.ipV4().map((a) => ({ family: 4 as const, address: a })),
-    fc.ipV6().map((a) => ({ family: 6 as const, address: new URL(`http://[${a}]/`).hostname.slice(1, -1) })),
-  ).chain((a) => fc.integer({ min: 0, max: 65535 }).map((port) => ({ ...a, port })))
-  const u32 = fc.integer({ min: 0, max: 0xffffffff })
-  const b8 = fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a))
-  const b16 = fc.uint8Array({ minLength: 16, maxLength: 16 }).map((a) => Buffer.from(a))
-  const version = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n })
-  const msg: fc.Arbitrary<Message> = fc.oneof(
-    fc.record({ type: fc.constant(MsgType.LOOKUP), reqId: u32, nonce: b8, reply: addr, expect: fc.array(fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a)), { maxLength: 4 }), key }),
-    fc.record({ type: fc.constant(MsgType.MISS), reqId: u32, nonce: b8, digest: b16 }),
-    fc.record({ type: fc.constant(MsgType.INVALIDATE), version, key }),
-    fc.record({ type: fc.constant(MsgType.ANNOUNCE), reply: addr, entries: u32, flags: fc.integer({ min: 0, max: 255 }).map((f) => f & ~AnnounceFlag.DUAL_STACK), name: fc.string({ maxLength: 60 }) }),
-    fc
-      .record({ reply: addr, also: addr, entries: u32, flags: fc.integer({ min: 0, max: 255 }), name: fc.string({ maxLength: 60 }) })
-      .filter((m) => m.also.family !== m.reply.family)
-      .map((m) => ({ type: MsgType.ANNOUNCE, ...m, flags: m.flags | AnnounceFlag.DUAL_STACK })),
-    fc.constant({ type: MsgType.LEAVE }),
-    fc.record({ type: fc.constant(MsgType.ACK), replId: u32 }),
-    fc.record({ type: fc.constant(MsgType.DELETE), replId: u32, version, key }),
-    fc.uint8Array({ maxLength: 1200 }).chain((c) =>
-      fc.record({ type: fc.constant(MsgType.REPLICATE), replId: u32, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length), index: fc.constant(0), count: fc.constant(1), version, key, chunk: fc.constant(Buffer.from(c)) }),
-    ),
-    fc.record({ type: fc.constant(MsgType.TICKET_KEY), epoch: u32, creator: fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a)), key: fc.uint8Array({ minLength: 48, maxLength: 48 }).map((a) => Buffer.from(a)) }),
-    fc.uint8Array({ minLength: 1, maxLength: 1400 }).chain((c) =>
-      fc.integer({ min: 1, max: Math.min(100, c.length + 5) }).chain((count) =>
-        fc.record({ type: fc.constant(MsgType.HIT), reqId: u32, nonce: b8, digest: b16, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length + 5), index: fc.integer({ min: 0, max: count - 1 }), count: fc.constant(count), version, chunk: fc.constant(Buffer.from(c)) }),
-      ),
-    ),
-  ) as fc.Arbitrary<Message>
   fc.assert(
     fc.property(msg, fc.integer({ min: 0, max: 2 ** 48 }), (m, time) => {
       const ring = new Keyring([key1])
@@ -254,6 +260,25 @@ t.test('DELETE: unicast only, and every cut or padded body is refused with a pro
   t.throws(() => decodeBody(Buffer.concat([empty.subarray(0, empty.length - 3), Buffer.from([0, 0])])), { code: 'BAD_FIELD' }, 'an empty key')
 })
 
+t.test('ACKS: unicast only, at least one id, its count exact, and what fits in a datagram', async (t) => {
+  t.notOk(GROUP_TYPES.has(MsgType.ACKS), 'an ACKS names its receiver')
+  const body = encodeBody({ type: MsgType.ACKS, replIds: [1, 2, 3] }, T)
+  for (let len = 9; len < body.length; len++) t.throws(() => decodeBody(body.subarray(0, len)), { code: 'TRUNCATED' }, `cut at ${len}`)
+  t.throws(() => decodeBody(Buffer.concat([body, Buffer.from([0, 0, 0, 0])])), { code: 'TRAILING' }, 'an id more than the count says')
+  const lying = Buffer.from(body)
+  lying.writeUInt16BE(0xffff, 9)
+  t.throws(() => decodeBody(lying), { code: 'TRUNCATED' }, 'a count larger than the ids present')
+  const zero = Buffer.concat([body.subarray(0, 9), Buffer.from([0, 0])])
+  t.throws(() => decodeBody(zero), { code: 'BAD_FIELD' }, 'count 0')
+  t.throws(() => encodeBody({ type: MsgType.ACKS, replIds: [] }, T), { code: 'BAD_FIELD' }, 'nothing to acknowledge is not encoded')
+  t.throws(() => encodeBody({ type: MsgType.ACKS, replIds: new Array(MAX_ACKS + 1).fill(1) }, T), { code: 'BAD_FIELD' }, 'more than a u16 count')
+  for (const max of [256, 1400, 9000, 65_000]) {
+    const n = acksPerDatagram(max)
+    t.ok(datagramLength({ type: MsgType.ACKS, replIds: new Array(n).fill(1) }) <= max, `${n} ids fit in ${max} bytes`)
+    t.ok(n === MAX_ACKS || datagramLength({ type: MsgType.ACKS, replIds: new Array(n + 1).fill(1) }) > max, `${n + 1} do not`)
+  }
+})
+
 // The clear header is what a receiver peeks at before opening (transport.ts): sender and counter
 // (its own datagrams, dual-stack second copies), receiver (misaddressed), key id.
 t.test('clear header: golden bytes, round trip, and what a receiver peeks at', async (t) => {
@@ -313,4 +338,95 @@ t.test('new cluster keys: random id and key bytes, in force from the time given'
   t.same(parseKeyFile(formatKeyFile([a])), [a], 'a new key survives its key file')
   const ring = new Keyring([a])
   t.same(open(ring, seal(ring, a.id, sender, 1, encodeBody({ type: MsgType.LEAVE }, T))).header.keyId, a.id, 'and seals')
+})
+
+// ---- BATCH: what one sender has for one destination within one turn, in one datagram ----
+
+const batches: { name: string; msgs: Message[]; bytes: string }[] = [
+  {
+    name: 'an ACK and a DELETE to one host',
+    msgs: [
+      { type: MsgType.ACK, replId: 4 },
+      { type: MsgType.DELETE, replId: 5, version: V, key: Buffer.from('k1') },
+    ],
+    bytes: '0b 0000019a b697e87b 02 0004 09 00000004 0010 0a 00000005 019ab697e87b0102 0002 6b31',
+  },
+  {
+    name: 'a LEAVE and an INVALIDATE to the group',
+    msgs: [{ type: MsgType.LEAVE }, { type: MsgType.INVALIDATE, version: V, key: Buffer.from('k') }],
+    bytes: '0b 0000019a b697e87b 02 0000 06 000b 04 019ab697e87b0102 0001 6b',
+  },
+  { name: 'one MISS', msgs: [{ type: MsgType.MISS, reqId: 9, nonce, digest }], bytes: `0b 0000019a b697e87b 01 001c 03 00000009 0102030405060708 ${'d0'.repeat(16)}` },
+]
+
+for (const f of batches) {
+  t.test(`BATCH: ${f.name}`, async (t) => {
+    const bytes = hex(f.bytes)
+    t.same(encodeBatch(f.msgs, T), bytes, 'generate')
+    t.same(decodeBatch(bytes), { sentAtMs: T, msgs: f.msgs }, 'parse')
+    t.same(encodeBatch(decodeBatch(bytes).msgs, T), bytes, 'mirror')
+    t.throws(() => decodeBody(bytes), { code: 'UNKNOWN_OP' }, 'not a message of its own')
+  })
+}
+
+t.test('BATCH: a lone message travels as itself, byte for byte', async (t) => {
+  // What the transport does with a turn's single message: written as an entry, sent as a body.
+  for (const f of bodies) {
+    const buf = Buffer.alloc(BATCH_HEAD_BYTES + 1500)
+    const end = writeBatchEntry(buf, BATCH_HEAD_BYTES, f.msg)
+    t.same(loneBody(buf, end, T), hex(f.bytes), f.name)
+  }
+  const buf = Buffer.alloc(200)
+  let end = writeBatchEntry(buf, BATCH_HEAD_BYTES, batches[0]!.msgs[0]!)
+  end = writeBatchEntry(buf, end, batches[0]!.msgs[1]!)
+  t.same(batchBody(buf, end, 2, T), hex(batches[0]!.bytes), 'entries written one by one make the golden BATCH')
+})
+
+t.test('BATCH: no nesting, no empty batch, no lying length, no trailing bytes, no unknown type', async (t) => {
+  const good = hex(batches[0]!.bytes)
+  const head = '0b 0000019a b697e87b'
+  t.throws(() => decodeBatch(hex(`${head} 00`)), { code: 'BAD_FIELD' }, 'an empty batch')
+  t.throws(() => decodeBatch(hex(head)), { code: 'TRUNCATED' }, 'no count')
+  t.throws(() => decodeBatch(hex(`${head} 01 0011 0b 01 0004 09 00000004 00000000 00000000`)), { code: 'BAD_FIELD' }, 'a BATCH inside a BATCH')
+  t.throws(() => decodeBatch(hex(`${head} 01 0000 63`)), { code: 'UNKNOWN_OP' }, 'an unknown inner type')
+  t.throws(() => decodeBatch(hex(`${head} 01 0000 00`)), { code: 'UNKNOWN_OP' }, 'inner type 0')
+  t.throws(() => decodeBatch(hex(`${head} 01 0005 09 00000004`)), { code: 'TRUNCATED' }, 'a length beyond the datagram')
+  t.throws(() => decodeBatch(hex(`${head} 01 0003 09 00000004`)), ProtocolError, 'a length shorter than the message')
+  t.throws(() => decodeBatch(hex(`${head} 02 0004 09 00000004`)), { code: 'TRUNCATED' }, 'a count beyond the entries')
+  t.throws(() => decodeBatch(Buffer.concat([good, Buffer.from([0])])), { code: 'TRAILING' }, 'a byte after the last entry')
+  t.throws(() => decodeBatch(hex(`${head} 01 0004 09 00000004 0000 06`)), { code: 'TRAILING' }, 'an entry more than the count says')
+  for (let len = 0; len < good.length; len++) t.throws(() => decodeBatch(good.subarray(0, len)), { code: 'TRUNCATED' }, `cut at ${len}`)
+  t.throws(() => decodeBatch(encodeBody({ type: MsgType.LEAVE }, T)), { code: 'UNKNOWN_OP' }, 'a lone message is not a BATCH')
+  t.throws(() => encodeBatch([], T), { code: 'BAD_FIELD' }, 'encoding an empty batch')
+  t.throws(() => encodeBatch(Array<Message>(MAX_BATCH_COUNT + 1).fill({ type: MsgType.LEAVE }), T), { code: 'BAD_FIELD' }, `encoding more than ${MAX_BATCH_COUNT}`)
+  t.throws(() => encodeBatch([{ type: MsgType.BATCH } as unknown as Message], T), { code: 'BAD_FIELD' }, 'encoding a nested batch')
+  t.equal(decodeBatch(encodeBatch(Array<Message>(MAX_BATCH_COUNT).fill({ type: MsgType.LEAVE }), T)).msgs.length, MAX_BATCH_COUNT, `${MAX_BATCH_COUNT} messages fit`)
+})
+
+t.test('BATCH: round trip of arbitrary message lists, sealed and opened', async (t) => {
+  fc.assert(
+    fc.property(fc.array(msg, { minLength: 1, maxLength: 6 }), fc.integer({ min: 0, max: 2 ** 48 }), (msgs, time) => {
+      const ring = new Keyring([key1])
+      const d = seal(ring, key1.id, sender, time + 1, encodeBatch(msgs, time), receiver)
+      t.same(decodeBatch(open(ring, d).body), { sentAtMs: time, msgs })
+      return true
+    }),
+    { numRuns: 200 },
+  )
+})
+
+t.test('BATCH: random bytes only ever fail with ProtocolError', async (t) => {
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 200 }), (a) => onlyProtocolErrors(() => decodeBatch(Buffer.from(a)))), { numRuns: 5000 })
+  // Behind a valid head, random counts, lengths and inner types reach every check of the entries.
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 255 }), fc.uint8Array({ maxLength: 120 }), (count, rest) => onlyProtocolErrors(() => decodeBatch(Buffer.concat([hex('0b 0000019a b697e87b'), Buffer.from([count]), Buffer.from(rest)])))),
+    { numRuns: 5000 },
+  )
+  // Well-formed entries of random types and payloads reach every message decoder.
+  const entry = fc.tuple(fc.integer({ min: 0, max: 12 }), fc.uint8Array({ maxLength: 60 })).map(([ty, p]) => Buffer.concat([Buffer.from([p.length >> 8, p.length & 0xff, ty]), Buffer.from(p)]))
+  fc.assert(
+    fc.property(fc.array(entry, { minLength: 1, maxLength: 5 }), (es) => onlyProtocolErrors(() => decodeBatch(Buffer.concat([hex('0b 0000019a b697e87b'), Buffer.from([es.length]), ...es])))),
+    { numRuns: 5000 },
+  )
+  t.pass('no foreign exception')
 })
