@@ -3,7 +3,9 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { StatecastClient } from '../../client/index.js'
-import { formatKeyFile, newClusterKey, type ClusterKey } from '../../protocol/keyfile.js'
+import { DgramAsPromised, type SocketAsPromised } from 'dgram-as-promised'
+import { formatKeyFile, newClusterKey, parseKeyFile, type ClusterKey } from '../../protocol/keyfile.js'
+import { Keyring, type Address } from '../../protocol/wire.js'
 import { eventually, startDaemon, tmpDir, type Running } from './daemon.js'
 
 /** A new cluster key already in force (a minute old, so clock steps between hosts do not matter). */
@@ -130,4 +132,25 @@ export async function readableOnceConverged(nodes: Node[], keys: string[], value
     lost.push(...(await unreadable([n], again, value)))
   }
   return { lost, retried: first.length }
+}
+
+/**
+ * What a key holder needs to forge peer datagrams in an attack test: the cluster's keys (from the
+ * test's key file) and the id to seal with, and a UDP socket on a loopback port, closed at the
+ * test's teardown, with its address as a reply address.
+ */
+export async function keyHolder(t: { teardown(fn: () => unknown): void }, keyFile: string): Promise<{ ring: Keyring; keyId: number; sock: SocketAsPromised; me: Address }> {
+  const ring = new Keyring(parseKeyFile(fs.readFileSync(keyFile, 'utf8')))
+  const sock = DgramAsPromised.createSocket({ type: 'udp4' })
+  t.teardown(() => sock.close())
+  await sock.bind(0, '127.0.0.1')
+  return { ring, keyId: [...ring.keys.keys()][0]!, sock, me: { family: 4, address: '127.0.0.1', port: sock.address().port } }
+}
+
+/** A daemon's unicast address and node id, as its own line in `peers` shows them. */
+export async function unicastOf(n: Node): Promise<{ address: Address; id: Buffer }> {
+  const self = (await n.client.peers()).find((p) => p['self'])!
+  const a = String(self['address'])
+  const i = a.lastIndexOf(':')
+  return { address: { family: 4, address: a.slice(0, i), port: Number(a.slice(i + 1)) }, id: Buffer.from(String(self['nodeId']), 'hex') }
 }

@@ -5,11 +5,8 @@
  */
 import t from 'tap'
 import crypto from 'node:crypto'
-import fs from 'node:fs'
-import { DgramAsPromised } from 'dgram-as-promised'
-import { parseKeyFile } from '../../protocol/keyfile.js'
-import { Keyring, MsgType, NO_RECEIVER, encodeBody, seal, type Address } from '../../protocol/wire.js'
-import { GENEROUS_LOOKUPS, clusterStats, replicationSettled, startCluster } from '../helpers/cluster.js'
+import { MsgType, NO_RECEIVER, encodeBody, seal } from '../../protocol/wire.js'
+import { GENEROUS_LOOKUPS, clusterStats, keyHolder, replicationSettled, startCluster, unicastOf } from '../helpers/cluster.js'
 import { eventually } from '../helpers/daemon.js'
 
 const val = (k: string) => Buffer.from(`state-of-${k}`.padEnd(200, '.'))
@@ -36,16 +33,8 @@ t.test('a burst of copies is acknowledged by fewer datagrams than copies, and ev
 t.test('hostile ACKS: count 0, a lying count, a stranger, a flood from a member: counted, nothing settled, copies still acknowledged', async (t) => {
   const { nodes, keyFile, group, port } = await startCluster(t, 2, ['--replication-factor', '2', '--replication-ack-timeout-ms', '1000', '--replication-retries', '20', ...GENEROUS_LOOKUPS])
   const [a, b] = nodes as [typeof nodes[0], typeof nodes[0]]
-  const ring = new Keyring(parseKeyFile(fs.readFileSync(keyFile, 'utf8')))
-  const keyId = [...ring.keys.keys()][0]!
-  const sock = DgramAsPromised.createSocket({ type: 'udp4' })
-  t.teardown(() => sock.close())
-  await sock.bind(0, '127.0.0.1')
-  const me: Address = { family: 4, address: '127.0.0.1', port: sock.address().port }
-  const self = (await a.client.peers()).find((p) => p['self'])!
-  const at = String(self['address'])
-  const to = { address: at.slice(0, at.lastIndexOf(':')), port: Number(at.slice(at.lastIndexOf(':') + 1)) }
-  const receiver = Buffer.from(String(self['nodeId']), 'hex')
+  const { ring, keyId, sock, me } = await keyHolder(t, keyFile)
+  const { address: to, id: receiver } = await unicastOf(a)
   let counter = 1
   const sendBody = (body: Buffer, sender: Buffer, dest = to, rcv: Buffer = receiver) => sock.send(seal(ring, keyId, sender, counter++, body, rcv), dest.port, dest.address)
   const stats = () => clusterStats(a)
@@ -65,7 +54,7 @@ t.test('hostile ACKS: count 0, a lying count, a stranger, a flood from a member:
   // A member (an insider that announced itself) floods ACKS naming every id A is about to use,
   // with duplicates, while A writes: none of it settles a copy that went to B.
   const insider = crypto.randomBytes(8)
-  const announce = () => sendBody(encodeBody({ type: MsgType.ANNOUNCE, reply: me, entries: 0, flags: 0, name: 'insider' }, Date.now()), insider, { address: group, port }, NO_RECEIVER)
+  const announce = () => sendBody(encodeBody({ type: MsgType.ANNOUNCE, reply: me, entries: 0, flags: 0, name: 'insider' }, Date.now()), insider, { family: 4, address: group, port }, NO_RECEIVER)
   await announce()
   await eventually(async () => (await stats())['members'] === 2, 30_000, 'the insider is a member')
   const next = (await stats())['copiesPushed'] as number

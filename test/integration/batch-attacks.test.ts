@@ -11,25 +11,14 @@ import fs from 'node:fs'
 import { DgramAsPromised } from 'dgram-as-promised'
 import { parseKeyFile } from '../../protocol/keyfile.js'
 import { Keyring, MsgType, NO_RECEIVER, decodeMessages, encodeBatch, encodeBody, open, seal, type Address, type Message } from '../../protocol/wire.js'
-import { clusterStats, startCluster, type Node } from '../helpers/cluster.js'
+import { clusterStats, keyHolder, startCluster, unicastOf, type Node } from '../helpers/cluster.js'
 import { eventually } from '../helpers/daemon.js'
 
-async function unicastOf(n: Node): Promise<{ address: Address; id: Buffer }> {
-  const self = (await n.client.peers()).find((p) => p['self'])!
-  const a = String(self['address'])
-  const i = a.lastIndexOf(':')
-  return { address: { family: 4, address: a.slice(0, i), port: Number(a.slice(i + 1)) }, id: Buffer.from(String(self['nodeId']), 'hex') }
-}
 
 t.test('a key holder batching copies and deletes of one session in any order: once deleted, it is never served again; a newer copy still is', async (t) => {
   const { nodes, keyFile, group, port } = await startCluster(t, 1)
   const a = nodes[0]!
-  const ring = new Keyring(parseKeyFile(fs.readFileSync(keyFile, 'utf8')))
-  const keyId = [...ring.keys.keys()][0]!
-  const sock = DgramAsPromised.createSocket({ type: 'udp4' })
-  t.teardown(() => sock.close())
-  await sock.bind(0, '127.0.0.1')
-  const me: Address = { family: 4, address: '127.0.0.1', port: sock.address().port }
+  const { ring, keyId, sock, me } = await keyHolder(t, keyFile)
   const id = crypto.randomBytes(8)
   const acked = new Set<number>()
   sock.socket.on('message', (d: Buffer) => {
@@ -84,11 +73,7 @@ t.test('one ANNOUNCE from a key holder naming reply port 0: the answers to it ar
   // used to turn it into a counted failure; a throw from the turn's flush would end the process,
   // and one group datagram reaches every daemon.
   const { nodes, keyFile, group, port } = await startCluster(t, 2)
-  const ring = new Keyring(parseKeyFile(fs.readFileSync(keyFile, 'utf8')))
-  const keyId = [...ring.keys.keys()][0]!
-  const sock = DgramAsPromised.createSocket({ type: 'udp4' })
-  t.teardown(() => sock.close())
-  await sock.bind(0, '127.0.0.1')
+  const { ring, keyId, sock } = await keyHolder(t, keyFile)
   const before = await Promise.all(nodes.map(clusterStats))
   const announce = encodeBody({ type: MsgType.ANNOUNCE, reply: { family: 4, address: '127.0.0.1', port: 0 }, entries: 0, flags: 0, name: 'port-zero' }, Date.now())
   await sock.send(seal(ring, keyId, crypto.randomBytes(8), 1, announce, NO_RECEIVER), port, group)
