@@ -37,6 +37,7 @@ import { parseListen } from '../config/listen.js'
 import type { Config } from '../config/config.js'
 import type { Log } from '../host/log.js'
 import { StoreError, type SessionStore } from '../store/session-store.js'
+import { CondKind, CondOutcome, SessionOps, type CondOp, type CondResult, type Done } from './session-ops.js'
 
 /** The memcached release whose text protocol this front end speaks; the start of its VERSION reply. */
 export const MEMCACHED_PROTOCOL_VERSION = '1.6.18'
@@ -179,32 +180,6 @@ export function memcachedUint64(tok: string): bigint | undefined {
 function memcachedFlags(tok: string): number | undefined {
   const n = memcachedUint64(tok)
   return n === undefined ? undefined : Number(BigInt.asUintN(32, n))
-}
-
-/**
- * A stored value read as memcached's incr/decr read it (`strtoull` up to the first non-digit):
- * leading blanks, an optional `+`, digits, then a blank or the end. Read byte by byte, so a long
- * value costs one pass and no string.
- */
-export function numericValue(v: Buffer): bigint | undefined {
-  let i = 0
-  // \t \n \v \f \r and space, as C's isspace.
-  const blank = (c: number | undefined) => c === 32 || (c !== undefined && c >= 9 && c <= 13)
-  while (i < v.length && blank(v[i])) i++
-  if (v[i] === 43) i++
-  const first = i
-  while (i < v.length && v[i]! >= 48 && v[i]! <= 57) i++
-  if (i === first || (i < v.length && !blank(v[i]))) return undefined
-  const z = leadingZeros(v, first, i)
-  if (i - first - z > MAX_U64_DIGITS) return undefined
-  const n = BigInt(v.toString('latin1', first + z, i))
-  return n > 0xffffffffffffffffn ? undefined : n
-}
-
-function leadingZeros(v: Buffer, from: number, to: number): number {
-  let i = from
-  while (i < to - 1 && v[i] === 48) i++
-  return i - from
 }
 
 /**
@@ -863,6 +838,27 @@ function isGetLine(v: Buffer): boolean {
   return head.startsWith('get ') || head === 'gets '
 }
 
+/** memcached's reply line for a conditional write's outcome (incr/decr: the number). */
+function conditionalReply(done: Done<CondResult>, op: CondOp): Reply | Promise<Reply> {
+  const line = (r: CondResult): Reply => {
+    switch (r.outcome) {
+      case CondOutcome.STORED:
+        return op.kind === CondKind.INCR || op.kind === CondKind.DECR ? `${r.number}\r\n` : STORED
+      case CondOutcome.NOT_STORED:
+        return NOT_STORED
+      case CondOutcome.NOT_FOUND:
+        return NOT_FOUND
+      case CondOutcome.EXISTS:
+        return 'EXISTS\r\n'
+      case CondOutcome.NOT_NUMERIC:
+        return 'CLIENT_ERROR cannot increment or decrement non-numeric value\r\n'
+      case CondOutcome.TOO_LARGE:
+        return 'SERVER_ERROR out of memory storing object\r\n'
+    }
+  }
+  return done instanceof Promise ? done.then(line) : line(done)
+}
+
 function quiet(r: Reply | Promise<Reply>): Reply | Promise<Reply> {
   return r instanceof Promise ? r.then(() => undefined) : undefined
 }
@@ -885,9 +881,12 @@ export class MemcacheServer {
   /** Connections stopped for the budget, woken when the front end is under it again. */
   #squeezed = new Set<McConnection>()
   #waking = false
+  /** The write path every front end shares (session-ops.ts); its fetches keep within this front end's lookup share. */
+  readonly #ops: SessionOps
 
   constructor(o: MemcacheOptions) {
     this.#o = o
+    this.#ops = new SessionOps({ store: o.store, cluster: o.cluster, fetch: (key) => this.#lookup(key, () => false) })
     this.version = `${MEMCACHED_PROTOCOL_VERSION}-statecast-${o.version}`
     this.maxValueBytes = o.store.options.maxValueBytes
     this.maxKeyBytes = o.maxKeyBytes
@@ -917,7 +916,7 @@ export class MemcacheServer {
 
   /** Sends what the cluster queued for its peers in this turn (hooks.ts: flush). */
   flushPeers(): void {
-    this.#o.cluster()?.flush()
+    this.#ops.flush()
   }
 
   /** TTL in ms for a memcached exptime, or -1 when the item is already expired. */
@@ -1047,102 +1046,44 @@ export class MemcacheServer {
     return { value: Buffer.from(e.value), flags: e.flags, version: e.version }
   }
 
-  /** Resolves once a key held by another host is copied here; undefined when there is no need. */
-  #fetchFirst(key: string): Promise<void> | undefined {
-    if (!this.needsLookup(key)) return undefined
-    return this.#lookup(key, () => false).then(
-      () => undefined,
-      () => undefined,
-    )
-  }
-
-  #then(key: string, op: () => Reply | Promise<Reply>): Reply | Promise<Reply> {
-    const p = this.#fetchFirst(key)
-    return p ? p.then(op) : op()
-  }
-
-  /** Stores locally and tells the cluster, like an API SET (so every write kind replicates). */
-  #write(key: string, value: Buffer, ttlMs: number, flags: number): Reply | Promise<Reply> {
-    this.#o.store.set(key, value, ttlMs, flags)
-    const copied = this.#o.cluster()?.stored(key)
-    return copied ? copied.then(() => STORED) : STORED
-  }
-
   /** Deletes here and everywhere (another host may hold a copy). */
-  remove(key: string): boolean {
-    const had = this.#o.store.delete(key)
-    this.#o.cluster()?.deleted(key)
-    return had
+  remove(key: string): Done<boolean> {
+    return this.#ops.delete(key)
   }
 
   /** set/add/replace/append/prepend, and cas with the `unique` a gets reported (the entry's version). */
   storeCommand(cmd: string, key: string, flags: number, exptime: number, data: Buffer, unique?: bigint): Reply | Promise<Reply> {
-    const store = this.#o.store
-    const set = (): Reply | Promise<Reply> => {
-      const ttl = this.ttlFor(exptime)
-      if (ttl < 0) {
-        // memcached accepts an already-expired item: the key reads as absent, everywhere.
-        this.remove(key)
-        return STORED
-      }
-      return this.#write(key, data, ttl, flags)
+    const ttlMs = this.ttlFor(exptime)
+    if (cmd === 'set') {
+      const copied = this.#ops.set(key, data, ttlMs, flags)
+      return copied ? copied.then(() => STORED) : STORED
     }
-    if (cmd === 'set') return set()
-    return this.#then(key, () => {
-      const old = store.peek(key)
-      if (cmd === 'add') return old ? NOT_STORED : set()
-      // cas: stored only when nobody wrote the key since the gets that read `unique`; every write,
-      // local or from a peer, gives the entry a new version.
-      if (cmd === 'cas') return !old ? NOT_FOUND : old.version !== unique ? 'EXISTS\r\n' : set()
-      if (cmd === 'replace') return old ? set() : NOT_STORED
-      // append/prepend keep the old flags and expiry, as memcached does.
-      if (!old) return NOT_STORED
-      if (old.value.length + data.length > this.maxValueBytes) return 'SERVER_ERROR out of memory storing object\r\n'
-      const joined = Buffer.concat(cmd === 'append' ? [old.value, data] : [data, old.value])
-      try {
-        return this.#write(key, joined, store.remainingTtl(key), old.flags)
-      } finally {
-        joined.fill(0)
-      }
-    })
+    const op: CondOp =
+      cmd === 'add' ? { kind: CondKind.ADD, value: data, ttlMs, flags }
+      : cmd === 'replace' ? { kind: CondKind.REPLACE, value: data, ttlMs, flags }
+      : cmd === 'cas' ? { kind: CondKind.CAS, value: data, ttlMs, flags, unique: unique! }
+      : { kind: cmd === 'append' ? CondKind.APPEND : CondKind.PREPEND, value: data }
+    return conditionalReply(this.#ops.conditional(key, op), op)
   }
 
   delta(key: string, incr: boolean, delta: bigint): Reply | Promise<Reply> {
-    const store = this.#o.store
-    return this.#then(key, () => {
-      const old = store.peek(key)
-      if (!old) return NOT_FOUND
-      const n = numericValue(old.value)
-      if (n === undefined) return 'CLIENT_ERROR cannot increment or decrement non-numeric value\r\n'
-      const next = incr ? BigInt.asUintN(64, n + delta) : n < delta ? 0n : n - delta
-      const digits = String(next)
-      // memcached rewrites a number in place when it fits, padding it with spaces to the old length.
-      const value = Buffer.from(digits.padEnd(old.value.length, ' '), 'latin1')
-      this.#write(key, value, store.remainingTtl(key), old.flags)
-      return `${digits}\r\n`
-    })
+    const op: CondOp = { kind: incr ? CondKind.INCR : CondKind.DECR, delta }
+    return conditionalReply(this.#ops.conditional(key, op), op)
   }
 
-  delete(key: string): Reply {
-    return this.remove(key) ? 'DELETED\r\n' : NOT_FOUND
+  delete(key: string): Reply | Promise<Reply> {
+    const had = this.remove(key)
+    return had instanceof Promise ? had.then((h) => (h ? 'DELETED\r\n' : NOT_FOUND)) : had ? 'DELETED\r\n' : NOT_FOUND
   }
 
   touch(key: string, exptime: number): Reply | Promise<Reply> {
-    return this.#then(key, () => {
-      const ttl = this.ttlFor(exptime)
-      if (ttl < 0) return this.remove(key) ? 'TOUCHED\r\n' : NOT_FOUND
-      if (!this.#o.store.touch(key, ttl)) return NOT_FOUND
-      // The copies on other hosts get the new expiry too.
-      this.#o.cluster()?.stored(key)
-      return 'TOUCHED\r\n'
-    })
+    const touched = this.#ops.touch(key, this.ttlFor(exptime))
+    return touched instanceof Promise ? touched.then((ok) => (ok ? 'TOUCHED\r\n' : NOT_FOUND)) : touched ? 'TOUCHED\r\n' : NOT_FOUND
   }
 
   /** gat's touch of a key it just read (held here now, remote ones included); memcached's rules. */
   touchHeld(key: string, exptime: number): void {
-    const ttl = this.ttlFor(exptime)
-    if (ttl < 0) this.remove(key)
-    else if (this.#o.store.touch(key, ttl)) this.#o.cluster()?.stored(key)
+    void this.#ops.touchHeld(key, this.ttlFor(exptime))
   }
 
   /** memcached's flush_all: this host's store, now or after `delay` (memcached's exptime rules). */
