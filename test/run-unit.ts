@@ -8,6 +8,10 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 
+// Run directly (not by tap's runner), tap gives the whole process 30 s: set the runner's bound
+// (package.json's tap.timeout) before the first test file loads tap.
+process.env['TAP_TIMEOUT'] ??= '600'
+
 const dir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'unit')
 const files = fs.readdirSync(dir).filter((f) => f.endsWith('.test.js')).sort()
 const started = performance.now()
