@@ -56,7 +56,7 @@ const MAX_LOOKUP_EXPECT = 255
  */
 export const HIT_BUDGET_VALUES = 4
 export const HIT_BUDGET_MIN_BYTES = 1024 * 1024
-export const HIT_BUDGET_BYTES_PER_S = 32 * 1024 * 1024
+export const HIT_BUDGET_BYTES_PER_S = 8 * 1024 * 1024
 
 /**
  * A value in chunks takes longer to arrive than one datagram: each LARGE_VALUE_STEP_BYTES of it
@@ -193,6 +193,8 @@ export class Lookups {
   /** `member\0key` of the LOOKUPs answered in this turn of the event loop (one BATCH is one turn). */
   #answeredThisTurn = new Set<string>()
   #answeredReset = false
+  /** When this turn's first LOOKUP was answered: budgets refill between turns, not while one turn's HITs are being sealed and sent. */
+  #turnAt = 0
   /** HIT bytes each member may still be sent, and when its bucket was last filled. */
   #budgets = new Map<string, { bytes: number; at: number }>()
   readonly #budgetCap: number
@@ -566,6 +568,7 @@ export class Lookups {
     this.#answeredThisTurn.add(once)
     if (!this.#answeredReset) {
       this.#answeredReset = true
+      this.#turnAt = this.#clock.now()
       this.#clock.setImmediate(() => {
         this.#answeredReset = false
         this.#answeredThisTurn.clear()
@@ -605,7 +608,7 @@ export class Lookups {
 
   /** Takes `bytes` from `member`'s HIT budget; false (nothing taken) when it does not hold them. */
   #spend(member: string, bytes: number): boolean {
-    const now = this.#clock.now()
+    const now = this.#turnAt
     let b = this.#budgets.get(member)
     if (!b) {
       // Members come and go (restarts bring new ids): buckets of the gone are forgotten.
