@@ -144,7 +144,7 @@ interface Inflight {
  * (readOwners: under every view hosts may hold while membership changes), their addresses,
  * whether the member list is complete yet, and, to answer, who asked and from where.
  */
-export type LookupPeers = Pick<Membership, 'liveIds' | 'readOwners' | 'addressOf' | 'settled' | 'members' | 'fromOwnAddress'>
+export type LookupPeers = Pick<Membership, 'liveIds' | 'readOwners' | 'addressOf' | 'settled' | 'complete' | 'members' | 'fromOwnAddress'>
 
 /** Records that a member fetched a key here (replication.ts: Holders), so a delete reaches its copy. */
 export interface HolderLog {
@@ -300,7 +300,7 @@ export class Lookups {
    */
   #expectedFor(key: string): { expected: string[] | undefined; changing: boolean } {
     if (this.#o.replicationFactor === 1) return { expected: undefined, changing: false }
-    if (!this.#peers.settled()) return { expected: undefined, changing: true }
+    if (!this.#peers.complete()) return { expected: undefined, changing: true }
     const { ids, changing } = this.#peers.readOwners(key)
     if (this.#o.replicationFactor !== 0) return { expected: ids, changing }
     if (ids.length > MAX_LOOKUP_EXPECT) return { expected: undefined, changing }
@@ -391,9 +391,11 @@ export class Lookups {
     f.timer = undefined
     const now = this.#clock.now()
     const interval = this.#o.lookupTimeoutMs / (this.#o.lookupRetries + 1)
-    // A value still arriving in chunks: no retransmit (it would have every chunk sent again).
-    if (now < f.deadline - 0.5 && now - f.chunkAt < interval) {
-      f.roundEnd = Math.min(f.deadline, f.chunkAt + interval)
+    // A value still arriving in chunks: no retransmit (it would have every chunk sent again, and
+    // a loaded receiver that falls behind would be sent more) until they stop for half a deadline.
+    const stall = Math.max(interval, this.#o.lookupTimeoutMs / 2)
+    if (now < f.deadline - 0.5 && now - f.chunkAt < stall) {
+      f.roundEnd = Math.min(f.deadline, f.chunkAt + stall)
       f.timer = this.#clock.setTimeout(() => this.#tick(f), Math.max(1, f.roundEnd - now))
       return
     }
