@@ -38,7 +38,11 @@ t.test('1 MiB values read on every other host with a 250 ms lookup deadline: eve
   t.equal(found, reads, 'every read found the whole value')
   t.ok(remote > 0, 'some reads were remote fills of 1 MiB')
   t.equal(sum('timeouts'), 0, 'no lookup ended at its deadline')
-  // A one-datagram value within the same deadline, as the control: the deadline is not what fails.
-  await nodes[0]!.client.set('small', Buffer.from('x'), { noPropagate: true })
-  t.same(await nodes[1]!.client.get('small'), Buffer.from('x'), 'a small value is fetched within the deadline')
+  // One-datagram values within the same deadline, as the control: the deadline is not what fails.
+  let small = 0
+  for (let i = 0; i < 6; i++) {
+    await nodes[i % 3]!.client.set(`small-${i}`, Buffer.from(`x${i}`))
+    for (const reader of nodes) if ((await reader.client.get(`small-${i}`))?.equals(Buffer.from(`x${i}`))) small++
+  }
+  t.equal(small, 18, 'small values are read on every host within the deadline')
 })
