@@ -334,6 +334,8 @@ export class Cluster implements ClusterHooks {
       nodeId: this.nodeId,
       members: this.membership.liveIds().length,
       trustedMembers: this.membership.aliveIds().length,
+      // Readers ask the owners alone (membership.ts: steady); false while members join, leave or change trust.
+      membershipSteady: this.membership.steady(),
       inflightLookups: this.lookups.inflight,
       hedgeDelayMs: this.lookups.hedgeDelayMs,
       ...this.lookups.counters,

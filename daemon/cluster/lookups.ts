@@ -56,14 +56,16 @@ const MAX_LOOKUP_EXPECT = 255
  */
 export const HIT_BUDGET_VALUES = 4
 export const HIT_BUDGET_MIN_BYTES = 1024 * 1024
-export const HIT_BUDGET_BYTES_PER_S = 32 * 1024 * 1024
+export const HIT_BUDGET_BYTES_PER_S = 8 * 1024 * 1024
 
 /**
- * A value in chunks takes longer to arrive than one datagram: each LARGE_VALUE_STEP_BYTES of it
- * adds one lookupTimeoutMs to the lookup's deadline (1 MiB: 16 deadlines), and while its chunks
- * keep arriving the LOOKUP is not sent again (a retransmit has the holder send every chunk anew).
+ * A value in chunks takes longer to arrive than one datagram: once its first chunk is here, each
+ * LARGE_VALUE_STEP_BYTES of it adds one lookupTimeoutMs to the lookup's deadline (1 MiB: 64
+ * deadlines, 3.2 s at the default; measured on a 2-core machine at load 15, 1 MiB took 0.1 to
+ * 1.7 s to arrive), and while its chunks keep arriving the LOOKUP is not sent again (a retransmit
+ * has the holder send every chunk anew).
  */
-export const LARGE_VALUE_STEP_BYTES = 64 * 1024
+export const LARGE_VALUE_STEP_BYTES = 16 * 1024
 
 
 export interface LookupCounters {
@@ -144,7 +146,7 @@ interface Inflight {
  * (readOwners: under every view hosts may hold while membership changes), their addresses,
  * whether the member list is complete yet, and, to answer, who asked and from where.
  */
-export type LookupPeers = Pick<Membership, 'liveIds' | 'readOwners' | 'addressOf' | 'settled' | 'members' | 'fromOwnAddress'>
+export type LookupPeers = Pick<Membership, 'liveIds' | 'readOwners' | 'addressOf' | 'settled' | 'complete' | 'members' | 'fromOwnAddress'>
 
 /** Records that a member fetched a key here (replication.ts: Holders), so a delete reaches its copy. */
 export interface HolderLog {
@@ -193,6 +195,8 @@ export class Lookups {
   /** `member\0key` of the LOOKUPs answered in this turn of the event loop (one BATCH is one turn). */
   #answeredThisTurn = new Set<string>()
   #answeredReset = false
+  /** When this turn's first LOOKUP was answered: budgets refill between turns, not while one turn's HITs are being sealed and sent. */
+  #turnAt = 0
   /** HIT bytes each member may still be sent, and when its bucket was last filled. */
   #budgets = new Map<string, { bytes: number; at: number }>()
   readonly #budgetCap: number
@@ -298,7 +302,7 @@ export class Lookups {
    */
   #expectedFor(key: string): { expected: string[] | undefined; changing: boolean } {
     if (this.#o.replicationFactor === 1) return { expected: undefined, changing: false }
-    if (!this.#peers.settled()) return { expected: undefined, changing: true }
+    if (!this.#peers.complete()) return { expected: undefined, changing: true }
     const { ids, changing } = this.#peers.readOwners(key)
     if (this.#o.replicationFactor !== 0) return { expected: ids, changing }
     if (ids.length > MAX_LOOKUP_EXPECT) return { expected: undefined, changing }
@@ -389,9 +393,11 @@ export class Lookups {
     f.timer = undefined
     const now = this.#clock.now()
     const interval = this.#o.lookupTimeoutMs / (this.#o.lookupRetries + 1)
-    // A value still arriving in chunks: no retransmit (it would have every chunk sent again).
-    if (now < f.deadline - 0.5 && now - f.chunkAt < interval) {
-      f.roundEnd = Math.min(f.deadline, f.chunkAt + interval)
+    // A value still arriving in chunks: no retransmit (it would have every chunk sent again, and
+    // a loaded receiver that falls behind would be sent more) until they stop for half a deadline.
+    const stall = Math.max(interval, this.#o.lookupTimeoutMs / 2)
+    if (now < f.deadline - 0.5 && now - f.chunkAt < stall) {
+      f.roundEnd = Math.min(f.deadline, f.chunkAt + stall)
       f.timer = this.#clock.setTimeout(() => this.#tick(f), Math.max(1, f.roundEnd - now))
       return
     }
@@ -566,6 +572,7 @@ export class Lookups {
     this.#answeredThisTurn.add(once)
     if (!this.#answeredReset) {
       this.#answeredReset = true
+      this.#turnAt = this.#clock.now()
       this.#clock.setImmediate(() => {
         this.#answeredReset = false
         this.#answeredThisTurn.clear()
@@ -605,7 +612,7 @@ export class Lookups {
 
   /** Takes `bytes` from `member`'s HIT budget; false (nothing taken) when it does not hold them. */
   #spend(member: string, bytes: number): boolean {
-    const now = this.#clock.now()
+    const now = this.#turnAt
     let b = this.#budgets.get(member)
     if (!b) {
       // Members come and go (restarts bring new ids): buckets of the gone are forgotten.

@@ -121,9 +121,18 @@ export class Membership {
     this.#startedWallMs = this.#clock.wallMs()
   }
 
-  /** True once we have listened long enough that the member list is complete. */
+  /** True once we have listened long enough that an empty member list means we are alone (deadAfterMs). */
   settled(): boolean {
     return this.#clock.now() - this.#startedAt > this.#o.deadAfterMs
+  }
+
+  /**
+   * True once we have listened long enough to have heard every live member: each answers our
+   * HELLO at once and announces every heartbeat, so SETTLE_HEARTBEATS heartbeats (one lost
+   * datagram and jitter included), or deadAfterMs if shorter.
+   */
+  complete(): boolean {
+    return this.#clock.now() - this.#startedAt > Math.min(this.#o.deadAfterMs, SETTLE_HEARTBEATS * this.#o.heartbeatMs)
   }
 
   /** A new heartbeat: NEW_TRUSTED_PER_HEARTBEAT more may be trusted. */
@@ -198,7 +207,7 @@ export class Membership {
   /** True when the member list is complete and every member stable: readers ask the owners alone, as in a cluster that never changes. */
   steady(): boolean {
     const now = this.#clock.now()
-    return this.settled() && this.alive().every((m) => this.#stable(m, now))
+    return this.complete() && this.alive().every((m) => this.#stable(m, now))
   }
 
   /** True when a datagram came from an address the member announced (daemons send from their reply socket). */

@@ -84,12 +84,13 @@ export async function clusterStats(n: Node): Promise<Record<string, any>> {
 /** True when `n` sees `count` live members, each past its probation (trusted with copies). */
 export async function hasMembers(n: Node, count: number): Promise<boolean> {
   const c = await clusterStats(n)
-  return c['members'] === count && c['trustedMembers'] === count
+  return c['members'] === count && c['trustedMembers'] === count && c['membershipSteady'] !== false
 }
 
 export async function waitMembers(nodes: Node[], count: number): Promise<void> {
-  // Trusted too: until then a member owns no keys and is pushed no copies (memberProbationMs).
-  await eventually(async () => (await Promise.all(nodes.map(clusterStats))).every((c) => c['members'] === count && c['trustedMembers'] === count), 60_000, `every node sees ${count} members`)
+  // Trusted too: until then a member owns no keys and is pushed no copies (memberProbationMs);
+  // and steady: readers ask the owners alone, as in a cluster that never changed (membership.ts).
+  await eventually(async () => (await Promise.all(nodes.map(clusterStats))).every((c) => c['members'] === count && c['trustedMembers'] === count && c['membershipSteady'] !== false), 60_000, `every node sees ${count} members`)
 }
 
 /** Waits until no daemon has copies queued, in flight, or a re-placement scan scheduled. */

@@ -26,6 +26,7 @@ function setup() {
     readOwners: () => ({ ids: [], changing: false }),
     addressOf: () => undefined,
     settled: () => false,
+    complete: () => false,
     members: new Map(),
     fromOwnAddress: () => false,
   })
