@@ -85,7 +85,7 @@ export const statusName = namer(Status, 'status')
 export const ReqFlag = {
   /** GET: answer from this host's store only, never ask the peers. */
   LOCAL_ONLY: 0x01,
-  /** SET/DELETE: do not replicate or invalidate on peers (used by handoff and tests). */
+  /** SET/DELETE/TOUCH: do not replicate or invalidate on peers (used by handoff and tests). */
   NO_PROPAGATE: 0x02,
 } as const
 /** Reply flags. */

@@ -1,17 +1,20 @@
 /**
- * The peer side of the daemon: membership (ANNOUNCE heartbeats, LEAVE), answering LOOKUPs from
- * the store, remote lookups on local misses, and deletes: acknowledged DELETEs to the hosts that
- * may hold a copy (replication.ts), or one group INVALIDATE when those are unknown.
+ * The peer side of the daemon: it routes each datagram to its part (membership.ts: ANNOUNCE,
+ * LEAVE and who is trusted; lookups.ts: LOOKUPs asked and answered; replication.ts: copies,
+ * deletes and their acknowledgements; ticket keys), runs the heartbeat, and sends deletes:
+ * acknowledged DELETEs to the hosts that may hold a copy (replication.ts), or one group
+ * INVALIDATE when those are unknown.
  *
  * Start: open sockets -> announce (HELLO, so members answer at once) -> heartbeats.
  * Stop, in reverse: stop heartbeats -> answer waiting lookups "not found" -> hand owned sessions
  * to the remaining owners -> LEAVE -> close sockets.
  */
 import type { ClusterKey } from '../../protocol/keyfile.js'
-import { AnnounceFlag, MsgType, NO_RECEIVER, hitChunkBytes, keyDigest, type Address, type Message } from '../../protocol/wire.js'
+import { AnnounceFlag, MsgType, type Address, type Message } from '../../protocol/wire.js'
 import { BoundedSet } from '../../protocol/bounded.js'
 import type { ClusterHooks } from './hooks.js'
-import { Lookups, type LookupOptions } from './lookups.js'
+import { Lookups, type AnswerCounters, type LookupOptions } from './lookups.js'
+import { Membership, type Member, type MembershipCounters } from './membership.js'
 import type { Config } from '../config/config.js'
 import type { Log } from '../host/log.js'
 import type { SessionStore } from '../store/session-store.js'
@@ -25,70 +28,25 @@ import type { PeerTransport } from './peer-transport.js'
 /** The cluster's config keys (unit and default: FIELDS in config/config.ts) and the transport's addresses. */
 export type ClusterOptions = Omit<TransportOptions, 'log' | 'keys' | 'now'> & LookupOptions & ReplicationOptions & Pick<Config, 'nodeName' | 'heartbeatMs' | 'deadAfterMs' | 'ticketKeyRotationMs' | 'handoffTimeoutMs' | 'maxMembers' | 'memberProbationMs'>
 
-export interface Member {
-  id: string
-  name: string
-  /** The reply address it announces (its first family). */
-  reply: Address
-  /** Dual stack: its reply address on the other family, as it announces it. */
-  also?: Address
-  lastSeen: number
-  entries: number
-  joinedAt: number
-  /** Heard from again after its probation: it owns keys and is pushed copies. */
-  trusted: boolean
-  /** When we last answered its HELLO with our ANNOUNCE and ticket secrets (the clock's monotonic ms). */
-  welcomedAt: number
-}
+export type { Member }
 
-export interface ClusterCounters {
-  lookupsAnswered: number
-  hitsSent: number
-  missesSent: number
-  /** LOOKUPs from senders that are not members (no announced address to answer at). */
-  lookupsFromStrangers: number
-  /** LOOKUPs for keys we do not hold and do not own: no reply needed. */
-  missesWithheld: number
-  chunksSent: number
+/** The core's counters: membership's and the answering side of lookups (reported as one), and the core's own. */
+export interface ClusterCounters extends AnswerCounters, MembershipCounters {
   invalidationsSent: number
   invalidationsReceived: number
-  membersJoined: number
-  membersLeft: number
-  membersDied: number
-  /** ANNOUNCEs from new senders refused because maxMembers were held. */
-  membersRefused: number
-  /** LOOKUPs from members still in probation: not answered (no reflection to an unproven address). */
-  lookupsFromUntrusted: number
   /** Copies from senders that are not trusted members: dropped unacknowledged. */
   copiesFromUntrusted: number
   /** INVALIDATEs from senders that are not members: not applied. */
   invalidationsFromStrangers: number
-  /** ANNOUNCEs of a known member naming another reply address than it joined with: ignored. */
-  replyChangesRefused: number
-  /** Members past probation left untrusted for now: NEW_TRUSTED_PER_HEARTBEAT were trusted this heartbeat. */
-  trustDeferred: number
-  /** HELLOs of known members not answered: one was answered less than a heartbeat ago. */
-  hellosThrottled: number
 }
 
 const fmt = (a: Address) => `${a.address}:${a.port}`
-
-function sameAddress(a: Address | undefined, b: Address | undefined): boolean {
-  if (a === undefined || b === undefined) return a === b
-  return a.family === b.family && a.address === b.address && a.port === b.port
-}
 
 /**
  * INVALIDATE (the fallback when a key's holders are unknown: replication off, or no trusted
  * member yet) is not acknowledged: it is sent this many times, this far apart (ms), to survive loss.
  */
 const INVALIDATE_REPEATS = [0, 5, 25]
-
-/** Most owners a LOOKUP names (its count is a u8). */
-const MAX_LOOKUP_EXPECT = 255
-
-/** Members that may become trusted per heartbeat (a fleet starting together takes a few more beats). */
-const NEW_TRUSTED_PER_HEARTBEAT = 16
 
 /** What a cluster core runs on besides its options: the daemon's are the defaults; unit tests pass their own. */
 export interface ClusterDeps {
@@ -117,22 +75,23 @@ export class Cluster implements ClusterHooks {
     membersDied: 0,
     membersRefused: 0,
     lookupsFromUntrusted: 0,
+    lookupsRepeated: 0,
+    hitsOverBudget: 0,
     copiesFromUntrusted: 0,
     invalidationsFromStrangers: 0,
     replyChangesRefused: 0,
     trustDeferred: 0,
     hellosThrottled: 0,
+    announcesFromBeforeStart: 0,
   }
-  readonly members = new Map<string, Member>()
+  readonly membership: Membership
   readonly tickets: TicketKeys
   readonly replicator: Replicator
   readonly #o: ClusterOptions
   readonly #store: SessionStore
   readonly #log: Log
-  readonly #chunkBytes: number
   readonly #clock: Clock
   readonly #random: () => number
-  #startedAt = 0
   #heartbeat: TimerHandle | undefined
   #timers = new Set<TimerHandle>()
   /** `member:epoch` of members told the winning ticket secret (once per epoch each). */
@@ -140,10 +99,6 @@ export class Cluster implements ClusterHooks {
   /** Which of our ticket secrets the next heartbeat repeats. */
   #ticketTurn = 0
   #stopped: Promise<void> | undefined
-  /** membersRefused when the last refusal was logged. */
-  #refusedLogged = 0
-  /** Members made trusted since the last heartbeat. */
-  #trustedThisBeat = 0
 
   constructor(o: ClusterOptions, keys: ClusterKey[], store: SessionStore, log: Log, deps: ClusterDeps = {}) {
     const clock = deps.clock ?? systemClock
@@ -152,43 +107,21 @@ export class Cluster implements ClusterHooks {
     this.#random = deps.random ?? Math.random
     this.#store = store
     this.#log = log
-    this.#chunkBytes = hitChunkBytes(o.maxDatagramBytes)
     this.transport = deps.transport ?? new Transport({ ...o, keys, log, now: () => clock.wallMs(), immediate: (fn) => clock.setImmediate(fn) })
     this.transport.onMessage = (m) => this.#onMessage(m)
-    this.lookups = new Lookups(o, this.transport, store, {
-      aliveIds: () => this.#alive().map((m) => m.id),
-      // With copies on R owners, only they need to say MISS: replies stay constant with fleet size.
-      expectedFor: (key) => this.#expectedFor(key),
-      addressOf: (id) => this.#addressOf(id),
-      settled: () => this.#settled(),
-    }, clock)
-    this.replicator = new Replicator(o, this.transport, store, {
-      selfId: this.transport.nodeIdHex,
-      aliveIds: () => this.#alive().filter((m) => m.trusted).map((m) => m.id),
-      probationIds: () => this.#alive().filter((m) => !m.trusted).map((m) => m.id),
-      addressOf: (id) => this.#addressOf(id),
-    }, clock)
+    this.membership = new Membership(o, this.transport, this.counters, log, clock)
+    this.replicator = new Replicator(o, this.transport, store, this.membership, clock)
+    this.lookups = new Lookups(o, this.transport, store, this.membership, clock, this.replicator.holders, this.counters)
+    this.membership.onChange = () => {
+      this.lookups.membersChanged()
+      this.replicator.membersChanged()
+    }
     this.tickets = new TicketKeys({ rotationMs: o.ticketKeyRotationMs, graceMs: 3 * o.heartbeatMs, selfId: this.transport.nodeId, now: () => clock.wallMs() })
   }
 
-  /**
-   * The owners a LOOKUP for `key` names (they answer MISS), or undefined to ask every member.
-   * Push to all names every trusted member when the list fits one LOOKUP (at most 255 ids, within
-   * maxDatagramBytes); beyond that it names none, which asks every member: the same hosts, since
-   * all own every key, so no limit on the member count is needed for it.
-   */
-  #expectedFor(key: string): string[] | undefined {
-    if (this.#o.replicationFactor === 1) return undefined
-    const ids = this.replicator.ownersOf(key).filter((id) => id !== this.nodeId)
-    if (this.#o.replicationFactor !== 0) return ids
-    if (ids.length > MAX_LOOKUP_EXPECT) return undefined
-    const expect = ids.map(() => NO_RECEIVER)
-    return this.transport.fits({ type: MsgType.LOOKUP, reqId: 0, nonce: NO_RECEIVER, reply: this.transport.replyAddress, expect, key: Buffer.from(key, 'latin1') }) ? ids : undefined
-  }
-
-  /** True once we have listened long enough that the member list is complete. */
-  #settled(): boolean {
-    return this.#clock.now() - this.#startedAt > this.#o.deadAfterMs
+  /** The members this host knows (membership.ts), by node id. */
+  get members(): Map<string, Member> {
+    return this.membership.members
   }
 
   get nodeId(): string {
@@ -197,7 +130,7 @@ export class Cluster implements ClusterHooks {
 
   async start(): Promise<void> {
     await this.transport.start()
-    this.#startedAt = this.#clock.now()
+    this.membership.start()
     this.#announce(AnnounceFlag.HELLO)
     this.#scheduleHeartbeat()
     this.#log.info({ nodeId: this.nodeId, name: this.#o.nodeName, group: `${this.#o.group}:${this.#o.port}`, ...(this.#o.second ? { dualStackGroup: this.#o.second.group, dualStackReply: this.transport.replyAddressFor(this.transport.families[1]!) } : {}), reply: this.transport.replyAddress }, 'joined the cluster')
@@ -207,9 +140,9 @@ export class Cluster implements ClusterHooks {
     // Jitter keeps a fleet restarted together from announcing in lockstep.
     const delay = this.#o.heartbeatMs * (0.9 + this.#random() * 0.2)
     this.#heartbeat = this.#clock.setTimeout(() => {
-      this.#trustedThisBeat = 0
+      this.membership.beat()
       this.#announce(0)
-      this.#sweep()
+      this.membership.sweep()
       this.replicator.sweep()
       this.#tickTickets()
       this.#scheduleHeartbeat()
@@ -226,7 +159,7 @@ export class Cluster implements ClusterHooks {
    * own until those epochs end: one TICKET_KEY per maker, never one per member.
    */
   #tickTickets(): void {
-    const made = this.tickets.tick(this.#alive().map((m) => m.id), this.#settled())
+    const made = this.tickets.tick(this.membership.liveIds(), this.membership.settled())
     for (const k of made) this.transport.sendGroup(this.#ticketMsg(k))
     const repeat = this.tickets.mine().filter((k) => !made.includes(k))
     if (repeat.length > 0) this.transport.sendGroup(this.#ticketMsg(repeat[this.#ticketTurn++ % repeat.length]!))
@@ -245,55 +178,6 @@ export class Cluster implements ClusterHooks {
     this.transport.sendGroup(this.#announceMsg(flags))
   }
 
-  #alive(): Member[] {
-    const now = this.#clock.now()
-    const out: Member[] = []
-    for (const m of this.members.values()) if (now - m.lastSeen <= this.#o.deadAfterMs) out.push(m)
-    return out
-  }
-
-  #sweep(): void {
-    const now = this.#clock.now()
-    let changed = false
-    for (const m of this.members.values()) {
-      if (now - m.lastSeen > this.#o.deadAfterMs) {
-        this.members.delete(m.id)
-        this.counters.membersDied++
-        changed = true
-        this.#log.warn({ nodeId: m.id, name: m.name, silentMs: Math.round(now - m.lastSeen) }, 'member presumed dead')
-      }
-    }
-    if (changed) {
-      this.lookups.membersChanged()
-      this.replicator.membersChanged()
-    }
-  }
-
-  /**
-   * A member's unicast address on the first of our families it speaks (dual stack: either), from
-   * what it announced (authenticated), never from a datagram's source address.
-   */
-  /** True when a datagram came from an address the member announced (daemons send from their reply socket). */
-  #fromOwnAddress(m: Member, rinfo: Incoming['rinfo']): boolean {
-    const same = (a: Address | undefined) => a !== undefined && a.port === rinfo.port && a.address === rinfo.address.split('%')[0]
-    return same(m.reply) || same(m.also)
-  }
-
-  #addressOf(id: string): Address | undefined {
-    const m = this.members.get(id)
-    if (!m) return undefined
-    for (const f of this.transport.families) {
-      if (m.reply.family === f) return m.reply
-      if (m.also?.family === f) return m.also
-    }
-    return undefined
-  }
-
-  /** Where to answer a request from `sender` that names `to`: there if we speak its family, else the sender's address on ours. */
-  #replyTo(to: Address, sender: string): Address | undefined {
-    return this.transport.replyAddressFor(to.family) ? to : this.#addressOf(sender)
-  }
-
   /**
    * Whether a peer's version is from the future: its wall part ahead of the datagram's send time
    * or of our clock by more than the replay window. A clock runs ahead of its host's wall clock
@@ -310,15 +194,14 @@ export class Cluster implements ClusterHooks {
   #onMessage({ msg, sender, sentAtMs, rinfo }: Incoming): void {
     // Any authenticated datagram shows the member alive, so a few lost heartbeats on a lossy
     // network do not declare a busy member dead.
-    const member = this.members.get(sender)
-    if (member) member.lastSeen = this.#clock.now()
+    const member = this.membership.heard(sender)
     if ((msg.type === MsgType.INVALIDATE || msg.type === MsgType.DELETE || msg.type === MsgType.REPLICATE || msg.type === MsgType.HIT) && this.#futureVersion(msg.version, sentAtMs)) {
       this.transport.counters.dropped.futureVersion++
       return
     }
     switch (msg.type) {
       case MsgType.LOOKUP:
-        return this.#answer(msg, sender, rinfo)
+        return this.lookups.answer(msg, sender, rinfo)
       case MsgType.HIT:
         return this.lookups.onHit(sender, msg)
       case MsgType.MISS:
@@ -334,13 +217,13 @@ export class Cluster implements ClusterHooks {
         this.#store.deleteFromPeer(msg.key.toString('latin1'), msg.version)
         return
       case MsgType.ANNOUNCE:
-        return this.#onAnnounce(sender, msg)
+        return this.#onAnnounce(sender, msg, sentAtMs)
       case MsgType.TICKET_KEY:
         return this.#onTicketKey(sender, msg)
       case MsgType.REPLICATE:
         // A copy is taken only from a member past its probation: an address that announced
         // itself once cannot fill the store (nor have ACKs sent anywhere).
-        if (!member || !(member.trusted || this.#fromOwnAddress(member, rinfo))) {
+        if (!member || !(member.trusted || this.membership.fromOwnAddress(member, rinfo))) {
           this.counters.copiesFromUntrusted++
           return
         }
@@ -353,71 +236,17 @@ export class Cluster implements ClusterHooks {
         // From any member, trusted or in probation (a delete made on a new host must not be
         // lost); the replicator answers only at the member's announced address.
         return this.replicator.onDelete(sender, msg)
-      case MsgType.LEAVE: {
-        const m = this.members.get(sender)
-        if (m) {
-          this.members.delete(sender)
-          this.counters.membersLeft++
-          this.#log.info({ nodeId: sender, name: m.name }, 'member left')
-          this.lookups.membersChanged()
-          this.replicator.membersChanged()
-        }
-        return
-      }
+      case MsgType.LEAVE:
+        return this.membership.onLeave(sender)
     }
   }
 
-  #onAnnounce(sender: string, msg: Extract<Message, { type: typeof MsgType.ANNOUNCE }>): void {
-    const now = this.#clock.now()
-    const known = this.members.get(sender)
-    if (known) {
-      // A member's reply address is fixed while it lives (a restarted daemon has a new id): a key
-      // holder announcing itself anew with a third party's address would have the cluster send
-      // that party every answer meant for it.
-      if (!sameAddress(known.reply, msg.reply) || !sameAddress(known.also, msg.also)) {
-        this.counters.replyChangesRefused++
-        return
-      }
-      known.lastSeen = now
-      known.entries = msg.entries
-      known.name = msg.name
-      if (!known.trusted && now - known.joinedAt >= this.#o.memberProbationMs) {
-        // A few per heartbeat: each new owner is a re-placement scan of every key, and hundreds
-        // of forged members made trusted at once would be hundreds of scans' worth of copies.
-        // The rest become trusted at one of their next ANNOUNCEs (counted).
-        if (this.#trustedThisBeat >= NEW_TRUSTED_PER_HEARTBEAT) this.counters.trustDeferred++
-        else {
-          this.#trustedThisBeat++
-          known.trusted = true
-          this.replicator.membersChanged()
-        }
-      }
-    } else {
-      if (this.members.size >= this.#o.maxMembers) {
-        // Logged once per run of refusals (a flood would otherwise flood the log).
-        if (this.counters.membersRefused++ === this.#refusedLogged) this.#log.warn({ maxMembers: this.#o.maxMembers }, 'member list full: ANNOUNCEs from new senders refused')
-        return
-      }
-      this.#refusedLogged = this.counters.membersRefused
-      const trusted = this.#o.memberProbationMs === 0
-      this.members.set(sender, { id: sender, name: msg.name, reply: msg.reply, also: msg.also, lastSeen: now, entries: msg.entries, joinedAt: now, trusted, welcomedAt: now })
-      this.counters.membersJoined++
-      this.#log.info({ nodeId: sender, name: msg.name, reply: msg.reply }, 'member joined')
-      if (trusted) this.replicator.membersChanged()
-    }
-    // A newcomer learns about us, and the ticket key, at once instead of at our next heartbeat.
-    // A known member's HELLO (it restarted its view) is answered at most once per heartbeat: a
-    // key holder repeating HELLO must not turn each 100-byte ANNOUNCE into kilobytes elsewhere.
-    const to = this.#replyTo(msg.reply, sender)
-    if (known && msg.flags & AnnounceFlag.HELLO && now - known.welcomedAt < this.#o.heartbeatMs) {
-      this.counters.hellosThrottled++
-      return
-    }
-    if (known && msg.flags & AnnounceFlag.HELLO) known.welcomedAt = now
-    if (to && (!known || msg.flags & AnnounceFlag.HELLO)) {
-      this.transport.sendTo(to, sender, this.#announceMsg(0))
-      for (const k of this.tickets.all()) this.transport.sendTo(to, sender, this.#ticketMsg(k))
-    }
+  /** Membership takes the ANNOUNCE; a newcomer (or a known member's HELLO) is welcomed with ours and the ticket secrets. */
+  #onAnnounce(sender: string, msg: Extract<Message, { type: typeof MsgType.ANNOUNCE }>, sentAtMs: number): void {
+    const out = this.membership.onAnnounce(sender, msg, sentAtMs)
+    if (!out) return
+    this.transport.sendTo(out.welcome, sender, this.#announceMsg(0))
+    for (const k of this.tickets.all()) this.transport.sendTo(out.welcome, sender, this.#ticketMsg(k))
   }
 
   /**
@@ -435,56 +264,10 @@ export class Cluster implements ClusterHooks {
     const winner = this.tickets.winnerOver(k)
     const told = `${sender}:${k.epoch}`
     if (!winner || this.#toldLoser.has(told)) return
-    const to = this.#addressOf(sender)
+    const to = this.membership.addressOf(sender)
     if (!to) return
     this.#toldLoser.add(told)
     this.transport.sendTo(to, sender, this.#ticketMsg(winner))
-  }
-
-  #answer(msg: Extract<Message, { type: typeof MsgType.LOOKUP }>, sender: string, rinfo: Incoming['rinfo']): void {
-    // Answers go to the address the asker announced as a member, never to one a datagram names:
-    // a LOOKUP from a sender not (yet) a member is left unanswered (it asks again, or its next
-    // heartbeat makes it one).
-    const asker = this.members.get(sender)
-    const to = this.#addressOf(sender)
-    if (!asker || !to) {
-      this.counters.lookupsFromStrangers++
-      return
-    }
-    // Nor to a member in probation whose LOOKUP did not come from the address it announced: that
-    // address is not yet proven to be its own, and a HIT of a large value is many times the
-    // LOOKUP's size (a reflector). A daemon sends everything from its announced unicast socket, so a
-    // genuine newcomer (a restarted host) is answered at once.
-    if (!asker.trusted && !this.#fromOwnAddress(asker, rinfo)) {
-      this.counters.lookupsFromUntrusted++
-      return
-    }
-    this.counters.lookupsAnswered++
-    const key = msg.key.toString('latin1')
-    const binding = { reqId: msg.reqId, nonce: msg.nonce, digest: keyDigest(msg.key) }
-    const entry = this.#store.peek(key)
-    const ttlMs = entry === undefined ? 0 : this.#store.remainingTtl(key)
-    if (entry === undefined || ttlMs <= 0) {
-      // Named owners answer MISS; others, holding nothing, stay silent. No names: everyone answers.
-      if (msg.expect.length > 0 && !msg.expect.some((id) => id.equals(this.transport.nodeId))) {
-        this.counters.missesWithheld++
-        return
-      }
-      this.counters.missesSent++
-      this.transport.sendTo(to, sender, { type: MsgType.MISS, ...binding })
-      return
-    }
-    this.counters.hitsSent++
-    // The asker will hold a copy for up to ttlMs: a delete that reaches this host goes on to it.
-    this.replicator.holders.record(key, sender, ttlMs)
-    const { value, flags, version } = entry
-    const count = Math.max(1, Math.ceil(value.length / this.#chunkBytes))
-    for (let i = 0; i < count; i++) {
-      // The transport encodes (copies) the chunk when it is queued, so a view into the store's buffer is safe here.
-      const chunk = value.subarray(i * this.#chunkBytes, (i + 1) * this.#chunkBytes)
-      this.transport.sendTo(to, sender, { type: MsgType.HIT, ...binding, ttlMs, flags, totalLen: value.length, index: i, count, version, chunk })
-    }
-    this.counters.chunksSent += count
   }
 
   // ---- ClusterHooks (called by the request handler) ----
@@ -504,7 +287,7 @@ export class Cluster implements ClusterHooks {
     const version = this.#store.version(key)
     // With copies placed by rendezvous, the hosts that may hold one are known (the owners and the
     // holders remembered here, who pass it on): no datagram to the whole fleet.
-    if (this.#o.replicationFactor !== 1 && this.#alive().some((m) => m.trusted)) {
+    if (this.#o.replicationFactor !== 1 && this.membership.aliveIds().length > 0) {
       this.replicator.deleted(key, version)
       return
     }
@@ -535,7 +318,7 @@ export class Cluster implements ClusterHooks {
     return [
       self,
       ...[...this.members.values()].map((m) => {
-        const used = this.#addressOf(m.id) ?? m.reply
+        const used = this.membership.addressOf(m.id) ?? m.reply
         const other = [m.reply, m.also].find((a) => a && a !== used)
         return { nodeId: m.id, name: m.name, address: fmt(used), ...(other ? { otherAddress: fmt(other) } : {}), lastSeenMs: Math.round(now - m.lastSeen), entries: m.entries, self: false }
       }),
@@ -549,8 +332,8 @@ export class Cluster implements ClusterHooks {
   stats(): Record<string, unknown> {
     return {
       nodeId: this.nodeId,
-      members: this.#alive().length,
-      trustedMembers: this.#alive().filter((m) => m.trusted).length,
+      members: this.membership.liveIds().length,
+      trustedMembers: this.membership.aliveIds().length,
       inflightLookups: this.lookups.inflight,
       hedgeDelayMs: this.lookups.hedgeDelayMs,
       ...this.lookups.counters,

@@ -1,5 +1,6 @@
 /**
- * Remote lookups: a local miss asks the group, and the first complete HIT wins.
+ * Remote lookups, both sides: a local miss asks the key's owners (or the group), the first complete
+ * HIT wins; and the LOOKUPs other hosts send here are answered from the store (answer()).
  *
  * One in-flight entry per key (concurrent GETs share it), one timer per entry that drives the
  * bounded retransmits and the deadline, and one settle path for hit, all-missed, deadline, shed
@@ -11,7 +12,7 @@
  * for another lookup (a replay, or a late answer to an earlier daemon's lookup) never fills this one.
  */
 import crypto from 'node:crypto'
-import { MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, hitChunkBytes, keyDigest, maxChunkCount, type Address, type Message } from '../../protocol/wire.js'
+import { MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, NO_RECEIVER, hitChunkBytes, keyDigest, maxChunkCount, type Address, type Message } from '../../protocol/wire.js'
 import { nextId } from '../../protocol/ids.js'
 import { BoundedMap } from '../../protocol/bounded.js'
 import type { SessionStore } from '../store/session-store.js'
@@ -20,9 +21,50 @@ import type { PeerTransport } from './peer-transport.js'
 import { systemClock, type Clock, type TimerHandle } from './clock.js'
 import { ByteBudget, Reassembly } from './reassembly.js'
 import { HedgeDelay } from './hedge.js'
+import type { Membership } from './membership.js'
+import type { Incoming } from './transport.js'
 
 /** The config keys lookups take (unit and default: FIELDS in config/config.ts). */
-export type LookupOptions = Pick<Config, 'lookupTimeoutMs' | 'lookupRetries' | 'lookupHedgeMs' | 'maxInflightLookups' | 'maxReassemblyBytes' | 'maxValueBytes'>
+export type LookupOptions = Pick<Config, 'lookupTimeoutMs' | 'lookupRetries' | 'lookupHedgeMs' | 'maxInflightLookups' | 'maxReassemblyBytes' | 'maxValueBytes' | 'maxDatagramBytes' | 'replicationFactor'>
+
+/** The answering side's counters (LOOKUPs from other hosts); the cluster core reports them with its own. */
+export interface AnswerCounters {
+  lookupsAnswered: number
+  hitsSent: number
+  missesSent: number
+  /** LOOKUPs from senders that are not members (no announced address to answer at). */
+  lookupsFromStrangers: number
+  /** LOOKUPs for keys we do not hold and do not own: no reply needed. */
+  missesWithheld: number
+  chunksSent: number
+  /** LOOKUPs from members still in probation: not answered (no reflection to an unproven address). */
+  lookupsFromUntrusted: number
+  /** LOOKUPs of a key this member already asked for in this turn (one BATCH): not answered again. */
+  lookupsRepeated: number
+  /** HITs not sent: the asker's HIT byte budget was spent (HIT_BUDGET_*). */
+  hitsOverBudget: number
+}
+
+/** Most owners a LOOKUP names (its count is a u8). */
+const MAX_LOOKUP_EXPECT = 255
+
+/**
+ * HIT bytes one member may be sent: a bucket of HIT_BUDGET_VALUES values of maxValueBytes (at
+ * least HIT_BUDGET_MIN_BYTES), refilled at HIT_BUDGET_BYTES_PER_S. A LOOKUP is about 60 bytes and
+ * its HIT up to maxValueBytes: without a bound, a key holder's one BATCH of 40 LOOKUPs had 4.1 MB
+ * sent to an address it announced. Honest fills from one host to one owner stay far below the rate.
+ */
+export const HIT_BUDGET_VALUES = 4
+export const HIT_BUDGET_MIN_BYTES = 1024 * 1024
+export const HIT_BUDGET_BYTES_PER_S = 32 * 1024 * 1024
+
+/**
+ * A value in chunks takes longer to arrive than one datagram: each LARGE_VALUE_STEP_BYTES of it
+ * adds one lookupTimeoutMs to the lookup's deadline (1 MiB: 16 deadlines), and while its chunks
+ * keep arriving the LOOKUP is not sent again (a retransmit has the holder send every chunk anew).
+ */
+export const LARGE_VALUE_STEP_BYTES = 64 * 1024
+
 
 export interface LookupCounters {
   /** Remote lookups started (coalesced GETs count once). */
@@ -78,6 +120,10 @@ interface Inflight {
   missed: Set<string>
   /** Members whose MISS settles "not found"; undefined: every live member's. */
   expected: string[] | undefined
+  /** Membership was changing when it started: every candidate owner is asked at once (no hedge). */
+  changing: boolean
+  /** When the last chunk of a value arrived (the clock's monotonic ms; -Infinity: none). */
+  chunkAt: number
   expectBytes: Buffer[]
   parts: Map<string, Reassembly>
   deadline: number
@@ -93,18 +139,16 @@ interface Inflight {
   rounds: number
 }
 
-export interface LookupPeers {
-  /** Ids (hex) of the members alive now. */
-  aliveIds(): string[]
-  /**
-   * The members that must answer MISS for `key` (its owners other than us), or undefined when
-   * every member must (no replication: a key may be on any host).
-   */
-  expectedFor(key: string): string[] | undefined
-  /** A live member's unicast address. */
-  addressOf(id: string): Address | undefined
-  /** True once we have listened long enough that an empty member list means we are alone. */
-  settled(): boolean
+/**
+ * What lookups read of membership (membership.ts): the live members, the owners a reader asks
+ * (readOwners: under every view hosts may hold while membership changes), their addresses,
+ * whether the member list is complete yet, and, to answer, who asked and from where.
+ */
+export type LookupPeers = Pick<Membership, 'liveIds' | 'readOwners' | 'addressOf' | 'settled' | 'members' | 'fromOwnAddress'>
+
+/** Records that a member fetched a key here (replication.ts: Holders), so a delete reaches its copy. */
+export interface HolderLog {
+  record(key: string, id: string, ttlMs: number): void
 }
 
 export class Lookups {
@@ -143,9 +187,22 @@ export class Lookups {
   readonly #clock: Clock
   /** Counts HIT/MISS that answer no lookup in flight (the transport's drop counter). */
   readonly #unsolicited: () => void
+  readonly #holders: HolderLog
+  readonly answers: AnswerCounters
+  readonly #chunkBytes: number
+  /** `member\0key` of the LOOKUPs answered in this turn of the event loop (one BATCH is one turn). */
+  #answeredThisTurn = new Set<string>()
+  #answeredReset = false
+  /** HIT bytes each member may still be sent, and when its bucket was last filled. */
+  #budgets = new Map<string, { bytes: number; at: number }>()
+  readonly #budgetCap: number
 
-  constructor(o: LookupOptions, transport: PeerTransport, store: SessionStore, peers: LookupPeers, clock: Clock = systemClock) {
+  constructor(o: LookupOptions, transport: PeerTransport, store: SessionStore, peers: LookupPeers, clock: Clock = systemClock, holders: HolderLog = { record() {} }, answers?: AnswerCounters) {
     this.#o = o
+    this.#holders = holders
+    this.answers = answers ?? { lookupsAnswered: 0, hitsSent: 0, missesSent: 0, lookupsFromStrangers: 0, missesWithheld: 0, chunksSent: 0, lookupsFromUntrusted: 0, lookupsRepeated: 0, hitsOverBudget: 0 }
+    this.#chunkBytes = hitChunkBytes(o.maxDatagramBytes)
+    this.#budgetCap = Math.max(HIT_BUDGET_MIN_BYTES, HIT_BUDGET_VALUES * o.maxValueBytes)
     this.#budget = new ByteBudget(o.maxReassemblyBytes)
     // Past the retransmit interval a hedge is moot: the next round asks every owner anyway.
     this.#hedge = new HedgeDelay({ floorMs: o.lookupHedgeMs, ceilingMs: o.lookupTimeoutMs / (o.lookupRetries + 1) })
@@ -185,11 +242,11 @@ export class Lookups {
       this.counters.shed++
       return Promise.resolve(undefined)
     }
-    if (this.#peers.settled() && this.#peers.aliveIds().length === 0) {
+    if (this.#peers.settled() && this.#peers.liveIds().length === 0) {
       this.counters.alone++
       return Promise.resolve(undefined)
     }
-    const expected = this.#peers.expectedFor(key)
+    const { expected, changing } = this.#expectedFor(key)
     const keyBytes = Buffer.from(key, 'latin1')
     const expectBytes = (expected ?? []).map((id) => Buffer.from(id, 'hex'))
     const nonce = crypto.randomBytes(NONCE_BYTES)
@@ -209,6 +266,8 @@ export class Lookups {
       waiters: [],
       missed: new Set(),
       expected,
+      changing,
+      chunkAt: -Infinity,
       expectBytes,
       parts: new Map(),
       deadline: this.#clock.now() + this.#o.lookupTimeoutMs,
@@ -227,6 +286,27 @@ export class Lookups {
     return p
   }
 
+  /**
+   * The members whose MISSes settle "not found" for `key` (they are named in the LOOKUP and asked
+   * directly), or undefined to ask the group and wait for every live member's: with no
+   * replication (a key may be on any host), and until the member list is complete (a daemon that
+   * just started knows only some members, so naming owners among them could miss the one holding
+   * the key). With copies on R owners, only they need to answer: replies stay constant with fleet
+   * size; while membership changes, the owners under every view hosts may hold (readOwners).
+   * Push to all names every member when the list fits one LOOKUP (at most 255 ids, within
+   * maxDatagramBytes); beyond that it names none: the same hosts, since all own every key.
+   */
+  #expectedFor(key: string): { expected: string[] | undefined; changing: boolean } {
+    if (this.#o.replicationFactor === 1) return { expected: undefined, changing: false }
+    if (!this.#peers.settled()) return { expected: undefined, changing: true }
+    const { ids, changing } = this.#peers.readOwners(key)
+    if (this.#o.replicationFactor !== 0) return { expected: ids, changing }
+    if (ids.length > MAX_LOOKUP_EXPECT) return { expected: undefined, changing }
+    const expect = ids.map(() => NO_RECEIVER)
+    const fits = this.#t.fits({ type: MsgType.LOOKUP, reqId: 0, nonce: NO_RECEIVER, reply: this.#t.replyAddress, expect, key: Buffer.from(key, 'latin1') })
+    return { expected: fits ? ids : undefined, changing }
+  }
+
   #send(f: Inflight): void {
     const now = this.#clock.now()
     const interval = this.#o.lookupTimeoutMs / (this.#o.lookupRetries + 1)
@@ -240,7 +320,7 @@ export class Lookups {
     // case; the other owners are asked after the hedge delay, or at once if the first one misses.
     // Hedging needs every owner's address now: one without a known address means the group.
     const delay = this.#hedge.ms
-    const hedge = f.rounds === 0 && owners !== undefined && owners.length > 1 && this.#o.lookupHedgeMs > 0 && now + delay < f.roundEnd && owners.every((id) => this.#peers.addressOf(id) !== undefined)
+    const hedge = f.rounds === 0 && !f.changing && owners !== undefined && owners.length > 1 && this.#o.lookupHedgeMs > 0 && now + delay < f.roundEnd && owners.every((id) => this.#peers.addressOf(id) !== undefined)
     // The first owner's reply is timed whether or not this round hedges, so a delay that grew
     // to the ceiling (no hedging) can come down again.
     if (f.rounds === 0 && owners !== undefined && owners.length > 1 && this.#o.lookupHedgeMs > 0) {
@@ -307,7 +387,15 @@ export class Lookups {
 
   #tick(f: Inflight): void {
     f.timer = undefined
-    if (this.#clock.now() >= f.deadline - 0.5) {
+    const now = this.#clock.now()
+    const interval = this.#o.lookupTimeoutMs / (this.#o.lookupRetries + 1)
+    // A value still arriving in chunks: no retransmit (it would have every chunk sent again).
+    if (now < f.deadline - 0.5 && now - f.chunkAt < interval) {
+      f.roundEnd = Math.min(f.deadline, f.chunkAt + interval)
+      f.timer = this.#clock.setTimeout(() => this.#tick(f), Math.max(1, f.roundEnd - now))
+      return
+    }
+    if (now >= f.deadline - 0.5) {
       this.counters.timeouts++
       this.#settle(f, undefined)
     } else this.#send(f)
@@ -370,7 +458,11 @@ export class Lookups {
       return this.#complete(f, m.chunk, m.ttlMs, m.flags, m.version)
     }
     let r = f.parts.get(sender)
+    f.chunkAt = this.#clock.now()
     if (!r) {
+      // The deadline scales with the value's size (LARGE_VALUE_STEP_BYTES).
+      const steps = Math.ceil(m.totalLen / LARGE_VALUE_STEP_BYTES)
+      f.deadline = Math.max(f.deadline, f.startedAt + steps * this.#o.lookupTimeoutMs)
       const opened = Reassembly.open(m, this.#budget, maxChunkCount(m.totalLen, hitChunkBytes(MIN_DATAGRAM_BYTES)), this.#clock.now())
       if (typeof opened === 'string') {
         this.counters.reassemblyDropped++
@@ -425,7 +517,7 @@ export class Lookups {
   }
 
   #checkAllMissed(f: Inflight): void {
-    const alive = this.#peers.aliveIds()
+    const alive = this.#peers.liveIds()
     // With owners named, their MISSes settle it (an owner that died since counts as missed);
     // without, every live member's must.
     const done = f.expected
@@ -440,6 +532,91 @@ export class Lookups {
   /** Membership shrank: lookups waiting only on the departed can finish now. */
   membersChanged(): void {
     for (const f of [...this.#byKey.values()]) if (f.missed.size > 0) this.#checkAllMissed(f)
+  }
+
+  /**
+   * A LOOKUP from `sender`. Answers go to the address the asker announced as a member, never to
+   * one a datagram names: a LOOKUP from a sender not (yet) a member is left unanswered (it asks
+   * again, or its next heartbeat makes it one). Each (member, key) is answered once per turn of
+   * the event loop, which holds one BATCH, and HITs to one member stay within its byte budget
+   * (HIT_BUDGET_*): a key holder's small datagram cannot have megabytes sent to an address.
+   */
+  answer(msg: Extract<Message, { type: typeof MsgType.LOOKUP }>, sender: string, rinfo: Incoming['rinfo']): void {
+    const c = this.answers
+    const asker = this.#peers.members.get(sender)
+    const to = this.#peers.addressOf(sender)
+    if (!asker || !to) {
+      c.lookupsFromStrangers++
+      return
+    }
+    // Nor to a member in probation whose LOOKUP did not come from the address it announced: that
+    // address is not yet proven to be its own, and a HIT of a large value is many times the
+    // LOOKUP's size (a reflector). A daemon sends everything from its announced unicast socket, so a
+    // genuine newcomer (a restarted host) is answered at once.
+    if (!asker.trusted && !this.#peers.fromOwnAddress(asker, rinfo)) {
+      c.lookupsFromUntrusted++
+      return
+    }
+    const key = msg.key.toString('latin1')
+    const once = `${sender}\0${key}`
+    if (this.#answeredThisTurn.has(once)) {
+      c.lookupsRepeated++
+      return
+    }
+    this.#answeredThisTurn.add(once)
+    if (!this.#answeredReset) {
+      this.#answeredReset = true
+      this.#clock.setImmediate(() => {
+        this.#answeredReset = false
+        this.#answeredThisTurn.clear()
+      })
+    }
+    c.lookupsAnswered++
+    const binding = { reqId: msg.reqId, nonce: msg.nonce, digest: keyDigest(msg.key) }
+    const entry = this.#store.peek(key)
+    const ttlMs = entry === undefined ? 0 : this.#store.remainingTtl(key)
+    if (entry === undefined || ttlMs <= 0) {
+      // Named owners answer MISS; others, holding nothing, stay silent. No names: everyone answers.
+      if (msg.expect.length > 0 && !msg.expect.some((id) => id.equals(this.#t.nodeId))) {
+        c.missesWithheld++
+        return
+      }
+      c.missesSent++
+      this.#t.sendTo(to, sender, { type: MsgType.MISS, ...binding })
+      return
+    }
+    const { value, flags, version } = entry
+    if (!this.#spend(sender, value.length)) {
+      // Unanswered, not MISS: the asker's retransmit, once the budget refilled, is answered.
+      c.hitsOverBudget++
+      return
+    }
+    c.hitsSent++
+    // The asker will hold a copy for up to ttlMs: a delete that reaches this host goes on to it.
+    this.#holders.record(key, sender, ttlMs)
+    const count = Math.max(1, Math.ceil(value.length / this.#chunkBytes))
+    for (let i = 0; i < count; i++) {
+      // The transport encodes (copies) the chunk when it is queued, so a view into the store's buffer is safe here.
+      const chunk = value.subarray(i * this.#chunkBytes, (i + 1) * this.#chunkBytes)
+      this.#t.sendTo(to, sender, { type: MsgType.HIT, ...binding, ttlMs, flags, totalLen: value.length, index: i, count, version, chunk })
+    }
+    c.chunksSent += count
+  }
+
+  /** Takes `bytes` from `member`'s HIT budget; false (nothing taken) when it does not hold them. */
+  #spend(member: string, bytes: number): boolean {
+    const now = this.#clock.now()
+    let b = this.#budgets.get(member)
+    if (!b) {
+      // Members come and go (restarts bring new ids): buckets of the gone are forgotten.
+      if (this.#budgets.size >= 4096) for (const [id] of this.#budgets) if (!this.#peers.members.has(id)) this.#budgets.delete(id)
+      this.#budgets.set(member, (b = { bytes: this.#budgetCap, at: now }))
+    }
+    b.bytes = Math.min(this.#budgetCap, b.bytes + ((now - b.at) * HIT_BUDGET_BYTES_PER_S) / 1000)
+    b.at = now
+    if (b.bytes < bytes) return false
+    b.bytes -= bytes
+    return true
   }
 
   /** Answers every waiter "not found" and refuses new lookups. */

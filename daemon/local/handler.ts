@@ -8,6 +8,9 @@ import { Op, ReplyFlag, ReqFlag, Status, encodeError, encodeReply, encodeTicketK
 import { StoreError, type SessionStore } from '../store/session-store.js'
 import type { ClusterHooks } from '../cluster/hooks.js'
 import type { Config } from '../config/config.js'
+import { SessionOps, type Done, type WriteOptions } from './session-ops.js'
+
+const NO_PROPAGATE: WriteOptions = { propagate: false }
 
 /** What a handler needs: its config keys (FIELDS in config/config.ts) and what it calls. */
 export interface HandlerDeps extends Pick<Config, 'maxKeyBytes'> {
@@ -34,6 +37,12 @@ function secretReply(op: number, id: number, body: Buffer): Buffer {
 
 export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Promise<Buffer> {
   const { store, maxKeyBytes, admin } = deps
+  const ops = new SessionOps({ store, cluster: () => deps.cluster })
+  const propagate = (flags: number): WriteOptions | undefined => (flags & ReqFlag.NO_PROPAGATE ? NO_PROPAGATE : undefined)
+  const found = (op: number, id: number, d: Done<boolean>): Buffer | Promise<Buffer> => {
+    const reply = (ok: boolean) => encodeReply(op, id, ok ? Status.OK : Status.NOT_FOUND)
+    return d instanceof Promise ? d.then(reply) : reply(d)
+  }
 
   function remoteGet(id: number, key: string): Promise<Buffer> {
     return deps.cluster!.lookup(key).then(
@@ -60,30 +69,25 @@ export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Pro
       case Op.SET: {
         const problem = keyProblem(req.key, maxKeyBytes)
         if (problem) return encodeError(Op.SET, req.id, Status.BAD_KEY, problem)
-        const key = req.key.toString('latin1')
         try {
-          store.set(key, req.value, req.ttlMs)
+          const copied = ops.set(req.key.toString('latin1'), req.value, req.ttlMs, 0, propagate(req.flags))
+          return copied ? copied.then(() => encodeReply(Op.SET, req.id, Status.OK)) : encodeReply(Op.SET, req.id, Status.OK)
         } catch (err) {
           if (err instanceof StoreError) return encodeError(Op.SET, req.id, err.code === 'TOO_LARGE' ? Status.TOO_LARGE : Status.BAD_TTL, err.message)
           throw err
         }
-        const copied = deps.cluster && !(req.flags & ReqFlag.NO_PROPAGATE) ? deps.cluster.stored(key) : undefined
-        return copied ? copied.then(() => encodeReply(Op.SET, req.id, Status.OK)) : encodeReply(Op.SET, req.id, Status.OK)
       }
       case Op.DELETE: {
         const problem = keyProblem(req.key, maxKeyBytes)
         if (problem) return encodeError(Op.DELETE, req.id, Status.BAD_KEY, problem)
-        const key = req.key.toString('latin1')
-        const had = store.delete(key)
-        // Invalidate everywhere even when this host had no copy: another host may.
-        if (deps.cluster && !(req.flags & ReqFlag.NO_PROPAGATE)) deps.cluster.deleted(key)
-        return encodeReply(Op.DELETE, req.id, had ? Status.OK : Status.NOT_FOUND)
+        return found(Op.DELETE, req.id, ops.delete(req.key.toString('latin1'), propagate(req.flags)))
       }
       case Op.TOUCH: {
         const problem = keyProblem(req.key, maxKeyBytes)
         if (problem) return encodeError(Op.TOUCH, req.id, Status.BAD_KEY, problem)
         try {
-          return encodeReply(Op.TOUCH, req.id, store.touch(req.key.toString('latin1'), req.ttlMs) ? Status.OK : Status.NOT_FOUND)
+          // Through the one write path: the copies on other hosts get the new expiry too.
+          return found(Op.TOUCH, req.id, ops.touch(req.key.toString('latin1'), req.ttlMs, propagate(req.flags)))
         } catch (err) {
           if (err instanceof StoreError) return encodeError(Op.TOUCH, req.id, Status.BAD_TTL, err.message)
           throw err

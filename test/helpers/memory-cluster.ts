@@ -120,10 +120,13 @@ export class MemoryLab {
     return watched
   }
 
-  /** Every core knows every other as a trusted member (probation over). */
+  /**
+   * Every core knows every other as a trusted member (probation over), long enough that readers
+   * treat membership as settled (membership.ts: steady).
+   */
   async converge(maxMs = 30_000): Promise<boolean> {
     const live = () => this.cores.filter((c) => !c.stopped)
-    return this.until(() => live().every((c) => live().every((o) => o === c || c.cluster.members.get(o.cluster.nodeId)?.trusted === true)), maxMs, 50)
+    return this.until(() => live().every((c) => c.cluster.membership.steady() && live().every((o) => o === c || c.cluster.members.get(o.cluster.nodeId)?.trusted === true)), maxMs, 50)
   }
 
   /** Stores `key` at `core` as an application would: SET, then the cluster's copies to the other owners. */

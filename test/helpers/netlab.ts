@@ -61,7 +61,7 @@ export class NetLab {
     this.ipv6 = ipv6
   }
 
-  /** Fails clearly (never skips) when this machine cannot make namespaces. */
+  /** Fails clearly when this machine cannot make namespaces (the tests declare `needs(NETNS)`, which skips them outside CI without root). */
   static create(t: { teardown(fn: () => unknown): void }, n: number, opts: { ipv6Only?: boolean; dualStack?: boolean } = {}): NetLab {
     if (typeof process.getuid === 'function' && process.getuid() !== 0) throw new Error('network namespace tests need root')
     reapStale()

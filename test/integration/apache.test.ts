@@ -9,6 +9,9 @@ import { startCluster, startNode } from '../helpers/cluster.js'
 import { freePort } from '../helpers/daemon.js'
 import { startApache } from '../helpers/apache.js'
 import { makeCert, sClient, sessionLine } from '../helpers/tls.js'
+import { needs } from '../helpers/needs.js'
+
+const NEEDS = needs({ commands: ['apache2', 'openssl'] })
 
 async function apache(t: { teardown(fn: () => unknown): void }, dir: string, name: string, memcachePort: number): Promise<number> {
   const a = await startApache(dir, name, `memcache:127.0.0.1:${memcachePort}`)
@@ -16,7 +19,7 @@ async function apache(t: { teardown(fn: () => unknown): void }, dir: string, nam
   return a.port
 }
 
-t.test('Apache mod_ssl on two hosts resumes TLS 1.2 and TLS 1.3 sessions through statecast', async (t) => {
+t.test('Apache mod_ssl on two hosts resumes TLS 1.2 and TLS 1.3 sessions through statecast', NEEDS, async (t) => {
   const probe = await startCluster(t, 0)
   const dir = probe.dir
   fs.chmodSync(dir, 0o755)

@@ -1,7 +1,10 @@
 import t from 'tap'
 import { runBench, type CostResult } from '../helpers/bench-run.js'
+import { needs } from '../helpers/needs.js'
 
-t.test('the cost benchmark, briefly: both mixes against statecast and memcached, every request answered, every count taken', async (t) => {
+const NEEDS = needs({ commands: ['memcached'] })
+
+t.test('the cost benchmark, briefly: both mixes against statecast and memcached, every request answered, every count taken', NEEDS, async (t) => {
   // Tiny rate and durations: this checks that the bench works and counts, not what it measures.
   const r = await runBench<CostResult>('cost', [], { COST_SECONDS: '1', BENCH_WARM: '300', COST_WARM_SECONDS: '0.5', COST_RATES: '100', COST_SCALE_HOSTS: '4', COST_SCALE_RATE: '100', COST_SCALE_SECONDS: '1' })
   t.comment(JSON.stringify(r))

@@ -3,8 +3,11 @@ import t from 'tap'
 import { execFile } from 'node:child_process'
 import path from 'node:path'
 import { ROOT } from '../helpers/daemon.js'
+import { needs } from '../helpers/needs.js'
 
-t.test('the demo reports resumption with and without statecast', async (t) => {
+const NEEDS = needs({ commands: ['openssl'] })
+
+t.test('the demo reports resumption with and without statecast', NEEDS, async (t) => {
   const out = await new Promise<string>((resolve, reject) =>
     execFile(process.execPath, [path.join(ROOT, 'dist', 'bench', 'demo.js')], { env: { ...process.env, DEMO_CLIENTS: '12', DEMO_ROUNDS: '4' }, timeout: 120_000 }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout))),
   )

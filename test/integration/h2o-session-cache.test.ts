@@ -12,6 +12,9 @@ import { startNode, waitMembers, type Node } from '../helpers/cluster.js'
 import { eventually, freePort } from '../helpers/daemon.js'
 import { sClientAt, sessionLine } from '../helpers/tls.js'
 import { have, serverLab, startServer, type TlsServer } from '../helpers/tls-servers.js'
+import { needs } from '../helpers/needs.js'
+
+const NEEDS = needs({ commands: ['h2o', 'openssl'] })
 
 /** A counter from `stats` of the memcache front end on `port`. */
 function memcacheStat(port: number, name: string): Promise<number> {
@@ -34,7 +37,7 @@ function memcacheStat(port: number, name: string): Promise<number> {
 
 if (!have('h2o')) throw new Error('missing h2o (run scripts/install-system-deps.sh)')
 
-t.test('h2o resumes a session made on another host through its session-ID cache in statecast', async (t) => {
+t.test('h2o resumes a session made on another host through its session-ID cache in statecast', NEEDS, async (t) => {
   // Two daemons of one cluster (a, b) and one of another cluster with its own key (x).
   const { dir, one, other } = serverLab(t, 'sc-h2o-cache-')
   const nodes: Record<string, Node> = {}

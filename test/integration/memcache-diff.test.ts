@@ -12,6 +12,9 @@ import net from 'node:net'
 import path from 'node:path'
 import { startCluster, startNode, waitMembers } from '../helpers/cluster.js'
 import { ROOT, eventually, freePort, startDaemon } from '../helpers/daemon.js'
+import { needs } from '../helpers/needs.js'
+
+const NEEDS = needs({ commands: ['memcached', '/usr/bin/python3', 'memcping', 'memcstat', 'memcslap'], files: [{ path: '/usr/lib/python3/dist-packages/pymemcache', from: 'python3-pymemcache' }] })
 
 const SCRIPT = path.join(ROOT, 'test', 'helpers', 'memcache_diff.py')
 // Debian's python3 has Debian's python3-pymemcache (scripts/install-system-deps.sh).
@@ -68,7 +71,7 @@ function rawLines(port: number, text: string, until: RegExp): Promise<string> {
   })
 }
 
-t.test('pymemcache gets the same answers from statecast as from memcached 1.6, for every command', async (t) => {
+t.test('pymemcache gets the same answers from statecast as from memcached 1.6, for every command', NEEDS, async (t) => {
   const mcPort = await startMemcached(t)
   const scPort = await freePort()
   // flush_all is allowed here so that it can be compared; its default refusal is tested below.
@@ -111,7 +114,7 @@ t.test('libmemcached\'s memcping, memcstat and memcslap against the front end', 
   t.match(execFileSync('memcping', ['--version']).toString(), /./, 'memcping is installed')
 })
 
-t.test('flush_all is refused unless memcacheFlushAll, and then empties only this host', async (t) => {
+t.test('flush_all is refused unless memcacheFlushAll, and then empties only this host', NEEDS, async (t) => {
   const port = await freePort()
   const d = await startDaemon(t, { args: ['--memcache-listen', `127.0.0.1:${port}`, '--cluster-enabled', 'false'] })
   const out = await rawLines(port, 'set k 0 0 1\r\nv\r\nflush_all\r\nflush_all noreply\r\nget k\r\n', /END\r\n/)
@@ -131,7 +134,7 @@ async function twoFrontEnds(t: Parameters<typeof startCluster>[0]): Promise<{ pa
   return { pa, pb }
 }
 
-t.test('incr, append and touch on one host are seen by a get on another', async (t) => {
+t.test('incr, append and touch on one host are seen by a get on another', NEEDS, async (t) => {
   const { pa, pb } = await twoFrontEnds(t)
   t.equal(await rawLines(pa, 'set counter 7 0 2\r\n41\r\nset log 0 0 3\r\nabc\r\n', /(STORED\r\n){2}/), 'STORED\r\nSTORED\r\n')
   await eventually(async () => /VALUE counter 7 2\r\n41\r\n/.test(await rawLines(pb, 'get counter\r\n', /END\r\n/)), 30_000, 'B reads the set')
@@ -146,7 +149,7 @@ t.test('incr, append and touch on one host are seen by a get on another', async 
   t.pass('the expiring touch removed the key on A too')
 })
 
-t.test('cas unique values are the same on every host, and any write on any host changes them', async (t) => {
+t.test('cas unique values are the same on every host, and any write on any host changes them', NEEDS, async (t) => {
   const { pa, pb } = await twoFrontEnds(t)
   const unique = async (port: number, key: string) => /^VALUE \S+ \d+ \d+ (\d+)\r\n/.exec(await rawLines(port, `gets ${key}\r\n`, /END\r\n/))?.[1]
   t.equal(await rawLines(pa, 'set s 0 0 2\r\nv1\r\n', /\r\n/), 'STORED\r\n')

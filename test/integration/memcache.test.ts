@@ -3,7 +3,7 @@ import t from 'tap'
 import net from 'node:net'
 import path from 'node:path'
 import Memcached from 'memcached'
-import { CLIENT_TIMEOUT_MS, startCluster } from '../helpers/cluster.js'
+import { CLIENT_TIMEOUT_MS, GENEROUS_LOOKUPS, startCluster } from '../helpers/cluster.js'
 import { eventually, freePort, startDaemon } from '../helpers/daemon.js'
 
 function mc(location: string): Memcached {
@@ -38,12 +38,13 @@ function rawLines(location: string, text: string | Buffer, until: RegExp): Promi
 }
 
 t.test('a memcached client library against the front end, across two hosts', async (t) => {
+  // The lookup deadline a loaded machine meets: a 50 kB value is 37 datagrams to reassemble.
   const probe = await startCluster(t, 0)
   const sockA = `127.0.0.1:${await freePort()}`
   const sockB = `127.0.0.1:${await freePort()}`
   const { startNode, waitMembers } = await import('../helpers/cluster.js')
-  const a = await startNode(t, { dir: probe.dir, name: 'a', keyFile: probe.keyFile, group: probe.group, port: probe.port, args: ['--memcache-listen', sockA, '--replication-factor', '1'] })
-  const b = await startNode(t, { dir: probe.dir, name: 'b', keyFile: probe.keyFile, group: probe.group, port: probe.port, args: ['--memcache-listen', sockB, '--replication-factor', '1'] })
+  const a = await startNode(t, { dir: probe.dir, name: 'a', keyFile: probe.keyFile, group: probe.group, port: probe.port, args: ['--memcache-listen', sockA, '--replication-factor', '1', ...GENEROUS_LOOKUPS] })
+  const b = await startNode(t, { dir: probe.dir, name: 'b', keyFile: probe.keyFile, group: probe.group, port: probe.port, args: ['--memcache-listen', sockB, '--replication-factor', '1', ...GENEROUS_LOOKUPS] })
   await waitMembers([a, b], 1)
   const ca = mc(sockA)
   const cb = mc(sockB)

@@ -4,8 +4,11 @@ import { execFileSync, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { ROOT } from '../helpers/daemon.js'
+import { needs } from '../helpers/needs.js'
 
-t.test('the Debian package installs, runs and purges', async (t) => {
+const NEEDS = needs({ root: true, commands: ['dpkg-deb', 'dpkg'] })
+
+t.test('the Debian package installs, runs and purges', NEEDS, async (t) => {
   const out = execFileSync('bash', [path.join(ROOT, 'scripts', 'package.sh')], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 180_000 })
   const deb = path.join(ROOT, out.trim().split('\n').pop()!)
   t.ok(fs.existsSync(deb), `built ${path.basename(deb)}`)

@@ -8,6 +8,9 @@ import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import { runCli, startDaemon, tmpDir } from '../helpers/daemon.js'
+import { needs } from '../helpers/needs.js'
+
+const NEEDS = needs({ root: true, commands: ['setpriv'] })
 
 const NOBODY = 65534
 const OTHER = 4242
@@ -24,7 +27,7 @@ function fakeTmp(): string {
   return tmp
 }
 
-t.test('a default socket directory squatted by another user is refused by the daemon and the CLI', async (t) => {
+t.test('a default socket directory squatted by another user is refused by the daemon and the CLI', NEEDS, async (t) => {
   const tmp = fakeTmp()
   t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
   const squat = path.join(tmp, `statecast-${NOBODY}`)
@@ -61,7 +64,7 @@ t.test('a default socket directory squatted by another user is refused by the da
   t.match(String(d2.logs.find((l) => l['msg'] === 'start-up failed')?.['err']), /has mode 0777; it must grant no access to group or others/)
 })
 
-t.test('a default socket directory is created 0700 and used by the daemon and the CLI', async (t) => {
+t.test('a default socket directory is created 0700 and used by the daemon and the CLI', NEEDS, async (t) => {
   const tmp = fakeTmp()
   t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
   const dir = path.join(tmp, `statecast-${NOBODY}`)
@@ -76,7 +79,7 @@ t.test('a default socket directory is created 0700 and used by the daemon and th
   t.equal(await d.stop(), 0)
 })
 
-t.test('without adminSocketPath the admin socket is admin.sock beside the API socket: two daemons in two directories', async (t) => {
+t.test('without adminSocketPath the admin socket is admin.sock beside the API socket: two daemons in two directories', NEEDS, async (t) => {
   const [d1, d2] = await Promise.all([tmpDir(), tmpDir()].map((dir) => startDaemon(t, { dir, paths: 'api', args: ['--cluster-enabled', 'false'] })))
   for (const d of [d1!, d2!]) {
     t.ok(fs.statSync(path.join(d.dir, 'admin.sock')).isSocket(), `admin.sock beside ${d.socket}`)

@@ -11,10 +11,11 @@ import path from 'node:path'
 import { StatecastClient } from '../../client/index.js'
 import { exampleToml, loadFile } from '../../daemon/config/config.js'
 import { DAEMON, ROOT, eventually, startDaemon, tmpDir } from '../helpers/daemon.js'
+import { needs } from '../helpers/needs.js'
 
 const unitDir = path.join(ROOT, 'systemd')
 
-t.test('systemd-analyze verify is clean and security rates the service 1.5 or below', async (t) => {
+t.test('systemd-analyze verify is clean and security rates the service 1.5 or below', needs({ commands: ['systemd-analyze'] }), async (t) => {
   const dir = tmpDir('sc-unit-')
   // verify checks that ExecStart's binary exists: point it at the built daemon.
   fs.writeFileSync(path.join(dir, 'statecast.service'), fs.readFileSync(path.join(unitDir, 'statecast.service'), 'utf8').replace('/usr/bin/statecastd', DAEMON))
@@ -29,7 +30,7 @@ t.test('systemd-analyze verify is clean and security rates the service 1.5 or be
   t.ok(Number(m?.[1]) <= 1.5, `exposure ${m?.[1]} <= 1.5`)
 })
 
-t.test('sysusers and tmpfiles snippets apply to a scratch root', async (t) => {
+t.test('sysusers and tmpfiles snippets apply to a scratch root', needs({ commands: ['systemd-sysusers', 'systemd-tmpfiles'] }), async (t) => {
   const root = tmpDir('sc-root-')
   fs.mkdirSync(path.join(root, 'etc'))
   execFileSync('systemd-sysusers', [`--root=${root}`, path.join(unitDir, 'statecast.sysusers')], { stdio: 'ignore' })
@@ -69,7 +70,7 @@ function notifyListener(t: { teardown(fn: () => unknown): void }, sock: string) 
   return { messages, listening }
 }
 
-t.test('socket activation and readiness: systemd-socket-activate with a NOTIFY_SOCKET listener', async (t) => {
+t.test('socket activation and readiness: systemd-socket-activate with a NOTIFY_SOCKET listener', needs({ commands: ['systemd-socket-activate'] }), async (t) => {
   const dir = tmpDir('sc-act-')
   const sock = path.join(dir, 'statecast.sock')
   const notify = notifyListener(t, path.join(dir, 'notify'))

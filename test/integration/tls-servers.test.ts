@@ -15,6 +15,9 @@ import { eventually, freePort, runCli } from '../helpers/daemon.js'
 import { sessionLine } from '../helpers/tls.js'
 import { have, serverLab, serverConsumer, startServer, type ServerKind, type TlsServer } from '../helpers/tls-servers.js'
 import { sClientAt } from '../helpers/tls.js'
+import { needs } from '../helpers/needs.js'
+
+const NEEDS = needs({ commands: ['nginx', 'haproxy', 'h2o', 'apache2', 'openssl'] })
 
 // STATECAST_TLS_SERVERS=h2o,nginx narrows a debugging run; by default every server is tested.
 const KINDS = (process.env['STATECAST_TLS_SERVERS']?.split(',') ?? ['nginx', 'haproxy', 'apache', 'h2o']) as ServerKind[]
@@ -49,7 +52,7 @@ function ticketName(file: string): string {
   return m ? m[1]!.replace(/[ -]/g, '') : 'none'
 }
 
-t.test('nginx, HAProxy, Apache and h2o resume each other\'s tickets through statecast', async (t) => {
+t.test('nginx, HAProxy, Apache and h2o resume each other\'s tickets through statecast', NEEDS, async (t) => {
   // Two daemons of one cluster (a, b) and one of another cluster with its own key (x).
   const { dir, one, other } = serverLab(t, 'sc-tls-')
   const hosts = { a: '127.0.0.2', b: '127.0.0.3', x: '127.0.0.3' } as const

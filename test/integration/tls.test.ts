@@ -11,6 +11,9 @@ import { attachSessionCache } from '../../client/tls.js'
 import { GENEROUS_LOOKUPS, startCluster } from '../helpers/cluster.js'
 import { eventually, tmpDir } from '../helpers/daemon.js'
 import { makeCert, sClient, sessionLine } from '../helpers/tls.js'
+import { needs } from '../helpers/needs.js'
+
+const NEEDS = needs({ commands: ['openssl'] })
 
 const dir = tmpDir('sc-tls-')
 const creds = makeCert(dir)
@@ -24,7 +27,7 @@ async function serve(t: { teardown(fn: () => unknown): void }, opts: https.Serve
 }
 
 for (const version of ['TLSv1.2', 'TLSv1.3'] as const) {
-  t.test(`${version}: a session made on A resumes on B`, async (t) => {
+  t.test(`${version}: a session made on A resumes on B`, NEEDS, async (t) => {
     const { nodes } = await startCluster(t, 2, ['--replication-factor', '1', ...GENEROUS_LOOKUPS])
     const [da, db] = nodes
     // TLS 1.2 goes through session ids (tickets off); TLS 1.3 through the cluster's ticket keys.
@@ -68,7 +71,7 @@ for (const version of ['TLSv1.2', 'TLSv1.3'] as const) {
   })
 }
 
-t.test('sessionVersion reads the protocol of an encoded session', async (t) => {
+t.test('sessionVersion reads the protocol of an encoded session', NEEDS, async (t) => {
   const { sessionVersion } = await import('../../client/tls.js')
   t.equal(sessionVersion(Buffer.from('3082012c020101020203040402130204', 'hex')), 0x0304)
   t.equal(sessionVersion(Buffer.from('30820100020101020203030402c02f04', 'hex')), 0x0303)

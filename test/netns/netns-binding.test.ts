@@ -11,6 +11,9 @@ import { eventually, tmpDir } from '../helpers/daemon.js'
 import { nft, startRelay, type Relay } from '../helpers/relay.js'
 import { parseKeyFile } from '../../protocol/keyfile.js'
 import { Keyring, MsgType, decodeMessages, encodeBody, open, seal, type Message } from '../../protocol/wire.js'
+import { needs, NETNS } from '../helpers/needs.js'
+
+const NEEDS = needs(NETNS)
 
 const B_PORT = 40010
 const C_PORT = 40011
@@ -41,7 +44,7 @@ async function lab3(t: { teardown(fn: () => unknown): void }, args: string[]) {
 
 const captured = (relay: Relay, open: (d: Buffer) => Message[], type: number) => relay.seen.filter((d) => d.via === 'capture' && open(d.bytes).some((m) => m.type === type))
 
-t.test('a HIT captured on its way to B and resent to C, while C waits for its first lookup, does not answer it', async (t) => {
+t.test('a HIT captured on its way to B and resent to C, while C waits for its first lookup, does not answer it', NEEDS, async (t) => {
   const { lab, nodes, relay, open } = await lab3(t, ['--replication-factor', '1', '--lookup-timeout-ms', '3000'])
   const [a, b, c] = nodes as [Node, Node, Node]
   const alice = Buffer.from('alice-tls-session-master-secret-0123456789')

@@ -9,6 +9,9 @@ import t from 'tap'
 import { NetLab } from '../helpers/netns.js'
 import { replicationSettled, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
 import { eventually, tmpDir } from '../helpers/daemon.js'
+import { needs, NETNS } from '../helpers/needs.js'
+
+const NEEDS = needs(NETNS)
 
 /** Tombstones of 2 x 1000 ms + the copy retry span; long enough to outwait in a test. */
 const SHORT = ['--replay-window-ms', '1000', '--replication-ack-timeout-ms', '100', '--replication-retries', '6', '--dead-after-ms', '5000', '--lookup-timeout-ms', '2000']
@@ -43,7 +46,7 @@ async function fetchAll(n: Node, keys: string[]): Promise<void> {
   for (const k of keys) await eventually(async () => (await n.client.get(k))?.equals(value(k)), 30_000, `${n.name} fetches ${k}`)
 }
 
-t.test('attack: every datagram of the deletes to a host holding copies is dropped; none is served after', async (t) => {
+t.test('attack: every datagram of the deletes to a host holding copies is dropped; none is served after', NEEDS, async (t) => {
   const { lab: l, nodes } = await lab(t, 4)
   const [h1, h2, h3] = nodes
   const keys = Array.from({ length: 20 }, (_, i) => `dropped-${i}`)
@@ -63,7 +66,7 @@ t.test('attack: every datagram of the deletes to a host holding copies is droppe
   t.same(await served(nodes, keys), [], 'nor once the tombstones have expired')
 })
 
-t.test('20% of datagrams dropped: after 100 deletes no host serves any of them', async (t) => {
+t.test('20% of datagrams dropped: after 100 deletes no host serves any of them', NEEDS, async (t) => {
   const { lab: l, nodes } = await lab(t, 4)
   const [h1, h2, h3, h4] = nodes
   const keys = Array.from({ length: 100 }, (_, i) => `lossy-${i}`)

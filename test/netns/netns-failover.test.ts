@@ -6,6 +6,9 @@ import t from 'tap'
 import { NetLab } from '../helpers/netns.js'
 import { GENEROUS_COPIES, GENEROUS_LOOKUPS, clusterStats, hasMembers, readableOnceConverged, replicationSettled, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
 import { eventually, tmpDir } from '../helpers/daemon.js'
+import { needs, NETNS } from '../helpers/needs.js'
+
+const NEEDS = needs(NETNS)
 
 interface Lab {
   lab: NetLab
@@ -33,7 +36,7 @@ async function writeAll(nodes: Node[]): Promise<void> {
   for (let i = 0; i < keys.length; i += 100) await Promise.all(keys.slice(i, i + 100).map((k, j) => nodes[(i + j) % nodes.length]!.client.set(k, val(k))))
 }
 
-t.test('four hosts, 1,000 sessions, one killed with SIGKILL: every session readable from the rest', async (t) => {
+t.test('four hosts, 1,000 sessions, one killed with SIGKILL: every session readable from the rest', NEEDS, async (t) => {
   const { lab, nodes } = await cluster(t, 4)
   // The copies are made while 20% of datagrams are lost: acknowledgements and retries cover it.
   lab.loss(20)
@@ -52,7 +55,7 @@ t.test('four hosts, 1,000 sessions, one killed with SIGKILL: every session reada
   t.same(lost, [], 'every session readable from every remaining host')
 })
 
-t.test('a rolling restart with SIGTERM keeps every session', async (t) => {
+t.test('a rolling restart with SIGTERM keeps every session', NEEDS, async (t) => {
   const { nodes, start } = await cluster(t, 4)
   await writeAll(nodes)
   await replicationSettled(nodes)
@@ -72,7 +75,7 @@ t.test('a rolling restart with SIGTERM keeps every session', async (t) => {
   t.same(lost, [], 'every session survives, readable from every host')
 })
 
-t.test('listed peers with multicast unused: the same remote fetches', async (t) => {
+t.test('listed peers with multicast unused: the same remote fetches', NEEDS, async (t) => {
   const peers = [1, 2, 3].map((i) => `10.77.0.${i}:47701`).join(',')
   const { nodes } = await cluster(t, 3, () => ['--multicast-enabled', 'false', '--peers', peers, '--unicast-port', '47701'])
   await nodes[0]!.client.set('k', 'listed')
@@ -86,7 +89,7 @@ t.test('listed peers with multicast unused: the same remote fetches', async (t) 
   t.same((await readableOnceConverged([nodes[1]!, nodes[2]!], keys, val, 1)).lost, [], 'replication and remote fetch work without multicast')
 })
 
-t.test('a host cut off for 10 seconds rejoins without restart', async (t) => {
+t.test('a host cut off for 10 seconds rejoins without restart', NEEDS, async (t) => {
   const { lab, nodes } = await cluster(t, 3)
   const [h1, , h3] = nodes
   lab.link(3, 'down')

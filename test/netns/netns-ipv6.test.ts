@@ -4,6 +4,9 @@ import crypto from 'node:crypto'
 import { NetLab } from '../helpers/netns.js'
 import { GENEROUS_LOOKUPS, clusterStats, hasMembers, readableOnceConverged, replicationSettled, startNode, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
 import { eventually, tmpDir } from '../helpers/daemon.js'
+import { needs, NETNS } from '../helpers/needs.js'
+
+const NEEDS = needs(NETNS)
 
 async function v6cluster(t: { teardown(fn: () => unknown): void }, extra: string[] = []) {
   const lab = NetLab.create(t, 3, { ipv6Only: true })
@@ -16,7 +19,7 @@ async function v6cluster(t: { teardown(fn: () => unknown): void }, extra: string
   return nodes
 }
 
-t.test('IPv6 only: remote fetch, not found, 64 KiB, delete everywhere', async (t) => {
+t.test('IPv6 only: remote fetch, not found, 64 KiB, delete everywhere', NEEDS, async (t) => {
   const [h1, h2, h3] = await v6cluster(t, GENEROUS_LOOKUPS)
   const peers = await h1!.client.peers()
   t.same(peers.map((p) => String(p['address']).replace(/:\d+$/, '')).sort(), ['fd77::1', 'fd77::2', 'fd77::3'], 'members by their IPv6 addresses')
@@ -34,7 +37,7 @@ t.test('IPv6 only: remote fetch, not found, 64 KiB, delete everywhere', async (t
   t.pass('deleted everywhere')
 })
 
-t.test('IPv6 only, listed peers without multicast, with replication', async (t) => {
+t.test('IPv6 only, listed peers without multicast, with replication', NEEDS, async (t) => {
   const peers = [1, 2, 3].map((i) => `[fd77::${i}]:47701`).join(',')
   const lab = NetLab.create(t, 3, { ipv6Only: true })
   const dir = tmpDir('sc-v6u-')
@@ -63,7 +66,7 @@ function dualStackLab(t: { teardown(fn: () => unknown): void }, n: number) {
   }
 }
 
-t.test('dual stack: an IPv4 daemon, a dual-stack daemon and an IPv6 daemon share sessions (a migration without a flag day)', async (t) => {
+t.test('dual stack: an IPv4 daemon, a dual-stack daemon and an IPv6 daemon share sessions (a migration without a flag day)', NEEDS, async (t) => {
   // Every host has both address families; the daemons are configured as a fleet moving from
   // IPv4 to IPv6 is, one host at a time: host 1 still IPv4 only, host 2 both, host 3 IPv6 only.
   const { lab, dir, keyFile, group4, group6, port } = dualStackLab(t, 3)
@@ -105,7 +108,7 @@ t.test('dual stack: an IPv4 daemon, a dual-stack daemon and an IPv6 daemon share
   t.comment(`dual-stack host: ${ds['datagramsSent']} datagrams sent, ${ds['datagramsReceived']} received, ${ds['sendErrors']} send errors`)
 })
 
-t.test('dual stack with replication: a single-stack host copies to the dual-stack host on its own family', async (t) => {
+t.test('dual stack with replication: a single-stack host copies to the dual-stack host on its own family', NEEDS, async (t) => {
   // The IPv6-only host learns the dual-stack host's IPv6 address from its ANNOUNCE (the
   // dual-stack host's first family is IPv4), and pushes copies there.
   const { lab, dir, keyFile, group4, group6, port } = dualStackLab(t, 3)
@@ -126,7 +129,7 @@ t.test('dual stack with replication: a single-stack host copies to the dual-stac
   for (const k of keys) t.equal((await v4.client.get(k))?.toString(), `six-${k}`, `${k} readable on the IPv4 host after the IPv6 host died`)
 })
 
-t.test('dual stack on both ends: each datagram is taken once, the copy on the other family counted as a duplicate', async (t) => {
+t.test('dual stack on both ends: each datagram is taken once, the copy on the other family counted as a duplicate', NEEDS, async (t) => {
   const { lab, dir, keyFile, group4, group6, port } = dualStackLab(t, 2)
   const nodes: Node[] = await Promise.all([1, 2].map((i) => startNode(t, { dir, name: `d${i}`, keyFile, group: group4, port, prefix: lab.exec(i), args: ['--interface', lab.addr4(i), '--dual-stack-group', group6, '--dual-stack-interface', `${lab.addr6(i)}%eth0`, '--replication-factor', '1', ...GENEROUS_LOOKUPS] })))
   await waitMembers(nodes, 1)

@@ -8,8 +8,11 @@ import { NetLab } from '../helpers/netns.js'
 import { clusterStats, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
 import { tmpDir } from '../helpers/daemon.js'
 import { writeThenRead } from '../helpers/read-after-write.js'
+import { needs, NETNS } from '../helpers/needs.js'
 
-t.test('six hosts, 5% loss: 10,000 reads right after the SET on another host, at most a few not found', async (t) => {
+const NEEDS = needs(NETNS)
+
+t.test('six hosts, 5% loss: 10,000 reads right after the SET on another host, at most a few not found', NEEDS, async (t) => {
   const lab = NetLab.create(t, 6)
   const dir = tmpDir('sc-raw-')
   const keyFile = writeKeyFile(dir)

@@ -2,8 +2,11 @@
 import t from 'tap'
 import { GENEROUS_LOOKUPS } from '../helpers/cluster.js'
 import { scaleRun } from '../helpers/scale.js'
+import { needs, NETNS } from '../helpers/needs.js'
 
-t.test('32 hosts, 2,000 sessions: remote fills and "not found" with replies that do not grow with N', async (t) => {
+const NEEDS = needs(NETNS)
+
+t.test('32 hosts, 2,000 sessions: remote fills and "not found" with replies that do not grow with N', NEEDS, async (t) => {
   // The bench's 100 ms lookup deadline is for latency figures; here "not found" must come from
   // the MISSes, so the deadline is one a loaded machine meets. What is measured is the number of
   // hosts a lookup wakes, which the number of sessions does not change: 2,000 (about 60 per host,

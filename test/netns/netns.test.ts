@@ -6,6 +6,9 @@ import t from 'tap'
 import { NetLab } from '../helpers/netns.js'
 import { GENEROUS_LOOKUPS, clusterStats, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
 import { eventually, tmpDir } from '../helpers/daemon.js'
+import { needs, NETNS } from '../helpers/needs.js'
+
+const NEEDS = needs(NETNS)
 
 async function lab3(t: { teardown(fn: () => unknown): void }, args: string[] = []) {
   const lab = NetLab.create(t, 3)
@@ -17,7 +20,7 @@ async function lab3(t: { teardown(fn: () => unknown): void }, args: string[] = [
   return { lab, nodes }
 }
 
-t.test('three hosts on a bridge: remote fetch, not found, 64 KiB, delete everywhere', async (t) => {
+t.test('three hosts on a bridge: remote fetch, not found, 64 KiB, delete everywhere', NEEDS, async (t) => {
   // A deadline no loaded machine reaches: "not found" then comes from the MISSes or not at all.
   const { nodes: [h1, h2, h3] } = await lab3(t, GENEROUS_LOOKUPS)
   const value = Buffer.from('tls-session-state-over-the-bridge')
@@ -44,7 +47,7 @@ t.test('three hosts on a bridge: remote fetch, not found, 64 KiB, delete everywh
   t.same(peers.map((p) => p['address']).map((a) => String(a).split(':')[0]).sort(), ['10.77.0.1', '10.77.0.2', '10.77.0.3'], 'members by their namespace addresses')
 })
 
-t.test('with 20% of datagrams dropped, none of 1,000 remote fetches is lost or wrong', async (t) => {
+t.test('with 20% of datagrams dropped, none of 1,000 remote fetches is lost or wrong', NEEDS, async (t) => {
   // 20% loss each way loses a LOOKUP or its HIT in about a third of the rounds: the lookup needs
   // many retransmits, close together, within a deadline a stalled machine may still overrun.
   const { lab, nodes: [h1, , h3] } = await lab3(t, ['--lookup-timeout-ms', '2000', '--lookup-retries', '50'])

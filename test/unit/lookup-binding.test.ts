@@ -21,11 +21,13 @@ function setup() {
   } as unknown as Transport
   const stored = new Map<string, Buffer>()
   const store = { set: (k: string, v: Buffer) => void stored.set(k, Buffer.from(v)) } as unknown as SessionStore
-  const lookups = new Lookups({ lookupTimeoutMs: 60_000, lookupRetries: 0, lookupHedgeMs: 0, maxInflightLookups: 10, maxReassemblyBytes: 1 << 20, maxValueBytes: 1 << 16 }, transport, store, {
-    aliveIds: () => ['aa'],
-    expectedFor: () => undefined,
+  const lookups = new Lookups({ lookupTimeoutMs: 60_000, lookupRetries: 0, lookupHedgeMs: 0, maxInflightLookups: 10, maxReassemblyBytes: 1 << 20, maxValueBytes: 1 << 16, maxDatagramBytes: 1400, replicationFactor: 1 }, transport, store, {
+    liveIds: () => ['aa'],
+    readOwners: () => ({ ids: [], changing: false }),
     addressOf: () => undefined,
     settled: () => false,
+    members: new Map(),
+    fromOwnAddress: () => false,
   })
   t.teardown(() => lookups.close())
   return { sent, counters, lookups, stored }

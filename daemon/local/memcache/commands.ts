@@ -5,16 +5,21 @@
  * append/prepend keeping the old flags and expiry, incr/decr on a decimal value (padded in place
  * as memcached rewrites it), exptime rules of `ttlFor`.
  *
- * A command that needs the key's current value (add, cas, replace, append, prepend, incr, touch)
- * first copies it here when another host may hold it (a remote lookup within the front end's
- * share, `maxRemoteLookups`), then decides. Writes go through the store and the cluster's
- * `stored`/`deleted` hooks, so every write kind replicates like an API SET; a write's promise
- * settles when its copies are acknowledged.
+ * Every write goes through the write path all front ends share (session-ops.ts: set, delete,
+ * touch, and add/replace/cas/append/prepend/incr/decr through store/conditional.ts), so a
+ * memcache write does to the store and the cluster exactly what an API write does; a write's
+ * promise settles when its copies let it. A command that needs the key's current value first
+ * copies it here when another host may hold it, within the front end's share of remote lookups
+ * (`maxRemoteLookups`). What the shared path has no operation for is composed here from it, in
+ * one turn once the key is here: cas on append/prepend/delete/incr (binary and meta), incr's
+ * initial value on a miss (binary, meta's N/J), and the new version (the cas unique) an answer
+ * reports.
  */
 import type { ClusterHooks } from '../../cluster/hooks.js'
 import type { Log } from '../../host/log.js'
 import { StoreError, type SessionStore } from '../../store/session-store.js'
-import { RELATIVE_LIMIT_S, numericValue } from './numbers.js'
+import { CondKind, CondOutcome, SessionOps, type CondOp, type CondResult } from '../session-ops.js'
+import { RELATIVE_LIMIT_S } from './numbers.js'
 
 /** What a command may come to. The protocols word each: text STORED, binary status 0, meta HD. */
 export type Outcome = 'STORED' | 'NOT_STORED' | 'EXISTS' | 'NOT_FOUND' | 'DELETED' | 'TOUCHED' | 'NON_NUMERIC' | 'TOO_LARGE'
@@ -69,12 +74,15 @@ export class MemcacheCommands {
   #flushTimer: NodeJS.Timeout | undefined
   /** Remote lookups waiting for the front end's share, in order. */
   #waiting: (() => void)[] = []
+  /** The write path every front end shares; its fetches keep within this front end's lookup share. */
+  readonly #ops: SessionOps
 
   constructor(o: CommandOptions) {
     this.#o = o
     this.#c = o.counters
     this.#now = o.now ?? Date.now
     this.maxValueBytes = o.store.options.maxValueBytes
+    this.#ops = new SessionOps({ store: o.store, cluster: o.cluster, fetch: (key) => this.#lookup(key, () => false) })
   }
 
   get db(): SessionStore {
@@ -107,7 +115,7 @@ export class MemcacheCommands {
 
   /** Sends what the cluster queued for its peers in this turn (hooks.ts: flush). */
   flushPeers(): void {
-    this.#o.cluster()?.flush()
+    this.#ops.flush()
   }
 
   /** TTL in ms for a memcached exptime, or -1 when the item is already expired. */
@@ -228,66 +236,60 @@ export class MemcacheCommands {
     return p ? p.then(op) : op()
   }
 
-  /** Stores locally and tells the cluster, like an API SET (so every write kind replicates). Resolves the new version. */
+  /** Stores through the shared write path. Resolves the new version (the cas unique). */
   write(key: string, value: Buffer, ttlMs: number, flags: number): Result<bigint> {
-    const store = this.#o.store
-    store.set(key, value, ttlMs, flags)
-    const version = store.version(key)
-    const copied = this.#o.cluster()?.stored(key)
-    return copied ? copied.then(() => version) : version
+    const done = this.#ops.set(key, value, ttlMs, flags)
+    const version = this.#o.store.version(key)
+    return done ? done.then(() => version) : version
   }
 
-  /** Deletes here and everywhere (another host may hold a copy). */
-  remove(key: string): boolean {
-    const had = this.#o.store.delete(key)
-    this.#o.cluster()?.deleted(key)
-    return had
+  /** Deletes here and everywhere (another host may hold a copy). True when this host held it. */
+  remove(key: string): Result<boolean> {
+    return this.#ops.delete(key)
   }
 
   /**
    * set/add/replace/append/prepend, with memcached's cas: a `cas` given (text `cas`, a binary
    * request's non-zero cas, meta's C) stores only while the entry still has that version, for
-   * every mode. Resolves the outcome and, when stored, the new version.
+   * every mode (memcached turns any storage command with a cas into a cas). Resolves the outcome
+   * and, when stored, the new version.
    */
   store(mode: StoreMode, key: string, flags: number, exptime: number, data: Buffer, cas?: bigint): Result<{ outcome: Outcome; cas?: bigint }> {
-    const store = this.#o.store
-    const set = (): Result<{ outcome: Outcome; cas?: bigint }> => {
-      const ttl = this.ttlFor(exptime)
-      if (ttl < 0) {
-        // memcached accepts an already-expired item: the key reads as absent, everywhere.
-        this.remove(key)
-        return { outcome: 'STORED' }
-      }
-      return after(this.write(key, data, ttl, flags), (v) => ({ outcome: 'STORED' as Outcome, cas: v }))
+    const ttlMs = this.ttlFor(exptime)
+    const version = (): bigint | undefined => {
+      const v = this.#o.store.version(key)
+      return this.#o.store.has(key) ? v : undefined
     }
-    if (mode === 'set' && cas === undefined) return set()
-    return this.then(key, () => {
-      const old = store.peek(key)
-      if (cas !== undefined) {
-        if (!old) {
-          this.#c.casMisses++
-          return { outcome: 'NOT_FOUND' as Outcome }
-        }
-        // Every write, local or from a peer, gives the entry a new version.
-        if (old.version !== cas) {
-          this.#c.casBadval++
-          return { outcome: 'EXISTS' as Outcome }
-        }
-        this.#c.casHits++
+    if (mode === 'set' && cas === undefined) return after(this.#ops.set(key, data, ttlMs, flags), () => withCas('STORED', version()))
+    let op: CondOp
+    if (cas !== undefined && mode !== 'append' && mode !== 'prepend') op = { kind: CondKind.CAS, value: data, ttlMs, flags, unique: cas }
+    else if (mode === 'add') op = { kind: CondKind.ADD, value: data, ttlMs, flags }
+    else if (mode === 'replace') op = { kind: CondKind.REPLACE, value: data, ttlMs, flags }
+    else op = { kind: mode === 'append' ? CondKind.APPEND : CondKind.PREPEND, value: data }
+    const run = (): Result<{ outcome: Outcome; cas?: bigint }> => {
+      // cas of an append/prepend: checked in the same turn as the write (the key is here now).
+      if (cas !== undefined && (mode === 'append' || mode === 'prepend')) {
+        const old = this.#o.store.peek(key)
+        if (!old) return this.#casCount({ outcome: 'NOT_FOUND' })
+        if (old.version !== cas) return this.#casCount({ outcome: 'EXISTS' })
       }
-      if (mode === 'set') return set()
-      if (mode === 'add') return old && cas === undefined ? { outcome: 'NOT_STORED' as Outcome } : set()
-      if (mode === 'replace') return old ? set() : { outcome: 'NOT_STORED' as Outcome }
-      // append/prepend keep the old flags and expiry, as memcached does.
-      if (!old) return { outcome: 'NOT_STORED' as Outcome }
-      if (old.value.length + data.length > this.maxValueBytes) return { outcome: 'TOO_LARGE' as Outcome }
-      const joined = Buffer.concat(mode === 'append' ? [old.value, data] : [data, old.value])
-      try {
-        return after(this.write(key, joined, store.remainingTtl(key), old.flags), (v) => ({ outcome: 'STORED' as Outcome, cas: v }))
-      } finally {
-        joined.fill(0)
-      }
-    })
+      const r = this.#ops.conditional(key, op)
+      // The version right after the write, before a later command can change it.
+      const v = r instanceof Promise ? version() : undefined
+      return after(r, (x) => {
+        const o = condOutcome(x)
+        const out = o === 'STORED' ? withCas(o, v ?? version()) : { outcome: o }
+        return cas !== undefined ? this.#casCount(out) : out
+      })
+    }
+    return cas !== undefined && (mode === 'append' || mode === 'prepend') ? this.then(key, run) : run()
+  }
+
+  #casCount<T extends { outcome: Outcome }>(r: T): T {
+    if (r.outcome === 'STORED') this.#c.casHits++
+    else if (r.outcome === 'NOT_FOUND') this.#c.casMisses++
+    else if (r.outcome === 'EXISTS') this.#c.casBadval++
+    return r
   }
 
   /**
@@ -295,46 +297,43 @@ export class MemcacheCommands {
    * stores its initial value (binary incr with an expiration other than 0xffffffff, meta's N).
    */
   delta(key: string, incr: boolean, delta: bigint, create?: { initial: bigint; exptime: number }, cas?: bigint): Result<{ outcome: Outcome; value?: bigint; cas?: bigint }> {
-    const store = this.#o.store
     const c = this.#c
-    return this.then(key, () => {
+    const store = this.#o.store
+    const count = (o: Outcome) => {
+      if (o === 'STORED') incr ? c.incrHits++ : c.decrHits++
+      else if (o === 'NOT_FOUND') incr ? c.incrMisses++ : c.decrMisses++
+    }
+    const run = (): Result<{ outcome: Outcome; value?: bigint; cas?: bigint }> => {
       const old = store.peek(key)
-      if (!old) {
-        if (!create) {
-          if (incr) c.incrMisses++
-          else c.decrMisses++
-          return { outcome: 'NOT_FOUND' as Outcome }
-        }
+      if (!old && create) {
         const ttl = this.ttlFor(create.exptime)
-        if (ttl < 0) return { outcome: 'NOT_STORED' as Outcome }
-        const value = Buffer.from(String(create.initial), 'latin1')
-        return after(this.write(key, value, ttl, 0), (v) => ({ outcome: 'STORED' as Outcome, value: create.initial, cas: v }))
+        if (ttl < 0) return { outcome: 'NOT_STORED' }
+        const r = this.#ops.conditional(key, { kind: CondKind.ADD, value: Buffer.from(String(create.initial), 'latin1'), ttlMs: ttl, flags: 0 })
+        const v = store.version(key)
+        return after(r, (x) => (x.outcome === CondOutcome.STORED ? { outcome: 'STORED' as Outcome, value: create.initial, cas: v } : { outcome: condOutcome(x) }))
       }
-      if (cas !== undefined && old.version !== cas) return { outcome: 'EXISTS' as Outcome }
-      const n = numericValue(old.value)
-      if (n === undefined) return { outcome: 'NON_NUMERIC' as Outcome }
-      if (incr) c.incrHits++
-      else c.decrHits++
-      const next = incr ? BigInt.asUintN(64, n + delta) : n < delta ? 0n : n - delta
-      // memcached rewrites a number in place when it fits, padding it with spaces to the old length.
-      const value = Buffer.from(String(next).padEnd(old.value.length, ' '), 'latin1')
-      // The reply does not wait for the copies, as before: an incr answers its number at once.
-      const v = this.write(key, value, store.remainingTtl(key), old.flags)
-      return { outcome: 'STORED' as Outcome, value: next, ...(typeof v === 'bigint' ? { cas: v } : { cas: store.version(key) }) }
-    })
+      if (old && cas !== undefined && old.version !== cas) return { outcome: 'EXISTS' }
+      const r = this.#ops.conditional(key, { kind: incr ? CondKind.INCR : CondKind.DECR, delta })
+      const v = store.version(key)
+      return after(r, (x) => {
+        const o = condOutcome(x)
+        count(o)
+        return o === 'STORED' ? { outcome: o, ...(x.number !== undefined ? { value: x.number } : {}), cas: v } : { outcome: o }
+      })
+    }
+    // The key is fetched first when held elsewhere, so that the miss, cas and create checks see it.
+    return this.then(key, run)
   }
 
   /** delete, with memcached's optional cas (binary, meta's C). */
   delete(key: string, cas?: bigint): Result<Outcome> {
     const c = this.#c
-    const del = (): Outcome => {
-      if (this.remove(key)) {
-        c.deleteHits++
-        return 'DELETED'
-      }
-      c.deleteMisses++
-      return 'NOT_FOUND'
-    }
+    const del = (): Result<Outcome> =>
+      after(this.#ops.delete(key), (had): Outcome => {
+        if (had) c.deleteHits++
+        else c.deleteMisses++
+        return had ? 'DELETED' : 'NOT_FOUND'
+      })
     if (cas === undefined) return del()
     return this.then(key, () => {
       const old = this.#o.store.peek(key)
@@ -347,33 +346,24 @@ export class MemcacheCommands {
   touch(key: string, exptime: number): Result<{ outcome: Outcome; flags?: number; cas?: bigint }> {
     const c = this.#c
     c.cmdTouch++
+    const store = this.#o.store
     return this.then(key, () => {
-      const store = this.#o.store
-      const ttl = this.ttlFor(exptime)
       const old = store.peek(key)
-      if (!old) {
-        c.touchMisses++
-        return { outcome: 'NOT_FOUND' as Outcome }
-      }
-      c.touchHits++
-      if (ttl < 0) {
-        this.remove(key)
-        return { outcome: 'TOUCHED' as Outcome, flags: old.flags, cas: old.version }
-      }
-      const flags = old.flags
-      if (!store.touch(key, ttl)) return { outcome: 'NOT_FOUND' as Outcome }
-      // The copies on other hosts get the new expiry too.
-      this.#o.cluster()?.stored(key)
-      return { outcome: 'TOUCHED' as Outcome, flags, cas: store.version(key) }
+      const flags = old?.flags ?? 0
+      const r = this.#ops.touch(key, this.ttlFor(exptime))
+      const v = store.has(key) ? store.version(key) : old?.version
+      return after(r, (ok) => {
+        if (ok) c.touchHits++
+        else c.touchMisses++
+        return ok ? { outcome: 'TOUCHED' as Outcome, flags, ...(v !== undefined ? { cas: v } : {}) } : { outcome: 'NOT_FOUND' as Outcome }
+      })
     })
   }
 
   /** gat's touch of a key it just read (held here now, remote ones included); memcached's rules. */
   touchHeld(key: string, exptime: number): void {
     this.#c.cmdTouch++
-    const ttl = this.ttlFor(exptime)
-    if (ttl < 0) this.remove(key)
-    else if (this.#o.store.touch(key, ttl)) this.#o.cluster()?.stored(key)
+    void this.#ops.touchHeld(key, this.ttlFor(exptime))
   }
 
   /** memcached's flush_all: this host's store, now or after `delay` (memcached's exptime rules). */
@@ -397,4 +387,26 @@ export class MemcacheCommands {
 /** `f` of a value now or once it settles. */
 export function after<T, U>(r: Result<T>, f: (v: T) => U): Result<U> {
   return r instanceof Promise ? r.then(f) : f(r)
+}
+
+function withCas(outcome: Outcome, cas: bigint | undefined): { outcome: Outcome; cas?: bigint } {
+  return cas === undefined ? { outcome } : { outcome, cas }
+}
+
+/** The shared path's outcome in this front end's words. */
+function condOutcome(r: CondResult): Outcome {
+  switch (r.outcome) {
+    case CondOutcome.STORED:
+      return 'STORED'
+    case CondOutcome.NOT_STORED:
+      return 'NOT_STORED'
+    case CondOutcome.NOT_FOUND:
+      return 'NOT_FOUND'
+    case CondOutcome.EXISTS:
+      return 'EXISTS'
+    case CondOutcome.NOT_NUMERIC:
+      return 'NON_NUMERIC'
+    default:
+      return 'TOO_LARGE'
+  }
 }

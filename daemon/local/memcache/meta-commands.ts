@@ -167,7 +167,7 @@ function del(c: Sink, r: Keyed): Reply | Promise<Reply> {
     if (cas !== undefined && old.version !== cas) return word('EXISTS')
     const t = ttlToken(r, 'T')
     const ttl = t === undefined ? cmds.db.remainingTtl(key) : cmds.ttlFor(t)
-    if (ttl < 0) return word(cmds.delete(key) as Outcome)
+    if (ttl < 0) return then(cmds.delete(key), word)
     const copy = Buffer.from(old.value)
     try {
       return then(cmds.write(key, copy, ttl, old.flags), (version) => {

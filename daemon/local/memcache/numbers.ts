@@ -1,6 +1,6 @@
 /**
- * Numbers as memcached reads them (its safe_strtol / safe_strtoull and incr's strtoull), shared
- * by the text and meta parsers and the commands.
+ * Numbers as memcached reads them (its safe_strtol / safe_strtoull), shared by the text and meta
+ * parsers and the commands. A stored value as incr reads it: store/conditional.ts, numericValue.
  */
 
 /**
@@ -48,30 +48,4 @@ export function memcachedUint64(tok: string): bigint | undefined {
 export function memcachedFlags(tok: string): number | undefined {
   const n = memcachedUint64(tok)
   return n === undefined ? undefined : Number(BigInt.asUintN(32, n))
-}
-
-/**
- * A stored value read as memcached's incr/decr read it (`strtoull` up to the first non-digit):
- * leading blanks, an optional `+`, digits, then a blank or the end. Read byte by byte, so a long
- * value costs one pass and no string.
- */
-export function numericValue(v: Buffer): bigint | undefined {
-  let i = 0
-  // \t \n \v \f \r and space, as C's isspace.
-  const blank = (c: number | undefined) => c === 32 || (c !== undefined && c >= 9 && c <= 13)
-  while (i < v.length && blank(v[i])) i++
-  if (v[i] === 43) i++
-  const first = i
-  while (i < v.length && v[i]! >= 48 && v[i]! <= 57) i++
-  if (i === first || (i < v.length && !blank(v[i]))) return undefined
-  const z = leadingZeros(v, first, i)
-  if (i - first - z > MAX_U64_DIGITS) return undefined
-  const n = BigInt(v.toString('latin1', first + z, i))
-  return n > 0xffffffffffffffffn ? undefined : n
-}
-
-function leadingZeros(v: Buffer, from: number, to: number): number {
-  let i = from
-  while (i < to - 1 && v[i] === 48) i++
-  return i - from
 }
