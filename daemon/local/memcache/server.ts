@@ -20,7 +20,7 @@ import net from 'node:net'
 import { BoundedMap } from '../../../protocol/bounded.js'
 import type { ClusterHooks } from '../../cluster/hooks.js'
 import type { Config } from '../../config/config.js'
-import { parseListen } from '../../config/listen.js'
+import { listenAddresses } from '../../config/listen.js'
 import type { Log } from '../../host/log.js'
 import type { SessionStore } from '../../store/session-store.js'
 import { UnixListener } from '../unix-listener.js'
@@ -167,7 +167,7 @@ export class MemcacheServer implements FrontEnd {
   }
 
   get currentConnections(): number {
-    return this.#servers.reduce((n, s) => n + s.sockets.size, 0)
+    return [...new Set(this.#servers.map((s) => s.sockets))].reduce((n, s) => n + s.size, 0)
   }
 
   /**
@@ -263,23 +263,32 @@ export class MemcacheServer implements FrontEnd {
 
   async listen(): Promise<void> {
     for (const spec of this.#o.memcacheListen) {
-      const tcp = parseListen(spec)
+      const tcp = listenAddresses(spec)
+      // One cap per listen spec: `localhost:PORT`'s two addresses share it.
       const sockets = new Set<net.Socket>()
-      const server = net.createServer((s) => this.#onConnection(s, sockets))
       if (tcp) {
-        await new Promise<void>((resolve, reject) => {
-          server.once('error', (err) => reject(new Error(`memcache front end cannot listen on ${spec}: ${err.message}`)))
-          server.listen(tcp.port, tcp.host, () => resolve())
-        })
-        this.#servers.push({ server, sockets })
+        for (const addr of tcp) {
+          const server = net.createServer((s) => this.#onConnection(s, sockets))
+          try {
+            await new Promise<void>((resolve, reject) => {
+              server.once('error', (err) => reject(new Error(`memcache front end cannot listen on ${spec}: ${err.message}`)))
+              server.listen(addr.port, addr.host, () => resolve())
+            })
+          } catch (err) {
+            // localhost's ::1 on a host without IPv6: 127.0.0.1 alone serves it.
+            if (addr.optional) continue
+            throw err
+          }
+          this.#servers.push({ server, sockets })
+        }
       } else {
+        const server = net.createServer((s) => this.#onConnection(s, sockets))
         // The API socket's listener: stale-socket check, umask, mode 0660, never clobbers a live one.
         this.#servers.push({ server, sockets, unix: await UnixListener.listen(server, { path: spec, mode: 0o660 }) })
       }
       this.#o.log.info({ listen: spec }, 'memcache front end listening')
     }
   }
-
 
   /** Each listener has its own cap, so clients of one (say a busy TCP port) never shut out another's. */
   #onConnection(s: net.Socket, sockets: Set<net.Socket>): void {
@@ -321,7 +330,7 @@ export class MemcacheServer implements FrontEnd {
       unix?.close()
       return new Promise<void>((r) => server.close(() => r()))
     })
-    const all = this.#servers.flatMap(({ sockets }) => [...sockets])
+    const all = [...new Set(this.#servers.flatMap(({ sockets }) => [...sockets]))]
     for (const s of all) {
       const conn = this.#conns.get(s)
       if (conn) conn.finish()
