@@ -90,14 +90,11 @@ function get(c: Sink, r: Keyed): void {
     const recache = ttlToken(r, 'R')
     const ttlLeft = cmds.ttlSeconds(key)
     const wantsWin = (mine?.stale ?? false) || (recache !== undefined && ttlLeft !== -1 && ttlLeft < recache) || (mine?.won ?? false)
-    if (wantsWin) {
-      if (mine?.won) extra = ' Z'
-      else {
-        fe.metaState.set(key, { version: held.version, stale: mine?.stale ?? false, won: true })
-        extra = ' W'
-      }
-    }
-    if (mine?.stale) extra = ` X${extra}`
+    // memcached's order: Z (another client won), X (stale), W (this client wins).
+    const z = wantsWin && (mine?.won ?? false)
+    const w = wantsWin && !z
+    if (w) fe.metaState.set(key, { version: held.version, stale: mine?.stale ?? false, won: true })
+    extra = `${z ? ' Z' : ''}${mine?.stale ? ' X' : ''}${w ? ' W' : ''}`
     return hit(c, r, key, held, extra)
   }
   c.enqueue(() => (f.remote && !f.done ? f.remote.then(answer) : answer()), false, 0, false, fail)
