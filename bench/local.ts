@@ -110,3 +110,46 @@ export async function benchLocal(ms: number, concurrencies: number[]): Promise<R
   }
   return rows
 }
+
+/**
+ * The memcache front end beside memcached 1.6 with the same clients, in the same run: binary GET
+ * through memjs and text GET through the `memcached` package, 200-byte values. The ratio is
+ * statecast's ops/s over memcached's for that client; the binary ratio should not fall below the
+ * text one.
+ */
+export async function benchMemcache(ms: number, concurrencies: number[]): Promise<Record<string, unknown>[]> {
+  const { default: memjs } = await import('memjs')
+  const { default: Memcached } = await import('memcached')
+  const { freePortSync } = await import('../test/helpers/ports.js')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sc-bench-mc-'))
+  const [mcPort, scPort] = [await freePortSync(), await freePortSync()]
+  const asRoot = process.getuid?.() === 0 ? ['-u', 'root'] : []
+  const mc = spawn('memcached', ['-l', '127.0.0.1', '-p', String(mcPort), '-U', '0', '-t', '1', ...asRoot], { stdio: 'ignore' })
+  const d = await startDaemonProcess(dir, 'mc', ['--memcache-listen', `127.0.0.1:${scPort}`, '--cluster-enabled', 'false'])
+  const rows: Record<string, unknown>[] = []
+  try {
+    for (let i = 0; i < 200 && !(await new Promise<boolean>((r) => { const s = net.connect(mcPort, '127.0.0.1', () => (s.destroy(), r(true))); s.once('error', () => r(false)) })); i++) await new Promise((r) => setTimeout(r, 25))
+    const value = Buffer.alloc(200, 0x61)
+    for (const c of concurrencies) {
+      const bin = [mcPort, scPort].map((p) => memjs.Client.create(`127.0.0.1:${p}`, { retries: 0, timeout: 10, logger: { log: () => {} } }))
+      const txt = [mcPort, scPort].map((p) => new Memcached(`127.0.0.1:${p}`, { poolSize: c, retries: 0, timeout: 10_000 }))
+      await bin[0]!.set('session', value)
+      await bin[1]!.set('session', value)
+      const tget = (m: InstanceType<typeof Memcached>) => () => new Promise((res, rej) => m.get('session', (e: unknown, v: unknown) => (e ? rej(e) : res(v))))
+      const figs: Figures[] = []
+      for (const op of [() => bin[0]!.get('session'), () => bin[1]!.get('session'), tget(txt[0]!), tget(txt[1]!)]) {
+        await drive(op, c, 200)
+        figs.push(await drive(op, c, ms))
+      }
+      const [mb, sb, mt, st] = figs as [Figures, Figures, Figures, Figures]
+      rows.push({ case: 'memcache binary GET (memjs)', concurrency: c, floorOpsPerSec: mb.opsPerSec, opsPerSec: sb.opsPerSec, ratio: +(sb.opsPerSec / mb.opsPerSec).toFixed(2), p50Us: sb.p50Us, p99Us: sb.p99Us, floorP50Us: mb.p50Us })
+      rows.push({ case: 'memcache text GET (memcached pkg)', concurrency: c, floorOpsPerSec: mt.opsPerSec, opsPerSec: st.opsPerSec, ratio: +(st.opsPerSec / mt.opsPerSec).toFixed(2), p50Us: st.p50Us, p99Us: st.p99Us, floorP50Us: mt.p50Us })
+      for (const b of bin) b.close()
+      for (const m of txt) m.end()
+    }
+  } finally {
+    d.proc.kill('SIGTERM')
+    mc.kill('SIGKILL')
+  }
+  return rows
+}

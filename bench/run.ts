@@ -7,7 +7,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import os from 'node:os'
 import { fileURLToPath } from 'node:url'
-import { benchLocal } from './local.js'
+import { benchLocal, benchMemcache } from './local.js'
 import { benchRemote } from './remote.js'
 import { benchMemory } from './memory.js'
 import { benchPeers } from './peers.js'
@@ -23,6 +23,7 @@ const show = (group: Record<string, unknown>[]) => {
   rows.push(...group)
 }
 if (!only || only === 'local') show(await benchLocal(ms, [1, 8, 32]))
+if (!only || only === 'local' || only === 'memcache') show(await benchMemcache(ms, [1, 8]))
 if (!only || only === 'peers') show(await benchPeers(ms, [1, 8, 32]))
 if (!only || only === 'remote') show([...(await benchRemote(Number(process.env['BENCH_N'] ?? 2000), 1)), ...(await benchRemote(Number(process.env['BENCH_N'] ?? 2000), 2)), ...(await benchRemote(Number(process.env['BENCH_N'] ?? 2000), 2, 0))])
 if (!only || only === 'tls') show(await benchTls())

@@ -18,6 +18,10 @@ need h2o h2o
 need memcached memcached
 need memcping libmemcached-tools
 [ -e /usr/lib/python3/dist-packages/pymemcache ] || want+=(python3-pymemcache)
+# PHP sessions through php-memcached (binary protocol by default) and php-memcache (both modes).
+need php php-cli
+php -m 2>/dev/null | grep -qx memcached || want+=(php-memcached)
+php -m 2>/dev/null | grep -qx memcache || want+=(php-memcache)
 if [ ${#want[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then echo "missing: ${want[*]} (install them, or run as root)" >&2; exit 1; fi
   export DEBIAN_FRONTEND=noninteractive

@@ -69,7 +69,7 @@ export const FIELDS = [
   { key: 'adminSocketMode', kind: 'mode', def: () => 0o600, unit: 'octal mode', doc: 'permission bits of the admin socket' },
   { key: 'maxConnections', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, reloads: true, unit: 'connections', doc: 'connections open at once on each socket; more are refused with BUSY' },
   { key: 'maxBytes', kind: 'int', def: () => 64 * 1024 * 1024, min: 1024 * 1024, max: 2 ** 50, unit: 'bytes', doc: 'store bound: keys + values + per-entry overhead; least recently used entries are evicted beyond it' },
-  { key: 'maxValueBytes', kind: 'int', def: () => 64 * 1024, min: 1, max: 16 * 1024 * 1024, unit: 'bytes', doc: 'largest value accepted' },
+  { key: 'maxValueBytes', kind: 'int', def: () => 1024 * 1024, min: 1, max: 16 * 1024 * 1024, unit: 'bytes', doc: 'largest value accepted (memcached\'s item limit, 1 MiB); larger: SERVER_ERROR object too large for cache (memcache), TOO_LARGE (API)' },
   { key: 'storeEngine', kind: 'engine', def: () => 'compact', unit: 'name', doc: 'store engine: "compact" (slab-backed, about 100 bytes per entry beyond key and value) or "lru-cache" (the lru-cache package, about 360)' },
   { key: 'maxKeyBytes', kind: 'int', def: () => MAX_KEY_BYTES, min: 1, max: MAX_KEY_BYTES, unit: 'bytes', doc: 'longest key accepted' },
   { key: 'defaultTtlMs', kind: 'int', def: () => 300_000, min: 1, max: 2 ** 32 - 1, unit: 'ms', doc: 'TTL of an entry stored without one' },
@@ -111,12 +111,12 @@ export const FIELDS = [
   { key: 'maxReplicationQueue', kind: 'int', def: () => 1_000_000, min: 1, max: 100_000_000, unit: 'copies', doc: 'copies waiting to be sent; more are dropped and counted' },
   { key: 'handoffTimeoutMs', kind: 'int', def: () => 5000, min: 0, max: 600_000, unit: 'ms', doc: 'longest a clean shutdown spends handing sessions to their new owners' },
   { key: 'metricsListen', kind: 'optstring', def: () => '', unit: 'HOST:PORT', doc: 'Prometheus metrics at http://HOST:PORT/metrics (loopback only); empty = off' },
-  { key: 'memcacheListen', kind: 'list', def: () => [], unit: 'addresses', doc: 'memcached text-protocol front end: 127.0.0.1:PORT and/or socket paths, comma-separated; empty = off' },
+  { key: 'memcacheListen', kind: 'list', def: () => [], unit: 'addresses', doc: 'memcached front end (text, meta and binary protocols): 127.0.0.1:PORT, [::1]:PORT, localhost:PORT, a bare PORT (loopback) and/or socket paths, comma-separated; empty = off' },
   { key: 'memcacheMaxConnections', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'connections', doc: 'connections open at once on each memcache listener (each has its own count); more get SERVER_ERROR too many connections' },
-  { key: 'memcacheIdleTimeoutMs', kind: 'int', def: () => 300_000, min: 0, max: 2 ** 31 - 1, unit: 'ms', doc: 'a memcache connection with no traffic either way for this long is closed (clients reconnect); 0 = never, as memcached by default' },
+  { key: 'memcacheIdleTimeoutMs', kind: 'int', def: () => 0, min: 0, max: 2 ** 31 - 1, unit: 'ms', doc: 'a memcache connection with no traffic either way for this long is closed; 0 = never, as memcached by default (clients keep connections open between requests; the connection cap and the command timeout still guard against hogs)' },
   { key: 'memcacheCommandTimeoutMs', kind: 'int', def: () => 30_000, min: 0, max: 2 ** 31 - 1, unit: 'ms', doc: 'longest a memcache command line or data block may take to arrive once its first byte came (the idle timeout restarts on every byte, so one byte now and then held a connection forever); the connection is closed; 0 = no limit' },
   { key: 'memcacheMaxBufferedBytes', kind: 'int', def: () => 16 * 1024 * 1024, min: 1024 * 1024, max: 2 ** 40, unit: 'bytes', doc: 'bytes all memcache connections together may hold (unread input, commands read ahead, replies not yet taken by their clients); above it the connections holding the most are no longer read until their clients take their replies' },
-  { key: 'memcacheFlushAll', kind: 'bool', def: () => false, unit: 'true/false', doc: 'let memcached\'s flush_all empty this host\'s store; false answers CLIENT_ERROR flush_all not allowed (any local user can reach the front end; flushing is an admin-socket operation)' },
+  { key: 'memcacheFlushAll', kind: 'bool', def: () => true, unit: 'true/false', doc: 'memcached\'s flush_all (and the binary flush) empties this host\'s store, as memcached does; false refuses it: CLIENT_ERROR flush_all not allowed (binary: Auth failure), for hosts where any local user can reach the front end' },
   { key: 'maxReassemblyBytes', kind: 'int', def: () => 8 * 1024 * 1024, min: 65_536, max: 2 ** 40, unit: 'bytes', doc: 'bytes of partly received values held at once (values, chunk indexes and per-chunk overhead)' },
   { key: 'maxMembers', kind: 'int', def: () => 512, min: 1, max: 65_535, unit: 'members', doc: 'members held at once; ANNOUNCEs from more senders are refused and counted (membersRefused)' },
   { key: 'memberProbationMs', kind: 'int', def: () => 2000, min: 0, max: 600_000, unit: 'ms', doc: 'a new member is pushed session copies (and owns keys) only once it has announced itself again at least this long after it first appeared; the default is two default heartbeats' },
@@ -192,7 +192,7 @@ function coerce(f: Field, raw: unknown, where: string): unknown {
           try {
             parseListen(x)
           } catch {
-            throw new ConfigError(`${where}: memcacheListen: item ${i + 1} is neither a loopback HOST:PORT (127.0.0.1:PORT or [::1]:PORT, port 1 to 65535; the front end has no authentication) nor an absolute socket path`)
+            throw new ConfigError(`${where}: memcacheListen: item ${i + 1} is neither a loopback HOST:PORT (127.0.0.1:PORT, [::1]:PORT or localhost:PORT, port 1 to 65535; the front end has no authentication), a bare PORT (loopback), nor an absolute socket path`)
           }
         })
       }
@@ -263,6 +263,8 @@ export function apply(base: Config, overrides: Record<string, unknown>, where: s
   const c = out as unknown as Config
   if (c.defaultTtlMs > c.maxTtlMs) throw new ConfigError(`${where}: defaultTtlMs (${c.defaultTtlMs}) must not exceed maxTtlMs (${c.maxTtlMs})`)
   if (c.maxValueBytes + c.maxKeyBytes > c.maxBytes) throw new ConfigError(`${where}: maxBytes (${c.maxBytes}) must hold at least one entry of maxValueBytes (${c.maxValueBytes})`)
+  // A copy or a fetched value is reassembled from datagrams: the bound must hold a whole value, with its chunks' overhead.
+  if (c.maxReassemblyBytes < 2 * c.maxValueBytes) throw new ConfigError(`${where}: maxReassemblyBytes (${c.maxReassemblyBytes}) must hold at least two values of maxValueBytes (${c.maxValueBytes}), or large values could never be copied or fetched`)
   if (c.socketPath === c.adminSocketPath) throw new ConfigError(`${where}: socketPath and adminSocketPath must differ`)
   if (c.metricsListen) {
     try {

@@ -185,8 +185,8 @@ raw("stats reset", b"stats reset\r\n")
 raw("stats unknown", b"stats bogus\r\n")
 raw("quit", b"get a\r\nquit\r\nget a\r\n", b"<EOF>")
 
-# A refused oversized set removes the old value (both servers: 64 KiB items).
-big = b"v" * 100000
+# A refused oversized set removes the old value (both servers: 1 MiB items by default).
+big = b"v" * (1024 * 1024 + 100)
 row("set before oversized", lambda: c.set("big", b"old"))
 row("oversized set", lambda: c.set("big", big))
 row("get after oversized", lambda: c.get("big"))

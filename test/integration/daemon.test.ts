@@ -52,7 +52,7 @@ t.test('basic operations through the client library', async (t) => {
   const s = await c.stats()
   t.match(s, { store: { entries: 1, sets: 2, deletes: 1 } })
   await t.rejects(c.set('', 'x'), { code: 'BAD_ARGUMENT' })
-  await t.rejects(c.set('k', Buffer.alloc(64 * 1024 + 1)), { code: 'TOO_LARGE' })
+  await t.rejects(c.set('k', Buffer.alloc(1024 * 1024 + 1)), { code: 'TOO_LARGE' })
   await t.rejects(c.keys(), { code: 'DENIED' }, 'admin operations are refused on the API socket')
   await t.rejects(c.flush(), { code: 'DENIED' })
   const admin = await StatecastClient.connect({ socketPath: d.adminSocket, timeoutMs: CLIENT_TIMEOUT_MS })
@@ -185,7 +185,7 @@ t.test('connection bound: one over the limit is refused clearly', async (t) => {
 })
 
 t.test('the store never exceeds its byte bound under load', async (t) => {
-  const d = await startDaemon(t, { args: ['--max-bytes', String(1024 * 1024)] })
+  const d = await startDaemon(t, { args: ['--max-bytes', String(1024 * 1024), '--max-value-bytes', String(64 * 1024)] })
   const c = await StatecastClient.connect({ socketPath: d.socket, timeoutMs: CLIENT_TIMEOUT_MS })
   t.teardown(() => c.destroy())
   const value = Buffer.alloc(1000, 1)

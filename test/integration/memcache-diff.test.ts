@@ -3,7 +3,7 @@
  * script (test/helpers/memcache_diff.py) runs against a real memcached and against statecastd,
  * and their answers must be equal, row by row. Left out of the comparison, as they legitimately
  * differ: cas unique values, stats contents and the VERSION text (the script does not record them).
- * Then libmemcached's tools against the front end, flush_all's default refusal, and an incr on one
+ * Then libmemcached's tools against the front end, flush_all's refusal option, and an incr on one
  * host read by a get on another.
  */
 import t from 'tap'
@@ -39,11 +39,11 @@ function canConnect(port: number): Promise<boolean> {
   })
 }
 
-/** A real memcached on a free loopback port, with statecast's default item limit (64 KiB). */
+/** A real memcached on a free loopback port, with its defaults (item limit 1 MiB, statecast's default too). */
 async function startMemcached(t: { teardown(fn: () => unknown): void }): Promise<number> {
   const port = await freePort()
   const asRoot = process.getuid?.() === 0 ? ['-u', 'root'] : []
-  const p = spawn('memcached', ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-m', '64', '-I', '64k', '-o', 'slab_chunk_max=16384', ...asRoot], { stdio: 'ignore' })
+  const p = spawn('memcached', ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-m', '64', ...asRoot], { stdio: 'ignore' })
   const exited = new Promise((r) => p.once('close', r))
   t.teardown(async () => {
     p.kill('SIGKILL')
@@ -74,8 +74,8 @@ function rawLines(port: number, text: string, until: RegExp): Promise<string> {
 t.test('pymemcache gets the same answers from statecast as from memcached 1.6, for every command', NEEDS, async (t) => {
   const mcPort = await startMemcached(t)
   const scPort = await freePort()
-  // flush_all is allowed here so that it can be compared; its default refusal is tested below.
-  await startDaemon(t, { args: ['--memcache-listen', `127.0.0.1:${scPort}`, '--memcache-flush-all', 'true', '--cluster-enabled', 'false'] })
+  // Both with their defaults: flush_all allowed, items up to 1 MiB (the refusal option is tested below).
+  await startDaemon(t, { args: ['--memcache-listen', `127.0.0.1:${scPort}`, '--cluster-enabled', 'false'] })
   const [m, s] = await Promise.all([run(PYTHON, [SCRIPT, '127.0.0.1', String(mcPort)]), run(PYTHON, [SCRIPT, '127.0.0.1', String(scPort)])])
   t.equal(m.code, 0, `script against memcached: ${m.stderr}`)
   t.equal(s.code, 0, `script against statecast: ${s.stderr}`)
@@ -114,9 +114,9 @@ t.test('libmemcached\'s memcping, memcstat and memcslap against the front end', 
   t.match(execFileSync('memcping', ['--version']).toString(), /./, 'memcping is installed')
 })
 
-t.test('flush_all is refused unless memcacheFlushAll, and then empties only this host', NEEDS, async (t) => {
+t.test('flush_all is refused with memcacheFlushAll false (allowed by default, as memcached), and then empties only this host', NEEDS, async (t) => {
   const port = await freePort()
-  const d = await startDaemon(t, { args: ['--memcache-listen', `127.0.0.1:${port}`, '--cluster-enabled', 'false'] })
+  const d = await startDaemon(t, { args: ['--memcache-listen', `127.0.0.1:${port}`, '--cluster-enabled', 'false', '--memcache-flush-all', 'false'] })
   const out = await rawLines(port, 'set k 0 0 1\r\nv\r\nflush_all\r\nflush_all noreply\r\nget k\r\n', /END\r\n/)
   t.equal(out, 'STORED\r\nCLIENT_ERROR flush_all not allowed\r\nVALUE k 0 1\r\nv\r\nEND\r\n', 'refused as memcached -F refuses it; nothing flushed')
   t.match(await rawLines(port, 'stats settings\r\n', /END\r\n/), /STAT flush_enabled no\r\n/)
