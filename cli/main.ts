@@ -264,25 +264,33 @@ export const COMMANDS: Command[] = [
         if (typeof dir !== 'string' || !path.isAbsolute(dir)) throw new UsageError('--dir takes an absolute directory path')
         const name = typeof ctx.flags['name'] === 'string' ? ctx.flags['name'] : format
         const group = typeof ctx.flags['group'] === 'string' ? ctx.flags['group'] : ''
-        const w = await (await ctx.client()).ticketWindow()
+        if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new UsageError('--name takes 1 to 64 letters, digits, \'.\', \'_\' or \'-\'')
+        // Derived in the daemon: the epoch secret never leaves it.
+        const w = await (await ctx.client()).consumerKeys(format, name)
         if (!w) {
           process.stderr.write('statecast tickets: the daemon has no ticket key yet (it agrees one with the cluster shortly after start)\n')
           return EXIT.NOT_FOUND
         }
-        const by = (e: number) => w.secrets.find((s) => s.epoch === e)
-        const current = by(w.epoch)
-        if (!current) {
+        const slot = (i: number) => {
+          const k = w.keys.find((x) => x.slot === i)
+          return k && { epoch: k.epoch, name: k.name, aes: k.aes, hmac: k.hmac, real: k.real }
+        }
+        const [previous, current, next] = [slot(0), slot(1), slot(2)]
+        const wipe = () => w.keys.forEach((k) => [k.name, k.aes, k.hmac].forEach((b) => b.fill(0)))
+        if (!previous || !current || !next || current.epoch !== w.epoch) {
+          wipe()
           process.stderr.write('statecast tickets: the daemon holds no key for the current epoch yet\n')
           return EXIT.NOT_FOUND
         }
         let written
         try {
-          written = writeConsumerFiles({ name, format: format as TicketFormat, dir, group, allowPersistentDisk: ctx.flags['allow-persistent-disk'] === true }, { rotationMs: w.rotationMs, previous: by(w.epoch - 1), current, next: by(w.epoch + 1) })
+          // The same checks as the daemon's own deliveries (prepareDir): owner, mode, setgid, symlinks, tmpfs.
+          written = writeConsumerFiles({ name, format: format as TicketFormat, dir, group, allowPersistentDisk: ctx.flags['allow-persistent-disk'] === true }, { rotationMs: w.rotationMs, previous, current, next })
         } catch (err) {
           process.stderr.write(`statecast tickets: ${(err as Error).message}\n`)
           return EXIT.REFUSED
         } finally {
-          for (const s of w.secrets) s.secret.fill(0)
+          wipe()
         }
         const files = written.files.map((f) => path.join(dir, f.name))
         const keys = written.keys.map((k) => ({ epoch: k.epoch, name: k.name.toString('hex') }))

@@ -18,7 +18,9 @@ import { tombstoneLifetimeMs } from './store/versions.js'
 import { MemcacheServer } from './local/memcache.js'
 import { Metrics } from './local/metrics.js'
 import { TicketKeys } from './cluster/ticket-keys.js'
-import { TicketExporter, consumerDir } from './tickets/ticket-export.js'
+import { TicketExporter, consumerDir, secretWindow } from './tickets/ticket-export.js'
+import { NODE_CONSUMER, deriveKey, deriveWindow, nodeTicketKey, wipeKey } from './tickets/ticket-formats.js'
+import { isKeyFormat } from './config/ticket-consumers.js'
 import crypto from 'node:crypto'
 import dns from 'node:dns/promises'
 import net from 'node:net'
@@ -111,17 +113,23 @@ export class Daemon {
         store: this.store,
         admin: name === 'admin',
         stats: () => this.stats(),
+        ticketRights: name === 'admin' ? { who: 'admin socket', consumers: 'all' } : { who: 'API socket', consumers: new Set(c.apiTicketConsumers) },
+        ticketConsumers: c.ticketConsumers,
         ticketKey: () => {
           const t = this.#tickets()
-          return t?.current ? { epoch: t.current.epoch, remainingMs: t.remainingMs(), key: t.current.key } : undefined
+          const cur = t?.current
+          if (!t || !cur) return undefined
+          const k = deriveKey('node', NODE_CONSUMER, { epoch: cur.epoch, secret: cur.key })
+          const key = nodeTicketKey(k)
+          wipeKey(k)
+          return { epoch: cur.epoch, remainingMs: t.remainingMs(), key }
         },
-        ticketWindow: () => {
+        consumerKeys: (format, consumer) => {
           const t = this.#tickets()
-          if (!t) return undefined
-          const w = t.window()
-          if (!w.current) return undefined
-          const secrets = [w.previous, w.current, w.next].filter((k) => k !== undefined).map((k) => ({ epoch: k.epoch, secret: k.key }))
-          return { epoch: w.epoch, rotationMs: t.rotationMs, secrets }
+          const sw = t && secretWindow(t.window(), t.rotationMs)
+          if (!t || !sw || !isKeyFormat(format)) return undefined
+          const w = deriveWindow(format, consumer, sw)
+          return { epoch: t.epochNow(), rotationMs: t.rotationMs, keys: [w.previous, w.current, w.next].map((k, slot) => ({ slot, real: k.real, epoch: k.epoch, name: k.name, aes: k.aes, hmac: k.hmac })) }
         },
         // Read at request time: the cluster joins after the sockets are up.
         get cluster() {
@@ -171,8 +179,8 @@ export class Daemon {
       await this.cluster.start()
     } else {
       const solo = new TicketKeys({ rotationMs: c.ticketKeyRotationMs, graceMs: 0, selfId: crypto.randomBytes(8) })
-      solo.tick([], true)
-      this.#ticketTimer = setInterval(() => solo.tick([], true), 1000)
+      solo.tick([], Infinity)
+      this.#ticketTimer = setInterval(() => solo.tick([], Infinity), 1000)
       this.#ticketTimer.unref()
       this.#soloTickets = solo
     }

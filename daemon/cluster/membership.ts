@@ -123,7 +123,12 @@ export class Membership {
 
   /** True once we have listened long enough that the member list is complete. */
   settled(): boolean {
-    return this.#clock.now() - this.#startedAt > this.#o.deadAfterMs
+    return this.settledForMs() > 0
+  }
+
+  /** How long the member list has been complete, in ms (negative: still listening). */
+  settledForMs(): number {
+    return this.#clock.now() - this.#startedAt - this.#o.deadAfterMs
   }
 
   /** A new heartbeat: NEW_TRUSTED_PER_HEARTBEAT more may be trusted. */

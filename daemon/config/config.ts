@@ -9,7 +9,7 @@ import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import { TomlError, parse as parseToml } from 'smol-toml'
-import { adminSocketBeside, defaultAdminSocketPath, defaultSocketPath } from '../../protocol/paths.js'
+import { adminSocketBeside, defaultAdminSocketPath, defaultRuntimeDir, defaultSocketPath } from '../../protocol/paths.js'
 import { MAX_KEY_BYTES } from '../../protocol/local.js'
 import { AnnounceFlag, MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, SENDER_ID_BYTES, datagramLength, hitChunkBytes, replicateChunkBytes, type Message } from '../../protocol/wire.js'
 import { LOG_LEVELS, type LogLevel } from '../host/log.js'
@@ -59,6 +59,19 @@ type FieldSpec = {
 const uid = () => (typeof process.getuid === 'function' ? process.getuid() : 1000)
 
 /**
+ * The default ticketDir. Never a shared fixed path (another user could make it first): root's
+ * /run/statecast/tickets; under systemd (RuntimeDirectory= sets $RUNTIME_DIRECTORY, and the unit's
+ * PrivateTmp hides /tmp from every TLS server) tickets/ in that directory; otherwise tickets/ in
+ * the user's private runtime directory, which the daemon checks (protocol/paths.ts).
+ */
+export function defaultTicketDir(env: NodeJS.ProcessEnv, id: number, tmpdir: string): string {
+  if (id === 0) return '/run/statecast/tickets'
+  const rt = env['RUNTIME_DIRECTORY']?.split(':')[0]
+  if (rt && rt.startsWith('/')) return `${rt.replace(/\/+$/, '')}/tickets`
+  return `${defaultRuntimeDir(env, id, tmpdir)}/tickets`
+}
+
+/**
  * Every key of the daemon's configuration. `Config` is derived from this table, so a new key is one
  * line here (README documents it too) and its use.
  */
@@ -99,8 +112,9 @@ export const FIELDS = [
   // The floor is low so tests can watch rotations; it must stay well above heartbeatMs, since the
   // next epoch's key is agreed by heartbeats during the epoch before it.
   { key: 'ticketKeyRotationMs', kind: 'int', def: () => 3_600_000, min: 2_000, max: 7 * 86_400_000, unit: 'ms', doc: 'how often the cluster-wide TLS session ticket key changes; servers keep the previous and next key too, so a ticket resumes for one to two periods (at least 10 heartbeats)' },
-  { key: 'ticketDir', kind: 'string', def: () => (uid() === 0 ? '/run/statecast/tickets' : `${process.env['XDG_RUNTIME_DIR'] || os.tmpdir()}/statecast/tickets`), unit: 'path', doc: 'directory (on tmpfs) under which each ticket consumer without a dir of its own gets <ticketDir>/<name>/', example: '"/run/statecast/tickets"' },
+  { key: 'ticketDir', kind: 'string', def: () => defaultTicketDir(process.env, uid(), os.tmpdir()), unit: 'path', doc: 'directory (on tmpfs) under which each ticket consumer without a dir of its own gets <ticketDir>/<name>/; default: root and the shipped unit (systemd\'s $RUNTIME_DIRECTORY) /run/statecast/tickets, where every TLS server can reach it; other users tickets/ in their private runtime directory', example: '"/run/statecast/tickets"' },
   { key: 'ticketConsumers', kind: 'consumers', def: () => [], unit: 'list of tables', doc: 'TLS servers fed the cluster\'s ticket keys: [[ticketConsumers]] tables with name (default: the format; the same on every host), format (nginx, haproxy, apache, h2o), dir (default <ticketDir>/<name>), group (owns the 0640 files), reloadCommand (argv run after each write, no shell), adminSocket (HAProxy, instead of a reload), timeoutMs (default 10000), allowPersistentDisk (default false); see docs/tls-servers.md', example: '[{ name = "nginx", format = "nginx", group = "www-data", reloadCommand = ["systemctl", "reload", "nginx"] }]' },
+  { key: 'apiTicketConsumers', kind: 'list', def: () => ['node'], unit: 'names', doc: 'ticket-key consumers whose derived keys the API socket may read (CONSUMER_KEYS; TICKET_KEY is "node", the Node helper\'s): names of ticketConsumers or of Node consumers, comma-separated; the admin socket reads all; no socket ever returns an epoch secret' },
   { key: 'multicastEnabled', kind: 'bool', def: () => true, unit: 'true/false', doc: 'use the multicast group; false = listed peers only (networks without multicast)' },
   { key: 'peers', kind: 'list', def: () => [], reloads: true, unit: 'HOST:PORT', doc: 'peers reached by unicast (their unicastPort); names are resolved at start' },
   { key: 'replicationFactor', kind: 'int', def: () => 2, min: 0, max: 16, unit: 'copies', doc: 'copies of each session in the cluster, this host\'s included (1 = no replication); 0 = every trusted member holds every session (push to all: GETs are local, but each host holds the whole fleet\'s sessions, N times the store of replicationFactor 1, and every SET costs N - 1 copies; for segments of a few hosts, see docs/scaling.md)' },
