@@ -1,0 +1,60 @@
+/**
+ * Regression tests for issue 21's findings 5, 8, 11, 12, 13, 14 (the hardening branch): each
+ * reproduces the attack on real daemons and checks that it does no harm.
+ */
+import net from 'node:net'
+import t from 'tap'
+import { replicationSettled, startCluster, startNode, waitMembers, type Node } from '../helpers/cluster.js'
+import { freePort } from '../helpers/daemon.js'
+
+async function memcacheLines(port: number, text: string, until: RegExp): Promise<string> {
+  const sock = net.connect(port, '127.0.0.1')
+  let got = ''
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      sock.on('data', (d) => {
+        got += d.toString()
+        if (until.test(got)) resolve(got)
+      })
+      sock.on('error', reject)
+      sock.write(text)
+    })
+  } finally {
+    sock.destroy()
+  }
+}
+
+t.test('finding 5: 6,000 deletes of random keys through memcache do not stop fills of sessions a host lacks', async (t) => {
+  const mc = await freePort()
+  // A small tombstone table, so that 6,000 deletes overflow it as 66,000 would at the default.
+  const lookups = ['--lookup-timeout-ms', '20000', '--lookup-retries', '4', '--max-tombstones', '1000']
+  const { nodes: two, dir, keyFile, group, port } = await startCluster(t, 2, lookups)
+  const c = await startNode(t, { dir, name: 'c', keyFile, group, port, args: [...lookups, '--memcache-listen', `127.0.0.1:${mc}`] })
+  const nodes = [...two, c]
+  await waitMembers(nodes, 2)
+  const b = two[1]!
+  const sessions = Array.from({ length: 150 }, (_, i) => `sess:${i}`)
+  for (const k of sessions) await b.client.set(k, Buffer.from(`state-${k}`))
+  await replicationSettled(nodes)
+  // A session sits on its two owners and on its writer: when the writer is an owner, the third
+  // host lacks it and must fill it from them. Those are the ones looked at.
+  const lacking = new Map<string, Node>()
+  for (const k of sessions) for (const n of nodes) if (!(await n.client.get(k, { localOnly: true }))) lacking.set(k, n)
+  t.ok(lacking.size >= 50, `${lacking.size} sessions lacked by one host`)
+  // One real logout during the attack: it must stay deleted everywhere.
+  const [gone] = [...lacking.keys()]
+  lacking.delete(gone!)
+  // The attack: on the host with the memcache listener, deletes of keys no host ever held.
+  const n = 6000
+  let lines = ''
+  for (let i = 0; i < n; i++) lines += `delete rnd-${i}-${Math.random().toString(36).slice(2)} noreply\r\n`
+  const flood = memcacheLines(mc, lines + 'version\r\n', /VERSION /)
+  t.equal(await b.client.delete(gone!), true, 'a real session deleted during the flood')
+  await flood
+  await replicationSettled(nodes)
+  let filled = 0
+  for (const [k, n] of lacking) if ((await n.client.get(k))?.equals(Buffer.from(`state-${k}`))) filled++
+  t.comment(`${filled} of ${lacking.size} fills`)
+  t.equal(filled, lacking.size, 'every session a host lacks is filled from the others')
+  for (const n of nodes) t.equal(await n.client.get(gone!), undefined, `${n.name} does not serve the deleted session`)
+})
