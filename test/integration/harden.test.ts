@@ -2,10 +2,12 @@
  * Regression tests for issue 21's findings 5, 8, 11, 12, 13, 14 (the hardening branch): each
  * reproduces the attack on real daemons and checks that it does no harm.
  */
+import fs from 'node:fs'
 import net from 'node:net'
-import t from 'tap'
+import t, { type Test } from 'tap'
+import { StatecastClient } from '../../client/index.js'
 import { replicationSettled, startCluster, startNode, waitMembers, type Node } from '../helpers/cluster.js'
-import { freePort } from '../helpers/daemon.js'
+import { eventually, freePort, startDaemon } from '../helpers/daemon.js'
 
 async function memcacheLines(port: number, text: string, until: RegExp): Promise<string> {
   const sock = net.connect(port, '127.0.0.1')
@@ -57,4 +59,43 @@ t.test('finding 5: 6,000 deletes of random keys through memcache do not stop fil
   t.comment(`${filled} of ${lacking.size} fills`)
   t.equal(filled, lacking.size, 'every session a host lacks is filled from the others')
   for (const n of nodes) t.equal(await n.client.get(gone!), undefined, `${n.name} does not serve the deleted session`)
+})
+
+/** Opens `n` TCP connections to `port` that send nothing; resolves once each is connected or failed. */
+async function idleConnections(t: Test, port: number, n: number): Promise<net.Socket[]> {
+  const socks: net.Socket[] = []
+  t.teardown(() => socks.forEach((s) => s.destroy()))
+  await Promise.all(
+    Array.from({ length: n }, () => new Promise<void>((resolve) => {
+      const s = net.connect(port, '127.0.0.1')
+      socks.push(s)
+      s.on('connect', () => resolve())
+      s.on('error', () => resolve())
+      s.on('close', () => resolve())
+    })),
+  )
+  return socks
+}
+
+t.test('finding 8: 1,100 idle connections to the metrics listener do not take the API away', async (t) => {
+  const port = await freePort()
+  // The descriptor limit a shell or a plain unit gives (1024), as in the finding.
+  const d = await startDaemon(t, { args: ['--metrics-listen', `127.0.0.1:${port}`, '--cluster-enabled', 'false'], prefix: ['prlimit', '--nofile=1024:1024', '--'] })
+  const socks = await idleConnections(t, port, 1100)
+  const fds = fs.readdirSync(`/proc/${d.proc.pid}/fd`).length
+  t.ok(fds < 200, `the daemon holds ${fds} descriptors with 1,100 connections made to its metrics port`)
+  // Each API connect and request succeeds while the idle connections are held open on our side.
+  for (let i = 0; i < 20; i++) {
+    const c = await StatecastClient.connect({ socketPath: d.socket, timeoutMs: 30_000 })
+    await c.set(`k${i}`, Buffer.from('v'))
+    if (!(await c.get(`k${i}`))?.equals(Buffer.from('v'))) t.fail(`API request ${i} answered wrongly`)
+    await c.close()
+  }
+  t.pass('20 API connections served during the flood')
+  // The idle connections the daemon kept are closed by it within its idle timeout, and a scrape
+  // then gets through, counting the connections it refused.
+  await eventually(() => socks.every((s) => s.destroyed || s.readyState === 'closed'), 60_000, 'the daemon closed every idle connection')
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+  const refused = Number(/^statecast_metrics_connections_refused_total (\d+)/m.exec(text)?.[1])
+  t.ok(refused >= 1000, `${refused} connections refused on arrival (counted)`)
 })
