@@ -4,10 +4,12 @@
  */
 import fs from 'node:fs'
 import net from 'node:net'
+import path from 'node:path'
 import t, { type Test } from 'tap'
 import { StatecastClient } from '../../client/index.js'
 import { replicationSettled, startCluster, startNode, waitMembers, type Node } from '../helpers/cluster.js'
-import { eventually, freePort, startDaemon } from '../helpers/daemon.js'
+import { eventually, freePort, startDaemon, tmpDir } from '../helpers/daemon.js'
+import { UnixListener } from '../../daemon/local/unix-listener.js'
 
 async function memcacheLines(port: number, text: string, until: RegExp): Promise<string> {
   const sock = net.connect(port, '127.0.0.1')
@@ -98,4 +100,36 @@ t.test('finding 8: 1,100 idle connections to the metrics listener do not take th
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
   const refused = Number(/^statecast_metrics_connections_refused_total (\d+)/m.exec(text)?.[1])
   t.ok(refused >= 1000, `${refused} connections refused on arrival (counted)`)
+})
+
+t.test('finding 11: a directory made while a Unix listener binds gets the mode asked for, not the socket\'s', async (t) => {
+  const dir = tmpDir('sc-umask-')
+  const server = net.createServer()
+  t.teardown(() => server.close())
+  const made: Promise<number>[] = []
+  // Whatever else the daemon does while the listener binds (ticket export makes directories then):
+  // a directory made on every turn of the event loop until the listener is up, and one at the
+  // very moment the socket starts listening.
+  let up = false
+  const tick = () => {
+    if (up) return
+    const d = path.join(dir, `d${made.length}`)
+    made.push(fs.promises.mkdir(d, { mode: 0o755 }).then(() => fs.statSync(d).mode & 0o777))
+    setImmediate(tick)
+  }
+  server.on('listening', () => {
+    const d = path.join(dir, 'at-listening')
+    fs.mkdirSync(d, { mode: 0o755 })
+    made.push(Promise.resolve(fs.statSync(d).mode & 0o777))
+  })
+  tick()
+  const l = await UnixListener.listen(server, { path: path.join(dir, 'api.sock'), mode: 0o600 })
+  up = true
+  t.teardown(() => l.close())
+  const want = 0o755 & ~process.umask()
+  const modes = await Promise.all(made)
+  t.ok(modes.length >= 2, `${modes.length} directories made while it bound`)
+  t.same(modes.filter((m) => m !== want).map((m) => m.toString(8)), [], `every one 0${want.toString(8)}`)
+  t.equal(fs.statSync(path.join(dir, 'api.sock')).mode & 0o777, 0o600, 'the socket has its own mode')
+  t.same(fs.readdirSync(dir).filter((f) => f.startsWith('.sc-')), [], 'no private name left behind')
 })
