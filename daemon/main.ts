@@ -9,6 +9,7 @@ import { ConfigError, FIELDS, apply, checkStartable, defaults, exampleToml, load
 import { Daemon, VERSION } from './daemon.js'
 import { createLog } from './host/log.js'
 import { Notifier, listenFds } from './host/systemd.js'
+import { Reloads } from './host/reloads.js'
 import { loadKeyFile } from './cluster/cluster-keys.js'
 
 const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())
@@ -155,27 +156,25 @@ async function main(): Promise<number> {
   const statusTimer = notify.enabled ? setInterval(() => void notify.status(status()).catch(notifyFailed), 10_000) : undefined
   statusTimer?.unref()
 
-  let reloading = false
-  onHup = () => {
-    if (reloading) return
-    reloading = true
-    void (async () => {
-      await notify.send('RELOADING=1').catch(notifyFailed)
-      try {
-        const file = values['config'] as string | undefined
-        const next = apply(file ? loadFile(file) : defaults(), flags, 'command line')
-        checkStartable(next, file ?? 'command line')
-        const { applied, needsRestart } = await daemon.reload(next)
-        log.info({ applied, needsRestart }, 'configuration reloaded')
-        if (needsRestart.length) log.warn({ keys: needsRestart }, 'these changes take effect only after a restart')
-      } catch (err) {
-        log.error({ err: (err as Error).message }, 'reload failed; the running configuration is unchanged')
-      } finally {
-        reloading = false
-        await notify.send('READY=1', `STATUS=${status()}`).catch(notifyFailed)
-      }
-    })()
-  }
+  const reloads = new Reloads(async () => {
+    await notify.send('RELOADING=1').catch(notifyFailed)
+    try {
+      const file = values['config'] as string | undefined
+      // Read once, whole, and validated before anything is applied (readConfigFile, config.ts):
+      // an empty or half-written file is refused and the running configuration kept.
+      const next = apply(file ? loadFile(file) : defaults(), flags, 'command line')
+      checkStartable(next, file ?? 'command line')
+      const { applied, needsRestart } = await daemon.reload(next)
+      log.info({ applied, needsRestart }, 'configuration reloaded')
+      if (needsRestart.length) log.warn({ keys: needsRestart }, 'these changes take effect only after a restart')
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'reload failed; the running configuration is unchanged')
+    } finally {
+      await notify.send('READY=1', `STATUS=${status()}`).catch(notifyFailed)
+    }
+  })
+  // A SIGHUP during a reload makes one more reload after it (Reloads): none is lost.
+  onHup = () => reloads.request()
   if (reloadEarly) onHup()
 
   return new Promise<number>((resolve) => {

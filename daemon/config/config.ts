@@ -380,13 +380,52 @@ function tomlReason(err: TomlError): string {
  * and what was expected, never the text of the line: the file may not be a config at all (a key
  * file given by mistake), and errors reach stderr and the log.
  */
-export function loadFile(path: string, base: Config = defaults()): Config {
-  let text: string
+/**
+ * The text of a config file, read once through one descriptor, refused unless it is safe and
+ * whole. Issue 21 points 12 and 13:
+ * - writable by group or others, or owned by someone other than root or this process's user:
+ *   whoever can write it picks `adminSocketMode`, `reloadCommand` (run as this daemon's user) and
+ *   `ticketDir`, so it is as sensitive as the daemon itself;
+ * - empty (or only white space): a file being written (an editor truncates, then writes) read by a
+ *   SIGHUP parsed as valid TOML with every key at its default and emptied `peers` without a word;
+ *   a config with every default is a file of comments, never an empty one;
+ * - changed while read (size or mtime of the descriptor differ before and after): half-written.
+ * The owner and mode are those of the descriptor read (fstat), not of a path looked up again.
+ */
+export function readConfigFile(path: string): string {
+  let fd: number
   try {
-    text = fs.readFileSync(path, 'utf8')
+    fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
   } catch (err) {
     throw new ConfigError(`cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? 'read failed'}`)
   }
+  try {
+    const before = fs.fstatSync(fd)
+    if (!before.isFile()) throw new ConfigError(`config file ${path} is not a regular file; refusing it`)
+    if (before.mode & 0o022) throw new ConfigError(`config file ${path} has mode 0${(before.mode & 0o777).toString(8)}: group or others may write it, and whoever writes it chooses what this daemon runs (reloadCommand) and who reaches its admin socket; refusing it: run chmod go-w ${path}`)
+    const me = typeof process.getuid === 'function' ? process.getuid() : -1
+    if (me >= 0 && before.uid !== 0 && before.uid !== me) throw new ConfigError(`config file ${path} belongs to uid ${before.uid}, not to root or this daemon's user (uid ${me}), who could rewrite it; refusing it: run chown root ${path}`)
+    let bytes: Buffer
+    try {
+      bytes = fs.readFileSync(fd)
+    } catch (err) {
+      throw new ConfigError(`cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? 'read failed'}`)
+    }
+    const after = fs.fstatSync(fd)
+    // A file renamed into place meanwhile is no matter: what was read is the old one, whole.
+    if (bytes.length !== before.size || after.size !== before.size || after.mtimeMs !== before.mtimeMs) {
+      throw new ConfigError(`config file ${path} changed while it was read (being written?); refusing it: write the new config to another file and rename it into place`)
+    }
+    const text = bytes.toString('utf8')
+    if (text.trim() === '') throw new ConfigError(`config file ${path} is empty (${bytes.length} bytes); refusing it (a file being written? write it elsewhere and rename it into place; a config with every default is a file of comments)`)
+    return text
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+export function loadFile(path: string, base: Config = defaults()): Config {
+  const text = readConfigFile(path)
   let doc: Record<string, unknown>
   try {
     doc = parseToml(text) as Record<string, unknown>

@@ -7,8 +7,8 @@ import net from 'node:net'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { StatecastClient } from '../../client/index.js'
-import { replicationSettled, startCluster, startNode, waitMembers, type Node } from '../helpers/cluster.js'
-import { eventually, freePort, startDaemon, tmpDir } from '../helpers/daemon.js'
+import { replicationSettled, startCluster, startNode, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
+import { eventually, freePort, runCli, startDaemon, tmpDir, type Running } from '../helpers/daemon.js'
 import { UnixListener } from '../../daemon/local/unix-listener.js'
 
 async function memcacheLines(port: number, text: string, until: RegExp): Promise<string> {
@@ -132,4 +132,107 @@ t.test('finding 11: a directory made while a Unix listener binds gets the mode a
   t.same(modes.filter((m) => m !== want).map((m) => m.toString(8)), [], `every one 0${want.toString(8)}`)
   t.equal(fs.statSync(path.join(dir, 'api.sock')).mode & 0o777, 0o600, 'the socket has its own mode')
   t.same(fs.readdirSync(dir).filter((f) => f.startsWith('.sc-')), [], 'no private name left behind')
+})
+
+/** The next reload outcome logged after `from` log lines: reloaded or failed. */
+async function nextReload(d: Running, from: number): Promise<Record<string, unknown>> {
+  const r = await eventually(() => d.logs.slice(from).find((l) => l['msg'] === 'configuration reloaded' || l['msg'] === 'reload failed; the running configuration is unchanged'), 60_000, 'a reload outcome')
+  return r!
+}
+
+t.test('finding 12: a SIGHUP that reads an empty (half-written) config is refused and the running config kept', async (t) => {
+  const dir = tmpDir('sc-hup-')
+  const conf = path.join(dir, 'statecast.toml')
+  const full = 'logLevel = "debug"\nmaxConnections = 77\n'
+  fs.writeFileSync(conf, full)
+  const d = await startDaemon(t, { dir, args: ['--config', conf, '--cluster-enabled', 'false'] })
+  // An editor's save: truncated first, then written. The SIGHUP lands in between.
+  fs.truncateSync(conf, 0)
+  let from = d.logs.length
+  d.proc.kill('SIGHUP')
+  const r = await nextReload(d, from)
+  t.equal(r['msg'], 'reload failed; the running configuration is unchanged', 'the empty file is refused')
+  t.match(String(r['err']), new RegExp(`config file ${conf} is empty`), 'and the log line says why, naming the file')
+  fs.writeFileSync(conf, full)
+  from = d.logs.length
+  d.proc.kill('SIGHUP')
+  const again = await nextReload(d, from)
+  t.equal(again['msg'], 'configuration reloaded')
+  t.same(again['applied'], [], 'the whole file again changes nothing: the running config had kept it')
+  t.equal(await d.stop(), 0)
+})
+
+t.test('finding 12: SIGHUPs in a burst, the file rewritten between them: the last file is what runs', async (t) => {
+  const dir = tmpDir('sc-hup-')
+  const conf = path.join(dir, 'statecast.toml')
+  fs.writeFileSync(conf, 'maxConnections = 10\n')
+  const d = await startDaemon(t, { dir, args: ['--config', conf, '--cluster-enabled', 'false'] })
+  for (let i = 11; i <= 30; i++) {
+    // Written beside and renamed into place, as a config should be.
+    fs.writeFileSync(`${conf}.new`, `maxConnections = ${i}\n`)
+    fs.renameSync(`${conf}.new`, conf)
+    d.proc.kill('SIGHUP')
+  }
+  // One more reload of the same file must find nothing to change, whenever the burst's last one ran.
+  await eventually(() => d.logs.filter((l) => l['msg'] === 'configuration reloaded').length >= 1, 60_000, 'a reload')
+  await eventually(async () => {
+    const from = d.logs.length
+    d.proc.kill('SIGHUP')
+    const r = await nextReload(d, from)
+    return r['msg'] === 'configuration reloaded' && (r['applied'] as string[]).length === 0
+  }, 60_000, 'the last file is in force')
+  t.equal(d.logs.filter((l) => l['msg'] === 'reload failed; the running configuration is unchanged').length, 0, 'no reload failed')
+  t.equal(await d.stop(), 0)
+})
+
+t.test('finding 13: a config or key file others may write, or another user owns, is refused, naming the file; --check-config says the same', async (t) => {
+  const dir = tmpDir('sc-perm-')
+  fs.chmodSync(dir, 0o755)
+  const conf = path.join(dir, 'statecast.toml')
+  fs.writeFileSync(conf, 'adminSocketMode = "0666"\nlogLevel = "info"\n')
+  fs.chmodSync(conf, 0o666)
+  const bad = await startDaemon(t, { dir, args: ['--config', conf, '--cluster-enabled', 'false'], wait: false })
+  const started = bad.waitLog((l) => l['msg'] === 'statecastd ready', 120_000).then(() => 'started', () => 'not started')
+  t.equal(await Promise.race([bad.exited, started]), 2, 'a world-writable config: start-up refused (exit 2)')
+  t.match(bad.stderr(), new RegExp(`config file ${conf} has mode 0666: group or others may write it`), 'the error names the file and why')
+  const check = await runCli(['check-config', conf])
+  t.equal(check.code, 2, 'statecast check-config: invalid')
+  t.match(check.stderr, new RegExp(`config file ${conf} has mode 0666`))
+  fs.chmodSync(conf, 0o620)
+  t.equal((await runCli(['check-config', conf])).code, 2, 'group-writable: refused too')
+  fs.chmodSync(conf, 0o644)
+  fs.chownSync(conf, 65534, 65534)
+  const other = await runCli(['check-config', conf])
+  t.equal(other.code, 2, "another user's file: refused")
+  t.match(other.stderr, new RegExp(`config file ${conf} belongs to uid 65534`))
+  fs.chownSync(conf, 0, 0)
+  t.equal((await runCli(['check-config', conf])).code, 0, 'root-owned 0644: valid')
+  const keyFile = writeKeyFile(dir)
+  fs.chownSync(keyFile, 65534, 65534)
+  const k = await startDaemon(t, { dir, args: ['--key-file', keyFile], wait: false })
+  const kStarted = k.waitLog((l) => l['msg'] === 'statecastd ready', 120_000).then(() => 'started', () => 'not started')
+  t.equal(await Promise.race([k.exited, kStarted]), 1, 'a key file another user owns: start-up refused')
+  t.match(k.stderr(), new RegExp(`key file ${keyFile} belongs to uid 65534`))
+  fs.writeFileSync(path.join(dir, 'k.toml'), `keyFile = "${keyFile}"\n`)
+  const kc = await runCli(['check-config', path.join(dir, 'k.toml')])
+  t.equal(kc.code, 2, '--check-config refuses it too')
+  t.match(kc.stderr, /belongs to uid 65534/)
+})
+
+t.test('finding 14: flush_all with a delay of 30 days (beyond 24.8) does not flush now', async (t) => {
+  const mc = await freePort()
+  const d = await startDaemon(t, { args: ['--memcache-listen', `127.0.0.1:${mc}`, '--memcache-flush-all', 'true', '--cluster-enabled', 'false'] })
+  void d
+  t.equal(await memcacheLines(mc, 'set kept 0 0 5\r\nhello\r\n', /\r\n$/), 'STORED\r\n')
+  const now = Math.floor(Date.now() / 1000)
+  for (const delay of ['2592000', String(now + 40 * 86_400)]) {
+    t.equal(await memcacheLines(mc, `flush_all ${delay}\r\n`, /\r\n$/), 'OK\r\n', `flush_all ${delay}`)
+  }
+  // The daemon's clock moves on by a second (a timer set to overflow would have fired by then).
+  const time = async () => Number(/STAT time (\d+)/.exec(await memcacheLines(mc, 'stats\r\n', /END\r\n/))![1])
+  const t0 = await time()
+  await eventually(async () => (await time()) > t0, 30_000, "the daemon's clock moved on")
+  t.equal(await memcacheLines(mc, 'get kept\r\n', /END\r\n/), 'VALUE kept 0 5\r\nhello\r\nEND\r\n', 'the key is still there')
+  t.equal(await memcacheLines(mc, 'flush_all\r\n', /\r\n$/), 'OK\r\n')
+  t.equal(await memcacheLines(mc, 'get kept\r\n', /END\r\n/), 'END\r\n', 'a flush_all without delay still flushes at once')
 })
