@@ -10,6 +10,7 @@ import { Daemon, VERSION } from './daemon.js'
 import { createLog } from './host/log.js'
 import { Notifier, listenFds } from './host/systemd.js'
 import { Reloads } from './host/reloads.js'
+import { disableCoreDumps } from './host/core-dumps.js'
 import { loadKeyFile } from './cluster/cluster-keys.js'
 
 const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())
@@ -113,6 +114,11 @@ async function main(): Promise<number> {
   }
 
   const log = createLog(config.logLevel)
+  // Before any secret is loaded (the key file is read in daemon.start).
+  const core = disableCoreDumps()
+  if (core.state === 'turned-off') log.info({ before: core.before }, 'core dumps disabled (RLIMIT_CORE lowered to 0)')
+  else if (core.state === 'still-on') log.warn({ before: core.before, after: core.after, why: core.why }, 'core dumps could not be disabled: a crash may write the cluster key and sessions to disk; run under `ulimit -c 0` or LimitCORE=0')
+  else if (core.state === 'unknown') log.warn({ why: core.why }, 'cannot tell whether core dumps are disabled')
   const fds = listenFds()
   const daemon = new Daemon(config, { log, listenFds: { api: fds.get('api'), admin: fds.get('admin') } })
   const notify = new Notifier()

@@ -8,7 +8,7 @@ import path from 'node:path'
 import t, { type Test } from 'tap'
 import { StatecastClient } from '../../client/index.js'
 import { replicationSettled, startCluster, startNode, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
-import { eventually, freePort, runCli, startDaemon, tmpDir, type Running } from '../helpers/daemon.js'
+import { ROOT, eventually, freePort, runCli, startDaemon, tmpDir, type Running } from '../helpers/daemon.js'
 import { UnixListener } from '../../daemon/local/unix-listener.js'
 
 async function memcacheLines(port: number, text: string, until: RegExp): Promise<string> {
@@ -256,8 +256,9 @@ t.test('finding 15: statecast keys shows control characters escaped; --json stay
   const j = await runCli(['--socket', d.adminSocket, 'keys', '--json'])
   const keys = (JSON.parse(j.stdout.toString()) as { key: string }[]).map((k) => k.key)
   t.ok(keys.includes(evil), '--json gives the key exactly')
-  const miss = await runCli(['--socket', d.adminSocket, 'nosuch\x1b[2Jcmd'])
-  t.notOk(/\x1b/.test(miss.stderr), 'an error that repeats what was typed is escaped too')
+  const miss = await runCli(['check-config', path.join(d.dir, 'no\x1b[2Jsuch.toml')])
+  t.equal(miss.code, 2)
+  t.match(miss.stderr, /cannot read config file .*no\\x1b\[2Jsuch\.toml/, 'an error naming a file is escaped too')
 })
 
 t.test('issue 26 point 6: two concurrent close() calls with a request in flight both settle; destroy() is idempotent', async (t) => {
@@ -291,4 +292,14 @@ t.test('issue 26 point 6: two concurrent close() calls with a request in flight 
   await t.rejects(pending, { code: 'CLOSED' }, 'destroy during a close fails the request in flight')
   const done = await Promise.race([closing.then(() => 'closed'), new Promise<'pending'>((r) => setTimeout(() => r('pending'), 30_000).unref())])
   t.equal(done, 'closed', 'and the close() it cut short settles')
+})
+
+t.test('finding 18: a daemon started by hand with core dumps on turns them off for itself; the unit sets LimitCORE=0', async (t) => {
+  const d = await startDaemon(t, { args: ['--cluster-enabled', 'false'], prefix: ['prlimit', '--core=unlimited:unlimited', '--'] })
+  const limits = fs.readFileSync(`/proc/${d.proc.pid}/limits`, 'utf8')
+  t.match(limits, /^Max core file size\s+0\s+0\s+bytes/m, 'RLIMIT_CORE of the running daemon is 0:0')
+  const line = d.logs.find((l) => l['msg'] === 'core dumps disabled (RLIMIT_CORE lowered to 0)')
+  t.same(line?.['before'], { soft: 'unlimited', hard: 'unlimited' }, 'and it says what it found')
+  const unit = fs.readFileSync(path.join(ROOT, 'systemd', 'statecast.service'), 'utf8')
+  t.match(unit, /^LimitCORE=0$/m, 'statecast.service: LimitCORE=0')
 })
