@@ -96,6 +96,9 @@ export class StatecastClient extends EventEmitter {
   #socket: net.Socket | undefined
   #open = false
   #closed = false
+  #destroyed = false
+  /** The one close() in progress or done (close is memoised). */
+  #closing: Promise<void> | undefined
   #decoder: FrameDecoder
   #inflight = new Map<number, Pending>()
   #queue: Pending[] = []
@@ -462,13 +465,21 @@ export class StatecastClient extends EventEmitter {
     }
   }
 
-  /** Graceful and idempotent: new calls fail with CLOSED, calls in flight finish, then the socket closes. */
-  async close(): Promise<void> {
-    if (this.#closed && !this.#socket) return
+  /**
+   * Graceful, idempotent and memoised: new calls fail with CLOSED, calls in flight finish, then the
+   * socket closes. Every call returns the same promise (issue 26 point 6: a second call made
+   * while requests were in flight took the drain over, and the first call's promise never settled).
+   */
+  close(): Promise<void> {
+    return (this.#closing ??= this.#close())
+  }
+
+  async #close(): Promise<void> {
     this.#closed = true
     clearTimeout(this.#retryTimer)
     this.#failQueue(new StatecastError('CLOSED', 'client closed before the request was sent'))
     if (this.#inflight.size > 0) await new Promise<void>((resolve) => (this.#drained = resolve))
+    this.#drained = undefined
     const s = this.#socket
     if (s && !s.destroyed) {
       await new Promise<void>((resolve) => {
@@ -480,6 +491,9 @@ export class StatecastClient extends EventEmitter {
 
   /** Immediate and idempotent: everything pending fails with CLOSED and the socket is destroyed. */
   destroy(): void {
+    // A close() still draining settles too: its requests fail here, and the socket closes.
+    if (this.#destroyed) return
+    this.#destroyed = true
     this.#closed = true
     clearTimeout(this.#retryTimer)
     const err = new StatecastError('CLOSED', 'client destroyed')

@@ -134,7 +134,7 @@ export const FIELDS = [
   { key: 'maxReassemblyBytes', kind: 'int', def: () => 8 * 1024 * 1024, min: 65_536, max: 2 ** 40, unit: 'bytes', doc: 'bytes of partly received values held at once (values, chunk indexes and per-chunk overhead)' },
   { key: 'maxMembers', kind: 'int', def: () => 512, min: 1, max: 65_535, unit: 'members', doc: 'members held at once; ANNOUNCEs from more senders are refused and counted (membersRefused)' },
   { key: 'memberProbationMs', kind: 'int', def: () => 2000, min: 0, max: 600_000, unit: 'ms', doc: 'a new member is pushed session copies (and owns keys) only once it has announced itself again at least this long after it first appeared; the default is two default heartbeats' },
-  { key: 'maxTombstones', kind: 'int', def: () => 65_536, min: 1, max: 100_000_000, unit: 'tombstones', doc: 'deleted keys remembered at once, each for 2 x replayWindowMs plus the copy retry span, so an old copy cannot bring a deleted session back; when full, the oldest goes and older copies of unknown keys are refused until it would have expired' },
+  { key: 'maxTombstones', kind: 'int', def: () => 65_536, min: 1, max: 100_000_000, unit: 'tombstones', doc: 'deleted keys remembered at once, each for 2 x replayWindowMs plus the copy retry span, so an old copy cannot bring a deleted session back; when full, the oldest goes and older copies of unknown keys of its bucket (1 of 65,536) are refused until it would have expired; deletes of keys held nothing of have a table of their own, whose oldest goes with no floor' },
   { key: 'maxHolderRecords', kind: 'int', def: () => 262_144, min: 1, max: 100_000_000, unit: 'records', doc: 'hosts remembered as holding a copy of a key (they fetched it here, or a copy went between them and here), each for the copy\'s remaining TTL, so a delete reaches them; when full, new ones are not remembered and counted (holdersUnrecorded)' },
 ] as const satisfies readonly FieldSpec[]
 
@@ -394,13 +394,52 @@ function tomlReason(err: TomlError): string {
  * and what was expected, never the text of the line: the file may not be a config at all (a key
  * file given by mistake), and errors reach stderr and the log.
  */
-export function loadFile(path: string, base: Config = defaults()): Config {
-  let text: string
+/**
+ * The text of a config file, read once through one descriptor, refused unless it is safe and
+ * whole. Issue 21 points 12 and 13:
+ * - writable by group or others, or owned by someone other than root or this process's user:
+ *   whoever can write it picks `adminSocketMode`, `reloadCommand` (run as this daemon's user) and
+ *   `ticketDir`, so it is as sensitive as the daemon itself;
+ * - empty (or only white space): a file being written (an editor truncates, then writes) read by a
+ *   SIGHUP parsed as valid TOML with every key at its default and emptied `peers` without a word;
+ *   a config with every default is a file of comments, never an empty one;
+ * - changed while read (size or mtime of the descriptor differ before and after): half-written.
+ * The owner and mode are those of the descriptor read (fstat), not of a path looked up again.
+ */
+export function readConfigFile(path: string): string {
+  let fd: number
   try {
-    text = fs.readFileSync(path, 'utf8')
+    fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
   } catch (err) {
     throw new ConfigError(`cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? 'read failed'}`)
   }
+  try {
+    const before = fs.fstatSync(fd)
+    if (!before.isFile()) throw new ConfigError(`config file ${path} is not a regular file; refusing it`)
+    if (before.mode & 0o022) throw new ConfigError(`config file ${path} has mode 0${(before.mode & 0o777).toString(8)}: group or others may write it, and whoever writes it chooses what this daemon runs (reloadCommand) and who reaches its admin socket; refusing it: run chmod go-w ${path}`)
+    const me = typeof process.getuid === 'function' ? process.getuid() : -1
+    if (me >= 0 && before.uid !== 0 && before.uid !== me) throw new ConfigError(`config file ${path} belongs to uid ${before.uid}, not to root or this daemon's user (uid ${me}), who could rewrite it; refusing it: run chown root ${path}`)
+    let bytes: Buffer
+    try {
+      bytes = fs.readFileSync(fd)
+    } catch (err) {
+      throw new ConfigError(`cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? 'read failed'}`)
+    }
+    const after = fs.fstatSync(fd)
+    // A file renamed into place meanwhile is no matter: what was read is the old one, whole.
+    if (bytes.length !== before.size || after.size !== before.size || after.mtimeMs !== before.mtimeMs) {
+      throw new ConfigError(`config file ${path} changed while it was read (being written?); refusing it: write the new config to another file and rename it into place`)
+    }
+    const text = bytes.toString('utf8')
+    if (text.trim() === '') throw new ConfigError(`config file ${path} is empty (${bytes.length} bytes); refusing it (a file being written? write it elsewhere and rename it into place; a config with every default is a file of comments)`)
+    return text
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+export function loadFile(path: string, base: Config = defaults()): Config {
+  const text = readConfigFile(path)
   let doc: Record<string, unknown>
   try {
     doc = parseToml(text) as Record<string, unknown>

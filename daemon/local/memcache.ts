@@ -38,6 +38,7 @@ import type { Config } from '../config/config.js'
 import type { Log } from '../host/log.js'
 import { StoreError, type SessionStore } from '../store/session-store.js'
 import { CondKind, CondOutcome, SessionOps, type CondOp, type CondResult, type Done } from './session-ops.js'
+import { setLongTimeout, type LongTimeout } from './long-timeout.js'
 
 /** The memcached release whose text protocol this front end speaks; the start of its VERSION reply. */
 export const MEMCACHED_PROTOCOL_VERSION = '1.6.18'
@@ -874,7 +875,7 @@ export class MemcacheServer {
   readonly #o: MemcacheOptions
   readonly #servers: { server: net.Server; unix?: UnixListener; sockets: Set<net.Socket> }[] = []
   readonly #conns = new Map<net.Socket, McConnection>()
-  #flushTimer: NodeJS.Timeout | undefined
+  #flushTimer: LongTimeout | undefined
   #now: () => number
   /** Remote lookups waiting for the front end's share, in order. */
   #waiting: (() => void)[] = []
@@ -1088,14 +1089,12 @@ export class MemcacheServer {
 
   /** memcached's flush_all: this host's store, now or after `delay` (memcached's exptime rules). */
   flushAll(delay: number): Reply {
-    clearTimeout(this.#flushTimer)
+    this.#flushTimer?.cancel()
     this.#flushTimer = undefined
     const ms = delay > 0 ? this.ttlFor(delay) : -1
     if (ms <= 0) this.#o.store.flush()
-    else {
-      this.#flushTimer = setTimeout(() => this.#o.store.flush(), ms)
-      this.#flushTimer.unref()
-    }
+    // Past 24.8 days setTimeout would fire at once: long-timeout.ts waits in steps.
+    else this.#flushTimer = setLongTimeout(() => this.#o.store.flush(), ms)
     return 'OK\r\n'
   }
 
@@ -1211,7 +1210,7 @@ export class MemcacheServer {
    * `graceMs` are destroyed.
    */
   async close(graceMs = 2000): Promise<void> {
-    clearTimeout(this.#flushTimer)
+    this.#flushTimer?.cancel()
     const closing = this.#servers.map(({ server, unix }) => {
       unix?.close()
       return new Promise<void>((r) => server.close(() => r()))

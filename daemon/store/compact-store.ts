@@ -347,11 +347,12 @@ export class CompactStore implements SessionStore {
       return false
     }
     const slot = this.#find(key)
+    const live = slot !== NIL && !this.#isStale(slot)
     if (slot !== NIL) {
       this.#release(slot, Release.DROP)
       this.counters.deletes++
     }
-    this.#tombstones.add(key, version)
+    this.#tombstones.add(key, version, live)
     this.#clock.observe(version)
     return true
   }
@@ -423,7 +424,7 @@ export class CompactStore implements SessionStore {
   /** Deletes the key under a new version, leaving a tombstone (also when absent). True when it was live. */
   delete(key: string): boolean {
     const slot = this.#find(key)
-    this.#tombstones.add(key, this.#clock.next())
+    this.#tombstones.add(key, this.#clock.next(), slot !== NIL && !this.#isStale(slot))
     if (slot === NIL) return false
     this.#release(slot, Release.DROP)
     this.counters.deletes++
@@ -535,7 +536,8 @@ export class CompactStore implements SessionStore {
   }
 
   #release(slot: number, why: Release): void {
-    if (why === Release.EVICT) this.#tombstones.evicted(this.#version[slot]!)
+    // The key is read out only here, under memory pressure: its bucket's floor is raised.
+    if (why === Release.EVICT) this.#tombstones.evicted(this.#key(slot), this.#version[slot]!)
     // Out of its hash chain.
     const b = this.#hash[slot]! & (this.#capacity - 1)
     if (this.#buckets[b] === slot) this.#buckets[b] = this.#chain[slot]!

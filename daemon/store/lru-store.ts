@@ -34,11 +34,11 @@ export class LruStore implements SessionStore {
       // would see stale times, and a secret would outlive its TTL by up to the resolution).
       ttlResolution: 0,
       ...(perf ? { perf } : {}),
-      dispose: (entry, _key, reason) => {
+      dispose: (entry, key, reason) => {
         entry.value.fill(0)
         if (reason === 'evict') {
           this.counters.evictions++
-          this.#tombstones.evicted(entry.version)
+          this.#tombstones.evicted(key, entry.version)
         }
         else if (reason === 'expire') this.counters.expirations++
       },
@@ -108,7 +108,7 @@ export class LruStore implements SessionStore {
   /** Deletes the key under a new version, leaving a tombstone (also when absent). True when it was live. */
   delete(key: string): boolean {
     const had = this.#lru.delete(key)
-    this.#tombstones.add(key, this.#clock.next())
+    this.#tombstones.add(key, this.#clock.next(), had)
     if (had) this.counters.deletes++
     return had
   }
@@ -120,8 +120,9 @@ export class LruStore implements SessionStore {
       this.#tombstones.counters.staleWrites++
       return false
     }
-    if (this.#lru.delete(key)) this.counters.deletes++
-    this.#tombstones.add(key, version)
+    const had = this.#lru.delete(key)
+    if (had) this.counters.deletes++
+    this.#tombstones.add(key, version, had)
     this.#clock.observe(version)
     return true
   }

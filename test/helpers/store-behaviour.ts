@@ -249,18 +249,36 @@ export function storeBehaviour(Impl: StoreClass): void {
     const { store, advance } = versioned({ maxTombstones: 2, tombstoneLifetimeMs: 10_000 })
     const t0 = 1_764_000_000_000
     store.setFromPeer('old', Buffer.from('x'), 0, 0, peerVersion(t0 - 1000))
+    for (const k of ['a', 'b', 'c']) store.set(k, Buffer.from('x'))
     store.delete('a')
     store.delete('b')
     store.delete('c')
     t.equal(store.stats().tombstones, 2, 'at most maxTombstones')
     t.equal(store.stats().tombstonesEvictedEarly, 1)
     t.equal(store.version('a'), NO_VERSION, 'the oldest went first')
-    t.equal(store.setFromPeer('a', Buffer.from('resurrected?'), 0, 0, peerVersion(t0 - 10)), false, 'an old copy of its key is still refused: below the floor')
-    t.equal(store.setFromPeer('other', Buffer.from('x'), 0, 0, peerVersion(t0 - 10)), false, 'so is an old copy of any key not held (the cost: a miss)')
+    t.equal(store.setFromPeer('a', Buffer.from('resurrected?'), 0, 0, peerVersion(t0 - 10)), false, 'an old copy of its key is still refused: below its bucket floor')
     t.equal(store.setFromPeer('old', Buffer.from('y'), 0, 0, peerVersion(t0 - 500)), true, 'a key held live is judged by its own version')
     t.equal(store.setFromPeer('fresh', Buffer.from('x'), 0, 0, peerVersion(t0 + 10_000)), true, 'a copy newer than the floor is applied')
     advance(10_001)
-    t.equal(store.setFromPeer('other', Buffer.from('x'), 0, 0, peerVersion(t0 - 10)), true, 'the floor ends when the evicted tombstone would have')
+    t.equal(store.setFromPeer('a', Buffer.from('x'), 0, 0, peerVersion(t0 - 10)), true, 'the floor ends when the evicted tombstone would have')
+  })
+
+  t.test('versions: deletes of keys held nothing of fill a table of their own and raise no floor (issue 21 point 5)', async (t) => {
+    const { store } = versioned({ maxTombstones: 2, tombstoneLifetimeMs: 10_000 })
+    const t0 = 1_764_000_000_000
+    store.set('kept', Buffer.from('x'))
+    store.delete('kept')
+    for (let i = 0; i < 1000; i++) store.delete(`rnd-${i}`)
+    for (let i = 0; i < 1000; i++) store.deleteFromPeer(`peer-rnd-${i}`, peerVersion(t0 + i))
+    const s = store.stats()
+    t.equal(s.tombstonesEvictedEarly, 0, 'no held tombstone pushed out')
+    t.equal(s.unheldTombstonesDropped, 1998, 'the flood pushed out its own kind')
+    t.equal(s.tombstones, 3)
+    t.ok(store.version('kept') > NO_VERSION, 'the deleted session keeps its tombstone')
+    t.equal(store.setFromPeer('kept', Buffer.from('resurrected?'), 0, 0, peerVersion(t0 - 10)), false, 'and its old copy is refused')
+    let filled = 0
+    for (let i = 0; i < 200; i++) if (store.setFromPeer(`sess-${i}`, Buffer.from('v'), 0, 0, peerVersion(t0 - 1000))) filled++
+    t.equal(filled, 200, 'every fill of another session is applied')
   })
 
   t.test('versions: flush forgets tombstones with the entries', async (t) => {
