@@ -4,10 +4,11 @@
  * The GET hit path is: key bytes -> latin1 string -> store.get -> one reply buffer. No logging,
  * no promise, no allocation beyond the key string and the reply.
  */
-import { Op, ReplyFlag, ReqFlag, Status, encodeError, encodeReply, encodeTicketKeyBody, encodeTicketWindowBody, keyProblem, type Request, type TicketWindowBody } from '../../protocol/local.js'
+import { Op, ReplyFlag, ReqFlag, Status, encodeError, encodeReply, encodeTicketKeyBody, encodeTicketWindowBody, keyProblem as codecKeyProblem, type Request, type TicketWindowBody } from '../../protocol/local.js'
 import { StoreError, type SessionStore } from '../store/session-store.js'
 import type { ClusterHooks } from '../cluster/hooks.js'
 import type { Config } from '../config/config.js'
+import { markerProblem, tenantOfStoreKey } from '../../protocol/tenant-keys.js'
 
 /** What a handler needs: its config keys (FIELDS in config/config.ts) and what it calls. */
 export interface HandlerDeps extends Pick<Config, 'maxKeyBytes'> {
@@ -20,6 +21,8 @@ export interface HandlerDeps extends Pick<Config, 'maxKeyBytes'> {
   ticketKey(): { epoch: number; remainingMs: number; key: Buffer } | undefined
   /** The ticket secrets in the window (previous, current, next), if the current one is known. */
   ticketWindow?(): TicketWindowBody | undefined
+  /** Names of the ticket consumers this socket's tenant may read (tenants.ts `consumersFor`). */
+  consumers?(): string[]
 }
 
 const EMPTY = Buffer.alloc(0)
@@ -34,6 +37,9 @@ function secretReply(op: number, id: number, body: Buffer): Buffer {
 
 export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Promise<Buffer> {
   const { store, maxKeyBytes, admin } = deps
+  // A client key may not start with the tenant marker (protocol/tenant-keys.ts), which would name
+  // another tenant's key; the admin socket sees every tenant and names their keys so.
+  const keyProblem = admin ? codecKeyProblem : (key: Buffer, max: number) => codecKeyProblem(key, max) ?? markerProblem(key)
 
   function remoteGet(id: number, key: string): Promise<Buffer> {
     return deps.cluster!.lookup(key).then(
@@ -100,7 +106,11 @@ export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Pro
         const limit = req.limit === 0 ? 1000 : req.limit
         const keys = store.keys(req.prefix.toString('latin1'), limit)
         // Keys are bytes; latin1 round-trips every byte, so clients can recover them exactly.
-        return encodeReply(Op.KEYS, req.id, Status.OK, json(keys.map((k) => ({ key: k, ttlMs: store.remainingTtl(k) }))))
+        // A tenant's key is listed as the store names it (the admin socket reads it so), with its tenant.
+        return encodeReply(Op.KEYS, req.id, Status.OK, json(keys.map((k) => {
+          const tenant = tenantOfStoreKey(k)
+          return tenant ? { key: k, tenant, ttlMs: store.remainingTtl(k) } : { key: k, ttlMs: store.remainingTtl(k) }
+        })))
       }
       case Op.TICKET_KEY: {
         const k = deps.ticketKey()

@@ -27,6 +27,7 @@
  * delete) is kept for `lifetimeMs`, derived from the config (see `tombstoneLifetimeMs`), and the
  * number of tombstones is bounded; see `Tombstones` for what happens when the bound is hit.
  */
+import { tenantOfStoreKey } from '../../protocol/tenant-keys.js'
 import { randomBytes } from 'node:crypto'
 import type { Config } from '../config/config.js'
 import { BoundedMap } from '../../protocol/bounded.js'
@@ -189,14 +190,22 @@ export interface TombstoneCounters {
  * copies and fills of other keys are refused for at most one lifetime (a GET then misses and the
  * application makes a new session), and it is counted.
  */
+/** The tenant whose floor a key is under: its namespace, or '' (the default tenant and malformed keys). */
+function tenantOf(key: string): string {
+  return tenantOfStoreKey(key) ?? ''
+}
+
 export class Tombstones {
   readonly lifetimeMs: number
   readonly max: number
   readonly counters: TombstoneCounters = { tombstonesEvictedEarly: 0, staleWrites: 0, badVersions: 0, evictionsFloored: 0 }
   readonly #now: () => number
   readonly #map: BoundedMap<string, { version: bigint; expires: number }>
-  #floor = NO_VERSION
-  #floorUntil = -Infinity
+  /**
+   * The floor of each tenant's keys (protocol/tenant-keys.ts; '' the default tenant), and until
+   * when it holds: one tenant's evictions and deletes never make another's fills refused.
+   */
+  readonly #floors = new Map<string, { floor: bigint; until: number }>()
 
   constructor(o: { lifetimeMs: number; max: number; now: () => number }) {
     if (!(Number.isSafeInteger(o.max) && o.max >= 0)) throw new TypeError(`maxTombstones must be a non-negative integer, got ${o.max}`)
@@ -205,9 +214,9 @@ export class Tombstones {
     this.max = o.max
     this.#now = o.now
     // With no room for tombstones (max 0) nothing is ever added: each delete raises the floor alone.
-    this.#map = new BoundedMap(Math.max(1, o.max), (_key, t) => {
+    this.#map = new BoundedMap(Math.max(1, o.max), (key, t) => {
       this.counters.tombstonesEvictedEarly++
-      this.#raiseFloor(t.version, t.expires)
+      this.#raiseFloor(tenantOf(key), t.version, t.expires)
     })
   }
 
@@ -233,17 +242,23 @@ export class Tombstones {
     return t.version
   }
 
-  /** The version below which a peer's write of a key without entry or tombstone is refused. */
-  floor(): bigint {
-    if (this.#now() > this.#floorUntil) this.#floor = NO_VERSION
-    return this.#floor
+  /** The version below which a peer's write of `key` (of its tenant) without entry or tombstone is refused. */
+  floor(key = ''): bigint {
+    const tenant = tenantOf(key)
+    const f = this.#floors.get(tenant)
+    if (f === undefined) return NO_VERSION
+    if (this.#now() > f.until) {
+      this.#floors.delete(tenant)
+      return NO_VERSION
+    }
+    return f.floor
   }
 
   /** Records a delete (re-recording a key restarts its lifetime). */
   add(key: string, version: bigint): void {
     this.#map.delete(key)
     this.purge()
-    if (this.max === 0) return this.#raiseFloor(version, this.#now() + this.lifetimeMs)
+    if (this.max === 0) return this.#raiseFloor(tenantOf(key), version, this.#now() + this.lifetimeMs)
     this.#map.set(key, { version, expires: this.#now() + this.lifetimeMs })
   }
 
@@ -253,9 +268,9 @@ export class Tombstones {
    * without entry or tombstone are refused for one tombstone lifetime, as after an early
    * tombstone eviction.
    */
-  evicted(version: bigint): void {
+  evicted(version: bigint, key = ''): void {
     this.counters.evictionsFloored++
-    this.#raiseFloor(version, this.#now() + this.lifetimeMs)
+    this.#raiseFloor(tenantOf(key), version, this.#now() + this.lifetimeMs)
   }
 
   /** The key was written again (its version is newer than the tombstone's): forget the delete. */
@@ -276,10 +291,14 @@ export class Tombstones {
     this.#map.clear()
   }
 
-  #raiseFloor(version: bigint, until: number): void {
-    if (this.#now() > this.#floorUntil) this.#floor = NO_VERSION
-    if (version > this.#floor) this.#floor = version
-    if (until > this.#floorUntil) this.#floorUntil = until
+  #raiseFloor(tenant: string, version: bigint, until: number): void {
+    const f = this.#floors.get(tenant)
+    if (f === undefined || this.#now() > f.until) {
+      this.#floors.set(tenant, { floor: version, until })
+      return
+    }
+    if (version > f.floor) f.floor = version
+    if (until > f.until) f.until = until
   }
 }
 
@@ -293,5 +312,5 @@ export function peerWins(tombstones: Tombstones, key: string, version: bigint, v
   if (held !== undefined) return newer(version, value, held.version, held.value)
   const t = tombstones.get(key)
   if (t !== undefined) return newer(version, value, t, undefined)
-  return value === undefined || version > tombstones.floor()
+  return value === undefined || version > tombstones.floor(key)
 }
