@@ -129,8 +129,9 @@ export class Daemon {
         ...(admin ? {} : { maxKeyBytes: tenant!.maxKeyBytes }),
         store: admin ? this.store : tenantStore(this.store, tenant!),
         admin,
+        refuseMarker: c.tenants.length > 0,
         consumers: () => (admin ? c.ticketConsumers.map((x) => x.name) : consumersFor(tenant!, c)),
-        stats: () => this.stats(),
+        stats: () => (admin || this.config.tenants.length === 0 ? this.stats() : this.#statsOf(tenant!)),
         ticketKey: () => {
           const t = this.#tickets()
           return t?.current ? { epoch: t.current.epoch, remainingMs: t.remainingMs(), key: t.current.key } : undefined
@@ -314,6 +315,27 @@ export class Daemon {
       }
     }
     return { ...out, memcacheUid: this.#memcache?.uid ?? null }
+  }
+
+  /**
+   * STATS as a tenant's API socket answers it: its own share of the store, front ends and ticket
+   * consumers, nothing of the other tenants' (the store's and cluster's counters stay daemon-wide).
+   */
+  #statsOf(t: Tenant): Record<string, unknown> {
+    const s = this.stats()
+    const name = t.name || '(default)'
+    const mine = new Set(consumersFor(t, this.config))
+    const tickets = s['tickets'] as { consumers: { name: string }[] }
+    const api = t.config ? this.#tenantApis.get(t.name) : this.#api
+    return {
+      ...s,
+      store: tenantStore(this.store, t).stats(),
+      api: { ...api?.counters, connections: api?.connections ?? 0 },
+      admin: undefined,
+      memcache: this.#memcache?.servers.get(t.name)?.counters ?? null,
+      tickets: { ...tickets, consumers: tickets.consumers.filter((c) => mine.has(c.name)) },
+      tenants: { [name]: (s['tenants'] as Record<string, unknown>)[name] },
+    }
   }
 
   stats(): Record<string, unknown> {

@@ -21,6 +21,11 @@ export interface HandlerDeps extends Pick<Config, 'maxKeyBytes'> {
   ticketKey(): { epoch: number; remainingMs: number; key: Buffer } | undefined
   /** The ticket secrets in the window (previous, current, next), if the current one is known. */
   ticketWindow?(): TicketWindowBody | undefined
+  /**
+   * Whether client keys starting with the tenant marker (protocol/tenant-keys.ts) are refused: on
+   * a daemon with tenants, such a key would name another tenant's. Without tenants they are keys.
+   */
+  refuseMarker?: boolean
   /** Names of the ticket consumers this socket's tenant may read (tenants.ts `consumersFor`). */
   consumers?(): string[]
 }
@@ -39,7 +44,7 @@ export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Pro
   const { store, maxKeyBytes, admin } = deps
   // A client key may not start with the tenant marker (protocol/tenant-keys.ts), which would name
   // another tenant's key; the admin socket sees every tenant and names their keys so.
-  const keyProblem = admin ? codecKeyProblem : (key: Buffer, max: number) => codecKeyProblem(key, max) ?? markerProblem(key)
+  const keyProblem = admin || !deps.refuseMarker ? codecKeyProblem : (key: Buffer, max: number) => codecKeyProblem(key, max) ?? markerProblem(key)
 
   function remoteGet(id: number, key: string): Promise<Buffer> {
     return deps.cluster!.lookup(key).then(

@@ -107,6 +107,8 @@ export interface MemcacheOptions extends Pick<Config, 'memcacheListen' | 'memcac
   now?: () => number
   /** Permission bits of the front end's socket files. Default 0o660. */
   socketMode?: number
+  /** Refuse keys starting with the tenant marker (a daemon with tenants: they name another tenant's). */
+  refuseMarker?: boolean
 }
 
 export interface MemcacheCounters {
@@ -559,7 +561,7 @@ class McConnection {
     const n = tok.length
     const noreply = tok[n - 1] === 'noreply'
     // A key may not start with the tenant marker (protocol/tenant-keys.ts): it would name another tenant's.
-    const keyOk = (k: string) => k.length <= fe.maxKeyBytes && k.charCodeAt(0) !== TENANT_MARKER
+    const keyOk = (k: string) => k.length <= fe.maxKeyBytes && !(fe.refuseMarker && k.charCodeAt(0) === TENANT_MARKER)
     switch (cmd) {
       case 'set':
       case 'add':
@@ -651,7 +653,7 @@ class McConnection {
     for (let i = pos; i < line.length; ) {
       let j = line.indexOf(' ', i)
       if (j < 0) j = line.length
-      if (j - i > fe.maxKeyBytes || (j > i && line.charCodeAt(i) === TENANT_MARKER)) return this.#error(BAD_FORMAT)
+      if (j - i > fe.maxKeyBytes || (fe.refuseMarker && j > i && line.charCodeAt(i) === TENANT_MARKER)) return this.#error(BAD_FORMAT)
       i = j + 1
     }
     this.#queue.push({ kind: 'get', line, pos, withCas, ...(touch === undefined ? {} : { touch }), ahead: [], waiting: false, cost: line.length })
@@ -879,6 +881,7 @@ export class MemcacheServer {
   readonly maxKeyBytes: number
   readonly flushAllowed: boolean
   readonly commandTimeoutMs: number
+  readonly refuseMarker: boolean
   readonly #o: MemcacheOptions
   readonly #servers: { server: net.Server; unix?: UnixListener; sockets: Set<net.Socket> }[] = []
   readonly #conns = new Map<net.Socket, McConnection>()
@@ -899,6 +902,7 @@ export class MemcacheServer {
     this.maxKeyBytes = o.maxKeyBytes
     this.flushAllowed = o.memcacheFlushAll
     this.commandTimeoutMs = o.memcacheCommandTimeoutMs
+    this.refuseMarker = o.refuseMarker ?? false
     this.#now = o.now ?? Date.now
   }
 

@@ -64,6 +64,7 @@ export class TenantMemcache {
           ...o,
           memcacheListen: listen,
           maxKeyBytes: t.maxKeyBytes,
+          refuseMarker: o.tenants.length > 1,
           ...(t.config ? { socketMode: t.config.socketMode } : {}),
           store: tenantStore(o.store, t),
           cluster: () => tenantCluster(o.cluster(), t),
@@ -116,6 +117,8 @@ export class TenantMemcache {
   /** Finds the client's uid, then hands the connection to its tenant's server, or refuses it. */
   #route(s: net.Socket, serves: Tenant[], sockets: Set<net.Socket>): void {
     s.on('error', () => {})
+    // Connections waiting for their uid are bounded like a listener's (the tenant's server counts the rest).
+    if (sockets.size >= this.#o.memcacheMaxConnections) return this.#refuse(s, 'SERVER_ERROR too many connections\r\n')
     // Not read until its tenant is known: what it sends waits in the socket.
     s.pause()
     sockets.add(s)
@@ -133,16 +136,20 @@ export class TenantMemcache {
     const server = tenant && this.servers.get(tenant.name)
     if (!server) {
       this.uid.refused++
-      const t = setTimeout(() => s.destroy(), REFUSED_LINGER_MS)
-      t.unref()
-      s.once('close', () => clearTimeout(t))
-      s.end('SERVER_ERROR access denied: this uid is no tenant of this listener\r\n', () => s.destroy())
-      return
+      return this.#refuse(s, 'SERVER_ERROR access denied: this uid is no tenant of this listener\r\n')
     }
     this.uid.accepted++
     sockets.delete(s)
     server.adopt(s)
     s.resume()
+  }
+
+  /** The error, a FIN, and the descriptor released once the kernel has it (or after REFUSED_LINGER_MS). */
+  #refuse(s: net.Socket, text: string): void {
+    const t = setTimeout(() => s.destroy(), REFUSED_LINGER_MS)
+    t.unref()
+    s.once('close', () => clearTimeout(t))
+    s.end(text, () => s.destroy())
   }
 
   async close(graceMs = 2000): Promise<void> {

@@ -17,6 +17,8 @@ export class LruStore implements SessionStore {
   /** One LRU per tenant, bounded by the tenant's share, so a write evicts only its own tenant's entries. */
   readonly #lrus = new Map<string, LRUCache<string, StoreEntry>>()
   readonly #quotas: ReadonlyMap<string, number>
+  /** Without tenants, the one LRU that holds every key (those starting with the marker too). */
+  readonly #single: LRUCache<string, StoreEntry> | undefined
   readonly #clock: Hlc
   readonly #tombstones: Tombstones
 
@@ -24,7 +26,7 @@ export class LruStore implements SessionStore {
     const o = { ...STORE_DEFAULTS, ...options }
     this.options = o
     this.#clock = o.clock ?? new Hlc()
-    this.#tombstones = new Tombstones({ lifetimeMs: o.tombstoneLifetimeMs, max: o.maxTombstones, now: o.now ?? (() => performance.now()) })
+    this.#tombstones = new Tombstones({ lifetimeMs: o.tombstoneLifetimeMs, max: o.maxTombstones, now: o.now ?? (() => performance.now()), tenants: o.tenantQuotas !== undefined })
     const perf = o.now ? { now: o.now } : undefined
     this.#quotas = quotasOf(o)
     // A tenant with no share holds nothing (lru-cache needs a positive bound): its writes are refused.
@@ -48,10 +50,12 @@ export class LruStore implements SessionStore {
         else if (reason === 'expire') this.counters.expirations++
       },
     }))
+    this.#single = o.tenantQuotas === undefined ? this.#lrus.get('') : undefined
   }
 
   /** The LRU of the key's tenant, or undefined when the store has no share for it. */
   #of(key: string): LRUCache<string, StoreEntry> | undefined {
+    if (this.#single) return this.#single
     const tenant = tenantOfStoreKey(key)
     return tenant === undefined ? undefined : this.#lrus.get(tenant)
   }

@@ -36,7 +36,10 @@ export interface StoreOptions extends Pick<Config, (typeof STORE_KEYS)[number]> 
   tenantQuotas?: ReadonlyMap<string, number>
 }
 
-/** The quotas a store keeps: the option, or the default tenant with all of maxBytes. */
+/**
+ * The quotas a store keeps: the option, or the default tenant with all of maxBytes. Without the
+ * option every key is the default tenant's, those starting with the marker byte included.
+ */
 export function quotasOf(o: StoreOptions): ReadonlyMap<string, number> {
   const q = o.tenantQuotas ?? new Map([[DEFAULT_TENANT, o.maxBytes]])
   let sum = 0
@@ -50,7 +53,7 @@ export function quotasOf(o: StoreOptions): ReadonlyMap<string, number> {
  * store has no share for it (not a tenant of this host) or the entry exceeds the tenant's share.
  */
 export function tenantFor(quotas: ReadonlyMap<string, number>, key: string, size: number): string {
-  const tenant = tenantOfStoreKey(key)
+  const tenant = quotas.size === 1 && quotas.has(DEFAULT_TENANT) ? DEFAULT_TENANT : tenantOfStoreKey(key)
   const quota = tenant === undefined ? undefined : quotas.get(tenant)
   if (quota === undefined) throw new StoreError('TOO_LARGE', 'the key names no tenant of this host')
   if (size > quota) throw new StoreError('TOO_LARGE', `entry of ${size} bytes exceeds the tenant's ${quota} bytes`)

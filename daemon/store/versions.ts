@@ -190,10 +190,6 @@ export interface TombstoneCounters {
  * copies and fills of other keys are refused for at most one lifetime (a GET then misses and the
  * application makes a new session), and it is counted.
  */
-/** The tenant whose floor a key is under: its namespace, or '' (the default tenant and malformed keys). */
-function tenantOf(key: string): string {
-  return tenantOfStoreKey(key) ?? ''
-}
 
 export class Tombstones {
   readonly lifetimeMs: number
@@ -207,7 +203,11 @@ export class Tombstones {
    */
   readonly #floors = new Map<string, { floor: bigint; until: number }>()
 
-  constructor(o: { lifetimeMs: number; max: number; now: () => number }) {
+  /** Whether keys carry tenant namespaces (a store with tenantQuotas); without, every key is ''s. */
+  readonly #tenants: boolean
+
+  constructor(o: { lifetimeMs: number; max: number; now: () => number; tenants?: boolean }) {
+    this.#tenants = o.tenants ?? false
     if (!(Number.isSafeInteger(o.max) && o.max >= 0)) throw new TypeError(`maxTombstones must be a non-negative integer, got ${o.max}`)
     if (!(Number.isFinite(o.lifetimeMs) && o.lifetimeMs >= 0)) throw new TypeError(`tombstoneLifetimeMs must be a non-negative number of ms, got ${o.lifetimeMs}`)
     this.lifetimeMs = o.lifetimeMs
@@ -216,7 +216,7 @@ export class Tombstones {
     // With no room for tombstones (max 0) nothing is ever added: each delete raises the floor alone.
     this.#map = new BoundedMap(Math.max(1, o.max), (key, t) => {
       this.counters.tombstonesEvictedEarly++
-      this.#raiseFloor(tenantOf(key), t.version, t.expires)
+      this.#raiseFloor(this.#tenantOf(key), t.version, t.expires)
     })
   }
 
@@ -244,7 +244,7 @@ export class Tombstones {
 
   /** The version below which a peer's write of `key` (of its tenant) without entry or tombstone is refused. */
   floor(key = ''): bigint {
-    const tenant = tenantOf(key)
+    const tenant = this.#tenantOf(key)
     const f = this.#floors.get(tenant)
     if (f === undefined) return NO_VERSION
     if (this.#now() > f.until) {
@@ -258,7 +258,7 @@ export class Tombstones {
   add(key: string, version: bigint): void {
     this.#map.delete(key)
     this.purge()
-    if (this.max === 0) return this.#raiseFloor(tenantOf(key), version, this.#now() + this.lifetimeMs)
+    if (this.max === 0) return this.#raiseFloor(this.#tenantOf(key), version, this.#now() + this.lifetimeMs)
     this.#map.set(key, { version, expires: this.#now() + this.lifetimeMs })
   }
 
@@ -270,7 +270,12 @@ export class Tombstones {
    */
   evicted(version: bigint, key = ''): void {
     this.counters.evictionsFloored++
-    this.#raiseFloor(tenantOf(key), version, this.#now() + this.lifetimeMs)
+    this.#raiseFloor(this.#tenantOf(key), version, this.#now() + this.lifetimeMs)
+  }
+
+  /** The tenant whose floor a key is under: its namespace, or '' (the default tenant, malformed keys, no tenants). */
+  #tenantOf(key: string): string {
+    return this.#tenants ? (tenantOfStoreKey(key) ?? '') : ''
   }
 
   /** The key was written again (its version is newer than the tombstone's): forget the delete. */

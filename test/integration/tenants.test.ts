@@ -11,6 +11,7 @@ import path from 'node:path'
 import { spawn, execFileSync } from 'node:child_process'
 import crypto from 'node:crypto'
 import { StatecastClient } from '../../client/index.js'
+import { peerUid } from '../../daemon/local/peer-uid.js'
 import { CLIENT_TIMEOUT_MS, GENEROUS_COPIES, GENEROUS_LOOKUPS, replicationSettled, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
 import { eventually, freePort, startDaemon, tmpDir } from '../helpers/daemon.js'
 
@@ -247,6 +248,23 @@ t.test('a memcache TCP listener with memcacheTcpAccess = "uid" serves each uid a
     return c.stats()
   })) as { tenants: { memcacheUid: { accepted: number; refused: number } } }
   t.same(s.tenants.memcacheUid, { accepted: 3, refused: 1 }, 'three connections served by uid, one refused')
+})
+
+t.test('peerUid: the owner of a loopback connection\'s client socket, IPv4 and IPv6', async (t) => {
+  for (const host of ['127.0.0.1', '::1']) {
+    const server = net.createServer()
+    await new Promise<void>((r) => server.listen(0, host, () => r()))
+    t.teardown(() => server.close())
+    const accepted = new Promise<net.Socket>((r) => server.once('connection', r))
+    const client = net.connect((server.address() as net.AddressInfo).port, host)
+    t.teardown(() => client.destroy())
+    const s = await accepted
+    t.equal(await peerUid(s), process.getuid!(), `${host}: this process's uid`)
+    t.equal(await peerUid(s, []), undefined, `${host}: no table, no uid`)
+    client.destroy()
+    await new Promise((r) => s.once('close', r))
+    t.equal(await peerUid(s), undefined, `${host}: a closed connection has no owner`)
+  }
 })
 
 t.test('an open memcache TCP listener is served with a warning that says so', async (t) => {
