@@ -123,11 +123,36 @@ t.test('finding 4: two tenants on two hosts: neither reads, writes, touches, lis
   t.equal(await code(a!.beta.keys()), 'DENIED', 'listing keys is the admin socket\'s')
   t.equal(await code(a!.alpha.set('k'.repeat(250 - 7 + 1), 'too long')), 'BAD_KEY', 'a tenant key is at most maxKeyBytes less its namespace')
 
+  // STATS on a tenant's socket: its own share, nothing of the other tenant's.
+  const bs = (await a!.beta.stats()) as { store: { maxBytes: number; entries: number }; tenants: Record<string, unknown> }
+  t.same(Object.keys(bs.tenants), ['beta'], 'beta\'s STATS shows beta alone')
+  t.equal(bs.store.maxBytes, 3 * MiB, 'and its share of the store')
+  const all = (await a!.admin.stats()) as { tenants: Record<string, unknown> }
+  t.same(Object.keys(all.tenants).sort(), ['(default)', 'alpha', 'beta', 'memcacheUid'], 'the admin socket\'s STATS shows every tenant')
+
   // The admin socket sees every tenant, each key with its tenant.
   const listed = await a!.admin.keys()
   const names = listed.map((k) => k.key.toString('latin1'))
   t.ok(names.includes('\u0000alpha\u0000apache:sess:1') && names.includes('\u0000beta\u0000apache:sess:2'), 'admin lists both tenants\' keys, namespaced')
   t.same(await a!.admin.get(Buffer.from('\u0000alpha\u0000apache:sess:1', 'latin1')), secret, 'admin reads a tenant\'s key by its store name')
+})
+
+t.test('handoff: a host that stops hands each tenant\'s sessions over in their namespace', async (t) => {
+  const hosts = await startHosts(t, 3, ['--replication-factor', '2', ...GENEROUS_LOOKUPS, ...GENEROUS_COPIES], { total: 8 * MiB, alpha: 3 * MiB, beta: 3 * MiB })
+  const [a, b, c] = hosts
+  const keys = Array.from({ length: 30 }, (_, i) => `h:${i}`)
+  // Two copies on three hosts: a key A owned has its second copy on the host of B and C that
+  // lacked one only once A hands it over, so after A stops every key is on both.
+  for (const k of keys) await a!.alpha.set(k, `alpha-${k}`)
+  await replicationSettled(hosts)
+  t.equal(await a!.stop(), 0, 'A stopped cleanly')
+  const handed = a!.logs.find((l) => l['msg'] === 'sessions handed off')
+  t.ok(handed && (handed['handedOff'] as number) > 0, `A handed sessions over (${handed?.['handedOff']})`)
+  await waitMembers([b!, c!], 1)
+  for (const k of keys) {
+    for (const h of [b!, c!]) t.same(await h.alpha.get(k, { localOnly: true }), Buffer.from(`alpha-${k}`), `alpha's ${k} held on ${h.name} after the handoff`)
+    t.equal(await b!.beta.get(k), undefined, 'beta does not read it')
+  }
 })
 
 t.test('finding 4: the tenants\' memcache sockets, on one host and across hosts', async (t) => {
@@ -157,9 +182,9 @@ t.test('finding 4: the tenants\' memcache sockets, on one host and across hosts'
 })
 
 t.test('finding 7: one tenant\'s writes never evict another\'s sessions (replicationFactor 2 and 0)', async (t) => {
-  for (const rf of ['2', '0']) {
-    await t.test(`replicationFactor ${rf}`, async (t) => {
-      const hosts = await startHosts(t, 3, ['--replication-factor', rf, '--max-value-bytes', String(64 * 1024), ...GENEROUS_LOOKUPS, ...GENEROUS_COPIES], { total: 4 * MiB, alpha: MiB + MiB / 2, beta: MiB + MiB / 2 })
+  for (const [rf, engine] of [['2', 'compact'], ['0', 'compact'], ['0', 'lru-cache']] as const) {
+    await t.test(`replicationFactor ${rf}, ${engine} store`, async (t) => {
+      const hosts = await startHosts(t, 3, ['--replication-factor', rf, '--store-engine', engine, '--max-value-bytes', String(64 * 1024), ...GENEROUS_LOOKUPS, ...GENEROUS_COPIES], { total: 4 * MiB, alpha: MiB + MiB / 2, beta: MiB + MiB / 2 })
       const [a, b] = hosts
       const betaKeys = Array.from({ length: 40 }, (_, i) => `beta:sess:${i}`)
       for (const k of betaKeys) await b!.beta.set(k, Buffer.alloc(1000, k))
