@@ -285,7 +285,7 @@ export class CompactStore implements SessionStore {
     // The same default clock as LRUCache, so as Store: monotonic, fractional ms.
     this.#now = o.now ?? (() => performance.now())
     this.#clock = o.clock ?? new Hlc()
-    this.#tombstones = new Tombstones({ lifetimeMs: o.tombstoneLifetimeMs, max: o.maxTombstones, now: this.#now, tenants: o.tenantQuotas !== undefined })
+    this.#tombstones = new Tombstones({ lifetimeMs: o.tombstoneLifetimeMs, max: o.maxTombstones, now: this.#now, tenants: o.tenantQuotas?.keys() ?? [] })
     this.#quotas = quotasOf(o)
     if (this.#quotas.size > 256) throw new TypeError(`a store holds at most 256 tenants, got ${this.#quotas.size}`)
     this.#quota = []

@@ -26,7 +26,7 @@ export class LruStore implements SessionStore {
     const o = { ...STORE_DEFAULTS, ...options }
     this.options = o
     this.#clock = o.clock ?? new Hlc()
-    this.#tombstones = new Tombstones({ lifetimeMs: o.tombstoneLifetimeMs, max: o.maxTombstones, now: o.now ?? (() => performance.now()), tenants: o.tenantQuotas !== undefined })
+    this.#tombstones = new Tombstones({ lifetimeMs: o.tombstoneLifetimeMs, max: o.maxTombstones, now: o.now ?? (() => performance.now()), tenants: o.tenantQuotas?.keys() ?? [] })
     const perf = o.now ? { now: o.now } : undefined
     this.#quotas = quotasOf(o)
     // A tenant with no share holds nothing (lru-cache needs a positive bound): its writes are refused.

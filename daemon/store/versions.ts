@@ -203,11 +203,15 @@ export class Tombstones {
    */
   readonly #floors = new Map<string, { floor: bigint; until: number }>()
 
-  /** Whether keys carry tenant namespaces (a store with tenantQuotas); without, every key is ''s. */
-  readonly #tenants: boolean
+  /**
+   * The tenants whose keys have floors of their own (a store with tenantQuotas); every other key,
+   * and every key of a store without tenants, is under the default tenant's (''), so the floors
+   * are as many as the tenants, whatever keys peers send.
+   */
+  readonly #tenants: ReadonlySet<string>
 
-  constructor(o: { lifetimeMs: number; max: number; now: () => number; tenants?: boolean }) {
-    this.#tenants = o.tenants ?? false
+  constructor(o: { lifetimeMs: number; max: number; now: () => number; tenants?: Iterable<string> }) {
+    this.#tenants = new Set(o.tenants ?? [])
     if (!(Number.isSafeInteger(o.max) && o.max >= 0)) throw new TypeError(`maxTombstones must be a non-negative integer, got ${o.max}`)
     if (!(Number.isFinite(o.lifetimeMs) && o.lifetimeMs >= 0)) throw new TypeError(`tombstoneLifetimeMs must be a non-negative number of ms, got ${o.lifetimeMs}`)
     this.lifetimeMs = o.lifetimeMs
@@ -275,7 +279,9 @@ export class Tombstones {
 
   /** The tenant whose floor a key is under: its namespace, or '' (the default tenant, malformed keys, no tenants). */
   #tenantOf(key: string): string {
-    return this.#tenants ? (tenantOfStoreKey(key) ?? '') : ''
+    if (this.#tenants.size === 0) return ''
+    const t = tenantOfStoreKey(key)
+    return t !== undefined && this.#tenants.has(t) ? t : ''
   }
 
   /** The key was written again (its version is newer than the tombstone's): forget the delete. */

@@ -8,6 +8,7 @@ import { CompactStore } from '../../daemon/store/compact-store.js'
 import { LruStore } from '../../daemon/store/lru-store.js'
 import { clientKeyProblem, consumersFor, fromStoreKey, tenantQuotas, tenantStore, tenantsOf, toStoreKey } from '../../daemon/local/tenants.js'
 import { tenantOfStoreKey, tenantPrefix } from '../../protocol/tenant-keys.js'
+import { NO_VERSION, Tombstones } from '../../daemon/store/versions.js'
 
 const MiB = 1024 * 1024
 const tenant = (name: string, extra: object = {}) => ({ name, socketPath: `/run/sc/${name}.sock`, maxBytes: 8 * MiB, ...extra })
@@ -112,3 +113,18 @@ for (const Engine of [CompactStore, LruStore]) {
     t.same(plain.get('\u0000alpha\u0000k')?.value, Buffer.from('x'), 'and a key starting with 0x00 is just a key, as before')
   })
 }
+
+t.test('eviction floors: one per tenant; keys of tenants the store does not have are under the default\'s', async (t) => {
+  const ts = new Tombstones({ lifetimeMs: 1000, max: 1, now: () => 0, tenants: ['', 'a'] })
+  ts.add('\u0000zz\u0000k1', 10n)
+  ts.add('\u0000zz\u0000k2', 20n)
+  t.equal(ts.floor('plain'), 10n, 'the early-evicted tombstone of an unknown tenant raised the default floor')
+  t.equal(ts.floor('\u0000zz\u0000x'), 10n, 'which the unknown tenant\'s keys are under')
+  t.equal(ts.floor('\u0000a\u0000x'), NO_VERSION, 'tenant a\'s floor is its own')
+  ts.evicted(30n, '\u0000a\u0000k')
+  t.equal(ts.floor('\u0000a\u0000y'), 30n, 'an eviction of a\'s raises a\'s')
+  t.equal(ts.floor('plain'), 10n, 'and not the default\'s')
+  const none = new Tombstones({ lifetimeMs: 1000, max: 1, now: () => 0 })
+  none.evicted(5n, '\u0000a\u0000k')
+  t.equal(none.floor('plain'), 5n, 'without tenants every key shares one floor, as before')
+})
