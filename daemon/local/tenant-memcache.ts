@@ -110,7 +110,9 @@ export class TenantMemcache {
         server.listen(tcp.port, tcp.host, () => resolve())
       })
       this.#routers.push({ server, sockets })
-      o.log.info({ listen: spec, tenants: serves.map((t) => t.name || '(default)') }, 'memcache front end listening; clients are served by uid')
+      const served = serves.filter((t) => t.memcacheUsers.length > 0)
+      if (served.length === 0) o.log.warn({ listen: spec }, 'memcache TCP listener with memcacheTcpAccess = "uid" but no memcacheUsers for any tenant it serves: every connection is refused')
+      o.log.info({ listen: spec, tenants: served.map((t) => t.name || '(default)') }, 'memcache front end listening; clients are served by uid')
     }
   }
 
