@@ -15,6 +15,7 @@ import { AnnounceFlag, MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, SENDER_ID_BYTES
 import { LOG_LEVELS, type LogLevel } from '../host/log.js'
 import { parseListen } from './listen.js'
 import { parseConsumers, type TicketConsumer } from './ticket-consumers.js'
+import { parseTenants, parseUsers, type TenantConfig } from './tenants.js'
 
 /** What each kind of field holds once parsed: the type of its keys in `Config`. */
 interface KindValues {
@@ -29,6 +30,9 @@ interface KindValues {
   mcast: string
   list: string[]
   consumers: TicketConsumer[]
+  tenants: TenantConfig[]
+  access: 'open' | 'uid'
+  users: number[]
 }
 
 type Kind = keyof KindValues
@@ -126,6 +130,9 @@ export const FIELDS = [
   { key: 'handoffTimeoutMs', kind: 'int', def: () => 5000, min: 0, max: 600_000, unit: 'ms', doc: 'longest a clean shutdown spends handing sessions to their new owners' },
   { key: 'metricsListen', kind: 'optstring', def: () => '', unit: 'HOST:PORT', doc: 'Prometheus metrics at http://HOST:PORT/metrics (loopback only); empty = off' },
   { key: 'memcacheListen', kind: 'list', def: () => [], unit: 'addresses', doc: 'memcached text-protocol front end: 127.0.0.1:PORT and/or socket paths, comma-separated; empty = off' },
+  { key: 'memcacheTcpAccess', kind: 'access', def: () => 'open', unit: 'open/uid', doc: 'who a memcache TCP listener (loopback) serves: "open" = every local user, as the tenant that lists it (the default tenant for memcacheListen; start-up logs a warning per listener); "uid" = each connection\'s client uid (Linux: /proc/net/tcp) picks the tenant whose memcacheUsers list it (memcacheListen: any tenant, or the default tenant by memcacheUsers; a tenant\'s own listener: that tenant), other uids are refused; socket paths are guarded by their mode, not by this key' },
+  { key: 'memcacheUsers', kind: 'users', def: () => [], unit: 'user names or uids', doc: 'with memcacheTcpAccess = "uid": the users a memcacheListen TCP listener serves as the default tenant' },
+  { key: 'tenants', kind: 'tenants', def: () => [], unit: 'list of tables', doc: 'tenants: [[tenants]] tables with name (the key namespace; the same on every host), socketPath (its API socket), socketMode (default "0660", its sockets), socketGroup (owns its sockets), maxBytes (its share of this host\'s store, bytes; the default tenant, served on socketPath and memcacheListen, gets what maxBytes leaves), memcacheListen (its memcache listeners: socket paths, or loopback HOST:PORT), memcacheUsers (uids it is on TCP listeners with memcacheTcpAccess = "uid"), ticketConsumers (names of the ticketConsumers whose keys its socket may read, or "node" for TICKET_KEY); see docs/tenants.md', example: '[{ name = "web", socketPath = "/run/statecast/web.sock", socketGroup = "www-data", maxBytes = 16777216, memcacheListen = ["/run/statecast/web-mc.sock"], ticketConsumers = ["nginx"] }]' },
   { key: 'memcacheMaxConnections', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'connections', doc: 'connections open at once on each memcache listener (each has its own count); more get SERVER_ERROR too many connections' },
   { key: 'memcacheIdleTimeoutMs', kind: 'int', def: () => 300_000, min: 0, max: 2 ** 31 - 1, unit: 'ms', doc: 'a memcache connection with no traffic either way for this long is closed (clients reconnect); 0 = never, as memcached by default' },
   { key: 'memcacheCommandTimeoutMs', kind: 'int', def: () => 30_000, min: 0, max: 2 ** 31 - 1, unit: 'ms', doc: 'longest a memcache command line or data block may take to arrive once its first byte came (the idle timeout restarts on every byte, so one byte now and then held a connection forever); the connection is closed; 0 = no limit' },
@@ -243,6 +250,21 @@ function coerce(f: Field, raw: unknown, where: string): unknown {
       } catch (err) {
         throw new ConfigError(`${where}: ${(err as Error).message}`)
       }
+    case 'tenants':
+      try {
+        return parseTenants(raw)
+      } catch (err) {
+        throw new ConfigError(`${where}: ${(err as Error).message}`)
+      }
+    case 'users':
+      try {
+        return parseUsers(raw, f.key)
+      } catch (err) {
+        throw new ConfigError(`${where}: ${(err as Error).message}`)
+      }
+    case 'access':
+      if (raw !== 'open' && raw !== 'uid') throw bad('"open" or "uid"')
+      return raw
     case 'level':
       if (typeof raw !== 'string' || !(LOG_LEVELS as readonly string[]).includes(raw)) throw bad(`one of ${LOG_LEVELS.join(', ')}`)
       return raw
@@ -295,6 +317,7 @@ export function apply(base: Config, overrides: Record<string, unknown>, where: s
   if (c.peers.length > 0 && c.unicastPort === 0) throw new ConfigError(`${where}: peers are listed, so unicastPort must be a fixed port (the one the other hosts list)`)
   if (!c.multicastEnabled && c.peers.length === 0 && c.clusterEnabled) throw new ConfigError(`${where}: multicastEnabled is false and no peers are listed: list peers, or set clusterEnabled = false`)
   if (c.ticketKeyRotationMs < 10 * c.heartbeatMs) throw new ConfigError(`${where}: ticketKeyRotationMs (${c.ticketKeyRotationMs}) must be at least 10 times heartbeatMs (${c.heartbeatMs}): the next key is agreed by heartbeats during the epoch before it`)
+  checkTenants(c, where)
   const datagrams = datagramProblem(c)
   if (datagrams) throw new ConfigError(`${where}: ${datagrams}`)
   if (4 * c.replicationAckDelayMs > c.replicationAckTimeoutMs) throw new ConfigError(`${where}: replicationAckDelayMs (${c.replicationAckDelayMs}) must be at most a quarter of replicationAckTimeoutMs (${c.replicationAckTimeoutMs}): an acknowledgement held longer makes the sender retry copies that arrived`)
@@ -330,6 +353,31 @@ export function datagramProblem(c: Config): string | undefined {
   return `maxDatagramBytes (${c.maxDatagramBytes}) is too small for ${over.map((n) => `${n.what} (${n.bytes} bytes)`).join(', ')}: raise maxDatagramBytes to at least ${Math.max(...over.map((n) => n.bytes))}, or lower maxKeyBytes${over.some((n) => n.what.includes('LOOKUP')) ? ' or replicationFactor' : ''}`
 }
 
+/**
+ * Checks across keys that tenants need: quotas within maxBytes (the default tenant gets the
+ * rest), room for keys after the namespace, consumers that exist, and no socket or listener used
+ * twice.
+ */
+function checkTenants(c: Config, where: string): void {
+  if (c.tenants.length === 0) return
+  const sum = c.tenants.reduce((n, t) => n + t.maxBytes, 0)
+  if (sum > c.maxBytes) throw new ConfigError(`${where}: tenants: the tenants' maxBytes add up to ${sum} bytes, more than maxBytes (${c.maxBytes}): each host's store holds every tenant's share`)
+  const names = new Set(c.ticketConsumers.map((x) => x.name))
+  const used = new Map<string, string>([[c.socketPath, 'socketPath'], [c.adminSocketPath, 'adminSocketPath']])
+  c.memcacheListen.forEach((x, i) => used.set(x, `memcacheListen item ${i + 1}`))
+  c.tenants.forEach((t, i) => {
+    const at = `tenants[${i}]`
+    if (t.maxBytes < c.maxValueBytes + c.maxKeyBytes) throw new ConfigError(`${where}: ${at}.maxBytes (${t.maxBytes}) must hold at least one entry of maxValueBytes (${c.maxValueBytes}) and maxKeyBytes (${c.maxKeyBytes})`)
+    if (Buffer.byteLength(t.name) + 3 > c.maxKeyBytes) throw new ConfigError(`${where}: ${at}.name leaves no room for keys within maxKeyBytes (${c.maxKeyBytes}): a tenant's keys are at most maxKeyBytes minus the name's length plus 2`)
+    for (const n of t.ticketConsumers) if (!names.has(n) && n !== 'node') throw new ConfigError(`${where}: ${at}.ticketConsumers names ${JSON.stringify(n)}, which is neither "node" (the Node helper's keys, TICKET_KEY) nor the name of any ticketConsumers entry`)
+    for (const [p, what] of [[t.socketPath, `${at}.socketPath`], ...t.memcacheListen.map((x, j) => [x, `${at}.memcacheListen item ${j + 1}`])] as [string, string][]) {
+      const other = used.get(p)
+      if (other) throw new ConfigError(`${where}: ${what} is the same socket or listener as ${other}: each serves one tenant`)
+      used.set(p, what)
+    }
+  })
+}
+
 /** Longest Unix socket path Linux can bind (sun_path holds 108 bytes with the terminating zero). */
 export const MAX_SOCKET_PATH_BYTES = 107
 /** Longest node name: ANNOUNCE carries its length in one byte. */
@@ -345,6 +393,12 @@ function checkLimits(c: Config, where: string): void {
   const paths: [string, string][] = [['socketPath', c.socketPath], ['adminSocketPath', c.adminSocketPath]]
   c.memcacheListen.forEach((x, i) => {
     if (x.startsWith('/')) paths.push([`memcacheListen item ${i + 1}`, x])
+  })
+  c.tenants.forEach((t, i) => {
+    paths.push([`tenants[${i}].socketPath`, t.socketPath])
+    t.memcacheListen.forEach((x, j) => {
+      if (x.startsWith('/')) paths.push([`tenants[${i}].memcacheListen item ${j + 1}`, x])
+    })
   })
   for (const [name, p] of paths) {
     const n = Buffer.byteLength(p, 'utf8')

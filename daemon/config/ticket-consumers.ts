@@ -96,9 +96,9 @@ export function resolveGroup(group: string, what: string): number {
 
 /**
  * What one connection may read of the ticket keys: the consumers it may ask for (CONSUMER_KEYS,
- * and TICKET_KEY, which is the "node" consumer). The admin socket reads all; the API socket the
- * Node consumer and those `apiTicketConsumers` names. A tenant (a socket of its own) will carry
- * its own set here.
+ * and TICKET_KEY, which is the "node" consumer). The admin socket reads all; the main API socket
+ * (the default tenant) those `apiTicketConsumers` names; a tenant's API socket those its
+ * [[tenants]] table lists (daemon/local/tenants.ts `ticketRightsFor`).
  */
 export interface TicketRights {
   /** Who asks, for messages: "api socket", "admin socket", a tenant's name. */

@@ -4,12 +4,13 @@
  * The GET hit path is: key bytes -> latin1 string -> store.get -> one reply buffer. No logging,
  * no promise, no allocation beyond the key string and the reply.
  */
-import { Op, ReplyFlag, ReqFlag, Status, encodeConsumerKeysBody, encodeError, encodeReply, encodeTicketKeyBody, keyProblem, type ConsumerKeysBody, type Request } from '../../protocol/local.js'
+import { Op, ReplyFlag, ReqFlag, Status, encodeConsumerKeysBody, encodeError, encodeReply, encodeTicketKeyBody, keyProblem as codecKeyProblem, type ConsumerKeysBody, type Request } from '../../protocol/local.js'
 import { mayReadConsumer, type TicketConsumer, type TicketRights } from '../config/ticket-consumers.js'
 import { StoreError, type SessionStore } from '../store/session-store.js'
 import type { ClusterHooks } from '../cluster/hooks.js'
 import type { Config } from '../config/config.js'
 import { SessionOps, type Done, type WriteOptions } from './session-ops.js'
+import { markerProblem, tenantOfStoreKey } from '../../protocol/tenant-keys.js'
 
 const NO_PROPAGATE: WriteOptions = { propagate: false }
 
@@ -28,6 +29,11 @@ export interface HandlerDeps extends Pick<Config, 'maxKeyBytes'> {
   ticketKey(): { epoch: number; remainingMs: number; key: Buffer } | undefined
   /** A consumer's derived keys (previous, current, next), if the current secret is known. The handler wipes them. */
   consumerKeys?(format: string, name: string): ConsumerKeysBody | undefined
+  /**
+   * Whether client keys starting with the tenant marker (protocol/tenant-keys.ts) are refused: on
+   * a daemon with tenants, such a key would name another tenant's. Without tenants they are keys.
+   */
+  refuseMarker?: boolean
 }
 
 const NO_RIGHTS: TicketRights = { who: 'socket', consumers: new Set() }
@@ -52,6 +58,9 @@ export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Pro
   }
   const rights = deps.ticketRights ?? NO_RIGHTS
   const consumers = deps.ticketConsumers ?? []
+  // A client key may not start with the tenant marker (protocol/tenant-keys.ts), which would name
+  // another tenant's key; the admin socket sees every tenant and names their keys so.
+  const keyProblem = admin || !deps.refuseMarker ? codecKeyProblem : (key: Buffer, max: number) => codecKeyProblem(key, max) ?? markerProblem(key)
 
   function remoteGet(id: number, key: string): Promise<Buffer> {
     return deps.cluster!.lookup(key).then(
@@ -113,7 +122,11 @@ export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Pro
         const limit = req.limit === 0 ? 1000 : req.limit
         const keys = store.keys(req.prefix.toString('latin1'), limit)
         // Keys are bytes; latin1 round-trips every byte, so clients can recover them exactly.
-        return encodeReply(Op.KEYS, req.id, Status.OK, json(keys.map((k) => ({ key: k, ttlMs: store.remainingTtl(k) }))))
+        // A tenant's key is listed as the store names it (the admin socket reads it so), with its tenant.
+        return encodeReply(Op.KEYS, req.id, Status.OK, json(keys.map((k) => {
+          const tenant = tenantOfStoreKey(k)
+          return tenant ? { key: k, tenant, ttlMs: store.remainingTtl(k) } : { key: k, ttlMs: store.remainingTtl(k) }
+        })))
       }
       case Op.TICKET_KEY: {
         if (!mayReadConsumer(rights, 'node', 'node', consumers)) return encodeError(Op.TICKET_KEY, req.id, Status.DENIED, `the ${rights.who} may not read the ticket keys of consumer "node"`)

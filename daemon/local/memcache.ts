@@ -39,6 +39,7 @@ import type { Log } from '../host/log.js'
 import { StoreError, type SessionStore } from '../store/session-store.js'
 import { CondKind, CondOutcome, SessionOps, type CondOp, type CondResult, type Done } from './session-ops.js'
 import { setLongTimeout, type LongTimeout } from './long-timeout.js'
+import { TENANT_MARKER } from '../../protocol/tenant-keys.js'
 
 /** The memcached release whose text protocol this front end speaks; the start of its VERSION reply. */
 export const MEMCACHED_PROTOCOL_VERSION = '1.6.18'
@@ -106,6 +107,10 @@ export interface MemcacheOptions extends Pick<Config, 'memcacheListen' | 'memcac
   log: Log
   /** Wall clock in ms, for absolute exptimes. */
   now?: () => number
+  /** Permission bits of the front end's socket files. Default 0o660. */
+  socketMode?: number
+  /** Refuse keys starting with the tenant marker (a daemon with tenants: they name another tenant's). */
+  refuseMarker?: boolean
 }
 
 export interface MemcacheCounters {
@@ -531,7 +536,8 @@ class McConnection {
     const cmd = tok[0] ?? ''
     const n = tok.length
     const noreply = tok[n - 1] === 'noreply'
-    const keyOk = (k: string) => k.length <= fe.maxKeyBytes
+    // A key may not start with the tenant marker (protocol/tenant-keys.ts): it would name another tenant's.
+    const keyOk = (k: string) => k.length <= fe.maxKeyBytes && !(fe.refuseMarker && k.charCodeAt(0) === TENANT_MARKER)
     switch (cmd) {
       case 'set':
       case 'add':
@@ -623,7 +629,7 @@ class McConnection {
     for (let i = pos; i < line.length; ) {
       let j = line.indexOf(' ', i)
       if (j < 0) j = line.length
-      if (j - i > fe.maxKeyBytes) return this.#error(BAD_FORMAT)
+      if (j - i > fe.maxKeyBytes || (fe.refuseMarker && j > i && line.charCodeAt(i) === TENANT_MARKER)) return this.#error(BAD_FORMAT)
       i = j + 1
     }
     this.#queue.push({ kind: 'get', line, pos, withCas, ...(touch === undefined ? {} : { touch }), ahead: [], waiting: false, cost: line.length })
@@ -872,9 +878,12 @@ export class MemcacheServer {
   readonly maxKeyBytes: number
   readonly flushAllowed: boolean
   readonly commandTimeoutMs: number
+  readonly refuseMarker: boolean
   readonly #o: MemcacheOptions
   readonly #servers: { server: net.Server; unix?: UnixListener; sockets: Set<net.Socket> }[] = []
   readonly #conns = new Map<net.Socket, McConnection>()
+  /** Connections accepted by a listener shared by tenants (tenant-memcache.ts), served here. */
+  readonly #adopted = new Set<net.Socket>()
   #flushTimer: LongTimeout | undefined
   #now: () => number
   /** Remote lookups waiting for the front end's share, in order. */
@@ -893,6 +902,7 @@ export class MemcacheServer {
     this.maxKeyBytes = o.maxKeyBytes
     this.flushAllowed = o.memcacheFlushAll
     this.commandTimeoutMs = o.memcacheCommandTimeoutMs
+    this.refuseMarker = o.refuseMarker ?? false
     this.#now = o.now ?? Date.now
   }
 
@@ -1099,7 +1109,7 @@ export class MemcacheServer {
   }
 
   get currentConnections(): number {
-    return this.#servers.reduce((n, s) => n + s.sockets.size, 0)
+    return this.#servers.reduce((n, s) => n + s.sockets.size, this.#adopted.size)
   }
 
   statsText(args: string[]): Reply {
@@ -1168,12 +1178,17 @@ export class MemcacheServer {
         this.#servers.push({ server, sockets })
       } else {
         // The API socket's listener: stale-socket check, umask, mode 0660, never clobbers a live one.
-        this.#servers.push({ server, sockets, unix: await UnixListener.listen(server, { path: spec, mode: 0o660 }) })
+        this.#servers.push({ server, sockets, unix: await UnixListener.listen(server, { path: spec, mode: this.#o.socketMode ?? 0o660 }) })
       }
       this.#o.log.info({ listen: spec }, 'memcache front end listening')
     }
   }
 
+
+  /** Serves a connection another listener accepted (one shared by tenants, that picked this one). */
+  adopt(s: net.Socket): void {
+    this.#onConnection(s, this.#adopted)
+  }
 
   /** Each listener has its own cap, so clients of one (say a busy TCP port) never shut out another's. */
   #onConnection(s: net.Socket, sockets: Set<net.Socket>): void {
@@ -1215,7 +1230,7 @@ export class MemcacheServer {
       unix?.close()
       return new Promise<void>((r) => server.close(() => r()))
     })
-    const all = this.#servers.flatMap(({ sockets }) => [...sockets])
+    const all = [...this.#servers.flatMap(({ sockets }) => [...sockets]), ...this.#adopted]
     for (const s of all) {
       const conn = this.#conns.get(s)
       if (conn) conn.finish()

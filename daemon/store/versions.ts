@@ -27,6 +27,7 @@
  * delete) is kept for `lifetimeMs`, derived from the config (see `tombstoneLifetimeMs`), and the
  * number of tombstones is bounded; see `Tombstones` for what happens when the bound is hit.
  */
+import { MAX_TENANT_NAME_BYTES, TENANT_MARKER, tenantOfStoreKey } from '../../protocol/tenant-keys.js'
 import { randomBytes } from 'node:crypto'
 import type { Config } from '../config/config.js'
 import { BoundedMap } from '../../protocol/bounded.js'
@@ -183,10 +184,11 @@ export interface TombstoneCounters {
 }
 
 /**
- * Floors are kept per bucket of keys, not one for the store: a raise refuses older writes of the
- * keys of one bucket (1 in FLOOR_BUCKETS of the keys), so a flood of early evictions must cover
- * every bucket before every fill is refused. 2^16 buckets: 1 MiB per store, allocated on the
- * first raise.
+ * Floors are kept per tenant and, within a tenant, per bucket of its keys, not one for the store:
+ * a raise refuses older writes of the keys of one bucket of one tenant (1 in FLOOR_BUCKETS of its
+ * keys), so a flood of early evictions must cover every bucket of a tenant before every fill of
+ * that tenant is refused, and never touches another tenant's. 2^16 buckets: 1 MiB per tenant of
+ * the store, allocated on the tenant's first raise.
  */
 export const FLOOR_BUCKETS = 1 << 16
 
@@ -196,8 +198,8 @@ export const FLOOR_BUCKETS = 1 << 16
  *
  * Every tombstone lives equally long, so insertion order is expiry order: the Map's first entry
  * is the first to go. When the bound is hit, the oldest tombstone goes early, and its version
- * raises the floor of its key's bucket (one of FLOOR_BUCKETS, by a hash seeded per store) until
- * that tombstone would have expired: meanwhile a peer write for a key of that bucket with no live
+ * raises the floor of its key's bucket (one of FLOOR_BUCKETS of the key's tenant, by a hash
+ * seeded per store) until that tombstone would have expired: meanwhile a peer write for a key of that bucket with no live
  * entry and no tombstone is applied only when its version is above the floor. So an early
  * eviction never lets a deleted session come back; what it costs is that older copies and fills
  * of the other keys of its bucket are refused for at most one lifetime (a GET then misses and the
@@ -212,6 +214,10 @@ export const FLOOR_BUCKETS = 1 << 16
  * past `max` such deletes within one lifetime: a copy of a key deleted here while held nowhere
  * here, in flight when its delete came, that arrives after `max` more such deletes, is stored
  * (`unheldTombstonesDropped` counts the drops).
+ *
+ * The two tables are shared by the store's tenants (docs/tenants.md); what one tenant's deletes
+ * can do to another's tombstones is push them out early, and an early push-out of a held one
+ * raises a floor of the tombstone's own tenant and bucket only.
  */
 export class Tombstones {
   readonly lifetimeMs: number
@@ -222,10 +228,21 @@ export class Tombstones {
   /** Tombstones of deletes of keys held nothing of here: their early drop raises no floor. */
   readonly #unheld: BoundedMap<string, { version: bigint; expires: number }>
   readonly #seed: number
-  #floors: BigUint64Array | undefined
-  #floorsUntil: Float64Array | undefined
+  /**
+   * The floors of each tenant's keys (protocol/tenant-keys.ts; '' the default tenant), one per
+   * bucket, allocated on the tenant's first raise: one tenant's evictions and deletes never make
+   * another's fills refused, and within a tenant a raise floors one bucket only.
+   */
+  readonly #floors = new Map<string, { floors: BigUint64Array; untils: Float64Array }>()
+  /**
+   * The tenants whose keys have floors of their own (a store with tenantQuotas); every other key,
+   * and every key of a store without tenants, is under the default tenant's (''), so the floor
+   * tables are at most as many as the tenants, whatever keys peers send.
+   */
+  readonly #tenants: ReadonlySet<string>
 
-  constructor(o: { lifetimeMs: number; max: number; now: () => number; seed?: number }) {
+  constructor(o: { lifetimeMs: number; max: number; now: () => number; seed?: number; tenants?: Iterable<string> }) {
+    this.#tenants = new Set(o.tenants ?? [])
     if (!(Number.isSafeInteger(o.max) && o.max >= 0)) throw new TypeError(`maxTombstones must be a non-negative integer, got ${o.max}`)
     if (!(Number.isFinite(o.lifetimeMs) && o.lifetimeMs >= 0)) throw new TypeError(`tombstoneLifetimeMs must be a non-negative number of ms, got ${o.lifetimeMs}`)
     this.lifetimeMs = o.lifetimeMs
@@ -268,10 +285,19 @@ export class Tombstones {
     return t.version
   }
 
-  /** The bucket of FLOOR_BUCKETS that `key` falls in (seeded per store, so no one can aim at one). */
+  /**
+   * The bucket of FLOOR_BUCKETS that `key` falls in (seeded per store, so no one can aim at one),
+   * among its tenant's: a hash of the key after its tenant prefix, so the same client key of two
+   * tenants is in the same bucket of each one's floors (tests see the tenants kept apart).
+   */
   bucket(key: string): number {
-    let h = this.#seed ^ key.length
-    for (let i = 0; i < key.length; i++) {
+    let start = 0
+    if (key.charCodeAt(0) === TENANT_MARKER) {
+      const end = key.indexOf('\u0000', 1)
+      if (end >= 2 && end <= MAX_TENANT_NAME_BYTES + 1) start = end + 1
+    }
+    let h = this.#seed ^ (key.length - start)
+    for (let i = start; i < key.length; i++) {
       h = Math.imul(h ^ key.charCodeAt(i), 0x5bd1e995)
       h ^= h >>> 15
     }
@@ -280,11 +306,15 @@ export class Tombstones {
     return (h ^ (h >>> 16)) & (FLOOR_BUCKETS - 1)
   }
 
-  /** The version below which a peer's write of `key`, held without entry or tombstone, is refused. */
+  /**
+   * The version below which a peer's write of `key`, held without entry or tombstone, is refused:
+   * the floor of its bucket among its tenant's.
+   */
   floor(key: string): bigint {
-    if (this.#floors === undefined) return NO_VERSION
+    const f = this.#floors.get(this.#tenantOf(key))
+    if (f === undefined) return NO_VERSION
     const b = this.bucket(key)
-    return this.#now() > this.#floorsUntil![b]! ? NO_VERSION : this.#floors[b]!
+    return this.#now() > f.untils[b]! ? NO_VERSION : f.floors[b]!
   }
 
   /**
@@ -306,12 +336,19 @@ export class Tombstones {
   /**
    * An entry of `key` at `version` was evicted before its TTL (memory pressure): a delayed older
    * copy of it must not bring back a value that a newer write replaced, so older peer writes of
-   * the keys of its bucket without entry or tombstone are refused for one tombstone lifetime, as
-   * after an early tombstone eviction.
+   * the keys of its bucket (of its tenant) without entry or tombstone are refused for one
+   * tombstone lifetime, as after an early tombstone eviction.
    */
   evicted(key: string, version: bigint): void {
     this.counters.evictionsFloored++
     this.#raiseFloor(key, version, this.#now() + this.lifetimeMs)
+  }
+
+  /** The tenant whose floors a key is under: its namespace, or '' (the default tenant, malformed keys, no tenants). */
+  #tenantOf(key: string): string {
+    if (this.#tenants.size === 0) return ''
+    const t = tenantOfStoreKey(key)
+    return t !== undefined && this.#tenants.has(t) ? t : ''
   }
 
   /** The key was written again (its version is newer than the tombstone's): forget the delete. */
@@ -337,12 +374,13 @@ export class Tombstones {
   }
 
   #raiseFloor(key: string, version: bigint, until: number): void {
-    const floors = (this.#floors ??= new BigUint64Array(FLOOR_BUCKETS))
-    const untils = (this.#floorsUntil ??= new Float64Array(FLOOR_BUCKETS).fill(-Infinity))
+    const tenant = this.#tenantOf(key)
+    let f = this.#floors.get(tenant)
+    if (f === undefined) this.#floors.set(tenant, (f = { floors: new BigUint64Array(FLOOR_BUCKETS), untils: new Float64Array(FLOOR_BUCKETS).fill(-Infinity) }))
     const b = this.bucket(key)
-    if (this.#now() > untils[b]!) floors[b] = NO_VERSION
-    if (version > floors[b]!) floors[b] = version
-    if (until > untils[b]!) untils[b] = until
+    if (this.#now() > f.untils[b]!) f.floors[b] = NO_VERSION
+    if (version > f.floors[b]!) f.floors[b] = version
+    if (until > f.untils[b]!) f.untils[b] = until
   }
 }
 

@@ -56,6 +56,11 @@ t.test('no socket reply, CLI output or file carries an epoch secret', async (t) 
     ticketDir: keyDir,
     apiTicketConsumers: ['node', 'edge'],
     ticketConsumers: [{ name: 'edge', format: 'nginx' }, { format: 'haproxy' }, { format: 'apache' }, { format: 'h2o' }],
+    // Two tenants, each with its own API socket and the ticket consumers its table grants.
+    tenants: [
+      { name: 'alpha', socketPath: path.join(dir, 'alpha.sock'), maxBytes: 8 * 1024 * 1024, ticketConsumers: ['edge'] },
+      { name: 'beta', socketPath: path.join(dir, 'beta.sock'), maxBytes: 8 * 1024 * 1024, ticketConsumers: ['node', 'haproxy'] },
+    ],
   }, 'test')
   const d = new Daemon(config, { log: silentLog })
   await d.start()
@@ -84,7 +89,7 @@ t.test('no socket reply, CLI output or file carries an epoch secret', async (t) 
   // Until three rotations went by, every request on both sockets, again and again.
   await eventually(async () => {
     hold()
-    for (const [name, sock] of [['api', config.socketPath], ['admin', config.adminSocketPath]] as const) {
+    for (const [name, sock] of [['api', config.socketPath], ['admin', config.adminSocketPath], ['alpha', config.tenants[0]!.socketPath], ['beta', config.tenants[1]!.socketPath]] as const) {
       for (const raw of await rawReplies(sock, reqs)) {
         const r = decodeReply(raw)
         replies.push({ socket: name, op: r.op, status: r.status, raw, body: Buffer.from(r.body) })
@@ -118,6 +123,18 @@ t.test('no socket reply, CLI output or file carries an epoch secret', async (t) 
   for (const i of [2, 3, 4, 5, 6]) t.same(consumerStatus('api', i), [Status.DENIED], `api: may not read ${consumers[i]!.join('/')}`)
   for (const i of [0, 1, 2, 3, 4, 5, 6]) t.same(consumerStatus('admin', i), [Status.OK], `admin: reads ${consumers[i]!.join('/')}`)
   t.same(consumerStatus('admin', 7), [Status.DENIED], 'admin: an unknown format is refused')
+  // A tenant's socket reads exactly its own consumers (its [[tenants]] ticketConsumers), one check for both ops.
+  t.same(consumerStatus('alpha', 1), [Status.OK], 'alpha: reads its own consumer (edge)')
+  for (const i of [0, 2, 3, 4, 5, 6, 7]) t.same(consumerStatus('alpha', i), [Status.DENIED], `alpha: may not read ${consumers[i]!.join('/')}`)
+  t.ok(of('alpha', Op.TICKET_KEY).length > 0 && of('alpha', Op.TICKET_KEY).every((r) => r.status === Status.DENIED), 'alpha: TICKET_KEY (the "node" consumer, not granted) is refused')
+  for (const i of [0, 2]) t.same(consumerStatus('beta', i), [Status.OK], `beta: reads its own consumer ${consumers[i]!.join('/')}`)
+  for (const i of [1, 3, 4, 5, 6, 7]) t.same(consumerStatus('beta', i), [Status.DENIED], `beta: may not read ${consumers[i]!.join('/')} (alpha's edge included)`)
+  const btk = of('beta', Op.TICKET_KEY).filter((r) => r.status === Status.OK)
+  t.ok(btk.length > 0, 'beta: TICKET_KEY answered (it is granted "node")')
+  for (const r of btk) {
+    const k = decodeTicketKeyBody(r.body)
+    t.ok(k.key.equals(nodeTicketKey(deriveKey('node', NODE_CONSUMER, { epoch: k.epoch, secret: secrets.get(k.epoch)! }))), `beta: TICKET_KEY of epoch ${k.epoch} is the "node" consumer's derived key`)
+  }
 
   // The grep: every secret, as bytes in any reply frame or file, as hex or base64 in any text.
   const files: Buffer[] = []
