@@ -65,6 +65,26 @@ async function readStdin(): Promise<Buffer> {
   return Buffer.concat(chunks)
 }
 
+/**
+ * Human output with every control character shown as an escape: C0 (but newline and tab, unless
+ * `fields`), DEL, C1, and the Unicode line separators and bidirectional overrides. Keys, values,
+ * peer names and error texts come from whoever wrote them; printed raw, `statecast keys` let a key
+ * set the terminal's title, clear the screen or fake lines (issue 21 point 15). `--json` output is
+ * exact and not escaped (JSON escapes controls itself). `fields`: newline and tab escaped too, for
+ * a value inside a line.
+ */
+export function escapeControls(s: string, fields = false): string {
+  return s.replace(fields ? /[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g : /[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => {
+    const n = c.charCodeAt(0)
+    if (c === '\n') return '\\n'
+    if (c === '\t') return '\\t'
+    return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`
+  })
+}
+
+/** stderr for people: escaped as human stdout is. */
+const errOut = (s: string) => process.stderr.write(escapeControls(s))
+
 /** Keys and values are bytes: show them as UTF-8 when they are, else as base64. */
 function printable(b: Buffer): { text: string; encoding: 'utf8' | 'base64' } {
   const s = b.toString('utf8')
@@ -101,8 +121,9 @@ export const COMMANDS: Command[] = [
         const p = printable(e.value)
         ctx.out(JSON.stringify({ key, found: true, value: p.text, encoding: p.encoding, ttlMs: e.ttlMs, remote: e.remote }) + '\n')
       } else {
-        process.stdout.write(e.value)
-        if (process.stdout.isTTY) process.stdout.write('\n')
+        // Raw bytes into a pipe or file (scripts read them back exactly); escaped on a terminal.
+        if (process.stdout.isTTY) process.stdout.write(escapeControls(e.value.toString('utf8')) + '\n')
+        else process.stdout.write(e.value)
       }
       return EXIT.OK
     },
@@ -198,7 +219,7 @@ export const COMMANDS: Command[] = [
       const prefix = typeof ctx.flags['prefix'] === 'string' ? ctx.flags['prefix'] : ''
       const rows = await (await ctx.client()).keys({ prefix, limit: lim === undefined ? 1000 : Number(lim) })
       if (ctx.json) ctx.out(JSON.stringify(rows.map((r) => ({ key: printable(r.key).text, encoding: printable(r.key).encoding, ttlMs: r.ttlMs }))) + '\n')
-      else for (const r of rows) ctx.out(`${printable(r.key).text}\t${Math.ceil(r.ttlMs / 1000)}s\n`)
+      else for (const r of rows) ctx.out(`${escapeControls(printable(r.key).text, true)}\t${Math.ceil(r.ttlMs / 1000)}s\n`)
       return EXIT.OK
     },
   },
@@ -214,7 +235,7 @@ export const COMMANDS: Command[] = [
         const answer = await rl.question('Delete every entry on this host? [y/N] ')
         rl.close()
         if (!/^y(es)?$/i.test(answer.trim())) {
-          process.stderr.write('not flushed\n')
+          errOut('not flushed\n')
           return EXIT.USAGE
         }
       }
@@ -244,7 +265,9 @@ export const COMMANDS: Command[] = [
         const now = (await client.stats()) as Stats
         const at = performance.now()
         const screen = renderWatch(prev, now, (at - prevAt) / 1000, history, client.socketPath)
-        ctx.out((process.stdout.isTTY ? '\x1b[H\x1b[2J' : '') + screen + '\n')
+        // Our own clear-screen goes around ctx.out, which escapes every control character.
+        if (process.stdout.isTTY) process.stdout.write('\x1b[H\x1b[2J')
+        ctx.out(screen + '\n')
         prev = now
         prevAt = at
       }
@@ -264,25 +287,33 @@ export const COMMANDS: Command[] = [
         if (typeof dir !== 'string' || !path.isAbsolute(dir)) throw new UsageError('--dir takes an absolute directory path')
         const name = typeof ctx.flags['name'] === 'string' ? ctx.flags['name'] : format
         const group = typeof ctx.flags['group'] === 'string' ? ctx.flags['group'] : ''
-        const w = await (await ctx.client()).ticketWindow()
+        if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new UsageError('--name takes 1 to 64 letters, digits, \'.\', \'_\' or \'-\'')
+        // Derived in the daemon: the epoch secret never leaves it.
+        const w = await (await ctx.client()).consumerKeys(format, name)
         if (!w) {
-          process.stderr.write('statecast tickets: the daemon has no ticket key yet (it agrees one with the cluster shortly after start)\n')
+          errOut('statecast tickets: the daemon has no ticket key yet (it agrees one with the cluster shortly after start)\n')
           return EXIT.NOT_FOUND
         }
-        const by = (e: number) => w.secrets.find((s) => s.epoch === e)
-        const current = by(w.epoch)
-        if (!current) {
-          process.stderr.write('statecast tickets: the daemon holds no key for the current epoch yet\n')
+        const slot = (i: number) => {
+          const k = w.keys.find((x) => x.slot === i)
+          return k && { epoch: k.epoch, name: k.name, aes: k.aes, hmac: k.hmac, real: k.real }
+        }
+        const [previous, current, next] = [slot(0), slot(1), slot(2)]
+        const wipe = () => w.keys.forEach((k) => [k.name, k.aes, k.hmac].forEach((b) => b.fill(0)))
+        if (!previous || !current || !next || current.epoch !== w.epoch) {
+          wipe()
+          errOut('statecast tickets: the daemon holds no key for the current epoch yet\n')
           return EXIT.NOT_FOUND
         }
         let written
         try {
-          written = writeConsumerFiles({ name, format: format as TicketFormat, dir, group, allowPersistentDisk: ctx.flags['allow-persistent-disk'] === true }, { rotationMs: w.rotationMs, previous: by(w.epoch - 1), current, next: by(w.epoch + 1) })
+          // The same checks as the daemon's own deliveries (prepareDir): owner, mode, setgid, symlinks, tmpfs.
+          written = writeConsumerFiles({ name, format: format as TicketFormat, dir, group, allowPersistentDisk: ctx.flags['allow-persistent-disk'] === true }, { rotationMs: w.rotationMs, previous, current, next })
         } catch (err) {
-          process.stderr.write(`statecast tickets: ${(err as Error).message}\n`)
+          errOut(`statecast tickets: ${(err as Error).message}\n`)
           return EXIT.REFUSED
         } finally {
-          for (const s of w.secrets) s.secret.fill(0)
+          wipe()
         }
         const files = written.files.map((f) => path.join(dir, f.name))
         const keys = written.keys.map((k) => ({ epoch: k.epoch, name: k.name.toString('hex') }))
@@ -320,8 +351,8 @@ export const COMMANDS: Command[] = [
       noMoreArgs(ctx, 1)
       const daemon = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'daemon', 'main.js')
       const r = spawnSync(process.execPath, [daemon, '--check-config', file], { encoding: 'utf8' })
-      process.stdout.write(r.stdout ?? '')
-      process.stderr.write((r.stderr ?? '').replace(/^statecastd: /gm, 'statecast check-config: '))
+      ctx.out(r.stdout ?? '')
+      errOut((r.stderr ?? '').replace(/^statecastd: /gm, 'statecast check-config: '))
       return r.status === 0 ? EXIT.OK : EXIT.USAGE
     },
   },
@@ -456,7 +487,7 @@ export async function main(argv: string[]): Promise<number> {
       },
     })
   } catch (err) {
-    process.stderr.write(`statecast: ${(err as Error).message}\n\n${usage()}\n`)
+    errOut(`statecast: ${(err as Error).message}\n\n${usage()}\n`)
     return EXIT.USAGE
   }
   const { values, positionals } = parsed
@@ -467,12 +498,12 @@ export async function main(argv: string[]): Promise<number> {
   }
   const cmd = COMMANDS.find((c) => c.name === name)
   if (!cmd) {
-    process.stderr.write(`statecast: unknown command ${JSON.stringify(name)}\n\n${usage()}\n`)
+    errOut(`statecast: unknown command ${JSON.stringify(name)}\n\n${usage()}\n`)
     return EXIT.USAGE
   }
   const timeout = values.timeout
   if (timeout !== undefined && !/^\d+$/.test(timeout)) {
-    process.stderr.write('statecast: --timeout takes a whole number of ms\n')
+    errOut('statecast: --timeout takes a whole number of ms\n')
     return EXIT.USAGE
   }
   let client: StatecastClient | undefined
@@ -480,7 +511,7 @@ export async function main(argv: string[]): Promise<number> {
     args,
     flags: values,
     json: values.json === true,
-    out: (s) => process.stdout.write(s),
+    out: (s) => process.stdout.write(values.json === true ? s : escapeControls(s)),
     client: async () =>
       (client ??= await StatecastClient.connect({
         socketPath: values.socket ?? privateDefault(defaultAdminSocketPath(process.env, uid, os.tmpdir())),
@@ -492,15 +523,15 @@ export async function main(argv: string[]): Promise<number> {
     return await cmd.run(ctx)
   } catch (err) {
     if (err instanceof UsageError) {
-      process.stderr.write(`statecast ${cmd.name}: ${err.message}\nUsage: statecast ${cmd.name} ${cmd.args}\n`)
+      errOut(`statecast ${cmd.name}: ${err.message}\nUsage: statecast ${cmd.name} ${cmd.args}\n`)
       return EXIT.USAGE
     }
     if (err instanceof UnixListenerError) {
-      process.stderr.write(`statecast ${cmd.name}: refusing to connect: ${err.message}\n`)
+      errOut(`statecast ${cmd.name}: refusing to connect: ${err.message}\n`)
       return EXIT.UNREACHABLE
     }
     if (err instanceof StatecastError) {
-      process.stderr.write(`statecast ${cmd.name}: ${err.message}\n`)
+      errOut(`statecast ${cmd.name}: ${err.message}\n`)
       if (err.code === 'UNREACHABLE' || err.code === 'CONNECTION_LOST' || err.code === 'TIMEOUT') return EXIT.UNREACHABLE
       if (err.code === 'BAD_ARGUMENT') return EXIT.USAGE
       return EXIT.REFUSED
@@ -516,7 +547,7 @@ main(process.argv.slice(2)).then(
     process.exitCode = code
   },
   (err: unknown) => {
-    process.stderr.write(`statecast: ${(err as Error).stack ?? String(err)}\n`)
+    errOut(`statecast: ${(err as Error).stack ?? String(err)}\n`)
     process.exitCode = 1
   },
 )

@@ -18,13 +18,13 @@ import {
   decodeGetBody,
   decodeReply,
   decodeTicketKeyBody,
-  decodeTicketWindowBody,
+  decodeConsumerKeysBody,
   encodeRequest,
   encodeRequestFlags,
   keyProblem,
   type Reply,
   type Request,
-  type TicketWindowBody,
+  type ConsumerKeysBody,
 } from '../protocol/local.js'
 import { defaultSocketPath } from '../protocol/paths.js'
 import { U32_MAX, nextId } from '../protocol/ids.js'
@@ -96,6 +96,9 @@ export class StatecastClient extends EventEmitter {
   #socket: net.Socket | undefined
   #open = false
   #closed = false
+  #destroyed = false
+  /** The one close() in progress or done (close is memoised). */
+  #closing: Promise<void> | undefined
   #decoder: FrameDecoder
   #inflight = new Map<number, Pending>()
   #queue: Pending[] = []
@@ -411,7 +414,11 @@ export class StatecastClient extends EventEmitter {
     return this.#json(await this.#request({ op: Op.PEERS, id: this.#id(), flags: 0 }, opts)) as Record<string, unknown>[]
   }
 
-  /** The cluster's TLS session ticket key in force, or undefined while none is agreed yet. */
+  /**
+   * Node's TLS session ticket key in force (48 bytes for `setTicketKeys`: the "node" consumer's,
+   * derived from the cluster's epoch secret, which never leaves the daemon), or undefined while
+   * none is agreed yet. Wipe it after use.
+   */
   async ticketKey(opts?: CallOptions): Promise<{ epoch: number; remainingMs: number; key: Buffer } | undefined> {
     const reply = StatecastClient.#check(await this.#request({ op: Op.TICKET_KEY, id: this.#id(), flags: 0 }, opts), Status.NOT_FOUND)
     if (reply.status === Status.NOT_FOUND) return undefined
@@ -422,14 +429,16 @@ export class StatecastClient extends EventEmitter {
   }
 
   /**
-   * The ticket secrets in force (previous, current, next), admin socket only, or undefined while
-   * none is agreed yet. For `statecast tickets export`; wipe the secrets after use.
+   * One consumer's ticket keys (previous, current, next; `real` false for a filler), derived in
+   * the daemon for `format` (nginx, haproxy, apache, h2o, node) and `consumer` (its name, the same
+   * on every host), or undefined while no key is agreed yet. The daemon answers DENIED unless this
+   * socket may read that consumer (the admin socket reads all). Wipe the keys after use.
    */
-  async ticketWindow(opts?: CallOptions): Promise<TicketWindowBody | undefined> {
-    const reply = StatecastClient.#check(await this.#request({ op: Op.TICKET_WINDOW, id: this.#id(), flags: 0 }, opts), Status.NOT_FOUND)
+  async consumerKeys(format: string, consumer: string, opts?: CallOptions): Promise<ConsumerKeysBody | undefined> {
+    const reply = StatecastClient.#check(await this.#request({ op: Op.CONSUMER_KEYS, id: this.#id(), flags: 0, format, consumer }, opts), Status.NOT_FOUND)
     if (reply.status === Status.NOT_FOUND) return undefined
-    const w = StatecastClient.#decode(reply, decodeTicketWindowBody, 'ticket window')
-    const out = { ...w, secrets: w.secrets.map((s) => ({ epoch: s.epoch, secret: Buffer.from(s.secret) })) }
+    const w = StatecastClient.#decode(reply, decodeConsumerKeysBody, 'consumer keys')
+    const out = { ...w, keys: w.keys.map((k) => ({ ...k, name: Buffer.from(k.name), aes: Buffer.from(k.aes), hmac: Buffer.from(k.hmac) })) }
     reply.body.fill(0)
     return out
   }
@@ -456,13 +465,21 @@ export class StatecastClient extends EventEmitter {
     }
   }
 
-  /** Graceful and idempotent: new calls fail with CLOSED, calls in flight finish, then the socket closes. */
-  async close(): Promise<void> {
-    if (this.#closed && !this.#socket) return
+  /**
+   * Graceful, idempotent and memoised: new calls fail with CLOSED, calls in flight finish, then the
+   * socket closes. Every call returns the same promise (issue 26 point 6: a second call made
+   * while requests were in flight took the drain over, and the first call's promise never settled).
+   */
+  close(): Promise<void> {
+    return (this.#closing ??= this.#close())
+  }
+
+  async #close(): Promise<void> {
     this.#closed = true
     clearTimeout(this.#retryTimer)
     this.#failQueue(new StatecastError('CLOSED', 'client closed before the request was sent'))
     if (this.#inflight.size > 0) await new Promise<void>((resolve) => (this.#drained = resolve))
+    this.#drained = undefined
     const s = this.#socket
     if (s && !s.destroyed) {
       await new Promise<void>((resolve) => {
@@ -474,6 +491,9 @@ export class StatecastClient extends EventEmitter {
 
   /** Immediate and idempotent: everything pending fails with CLOSED and the socket is destroyed. */
   destroy(): void {
+    // A close() still draining settles too: its requests fail here, and the socket closes.
+    if (this.#destroyed) return
+    this.#destroyed = true
     this.#closed = true
     clearTimeout(this.#retryTimer)
     const err = new StatecastError('CLOSED', 'client destroyed')

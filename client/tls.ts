@@ -4,9 +4,11 @@
  *
  * Which protocol resumes by which mechanism:
  *   - TLS 1.3, and TLS 1.2 with tickets (Node's default): session tickets. Every daemon of the
- *     cluster agrees on one ticket key (made inside the cluster, sent only sealed, never written to
- *     disk, rotated every `ticketKeyRotationMs`); this helper installs it with `setTicketKeys` and
- *     follows rotations, so a ticket issued by any server is accepted by all.
+ *     cluster agrees on one ticket secret per epoch (made inside the cluster, sent only sealed
+ *     under ephemeral X25519 keys, never written to disk, rotated every `ticketKeyRotationMs`),
+ *     and derives from it the key of each consumer; this helper is the "node" consumer: it reads
+ *     its key (TICKET_KEY: derived, never the secret), installs it with `setTicketKeys` and follows
+ *     rotations, so a ticket issued by any server is accepted by all.
  *   - TLS 1.2 with tickets off (`secureOptions: constants.SSL_OP_NO_TICKET`): session ids. New
  *     sessions are stored in the daemon (`newSession`), and a resuming client's session is fetched
  *     from it (`resumeSession`), from a peer if this host never saw it.

@@ -16,9 +16,15 @@ import { CompactStore } from './store/compact-store.js'
 import { Cluster } from './cluster/cluster.js'
 import { tombstoneLifetimeMs } from './store/versions.js'
 import { MemcacheServer } from './local/memcache/server.js'
+import { TenantMemcache } from './local/tenant-memcache.js'
+import { consumersFor, tenantCluster, tenantQuotas, tenantStore, tenantsOf, ticketRightsFor, type Tenant } from './local/tenants.js'
+import { resolveGroup } from './config/ticket-consumers.js'
+import fs from 'node:fs'
 import { Metrics } from './local/metrics.js'
 import { TicketKeys } from './cluster/ticket-keys.js'
-import { TicketExporter, consumerDir } from './tickets/ticket-export.js'
+import { TicketExporter, consumerDir, secretWindow } from './tickets/ticket-export.js'
+import { NODE_CONSUMER, deriveKey, deriveWindow, nodeTicketKey, wipeKey } from './tickets/ticket-formats.js'
+import { isKeyFormat } from './config/ticket-consumers.js'
 import crypto from 'node:crypto'
 import dns from 'node:dns/promises'
 import net from 'node:net'
@@ -72,7 +78,11 @@ export class Daemon {
   cluster: Cluster | undefined
   #api: ApiServer | undefined
   #admin: ApiServer | undefined
-  #memcache: MemcacheServer | undefined
+  #memcache: TenantMemcache | undefined
+  /** The tenants: the default one first (tenants.ts). */
+  readonly tenants: Tenant[]
+  /** Each named tenant's API socket, by tenant name. */
+  readonly #tenantApis = new Map<string, ApiServer>()
   #metrics: Metrics | undefined
   #purge: NodeJS.Timeout | undefined
   /** Ticket keys of a daemon without a cluster (a cluster keeps its own). */
@@ -86,17 +96,27 @@ export class Daemon {
     this.config = config
     this.log = deps.log
     this.#deps = deps
+    this.tenants = tenantsOf(config)
     this.store = new (config.storeEngine === 'lru-cache' ? LruStore : CompactStore)({
       ...config,
+      // Each tenant's share: its writes evict only its own entries (none configured: one share).
+      ...(config.tenants.length > 0 ? { tenantQuotas: tenantQuotas(config) } : {}),
       // Long enough that no copy of a deleted value can still be accepted (versions.ts).
       tombstoneLifetimeMs: tombstoneLifetimeMs(config),
       ...(deps.now ? { now: deps.now } : {}),
     })
   }
 
-  #server(name: 'api' | 'admin', socketPath: string, mode: number): ApiServer {
+  /** The ticket consumers a tenant's clients may read, by name (tenants.ts). */
+  consumersFor(tenant: string): string[] {
+    const t = this.tenants.find((x) => x.name === tenant)
+    return t ? consumersFor(t, this.config) : []
+  }
+
+  #server(name: string, socketPath: string, mode: number, tenant: Tenant | undefined = this.tenants[0]): ApiServer {
     const c = this.config
     const daemon = this
+    const admin = name === 'admin'
     return new ApiServer({
       ...c,
       name,
@@ -108,24 +128,35 @@ export class Daemon {
       beforeReplies: () => this.cluster?.flush(),
       handler: createHandler({
         ...c,
-        store: this.store,
-        admin: name === 'admin',
-        stats: () => this.stats(),
+        // The admin socket sees every tenant; an API socket, its tenant's namespace alone.
+        ...(admin ? {} : { maxKeyBytes: tenant!.maxKeyBytes }),
+        store: admin ? this.store : tenantStore(this.store, tenant!),
+        admin,
+        refuseMarker: c.tenants.length > 0,
+        // One check of ticket rights (mayReadConsumer): the admin socket reads every consumer, an
+        // API socket exactly its tenant's (the default tenant's: apiTicketConsumers).
+        ticketRights: admin ? { who: 'admin socket', consumers: 'all' } : ticketRightsFor(tenant!, c),
+        ticketConsumers: c.ticketConsumers,
+        stats: () => (admin || this.config.tenants.length === 0 ? this.stats() : this.#statsOf(tenant!)),
         ticketKey: () => {
           const t = this.#tickets()
-          return t?.current ? { epoch: t.current.epoch, remainingMs: t.remainingMs(), key: t.current.key } : undefined
+          const cur = t?.current
+          if (!t || !cur) return undefined
+          const k = deriveKey('node', NODE_CONSUMER, { epoch: cur.epoch, secret: cur.key })
+          const key = nodeTicketKey(k)
+          wipeKey(k)
+          return { epoch: cur.epoch, remainingMs: t.remainingMs(), key }
         },
-        ticketWindow: () => {
+        consumerKeys: (format, consumer) => {
           const t = this.#tickets()
-          if (!t) return undefined
-          const w = t.window()
-          if (!w.current) return undefined
-          const secrets = [w.previous, w.current, w.next].filter((k) => k !== undefined).map((k) => ({ epoch: k.epoch, secret: k.key }))
-          return { epoch: w.epoch, rotationMs: t.rotationMs, secrets }
+          const sw = t && secretWindow(t.window(), t.rotationMs)
+          if (!t || !sw || !isKeyFormat(format)) return undefined
+          const w = deriveWindow(format, consumer, sw)
+          return { epoch: t.epochNow(), rotationMs: t.rotationMs, keys: [w.previous, w.current, w.next].map((k, slot) => ({ slot, real: k.real, epoch: k.epoch, name: k.name, aes: k.aes, hmac: k.hmac })) }
         },
         // Read at request time: the cluster joins after the sockets are up.
         get cluster() {
-          return daemon.cluster
+          return admin ? daemon.cluster : tenantCluster(daemon.cluster, tenant!)
         },
       }),
     })
@@ -153,7 +184,7 @@ export class Daemon {
 
   async start(): Promise<void> {
     const c = this.config
-    for (const p of [c.socketPath, c.adminSocketPath]) prepareSocketDir(p)
+    for (const p of [c.socketPath, c.adminSocketPath, ...c.tenants.map((t) => t.socketPath)]) prepareSocketDir(p)
     if (c.clusterEnabled) {
       this.cluster = new Cluster(
         {
@@ -171,8 +202,8 @@ export class Daemon {
       await this.cluster.start()
     } else {
       const solo = new TicketKeys({ rotationMs: c.ticketKeyRotationMs, graceMs: 0, selfId: crypto.randomBytes(8) })
-      solo.tick([], true)
-      this.#ticketTimer = setInterval(() => solo.tick([], true), 1000)
+      solo.tick([], Infinity)
+      this.#ticketTimer = setInterval(() => solo.tick([], Infinity), 1000)
       this.#ticketTimer.unref()
       this.#soloTickets = solo
     }
@@ -184,20 +215,25 @@ export class Daemon {
     this.#ticketExporter.start()
     this.#api = this.#server('api', c.socketPath, c.socketMode)
     this.#admin = this.#server('admin', c.adminSocketPath, c.adminSocketMode)
-    if (c.memcacheListen.length > 0) {
-      this.#memcache = new MemcacheServer({
-        ...c,
-        version: VERSION,
-        store: this.store,
-        cluster: () => this.cluster,
-        // A quarter of the lookup table: memcache clients cannot take the room API GETs need.
-        maxRemoteLookups: Math.max(1, Math.floor(c.maxInflightLookups / 4)),
-        log: this.log,
-      })
-    }
+    for (const t of this.tenants.slice(1)) this.#tenantApis.set(t.name, this.#server(`api:${t.name}`, t.config!.socketPath, t.config!.socketMode, t))
+    const memcache = new TenantMemcache({
+      ...c,
+      version: VERSION,
+      tenants: this.tenants,
+      store: this.store,
+      cluster: () => this.cluster,
+      // A quarter of the lookup table: memcache clients cannot take the room API GETs need.
+      maxRemoteLookups: Math.max(1, Math.floor(c.maxInflightLookups / 4)),
+      log: this.log,
+    })
+    if (memcache.any) this.#memcache = memcache
     try {
       await this.#api.listen(this.#deps.listenFds?.api)
       await this.#admin.listen(this.#deps.listenFds?.admin)
+      for (const t of this.tenants.slice(1)) {
+        await this.#tenantApis.get(t.name)!.listen()
+        if (t.config!.socketGroup) fs.chownSync(t.config!.socketPath, -1, resolveGroup(t.config!.socketGroup, `tenants ${t.name} socketGroup`))
+      }
       await this.#memcache?.listen()
       if (c.metricsListen) {
         this.#metrics = new Metrics(() => this.stats(), this.log)
@@ -209,11 +245,12 @@ export class Daemon {
         await this.#metrics.listen(c.metricsListen)
       }
     } catch (err) {
-      await Promise.all([this.#api.close(0), this.#admin.close(0), this.#memcache?.close(), this.#metrics?.close(), this.cluster?.stop()])
+      await Promise.all([this.#api.close(0), this.#admin.close(0), ...[...this.#tenantApis.values()].map((s) => s.close(0)), this.#memcache?.close(), this.#metrics?.close(), this.cluster?.stop()])
       throw err
     }
     this.#purge = setInterval(() => this.store.purgeStale(), c.purgeIntervalMs)
     this.#purge.unref()
+    if (c.tenants.length > 0) this.log.info({ tenants: this.tenants.map((t) => ({ name: t.name || '(default)', maxBytes: t.maxBytes, socket: t.config?.socketPath ?? c.socketPath })) }, 'tenants')
     this.log.info({ socket: c.socketPath, adminSocket: c.adminSocketPath, maxBytes: c.maxBytes, nodeId: this.cluster?.nodeId ?? null, version: VERSION }, 'statecastd ready')
   }
 
@@ -230,7 +267,7 @@ export class Daemon {
     clearInterval(this.#ticketTimer)
     this.#ticketExporter?.close()
     this.#soloTickets?.wipe()
-    await Promise.all([this.#api?.close(grace), this.#admin?.close(grace), this.#memcache?.close(grace), this.#metrics?.close()])
+    await Promise.all([this.#api?.close(grace), this.#admin?.close(grace), ...[...this.#tenantApis.values()].map((s) => s.close(grace)), this.#memcache?.close(grace), this.#metrics?.close()])
     await this.cluster?.stop()
     const wiped = this.store.flush()
     this.log.info({ wiped }, 'statecastd stopped')
@@ -255,7 +292,7 @@ export class Daemon {
     }
     if (peers) this.cluster!.transport.setPeers(peers)
     if (changed.includes('logLevel') && 'level' in this.log) this.log.level = next.logLevel
-    if (changed.includes('maxConnections')) for (const s of [this.#api, this.#admin]) if (s) s.options.maxConnections = next.maxConnections
+    if (changed.includes('maxConnections')) for (const s of [this.#api, this.#admin, ...this.#tenantApis.values()]) if (s) s.options.maxConnections = next.maxConnections
     // What could not be applied stays as it runs, so `config` keeps describing the process.
     const merged = { ...next } as Record<string, unknown>
     for (const k of needsRestart) merged[k] = prev[k as keyof Config]
@@ -275,6 +312,42 @@ export class Daemon {
     }
   }
 
+  /** Per tenant: its share of the store, its API socket's and memcache front end's counters. */
+  #tenantStats(): Record<string, unknown> {
+    const out: Record<string, unknown> = {}
+    for (const t of this.tenants) {
+      const api = t.config ? this.#tenantApis.get(t.name) : this.#api
+      out[t.name || '(default)'] = {
+        store: this.store.usage(t.name) ?? null,
+        api: { ...api?.counters, connections: api?.connections ?? 0 },
+        memcache: this.#memcache?.servers.get(t.name)?.counters ?? null,
+        consumers: consumersFor(t, this.config),
+      }
+    }
+    return { ...out, memcacheUid: this.#memcache?.uid ?? null }
+  }
+
+  /**
+   * STATS as a tenant's API socket answers it: its own share of the store, front ends and ticket
+   * consumers, nothing of the other tenants' (the store's and cluster's counters stay daemon-wide).
+   */
+  #statsOf(t: Tenant): Record<string, unknown> {
+    const s = this.stats()
+    const name = t.name || '(default)'
+    const mine = new Set(consumersFor(t, this.config))
+    const tickets = s['tickets'] as { consumers: { name: string }[] }
+    const api = t.config ? this.#tenantApis.get(t.name) : this.#api
+    return {
+      ...s,
+      store: tenantStore(this.store, t).stats(),
+      api: { ...api?.counters, connections: api?.connections ?? 0 },
+      admin: undefined,
+      memcache: this.#memcache?.servers.get(t.name)?.counters ?? null,
+      tickets: { ...tickets, consumers: tickets.consumers.filter((c) => mine.has(c.name)) },
+      tenants: { [name]: (s['tenants'] as Record<string, unknown>)[name] },
+    }
+  }
+
   stats(): Record<string, unknown> {
     const mem = process.memoryUsage()
     return {
@@ -286,6 +359,7 @@ export class Daemon {
       admin: { ...this.#admin?.counters, connections: this.#admin?.connections ?? 0 },
       cluster: this.cluster?.stats() ?? null,
       memcache: this.#memcache?.counters ?? null,
+      ...(this.config.tenants.length > 0 || this.config.memcacheTcpAccess === 'uid' ? { tenants: this.#tenantStats() } : {}),
       tickets: this.#ticketStats(),
       process: { rssBytes: mem.rss, heapUsedBytes: mem.heapUsed, externalBytes: mem.external },
     }

@@ -9,6 +9,8 @@ import { ConfigError, FIELDS, apply, checkStartable, defaults, exampleToml, load
 import { Daemon, VERSION } from './daemon.js'
 import { createLog } from './host/log.js'
 import { Notifier, listenFds } from './host/systemd.js'
+import { Reloads } from './host/reloads.js'
+import { disableCoreDumps } from './host/core-dumps.js'
 import { loadKeyFile } from './cluster/cluster-keys.js'
 
 const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())
@@ -112,6 +114,11 @@ async function main(): Promise<number> {
   }
 
   const log = createLog(config.logLevel)
+  // Before any secret is loaded (the key file is read in daemon.start).
+  const core = disableCoreDumps()
+  if (core.state === 'turned-off') log.info({ before: core.before }, 'core dumps disabled (RLIMIT_CORE lowered to 0)')
+  else if (core.state === 'still-on') log.warn({ before: core.before, after: core.after, why: core.why }, 'core dumps could not be disabled: a crash may write the cluster key and sessions to disk; run under `ulimit -c 0` or LimitCORE=0')
+  else if (core.state === 'unknown') log.warn({ why: core.why }, 'cannot tell whether core dumps are disabled')
   const fds = listenFds()
   const daemon = new Daemon(config, { log, listenFds: { api: fds.get('api'), admin: fds.get('admin') } })
   const notify = new Notifier()
@@ -155,27 +162,25 @@ async function main(): Promise<number> {
   const statusTimer = notify.enabled ? setInterval(() => void notify.status(status()).catch(notifyFailed), 10_000) : undefined
   statusTimer?.unref()
 
-  let reloading = false
-  onHup = () => {
-    if (reloading) return
-    reloading = true
-    void (async () => {
-      await notify.send('RELOADING=1').catch(notifyFailed)
-      try {
-        const file = values['config'] as string | undefined
-        const next = apply(file ? loadFile(file) : defaults(), flags, 'command line')
-        checkStartable(next, file ?? 'command line')
-        const { applied, needsRestart } = await daemon.reload(next)
-        log.info({ applied, needsRestart }, 'configuration reloaded')
-        if (needsRestart.length) log.warn({ keys: needsRestart }, 'these changes take effect only after a restart')
-      } catch (err) {
-        log.error({ err: (err as Error).message }, 'reload failed; the running configuration is unchanged')
-      } finally {
-        reloading = false
-        await notify.send('READY=1', `STATUS=${status()}`).catch(notifyFailed)
-      }
-    })()
-  }
+  const reloads = new Reloads(async () => {
+    await notify.send('RELOADING=1').catch(notifyFailed)
+    try {
+      const file = values['config'] as string | undefined
+      // Read once, whole, and validated before anything is applied (readConfigFile, config.ts):
+      // an empty or half-written file is refused and the running configuration kept.
+      const next = apply(file ? loadFile(file) : defaults(), flags, 'command line')
+      checkStartable(next, file ?? 'command line')
+      const { applied, needsRestart } = await daemon.reload(next)
+      log.info({ applied, needsRestart }, 'configuration reloaded')
+      if (needsRestart.length) log.warn({ keys: needsRestart }, 'these changes take effect only after a restart')
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'reload failed; the running configuration is unchanged')
+    } finally {
+      await notify.send('READY=1', `STATUS=${status()}`).catch(notifyFailed)
+    }
+  })
+  // A SIGHUP during a reload makes one more reload after it (Reloads): none is lost.
+  onHup = () => reloads.request()
   if (reloadEarly) onHup()
 
   return new Promise<number>((resolve) => {

@@ -22,14 +22,22 @@
  *   KEYS    limit u32 | prefix                          (admin socket only)
  *   FLUSH   empty                                       (admin socket only)
  *   PEERS   empty
- *   TICKET_KEY empty                                    (the cluster's TLS session ticket key)
- *   TICKET_WINDOW empty                                 (admin socket only: previous, current, next)
+ *   TICKET_KEY empty                                    (Node's ticket key: the "node" consumer's)
+ *   TICKET_WINDOW empty                                 (retired: always DENIED; the epoch secrets
+ *                                                        never leave the daemon)
+ *   CONSUMER_KEYS formatLen u8 | format | name          (one consumer's derived ticket keys, if
+ *                                                        this socket may read that consumer)
  * ttlMs 0 means "the daemon's default TTL".
  *
  * Replies carry op | 0x80 and start their body with a status byte:
  *   status u8 | rest
  *   GET OK:              remainingTtlMs u32 | value
- *   TICKET_KEY OK:       epoch u32 | remainingMs u32 | key (48 bytes)
+ *   TICKET_KEY OK:       epoch u32 | remainingMs u32 | key (48 bytes: name 16 | HMAC 16 | AES 16)
+ *   CONSUMER_KEYS OK:    epoch u32 | rotationMs u32 | count u8 |
+ *                        count x (slot u8 | real u8 | epoch u32 | name 16 | aesLen u8 | aes |
+ *                                 hmacLen u8 | hmac)
+ *                        (slot 0 previous, 1 current, 2 next; real 0: a filler for an epoch with
+ *                        no secret yet, which never encrypts)
  *   TICKET_WINDOW OK:    epoch u32 | rotationMs u32 | count u8 | count x (epoch u32 | secret 48)
  *   STATS/KEYS/PEERS OK: a UTF-8 JSON document
  *   error statuses:      a UTF-8 message for people (never parsed by programs: branch on status)
@@ -61,6 +69,7 @@ export const Op = {
   PEERS: 9,
   TICKET_KEY: 10,
   TICKET_WINDOW: 11,
+  CONSUMER_KEYS: 16,
 } as const
 export type OpCode = (typeof Op)[keyof typeof Op]
 export const opName = namer(Op, 'op')
@@ -134,6 +143,7 @@ export type Request =
   | (Base & { op: typeof Op.PEERS })
   | (Base & { op: typeof Op.TICKET_KEY })
   | (Base & { op: typeof Op.TICKET_WINDOW })
+  | (Base & { op: typeof Op.CONSUMER_KEYS; format: string; consumer: string })
 
 /** A reply. `op` is the request's op (without the reply bit); `body` follows the status byte. */
 export interface Reply {
@@ -200,6 +210,8 @@ export function requestLength(req: Request): number {
       return HEADER_BYTES + 4 + req.key.length
     case Op.KEYS:
       return HEADER_BYTES + 4 + req.prefix.length
+    case Op.CONSUMER_KEYS:
+      return HEADER_BYTES + 1 + Buffer.byteLength(req.format, 'latin1') + Buffer.byteLength(req.consumer, 'latin1')
   }
 }
 
@@ -244,6 +256,14 @@ export function encodeRequest(req: Request): Buffer {
       buf.writeUInt32BE(req.limit, HEADER_BYTES)
       req.prefix.copy(buf, HEADER_BYTES + 4)
       break
+    case Op.CONSUMER_KEYS: {
+      const f = Buffer.byteLength(req.format, 'latin1')
+      if (f > 255) throw new ProtocolError('BAD_FIELD', 'CONSUMER_KEYS format longer than 255 bytes')
+      buf[HEADER_BYTES] = f
+      buf.write(req.format, HEADER_BYTES + 1, 'latin1')
+      buf.write(req.consumer, HEADER_BYTES + 1 + f, 'latin1')
+      break
+    }
     default:
       break
   }
@@ -289,6 +309,12 @@ export function decodeRequest(frame: Buffer): Request {
       needBytes(body.length, 4, 'KEYS body')
       const { n } = u32Parser.parse(body) as { n: number }
       return { op, id, flags, limit: n, prefix: body.subarray(4) }
+    }
+    case Op.CONSUMER_KEYS: {
+      needBytes(body.length, 1, 'CONSUMER_KEYS body')
+      const f = body[0]!
+      needBytes(body.length - 1, f, 'CONSUMER_KEYS format')
+      return { op, id, flags, format: body.subarray(1, 1 + f).toString('latin1'), consumer: body.subarray(1 + f).toString('latin1') }
     }
     default:
       throw new ProtocolError('UNKNOWN_OP', `unknown operation ${op}`)
@@ -451,6 +477,88 @@ export function decodeTicketWindowBody(body: Buffer): TicketWindowBody {
   const secrets: TicketWindowBody['secrets'] = []
   for (let i = 0, off = 9; i < n; i++, off += 4 + TICKET_SECRET_BYTES) secrets.push({ epoch: body.readUInt32BE(off), secret: body.subarray(off + 4, off + 4 + TICKET_SECRET_BYTES) })
   return { epoch: body.readUInt32BE(0), rotationMs: body.readUInt32BE(4), secrets }
+}
+
+/** One derived key of a CONSUMER_KEYS reply. */
+export interface ConsumerKey {
+  /** 0 previous, 1 current, 2 next. */
+  slot: number
+  /** False for a filler (its epoch has no secret yet): it decrypts nothing and never encrypts. */
+  real: boolean
+  epoch: number
+  name: Buffer
+  aes: Buffer
+  hmac: Buffer
+}
+
+export interface ConsumerKeysBody {
+  /** The epoch the daemon's clock is in. */
+  epoch: number
+  rotationMs: number
+  keys: ConsumerKey[]
+}
+
+/** Bytes of a key name in a CONSUMER_KEYS reply. */
+export const CONSUMER_KEY_NAME_BYTES = 16
+/** Most keys a CONSUMER_KEYS reply carries (previous, current, next). */
+export const MAX_CONSUMER_KEYS = 3
+
+/** The body of a CONSUMER_KEYS OK reply (after the status byte). The caller wipes it after use. */
+export function encodeConsumerKeysBody(b: ConsumerKeysBody): Buffer {
+  if (b.keys.length > MAX_CONSUMER_KEYS) throw new ProtocolError('BAD_FIELD', `a CONSUMER_KEYS reply holds at most ${MAX_CONSUMER_KEYS} keys`)
+  let len = 9
+  for (const k of b.keys) {
+    if (k.name.length !== CONSUMER_KEY_NAME_BYTES || k.aes.length > 255 || k.hmac.length > 255 || k.slot > 2) throw new ProtocolError('BAD_FIELD', 'a consumer key has a 16-byte name, keys of at most 255 bytes and a slot from 0 to 2')
+    len += 6 + CONSUMER_KEY_NAME_BYTES + 2 + k.aes.length + k.hmac.length
+  }
+  const buf = Buffer.alloc(len)
+  buf.writeUInt32BE(b.epoch, 0)
+  buf.writeUInt32BE(b.rotationMs, 4)
+  buf[8] = b.keys.length
+  let off = 9
+  for (const k of b.keys) {
+    buf[off] = k.slot
+    buf[off + 1] = k.real ? 1 : 0
+    buf.writeUInt32BE(k.epoch, off + 2)
+    k.name.copy(buf, off + 6)
+    off += 6 + CONSUMER_KEY_NAME_BYTES
+    buf[off] = k.aes.length
+    k.aes.copy(buf, off + 1)
+    off += 1 + k.aes.length
+    buf[off] = k.hmac.length
+    k.hmac.copy(buf, off + 1)
+    off += 1 + k.hmac.length
+  }
+  return buf
+}
+
+/** Decodes a CONSUMER_KEYS OK body; keys are views into `body`. Throws ProtocolError only. */
+export function decodeConsumerKeysBody(body: Buffer): ConsumerKeysBody {
+  needBytes(body.length, 9, 'CONSUMER_KEYS body')
+  const n = body[8]!
+  if (n > MAX_CONSUMER_KEYS) throw new ProtocolError('BAD_FIELD', `a CONSUMER_KEYS reply holds at most ${MAX_CONSUMER_KEYS} keys, got ${n}`)
+  const keys: ConsumerKey[] = []
+  let off = 9
+  for (let i = 0; i < n; i++) {
+    needBytes(body.length - off, 6 + CONSUMER_KEY_NAME_BYTES + 1, 'CONSUMER_KEYS key')
+    const slot = body[off]!
+    const real = body[off + 1]!
+    if (slot > 2 || real > 1) throw new ProtocolError('BAD_FIELD', `CONSUMER_KEYS key with slot ${slot}, real ${real}`)
+    const epoch = body.readUInt32BE(off + 2)
+    const name = body.subarray(off + 6, off + 6 + CONSUMER_KEY_NAME_BYTES)
+    off += 6 + CONSUMER_KEY_NAME_BYTES
+    const a = body[off]!
+    needBytes(body.length - off - 1, a + 1, 'CONSUMER_KEYS AES key')
+    const aes = body.subarray(off + 1, off + 1 + a)
+    off += 1 + a
+    const h = body[off]!
+    needBytes(body.length - off - 1, h, 'CONSUMER_KEYS HMAC key')
+    const hmac = body.subarray(off + 1, off + 1 + h)
+    off += 1 + h
+    keys.push({ slot, real: real === 1, epoch, name, aes, hmac })
+  }
+  if (off !== body.length) throw new ProtocolError('TRAILING', `CONSUMER_KEYS body has ${body.length - off} bytes after its keys`)
+  return { epoch: body.readUInt32BE(0), rotationMs: body.readUInt32BE(4), keys }
 }
 
 /** An empty chunk: `decoder.push(EMPTY_CHUNK, onFrame)` resumes a decoder that was stopped. */

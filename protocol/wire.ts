@@ -35,6 +35,16 @@
  *               [second reply address, of the other family: when flags has DUAL_STACK]
  *   LEAVE       empty
  *   TICKET_KEY  epoch u32 | creator id (8 bytes) | key (48 bytes)
+ *               (retired: daemons no longer send it and drop it unread; see TICKET_SEAL)
+ *   TICKET_PUB  period u32 | public key (X25519, 32 bytes) | count u8 (<= 4) |
+ *               count x (epoch u32 | holder id (8 bytes))
+ *               (the sender's ephemeral key for receiving ticket secrets during wall epoch
+ *               `period`, and which epochs' secrets it holds, each with the member it took it from
+ *               or itself: group, with every heartbeat, and unicast in answer to a HELLO)
+ *   TICKET_SEAL epoch u32 | sealer public key (32) | recipient public key (32) | nonce (12) |
+ *               sealed secret (48) | tag (16)
+ *               (one epoch's ticket secret for one member: AES-256-GCM under
+ *               HKDF(X25519(sealer, recipient), ids, epoch and both public keys); unicast only)
  *   REPLICATE   replId u32 | ttlMs u32 | flags u32 | totalLen u32 | index u16 | count u16 |
  *               version u64 | keyLen u16 | key | chunk
  *   ACK         replId u32
@@ -134,12 +144,23 @@ export const MsgType = {
   DELETE: 10,
   BATCH: 11,
   ACKS: 12,
+  TICKET_PUB: 20,
+  TICKET_SEAL: 21,
 } as const
 /** Bytes of a TLS session ticket key (Node's setTicketKeys). */
 export const TICKET_KEY_BYTES = 48
+/** Bytes of an X25519 public key (TICKET_PUB, TICKET_SEAL). */
+export const X25519_PUBLIC_BYTES = 32
+/** Bytes of a TICKET_SEAL's AES-GCM nonce and tag. */
+export const TICKET_SEAL_NONCE_BYTES = 12
+export const TICKET_SEAL_TAG_BYTES = 16
+/** Most epochs a TICKET_PUB lists (previous, current, next and the one after). */
+export const MAX_TICKET_HELD = 4
+/** Bytes of a TICKET_SEAL payload. */
+const TICKET_SEAL_BYTES = 4 + 2 * X25519_PUBLIC_BYTES + TICKET_SEAL_NONCE_BYTES + TICKET_KEY_BYTES + TICKET_SEAL_TAG_BYTES
 export type MsgTypeCode = (typeof MsgType)[keyof typeof MsgType]
 /** Types that may be sent to the group (receiver NO_RECEIVER); every other type names its receiver. */
-export const GROUP_TYPES: ReadonlySet<number> = new Set<number>([MsgType.LOOKUP, MsgType.INVALIDATE, MsgType.ANNOUNCE, MsgType.LEAVE, MsgType.TICKET_KEY])
+export const GROUP_TYPES: ReadonlySet<number> = new Set<number>([MsgType.LOOKUP, MsgType.INVALIDATE, MsgType.ANNOUNCE, MsgType.LEAVE, MsgType.TICKET_KEY, MsgType.TICKET_PUB])
 
 /** The digest of a key that binds a HIT or MISS to the key asked for. */
 export function keyDigest(key: Buffer): Buffer {
@@ -172,6 +193,8 @@ export type Message =
   | { type: typeof MsgType.ACK; replId: number }
   | { type: typeof MsgType.DELETE; replId: number; version: bigint; key: Buffer }
   | { type: typeof MsgType.ACKS; replIds: number[] }
+  | { type: typeof MsgType.TICKET_PUB; period: number; pub: Buffer; held: { epoch: number; holder: Buffer }[] }
+  | { type: typeof MsgType.TICKET_SEAL; epoch: number; sealerPub: Buffer; recipientPub: Buffer; nonce: Buffer; sealed: Buffer; tag: Buffer }
 
 /** The most messages one BATCH carries (its count is a u8). */
 export const MAX_BATCH_COUNT = 255
@@ -317,6 +340,10 @@ function payloadLength(m: Message): number {
       return 4 + VERSION_BYTES + 2 + m.key.length
     case MsgType.ACKS:
       return 2 + 4 * m.replIds.length
+    case MsgType.TICKET_PUB:
+      return 4 + X25519_PUBLIC_BYTES + 1 + (4 + SENDER_ID_BYTES) * m.held.length
+    case MsgType.TICKET_SEAL:
+      return TICKET_SEAL_BYTES
     default:
       throw new ProtocolError('UNKNOWN_OP', `unknown message type ${(m as { type: unknown }).type}`)
   }
@@ -475,6 +502,34 @@ function writePayload(buf: Buffer, off: number, m: Message): void {
       buf.writeUInt16BE(m.replIds.length, off)
       for (let i = 0; i < m.replIds.length; i++) buf.writeUInt32BE(m.replIds[i]!, off + 2 + 4 * i)
       break
+    case MsgType.TICKET_PUB: {
+      fixedBuffer(m.pub, X25519_PUBLIC_BYTES, 'TICKET_PUB public key')
+      if (m.held.length > MAX_TICKET_HELD) throw new ProtocolError('BAD_FIELD', `TICKET_PUB lists at most ${MAX_TICKET_HELD} epochs; got ${m.held.length}`)
+      buf.writeUInt32BE(m.period, off)
+      m.pub.copy(buf, off + 4)
+      buf[off + 4 + X25519_PUBLIC_BYTES] = m.held.length
+      let at = off + 5 + X25519_PUBLIC_BYTES
+      for (const h of m.held) {
+        fixedBuffer(h.holder, SENDER_ID_BYTES, 'TICKET_PUB holder id')
+        buf.writeUInt32BE(h.epoch, at)
+        h.holder.copy(buf, at + 4)
+        at += 4 + SENDER_ID_BYTES
+      }
+      break
+    }
+    case MsgType.TICKET_SEAL:
+      fixedBuffer(m.sealerPub, X25519_PUBLIC_BYTES, 'TICKET_SEAL sealer public key')
+      fixedBuffer(m.recipientPub, X25519_PUBLIC_BYTES, 'TICKET_SEAL recipient public key')
+      fixedBuffer(m.nonce, TICKET_SEAL_NONCE_BYTES, 'TICKET_SEAL nonce')
+      fixedBuffer(m.sealed, TICKET_KEY_BYTES, 'TICKET_SEAL sealed secret')
+      fixedBuffer(m.tag, TICKET_SEAL_TAG_BYTES, 'TICKET_SEAL tag')
+      buf.writeUInt32BE(m.epoch, off)
+      m.sealerPub.copy(buf, off + 4)
+      m.recipientPub.copy(buf, off + 4 + X25519_PUBLIC_BYTES)
+      m.nonce.copy(buf, off + 4 + 2 * X25519_PUBLIC_BYTES)
+      m.sealed.copy(buf, off + 4 + 2 * X25519_PUBLIC_BYTES + TICKET_SEAL_NONCE_BYTES)
+      m.tag.copy(buf, off + 4 + 2 * X25519_PUBLIC_BYTES + TICKET_SEAL_NONCE_BYTES + TICKET_KEY_BYTES)
+      break
     default:
       throw new ProtocolError('UNKNOWN_OP', `unknown message type ${(m as { type: unknown }).type}`)
   }
@@ -629,6 +684,28 @@ function decodePayload(type: number, p: Buffer): Message {
       const replIds: number[] = new Array(count)
       for (let i = 0; i < count; i++) replIds[i] = p.readUInt32BE(2 + 4 * i)
       return { type: MsgType.ACKS, replIds }
+    }
+    case MsgType.TICKET_PUB: {
+      needBytes(p.length, 5 + X25519_PUBLIC_BYTES, 'TICKET_PUB')
+      const count = p[4 + X25519_PUBLIC_BYTES]!
+      if (count > MAX_TICKET_HELD) throw new ProtocolError('BAD_FIELD', `TICKET_PUB lists at most ${MAX_TICKET_HELD} epochs, got ${count}`)
+      exactly(p.subarray(5 + X25519_PUBLIC_BYTES), (4 + SENDER_ID_BYTES) * count, `TICKET_PUB of ${count} epochs`)
+      const held: { epoch: number; holder: Buffer }[] = []
+      for (let i = 0, at = 5 + X25519_PUBLIC_BYTES; i < count; i++, at += 4 + SENDER_ID_BYTES) held.push({ epoch: p.readUInt32BE(at), holder: p.subarray(at + 4, at + 4 + SENDER_ID_BYTES) })
+      return { type: MsgType.TICKET_PUB, period: p.readUInt32BE(0), pub: p.subarray(4, 4 + X25519_PUBLIC_BYTES), held }
+    }
+    case MsgType.TICKET_SEAL: {
+      exactly(p, TICKET_SEAL_BYTES, 'TICKET_SEAL')
+      const a = 4 + 2 * X25519_PUBLIC_BYTES
+      return {
+        type: MsgType.TICKET_SEAL,
+        epoch: p.readUInt32BE(0),
+        sealerPub: p.subarray(4, 4 + X25519_PUBLIC_BYTES),
+        recipientPub: p.subarray(4 + X25519_PUBLIC_BYTES, a),
+        nonce: p.subarray(a, a + TICKET_SEAL_NONCE_BYTES),
+        sealed: p.subarray(a + TICKET_SEAL_NONCE_BYTES, a + TICKET_SEAL_NONCE_BYTES + TICKET_KEY_BYTES),
+        tag: p.subarray(a + TICKET_SEAL_NONCE_BYTES + TICKET_KEY_BYTES),
+      }
     }
     default:
       throw new ProtocolError('UNKNOWN_OP', `unknown message type ${type}`)

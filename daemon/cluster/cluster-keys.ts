@@ -30,6 +30,11 @@ export function loadKeyFile(file: string): ClusterKey[] {
   if (st.mode & 0o077) {
     throw new KeyError('KEY_FILE_EXPOSED', `key file ${file} has mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}: group or others may read it; run chmod 600 ${file}`)
   }
+  // Its owner can read and replace it (issue 21 point 13): root or this daemon's user only.
+  const me = typeof process.getuid === 'function' ? process.getuid() : -1
+  if (me >= 0 && st.uid !== 0 && st.uid !== me) {
+    throw new KeyError('KEY_FILE_EXPOSED', `key file ${file} belongs to uid ${st.uid}, not to root or this daemon's user (uid ${me}), who may read and replace it; run chown root ${file}`)
+  }
   try {
     return parseKeyFile(fs.readFileSync(file, 'utf8'), file)
   } catch (err) {

@@ -11,7 +11,6 @@
  */
 import type { ClusterKey } from '../../protocol/keyfile.js'
 import { AnnounceFlag, MsgType, type Address, type Message } from '../../protocol/wire.js'
-import { BoundedSet } from '../../protocol/bounded.js'
 import type { ClusterHooks } from './hooks.js'
 import { Lookups, type AnswerCounters, type LookupOptions } from './lookups.js'
 import { Membership, type Member, type MembershipCounters } from './membership.js'
@@ -20,7 +19,8 @@ import type { Log } from '../host/log.js'
 import type { SessionStore } from '../store/session-store.js'
 import { versionWallMs } from '../store/versions.js'
 import { Transport, type Incoming, type TransportOptions } from './transport.js'
-import { TicketKeys, type TicketKey } from './ticket-keys.js'
+import type { TicketKeys } from './ticket-keys.js'
+import { TicketGossip } from './ticket-gossip.js'
 import { Replicator, type ReplicationOptions } from './replication.js'
 import { systemClock, type Clock, type TimerHandle } from './clock.js'
 import type { PeerTransport } from './peer-transport.js'
@@ -85,7 +85,8 @@ export class Cluster implements ClusterHooks {
     announcesFromBeforeStart: 0,
   }
   readonly membership: Membership
-  readonly tickets: TicketKeys
+  /** Ticket secrets and how they travel (ticket-gossip.ts). */
+  readonly ticketGossip: TicketGossip
   readonly replicator: Replicator
   readonly #o: ClusterOptions
   readonly #store: SessionStore
@@ -94,10 +95,6 @@ export class Cluster implements ClusterHooks {
   readonly #random: () => number
   #heartbeat: TimerHandle | undefined
   #timers = new Set<TimerHandle>()
-  /** `member:epoch` of members told the winning ticket secret (once per epoch each). */
-  #toldLoser = new BoundedSet<string>(4096)
-  /** Which of our ticket secrets the next heartbeat repeats. */
-  #ticketTurn = 0
   #stopped: Promise<void> | undefined
 
   constructor(o: ClusterOptions, keys: ClusterKey[], store: SessionStore, log: Log, deps: ClusterDeps = {}) {
@@ -116,7 +113,18 @@ export class Cluster implements ClusterHooks {
       this.lookups.membersChanged()
       this.replicator.membersChanged()
     }
-    this.tickets = new TicketKeys({ rotationMs: o.ticketKeyRotationMs, graceMs: 3 * o.heartbeatMs, selfId: this.transport.nodeId, now: () => clock.wallMs() })
+    const membership = this.membership
+    this.ticketGossip = new TicketGossip(o, this.transport, {
+      aliveIds: () => membership.liveIds(),
+      trusted: (id) => membership.members.get(id)?.trusted ?? false,
+      addressOf: (id) => membership.addressOf(id),
+      settledForMs: () => membership.settledForMs(),
+    }, clock)
+  }
+
+  /** The ticket secrets this daemon holds (the exporter and the API read their window). */
+  get tickets(): TicketKeys {
+    return this.ticketGossip.keys
   }
 
   /** The members this host knows (membership.ts), by node id. */
@@ -132,6 +140,7 @@ export class Cluster implements ClusterHooks {
     await this.transport.start()
     this.membership.start()
     this.#announce(AnnounceFlag.HELLO)
+    this.ticketGossip.announce()
     this.#scheduleHeartbeat()
     this.#log.info({ nodeId: this.nodeId, name: this.#o.nodeName, group: `${this.#o.group}:${this.#o.port}`, ...(this.#o.second ? { dualStackGroup: this.#o.second.group, dualStackReply: this.transport.replyAddressFor(this.transport.families[1]!) } : {}), reply: this.transport.replyAddress }, 'joined the cluster')
   }
@@ -144,29 +153,9 @@ export class Cluster implements ClusterHooks {
       this.#announce(0)
       this.membership.sweep()
       this.replicator.sweep()
-      this.#tickTickets()
+      this.ticketGossip.heartbeat()
       this.#scheduleHeartbeat()
     }, delay)
-  }
-
-  /**
-   * Makes the ticket secrets of this epoch and the two after it when that falls to us, and sends
-   * them at once. Their maker then repeats one of them per heartbeat, in turn (loss); the others
-   * do not, so the cluster sends one TICKET_KEY per heartbeat, not one per member: newcomers get
-   * them all in answer to HELLO, and a maker whose secret lost is sent the winner. Right after a
-   * fleet starts together, the secrets of one window may come from two makers (each made some
-   * before it heard of the other, and each epoch keeps the lowest maker's); each then repeats its
-   * own until those epochs end: one TICKET_KEY per maker, never one per member.
-   */
-  #tickTickets(): void {
-    const made = this.tickets.tick(this.membership.liveIds(), this.membership.settled())
-    for (const k of made) this.transport.sendGroup(this.#ticketMsg(k))
-    const repeat = this.tickets.mine().filter((k) => !made.includes(k))
-    if (repeat.length > 0) this.transport.sendGroup(this.#ticketMsg(repeat[this.#ticketTurn++ % repeat.length]!))
-  }
-
-  #ticketMsg(k: TicketKey): Message {
-    return { type: MsgType.TICKET_KEY, epoch: k.epoch, creator: k.creator, key: k.key }
   }
 
   #announceMsg(flags: number): Message {
@@ -219,7 +208,12 @@ export class Cluster implements ClusterHooks {
       case MsgType.ANNOUNCE:
         return this.#onAnnounce(sender, msg, sentAtMs)
       case MsgType.TICKET_KEY:
-        return this.#onTicketKey(sender, msg)
+        return this.ticketGossip.onRetired()
+      case MsgType.TICKET_PUB:
+        return this.ticketGossip.onPub(sender, msg, member !== undefined, member !== undefined && (member.trusted || this.membership.fromOwnAddress(member, rinfo)))
+      case MsgType.TICKET_SEAL:
+        // Only from a member past its probation, or in probation at its own address (as copies).
+        return this.ticketGossip.onSeal(sender, msg, member !== undefined && (member.trusted || this.membership.fromOwnAddress(member, rinfo)))
       case MsgType.REPLICATE:
         // A copy is taken only from a member past its probation: an address that announced
         // itself once cannot fill the store (nor have ACKs sent anywhere).
@@ -246,28 +240,7 @@ export class Cluster implements ClusterHooks {
     const out = this.membership.onAnnounce(sender, msg, sentAtMs)
     if (!out) return
     this.transport.sendTo(out.welcome, sender, this.#announceMsg(0))
-    for (const k of this.tickets.all()) this.transport.sendTo(out.welcome, sender, this.#ticketMsg(k))
-  }
-
-  /**
-   * A ticket secret from a member. When it replaces one we made, the winner is multicast once, so
-   * members that hold our losing secret follow. When ours wins (the sender missed it, or it is a
-   * maker from the other side of a healed partition), the sender is told, once per epoch.
-   */
-  #onTicketKey(sender: string, k: TicketKey): void {
-    const before = this.tickets.all().find((x) => x.epoch === k.epoch)
-    const ours = before !== undefined && before.creator.equals(this.transport.nodeId)
-    if (this.tickets.offer(k)) {
-      if (ours) this.transport.sendGroup(this.#ticketMsg(k))
-      return
-    }
-    const winner = this.tickets.winnerOver(k)
-    const told = `${sender}:${k.epoch}`
-    if (!winner || this.#toldLoser.has(told)) return
-    const to = this.membership.addressOf(sender)
-    if (!to) return
-    this.#toldLoser.add(told)
-    this.transport.sendTo(to, sender, this.#ticketMsg(winner))
+    this.ticketGossip.welcome(out.welcome, sender)
   }
 
   // ---- ClusterHooks (called by the request handler) ----
@@ -343,6 +316,7 @@ export class Cluster implements ClusterHooks {
       replicationPending: this.replicator.pending,
       ...this.replicator.counters,
       ...this.transport.counters,
+      ...this.ticketGossip.counters,
     }
   }
 
@@ -352,7 +326,7 @@ export class Cluster implements ClusterHooks {
       this.#clock.clearTimeout(this.#heartbeat)
       for (const t of this.#timers) this.#clock.clearTimeout(t)
       this.lookups.close()
-      this.tickets.wipe()
+      this.ticketGossip.wipe()
       // Sessions this host owns go to the owners that remain before the others hear LEAVE.
       const t0 = this.#clock.now()
       await this.replicator.handoff(this.#o.handoffTimeoutMs)

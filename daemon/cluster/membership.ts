@@ -123,7 +123,12 @@ export class Membership {
 
   /** True once we have listened long enough that an empty member list means we are alone (deadAfterMs). */
   settled(): boolean {
-    return this.#clock.now() - this.#startedAt > this.#o.deadAfterMs
+    return this.settledForMs() > 0
+  }
+
+  /** How long the member list has been complete, in ms (negative: still listening). */
+  settledForMs(): number {
+    return this.#clock.now() - this.#startedAt - this.#o.deadAfterMs
   }
 
   /**

@@ -1,21 +1,25 @@
 /**
  * Cluster-wide TLS session ticket secrets, so a ticket issued on one host resumes on any other
- * (TLS 1.3, and TLS 1.2 with tickets).
+ * (TLS 1.3, and TLS 1.2 with tickets). This file holds the secrets and decides which to take;
+ * ticket-gossip.ts moves them between daemons (forward-secret: X25519 per member and epoch).
  *
  * Time is cut into epochs of `rotationMs`. Each epoch has one random 48-byte secret, and it is
  * agreed ahead: during epoch e the alive member with the lowest node id makes the secrets of e,
- * e + 1 and e + 2 (those nobody has yet) and multicasts them (sealed), repeating them every
- * heartbeat. So when e + 1 begins, every daemon (and every server it feeds) already holds its
- * secret, and the secret that becomes "next" at that moment too: the servers' windows move in one
- * step per epoch, and a host whose clock runs a little ahead encrypts with a key the others can
- * decrypt.
+ * e + 1 and e + 2 (those nobody has yet), so when e + 1 begins, every daemon (and every server it
+ * feeds) already holds its secret, and the secret that becomes "next" at that moment too.
  * Every daemon keeps a window of three: the previous epoch's (to decrypt tickets of hosts that
  * rotate a little later), the current one's (encrypts) and the next one's (decrypts tickets of
  * hosts that rotate a little earlier).
  *
- * Within one epoch the secret of the lowest creator id wins, so concurrent creators (a partition
- * healing, a slow failure detector) converge on one. A member that is not the lowest makes its
- * own only when none for the epoch has arrived `graceMs` into the epoch before it.
+ * Nobody makes a secret before it has listened for the cluster (`settled`): a daemon that just
+ * started takes the cluster's. A member that is not the lowest makes its own only when none for
+ * the epoch has arrived `graceMs` into the epoch and `graceMs` after it settled.
+ *
+ * A secret once held for an epoch of the window (previous, current, next: any of them may have
+ * been handed to a server) is never replaced: a sender cannot change the keys servers use in
+ * the middle of an epoch. Only the epoch after next, which no server holds yet, may change, to
+ * the secret of a lower holder, so that two makers (a partition healing, a fleet started
+ * together) converge before it comes into use.
  * Secrets live in memory only, are never logged, and are wiped when they leave the window.
  */
 import crypto from 'node:crypto'
@@ -23,6 +27,7 @@ import { TICKET_KEY_BYTES } from '../../protocol/wire.js'
 
 export interface TicketKey {
   epoch: number
+  /** Who we took it from (its maker, or the member that passed it on), or our own id: we made it. */
   creator: Buffer
   key: Buffer
 }
@@ -89,12 +94,6 @@ export class TicketKeys {
     return [...this.#keys.values()].sort((a, b) => a.epoch - b.epoch)
   }
 
-  /** The secrets we made that are in force or next: what the maker repeats every heartbeat. */
-  mine(): TicketKey[] {
-    const e = this.epochNow()
-    return this.all().filter((k) => k.epoch >= e && k.creator.equals(this.#o.selfId))
-  }
-
   /** Time left in the current key's epoch, in ms (0 when there is no key). */
   remainingMs(): number {
     const c = this.current
@@ -104,9 +103,10 @@ export class TicketKeys {
 
   /**
    * Called on every heartbeat. Makes the secrets of the current epoch and the two after it when
-   * that falls to us; returns those it made (for the caller to announce).
+   * that falls to us; returns those it made (for the caller to send). `settledForMs`: how long
+   * the member list has been complete (negative: not yet).
    */
-  tick(aliveIds: string[], settled: boolean): TicketKey[] {
+  tick(aliveIds: string[], settledForMs: number): TicketKey[] {
     const pruned = this.#prune()
     const epoch = this.epochNow()
     const lowest = aliveIds.every((id) => this.#selfHex < id)
@@ -114,8 +114,8 @@ export class TicketKeys {
     const made: TicketKey[] = []
     for (const e of [epoch, epoch + 1, epoch + 2]) {
       if (this.#keys.has(e)) continue
-      if (!settled && !(lowest && aliveIds.length > 0)) continue
-      if (!lowest && intoEpoch < this.#o.graceMs) continue
+      if (settledForMs < 0) continue
+      if (!lowest && (intoEpoch < this.#o.graceMs || settledForMs < this.#o.graceMs)) continue
       const k: TicketKey = { epoch: e, creator: Buffer.from(this.#o.selfId), key: crypto.randomBytes(TICKET_KEY_BYTES) }
       this.#keys.set(e, k)
       made.push(k)
@@ -124,31 +124,42 @@ export class TicketKeys {
     return made
   }
 
-  /** A secret announced by a peer; adopted when it wins. True when it changed our window. */
-  offer(k: TicketKey): boolean {
-    if (k.key.length !== TICKET_KEY_BYTES) return false
+  /** Whether `epoch` is one a secret may be held for now (previous to the one after next). */
+  inRange(epoch: number): boolean {
     const e = this.epochNow()
+    return epoch >= e - 1 && epoch <= e + 2
+  }
+
+  /**
+   * A secret from member `k.creator` (the authenticated sender). Taken when we hold none for its
+   * epoch; when we hold the same secret, the lower of the two holders is remembered (so the
+   * members passing it on agree on who does); a different secret replaces ours only for the epoch
+   * after next (no server holds it yet) and only when its sender's id is lower. True when our
+   * window changed.
+   */
+  offer(k: TicketKey): boolean {
+    if (k.key.length !== TICKET_KEY_BYTES || k.creator.length !== this.#o.selfId.length) return false
     // A peer whose clock runs far ahead must not pin a future epoch on everyone; one far behind
     // offers a secret no server needs any more.
-    if (k.epoch > e + 2 || k.epoch < e - 1) return false
+    if (!this.inRange(k.epoch)) return false
     const have = this.#keys.get(k.epoch)
-    if (have && Buffer.compare(k.creator, have.creator) >= 0) return false
-    have?.key.fill(0)
+    if (have) {
+      if (have.key.equals(k.key)) {
+        if (Buffer.compare(k.creator, have.creator) < 0) have.creator = Buffer.from(k.creator)
+        return false
+      }
+      if (k.epoch < this.epochNow() + 2 || Buffer.compare(k.creator, have.creator) >= 0) return false
+      have.key.fill(0)
+    }
     this.#keys.set(k.epoch, { epoch: k.epoch, creator: Buffer.from(k.creator), key: Buffer.from(k.key) })
     this.#prune()
     this.onChange?.()
     return true
   }
 
-  /**
-   * Our secret for `k`'s epoch when it wins over `k` (made by a lower id), so the sender can be
-   * told; undefined when `k` wins, ties, or is outside the window.
-   */
-  winnerOver(k: TicketKey): TicketKey | undefined {
-    const e = this.epochNow()
-    if (k.epoch > e + 2 || k.epoch < e - 1) return undefined
-    const have = this.#keys.get(k.epoch)
-    return have && Buffer.compare(k.creator, have.creator) > 0 ? have : undefined
+  /** The secret held for `epoch`, if any (the caller must not keep or log it). */
+  get(epoch: number): TicketKey | undefined {
+    return this.#keys.get(epoch)
   }
 
   /** Wipes and drops the secrets that left the window. True when any did. */

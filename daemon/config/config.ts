@@ -9,12 +9,13 @@ import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import { TomlError, parse as parseToml } from 'smol-toml'
-import { adminSocketBeside, defaultAdminSocketPath, defaultSocketPath } from '../../protocol/paths.js'
+import { adminSocketBeside, defaultAdminSocketPath, defaultRuntimeDir, defaultSocketPath } from '../../protocol/paths.js'
 import { MAX_KEY_BYTES } from '../../protocol/local.js'
 import { AnnounceFlag, MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, SENDER_ID_BYTES, datagramLength, hitChunkBytes, replicateChunkBytes, type Message } from '../../protocol/wire.js'
 import { LOG_LEVELS, type LogLevel } from '../host/log.js'
 import { parseListen } from './listen.js'
 import { parseConsumers, type TicketConsumer } from './ticket-consumers.js'
+import { parseTenants, parseUsers, type TenantConfig } from './tenants.js'
 
 /** What each kind of field holds once parsed: the type of its keys in `Config`. */
 interface KindValues {
@@ -29,6 +30,9 @@ interface KindValues {
   mcast: string
   list: string[]
   consumers: TicketConsumer[]
+  tenants: TenantConfig[]
+  access: 'open' | 'uid'
+  users: number[]
 }
 
 type Kind = keyof KindValues
@@ -57,6 +61,19 @@ type FieldSpec = {
 }[Kind]
 
 const uid = () => (typeof process.getuid === 'function' ? process.getuid() : 1000)
+
+/**
+ * The default ticketDir. Never a shared fixed path (another user could make it first): root's
+ * /run/statecast/tickets; under systemd (RuntimeDirectory= sets $RUNTIME_DIRECTORY, and the unit's
+ * PrivateTmp hides /tmp from every TLS server) tickets/ in that directory; otherwise tickets/ in
+ * the user's private runtime directory, which the daemon checks (protocol/paths.ts).
+ */
+export function defaultTicketDir(env: NodeJS.ProcessEnv, id: number, tmpdir: string): string {
+  if (id === 0) return '/run/statecast/tickets'
+  const rt = env['RUNTIME_DIRECTORY']?.split(':')[0]
+  if (rt && rt.startsWith('/')) return `${rt.replace(/\/+$/, '')}/tickets`
+  return `${defaultRuntimeDir(env, id, tmpdir)}/tickets`
+}
 
 /**
  * Every key of the daemon's configuration. `Config` is derived from this table, so a new key is one
@@ -99,8 +116,9 @@ export const FIELDS = [
   // The floor is low so tests can watch rotations; it must stay well above heartbeatMs, since the
   // next epoch's key is agreed by heartbeats during the epoch before it.
   { key: 'ticketKeyRotationMs', kind: 'int', def: () => 3_600_000, min: 2_000, max: 7 * 86_400_000, unit: 'ms', doc: 'how often the cluster-wide TLS session ticket key changes; servers keep the previous and next key too, so a ticket resumes for one to two periods (at least 10 heartbeats)' },
-  { key: 'ticketDir', kind: 'string', def: () => (uid() === 0 ? '/run/statecast/tickets' : `${process.env['XDG_RUNTIME_DIR'] || os.tmpdir()}/statecast/tickets`), unit: 'path', doc: 'directory (on tmpfs) under which each ticket consumer without a dir of its own gets <ticketDir>/<name>/', example: '"/run/statecast/tickets"' },
+  { key: 'ticketDir', kind: 'string', def: () => defaultTicketDir(process.env, uid(), os.tmpdir()), unit: 'path', doc: 'directory (on tmpfs) under which each ticket consumer without a dir of its own gets <ticketDir>/<name>/; default: root and the shipped unit (systemd\'s $RUNTIME_DIRECTORY) /run/statecast/tickets, where every TLS server can reach it; other users tickets/ in their private runtime directory', example: '"/run/statecast/tickets"' },
   { key: 'ticketConsumers', kind: 'consumers', def: () => [], unit: 'list of tables', doc: 'TLS servers fed the cluster\'s ticket keys: [[ticketConsumers]] tables with name (default: the format; the same on every host), format (nginx, haproxy, apache, h2o), dir (default <ticketDir>/<name>), group (owns the 0640 files), reloadCommand (argv run after each write, no shell), adminSocket (HAProxy, instead of a reload), timeoutMs (default 10000), allowPersistentDisk (default false); see docs/tls-servers.md', example: '[{ name = "nginx", format = "nginx", group = "www-data", reloadCommand = ["systemctl", "reload", "nginx"] }]' },
+  { key: 'apiTicketConsumers', kind: 'list', def: () => ['node'], unit: 'names', doc: 'ticket-key consumers whose derived keys the API socket may read (CONSUMER_KEYS; TICKET_KEY is "node", the Node helper\'s): names of ticketConsumers or of Node consumers, comma-separated; the admin socket reads all; no socket ever returns an epoch secret' },
   { key: 'multicastEnabled', kind: 'bool', def: () => true, unit: 'true/false', doc: 'use the multicast group; false = listed peers only (networks without multicast)' },
   { key: 'peers', kind: 'list', def: () => [], reloads: true, unit: 'HOST:PORT', doc: 'peers reached by unicast (their unicastPort); names are resolved at start' },
   { key: 'replicationFactor', kind: 'int', def: () => 2, min: 0, max: 16, unit: 'copies', doc: 'copies of each session in the cluster, this host\'s included (1 = no replication); 0 = every trusted member holds every session (push to all: GETs are local, but each host holds the whole fleet\'s sessions, N times the store of replicationFactor 1, and every SET costs N - 1 copies; for segments of a few hosts, see docs/scaling.md)' },
@@ -112,6 +130,9 @@ export const FIELDS = [
   { key: 'handoffTimeoutMs', kind: 'int', def: () => 5000, min: 0, max: 600_000, unit: 'ms', doc: 'longest a clean shutdown spends handing sessions to their new owners' },
   { key: 'metricsListen', kind: 'optstring', def: () => '', unit: 'HOST:PORT', doc: 'Prometheus metrics at http://HOST:PORT/metrics (loopback only); empty = off' },
   { key: 'memcacheListen', kind: 'list', def: () => [], unit: 'addresses', doc: 'memcached front end (text, meta and binary protocols): 127.0.0.1:PORT, [::1]:PORT, localhost:PORT, a bare PORT (loopback) and/or socket paths, comma-separated; empty = off' },
+  { key: 'memcacheTcpAccess', kind: 'access', def: () => 'open', unit: 'open/uid', doc: 'who a memcache TCP listener (loopback) serves: "open" = every local user, as the tenant that lists it (the default tenant for memcacheListen; start-up logs a warning per listener); "uid" = each connection\'s client uid (Linux: /proc/net/tcp) picks the tenant whose memcacheUsers list it (memcacheListen: any tenant, or the default tenant by memcacheUsers; a tenant\'s own listener: that tenant), other uids are refused; socket paths are guarded by their mode, not by this key' },
+  { key: 'memcacheUsers', kind: 'users', def: () => [], unit: 'user names or uids', doc: 'with memcacheTcpAccess = "uid": the users a memcacheListen TCP listener serves as the default tenant' },
+  { key: 'tenants', kind: 'tenants', def: () => [], unit: 'list of tables', doc: 'tenants: [[tenants]] tables with name (the key namespace; the same on every host), socketPath (its API socket), socketMode (default "0660", its sockets), socketGroup (owns its sockets), maxBytes (its share of this host\'s store, bytes; the default tenant, served on socketPath and memcacheListen, gets what maxBytes leaves), memcacheListen (its memcache listeners: socket paths, or loopback HOST:PORT), memcacheUsers (uids it is on TCP listeners with memcacheTcpAccess = "uid"), ticketConsumers (names of the ticketConsumers whose keys its socket may read, or "node" for TICKET_KEY); see docs/tenants.md', example: '[{ name = "web", socketPath = "/run/statecast/web.sock", socketGroup = "www-data", maxBytes = 16777216, memcacheListen = ["/run/statecast/web-mc.sock"], ticketConsumers = ["nginx"] }]' },
   { key: 'memcacheMaxConnections', kind: 'int', def: () => 1024, min: 1, max: 1_000_000, unit: 'connections', doc: 'connections open at once on each memcache listener (each has its own count); more get SERVER_ERROR too many connections' },
   { key: 'memcacheIdleTimeoutMs', kind: 'int', def: () => 0, min: 0, max: 2 ** 31 - 1, unit: 'ms', doc: 'a memcache connection with no traffic either way for this long is closed; 0 = never, as memcached by default (clients keep connections open between requests; the connection cap and the command timeout still guard against hogs)' },
   { key: 'memcacheCommandTimeoutMs', kind: 'int', def: () => 30_000, min: 0, max: 2 ** 31 - 1, unit: 'ms', doc: 'longest a memcache command line or data block may take to arrive once its first byte came (the idle timeout restarts on every byte, so one byte now and then held a connection forever); the connection is closed; 0 = no limit' },
@@ -120,7 +141,7 @@ export const FIELDS = [
   { key: 'maxReassemblyBytes', kind: 'int', def: () => 8 * 1024 * 1024, min: 65_536, max: 2 ** 40, unit: 'bytes', doc: 'bytes of partly received values held at once (values, chunk indexes and per-chunk overhead)' },
   { key: 'maxMembers', kind: 'int', def: () => 512, min: 1, max: 65_535, unit: 'members', doc: 'members held at once; ANNOUNCEs from more senders are refused and counted (membersRefused)' },
   { key: 'memberProbationMs', kind: 'int', def: () => 2000, min: 0, max: 600_000, unit: 'ms', doc: 'a new member is pushed session copies (and owns keys) only once it has announced itself again at least this long after it first appeared; the default is two default heartbeats' },
-  { key: 'maxTombstones', kind: 'int', def: () => 65_536, min: 1, max: 100_000_000, unit: 'tombstones', doc: 'deleted keys remembered at once, each for 2 x replayWindowMs plus the copy retry span, so an old copy cannot bring a deleted session back; when full, the oldest goes and older copies of unknown keys are refused until it would have expired' },
+  { key: 'maxTombstones', kind: 'int', def: () => 65_536, min: 1, max: 100_000_000, unit: 'tombstones', doc: 'deleted keys remembered at once, each for 2 x replayWindowMs plus the copy retry span, so an old copy cannot bring a deleted session back; when full, the oldest goes and older copies of unknown keys of its bucket (1 of 65,536) are refused until it would have expired; deletes of keys held nothing of have a table of their own, whose oldest goes with no floor' },
   { key: 'maxHolderRecords', kind: 'int', def: () => 262_144, min: 1, max: 100_000_000, unit: 'records', doc: 'hosts remembered as holding a copy of a key (they fetched it here, or a copy went between them and here), each for the copy\'s remaining TTL, so a delete reaches them; when full, new ones are not remembered and counted (holdersUnrecorded)' },
 ] as const satisfies readonly FieldSpec[]
 
@@ -229,6 +250,21 @@ function coerce(f: Field, raw: unknown, where: string): unknown {
       } catch (err) {
         throw new ConfigError(`${where}: ${(err as Error).message}`)
       }
+    case 'tenants':
+      try {
+        return parseTenants(raw)
+      } catch (err) {
+        throw new ConfigError(`${where}: ${(err as Error).message}`)
+      }
+    case 'users':
+      try {
+        return parseUsers(raw, f.key)
+      } catch (err) {
+        throw new ConfigError(`${where}: ${(err as Error).message}`)
+      }
+    case 'access':
+      if (raw !== 'open' && raw !== 'uid') throw bad('"open" or "uid"')
+      return raw
     case 'level':
       if (typeof raw !== 'string' || !(LOG_LEVELS as readonly string[]).includes(raw)) throw bad(`one of ${LOG_LEVELS.join(', ')}`)
       return raw
@@ -283,6 +319,7 @@ export function apply(base: Config, overrides: Record<string, unknown>, where: s
   if (c.peers.length > 0 && c.unicastPort === 0) throw new ConfigError(`${where}: peers are listed, so unicastPort must be a fixed port (the one the other hosts list)`)
   if (!c.multicastEnabled && c.peers.length === 0 && c.clusterEnabled) throw new ConfigError(`${where}: multicastEnabled is false and no peers are listed: list peers, or set clusterEnabled = false`)
   if (c.ticketKeyRotationMs < 10 * c.heartbeatMs) throw new ConfigError(`${where}: ticketKeyRotationMs (${c.ticketKeyRotationMs}) must be at least 10 times heartbeatMs (${c.heartbeatMs}): the next key is agreed by heartbeats during the epoch before it`)
+  checkTenants(c, where)
   const datagrams = datagramProblem(c)
   if (datagrams) throw new ConfigError(`${where}: ${datagrams}`)
   if (4 * c.replicationAckDelayMs > c.replicationAckTimeoutMs) throw new ConfigError(`${where}: replicationAckDelayMs (${c.replicationAckDelayMs}) must be at most a quarter of replicationAckTimeoutMs (${c.replicationAckTimeoutMs}): an acknowledgement held longer makes the sender retry copies that arrived`)
@@ -318,6 +355,31 @@ export function datagramProblem(c: Config): string | undefined {
   return `maxDatagramBytes (${c.maxDatagramBytes}) is too small for ${over.map((n) => `${n.what} (${n.bytes} bytes)`).join(', ')}: raise maxDatagramBytes to at least ${Math.max(...over.map((n) => n.bytes))}, or lower maxKeyBytes${over.some((n) => n.what.includes('LOOKUP')) ? ' or replicationFactor' : ''}`
 }
 
+/**
+ * Checks across keys that tenants need: quotas within maxBytes (the default tenant gets the
+ * rest), room for keys after the namespace, consumers that exist, and no socket or listener used
+ * twice.
+ */
+function checkTenants(c: Config, where: string): void {
+  if (c.tenants.length === 0) return
+  const sum = c.tenants.reduce((n, t) => n + t.maxBytes, 0)
+  if (sum > c.maxBytes) throw new ConfigError(`${where}: tenants: the tenants' maxBytes add up to ${sum} bytes, more than maxBytes (${c.maxBytes}): each host's store holds every tenant's share`)
+  const names = new Set(c.ticketConsumers.map((x) => x.name))
+  const used = new Map<string, string>([[c.socketPath, 'socketPath'], [c.adminSocketPath, 'adminSocketPath']])
+  c.memcacheListen.forEach((x, i) => used.set(x, `memcacheListen item ${i + 1}`))
+  c.tenants.forEach((t, i) => {
+    const at = `tenants[${i}]`
+    if (t.maxBytes < c.maxValueBytes + c.maxKeyBytes) throw new ConfigError(`${where}: ${at}.maxBytes (${t.maxBytes}) must hold at least one entry of maxValueBytes (${c.maxValueBytes}) and maxKeyBytes (${c.maxKeyBytes})`)
+    if (Buffer.byteLength(t.name) + 3 > c.maxKeyBytes) throw new ConfigError(`${where}: ${at}.name leaves no room for keys within maxKeyBytes (${c.maxKeyBytes}): a tenant's keys are at most maxKeyBytes minus the name's length plus 2`)
+    for (const n of t.ticketConsumers) if (!names.has(n) && n !== 'node') throw new ConfigError(`${where}: ${at}.ticketConsumers names ${JSON.stringify(n)}, which is neither "node" (the Node helper's keys, TICKET_KEY) nor the name of any ticketConsumers entry`)
+    for (const [p, what] of [[t.socketPath, `${at}.socketPath`], ...t.memcacheListen.map((x, j) => [x, `${at}.memcacheListen item ${j + 1}`])] as [string, string][]) {
+      const other = used.get(p)
+      if (other) throw new ConfigError(`${where}: ${what} is the same socket or listener as ${other}: each serves one tenant`)
+      used.set(p, what)
+    }
+  })
+}
+
 /** Longest Unix socket path Linux can bind (sun_path holds 108 bytes with the terminating zero). */
 export const MAX_SOCKET_PATH_BYTES = 107
 /** Longest node name: ANNOUNCE carries its length in one byte. */
@@ -333,6 +395,12 @@ function checkLimits(c: Config, where: string): void {
   const paths: [string, string][] = [['socketPath', c.socketPath], ['adminSocketPath', c.adminSocketPath]]
   c.memcacheListen.forEach((x, i) => {
     if (x.startsWith('/')) paths.push([`memcacheListen item ${i + 1}`, x])
+  })
+  c.tenants.forEach((t, i) => {
+    paths.push([`tenants[${i}].socketPath`, t.socketPath])
+    t.memcacheListen.forEach((x, j) => {
+      if (x.startsWith('/')) paths.push([`tenants[${i}].memcacheListen item ${j + 1}`, x])
+    })
   })
   for (const [name, p] of paths) {
     const n = Buffer.byteLength(p, 'utf8')
@@ -382,13 +450,52 @@ function tomlReason(err: TomlError): string {
  * and what was expected, never the text of the line: the file may not be a config at all (a key
  * file given by mistake), and errors reach stderr and the log.
  */
-export function loadFile(path: string, base: Config = defaults()): Config {
-  let text: string
+/**
+ * The text of a config file, read once through one descriptor, refused unless it is safe and
+ * whole. Issue 21 points 12 and 13:
+ * - writable by group or others, or owned by someone other than root or this process's user:
+ *   whoever can write it picks `adminSocketMode`, `reloadCommand` (run as this daemon's user) and
+ *   `ticketDir`, so it is as sensitive as the daemon itself;
+ * - empty (or only white space): a file being written (an editor truncates, then writes) read by a
+ *   SIGHUP parsed as valid TOML with every key at its default and emptied `peers` without a word;
+ *   a config with every default is a file of comments, never an empty one;
+ * - changed while read (size or mtime of the descriptor differ before and after): half-written.
+ * The owner and mode are those of the descriptor read (fstat), not of a path looked up again.
+ */
+export function readConfigFile(path: string): string {
+  let fd: number
   try {
-    text = fs.readFileSync(path, 'utf8')
+    fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
   } catch (err) {
     throw new ConfigError(`cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? 'read failed'}`)
   }
+  try {
+    const before = fs.fstatSync(fd)
+    if (!before.isFile()) throw new ConfigError(`config file ${path} is not a regular file; refusing it`)
+    if (before.mode & 0o022) throw new ConfigError(`config file ${path} has mode 0${(before.mode & 0o777).toString(8)}: group or others may write it, and whoever writes it chooses what this daemon runs (reloadCommand) and who reaches its admin socket; refusing it: run chmod go-w ${path}`)
+    const me = typeof process.getuid === 'function' ? process.getuid() : -1
+    if (me >= 0 && before.uid !== 0 && before.uid !== me) throw new ConfigError(`config file ${path} belongs to uid ${before.uid}, not to root or this daemon's user (uid ${me}), who could rewrite it; refusing it: run chown root ${path}`)
+    let bytes: Buffer
+    try {
+      bytes = fs.readFileSync(fd)
+    } catch (err) {
+      throw new ConfigError(`cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? 'read failed'}`)
+    }
+    const after = fs.fstatSync(fd)
+    // A file renamed into place meanwhile is no matter: what was read is the old one, whole.
+    if (bytes.length !== before.size || after.size !== before.size || after.mtimeMs !== before.mtimeMs) {
+      throw new ConfigError(`config file ${path} changed while it was read (being written?); refusing it: write the new config to another file and rename it into place`)
+    }
+    const text = bytes.toString('utf8')
+    if (text.trim() === '') throw new ConfigError(`config file ${path} is empty (${bytes.length} bytes); refusing it (a file being written? write it elsewhere and rename it into place; a config with every default is a file of comments)`)
+    return text
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+export function loadFile(path: string, base: Config = defaults()): Config {
+  const text = readConfigFile(path)
   let doc: Record<string, unknown>
   try {
     doc = parseToml(text) as Record<string, unknown>

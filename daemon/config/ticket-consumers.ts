@@ -4,7 +4,7 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
-import { TICKET_FORMATS, type TicketFormat } from '../tickets/ticket-formats.js'
+import { KEY_FORMATS, TICKET_FORMATS, unsafePathReason, type KeyFormat, type TicketFormat } from '../tickets/ticket-formats.js'
 
 export interface TicketConsumer {
   /** Name in the key derivation and in status; the same on every host of the cluster. */
@@ -52,6 +52,8 @@ export function parseConsumers(raw: unknown): TicketConsumer[] {
     seen.add(name)
     const dir = str('dir', '')
     if (dir && !path.isAbsolute(dir)) throw new Error(`${at}.dir must be an absolute path, got ${JSON.stringify(dir)}`)
+    const unsafe = dir ? unsafePathReason(dir) : undefined
+    if (unsafe) throw new Error(`${at}.dir: ${unsafe}`)
     const group = str('group', '')
     if (group) resolveGroup(group, `${at}.group`)
     const rc = o['reloadCommand'] ?? []
@@ -90,4 +92,34 @@ export function resolveGroup(group: string, what: string): number {
     if (name === group && gid && /^\d+$/.test(gid)) return Number(gid)
   }
   throw new Error(`${what}: no group ${JSON.stringify(group)} on this host`)
+}
+
+/**
+ * What one connection may read of the ticket keys: the consumers it may ask for (CONSUMER_KEYS,
+ * and TICKET_KEY, which is the "node" consumer). The admin socket reads all; the main API socket
+ * (the default tenant) those `apiTicketConsumers` names; a tenant's API socket those its
+ * [[tenants]] table lists (daemon/local/tenants.ts `ticketRightsFor`).
+ */
+export interface TicketRights {
+  /** Who asks, for messages: "api socket", "admin socket", a tenant's name. */
+  who: string
+  consumers: 'all' | ReadonlySet<string>
+}
+
+/**
+ * The one check of who reads which ticket keys. A consumer is a name and a format: a name of
+ * `ticketConsumers` has that entry's format and no other (the same name under another format
+ * would be another key, which some other host may use); any other name is a Node consumer.
+ */
+export function mayReadConsumer(rights: TicketRights, format: string, name: string, configured: readonly Pick<TicketConsumer, 'name' | 'format'>[]): boolean {
+  if (!(KEY_FORMATS as readonly string[]).includes(format)) return false
+  if (rights.consumers === 'all') return true
+  if (!rights.consumers.has(name)) return false
+  const c = configured.find((x) => x.name === name)
+  return format === (c?.format ?? 'node')
+}
+
+/** Whether `format` names a key format (a file format, or "node"). */
+export function isKeyFormat(format: string): format is KeyFormat {
+  return (KEY_FORMATS as readonly string[]).includes(format)
 }

@@ -265,7 +265,7 @@ export class ApiServer {
   }
 
   /**
-   * Listens on the configured path (see UnixListener: stale-socket check, umask, mode, owner) or
+   * Listens on the configured path (see UnixListener: stale-socket check, private bind, mode, owner) or
    * on an inherited listening file descriptor (systemd socket activation).
    */
   async listen(fd?: number): Promise<void> {

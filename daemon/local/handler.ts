@@ -4,11 +4,13 @@
  * The GET hit path is: key bytes -> latin1 string -> store.get -> one reply buffer. No logging,
  * no promise, no allocation beyond the key string and the reply.
  */
-import { Op, ReplyFlag, ReqFlag, Status, encodeError, encodeReply, encodeTicketKeyBody, encodeTicketWindowBody, keyProblem, type Request, type TicketWindowBody } from '../../protocol/local.js'
+import { Op, ReplyFlag, ReqFlag, Status, encodeConsumerKeysBody, encodeError, encodeReply, encodeTicketKeyBody, keyProblem as codecKeyProblem, type ConsumerKeysBody, type Request } from '../../protocol/local.js'
+import { mayReadConsumer, type TicketConsumer, type TicketRights } from '../config/ticket-consumers.js'
 import { StoreError, type SessionStore } from '../store/session-store.js'
 import type { ClusterHooks } from '../cluster/hooks.js'
 import type { Config } from '../config/config.js'
 import { SessionOps, type Done, type WriteOptions } from './session-ops.js'
+import { markerProblem, tenantOfStoreKey } from '../../protocol/tenant-keys.js'
 
 const NO_PROPAGATE: WriteOptions = { propagate: false }
 
@@ -19,11 +21,22 @@ export interface HandlerDeps extends Pick<Config, 'maxKeyBytes'> {
   admin: boolean
   stats(): unknown
   cluster?: ClusterHooks | undefined
-  /** The TLS ticket key in force, if one is known yet. */
+  /** Which ticket-key consumers this socket's connections may read (mayReadConsumer); default none. */
+  ticketRights?: TicketRights
+  /** The configured consumers (a name's format is theirs). */
+  ticketConsumers?: readonly Pick<TicketConsumer, 'name' | 'format'>[]
+  /** Node's ticket key in force ("node" consumer, derived; 48 bytes), if one is known yet. The handler wipes it. */
   ticketKey(): { epoch: number; remainingMs: number; key: Buffer } | undefined
-  /** The ticket secrets in the window (previous, current, next), if the current one is known. */
-  ticketWindow?(): TicketWindowBody | undefined
+  /** A consumer's derived keys (previous, current, next), if the current secret is known. The handler wipes them. */
+  consumerKeys?(format: string, name: string): ConsumerKeysBody | undefined
+  /**
+   * Whether client keys starting with the tenant marker (protocol/tenant-keys.ts) are refused: on
+   * a daemon with tenants, such a key would name another tenant's. Without tenants they are keys.
+   */
+  refuseMarker?: boolean
 }
+
+const NO_RIGHTS: TicketRights = { who: 'socket', consumers: new Set() }
 
 const EMPTY = Buffer.alloc(0)
 const json = (v: unknown) => Buffer.from(JSON.stringify(v), 'utf8')
@@ -43,6 +56,11 @@ export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Pro
     const reply = (ok: boolean) => encodeReply(op, id, ok ? Status.OK : Status.NOT_FOUND)
     return d instanceof Promise ? d.then(reply) : reply(d)
   }
+  const rights = deps.ticketRights ?? NO_RIGHTS
+  const consumers = deps.ticketConsumers ?? []
+  // A client key may not start with the tenant marker (protocol/tenant-keys.ts), which would name
+  // another tenant's key; the admin socket sees every tenant and names their keys so.
+  const keyProblem = admin || !deps.refuseMarker ? codecKeyProblem : (key: Buffer, max: number) => codecKeyProblem(key, max) ?? markerProblem(key)
 
   function remoteGet(id: number, key: string): Promise<Buffer> {
     return deps.cluster!.lookup(key).then(
@@ -104,18 +122,30 @@ export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Pro
         const limit = req.limit === 0 ? 1000 : req.limit
         const keys = store.keys(req.prefix.toString('latin1'), limit)
         // Keys are bytes; latin1 round-trips every byte, so clients can recover them exactly.
-        return encodeReply(Op.KEYS, req.id, Status.OK, json(keys.map((k) => ({ key: k, ttlMs: store.remainingTtl(k) }))))
+        // A tenant's key is listed as the store names it (the admin socket reads it so), with its tenant.
+        return encodeReply(Op.KEYS, req.id, Status.OK, json(keys.map((k) => {
+          const tenant = tenantOfStoreKey(k)
+          return tenant ? { key: k, tenant, ttlMs: store.remainingTtl(k) } : { key: k, ttlMs: store.remainingTtl(k) }
+        })))
       }
       case Op.TICKET_KEY: {
+        if (!mayReadConsumer(rights, 'node', 'node', consumers)) return encodeError(Op.TICKET_KEY, req.id, Status.DENIED, `the ${rights.who} may not read the ticket keys of consumer "node"`)
         const k = deps.ticketKey()
         if (!k) return encodeReply(Op.TICKET_KEY, req.id, Status.NOT_FOUND)
-        return secretReply(Op.TICKET_KEY, req.id, encodeTicketKeyBody(k))
+        const body = encodeTicketKeyBody(k)
+        k.key.fill(0)
+        return secretReply(Op.TICKET_KEY, req.id, body)
       }
-      case Op.TICKET_WINDOW: {
-        if (!admin) return encodeError(Op.TICKET_WINDOW, req.id, Status.DENIED, 'the ticket window is readable on the admin socket only')
-        const w = deps.ticketWindow?.()
-        if (!w) return encodeReply(Op.TICKET_WINDOW, req.id, Status.NOT_FOUND)
-        return secretReply(Op.TICKET_WINDOW, req.id, encodeTicketWindowBody(w))
+      case Op.TICKET_WINDOW:
+        // Retired: it returned the raw epoch secrets, from which every consumer's keys derive.
+        return encodeError(Op.TICKET_WINDOW, req.id, Status.DENIED, 'TICKET_WINDOW is retired: epoch secrets never leave the daemon; ask CONSUMER_KEYS for one consumer\'s keys')
+      case Op.CONSUMER_KEYS: {
+        if (!mayReadConsumer(rights, req.format, req.consumer, consumers)) return encodeError(Op.CONSUMER_KEYS, req.id, Status.DENIED, `the ${rights.who} may not read the ticket keys of consumer ${JSON.stringify(req.consumer)} (format ${JSON.stringify(req.format)})`)
+        const w = deps.consumerKeys?.(req.format, req.consumer)
+        if (!w) return encodeReply(Op.CONSUMER_KEYS, req.id, Status.NOT_FOUND)
+        const body = encodeConsumerKeysBody(w)
+        for (const k of w.keys) for (const b of [k.name, k.aes, k.hmac]) b.fill(0)
+        return secretReply(Op.CONSUMER_KEYS, req.id, body)
       }
       case Op.FLUSH: {
         if (!admin) return encodeError(Op.FLUSH, req.id, Status.DENIED, 'flushing is allowed on the admin socket only')

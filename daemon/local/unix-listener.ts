@@ -2,7 +2,7 @@
  * The one way the daemon listens on a Unix socket path (the API and admin sockets; the memcache
  * front end's socket listeners are to use it too): a private directory where the path is a
  * user's default, a stale-socket check that never displaces a live listener, the socket file
- * created under a narrowed umask and given its mode, its owner checked, and on close the file
+ * bound in a private directory and given its mode before it is linked into place, its owner checked, and on close the file
  * removed only if it is still the one this listener made.
  *
  *   const l = await UnixListener.listen(server, { path, mode: 0o660 })   // server: a net.Server
@@ -152,13 +152,25 @@ export class UnixListener {
   static async listen(server: net.Server, options: UnixListenOptions): Promise<UnixListener> {
     const { path: socketPath, mode } = options
     await clearStaleSocket(socketPath)
-    // Bound under a private name, then hard-linked to the real path: link() never replaces an
+    // Bound in a private directory (0700, made here, in the socket's directory), given its mode
+    // there, then hard-linked to the real path: nobody can reach the socket before it has its mode,
+    // and the process umask is never touched (issue 21 point 11: narrowed across the await of the
+    // bind, it made every file and directory created meanwhile, by any part of the daemon, as
+    // narrow as the socket: consumer key directories came out 0640). link() never replaces an
     // existing file, so a listener that appeared meanwhile is never clobbered; and libuv, which
     // unlinks the name it bound when the server closes, removes only the private name, so closing
     // never removes a socket another process has put at the real path since.
-    const bound = path.join(path.dirname(socketPath), `.sc-${crypto.randomBytes(6).toString('hex')}`)
-    const direct = Buffer.byteLength(bound) > MAX_SOCKET_PATH_BYTES
-    const oldMask = process.umask(~mode & 0o777)
+    const dir = path.dirname(socketPath)
+    let privateDir: string | undefined
+    let bound = socketPath
+    if (Buffer.byteLength(path.join(dir, '.sc-XXXXXX', 's')) <= MAX_SOCKET_PATH_BYTES) {
+      try {
+        privateDir = fs.mkdtempSync(path.join(dir, '.sc-'))
+      } catch (err) {
+        throw new UnixListenerError('LISTEN_FAILED', `cannot listen on ${socketPath}: ${(err as Error).message}`)
+      }
+      bound = path.join(privateDir, 's')
+    }
     try {
       await new Promise<void>((resolve, reject) => {
         const onError = (err: NodeJS.ErrnoException) => {
@@ -166,24 +178,38 @@ export class UnixListener {
           reject(new UnixListenerError(inUse ? 'ADDRESS_IN_USE' : 'LISTEN_FAILED', inUse ? `another process took ${socketPath} while this one was starting` : `cannot listen on ${socketPath}: ${err.message}`))
         }
         server.once('error', onError)
-        server.listen({ path: direct ? socketPath : bound, ...(options.backlog !== undefined ? { backlog: options.backlog } : {}) }, () => {
-          server.off('error', onError)
-          resolve()
-        })
+        const listen = () =>
+          server.listen({ path: bound, ...(options.backlog !== undefined ? { backlog: options.backlog } : {}) }, () => {
+            server.off('error', onError)
+            resolve()
+          })
+        if (privateDir !== undefined) listen()
+        else {
+          // A path too long for the private name is bound in place. Node binds a pipe inside
+          // listen() itself, synchronously (net.js, setupListenHandle), so the umask is narrowed
+          // for that call only and restored before anything else of this process runs: no await,
+          // no callback, sees it. Only a file created by a libuv worker thread in that same
+          // instant could.
+          const oldMask = process.umask(~mode & 0o777)
+          try {
+            listen()
+          } finally {
+            process.umask(oldMask)
+          }
+        }
       })
-    } finally {
-      process.umask(oldMask)
-    }
-    if (!direct) {
-      try {
-        fs.linkSync(bound, socketPath)
-      } catch (err) {
-        server.close()
-        const e = err as NodeJS.ErrnoException
-        throw new UnixListenerError(e.code === 'EEXIST' ? 'ADDRESS_IN_USE' : 'LISTEN_FAILED', e.code === 'EEXIST' ? `another process took ${socketPath} while this one was starting` : `cannot listen on ${socketPath}: ${e.message}`)
-      } finally {
-        fs.rmSync(bound, { force: true })
+      if (privateDir !== undefined) {
+        fs.chmodSync(bound, mode)
+        try {
+          fs.linkSync(bound, socketPath)
+        } catch (err) {
+          server.close()
+          const e = err as NodeJS.ErrnoException
+          throw new UnixListenerError(e.code === 'EEXIST' ? 'ADDRESS_IN_USE' : 'LISTEN_FAILED', e.code === 'EEXIST' ? `another process took ${socketPath} while this one was starting` : `cannot listen on ${socketPath}: ${e.message}`)
+        }
       }
+    } finally {
+      if (privateDir !== undefined) fs.rmSync(privateDir, { recursive: true, force: true })
     }
     const st = fs.lstatSync(socketPath)
     const me = uid()

@@ -30,6 +30,9 @@ import {
   StoreError,
   admit,
   effectiveTtl,
+  quotasOf,
+  tenantFor,
+  type TenantUsage,
   type StoreCounters,
   type StoreEntry,
   type StoreOptions,
@@ -37,6 +40,7 @@ import {
   type SessionStore,
 } from './session-store.js'
 import { Hlc, NO_VERSION, Tombstones, peerWins } from './versions.js'
+import { tenantPrefix } from '../../protocol/tenant-keys.js'
 
 export { ENTRY_OVERHEAD_BYTES, STORE_DEFAULTS, StoreError }
 export type { StoreCounters, StoreEntry, StoreOptions, StoreStats }
@@ -232,9 +236,20 @@ export class CompactStore implements SessionStore {
   #used = 0
   /** First free slot below #used; free slots chain through #next. */
   #freeSlot = NIL
-  /** Least and most recently used slots. */
-  #head = NIL
-  #tail = NIL
+  /**
+   * Each tenant's least and most recently used slots: one LRU list per tenant, so that a write
+   * evicts only its own tenant's entries. Tenant 0 is the default tenant.
+   */
+  #head: Uint32Array
+  #tail: Uint32Array
+  /** Each tenant's bytes and share of maxBytes. */
+  readonly #tenantBytes: Float64Array
+  readonly #tenantEntries: Float64Array
+  readonly #quota: number[]
+  /** Each tenant's store-key prefix, by index. */
+  readonly #prefixes: string[] = []
+  readonly #tenantIndex = new Map<string, number>()
+  readonly #quotas: ReadonlyMap<string, number>
   #size = 0
   #bytes = 0
   /** Whether the key last hashed has a char above 255. */
@@ -256,6 +271,8 @@ export class CompactStore implements SessionStore {
   #keyLength = new Uint32Array(0)
   #keyWide = new Uint8Array(0)
   #valueLength = new Uint32Array(0)
+  /** Each slot's tenant (an index of #quota). */
+  #tenant = new Uint8Array(0)
 
   constructor(options: Partial<StoreOptions> = {}) {
     const o = { ...STORE_DEFAULTS, ...options }
@@ -268,7 +285,19 @@ export class CompactStore implements SessionStore {
     // The same default clock as LRUCache, so as Store: monotonic, fractional ms.
     this.#now = o.now ?? (() => performance.now())
     this.#clock = o.clock ?? new Hlc()
-    this.#tombstones = new Tombstones({ lifetimeMs: o.tombstoneLifetimeMs, max: o.maxTombstones, now: this.#now })
+    this.#tombstones = new Tombstones({ lifetimeMs: o.tombstoneLifetimeMs, max: o.maxTombstones, now: this.#now, tenants: o.tenantQuotas?.keys() ?? [] })
+    this.#quotas = quotasOf(o)
+    if (this.#quotas.size > 256) throw new TypeError(`a store holds at most 256 tenants, got ${this.#quotas.size}`)
+    this.#quota = []
+    for (const [name, bytes] of this.#quotas) {
+      this.#tenantIndex.set(name, this.#quota.length)
+      this.#quota.push(bytes)
+      this.#prefixes.push(tenantPrefix(name))
+    }
+    this.#head = new Uint32Array(this.#quota.length).fill(NIL)
+    this.#tail = new Uint32Array(this.#quota.length).fill(NIL)
+    this.#tenantBytes = new Float64Array(this.#quota.length)
+    this.#tenantEntries = new Float64Array(this.#quota.length)
     this.#grow(INITIAL_SLOTS)
   }
 
@@ -347,11 +376,12 @@ export class CompactStore implements SessionStore {
       return false
     }
     const slot = this.#find(key)
+    const live = slot !== NIL && !this.#isStale(slot)
     if (slot !== NIL) {
       this.#release(slot, Release.DROP)
       this.counters.deletes++
     }
-    this.#tombstones.add(key, version)
+    this.#tombstones.add(key, version, live)
     this.#clock.observe(version)
     return true
   }
@@ -372,6 +402,9 @@ export class CompactStore implements SessionStore {
 
   #put(key: string, value: Buffer, ttl: number, flags: number, version: bigint): void {
     const size = key.length + value.length + ENTRY_OVERHEAD_BYTES
+    // The tenant's share bounds the entry and is what it may evict from: nothing else.
+    const t = this.#tenantIndex.get(tenantFor(this.#quotas, key, size))!
+    const quota = this.#quota[t]!
 
     const hash = this.#hashKey(key)
     const wide = this.#hashedWide
@@ -393,13 +426,16 @@ export class CompactStore implements SessionStore {
       // Overwrite, of a live or a stale entry alike: most recent now, old chunk wiped, no counter.
       this.#moveToTail(slot)
       this.#freeChunk(slot)
-      this.#bytes -= key.length + this.#valueLength[slot]! + ENTRY_OVERHEAD_BYTES
+      const old = key.length + this.#valueLength[slot]! + ENTRY_OVERHEAD_BYTES
+      this.#bytes -= old
+      this.#tenantBytes[t] = this.#tenantBytes[t]! - old
       // The slot is the tail and no longer counted, so it is evicted only when nothing else is
-      // left, and then #bytes is 0 and the loop has stopped.
-      while (this.#bytes + size > this.options.maxBytes) this.#release(this.#head, Release.EVICT)
+      // left, and then the tenant's bytes are 0 and the loop has stopped.
+      while (this.#tenantBytes[t]! + size > quota) this.#release(this.#head[t]!, Release.EVICT)
     } else {
-      while (this.#bytes + size > this.options.maxBytes) this.#release(this.#head, Release.EVICT)
+      while (this.#tenantBytes[t]! + size > quota) this.#release(this.#head[t]!, Release.EVICT)
       slot = this.#newSlot()
+      this.#tenant[slot] = t
       const b = hash & (this.#capacity - 1)
       this.#chain[slot] = this.#buckets[b]!
       this.#buckets[b] = slot
@@ -408,8 +444,10 @@ export class CompactStore implements SessionStore {
       this.#keyWide[slot] = wide ? 1 : 0
       this.#linkAtTail(slot)
       this.#size++
+      this.#tenantEntries[t] = this.#tenantEntries[t]! + 1
     }
     this.#bytes += size
+    this.#tenantBytes[t] = this.#tenantBytes[t]! + size
     this.#page[slot] = page
     this.#offset[slot] = offset
     this.#valueLength[slot] = value.length
@@ -423,7 +461,7 @@ export class CompactStore implements SessionStore {
   /** Deletes the key under a new version, leaving a tombstone (also when absent). True when it was live. */
   delete(key: string): boolean {
     const slot = this.#find(key)
-    this.#tombstones.add(key, this.#clock.next())
+    this.#tombstones.add(key, this.#clock.next(), slot !== NIL && !this.#isStale(slot))
     if (slot === NIL) return false
     this.#release(slot, Release.DROP)
     this.counters.deletes++
@@ -447,10 +485,13 @@ export class CompactStore implements SessionStore {
     const out: string[] = []
     if (limit <= 0) return out
     const now = this.#now()
-    for (let s = this.#tail; s !== NIL; s = this.#prev[s]!) {
-      if (!(now > this.#expires[s]!) && this.#keyStartsWith(s, prefix)) {
-        out.push(this.#key(s))
-        if (out.length >= limit) break
+    // Tenant by tenant, each most recently used first.
+    for (let t = 0; t < this.#quota.length; t++) {
+      for (let s = this.#tail[t]!; s !== NIL; s = this.#prev[s]!) {
+        if (!(now > this.#expires[s]!) && this.#keyStartsWith(s, prefix)) {
+          out.push(this.#key(s))
+          if (out.length >= limit) return out
+        }
       }
     }
     return out
@@ -469,11 +510,14 @@ export class CompactStore implements SessionStore {
   /** Drops every entry (zero-filling each). Returns how many there were. */
   flush(): number {
     const n = this.#size
-    for (let s = this.#head; s !== NIL; s = this.#next[s]!) this.#freeChunk(s)
+    for (let t = 0; t < this.#quota.length; t++) for (let s = this.#head[t]!; s !== NIL; s = this.#next[s]!) this.#freeChunk(s)
     this.#slab = new Slab()
     this.#used = 0
     this.#freeSlot = NIL
-    this.#head = this.#tail = NIL
+    this.#head.fill(NIL)
+    this.#tail.fill(NIL)
+    this.#tenantBytes.fill(0)
+    this.#tenantEntries.fill(0)
     this.#size = 0
     this.#bytes = 0
     this.#capacity = 0
@@ -482,13 +526,31 @@ export class CompactStore implements SessionStore {
     return n
   }
 
+  /** Drops every entry of one tenant (zero-filling each); tombstones stay. Returns how many there were. */
+  flushTenant(tenant: string): number {
+    const t = this.#tenantIndex.get(tenant)
+    if (t === undefined) return 0
+    const n = this.#tenantEntries[t]!
+    while (this.#head[t] !== NIL) this.#release(this.#head[t]!, Release.DROP)
+    return n
+  }
+
+  /** A tenant's entries, bytes and share; undefined for a tenant the store has no share for. */
+  usage(tenant: string): TenantUsage | undefined {
+    const t = this.#tenantIndex.get(tenant)
+    if (t === undefined) return undefined
+    return { entries: this.#tenantEntries[t]!, bytes: this.#tenantBytes[t]!, maxBytes: this.#quota[t]! }
+  }
+
   /** Drops expired entries now instead of when next touched, so their secrets are wiped promptly. */
   purgeStale(): void {
     const now = this.#now()
-    for (let s = this.#head; s !== NIL; ) {
-      const next = this.#next[s]!
-      if (now > this.#expires[s]!) this.#release(s, Release.EXPIRE)
-      s = next
+    for (let t = 0; t < this.#quota.length; t++) {
+      for (let s = this.#head[t]!; s !== NIL; ) {
+        const next = this.#next[s]!
+        if (now > this.#expires[s]!) this.#release(s, Release.EXPIRE)
+        s = next
+      }
     }
     this.#tombstones.purge()
   }
@@ -535,7 +597,8 @@ export class CompactStore implements SessionStore {
   }
 
   #release(slot: number, why: Release): void {
-    if (why === Release.EVICT) this.#tombstones.evicted(this.#version[slot]!)
+    // The key is read out only here, under memory pressure: its bucket's floor (of its tenant) is raised.
+    if (why === Release.EVICT) this.#tombstones.evicted(this.#key(slot), this.#version[slot]!)
     // Out of its hash chain.
     const b = this.#hash[slot]! & (this.#capacity - 1)
     if (this.#buckets[b] === slot) this.#buckets[b] = this.#chain[slot]!
@@ -544,7 +607,11 @@ export class CompactStore implements SessionStore {
       while (this.#chain[p] !== slot) p = this.#chain[p]!
       this.#chain[p] = this.#chain[slot]!
     }
-    this.#bytes -= this.#keyLength[slot]! + this.#valueLength[slot]! + ENTRY_OVERHEAD_BYTES
+    const size = this.#keyLength[slot]! + this.#valueLength[slot]! + ENTRY_OVERHEAD_BYTES
+    const t = this.#tenant[slot]!
+    this.#bytes -= size
+    this.#tenantBytes[t] = this.#tenantBytes[t]! - size
+    this.#tenantEntries[t] = this.#tenantEntries[t]! - 1
     this.#freeChunk(slot)
     this.#unlink(slot)
     this.#next[slot] = this.#freeSlot
@@ -612,24 +679,27 @@ export class CompactStore implements SessionStore {
   }
 
   #linkAtTail(slot: number): void {
-    this.#prev[slot] = this.#tail
+    const t = this.#tenant[slot]!
+    const tail = this.#tail[t]!
+    this.#prev[slot] = tail
     this.#next[slot] = NIL
-    if (this.#tail === NIL) this.#head = slot
-    else this.#next[this.#tail] = slot
-    this.#tail = slot
+    if (tail === NIL) this.#head[t] = slot
+    else this.#next[tail] = slot
+    this.#tail[t] = slot
   }
 
   #unlink(slot: number): void {
+    const t = this.#tenant[slot]!
     const p = this.#prev[slot]!
     const n = this.#next[slot]!
-    if (p === NIL) this.#head = n
+    if (p === NIL) this.#head[t] = n
     else this.#next[p] = n
-    if (n === NIL) this.#tail = p
+    if (n === NIL) this.#tail[t] = p
     else this.#prev[n] = p
   }
 
   #moveToTail(slot: number): void {
-    if (slot === this.#tail) return
+    if (slot === this.#tail[this.#tenant[slot]!]) return
     this.#unlink(slot)
     this.#linkAtTail(slot)
   }
@@ -664,14 +734,19 @@ export class CompactStore implements SessionStore {
     const wide = new Uint8Array(capacity)
     wide.set(this.#keyWide.subarray(0, keep))
     this.#keyWide = wide
+    const tenant = new Uint8Array(capacity)
+    tenant.set(this.#tenant.subarray(0, keep))
+    this.#tenant = tenant
     // One bucket a slot; the chains are rebuilt from the stored hashes.
     this.#capacity = capacity
     this.#buckets = new Uint32Array(capacity).fill(NIL)
     const mask = capacity - 1
-    for (let s = this.#head; s !== NIL; s = this.#next[s]!) {
-      const b = this.#hash[s]! & mask
-      this.#chain[s] = this.#buckets[b]!
-      this.#buckets[b] = s
+    for (let t = 0; t < this.#head.length; t++) {
+      for (let s = this.#head[t]!; s !== NIL; s = this.#next[s]!) {
+        const b = this.#hash[s]! & mask
+        this.#chain[s] = this.#buckets[b]!
+        this.#buckets[b] = s
+      }
     }
   }
 }

@@ -5,6 +5,7 @@
  */
 import type { Hlc, TombstoneCounters } from './versions.js'
 import { defaults, pickConfig, type Config } from '../config/config.js'
+import { DEFAULT_TENANT, tenantOfStoreKey } from '../../protocol/tenant-keys.js'
 
 export { NO_VERSION } from './versions.js'
 
@@ -27,6 +28,43 @@ export interface StoreOptions extends Pick<Config, (typeof STORE_KEYS)[number]> 
   tombstoneLifetimeMs: number
   /** The clock that versions every write (versions.ts); each store makes its own by default. */
   clock?: Hlc
+  /**
+   * Each tenant's share of maxBytes (protocol/tenant-keys.ts names a key's tenant), in bytes; the
+   * default tenant is ''. A write evicts only entries of its own tenant, and a key of a tenant not
+   * listed is refused. Default: the default tenant alone, with all of maxBytes.
+   */
+  tenantQuotas?: ReadonlyMap<string, number>
+}
+
+/**
+ * The quotas a store keeps: the option, or the default tenant with all of maxBytes. Without the
+ * option every key is the default tenant's, those starting with the marker byte included.
+ */
+export function quotasOf(o: StoreOptions): ReadonlyMap<string, number> {
+  const q = o.tenantQuotas ?? new Map([[DEFAULT_TENANT, o.maxBytes]])
+  let sum = 0
+  for (const v of q.values()) sum += v
+  if (sum > o.maxBytes) throw new TypeError(`tenantQuotas add up to ${sum} bytes, more than maxBytes (${o.maxBytes})`)
+  return q
+}
+
+/**
+ * The tenant of a key about to be stored with `size` bytes; throws StoreError TOO_LARGE when the
+ * store has no share for it (not a tenant of this host) or the entry exceeds the tenant's share.
+ */
+export function tenantFor(quotas: ReadonlyMap<string, number>, key: string, size: number): string {
+  const tenant = quotas.size === 1 && quotas.has(DEFAULT_TENANT) ? DEFAULT_TENANT : tenantOfStoreKey(key)
+  const quota = tenant === undefined ? undefined : quotas.get(tenant)
+  if (quota === undefined) throw new StoreError('TOO_LARGE', 'the key names no tenant of this host')
+  if (size > quota) throw new StoreError('TOO_LARGE', `entry of ${size} bytes exceeds the tenant's ${quota} bytes`)
+  return tenant!
+}
+
+/** One tenant's part of a store. */
+export interface TenantUsage {
+  entries: number
+  bytes: number
+  maxBytes: number
 }
 
 /** The config's defaults, for a store made without a config (tests, bench). */
@@ -124,6 +162,10 @@ export interface SessionStore {
   entries(): Generator<[key: string, entry: StoreEntry, ttlMs: number]>
   /** Drops every entry (zero-filling each) and every tombstone. Returns how many entries there were. */
   flush(): number
+  /** Drops every entry of one tenant (zero-filling each); tombstones stay. Returns how many there were. */
+  flushTenant(tenant: string): number
+  /** A tenant's entries, bytes and share; undefined for a tenant the store has no share for. */
+  usage(tenant: string): TenantUsage | undefined
   /** Drops expired entries now instead of when next touched, so their secrets are wiped promptly; and expired tombstones. */
   purgeStale(): void
   readonly size: number

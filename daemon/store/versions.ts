@@ -27,6 +27,7 @@
  * delete) is kept for `lifetimeMs`, derived from the config (see `tombstoneLifetimeMs`), and the
  * number of tombstones is bounded; see `Tombstones` for what happens when the bound is hit.
  */
+import { MAX_TENANT_NAME_BYTES, TENANT_MARKER, tenantOfStoreKey } from '../../protocol/tenant-keys.js'
 import { randomBytes } from 'node:crypto'
 import type { Config } from '../config/config.js'
 import { BoundedMap } from '../../protocol/bounded.js'
@@ -169,13 +170,27 @@ export function tombstoneLifetimeMs(o: Pick<Config, 'replayWindowMs' | 'replicat
 export interface TombstoneCounters {
   /** Tombstones dropped because the count bound was hit before their lifetime ended. */
   tombstonesEvictedEarly: number
+  /**
+   * Tombstones of deletes of keys this host held nothing of, dropped early because that table was
+   * full (a flood of deletes of unknown keys): no floor raised (see `Tombstones`).
+   */
+  unheldTombstonesDropped: number
   /** Peer writes refused: not newer than the entry or tombstone held, or below the floor. */
   staleWrites: number
   /** Peer writes refused because their version is out of range (`validVersion`). */
   badVersions: number
-  /** Entries evicted early (LRU, before their TTL) whose version raised the floor. */
+  /** Entries evicted early (LRU, before their TTL) whose version raised their bucket's floor. */
   evictionsFloored: number
 }
+
+/**
+ * Floors are kept per tenant and, within a tenant, per bucket of its keys, not one for the store:
+ * a raise refuses older writes of the keys of one bucket of one tenant (1 in FLOOR_BUCKETS of its
+ * keys), so a flood of early evictions must cover every bucket of a tenant before every fill of
+ * that tenant is refused, and never touches another tenant's. 2^16 buckets: 1 MiB per tenant of
+ * the store, allocated on the tenant's first raise.
+ */
+export const FLOOR_BUCKETS = 1 << 16
 
 /**
  * Deleted keys and the version of their delete, each kept for `lifetimeMs` (on the store's
@@ -183,31 +198,64 @@ export interface TombstoneCounters {
  *
  * Every tombstone lives equally long, so insertion order is expiry order: the Map's first entry
  * is the first to go. When the bound is hit, the oldest tombstone goes early, and its version
- * raises a floor that holds until that tombstone would have expired: meanwhile a peer write for a
- * key with no live entry and no tombstone is applied only when its version is above the floor.
- * So an early eviction never lets a deleted session come back; what it costs is that older
- * copies and fills of other keys are refused for at most one lifetime (a GET then misses and the
+ * raises the floor of its key's bucket (one of FLOOR_BUCKETS of the key's tenant, by a hash
+ * seeded per store) until that tombstone would have expired: meanwhile a peer write for a key of that bucket with no live
+ * entry and no tombstone is applied only when its version is above the floor. So an early
+ * eviction never lets a deleted session come back; what it costs is that older copies and fills
+ * of the other keys of its bucket are refused for at most one lifetime (a GET then misses and the
  * application makes a new session), and it is counted.
+ *
+ * A delete of a key this host holds nothing of (no live entry, no tombstone) is kept apart, in a
+ * table of its own with the same bound, and when that one is full its oldest simply goes: no
+ * floor. Such a tombstone guards only against a copy of the key that crossed the delete in
+ * flight; a flood of deletes of keys nobody held (issue 21 point 5: 6,000 `delete rnd-...` lines
+ * through memcache raised the one floor of every host and stopped every fill for a lifetime) now
+ * pushes out only tombstones of its own kind and refuses nothing. What that gives up, and only
+ * past `max` such deletes within one lifetime: a copy of a key deleted here while held nowhere
+ * here, in flight when its delete came, that arrives after `max` more such deletes, is stored
+ * (`unheldTombstonesDropped` counts the drops).
+ *
+ * The two tables are shared by the store's tenants (docs/tenants.md); what one tenant's deletes
+ * can do to another's tombstones is push them out early, and an early push-out of a held one
+ * raises a floor of the tombstone's own tenant and bucket only.
  */
 export class Tombstones {
   readonly lifetimeMs: number
   readonly max: number
-  readonly counters: TombstoneCounters = { tombstonesEvictedEarly: 0, staleWrites: 0, badVersions: 0, evictionsFloored: 0 }
+  readonly counters: TombstoneCounters = { tombstonesEvictedEarly: 0, unheldTombstonesDropped: 0, staleWrites: 0, badVersions: 0, evictionsFloored: 0 }
   readonly #now: () => number
   readonly #map: BoundedMap<string, { version: bigint; expires: number }>
-  #floor = NO_VERSION
-  #floorUntil = -Infinity
+  /** Tombstones of deletes of keys held nothing of here: their early drop raises no floor. */
+  readonly #unheld: BoundedMap<string, { version: bigint; expires: number }>
+  readonly #seed: number
+  /**
+   * The floors of each tenant's keys (protocol/tenant-keys.ts; '' the default tenant), one per
+   * bucket, allocated on the tenant's first raise: one tenant's evictions and deletes never make
+   * another's fills refused, and within a tenant a raise floors one bucket only.
+   */
+  readonly #floors = new Map<string, { floors: BigUint64Array; untils: Float64Array }>()
+  /**
+   * The tenants whose keys have floors of their own (a store with tenantQuotas); every other key,
+   * and every key of a store without tenants, is under the default tenant's (''), so the floor
+   * tables are at most as many as the tenants, whatever keys peers send.
+   */
+  readonly #tenants: ReadonlySet<string>
 
-  constructor(o: { lifetimeMs: number; max: number; now: () => number }) {
+  constructor(o: { lifetimeMs: number; max: number; now: () => number; seed?: number; tenants?: Iterable<string> }) {
+    this.#tenants = new Set(o.tenants ?? [])
     if (!(Number.isSafeInteger(o.max) && o.max >= 0)) throw new TypeError(`maxTombstones must be a non-negative integer, got ${o.max}`)
     if (!(Number.isFinite(o.lifetimeMs) && o.lifetimeMs >= 0)) throw new TypeError(`tombstoneLifetimeMs must be a non-negative number of ms, got ${o.lifetimeMs}`)
     this.lifetimeMs = o.lifetimeMs
     this.max = o.max
     this.#now = o.now
-    // With no room for tombstones (max 0) nothing is ever added: each delete raises the floor alone.
-    this.#map = new BoundedMap(Math.max(1, o.max), (_key, t) => {
+    this.#seed = o.seed ?? randomBytes(4).readUInt32LE(0)
+    // With no room for tombstones (max 0) nothing is ever added: each delete raises its floor alone.
+    this.#map = new BoundedMap(Math.max(1, o.max), (key, t) => {
       this.counters.tombstonesEvictedEarly++
-      this.#raiseFloor(t.version, t.expires)
+      this.#raiseFloor(key, t.version, t.expires)
+    })
+    this.#unheld = new BoundedMap(Math.max(1, o.max), () => {
+      this.counters.unheldTombstonesDropped++
     })
   }
 
@@ -219,67 +267,120 @@ export class Tombstones {
   }
 
   get size(): number {
-    return this.#map.size
+    return this.#map.size + this.#unheld.size
   }
 
   /** The version of the key's live tombstone, or undefined. */
   get(key: string): bigint | undefined {
-    const t = this.#map.get(key)
+    return this.#live(this.#map, key) ?? this.#live(this.#unheld, key)
+  }
+
+  #live(map: BoundedMap<string, { version: bigint; expires: number }>, key: string): bigint | undefined {
+    const t = map.get(key)
     if (t === undefined) return undefined
     if (this.#now() > t.expires) {
-      this.#map.delete(key)
+      map.delete(key)
       return undefined
     }
     return t.version
   }
 
-  /** The version below which a peer's write of a key without entry or tombstone is refused. */
-  floor(): bigint {
-    if (this.#now() > this.#floorUntil) this.#floor = NO_VERSION
-    return this.#floor
-  }
-
-  /** Records a delete (re-recording a key restarts its lifetime). */
-  add(key: string, version: bigint): void {
-    this.#map.delete(key)
-    this.purge()
-    if (this.max === 0) return this.#raiseFloor(version, this.#now() + this.lifetimeMs)
-    this.#map.set(key, { version, expires: this.#now() + this.lifetimeMs })
+  /**
+   * The bucket of FLOOR_BUCKETS that `key` falls in (seeded per store, so no one can aim at one),
+   * among its tenant's: a hash of the key after its tenant prefix, so the same client key of two
+   * tenants is in the same bucket of each one's floors (tests see the tenants kept apart).
+   */
+  bucket(key: string): number {
+    let start = 0
+    if (key.charCodeAt(0) === TENANT_MARKER) {
+      const end = key.indexOf('\u0000', 1)
+      if (end >= 2 && end <= MAX_TENANT_NAME_BYTES + 1) start = end + 1
+    }
+    let h = this.#seed ^ (key.length - start)
+    for (let i = start; i < key.length; i++) {
+      h = Math.imul(h ^ key.charCodeAt(i), 0x5bd1e995)
+      h ^= h >>> 15
+    }
+    h = Math.imul(h ^ (h >>> 16), 0x85ebca6b)
+    h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35)
+    return (h ^ (h >>> 16)) & (FLOOR_BUCKETS - 1)
   }
 
   /**
-   * An entry at `version` was evicted before its TTL (memory pressure): a delayed older copy of
-   * it must not bring back a value that a newer write replaced, so older peer writes of keys
-   * without entry or tombstone are refused for one tombstone lifetime, as after an early
-   * tombstone eviction.
+   * The version below which a peer's write of `key`, held without entry or tombstone, is refused:
+   * the floor of its bucket among its tenant's.
    */
-  evicted(version: bigint): void {
+  floor(key: string): bigint {
+    const f = this.#floors.get(this.#tenantOf(key))
+    if (f === undefined) return NO_VERSION
+    const b = this.bucket(key)
+    return this.#now() > f.untils[b]! ? NO_VERSION : f.floors[b]!
+  }
+
+  /**
+   * Records a delete (re-recording a key restarts its lifetime). `held`: the key had a live entry
+   * here when deleted; a delete of a key with neither entry nor tombstone here goes to the table
+   * of unheld deletes (see the class comment).
+   */
+  add(key: string, version: bigint, held = true): void {
+    const wasHeld = held || this.#live(this.#map, key) !== undefined
+    this.#map.delete(key)
+    this.#unheld.delete(key)
+    this.purge()
+    const expires = this.#now() + this.lifetimeMs
+    if (this.max === 0) return this.#raiseFloor(key, version, expires)
+    if (wasHeld) this.#map.set(key, { version, expires })
+    else this.#unheld.set(key, { version, expires })
+  }
+
+  /**
+   * An entry of `key` at `version` was evicted before its TTL (memory pressure): a delayed older
+   * copy of it must not bring back a value that a newer write replaced, so older peer writes of
+   * the keys of its bucket (of its tenant) without entry or tombstone are refused for one
+   * tombstone lifetime, as after an early tombstone eviction.
+   */
+  evicted(key: string, version: bigint): void {
     this.counters.evictionsFloored++
-    this.#raiseFloor(version, this.#now() + this.lifetimeMs)
+    this.#raiseFloor(key, version, this.#now() + this.lifetimeMs)
+  }
+
+  /** The tenant whose floors a key is under: its namespace, or '' (the default tenant, malformed keys, no tenants). */
+  #tenantOf(key: string): string {
+    if (this.#tenants.size === 0) return ''
+    const t = tenantOfStoreKey(key)
+    return t !== undefined && this.#tenants.has(t) ? t : ''
   }
 
   /** The key was written again (its version is newer than the tombstone's): forget the delete. */
   remove(key: string): void {
     this.#map.delete(key)
+    this.#unheld.delete(key)
   }
 
   /** Drops expired tombstones (oldest first, so this stops at the first one still alive). */
   purge(): void {
     const now = this.#now()
-    for (const [k, t] of this.#map) {
-      if (now <= t.expires) break
-      this.#map.delete(k)
+    for (const map of [this.#map, this.#unheld]) {
+      for (const [k, t] of map) {
+        if (now <= t.expires) break
+        map.delete(k)
+      }
     }
   }
 
   clear(): void {
     this.#map.clear()
+    this.#unheld.clear()
   }
 
-  #raiseFloor(version: bigint, until: number): void {
-    if (this.#now() > this.#floorUntil) this.#floor = NO_VERSION
-    if (version > this.#floor) this.#floor = version
-    if (until > this.#floorUntil) this.#floorUntil = until
+  #raiseFloor(key: string, version: bigint, until: number): void {
+    const tenant = this.#tenantOf(key)
+    let f = this.#floors.get(tenant)
+    if (f === undefined) this.#floors.set(tenant, (f = { floors: new BigUint64Array(FLOOR_BUCKETS), untils: new Float64Array(FLOOR_BUCKETS).fill(-Infinity) }))
+    const b = this.bucket(key)
+    if (this.#now() > f.untils[b]!) f.floors[b] = NO_VERSION
+    if (version > f.floors[b]!) f.floors[b] = version
+    if (until > f.untils[b]!) f.untils[b] = until
   }
 }
 
@@ -293,5 +394,5 @@ export function peerWins(tombstones: Tombstones, key: string, version: bigint, v
   if (held !== undefined) return newer(version, value, held.version, held.value)
   const t = tombstones.get(key)
   if (t !== undefined) return newer(version, value, t, undefined)
-  return value === undefined || version > tombstones.floor()
+  return value === undefined || version > tombstones.floor(key)
 }

@@ -17,7 +17,7 @@ import path from 'node:path'
 import type { Log } from '../host/log.js'
 import type { TicketKeys, TicketWindow } from '../cluster/ticket-keys.js'
 import { resolveGroup, type TicketConsumer } from '../config/ticket-consumers.js'
-import { render, wipeRendered, type Rendered, type SecretWindow, type TicketFormat } from './ticket-formats.js'
+import { deriveWindow, render, unsafePathReason, wipeRendered, wipeWindow, type KeyWindow, type Rendered, type SecretWindow, type TicketFormat } from './ticket-formats.js'
 
 export class TicketExportError extends Error {
   readonly code: string
@@ -37,50 +37,158 @@ export function consumerDir(c: Pick<TicketConsumer, 'dir' | 'name'>, ticketDir: 
 const TMPFS_MAGIC = 0x01021994
 const RAMFS_MAGIC = 0x858458f6
 
-/** Makes `dir` (mode 0750, the group's) and refuses it when it is on persistent disk. */
-export function prepareDir(dir: string, gid: number | undefined, allowPersistentDisk: boolean): void {
+/** Mode bits: sticky, setgid. */
+const S_ISVTX = 0o1000
+const S_ISGID = 0o2000
+
+const myUid = (): number => process.getuid?.() ?? 0
+const myGid = (): number => process.getegid?.() ?? 0
+
+/**
+ * Whether a directory we pass through (not the consumer's own) is safe: a real directory of root
+ * or ours, writable by nobody else unless sticky (then nobody else can replace what is in it that
+ * is not theirs, and what is theirs we refuse below).
+ */
+function trustedParent(st: fs.Stats): boolean {
+  if (st.uid !== 0 && st.uid !== myUid()) return false
+  return (st.mode & 0o022) === 0 || (st.mode & S_ISVTX) !== 0
+}
+
+/** Most symlinks followed in one path (each must belong to root or us, in a trusted directory). */
+const MAX_LINKS = 8
+
+/**
+ * Walks `dir`'s parents from '/': each existing one must be trusted (trustedParent), a symlink
+ * only when root or we own it and its directory is trusted (then its target is walked the same
+ * way); missing ones are made (0755: servers must pass through) and checked as found. Returns
+ * the real path of the parent.
+ */
+function safeParent(dir: string, links = 0): string {
+  const parts = path.dirname(dir).split('/').filter((x) => x.length > 0)
+  let at = '/'
+  for (let i = 0; i < parts.length; i++) {
+    const next = path.join(at, parts[i]!)
+    let st = fs.lstatSync(next, { throwIfNoEntry: false })
+    if (!st) {
+      try {
+        fs.mkdirSync(next, { mode: 0o755 })
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      }
+      st = fs.lstatSync(next)
+    }
+    if (st.isSymbolicLink()) {
+      if ((st.uid !== 0 && st.uid !== myUid()) || links >= MAX_LINKS) throw new TicketExportError('UNSAFE_DIR', `${next} is a symlink of uid ${st.uid}: a ticket directory's path may pass only through symlinks of root or this daemon`)
+      // Its target is walked like the rest, from '/', itself included.
+      at = safeParent(path.join(path.resolve(at, fs.readlinkSync(next)), 'x'), links + 1)
+      continue
+    }
+    if (!st.isDirectory()) throw new TicketExportError('UNSAFE_DIR', `${next} is not a directory`)
+    if (!trustedParent(st)) throw new TicketExportError('UNSAFE_DIR', `${next} belongs to uid ${st.uid} with mode 0${(st.mode & 0o7777).toString(8)}: a ticket directory's parents must belong to root or this daemon and be writable by no one else (or sticky)`)
+    at = next
+  }
+  return at
+}
+
+/** A consumer's directory, opened: files are made, replaced and removed through it only. */
+export interface OpenDir {
+  readonly path: string
+  readonly fd: number
+  /** The path of `name` inside the opened directory, whatever happens to `path` meanwhile. */
+  at(name: string): string
+  close(): void
+}
+
+/**
+ * Opens a consumer's directory as carefully as the socket directory (unix-listener.ts): its
+ * parents walked from '/' (safeParent: no symlink of anyone but root or us, no directory others
+ * may write), the directory itself made (0750) if missing, then opened with O_NOFOLLOW and
+ * O_DIRECTORY and checked on the descriptor: a directory of ours, writable by no one else,
+ * setgid only to the consumer's group, on tmpfs unless allowed. Only then is it given the
+ * consumer's group and mode 0750, through the descriptor (fchown, fchmod: no path to swap).
+ * Files are written through /proc/self/fd/N/..., the directory the descriptor holds, so a
+ * rename of the path meanwhile cannot send them elsewhere.
+ *
+ * Residual race: none from other users, since every directory on the way is writable by root or
+ * us only; a process of our own uid (or root) could still swap the path, and could anyway read
+ * the keys.
+ */
+export function prepareDir(dir: string, gid: number | undefined, allowPersistentDisk: boolean): OpenDir {
+  if (!path.isAbsolute(dir)) throw new TicketExportError('UNSAFE_DIR', `${dir}: a ticket directory must be an absolute path`)
+  const bad = unsafePathReason(dir)
+  if (bad) throw new TicketExportError('UNSAFE_DIR', `ticket directory ${bad}`)
+  let fd: number
+  let real: string
   try {
+    real = path.join(safeParent(dir), path.basename(dir))
+    try {
+      fs.mkdirSync(real, { mode: 0o750 })
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    }
+    if (fs.lstatSync(real).isSymbolicLink()) throw new TicketExportError('UNSAFE_DIR', `cannot prepare ${dir}: it is a symlink; a ticket directory is used only as the daemon made it`)
+    fd = fs.openSync(real, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW)
+  } catch (err) {
+    if (err instanceof TicketExportError) throw err
+    const e = err as NodeJS.ErrnoException
+    // O_NOFOLLOW on a symlink: ELOOP; O_DIRECTORY on anything else: ENOTDIR.
+    const why = e.code === 'ELOOP' ? 'it is a symlink' : e.code === 'ENOTDIR' ? 'it is not a directory' : (e.code ?? e.message)
+    throw new TicketExportError(e.code === 'ELOOP' || e.code === 'ENOTDIR' ? 'UNSAFE_DIR' : 'DIR', `cannot prepare ${dir}: ${why}`)
+  }
+  try {
+    const st = fs.fstatSync(fd)
+    const want = gid ?? myGid()
+    const fix = `remove it (or have its owner remove it) and let statecastd make it`
+    if (st.uid !== myUid()) throw new TicketExportError('UNSAFE_DIR', `ticket directory ${dir} belongs to uid ${st.uid}, not to this daemon (uid ${myUid()}): ${fix}`)
+    if ((st.mode & 0o022) !== 0) throw new TicketExportError('UNSAFE_DIR', `ticket directory ${dir} has mode 0${(st.mode & 0o7777).toString(8)}: others could replace the key files in it: ${fix}`)
+    if ((st.mode & S_ISGID) !== 0 && st.gid !== want) throw new TicketExportError('UNSAFE_DIR', `ticket directory ${dir} is setgid to group ${st.gid}, not the consumer's (${want}): files made in it would belong to that group: ${fix}`)
+    const type = fs.statfsSync(`/proc/self/fd/${fd}`).type
+    if (type !== TMPFS_MAGIC && type !== RAMFS_MAGIC && !allowPersistentDisk) {
+      throw new TicketExportError('NOT_TMPFS', `${dir} is not on tmpfs (filesystem type 0x${type.toString(16)}): ticket keys must not be written to persistent disk; use a directory under /run (or /dev/shm), or set allowPersistentDisk = true for this consumer`)
+    }
     // Parents hold no secrets and must be traversable by the server's user (h2o reads its file
     // after dropping root); the consumer's own directory is its group's only.
-    fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o755 })
-    fs.mkdirSync(dir, { recursive: true, mode: 0o750 })
-    if (gid !== undefined) fs.chownSync(dir, process.getuid?.() ?? 0, gid)
+    if (gid !== undefined && st.gid !== gid) fs.fchownSync(fd, myUid(), gid)
+    if ((st.mode & 0o7777) !== 0o750) fs.fchmodSync(fd, 0o750)
   } catch (err) {
+    fs.closeSync(fd)
+    if (err instanceof TicketExportError) throw err
     throw new TicketExportError('DIR', `cannot prepare ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
   }
-  const type = fs.statfsSync(dir).type
-  if (type !== TMPFS_MAGIC && type !== RAMFS_MAGIC && !allowPersistentDisk) {
-    throw new TicketExportError('NOT_TMPFS', `${dir} is not on tmpfs (filesystem type 0x${type.toString(16)}): ticket keys must not be written to persistent disk; use a directory under /run (or /dev/shm), or set allowPersistentDisk = true for this consumer`)
+  let closed = false
+  return {
+    path: dir,
+    fd,
+    at: (name) => `/proc/self/fd/${fd}/${name}`,
+    close: () => {
+      if (closed) return
+      closed = true
+      fs.closeSync(fd)
+    },
   }
 }
 
 /** Writes one file atomically: temporary name, fsync, mode and group, rename, directory fsync. */
-export function writeAtomic(dir: string, name: string, data: Buffer, gid: number | undefined, mtimeSec?: number): void {
-  const final = path.join(dir, name)
-  const tmp = path.join(dir, `.${name}.${crypto.randomBytes(6).toString('hex')}.tmp`)
-  const fd = fs.openSync(tmp, 'wx', 0o600)
+export function writeAtomic(d: OpenDir, name: string, data: Buffer, gid: number | undefined, mtimeSec?: number): void {
+  const tmp = `.${name}.${crypto.randomBytes(6).toString('hex')}.tmp`
+  const fd = fs.openSync(d.at(tmp), fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600)
   try {
     fs.writeSync(fd, data)
-    if (gid !== undefined) fs.fchownSync(fd, process.getuid?.() ?? 0, gid)
+    if (gid !== undefined) fs.fchownSync(fd, myUid(), gid)
     fs.fchmodSync(fd, 0o640)
     if (mtimeSec !== undefined) fs.futimesSync(fd, mtimeSec, mtimeSec)
     fs.fsyncSync(fd)
   } catch (err) {
     fs.closeSync(fd)
-    fs.rmSync(tmp, { force: true })
+    fs.rmSync(d.at(tmp), { force: true })
     throw err
   }
   fs.closeSync(fd)
-  fs.renameSync(tmp, final)
-  const dfd = fs.openSync(dir, 'r')
-  try {
-    fs.fsyncSync(dfd)
-  } finally {
-    fs.closeSync(dfd)
-  }
+  fs.renameSync(d.at(tmp), d.at(name))
+  fs.fsyncSync(d.fd)
 }
 
-/** The secrets of a window, for rendering; undefined while the current one is unknown. */
+/** The secrets of a window, for deriving; undefined while the current one is unknown. */
 export function secretWindow(w: TicketWindow, rotationMs: number): SecretWindow | undefined {
   if (!w.current) return undefined
   const es = (k: TicketWindow['current']) => (k ? { epoch: k.epoch, secret: k.key } : undefined)
@@ -88,32 +196,34 @@ export function secretWindow(w: TicketWindow, rotationMs: number): SecretWindow 
 }
 
 /**
- * Writes a consumer's files for `w`; removes its files that left the window (nginx's per-epoch
- * files). Returns what was written; the caller wipes it.
+ * Writes a consumer's files for the keys `w`; removes its files that left the window (nginx's
+ * per-epoch files). Returns what was written; the caller wipes it (and `w`).
  */
-export function writeConsumerFiles(c: Pick<TicketConsumer, 'name' | 'format' | 'dir' | 'group' | 'allowPersistentDisk'>, w: SecretWindow): Rendered {
+export function writeConsumerFiles(c: Pick<TicketConsumer, 'name' | 'format' | 'dir' | 'group' | 'allowPersistentDisk'>, w: KeyWindow): Rendered {
   const gid = c.group ? resolveGroup(c.group, `consumer ${c.name}: group`) : undefined
-  prepareDir(c.dir, gid, c.allowPersistentDisk)
-  const r = render(c.format, c.name, c.dir, w)
+  const d = prepareDir(c.dir, gid, c.allowPersistentDisk)
+  const r = render(c.format, c.dir, w)
   try {
     // h2o notices a change by mtime in whole seconds: a second write within the same second as
     // the first would go unseen, so the mtime always moves forward by at least one second.
     let mtime: number | undefined
     if (c.format === 'h2o') {
-      const prev = fs.statSync(path.join(c.dir, 'tickets.yaml'), { throwIfNoEntry: false })
+      const prev = fs.lstatSync(d.at('tickets.yaml'), { throwIfNoEntry: false })
       const now = Math.floor(Date.now() / 1000)
       mtime = prev ? Math.max(now, Math.floor(prev.mtimeMs / 1000) + 1) : now
     }
     // nginx: the key files before keys.conf, which names them.
-    for (const f of r.files) writeAtomic(c.dir, f.name, f.data, gid, mtime)
+    for (const f of r.files) writeAtomic(d, f.name, f.data, gid, mtime)
     if (c.format === 'nginx') {
       const keep = new Set(r.files.map((f) => f.name))
-      for (const f of fs.readdirSync(c.dir)) if (/^\d+\.key$/.test(f) && !keep.has(f)) fs.rmSync(path.join(c.dir, f), { force: true })
+      for (const f of fs.readdirSync(d.at(''))) if (/^\d+\.key$/.test(f) && !keep.has(f)) fs.rmSync(d.at(f), { force: true })
     }
   } catch (err) {
     wipeRendered(r)
     if (err instanceof TicketExportError) throw err
     throw new TicketExportError('WRITE', `cannot write the ticket keys of consumer ${c.name} in ${c.dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+  } finally {
+    d.close()
   }
   return r
 }
@@ -160,6 +270,10 @@ async function haproxyRing(socketPath: string, file: string, timeoutMs: number):
  * step, so a retry after a lost answer never advances it twice. Returns how many keys were set.
  */
 export async function syncHaproxy(socketPath: string, file: string, want: string[], timeoutMs: number): Promise<number> {
+  // The path travels in a command line: a space or newline in it would be a second argument or
+  // a second command. prepareDir refuses such paths; this keeps it so for any caller.
+  const bad = unsafePathReason(file)
+  if (bad) throw new TicketExportError('UNSAFE_DIR', `not sent to HAProxy's admin socket: ${bad}`)
   let sets = 0
   for (let step = 0; step < 4; step++) {
     const have = await haproxyRing(socketPath, file, timeoutMs)
@@ -263,8 +377,9 @@ export class TicketExporter {
   async #deliver(c: TicketConsumer, w: SecretWindow, sig: string): Promise<void> {
     const st = this.#status.get(c.name)!
     let r: Rendered | undefined
+    const kw = deriveWindow(c.format, c.name, w)
     try {
-      r = writeConsumerFiles(c, w)
+      r = writeConsumerFiles(c, kw)
       if (c.adminSocket) await syncHaproxy(c.adminSocket, haproxyFile(c), r.ring!, c.timeoutMs)
       else if (c.reloadCommand.length) await runCommand(c.reloadCommand, c.timeoutMs)
       st.keys = r.keys.map((k) => ({ epoch: k.epoch, name: k.name.toString('hex'), role: !k.real ? 'filler' : k.epoch === w.current.epoch ? 'current' : k.epoch > w.current.epoch ? 'next' : 'previous' }))
@@ -282,6 +397,7 @@ export class TicketExporter {
       this.#o.log.warn({ consumer: c.name, format: c.format, code, err: e.message }, 'ticket keys not delivered; retrying')
     } finally {
       if (r) wipeRendered(r)
+      wipeWindow(kw)
     }
   }
 

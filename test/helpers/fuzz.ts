@@ -55,6 +55,8 @@ export const messageSeeds: Message[] = [
   { type: MsgType.ANNOUNCE, reply: { family: 6, address: 'fd00::1', port: 1 }, entries: 3, flags: 1, name: 'host' },
   { type: MsgType.LEAVE },
   { type: MsgType.TICKET_KEY, epoch: 9, creator: Buffer.alloc(8, 1), key: Buffer.alloc(48, 2) },
+  { type: MsgType.TICKET_PUB, period: 9, pub: Buffer.alloc(32, 3), held: [{ epoch: 9, holder: Buffer.alloc(8, 1) }] },
+  { type: MsgType.TICKET_SEAL, epoch: 9, sealerPub: Buffer.alloc(32, 3), recipientPub: Buffer.alloc(32, 4), nonce: Buffer.alloc(12, 5), sealed: Buffer.alloc(48, 6), tag: Buffer.alloc(16, 7) },
   { type: MsgType.REPLICATE, replId: 3, ttlMs: 9, flags: 0, totalLen: 4, index: 0, count: 1, version: 0x0190e1a2b3c40001n, key: b('k'), chunk: b('abcd') },
   { type: MsgType.ACK, replId: 3 },
   { type: MsgType.DELETE, replId: 4, version: 0x0190e1a2b3c40304n, key: b('k') },

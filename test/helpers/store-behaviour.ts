@@ -249,18 +249,36 @@ export function storeBehaviour(Impl: StoreClass): void {
     const { store, advance } = versioned({ maxTombstones: 2, tombstoneLifetimeMs: 10_000 })
     const t0 = 1_764_000_000_000
     store.setFromPeer('old', Buffer.from('x'), 0, 0, peerVersion(t0 - 1000))
+    for (const k of ['a', 'b', 'c']) store.set(k, Buffer.from('x'))
     store.delete('a')
     store.delete('b')
     store.delete('c')
     t.equal(store.stats().tombstones, 2, 'at most maxTombstones')
     t.equal(store.stats().tombstonesEvictedEarly, 1)
     t.equal(store.version('a'), NO_VERSION, 'the oldest went first')
-    t.equal(store.setFromPeer('a', Buffer.from('resurrected?'), 0, 0, peerVersion(t0 - 10)), false, 'an old copy of its key is still refused: below the floor')
-    t.equal(store.setFromPeer('other', Buffer.from('x'), 0, 0, peerVersion(t0 - 10)), false, 'so is an old copy of any key not held (the cost: a miss)')
+    t.equal(store.setFromPeer('a', Buffer.from('resurrected?'), 0, 0, peerVersion(t0 - 10)), false, 'an old copy of its key is still refused: below its bucket floor')
     t.equal(store.setFromPeer('old', Buffer.from('y'), 0, 0, peerVersion(t0 - 500)), true, 'a key held live is judged by its own version')
     t.equal(store.setFromPeer('fresh', Buffer.from('x'), 0, 0, peerVersion(t0 + 10_000)), true, 'a copy newer than the floor is applied')
     advance(10_001)
-    t.equal(store.setFromPeer('other', Buffer.from('x'), 0, 0, peerVersion(t0 - 10)), true, 'the floor ends when the evicted tombstone would have')
+    t.equal(store.setFromPeer('a', Buffer.from('x'), 0, 0, peerVersion(t0 - 10)), true, 'the floor ends when the evicted tombstone would have')
+  })
+
+  t.test('versions: deletes of keys held nothing of fill a table of their own and raise no floor (issue 21 point 5)', async (t) => {
+    const { store } = versioned({ maxTombstones: 2, tombstoneLifetimeMs: 10_000 })
+    const t0 = 1_764_000_000_000
+    store.set('kept', Buffer.from('x'))
+    store.delete('kept')
+    for (let i = 0; i < 1000; i++) store.delete(`rnd-${i}`)
+    for (let i = 0; i < 1000; i++) store.deleteFromPeer(`peer-rnd-${i}`, peerVersion(t0 + i))
+    const s = store.stats()
+    t.equal(s.tombstonesEvictedEarly, 0, 'no held tombstone pushed out')
+    t.equal(s.unheldTombstonesDropped, 1998, 'the flood pushed out its own kind')
+    t.equal(s.tombstones, 3)
+    t.ok(store.version('kept') > NO_VERSION, 'the deleted session keeps its tombstone')
+    t.equal(store.setFromPeer('kept', Buffer.from('resurrected?'), 0, 0, peerVersion(t0 - 10)), false, 'and its old copy is refused')
+    let filled = 0
+    for (let i = 0; i < 200; i++) if (store.setFromPeer(`sess-${i}`, Buffer.from('v'), 0, 0, peerVersion(t0 - 1000))) filled++
+    t.equal(filled, 200, 'every fill of another session is applied')
   })
 
   t.test('versions: flush forgets tombstones with the entries', async (t) => {
@@ -270,5 +288,75 @@ export function storeBehaviour(Impl: StoreClass): void {
     t.equal(store.flush(), 1)
     t.equal(store.stats().tombstones, 0)
     t.equal(store.version('k'), NO_VERSION)
+  })
+
+  // Tenants (protocol/tenant-keys.ts): each tenant's share of maxBytes bounds its entries alone.
+  const A = (k: string) => `\u0000alpha\u0000${k}`
+  const B = (k: string) => `\u0000beta\u0000${k}`
+  const tenanted = (opts: Partial<StoreOptions> = {}) => {
+    const { store, advance, setWall } = versioned({ maxBytes: 200_000, maxValueBytes: 10_000, tenantQuotas: new Map([['', 50_000], ['alpha', 50_000], ['beta', 100_000]]), ...opts })
+    return { store, advance, setWall }
+  }
+
+  t.test('tenants: a tenant over its share evicts only its own entries', async (t) => {
+    const { store } = tenanted()
+    const v = Buffer.alloc(1000, 1)
+    for (let i = 0; i < 40; i++) store.set(B(`s${i}`), v)
+    for (let i = 0; i < 20; i++) store.set(`d${i}`, v)
+    for (let i = 0; i < 500; i++) store.set(A(`flood${i}`), v)
+    for (let i = 0; i < 40; i++) t.ok(store.get(B(`s${i}`)), `beta s${i} kept`)
+    for (let i = 0; i < 20; i++) t.ok(store.get(`d${i}`), `default d${i} kept`)
+    const a = store.usage('alpha')!
+    t.ok(a.bytes <= 50_000 && a.bytes > 40_000, `alpha within its share (${a.bytes} bytes)`)
+    t.equal(a.maxBytes, 50_000)
+    t.ok(store.get(A('flood499')), 'alpha\'s newest entry held')
+    t.equal(store.get(A('flood0')), undefined, 'alpha\'s oldest evicted')
+    const betaBytes = Array.from({ length: 40 }, (_, i) => B(`s${i}`).length + 1000 + ENTRY_OVERHEAD_BYTES).reduce((x, y) => x + y)
+    t.same(store.usage('beta'), { entries: 40, bytes: betaBytes, maxBytes: 100_000 }, 'beta\'s usage')
+    t.equal(store.usage('gamma'), undefined, 'no share for a tenant not configured')
+    t.equal(store.stats().bytes, store.usage('')!.bytes + store.usage('alpha')!.bytes + store.usage('beta')!.bytes, 'the store\'s bytes are its tenants\'')
+  })
+
+  t.test('tenants: keys of unknown tenants and entries over a share are refused; peers\' copies count against their tenant', async (t) => {
+    const { store } = tenanted()
+    t.throws(() => store.set('\u0000gamma\u0000k', Buffer.from('x')), { code: 'TOO_LARGE' }, 'no share: refused')
+    t.throws(() => store.set('\u0000broken', Buffer.from('x')), { code: 'TOO_LARGE' }, 'a malformed namespace: refused')
+    t.throws(() => store.setFromPeer('\u0000gamma\u0000k', Buffer.from('x'), 1000, 0, peerVersion(1_764_000_000_000)), { code: 'TOO_LARGE' }, 'a copy for no tenant of this host: refused')
+    const small = tenanted({ tenantQuotas: new Map([['', 100_000], ['alpha', 5_000]]), maxValueBytes: 9_000 }).store
+    t.throws(() => small.set(A('big'), Buffer.alloc(6_000)), { code: 'TOO_LARGE' }, 'an entry larger than its tenant\'s share')
+    small.set('big', Buffer.alloc(6_000))
+    t.ok(small.get('big'), 'fits the default tenant\'s share')
+    for (let i = 0; i < 20; i++) t.equal(store.setFromPeer(A(`c${i}`), Buffer.alloc(5000), 60_000, 0, peerVersion(1_764_000_000_000, i)), true)
+    t.ok(store.usage('alpha')!.bytes <= 50_000, 'copies from peers are held within their tenant\'s share')
+  })
+
+  t.test('tenants: one tenant\'s evictions never raise the floor of another\'s fills', async (t) => {
+    const { store } = tenanted()
+    const t0 = 1_764_000_000_000
+    for (let i = 0; i < 200; i++) store.set(A(`flood${i}`), Buffer.alloc(1000))
+    t.ok(store.stats().evictions > 0, 'alpha evicted its own')
+    // Floors are per tenant and per bucket within it, a bucket by the key after its prefix: the
+    // same client key of beta is in the same bucket of beta's floors, which alpha cannot raise.
+    const evicted = Array.from({ length: 200 }, (_, i) => `flood${i}`).filter((k) => !store.has(A(k)))
+    t.ok(evicted.length > 0, 'some of alpha\'s were evicted')
+    for (const k of evicted) {
+      t.equal(store.setFromPeer(B(k), Buffer.from('x'), 60_000, 0, peerVersion(t0 - 1000)), true, `an older fill of beta's ${k} is still taken`)
+      t.equal(store.setFromPeer(A(k), Buffer.from('x'), 60_000, 0, peerVersion(t0 - 1000)), false, `an older copy of alpha's evicted ${k} is refused (its own floor)`)
+    }
+  })
+
+  t.test('tenants: flushTenant drops one tenant\'s entries; keys lists every tenant', async (t) => {
+    const { store } = tenanted()
+    store.set(A('1'), Buffer.from('a'))
+    store.set(B('1'), Buffer.from('b'))
+    store.set('1', Buffer.from('d'))
+    t.same(new Set(store.keys()), new Set([A('1'), B('1'), '1']))
+    t.same(store.keys('\u0000beta\u0000'), [B('1')])
+    t.equal(store.flushTenant('alpha'), 1)
+    t.equal(store.get(A('1')), undefined)
+    t.same(store.get(B('1'))?.value, Buffer.from('b'))
+    t.same(store.get('1')?.value, Buffer.from('d'))
+    t.equal(store.size, 2)
+    t.equal(store.flushTenant('gamma'), 0)
   })
 }

@@ -254,3 +254,38 @@ t.test('60 forged members past their probation at once: at most 16 become truste
   // Meanwhile local GETs are answered (the scans yield between slices).
   for (let i = 0; i < 20; i++) t.same(await a.client.get(`k${i * 997}`, { localOnly: true }), Buffer.alloc(100, 1))
 })
+
+t.test('a ticket secret from a sender that never joined, naming creator 00..00, replaces nothing (issue 21, finding 10)', async (t) => {
+  const { nodes, keyFile, group, port } = await startCluster(t, 2)
+  const agreed = async () => {
+    const ks = await Promise.all(nodes.map((n) => n.client.ticketKey()))
+    return ks.every((k) => k && k.key.equals(ks[0]!.key)) ? ks[0]! : undefined
+  }
+  const before = (await eventually(agreed, 60_000, 'one ticket key on both members'))!
+  const x = await insider(t, keyFile, group, port)
+  const zero = Buffer.alloc(8)
+  const forged = crypto.randomBytes(48)
+  const targets = await Promise.all(nodes.map(unicastOf))
+  for (const epoch of [before.epoch, before.epoch + 1, before.epoch + 2]) {
+    // The retired form (a raw secret under the cluster key), to the group and to each member...
+    x.group({ type: MsgType.TICKET_KEY, epoch, creator: zero, key: forged }, { sender: zero })
+    for (const n of targets) {
+      x.send({ type: MsgType.TICKET_KEY, epoch, creator: zero, key: forged }, n.address, { sender: zero, receiver: n.id })
+      // ...and the sealed one, from a sender id 00..00 that never announced itself.
+      x.send({ type: MsgType.TICKET_SEAL, epoch, sealerPub: crypto.randomBytes(32), recipientPub: crypto.randomBytes(32), nonce: crypto.randomBytes(12), sealed: forged, tag: crypto.randomBytes(16) }, n.address, { sender: zero, receiver: n.id })
+    }
+  }
+  // Until every member has seen them (counted), or the key changed (what the old code did).
+  await eventually(async () => {
+    const ks = await Promise.all(nodes.map((n) => n.client.ticketKey()))
+    if (ks.some((k) => !k!.key.equals(before.key))) return true
+    const st = await Promise.all(nodes.map(clusterStats))
+    return st.every((s) => s['ticketKeysRetired'] >= 1 && s['ticketSealsFromUntrusted'] >= 1)
+  }, 30_000, 'the forged secrets arrived')
+  const after = await Promise.all(nodes.map((n) => n.client.ticketKey()))
+  for (const [i, k] of after.entries()) {
+    t.equal(k!.epoch, before.epoch, `member ${i}: the same epoch`)
+    t.ok(k!.key.equals(before.key), `member ${i}: the current epoch's key is unchanged`)
+    t.notOk(k!.key.equals(forged), `member ${i}: the forged secret is not in force`)
+  }
+})

@@ -2,7 +2,7 @@ import t from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
 import os from 'node:os'
-import { FIELDS, RELOAD_IN_PLACE, apply, defaults, exampleToml, loadFile, type Config } from '../../daemon/config/config.js'
+import { FIELDS, RELOAD_IN_PLACE, apply, defaultTicketDir, defaults, exampleToml, loadFile, type Config } from '../../daemon/config/config.js'
 import { STORE_DEFAULTS } from '../../daemon/store/session-store.js'
 import { defaultRuntimeDir, defaultSocketPath, defaultAdminSocketPath } from '../../protocol/paths.js'
 import { ROOT } from '../helpers/root.js'
@@ -104,4 +104,13 @@ t.test('a module\'s defaults are the table\'s', async (t) => {
   const d = defaults()
   for (const k of ['maxBytes', 'maxValueBytes', 'defaultTtlMs', 'maxTtlMs', 'maxTombstones'] as const satisfies readonly (keyof Config)[]) t.equal(STORE_DEFAULTS[k], d[k], k)
   t.same([...RELOAD_IN_PLACE].sort(), ['keyFile', 'logLevel', 'maxConnections', 'peers'], 'the keys a reload applies, as marked in the table')
+})
+
+t.test('ticketDir default: never a shared fixed path; under systemd the runtime directory every server reaches (issue 21, finding 17)', async (t) => {
+  t.equal(defaultTicketDir({}, 0, '/tmp'), '/run/statecast/tickets', 'root')
+  t.equal(defaultTicketDir({ RUNTIME_DIRECTORY: '/run/statecast' }, 998, '/tmp'), '/run/statecast/tickets', 'the shipped unit (RuntimeDirectory=statecast, PrivateTmp hides /tmp)')
+  t.equal(defaultTicketDir({ XDG_RUNTIME_DIR: '/run/user/1000' }, 1000, '/tmp'), '/run/user/1000/statecast/tickets', 'a user with a session: the private runtime directory')
+  t.equal(defaultTicketDir({}, 1000, '/tmp'), '/tmp/statecast-1000/tickets', 'otherwise the checked /tmp/statecast-UID')
+  const example = fs.readFileSync(path.join(ROOT, 'systemd', 'statecast.conf.example'), 'utf8')
+  t.match(example, /#ticketDir = "\/run\/statecast\/tickets"/, 'as the example config says')
 })

@@ -24,6 +24,8 @@ import {
   keyProblem,
   requestLength,
   type Request,
+  decodeConsumerKeysBody,
+  encodeConsumerKeysBody,
 } from '../../protocol/local.js'
 import { ProtocolError } from '../../protocol/errors.js'
 import { onlyProtocolErrors } from '../helpers/fuzz.js'
@@ -46,6 +48,7 @@ const requests: { name: string; message: Request; bytes: string }[] = [
   { name: 'PEERS', message: { op: Op.PEERS, id: 0xffffffff, flags: 0 }, bytes: '00000006 09 00 ffffffff' },
   { name: 'TICKET_KEY', message: { op: Op.TICKET_KEY, id: 1, flags: 0 }, bytes: '00000006 0a 00 00000001' },
   { name: 'TICKET_WINDOW', message: { op: Op.TICKET_WINDOW, id: 2, flags: 0 }, bytes: '00000006 0b 00 00000002' },
+  { name: 'CONSUMER_KEYS', message: { op: Op.CONSUMER_KEYS, id: 3, flags: 0, format: 'nginx', consumer: 'web' }, bytes: '0000000f 10 00 00000003 05 6e67696e78 776562' },
 ]
 
 for (const f of requests) {
@@ -111,6 +114,7 @@ const requestArb: fc.Arbitrary<Request> = fc.oneof(
   fc.record({ ...base, op: fc.constant(Op.SET), key: keyArb, value: bytesArb(2000), ttlMs: fc.integer({ min: 0, max: 0xffffffff }) }),
   fc.record({ ...base, op: fc.constant(Op.TOUCH), key: keyArb, ttlMs: fc.integer({ min: 0, max: 0xffffffff }) }),
   fc.record({ ...base, op: fc.constant(Op.KEYS), prefix: bytesArb(250), limit: fc.integer({ min: 0, max: 0xffffffff }) }),
+  fc.record({ ...base, op: fc.constant(Op.CONSUMER_KEYS), format: fc.string({ maxLength: 10 }).map((x) => Buffer.from(x).toString('latin1')), consumer: fc.string({ maxLength: 64 }).map((x) => Buffer.from(x).toString('latin1')) }),
 ) as fc.Arbitrary<Request>
 
 t.test('round trip of arbitrary requests', async (t) => {
@@ -182,6 +186,23 @@ t.test('TICKET_WINDOW body decoder fails only with its own error on random bytes
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => onlyProtocolErrors(() => decodeTicketWindowBody(Buffer.from(bytes)))),
   )
+})
+
+t.test('CONSUMER_KEYS reply body: golden bytes, round trip, bounds', async (t) => {
+  const k = (slot: number, real: boolean, epoch: number, x: number, aes: number, hmac: number) => ({ slot, real, epoch, name: Buffer.alloc(16, x), aes: Buffer.alloc(aes, x + 1), hmac: Buffer.alloc(hmac, x + 2) })
+  const w = { epoch: 7, rotationMs: 3_600_000, keys: [k(0, false, 6, 0x10, 2, 1), k(1, true, 7, 0x20, 1, 2)] }
+  const golden = hex(`00000007 0036ee80 02 00 00 00000006 ${'10'.repeat(16)} 02 1111 01 12 01 01 00000007 ${'20'.repeat(16)} 01 21 02 2222`)
+  t.same(encodeConsumerKeysBody(w), golden, 'generate')
+  t.same(decodeConsumerKeysBody(golden), w, 'parse')
+  t.same(encodeConsumerKeysBody(decodeConsumerKeysBody(golden)), golden, 'mirror')
+  t.throws(() => decodeConsumerKeysBody(golden.subarray(0, golden.length - 1)), ProtocolError, 'a short key')
+  t.throws(() => decodeConsumerKeysBody(Buffer.concat([golden, hex('00')])), ProtocolError, 'trailing bytes')
+  t.throws(() => decodeConsumerKeysBody(hex('00000007 0036ee80 04')), ProtocolError, 'more than three keys')
+  t.throws(() => encodeConsumerKeysBody({ ...w, keys: [{ ...w.keys[0]!, name: Buffer.alloc(15) }] }), ProtocolError, 'a name of the wrong size')
+})
+
+t.test('CONSUMER_KEYS body decoder fails only with its own error on random bytes', async () => {
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => onlyProtocolErrors(() => decodeConsumerKeysBody(Buffer.from(bytes)))))
 })
 
 t.test('FrameDecoder stopped by its callback keeps the rest and carries on from there', async (t) => {

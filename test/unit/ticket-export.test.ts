@@ -3,12 +3,13 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import { deriveKey, render, wipeRendered, TICKET_FORMATS, type SecretWindow } from '../../daemon/tickets/ticket-formats.js'
+import { deriveKey, deriveWindow, nodeTicketKey, render as renderKeys, wipeRendered, KEY_FORMATS, type SecretWindow, type TicketFormat } from '../../daemon/tickets/ticket-formats.js'
 import { prepareDir, syncHaproxy, writeConsumerFiles } from '../../daemon/tickets/ticket-export.js'
 import { parseConsumers } from '../../daemon/config/ticket-consumers.js'
 import { ConfigError, apply, defaults, loadFile } from '../../daemon/config/config.js'
 
 const secret = (x: number) => Buffer.alloc(48, x)
+const render = (format: TicketFormat, consumer: string, dir: string, w: SecretWindow) => renderKeys(format, dir, deriveWindow(format, consumer, w))
 const win = (prev = true, next = true): SecretWindow => ({
   rotationMs: 60_000,
   previous: prev ? { epoch: 9, secret: secret(1) } : undefined,
@@ -22,10 +23,15 @@ t.test('keys are HKDF-SHA256 of the epoch secret, labelled per format, consumer 
   const want = Buffer.from(crypto.hkdfSync('sha256', secret(2), 'statecast ticket keys v1', `material\0${info}`, 64))
   t.same(Buffer.concat([k.aes, k.hmac]), want, 'material')
   t.same(k.name, Buffer.from(crypto.hkdfSync('sha256', secret(2), 'statecast ticket keys v1', `name\0${info}`, 16)), 'name')
-  const all = TICKET_FORMATS.flatMap((f) => ['web', 'api'].map((c) => deriveKey(f, c, { epoch: 10, secret: secret(2) })))
+  const all = KEY_FORMATS.flatMap((f) => ['web', 'api'].map((c) => deriveKey(f, c, { epoch: 10, secret: secret(2) })))
   const hexes = all.flatMap((d) => [d.name.toString('hex'), d.aes.toString('hex'), d.hmac.toString('hex')])
   t.equal(new Set(hexes).size, hexes.length, 'no two consumers or formats share a name or a key')
-  t.notOk(hexes.some((h) => secret(2).toString('hex').includes(h)), 'none is a slice of the secret itself (Node\'s key)')
+  t.notOk(hexes.some((h) => secret(2).toString('hex').includes(h)), 'none is a slice of the secret itself')
+  const node = deriveKey('node', 'node', { epoch: 10, secret: secret(2) })
+  const nk = nodeTicketKey(node)
+  t.equal(nk.length, 48, 'Node\'s setTicketKeys takes 48 bytes: name, HMAC key, AES key')
+  t.same(nk, Buffer.concat([node.name, node.hmac, node.aes]))
+  t.not(nk.toString('hex'), secret(2).toString('hex'), 'Node\'s helper, a consumer like the others, never holds the secret')
   t.same(deriveKey('nginx', 'web', { epoch: 10, secret: secret(2) }).name, k.name, 'every host derives the same name')
   t.not(deriveKey('nginx', 'web', { epoch: 11, secret: secret(2) }).name.toString('hex'), k.name.toString('hex'), 'names change with the epoch')
 })
@@ -79,7 +85,7 @@ t.test('files: tmpfs only unless allowed, 0640, atomic, group applied', async (t
   const dir = fs.mkdtempSync('/dev/shm/sc-te-')
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   const c = { name: 'web', format: 'nginx' as const, dir: path.join(dir, 'a', 'web'), group: 'nogroup', allowPersistentDisk: false }
-  const r = writeConsumerFiles(c, win())
+  const r = writeConsumerFiles(c, deriveWindow('nginx', 'web', win()))
   for (const f of fs.readdirSync(c.dir)) {
     const st = fs.statSync(path.join(c.dir, f))
     t.equal(st.mode & 0o777, 0o640, `${f} is 0640`)
@@ -90,16 +96,16 @@ t.test('files: tmpfs only unless allowed, 0640, atomic, group applied', async (t
   t.notOk(fs.readdirSync(c.dir).some((f) => f.endsWith('.tmp')), 'no temporary files left')
   wipeRendered(r)
   t.ok(r.files.every((f) => f.data.every((b) => b === 0)) && r.keys.every((k) => k.aes.every((b) => b === 0) && k.hmac.every((b) => b === 0)), 'the buffers written are wiped')
-  writeConsumerFiles(c, { ...win(), previous: undefined, current: { epoch: 11, secret: secret(3) }, next: { epoch: 12, secret: secret(4) } })
+  writeConsumerFiles(c, deriveWindow('nginx', 'web', { ...win(), previous: undefined, current: { epoch: 11, secret: secret(3) }, next: { epoch: 12, secret: secret(4) } }))
   t.same(fs.readdirSync(c.dir).filter((f) => f.endsWith('.key')).sort(), ['11.key', '12.key'], 'keys that left the window are removed')
 
   // The worktree is on persistent disk on every machine this runs on; checked, not assumed.
   const disk = fs.mkdtempSync(path.join(process.cwd(), '.sc-disk-'))
   t.teardown(() => fs.rmSync(disk, { recursive: true, force: true }))
   const onTmpfs = fs.statfsSync(disk).type === 0x01021994
-  if (onTmpfs) t.doesNotThrow(() => prepareDir(disk, undefined, false))
+  if (onTmpfs) t.doesNotThrow(() => prepareDir(disk, undefined, false).close())
   else t.throws(() => prepareDir(disk, undefined, false), { code: 'NOT_TMPFS', message: /not on tmpfs/ }, 'persistent disk refused')
-  t.doesNotThrow(() => prepareDir(path.join(disk, 'x'), undefined, true), 'unless explicitly allowed')
+  t.doesNotThrow(() => prepareDir(path.join(disk, 'x'), undefined, true).close(), 'unless explicitly allowed')
 })
 
 t.test('config: consumers validated with messages naming the key', async (t) => {

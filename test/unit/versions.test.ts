@@ -100,17 +100,19 @@ t.test('tombstones: kept for their lifetime, oldest first, bounded, with a floor
   ts.add('d', 40n)
   t.equal(ts.size, 2)
   t.equal(ts.counters.tombstonesEvictedEarly, 1, 'b went before its time')
-  t.equal(ts.floor(), 20n, 'its version is the floor')
+  t.equal(ts.floor('b'), 20n, 'its version is the floor of its bucket')
+  const elsewhere = otherBucket(ts, 'b')
+  t.equal(ts.floor(elsewhere), NO_VERSION, 'and of no other bucket')
   now = 150
-  t.equal(ts.floor(), 20n, 'until b would have expired')
+  t.equal(ts.floor('b'), 20n, 'until b would have expired')
   now = 151
-  t.equal(ts.floor(), NO_VERSION)
+  t.equal(ts.floor('b'), NO_VERSION)
   ts.remove('c')
   t.equal(ts.get('c'), undefined)
   const none = new Tombstones({ lifetimeMs: 100, max: 0, now: () => now })
   none.add('x', 5n)
   t.equal(none.size, 0, 'max 0 keeps none')
-  t.equal(none.floor(), 5n, 'and fails safe at once')
+  t.equal(none.floor('x'), 5n, 'and fails safe at once')
   t.throws(() => new Tombstones({ lifetimeMs: 1, max: -1, now: () => 0 }), TypeError)
 })
 
@@ -146,10 +148,57 @@ t.test('HLC: a forged far-future version is not observed; at the top of the rang
 t.test('Tombstones: an early eviction raises the floor with its version for one lifetime', async (t) => {
   let now = 0
   const ts = new Tombstones({ lifetimeMs: 1000, max: 10, now: () => now })
-  ts.evicted(500n)
+  ts.evicted('k', 500n)
   t.equal(ts.counters.evictionsFloored, 1)
+  t.ok(peerWins(ts, otherBucket(ts, 'k'), 400n, Buffer.from('old'), undefined), 'a key of another bucket is not floored')
   t.notOk(peerWins(ts, 'k', 500n, Buffer.from('old'), undefined), 'a copy at the evicted version is refused')
   t.ok(peerWins(ts, 'k', 501n, Buffer.from('new'), undefined), 'a newer one is applied')
   now = 1001
   t.ok(peerWins(ts, 'k', 400n, Buffer.from('old'), undefined), 'after one lifetime the floor is gone')
+})
+
+/** A key that falls in another floor bucket than `key`. */
+function otherBucket(ts: Tombstones, key: string): string {
+  for (let i = 0; ; i++) if (ts.bucket(`other-${i}`) !== ts.bucket(key)) return `other-${i}`
+}
+
+t.test('Tombstones: deletes of keys held nothing of have a table of their own, whose overflow raises no floor (issue 21 point 5)', async (t) => {
+  let now = 0
+  const ts = new Tombstones({ lifetimeMs: 1000, max: 10, now: () => now })
+  ts.add('real', 7n, true)
+  for (let i = 0; i < 5000; i++) ts.add(`rnd-${i}`, 100n + BigInt(i), false)
+  t.equal(ts.counters.unheldTombstonesDropped, 4990, 'the flood pushed out only its own kind')
+  t.equal(ts.counters.tombstonesEvictedEarly, 0)
+  t.equal(ts.get('real'), 7n, "a held key's tombstone survives the flood")
+  t.equal(ts.get('rnd-4999'), 5099n, 'the newest unheld deletes are remembered')
+  let refused = 0
+  for (let i = 0; i < 1000; i++) if (!peerWins(ts, `sess-${i}`, 50n, Buffer.from('v'), undefined)) refused++
+  t.equal(refused, 0, 'no fill of another key is refused')
+  t.notOk(peerWins(ts, 'rnd-4999', 50n, Buffer.from('v'), undefined), 'an older copy of a remembered one is refused')
+  ts.add('rnd-4999', 6000n, false)
+  t.equal(ts.get('rnd-4999'), 6000n, 'deleted again: still one tombstone')
+  t.equal(ts.size, 11)
+  ts.add('real', 8n, false)
+  for (let i = 0; i < 20; i++) ts.add(`more-${i}`, 9000n, false)
+  t.equal(ts.get('real'), 8n, 'a key with a tombstone deleted again stays in the held table')
+  now = 1001
+  ts.purge()
+  t.equal(ts.size, 0, 'both tables expire')
+})
+
+t.test('Tombstones: held tombstones evicted early raise the floor of their own bucket only', async (t) => {
+  const ts = new Tombstones({ lifetimeMs: 1000, max: 10, now: () => 0 })
+  for (let i = 0; i < 5000; i++) ts.add(`x-${i}`, 1000n + BigInt(i), true)
+  t.equal(ts.counters.tombstonesEvictedEarly, 4990)
+  const floored = new Set(Array.from({ length: 4990 }, (_, i) => ts.bucket(`x-${i}`)))
+  let refused = 0
+  let expected = 0
+  for (let i = 0; i < 2000; i++) {
+    const k = `sess-${i}`
+    if (floored.has(ts.bucket(k))) expected++
+    if (!peerWins(ts, k, 50n, Buffer.from('v'), undefined)) refused++
+  }
+  t.equal(refused, expected, `refused exactly the keys of floored buckets (${expected} of 2000)`)
+  t.ok(refused < 400, 'not every key')
+  for (let i = 0; i < 4990; i++) if (peerWins(ts, `x-${i}`, 999n, Buffer.from('v'), undefined)) t.fail(`x-${i} came back`)
 })

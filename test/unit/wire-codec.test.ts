@@ -32,6 +32,17 @@ const bodies: { name: string; msg: Message; bytes: string }[] = [
     bytes: `07 0000019a b697e87b 00000003 a1a2a3a4a5a6a7a8 ${'5a'.repeat(48)}`,
   },
   {
+    name: 'TICKET_PUB',
+    msg: { type: MsgType.TICKET_PUB, period: 9, pub: Buffer.alloc(32, 0x11), held: [{ epoch: 9, holder: hex('a1a2a3a4a5a6a7a8') }, { epoch: 10, holder: hex('b1b2b3b4b5b6b7b8') }] },
+    bytes: `14 0000019a b697e87b 00000009 ${'11'.repeat(32)} 02 00000009 a1a2a3a4a5a6a7a8 0000000a b1b2b3b4b5b6b7b8`,
+  },
+  { name: 'TICKET_PUB holding nothing', msg: { type: MsgType.TICKET_PUB, period: 9, pub: Buffer.alloc(32, 0x11), held: [] }, bytes: `14 0000019a b697e87b 00000009 ${'11'.repeat(32)} 00` },
+  {
+    name: 'TICKET_SEAL',
+    msg: { type: MsgType.TICKET_SEAL, epoch: 10, sealerPub: Buffer.alloc(32, 0x22), recipientPub: Buffer.alloc(32, 0x33), nonce: Buffer.alloc(12, 0x44), sealed: Buffer.alloc(48, 0x55), tag: Buffer.alloc(16, 0x66) },
+    bytes: `15 0000019a b697e87b 0000000a ${'22'.repeat(32)} ${'33'.repeat(32)} ${'44'.repeat(12)} ${'55'.repeat(48)} ${'66'.repeat(16)}`,
+  },
+  {
     name: 'REPLICATE',
     msg: { type: MsgType.REPLICATE, replId: 4, ttlMs: 500, flags: 1, totalLen: 5, index: 0, count: 2, version: V, key: Buffer.from('k'), chunk: Buffer.from('abc') },
     bytes: '08 0000019a b697e87b 00000004 000001f4 00000001 00000005 0000 0002 019ab697e87b0102 0001 6b 616263',
@@ -89,8 +100,8 @@ t.test('the receiver id is authenticated: rewriting it fails to open', async (t)
 })
 
 t.test('only membership, lookup, invalidation and ticket key types may go to the group', async (t) => {
-  t.same([...GROUP_TYPES].sort(), [MsgType.LOOKUP, MsgType.INVALIDATE, MsgType.ANNOUNCE, MsgType.LEAVE, MsgType.TICKET_KEY].sort())
-  for (const ty of [MsgType.HIT, MsgType.MISS, MsgType.REPLICATE, MsgType.ACK]) t.notOk(GROUP_TYPES.has(ty), `type ${ty} is unicast only`)
+  t.same([...GROUP_TYPES].sort(), [MsgType.LOOKUP, MsgType.INVALIDATE, MsgType.ANNOUNCE, MsgType.LEAVE, MsgType.TICKET_KEY, MsgType.TICKET_PUB].sort())
+  for (const ty of [MsgType.HIT, MsgType.MISS, MsgType.REPLICATE, MsgType.ACK, MsgType.TICKET_SEAL]) t.notOk(GROUP_TYPES.has(ty), `type ${ty} is unicast only`)
 })
 
 t.test('key digest and datagram lengths', async (t) => {
@@ -171,6 +182,8 @@ const msg: fc.Arbitrary<Message> = fc.oneof(
   fc.uint8Array({ maxLength: 1200 }).chain((c) =>
     fc.record({ type: fc.constant(MsgType.REPLICATE), replId: u32, ttlMs: u32, flags: u32, totalLen: fc.constant(c.length), index: fc.constant(0), count: fc.constant(1), version, key, chunk: fc.constant(Buffer.from(c)) }),
   ),
+  fc.record({ type: fc.constant(MsgType.TICKET_PUB), period: u32, pub: fc.uint8Array({ minLength: 32, maxLength: 32 }).map((a) => Buffer.from(a)), held: fc.array(fc.record({ epoch: u32, holder: b8 }), { maxLength: 4 }) }),
+  fc.record({ type: fc.constant(MsgType.TICKET_SEAL), epoch: u32, sealerPub: fc.uint8Array({ minLength: 32, maxLength: 32 }).map((a) => Buffer.from(a)), recipientPub: fc.uint8Array({ minLength: 32, maxLength: 32 }).map((a) => Buffer.from(a)), nonce: fc.uint8Array({ minLength: 12, maxLength: 12 }).map((a) => Buffer.from(a)), sealed: fc.uint8Array({ minLength: 48, maxLength: 48 }).map((a) => Buffer.from(a)), tag: b16 }),
   fc.record({ type: fc.constant(MsgType.TICKET_KEY), epoch: u32, creator: fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a)), key: fc.uint8Array({ minLength: 48, maxLength: 48 }).map((a) => Buffer.from(a)) }),
   fc.uint8Array({ minLength: 1, maxLength: 1400 }).chain((c) =>
     fc.integer({ min: 1, max: Math.min(100, c.length + 5) }).chain((count) =>

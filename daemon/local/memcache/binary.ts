@@ -199,6 +199,8 @@ export interface BinLimits {
   maxValueBytes: number
   /** Largest body of a request that carries no value (stat's key, say); larger ones are swallowed. */
   maxOtherBodyBytes?: number
+  /** Refuse keys starting with the tenant marker (a daemon with tenants). */
+  refuseMarker?: boolean
 }
 
 /**
@@ -219,6 +221,8 @@ export function parseRequest(b: Buffer, limits: BinLimits): BinParse {
   const quiet = QUIET.has(h.opcode)
   if (kl > limits.maxKeyBytes) return reject(BinStatus.EINVAL, HEADER_BYTES, 0, true)
   const head = HEADER_BYTES + el + kl
+  // A key may not start with the tenant marker (0x00, protocol/tenant-keys.ts): it would name another tenant's.
+  if (limits.refuseMarker && kl > 0 && b.length > HEADER_BYTES + el && b[HEADER_BYTES + el] === 0) return reject(BinStatus.EINVAL, HEADER_BYTES, 0, true)
   const valueLen = body - el - kl
   // Commands with a value: a value too large is refused without reading it (memcached swallows it).
   const withValue = command === Opcode.SET || command === Opcode.ADD || command === Opcode.REPLACE || command === Opcode.APPEND || command === Opcode.PREPEND

@@ -18,6 +18,7 @@
 import type { ClusterHooks } from '../../cluster/hooks.js'
 import type { Log } from '../../host/log.js'
 import { StoreError, type SessionStore } from '../../store/session-store.js'
+import { setLongTimeout, type LongTimeout } from '../long-timeout.js'
 import { CondKind, CondOutcome, SessionOps, type CondOp, type CondResult } from '../session-ops.js'
 import { RELATIVE_LIMIT_S } from './numbers.js'
 
@@ -71,7 +72,7 @@ export class MemcacheCommands {
   readonly #o: CommandOptions
   readonly #c: CommandCounters
   readonly #now: () => number
-  #flushTimer: NodeJS.Timeout | undefined
+  #flushTimer: LongTimeout | undefined
   /** Remote lookups waiting for the front end's share, in order. */
   #waiting: (() => void)[] = []
   /** The write path every front end shares; its fetches keep within this front end's lookup share. */
@@ -369,18 +370,16 @@ export class MemcacheCommands {
   /** memcached's flush_all: this host's store, now or after `delay` (memcached's exptime rules). */
   flushAll(delay: number): void {
     this.#c.cmdFlush++
-    clearTimeout(this.#flushTimer)
+    this.#flushTimer?.cancel()
     this.#flushTimer = undefined
     const ms = delay > 0 ? this.ttlFor(delay) : -1
     if (ms <= 0) this.#o.store.flush()
-    else {
-      this.#flushTimer = setTimeout(() => this.#o.store.flush(), ms)
-      this.#flushTimer.unref()
-    }
+    // Past 24.8 days setTimeout would fire at once: long-timeout.ts waits in steps.
+    else this.#flushTimer = setLongTimeout(() => this.#o.store.flush(), ms)
   }
 
   close(): void {
-    clearTimeout(this.#flushTimer)
+    this.#flushTimer?.cancel()
   }
 }
 

@@ -16,6 +16,7 @@
  * replies are zero-filled once written.
  */
 import type net from 'node:net'
+import { TENANT_MARKER } from '../../../protocol/tenant-keys.js'
 import { Magic, parseRequest, type BinRequest } from './binary.js'
 import { binaryReject, binaryRequest } from './binary-commands.js'
 import type { Fetch } from './commands.js'
@@ -398,7 +399,7 @@ export class McConnection implements Sink {
     for (let i = pos; i < line.length; ) {
       let j = line.indexOf(' ', i)
       if (j < 0) j = line.length
-      if (j - i > fe.maxKeyBytes) return this.error('CLIENT_ERROR bad command line format\r\n')
+      if (j - i > fe.maxKeyBytes || (fe.refuseMarker && j > i && line.charCodeAt(i) === TENANT_MARKER)) return this.error('CLIENT_ERROR bad command line format\r\n')
       i = j + 1
     }
     this.#queue.push({ kind: 'get', line, pos, withCas, ...(touch === undefined ? {} : { touch }), ahead: [], waiting: false, cost: line.length })

@@ -20,7 +20,7 @@ type Keyed = Exclude<MetaRequest, { cmd: 'mn' } | { cmd: 'me' }>
 export function metaCommand(c: Sink, line: string): void {
   const fe = c.fe
   fe.counters.metaCommands++
-  const r = parseMeta(line, { maxKeyBytes: fe.maxKeyBytes, maxValueBytes: fe.maxValueBytes })
+  const r = parseMeta(line, { maxKeyBytes: fe.maxKeyBytes, maxValueBytes: fe.maxValueBytes, refuseMarker: fe.refuseMarker })
   if ('error' in r) {
     if (r.swallow) c.swallow(r.swallow)
     return c.error(r.error)

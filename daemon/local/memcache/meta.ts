@@ -73,7 +73,7 @@ const SIGNED = /^-?\d{1,20}$/
  * Parses a meta line. Total: any line gives a request or a MetaError; `maxKeyBytes` bounds the
  * key (decoded, for base64 keys) and `maxValueBytes` an ms data block.
  */
-export function parseMeta(line: string, limits: { maxKeyBytes: number; maxValueBytes: number }): MetaRequest | MetaError {
+export function parseMeta(line: string, limits: { maxKeyBytes: number; maxValueBytes: number; refuseMarker?: boolean }): MetaRequest | MetaError {
   const tok = line.split(' ').filter((x) => x.length > 0)
   const cmd = tok[0] as MetaCmd
   if (cmd === 'mn') return { cmd }
@@ -81,7 +81,7 @@ export function parseMeta(line: string, limits: { maxKeyBytes: number; maxValueB
   const rawKey = tok[1]!
   if (cmd === 'me') {
     if (tok.length > 3 || (tok.length === 3 && tok[2] !== 'b')) return { error: BAD_FORMAT }
-    const key = decodeKey(rawKey, tok.length === 3, limits.maxKeyBytes)
+    const key = decodeKey(rawKey, tok.length === 3, limits)
     return typeof key === 'string' ? { error: key } : { cmd, key, base64: tok.length === 3 }
   }
   let at = 2
@@ -117,7 +117,7 @@ export function parseMeta(line: string, limits: { maxKeyBytes: number; maxValueB
     flags.push({ f, token })
   }
   const base64 = has.has('b')
-  const key = decodeKey(rawKey, base64, limits.maxKeyBytes)
+  const key = decodeKey(rawKey, base64, limits)
   if (typeof key === 'string') return fail(key)
   const quiet = has.has('q')
   if (cmd === 'ms') {
@@ -134,14 +134,18 @@ export function parseMeta(line: string, limits: { maxKeyBytes: number; maxValueB
   return { cmd, key, base64, flags, has, quiet }
 }
 
-function decodeKey(raw: string, base64: boolean, maxKeyBytes: number): Buffer | string {
+function decodeKey(raw: string, base64: boolean, limits: { maxKeyBytes: number; refuseMarker?: boolean }): Buffer | string {
+  const maxKeyBytes = limits.maxKeyBytes
   if (!base64) {
     if (raw.length > maxKeyBytes) return BAD_FORMAT
+    // A key may not start with the tenant marker (0x00, protocol/tenant-keys.ts): it would name another tenant's.
+    if (limits.refuseMarker && raw.charCodeAt(0) === 0) return BAD_FORMAT
     return Buffer.from(raw, 'latin1')
   }
   if (!/^[A-Za-z0-9+/]+={0,2}$/.test(raw) || raw.length % 4 !== 0) return 'CLIENT_ERROR error decoding key\r\n'
   const key = Buffer.from(raw, 'base64')
   if (key.length === 0 || key.length > maxKeyBytes) return key.length === 0 ? 'CLIENT_ERROR error decoding key\r\n' : BAD_FORMAT
+  if (limits.refuseMarker && key[0] === 0) return BAD_FORMAT
   return key
 }
 

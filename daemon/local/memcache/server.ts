@@ -53,6 +53,10 @@ export interface MemcacheOptions extends Pick<Config, 'memcacheListen' | 'memcac
   log: Log
   /** Wall clock in ms, for absolute exptimes. */
   now?: () => number
+  /** Permission bits of the front end's socket files. Default 0o660. */
+  socketMode?: number
+  /** Refuse keys starting with the tenant marker (a daemon with tenants: they name another tenant's). */
+  refuseMarker?: boolean
 }
 
 export interface MemcacheCounters extends CommandCounters {
@@ -108,7 +112,10 @@ export class MemcacheServer implements FrontEnd {
   readonly maxKeyBytes: number
   readonly flushAllowed: boolean
   readonly commandTimeoutMs: number
+  readonly refuseMarker: boolean
   readonly #o: MemcacheOptions
+  /** Connections accepted by a listener shared by tenants (tenant-memcache.ts), served here. */
+  readonly #adopted = new Set<net.Socket>()
   readonly #servers: { server: net.Server; unix?: UnixListener; sockets: Set<net.Socket> }[] = []
   readonly #conns = new Map<net.Socket, McConnection>()
   #now: () => number
@@ -123,9 +130,10 @@ export class MemcacheServer implements FrontEnd {
     this.maxKeyBytes = o.maxKeyBytes
     this.flushAllowed = o.memcacheFlushAll
     this.commandTimeoutMs = o.memcacheCommandTimeoutMs
+    this.refuseMarker = o.refuseMarker ?? false
     this.#now = o.now ?? Date.now
     this.commands = new MemcacheCommands({ store: o.store, cluster: o.cluster, maxRemoteLookups: o.maxRemoteLookups, log: o.log, ...(o.now ? { now: o.now } : {}), counters: this.counters })
-    this.binaryLimits = { maxKeyBytes: Math.min(o.maxKeyBytes, 0xffff), maxValueBytes: this.maxValueBytes, maxOtherBodyBytes: 0 }
+    this.binaryLimits = { maxKeyBytes: Math.min(o.maxKeyBytes, 0xffff), maxValueBytes: this.maxValueBytes, maxOtherBodyBytes: 0, refuseMarker: this.refuseMarker }
   }
 
   /**
@@ -167,7 +175,7 @@ export class MemcacheServer implements FrontEnd {
   }
 
   get currentConnections(): number {
-    return [...new Set(this.#servers.map((s) => s.sockets))].reduce((n, s) => n + s.size, 0)
+    return [...new Set(this.#servers.map((s) => s.sockets))].reduce((n, s) => n + s.size, this.#adopted.size)
   }
 
   /**
@@ -284,10 +292,15 @@ export class MemcacheServer implements FrontEnd {
       } else {
         const server = net.createServer((s) => this.#onConnection(s, sockets))
         // The API socket's listener: stale-socket check, umask, mode 0660, never clobbers a live one.
-        this.#servers.push({ server, sockets, unix: await UnixListener.listen(server, { path: spec, mode: 0o660 }) })
+        this.#servers.push({ server, sockets, unix: await UnixListener.listen(server, { path: spec, mode: this.#o.socketMode ?? 0o660 }) })
       }
       this.#o.log.info({ listen: spec }, 'memcache front end listening')
     }
+  }
+
+  /** Serves a connection another listener accepted (one shared by tenants, that picked this one). */
+  adopt(s: net.Socket): void {
+    this.#onConnection(s, this.#adopted)
   }
 
   /** Each listener has its own cap, so clients of one (say a busy TCP port) never shut out another's. */
@@ -330,7 +343,7 @@ export class MemcacheServer implements FrontEnd {
       unix?.close()
       return new Promise<void>((r) => server.close(() => r()))
     })
-    const all = [...new Set(this.#servers.flatMap(({ sockets }) => [...sockets]))]
+    const all = [...new Set([...this.#servers.flatMap(({ sockets }) => [...sockets]), ...this.#adopted])]
     for (const s of all) {
       const conn = this.#conns.get(s)
       if (conn) conn.finish()

@@ -14,6 +14,8 @@ export interface FrontEnd {
   /** The VERSION reply. */
   readonly version: string
   readonly maxKeyBytes: number
+  /** Keys starting with the tenant marker are refused (a daemon with tenants: they would name another tenant's). */
+  readonly refuseMarker: boolean
   readonly maxValueBytes: number
   readonly flushAllowed: boolean
   readonly commandTimeoutMs: number

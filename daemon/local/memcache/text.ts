@@ -11,6 +11,7 @@ import { metaCommand } from './meta-commands.js'
 import { isMetaLine } from './meta.js'
 import { memcachedFlags, memcachedInt32, memcachedUint64 } from './numbers.js'
 import type { Sink } from './sink.js'
+import { TENANT_MARKER } from '../../../protocol/tenant-keys.js'
 
 export const STORED = 'STORED\r\n'
 export const NOT_FOUND = 'NOT_FOUND\r\n'
@@ -55,7 +56,8 @@ export function textCommand(c: Sink, line: string): void {
   const cmd = tok[0] ?? ''
   const n = tok.length
   const noreply = tok[n - 1] === 'noreply'
-  const keyOk = (k: string) => k.length <= fe.maxKeyBytes
+  // A key may not start with the tenant marker (protocol/tenant-keys.ts): it would name another tenant's.
+  const keyOk = (k: string) => k.length <= fe.maxKeyBytes && !(fe.refuseMarker && k.charCodeAt(0) === TENANT_MARKER)
   switch (cmd) {
     case 'set':
     case 'add':
