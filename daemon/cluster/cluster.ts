@@ -165,11 +165,12 @@ export class Cluster implements ClusterHooks {
       probationIds: () => this.#alive().filter((m) => !m.trusted).map((m) => m.id),
       addressOf: (id) => this.#addressOf(id),
     }, clock)
+    // With membership.ts, this adapter is `this.membership` itself.
     this.ticketGossip = new TicketGossip(o, this.transport, {
-      aliveIds: () => this.#alive().map((m) => m.id),
-      trusted: (id) => this.members.get(id)?.trusted ?? false,
+      liveIds: () => this.#alive().map((m) => m.id),
+      members: this.members,
       addressOf: (id) => this.#addressOf(id),
-      settledForMs: () => this.#clock.now() - this.#startedAt - this.#o.deadAfterMs,
+      settled: () => this.#settled(),
     }, clock)
   }
 
