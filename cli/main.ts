@@ -305,19 +305,21 @@ export const COMMANDS: Command[] = [
           errOut('statecast tickets: the daemon holds no key for the current epoch yet\n')
           return EXIT.NOT_FOUND
         }
-        let written
+        let files: string[]
+        let keys: { epoch: number; name: string }[]
         try {
           // The same checks as the daemon's own deliveries (prepareDir): owner, mode, setgid, symlinks, tmpfs.
-          written = writeConsumerFiles({ name, format: format as TicketFormat, dir, group, allowPersistentDisk: ctx.flags['allow-persistent-disk'] === true }, { rotationMs: w.rotationMs, previous, current, next })
+          const written = writeConsumerFiles({ name, format: format as TicketFormat, dir, group, allowPersistentDisk: ctx.flags['allow-persistent-disk'] === true }, { rotationMs: w.rotationMs, previous, current, next })
+          files = written.files.map((f) => path.join(dir, f.name))
+          // Key names are public (every ticket carries its key's name); the keys are not.
+          keys = written.keys.map((k) => ({ epoch: k.epoch, name: k.name.toString('hex') }))
+          wipeRendered(written)
         } catch (err) {
           errOut(`statecast tickets: ${(err as Error).message}\n`)
           return EXIT.REFUSED
         } finally {
           wipe()
         }
-        const files = written.files.map((f) => path.join(dir, f.name))
-        const keys = written.keys.map((k) => ({ epoch: k.epoch, name: k.name.toString('hex') }))
-        wipeRendered(written)
         ctx.out(ctx.json ? JSON.stringify({ format, name, dir, files, keys }) + '\n' : files.map((f) => `wrote ${f}`).join('\n') + '\n')
         return EXIT.OK
       }

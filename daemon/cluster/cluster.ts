@@ -113,13 +113,7 @@ export class Cluster implements ClusterHooks {
       this.lookups.membersChanged()
       this.replicator.membersChanged()
     }
-    const membership = this.membership
-    this.ticketGossip = new TicketGossip(o, this.transport, {
-      aliveIds: () => membership.liveIds(),
-      trusted: (id) => membership.members.get(id)?.trusted ?? false,
-      addressOf: (id) => membership.addressOf(id),
-      settledForMs: () => membership.settledForMs(),
-    }, clock)
+    this.ticketGossip = new TicketGossip(o, this.transport, this.membership, clock)
   }
 
   /** The ticket secrets this daemon holds (the exporter and the API read their window). */

@@ -40,15 +40,18 @@ import { TicketKeys } from './ticket-keys.js'
 type PubMsg = Extract<Message, { type: typeof MsgType.TICKET_PUB }>
 type SealMsg = Extract<Message, { type: typeof MsgType.TICKET_SEAL }>
 
-/** What the gossip asks of membership (cluster.ts). */
+/**
+ * What the gossip asks of membership: a subset of membership.ts's `Membership` (on a branch
+ * without it, cluster.ts passes an adapter of the same shape).
+ */
 export interface GossipMembers {
-  /** Alive members' ids (hex), trusted or not. */
-  aliveIds(): string[]
-  /** Whether `id` is a member past its probation. */
-  trusted(id: string): boolean
+  /** Ids (hex) of every live member, trusted or in probation. */
+  liveIds(): string[]
+  /** The members known, by id; `trusted`: past its probation. */
+  readonly members: ReadonlyMap<string, { trusted: boolean }>
   addressOf(id: string): Address | undefined
-  /** How long the member list has been complete, in ms (negative: still listening). */
-  settledForMs(): number
+  /** True once the member list is complete (we listened for deadAfterMs). */
+  settled(): boolean
 }
 
 export interface TicketGossipOptions {
@@ -141,6 +144,8 @@ export class TicketGossip {
   readonly #peers = new Map<string, PeerPub>()
   /** `member:epoch` -> when we last sealed that epoch to that member (monotonic ms). */
   readonly #sentAt = new Map<string, number>()
+  /** When membership first said settled (monotonic ms). */
+  #settledAt: number | undefined
 
   constructor(o: TicketGossipOptions, transport: PeerTransport, members: GossipMembers, clock: Clock) {
     this.#o = o
@@ -184,17 +189,19 @@ export class TicketGossip {
    * and seals to each member what it lacks and we are the one to send.
    */
   heartbeat(): void {
-    this.keys.tick(this.#m.aliveIds(), this.#m.settledForMs())
+    const now0 = this.#clock.now()
+    if (this.#settledAt === undefined && this.#m.settled()) this.#settledAt = now0
+    this.keys.tick(this.#m.liveIds(), this.#settledAt === undefined ? -1 : now0 - this.#settledAt)
     this.#t.sendGroup(this.#pubMsg())
     const now = this.#clock.now()
     for (const [k, at] of this.#sentAt) if (now - at > 4 * this.#o.heartbeatMs) this.#sentAt.delete(k)
-    for (const id of this.#m.aliveIds()) this.#sealOwed(id)
+    for (const id of this.#m.liveIds()) this.#sealOwed(id)
   }
 
   /** Which member sends epoch `epoch` to others: the lowest id among the holders we know of. */
   #sealerOf(epoch: number): string {
     let low = this.#t.nodeIdHex
-    const alive = new Set(this.#m.aliveIds())
+    const alive = new Set(this.#m.liveIds())
     for (const [id, p] of this.#peers) if (id < low && alive.has(id) && p.held.has(epoch)) low = id
     return low
   }
@@ -202,7 +209,7 @@ export class TicketGossip {
   /** Seals to `id` each secret it lacks that we are to send (at most once per heartbeat each). */
   #sealOwed(id: string): void {
     const p = this.#peers.get(id)
-    if (!p || !(p.ok || this.#m.trusted(id))) return
+    if (!p || !(p.ok || this.#m.members.get(id)?.trusted)) return
     const own = this.#key()
     // Only to the key of the epoch we are in: a member whose clock is an epoch off gets its
     // secrets once both of us are in the same epoch (a heartbeat after the boundary).

@@ -107,9 +107,12 @@ t.test('ticket directories another user made are refused by the daemon and the C
   }
   for (const [name, dir] of Object.entries({ ...bad, secret })) t.same(fs.existsSync(dir) ? fs.readdirSync(dir) : [], [], `${name}: still empty after the CLI`)
   t.same(Object.fromEntries(all.map(([k, p]) => [k, fs.existsSync(p) ? snapshot(p) : null])), before, 'and unchanged')
-  const ok = await runCli(['--socket', d.adminSocket, 'tickets', 'export', '--format', 'haproxy', '--dir', path.join(base, 'exported')])
+  const ok = await runCli(['--socket', d.adminSocket, '--json', 'tickets', 'export', '--format', 'haproxy', '--dir', path.join(base, 'exported')])
   t.equal(ok.code, 0, 'export into a new directory works')
-  t.equal(fs.readFileSync(path.join(base, 'exported', 'tls-ticket-keys'), 'utf8').split('\n').filter(Boolean).length, 3)
+  const lines = fs.readFileSync(path.join(base, 'exported', 'tls-ticket-keys'), 'utf8').split('\n').filter(Boolean)
+  t.equal(lines.length, 3)
+  const shown = (JSON.parse(ok.stdout.toString()) as { keys: { name: string }[] }).keys.map((k) => k.name)
+  t.same(shown.sort(), lines.map((l) => Buffer.from(l, 'base64').subarray(0, 16).toString('hex')).sort(), 'the export names the keys it wrote')
 })
 
 t.test('paths that would change a server directive or an admin-socket command are refused', async (t) => {

@@ -5,7 +5,7 @@ import net from 'node:net'
 import path from 'node:path'
 import { deriveKey, deriveWindow, nodeTicketKey, render as renderKeys, wipeRendered, KEY_FORMATS, type SecretWindow, type TicketFormat } from '../../daemon/tickets/ticket-formats.js'
 import { prepareDir, syncHaproxy, writeConsumerFiles } from '../../daemon/tickets/ticket-export.js'
-import { parseConsumers } from '../../daemon/config/ticket-consumers.js'
+import { mayReadConsumer, parseConsumers } from '../../daemon/config/ticket-consumers.js'
 import { ConfigError, apply, defaults, loadFile } from '../../daemon/config/config.js'
 
 const secret = (x: number) => Buffer.alloc(48, x)
@@ -197,4 +197,19 @@ t.test('HAProxy ring: only what is missing is set, and a retry after a lost repl
   t.same(lossy.view(), ['b', 'd', 'e'], 'advanced exactly once')
   await t.rejects(syncHaproxy(path.join(dir, 'absent.sock'), file, ['b', 'd', 'e'], 2000), { code: 'ADMIN_SOCKET', message: /ENOENT/ }, 'no socket: a clear error')
   await t.rejects(syncHaproxy(path.join(dir, 'lossy.sock'), '/other/file', ['b', 'd', 'e'], 2000), { code: 'ADMIN_SOCKET', message: /did not list three keys for \/other\/file/ }, 'a file HAProxy does not know')
+})
+
+t.test('mayReadConsumer: the one check of which consumers a connection may read', async (t) => {
+  const configured = [{ name: 'edge', format: 'nginx' as const }, { name: 'lb', format: 'haproxy' as const }]
+  const api = { who: 'API socket', consumers: new Set(['node', 'edge', 'app2']) }
+  const admin = { who: 'admin socket', consumers: 'all' as const }
+  t.ok(mayReadConsumer(api, 'node', 'node', configured), 'the Node consumer')
+  t.ok(mayReadConsumer(api, 'nginx', 'edge', configured), 'a granted consumer, in its own format')
+  t.notOk(mayReadConsumer(api, 'node', 'edge', configured), 'a granted name under another format is another key: refused')
+  t.ok(mayReadConsumer(api, 'node', 'app2', configured), 'a granted name that is no ticketConsumer is a Node consumer')
+  t.notOk(mayReadConsumer(api, 'nginx', 'app2', configured), '...and only that')
+  t.notOk(mayReadConsumer(api, 'haproxy', 'lb', configured), 'a consumer not granted')
+  t.ok(mayReadConsumer(admin, 'haproxy', 'lb', configured), 'the admin socket reads every consumer')
+  t.ok(mayReadConsumer(admin, 'apache', 'elsewhere', configured), 'even one configured on another host only')
+  t.notOk(mayReadConsumer(admin, 'raw', 'node', configured), 'but only in a key format: there is no format that yields the secret')
 })
