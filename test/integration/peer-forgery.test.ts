@@ -213,7 +213,7 @@ t.test('one LEAVE sealed as member A with counter 2^53-1: refused as a counter j
 t.test('an entry evicted by LRU pressure: a delayed older copy does not roll it back', async (t) => {
   for (const engine of ['compact', 'lru-cache']) {
     await t.test(engine, async (t) => {
-      const { nodes, keyFile, group, port } = await startCluster(t, 2, ['--replication-factor', '3', '--max-bytes', String(1 << 20), '--store-engine', engine])
+      const { nodes, keyFile, group, port } = await startCluster(t, 2, ['--replication-factor', '3', '--max-bytes', String(1 << 20), '--max-value-bytes', String(64 * 1024), '--store-engine', engine])
       const [a, c] = nodes as [Node, Node]
       const x = await insider(t, keyFile, group, port)
       x.heartbeat()

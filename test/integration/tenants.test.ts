@@ -308,7 +308,7 @@ t.test('tenants config errors name the key', async (t) => {
     [[{ name: 'a b', socketPath: path.join(dir, 'a.sock'), maxBytes: MiB }], /tenants\[0\]\.name must be/],
     [[{ name: 'a', socketPath: 'rel.sock', maxBytes: MiB }], /tenants\[0\]\.socketPath must be an absolute path/],
     [[{ name: 'a', socketPath: path.join(dir, 'a.sock'), maxBytes: 200 * MiB }], /tenants' maxBytes add up to/],
-    [[{ name: 'a', socketPath: path.join(dir, 'a.sock'), maxBytes: MiB, ticketConsumers: ['nginx'] }], /tenants\[0\]\.ticketConsumers names "nginx"/],
+    [[{ name: 'a', socketPath: path.join(dir, 'a.sock'), maxBytes: 4 * MiB, ticketConsumers: ['nginx'] }], /tenants\[0\]\.ticketConsumers names "nginx"/],
     [[{ name: 'a', socketPath: path.join(dir, 'a.sock'), maxBytes: MiB, colour: 1 }], /tenants\[0\]: unknown key "colour"/],
   ]
   for (const [tenants, re] of bad) {
