@@ -309,7 +309,18 @@ const tick = () => {
       if (busy > 0 && performance.now() < deadline) return
       clearInterval(drained)
       const ops = { GET: figures(OP_GET), SET: figures(OP_SET), DELETE: figures(OP_DELETE) }
-      const result: LoadResult = { handshakes: issued - issuedAtTimed, timedSeconds, ops, getHits, getMisses, remoteFills, errors, unanswered: busy, dropped, maxTickGapMs: +maxTickGapMs.toFixed(1) }
+      const result: LoadResult = {
+        handshakes: issued - issuedAtTimed,
+        timedSeconds,
+        ops,
+        getHits,
+        getMisses,
+        remoteFills,
+        errors,
+        unanswered: busy,
+        dropped,
+        maxTickGapMs: +maxTickGapMs.toFixed(1),
+      }
       process.send!({ type: 'result', ...result }, () => {
         for (const c of conns) c.sock.destroy()
         process.disconnect()

@@ -83,13 +83,25 @@ async function startFleet(n: number, flags: string[] = []): Promise<Fleet> {
   }
   try {
     for (let i = 0; i < n; i++) {
-      const d = await startDaemonProcess(dir, `h${i}`, ['--key-file', keyFile, '--group', group, '--port', String(port), '--node-name', `h${i}`, ...flags])
+      const d = await startDaemonProcess(dir, `h${i}`, [
+        '--key-file',
+        keyFile,
+        '--group',
+        group,
+        '--port',
+        String(port),
+        '--node-name',
+        `h${i}`,
+        ...flags,
+      ])
       procs.push(d.proc)
       clients.push(await StatecastClient.connect({ socketPath: d.socket, timeoutMs: 30_000 }))
     }
     // Trusted members, not just members: one in probation owns no keys and gets no copies.
     for (let i = 0; ; i++) {
-      const s = await Promise.all(clients.map(async (c) => ((await c.stats()) as { cluster: { trustedMembers: number } }).cluster.trustedMembers))
+      const s = await Promise.all(
+        clients.map(async (c) => ((await c.stats()) as { cluster: { trustedMembers: number } }).cluster.trustedMembers),
+      )
       if (s.every((m) => m === n - 1)) break
       if (i > 1200) throw new Error(`the ${n} cost-bench daemons did not all trust each other within 60 s`)
       await new Promise((r) => setTimeout(r, 50))
@@ -109,7 +121,11 @@ async function startFleet(n: number, flags: string[] = []): Promise<Fleet> {
 async function startMemcached(): Promise<{ proc: ChildProcess; endpoint: string }> {
   const port = await freePortSync()
   // One worker thread, as in the other benches: the most frugal memcached for this load.
-  const proc = spawn('memcached', ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-t', '1', '-m', '256', ...(process.getuid?.() === 0 ? ['-u', 'root'] : [])], { stdio: 'ignore' })
+  const proc = spawn(
+    'memcached',
+    ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-t', '1', '-m', '256', ...(process.getuid?.() === 0 ? ['-u', 'root'] : [])],
+    { stdio: 'ignore' },
+  )
   for (let i = 0; ; i++) {
     if (proc.exitCode !== null) throw new Error(`memcached exited with ${proc.exitCode}`)
     const up = await new Promise<boolean>((resolve) => {
@@ -125,20 +141,39 @@ async function startMemcached(): Promise<{ proc: ChildProcess; endpoint: string 
 type Counters = { sent: number; received: number }
 
 async function datagrams(clients: StatecastClient[]): Promise<Counters> {
-  const all = (await Promise.all(clients.map((c) => c.stats()))) as unknown as { cluster: { datagramsSent: number; datagramsReceived: number } }[]
-  return all.reduce((a, s) => ({ sent: a.sent + s.cluster.datagramsSent, received: a.received + s.cluster.datagramsReceived }), { sent: 0, received: 0 })
+  const all = (await Promise.all(clients.map((c) => c.stats()))) as unknown as {
+    cluster: { datagramsSent: number; datagramsReceived: number }
+  }[]
+  return all.reduce((a, s) => ({ sent: a.sent + s.cluster.datagramsSent, received: a.received + s.cluster.datagramsReceived }), {
+    sent: 0,
+    received: 0,
+  })
 }
 
 /**
  * One case against one target: forks the generator, reads the servers' CPU and wakeups (and the
  * daemons' datagram counters) when its timed window opens and when it closes.
  */
-async function measure(target: Target, endpoints: string[], pids: number[], clients: StatecastClient[], mix: Mix, rate: number, warmSeconds: number, seconds: number): Promise<{ figures: TargetFigures; datagrams: Counters }> {
+async function measure(
+  target: Target,
+  endpoints: string[],
+  pids: number[],
+  clients: StatecastClient[],
+  mix: Mix,
+  rate: number,
+  warmSeconds: number,
+  seconds: number,
+): Promise<{ figures: TargetFigures; datagrams: Counters }> {
   const cfg: LoadConfig = { target, endpoints, mix, rate, warmSeconds, seconds, valueBytes: VALUE_BYTES }
   const gen = fork(path.join(here, 'cost-load.js'), [JSON.stringify(cfg)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const sample = () => {
     const w = pids.map(wakeups)
-    return { cpu: pids.reduce((a, p) => a + cpuMs(p), 0), gen: cpuMs(gen.pid!), all: w.reduce((a, x) => a + x.all, 0), loop: w.reduce((a, x) => a + x.loop, 0) }
+    return {
+      cpu: pids.reduce((a, p) => a + cpuMs(p), 0),
+      gen: cpuMs(gen.pid!),
+      all: w.reduce((a, x) => a + x.all, 0),
+      loop: w.reduce((a, x) => a + x.loop, 0),
+    }
   }
   let at0 = { cpu: 0, gen: 0, all: 0, loop: 0 }
   let at1 = at0
@@ -191,7 +226,10 @@ function settings() {
 }
 
 function loadNow(): string {
-  return os.loadavg().map((l) => l.toFixed(2)).join(' ')
+  return os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')
 }
 
 export async function costRun(): Promise<CostResult> {
@@ -201,7 +239,9 @@ export async function costRun(): Promise<CostResult> {
   const scale: ScaleCase[] = []
   const fleet = await startFleet(3)
   // The same three hosts with every session pushed to every host (replicationFactor 0): GETs local.
-  const all = o.pushToAll ? await startFleet(3, ['--replication-factor', '0']).catch((err: unknown) => (fleet.stop(), Promise.reject(err))) : undefined
+  const all = o.pushToAll
+    ? await startFleet(3, ['--replication-factor', '0']).catch((err: unknown) => (fleet.stop(), Promise.reject(err)))
+    : undefined
   let mc: { proc: ChildProcess; endpoint: string } | undefined
   const floorDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sc-bench-floor-'))
   const floorSockets = [0, 1, 2].map((i) => path.join(floorDir, `floor${i}.sock`))
@@ -209,16 +249,76 @@ export async function costRun(): Promise<CostResult> {
   try {
     if (ensurePeers().memcached) mc = await startMemcached()
     for (const s of floorSockets) floorProcs.push(await startEchoProcess(s, VALUE_BYTES))
-    const vs = (a: TargetFigures, b: TargetFigures | null) => (b ? +(a.cpuUsPerHandshake / Math.max(1, b.cpuUsPerHandshake)).toFixed(2) : null)
+    const vs = (a: TargetFigures, b: TargetFigures | null) =>
+      b ? +(a.cpuUsPerHandshake / Math.max(1, b.cpuUsPerHandshake)).toFixed(2) : null
     for (const mix of o.mixes) {
       for (const rate of o.rates) {
-        const statecast = (await measure('statecast', fleet.sockets, fleet.procs.map((p) => p.pid!), fleet.clients, mix, rate, o.warm, o.seconds)).figures
-        const memcached = mc ? (await measure('memcached', fleet.sockets.map(() => mc!.endpoint), [mc.proc.pid!], [], mix, rate, o.warm, o.seconds)).figures : null
-        const pushed = all ? (await measure('statecast', all.sockets, all.procs.map((p) => p.pid!), all.clients, mix, rate, o.warm, o.seconds)).figures : null
-        const floor = (await measure('statecast', floorSockets, floorProcs.map((p) => p.pid!), [], mix, rate, o.warm, o.seconds)).figures
+        const statecast = (
+          await measure(
+            'statecast',
+            fleet.sockets,
+            fleet.procs.map((p) => p.pid!),
+            fleet.clients,
+            mix,
+            rate,
+            o.warm,
+            o.seconds,
+          )
+        ).figures
+        const memcached = mc
+          ? (
+              await measure(
+                'memcached',
+                fleet.sockets.map(() => mc!.endpoint),
+                [mc.proc.pid!],
+                [],
+                mix,
+                rate,
+                o.warm,
+                o.seconds,
+              )
+            ).figures
+          : null
+        const pushed = all
+          ? (
+              await measure(
+                'statecast',
+                all.sockets,
+                all.procs.map((p) => p.pid!),
+                all.clients,
+                mix,
+                rate,
+                o.warm,
+                o.seconds,
+              )
+            ).figures
+          : null
+        const floor = (
+          await measure(
+            'statecast',
+            floorSockets,
+            floorProcs.map((p) => p.pid!),
+            [],
+            mix,
+            rate,
+            o.warm,
+            o.seconds,
+          )
+        ).figures
         delete floor.datagramsSentPerHandshake
         delete floor.datagramsReceivedPerHandshake
-        cases.push({ mix, rate, hosts: 3, statecast, pushToAll: pushed, memcached, floor, cpuRatio: vs(statecast, memcached), pushToAllRatio: pushed ? vs(pushed, memcached) : null, floorRatio: vs(floor, memcached) })
+        cases.push({
+          mix,
+          rate,
+          hosts: 3,
+          statecast,
+          pushToAll: pushed,
+          memcached,
+          floor,
+          cpuRatio: vs(statecast, memcached),
+          pushToAllRatio: pushed ? vs(pushed, memcached) : null,
+          floorRatio: vs(floor, memcached),
+        })
       }
     }
   } finally {
@@ -239,7 +339,16 @@ export async function costRun(): Promise<CostResult> {
       const i1 = await datagrams(f.clients)
       const idlePerHostPerSec = (i1.received - i0.received) / hosts / ((performance.now() - t0) / 1000)
       for (const mix of o.mixes) {
-        const { figures: r, datagrams: dg } = await measure('statecast', f.sockets, pids, f.clients, mix, o.scaleRate, o.warm, o.scaleSeconds)
+        const { figures: r, datagrams: dg } = await measure(
+          'statecast',
+          f.sockets,
+          pids,
+          f.clients,
+          mix,
+          o.scaleRate,
+          o.warm,
+          o.scaleSeconds,
+        )
         const hs = Math.max(1, r.handshakes)
         scale.push({
           hosts,
@@ -273,8 +382,18 @@ const lat = (f: OpFigures) => (f.sent ? `${f.p50Us} / ${f.p99Us}` : '-')
 export function costRows(r: CostResult): Record<string, unknown>[] {
   const rows: Record<string, unknown>[] = []
   for (const c of r.cases) {
-    const who = { statecast: ` (${c.hosts} daemons)`, 'statecast push to all': ` (${c.hosts} daemons, replicationFactor 0)`, memcached: ' (central)', floor: ` (${c.hosts} bare Node servers, no peers)` }
-    for (const [name, f] of [['statecast', c.statecast], ['statecast push to all', c.pushToAll], ['memcached', c.memcached], ['floor', c.floor]] as const) {
+    const who = {
+      statecast: ` (${c.hosts} daemons)`,
+      'statecast push to all': ` (${c.hosts} daemons, replicationFactor 0)`,
+      memcached: ' (central)',
+      floor: ` (${c.hosts} bare Node servers, no peers)`,
+    }
+    for (const [name, f] of [
+      ['statecast', c.statecast],
+      ['statecast push to all', c.pushToAll],
+      ['memcached', c.memcached],
+      ['floor', c.floor],
+    ] as const) {
       if (!f) continue
       rows.push({
         case: `cost, ${MIX_NAMES[c.mix]}, ${c.rate}/s, ${name}${who[name]}`,

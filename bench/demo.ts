@@ -30,14 +30,19 @@ export function makeCert(dir: string, kind: 'ec' | 'rsa' = 'ec'): { key: Buffer;
   const cert = path.join(dir, 'cert.pem')
   const alg = kind === 'ec' ? ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'] : ['-newkey', 'rsa:2048']
   try {
-    execFileSync('openssl', ['req', '-x509', ...alg, '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost'], { stdio: 'ignore' })
+    execFileSync('openssl', ['req', '-x509', ...alg, '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost'], {
+      stdio: 'ignore',
+    })
   } catch {
     throw new Error('the demo needs the openssl command to make a throwaway certificate (apt-get install openssl)')
   }
   return { key: fs.readFileSync(key), cert: fs.readFileSync(cert) }
 }
 
-export async function startDaemons(dir: string, extra: (i: number) => string[] = () => []): Promise<{ procs: ChildProcess[]; sockets: string[] }> {
+export async function startDaemons(
+  dir: string,
+  extra: (i: number) => string[] = () => [],
+): Promise<{ procs: ChildProcess[]; sockets: string[] }> {
   const keyFile = path.join(dir, 'cluster.key')
   fs.writeFileSync(keyFile, formatKeyFile([newClusterKey(0)]), { mode: 0o600 })
   const group = `239.255.${crypto.randomInt(256)}.${1 + crypto.randomInt(250)}`
@@ -49,7 +54,29 @@ export async function startDaemons(dir: string, extra: (i: number) => string[] =
     const more = extra(i)
     const beats = more.includes('--heartbeat-ms') ? [] : ['--heartbeat-ms', '200', '--dead-after-ms', '1000']
     const socket = path.join(dir, `${n}.sock`)
-    const p = spawn(process.execPath, [DAEMON, '--socket', socket, '--admin-socket', path.join(dir, `${n}-admin.sock`), '--key-file', keyFile, '--group', group, '--port', port, '--node-name', `host-${n}`, ...beats, '--log-level', 'warn', ...more], { stdio: ['ignore', 'ignore', 'inherit'] })
+    const p = spawn(
+      process.execPath,
+      [
+        DAEMON,
+        '--socket',
+        socket,
+        '--admin-socket',
+        path.join(dir, `${n}-admin.sock`),
+        '--key-file',
+        keyFile,
+        '--group',
+        group,
+        '--port',
+        port,
+        '--node-name',
+        `host-${n}`,
+        ...beats,
+        '--log-level',
+        'warn',
+        ...more,
+      ],
+      { stdio: ['ignore', 'ignore', 'inherit'] },
+    )
     procs.push(p)
     sockets.push(socket)
   }
@@ -64,7 +91,9 @@ export async function untilJoined(sockets: string[]): Promise<void> {
     for (let i = 0; i < 400; i++) {
       // Trusted members, not just members: a member still in probation owns no keys and is
       // answered no LOOKUPs, so sessions written then are not found on the other hosts.
-      const trusted = await Promise.all(clients.map(async (c) => ((await c.stats()) as { cluster: { trustedMembers: number } }).cluster.trustedMembers))
+      const trusted = await Promise.all(
+        clients.map(async (c) => ((await c.stats()) as { cluster: { trustedMembers: number } }).cluster.trustedMembers),
+      )
       if (trusted.every((m) => m === sockets.length - 1)) return
       await new Promise((r) => setTimeout(r, 25))
     }
@@ -81,13 +110,28 @@ function perServerCache(server: tls.Server): void {
     cache.set(id.toString('hex'), data)
     cb()
   })
-  server.on('resumeSession', (id: Buffer, cb: (e: Error | null, d: Buffer | null) => void) => cb(null, cache.get(id.toString('hex')) ?? null))
+  server.on('resumeSession', (id: Buffer, cb: (e: Error | null, d: Buffer | null) => void) =>
+    cb(null, cache.get(id.toString('hex')) ?? null),
+  )
 }
 
-async function connectOnce(port: number, version: Version, ca: Buffer, session: Buffer | undefined): Promise<{ ms: number; reused: boolean; session: Buffer | undefined }> {
+async function connectOnce(
+  port: number,
+  version: Version,
+  ca: Buffer,
+  session: Buffer | undefined,
+): Promise<{ ms: number; reused: boolean; session: Buffer | undefined }> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now()
-    const s = tls.connect({ port, host: '127.0.0.1', servername: 'localhost', ca, minVersion: version, maxVersion: version, ...(session ? { session } : {}) })
+    const s = tls.connect({
+      port,
+      host: '127.0.0.1',
+      servername: 'localhost',
+      ca,
+      minVersion: version,
+      maxVersion: version,
+      ...(session ? { session } : {}),
+    })
     let ms = 0
     let reused = false
     let next: Buffer | undefined
@@ -113,7 +157,9 @@ function centralMemcachedCache(server: tls.Server, location: string): () => void
     mc.set(`tls:${id.toString('hex')}`, data.toString('base64'), 300, () => {})
   })
   server.on('resumeSession', (id: Buffer, cb: (e: Error | null, d: Buffer | null) => void) =>
-    mc.get(`tls:${id.toString('hex')}`, (err: unknown, v: unknown) => cb(null, !err && typeof v === 'string' ? Buffer.from(v, 'base64') : null)),
+    mc.get(`tls:${id.toString('hex')}`, (err: unknown, v: unknown) =>
+      cb(null, !err && typeof v === 'string' ? Buffer.from(v, 'base64') : null),
+    ),
   )
   return () => mc.end()
 }
@@ -127,7 +173,13 @@ export async function startTlsServer(
   memcached?: string,
 ): Promise<{ port: number; close(): Promise<void> }> {
   const tickets = version === 'TLSv1.3' && mode === 'statecast'
-  const serverOpts: https.ServerOptions = { ...creds, sessionIdContext: 'statecast-demo', minVersion: version, maxVersion: version, ...(tickets || version === 'TLSv1.3' ? {} : { secureOptions: crypto.constants.SSL_OP_NO_TICKET }) }
+  const serverOpts: https.ServerOptions = {
+    ...creds,
+    sessionIdContext: 'statecast-demo',
+    minVersion: version,
+    maxVersion: version,
+    ...(tickets || version === 'TLSv1.3' ? {} : { secureOptions: crypto.constants.SSL_OP_NO_TICKET }),
+  }
   const server = https.createServer(serverOpts, (_req, res) => res.end('hello\n'))
   let cache: SessionCache | undefined
   let closeMemcached = () => {}
@@ -163,7 +215,12 @@ export interface DriveResult {
  * new order each round) offering the session it got last time. Rounds before `timedFrom` warm up
  * (every client's first visit is a full handshake whatever the cache) and are not timed.
  */
-export async function drive(ports: number[], version: Version, ca: Buffer, opts: { clients: number; rounds: number; concurrency: number; timedFrom: number; onTimed?: () => void }): Promise<DriveResult> {
+export async function drive(
+  ports: number[],
+  version: Version,
+  ca: Buffer,
+  opts: { clients: number; rounds: number; concurrency: number; timedFrom: number; onTimed?: () => void },
+): Promise<DriveResult> {
   const sessions: (Buffer | undefined)[] = new Array(opts.clients).fill(undefined)
   let lb = 0
   let resumed = 0
@@ -199,7 +256,15 @@ export async function drive(ports: number[], version: Version, ca: Buffer, opts:
     )
   }
   const seconds = (performance.now() - t0) / 1000
-  return { rate: attempts ? resumed / attempts : 0, meanMs: conns ? totalMs / conns : 0, resumed, attempts, conns, seconds, handshakesPerSec: conns / seconds }
+  return {
+    rate: attempts ? resumed / attempts : 0,
+    meanMs: conns ? totalMs / conns : 0,
+    resumed,
+    attempts,
+    conns,
+    seconds,
+    handshakesPerSec: conns / seconds,
+  }
 }
 
 /** Three servers in this process, one per daemon, and the clients; every connection timed. */
@@ -241,7 +306,9 @@ async function main(): Promise<void> {
       for (const withStatecast of [false, true]) {
         const r = await run(version, withStatecast, creds, sockets)
         const label = withStatecast ? '  statecast' : '  per-server caches only'
-        lines.push(`${label.padEnd(26)}${`${(r.rate * 100).toFixed(1)}% (${r.resumed}/${r.attempts})`.padStart(18)}${`${r.meanMs.toFixed(2)} ms`.padStart(18)}`)
+        lines.push(
+          `${label.padEnd(26)}${`${(r.rate * 100).toFixed(1)}% (${r.resumed}/${r.attempts})`.padStart(18)}${`${r.meanMs.toFixed(2)} ms`.padStart(18)}`,
+        )
       }
     }
     process.stdout.write(lines.join('\n') + '\n')

@@ -13,7 +13,9 @@ import { StatecastClient } from '../client/index.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 /** The built daemon, whether this module runs compiled (dist/bench) or from source (tests). */
-export const DAEMON = [path.resolve(here, '..', 'daemon', 'main.js'), path.resolve(here, '..', 'dist', 'daemon', 'main.js')].find((p) => fs.existsSync(p))!
+export const DAEMON = [path.resolve(here, '..', 'daemon', 'main.js'), path.resolve(here, '..', 'dist', 'daemon', 'main.js')].find((p) =>
+  fs.existsSync(p),
+)!
 
 export interface Figures {
   ops: number
@@ -49,15 +51,26 @@ export async function drive(op: () => Promise<unknown>, concurrency: number, ms:
 
 /** Starts the floor (bench/echo-server) as its own process, like the daemon. */
 export async function startEchoProcess(socketPath: string, valueBytes: number): Promise<ChildProcess> {
-  const proc = spawn(process.execPath, [path.join(here, 'echo-server.js'), socketPath, String(valueBytes)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const proc = spawn(process.execPath, [path.join(here, 'echo-server.js'), socketPath, String(valueBytes)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
   await new Promise((r) => proc.stdout!.once('data', r))
   return proc
 }
 
-export async function startDaemonProcess(dir: string, name: string, extra: string[] = [], prefix: string[] = []): Promise<{ proc: ChildProcess; socket: string }> {
+export async function startDaemonProcess(
+  dir: string,
+  name: string,
+  extra: string[] = [],
+  prefix: string[] = [],
+): Promise<{ proc: ChildProcess; socket: string }> {
   const socket = path.join(dir, `${name}.sock`)
   const [cmd, ...pre] = [...prefix, process.execPath]
-  const proc = spawn(cmd!, [...pre, DAEMON, '--socket', socket, '--admin-socket', path.join(dir, `${name}-admin.sock`), '--log-level', 'warn', ...extra], { stdio: ['ignore', 'ignore', 'inherit'] })
+  const proc = spawn(
+    cmd!,
+    [...pre, DAEMON, '--socket', socket, '--admin-socket', path.join(dir, `${name}-admin.sock`), '--log-level', 'warn', ...extra],
+    { stdio: ['ignore', 'ignore', 'inherit'] },
+  )
   await untilAccepting(socket, proc, `statecastd ${name}`)
   return { proc, socket }
 }
@@ -98,9 +111,27 @@ export async function benchLocal(ms: number, concurrencies: number[]): Promise<R
       await drive(() => cd.get('session'), c, 200)
       const floor = await drive(() => ce.get('session'), c, ms)
       const got = await drive(() => cd.get('session'), c, ms)
-      rows.push({ case: 'local GET hit', concurrency: c, floorOpsPerSec: floor.opsPerSec, opsPerSec: got.opsPerSec, ratio: +(got.opsPerSec / floor.opsPerSec).toFixed(2), p50Us: got.p50Us, p99Us: got.p99Us, floorP50Us: floor.p50Us })
+      rows.push({
+        case: 'local GET hit',
+        concurrency: c,
+        floorOpsPerSec: floor.opsPerSec,
+        opsPerSec: got.opsPerSec,
+        ratio: +(got.opsPerSec / floor.opsPerSec).toFixed(2),
+        p50Us: got.p50Us,
+        p99Us: got.p99Us,
+        floorP50Us: floor.p50Us,
+      })
       const setFig = await drive(() => cd.set('session', value), c, ms)
-      rows.push({ case: 'local SET', concurrency: c, floorOpsPerSec: floor.opsPerSec, opsPerSec: setFig.opsPerSec, ratio: +(setFig.opsPerSec / floor.opsPerSec).toFixed(2), p50Us: setFig.p50Us, p99Us: setFig.p99Us, floorP50Us: floor.p50Us })
+      rows.push({
+        case: 'local SET',
+        concurrency: c,
+        floorOpsPerSec: floor.opsPerSec,
+        opsPerSec: setFig.opsPerSec,
+        ratio: +(setFig.opsPerSec / floor.opsPerSec).toFixed(2),
+        p50Us: setFig.p50Us,
+        p99Us: setFig.p99Us,
+        floorP50Us: floor.p50Us,
+      })
     }
     ce.destroy()
     cd.destroy()
@@ -128,22 +159,50 @@ export async function benchMemcache(ms: number, concurrencies: number[]): Promis
   const d = await startDaemonProcess(dir, 'mc', ['--memcache-listen', `127.0.0.1:${scPort}`, '--cluster-enabled', 'false'])
   const rows: Record<string, unknown>[] = []
   try {
-    for (let i = 0; i < 200 && !(await new Promise<boolean>((r) => { const s = net.connect(mcPort, '127.0.0.1', () => (s.destroy(), r(true))); s.once('error', () => r(false)) })); i++) await new Promise((r) => setTimeout(r, 25))
+    for (
+      let i = 0;
+      i < 200 &&
+      !(await new Promise<boolean>((r) => {
+        const s = net.connect(mcPort, '127.0.0.1', () => (s.destroy(), r(true)))
+        s.once('error', () => r(false))
+      }));
+      i++
+    )
+      await new Promise((r) => setTimeout(r, 25))
     const value = Buffer.alloc(200, 0x61)
     for (const c of concurrencies) {
       const bin = [mcPort, scPort].map((p) => memjs.Client.create(`127.0.0.1:${p}`, { retries: 0, timeout: 10, logger: { log: () => {} } }))
       const txt = [mcPort, scPort].map((p) => new Memcached(`127.0.0.1:${p}`, { poolSize: c, retries: 0, timeout: 10_000 }))
       await bin[0]!.set('session', value)
       await bin[1]!.set('session', value)
-      const tget = (m: InstanceType<typeof Memcached>) => () => new Promise((res, rej) => m.get('session', (e: unknown, v: unknown) => (e ? rej(e) : res(v))))
+      const tget = (m: InstanceType<typeof Memcached>) => () =>
+        new Promise((res, rej) => m.get('session', (e: unknown, v: unknown) => (e ? rej(e) : res(v))))
       const figs: Figures[] = []
       for (const op of [() => bin[0]!.get('session'), () => bin[1]!.get('session'), tget(txt[0]!), tget(txt[1]!)]) {
         await drive(op, c, 200)
         figs.push(await drive(op, c, ms))
       }
       const [mb, sb, mt, st] = figs as [Figures, Figures, Figures, Figures]
-      rows.push({ case: 'memcache binary GET (memjs)', concurrency: c, floorOpsPerSec: mb.opsPerSec, opsPerSec: sb.opsPerSec, ratio: +(sb.opsPerSec / mb.opsPerSec).toFixed(2), p50Us: sb.p50Us, p99Us: sb.p99Us, floorP50Us: mb.p50Us })
-      rows.push({ case: 'memcache text GET (memcached pkg)', concurrency: c, floorOpsPerSec: mt.opsPerSec, opsPerSec: st.opsPerSec, ratio: +(st.opsPerSec / mt.opsPerSec).toFixed(2), p50Us: st.p50Us, p99Us: st.p99Us, floorP50Us: mt.p50Us })
+      rows.push({
+        case: 'memcache binary GET (memjs)',
+        concurrency: c,
+        floorOpsPerSec: mb.opsPerSec,
+        opsPerSec: sb.opsPerSec,
+        ratio: +(sb.opsPerSec / mb.opsPerSec).toFixed(2),
+        p50Us: sb.p50Us,
+        p99Us: sb.p99Us,
+        floorP50Us: mb.p50Us,
+      })
+      rows.push({
+        case: 'memcache text GET (memcached pkg)',
+        concurrency: c,
+        floorOpsPerSec: mt.opsPerSec,
+        opsPerSec: st.opsPerSec,
+        ratio: +(st.opsPerSec / mt.opsPerSec).toFixed(2),
+        p50Us: st.p50Us,
+        p99Us: st.p99Us,
+        floorP50Us: mt.p50Us,
+      })
       for (const b of bin) b.close()
       for (const m of txt) m.end()
     }

@@ -28,7 +28,10 @@ export function ensurePeers(): { memcached: boolean; redis: boolean; note: strin
   let note = 'memcached and redis-server found'
   if (missing.length && process.getuid?.() === 0) {
     try {
-      execFileSync('apt-get', ['install', '-y', '-qq', ...missing], { stdio: 'ignore', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } })
+      execFileSync('apt-get', ['install', '-y', '-qq', ...missing], {
+        stdio: 'ignore',
+        env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+      })
       note = `installed ${missing.join(' and ')} with apt-get`
     } catch {
       note = `could not install ${missing.join(' and ')}`
@@ -85,18 +88,32 @@ export async function benchPeers(ms: number, concurrencies: number[]): Promise<R
     await c.set(key, value)
     c.destroy()
     const targets: { name: string; socket: string; req: Buffer; replyLen: number }[] = [
-      { name: 'statecastd', socket: d.socket, req: encodeRequest({ op: Op.GET, id: 1, flags: 0, key: Buffer.from(key) }), replyLen: 11 + 4 + 200 },
+      {
+        name: 'statecastd',
+        socket: d.socket,
+        req: encodeRequest({ op: Op.GET, id: 1, flags: 0, key: Buffer.from(key) }),
+        replyLen: 11 + 4 + 200,
+      },
     ]
     if (avail.memcached) {
       const sock = path.join(dir, 'memcached.sock')
-      const mc = spawn('memcached', ['-s', sock, '-a', '0700', '-m', '64', '-U', '0', '-t', '1', ...(process.getuid?.() === 0 ? ['-u', 'root'] : [])], { stdio: 'ignore' })
+      const mc = spawn(
+        'memcached',
+        ['-s', sock, '-a', '0700', '-m', '64', '-U', '0', '-t', '1', ...(process.getuid?.() === 0 ? ['-u', 'root'] : [])],
+        { stdio: 'ignore' },
+      )
       procs.push(mc)
       await untilAccepting(sock, mc, 'memcached')
       await new Promise<void>((resolve) => {
         const s = net.connect(sock, () => s.write(`set ${key} 0 0 200\r\n${value.toString()}\r\n`))
         s.once('data', () => (s.destroy(), resolve()))
       })
-      targets.push({ name: 'memcached', socket: sock, req: Buffer.from(`get ${key}\r\n`), replyLen: `VALUE ${key} 0 200\r\n`.length + 200 + '\r\nEND\r\n'.length })
+      targets.push({
+        name: 'memcached',
+        socket: sock,
+        req: Buffer.from(`get ${key}\r\n`),
+        replyLen: `VALUE ${key} 0 200\r\n`.length + 200 + '\r\nEND\r\n'.length,
+      })
     }
     if (avail.redis) {
       const sock = path.join(dir, 'redis.sock')
@@ -107,7 +124,12 @@ export async function benchPeers(ms: number, concurrencies: number[]): Promise<R
         const s = net.connect(sock, () => s.write(`*3\r\n$3\r\nSET\r\n$${key.length}\r\n${key}\r\n$200\r\n${value.toString()}\r\n`))
         s.once('data', () => (s.destroy(), resolve()))
       })
-      targets.push({ name: 'redis', socket: sock, req: Buffer.from(`*2\r\n$3\r\nGET\r\n$${key.length}\r\n${key}\r\n`), replyLen: '$200\r\n'.length + 200 + 2 })
+      targets.push({
+        name: 'redis',
+        socket: sock,
+        req: Buffer.from(`*2\r\n$3\r\nGET\r\n$${key.length}\r\n${key}\r\n`),
+        replyLen: '$200\r\n'.length + 200 + 2,
+      })
     }
     for (const conc of concurrencies) {
       const res: Record<string, number> = {}
@@ -117,8 +139,13 @@ export async function benchPeers(ms: number, concurrencies: number[]): Promise<R
         res[t.name] = (await drive(() => client.request(t.req), conc, ms)).opsPerSec
         client.close()
       }
-      const row: Record<string, unknown> = { case: 'GET hit, same minimal client', concurrency: conc, statecastdOpsPerSec: res['statecastd'] }
-      if (res['memcached']) Object.assign(row, { memcachedOpsPerSec: res['memcached'], vsMemcached: +(res['statecastd']! / res['memcached']).toFixed(2) })
+      const row: Record<string, unknown> = {
+        case: 'GET hit, same minimal client',
+        concurrency: conc,
+        statecastdOpsPerSec: res['statecastd'],
+      }
+      if (res['memcached'])
+        Object.assign(row, { memcachedOpsPerSec: res['memcached'], vsMemcached: +(res['statecastd']! / res['memcached']).toFixed(2) })
       if (res['redis']) Object.assign(row, { redisOpsPerSec: res['redis'], vsRedis: +(res['statecastd']! / res['redis']).toFixed(2) })
       row['peers'] = avail.note
       rows.push(row)

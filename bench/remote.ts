@@ -58,7 +58,21 @@ export async function benchRemote(n: number, replication = 1, hedgeMs?: number):
   try {
     const nodes = []
     for (const name of ['a', 'b', 'c']) {
-      const d = await startDaemonProcess(dir, name, ['--key-file', keyFile, '--group', group, '--port', String(port), '--heartbeat-ms', '200', '--dead-after-ms', '1000', '--replication-factor', String(replication), ...(hedgeMs === undefined ? [] : ['--lookup-hedge-ms', String(hedgeMs)])])
+      const d = await startDaemonProcess(dir, name, [
+        '--key-file',
+        keyFile,
+        '--group',
+        group,
+        '--port',
+        String(port),
+        '--heartbeat-ms',
+        '200',
+        '--dead-after-ms',
+        '1000',
+        '--replication-factor',
+        String(replication),
+        ...(hedgeMs === undefined ? [] : ['--lookup-hedge-ms', String(hedgeMs)]),
+      ])
       procs.push(d.proc)
       nodes.push(await StatecastClient.connect({ socketPath: d.socket }))
     }
@@ -75,7 +89,8 @@ export async function benchRemote(n: number, replication = 1, hedgeMs?: number):
     // daemons, the echo processes, this client) runs compiled code by then, as a daemon in service does.
     const WARM = Number(process.env['BENCH_WARM'] ?? 1500)
     const written = (replication > 1 ? 3 : 1) * (n + WARM)
-    for (let i = 0; i < written; i += 100) await Promise.all(Array.from({ length: Math.min(100, written - i) }, (_, j) => a.set(`r${i + j}`, value)))
+    for (let i = 0; i < written; i += 100)
+      await Promise.all(Array.from({ length: Math.min(100, written - i) }, (_, j) => a.set(`r${i + j}`, value)))
     if (replication > 1) {
       for (let i = 0; i < 200; i++) {
         const s = (await Promise.all(nodes.map((x) => x.stats()))) as { cluster: { replicationPending: number } }[]
@@ -121,8 +136,22 @@ export async function benchRemote(n: number, replication = 1, hedgeMs?: number):
     const f = summary(fill)
     let floor = summary(floorLat)
     floorLat.length = 0
-    const how = replication === 1 ? 'R=1, LOOKUP to group' : hedgeMs === 0 ? `R=${replication}, LOOKUP to all owners at once` : `R=${replication}, LOOKUP to the first owner, hedged`
-    rows.push({ case: `remote fill (3 daemons, ${how})`, n: fill.length, remote, p50Us: f.p50Us, p99Us: f.p99Us, floorP50Us: floor.p50Us, floorP99Us: floor.p99Us, p50Ratio: +(f.p50Us / floor.p50Us).toFixed(2) })
+    const how =
+      replication === 1
+        ? 'R=1, LOOKUP to group'
+        : hedgeMs === 0
+          ? `R=${replication}, LOOKUP to all owners at once`
+          : `R=${replication}, LOOKUP to the first owner, hedged`
+    rows.push({
+      case: `remote fill (3 daemons, ${how})`,
+      n: fill.length,
+      remote,
+      p50Us: f.p50Us,
+      p99Us: f.p99Us,
+      floorP50Us: floor.p50Us,
+      floorP99Us: floor.p99Us,
+      p50Ratio: +(f.p50Us / floor.p50Us).toFixed(2),
+    })
 
     const nf: number[] = []
     let st0 = { timeouts: 0, remoteMisses: 0 }
@@ -143,7 +172,17 @@ export async function benchRemote(n: number, replication = 1, hedgeMs?: number):
     floor = summary(floorLat)
     const s = summary(nf)
     const st = ((await c.stats()) as { cluster: { timeouts: number; remoteMisses: number } }).cluster
-    rows.push({ case: `not found, all peers alive (${how})`, n, p50Us: s.p50Us, p99Us: s.p99Us, floorP50Us: floor.p50Us, floorP99Us: floor.p99Us, p50Ratio: +(s.p50Us / floor.p50Us).toFixed(2), byAllMisses: st.remoteMisses - st0.remoteMisses, byDeadline: st.timeouts - st0.timeouts })
+    rows.push({
+      case: `not found, all peers alive (${how})`,
+      n,
+      p50Us: s.p50Us,
+      p99Us: s.p99Us,
+      floorP50Us: floor.p50Us,
+      floorP99Us: floor.p99Us,
+      p50Ratio: +(s.p50Us / floor.p50Us).toFixed(2),
+      byAllMisses: st.remoteMisses - st0.remoteMisses,
+      byDeadline: st.timeouts - st0.timeouts,
+    })
     for (const x of nodes) x.destroy()
   } finally {
     for (const p of procs) p.kill('SIGTERM')

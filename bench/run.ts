@@ -25,7 +25,12 @@ const show = (group: Record<string, unknown>[]) => {
 if (!only || only === 'local') show(await benchLocal(ms, [1, 8, 32]))
 if (!only || only === 'local' || only === 'memcache') show(await benchMemcache(ms, [1, 8]))
 if (!only || only === 'peers') show(await benchPeers(ms, [1, 8, 32]))
-if (!only || only === 'remote') show([...(await benchRemote(Number(process.env['BENCH_N'] ?? 2000), 1)), ...(await benchRemote(Number(process.env['BENCH_N'] ?? 2000), 2)), ...(await benchRemote(Number(process.env['BENCH_N'] ?? 2000), 2, 0))])
+if (!only || only === 'remote')
+  show([
+    ...(await benchRemote(Number(process.env['BENCH_N'] ?? 2000), 1)),
+    ...(await benchRemote(Number(process.env['BENCH_N'] ?? 2000), 2)),
+    ...(await benchRemote(Number(process.env['BENCH_N'] ?? 2000), 2, 0)),
+  ])
 if (!only || only === 'tls') show(await benchTls())
 if ((!only && process.getuid?.() === 0) || only === 'scale') show(await benchScale())
 if (!only || only === 'cost') show(await benchCost())

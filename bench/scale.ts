@@ -22,5 +22,7 @@ export async function benchScale(sizes = [4, 8, 16, 32]): Promise<Record<string,
 // one JSON line.
 if (process.argv[1]?.endsWith('scale.js')) {
   const [hosts, sessions, probes, ...extra] = process.argv.slice(2)
-  console.log(`scale-result ${JSON.stringify(await scaleRun(Number(hosts ?? 32), Number(sessions ?? 10_000), Number(probes ?? 300), extra))}`)
+  console.log(
+    `scale-result ${JSON.stringify(await scaleRun(Number(hosts ?? 32), Number(sessions ?? 10_000), Number(probes ?? 300), extra))}`,
+  )
 }

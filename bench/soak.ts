@@ -14,7 +14,6 @@ import { formatKeyFile } from '../protocol/keyfile.js'
 import { percentile, startDaemonProcess } from './local.js'
 import type { SoakResult } from '../test/helpers/bench-run.js'
 
-
 function rss(pid: number): number {
   return Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024
 }
@@ -33,7 +32,20 @@ export async function soak(seconds: number, sampleEveryMs = 5000, maxBytes = 8 *
   try {
     for (const n of ['a', 'b', 'c']) {
       // A small store, so the soak also runs evictions continuously.
-      const d = await startDaemonProcess(dir, n, ['--key-file', keyFile, '--group', group, '--port', port, '--heartbeat-ms', '200', '--dead-after-ms', '1000', '--max-bytes', String(maxBytes)])
+      const d = await startDaemonProcess(dir, n, [
+        '--key-file',
+        keyFile,
+        '--group',
+        group,
+        '--port',
+        port,
+        '--heartbeat-ms',
+        '200',
+        '--dead-after-ms',
+        '1000',
+        '--max-bytes',
+        String(maxBytes),
+      ])
       procs.push(d.proc)
       clients.push(await StatecastClient.connect({ socketPath: d.socket, timeoutMs: 5000 }))
     }
@@ -47,10 +59,13 @@ export async function soak(seconds: number, sampleEveryMs = 5000, maxBytes = 8 *
     const getLat: number[] = []
     const samples: { rss: number[]; fds: number[] }[] = []
     const end = performance.now() + seconds * 1000
-    const sampler = setInterval(() => samples.push({ rss: procs.map((p) => rss(p.pid!)), fds: procs.map((p) => fdCount(p.pid!)) }), sampleEveryMs)
+    const sampler = setInterval(
+      () => samples.push({ rss: procs.map((p) => rss(p.pid!)), fds: procs.map((p) => fdCount(p.pid!)) }),
+      sampleEveryMs,
+    )
     const worker = async (w: number) => {
       let x = w * 7919 + 1
-      const rnd = () => ((x = (x * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff)
+      const rnd = () => (x = (x * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff
       while (performance.now() < end) {
         const k = Math.floor(rnd() * keySpace)
         const c = clients[Math.floor(rnd() * clients.length)]!
@@ -112,7 +127,9 @@ if (process.argv[1]?.endsWith('soak.js')) {
   const r = await soak(seconds, sampleMs, maxBytes)
   // For programs that run the soak (the short soak in npm test): the figures on one line.
   console.log(`soak-result ${JSON.stringify(r)}`)
-  console.log(`ops ${r.ops} (${r.opsPerSec}/s), errors ${r.errors}, wrong answers ${r.wrong}, GET p50 ${r.getP50Us} us, p99 ${r.getP99Us} us`)
+  console.log(
+    `ops ${r.ops} (${r.opsPerSec}/s), errors ${r.errors}, wrong answers ${r.wrong}, GET p50 ${r.getP50Us} us, p99 ${r.getP99Us} us`,
+  )
   console.log('RSS MiB per sample (a, b, c):', r.rssMiB.map((s) => s.join('/')).join('  '))
   console.log('open fds per sample:', r.fds.map((s) => s.join('/')).join('  '))
   console.log(`RSS growth after warm-up: ${r.rssGrowthPct.join('%, ')}%; fd growth: ${r.fdGrowth.join(', ')}`)

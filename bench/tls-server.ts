@@ -7,7 +7,13 @@ import fs from 'node:fs'
 import { startTlsServer, type CacheMode, type Version } from './demo.js'
 
 const [version, mode, socketPath, keyPath, certPath, memcached] = process.argv.slice(2)
-const server = await startTlsServer(version as Version, mode as CacheMode, { key: fs.readFileSync(keyPath!), cert: fs.readFileSync(certPath!) }, socketPath!, memcached || undefined)
+const server = await startTlsServer(
+  version as Version,
+  mode as CacheMode,
+  { key: fs.readFileSync(keyPath!), cert: fs.readFileSync(certPath!) },
+  socketPath!,
+  memcached || undefined,
+)
 process.send!({ port: server.port })
 process.on('message', (m) => {
   if (m === 'close') void server.close().then(() => process.exit(0))

@@ -33,11 +33,21 @@ export function cpuMs(pid: number): number {
   return ((Number(f[11]) + Number(f[12])) * 1000) / TICK
 }
 
-async function startServers(n: number, version: Version, mode: CacheMode, sockets: string[], keyPem: string, certPem: string, memcached = ''): Promise<{ procs: ChildProcess[]; ports: number[] }> {
+async function startServers(
+  n: number,
+  version: Version,
+  mode: CacheMode,
+  sockets: string[],
+  keyPem: string,
+  certPem: string,
+  memcached = '',
+): Promise<{ procs: ChildProcess[]; ports: number[] }> {
   const procs: ChildProcess[] = []
   const ports = await Promise.all(
     Array.from({ length: n }, (_, i) => {
-      const p = fork(path.join(here, 'tls-server.js'), [version, mode, sockets[i]!, keyPem, certPem, memcached], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
+      const p = fork(path.join(here, 'tls-server.js'), [version, mode, sockets[i]!, keyPem, certPem, memcached], {
+        stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+      })
       procs.push(p)
       return new Promise<number>((resolve, reject) => {
         p.once('message', (m) => resolve((m as { port: number }).port))
@@ -51,7 +61,12 @@ async function startServers(n: number, version: Version, mode: CacheMode, socket
 type Kind = 'node' | 'apache'
 
 /** Three TLS terminators of `kind`, one per host, with the session cache of `mode`. */
-async function startFleet(kind: Kind, version: Version, mode: CacheMode, f: { dir: string; sockets: string[]; memcachePorts: number[]; memcached: string | undefined }): Promise<{ ports: number[]; pids(): number[]; stop(): Promise<void> }> {
+async function startFleet(
+  kind: Kind,
+  version: Version,
+  mode: CacheMode,
+  f: { dir: string; sockets: string[]; memcachePorts: number[]; memcached: string | undefined },
+): Promise<{ ports: number[]; pids(): number[]; stop(): Promise<void> }> {
   if (kind === 'node') {
     const s = await startServers(3, version, mode, f.sockets, path.join(f.dir, 'key.pem'), path.join(f.dir, 'cert.pem'), f.memcached)
     return {
@@ -64,7 +79,12 @@ async function startFleet(kind: Kind, version: Version, mode: CacheMode, f: { di
     }
   }
   const tag = `${version}-${mode}-${f.memcachePorts[0]}`.replace(/[^a-z0-9]+/gi, '-')
-  const cache = (i: number) => (mode === 'statecast' ? `memcache:127.0.0.1:${f.memcachePorts[i]}` : mode === 'central-memcached' ? `memcache:${f.memcached}` : `shmcb:${f.dir}/apache-${tag}-${i}/scache(512000)`)
+  const cache = (i: number) =>
+    mode === 'statecast'
+      ? `memcache:127.0.0.1:${f.memcachePorts[i]}`
+      : mode === 'central-memcached'
+        ? `memcache:${f.memcached}`
+        : `shmcb:${f.dir}/apache-${tag}-${i}/scache(512000)`
   const servers: Apache[] = []
   try {
     for (let i = 0; i < 3; i++) servers.push(await startApache(f.dir, `apache-${tag}-${i}`, cache(i)))
@@ -72,7 +92,11 @@ async function startFleet(kind: Kind, version: Version, mode: CacheMode, f: { di
     for (const a of servers) a.stop()
     throw err
   }
-  return { ports: servers.map((a) => a.port), pids: () => servers.flatMap((a) => a.pids()), stop: async () => servers.forEach((a) => a.stop()) }
+  return {
+    ports: servers.map((a) => a.port),
+    pids: () => servers.flatMap((a) => a.pids()),
+    stop: async () => servers.forEach((a) => a.stop()),
+  }
 }
 
 /**
@@ -81,7 +105,11 @@ async function startFleet(kind: Kind, version: Version, mode: CacheMode, f: { di
  * Before anything is timed, each daemon serves session-sized SETs and GETs (local and remote, so
  * lookups, answers and replication warm up too) through the API and the memcache front end.
  */
-export async function warmDaemons(sockets: string[], memcachePorts: number[], n = Number(process.env['BENCH_WARM'] ?? 6000)): Promise<void> {
+export async function warmDaemons(
+  sockets: string[],
+  memcachePorts: number[],
+  n = Number(process.env['BENCH_WARM'] ?? 6000),
+): Promise<void> {
   const value = Buffer.alloc(200, 7)
   // A deadline a loaded machine meets: the client's default (1 s) is for interactive use, and a
   // "not found" among 50 concurrent lookups can take longer here when other work shares the cores.
@@ -111,7 +139,10 @@ export async function warmDaemons(sockets: string[], memcachePorts: number[], n 
           // reply comes last, so it marks the batch answered.
           const send = () => {
             const lines: string[] = []
-            for (let j = 0; j < 50; j++, sent++) lines.push(`set mw:${d}:${sent} 0 300 200\r\n${'x'.repeat(200)}\r\nget mw:${d}:${sent}\r\nget mw:${(d + 1) % memcachePorts.length}:${sent}\r\ndelete mw:${d}:${sent - 25}\r\n`)
+            for (let j = 0; j < 50; j++, sent++)
+              lines.push(
+                `set mw:${d}:${sent} 0 300 200\r\n${'x'.repeat(200)}\r\nget mw:${d}:${sent}\r\nget mw:${(d + 1) % memcachePorts.length}:${sent}\r\ndelete mw:${d}:${sent - 25}\r\n`,
+              )
             s.write(lines.join('') + 'version\r\n')
           }
           s.on('data', (b: Buffer) => {
@@ -136,12 +167,28 @@ export async function benchTls(): Promise<Record<string, unknown>[]> {
   const creds = makeCert(dir, 'rsa')
   const memcachePorts = [await freePortSync(), await freePortSync(), await freePortSync()]
   // The daemons' default heartbeat (1 s), as in service: their CPU is part of the figures.
-  const { procs, sockets } = await startDaemons(dir, (i) => ['--memcache-listen', `127.0.0.1:${memcachePorts[i]}`, '--heartbeat-ms', '1000', '--dead-after-ms', '3000'])
+  const { procs, sockets } = await startDaemons(dir, (i) => [
+    '--memcache-listen',
+    `127.0.0.1:${memcachePorts[i]}`,
+    '--heartbeat-ms',
+    '1000',
+    '--dead-after-ms',
+    '3000',
+  ])
   // A second fleet of daemons that pushes every session to every host (replicationFactor 0).
   const allDir = path.join(dir, 'push-to-all')
   fs.mkdirSync(allDir)
   const allPorts = [await freePortSync(), await freePortSync(), await freePortSync()]
-  const all = await startDaemons(allDir, (i) => ['--memcache-listen', `127.0.0.1:${allPorts[i]}`, '--heartbeat-ms', '1000', '--dead-after-ms', '3000', '--replication-factor', '0']).catch((err: unknown) => {
+  const all = await startDaemons(allDir, (i) => [
+    '--memcache-listen',
+    `127.0.0.1:${allPorts[i]}`,
+    '--heartbeat-ms',
+    '1000',
+    '--dead-after-ms',
+    '3000',
+    '--replication-factor',
+    '0',
+  ]).catch((err: unknown) => {
     for (const p of procs) p.kill('SIGTERM')
     throw err
   })
@@ -157,7 +204,13 @@ export async function benchTls(): Promise<Record<string, unknown>[]> {
     let memcached: string | undefined
     if (ensurePeers().memcached) {
       const port = await freePortSync()
-      extra.push(spawn('memcached', ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-t', '1', ...(process.getuid?.() === 0 ? ['-u', 'root'] : [])], { stdio: 'ignore' }))
+      extra.push(
+        spawn(
+          'memcached',
+          ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-t', '1', ...(process.getuid?.() === 0 ? ['-u', 'root'] : [])],
+          { stdio: 'ignore' },
+        ),
+      )
       await new Promise((r) => setTimeout(r, 300))
       memcached = `127.0.0.1:${port}`
     }
@@ -176,7 +229,12 @@ export async function benchTls(): Promise<Record<string, unknown>[]> {
     const base: Record<string, { wall: number; capacity: number }> = {}
     for (const [kind, version, mode, pushToAll] of cases) {
       const daemons = pushToAll ? { procs: all.procs, sockets: all.sockets, memcachePorts: allPorts } : { procs, sockets, memcachePorts }
-      const fleet = await startFleet(kind, version, mode, { dir, sockets: daemons.sockets, memcachePorts: daemons.memcachePorts, memcached })
+      const fleet = await startFleet(kind, version, mode, {
+        dir,
+        sockets: daemons.sockets,
+        memcachePorts: daemons.memcachePorts,
+        memcached,
+      })
       // The fleet's CPU: the three servers and what serves their cache.
       const cachePids = (mode === 'statecast' ? daemons.procs : mode === 'central-memcached' ? extra : []).map((p) => p.pid!)
       const cpuNow = () => [fleet.pids(), cachePids].map((pids) => pids.reduce((a, pid) => a + cpuMs(pid), 0))

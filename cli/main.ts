@@ -74,12 +74,17 @@ async function readStdin(): Promise<Buffer> {
  * a value inside a line.
  */
 export function escapeControls(s: string, fields = false): string {
-  return s.replace(fields ? /[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g : /[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => {
-    const n = c.charCodeAt(0)
-    if (c === '\n') return '\\n'
-    if (c === '\t') return '\\t'
-    return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`
-  })
+  return s.replace(
+    fields
+      ? /[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g
+      : /[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g,
+    (c) => {
+      const n = c.charCodeAt(0)
+      if (c === '\n') return '\\n'
+      if (c === '\t') return '\\t'
+      return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`
+    },
+  )
 }
 
 /** stderr for people: escaped as human stdout is. */
@@ -131,13 +136,15 @@ export const COMMANDS: Command[] = [
   {
     name: 'set',
     args: 'KEY [--file F] [--ttl SECONDS]',
-    description: 'store the value read from stdin (or file F) under KEY; default TTL is the daemon\'s. `set KEY VALUE` works too, but never for secrets (below)',
+    description:
+      "store the value read from stdin (or file F) under KEY; default TTL is the daemon's. `set KEY VALUE` works too, but never for secrets (below)",
     async run(ctx) {
       const key = arg(ctx, 0, 'KEY')
       const raw = ctx.args[1]
       noMoreArgs(ctx, 2)
       const file = ctx.flags['file']
-      if (file !== undefined && raw !== undefined) throw new UsageError('give the value in one way: --file F, stdin, or (not for secrets) a VALUE argument')
+      if (file !== undefined && raw !== undefined)
+        throw new UsageError('give the value in one way: --file F, stdin, or (not for secrets) a VALUE argument')
       if (file !== undefined && typeof file !== 'string') throw new UsageError('--file takes a path')
       const ttlMs = seconds(ctx.flags['ttl'], '--ttl')
       let value: Buffer
@@ -181,7 +188,7 @@ export const COMMANDS: Command[] = [
   {
     name: 'stats',
     args: '',
-    description: 'show the daemon\'s counters and gauges',
+    description: "show the daemon's counters and gauges",
     async run(ctx) {
       noMoreArgs(ctx, 0)
       const s = await (await ctx.client()).stats()
@@ -203,7 +210,16 @@ export const COMMANDS: Command[] = [
         const cols = [...new Set(peers.flatMap((p) => Object.keys(p)))]
         const rows = [cols, ...peers.map((p) => cols.map((c) => String(p[c] ?? '')))]
         const w = cols.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
-        ctx.out(rows.map((r) => r.map((x, i) => x.padEnd(w[i]!)).join('  ').trimEnd()).join('\n') + '\n')
+        ctx.out(
+          rows
+            .map((r) =>
+              r
+                .map((x, i) => x.padEnd(w[i]!))
+                .join('  ')
+                .trimEnd(),
+            )
+            .join('\n') + '\n',
+        )
       }
       return EXIT.OK
     },
@@ -218,7 +234,10 @@ export const COMMANDS: Command[] = [
       if (lim !== undefined && (typeof lim !== 'string' || !/^\d+$/.test(lim))) throw new UsageError('--limit takes a whole number')
       const prefix = typeof ctx.flags['prefix'] === 'string' ? ctx.flags['prefix'] : ''
       const rows = await (await ctx.client()).keys({ prefix, limit: lim === undefined ? 1000 : Number(lim) })
-      if (ctx.json) ctx.out(JSON.stringify(rows.map((r) => ({ key: printable(r.key).text, encoding: printable(r.key).encoding, ttlMs: r.ttlMs }))) + '\n')
+      if (ctx.json)
+        ctx.out(
+          JSON.stringify(rows.map((r) => ({ key: printable(r.key).text, encoding: printable(r.key).encoding, ttlMs: r.ttlMs }))) + '\n',
+        )
       else for (const r of rows) ctx.out(`${escapeControls(printable(r.key).text, true)}\t${Math.ceil(r.ttlMs / 1000)}s\n`)
       return EXIT.OK
     },
@@ -252,7 +271,8 @@ export const COMMANDS: Command[] = [
       noMoreArgs(ctx, 0)
       const intervalMs = seconds(ctx.flags['interval'], '--interval') ?? 1000
       const countFlag = ctx.flags['count']
-      if (countFlag !== undefined && (typeof countFlag !== 'string' || !/^\d+$/.test(countFlag))) throw new UsageError('--count takes a whole number')
+      if (countFlag !== undefined && (typeof countFlag !== 'string' || !/^\d+$/.test(countFlag)))
+        throw new UsageError('--count takes a whole number')
       const count = countFlag === undefined ? Infinity : Number(countFlag)
       const client = await ctx.client()
       const history: number[] = []
@@ -277,17 +297,18 @@ export const COMMANDS: Command[] = [
   {
     name: 'tickets',
     args: '[export --format nginx|haproxy|apache|h2o --dir DIR [--name N] [--group G] [--allow-persistent-disk]]',
-    description: 'ticket keys: each consumer\'s key names, epochs and last delivery; export writes the current window once (admin socket)',
+    description: "ticket keys: each consumer's key names, epochs and last delivery; export writes the current window once (admin socket)",
     async run(ctx) {
       if (ctx.args[0] === 'export') {
         noMoreArgs(ctx, 1)
         const format = ctx.flags['format']
-        if (typeof format !== 'string' || !(TICKET_FORMATS as readonly string[]).includes(format)) throw new UsageError(`--format takes one of ${TICKET_FORMATS.join(', ')}`)
+        if (typeof format !== 'string' || !(TICKET_FORMATS as readonly string[]).includes(format))
+          throw new UsageError(`--format takes one of ${TICKET_FORMATS.join(', ')}`)
         const dir = ctx.flags['dir']
         if (typeof dir !== 'string' || !path.isAbsolute(dir)) throw new UsageError('--dir takes an absolute directory path')
         const name = typeof ctx.flags['name'] === 'string' ? ctx.flags['name'] : format
         const group = typeof ctx.flags['group'] === 'string' ? ctx.flags['group'] : ''
-        if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new UsageError('--name takes 1 to 64 letters, digits, \'.\', \'_\' or \'-\'')
+        if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new UsageError("--name takes 1 to 64 letters, digits, '.', '_' or '-'")
         // Derived in the daemon: the epoch secret never leaves it.
         const w = await (await ctx.client()).consumerKeys(format, name)
         if (!w) {
@@ -309,7 +330,10 @@ export const COMMANDS: Command[] = [
         let keys: { epoch: number; name: string }[]
         try {
           // The same checks as the daemon's own deliveries (prepareDir): owner, mode, setgid, symlinks, tmpfs.
-          const written = writeConsumerFiles({ name, format: format as TicketFormat, dir, group, allowPersistentDisk: ctx.flags['allow-persistent-disk'] === true }, { rotationMs: w.rotationMs, previous, current, next })
+          const written = writeConsumerFiles(
+            { name, format: format as TicketFormat, dir, group, allowPersistentDisk: ctx.flags['allow-persistent-disk'] === true },
+            { rotationMs: w.rotationMs, previous, current, next },
+          )
           files = written.files.map((f) => path.join(dir, f.name))
           // Key names are public (every ticket carries its key's name); the keys are not.
           keys = written.keys.map((k) => ({ epoch: k.epoch, name: k.name.toString('hex') }))
@@ -324,7 +348,22 @@ export const COMMANDS: Command[] = [
         return EXIT.OK
       }
       noMoreArgs(ctx, 0)
-      const s = (await (await ctx.client()).stats()) as { tickets?: { epoch: number | null; rotationMs: number; consumers: { name: string; format: string; dir: string; notify: string; keys: { epoch: number; name: string; role: string }[]; deliveries: number; failures: number; lastDelivery: { at: string; ok: boolean; error?: string } | null }[] } }
+      const s = (await (await ctx.client()).stats()) as {
+        tickets?: {
+          epoch: number | null
+          rotationMs: number
+          consumers: {
+            name: string
+            format: string
+            dir: string
+            notify: string
+            keys: { epoch: number; name: string; role: string }[]
+            deliveries: number
+            failures: number
+            lastDelivery: { at: string; ok: boolean; error?: string } | null
+          }[]
+        }
+      }
       const t = s.tickets
       if (ctx.json) {
         ctx.out(JSON.stringify(t ?? null) + '\n')
@@ -337,7 +376,9 @@ export const COMMANDS: Command[] = [
       ctx.out(`epoch ${t.epoch ?? '-'} (every ${Math.round(t.rotationMs / 1000)} s)\n`)
       if (t.consumers.length === 0) ctx.out('no ticket consumers configured (ticketConsumers)\n')
       for (const c of t.consumers) {
-        const last = c.lastDelivery ? `${c.lastDelivery.ok ? 'ok' : 'FAILED'} at ${c.lastDelivery.at}${c.lastDelivery.error ? `: ${c.lastDelivery.error}` : ''}` : 'not yet'
+        const last = c.lastDelivery
+          ? `${c.lastDelivery.ok ? 'ok' : 'FAILED'} at ${c.lastDelivery.at}${c.lastDelivery.error ? `: ${c.lastDelivery.error}` : ''}`
+          : 'not yet'
         ctx.out(`${c.name} (${c.format}, ${c.notify}) ${c.dir}\n  last delivery ${last}; ${c.deliveries} delivered, ${c.failures} failed\n`)
         for (const k of c.keys) ctx.out(`  ${k.role.padEnd(8)} epoch ${k.epoch}  name ${k.name}\n`)
       }
@@ -361,12 +402,16 @@ export const COMMANDS: Command[] = [
   {
     name: 'keygen',
     args: '[--activate-in SECONDS]',
-    description: 'print a new cluster key file (add its line to every host\'s key file to rotate)',
+    description: "print a new cluster key file (add its line to every host's key file to rotate)",
     async run(ctx) {
       noMoreArgs(ctx, 0)
       const delayMs = seconds(ctx.flags['activate-in'], '--activate-in') ?? 0
       const key = newClusterKey(Math.floor((Date.now() + delayMs) / 1000))
-      ctx.out(ctx.json ? JSON.stringify({ id: key.id.toString(16).padStart(8, '0'), createdAt: key.createdAt, line: formatKey(key) }) + '\n' : formatKeyFile([key]))
+      ctx.out(
+        ctx.json
+          ? JSON.stringify({ id: key.id.toString(16).padStart(8, '0'), createdAt: key.createdAt, line: formatKey(key) }) + '\n'
+          : formatKeyFile([key]),
+      )
       return EXIT.OK
     },
   },
@@ -385,8 +430,26 @@ export const COMMANDS: Command[] = [
 
 type Stats = {
   uptimeMs: number
-  store: { entries: number; bytes: number; maxBytes: number; hits: number; misses: number; sets: number; evictions: number; expirations: number }
-  cluster: null | { members: number; lookups: number; remoteHits: number; remoteMisses: number; timeouts: number; copiesPushed: number; replicationPending: number; dropped: Record<string, number> }
+  store: {
+    entries: number
+    bytes: number
+    maxBytes: number
+    hits: number
+    misses: number
+    sets: number
+    evictions: number
+    expirations: number
+  }
+  cluster: null | {
+    members: number
+    lookups: number
+    remoteHits: number
+    remoteMisses: number
+    timeouts: number
+    copiesPushed: number
+    replicationPending: number
+    dropped: Record<string, number>
+  }
   process: { rssBytes: number }
 }
 
@@ -416,7 +479,12 @@ export function renderWatch(a: Stats, b: Stats, secs: number, history: number[],
     lines.push(
       `remote fills/s ${rate(ca.remoteHits, c.remoteHits).toFixed(0).padStart(6)}   lookups/s ${rate(ca.lookups, c.lookups).toFixed(0)}   not found/s ${rate(ca.remoteMisses + ca.timeouts, c.remoteMisses + c.timeouts).toFixed(0)}   timeouts ${c.timeouts}`,
       `peers        ${String(c.members).padStart(8)}   copies pushed/s ${rate(ca.copiesPushed, c.copiesPushed).toFixed(0)}   pending ${c.replicationPending}`,
-      `dropped      ${Object.entries(c.dropped).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}`,
+      `dropped      ${
+        Object.entries(c.dropped)
+          .filter(([, v]) => v > 0)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ') || 'none'
+      }`,
     )
   } else lines.push('cluster      off')
   lines.push(

@@ -349,7 +349,8 @@ export class StatecastClient extends EventEmitter {
 
   static #ttl(ttlMs: number | undefined): number {
     const t = ttlMs ?? 0
-    if (!Number.isInteger(t) || t < 0 || t > U32_MAX) throw new StatecastError('BAD_ARGUMENT', `ttlMs must be an integer from 0 to ${U32_MAX}, got ${ttlMs}`)
+    if (!Number.isInteger(t) || t < 0 || t > U32_MAX)
+      throw new StatecastError('BAD_ARGUMENT', `ttlMs must be an integer from 0 to ${U32_MAX}, got ${ttlMs}`)
     return t
   }
 
@@ -361,7 +362,10 @@ export class StatecastClient extends EventEmitter {
   /** Like get, with the remaining TTL and whether the value came from a peer. */
   async getEntry(key: Key, opts?: GetOptions): Promise<GetResult | undefined> {
     const reply = StatecastClient.#check(
-      await this.#request({ op: Op.GET, id: this.#id(), flags: encodeRequestFlags({ localOnly: opts?.localOnly }), key: StatecastClient.#key(key) }, opts),
+      await this.#request(
+        { op: Op.GET, id: this.#id(), flags: encodeRequestFlags({ localOnly: opts?.localOnly }), key: StatecastClient.#key(key) },
+        opts,
+      ),
       Status.NOT_FOUND,
     )
     if (reply.status === Status.NOT_FOUND) return undefined
@@ -384,7 +388,10 @@ export class StatecastClient extends EventEmitter {
   /** True when this host held the key. Peers are told to drop their copies either way. */
   async delete(key: Key, opts?: CallOptions & { noPropagate?: boolean }): Promise<boolean> {
     const reply = StatecastClient.#check(
-      await this.#request({ op: Op.DELETE, id: this.#id(), flags: encodeRequestFlags({ noPropagate: opts?.noPropagate }), key: StatecastClient.#key(key) }, opts),
+      await this.#request(
+        { op: Op.DELETE, id: this.#id(), flags: encodeRequestFlags({ noPropagate: opts?.noPropagate }), key: StatecastClient.#key(key) },
+        opts,
+      ),
       Status.NOT_FOUND,
     )
     return reply.status === Status.OK
@@ -393,7 +400,10 @@ export class StatecastClient extends EventEmitter {
   /** Gives a key a new TTL from now; false when the key is absent. */
   async touch(key: Key, ttlMs: number, opts?: CallOptions): Promise<boolean> {
     const reply = StatecastClient.#check(
-      await this.#request({ op: Op.TOUCH, id: this.#id(), flags: 0, key: StatecastClient.#key(key), ttlMs: StatecastClient.#ttl(ttlMs) }, opts),
+      await this.#request(
+        { op: Op.TOUCH, id: this.#id(), flags: 0, key: StatecastClient.#key(key), ttlMs: StatecastClient.#ttl(ttlMs) },
+        opts,
+      ),
       Status.NOT_FOUND,
     )
     return reply.status === Status.OK
@@ -435,7 +445,10 @@ export class StatecastClient extends EventEmitter {
    * socket may read that consumer (the admin socket reads all). Wipe the keys after use.
    */
   async consumerKeys(format: string, consumer: string, opts?: CallOptions): Promise<ConsumerKeysBody | undefined> {
-    const reply = StatecastClient.#check(await this.#request({ op: Op.CONSUMER_KEYS, id: this.#id(), flags: 0, format, consumer }, opts), Status.NOT_FOUND)
+    const reply = StatecastClient.#check(
+      await this.#request({ op: Op.CONSUMER_KEYS, id: this.#id(), flags: 0, format, consumer }, opts),
+      Status.NOT_FOUND,
+    )
     if (reply.status === Status.NOT_FOUND) return undefined
     const w = StatecastClient.#decode(reply, decodeConsumerKeysBody, 'consumer keys')
     const out = { ...w, keys: w.keys.map((k) => ({ ...k, name: Buffer.from(k.name), aes: Buffer.from(k.aes), hmac: Buffer.from(k.hmac) })) }
@@ -447,7 +460,10 @@ export class StatecastClient extends EventEmitter {
   async keys(opts?: CallOptions & { prefix?: Key; limit?: number }): Promise<{ key: Buffer; ttlMs: number }[]> {
     const prefix = toBuf(opts?.prefix ?? '')
     const limit = opts?.limit ?? 0
-    const rows = this.#json(await this.#request({ op: Op.KEYS, id: this.#id(), flags: 0, prefix, limit }, opts)) as { key: string; ttlMs: number }[]
+    const rows = this.#json(await this.#request({ op: Op.KEYS, id: this.#id(), flags: 0, prefix, limit }, opts)) as {
+      key: string
+      ttlMs: number
+    }[]
     return rows.map((r) => ({ key: Buffer.from(r.key, 'latin1'), ttlMs: r.ttlMs }))
   }
 

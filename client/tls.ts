@@ -100,12 +100,25 @@ export function attachSessionCache(server: tls.Server, options: SessionCacheOpti
   const ownsClient = !options.client
   const timeoutMs = options.lookupTimeoutMs ?? 200
   const prefix = Buffer.from(options.keyPrefix ?? 'tls:')
-  const stats: SessionCacheStats = { stored: 0, skippedTls13: 0, storeErrors: 0, resumeLookups: 0, resumeHits: 0, resumeMisses: 0, daemonDown: 0, ticketKeyChanges: 0, ticketEpoch: undefined }
+  const stats: SessionCacheStats = {
+    stored: 0,
+    skippedTls13: 0,
+    storeErrors: 0,
+    resumeLookups: 0,
+    resumeHits: 0,
+    resumeMisses: 0,
+    daemonDown: 0,
+    ticketKeyChanges: 0,
+    ticketEpoch: undefined,
+  }
   const s = server as tls.Server & { sessionTimeout?: number; sessionIdContext?: string; secureOptions?: number }
   const useIds = options.sessionIds ?? ((s.secureOptions ?? 0) & constants.SSL_OP_NO_TICKET) !== 0
 
   if (s.sessionIdContext === defaultContext()) {
-    process.emitWarning('statecast/tls: this server\'s sessionIdContext is derived from its command line; servers started with other arguments will not resume its sessions. Pass the same sessionIdContext to createServer on every host.', 'StatecastWarning')
+    process.emitWarning(
+      "statecast/tls: this server's sessionIdContext is derived from its command line; servers started with other arguments will not resume its sessions. Pass the same sessionIdContext to createServer on every host.",
+      'StatecastWarning',
+    )
   }
 
   const onNew = (id: Buffer, data: Buffer, done: () => void) => {

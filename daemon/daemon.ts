@@ -46,7 +46,8 @@ async function resolvePeers(peers: string[], families: (4 | 6)[]): Promise<Addre
       const host = p.slice(0, i).replace(/^\[|\]$/g, '')
       const literal = net.isIP(host)
       // Dual stack: an address literal of either family is taken as it is; names resolve to the first.
-      if (literal && !families.includes(literal as 4 | 6)) throw new Error(`peer ${p}: an IPv${literal} address, but the cluster speaks IPv${families.join(' and IPv')} here`)
+      if (literal && !families.includes(literal as 4 | 6))
+        throw new Error(`peer ${p}: an IPv${literal} address, but the cluster speaks IPv${families.join(' and IPv')} here`)
       if (literal) return { family: literal as 4 | 6, address: host, port: Number(p.slice(i + 1)) }
       try {
         const { address } = await dns.lookup(host, { family })
@@ -152,7 +153,18 @@ export class Daemon {
           const sw = t && secretWindow(t.window(), t.rotationMs)
           if (!t || !sw || !isKeyFormat(format)) return undefined
           const w = deriveWindow(format, consumer, sw)
-          return { epoch: t.epochNow(), rotationMs: t.rotationMs, keys: [w.previous, w.current, w.next].map((k, slot) => ({ slot, real: k.real, epoch: k.epoch, name: k.name, aes: k.aes, hmac: k.hmac })) }
+          return {
+            epoch: t.epochNow(),
+            rotationMs: t.rotationMs,
+            keys: [w.previous, w.current, w.next].map((k, slot) => ({
+              slot,
+              real: k.real,
+              epoch: k.epoch,
+              name: k.name,
+              aes: k.aes,
+              hmac: k.hmac,
+            })),
+          }
         },
         // Read at request time: the cluster joins after the sockets are up.
         get cluster() {
@@ -178,7 +190,10 @@ export class Daemon {
     }
     const file = path.join(path.dirname(c.socketPath), 'dev-cluster.key')
     const { keys, created } = devKey(file)
-    this.log.warn({ keyFile: file, created }, 'NO CLUSTER KEY CONFIGURED: using a development key for loopback only; set keyFile before joining a network')
+    this.log.warn(
+      { keyFile: file, created },
+      'NO CLUSTER KEY CONFIGURED: using a development key for loopback only; set keyFile before joining a network',
+    )
     return keys
   }
 
@@ -215,7 +230,8 @@ export class Daemon {
     this.#ticketExporter.start()
     this.#api = this.#server('api', c.socketPath, c.socketMode)
     this.#admin = this.#server('admin', c.adminSocketPath, c.adminSocketMode)
-    for (const t of this.tenants.slice(1)) this.#tenantApis.set(t.name, this.#server(`api:${t.name}`, t.config!.socketPath, t.config!.socketMode, t))
+    for (const t of this.tenants.slice(1))
+      this.#tenantApis.set(t.name, this.#server(`api:${t.name}`, t.config!.socketPath, t.config!.socketMode, t))
     const memcache = new TenantMemcache({
       ...c,
       version: VERSION,
@@ -232,7 +248,8 @@ export class Daemon {
       await this.#admin.listen(this.#deps.listenFds?.admin)
       for (const t of this.tenants.slice(1)) {
         await this.#tenantApis.get(t.name)!.listen()
-        if (t.config!.socketGroup) fs.chownSync(t.config!.socketPath, -1, resolveGroup(t.config!.socketGroup, `tenants ${t.name} socketGroup`))
+        if (t.config!.socketGroup)
+          fs.chownSync(t.config!.socketPath, -1, resolveGroup(t.config!.socketGroup, `tenants ${t.name} socketGroup`))
       }
       await this.#memcache?.listen()
       if (c.metricsListen) {
@@ -245,13 +262,39 @@ export class Daemon {
         await this.#metrics.listen(c.metricsListen)
       }
     } catch (err) {
-      await Promise.all([this.#api.close(0), this.#admin.close(0), ...[...this.#tenantApis.values()].map((s) => s.close(0)), this.#memcache?.close(), this.#metrics?.close(), this.cluster?.stop()])
+      await Promise.all([
+        this.#api.close(0),
+        this.#admin.close(0),
+        ...[...this.#tenantApis.values()].map((s) => s.close(0)),
+        this.#memcache?.close(),
+        this.#metrics?.close(),
+        this.cluster?.stop(),
+      ])
       throw err
     }
     this.#purge = setInterval(() => this.store.purgeStale(), c.purgeIntervalMs)
     this.#purge.unref()
-    if (c.tenants.length > 0) this.log.info({ tenants: this.tenants.map((t) => ({ name: t.name || '(default)', maxBytes: t.maxBytes, socket: t.config?.socketPath ?? c.socketPath })) }, 'tenants')
-    this.log.info({ socket: c.socketPath, adminSocket: c.adminSocketPath, maxBytes: c.maxBytes, nodeId: this.cluster?.nodeId ?? null, version: VERSION }, 'statecastd ready')
+    if (c.tenants.length > 0)
+      this.log.info(
+        {
+          tenants: this.tenants.map((t) => ({
+            name: t.name || '(default)',
+            maxBytes: t.maxBytes,
+            socket: t.config?.socketPath ?? c.socketPath,
+          })),
+        },
+        'tenants',
+      )
+    this.log.info(
+      {
+        socket: c.socketPath,
+        adminSocket: c.adminSocketPath,
+        maxBytes: c.maxBytes,
+        nodeId: this.cluster?.nodeId ?? null,
+        version: VERSION,
+      },
+      'statecastd ready',
+    )
   }
 
   /** Graceful stop, idempotent: stop accepting, finish in-flight requests, wipe the store. */
@@ -267,7 +310,13 @@ export class Daemon {
     clearInterval(this.#ticketTimer)
     this.#ticketExporter?.close()
     this.#soloTickets?.wipe()
-    await Promise.all([this.#api?.close(grace), this.#admin?.close(grace), ...[...this.#tenantApis.values()].map((s) => s.close(grace)), this.#memcache?.close(grace), this.#metrics?.close()])
+    await Promise.all([
+      this.#api?.close(grace),
+      this.#admin?.close(grace),
+      ...[...this.#tenantApis.values()].map((s) => s.close(grace)),
+      this.#memcache?.close(grace),
+      this.#metrics?.close(),
+    ])
     await this.cluster?.stop()
     const wiped = this.store.flush()
     this.log.info({ wiped }, 'statecastd stopped')
@@ -292,7 +341,8 @@ export class Daemon {
     }
     if (peers) this.cluster!.transport.setPeers(peers)
     if (changed.includes('logLevel') && 'level' in this.log) this.log.level = next.logLevel
-    if (changed.includes('maxConnections')) for (const s of [this.#api, this.#admin, ...this.#tenantApis.values()]) if (s) s.options.maxConnections = next.maxConnections
+    if (changed.includes('maxConnections'))
+      for (const s of [this.#api, this.#admin, ...this.#tenantApis.values()]) if (s) s.options.maxConnections = next.maxConnections
     // What could not be applied stays as it runs, so `config` keeps describing the process.
     const merged = { ...next } as Record<string, unknown>
     for (const k of needsRestart) merged[k] = prev[k as keyof Config]

@@ -117,7 +117,11 @@ async function main(): Promise<number> {
   // Before any secret is loaded (the key file is read in daemon.start).
   const core = disableCoreDumps()
   if (core.state === 'turned-off') log.info({ before: core.before }, 'core dumps disabled (RLIMIT_CORE lowered to 0)')
-  else if (core.state === 'still-on') log.warn({ before: core.before, after: core.after, why: core.why }, 'core dumps could not be disabled: a crash may write the cluster key and sessions to disk; run under `ulimit -c 0` or LimitCORE=0')
+  else if (core.state === 'still-on')
+    log.warn(
+      { before: core.before, after: core.after, why: core.why },
+      'core dumps could not be disabled: a crash may write the cluster key and sessions to disk; run under `ulimit -c 0` or LimitCORE=0',
+    )
   else if (core.state === 'unknown') log.warn({ why: core.why }, 'cannot tell whether core dumps are disabled')
   const fds = listenFds()
   const daemon = new Daemon(config, { log, listenFds: { api: fds.get('api'), admin: fds.get('admin') } })

@@ -59,7 +59,10 @@ export function formatKey(k: ClusterKey): string {
   return `${k.id.toString(16).padStart(8, '0')} ${k.createdAt} ${k.key.toString('base64')}`
 }
 
-export function formatKeyFile(keys: ClusterKey[], comment = 'statecast cluster key file: ID CREATED(unix s) KEY(base64). Keep it secret (mode 0600).'): string {
+export function formatKeyFile(
+  keys: ClusterKey[],
+  comment = 'statecast cluster key file: ID CREATED(unix s) KEY(base64). Keep it secret (mode 0600).',
+): string {
   return `# ${comment}\n${keys.map(formatKey).join('\n')}\n`
 }
 

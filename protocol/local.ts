@@ -118,7 +118,8 @@ export function encodeRequestFlags(f: Partial<RequestFlags>): number {
 }
 
 function checkRequestFlags(flags: number): void {
-  if (!Number.isInteger(flags) || flags < 0 || flags > 0xff || flags & ~REQ_FLAGS_MASK) throw new ProtocolError('BAD_FIELD', `unknown request flags 0x${flags.toString(16)}`)
+  if (!Number.isInteger(flags) || flags < 0 || flags > 0xff || flags & ~REQ_FLAGS_MASK)
+    throw new ProtocolError('BAD_FIELD', `unknown request flags 0x${flags.toString(16)}`)
 }
 
 /** A request's flags byte spelled out. Throws ProtocolError (BAD_FIELD) for a bit not in ReqFlag. */
@@ -432,7 +433,8 @@ export function encodeTicketKeyBody(k: TicketKeyBody): Buffer {
 /** Decodes a TICKET_KEY OK body; the key is a view into `body`. Throws ProtocolError only. */
 export function decodeTicketKeyBody(body: Buffer): TicketKeyBody {
   needBytes(body.length, TICKET_KEY_BODY_BYTES, 'TICKET_KEY body')
-  if (body.length > TICKET_KEY_BODY_BYTES) throw new ProtocolError('TRAILING', `TICKET_KEY body has ${body.length - TICKET_KEY_BODY_BYTES} bytes after its key`)
+  if (body.length > TICKET_KEY_BODY_BYTES)
+    throw new ProtocolError('TRAILING', `TICKET_KEY body has ${body.length - TICKET_KEY_BODY_BYTES} bytes after its key`)
   return { epoch: body.readUInt32BE(0), remainingMs: body.readUInt32BE(4), key: body.subarray(8) }
 }
 /** Most secrets a TICKET_WINDOW reply carries (previous, current, next). */
@@ -451,7 +453,8 @@ export function ticketWindowBodyLength(w: TicketWindowBody): number {
 
 /** The body of a TICKET_WINDOW OK reply (after the status byte). */
 export function encodeTicketWindowBody(w: TicketWindowBody): Buffer {
-  if (w.secrets.length > MAX_WINDOW_SECRETS) throw new ProtocolError('BAD_FIELD', `a ticket window holds at most ${MAX_WINDOW_SECRETS} secrets`)
+  if (w.secrets.length > MAX_WINDOW_SECRETS)
+    throw new ProtocolError('BAD_FIELD', `a ticket window holds at most ${MAX_WINDOW_SECRETS} secrets`)
   const buf = Buffer.alloc(ticketWindowBodyLength(w))
   buf.writeUInt32BE(w.epoch, 0)
   buf.writeUInt32BE(w.rotationMs, 4)
@@ -475,7 +478,8 @@ export function decodeTicketWindowBody(body: Buffer): TicketWindowBody {
   needBytes(body.length, want, 'TICKET_WINDOW secrets')
   if (body.length > want) throw new ProtocolError('TRAILING', `TICKET_WINDOW body has ${body.length - want} bytes after its secrets`)
   const secrets: TicketWindowBody['secrets'] = []
-  for (let i = 0, off = 9; i < n; i++, off += 4 + TICKET_SECRET_BYTES) secrets.push({ epoch: body.readUInt32BE(off), secret: body.subarray(off + 4, off + 4 + TICKET_SECRET_BYTES) })
+  for (let i = 0, off = 9; i < n; i++, off += 4 + TICKET_SECRET_BYTES)
+    secrets.push({ epoch: body.readUInt32BE(off), secret: body.subarray(off + 4, off + 4 + TICKET_SECRET_BYTES) })
   return { epoch: body.readUInt32BE(0), rotationMs: body.readUInt32BE(4), secrets }
 }
 
@@ -505,10 +509,12 @@ export const MAX_CONSUMER_KEYS = 3
 
 /** The body of a CONSUMER_KEYS OK reply (after the status byte). The caller wipes it after use. */
 export function encodeConsumerKeysBody(b: ConsumerKeysBody): Buffer {
-  if (b.keys.length > MAX_CONSUMER_KEYS) throw new ProtocolError('BAD_FIELD', `a CONSUMER_KEYS reply holds at most ${MAX_CONSUMER_KEYS} keys`)
+  if (b.keys.length > MAX_CONSUMER_KEYS)
+    throw new ProtocolError('BAD_FIELD', `a CONSUMER_KEYS reply holds at most ${MAX_CONSUMER_KEYS} keys`)
   let len = 9
   for (const k of b.keys) {
-    if (k.name.length !== CONSUMER_KEY_NAME_BYTES || k.aes.length > 255 || k.hmac.length > 255 || k.slot > 2) throw new ProtocolError('BAD_FIELD', 'a consumer key has a 16-byte name, keys of at most 255 bytes and a slot from 0 to 2')
+    if (k.name.length !== CONSUMER_KEY_NAME_BYTES || k.aes.length > 255 || k.hmac.length > 255 || k.slot > 2)
+      throw new ProtocolError('BAD_FIELD', 'a consumer key has a 16-byte name, keys of at most 255 bytes and a slot from 0 to 2')
     len += 6 + CONSUMER_KEY_NAME_BYTES + 2 + k.aes.length + k.hmac.length
   }
   const buf = Buffer.alloc(len)

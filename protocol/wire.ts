@@ -160,7 +160,14 @@ export const MAX_TICKET_HELD = 4
 const TICKET_SEAL_BYTES = 4 + 2 * X25519_PUBLIC_BYTES + TICKET_SEAL_NONCE_BYTES + TICKET_KEY_BYTES + TICKET_SEAL_TAG_BYTES
 export type MsgTypeCode = (typeof MsgType)[keyof typeof MsgType]
 /** Types that may be sent to the group (receiver NO_RECEIVER); every other type names its receiver. */
-export const GROUP_TYPES: ReadonlySet<number> = new Set<number>([MsgType.LOOKUP, MsgType.INVALIDATE, MsgType.ANNOUNCE, MsgType.LEAVE, MsgType.TICKET_KEY, MsgType.TICKET_PUB])
+export const GROUP_TYPES: ReadonlySet<number> = new Set<number>([
+  MsgType.LOOKUP,
+  MsgType.INVALIDATE,
+  MsgType.ANNOUNCE,
+  MsgType.LEAVE,
+  MsgType.TICKET_KEY,
+  MsgType.TICKET_PUB,
+])
 
 /** The digest of a key that binds a HIT or MISS to the key asked for. */
 export function keyDigest(key: Buffer): Buffer {
@@ -183,13 +190,36 @@ export interface Address {
 
 export type Message =
   | { type: typeof MsgType.LOOKUP; reqId: number; nonce: Buffer; reply: Address; expect: Buffer[]; key: Buffer }
-  | { type: typeof MsgType.HIT; reqId: number; nonce: Buffer; digest: Buffer; ttlMs: number; flags: number; totalLen: number; index: number; count: number; version: bigint; chunk: Buffer }
+  | {
+      type: typeof MsgType.HIT
+      reqId: number
+      nonce: Buffer
+      digest: Buffer
+      ttlMs: number
+      flags: number
+      totalLen: number
+      index: number
+      count: number
+      version: bigint
+      chunk: Buffer
+    }
   | { type: typeof MsgType.MISS; reqId: number; nonce: Buffer; digest: Buffer }
   | { type: typeof MsgType.INVALIDATE; version: bigint; key: Buffer }
   | { type: typeof MsgType.ANNOUNCE; reply: Address; entries: number; flags: number; name: string; also?: Address }
   | { type: typeof MsgType.LEAVE }
   | { type: typeof MsgType.TICKET_KEY; epoch: number; creator: Buffer; key: Buffer }
-  | { type: typeof MsgType.REPLICATE; replId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number; version: bigint; key: Buffer; chunk: Buffer }
+  | {
+      type: typeof MsgType.REPLICATE
+      replId: number
+      ttlMs: number
+      flags: number
+      totalLen: number
+      index: number
+      count: number
+      version: bigint
+      key: Buffer
+      chunk: Buffer
+    }
   | { type: typeof MsgType.ACK; replId: number }
   | { type: typeof MsgType.DELETE; replId: number; version: bigint; key: Buffer }
   | { type: typeof MsgType.ACKS; replIds: number[] }
@@ -223,7 +253,11 @@ function writeAddress(buf: Buffer, off: number, a: Address): number {
   buf[off] = a.family
   if (a.family === 4) {
     const parts = a.address.split('.').map(Number)
-    if (parts.length !== 4 || !parts.every((x, i) => Number.isInteger(x) && x >= 0 && x <= 255 && /^\d{1,3}$/.test(a.address.split('.')[i]!))) throw new ProtocolError('BAD_FIELD', `not an IPv4 address: ${a.address}`)
+    if (
+      parts.length !== 4 ||
+      !parts.every((x, i) => Number.isInteger(x) && x >= 0 && x <= 255 && /^\d{1,3}$/.test(a.address.split('.')[i]!))
+    )
+      throw new ProtocolError('BAD_FIELD', `not an IPv4 address: ${a.address}`)
     for (let i = 0; i < 4; i++) buf[off + 1 + i] = parts[i]!
     off += 5
   } else {
@@ -255,7 +289,15 @@ function ipv6Bytes(addr: string): Buffer {
   const groups = (s: string | undefined) => (s ? s.split(':') : [])
   let h = groups(head)
   let t = groups(tail)
-  const expand = (g: string[]) => g.flatMap((x) => (x.includes('.') ? [((Number(x.split('.')[0]) << 8) | Number(x.split('.')[1])).toString(16), ((Number(x.split('.')[2]) << 8) | Number(x.split('.')[3])).toString(16)] : [x]))
+  const expand = (g: string[]) =>
+    g.flatMap((x) =>
+      x.includes('.')
+        ? [
+            ((Number(x.split('.')[0]) << 8) | Number(x.split('.')[1])).toString(16),
+            ((Number(x.split('.')[2]) << 8) | Number(x.split('.')[3])).toString(16),
+          ]
+        : [x],
+    )
   h = expand(h)
   t = expand(t)
   const all = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t]
@@ -268,7 +310,10 @@ function readAddress(buf: Buffer, off: number): [Address, number] {
   const family = buf[off]!
   if (family === 4) {
     needBytes(buf.length - off, 7, 'IPv4 address')
-    return [{ family: 4, address: `${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}.${buf[off + 4]}`, port: buf.readUInt16BE(off + 5) }, off + 7]
+    return [
+      { family: 4, address: `${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}.${buf[off + 4]}`, port: buf.readUInt16BE(off + 5) },
+      off + 7,
+    ]
   }
   if (family === 6) {
     needBytes(buf.length - off, 19, 'IPv6 address')
@@ -284,8 +329,22 @@ function readAddress(buf: Buffer, off: number): [Address, number] {
 // ---- bodies ----
 
 const u32 = new Parser().uint32be('n')
-const replHead = new Parser().uint32be('replId').uint32be('ttlMs').uint32be('flags').uint32be('totalLen').uint16be('index').uint16be('count').uint64be('version').uint16be('keyLen')
-const hitHead = new Parser().uint32be('ttlMs').uint32be('flags').uint32be('totalLen').uint16be('index').uint16be('count').uint64be('version')
+const replHead = new Parser()
+  .uint32be('replId')
+  .uint32be('ttlMs')
+  .uint32be('flags')
+  .uint32be('totalLen')
+  .uint16be('index')
+  .uint16be('count')
+  .uint64be('version')
+  .uint16be('keyLen')
+const hitHead = new Parser()
+  .uint32be('ttlMs')
+  .uint32be('flags')
+  .uint32be('totalLen')
+  .uint16be('index')
+  .uint16be('count')
+  .uint64be('version')
 /** reqId, nonce and key digest: what binds a HIT or MISS to its lookup. */
 const BINDING_BYTES = 4 + NONCE_BYTES + KEY_DIGEST_BYTES
 /** Bytes of the fixed part of a REPLICATE, and of a HIT after its binding. */
@@ -396,7 +455,8 @@ export function writeBatchEntry(buf: Buffer, off: number, m: Message): number {
  * of `buf`, whose head it fills in.
  */
 export function batchBody(buf: Buffer, end: number, count: number, sentAtMs: number): Buffer {
-  if (count === 0 || count > MAX_BATCH_COUNT) throw new ProtocolError('BAD_FIELD', `a BATCH carries 1 to ${MAX_BATCH_COUNT} messages, not ${count}`)
+  if (count === 0 || count > MAX_BATCH_COUNT)
+    throw new ProtocolError('BAD_FIELD', `a BATCH carries 1 to ${MAX_BATCH_COUNT} messages, not ${count}`)
   writeBodyHead(buf, MsgType.BATCH, sentAtMs)
   buf[BODY_HEAD_BYTES] = count
   return buf.subarray(0, end)
@@ -416,7 +476,8 @@ export function loneBody(buf: Buffer, end: number, sentAtMs: number): Buffer {
 
 /** The body of a BATCH of 1 to MAX_BATCH_COUNT messages of any type but BATCH. */
 export function encodeBatch(msgs: readonly Message[], sentAtMs: number): Buffer {
-  if (msgs.length === 0 || msgs.length > MAX_BATCH_COUNT) throw new ProtocolError('BAD_FIELD', `a BATCH carries 1 to ${MAX_BATCH_COUNT} messages, not ${msgs.length}`)
+  if (msgs.length === 0 || msgs.length > MAX_BATCH_COUNT)
+    throw new ProtocolError('BAD_FIELD', `a BATCH carries 1 to ${MAX_BATCH_COUNT} messages, not ${msgs.length}`)
   const buf = Buffer.allocUnsafe(batchBodyLength(msgs))
   let off = BATCH_HEAD_BYTES
   for (const m of msgs) off = writeBatchEntry(buf, off, m)
@@ -431,7 +492,8 @@ function writePayload(buf: Buffer, off: number, m: Message): void {
       buf.writeUInt32BE(m.reqId, off)
       m.nonce.copy(buf, off + 4)
       off = writeAddress(buf, off + 4 + NONCE_BYTES, m.reply)
-      if (m.expect.length > 255 || m.expect.some((id) => id.length !== SENDER_ID_BYTES)) throw new ProtocolError('BAD_FIELD', 'LOOKUP expects at most 255 ids of 8 bytes')
+      if (m.expect.length > 255 || m.expect.some((id) => id.length !== SENDER_ID_BYTES))
+        throw new ProtocolError('BAD_FIELD', 'LOOKUP expects at most 255 ids of 8 bytes')
       buf[off++] = m.expect.length
       for (const id of m.expect) off += id.copy(buf, off)
       buf.writeUInt16BE(m.key.length, off)
@@ -456,8 +518,10 @@ function writePayload(buf: Buffer, off: number, m: Message): void {
       m.key.copy(buf, off + VERSION_BYTES + 2)
       break
     case MsgType.ANNOUNCE: {
-      if (((m.flags & AnnounceFlag.DUAL_STACK) !== 0) !== (m.also !== undefined)) throw new ProtocolError('BAD_FIELD', 'ANNOUNCE: the DUAL_STACK flag and the second address go together')
-      if (m.also && m.also.family === m.reply.family) throw new ProtocolError('BAD_FIELD', 'ANNOUNCE: the second address must be of the other family')
+      if (((m.flags & AnnounceFlag.DUAL_STACK) !== 0) !== (m.also !== undefined))
+        throw new ProtocolError('BAD_FIELD', 'ANNOUNCE: the DUAL_STACK flag and the second address go together')
+      if (m.also && m.also.family === m.reply.family)
+        throw new ProtocolError('BAD_FIELD', 'ANNOUNCE: the second address must be of the other family')
       off = writeAddress(buf, off, m.reply)
       buf.writeUInt32BE(m.entries, off)
       buf[off + 4] = m.flags
@@ -471,7 +535,8 @@ function writePayload(buf: Buffer, off: number, m: Message): void {
     case MsgType.LEAVE:
       break
     case MsgType.TICKET_KEY:
-      if (m.creator.length !== SENDER_ID_BYTES || m.key.length !== TICKET_KEY_BYTES) throw new ProtocolError('BAD_FIELD', 'TICKET_KEY needs an 8-byte creator and a 48-byte key')
+      if (m.creator.length !== SENDER_ID_BYTES || m.key.length !== TICKET_KEY_BYTES)
+        throw new ProtocolError('BAD_FIELD', 'TICKET_KEY needs an 8-byte creator and a 48-byte key')
       buf.writeUInt32BE(m.epoch, off)
       m.creator.copy(buf, off + 4)
       m.key.copy(buf, off + 4 + SENDER_ID_BYTES)
@@ -498,13 +563,15 @@ function writePayload(buf: Buffer, off: number, m: Message): void {
       m.key.copy(buf, off + 4 + VERSION_BYTES + 2)
       break
     case MsgType.ACKS:
-      if (m.replIds.length === 0 || m.replIds.length > MAX_ACKS) throw new ProtocolError('BAD_FIELD', `ACKS carries 1 to ${MAX_ACKS} ids; got ${m.replIds.length}`)
+      if (m.replIds.length === 0 || m.replIds.length > MAX_ACKS)
+        throw new ProtocolError('BAD_FIELD', `ACKS carries 1 to ${MAX_ACKS} ids; got ${m.replIds.length}`)
       buf.writeUInt16BE(m.replIds.length, off)
       for (let i = 0; i < m.replIds.length; i++) buf.writeUInt32BE(m.replIds[i]!, off + 2 + 4 * i)
       break
     case MsgType.TICKET_PUB: {
       fixedBuffer(m.pub, X25519_PUBLIC_BYTES, 'TICKET_PUB public key')
-      if (m.held.length > MAX_TICKET_HELD) throw new ProtocolError('BAD_FIELD', `TICKET_PUB lists at most ${MAX_TICKET_HELD} epochs; got ${m.held.length}`)
+      if (m.held.length > MAX_TICKET_HELD)
+        throw new ProtocolError('BAD_FIELD', `TICKET_PUB lists at most ${MAX_TICKET_HELD} epochs; got ${m.held.length}`)
       buf.writeUInt32BE(m.period, off)
       m.pub.copy(buf, off + 4)
       buf[off + 4 + X25519_PUBLIC_BYTES] = m.held.length
@@ -552,7 +619,11 @@ function keyAt(buf: Buffer, off: number, what: string): Buffer {
   needBytes(buf.length - off, 2, `${what} key length`)
   const len = buf.readUInt16BE(off)
   if (len === 0) throw new ProtocolError('BAD_FIELD', `${what} with an empty key`)
-  if (buf.length - off - 2 !== len) throw new ProtocolError(buf.length - off - 2 < len ? 'TRUNCATED' : 'TRAILING', `${what} key length ${len} does not match the ${buf.length - off - 2} bytes present`)
+  if (buf.length - off - 2 !== len)
+    throw new ProtocolError(
+      buf.length - off - 2 < len ? 'TRUNCATED' : 'TRAILING',
+      `${what} key length ${len} does not match the ${buf.length - off - 2} bytes present`,
+    )
   return buf.subarray(off + 2)
 }
 
@@ -626,7 +697,14 @@ function decodePayload(type: number, p: Buffer): Message {
     }
     case MsgType.HIT: {
       needBytes(p.length, BINDING_BYTES + HIT_HEAD_BYTES, 'HIT')
-      const f = hitHead.parse(p.subarray(BINDING_BYTES)) as { ttlMs: number; flags: number; totalLen: number; index: number; count: number; version: bigint }
+      const f = hitHead.parse(p.subarray(BINDING_BYTES)) as {
+        ttlMs: number
+        flags: number
+        totalLen: number
+        index: number
+        count: number
+        version: bigint
+      }
       const chunk = p.subarray(BINDING_BYTES + HIT_HEAD_BYTES)
       checkChunking('HIT', f.totalLen, f.index, f.count, chunk.length)
       return { type: MsgType.HIT, ...readBinding(p), ...f, chunk }
@@ -659,10 +737,24 @@ function decodePayload(type: number, p: Buffer): Message {
       return { type: MsgType.LEAVE }
     case MsgType.TICKET_KEY:
       exactly(p, 4 + SENDER_ID_BYTES + TICKET_KEY_BYTES, 'TICKET_KEY')
-      return { type: MsgType.TICKET_KEY, epoch: p.readUInt32BE(0), creator: p.subarray(4, 4 + SENDER_ID_BYTES), key: p.subarray(4 + SENDER_ID_BYTES) }
+      return {
+        type: MsgType.TICKET_KEY,
+        epoch: p.readUInt32BE(0),
+        creator: p.subarray(4, 4 + SENDER_ID_BYTES),
+        key: p.subarray(4 + SENDER_ID_BYTES),
+      }
     case MsgType.REPLICATE: {
       needBytes(p.length, REPL_HEAD_BYTES, 'REPLICATE')
-      const f = replHead.parse(p) as { replId: number; ttlMs: number; flags: number; totalLen: number; index: number; count: number; version: bigint; keyLen: number }
+      const f = replHead.parse(p) as {
+        replId: number
+        ttlMs: number
+        flags: number
+        totalLen: number
+        index: number
+        count: number
+        version: bigint
+        keyLen: number
+      }
       if (f.keyLen === 0) throw new ProtocolError('BAD_FIELD', 'REPLICATE with an empty key')
       needBytes(p.length, REPL_HEAD_BYTES + f.keyLen, 'REPLICATE key')
       const chunk = p.subarray(REPL_HEAD_BYTES + f.keyLen)
@@ -691,7 +783,8 @@ function decodePayload(type: number, p: Buffer): Message {
       if (count > MAX_TICKET_HELD) throw new ProtocolError('BAD_FIELD', `TICKET_PUB lists at most ${MAX_TICKET_HELD} epochs, got ${count}`)
       exactly(p.subarray(5 + X25519_PUBLIC_BYTES), (4 + SENDER_ID_BYTES) * count, `TICKET_PUB of ${count} epochs`)
       const held: { epoch: number; holder: Buffer }[] = []
-      for (let i = 0, at = 5 + X25519_PUBLIC_BYTES; i < count; i++, at += 4 + SENDER_ID_BYTES) held.push({ epoch: p.readUInt32BE(at), holder: p.subarray(at + 4, at + 4 + SENDER_ID_BYTES) })
+      for (let i = 0, at = 5 + X25519_PUBLIC_BYTES; i < count; i++, at += 4 + SENDER_ID_BYTES)
+        held.push({ epoch: p.readUInt32BE(at), holder: p.subarray(at + 4, at + 4 + SENDER_ID_BYTES) })
       return { type: MsgType.TICKET_PUB, period: p.readUInt32BE(0), pub: p.subarray(4, 4 + X25519_PUBLIC_BYTES), held }
     }
     case MsgType.TICKET_SEAL: {
@@ -764,7 +857,14 @@ function nonceFor(counter: number): Buffer {
 }
 
 /** Seals a plaintext body into a datagram for `receiverId` (NO_RECEIVER: the group). */
-export function seal(ring: Keyring, keyId: number, senderId: Buffer, counter: number, body: Buffer, receiverId: Buffer = NO_RECEIVER): Buffer {
+export function seal(
+  ring: Keyring,
+  keyId: number,
+  senderId: Buffer,
+  counter: number,
+  body: Buffer,
+  receiverId: Buffer = NO_RECEIVER,
+): Buffer {
   if (receiverId.length !== SENDER_ID_BYTES) throw new ProtocolError('BAD_FIELD', `a receiver id is ${SENDER_ID_BYTES} bytes`)
   const found = ring.subkey(keyId, senderId)
   if (!found) throw new ProtocolError('UNKNOWN_KEY', `no key with id ${keyId.toString(16)}`)
@@ -788,7 +888,8 @@ export const MAX_COUNTER = 2 ** 53 - 1
  * (BAD_FIELD) for ids of the wrong size or a counter outside 0..MAX_COUNTER.
  */
 export function writeHeader(buf: Buffer, h: Header): void {
-  if (h.senderId.length !== SENDER_ID_BYTES || h.receiverId.length !== SENDER_ID_BYTES) throw new ProtocolError('BAD_FIELD', `sender and receiver ids are ${SENDER_ID_BYTES} bytes`)
+  if (h.senderId.length !== SENDER_ID_BYTES || h.receiverId.length !== SENDER_ID_BYTES)
+    throw new ProtocolError('BAD_FIELD', `sender and receiver ids are ${SENDER_ID_BYTES} bytes`)
   if (!Number.isSafeInteger(h.counter) || h.counter < 0) throw new ProtocolError('BAD_FIELD', 'datagram counter out of range')
   buf.writeUInt32BE(MAGIC, 0)
   buf[4] = VERSION
@@ -820,7 +921,12 @@ export function readHeader(dgram: Buffer): Header {
   // Counters stay below 2^53 so they are exact as numbers (a sender would need 2^53 datagrams).
   if (ctrHi >= 2 ** 21) throw new ProtocolError('BAD_FIELD', 'datagram counter out of range')
   // The ids are views, not copies: read on every datagram, kept by none beyond it.
-  return { keyId: dgram.readUInt32BE(6), senderId: dgram.subarray(10, 18), counter: ctrHi * 2 ** 32 + dgram.readUInt32BE(22), receiverId: dgram.subarray(26, 34) }
+  return {
+    keyId: dgram.readUInt32BE(6),
+    senderId: dgram.subarray(10, 18),
+    counter: ctrHi * 2 ** 32 + dgram.readUInt32BE(22),
+    receiverId: dgram.subarray(26, 34),
+  }
 }
 
 /**
@@ -829,7 +935,11 @@ export function readHeader(dgram: Buffer): Header {
  */
 export function open(ring: Keyring, dgram: Buffer, header: Header = readHeader(dgram)): { header: Header; body: Buffer } {
   const found = ring.subkey(header.keyId, header.senderId)
-  if (!found) throw new ProtocolError('UNKNOWN_KEY', `sealed with key id ${header.keyId.toString(16).padStart(8, '0')}, which this daemon does not hold`)
+  if (!found)
+    throw new ProtocolError(
+      'UNKNOWN_KEY',
+      `sealed with key id ${header.keyId.toString(16).padStart(8, '0')}, which this daemon does not hold`,
+    )
   const d = crypto.createDecipheriv('aes-256-gcm', found.subkey, nonceFor(header.counter))
   d.setAAD(dgram.subarray(0, HEADER_BYTES))
   d.setAuthTag(dgram.subarray(dgram.length - TAG_BYTES))

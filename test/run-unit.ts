@@ -13,7 +13,10 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 process.env['TAP_TIMEOUT'] ??= '600'
 
 const dir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'unit')
-const files = fs.readdirSync(dir).filter((f) => f.endsWith('.test.js')).sort()
+const files = fs
+  .readdirSync(dir)
+  .filter((f) => f.endsWith('.test.js'))
+  .sort()
 const started = performance.now()
 process.on('exit', (code) => {
   process.stderr.write(`unit tests: ${files.length} files in ${((performance.now() - started) / 1000).toFixed(1)} s, exit ${code}\n`)

@@ -28,12 +28,18 @@ export function loadKeyFile(file: string): ClusterKey[] {
     throw new KeyError('BAD_KEY_FILE', `cannot read key file ${file}: ${e.message}`)
   }
   if (st.mode & 0o077) {
-    throw new KeyError('KEY_FILE_EXPOSED', `key file ${file} has mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}: group or others may read it; run chmod 600 ${file}`)
+    throw new KeyError(
+      'KEY_FILE_EXPOSED',
+      `key file ${file} has mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}: group or others may read it; run chmod 600 ${file}`,
+    )
   }
   // Its owner can read and replace it (issue 21 point 13): root or this daemon's user only.
   const me = typeof process.getuid === 'function' ? process.getuid() : -1
   if (me >= 0 && st.uid !== 0 && st.uid !== me) {
-    throw new KeyError('KEY_FILE_EXPOSED', `key file ${file} belongs to uid ${st.uid}, not to root or this daemon's user (uid ${me}), who may read and replace it; run chown root ${file}`)
+    throw new KeyError(
+      'KEY_FILE_EXPOSED',
+      `key file ${file} belongs to uid ${st.uid}, not to root or this daemon's user (uid ${me}), who may read and replace it; run chown root ${file}`,
+    )
   }
   try {
     return parseKeyFile(fs.readFileSync(file, 'utf8'), file)
@@ -50,7 +56,13 @@ export function devKey(file: string): { keys: ClusterKey[]; created: boolean } {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 })
   try {
     const fd = fs.openSync(file, 'wx', 0o600)
-    fs.writeSync(fd, formatKeyFile([newClusterKey(Math.floor(Date.now() / 1000))], 'statecast DEVELOPMENT key, created by statecastd for loopback use only'))
+    fs.writeSync(
+      fd,
+      formatKeyFile(
+        [newClusterKey(Math.floor(Date.now() / 1000))],
+        'statecast DEVELOPMENT key, created by statecastd for loopback use only',
+      ),
+    )
     fs.closeSync(fd)
     return { keys: loadKeyFile(file), created: true }
   } catch (err) {

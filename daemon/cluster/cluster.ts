@@ -26,7 +26,10 @@ import { systemClock, type Clock, type TimerHandle } from './clock.js'
 import type { PeerTransport } from './peer-transport.js'
 
 /** The cluster's config keys (unit and default: FIELDS in config/config.ts) and the transport's addresses. */
-export type ClusterOptions = Omit<TransportOptions, 'log' | 'keys' | 'now'> & LookupOptions & ReplicationOptions & Pick<Config, 'nodeName' | 'heartbeatMs' | 'deadAfterMs' | 'ticketKeyRotationMs' | 'handoffTimeoutMs' | 'maxMembers' | 'memberProbationMs'>
+export type ClusterOptions = Omit<TransportOptions, 'log' | 'keys' | 'now'> &
+  LookupOptions &
+  ReplicationOptions &
+  Pick<Config, 'nodeName' | 'heartbeatMs' | 'deadAfterMs' | 'ticketKeyRotationMs' | 'handoffTimeoutMs' | 'maxMembers' | 'memberProbationMs'>
 
 export type { Member }
 
@@ -104,7 +107,8 @@ export class Cluster implements ClusterHooks {
     this.#random = deps.random ?? Math.random
     this.#store = store
     this.#log = log
-    this.transport = deps.transport ?? new Transport({ ...o, keys, log, now: () => clock.wallMs(), immediate: (fn) => clock.setImmediate(fn) })
+    this.transport =
+      deps.transport ?? new Transport({ ...o, keys, log, now: () => clock.wallMs(), immediate: (fn) => clock.setImmediate(fn) })
     this.transport.onMessage = (m) => this.#onMessage(m)
     this.membership = new Membership(o, this.transport, this.counters, log, clock)
     this.replicator = new Replicator(o, this.transport, store, this.membership, clock)
@@ -136,7 +140,18 @@ export class Cluster implements ClusterHooks {
     this.#announce(AnnounceFlag.HELLO)
     this.ticketGossip.announce()
     this.#scheduleHeartbeat()
-    this.#log.info({ nodeId: this.nodeId, name: this.#o.nodeName, group: `${this.#o.group}:${this.#o.port}`, ...(this.#o.second ? { dualStackGroup: this.#o.second.group, dualStackReply: this.transport.replyAddressFor(this.transport.families[1]!) } : {}), reply: this.transport.replyAddress }, 'joined the cluster')
+    this.#log.info(
+      {
+        nodeId: this.nodeId,
+        name: this.#o.nodeName,
+        group: `${this.#o.group}:${this.#o.port}`,
+        ...(this.#o.second
+          ? { dualStackGroup: this.#o.second.group, dualStackReply: this.transport.replyAddressFor(this.transport.families[1]!) }
+          : {}),
+        reply: this.transport.replyAddress,
+      },
+      'joined the cluster',
+    )
   }
 
   #scheduleHeartbeat(): void {
@@ -154,7 +169,14 @@ export class Cluster implements ClusterHooks {
 
   #announceMsg(flags: number): Message {
     const also = this.transport.families.length > 1 ? this.transport.replyAddressFor(this.transport.families[1]!) : undefined
-    return { type: MsgType.ANNOUNCE, reply: this.transport.replyAddress, entries: this.#store.size, flags: also ? flags | AnnounceFlag.DUAL_STACK : flags, name: this.#o.nodeName, ...(also ? { also } : {}) }
+    return {
+      type: MsgType.ANNOUNCE,
+      reply: this.transport.replyAddress,
+      entries: this.#store.size,
+      flags: also ? flags | AnnounceFlag.DUAL_STACK : flags,
+      name: this.#o.nodeName,
+      ...(also ? { also } : {}),
+    }
   }
 
   #announce(flags: number): void {
@@ -178,7 +200,10 @@ export class Cluster implements ClusterHooks {
     // Any authenticated datagram shows the member alive, so a few lost heartbeats on a lossy
     // network do not declare a busy member dead.
     const member = this.membership.heard(sender)
-    if ((msg.type === MsgType.INVALIDATE || msg.type === MsgType.DELETE || msg.type === MsgType.REPLICATE || msg.type === MsgType.HIT) && this.#futureVersion(msg.version, sentAtMs)) {
+    if (
+      (msg.type === MsgType.INVALIDATE || msg.type === MsgType.DELETE || msg.type === MsgType.REPLICATE || msg.type === MsgType.HIT) &&
+      this.#futureVersion(msg.version, sentAtMs)
+    ) {
       this.transport.counters.dropped.futureVersion++
       return
     }
@@ -204,10 +229,19 @@ export class Cluster implements ClusterHooks {
       case MsgType.TICKET_KEY:
         return this.ticketGossip.onRetired()
       case MsgType.TICKET_PUB:
-        return this.ticketGossip.onPub(sender, msg, member !== undefined, member !== undefined && (member.trusted || this.membership.fromOwnAddress(member, rinfo)))
+        return this.ticketGossip.onPub(
+          sender,
+          msg,
+          member !== undefined,
+          member !== undefined && (member.trusted || this.membership.fromOwnAddress(member, rinfo)),
+        )
       case MsgType.TICKET_SEAL:
         // Only from a member past its probation, or in probation at its own address (as copies).
-        return this.ticketGossip.onSeal(sender, msg, member !== undefined && (member.trusted || this.membership.fromOwnAddress(member, rinfo)))
+        return this.ticketGossip.onSeal(
+          sender,
+          msg,
+          member !== undefined && (member.trusted || this.membership.fromOwnAddress(member, rinfo)),
+        )
       case MsgType.REPLICATE:
         // A copy is taken only from a member past its probation: an address that announced
         // itself once cannot fill the store (nor have ACKs sent anywhere).
@@ -281,13 +315,29 @@ export class Cluster implements ClusterHooks {
     // Dual stack: `address` is the one in use; `otherAddress` the one announced on the other family.
     const second = this.transport.families[1]
     const mine = second ? this.transport.replyAddressFor(second) : undefined
-    const self = { nodeId: this.nodeId, name: this.#o.nodeName, address: fmt(this.transport.replyAddress), ...(mine ? { otherAddress: fmt(mine) } : {}), lastSeenMs: 0, entries: this.#store.size, self: true }
+    const self = {
+      nodeId: this.nodeId,
+      name: this.#o.nodeName,
+      address: fmt(this.transport.replyAddress),
+      ...(mine ? { otherAddress: fmt(mine) } : {}),
+      lastSeenMs: 0,
+      entries: this.#store.size,
+      self: true,
+    }
     return [
       self,
       ...[...this.members.values()].map((m) => {
         const used = this.membership.addressOf(m.id) ?? m.reply
         const other = [m.reply, m.also].find((a) => a && a !== used)
-        return { nodeId: m.id, name: m.name, address: fmt(used), ...(other ? { otherAddress: fmt(other) } : {}), lastSeenMs: Math.round(now - m.lastSeen), entries: m.entries, self: false }
+        return {
+          nodeId: m.id,
+          name: m.name,
+          address: fmt(used),
+          ...(other ? { otherAddress: fmt(other) } : {}),
+          lastSeenMs: Math.round(now - m.lastSeen),
+          entries: m.entries,
+          self: false,
+        }
       }),
     ]
   }
@@ -324,7 +374,15 @@ export class Cluster implements ClusterHooks {
       // Sessions this host owns go to the owners that remain before the others hear LEAVE.
       const t0 = this.#clock.now()
       await this.replicator.handoff(this.#o.handoffTimeoutMs)
-      if (this.replicator.counters.handedOff > 0) this.#log.info({ handedOff: this.replicator.counters.handedOff, acked: this.replicator.counters.copiesAcked, ms: Math.round(this.#clock.now() - t0) }, 'sessions handed off')
+      if (this.replicator.counters.handedOff > 0)
+        this.#log.info(
+          {
+            handedOff: this.replicator.counters.handedOff,
+            acked: this.replicator.counters.copiesAcked,
+            ms: Math.round(this.#clock.now() - t0),
+          },
+          'sessions handed off',
+        )
       this.replicator.close()
       // The LEAVE must be on the wire before the socket closes: close sends what is queued first.
       this.transport.sendGroup({ type: MsgType.LEAVE })

@@ -49,7 +49,11 @@ export type SocketFactory = (o: DatagramSocketOptions) => DatagramSocket
  * on an unconnected socket, literal or not; only a connected socket skips it, and ours are not
  * (one socket talks to every peer).
  */
-function literalLookup(host: string, family: unknown, cb: (err: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
+function literalLookup(
+  host: string,
+  family: unknown,
+  cb: (err: NodeJS.ErrnoException | null, address: string, family: number) => void,
+): void {
   const f = net.isIP(host)
   if (f !== 0) cb(null, host, f)
   else dns.lookup(host, { family: family === 6 ? 6 : 4 }, cb)

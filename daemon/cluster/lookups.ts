@@ -12,7 +12,17 @@
  * for another lookup (a replay, or a late answer to an earlier daemon's lookup) never fills this one.
  */
 import crypto from 'node:crypto'
-import { MIN_DATAGRAM_BYTES, MsgType, NONCE_BYTES, NO_RECEIVER, hitChunkBytes, keyDigest, maxChunkCount, type Address, type Message } from '../../protocol/wire.js'
+import {
+  MIN_DATAGRAM_BYTES,
+  MsgType,
+  NONCE_BYTES,
+  NO_RECEIVER,
+  hitChunkBytes,
+  keyDigest,
+  maxChunkCount,
+  type Address,
+  type Message,
+} from '../../protocol/wire.js'
 import { nextId } from '../../protocol/ids.js'
 import { BoundedMap } from '../../protocol/bounded.js'
 import type { SessionStore } from '../store/session-store.js'
@@ -25,7 +35,17 @@ import type { Membership } from './membership.js'
 import type { Incoming } from './transport.js'
 
 /** The config keys lookups take (unit and default: FIELDS in config/config.ts). */
-export type LookupOptions = Pick<Config, 'lookupTimeoutMs' | 'lookupRetries' | 'lookupHedgeMs' | 'maxInflightLookups' | 'maxReassemblyBytes' | 'maxValueBytes' | 'maxDatagramBytes' | 'replicationFactor'>
+export type LookupOptions = Pick<
+  Config,
+  | 'lookupTimeoutMs'
+  | 'lookupRetries'
+  | 'lookupHedgeMs'
+  | 'maxInflightLookups'
+  | 'maxReassemblyBytes'
+  | 'maxValueBytes'
+  | 'maxDatagramBytes'
+  | 'replicationFactor'
+>
 
 /** The answering side's counters (LOOKUPs from other hosts); the cluster core reports them with its own. */
 export interface AnswerCounters {
@@ -66,7 +86,6 @@ export const HIT_BUDGET_BYTES_PER_S = 8 * 1024 * 1024
  * has the holder send every chunk anew).
  */
 export const LARGE_VALUE_STEP_BYTES = 16 * 1024
-
 
 export interface LookupCounters {
   /** Remote lookups started (coalesced GETs count once). */
@@ -201,10 +220,28 @@ export class Lookups {
   #budgets = new Map<string, { bytes: number; at: number }>()
   readonly #budgetCap: number
 
-  constructor(o: LookupOptions, transport: PeerTransport, store: SessionStore, peers: LookupPeers, clock: Clock = systemClock, holders: HolderLog = { record() {} }, answers?: AnswerCounters) {
+  constructor(
+    o: LookupOptions,
+    transport: PeerTransport,
+    store: SessionStore,
+    peers: LookupPeers,
+    clock: Clock = systemClock,
+    holders: HolderLog = { record() {} },
+    answers?: AnswerCounters,
+  ) {
     this.#o = o
     this.#holders = holders
-    this.answers = answers ?? { lookupsAnswered: 0, hitsSent: 0, missesSent: 0, lookupsFromStrangers: 0, missesWithheld: 0, chunksSent: 0, lookupsFromUntrusted: 0, lookupsRepeated: 0, hitsOverBudget: 0 }
+    this.answers = answers ?? {
+      lookupsAnswered: 0,
+      hitsSent: 0,
+      missesSent: 0,
+      lookupsFromStrangers: 0,
+      missesWithheld: 0,
+      chunksSent: 0,
+      lookupsFromUntrusted: 0,
+      lookupsRepeated: 0,
+      hitsOverBudget: 0,
+    }
     this.#chunkBytes = hitChunkBytes(o.maxDatagramBytes)
     this.#budgetCap = Math.max(HIT_BUDGET_MIN_BYTES, HIT_BUDGET_VALUES * o.maxValueBytes)
     this.#budget = new ByteBudget(o.maxReassemblyBytes)
@@ -307,7 +344,14 @@ export class Lookups {
     if (this.#o.replicationFactor !== 0) return { expected: ids, changing }
     if (ids.length > MAX_LOOKUP_EXPECT) return { expected: undefined, changing }
     const expect = ids.map(() => NO_RECEIVER)
-    const fits = this.#t.fits({ type: MsgType.LOOKUP, reqId: 0, nonce: NO_RECEIVER, reply: this.#t.replyAddress, expect, key: Buffer.from(key, 'latin1') })
+    const fits = this.#t.fits({
+      type: MsgType.LOOKUP,
+      reqId: 0,
+      nonce: NO_RECEIVER,
+      reply: this.#t.replyAddress,
+      expect,
+      key: Buffer.from(key, 'latin1'),
+    })
     return { expected: fits ? ids : undefined, changing }
   }
 
@@ -324,7 +368,14 @@ export class Lookups {
     // case; the other owners are asked after the hedge delay, or at once if the first one misses.
     // Hedging needs every owner's address now: one without a known address means the group.
     const delay = this.#hedge.ms
-    const hedge = f.rounds === 0 && !f.changing && owners !== undefined && owners.length > 1 && this.#o.lookupHedgeMs > 0 && now + delay < f.roundEnd && owners.every((id) => this.#peers.addressOf(id) !== undefined)
+    const hedge =
+      f.rounds === 0 &&
+      !f.changing &&
+      owners !== undefined &&
+      owners.length > 1 &&
+      this.#o.lookupHedgeMs > 0 &&
+      now + delay < f.roundEnd &&
+      owners.every((id) => this.#peers.addressOf(id) !== undefined)
     // The first owner's reply is timed whether or not this round hedges, so a delay that grew
     // to the ceiling (no hedging) can come down again.
     if (f.rounds === 0 && owners !== undefined && owners.length > 1 && this.#o.lookupHedgeMs > 0) {
@@ -505,7 +556,10 @@ export class Lookups {
       this.counters.staleHits++
       const mine = this.#store.peek(f.key)
       const left = mine ? this.#store.remainingTtl(f.key) : 0
-      return this.#settle(f, mine && left > 0 ? { value: Buffer.from(mine.value), ttlMs: left, flags: mine.flags, version: mine.version } : undefined)
+      return this.#settle(
+        f,
+        mine && left > 0 ? { value: Buffer.from(mine.value), ttlMs: left, flags: mine.flags, version: mine.version } : undefined,
+      )
     }
     this.counters.remoteHits++
     this.#settle(f, { value: Buffer.from(value), ttlMs, flags, version })

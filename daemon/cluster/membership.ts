@@ -160,12 +160,16 @@ export class Membership {
 
   /** Ids of the live members trusted with copies, this host excluded (what owns keys: the replicator's `ReplicaPeers`). */
   aliveIds(): string[] {
-    return this.alive().filter((m) => m.trusted).map((m) => m.id)
+    return this.alive()
+      .filter((m) => m.trusted)
+      .map((m) => m.id)
   }
 
   /** Ids of the live members still in probation. */
   probationIds(): string[] {
-    return this.alive().filter((m) => !m.trusted).map((m) => m.id)
+    return this.alive()
+      .filter((m) => !m.trusted)
+      .map((m) => m.id)
   }
 
   /**
@@ -174,7 +178,9 @@ export class Membership {
    */
   #stable(m: Member, now: number): boolean {
     const hb = this.#o.heartbeatMs
-    return m.trusted && now - m.trustedAt >= SETTLE_HEARTBEATS * hb && now - m.lastSeen <= Math.min(SUSPECT_HEARTBEATS * hb, this.#o.deadAfterMs)
+    return (
+      m.trusted && now - m.trustedAt >= SETTLE_HEARTBEATS * hb && now - m.lastSeen <= Math.min(SUSPECT_HEARTBEATS * hb, this.#o.deadAfterMs)
+    )
   }
 
   /**
@@ -308,12 +314,24 @@ export class Membership {
       }
       if (this.members.size >= this.#o.maxMembers) {
         // Logged once per run of refusals (a flood would otherwise flood the log).
-        if (this.counters.membersRefused++ === this.#refusedLogged) this.#log.warn({ maxMembers: this.#o.maxMembers }, 'member list full: ANNOUNCEs from new senders refused')
+        if (this.counters.membersRefused++ === this.#refusedLogged)
+          this.#log.warn({ maxMembers: this.#o.maxMembers }, 'member list full: ANNOUNCEs from new senders refused')
         return undefined
       }
       this.#refusedLogged = this.counters.membersRefused
       const trusted = this.#o.memberProbationMs === 0
-      this.members.set(sender, { id: sender, name: msg.name, reply: msg.reply, also: msg.also, lastSeen: now, entries: msg.entries, joinedAt: now, trusted, trustedAt: trusted ? now : 0, welcomedAt: now })
+      this.members.set(sender, {
+        id: sender,
+        name: msg.name,
+        reply: msg.reply,
+        also: msg.also,
+        lastSeen: now,
+        entries: msg.entries,
+        joinedAt: now,
+        trusted,
+        trustedAt: trusted ? now : 0,
+        welcomedAt: now,
+      })
       this.counters.membersJoined++
       this.#log.info({ nodeId: sender, name: msg.name, reply: msg.reply }, 'member joined')
       if (trusted) this.onChange()

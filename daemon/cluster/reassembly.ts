@@ -72,7 +72,8 @@ export class Reassembly {
   }
 
   add(c: ChunkHeader): AddResult {
-    if (c.totalLen !== this.totalLen || c.count !== this.count || c.flags !== this.flags || c.version !== this.version) return 'inconsistent'
+    if (c.totalLen !== this.totalLen || c.count !== this.count || c.flags !== this.flags || c.version !== this.version)
+      return 'inconsistent'
     if (this.#chunks[c.index]) return 'duplicate'
     const cost = c.chunk.length + CHUNK_OVERHEAD_BYTES
     if (this.#budget.used + cost > this.#budget.max || this.#valueBytes + c.chunk.length > this.totalLen) return 'over-budget'

@@ -35,7 +35,15 @@
  * With replicationFactor 0 (push to all) every trusted member owns every key: a SET is pushed to
  * each, a GET anywhere is local, and a host that joins is filled by one holder per key.
  */
-import { MIN_DATAGRAM_BYTES, MsgType, acksPerDatagram, maxChunkCount, replicateChunkBytes, type Address, type Message } from '../../protocol/wire.js'
+import {
+  MIN_DATAGRAM_BYTES,
+  MsgType,
+  acksPerDatagram,
+  maxChunkCount,
+  replicateChunkBytes,
+  type Address,
+  type Message,
+} from '../../protocol/wire.js'
 import { nextId } from '../../protocol/ids.js'
 import { owners } from './rendezvous.js'
 import type { SessionStore } from '../store/session-store.js'
@@ -46,7 +54,19 @@ import { ByteBudget, Reassembly } from './reassembly.js'
 import { MAX_COPY_BACKOFF_MS } from '../store/versions.js'
 
 /** The config keys replication takes (unit and default: FIELDS in config/config.ts; the ACK wait doubles up to 2 s). */
-export type ReplicationOptions = Pick<Config, 'replicationFactor' | 'replicationAckTimeoutMs' | 'replicationAckDelayMs' | 'replicationRetries' | 'maxReplicationInflight' | 'maxReplicationQueue' | 'maxDatagramBytes' | 'maxValueBytes' | 'maxReassemblyBytes' | 'maxHolderRecords'>
+export type ReplicationOptions = Pick<
+  Config,
+  | 'replicationFactor'
+  | 'replicationAckTimeoutMs'
+  | 'replicationAckDelayMs'
+  | 'replicationRetries'
+  | 'maxReplicationInflight'
+  | 'maxReplicationQueue'
+  | 'maxDatagramBytes'
+  | 'maxValueBytes'
+  | 'maxReassemblyBytes'
+  | 'maxHolderRecords'
+>
 
 export interface ReplicationCounters {
   copiesPushed: number
@@ -399,7 +419,19 @@ export class Replicator {
         continue
       }
       const waiters = [...(replaced?.waiters ?? []), ...(waiter ? [waiter] : [])].slice(-MAX_WAITERS_PER_COPY)
-      this.#start({ kind: 'copy', key, to: id, version: 0n, replId: 0, attempts: 0, due: 0, lane: undefined, handoff: false, sentAt: 0, ...(waiters.length ? { waiters } : {}) })
+      this.#start({
+        kind: 'copy',
+        key,
+        to: id,
+        version: 0n,
+        replId: 0,
+        attempts: 0,
+        due: 0,
+        lane: undefined,
+        handoff: false,
+        sentAt: 0,
+        ...(waiters.length ? { waiters } : {}),
+      })
     }
     this.#oweToProbation(key, targets)
     return wait
@@ -505,7 +537,19 @@ export class Replicator {
       this.counters.copiesDropped++
       return
     }
-    const job: Job = { kind, key, to, version, replId: 0, attempts: 0, due: 0, lane: undefined, handoff, sentAt: 0, ...(waiter ? { waiters: [waiter] } : {}) }
+    const job: Job = {
+      kind,
+      key,
+      to,
+      version,
+      replId: 0,
+      attempts: 0,
+      due: 0,
+      lane: undefined,
+      handoff,
+      sentAt: 0,
+      ...(waiter ? { waiters: [waiter] } : {}),
+    }
     if (kind === 'delete') this.counters.deletesQueued++
     this.#queue.push(job)
     this.#waiting.set(slot, job)
@@ -551,7 +595,12 @@ export class Replicator {
         this.counters.deletesFailed++
         return false
       }
-      void this.#t.sendTo(to, job.to, { type: MsgType.DELETE, replId: job.replId, version: job.version, key: Buffer.from(job.key, 'latin1') })
+      void this.#t.sendTo(to, job.to, {
+        type: MsgType.DELETE,
+        replId: job.replId,
+        version: job.version,
+        key: Buffer.from(job.key, 'latin1'),
+      })
       this.counters.deleteDatagramsSent++
       if (job.attempts === 0) job.sentAt = this.#clock.now()
       this.#await(job)
@@ -569,7 +618,18 @@ export class Replicator {
     const count = Math.max(1, Math.ceil(value.length / chunkBytes))
     for (let i = 0; i < count; i++) {
       const chunk = value.subarray(i * chunkBytes, (i + 1) * chunkBytes)
-      void this.#t.sendTo(to, job.to, { type: MsgType.REPLICATE, replId: job.replId, ttlMs, flags, totalLen: value.length, index: i, count, version, key, chunk })
+      void this.#t.sendTo(to, job.to, {
+        type: MsgType.REPLICATE,
+        replId: job.replId,
+        ttlMs,
+        flags,
+        totalLen: value.length,
+        index: i,
+        count,
+        version,
+        key,
+        chunk,
+      })
     }
     if (job.attempts === 0) {
       job.sentAt = this.#clock.now()
@@ -775,7 +835,15 @@ export class Replicator {
     let inc = this.#incoming.get(id)
     if (!inc) {
       const partial = this.#partialBy.get(sender) ?? 0
-      const opened = partial < MAX_PARTIAL_COPIES_PER_SENDER ? Reassembly.open(m, this.#budget, maxChunkCount(m.totalLen, replicateChunkBytes(MIN_DATAGRAM_BYTES, m.key.length)), this.#clock.now()) : 'too-many-copies'
+      const opened =
+        partial < MAX_PARTIAL_COPIES_PER_SENDER
+          ? Reassembly.open(
+              m,
+              this.#budget,
+              maxChunkCount(m.totalLen, replicateChunkBytes(MIN_DATAGRAM_BYTES, m.key.length)),
+              this.#clock.now(),
+            )
+          : 'too-many-copies'
       if (typeof opened === 'string') {
         this.counters.copiesUnassembled++
         return

@@ -32,7 +32,15 @@
  * V8 collects the object, which may be some time later.
  */
 import crypto from 'node:crypto'
-import { MAX_TICKET_HELD, MsgType, TICKET_KEY_BYTES, TICKET_SEAL_NONCE_BYTES, X25519_PUBLIC_BYTES, type Address, type Message } from '../../protocol/wire.js'
+import {
+  MAX_TICKET_HELD,
+  MsgType,
+  TICKET_KEY_BYTES,
+  TICKET_SEAL_NONCE_BYTES,
+  X25519_PUBLIC_BYTES,
+  type Address,
+  type Message,
+} from '../../protocol/wire.js'
 import type { Clock } from './clock.js'
 import type { PeerTransport } from './peer-transport.js'
 import { TicketKeys } from './ticket-keys.js'
@@ -152,7 +160,12 @@ export class TicketGossip {
     this.#t = transport
     this.#m = members
     this.#clock = clock
-    this.keys = new TicketKeys({ rotationMs: o.ticketKeyRotationMs, graceMs: 3 * o.heartbeatMs, selfId: transport.nodeId, now: () => clock.wallMs() })
+    this.keys = new TicketKeys({
+      rotationMs: o.ticketKeyRotationMs,
+      graceMs: 3 * o.heartbeatMs,
+      selfId: transport.nodeId,
+      now: () => clock.wallMs(),
+    })
   }
 
   /** Our key pair of this epoch, made when the epoch begins; the previous epoch's is dropped. */
@@ -170,7 +183,10 @@ export class TicketGossip {
 
   #pubMsg(): Message {
     const k = this.#key()
-    const held = this.keys.all().slice(-MAX_TICKET_HELD).map((x) => ({ epoch: x.epoch, holder: x.creator }))
+    const held = this.keys
+      .all()
+      .slice(-MAX_TICKET_HELD)
+      .map((x) => ({ epoch: x.epoch, holder: x.creator }))
     return { type: MsgType.TICKET_PUB, period: k.period, pub: k.pub, held }
   }
 
@@ -248,7 +264,15 @@ export class TicketGossip {
     c.setAAD(info)
     const sealed = Buffer.concat([c.update(secret), c.final()])
     key.fill(0)
-    return { type: MsgType.TICKET_SEAL, epoch, sealerPub: own.pub, recipientPub: Buffer.from(recipientPub), nonce, sealed, tag: c.getAuthTag() }
+    return {
+      type: MsgType.TICKET_SEAL,
+      epoch,
+      sealerPub: own.pub,
+      recipientPub: Buffer.from(recipientPub),
+      nonce,
+      sealed,
+      tag: c.getAuthTag(),
+    }
   }
 
   /**
@@ -296,7 +320,8 @@ export class TicketGossip {
       this.counters.ticketSealsUnopened++
       return
     }
-    if (secret.length === TICKET_KEY_BYTES && this.keys.offer({ epoch: msg.epoch, creator: senderId, key: secret })) this.counters.ticketSealsTaken++
+    if (secret.length === TICKET_KEY_BYTES && this.keys.offer({ epoch: msg.epoch, creator: senderId, key: secret }))
+      this.counters.ticketSealsTaken++
     else this.counters.ticketSealsRefused++
     secret.fill(0)
   }

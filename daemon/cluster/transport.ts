@@ -18,7 +18,30 @@ import os from 'node:os'
 import type { RemoteInfo } from 'node:dgram'
 import { ProtocolError } from '../../protocol/errors.js'
 import { sealingKey, type ClusterKey } from '../../protocol/keyfile.js'
-import { BATCH_HEAD_BYTES, GROUP_TYPES, HEADER_BYTES, Keyring, MAX_BATCH_COUNT, MsgType, NO_RECEIVER, SENDER_ID_BYTES, TAG_BYTES, batchBody, batchEntryLength, datagramLength, decodeMessages, loneBody, open, readHeader, seal, typeName, writeBatchEntry, type Address, type Header, type Message } from '../../protocol/wire.js'
+import {
+  BATCH_HEAD_BYTES,
+  GROUP_TYPES,
+  HEADER_BYTES,
+  Keyring,
+  MAX_BATCH_COUNT,
+  MsgType,
+  NO_RECEIVER,
+  SENDER_ID_BYTES,
+  TAG_BYTES,
+  batchBody,
+  batchEntryLength,
+  datagramLength,
+  decodeMessages,
+  loneBody,
+  open,
+  readHeader,
+  seal,
+  typeName,
+  writeBatchEntry,
+  type Address,
+  type Header,
+  type Message,
+} from '../../protocol/wire.js'
 import { BoundedMap } from '../../protocol/bounded.js'
 import type { Config } from '../config/config.js'
 import type { Log } from '../host/log.js'
@@ -47,7 +70,10 @@ export function interfaceOf(iface: string): { address: string; v6: boolean; scop
 const RECV_BUFFER_BYTES = 4 * 1024 * 1024
 
 /** The transport's config keys (unit and default: FIELDS in config/config.ts), addresses and parts. */
-export interface TransportOptions extends Pick<Config, 'group' | 'port' | 'unicastPort' | 'multicastTtl' | 'multicastLoopback' | 'replayWindowMs' | 'maxDatagramBytes' | 'multicastEnabled'> {
+export interface TransportOptions extends Pick<
+  Config,
+  'group' | 'port' | 'unicastPort' | 'multicastTtl' | 'multicastLoopback' | 'replayWindowMs' | 'maxDatagramBytes' | 'multicastEnabled'
+> {
   /**
    * Address of the interface multicast leaves and arrives on; also the unicast reply address.
    * IPv6 names the interface after a `%` (`fd00::5%eth0`), or it is looked up by address.
@@ -114,7 +140,20 @@ export class Transport implements PeerTransport {
     messagesBatched: 0,
     batchesReceived: 0,
     duplicates: 0,
-    dropped: { malformed: 0, oversize: 0, unknownKey: 0, openFailed: 0, stale: 0, replayed: 0, unsolicited: 0, misaddressed: 0, mismatched: 0, futureVersion: 0, counterJump: 0, failed: 0 },
+    dropped: {
+      malformed: 0,
+      oversize: 0,
+      unknownKey: 0,
+      openFailed: 0,
+      stale: 0,
+      replayed: 0,
+      unsolicited: 0,
+      misaddressed: 0,
+      mismatched: 0,
+      futureVersion: 0,
+      counterJump: 0,
+      failed: 0,
+    },
   }
   onMessage: (m: Incoming) => void = () => {}
   #o: TransportOptions
@@ -220,7 +259,9 @@ export class Transport implements PeerTransport {
     } catch (err) {
       g?.destroy()
       u.destroy()
-      throw new Error(`cannot open the peer sockets (${o.multicastEnabled ? `group ${group}:${o.port}` : `unicast port ${o.unicastPort}`} on ${iface}): ${(err as Error).message}`)
+      throw new Error(
+        `cannot open the peer sockets (${o.multicastEnabled ? `group ${group}:${o.port}` : `unicast port ${o.unicastPort}`} on ${iface}): ${(err as Error).message}`,
+      )
     }
     return { family: v6 ? 6 : 4, group, scope, g, u, reply: { family: v6 ? 6 : 4, address: ifAddr, port: u.address().port } }
   }
@@ -321,7 +362,11 @@ export class Transport implements PeerTransport {
         // failure, not the daemon's (nor its batch's): thrown out of the socket handler it would
         // end the process. Logged at the 1st, 2nd, 4th, 8th... failure: a flood of them must not
         // flood the log.
-        if ((++c.dropped.failed & (c.dropped.failed - 1)) === 0) this.#o.log.warn({ type: typeName(msg.type), code: (err as { code?: unknown }).code ?? 'INTERNAL' }, 'peer message dropped: handling it failed')
+        if ((++c.dropped.failed & (c.dropped.failed - 1)) === 0)
+          this.#o.log.warn(
+            { type: typeName(msg.type), code: (err as { code?: unknown }).code ?? 'INTERNAL' },
+            'peer message dropped: handling it failed',
+          )
       }
     }
   }
@@ -338,7 +383,10 @@ export class Transport implements PeerTransport {
     const alone = datagramLength(msg)
     if (alone > this.#o.maxDatagramBytes) {
       this.counters.oversizeNotSent++
-      this.#o.log.warn({ type: typeName(msg.type), bytes: alone, maxDatagramBytes: this.#o.maxDatagramBytes }, 'datagram larger than maxDatagramBytes not sent')
+      this.#o.log.warn(
+        { type: typeName(msg.type), bytes: alone, maxDatagramBytes: this.#o.maxDatagramBytes },
+        'datagram larger than maxDatagramBytes not sent',
+      )
       return
     }
     let box = this.#outboxes.get(key)
@@ -352,7 +400,8 @@ export class Transport implements PeerTransport {
       this.#outboxes.set(key, box)
     }
     const entry = batchEntryLength(msg)
-    if (box.count > 0 && (box.used + entry > this.#o.maxDatagramBytes - HEADER_BYTES - TAG_BYTES || box.count === MAX_BATCH_COUNT)) this.#sendBox(box)
+    if (box.count > 0 && (box.used + entry > this.#o.maxDatagramBytes - HEADER_BYTES - TAG_BYTES || box.count === MAX_BATCH_COUNT))
+      this.#sendBox(box)
     // Room for the largest lone message (as an entry, 4 bytes more than as a body) or a full batch.
     box.body ??= Buffer.allocUnsafe(this.#o.maxDatagramBytes - HEADER_BYTES - TAG_BYTES + 4)
     if (box.count === 0) box.used = BATCH_HEAD_BYTES

@@ -21,8 +21,13 @@ export function listenAddresses(spec: string): { host: string; port: number; opt
   const port = Number(m[3])
   if (port < 1 || port > 65535) throw new Error(`listen port ${port} out of range`)
   // ::1 is optional: a host without IPv6 still listens on 127.0.0.1.
-  if (host === 'localhost') return [{ host: '127.0.0.1', port }, { host: '::1', port, optional: true }]
+  if (host === 'localhost')
+    return [
+      { host: '127.0.0.1', port },
+      { host: '::1', port, optional: true },
+    ]
   if (!net.isIP(host)) throw new Error(`listen host ${host} is not an IP address (or localhost)`)
-  if (!(host.startsWith('127.') || host === '::1')) throw new Error(`refusing ${spec}: this listener has no authentication, so it listens on loopback addresses and Unix sockets only`)
+  if (!(host.startsWith('127.') || host === '::1'))
+    throw new Error(`refusing ${spec}: this listener has no authentication, so it listens on loopback addresses and Unix sockets only`)
   return [{ host, port }]
 }

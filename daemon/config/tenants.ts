@@ -28,7 +28,16 @@ export interface TenantConfig {
   ticketConsumers: string[]
 }
 
-const TENANT_KEYS = ['name', 'socketPath', 'socketMode', 'socketGroup', 'maxBytes', 'memcacheListen', 'memcacheUsers', 'ticketConsumers'] as const
+const TENANT_KEYS = [
+  'name',
+  'socketPath',
+  'socketMode',
+  'socketGroup',
+  'maxBytes',
+  'memcacheListen',
+  'memcacheUsers',
+  'ticketConsumers',
+] as const
 
 /** Largest value of a tenant's maxBytes, as the top-level key's. */
 const MAX_BYTES = 2 ** 50
@@ -43,47 +52,79 @@ export function parseTenants(raw: unknown): TenantConfig[] {
   const seen = new Set<string>()
   return list.map((x: unknown, i) => {
     const at = `tenants[${i}]`
-    if (!x || typeof x !== 'object' || Array.isArray(x)) throw new Error(`${at} must be a table with name, socketPath, maxBytes and (optionally) socketMode, socketGroup, memcacheListen, memcacheUsers, ticketConsumers`)
+    if (!x || typeof x !== 'object' || Array.isArray(x))
+      throw new Error(
+        `${at} must be a table with name, socketPath, maxBytes and (optionally) socketMode, socketGroup, memcacheListen, memcacheUsers, ticketConsumers`,
+      )
     const o = x as Record<string, unknown>
-    for (const k of Object.keys(o)) if (!(TENANT_KEYS as readonly string[]).includes(k)) throw new Error(`${at}: unknown key ${JSON.stringify(k)}; known keys: ${TENANT_KEYS.join(', ')}`)
+    for (const k of Object.keys(o))
+      if (!(TENANT_KEYS as readonly string[]).includes(k))
+        throw new Error(`${at}: unknown key ${JSON.stringify(k)}; known keys: ${TENANT_KEYS.join(', ')}`)
     const str = (k: string, def: string) => {
       const v = o[k] ?? def
       if (typeof v !== 'string') throw new Error(`${at}.${k} must be a string, got ${kindOf(v)}`)
       return v
     }
     const name = str('name', '')
-    if (!TENANT_NAME.test(name)) throw new Error(`${at}.name must be 1 to 32 letters, digits, '.', '_' or '-' (it is the tenant's key namespace), got ${JSON.stringify(name)}`)
+    if (!TENANT_NAME.test(name))
+      throw new Error(
+        `${at}.name must be 1 to 32 letters, digits, '.', '_' or '-' (it is the tenant's key namespace), got ${JSON.stringify(name)}`,
+      )
     if (seen.has(name)) throw new Error(`${at}.name ${JSON.stringify(name)} is used twice: tenants need distinct names`)
     seen.add(name)
     const socketPath = str('socketPath', '')
-    if (!path.isAbsolute(socketPath)) throw new Error(`${at}.socketPath must be an absolute path (the tenant's API socket), got ${JSON.stringify(socketPath)}`)
+    if (!path.isAbsolute(socketPath))
+      throw new Error(`${at}.socketPath must be an absolute path (the tenant's API socket), got ${JSON.stringify(socketPath)}`)
     const m = o['socketMode'] ?? '0660'
     const ms = typeof m === 'number' ? m.toString(8) : m
-    if (typeof ms !== 'string' || !/^0?[0-7]{3}$/.test(ms)) throw new Error(`${at}.socketMode must be an octal mode such as "0660", got ${kindOf(m)}`)
+    if (typeof ms !== 'string' || !/^0?[0-7]{3}$/.test(ms))
+      throw new Error(`${at}.socketMode must be an octal mode such as "0660", got ${kindOf(m)}`)
     const socketGroup = str('socketGroup', '')
     if (socketGroup) resolveGroup(socketGroup, `${at}.socketGroup`)
     const b = o['maxBytes']
-    if (typeof b !== 'number' || !Number.isSafeInteger(b) || b < 0 || b > MAX_BYTES) throw new Error(`${at}.maxBytes must be an integer from 0 to ${MAX_BYTES} bytes (the tenant's share of each host's store), got ${kindOf(b)}`)
+    if (typeof b !== 'number' || !Number.isSafeInteger(b) || b < 0 || b > MAX_BYTES)
+      throw new Error(
+        `${at}.maxBytes must be an integer from 0 to ${MAX_BYTES} bytes (the tenant's share of each host's store), got ${kindOf(b)}`,
+      )
     const listen = o['memcacheListen'] ?? []
-    if (!Array.isArray(listen) || !listen.every((s) => typeof s === 'string')) throw new Error(`${at}.memcacheListen must be a list of socket paths or loopback HOST:PORT, got ${kindOf(listen)}`)
+    if (!Array.isArray(listen) || !listen.every((s) => typeof s === 'string'))
+      throw new Error(`${at}.memcacheListen must be a list of socket paths or loopback HOST:PORT, got ${kindOf(listen)}`)
     listen.forEach((s: string, j) => {
       try {
         parseListen(s)
       } catch {
-        throw new Error(`${at}.memcacheListen item ${j + 1} is neither a loopback HOST:PORT (127.0.0.1:PORT or [::1]:PORT) nor an absolute socket path`)
+        throw new Error(
+          `${at}.memcacheListen item ${j + 1} is neither a loopback HOST:PORT (127.0.0.1:PORT or [::1]:PORT) nor an absolute socket path`,
+        )
       }
       if (!parseListen(s) && !path.isAbsolute(s)) throw new Error(`${at}.memcacheListen item ${j + 1} must be an absolute socket path`)
     })
     const users = parseUsers(o['memcacheUsers'] ?? [], `${at}.memcacheUsers`)
     const tc = o['ticketConsumers'] ?? []
-    if (!Array.isArray(tc) || !tc.every((s) => typeof s === 'string' && s.length > 0)) throw new Error(`${at}.ticketConsumers must be a list of ticketConsumers names, got ${kindOf(tc)}`)
-    return { name, socketPath, socketMode: parseInt(ms, 8), socketGroup, maxBytes: b, memcacheListen: listen as string[], memcacheUsers: users, ticketConsumers: tc as string[] }
+    if (!Array.isArray(tc) || !tc.every((s) => typeof s === 'string' && s.length > 0))
+      throw new Error(`${at}.ticketConsumers must be a list of ticketConsumers names, got ${kindOf(tc)}`)
+    return {
+      name,
+      socketPath,
+      socketMode: parseInt(ms, 8),
+      socketGroup,
+      maxBytes: b,
+      memcacheListen: listen as string[],
+      memcacheUsers: users,
+      ticketConsumers: tc as string[],
+    }
   })
 }
 
 /** A list of user names or uids to uids (names from /etc/passwd). */
 export function parseUsers(raw: unknown, what: string): number[] {
-  const list = typeof raw === 'string' ? raw.split(',').map((x) => x.trim()).filter(Boolean) : raw
+  const list =
+    typeof raw === 'string'
+      ? raw
+          .split(',')
+          .map((x) => x.trim())
+          .filter(Boolean)
+      : raw
   if (!Array.isArray(list)) throw new Error(`${what} must be a list of user names or uids, got ${kindOf(raw)}`)
   return list.map((u: unknown) => {
     if (typeof u === 'number' && Number.isSafeInteger(u) && u >= 0 && u < 2 ** 32) return u

@@ -32,22 +32,28 @@ const CONSUMER_KEYS = ['name', 'format', 'dir', 'group', 'reloadCommand', 'admin
  */
 export function parseConsumers(raw: unknown): TicketConsumer[] {
   const list = typeof raw === 'string' ? parseJson(raw) : raw
-  if (!Array.isArray(list)) throw new Error('ticketConsumers must be a list of tables ([[ticketConsumers]] in TOML, a JSON array on the command line)')
+  if (!Array.isArray(list))
+    throw new Error('ticketConsumers must be a list of tables ([[ticketConsumers]] in TOML, a JSON array on the command line)')
   const seen = new Set<string>()
   return list.map((x: unknown, i) => {
     const at = `ticketConsumers[${i}]`
-    if (!x || typeof x !== 'object' || Array.isArray(x)) throw new Error(`${at} must be a table with name, format and (optionally) dir, group, reloadCommand, adminSocket`)
+    if (!x || typeof x !== 'object' || Array.isArray(x))
+      throw new Error(`${at} must be a table with name, format and (optionally) dir, group, reloadCommand, adminSocket`)
     const o = x as Record<string, unknown>
-    for (const k of Object.keys(o)) if (!(CONSUMER_KEYS as readonly string[]).includes(k)) throw new Error(`${at}: unknown key ${JSON.stringify(k)}; known keys: ${CONSUMER_KEYS.join(', ')}`)
+    for (const k of Object.keys(o))
+      if (!(CONSUMER_KEYS as readonly string[]).includes(k))
+        throw new Error(`${at}: unknown key ${JSON.stringify(k)}; known keys: ${CONSUMER_KEYS.join(', ')}`)
     const str = (k: string, def: string) => {
       const v = o[k] ?? def
       if (typeof v !== 'string') throw new Error(`${at}.${k} must be a string, got ${JSON.stringify(v)}`)
       return v
     }
     const format = str('format', '')
-    if (!(TICKET_FORMATS as readonly string[]).includes(format)) throw new Error(`${at}.format must be one of ${TICKET_FORMATS.join(', ')}, got ${JSON.stringify(o['format'])}`)
+    if (!(TICKET_FORMATS as readonly string[]).includes(format))
+      throw new Error(`${at}.format must be one of ${TICKET_FORMATS.join(', ')}, got ${JSON.stringify(o['format'])}`)
     const name = str('name', format)
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new Error(`${at}.name must be 1 to 64 letters, digits, '.', '_' or '-' (it names a directory), got ${JSON.stringify(name)}`)
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name))
+      throw new Error(`${at}.name must be 1 to 64 letters, digits, '.', '_' or '-' (it names a directory), got ${JSON.stringify(name)}`)
     if (seen.has(name)) throw new Error(`${at}.name ${JSON.stringify(name)} is used twice: consumers need distinct names`)
     seen.add(name)
     const dir = str('dir', '')
@@ -57,16 +63,31 @@ export function parseConsumers(raw: unknown): TicketConsumer[] {
     const group = str('group', '')
     if (group) resolveGroup(group, `${at}.group`)
     const rc = o['reloadCommand'] ?? []
-    if (!Array.isArray(rc) || !rc.every((a) => typeof a === 'string' && a.length > 0)) throw new Error(`${at}.reloadCommand must be a list of arguments such as ["systemctl", "reload", "nginx"] (run without a shell), got ${JSON.stringify(rc)}`)
+    if (!Array.isArray(rc) || !rc.every((a) => typeof a === 'string' && a.length > 0))
+      throw new Error(
+        `${at}.reloadCommand must be a list of arguments such as ["systemctl", "reload", "nginx"] (run without a shell), got ${JSON.stringify(rc)}`,
+      )
     const adminSocket = str('adminSocket', '')
     if (adminSocket && format !== 'haproxy') throw new Error(`${at}.adminSocket is for format "haproxy" only`)
-    if (adminSocket && !path.isAbsolute(adminSocket)) throw new Error(`${at}.adminSocket must be an absolute path, got ${JSON.stringify(adminSocket)}`)
-    if (adminSocket && rc.length > 0) throw new Error(`${at}: set adminSocket or reloadCommand, not both (the socket changes keys without a reload)`)
+    if (adminSocket && !path.isAbsolute(adminSocket))
+      throw new Error(`${at}.adminSocket must be an absolute path, got ${JSON.stringify(adminSocket)}`)
+    if (adminSocket && rc.length > 0)
+      throw new Error(`${at}: set adminSocket or reloadCommand, not both (the socket changes keys without a reload)`)
     const t = o['timeoutMs'] ?? 10_000
-    if (typeof t !== 'number' || !Number.isSafeInteger(t) || t < 100 || t > 600_000) throw new Error(`${at}.timeoutMs must be an integer from 100 to 600000 ms, got ${JSON.stringify(t)}`)
+    if (typeof t !== 'number' || !Number.isSafeInteger(t) || t < 100 || t > 600_000)
+      throw new Error(`${at}.timeoutMs must be an integer from 100 to 600000 ms, got ${JSON.stringify(t)}`)
     const apd = o['allowPersistentDisk'] ?? false
     if (typeof apd !== 'boolean') throw new Error(`${at}.allowPersistentDisk must be true or false, got ${JSON.stringify(apd)}`)
-    return { name, format: format as TicketFormat, dir, group, reloadCommand: rc as string[], adminSocket, timeoutMs: t, allowPersistentDisk: apd }
+    return {
+      name,
+      format: format as TicketFormat,
+      dir,
+      group,
+      reloadCommand: rc as string[],
+      adminSocket,
+      timeoutMs: t,
+      allowPersistentDisk: apd,
+    }
   })
 }
 
@@ -111,7 +132,12 @@ export interface TicketRights {
  * `ticketConsumers` has that entry's format and no other (the same name under another format
  * would be another key, which some other host may use); any other name is a Node consumer.
  */
-export function mayReadConsumer(rights: TicketRights, format: string, name: string, configured: readonly Pick<TicketConsumer, 'name' | 'format'>[]): boolean {
+export function mayReadConsumer(
+  rights: TicketRights,
+  format: string,
+  name: string,
+  configured: readonly Pick<TicketConsumer, 'name' | 'format'>[],
+): boolean {
   if (!(KEY_FORMATS as readonly string[]).includes(format)) return false
   if (rights.consumers === 'all') return true
   if (!rights.consumers.has(name)) return false

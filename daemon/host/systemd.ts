@@ -37,7 +37,9 @@ export class Notifier {
   send(...assignments: string[]): Promise<void> {
     if (!this.enabled) return Promise.resolve()
     return new Promise((resolve, reject) => {
-      execFile('systemd-notify', [`--pid=${process.pid}`, ...assignments], { env: this.#env, timeout: 5000 }, (err) => (err ? reject(err) : resolve()))
+      execFile('systemd-notify', [`--pid=${process.pid}`, ...assignments], { env: this.#env, timeout: 5000 }, (err) =>
+        err ? reject(err) : resolve(),
+      )
     })
   }
 
@@ -62,9 +64,12 @@ export class Notifier {
     const usec = Number(this.#env['WATCHDOG_USEC'] ?? 0)
     const wpid = this.#env['WATCHDOG_PID']
     if (!this.enabled || usec <= 0 || (wpid && Number(wpid) !== process.pid)) return
-    this.#watchdog = setInterval(() => {
-      if (healthy()) this.send('WATCHDOG=1').catch(onError)
-    }, Math.max(100, usec / 2000))
+    this.#watchdog = setInterval(
+      () => {
+        if (healthy()) this.send('WATCHDOG=1').catch(onError)
+      },
+      Math.max(100, usec / 2000),
+    )
     this.#watchdog.unref()
   }
 

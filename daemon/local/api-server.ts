@@ -7,16 +7,7 @@
  * the store carry on. Writes made while handling one chunk are corked into one syscall.
  */
 import net from 'node:net'
-import {
-  EMPTY_CHUNK,
-  FrameDecoder,
-  Op,
-  Status,
-  decodeRequest,
-  encodeError,
-  peekRequestHeader,
-  type Request,
-} from '../../protocol/local.js'
+import { EMPTY_CHUNK, FrameDecoder, Op, Status, decodeRequest, encodeError, peekRequestHeader, type Request } from '../../protocol/local.js'
 import { ProtocolError } from '../../protocol/errors.js'
 import type { Log } from '../host/log.js'
 import type { Config } from '../config/config.js'
@@ -187,7 +178,8 @@ class Connection {
 
   /** Ends a connection whose client is done sending once the last owed reply is written. */
   #maybeFinish(): void {
-    if (this.pending === 0 && (this.#closing || (this.#readEnded && !this.#paused)) && !this.socket.destroyed && !this.socket.writableEnded) this.socket.end()
+    if (this.pending === 0 && (this.#closing || (this.#readEnded && !this.#paused)) && !this.socket.destroyed && !this.socket.writableEnded)
+      this.socket.end()
   }
 
   #write(frame: Buffer): void {
@@ -233,7 +225,13 @@ class Connection {
 
 export class ApiServer {
   readonly options: ApiServerOptions
-  readonly counters: ApiServerCounters = { connectionsAccepted: 0, connectionsRejected: 0, requests: 0, malformedFrames: 0, handlerErrors: 0 }
+  readonly counters: ApiServerCounters = {
+    connectionsAccepted: 0,
+    connectionsRejected: 0,
+    requests: 0,
+    malformedFrames: 0,
+    handlerErrors: 0,
+  }
   #server: net.Server
   #conns = new Set<Connection>()
   #listening = false
@@ -255,7 +253,8 @@ export class ApiServer {
       socket.on('error', () => {})
       const why = this.#closed ? 'daemon is shutting down' : `too many connections (limit ${this.options.maxConnections})`
       socket.end(encodeError(Op.PING, 0, this.#closed ? Status.SHUTTING_DOWN : Status.BUSY, why))
-      if (!this.#closed) this.options.log.warn({ server: this.options.name, limit: this.options.maxConnections }, 'connection refused: limit reached')
+      if (!this.#closed)
+        this.options.log.warn({ server: this.options.name, limit: this.options.maxConnections }, 'connection refused: limit reached')
       return
     }
     this.counters.connectionsAccepted++

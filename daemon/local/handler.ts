@@ -4,7 +4,19 @@
  * The GET hit path is: key bytes -> latin1 string -> store.get -> one reply buffer. No logging,
  * no promise, no allocation beyond the key string and the reply.
  */
-import { Op, ReplyFlag, ReqFlag, Status, encodeConsumerKeysBody, encodeError, encodeReply, encodeTicketKeyBody, keyProblem as codecKeyProblem, type ConsumerKeysBody, type Request } from '../../protocol/local.js'
+import {
+  Op,
+  ReplyFlag,
+  ReqFlag,
+  Status,
+  encodeConsumerKeysBody,
+  encodeError,
+  encodeReply,
+  encodeTicketKeyBody,
+  keyProblem as codecKeyProblem,
+  type ConsumerKeysBody,
+  type Request,
+} from '../../protocol/local.js'
 import { mayReadConsumer, type TicketConsumer, type TicketRights } from '../config/ticket-consumers.js'
 import { StoreError, type SessionStore } from '../store/session-store.js'
 import type { ClusterHooks } from '../cluster/hooks.js'
@@ -60,14 +72,22 @@ export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Pro
   const consumers = deps.ticketConsumers ?? []
   // A client key may not start with the tenant marker (protocol/tenant-keys.ts), which would name
   // another tenant's key; the admin socket sees every tenant and names their keys so.
-  const keyProblem = admin || !deps.refuseMarker ? codecKeyProblem : (key: Buffer, max: number) => codecKeyProblem(key, max) ?? markerProblem(key)
+  const keyProblem =
+    admin || !deps.refuseMarker ? codecKeyProblem : (key: Buffer, max: number) => codecKeyProblem(key, max) ?? markerProblem(key)
 
   function remoteGet(id: number, key: string): Promise<Buffer> {
     return deps.cluster!.lookup(key).then(
-      (hit) => (hit ? encodeReply(Op.GET, id, Status.OK, hit.value, ReplyFlag.REMOTE, hit.ttlMs) : encodeReply(Op.GET, id, Status.NOT_FOUND)),
+      (hit) =>
+        hit ? encodeReply(Op.GET, id, Status.OK, hit.value, ReplyFlag.REMOTE, hit.ttlMs) : encodeReply(Op.GET, id, Status.NOT_FOUND),
       (err: unknown) => {
         // The peers cannot be asked (the LOOKUP would exceed maxDatagramBytes): the client is told so.
-        if ((err as { code?: unknown }).code === 'DATAGRAM_TOO_LARGE') return encodeError(Op.GET, id, Status.TOO_LARGE, 'the key is too long for a peer lookup datagram (maxDatagramBytes); not found locally')
+        if ((err as { code?: unknown }).code === 'DATAGRAM_TOO_LARGE')
+          return encodeError(
+            Op.GET,
+            id,
+            Status.TOO_LARGE,
+            'the key is too long for a peer lookup datagram (maxDatagramBytes); not found locally',
+          )
         throw err
       },
     )
@@ -91,7 +111,8 @@ export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Pro
           const copied = ops.set(req.key.toString('latin1'), req.value, req.ttlMs, 0, propagate(req.flags))
           return copied ? copied.then(() => encodeReply(Op.SET, req.id, Status.OK)) : encodeReply(Op.SET, req.id, Status.OK)
         } catch (err) {
-          if (err instanceof StoreError) return encodeError(Op.SET, req.id, err.code === 'TOO_LARGE' ? Status.TOO_LARGE : Status.BAD_TTL, err.message)
+          if (err instanceof StoreError)
+            return encodeError(Op.SET, req.id, err.code === 'TOO_LARGE' ? Status.TOO_LARGE : Status.BAD_TTL, err.message)
           throw err
         }
       }
@@ -123,13 +144,21 @@ export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Pro
         const keys = store.keys(req.prefix.toString('latin1'), limit)
         // Keys are bytes; latin1 round-trips every byte, so clients can recover them exactly.
         // A tenant's key is listed as the store names it (the admin socket reads it so), with its tenant.
-        return encodeReply(Op.KEYS, req.id, Status.OK, json(keys.map((k) => {
-          const tenant = tenantOfStoreKey(k)
-          return tenant ? { key: k, tenant, ttlMs: store.remainingTtl(k) } : { key: k, ttlMs: store.remainingTtl(k) }
-        })))
+        return encodeReply(
+          Op.KEYS,
+          req.id,
+          Status.OK,
+          json(
+            keys.map((k) => {
+              const tenant = tenantOfStoreKey(k)
+              return tenant ? { key: k, tenant, ttlMs: store.remainingTtl(k) } : { key: k, ttlMs: store.remainingTtl(k) }
+            }),
+          ),
+        )
       }
       case Op.TICKET_KEY: {
-        if (!mayReadConsumer(rights, 'node', 'node', consumers)) return encodeError(Op.TICKET_KEY, req.id, Status.DENIED, `the ${rights.who} may not read the ticket keys of consumer "node"`)
+        if (!mayReadConsumer(rights, 'node', 'node', consumers))
+          return encodeError(Op.TICKET_KEY, req.id, Status.DENIED, `the ${rights.who} may not read the ticket keys of consumer "node"`)
         const k = deps.ticketKey()
         if (!k) return encodeReply(Op.TICKET_KEY, req.id, Status.NOT_FOUND)
         const body = encodeTicketKeyBody(k)
@@ -138,9 +167,20 @@ export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Pro
       }
       case Op.TICKET_WINDOW:
         // Retired: it returned the raw epoch secrets, from which every consumer's keys derive.
-        return encodeError(Op.TICKET_WINDOW, req.id, Status.DENIED, 'TICKET_WINDOW is retired: epoch secrets never leave the daemon; ask CONSUMER_KEYS for one consumer\'s keys')
+        return encodeError(
+          Op.TICKET_WINDOW,
+          req.id,
+          Status.DENIED,
+          "TICKET_WINDOW is retired: epoch secrets never leave the daemon; ask CONSUMER_KEYS for one consumer's keys",
+        )
       case Op.CONSUMER_KEYS: {
-        if (!mayReadConsumer(rights, req.format, req.consumer, consumers)) return encodeError(Op.CONSUMER_KEYS, req.id, Status.DENIED, `the ${rights.who} may not read the ticket keys of consumer ${JSON.stringify(req.consumer)} (format ${JSON.stringify(req.format)})`)
+        if (!mayReadConsumer(rights, req.format, req.consumer, consumers))
+          return encodeError(
+            Op.CONSUMER_KEYS,
+            req.id,
+            Status.DENIED,
+            `the ${rights.who} may not read the ticket keys of consumer ${JSON.stringify(req.consumer)} (format ${JSON.stringify(req.format)})`,
+          )
         const w = deps.consumerKeys?.(req.format, req.consumer)
         if (!w) return encodeReply(Op.CONSUMER_KEYS, req.id, Status.NOT_FOUND)
         const body = encodeConsumerKeysBody(w)

@@ -78,9 +78,24 @@ export class Metrics {
     this.#stats = stats
     this.#log = log
     const buckets = [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
-    this.lookupSeconds = new Histogram({ name: 'statecast_remote_lookup_seconds', help: 'Remote lookups from the first LOOKUP to the answer, by outcome', labelNames: ['outcome'], buckets, registers: [this.registry] })
-    this.copyAckSeconds = new Histogram({ name: 'statecast_replication_ack_seconds', help: 'Replication copies from first send to acknowledgement', buckets, registers: [this.registry] })
-    this.refused = new Counter({ name: 'statecast_metrics_connections_refused_total', help: `Connections to this listener closed on arrival: ${METRICS_LIMITS.maxConnections} were open`, registers: [this.registry] })
+    this.lookupSeconds = new Histogram({
+      name: 'statecast_remote_lookup_seconds',
+      help: 'Remote lookups from the first LOOKUP to the answer, by outcome',
+      labelNames: ['outcome'],
+      buckets,
+      registers: [this.registry],
+    })
+    this.copyAckSeconds = new Histogram({
+      name: 'statecast_replication_ack_seconds',
+      help: 'Replication copies from first send to acknowledgement',
+      buckets,
+      registers: [this.registry],
+    })
+    this.refused = new Counter({
+      name: 'statecast_metrics_connections_refused_total',
+      help: `Connections to this listener closed on arrival: ${METRICS_LIMITS.maxConnections} were open`,
+      registers: [this.registry],
+    })
     for (const path of leaves(stats()).keys()) this.#define(path)
   }
 
@@ -88,14 +103,24 @@ export class Metrics {
     const read = () => this.#snapshot.get(path) ?? 0
     const help = `statecast stats ${path}`
     if (GAUGES.has(path)) {
-      new Gauge({ name: `statecast_${snake(path.replace(/\./g, '_'))}`, help, registers: [this.registry], collect() {
-        this.set(read())
-      } })
+      new Gauge({
+        name: `statecast_${snake(path.replace(/\./g, '_'))}`,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.set(read())
+        },
+      })
     } else {
-      new Counter({ name: `statecast_${snake(path.replace(/\./g, '_'))}_total`, help, registers: [this.registry], collect() {
-        this.reset()
-        this.inc(read())
-      } })
+      new Counter({
+        name: `statecast_${snake(path.replace(/\./g, '_'))}_total`,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.reset()
+          this.inc(read())
+        },
+      })
     }
   }
 
@@ -109,16 +134,24 @@ export class Metrics {
     const addr = parseListen(spec)
     if (!addr) throw new Error(`metricsListen must be HOST:PORT on loopback, got ${spec}`)
     const L = METRICS_LIMITS
-    const server = http.createServer({ headersTimeout: L.headersTimeoutMs, requestTimeout: L.requestTimeoutMs, keepAliveTimeout: L.idleTimeoutMs, connectionsCheckingInterval: L.checkIntervalMs }, (req, res) => {
-      if (req.method !== 'GET' || (req.url !== '/metrics' && req.url !== '/')) {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('statecast: metrics are at /metrics\n')
-        return
-      }
-      this.scrape().then(
-        (text) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(text),
-        (err: unknown) => res.writeHead(500).end(String(err)),
-      )
-    })
+    const server = http.createServer(
+      {
+        headersTimeout: L.headersTimeoutMs,
+        requestTimeout: L.requestTimeoutMs,
+        keepAliveTimeout: L.idleTimeoutMs,
+        connectionsCheckingInterval: L.checkIntervalMs,
+      },
+      (req, res) => {
+        if (req.method !== 'GET' || (req.url !== '/metrics' && req.url !== '/')) {
+          res.writeHead(404, { 'content-type': 'text/plain' }).end('statecast: metrics are at /metrics\n')
+          return
+        }
+        this.scrape().then(
+          (text) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(text),
+          (err: unknown) => res.writeHead(500).end(String(err)),
+        )
+      },
+    )
     server.maxConnections = L.maxConnections
     server.on('drop', () => this.refused.inc())
     // Inactivity on the socket, whatever the request state: no listener for 'timeout', so Node

@@ -22,7 +22,16 @@ import { tenantCluster, tenantStore, type Tenant } from './tenants.js'
 /** How long a refused connection may take to receive its error before it is destroyed, in ms. */
 const REFUSED_LINGER_MS = 1000
 
-export interface TenantMemcacheOptions extends Pick<Config, 'memcacheListen' | 'memcacheMaxConnections' | 'memcacheIdleTimeoutMs' | 'memcacheCommandTimeoutMs' | 'memcacheMaxBufferedBytes' | 'memcacheFlushAll' | 'memcacheTcpAccess'> {
+export interface TenantMemcacheOptions extends Pick<
+  Config,
+  | 'memcacheListen'
+  | 'memcacheMaxConnections'
+  | 'memcacheIdleTimeoutMs'
+  | 'memcacheCommandTimeoutMs'
+  | 'memcacheMaxBufferedBytes'
+  | 'memcacheFlushAll'
+  | 'memcacheTcpAccess'
+> {
   version: string
   tenants: Tenant[]
   store: SessionStore
@@ -98,7 +107,11 @@ export class TenantMemcache {
       for (const x of listen) {
         const tcp = parseListen(x)
         if (!tcp && t.config?.socketGroup) fs.chownSync(x, -1, resolveGroup(t.config.socketGroup, `tenants ${t.name} socketGroup`))
-        if (tcp && o.memcacheTcpAccess === 'open') o.log.warn({ listen: x, tenant: t.name || '(default)' }, 'memcache TCP listener open to every local user: any uid on this host reads and writes this tenant\'s sessions through it; use a socket path, or memcacheTcpAccess = "uid"')
+        if (tcp && o.memcacheTcpAccess === 'open')
+          o.log.warn(
+            { listen: x, tenant: t.name || '(default)' },
+            'memcache TCP listener open to every local user: any uid on this host reads and writes this tenant\'s sessions through it; use a socket path, or memcacheTcpAccess = "uid"',
+          )
       }
     }
     for (const { spec, serves } of this.#tcp) {
@@ -111,8 +124,15 @@ export class TenantMemcache {
       })
       this.#routers.push({ server, sockets })
       const served = serves.filter((t) => t.memcacheUsers.length > 0)
-      if (served.length === 0) o.log.warn({ listen: spec }, 'memcache TCP listener with memcacheTcpAccess = "uid" but no memcacheUsers for any tenant it serves: every connection is refused')
-      o.log.info({ listen: spec, tenants: served.map((t) => t.name || '(default)') }, 'memcache front end listening; clients are served by uid')
+      if (served.length === 0)
+        o.log.warn(
+          { listen: spec },
+          'memcache TCP listener with memcacheTcpAccess = "uid" but no memcacheUsers for any tenant it serves: every connection is refused',
+        )
+      o.log.info(
+        { listen: spec, tenants: served.map((t) => t.name || '(default)') },
+        'memcache front end listening; clients are served by uid',
+      )
     }
   }
 

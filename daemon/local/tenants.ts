@@ -53,12 +53,28 @@ export function clientKeyProblem(t: Tenant, key: Buffer | string): string | unde
 /** The tenants of a config: the default tenant first, then each of `tenants`. */
 export function tenantsOf(c: Pick<Config, 'tenants' | 'maxBytes' | 'maxKeyBytes' | 'memcacheUsers'>): Tenant[] {
   const named = c.tenants.reduce((n, t) => n + t.maxBytes, 0)
-  const def: Tenant = { name: DEFAULT_TENANT, prefix: '', maxKeyBytes: c.maxKeyBytes, maxBytes: c.maxBytes - named, consumers: [], memcacheUsers: c.memcacheUsers, config: undefined }
+  const def: Tenant = {
+    name: DEFAULT_TENANT,
+    prefix: '',
+    maxKeyBytes: c.maxKeyBytes,
+    maxBytes: c.maxBytes - named,
+    consumers: [],
+    memcacheUsers: c.memcacheUsers,
+    config: undefined,
+  }
   return [
     def,
     ...c.tenants.map((t) => {
       const prefix = tenantPrefix(t.name)
-      return { name: t.name, prefix, maxKeyBytes: c.maxKeyBytes - prefix.length, maxBytes: t.maxBytes, consumers: t.ticketConsumers, memcacheUsers: t.memcacheUsers, config: t }
+      return {
+        name: t.name,
+        prefix,
+        maxKeyBytes: c.maxKeyBytes - prefix.length,
+        maxBytes: t.maxBytes,
+        consumers: t.ticketConsumers,
+        memcacheUsers: t.memcacheUsers,
+        config: t,
+      }
     }),
   ]
 }
@@ -81,7 +97,10 @@ export function consumersFor(tenant: Tenant, c: Pick<Config, 'apiTicketConsumers
 
 /** The ticket rights (HandlerDeps.ticketRights) of `tenant`'s API socket: exactly `consumersFor`. */
 export function ticketRightsFor(tenant: Tenant, c: Pick<Config, 'apiTicketConsumers'>): TicketRights {
-  return { who: tenant.name === DEFAULT_TENANT ? 'API socket' : `API socket of tenant ${JSON.stringify(tenant.name)}`, consumers: new Set(consumersFor(tenant, c)) }
+  return {
+    who: tenant.name === DEFAULT_TENANT ? 'API socket' : `API socket of tenant ${JSON.stringify(tenant.name)}`,
+    consumers: new Set(consumersFor(tenant, c)),
+  }
 }
 
 /**

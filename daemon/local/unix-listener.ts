@@ -88,7 +88,8 @@ export function ensurePrivateDir(dir: string, owner = uid()): void {
   try {
     fs.mkdirSync(dir, { mode: 0o700 })
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new UnixListenerError('UNSAFE_DIRECTORY', `cannot create socket directory ${dir}: ${(err as Error).message}`)
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST')
+      throw new UnixListenerError('UNSAFE_DIRECTORY', `cannot create socket directory ${dir}: ${(err as Error).message}`)
   }
   checkPrivateDir(dir, owner)
 }
@@ -98,9 +99,21 @@ export function checkPrivateDir(dir: string, owner = uid()): void {
   const st = fs.lstatSync(dir, { throwIfNoEntry: false })
   if (!st) throw new UnixListenerError('UNSAFE_DIRECTORY', `socket directory ${dir} does not exist`)
   const fix = `remove it (or have its owner remove it) and start again; or set XDG_RUNTIME_DIR, or give --socket and --admin-socket in a directory of your own`
-  if (!st.isDirectory()) throw new UnixListenerError('UNSAFE_DIRECTORY', `socket directory ${dir} is not a directory (a symlink or file); refusing to use it: ${fix}`)
-  if (st.uid !== owner) throw new UnixListenerError('UNSAFE_DIRECTORY', `socket directory ${dir} belongs to uid ${st.uid}, not to this user (uid ${owner}); another user could replace the sockets in it: ${fix}`)
-  if ((st.mode & 0o077) !== 0) throw new UnixListenerError('UNSAFE_DIRECTORY', `socket directory ${dir} has mode 0${(st.mode & 0o777).toString(8)}; it must grant no access to group or others (0700), or another user could replace the sockets in it: chmod 700 ${dir}`)
+  if (!st.isDirectory())
+    throw new UnixListenerError(
+      'UNSAFE_DIRECTORY',
+      `socket directory ${dir} is not a directory (a symlink or file); refusing to use it: ${fix}`,
+    )
+  if (st.uid !== owner)
+    throw new UnixListenerError(
+      'UNSAFE_DIRECTORY',
+      `socket directory ${dir} belongs to uid ${st.uid}, not to this user (uid ${owner}); another user could replace the sockets in it: ${fix}`,
+    )
+  if ((st.mode & 0o077) !== 0)
+    throw new UnixListenerError(
+      'UNSAFE_DIRECTORY',
+      `socket directory ${dir} has mode 0${(st.mode & 0o777).toString(8)}; it must grant no access to group or others (0700), or another user could replace the sockets in it: chmod 700 ${dir}`,
+    )
 }
 
 /**
@@ -175,7 +188,12 @@ export class UnixListener {
       await new Promise<void>((resolve, reject) => {
         const onError = (err: NodeJS.ErrnoException) => {
           const inUse = err.code === 'EADDRINUSE'
-          reject(new UnixListenerError(inUse ? 'ADDRESS_IN_USE' : 'LISTEN_FAILED', inUse ? `another process took ${socketPath} while this one was starting` : `cannot listen on ${socketPath}: ${err.message}`))
+          reject(
+            new UnixListenerError(
+              inUse ? 'ADDRESS_IN_USE' : 'LISTEN_FAILED',
+              inUse ? `another process took ${socketPath} while this one was starting` : `cannot listen on ${socketPath}: ${err.message}`,
+            ),
+          )
         }
         server.once('error', onError)
         const listen = () =>
@@ -205,7 +223,12 @@ export class UnixListener {
         } catch (err) {
           server.close()
           const e = err as NodeJS.ErrnoException
-          throw new UnixListenerError(e.code === 'EEXIST' ? 'ADDRESS_IN_USE' : 'LISTEN_FAILED', e.code === 'EEXIST' ? `another process took ${socketPath} while this one was starting` : `cannot listen on ${socketPath}: ${e.message}`)
+          throw new UnixListenerError(
+            e.code === 'EEXIST' ? 'ADDRESS_IN_USE' : 'LISTEN_FAILED',
+            e.code === 'EEXIST'
+              ? `another process took ${socketPath} while this one was starting`
+              : `cannot listen on ${socketPath}: ${e.message}`,
+          )
         }
       }
     } finally {
@@ -215,7 +238,10 @@ export class UnixListener {
     const me = uid()
     if (!st.isSocket() || (me >= 0 && st.uid !== me)) {
       server.close()
-      throw new UnixListenerError('LISTEN_FAILED', `${socketPath} is not the socket this process made (replaced while starting?); refusing to serve on it`)
+      throw new UnixListenerError(
+        'LISTEN_FAILED',
+        `${socketPath} is not the socket this process made (replaced while starting?); refusing to serve on it`,
+      )
     }
     fs.chmodSync(socketPath, mode)
     return new UnixListener(socketPath, st)

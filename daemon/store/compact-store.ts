@@ -277,7 +277,8 @@ export class CompactStore implements SessionStore {
   constructor(options: Partial<StoreOptions> = {}) {
     const o = { ...STORE_DEFAULTS, ...options }
     // What Store's LRUCache refuses, refused here by the option's own name.
-    if (!(Number.isSafeInteger(o.maxBytes) && o.maxBytes > 0)) throw new TypeError(`maxBytes must be a positive integer of bytes, got ${o.maxBytes}`)
+    if (!(Number.isSafeInteger(o.maxBytes) && o.maxBytes > 0))
+      throw new TypeError(`maxBytes must be a positive integer of bytes, got ${o.maxBytes}`)
     if (!(Number.isSafeInteger(o.defaultTtlMs) && o.defaultTtlMs >= 0)) {
       throw new TypeError(`defaultTtlMs must be a non-negative integer of ms, got ${o.defaultTtlMs}`)
     }
@@ -285,7 +286,12 @@ export class CompactStore implements SessionStore {
     // The same default clock as LRUCache, so as Store: monotonic, fractional ms.
     this.#now = o.now ?? (() => performance.now())
     this.#clock = o.clock ?? new Hlc()
-    this.#tombstones = new Tombstones({ lifetimeMs: o.tombstoneLifetimeMs, max: o.maxTombstones, now: this.#now, tenants: o.tenantQuotas?.keys() ?? [] })
+    this.#tombstones = new Tombstones({
+      lifetimeMs: o.tombstoneLifetimeMs,
+      max: o.maxTombstones,
+      now: this.#now,
+      tenants: o.tenantQuotas?.keys() ?? [],
+    })
     this.#quotas = quotasOf(o)
     if (this.#quotas.size > 256) throw new TypeError(`a store holds at most 256 tenants, got ${this.#quotas.size}`)
     this.#quota = []
@@ -385,7 +391,6 @@ export class CompactStore implements SessionStore {
     this.#clock.observe(version)
     return true
   }
-
 
   /** The version of the key's live entry, else of its tombstone, else NO_VERSION. */
   version(key: string): bigint {
@@ -546,7 +551,7 @@ export class CompactStore implements SessionStore {
   purgeStale(): void {
     const now = this.#now()
     for (let t = 0; t < this.#quota.length; t++) {
-      for (let s = this.#head[t]!; s !== NIL; ) {
+      for (let s = this.#head[t]!; s !== NIL;) {
         const next = this.#next[s]!
         if (now > this.#expires[s]!) this.#release(s, Release.EXPIRE)
         s = next
@@ -564,7 +569,14 @@ export class CompactStore implements SessionStore {
   }
 
   stats(): StoreStats {
-    return { ...this.counters, ...this.#tombstones.counters, entries: this.#size, bytes: this.#bytes, maxBytes: this.options.maxBytes, tombstones: this.#tombstones.size }
+    return {
+      ...this.counters,
+      ...this.#tombstones.counters,
+      entries: this.#size,
+      bytes: this.#bytes,
+      maxBytes: this.options.maxBytes,
+      tombstones: this.#tombstones.size,
+    }
   }
 
   // --- entries ---------------------------------------------------------------------------------

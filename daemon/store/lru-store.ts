@@ -8,7 +8,21 @@
  */
 import { LRUCache } from 'lru-cache'
 import { Hlc, NO_VERSION, Tombstones, peerWins } from './versions.js'
-import { ENTRY_OVERHEAD_BYTES, STORE_DEFAULTS, StoreError, admit, effectiveTtl, quotasOf, tenantFor, type StoreCounters, type StoreEntry, type StoreOptions, type StoreStats, type SessionStore, type TenantUsage } from './session-store.js'
+import {
+  ENTRY_OVERHEAD_BYTES,
+  STORE_DEFAULTS,
+  StoreError,
+  admit,
+  effectiveTtl,
+  quotasOf,
+  tenantFor,
+  type StoreCounters,
+  type StoreEntry,
+  type StoreOptions,
+  type StoreStats,
+  type SessionStore,
+  type TenantUsage,
+} from './session-store.js'
 import { tenantOfStoreKey } from '../../protocol/tenant-keys.js'
 
 export class LruStore implements SessionStore {
@@ -26,30 +40,39 @@ export class LruStore implements SessionStore {
     const o = { ...STORE_DEFAULTS, ...options }
     this.options = o
     this.#clock = o.clock ?? new Hlc()
-    this.#tombstones = new Tombstones({ lifetimeMs: o.tombstoneLifetimeMs, max: o.maxTombstones, now: o.now ?? (() => performance.now()), tenants: o.tenantQuotas?.keys() ?? [] })
+    this.#tombstones = new Tombstones({
+      lifetimeMs: o.tombstoneLifetimeMs,
+      max: o.maxTombstones,
+      now: o.now ?? (() => performance.now()),
+      tenants: o.tenantQuotas?.keys() ?? [],
+    })
     const perf = o.now ? { now: o.now } : undefined
     this.#quotas = quotasOf(o)
     // A tenant with no share holds nothing (lru-cache needs a positive bound): its writes are refused.
-    for (const [tenant, quota] of this.#quotas) if (quota > 0) this.#lrus.set(tenant, new LRUCache<string, StoreEntry>({
-      maxSize: quota,
-      sizeCalculation: (entry, key) => key.length + entry.value.length + ENTRY_OVERHEAD_BYTES,
-      ttl: o.defaultTtlMs,
-      // TTLs are absolute: reading a session does not extend its life.
-      updateAgeOnGet: false,
-      allowStale: false,
-      // Read the clock on every check: no cached "now" that a timer refreshes (injected clocks
-      // would see stale times, and a secret would outlive its TTL by up to the resolution).
-      ttlResolution: 0,
-      ...(perf ? { perf } : {}),
-      dispose: (entry, key, reason) => {
-        entry.value.fill(0)
-        if (reason === 'evict') {
-          this.counters.evictions++
-          this.#tombstones.evicted(key, entry.version)
-        }
-        else if (reason === 'expire') this.counters.expirations++
-      },
-    }))
+    for (const [tenant, quota] of this.#quotas)
+      if (quota > 0)
+        this.#lrus.set(
+          tenant,
+          new LRUCache<string, StoreEntry>({
+            maxSize: quota,
+            sizeCalculation: (entry, key) => key.length + entry.value.length + ENTRY_OVERHEAD_BYTES,
+            ttl: o.defaultTtlMs,
+            // TTLs are absolute: reading a session does not extend its life.
+            updateAgeOnGet: false,
+            allowStale: false,
+            // Read the clock on every check: no cached "now" that a timer refreshes (injected clocks
+            // would see stale times, and a secret would outlive its TTL by up to the resolution).
+            ttlResolution: 0,
+            ...(perf ? { perf } : {}),
+            dispose: (entry, key, reason) => {
+              entry.value.fill(0)
+              if (reason === 'evict') {
+                this.counters.evictions++
+                this.#tombstones.evicted(key, entry.version)
+              } else if (reason === 'expire') this.counters.expirations++
+            },
+          }),
+        )
     this.#single = o.tenantQuotas === undefined ? this.#lrus.get('') : undefined
   }
 
@@ -146,7 +169,6 @@ export class LruStore implements SessionStore {
     return true
   }
 
-
   /** The version of the key's live entry, else of its tombstone, else NO_VERSION. */
   version(key: string): bigint {
     return this.peek(key)?.version ?? this.#tombstones.get(key) ?? NO_VERSION
@@ -233,7 +255,13 @@ export class LruStore implements SessionStore {
   }
 
   stats(): StoreStats {
-    return { ...this.counters, ...this.#tombstones.counters, entries: this.size, bytes: this.bytes, maxBytes: this.options.maxBytes, tombstones: this.#tombstones.size }
+    return {
+      ...this.counters,
+      ...this.#tombstones.counters,
+      entries: this.size,
+      bytes: this.bytes,
+      maxBytes: this.options.maxBytes,
+      tombstones: this.#tombstones.size,
+    }
   }
 }
-

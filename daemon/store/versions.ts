@@ -61,7 +61,8 @@ export class Hlc {
    * (0..255) is random by default.
    */
   constructor(wallMs: () => number = Date.now, tiebreak = randomBytes(1)[0]!) {
-    if (!(Number.isInteger(tiebreak) && tiebreak >= 0 && tiebreak < 1 << TIEBREAK_BITS)) throw new RangeError(`tiebreak must be an integer 0..255, got ${tiebreak}`)
+    if (!(Number.isInteger(tiebreak) && tiebreak >= 0 && tiebreak < 1 << TIEBREAK_BITS))
+      throw new RangeError(`tiebreak must be an integer 0..255, got ${tiebreak}`)
     this.#wallMs = wallMs
     this.#tiebreak = tiebreak
   }
@@ -222,7 +223,13 @@ export const FLOOR_BUCKETS = 1 << 16
 export class Tombstones {
   readonly lifetimeMs: number
   readonly max: number
-  readonly counters: TombstoneCounters = { tombstonesEvictedEarly: 0, unheldTombstonesDropped: 0, staleWrites: 0, badVersions: 0, evictionsFloored: 0 }
+  readonly counters: TombstoneCounters = {
+    tombstonesEvictedEarly: 0,
+    unheldTombstonesDropped: 0,
+    staleWrites: 0,
+    badVersions: 0,
+    evictionsFloored: 0,
+  }
   readonly #now: () => number
   readonly #map: BoundedMap<string, { version: bigint; expires: number }>
   /** Tombstones of deletes of keys held nothing of here: their early drop raises no floor. */
@@ -244,7 +251,8 @@ export class Tombstones {
   constructor(o: { lifetimeMs: number; max: number; now: () => number; seed?: number; tenants?: Iterable<string> }) {
     this.#tenants = new Set(o.tenants ?? [])
     if (!(Number.isSafeInteger(o.max) && o.max >= 0)) throw new TypeError(`maxTombstones must be a non-negative integer, got ${o.max}`)
-    if (!(Number.isFinite(o.lifetimeMs) && o.lifetimeMs >= 0)) throw new TypeError(`tombstoneLifetimeMs must be a non-negative number of ms, got ${o.lifetimeMs}`)
+    if (!(Number.isFinite(o.lifetimeMs) && o.lifetimeMs >= 0))
+      throw new TypeError(`tombstoneLifetimeMs must be a non-negative number of ms, got ${o.lifetimeMs}`)
     this.lifetimeMs = o.lifetimeMs
     this.max = o.max
     this.#now = o.now
@@ -376,7 +384,8 @@ export class Tombstones {
   #raiseFloor(key: string, version: bigint, until: number): void {
     const tenant = this.#tenantOf(key)
     let f = this.#floors.get(tenant)
-    if (f === undefined) this.#floors.set(tenant, (f = { floors: new BigUint64Array(FLOOR_BUCKETS), untils: new Float64Array(FLOOR_BUCKETS).fill(-Infinity) }))
+    if (f === undefined)
+      this.#floors.set(tenant, (f = { floors: new BigUint64Array(FLOOR_BUCKETS), untils: new Float64Array(FLOOR_BUCKETS).fill(-Infinity) }))
     const b = this.bucket(key)
     if (this.#now() > f.untils[b]!) f.floors[b] = NO_VERSION
     if (version > f.floors[b]!) f.floors[b] = version
@@ -390,7 +399,13 @@ export class Tombstones {
  * neither entry nor tombstone is applied above the floor (see `Tombstones`); a delete of such a
  * key is always recorded, since a tombstone only ever refuses.
  */
-export function peerWins(tombstones: Tombstones, key: string, version: bigint, value: Buffer | undefined, held: { version: bigint; value: Buffer } | undefined): boolean {
+export function peerWins(
+  tombstones: Tombstones,
+  key: string,
+  version: bigint,
+  value: Buffer | undefined,
+  held: { version: bigint; value: Buffer } | undefined,
+): boolean {
   if (held !== undefined) return newer(version, value, held.version, held.value)
   const t = tombstones.get(key)
   if (t !== undefined) return newer(version, value, t, undefined)

@@ -17,7 +17,17 @@ import path from 'node:path'
 import type { Log } from '../host/log.js'
 import type { TicketKeys, TicketWindow } from '../cluster/ticket-keys.js'
 import { resolveGroup, type TicketConsumer } from '../config/ticket-consumers.js'
-import { deriveWindow, render, unsafePathReason, wipeRendered, wipeWindow, type KeyWindow, type Rendered, type SecretWindow, type TicketFormat } from './ticket-formats.js'
+import {
+  deriveWindow,
+  render,
+  unsafePathReason,
+  wipeRendered,
+  wipeWindow,
+  type KeyWindow,
+  type Rendered,
+  type SecretWindow,
+  type TicketFormat,
+} from './ticket-formats.js'
 
 export class TicketExportError extends Error {
   readonly code: string
@@ -32,7 +42,6 @@ export class TicketExportError extends Error {
 export function consumerDir(c: Pick<TicketConsumer, 'dir' | 'name'>, ticketDir: string): string {
   return c.dir || path.join(ticketDir, c.name)
 }
-
 
 const TMPFS_MAGIC = 0x01021994
 const RAMFS_MAGIC = 0x858458f6
@@ -64,7 +73,10 @@ const MAX_LINKS = 8
  * the real path of the parent.
  */
 function safeParent(dir: string, links = 0): string {
-  const parts = path.dirname(dir).split('/').filter((x) => x.length > 0)
+  const parts = path
+    .dirname(dir)
+    .split('/')
+    .filter((x) => x.length > 0)
   let at = '/'
   for (let i = 0; i < parts.length; i++) {
     const next = path.join(at, parts[i]!)
@@ -78,13 +90,21 @@ function safeParent(dir: string, links = 0): string {
       st = fs.lstatSync(next)
     }
     if (st.isSymbolicLink()) {
-      if ((st.uid !== 0 && st.uid !== myUid()) || links >= MAX_LINKS) throw new TicketExportError('UNSAFE_DIR', `${next} is a symlink of uid ${st.uid}: a ticket directory's path may pass only through symlinks of root or this daemon`)
+      if ((st.uid !== 0 && st.uid !== myUid()) || links >= MAX_LINKS)
+        throw new TicketExportError(
+          'UNSAFE_DIR',
+          `${next} is a symlink of uid ${st.uid}: a ticket directory's path may pass only through symlinks of root or this daemon`,
+        )
       // Its target is walked like the rest, from '/', itself included.
       at = safeParent(path.join(path.resolve(at, fs.readlinkSync(next)), 'x'), links + 1)
       continue
     }
     if (!st.isDirectory()) throw new TicketExportError('UNSAFE_DIR', `${next} is not a directory`)
-    if (!trustedParent(st)) throw new TicketExportError('UNSAFE_DIR', `${next} belongs to uid ${st.uid} with mode 0${(st.mode & 0o7777).toString(8)}: a ticket directory's parents must belong to root or this daemon and be writable by no one else (or sticky)`)
+    if (!trustedParent(st))
+      throw new TicketExportError(
+        'UNSAFE_DIR',
+        `${next} belongs to uid ${st.uid} with mode 0${(st.mode & 0o7777).toString(8)}: a ticket directory's parents must belong to root or this daemon and be writable by no one else (or sticky)`,
+      )
     at = next
   }
   return at
@@ -126,7 +146,11 @@ export function prepareDir(dir: string, gid: number | undefined, allowPersistent
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
     }
-    if (fs.lstatSync(real).isSymbolicLink()) throw new TicketExportError('UNSAFE_DIR', `cannot prepare ${dir}: it is a symlink; a ticket directory is used only as the daemon made it`)
+    if (fs.lstatSync(real).isSymbolicLink())
+      throw new TicketExportError(
+        'UNSAFE_DIR',
+        `cannot prepare ${dir}: it is a symlink; a ticket directory is used only as the daemon made it`,
+      )
     fd = fs.openSync(real, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW)
   } catch (err) {
     if (err instanceof TicketExportError) throw err
@@ -139,12 +163,27 @@ export function prepareDir(dir: string, gid: number | undefined, allowPersistent
     const st = fs.fstatSync(fd)
     const want = gid ?? myGid()
     const fix = `remove it (or have its owner remove it) and let statecastd make it`
-    if (st.uid !== myUid()) throw new TicketExportError('UNSAFE_DIR', `ticket directory ${dir} belongs to uid ${st.uid}, not to this daemon (uid ${myUid()}): ${fix}`)
-    if ((st.mode & 0o022) !== 0) throw new TicketExportError('UNSAFE_DIR', `ticket directory ${dir} has mode 0${(st.mode & 0o7777).toString(8)}: others could replace the key files in it: ${fix}`)
-    if ((st.mode & S_ISGID) !== 0 && st.gid !== want) throw new TicketExportError('UNSAFE_DIR', `ticket directory ${dir} is setgid to group ${st.gid}, not the consumer's (${want}): files made in it would belong to that group: ${fix}`)
+    if (st.uid !== myUid())
+      throw new TicketExportError(
+        'UNSAFE_DIR',
+        `ticket directory ${dir} belongs to uid ${st.uid}, not to this daemon (uid ${myUid()}): ${fix}`,
+      )
+    if ((st.mode & 0o022) !== 0)
+      throw new TicketExportError(
+        'UNSAFE_DIR',
+        `ticket directory ${dir} has mode 0${(st.mode & 0o7777).toString(8)}: others could replace the key files in it: ${fix}`,
+      )
+    if ((st.mode & S_ISGID) !== 0 && st.gid !== want)
+      throw new TicketExportError(
+        'UNSAFE_DIR',
+        `ticket directory ${dir} is setgid to group ${st.gid}, not the consumer's (${want}): files made in it would belong to that group: ${fix}`,
+      )
     const type = fs.statfsSync(`/proc/self/fd/${fd}`).type
     if (type !== TMPFS_MAGIC && type !== RAMFS_MAGIC && !allowPersistentDisk) {
-      throw new TicketExportError('NOT_TMPFS', `${dir} is not on tmpfs (filesystem type 0x${type.toString(16)}): ticket keys must not be written to persistent disk; use a directory under /run (or /dev/shm), or set allowPersistentDisk = true for this consumer`)
+      throw new TicketExportError(
+        'NOT_TMPFS',
+        `${dir} is not on tmpfs (filesystem type 0x${type.toString(16)}): ticket keys must not be written to persistent disk; use a directory under /run (or /dev/shm), or set allowPersistentDisk = true for this consumer`,
+      )
     }
     // Parents hold no secrets and must be traversable by the server's user (h2o reads its file
     // after dropping root); the consumer's own directory is its group's only.
@@ -199,7 +238,10 @@ export function secretWindow(w: TicketWindow, rotationMs: number): SecretWindow 
  * Writes a consumer's files for the keys `w`; removes its files that left the window (nginx's
  * per-epoch files). Returns what was written; the caller wipes it (and `w`).
  */
-export function writeConsumerFiles(c: Pick<TicketConsumer, 'name' | 'format' | 'dir' | 'group' | 'allowPersistentDisk'>, w: KeyWindow): Rendered {
+export function writeConsumerFiles(
+  c: Pick<TicketConsumer, 'name' | 'format' | 'dir' | 'group' | 'allowPersistentDisk'>,
+  w: KeyWindow,
+): Rendered {
   const gid = c.group ? resolveGroup(c.group, `consumer ${c.name}: group`) : undefined
   const d = prepareDir(c.dir, gid, c.allowPersistentDisk)
   const r = render(c.format, c.dir, w)
@@ -221,7 +263,10 @@ export function writeConsumerFiles(c: Pick<TicketConsumer, 'name' | 'format' | '
   } catch (err) {
     wipeRendered(r)
     if (err instanceof TicketExportError) throw err
-    throw new TicketExportError('WRITE', `cannot write the ticket keys of consumer ${c.name} in ${c.dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+    throw new TicketExportError(
+      'WRITE',
+      `cannot write the ticket keys of consumer ${c.name} in ${c.dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+    )
   } finally {
     d.close()
   }
@@ -238,13 +283,23 @@ function haproxyCommand(socketPath: string, command: string, timeoutMs: number):
   return new Promise((resolve, reject) => {
     const s = net.connect(socketPath)
     let out = ''
-    const timer = setTimeout(() => s.destroy(new TicketExportError('TIMEOUT', `HAProxy's admin socket ${socketPath} did not answer within ${timeoutMs} ms`)), timeoutMs)
+    const timer = setTimeout(
+      () => s.destroy(new TicketExportError('TIMEOUT', `HAProxy's admin socket ${socketPath} did not answer within ${timeoutMs} ms`)),
+      timeoutMs,
+    )
     s.setEncoding('utf8')
     s.on('connect', () => s.end(command + '\n'))
     s.on('data', (d: string) => (out += d))
     s.on('error', (err) => {
       clearTimeout(timer)
-      reject(err instanceof TicketExportError ? err : new TicketExportError('ADMIN_SOCKET', `HAProxy's admin socket ${socketPath}: ${(err as NodeJS.ErrnoException).code ?? err.message}`))
+      reject(
+        err instanceof TicketExportError
+          ? err
+          : new TicketExportError(
+              'ADMIN_SOCKET',
+              `HAProxy's admin socket ${socketPath}: ${(err as NodeJS.ErrnoException).code ?? err.message}`,
+            ),
+      )
     })
     s.on('close', () => {
       clearTimeout(timer)
@@ -259,7 +314,10 @@ async function haproxyRing(socketPath: string, file: string, timeoutMs: number):
   const ring = [...out.matchAll(/^\d+\.(\d+) (\S+)$/gm)].sort((a, b) => Number(a[1]) - Number(b[1])).map((m) => m[2]!)
   if (ring.length !== 3) {
     // The answer may hold keys of other files: say only what kind of answer it was.
-    throw new TicketExportError('ADMIN_SOCKET', `HAProxy's admin socket ${socketPath} did not list three keys for ${file} (is it the file named by tls-ticket-keys, and the socket at level admin?)`)
+    throw new TicketExportError(
+      'ADMIN_SOCKET',
+      `HAProxy's admin socket ${socketPath} did not list three keys for ${file} (is it the file named by tls-ticket-keys, and the socket at level admin?)`,
+    )
   }
   return ring
 }
@@ -284,7 +342,8 @@ export async function syncHaproxy(socketPath: string, file: string, want: string
     else if (have[2] === want[0]) push = [want[1]!, want[2]!]
     const reply = await haproxyCommand(socketPath, `set ssl tls-key ${file} ${push[0]}`, timeoutMs)
     sets++
-    if (!/updated/i.test(reply)) throw new TicketExportError('ADMIN_SOCKET', `HAProxy refused the new ticket key for ${file} on ${socketPath}`)
+    if (!/updated/i.test(reply))
+      throw new TicketExportError('ADMIN_SOCKET', `HAProxy refused the new ticket key for ${file} on ${socketPath}`)
   }
   throw new TicketExportError('ADMIN_SOCKET', `HAProxy's ring for ${file} did not reach the cluster's keys after 4 changes`)
 }
@@ -334,7 +393,16 @@ export class TicketExporter {
   constructor(o: ExporterOptions) {
     this.#o = o
     for (const c of o.consumers) {
-      this.#status.set(c.name, { name: c.name, format: c.format, dir: c.dir, notify: c.adminSocket ? 'admin-socket' : c.reloadCommand.length ? 'reload-command' : 'file', keys: [], deliveries: 0, failures: 0, lastDelivery: null })
+      this.#status.set(c.name, {
+        name: c.name,
+        format: c.format,
+        dir: c.dir,
+        notify: c.adminSocket ? 'admin-socket' : c.reloadCommand.length ? 'reload-command' : 'file',
+        keys: [],
+        deliveries: 0,
+        failures: 0,
+        lastDelivery: null,
+      })
     }
   }
 
@@ -382,7 +450,11 @@ export class TicketExporter {
       r = writeConsumerFiles(c, kw)
       if (c.adminSocket) await syncHaproxy(c.adminSocket, haproxyFile(c), r.ring!, c.timeoutMs)
       else if (c.reloadCommand.length) await runCommand(c.reloadCommand, c.timeoutMs)
-      st.keys = r.keys.map((k) => ({ epoch: k.epoch, name: k.name.toString('hex'), role: !k.real ? 'filler' : k.epoch === w.current.epoch ? 'current' : k.epoch > w.current.epoch ? 'next' : 'previous' }))
+      st.keys = r.keys.map((k) => ({
+        epoch: k.epoch,
+        name: k.name.toString('hex'),
+        role: !k.real ? 'filler' : k.epoch === w.current.epoch ? 'current' : k.epoch > w.current.epoch ? 'next' : 'previous',
+      }))
       st.deliveries++
       st.lastDelivery = { at: new Date().toISOString(), ok: true }
       this.#delivered.set(c.name, sig)
@@ -415,4 +487,3 @@ export class TicketExporter {
 function signature(w: TicketWindow): string {
   return `${w.epoch}|${[w.previous, w.current, w.next].map((k) => (k ? `${k.epoch}/${k.creator.toString('hex')}` : '-')).join(',')}`
 }
-

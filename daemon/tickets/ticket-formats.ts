@@ -34,11 +34,11 @@ const SAFE_PATH = /^\/[A-Za-z0-9._+@%=,:/-]*$/
 
 /** Why `p` cannot be a ticket directory's path (undefined: it can). */
 export function unsafePathReason(p: string): string | undefined {
-  if (!SAFE_PATH.test(p)) return `${JSON.stringify(p)} holds a character that is not a letter, digit or one of . _ + @ % = , : / - (it is written into server configs and admin-socket commands)`
+  if (!SAFE_PATH.test(p))
+    return `${JSON.stringify(p)} holds a character that is not a letter, digit or one of . _ + @ % = , : / - (it is written into server configs and admin-socket commands)`
   if (p.split('/').includes('..')) return `${JSON.stringify(p)} holds a '..' component`
   return undefined
 }
-
 
 /** Formats written to files by the exporter (ticketConsumers). */
 export const TICKET_FORMATS = ['nginx', 'haproxy', 'apache', 'h2o'] as const
@@ -133,8 +133,14 @@ export interface KeyWindow {
 }
 
 export function deriveWindow(format: KeyFormat, consumer: string, w: SecretWindow): KeyWindow {
-  const slot = (s: EpochSecret | undefined, epoch: number) => (s ? deriveKey(format, consumer, s) : deriveKey(format, consumer, { epoch, secret: w.current.secret }, 'filler'))
-  return { rotationMs: w.rotationMs, previous: slot(w.previous, w.current.epoch - 1), current: deriveKey(format, consumer, w.current), next: slot(w.next, w.current.epoch + 1) }
+  const slot = (s: EpochSecret | undefined, epoch: number) =>
+    s ? deriveKey(format, consumer, s) : deriveKey(format, consumer, { epoch, secret: w.current.secret }, 'filler')
+  return {
+    rotationMs: w.rotationMs,
+    previous: slot(w.previous, w.current.epoch - 1),
+    current: deriveKey(format, consumer, w.current),
+    next: slot(w.next, w.current.epoch + 1),
+  }
 }
 
 export function wipeWindow(w: KeyWindow): void {
@@ -155,7 +161,7 @@ export function render(format: TicketFormat, dir: string, w: KeyWindow): Rendere
       const keys = [cur, real(w.next), real(w.previous)].filter((k): k is DerivedKey => k !== undefined)
       const files = keys.map((k) => ({ name: `${k.epoch}.key`, data: Buffer.concat([k.name, k.hmac, k.aes]) }))
       const conf = [
-        '# Written by statecastd: the cluster\'s session ticket keys, the encrypting one first.',
+        "# Written by statecastd: the cluster's session ticket keys, the encrypting one first.",
         ...keys.map((k) => `ssl_session_ticket_key ${dir}/${k.epoch}.key;`),
         '',
       ].join('\n')
@@ -188,7 +194,10 @@ export function render(format: TicketFormat, dir: string, w: KeyWindow): Rendere
           `  not_after: ${sec((k.epoch + 2) * w.rotationMs) - 1}`,
         ].join('\n'),
       )
-      return { files: [{ name: 'tickets.yaml', data: Buffer.from(entries.join('\n') + '\n') }], keys: [cur, ...keys.filter((k) => k !== cur)] }
+      return {
+        files: [{ name: 'tickets.yaml', data: Buffer.from(entries.join('\n') + '\n') }],
+        keys: [cur, ...keys.filter((k) => k !== cur)],
+      }
     }
   }
 }

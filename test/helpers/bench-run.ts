@@ -11,11 +11,16 @@ export function runBench<T>(name: string, args: string[] = [], env: NodeJS.Proce
   // Without tap's process-info hook: the program starts daemons of its own, which would inherit it.
   const [cmd, ...pre] = nodeCommand()
   return new Promise((resolve, reject) => {
-    execFile(cmd!, [...pre, path.join(ROOT, 'dist', 'bench', `${name}.js`), ...args], { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const line = stdout.split('\n').find((l) => l.startsWith(`${name}-result `))
-      if (line) return resolve(JSON.parse(line.slice(name.length + 8)) as T)
-      reject(new Error(`bench ${name} printed no result${err ? `: ${err.message}` : ''}\n${stderr.slice(-2000)}`))
-    })
+    execFile(
+      cmd!,
+      [...pre, path.join(ROOT, 'dist', 'bench', `${name}.js`), ...args],
+      { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        const line = stdout.split('\n').find((l) => l.startsWith(`${name}-result `))
+        if (line) return resolve(JSON.parse(line.slice(name.length + 8)) as T)
+        reject(new Error(`bench ${name} printed no result${err ? `: ${err.message}` : ''}\n${stderr.slice(-2000)}`))
+      },
+    )
   })
 }
 

@@ -49,12 +49,31 @@ export interface Node extends Running {
   name: string
 }
 
-export async function startNode(t: { teardown(fn: () => unknown): void }, opts: { dir: string; name: string; keyFile: string; group: string; port: number; args?: string[]; prefix?: string[] }): Promise<Node> {
+export async function startNode(
+  t: { teardown(fn: () => unknown): void },
+  opts: { dir: string; name: string; keyFile: string; group: string; port: number; args?: string[]; prefix?: string[] },
+): Promise<Node> {
   const d = await startDaemon(t, {
     dir: opts.dir,
     name: opts.name,
     ...(opts.prefix ? { prefix: opts.prefix } : {}),
-    args: ['--key-file', opts.keyFile, '--group', opts.group, '--port', String(opts.port), '--node-name', opts.name, '--heartbeat-ms', '200', '--dead-after-ms', '1000', '--member-probation-ms', '400', ...(opts.args ?? [])],
+    args: [
+      '--key-file',
+      opts.keyFile,
+      '--group',
+      opts.group,
+      '--port',
+      String(opts.port),
+      '--node-name',
+      opts.name,
+      '--heartbeat-ms',
+      '200',
+      '--dead-after-ms',
+      '1000',
+      '--member-probation-ms',
+      '400',
+      ...(opts.args ?? []),
+    ],
   })
   // A request's own deadline far above any lookup deadline a test sets (lookupTimeoutMs), so a
   // loaded machine shows up as a slow answer, never as a client-side TIMEOUT.
@@ -67,12 +86,18 @@ export async function startNode(t: { teardown(fn: () => unknown): void }, opts: 
   return Object.assign(d, { client, admin, name: opts.name })
 }
 
-export async function startCluster(t: { teardown(fn: () => unknown): void }, n: number, args: string[] = []): Promise<{ nodes: Node[]; dir: string; keyFile: string; group: string; port: number }> {
+export async function startCluster(
+  t: { teardown(fn: () => unknown): void },
+  n: number,
+  args: string[] = [],
+): Promise<{ nodes: Node[]; dir: string; keyFile: string; group: string; port: number }> {
   const dir = tmpDir('sc-cl-')
   const keyFile = writeKeyFile(dir)
   const { group, port } = uniqueGroup()
   // Started side by side: each start is mostly waiting for a new process to load.
-  const nodes = await Promise.all(Array.from({ length: n }, (_, i) => startNode(t, { dir, name: String.fromCharCode(97 + i), keyFile, group, port, args })))
+  const nodes = await Promise.all(
+    Array.from({ length: n }, (_, i) => startNode(t, { dir, name: String.fromCharCode(97 + i), keyFile, group, port, args })),
+  )
   await waitMembers(nodes, n - 1)
   return { nodes, dir, keyFile, group, port }
 }
@@ -90,15 +115,26 @@ export async function hasMembers(n: Node, count: number): Promise<boolean> {
 export async function waitMembers(nodes: Node[], count: number): Promise<void> {
   // Trusted too: until then a member owns no keys and is pushed no copies (memberProbationMs);
   // and steady: readers ask the owners alone, as in a cluster that never changed (membership.ts).
-  await eventually(async () => (await Promise.all(nodes.map(clusterStats))).every((c) => c['members'] === count && c['trustedMembers'] === count && c['membershipSteady'] !== false), 60_000, `every node sees ${count} members`)
+  await eventually(
+    async () =>
+      (await Promise.all(nodes.map(clusterStats))).every(
+        (c) => c['members'] === count && c['trustedMembers'] === count && c['membershipSteady'] !== false,
+      ),
+    60_000,
+    `every node sees ${count} members`,
+  )
 }
 
 /** Waits until no daemon has copies queued, in flight, or a re-placement scan scheduled. */
 export async function replicationSettled(nodes: Node[]): Promise<void> {
-  await eventually(async () => {
-    const s = await Promise.all(nodes.map(clusterStats))
-    return s.every((c) => c['replicationPending'] === 0)
-  }, 120_000, 'replication queues drained')
+  await eventually(
+    async () => {
+      const s = await Promise.all(nodes.map(clusterStats))
+      return s.every((c) => c['replicationPending'] === 0)
+    },
+    120_000,
+    'replication queues drained',
+  )
 }
 
 /** Every key readable from every node (remote fetches allowed); resolves the keys that were not. */
@@ -116,14 +152,18 @@ export async function unreadable(nodes: Node[], keys: string[], value: (k: strin
   return missing
 }
 
-
 /**
  * Every key readable from every node, once failure detection has caught up. A read that races it
  * (the key's owner just died and is still a member) may fail; such reads are made again once
  * every node sees `members` live members. A session still unreadable then is lost. Resolves the
  * keys lost (as unreadable does) and the count of first reads that had to be made again.
  */
-export async function readableOnceConverged(nodes: Node[], keys: string[], value: (k: string) => Buffer, members: number): Promise<{ lost: string[]; retried: number }> {
+export async function readableOnceConverged(
+  nodes: Node[],
+  keys: string[],
+  value: (k: string) => Buffer,
+  members: number,
+): Promise<{ lost: string[]; retried: number }> {
   const first = await unreadable(nodes, keys, value)
   if (first.length === 0) return { lost: [], retried: 0 }
   await waitMembers(nodes, members)
@@ -140,7 +180,10 @@ export async function readableOnceConverged(nodes: Node[], keys: string[], value
  * test's key file) and the id to seal with, and a UDP socket on a loopback port, closed at the
  * test's teardown, with its address as a reply address.
  */
-export async function keyHolder(t: { teardown(fn: () => unknown): void }, keyFile: string): Promise<{ ring: Keyring; keyId: number; sock: SocketAsPromised; me: Address }> {
+export async function keyHolder(
+  t: { teardown(fn: () => unknown): void },
+  keyFile: string,
+): Promise<{ ring: Keyring; keyId: number; sock: SocketAsPromised; me: Address }> {
   const ring = new Keyring(parseKeyFile(fs.readFileSync(keyFile, 'utf8')))
   const sock = DgramAsPromised.createSocket({ type: 'udp4' })
   t.teardown(() => sock.close())

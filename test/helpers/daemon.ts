@@ -39,7 +39,9 @@ export interface Running {
  */
 export function nodeCommand(prefix: string[] = []): string[] {
   if (process.env['_TAPJS_PROCESSINFO_COVERAGE_'] !== '0') return [...prefix, process.execPath]
-  const options = (process.env['NODE_OPTIONS'] ?? '').replace(/(^|\s)"?--(import|loader|require)[= ][^\s"]*@tapjs\/processinfo[^\s"]*"?/g, '').trim()
+  const options = (process.env['NODE_OPTIONS'] ?? '')
+    .replace(/(^|\s)"?--(import|loader|require)[= ][^\s"]*@tapjs\/processinfo[^\s"]*"?/g, '')
+    .trim()
   return ['env', `NODE_OPTIONS=${options}`, ...prefix, process.execPath]
 }
 
@@ -56,7 +58,18 @@ export function tmpDir(prefix = 'sc-'): string {
  * --admin-socket DIR/NAME-admin.sock`), 'api' (only `--socket`; the admin socket is then
  * DIR/admin.sock) or 'none' (the built-in defaults; `socket` and `adminSocket` are then empty).
  */
-export async function startDaemon(t: Teardown, opts: { args?: string[]; dir?: string; env?: NodeJS.ProcessEnv; wait?: boolean; name?: string; prefix?: string[]; paths?: 'both' | 'api' | 'none' } = {}): Promise<Running> {
+export async function startDaemon(
+  t: Teardown,
+  opts: {
+    args?: string[]
+    dir?: string
+    env?: NodeJS.ProcessEnv
+    wait?: boolean
+    name?: string
+    prefix?: string[]
+    paths?: 'both' | 'api' | 'none'
+  } = {},
+): Promise<Running> {
   const dir = opts.dir ?? tmpDir()
   const name = opts.name ?? 'd'
   const paths = opts.paths ?? 'both'
@@ -64,7 +77,9 @@ export async function startDaemon(t: Teardown, opts: { args?: string[]; dir?: st
   const adminSocket = paths === 'none' ? '' : path.join(dir, paths === 'api' ? 'admin.sock' : `${name}-admin.sock`)
   const extra = opts.args ?? []
   // A group and port of its own, so daemons of tests running side by side never meet by accident.
-  const isolate = extra.includes('--port') ? [] : ['--group', `239.254.${crypto.randomInt(256)}.${1 + crypto.randomInt(250)}`, '--port', String(20000 + crypto.randomInt(40000))]
+  const isolate = extra.includes('--port')
+    ? []
+    : ['--group', `239.254.${crypto.randomInt(256)}.${1 + crypto.randomInt(250)}`, '--port', String(20000 + crypto.randomInt(40000))]
   const pathArgs = paths === 'none' ? [] : paths === 'api' ? ['--socket', socket] : ['--socket', socket, '--admin-socket', adminSocket]
   const args = [DAEMON, ...pathArgs, ...isolate, ...extra]
   // `prefix` runs the daemon through another command, such as `ip netns exec NS` (which execs, so
@@ -91,10 +106,11 @@ export async function startDaemon(t: Teardown, opts: { args?: string[]; dir?: st
         obj = { raw: line }
       }
       logs.push(obj)
-      for (const w of [...waiters]) if (w.pred(obj)) {
-        waiters.splice(waiters.indexOf(w), 1)
-        w.resolve(obj)
-      }
+      for (const w of [...waiters])
+        if (w.pred(obj)) {
+          waiters.splice(waiters.indexOf(w), 1)
+          w.resolve(obj)
+        }
     }
   })
   proc.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s))
@@ -135,7 +151,10 @@ export async function startDaemon(t: Teardown, opts: { args?: string[]; dir?: st
 }
 
 /** Runs the CLI to completion. */
-export function runCli(args: string[], opts: { input?: string | Buffer; env?: NodeJS.ProcessEnv; prefix?: string[] } = {}): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
+export function runCli(
+  args: string[],
+  opts: { input?: string | Buffer; env?: NodeJS.ProcessEnv; prefix?: string[] } = {},
+): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
   return new Promise((resolve) => {
     const [cmd, ...pre] = nodeCommand(opts.prefix)
     const p = spawn(cmd!, [...pre, CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } })
@@ -163,6 +182,5 @@ export async function eventually<T>(fn: () => T | Promise<T>, ms = 20_000, what 
     await new Promise((r) => setTimeout(r, 20))
   }
 }
-
 
 export { freePortSync as freePort } from './ports.js'

@@ -49,15 +49,46 @@ export const requestSeeds: Request[] = [
 const addr = { family: 4 as const, address: '10.0.0.1', port: 47700 }
 export const messageSeeds: Message[] = [
   { type: MsgType.LOOKUP, reqId: 1, nonce: Buffer.alloc(8, 5), reply: addr, expect: [Buffer.alloc(8, 4)], key: b('session') },
-  { type: MsgType.HIT, reqId: 1, nonce: Buffer.alloc(8, 5), digest: Buffer.alloc(16, 6), ttlMs: 1000, flags: 0, totalLen: 500, index: 0, count: 2, version: 0x0190e1a2b3c40102n, chunk: Buffer.alloc(250, 1) },
+  {
+    type: MsgType.HIT,
+    reqId: 1,
+    nonce: Buffer.alloc(8, 5),
+    digest: Buffer.alloc(16, 6),
+    ttlMs: 1000,
+    flags: 0,
+    totalLen: 500,
+    index: 0,
+    count: 2,
+    version: 0x0190e1a2b3c40102n,
+    chunk: Buffer.alloc(250, 1),
+  },
   { type: MsgType.MISS, reqId: 1, nonce: Buffer.alloc(8, 5), digest: Buffer.alloc(16, 6) },
   { type: MsgType.INVALIDATE, version: 0x0190e1a2b3c40203n, key: b('k') },
   { type: MsgType.ANNOUNCE, reply: { family: 6, address: 'fd00::1', port: 1 }, entries: 3, flags: 1, name: 'host' },
   { type: MsgType.LEAVE },
   { type: MsgType.TICKET_KEY, epoch: 9, creator: Buffer.alloc(8, 1), key: Buffer.alloc(48, 2) },
   { type: MsgType.TICKET_PUB, period: 9, pub: Buffer.alloc(32, 3), held: [{ epoch: 9, holder: Buffer.alloc(8, 1) }] },
-  { type: MsgType.TICKET_SEAL, epoch: 9, sealerPub: Buffer.alloc(32, 3), recipientPub: Buffer.alloc(32, 4), nonce: Buffer.alloc(12, 5), sealed: Buffer.alloc(48, 6), tag: Buffer.alloc(16, 7) },
-  { type: MsgType.REPLICATE, replId: 3, ttlMs: 9, flags: 0, totalLen: 4, index: 0, count: 1, version: 0x0190e1a2b3c40001n, key: b('k'), chunk: b('abcd') },
+  {
+    type: MsgType.TICKET_SEAL,
+    epoch: 9,
+    sealerPub: Buffer.alloc(32, 3),
+    recipientPub: Buffer.alloc(32, 4),
+    nonce: Buffer.alloc(12, 5),
+    sealed: Buffer.alloc(48, 6),
+    tag: Buffer.alloc(16, 7),
+  },
+  {
+    type: MsgType.REPLICATE,
+    replId: 3,
+    ttlMs: 9,
+    flags: 0,
+    totalLen: 4,
+    index: 0,
+    count: 1,
+    version: 0x0190e1a2b3c40001n,
+    key: b('k'),
+    chunk: b('abcd'),
+  },
   { type: MsgType.ACK, replId: 3 },
   { type: MsgType.DELETE, replId: 4, version: 0x0190e1a2b3c40304n, key: b('k') },
   { type: MsgType.ACKS, replIds: [3, 4, 5] },
@@ -126,39 +157,53 @@ export function fuzz(inputs: number, seed = 1): FuzzResult[] {
   const ring = new Keyring([key])
   const sender = Buffer.alloc(8, 3)
   const reqBytes = requestSeeds.map(encodeRequest)
-  const replyBytes = [encodeReply(Op.GET, 1, Status.OK, Buffer.alloc(200, 1), 0, 1000), encodeReply(Op.STATS, 2, Status.OK, b('{}')), encodeReply(Op.SET, 3, Status.TOO_LARGE, b('too large'))]
+  const replyBytes = [
+    encodeReply(Op.GET, 1, Status.OK, Buffer.alloc(200, 1), 0, 1000),
+    encodeReply(Op.STATS, 2, Status.OK, b('{}')),
+    encodeReply(Op.SET, 3, Status.TOO_LARGE, b('too large')),
+  ]
   // Batches too: their mutations cut, nest and mislabel entries.
-  const bodies = [...messageSeeds.map((m) => encodeBody(m, 1_764_000_000_000)), encodeBatch(messageSeeds.slice(0, 3), 1_764_000_000_000), encodeBatch(messageSeeds.slice(-3), 1_764_000_000_000)]
+  const bodies = [
+    ...messageSeeds.map((m) => encodeBody(m, 1_764_000_000_000)),
+    encodeBatch(messageSeeds.slice(0, 3), 1_764_000_000_000),
+    encodeBatch(messageSeeds.slice(-3), 1_764_000_000_000),
+  ]
   const sealed = bodies.map((body, i) => seal(ring, key.id, sender, i + 1, body))
   const pick = (arr: Buffer[]) => arr[r() % arr.length]!
   const results: FuzzResult[] = []
   const targets: [string, () => boolean][] = [
-    ['local request', () => {
-      const req = own(() => decodeRequest(mutate(pick(reqBytes), pick(reqBytes), r))) as Request | undefined
-      if (req) {
-        const again = decodeRequest(encodeRequest(req))
-        if (JSON.stringify(again) !== JSON.stringify(req)) throw new Error(`request does not round-trip: ${JSON.stringify(req)}`)
-      }
-      return req !== undefined
-    }],
-    ['local reply', () => own(() => decodeReply(mutate(pick(replyBytes), pick(replyBytes), r))) !== undefined],
-    ['frame stream', () => {
-      const stream = mutate(Buffer.concat([pick(reqBytes), pick(reqBytes)]), pick(reqBytes), r)
-      const dec = new FrameDecoder(4096)
-      let frames = 0
-      own(() => {
-        let off = 0
-        while (off < stream.length) {
-          const n = 1 + (r() % 32)
-          dec.push(stream.subarray(off, off + n), (f) => {
-            frames++
-            own(() => decodeRequest(f))
-          })
-          off += n
+    [
+      'local request',
+      () => {
+        const req = own(() => decodeRequest(mutate(pick(reqBytes), pick(reqBytes), r))) as Request | undefined
+        if (req) {
+          const again = decodeRequest(encodeRequest(req))
+          if (JSON.stringify(again) !== JSON.stringify(req)) throw new Error(`request does not round-trip: ${JSON.stringify(req)}`)
         }
-      })
-      return frames > 0
-    }],
+        return req !== undefined
+      },
+    ],
+    ['local reply', () => own(() => decodeReply(mutate(pick(replyBytes), pick(replyBytes), r))) !== undefined],
+    [
+      'frame stream',
+      () => {
+        const stream = mutate(Buffer.concat([pick(reqBytes), pick(reqBytes)]), pick(reqBytes), r)
+        const dec = new FrameDecoder(4096)
+        let frames = 0
+        own(() => {
+          let off = 0
+          while (off < stream.length) {
+            const n = 1 + (r() % 32)
+            dec.push(stream.subarray(off, off + n), (f) => {
+              frames++
+              own(() => decodeRequest(f))
+            })
+            off += n
+          }
+        })
+        return frames > 0
+      },
+    ],
     ['peer body (authenticated but malformed)', () => own(() => decodeMessages(mutate(pick(bodies), pick(bodies), r))) !== undefined],
     ['sealed datagram', () => own(() => open(ring, mutate(pick(sealed), pick(sealed), r))) !== undefined],
   ]

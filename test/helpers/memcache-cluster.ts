@@ -9,12 +9,21 @@ export interface McNode extends Node {
 }
 
 /** `n` daemons started side by side, each with a memcache listener, once every one trusts the others. */
-export async function startMcCluster(t: { teardown(fn: () => unknown): void }, n: number, args: string[] = []): Promise<{ nodes: McNode[]; dir: string; keyFile: string; group: string; port: number }> {
+export async function startMcCluster(
+  t: { teardown(fn: () => unknown): void },
+  n: number,
+  args: string[] = [],
+): Promise<{ nodes: McNode[]; dir: string; keyFile: string; group: string; port: number }> {
   const probe = await startCluster(t, 0)
   const common = { dir: probe.dir, keyFile: probe.keyFile, group: probe.group, port: probe.port }
   const ports = await Promise.all(Array.from({ length: n }, () => freePort()))
   const nodes = await Promise.all(
-    ports.map(async (mcPort, i) => Object.assign(await startNode(t, { ...common, name: String.fromCharCode(97 + i), args: [...args, '--memcache-listen', `127.0.0.1:${mcPort}`] }), { mcPort })),
+    ports.map(async (mcPort, i) =>
+      Object.assign(
+        await startNode(t, { ...common, name: String.fromCharCode(97 + i), args: [...args, '--memcache-listen', `127.0.0.1:${mcPort}`] }),
+        { mcPort },
+      ),
+    ),
   )
   await waitMembers(nodes, n - 1)
   return { ...common, nodes }
@@ -54,7 +63,11 @@ export async function mcConnect(t: { teardown(fn: () => unknown): void }, port: 
       const multi = /^(get|gets|gat|gats) /.test(line)
       return new Promise((resolve) => {
         waiting.push({ multi, lines: [], resolve })
-        s.write(data === undefined ? `${line}\r\n` : Buffer.concat([Buffer.from(`${line}\r\n`, 'latin1'), Buffer.from(data), Buffer.from('\r\n')]))
+        s.write(
+          data === undefined
+            ? `${line}\r\n`
+            : Buffer.concat([Buffer.from(`${line}\r\n`, 'latin1'), Buffer.from(data), Buffer.from('\r\n')]),
+        )
       })
     },
     close: () => s.destroy(),

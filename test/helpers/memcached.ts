@@ -32,7 +32,12 @@ export async function startMemcached(t: { teardown(fn: () => unknown): void }, a
  * Sends `chunks` (each its own write, in order) on a new connection and collects what comes back
  * until `done(bytes)` says so, the server closes, or `ms` pass. `closed` tells which it was.
  */
-export function exchange(port: number, chunks: Buffer[], done: (got: Buffer) => boolean, ms = 20_000): Promise<{ got: Buffer; closed: boolean; timedOut: boolean }> {
+export function exchange(
+  port: number,
+  chunks: Buffer[],
+  done: (got: Buffer) => boolean,
+  ms = 20_000,
+): Promise<{ got: Buffer; closed: boolean; timedOut: boolean }> {
   return new Promise((resolve) => {
     const s = net.connect(port, '127.0.0.1')
     s.setNoDelay(true)

@@ -91,7 +91,14 @@ export class MemoryLab {
       now: () => clock.now(),
       clock: new Hlc(() => clock.wallMs()),
     })
-    const transport = new Transport({ ...o, keys, log: silentLog, now: () => clock.wallMs(), immediate: (fn) => clock.setImmediate(fn), sockets: this.net.host(address) })
+    const transport = new Transport({
+      ...o,
+      keys,
+      log: silentLog,
+      now: () => clock.wallMs(),
+      immediate: (fn) => clock.setImmediate(fn),
+      sockets: this.net.host(address),
+    })
     const cluster = new Cluster(o, keys, store, silentLog, { clock, transport, random: this.#random })
     await cluster.start()
     const core: Core = { name, address, cluster, store }
@@ -126,7 +133,14 @@ export class MemoryLab {
    */
   async converge(maxMs = 30_000): Promise<boolean> {
     const live = () => this.cores.filter((c) => !c.stopped)
-    return this.until(() => live().every((c) => c.cluster.membership.steady() && live().every((o) => o === c || c.cluster.members.get(o.cluster.nodeId)?.trusted === true)), maxMs, 50)
+    return this.until(
+      () =>
+        live().every(
+          (c) => c.cluster.membership.steady() && live().every((o) => o === c || c.cluster.members.get(o.cluster.nodeId)?.trusted === true),
+        ),
+      maxMs,
+      50,
+    )
   }
 
   /** Stores `key` at `core` as an application would: SET, then the cluster's copies to the other owners. */
@@ -175,7 +189,12 @@ export class MemoryLab {
  * A lab of `n` cores (named n0, n1, ...) that all know each other as trusted members, closed at
  * the end of the test.
  */
-export async function startLab(t: { teardown(fn: () => unknown): void; ok(v: unknown, msg: string): unknown }, n: number, seed: number, options: Partial<ClusterOptions> = {}): Promise<{ lab: MemoryLab; cores: Core[] }> {
+export async function startLab(
+  t: { teardown(fn: () => unknown): void; ok(v: unknown, msg: string): unknown },
+  n: number,
+  seed: number,
+  options: Partial<ClusterOptions> = {},
+): Promise<{ lab: MemoryLab; cores: Core[] }> {
   const lab = new MemoryLab(seed, options)
   t.teardown(() => lab.close())
   const cores: Core[] = []

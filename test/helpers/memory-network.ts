@@ -57,7 +57,10 @@ export interface NetworkCounters {
 
 const FIRST_EPHEMERAL_PORT = 40_000
 
-const isMulticast = (address: string) => (net.isIPv6(address) ? address.toLowerCase().startsWith('ff') : Number(address.split('.')[0]) >= 224 && Number(address.split('.')[0]) <= 239)
+const isMulticast = (address: string) =>
+  net.isIPv6(address)
+    ? address.toLowerCase().startsWith('ff')
+    : Number(address.split('.')[0]) >= 224 && Number(address.split('.')[0]) <= 239
 
 class MemorySocket implements DatagramSocket {
   readonly v6: boolean
@@ -183,7 +186,11 @@ export class MemoryNetwork {
 
   bind(s: MemorySocket, port: number, address: string): Endpoint {
     if (port === 0) port = this.#nextPort++
-    else if (!isMulticast(address) && address !== '::' && [...this.#sockets].some((o) => o !== s && !o.closed && o.bound?.port === port && o.bound.address === address)) {
+    else if (
+      !isMulticast(address) &&
+      address !== '::' &&
+      [...this.#sockets].some((o) => o !== s && !o.closed && o.bound?.port === port && o.bound.address === address)
+    ) {
       throw Object.assign(new Error(`bind EADDRINUSE ${address}:${port}`), { code: 'EADDRINUSE' })
     }
     return { address, port }
@@ -197,7 +204,9 @@ export class MemoryNetwork {
     this.counters.sent++
     const src = from.bound!
     const group = isMulticast(to.address)
-    const receivers = [...this.#sockets].filter((s) => !s.closed && s.bound?.port === to.port && (group ? s.groups.has(to.address) : s.bound.address === to.address))
+    const receivers = [...this.#sockets].filter(
+      (s) => !s.closed && s.bound?.port === to.port && (group ? s.groups.has(to.address) : s.bound.address === to.address),
+    )
     if (receivers.length === 0) {
       this.counters.unreachable++
       return
@@ -217,11 +226,14 @@ export class MemoryNetwork {
       for (let i = 0; i < copies; i++) {
         const copy = Buffer.from(buf)
         const { minDelayMs: lo, maxDelayMs: hi } = this.faults
-        this.#clock.setTimeout(() => {
-          if (r.closed) return
-          this.counters.delivered++
-          r.deliver(copy, src)
-        }, lo + this.#random() * Math.max(0, hi - lo))
+        this.#clock.setTimeout(
+          () => {
+            if (r.closed) return
+            this.counters.delivered++
+            r.deliver(copy, src)
+          },
+          lo + this.#random() * Math.max(0, hi - lo),
+        )
       }
     }
   }

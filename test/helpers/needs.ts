@@ -65,7 +65,10 @@ const reported = new Set<string>()
 export function needs(n: Needs): NeedsOptions {
   const missing = missingNeeds(n)
   if (missing.length === 0) return {}
-  const hints = [...(missing.includes('root') ? ['run it as root'] : []), ...(missing.some((m) => m !== 'root') ? ['scripts/install-system-deps.sh installs the system packages'] : [])]
+  const hints = [
+    ...(missing.includes('root') ? ['run it as root'] : []),
+    ...(missing.some((m) => m !== 'root') ? ['scripts/install-system-deps.sh installs the system packages'] : []),
+  ]
   const reason = `needs ${missing.join(', ')} (${hints.join('; ')})`
   if (process.env['CI'] !== 'true') return { skip: reason }
   if (!reported.has(reason)) {

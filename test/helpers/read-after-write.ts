@@ -81,7 +81,7 @@ export async function pairsAmong(pool: () => Node[], pairs: number, prefix: stri
     }
     const n = nodes.length
     const writer = nodes[i % n]!
-    const reader = nodes[(i % n + 1 + (Math.floor(i / n) % (n - 1))) % n]!
+    const reader = nodes[((i % n) + 1 + (Math.floor(i / n) % (n - 1))) % n]!
     const key = `${prefix}-${i}`
     const value = Buffer.from(`session-${i}`.padEnd(120, '.'))
     busy.add(writer)

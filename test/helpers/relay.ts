@@ -56,10 +56,22 @@ export function nft(lab: NetLab, i: number, rules: string): void {
  * Relays datagrams arriving at host `i` for `daemonPort` through a process that records them.
  * The relay's own ports are `capturePort` and `injectPort` (inside a namespace the test made).
  */
-export async function startRelay(t: { teardown(fn: () => unknown): void }, lab: NetLab, i: number, dir: string, daemonPort: number, capturePort = 40001, injectPort = 40002): Promise<Relay> {
+export async function startRelay(
+  t: { teardown(fn: () => unknown): void },
+  lab: NetLab,
+  i: number,
+  dir: string,
+  daemonPort: number,
+  capturePort = 40001,
+  injectPort = 40002,
+): Promise<Relay> {
   const file = path.join(dir, 'relay.mjs')
   fs.writeFileSync(file, RELAY_JS)
-  const proc = spawn('ip', ['netns', 'exec', lab.ns(i), process.execPath, file, lab.addr(i), String(capturePort), String(injectPort), String(daemonPort)], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const proc = spawn(
+    'ip',
+    ['netns', 'exec', lab.ns(i), process.execPath, file, lab.addr(i), String(capturePort), String(injectPort), String(daemonPort)],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  )
   t.teardown(() => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
   })
@@ -71,7 +83,14 @@ export async function startRelay(t: { teardown(fn: () => unknown): void }, lab: 
     buf += s
     let n
     while ((n = buf.indexOf('\n')) >= 0) {
-      const o = JSON.parse(buf.slice(0, n)) as { ready?: boolean; sent?: boolean; via?: 'capture' | 'inject'; from?: string; port?: number; hex?: string }
+      const o = JSON.parse(buf.slice(0, n)) as {
+        ready?: boolean
+        sent?: boolean
+        via?: 'capture' | 'inject'
+        from?: string
+        port?: number
+        hex?: string
+      }
       buf = buf.slice(n + 1)
       if (o.ready) ready = true
       else if (o.sent) waiters.shift()?.()
@@ -80,7 +99,11 @@ export async function startRelay(t: { teardown(fn: () => unknown): void }, lab: 
   })
   await eventually(() => ready || proc.exitCode !== null, 30_000, 'the relay listening')
   if (!ready) throw new Error('the relay did not start')
-  nft(lab, i, `table ip screlay {\n chain pre {\n type nat hook prerouting priority -100; policy accept;\n udp dport ${daemonPort} dnat to ${lab.addr(i)}:${capturePort}\n }\n}\n`)
+  nft(
+    lab,
+    i,
+    `table ip screlay {\n chain pre {\n type nat hook prerouting priority -100; policy accept;\n udp dport ${daemonPort} dnat to ${lab.addr(i)}:${capturePort}\n }\n}\n`,
+  )
   return {
     seen,
     injectPort,

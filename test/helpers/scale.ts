@@ -40,7 +40,13 @@ function percentile(sorted: number[], p: number): number {
  * `warm`: fills and "not found" answers made untimed first, so the latency figures are of compiled
  * code, as in a cluster that has been serving (the datagram counts do not need them).
  */
-export async function scaleRun(hosts: number, sessions: number, probes: number, extra: string[] = [], warm = Math.min(2000, Math.floor(sessions / 4))): Promise<ScaleFigures> {
+export async function scaleRun(
+  hosts: number,
+  sessions: number,
+  probes: number,
+  extra: string[] = [],
+  warm = Math.min(2000, Math.floor(sessions / 4)),
+): Promise<ScaleFigures> {
   const teardowns: (() => unknown)[] = []
   const t = { teardown: (fn: () => unknown) => teardowns.push(fn) }
   const clients: StatecastClient[] = []
@@ -52,20 +58,38 @@ export async function scaleRun(hosts: number, sessions: number, probes: number, 
     const group = `239.255.${crypto.randomInt(256)}.${1 + crypto.randomInt(250)}`
     const port = String(20000 + crypto.randomInt(40000))
     const start = async (i: number) => {
-      const d = await startDaemon(t, { dir, name: `h${i}`, prefix: lab.exec(i), args: ['--interface', lab.addr(i), '--key-file', keyFile, '--group', group, '--port', port, '--lookup-timeout-ms', '100', ...extra] })
+      const d = await startDaemon(t, {
+        dir,
+        name: `h${i}`,
+        prefix: lab.exec(i),
+        args: ['--interface', lab.addr(i), '--key-file', keyFile, '--group', group, '--port', port, '--lookup-timeout-ms', '100', ...extra],
+      })
       // A request deadline above any lookup deadline: a busy machine answers late, not TIMEOUT.
       return StatecastClient.connect({ socketPath: d.socket, timeoutMs: CLIENT_TIMEOUT_MS })
     }
-    for (let i = 1; i <= hosts; i += START_BATCH) clients.push(...(await Promise.all(Array.from({ length: Math.min(START_BATCH, hosts - i + 1) }, (_, j) => start(i + j)))))
+    for (let i = 1; i <= hosts; i += START_BATCH)
+      clients.push(...(await Promise.all(Array.from({ length: Math.min(START_BATCH, hosts - i + 1) }, (_, j) => start(i + j)))))
     const stats = async (c: StatecastClient) => ((await c.stats()) as unknown as Stats).cluster
-    await eventually(async () => (await Promise.all(clients.map(stats))).every((c) => c['members'] === hosts - 1), 120_000, `every host sees ${hosts - 1} members`)
+    await eventually(
+      async () => (await Promise.all(clients.map(stats))).every((c) => c['members'] === hosts - 1),
+      120_000,
+      `every host sees ${hosts - 1} members`,
+    )
     const startupSeconds = (performance.now() - t0) / 1000
     const value = (k: number) => Buffer.from(`session-${k}-`.padEnd(200, 'x'))
-    for (let i = 0; i < sessions; i += 200) await Promise.all(Array.from({ length: Math.min(200, sessions - i) }, (_, j) => clients[(i + j) % hosts]!.set(`s${i + j}`, value(i + j))))
-    await eventually(async () => (await Promise.all(clients.map(stats))).every((c) => c['replicationPending'] === 0), 120_000, 'replication queues drained')
+    for (let i = 0; i < sessions; i += 200)
+      await Promise.all(
+        Array.from({ length: Math.min(200, sessions - i) }, (_, j) => clients[(i + j) % hosts]!.set(`s${i + j}`, value(i + j))),
+      )
+    await eventually(
+      async () => (await Promise.all(clients.map(stats))).every((c) => c['replicationPending'] === 0),
+      120_000,
+      'replication queues drained',
+    )
     const me = clients[0]!
     // Untimed first (keys from the top of the range).
-    for (let k = sessions - 1, n = 0; n < warm && k >= sessions / 2; k--) if (!(await me.get(`s${k}`, { localOnly: true }))) n += (await me.get(`s${k}`)) ? 1 : 0
+    for (let k = sessions - 1, n = 0; n < warm && k >= sessions / 2; k--)
+      if (!(await me.get(`s${k}`, { localOnly: true }))) n += (await me.get(`s${k}`)) ? 1 : 0
     for (let k = 0; k < warm; k++) await me.get(`warm-absent-${k}`)
     const base = await stats(me)
     const fill: number[] = []

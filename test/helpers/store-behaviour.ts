@@ -73,27 +73,42 @@ export function storeBehaviour(Impl: StoreClass): void {
     store.set('c', Buffer.alloc(100, 3))
     store.set('d', Buffer.alloc(100, 4)) // evicts a
     t.equal(store.has('a'), false)
-    t.ok(a.every((x) => x === 0), 'evicted value wiped')
+    t.ok(
+      a.every((x) => x === 0),
+      'evicted value wiped',
+    )
     t.equal(store.counters.evictions, 1)
 
     const b = held('b')
     store.delete('b')
-    t.ok(b.every((x) => x === 0), 'deleted value wiped')
+    t.ok(
+      b.every((x) => x === 0),
+      'deleted value wiped',
+    )
 
     const c = held('c')
     store.set('c', Buffer.alloc(100, 9))
-    t.ok(c.every((x) => x === 0), 'overwritten value wiped')
+    t.ok(
+      c.every((x) => x === 0),
+      'overwritten value wiped',
+    )
 
     store.set('e', Buffer.alloc(10, 5), 10)
     const e = held('e')
     advance(20)
     store.purgeStale()
-    t.ok(e.every((x) => x === 0), 'expired value wiped by the purge')
+    t.ok(
+      e.every((x) => x === 0),
+      'expired value wiped by the purge',
+    )
     t.equal(store.counters.expirations, 1)
 
     const d = held('d')
     t.equal(store.flush(), 2)
-    t.ok(d.every((x) => x === 0), 'flushed value wiped')
+    t.ok(
+      d.every((x) => x === 0),
+      'flushed value wiped',
+    )
   })
 
   t.test('flags travel with the value', async (t) => {
@@ -209,7 +224,11 @@ export function storeBehaviour(Impl: StoreClass): void {
     t.equal(store.stats().tombstones, 1)
     store.purgeStale()
     t.equal(store.stats().tombstones, 0, 'an expired tombstone is purged')
-    t.equal(store.setFromPeer('k', Buffer.from('secret'), 0, 0, peerVersion(t0 - 5)), true, 'after it (when the transport refuses such a copy as stale) nothing is known')
+    t.equal(
+      store.setFromPeer('k', Buffer.from('secret'), 0, 0, peerVersion(t0 - 5)),
+      true,
+      'after it (when the transport refuses such a copy as stale) nothing is known',
+    )
     // A write newer than the delete (the key was set again elsewhere) is applied at once.
     store.delete('j')
     t.equal(store.setFromPeer('j', Buffer.from('again'), 0, 0, peerVersion(t0 + 60_000)), true, 'a copy newer than the delete is applied')
@@ -224,7 +243,7 @@ export function storeBehaviour(Impl: StoreClass): void {
     t.ok(store.get('k'), 'the newer value stays')
     t.equal(store.deleteFromPeer('k', peerVersion(t0, 4)), true)
     t.equal(store.get('k'), undefined)
-    t.equal(store.version('k'), peerVersion(t0, 4), 'the tombstone keeps the delete\'s version')
+    t.equal(store.version('k'), peerVersion(t0, 4), "the tombstone keeps the delete's version")
     t.equal(store.deleteFromPeer('nothing', peerVersion(t0, 1)), true, 'a delete of a key never held is remembered')
     t.equal(store.setFromPeer('nothing', Buffer.from('x'), 0, 0, peerVersion(t0)), false, 'so an older copy of it is refused')
     // A delete and a value of equal versions: the delete wins.
@@ -239,7 +258,7 @@ export function storeBehaviour(Impl: StoreClass): void {
     t.ok(store.peek('a')!.version > ahead, 'a local write after it is newer, though our wall clock is behind')
     store.deleteFromPeer('b', peerVersion(1_764_000_000_000 + 9_000))
     store.set('b', Buffer.from('again'))
-    t.ok(store.peek('b'), 'a set after a peer\'s delete made with a clock ahead of ours is kept')
+    t.ok(store.peek('b'), "a set after a peer's delete made with a clock ahead of ours is kept")
     setWall(1_764_000_000_000 + 60_000)
     store.set('c', Buffer.from('x'))
     t.equal(store.peek('c')!.version >> 16n, BigInt(1_764_000_000_000 + 60_000), 'and follows the wall clock again once it passes')
@@ -256,11 +275,19 @@ export function storeBehaviour(Impl: StoreClass): void {
     t.equal(store.stats().tombstones, 2, 'at most maxTombstones')
     t.equal(store.stats().tombstonesEvictedEarly, 1)
     t.equal(store.version('a'), NO_VERSION, 'the oldest went first')
-    t.equal(store.setFromPeer('a', Buffer.from('resurrected?'), 0, 0, peerVersion(t0 - 10)), false, 'an old copy of its key is still refused: below its bucket floor')
+    t.equal(
+      store.setFromPeer('a', Buffer.from('resurrected?'), 0, 0, peerVersion(t0 - 10)),
+      false,
+      'an old copy of its key is still refused: below its bucket floor',
+    )
     t.equal(store.setFromPeer('old', Buffer.from('y'), 0, 0, peerVersion(t0 - 500)), true, 'a key held live is judged by its own version')
     t.equal(store.setFromPeer('fresh', Buffer.from('x'), 0, 0, peerVersion(t0 + 10_000)), true, 'a copy newer than the floor is applied')
     advance(10_001)
-    t.equal(store.setFromPeer('a', Buffer.from('x'), 0, 0, peerVersion(t0 - 10)), true, 'the floor ends when the evicted tombstone would have')
+    t.equal(
+      store.setFromPeer('a', Buffer.from('x'), 0, 0, peerVersion(t0 - 10)),
+      true,
+      'the floor ends when the evicted tombstone would have',
+    )
   })
 
   t.test('versions: deletes of keys held nothing of fill a table of their own and raise no floor (issue 21 point 5)', async (t) => {
@@ -294,7 +321,16 @@ export function storeBehaviour(Impl: StoreClass): void {
   const A = (k: string) => `\u0000alpha\u0000${k}`
   const B = (k: string) => `\u0000beta\u0000${k}`
   const tenanted = (opts: Partial<StoreOptions> = {}) => {
-    const { store, advance, setWall } = versioned({ maxBytes: 200_000, maxValueBytes: 10_000, tenantQuotas: new Map([['', 50_000], ['alpha', 50_000], ['beta', 100_000]]), ...opts })
+    const { store, advance, setWall } = versioned({
+      maxBytes: 200_000,
+      maxValueBytes: 10_000,
+      tenantQuotas: new Map([
+        ['', 50_000],
+        ['alpha', 50_000],
+        ['beta', 100_000],
+      ]),
+      ...opts,
+    })
     return { store, advance, setWall }
   }
 
@@ -309,28 +345,43 @@ export function storeBehaviour(Impl: StoreClass): void {
     const a = store.usage('alpha')!
     t.ok(a.bytes <= 50_000 && a.bytes > 40_000, `alpha within its share (${a.bytes} bytes)`)
     t.equal(a.maxBytes, 50_000)
-    t.ok(store.get(A('flood499')), 'alpha\'s newest entry held')
-    t.equal(store.get(A('flood0')), undefined, 'alpha\'s oldest evicted')
+    t.ok(store.get(A('flood499')), "alpha's newest entry held")
+    t.equal(store.get(A('flood0')), undefined, "alpha's oldest evicted")
     const betaBytes = Array.from({ length: 40 }, (_, i) => B(`s${i}`).length + 1000 + ENTRY_OVERHEAD_BYTES).reduce((x, y) => x + y)
-    t.same(store.usage('beta'), { entries: 40, bytes: betaBytes, maxBytes: 100_000 }, 'beta\'s usage')
+    t.same(store.usage('beta'), { entries: 40, bytes: betaBytes, maxBytes: 100_000 }, "beta's usage")
     t.equal(store.usage('gamma'), undefined, 'no share for a tenant not configured')
-    t.equal(store.stats().bytes, store.usage('')!.bytes + store.usage('alpha')!.bytes + store.usage('beta')!.bytes, 'the store\'s bytes are its tenants\'')
+    t.equal(
+      store.stats().bytes,
+      store.usage('')!.bytes + store.usage('alpha')!.bytes + store.usage('beta')!.bytes,
+      "the store's bytes are its tenants'",
+    )
   })
 
-  t.test('tenants: keys of unknown tenants and entries over a share are refused; peers\' copies count against their tenant', async (t) => {
+  t.test("tenants: keys of unknown tenants and entries over a share are refused; peers' copies count against their tenant", async (t) => {
     const { store } = tenanted()
     t.throws(() => store.set('\u0000gamma\u0000k', Buffer.from('x')), { code: 'TOO_LARGE' }, 'no share: refused')
     t.throws(() => store.set('\u0000broken', Buffer.from('x')), { code: 'TOO_LARGE' }, 'a malformed namespace: refused')
-    t.throws(() => store.setFromPeer('\u0000gamma\u0000k', Buffer.from('x'), 1000, 0, peerVersion(1_764_000_000_000)), { code: 'TOO_LARGE' }, 'a copy for no tenant of this host: refused')
-    const small = tenanted({ tenantQuotas: new Map([['', 100_000], ['alpha', 5_000]]), maxValueBytes: 9_000 }).store
-    t.throws(() => small.set(A('big'), Buffer.alloc(6_000)), { code: 'TOO_LARGE' }, 'an entry larger than its tenant\'s share')
+    t.throws(
+      () => store.setFromPeer('\u0000gamma\u0000k', Buffer.from('x'), 1000, 0, peerVersion(1_764_000_000_000)),
+      { code: 'TOO_LARGE' },
+      'a copy for no tenant of this host: refused',
+    )
+    const small = tenanted({
+      tenantQuotas: new Map([
+        ['', 100_000],
+        ['alpha', 5_000],
+      ]),
+      maxValueBytes: 9_000,
+    }).store
+    t.throws(() => small.set(A('big'), Buffer.alloc(6_000)), { code: 'TOO_LARGE' }, "an entry larger than its tenant's share")
     small.set('big', Buffer.alloc(6_000))
-    t.ok(small.get('big'), 'fits the default tenant\'s share')
-    for (let i = 0; i < 20; i++) t.equal(store.setFromPeer(A(`c${i}`), Buffer.alloc(5000), 60_000, 0, peerVersion(1_764_000_000_000, i)), true)
-    t.ok(store.usage('alpha')!.bytes <= 50_000, 'copies from peers are held within their tenant\'s share')
+    t.ok(small.get('big'), "fits the default tenant's share")
+    for (let i = 0; i < 20; i++)
+      t.equal(store.setFromPeer(A(`c${i}`), Buffer.alloc(5000), 60_000, 0, peerVersion(1_764_000_000_000, i)), true)
+    t.ok(store.usage('alpha')!.bytes <= 50_000, "copies from peers are held within their tenant's share")
   })
 
-  t.test('tenants: one tenant\'s evictions never raise the floor of another\'s fills', async (t) => {
+  t.test("tenants: one tenant's evictions never raise the floor of another's fills", async (t) => {
     const { store } = tenanted()
     const t0 = 1_764_000_000_000
     for (let i = 0; i < 200; i++) store.set(A(`flood${i}`), Buffer.alloc(1000))
@@ -338,14 +389,22 @@ export function storeBehaviour(Impl: StoreClass): void {
     // Floors are per tenant and per bucket within it, a bucket by the key after its prefix: the
     // same client key of beta is in the same bucket of beta's floors, which alpha cannot raise.
     const evicted = Array.from({ length: 200 }, (_, i) => `flood${i}`).filter((k) => !store.has(A(k)))
-    t.ok(evicted.length > 0, 'some of alpha\'s were evicted')
+    t.ok(evicted.length > 0, "some of alpha's were evicted")
     for (const k of evicted) {
-      t.equal(store.setFromPeer(B(k), Buffer.from('x'), 60_000, 0, peerVersion(t0 - 1000)), true, `an older fill of beta's ${k} is still taken`)
-      t.equal(store.setFromPeer(A(k), Buffer.from('x'), 60_000, 0, peerVersion(t0 - 1000)), false, `an older copy of alpha's evicted ${k} is refused (its own floor)`)
+      t.equal(
+        store.setFromPeer(B(k), Buffer.from('x'), 60_000, 0, peerVersion(t0 - 1000)),
+        true,
+        `an older fill of beta's ${k} is still taken`,
+      )
+      t.equal(
+        store.setFromPeer(A(k), Buffer.from('x'), 60_000, 0, peerVersion(t0 - 1000)),
+        false,
+        `an older copy of alpha's evicted ${k} is refused (its own floor)`,
+      )
     }
   })
 
-  t.test('tenants: flushTenant drops one tenant\'s entries; keys lists every tenant', async (t) => {
+  t.test("tenants: flushTenant drops one tenant's entries; keys lists every tenant", async (t) => {
     const { store } = tenanted()
     store.set(A('1'), Buffer.from('a'))
     store.set(B('1'), Buffer.from('b'))

@@ -85,7 +85,11 @@ export interface SessionCacheStore {
  * `sessionCache` (h2o only): resume by h2o's own session-ID cache in that store, over the ASCII
  * protocol, with tickets off, instead of by the ticket file (`keyDir` is then not read).
  */
-export async function startServer(t: Teardown, kind: ServerKind, o: { dir: string; name: string; host: string; port: number; keyDir: string; sessionCache?: SessionCacheStore }): Promise<TlsServer> {
+export async function startServer(
+  t: Teardown,
+  kind: ServerKind,
+  o: { dir: string; name: string; host: string; port: number; keyDir: string; sessionCache?: SessionCacheStore },
+): Promise<TlsServer> {
   if (o.sessionCache && kind !== 'h2o') throw new Error(`sessionCache is for h2o only, not ${kind}`)
   const root = path.join(o.dir, o.name)
   fs.mkdirSync(root, { recursive: true, mode: 0o755 })
@@ -244,7 +248,14 @@ export async function startServer(t: Teardown, kind: ServerKind, o: { dir: strin
           'ssl-session-resumption:',
           // mode cache turns tickets off (SSL_OP_NO_TICKET), so only the cache can resume.
           ...(o.sessionCache
-            ? ['  mode: cache', '  cache-store: memcached', '  memcached:', `    host: ${o.sessionCache.host}`, `    port: ${o.sessionCache.port}`, '    protocol: ASCII']
+            ? [
+                '  mode: cache',
+                '  cache-store: memcached',
+                '  memcached:',
+                `    host: ${o.sessionCache.host}`,
+                `    port: ${o.sessionCache.port}`,
+                '    protocol: ASCII',
+              ]
             : ['  mode: ticket', '  ticket-store: file', `  ticket-file: ${o.keyDir}/tickets.yaml`]),
           'hosts:',
           '  default:',
@@ -269,7 +280,11 @@ export async function startServer(t: Teardown, kind: ServerKind, o: { dir: strin
       clearTimeout(timer)
     })
   }
-  const logText = () => [log, path.join(root, 'stderr.log')].filter((f) => fs.existsSync(f)).map((f) => fs.readFileSync(f, 'utf8')).join('\n')
+  const logText = () =>
+    [log, path.join(root, 'stderr.log')]
+      .filter((f) => fs.existsSync(f))
+      .map((f) => fs.readFileSync(f, 'utf8'))
+      .join('\n')
   try {
     await accepting(o.host, o.port)
     // h2o loads its ticket file in a thread of its own, after it accepts: until then it encrypts
@@ -287,7 +302,10 @@ export async function startServer(t: Teardown, kind: ServerKind, o: { dir: strin
     }
   } catch (err) {
     await stop!()
-    const text = [log, path.join(root, 'stderr.log')].filter((f) => fs.existsSync(f)).map((f) => fs.readFileSync(f, 'utf8')).join('\n')
+    const text = [log, path.join(root, 'stderr.log')]
+      .filter((f) => fs.existsSync(f))
+      .map((f) => fs.readFileSync(f, 'utf8'))
+      .join('\n')
     throw new Error(`${kind} did not start: ${(err as Error).message}\n${text.slice(-2000)}`)
   }
   return {

@@ -6,7 +6,27 @@ import path from 'node:path'
 export function makeCert(dir: string): { key: Buffer; cert: Buffer } {
   const key = path.join(dir, 'key.pem')
   const cert = path.join(dir, 'cert.pem')
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost'], { stdio: 'ignore' })
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '2',
+      '-subj',
+      '/CN=localhost',
+    ],
+    { stdio: 'ignore' },
+  )
   return { key: fs.readFileSync(key), cert: fs.readFileSync(cert) }
 }
 
@@ -16,7 +36,9 @@ export function makeCert(dir: string): { key: Buffer; cert: Buffer } {
  */
 export function sClientAt(host: string, port: number, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    const p = spawn('openssl', ['s_client', '-connect', `${host}:${port}`, '-servername', 'localhost', ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
+    const p = spawn('openssl', ['s_client', '-connect', `${host}:${port}`, '-servername', 'localhost', ...args], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    })
     let out = ''
     const timer = setTimeout(() => p.kill('SIGKILL'), 10_000)
     p.stdout.setEncoding('utf8').on('data', (s: string) => {

@@ -28,17 +28,34 @@ t.test('Apache mod_ssl on two hosts resumes TLS 1.2 and TLS 1.3 sessions through
   fs.writeFileSync(path.join(dir, 'cert.pem'), creds.cert)
   const mc = [await freePort(), await freePort()]
   const nodes = [
-    await startNode(t, { dir, name: 'a', keyFile: probe.keyFile, group: probe.group, port: probe.port, args: ['--memcache-listen', `127.0.0.1:${mc[0]}`, '--replication-factor', '1'] }),
-    await startNode(t, { dir, name: 'b', keyFile: probe.keyFile, group: probe.group, port: probe.port, args: ['--memcache-listen', `127.0.0.1:${mc[1]}`, '--replication-factor', '1'] }),
+    await startNode(t, {
+      dir,
+      name: 'a',
+      keyFile: probe.keyFile,
+      group: probe.group,
+      port: probe.port,
+      args: ['--memcache-listen', `127.0.0.1:${mc[0]}`, '--replication-factor', '1'],
+    }),
+    await startNode(t, {
+      dir,
+      name: 'b',
+      keyFile: probe.keyFile,
+      group: probe.group,
+      port: probe.port,
+      args: ['--memcache-listen', `127.0.0.1:${mc[1]}`, '--replication-factor', '1'],
+    }),
   ]
   const { waitMembers } = await import('../helpers/cluster.js')
   await waitMembers(nodes, 1)
   const web = [await apache(t, dir, 'apache-a', mc[0]!), await apache(t, dir, 'apache-b', mc[1]!)]
-  for (const [flag, version] of [['-tls1_2', 'TLSv1.2'], ['-tls1_3', 'TLSv1.3']] as const) {
+  for (const [flag, version] of [
+    ['-tls1_2', 'TLSv1.2'],
+    ['-tls1_3', 'TLSv1.3'],
+  ] as const) {
     const sess = path.join(dir, `sess-${version}.pem`)
     t.equal(sessionLine(await sClient(web[0]!, [flag, '-sess_out', sess])), `New ${version}`, `${version}: full handshake on Apache A`)
     t.equal(sessionLine(await sClient(web[1]!, [flag, '-sess_in', sess])), `Reused ${version}`, `${version}: resumed on Apache B`)
   }
   const s = (await nodes[1]!.admin.stats()) as { memcache: { remoteHits: number } }
-  t.equal(s.memcache.remoteHits, 2, 'B\'s daemon fetched both sessions from A\'s')
+  t.equal(s.memcache.remoteHits, 2, "B's daemon fetched both sessions from A's")
 })

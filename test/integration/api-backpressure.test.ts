@@ -46,19 +46,21 @@ t.test('eight clients that never read their 64 KiB replies keep the daemon withi
     for (let w = 0; w < WRITES; w++) s.write(burst)
   }
   const sent = HOGS * GETS_PER_WRITE * WRITES
-  t.comment(`${HOGS} clients sent ${sent} GETs (${(sent * value.length / MiB).toFixed(0)} MiB of replies) and read none`)
+  t.comment(`${HOGS} clients sent ${sent} GETs (${((sent * value.length) / MiB).toFixed(0)} MiB of replies) and read none`)
 
   // Every hog has been read and answered up to its bound once the daemon counts a few requests
   // from each; the old daemon answered a whole read (every GET in it) at once.
   await eventually(async () => ((await c.stats()) as { api: { requests: number } }).api.requests >= HOGS * 8, 20_000, 'every hog read')
-  t.equal((await c.get('big'))?.length, value.length, 'another client\'s GET is answered')
+  t.equal((await c.get('big'))?.length, value.length, "another client's GET is answered")
   t.ok((await c.ping()) >= 0, 'and its PING')
   const s = (await c.stats()) as { api: { requests: number } }
   const after = memory(d.proc.pid!)
-  t.comment(`requests handled ${s.api.requests} of ${sent + 4}; VmRSS ${(before.rss / MiB).toFixed(1)} -> ${(after.rss / MiB).toFixed(1)} MiB, VmHWM ${(after.hwm / MiB).toFixed(1)} MiB; bound ${(STORE_BYTES + MARGIN_BYTES) / MiB} MiB`)
+  t.comment(
+    `requests handled ${s.api.requests} of ${sent + 4}; VmRSS ${(before.rss / MiB).toFixed(1)} -> ${(after.rss / MiB).toFixed(1)} MiB, VmHWM ${(after.hwm / MiB).toFixed(1)} MiB; bound ${(STORE_BYTES + MARGIN_BYTES) / MiB} MiB`,
+  )
   t.ok(after.rss < STORE_BYTES + MARGIN_BYTES, `VmRSS ${(after.rss / MiB).toFixed(1)} MiB under store bound + margin`)
   t.ok(after.hwm < STORE_BYTES + MARGIN_BYTES, `peak VmHWM ${(after.hwm / MiB).toFixed(1)} MiB under store bound + margin`)
-  t.ok(s.api.requests < sent / 4, 'the hogs\' frames wait unhandled instead of becoming queued replies')
+  t.ok(s.api.requests < sent / 4, "the hogs' frames wait unhandled instead of becoming queued replies")
 
   // A hog that starts reading gets every one of its replies, in order, none lost.
   const hog = hogs[0]!

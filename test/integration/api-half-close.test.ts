@@ -25,7 +25,9 @@ function sendAndHalfClose(socketPath: string, bytes: Buffer): Promise<{ replies:
 
 t.test('a half-closed client still gets the reply of a GET that needs a remote lookup', async (t) => {
   // R=1: the key lives on its writer only, so the other daemon has to look it up.
-  const { nodes: [a, b] } = await startCluster(t, 2, ['--replication-factor', '1', '--lookup-timeout-ms', '2000'])
+  const {
+    nodes: [a, b],
+  } = await startCluster(t, 2, ['--replication-factor', '1', '--lookup-timeout-ms', '2000'])
   const value = Buffer.from('held-only-by-a')
   await a!.client.set('far-key', value)
   t.equal(await b!.client.get('far-key', { localOnly: true }), undefined, 'B does not hold the key itself')

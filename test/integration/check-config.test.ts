@@ -24,14 +24,32 @@ t.test('configs that start-up refuses fail --check-config the same way', async (
   const exposed = writeKeyFile(dir, undefined, 'exposed.key', 0o644)
   const cases: { name: string; toml: string; says: RegExp }[] = [
     // 128 characters, 256 bytes: the limit is in bytes, as ANNOUNCE carries them.
-    { name: 'a nodeName of 256 UTF-8 bytes', toml: `nodeName = "${'é'.repeat(128)}"`, says: /nodeName must be at most 255 bytes of UTF-8 .*got 256 bytes/ },
-    { name: 'an IPv6 peer for an IPv4 cluster', toml: 'unicastPort = 47701\npeers = ["[::1]:47701"]', says: /peers: item 1 is an IPv6 address, but the cluster speaks IPv4/ },
-    { name: 'a socket path longer than a Unix socket path can be', toml: `socketPath = "/tmp/${'s'.repeat(120)}.sock"`, says: /socketPath must be at most 107 bytes .*got 130 bytes/ },
+    {
+      name: 'a nodeName of 256 UTF-8 bytes',
+      toml: `nodeName = "${'é'.repeat(128)}"`,
+      says: /nodeName must be at most 255 bytes of UTF-8 .*got 256 bytes/,
+    },
+    {
+      name: 'an IPv6 peer for an IPv4 cluster',
+      toml: 'unicastPort = 47701\npeers = ["[::1]:47701"]',
+      says: /peers: item 1 is an IPv6 address, but the cluster speaks IPv4/,
+    },
+    {
+      name: 'a socket path longer than a Unix socket path can be',
+      toml: `socketPath = "/tmp/${'s'.repeat(120)}.sock"`,
+      says: /socketPath must be at most 107 bytes .*got 130 bytes/,
+    },
     { name: 'a key file group and others may read', toml: `keyFile = "${exposed}"`, says: /group or others may read it; run chmod 600/ },
   ]
   for (const c of cases) {
     const file = path.join(dir, `${cases.indexOf(c)}.toml`)
-    fs.writeFileSync(file, `socketPath = "${path.join(dir, 'x.sock')}"\nadminSocketPath = "${path.join(dir, 'x-admin.sock')}"\nport = 47999\n${c.toml}\n`.replace(/^socketPath = .*\n(?=(?:.*\n)*socketPath)/m, ''))
+    fs.writeFileSync(
+      file,
+      `socketPath = "${path.join(dir, 'x.sock')}"\nadminSocketPath = "${path.join(dir, 'x-admin.sock')}"\nport = 47999\n${c.toml}\n`.replace(
+        /^socketPath = .*\n(?=(?:.*\n)*socketPath)/m,
+        '',
+      ),
+    )
     const r = await check(file)
     t.equal(r.code, 2, `${c.name}: --check-config exits 2`)
     t.match(r.out, c.says, 'and says why')

@@ -18,7 +18,10 @@ t.test('set, get, del, touch, keys, flush, stats, ping', async (t) => {
   // allow for the time that has really passed since the SET, however long that was.
   const setAt = performance.now()
   // Each step's commands are independent of one another, so they run side by side.
-  const [setK, setBin] = await Promise.all([runCli([...sock, 'set', 'k', 'v']), runCli([...sock, 'set', 'bin', '-', '--ttl', '60'], { input: bin })])
+  const [setK, setBin] = await Promise.all([
+    runCli([...sock, 'set', 'k', 'v']),
+    runCli([...sock, 'set', 'bin', '-', '--ttl', '60'], { input: bin }),
+  ])
   t.equal(setK.code, 0)
   t.equal(setBin.code, 0, 'set KEY - reads stdin')
   const [got, missing, gotBin, json, touched, untouched, keys, stats, statsJson, ping, refused, denied] = await Promise.all([
@@ -47,7 +50,10 @@ t.test('set, get, del, touch, keys, flush, stats, ping', async (t) => {
   t.equal(touched.code, 0)
   t.equal(untouched.code, 1)
   const [, secs] = /^bin\t(\d+)s\n$/.exec(keys.stdout.toString()) ?? []
-  t.ok(Number(secs) <= 60 && Number(secs) >= 60 - passed / 1000 - 1, `keys lists bin with its TTL (${keys.stdout.toString().trim()}, ${(passed / 1000).toFixed(1)} s after the SET)`)
+  t.ok(
+    Number(secs) <= 60 && Number(secs) >= 60 - passed / 1000 - 1,
+    `keys lists bin with its TTL (${keys.stdout.toString().trim()}, ${(passed / 1000).toFixed(1)} s after the SET)`,
+  )
   t.match(stats.stdout.toString(), /store\.entries\s+2\n/)
   t.equal(JSON.parse(statsJson.stdout.toString()).store.entries, 2)
   t.match(ping.stdout.toString(), /^pong in [\d.]+ ms/)
@@ -100,10 +106,14 @@ t.test('set KEY reads the value from stdin or --file, so it never shows in /proc
   const p = spawn(process.execPath, [CLI, '--socket', d.adminSocket, 'set', 'k'], { stdio: ['pipe', 'pipe', 'pipe'] })
   const exited = new Promise<number | null>((r) => p.once('close', r))
   // The command waits for its value on stdin: what any local user could read of it now.
-  const cmdline = await eventually(() => {
-    const c = fs.readFileSync(`/proc/${p.pid}/cmdline`, 'utf8')
-    return c.includes('set') ? c : ''
-  }, 30_000, 'the CLI running')
+  const cmdline = await eventually(
+    () => {
+      const c = fs.readFileSync(`/proc/${p.pid}/cmdline`, 'utf8')
+      return c.includes('set') ? c : ''
+    },
+    30_000,
+    'the CLI running',
+  )
   t.ok(cmdline.includes('k'), 'the key is on the command line')
   t.notOk(cmdline.includes(secret), 'the value is not')
   p.stdin.end(secret)

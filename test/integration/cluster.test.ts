@@ -25,7 +25,9 @@ async function counted(n: Node, fn: () => Promise<unknown>): Promise<(k: string)
 }
 
 t.test('set on A, get on C: the same bytes, then served locally by C', async (t) => {
-  const { nodes: [a, b, c] } = await three()
+  const {
+    nodes: [a, b, c],
+  } = await three()
   const value = Buffer.from([0, 1, 2, 3, 250, 251, 252])
   const setAt = performance.now()
   await a!.client.set('sess-1', value, { ttlMs: 60_000 })
@@ -35,7 +37,10 @@ t.test('set on A, get on C: the same bytes, then served locally by C', async (t)
   const passed = performance.now() - setAt
   t.same(e?.value, value, 'same bytes')
   t.equal(e?.remote, true, 'fetched from a peer')
-  t.ok(e!.ttlMs <= 60_000 && e!.ttlMs >= 60_000 - passed - 1000, `remaining TTL kept (${e!.ttlMs} ms, ${passed.toFixed(0)} ms after the SET)`)
+  t.ok(
+    e!.ttlMs <= 60_000 && e!.ttlMs >= 60_000 - passed - 1000,
+    `remaining TTL kept (${e!.ttlMs} ms, ${passed.toFixed(0)} ms after the SET)`,
+  )
   const local = await c!.client.getEntry('sess-1', { localOnly: true })
   t.same(local?.value, value, 'C now holds its own copy')
   t.ok(local!.ttlMs <= e!.ttlMs, 'and the copy keeps the original expiry')
@@ -56,14 +61,18 @@ t.test('set on A, get on C: the same bytes, then served locally by C', async (t)
 
 t.test('absent key: "not found" from all MISSes, before the deadline', async (t) => {
   // A deadline no loaded machine reaches: a "not found" before it can only come from the MISSes.
-  const { nodes: [a] } = await three()
+  const {
+    nodes: [a],
+  } = await three()
   const s = await counted(a!, async () => t.equal(await a!.client.get('nobody-has-this'), undefined))
   t.equal(s('remoteMisses'), 1, 'answered because every live member said MISS')
   t.equal(s('timeouts'), 0, 'not by the 20 s deadline')
 })
 
 t.test('a 64 KiB value crosses intact in chunks', async (t) => {
-  const { nodes: [a, , c] } = await three()
+  const {
+    nodes: [a, , c],
+  } = await three()
   const big = Buffer.alloc(64 * 1024)
   for (let i = 0; i < big.length; i++) big[i] = (i * 7 + 3) & 0xff
   await a!.client.set('big', big)
@@ -75,24 +84,36 @@ t.test('a 64 KiB value crosses intact in chunks', async (t) => {
 })
 
 t.test('del on B removes the key everywhere', async (t) => {
-  const { nodes: [a, b, c] } = await three()
+  const {
+    nodes: [a, b, c],
+  } = await three()
   const invalidations = (await clusterStats(a!))['invalidationsReceived']
   await a!.client.set('gone', 'soon')
   t.equal((await c!.client.get('gone'))?.toString(), 'soon')
   t.equal(await b!.client.delete('gone'), false, 'B held no copy itself')
-  await eventually(async () => (await a!.client.get('gone', { localOnly: true })) === undefined && (await c!.client.get('gone', { localOnly: true })) === undefined, 20_000, 'copies removed on A and C')
+  await eventually(
+    async () =>
+      (await a!.client.get('gone', { localOnly: true })) === undefined && (await c!.client.get('gone', { localOnly: true })) === undefined,
+    20_000,
+    'copies removed on A and C',
+  )
   t.equal(await b!.client.get('gone'), undefined, 'and no host can find it')
   t.ok((await clusterStats(a!))['invalidationsReceived'] > invalidations)
 })
 
 t.test('a daemon with another key neither answers nor is answered', async (t) => {
   // A and B: a deadline a loaded machine meets, so B's one lookup is one round that A answers.
-  const { nodes: [a, b], dir, group, port } = await startCluster(t, 2, [...R1, ...GENEROUS_LOOKUPS])
+  const {
+    nodes: [a, b],
+    dir,
+    group,
+    port,
+  } = await startCluster(t, 2, [...R1, ...GENEROUS_LOOKUPS])
   const otherKey = writeKeyFile(dir, [newKey()], 'other.key')
   const d = await startNode(t, { dir, name: 'd', keyFile: otherKey, group, port, args: ['--lookup-timeout-ms', '300'] })
   await a!.client.set('from-a', 'secret-a')
   await d.client.set('from-d', 'secret-d')
-  await eventually(async () => (await clusterStats(a!))['dropped']['unknownKey'] > 0, 20_000, 'A drops D\'s datagrams')
+  await eventually(async () => (await clusterStats(a!))['dropped']['unknownKey'] > 0, 20_000, "A drops D's datagrams")
   t.equal(await d.client.get('from-a'), undefined, 'D cannot fetch from A')
   t.equal(await b!.client.get('from-d'), undefined, 'B cannot fetch from D')
   t.equal((await clusterStats(a!))['members'], 1, 'A does not count D as a member')
@@ -102,7 +123,12 @@ t.test('a daemon with another key neither answers nor is answered', async (t) =>
 })
 
 t.test('replayed, stale, forged and junk datagrams are dropped and counted', async (t) => {
-  const { nodes: [a, b], keyFile, group, port } = await three()
+  const {
+    nodes: [a, b],
+    keyFile,
+    group,
+    port,
+  } = await three()
   // A listener on the group sees the sealed traffic, as an attacker on the segment would.
   const spy = DgramAsPromised.createSocket({ type: 'udp4', reuseAddr: true })
   t.teardown(() => spy.close())
@@ -146,10 +172,21 @@ t.test('replayed, stale, forged and junk datagrams are dropped and counted', asy
   const oversize = Buffer.alloc(3000, 1)
   await inject(oversize)
 
-  await eventually(async () => {
-    const d = (await clusterStats(b!))['dropped']
-    return d.replayed >= before.replayed + 2 && d.stale >= before.stale + 1 && d.unknownKey >= before.unknownKey + 1 && d.openFailed >= before.openFailed + 1 && d.malformed >= before.malformed + 1 && d.oversize >= before.oversize + 1
-  }, 20_000, 'every drop counted by reason')
+  await eventually(
+    async () => {
+      const d = (await clusterStats(b!))['dropped']
+      return (
+        d.replayed >= before.replayed + 2 &&
+        d.stale >= before.stale + 1 &&
+        d.unknownKey >= before.unknownKey + 1 &&
+        d.openFailed >= before.openFailed + 1 &&
+        d.malformed >= before.malformed + 1 &&
+        d.oversize >= before.oversize + 1
+      )
+    },
+    20_000,
+    'every drop counted by reason',
+  )
   t.pass('replayed, stale, unknown key, failed to open, malformed and oversize all counted')
   t.equal(readHeader(dgramBytes).keyId, keys[0]!.id, 'the clear header names the key id only')
   t.ok(await b!.client.ping(), 'B still serves')
@@ -158,9 +195,18 @@ t.test('replayed, stale, forged and junk datagrams are dropped and counted', asy
 })
 
 t.test('peers lists members, also as JSON', async (t) => {
-  const { nodes: [a] } = await three()
+  const {
+    nodes: [a],
+  } = await three()
   const r = await runCli(['--socket', a!.adminSocket, 'peers', '--json'])
-  const peers = JSON.parse(r.stdout.toString()) as { name: string; self: boolean; nodeId: string; address: string; lastSeenMs: number; entries: number }[]
+  const peers = JSON.parse(r.stdout.toString()) as {
+    name: string
+    self: boolean
+    nodeId: string
+    address: string
+    lastSeenMs: number
+    entries: number
+  }[]
   t.same(peers.map((p) => p.name).sort(), ['a', 'b', 'c'])
   t.equal(peers.filter((p) => p.self).length, 1)
   t.ok(peers.every((p) => /^[0-9a-f]{16}$/.test(p.nodeId) && /^127\.0\.0\.1:\d+$/.test(p.address)))
@@ -169,7 +215,9 @@ t.test('peers lists members, also as JSON', async (t) => {
 })
 
 t.test('a member that leaves or dies is dropped from membership', async (t) => {
-  const { nodes: [a, b, c] } = await startCluster(t, 3, R1)
+  const {
+    nodes: [a, b, c],
+  } = await startCluster(t, 3, R1)
   await c!.stop('SIGTERM')
   await eventually(async () => (await clusterStats(a!))['members'] === 1, 20_000, 'LEAVE seen')
   t.equal((await clusterStats(a!))['membersLeft'], 1)
@@ -192,10 +240,19 @@ t.test('keys: exposed key file refused, no key off loopback refused, dev key on 
     runCli(['keygen']),
   ])
   t.equal(await d1.exited, 1)
-  t.ok(d1.logs.some((l) => /group or others may read it; run chmod 600/.test(String(l['err']))), 'says what is wrong and how to fix it')
+  t.ok(
+    d1.logs.some((l) => /group or others may read it; run chmod 600/.test(String(l['err']))),
+    'says what is wrong and how to fix it',
+  )
   t.equal(await d2.exited, 1)
-  t.ok(d2.logs.some((l) => /without a cluster key: make one with `statecast keygen/.test(String(l['err']))), 'refuses to join a network without a key and says how to make one')
-  t.ok(d3.logs.some((l) => /NO CLUSTER KEY CONFIGURED/.test(String(l['msg']))), 'a development run on loopback creates a key loudly')
+  t.ok(
+    d2.logs.some((l) => /without a cluster key: make one with `statecast keygen/.test(String(l['err']))),
+    'refuses to join a network without a key and says how to make one',
+  )
+  t.ok(
+    d3.logs.some((l) => /NO CLUSTER KEY CONFIGURED/.test(String(l['msg']))),
+    'a development run on loopback creates a key loudly',
+  )
   t.equal(fs.statSync(`${devDir}/dev-cluster.key`).mode & 0o777, 0o600)
   t.equal(kg.code, 0)
   t.equal(parseKeyFile(kg.stdout.toString()).length, 1, 'statecast keygen prints a valid key file')
@@ -203,10 +260,14 @@ t.test('keys: exposed key file refused, no key off loopback refused, dev key on 
 
 t.test('heartbeats: one ANNOUNCE and one TICKET_PUB per member; ticket secrets never go to the group', async (t) => {
   const { nodes, keyFile, group, port } = await startCluster(t, 4)
-  await eventually(async () => {
-    const keys = await Promise.all(nodes.map((n) => n.client.ticketKey()))
-    return keys.every((k) => k && k.key.equals(keys[0]!.key))
-  }, 60_000, 'every member holds the same ticket key')
+  await eventually(
+    async () => {
+      const keys = await Promise.all(nodes.map((n) => n.client.ticketKey()))
+      return keys.every((k) => k && k.key.equals(keys[0]!.key))
+    },
+    60_000,
+    'every member holds the same ticket key',
+  )
   // A listener on the group opens what each member multicasts. Counted against each member's
   // own ANNOUNCEs (one per heartbeat), not against the clock: a busy machine beats less often.
   const ring = new Keyring(parseKeyFile(fs.readFileSync(keyFile, 'utf8')))
@@ -227,14 +288,30 @@ t.test('heartbeats: one ANNOUNCE and one TICKET_PUB per member; ticket secrets n
       if (msg.type === MsgType.TICKET_KEY || msg.type === MsgType.TICKET_SEAL) s.secretsToGroup++
     }
   })
-  await eventually(() => seen.size === nodes.length && [...seen.values()].every((s) => s.announces >= 10), 60_000, 'ten heartbeats from every member')
+  await eventually(
+    () => seen.size === nodes.length && [...seen.values()].every((s) => s.announces >= 10),
+    60_000,
+    'ten heartbeats from every member',
+  )
   const each = [...seen.values()]
   t.comment(`ANNOUNCE / TICKET_PUB datagrams multicast per member: ${each.map((e) => `${e.announces}/${e.pubs}`).join(', ')}`)
-  t.ok(each.every((e) => e.announces >= 10), 'every member announces itself')
+  t.ok(
+    each.every((e) => e.announces >= 10),
+    'every member announces itself',
+  )
   // One TICKET_PUB per heartbeat (its ephemeral key and holdings), in the ANNOUNCE's datagram;
   // the secrets themselves travel unicast, sealed per member (ticket-gossip.ts).
-  t.ok(each.every((e) => e.pubs >= e.announces - 1 && e.pubs <= e.announces + 1), 'one TICKET_PUB per heartbeat per member')
-  t.ok(each.every((e) => e.secretsToGroup === 0), 'no ticket secret is multicast')
+  t.ok(
+    each.every((e) => e.pubs >= e.announces - 1 && e.pubs <= e.announces + 1),
+    'one TICKET_PUB per heartbeat per member',
+  )
+  t.ok(
+    each.every((e) => e.secretsToGroup === 0),
+    'no ticket secret is multicast',
+  )
   const keys = await Promise.all(nodes.map((n) => n.client.ticketKey()))
-  t.ok(keys.every((k) => k!.key.equals(keys[0]!.key)), 'still one key')
+  t.ok(
+    keys.every((k) => k!.key.equals(keys[0]!.key)),
+    'still one key',
+  )
 })

@@ -22,7 +22,10 @@ function run(args: string[]): Promise<{ code: number | null; out: string }> {
 
 /** Every form in which the key could leak: its base64, its bytes as hex and the whole key line. */
 function secretsOf(keyFile: string, key: Buffer): string[] {
-  const line = fs.readFileSync(keyFile, 'utf8').split('\n').find((l) => l && !l.startsWith('#'))!
+  const line = fs
+    .readFileSync(keyFile, 'utf8')
+    .split('\n')
+    .find((l) => l && !l.startsWith('#'))!
   return [key.toString('base64'), key.toString('base64').slice(0, 16), key.toString('hex'), line]
 }
 
@@ -35,7 +38,11 @@ t.test('the key file given as a config never shows up in errors or logs', async 
 
   const asConfig = await run(['--config', keyFile])
   t.equal(asConfig.code, 2, '--config KEYFILE: bad config, exit 2')
-  t.match(asConfig.out, new RegExp(`${keyFile}:2:\\d+: not valid TOML \\(.*\\); expected lines of KEY = VALUE`), 'names the file, line and what was expected')
+  t.match(
+    asConfig.out,
+    new RegExp(`${keyFile}:2:\\d+: not valid TOML \\(.*\\); expected lines of KEY = VALUE`),
+    'names the file, line and what was expected',
+  )
   t.same(leaks(asConfig.out), [], 'and no part of the key')
 
   const check = await run(['--check-config', keyFile])
@@ -49,7 +56,10 @@ t.test('the key file given as a config never shows up in errors or logs', async 
 
   // The key pasted as the value of a config key: the error says what the value was, not what it said.
   const pasted = path.join(dir, 'pasted.toml')
-  fs.writeFileSync(pasted, `logLevel = "info"\nnodeName = "web-1"\nmaxBytes = "${key.key.toString('base64')}"\npeers = ["${key.key.toString('base64')}"]\n`)
+  fs.writeFileSync(
+    pasted,
+    `logLevel = "info"\nnodeName = "web-1"\nmaxBytes = "${key.key.toString('base64')}"\npeers = ["${key.key.toString('base64')}"]\n`,
+  )
   const p = await run(['--check-config', pasted])
   t.equal(p.code, 2)
   t.match(p.out, new RegExp(`${pasted}:3: maxBytes must be an integer from .*; got a string of 44 characters`))
@@ -69,6 +79,10 @@ t.test('a SIGHUP reload of a config overwritten with the key file logs no part o
   const failed = await d.waitLog((l) => l['msg'] === 'reload failed; the running configuration is unchanged')
   t.match(String(failed['err']), new RegExp(`${config}:2:\\d+: not valid TOML`), 'the log names the file and line')
   const all = JSON.stringify(d.logs)
-  t.same(secrets.filter((s) => all.includes(s)), [], 'no part of the key in any log line (debug level)')
+  t.same(
+    secrets.filter((s) => all.includes(s)),
+    [],
+    'no part of the key in any log line (debug level)',
+  )
   t.equal(await d.stop(), 0, 'the daemon kept running and stops cleanly')
 })

@@ -57,7 +57,10 @@ t.test('basic operations through the client library', async (t) => {
   await t.rejects(c.flush(), { code: 'DENIED' })
   const admin = await StatecastClient.connect({ socketPath: d.adminSocket, timeoutMs: CLIENT_TIMEOUT_MS })
   t.teardown(() => admin.destroy())
-  t.same((await admin.keys()).map((r) => r.key), [bin])
+  t.same(
+    (await admin.keys()).map((r) => r.key),
+    [bin],
+  )
   t.equal(await admin.flush(), 1)
   t.equal(await c.get(bin), undefined)
 })
@@ -69,7 +72,10 @@ t.test('pipelining: thousands of requests in flight on one connection', async (t
   const n = 5000
   await Promise.all(Array.from({ length: n }, (_, i) => c.set(`k${i}`, `value-${i}`)))
   const got = await Promise.all(Array.from({ length: n }, (_, i) => c.get(`k${i}`)))
-  t.ok(got.every((v, i) => v?.toString() === `value-${i}`), 'every reply matched to its request')
+  t.ok(
+    got.every((v, i) => v?.toString() === `value-${i}`),
+    'every reply matched to its request',
+  )
 })
 
 t.test('socket files: modes, stale socket, live daemon, not a socket', async (t) => {
@@ -79,7 +85,9 @@ t.test('socket files: modes, stale socket, live daemon, not a socket', async (t)
   t.equal(fs.statSync(d.adminSocket).mode & 0o777, 0o600, 'admin socket 0600')
 
   // A second daemon on the same path must refuse and leave the first one serving.
-  const second = spawn(process.execPath, [DAEMON, '--socket', d.socket, '--admin-socket', path.join(dir, 'other-admin.sock')], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const second = spawn(process.execPath, [DAEMON, '--socket', d.socket, '--admin-socket', path.join(dir, 'other-admin.sock')], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
   let err = ''
   second.stderr.on('data', (b) => (err += b))
   const code = await new Promise((r) => second.once('exit', r))
@@ -115,7 +123,7 @@ t.test('1,000 random and malformed frames leave the daemon serving and the store
   const before = (await c.stats()) as { store: { entries: number; bytes: number } }
 
   let seed = 42
-  const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff)
+  const rnd = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff
   const bad: Buffer[] = []
   for (let i = 0; i < 1000; i++) {
     const kind = i % 5
@@ -141,7 +149,9 @@ t.test('1,000 random and malformed frames leave the daemon serving and the store
   let answered = 0
   for (let i = 0; i < bad.length; i += 50) {
     const res = await Promise.all(bad.slice(i, i + 50).map((b) => raw(d.socket, b, 300)))
-    for (const r of res) if (r.replies.some((x) => x.status === Status.MALFORMED || x.status === Status.TOO_LARGE || x.status === Status.UNKNOWN_OP)) answered++
+    for (const r of res)
+      if (r.replies.some((x) => x.status === Status.MALFORMED || x.status === Status.TOO_LARGE || x.status === Status.UNKNOWN_OP))
+        answered++
   }
   t.ok(answered >= 600, `error replies sent for the frames that could be answered (${answered})`)
   const after = (await c.stats()) as { store: { entries: number; bytes: number }; api: { malformedFrames: number } }
@@ -159,9 +169,24 @@ t.test('a malformed frame gets an error reply and only its connection closes', a
   const bad = Buffer.concat([f.subarray(0, 4), Buffer.from([Op.PING, 0x40]), f.subarray(6)])
   const r = await raw(d.socket, Buffer.concat([bad, encodeRequest({ op: Op.PING, id: 78, flags: 0 })]))
   t.equal(r.closed, true, 'connection closed')
-  t.same(r.replies.map((x) => [x.id, x.status]), [[77, Status.MALFORMED]], 'error reply carries the id; what follows is ignored')
-  const unknown = await raw(d.socket, Buffer.concat([Buffer.from('00000006 33 00 00000009'.replace(/ /g, ''), 'hex'), encodeRequest({ op: Op.PING, id: 10, flags: 0 })]), 500)
-  t.same(unknown.replies.map((x) => [x.id, x.status]), [[9, Status.UNKNOWN_OP], [10, Status.OK]], 'an unknown op is answered and the connection carries on')
+  t.same(
+    r.replies.map((x) => [x.id, x.status]),
+    [[77, Status.MALFORMED]],
+    'error reply carries the id; what follows is ignored',
+  )
+  const unknown = await raw(
+    d.socket,
+    Buffer.concat([Buffer.from('00000006 33 00 00000009'.replace(/ /g, ''), 'hex'), encodeRequest({ op: Op.PING, id: 10, flags: 0 })]),
+    500,
+  )
+  t.same(
+    unknown.replies.map((x) => [x.id, x.status]),
+    [
+      [9, Status.UNKNOWN_OP],
+      [10, Status.OK],
+    ],
+    'an unknown op is answered and the connection carries on',
+  )
   const big = Buffer.alloc(4)
   big.writeUInt32BE(10 * 1024 * 1024)
   const r2 = await raw(d.socket, big)
@@ -171,7 +196,9 @@ t.test('a malformed frame gets an error reply and only its connection closes', a
 
 t.test('connection bound: one over the limit is refused clearly', async (t) => {
   const d = await startDaemon(t, { args: ['--max-connections', '4'] })
-  const clients = await Promise.all(Array.from({ length: 4 }, () => StatecastClient.connect({ socketPath: d.socket, timeoutMs: CLIENT_TIMEOUT_MS })))
+  const clients = await Promise.all(
+    Array.from({ length: 4 }, () => StatecastClient.connect({ socketPath: d.socket, timeoutMs: CLIENT_TIMEOUT_MS })),
+  )
   t.teardown(() => clients.forEach((c) => c.destroy()))
   await Promise.all(clients.map((c) => c.ping()))
   const r = await raw(d.socket, Buffer.alloc(0))
@@ -227,8 +254,14 @@ t.test('SIGTERM: finish, unlink the socket, exit 0', async (t) => {
   t.equal(await d.exited, 0)
   t.notOk(fs.existsSync(d.socket), 'socket removed')
   t.notOk(fs.existsSync(d.adminSocket), 'admin socket removed')
-  t.ok(d.logs.some((l) => l['msg'] === 'statecastd stopped'), 'logged the stop')
-  t.ok(d.logs.every((l) => typeof l['level'] === 'string' && typeof l['time'] === 'string'), 'every log line is structured JSON')
+  t.ok(
+    d.logs.some((l) => l['msg'] === 'statecastd stopped'),
+    'logged the stop',
+  )
+  t.ok(
+    d.logs.every((l) => typeof l['level'] === 'string' && typeof l['time'] === 'string'),
+    'every log line is structured JSON',
+  )
   c.destroy()
 })
 
@@ -286,5 +319,8 @@ t.test('close() lets requests in flight finish', async (t) => {
 })
 
 t.test('eventually helper reports what it waited for', async (t) => {
-  await t.rejects(eventually(() => false, 50, 'nothing'), /nothing not reached within 50 ms/)
+  await t.rejects(
+    eventually(() => false, 50, 'nothing'),
+    /nothing not reached within 50 ms/,
+  )
 })

@@ -19,7 +19,9 @@ import { GENEROUS_LOOKUPS, clusterStats, newKey, replicationSettled, startCluste
 
 const checkConfig = (file: string) =>
   new Promise<{ code: number; stderr: string }>((resolve) =>
-    execFile(process.execPath, [DAEMON, '--check-config', file], (err, _out, stderr) => resolve({ code: err ? Number((err as { code?: number }).code) : 0, stderr })),
+    execFile(process.execPath, [DAEMON, '--check-config', file], (err, _out, stderr) =>
+      resolve({ code: err ? Number((err as { code?: number }).code) : 0, stderr }),
+    ),
   )
 
 /** The longest key whose datagrams fit `maxDatagramBytes` with replication factor `r`, by the daemon's own check. */
@@ -39,7 +41,11 @@ t.test('256-byte datagrams with 250-byte keys fail --check-config and start-up, 
   t.match(r.stderr, /lower maxKeyBytes or replicationFactor/)
   const d = await startDaemon(t, { dir, args: ['--max-datagram-bytes', '256', '--max-key-bytes', '250'], wait: false })
   t.equal(await d.exited, 2, 'start-up refuses it too')
-  t.throws(() => apply(defaults(), { maxDatagramBytes: 256 }, 'f'), { code: 'BAD_CONFIG', message: /maxDatagramBytes/ }, 'the default maxKeyBytes (250) needs more than 256 bytes')
+  t.throws(
+    () => apply(defaults(), { maxDatagramBytes: 256 }, 'f'),
+    { code: 'BAD_CONFIG', message: /maxDatagramBytes/ },
+    'the default maxKeyBytes (250) needs more than 256 bytes',
+  )
   t.ok(apply(defaults(), { maxDatagramBytes: 256, clusterEnabled: false }, 'f'), 'no cluster, no datagrams: no constraint')
 
   const k = largestKey(256, 2)
@@ -53,7 +59,15 @@ t.test('256-byte datagrams with 250-byte keys fail --check-config and start-up, 
 
 t.test('at 256-byte datagrams, 20 sessions with the longest keys that fit are reachable from every host', async (t) => {
   const k = largestKey(256, 2)
-  const { nodes } = await startCluster(t, 3, ['--max-datagram-bytes', '256', '--max-key-bytes', String(k), '--replication-factor', '2', ...GENEROUS_LOOKUPS])
+  const { nodes } = await startCluster(t, 3, [
+    '--max-datagram-bytes',
+    '256',
+    '--max-key-bytes',
+    String(k),
+    '--replication-factor',
+    '2',
+    ...GENEROUS_LOOKUPS,
+  ])
   const keys = Array.from({ length: 20 }, (_, i) => `${i}-`.padEnd(k, 's'))
   const value = (key: string) => Buffer.from(`value-${key}`.padEnd(700, 'v'))
   for (const key of keys) await nodes[0]!.client.set(key, value(key))
@@ -95,7 +109,10 @@ t.test('at run time a LOOKUP that would not fit is counted and the client told, 
   t.match(reply.body.toString(), /maxDatagramBytes/)
   t.equal(cluster.transport.counters.oversizeNotSent, 1, 'counted')
   // Sent at the end of the turn that queued it, with whatever else went to the group then.
-  t.ok(await eventually(() => cluster.transport.counters.datagramsSent > 0, 20_000, 'the HELLO sent'), 'the cluster itself runs (its ANNOUNCE fits)')
+  t.ok(
+    await eventually(() => cluster.transport.counters.datagramsSent > 0, 20_000, 'the HELLO sent'),
+    'the cluster itself runs (its ANNOUNCE fits)',
+  )
   const short = decodeReply(await handle({ op: Op.GET, id: 2, flags: 0, key: Buffer.from('short') }))
   t.equal(short.status, Status.NOT_FOUND, 'a key that fits is asked for as usual')
 })

@@ -5,7 +5,16 @@
  */
 import net from 'node:net'
 import t, { type Test } from 'tap'
-import { clusterStats, replicationSettled, startCluster, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
+import {
+  clusterStats,
+  replicationSettled,
+  startCluster,
+  startNode,
+  uniqueGroup,
+  waitMembers,
+  writeKeyFile,
+  type Node,
+} from '../helpers/cluster.js'
 import { eventually, freePort, runCli, tmpDir } from '../helpers/daemon.js'
 import { tombstoneLifetimeMs } from '../../daemon/store/versions.js'
 
@@ -14,7 +23,15 @@ const SHORT = { replayWindowMs: 1000, replicationAckTimeoutMs: 100, replicationR
 const SHORT_ARGS = ['--replay-window-ms', '1000', '--replication-ack-timeout-ms', '100', '--replication-retries', '3']
 const value = Buffer.from('tls-session-state'.padEnd(300, '#'))
 
-const COUNTERS = ['deletesQueued', 'deleteDatagramsSent', 'deleteDatagramsReceived', 'deletesRetried', 'deletesFailed', 'invalidationsSent', 'invalidationsReceived'] as const
+const COUNTERS = [
+  'deletesQueued',
+  'deleteDatagramsSent',
+  'deleteDatagramsReceived',
+  'deletesRetried',
+  'deletesFailed',
+  'invalidationsSent',
+  'invalidationsReceived',
+] as const
 type Counts = Record<(typeof COUNTERS)[number], number>
 
 /** The cluster counters of every host, read the way an operator does: `statecast stats --json`. */
@@ -68,7 +85,8 @@ async function deleteOnce(t: Test, n: number) {
   const delta = after.map((a, i) => Object.fromEntries(COUNTERS.map((k) => [k, a[k] - before[i]![k]])) as Counts)
   for (const [i, d] of delta.entries()) {
     t.equal(d.invalidationsSent + d.invalidationsReceived, 0, `${nodes[i]!.name}: no group INVALIDATE`)
-    if (!holders.has(nodes[i]!)) t.equal(d.deleteDatagramsReceived + d.deleteDatagramsSent, 0, `${nodes[i]!.name} holds no copy and hears nothing of the delete`)
+    if (!holders.has(nodes[i]!))
+      t.equal(d.deleteDatagramsReceived + d.deleteDatagramsSent, 0, `${nodes[i]!.name} holds no copy and hears nothing of the delete`)
     t.equal(d.deletesFailed, 0, `${nodes[i]!.name}: every delete acknowledged`)
   }
   for (const x of nodes) t.equal(await x.client.get(key), undefined, `${x.name} does not serve it`)
@@ -77,10 +95,16 @@ async function deleteOnce(t: Test, n: number) {
   // kept a copy to fill the others back from.
   const lifetime = tombstoneLifetimeMs(SHORT)
   await new Promise((r) => setTimeout(r, Math.max(0, deletedAt + lifetime + 200 - performance.now())))
-  for (const x of nodes) t.equal(await x.client.get(key), undefined, `${x.name} does not serve it after the tombstone lifetime (${lifetime} ms)`)
+  for (const x of nodes)
+    t.equal(await x.client.get(key), undefined, `${x.name} does not serve it after the tombstone lifetime (${lifetime} ms)`)
 
   const sum = (k: (typeof COUNTERS)[number]) => delta.reduce((s, d) => s + d[k], 0)
-  return { queued: sum('deletesQueued'), sent: sum('deleteDatagramsSent'), received: sum('deleteDatagramsReceived'), retried: sum('deletesRetried') }
+  return {
+    queued: sum('deletesQueued'),
+    sent: sum('deleteDatagramsSent'),
+    received: sum('deleteDatagramsReceived'),
+    retried: sum('deletesRetried'),
+  }
 }
 
 type Result = Awaited<ReturnType<typeof deleteOnce>>
@@ -98,7 +122,10 @@ t.test('datagrams per delete do not grow with the fleet: at 4 and at 8 hosts wit
   // fetchers (3), the owner passes it to both fetchers (2), the first fetcher to the second (1);
   // fewer when not every holder answered a fetch. The bound is set by the copies, not by N (the
   // group INVALIDATE it replaces cost 3 sent and 3 x (N - 1) received). Retries are counted apart.
-  for (const [n, r] of [[4, four], [8, eight]] as const) {
+  for (const [n, r] of [
+    [4, four],
+    [8, eight],
+  ] as const) {
     t.ok(r.queued >= 3 && r.queued <= 6, `${n} hosts: ${r.queued} deletes queued (3..6)`)
     t.equal(r.sent - r.retried, r.queued, `${n} hosts: one DELETE datagram per delete queued`)
     t.ok(r.received <= r.sent, `${n} hosts: ${r.received} received of ${r.sent} sent`)

@@ -9,7 +9,12 @@ const NEEDS = needs({ commands: ['openssl'] })
 
 t.test('the demo reports resumption with and without statecast', NEEDS, async (t) => {
   const out = await new Promise<string>((resolve, reject) =>
-    execFile(process.execPath, [path.join(ROOT, 'dist', 'bench', 'demo.js')], { env: { ...process.env, DEMO_CLIENTS: '12', DEMO_ROUNDS: '4' }, timeout: 120_000 }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout))),
+    execFile(
+      process.execPath,
+      [path.join(ROOT, 'dist', 'bench', 'demo.js')],
+      { env: { ...process.env, DEMO_CLIENTS: '12', DEMO_ROUNDS: '4' }, timeout: 120_000 },
+      (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)),
+    ),
   )
   t.comment(out)
   const rows = [...out.matchAll(/^ {2}(per-server caches only|statecast)\s+([\d.]+)% \((\d+)\/(\d+)\)\s+([\d.]+) ms$/gm)]

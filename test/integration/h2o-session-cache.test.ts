@@ -45,14 +45,28 @@ t.test('h2o resumes a session made on another host through its session-ID cache 
   for (const h of ['a', 'b', 'x'] as const) {
     const c = h === 'x' ? other : one
     memcachePorts[h] = await freePort()
-    nodes[h] = await startNode(t, { dir, name: h, keyFile: c.keyFile, group: c.group, port: c.port, args: ['--memcache-listen', `127.0.0.1:${memcachePorts[h]}`] })
+    nodes[h] = await startNode(t, {
+      dir,
+      name: h,
+      keyFile: c.keyFile,
+      group: c.group,
+      port: c.port,
+      args: ['--memcache-listen', `127.0.0.1:${memcachePorts[h]}`],
+    })
   }
   await waitMembers([nodes['a']!, nodes['b']!], 1)
 
   const hosts = { a: '127.0.0.2', b: '127.0.0.3', x: '127.0.0.3' } as const
   const servers: Record<string, TlsServer> = {}
   for (const h of ['a', 'b', 'x'] as const) {
-    servers[h] = await startServer(t, 'h2o', { dir, name: `h2o-${h}`, host: hosts[h], port: await freePort(), keyDir: '', sessionCache: { host: '127.0.0.1', port: memcachePorts[h]! } })
+    servers[h] = await startServer(t, 'h2o', {
+      dir,
+      name: `h2o-${h}`,
+      host: hosts[h],
+      port: await freePort(),
+      keyDir: '',
+      sessionCache: { host: '127.0.0.1', port: memcachePorts[h]! },
+    })
   }
   const connect = (h: 'a' | 'b' | 'x', args: string[]) => sClientAt(servers[h]!.host, servers[h]!.port, args)
 
@@ -60,15 +74,30 @@ t.test('h2o resumes a session made on another host through its session-ID cache 
   // stored through statecast. TLS 1.3 too: h2o 2.2.5 on OpenSSL 3 stores TLS 1.3 sessions in its
   // cache and sends stateful tickets that name them (the client's -no_ticket only concerns TLS
   // 1.2), so the 1.3 session resumes on B as well; established by experiment with Debian's h2o.
-  for (const [flag, version] of [['-tls1_2', 'TLSv1.2'], ['-tls1_3', 'TLSv1.3']] as const) {
+  for (const [flag, version] of [
+    ['-tls1_2', 'TLSv1.2'],
+    ['-tls1_3', 'TLSv1.3'],
+  ] as const) {
     const sess = path.join(dir, `sess${flag}`)
     const setsBefore = await memcacheStat(memcachePorts['a']!, 'cmd_set')
     t.equal(sessionLine(await connect('a', [flag, '-no_ticket', '-sess_out', sess])), `New ${version}`, `${version}: a full handshake on A`)
     // h2o stores the session from a thread of its own, maybe after the client is done.
-    await eventually(async () => (await memcacheStat(memcachePorts['a']!, 'cmd_set')) > setsBefore, 30_000, `${version}: A's h2o stores the session in its statecastd`)
+    await eventually(
+      async () => (await memcacheStat(memcachePorts['a']!, 'cmd_set')) > setsBefore,
+      30_000,
+      `${version}: A's h2o stores the session in its statecastd`,
+    )
     const hitsBefore = await memcacheStat(memcachePorts['b']!, 'get_hits')
-    t.equal(sessionLine(await connect('b', [flag, '-no_ticket', '-sess_in', sess])), `Reused ${version}`, `${version}: A's session resumes on B`)
+    t.equal(
+      sessionLine(await connect('b', [flag, '-no_ticket', '-sess_in', sess])),
+      `Reused ${version}`,
+      `${version}: A's session resumes on B`,
+    )
     t.ok((await memcacheStat(memcachePorts['b']!, 'get_hits')) > hitsBefore, `${version}: B's h2o found the session in its statecastd`)
-    t.equal(sessionLine(await connect('x', [flag, '-no_ticket', '-sess_in', sess])), `New ${version}`, `${version}: an h2o on another cluster's daemon does a full handshake`)
+    t.equal(
+      sessionLine(await connect('x', [flag, '-no_ticket', '-sess_in', sess])),
+      `New ${version}`,
+      `${version}: an h2o on another cluster's daemon does a full handshake`,
+    )
   }
 })

@@ -68,13 +68,17 @@ async function idleConnections(t: Test, port: number, n: number): Promise<net.So
   const socks: net.Socket[] = []
   t.teardown(() => socks.forEach((s) => s.destroy()))
   await Promise.all(
-    Array.from({ length: n }, () => new Promise<void>((resolve) => {
-      const s = net.connect(port, '127.0.0.1')
-      socks.push(s)
-      s.on('connect', () => resolve())
-      s.on('error', () => resolve())
-      s.on('close', () => resolve())
-    })),
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<void>((resolve) => {
+          const s = net.connect(port, '127.0.0.1')
+          socks.push(s)
+          s.on('connect', () => resolve())
+          s.on('error', () => resolve())
+          s.on('close', () => resolve())
+        }),
+    ),
   )
   return socks
 }
@@ -82,7 +86,10 @@ async function idleConnections(t: Test, port: number, n: number): Promise<net.So
 t.test('finding 8: 1,100 idle connections to the metrics listener do not take the API away', async (t) => {
   const port = await freePort()
   // The descriptor limit a shell or a plain unit gives (1024), as in the finding.
-  const d = await startDaemon(t, { args: ['--metrics-listen', `127.0.0.1:${port}`, '--cluster-enabled', 'false'], prefix: ['prlimit', '--nofile=1024:1024', '--'] })
+  const d = await startDaemon(t, {
+    args: ['--metrics-listen', `127.0.0.1:${port}`, '--cluster-enabled', 'false'],
+    prefix: ['prlimit', '--nofile=1024:1024', '--'],
+  })
   const socks = await idleConnections(t, port, 1100)
   const fds = fs.readdirSync(`/proc/${d.proc.pid}/fd`).length
   t.ok(fds < 200, `the daemon holds ${fds} descriptors with 1,100 connections made to its metrics port`)
@@ -102,7 +109,7 @@ t.test('finding 8: 1,100 idle connections to the metrics listener do not take th
   t.ok(refused >= 1000, `${refused} connections refused on arrival (counted)`)
 })
 
-t.test('finding 11: a directory made while a Unix listener binds gets the mode asked for, not the socket\'s', async (t) => {
+t.test("finding 11: a directory made while a Unix listener binds gets the mode asked for, not the socket's", async (t) => {
   const dir = tmpDir('sc-umask-')
   const server = net.createServer()
   t.teardown(() => server.close())
@@ -129,14 +136,29 @@ t.test('finding 11: a directory made while a Unix listener binds gets the mode a
   const want = 0o755 & ~process.umask()
   const modes = await Promise.all(made)
   t.ok(modes.length >= 2, `${modes.length} directories made while it bound`)
-  t.same(modes.filter((m) => m !== want).map((m) => m.toString(8)), [], `every one 0${want.toString(8)}`)
+  t.same(
+    modes.filter((m) => m !== want).map((m) => m.toString(8)),
+    [],
+    `every one 0${want.toString(8)}`,
+  )
   t.equal(fs.statSync(path.join(dir, 'api.sock')).mode & 0o777, 0o600, 'the socket has its own mode')
-  t.same(fs.readdirSync(dir).filter((f) => f.startsWith('.sc-')), [], 'no private name left behind')
+  t.same(
+    fs.readdirSync(dir).filter((f) => f.startsWith('.sc-')),
+    [],
+    'no private name left behind',
+  )
 })
 
 /** The next reload outcome logged after `from` log lines: reloaded or failed. */
 async function nextReload(d: Running, from: number): Promise<Record<string, unknown>> {
-  const r = await eventually(() => d.logs.slice(from).find((l) => l['msg'] === 'configuration reloaded' || l['msg'] === 'reload failed; the running configuration is unchanged'), 60_000, 'a reload outcome')
+  const r = await eventually(
+    () =>
+      d.logs
+        .slice(from)
+        .find((l) => l['msg'] === 'configuration reloaded' || l['msg'] === 'reload failed; the running configuration is unchanged'),
+    60_000,
+    'a reload outcome',
+  )
   return r!
 }
 
@@ -175,53 +197,72 @@ t.test('finding 12: SIGHUPs in a burst, the file rewritten between them: the las
   }
   // One more reload of the same file must find nothing to change, whenever the burst's last one ran.
   await eventually(() => d.logs.filter((l) => l['msg'] === 'configuration reloaded').length >= 1, 60_000, 'a reload')
-  await eventually(async () => {
-    const from = d.logs.length
-    d.proc.kill('SIGHUP')
-    const r = await nextReload(d, from)
-    return r['msg'] === 'configuration reloaded' && (r['applied'] as string[]).length === 0
-  }, 60_000, 'the last file is in force')
+  await eventually(
+    async () => {
+      const from = d.logs.length
+      d.proc.kill('SIGHUP')
+      const r = await nextReload(d, from)
+      return r['msg'] === 'configuration reloaded' && (r['applied'] as string[]).length === 0
+    },
+    60_000,
+    'the last file is in force',
+  )
   t.equal(d.logs.filter((l) => l['msg'] === 'reload failed; the running configuration is unchanged').length, 0, 'no reload failed')
   t.equal(await d.stop(), 0)
 })
 
-t.test('finding 13: a config or key file others may write, or another user owns, is refused, naming the file; --check-config says the same', async (t) => {
-  const dir = tmpDir('sc-perm-')
-  fs.chmodSync(dir, 0o755)
-  const conf = path.join(dir, 'statecast.toml')
-  fs.writeFileSync(conf, 'adminSocketMode = "0666"\nlogLevel = "info"\n')
-  fs.chmodSync(conf, 0o666)
-  const bad = await startDaemon(t, { dir, args: ['--config', conf, '--cluster-enabled', 'false'], wait: false })
-  const started = bad.waitLog((l) => l['msg'] === 'statecastd ready', 120_000).then(() => 'started', () => 'not started')
-  t.equal(await Promise.race([bad.exited, started]), 2, 'a world-writable config: start-up refused (exit 2)')
-  t.match(bad.stderr(), new RegExp(`config file ${conf} has mode 0666: group or others may write it`), 'the error names the file and why')
-  const check = await runCli(['check-config', conf])
-  t.equal(check.code, 2, 'statecast check-config: invalid')
-  t.match(check.stderr, new RegExp(`config file ${conf} has mode 0666`))
-  fs.chmodSync(conf, 0o620)
-  t.equal((await runCli(['check-config', conf])).code, 2, 'group-writable: refused too')
-  fs.chmodSync(conf, 0o644)
-  fs.chownSync(conf, 65534, 65534)
-  const other = await runCli(['check-config', conf])
-  t.equal(other.code, 2, "another user's file: refused")
-  t.match(other.stderr, new RegExp(`config file ${conf} belongs to uid 65534`))
-  fs.chownSync(conf, 0, 0)
-  t.equal((await runCli(['check-config', conf])).code, 0, 'root-owned 0644: valid')
-  const keyFile = writeKeyFile(dir)
-  fs.chownSync(keyFile, 65534, 65534)
-  const k = await startDaemon(t, { dir, args: ['--key-file', keyFile], wait: false })
-  const kStarted = k.waitLog((l) => l['msg'] === 'statecastd ready', 120_000).then(() => 'started', () => 'not started')
-  t.equal(await Promise.race([k.exited, kStarted]), 1, 'a key file another user owns: start-up refused')
-  t.match(k.stderr(), new RegExp(`key file ${keyFile} belongs to uid 65534`))
-  fs.writeFileSync(path.join(dir, 'k.toml'), `keyFile = "${keyFile}"\n`)
-  const kc = await runCli(['check-config', path.join(dir, 'k.toml')])
-  t.equal(kc.code, 2, '--check-config refuses it too')
-  t.match(kc.stderr, /belongs to uid 65534/)
-})
+t.test(
+  'finding 13: a config or key file others may write, or another user owns, is refused, naming the file; --check-config says the same',
+  async (t) => {
+    const dir = tmpDir('sc-perm-')
+    fs.chmodSync(dir, 0o755)
+    const conf = path.join(dir, 'statecast.toml')
+    fs.writeFileSync(conf, 'adminSocketMode = "0666"\nlogLevel = "info"\n')
+    fs.chmodSync(conf, 0o666)
+    const bad = await startDaemon(t, { dir, args: ['--config', conf, '--cluster-enabled', 'false'], wait: false })
+    const started = bad
+      .waitLog((l) => l['msg'] === 'statecastd ready', 120_000)
+      .then(
+        () => 'started',
+        () => 'not started',
+      )
+    t.equal(await Promise.race([bad.exited, started]), 2, 'a world-writable config: start-up refused (exit 2)')
+    t.match(bad.stderr(), new RegExp(`config file ${conf} has mode 0666: group or others may write it`), 'the error names the file and why')
+    const check = await runCli(['check-config', conf])
+    t.equal(check.code, 2, 'statecast check-config: invalid')
+    t.match(check.stderr, new RegExp(`config file ${conf} has mode 0666`))
+    fs.chmodSync(conf, 0o620)
+    t.equal((await runCli(['check-config', conf])).code, 2, 'group-writable: refused too')
+    fs.chmodSync(conf, 0o644)
+    fs.chownSync(conf, 65534, 65534)
+    const other = await runCli(['check-config', conf])
+    t.equal(other.code, 2, "another user's file: refused")
+    t.match(other.stderr, new RegExp(`config file ${conf} belongs to uid 65534`))
+    fs.chownSync(conf, 0, 0)
+    t.equal((await runCli(['check-config', conf])).code, 0, 'root-owned 0644: valid')
+    const keyFile = writeKeyFile(dir)
+    fs.chownSync(keyFile, 65534, 65534)
+    const k = await startDaemon(t, { dir, args: ['--key-file', keyFile], wait: false })
+    const kStarted = k
+      .waitLog((l) => l['msg'] === 'statecastd ready', 120_000)
+      .then(
+        () => 'started',
+        () => 'not started',
+      )
+    t.equal(await Promise.race([k.exited, kStarted]), 1, 'a key file another user owns: start-up refused')
+    t.match(k.stderr(), new RegExp(`key file ${keyFile} belongs to uid 65534`))
+    fs.writeFileSync(path.join(dir, 'k.toml'), `keyFile = "${keyFile}"\n`)
+    const kc = await runCli(['check-config', path.join(dir, 'k.toml')])
+    t.equal(kc.code, 2, '--check-config refuses it too')
+    t.match(kc.stderr, /belongs to uid 65534/)
+  },
+)
 
 t.test('finding 14: flush_all with a delay of 30 days (beyond 24.8) does not flush now', async (t) => {
   const mc = await freePort()
-  const d = await startDaemon(t, { args: ['--memcache-listen', `127.0.0.1:${mc}`, '--memcache-flush-all', 'true', '--cluster-enabled', 'false'] })
+  const d = await startDaemon(t, {
+    args: ['--memcache-listen', `127.0.0.1:${mc}`, '--memcache-flush-all', 'true', '--cluster-enabled', 'false'],
+  })
   void d
   t.equal(await memcacheLines(mc, 'set kept 0 0 5\r\nhello\r\n', /\r\n$/), 'STORED\r\n')
   const now = Math.floor(Date.now() / 1000)
@@ -252,7 +293,10 @@ t.test('finding 15: statecast keys shows control characters escaped; --json stay
   const lines = out.trimEnd().split('\n')
   t.equal(lines.length, 2, 'one line per key: the newline in the key made no line of its own')
   t.ok(lines.includes('plain\t' + lines.find((l) => l.startsWith('plain'))!.split('\t')[1]), 'a plain key prints as it is')
-  t.ok(lines.some((l) => l.startsWith('evil\\x1b]0;pwned\\x07\\x1b[2J\\nfake-key\\t99999s\\u202etxt.exe\\x9b31m\t')), 'the evil key is shown escaped, whole')
+  t.ok(
+    lines.some((l) => l.startsWith('evil\\x1b]0;pwned\\x07\\x1b[2J\\nfake-key\\t99999s\\u202etxt.exe\\x9b31m\t')),
+    'the evil key is shown escaped, whole',
+  )
   const j = await runCli(['--socket', d.adminSocket, 'keys', '--json'])
   const keys = (JSON.parse(j.stdout.toString()) as { key: string }[]).map((k) => k.key)
   t.ok(keys.includes(evil), '--json gives the key exactly')
@@ -290,7 +334,10 @@ t.test('issue 26 point 6: two concurrent close() calls with a request in flight 
   e.destroy()
   d.proc.kill('SIGCONT')
   await t.rejects(pending, { code: 'CLOSED' }, 'destroy during a close fails the request in flight')
-  const done = await Promise.race([closing.then(() => 'closed'), new Promise<'pending'>((r) => setTimeout(() => r('pending'), 30_000).unref())])
+  const done = await Promise.race([
+    closing.then(() => 'closed'),
+    new Promise<'pending'>((r) => setTimeout(() => r('pending'), 30_000).unref()),
+  ])
   t.equal(done, 'closed', 'and the close() it cut short settles')
 })
 

@@ -47,7 +47,24 @@ t.test('a flood of hostile datagrams and frames: every drop counted, every answe
     random: () => Buffer.from(Array.from({ length: 1 + (r() % 200) }, () => r() & 0xff)),
     truncated: () => captured[r() % captured.length]!.subarray(0, r() % 60),
     oversized: () => Buffer.alloc(2000 + (r() % 4000), 0x41),
-    wrongKey: () => seal(strangerRing, stranger.id, Buffer.alloc(8, r() & 0xff), 1 + r(), encodeBody({ type: MsgType.LOOKUP, reqId: r(), nonce: Buffer.alloc(8, 1), reply: { family: 4, address: '127.0.0.1', port: 9 }, expect: [], key: Buffer.from('keep-1') }, Date.now())),
+    wrongKey: () =>
+      seal(
+        strangerRing,
+        stranger.id,
+        Buffer.alloc(8, r() & 0xff),
+        1 + r(),
+        encodeBody(
+          {
+            type: MsgType.LOOKUP,
+            reqId: r(),
+            nonce: Buffer.alloc(8, 1),
+            reply: { family: 4, address: '127.0.0.1', port: 9 },
+            expect: [],
+            key: Buffer.from('keep-1'),
+          },
+          Date.now(),
+        ),
+      ),
     bitFlipped: () => mutate(captured[r() % captured.length]!, captured[0]!, r),
     replayed: () => captured[r() % captured.length]!,
   }
@@ -99,23 +116,42 @@ t.test('a flood of hostile datagrams and frames: every drop counted, every answe
   t.equal(await reads, 0, 'reads during the flood all returned the right bytes')
   const after = await Promise.all(nodes.map(clusterStats))
   const delta = (k: string) => after.reduce((a, s, i) => a + s['dropped'][k] - before[i]!['dropped'][k], 0)
-  const counted = { malformed: delta('malformed'), oversize: delta('oversize'), unknownKey: delta('unknownKey'), openFailed: delta('openFailed'), replayed: delta('replayed'), stale: delta('stale'), misaddressed: delta('misaddressed') }
+  const counted = {
+    malformed: delta('malformed'),
+    oversize: delta('oversize'),
+    unknownKey: delta('unknownKey'),
+    openFailed: delta('openFailed'),
+    replayed: delta('replayed'),
+    stale: delta('stale'),
+    misaddressed: delta('misaddressed'),
+  }
   t.comment(`drops counted over three daemons: ${JSON.stringify(counted)}`)
   // Each daemon receives every flood datagram (the batches fit its receive buffer).
   t.ok(counted.oversize >= 3 * perKind, `oversized datagrams counted (${counted.oversize} of ${3 * perKind})`)
   t.ok(counted.unknownKey >= 3 * perKind, `wrongly keyed datagrams counted (${counted.unknownKey} of ${3 * perKind})`)
   t.ok(counted.replayed >= perKind, `replays counted (${counted.replayed}; each replay reaches the two daemons that did not send it)`)
   // A flip in the receiver id of a group datagram makes it misaddressed (dropped before opening).
-  t.ok(counted.malformed + counted.openFailed + counted.misaddressed >= 3 * 3 * perKind * 0.6, `random, truncated and flipped datagrams counted (${counted.malformed + counted.openFailed + counted.misaddressed})`)
+  t.ok(
+    counted.malformed + counted.openFailed + counted.misaddressed >= 3 * 3 * perKind * 0.6,
+    `random, truncated and flipped datagrams counted (${counted.malformed + counted.openFailed + counted.misaddressed})`,
+  )
   t.same(await unreadable(nodes, keys, val), [], 'the store is intact: every session, every byte, on every node')
   for (const n of nodes) t.ok(await n.client.ping(), `${n.name} still serves`)
 })
 
 t.test('a short soak: steady memory, no descriptor leaks, every answer right', async (t) => {
   const r = await runBench<SoakResult>('soak', [], { SOAK_SECONDS: '12', SOAK_SAMPLE_MS: '1000', SOAK_MAX_BYTES: String(2 * 1024 * 1024) })
-  t.comment(`soak ${r.seconds} s: ${r.ops} ops (${r.opsPerSec}/s), GET p50 ${r.getP50Us} us p99 ${r.getP99Us} us, RSS growth ${r.rssGrowthPct.join('/')}%, fds ${r.fds.at(-1)!.join('/')}`)
+  t.comment(
+    `soak ${r.seconds} s: ${r.ops} ops (${r.opsPerSec}/s), GET p50 ${r.getP50Us} us p99 ${r.getP99Us} us, RSS growth ${r.rssGrowthPct.join('/')}%, fds ${r.fds.at(-1)!.join('/')}`,
+  )
   t.equal(r.errors, 0, 'no errors')
   t.equal(r.wrong, 0, 'no wrong answers')
-  t.ok(r.fdGrowth.every((g) => g <= 0), 'no descriptor growth')
-  t.ok(r.rssGrowthPct.every((g) => g < 30), `resident memory steady after warm-up (${r.rssGrowthPct.join('%, ')}%)`)
+  t.ok(
+    r.fdGrowth.every((g) => g <= 0),
+    'no descriptor growth',
+  )
+  t.ok(
+    r.rssGrowthPct.every((g) => g < 30),
+    `resident memory steady after warm-up (${r.rssGrowthPct.join('%, ')}%)`,
+  )
 })

@@ -13,7 +13,14 @@ import { clusterStats, startCluster } from '../helpers/cluster.js'
 const MIB = 1024 * 1024
 
 t.test('1 MiB values read on every other host with a 250 ms lookup deadline: every one found, some by a remote fill', async (t) => {
-  const { nodes } = await startCluster(t, 3, ['--max-value-bytes', String(MIB), '--max-bytes', String(256 * MIB), '--lookup-timeout-ms', '250'])
+  const { nodes } = await startCluster(t, 3, [
+    '--max-value-bytes',
+    String(MIB),
+    '--max-bytes',
+    String(256 * MIB),
+    '--lookup-timeout-ms',
+    '250',
+  ])
   const values = new Map<string, Buffer>()
   let found = 0
   let remote = 0
@@ -34,7 +41,9 @@ t.test('1 MiB values read on every other host with a 250 ms lookup deadline: eve
   }
   const s = await Promise.all(nodes.map(clusterStats))
   const sum = (k: string) => s.reduce((a, c) => a + (c[k] as number), 0)
-  t.comment(`${reads} reads of 1 MiB values: ${found} found, ${remote} by a remote fill; lookups timed out ${sum('timeouts')}, missed ${sum('remoteMisses')}, chunks received ${sum('chunksReceived')}`)
+  t.comment(
+    `${reads} reads of 1 MiB values: ${found} found, ${remote} by a remote fill; lookups timed out ${sum('timeouts')}, missed ${sum('remoteMisses')}, chunks received ${sum('chunksReceived')}`,
+  )
   t.equal(found, reads, 'every read found the whole value')
   t.ok(remote > 0, 'some reads were remote fills of 1 MiB')
   t.equal(sum('timeouts'), 0, 'no lookup ended at its deadline')

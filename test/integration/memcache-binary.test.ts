@@ -31,7 +31,14 @@ const deltaExtras = (delta: bigint, initial: bigint, exptime: number) => {
 const k = (s: string) => Buffer.from(s)
 let opaque = 1
 const rq = (opcode: number, o: { key?: string; extras?: Buffer; value?: Buffer | string; cas?: bigint } = {}) =>
-  encodeRequest({ opcode, opaque: opaque++, ...(o.key !== undefined ? { key: k(o.key) } : {}), ...(o.extras ? { extras: o.extras } : {}), ...(o.value !== undefined ? { value: Buffer.from(o.value) } : {}), ...(o.cas !== undefined ? { cas: o.cas } : {}) })
+  encodeRequest({
+    opcode,
+    opaque: opaque++,
+    ...(o.key !== undefined ? { key: k(o.key) } : {}),
+    ...(o.extras ? { extras: o.extras } : {}),
+    ...(o.value !== undefined ? { value: Buffer.from(o.value) } : {}),
+    ...(o.cas !== undefined ? { cas: o.cas } : {}),
+  })
 
 /** A session of requests and what memcached 1.6 answers to each (the script compared below). */
 function script(p: string): Buffer[] {
@@ -119,17 +126,41 @@ t.test('binary requests get the same answers from statecast as from memcached 1.
 function shaped(opcode: number): Buffer {
   const key = 'every'
   switch (opcode) {
-    case Opcode.SET: case Opcode.ADD: case Opcode.REPLACE: case Opcode.SETQ: case Opcode.ADDQ: case Opcode.REPLACEQ:
+    case Opcode.SET:
+    case Opcode.ADD:
+    case Opcode.REPLACE:
+    case Opcode.SETQ:
+    case Opcode.ADDQ:
+    case Opcode.REPLACEQ:
       return rq(opcode, { key, extras: storeExtras(0, 0), value: 'v' })
-    case Opcode.INCREMENT: case Opcode.DECREMENT: case Opcode.INCREMENTQ: case Opcode.DECREMENTQ:
+    case Opcode.INCREMENT:
+    case Opcode.DECREMENT:
+    case Opcode.INCREMENTQ:
+    case Opcode.DECREMENTQ:
       return rq(opcode, { key: 'num', extras: deltaExtras(1n, 0n, 0) })
-    case Opcode.TOUCH: case Opcode.GAT: case Opcode.GATQ: case Opcode.GATK: case Opcode.GATKQ:
+    case Opcode.TOUCH:
+    case Opcode.GAT:
+    case Opcode.GATQ:
+    case Opcode.GATK:
+    case Opcode.GATKQ:
       return rq(opcode, { key, extras: u32(0) })
     case Opcode.VERBOSITY:
       return rq(opcode, { extras: u32(0) })
-    case Opcode.NOOP: case Opcode.VERSION: case Opcode.QUIT: case Opcode.QUITQ: case Opcode.FLUSH: case Opcode.FLUSHQ: case Opcode.SASL_LIST_MECHS: case Opcode.STAT:
+    case Opcode.NOOP:
+    case Opcode.VERSION:
+    case Opcode.QUIT:
+    case Opcode.QUITQ:
+    case Opcode.FLUSH:
+    case Opcode.FLUSHQ:
+    case Opcode.SASL_LIST_MECHS:
+    case Opcode.STAT:
       return rq(opcode)
-    case Opcode.GET: case Opcode.GETK: case Opcode.GETQ: case Opcode.GETKQ: case Opcode.DELETE: case Opcode.DELETEQ:
+    case Opcode.GET:
+    case Opcode.GETK:
+    case Opcode.GETQ:
+    case Opcode.GETKQ:
+    case Opcode.DELETE:
+    case Opcode.DELETEQ:
       return rq(opcode, { key })
     default:
       return rq(opcode, { key, value: 'v' })
@@ -139,7 +170,21 @@ function shaped(opcode: number): Buffer {
 t.test('every binary request, of each of the 256 opcodes, is answered (or is quiet and a noop after it is)', async (t) => {
   const port = await freePort()
   const d = await startDaemon(t, { args: ['--memcache-listen', `127.0.0.1:${port}`, '--cluster-enabled', 'false'] })
-  const quietOk = new Set<number>([Opcode.GETQ, Opcode.GETKQ, Opcode.SETQ, Opcode.ADDQ, Opcode.REPLACEQ, Opcode.DELETEQ, Opcode.INCREMENTQ, Opcode.DECREMENTQ, Opcode.FLUSHQ, Opcode.APPENDQ, Opcode.PREPENDQ, Opcode.GATQ, Opcode.GATKQ])
+  const quietOk = new Set<number>([
+    Opcode.GETQ,
+    Opcode.GETKQ,
+    Opcode.SETQ,
+    Opcode.ADDQ,
+    Opcode.REPLACEQ,
+    Opcode.DELETEQ,
+    Opcode.INCREMENTQ,
+    Opcode.DECREMENTQ,
+    Opcode.FLUSHQ,
+    Opcode.APPENDQ,
+    Opcode.PREPENDQ,
+    Opcode.GATQ,
+    Opcode.GATKQ,
+  ])
   const unanswered: string[] = []
   for (let base = 0; base < 256; base += 32) {
     await Promise.all(
@@ -152,8 +197,10 @@ t.test('every binary request, of each of the 256 opcodes, is answered (or is qui
         const res = decodeResponses(r.got).responses
         const own = res.find((x) => x.opcode === op && x.opaque === req.readUInt32BE(12))
         if (op === Opcode.QUIT || op === Opcode.QUITQ) {
-          if (!r.closed || (op === Opcode.QUIT && !own)) unanswered.push(`0x${op.toString(16)}: ${r.closed ? 'closed' : 'open'}, ${res.length} responses`)
-        } else if (r.timedOut || (expectOwn && !own)) unanswered.push(`0x${op.toString(16)}: ${res.length} responses${r.timedOut ? ', timed out' : ''}`)
+          if (!r.closed || (op === Opcode.QUIT && !own))
+            unanswered.push(`0x${op.toString(16)}: ${r.closed ? 'closed' : 'open'}, ${res.length} responses`)
+        } else if (r.timedOut || (expectOwn && !own))
+          unanswered.push(`0x${op.toString(16)}: ${res.length} responses${r.timedOut ? ', timed out' : ''}`)
         else if (!res.some((x) => x.opaque === 0xfeedface)) unanswered.push(`0x${op.toString(16)}: the noop after it unanswered`)
       }),
     )
@@ -214,11 +261,15 @@ t.test('a binary request stream cut at every byte gets the answers it gets whole
   const r = prng(2323)
   const seeds = [stream(1), rq(Opcode.GET, { key: 'x' }), rq(Opcode.SET, { key: 'x', extras: storeExtras(0, 0), value: 'y' })]
   const inputs = Array.from({ length: 300 }, (_, i) => {
-    const b = i % 3 === 0 ? Buffer.from(Array.from({ length: 1 + (r() % 200) }, () => r() & 0xff)) : mutate(seeds[r() % seeds.length]!, seeds[r() % seeds.length]!, r)
+    const b =
+      i % 3 === 0
+        ? Buffer.from(Array.from({ length: 1 + (r() % 200) }, () => r() & 0xff))
+        : mutate(seeds[r() % seeds.length]!, seeds[r() % seeds.length]!, r)
     b[0] = 0x80
     return b
   })
-  for (let i = 0; i < inputs.length; i += 30) await Promise.all(inputs.slice(i, i + 30).map((b) => exchange(port, [b, rq(Opcode.NOOP)], finished, 3000)))
+  for (let i = 0; i < inputs.length; i += 30)
+    await Promise.all(inputs.slice(i, i + 30).map((b) => exchange(port, [b, rq(Opcode.NOOP)], finished, 3000)))
   const v = await exchange(port, [rq(Opcode.VERSION)], (got) => decodeResponses(got).responses.length > 0)
   t.equal(decodeResponses(v.got).responses[0]?.status, BinStatus.OK, 'a new client is served after the garbage')
   t.equal(d.proc.exitCode, null, 'the daemon serves on')
@@ -251,7 +302,10 @@ t.test('meta commands get the same answers from statecast as from memcached 1.6'
   const done = (b: Buffer) => b.toString('latin1').endsWith('MN\r\n')
   for (const batch of META) {
     const lines = `${batch}mn\r\n`
-    const [m, s] = await Promise.all([exchange(mc, [Buffer.from(lines, 'latin1')], done), exchange(port, [Buffer.from(lines, 'latin1')], done)])
+    const [m, s] = await Promise.all([
+      exchange(mc, [Buffer.from(lines, 'latin1')], done),
+      exchange(port, [Buffer.from(lines, 'latin1')], done),
+    ])
     t.equal(mask(s.got.toString('latin1')), mask(m.got.toString('latin1')), JSON.stringify(lines.slice(0, 60)))
   }
 })

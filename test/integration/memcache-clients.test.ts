@@ -14,7 +14,10 @@ import { startMemcached } from '../helpers/memcached.js'
 import { needs } from '../helpers/needs.js'
 
 const NEEDS = needs({ commands: ['memcached'] })
-const PY_NEEDS = needs({ commands: ['/usr/bin/python3'], files: [{ path: '/usr/lib/python3/dist-packages/pymemcache', from: 'python3-pymemcache' }] })
+const PY_NEEDS = needs({
+  commands: ['/usr/bin/python3'],
+  files: [{ path: '/usr/lib/python3/dist-packages/pymemcache', from: 'python3-pymemcache' }],
+})
 
 function client(port: number): memjs.Client {
   // No retries: a wrong answer must show, not be retried away; a generous timeout for a loaded machine.
@@ -25,7 +28,15 @@ function client(port: number): memjs.Client {
 async function outcome(op: () => Promise<unknown>): Promise<unknown> {
   try {
     const r = await op()
-    return JSON.parse(JSON.stringify(r, (_k, v: unknown) => (Buffer.isBuffer(v) ? v.toString('latin1') : v && typeof v === 'object' && 'type' in v && (v as { type: unknown }).type === 'Buffer' ? Buffer.from((v as unknown as { data: number[] }).data).toString('latin1') : v)) ?? null) as unknown
+    return JSON.parse(
+      JSON.stringify(r, (_k, v: unknown) =>
+        Buffer.isBuffer(v)
+          ? v.toString('latin1')
+          : v && typeof v === 'object' && 'type' in v && (v as { type: unknown }).type === 'Buffer'
+            ? Buffer.from((v as unknown as { data: number[] }).data).toString('latin1')
+            : v,
+      ) ?? null,
+    ) as unknown
   } catch (e) {
     return { error: (e as Error).message }
   }
@@ -76,10 +87,27 @@ function operations(c: memjs.Client): [string, () => Promise<unknown>][] {
     ['get a long key', () => c.get('l'.repeat(250))],
     ['flush', async () => Object.values(await c.flush())],
     ['get after flush', () => c.get('k')],
-    ['stats has the fields clients read', async () => {
-      const s = await new Promise<Record<string, string> | null>((resolve) => c.stats((_e, _s, st) => resolve(st)))
-      return ['pid', 'uptime', 'version', 'curr_connections', 'cmd_get', 'cmd_set', 'get_hits', 'get_misses', 'curr_items', 'bytes', 'limit_maxbytes', 'threads', 'evictions'].filter((k) => s?.[k] === undefined)
-    }],
+    [
+      'stats has the fields clients read',
+      async () => {
+        const s = await new Promise<Record<string, string> | null>((resolve) => c.stats((_e, _s, st) => resolve(st)))
+        return [
+          'pid',
+          'uptime',
+          'version',
+          'curr_connections',
+          'cmd_get',
+          'cmd_set',
+          'get_hits',
+          'get_misses',
+          'curr_items',
+          'bytes',
+          'limit_maxbytes',
+          'threads',
+          'evictions',
+        ].filter((k) => s?.[k] === undefined)
+      },
+    ],
     // Last: both servers answer Invalid arguments and hang up (memcached's rule for a key over 250 bytes).
     ['set a too long key', () => c.set('l'.repeat(251), 'long')],
   ]
@@ -150,5 +178,9 @@ print(json.dumps({"cas": int(cas), "ok": ok, "stale": stale, "value": v2.decode(
   t.equal(r.code, 0, r.stderr)
   const out = JSON.parse(r.stdout) as { cas: number; ok: boolean; stale: boolean; value: string; changed: boolean }
   t.ok(out.cas > 2 ** 53, `the cas unique ${out.cas} is above 2^53 (a version: ms << 16)`)
-  t.same({ ok: out.ok, stale: out.stale, value: out.value, changed: out.changed }, { ok: true, stale: false, value: 'two', changed: true }, 'cas with the unique gets returned stores; with a stale one it does not')
+  t.same(
+    { ok: out.ok, stale: out.stale, value: out.value, changed: out.changed },
+    { ok: true, stale: false, value: 'two', changed: true },
+    'cas with the unique gets returned stores; with a stale one it does not',
+  )
 })

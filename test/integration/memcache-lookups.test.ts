@@ -68,9 +68,16 @@ t.test('API GETs of remote sessions are found while 64 memcache connections mult
   const shed = ((await admin.stats()) as { cluster: { shed: number } }).cluster.shed
   const rounds = floods.reduce((n, f) => n + f.rounds(), 0)
   floods.forEach((f) => f.stop())
-  t.same(missing, [], `every API GET of a session held by B was answered with its value (${rounds} multi-gets of 20 missing keys meanwhile)`)
+  t.same(
+    missing,
+    [],
+    `every API GET of a session held by B was answered with its value (${rounds} multi-gets of 20 missing keys meanwhile)`,
+  )
   t.equal(shed, 0, 'no lookup was shed for want of room in the table')
-  t.ok(mcStats['lookupsQueued']! > 0, `memcache lookups waited for the front end's share (${mcStats['lookupsQueued']}) instead of being shed`)
+  t.ok(
+    mcStats['lookupsQueued']! > 0,
+    `memcache lookups waited for the front end's share (${mcStats['lookupsQueued']}) instead of being shed`,
+  )
   t.ok(mcStats['remoteLookups']! <= 16, `at most a quarter of the table in flight from memcache (${mcStats['remoteLookups']})`)
   // The flood's own lookups were queued, not answered "not found" for want of room: a key held by
   // B read through the front end during another flood is found.

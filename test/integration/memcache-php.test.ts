@@ -41,9 +41,18 @@ function php(ini: string[], args: string[]): Promise<{ code: number | null; stdo
 
 const HANDLERS: { name: string; ini: (port: number) => string[] }[] = [
   // Debian's defaults for php-memcached: memcached.sess_binary_protocol = On, sess_locking = On.
-  { name: 'php-memcached (binary protocol, locking: Debian defaults)', ini: (p) => ['session.save_handler=memcached', `session.save_path=127.0.0.1:${p}`] },
-  { name: 'php-memcache, ascii', ini: (p) => ['session.save_handler=memcache', `session.save_path=tcp://127.0.0.1:${p}`, 'memcache.protocol=ascii'] },
-  { name: 'php-memcache, binary', ini: (p) => ['session.save_handler=memcache', `session.save_path=tcp://127.0.0.1:${p}`, 'memcache.protocol=binary'] },
+  {
+    name: 'php-memcached (binary protocol, locking: Debian defaults)',
+    ini: (p) => ['session.save_handler=memcached', `session.save_path=127.0.0.1:${p}`],
+  },
+  {
+    name: 'php-memcache, ascii',
+    ini: (p) => ['session.save_handler=memcache', `session.save_path=tcp://127.0.0.1:${p}`, 'memcache.protocol=ascii'],
+  },
+  {
+    name: 'php-memcache, binary',
+    ini: (p) => ['session.save_handler=memcache', `session.save_path=tcp://127.0.0.1:${p}`, 'memcache.protocol=binary'],
+  },
 ]
 
 t.test('PHP sessions through two daemons: written on A, read on B, 500 KB, locks across hosts, destroy', NEEDS, async (t) => {
@@ -68,7 +77,9 @@ t.test('PHP sessions through two daemons: written on A, read on B, 500 KB, locks
       t.equal(r.code, 0, r.stderr)
       t.match(JSON.parse(r.stdout), { data: 'hello from A', n: 1 }, 'read on B')
       // 500 KB that does not compress: past memcached's old 64 KiB default, within its 1 MiB.
-      const big = randomBytes(375 * 1024).toString('base64').slice(0, 500 * 1024)
+      const big = randomBytes(375 * 1024)
+        .toString('base64')
+        .slice(0, 500 * 1024)
       const bigFile = path.join(dir, `big-${i}`)
       fs.writeFileSync(bigFile, big)
       const wb = await onA(['write', id, `@${bigFile}`])
@@ -84,7 +95,7 @@ t.test('PHP sessions through two daemons: written on A, read on B, 500 KB, locks
       const waited = await onB(['read', id])
       t.equal((await holder).code, 0)
       t.equal(waited.code, 0, waited.stderr)
-      t.match(JSON.parse(waited.stdout || '{}'), { n: 3 }, 'B waited for A\'s lock and read what A wrote under it')
+      t.match(JSON.parse(waited.stdout || '{}'), { n: 3 }, "B waited for A's lock and read what A wrote under it")
       const d = await onB(['destroy', id])
       t.equal(d.stdout, 'destroyed')
       const after = await onA(['read', id])

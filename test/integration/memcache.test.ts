@@ -43,8 +43,22 @@ t.test('a memcached client library against the front end, across two hosts', asy
   const sockA = `127.0.0.1:${await freePort()}`
   const sockB = `127.0.0.1:${await freePort()}`
   const { startNode, waitMembers } = await import('../helpers/cluster.js')
-  const a = await startNode(t, { dir: probe.dir, name: 'a', keyFile: probe.keyFile, group: probe.group, port: probe.port, args: ['--memcache-listen', sockA, '--replication-factor', '1', ...GENEROUS_LOOKUPS] })
-  const b = await startNode(t, { dir: probe.dir, name: 'b', keyFile: probe.keyFile, group: probe.group, port: probe.port, args: ['--memcache-listen', sockB, '--replication-factor', '1', ...GENEROUS_LOOKUPS] })
+  const a = await startNode(t, {
+    dir: probe.dir,
+    name: 'a',
+    keyFile: probe.keyFile,
+    group: probe.group,
+    port: probe.port,
+    args: ['--memcache-listen', sockA, '--replication-factor', '1', ...GENEROUS_LOOKUPS],
+  })
+  const b = await startNode(t, {
+    dir: probe.dir,
+    name: 'b',
+    keyFile: probe.keyFile,
+    group: probe.group,
+    port: probe.port,
+    args: ['--memcache-listen', sockB, '--replication-factor', '1', ...GENEROUS_LOOKUPS],
+  })
   await waitMembers([a, b], 1)
   const ca = mc(sockA)
   const cb = mc(sockB)
@@ -76,7 +90,7 @@ t.test('a memcached client library against the front end, across two hosts', asy
   t.equal(await p<unknown>((k) => ca.get('fresh', k)), undefined)
   const version = await p<{ version: string }[]>((k) => ca.version(k))
   // VERSION 1.6.18-statecast-0.1.0: this library reads the last x.y.z, libmemcached the first.
-  t.equal(version[0]?.version, '0.1.0', 'VERSION ends with the daemon\'s version')
+  t.equal(version[0]?.version, '0.1.0', "VERSION ends with the daemon's version")
 
   // A value larger than one datagram, stored on A, fetched by B's front end from A.
   const big = 'x'.repeat(20_000) + 'y'.repeat(30_000)
@@ -87,7 +101,7 @@ t.test('a memcached client library against the front end, across two hosts', asy
   // Deleting on B removes A's copy too.
   t.equal(await p<boolean>((k) => cb.del('greeting', k)).catch(() => false), false, 'B held no copy of greeting')
   await eventually(async () => (await a.client.get('greeting', { localOnly: true })) === undefined, 20_000, 'A drops its copy')
-  t.pass('the delete on B removed A\'s copy')
+  t.pass("the delete on B removed A's copy")
 })
 
 t.test('exptime rules and mod_ssl-style lines', async (t) => {
@@ -100,7 +114,12 @@ t.test('exptime rules and mod_ssl-style lines', async (t) => {
   const now = Math.floor(Date.now() / 1000)
   const out = await rawLines(
     loc,
-    'set rel 0 100 1\r\na\r\n' + 'set def 0 0 1\r\nb\r\n' + `set abs 0 ${now + 200} 1\r\nc\r\n` + `set past 0 ${now - 10} 1\r\nd\r\n` + 'set neg 0 -1 1\r\ne\r\n' + 'version\r\n',
+    'set rel 0 100 1\r\na\r\n' +
+      'set def 0 0 1\r\nb\r\n' +
+      `set abs 0 ${now + 200} 1\r\nc\r\n` +
+      `set past 0 ${now - 10} 1\r\nd\r\n` +
+      'set neg 0 -1 1\r\ne\r\n' +
+      'version\r\n',
     /VERSION .*\r\n/,
   )
   t.equal(out.split('STORED\r\n').length - 1, 5, 'all five stored')
@@ -115,7 +134,11 @@ t.test('exptime rules and mod_ssl-style lines', async (t) => {
 
   // mod_ssl: `set KEY 0 EXPTIME LEN ` with a trailing space, `get KEY`, `delete KEY 0`.
   const key = `mod_ssl-sess:${'ab12'.repeat(16)}`
-  const sess = await rawLines(loc, `set ${key} 0 300 5 \r\nhello\r\nget ${key}\r\ndelete ${key} 0\r\nget ${key}\r\nquit\r\n`, /END\r\n.*END\r\n/s)
+  const sess = await rawLines(
+    loc,
+    `set ${key} 0 300 5 \r\nhello\r\nget ${key}\r\ndelete ${key} 0\r\nget ${key}\r\nquit\r\n`,
+    /END\r\n.*END\r\n/s,
+  )
   t.equal(sess, `STORED\r\nVALUE ${key} 0 5\r\nhello\r\nEND\r\nDELETED\r\nEND\r\n`)
   const gets = await rawLines(loc, 'set g 7 0 2\r\nhi\r\ngets g\r\n', /END\r\n/)
   t.match(gets, /VALUE g 7 2 \d+\r\nhi\r\nEND\r\n/, 'gets adds a cas field')
@@ -126,14 +149,25 @@ t.test('memcached error replies, and the connection carries on', async (t) => {
   await startDaemon(t, { args: ['--memcache-listen', sock, '--max-value-bytes', '1000'] })
   const out = await rawLines(
     sock,
-    'bogus\r\n' + 'set k notanumber 0 1\r\nx\r\n' + 'get\r\n' + `get ${'k'.repeat(251)}\r\n` + `set big 0 0 2000\r\n${'z'.repeat(2000)}\r\n` + 'set k 0 0 3\r\nabcde\r\n' + 'set ok 0 0 2\r\nok\r\n' + 'get ok\r\n',
+    'bogus\r\n' +
+      'set k notanumber 0 1\r\nx\r\n' +
+      'get\r\n' +
+      `get ${'k'.repeat(251)}\r\n` +
+      `set big 0 0 2000\r\n${'z'.repeat(2000)}\r\n` +
+      'set k 0 0 3\r\nabcde\r\n' +
+      'set ok 0 0 2\r\nok\r\n' +
+      'get ok\r\n',
     /VALUE ok 0 2\r\nok\r\nEND\r\n/,
   )
   const lines = out.split('\r\n')
   t.equal(lines[0], 'ERROR', 'unknown command')
   t.equal(lines[1], 'CLIENT_ERROR bad command line format', 'bad flags')
   t.match(lines.slice(2).join('\n'), /^(ERROR|CLIENT_ERROR bad command line format)\n/, 'the data line of the bad set is read as a command')
-  t.match(out, /CLIENT_ERROR bad command line format\r\n(.*\r\n)*SERVER_ERROR object too large for cache\r\n/, 'key too long, then value too large')
+  t.match(
+    out,
+    /CLIENT_ERROR bad command line format\r\n(.*\r\n)*SERVER_ERROR object too large for cache\r\n/,
+    'key too long, then value too large',
+  )
   t.match(out, /CLIENT_ERROR bad data chunk\r\n/, 'data longer than declared')
   t.match(out, /STORED\r\nVALUE ok 0 2\r\nok\r\nEND\r\n$/, 'still serving after every error')
   const stats = await rawLines(sock, 'stats\r\n', /END\r\n/)

@@ -37,7 +37,14 @@ t.test('a cluster daemon fills the lookup histogram', async (t) => {
   const args = probe.proc.spawnargs
   const group = args[args.indexOf('--group') + 1]!
   const gport = Number(args[args.indexOf('--port') + 1])
-  const m = await startNode(t, { dir, name: 'metrics', keyFile, group, port: gport, args: ['--metrics-listen', `127.0.0.1:${port}`, '--replication-factor', '1'] })
+  const m = await startNode(t, {
+    dir,
+    name: 'metrics',
+    keyFile,
+    group,
+    port: gport,
+    args: ['--metrics-listen', `127.0.0.1:${port}`, '--replication-factor', '1'],
+  })
   await probe.client.set('remote-one', 'v')
   await m.client.get('remote-one')
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()

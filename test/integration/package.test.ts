@@ -9,11 +9,24 @@ import { needs } from '../helpers/needs.js'
 const NEEDS = needs({ root: true, commands: ['dpkg-deb', 'dpkg'] })
 
 t.test('the Debian package installs, runs and purges', NEEDS, async (t) => {
-  const out = execFileSync('bash', [path.join(ROOT, 'scripts', 'package.sh')], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 180_000 })
+  const out = execFileSync('bash', [path.join(ROOT, 'scripts', 'package.sh')], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    timeout: 180_000,
+  })
   const deb = path.join(ROOT, out.trim().split('\n').pop()!)
   t.ok(fs.existsSync(deb), `built ${path.basename(deb)}`)
   const contents = execFileSync('dpkg-deb', ['-c', deb], { encoding: 'utf8' })
-  for (const f of ['./usr/bin/statecastd', './usr/bin/statecast', './lib/systemd/system/statecast.service', './lib/systemd/system/statecast.socket', './usr/lib/sysusers.d/statecast.conf', './usr/lib/tmpfiles.d/statecast.conf', './etc/statecast/statecast.conf']) {
+  for (const f of [
+    './usr/bin/statecastd',
+    './usr/bin/statecast',
+    './lib/systemd/system/statecast.service',
+    './lib/systemd/system/statecast.socket',
+    './usr/lib/sysusers.d/statecast.conf',
+    './usr/lib/tmpfiles.d/statecast.conf',
+    './etc/statecast/statecast.conf',
+  ]) {
     t.ok(contents.includes(f), `ships ${f}`)
   }
   t.teardown(() => {
@@ -25,7 +38,11 @@ t.test('the Debian package installs, runs and purges', NEEDS, async (t) => {
   const env = { ...process.env, PATH: '/usr/local/bin:/usr/bin:/bin' }
   t.equal(execFileSync('statecastd', ['--version'], { encoding: 'utf8', env }).trim(), 'statecastd 0.1.0', 'statecastd on PATH')
   t.match(execFileSync('statecast', ['--help'], { encoding: 'utf8', env }), /Usage: statecast/, 'statecast on PATH')
-  t.match(execFileSync('statecast', ['check-config', '/etc/statecast/statecast.conf'], { encoding: 'utf8', env }), /valid/, 'the installed config is valid')
+  t.match(
+    execFileSync('statecast', ['check-config', '/etc/statecast/statecast.conf'], { encoding: 'utf8', env }),
+    /valid/,
+    'the installed config is valid',
+  )
   t.match(fs.readFileSync('/etc/passwd', 'utf8'), /^statecast:/m, 'the sysusers entry made the user')
   t.ok(fs.existsSync('/run/statecast'), 'the tmpfiles entry made the runtime directory')
   t.equal(spawnSync('dpkg', ['--purge', 'statecast']).status, 0, 'purges cleanly')

@@ -16,7 +16,8 @@ function sealer(keyFile: string) {
   const ring = new Keyring(parseKeyFile(fs.readFileSync(keyFile, 'utf8')))
   const keyId = [...ring.keys.keys()][0]!
   return {
-    seal: (sender: Buffer, counter: number, m: Message, receiver?: Buffer) => seal(ring, keyId, sender, counter, encodeBody(m, Date.now()), receiver),
+    seal: (sender: Buffer, counter: number, m: Message, receiver?: Buffer) =>
+      seal(ring, keyId, sender, counter, encodeBody(m, Date.now()), receiver),
     /** The messages of a datagram (several when it is a BATCH), or undefined when it does not open. */
     open: (d: Buffer) => {
       try {
@@ -35,7 +36,13 @@ function rss(pid: number): number {
 }
 
 /** Sends datagrams in batches the receive buffers can take (what the kernel drops is never counted). */
-async function sendAll(sock: ReturnType<typeof DgramAsPromised.createSocket>, dgrams: Buffer[], port: number, address: string, after?: () => void): Promise<void> {
+async function sendAll(
+  sock: ReturnType<typeof DgramAsPromised.createSocket>,
+  dgrams: Buffer[],
+  port: number,
+  address: string,
+  after?: () => void,
+): Promise<void> {
   for (let i = 0; i < dgrams.length; i += 100) {
     await Promise.all(dgrams.slice(i, i + 100).map((d) => sock.send(d, port, address)))
     after?.()
@@ -64,7 +71,18 @@ t.test('copies announcing 65,535 chunks from a member: refused before they cost 
   const sender = crypto.randomBytes(8)
   let counter = 1
   // It keeps announcing itself until past its probation: copies are taken only from trusted members.
-  const announce = () => void reply.send(sealAs(sender, counter++, { type: MsgType.ANNOUNCE, reply: { family: 4, address: '127.0.0.1', port: reply.address().port }, entries: 0, flags: 0, name: 'attacker' }), port, group)
+  const announce = () =>
+    void reply.send(
+      sealAs(sender, counter++, {
+        type: MsgType.ANNOUNCE,
+        reply: { family: 4, address: '127.0.0.1', port: reply.address().port },
+        entries: 0,
+        flags: 0,
+        name: 'attacker',
+      }),
+      port,
+      group,
+    )
   announce()
   const beat = setInterval(announce, 150)
   t.teardown(() => clearInterval(beat))
@@ -78,7 +96,18 @@ t.test('copies announcing 65,535 chunks from a member: refused before they cost 
   for (let i = 0; i < n; i++) {
     // The finding: 65,535 chunks of 0 bytes; and 65,535 chunks of 1 byte (which no sender needs for 64 KiB).
     const empty = i % 2 === 0
-    const m: Message = { type: MsgType.REPLICATE, replId: i + 1, ttlMs: 60_000, flags: 0, totalLen: empty ? 0 : 65_535, index: 0, count: 65_535, version: 1n, key: Buffer.from(`k${i}`), chunk: empty ? Buffer.alloc(0) : Buffer.from('x') }
+    const m: Message = {
+      type: MsgType.REPLICATE,
+      replId: i + 1,
+      ttlMs: 60_000,
+      flags: 0,
+      totalLen: empty ? 0 : 65_535,
+      index: 0,
+      count: 65_535,
+      version: 1n,
+      key: Buffer.from(`k${i}`),
+      chunk: empty ? Buffer.alloc(0) : Buffer.from('x'),
+    }
     flood.push(sealAs(sender, counter++, m, aId))
   }
   const before = await clusterStats(a)
@@ -86,16 +115,23 @@ t.test('copies announcing 65,535 chunks from a member: refused before they cost 
   let peak = base
   const sample = () => (peak = Math.max(peak, rss(a.proc.pid!)))
   await sendAll(reply, flood, uport, addr, sample)
-  await eventually(async () => {
-    sample()
-    return (await clusterStats(a))['datagramsReceived'] - before['datagramsReceived'] >= n
-  }, 20_000, 'every flood datagram reached the daemon')
+  await eventually(
+    async () => {
+      sample()
+      return (await clusterStats(a))['datagramsReceived'] - before['datagramsReceived'] >= n
+    },
+    20_000,
+    'every flood datagram reached the daemon',
+  )
   const after = await clusterStats(a)
   sample()
   const grew = peak - base
-  t.comment(`VmRSS ${(base / 2 ** 20).toFixed(1)} MB before, peak ${(peak / 2 ** 20).toFixed(1)} MB during ${n} copies of 65,535 chunks (+${(grew / 2 ** 20).toFixed(1)} MB)`)
+  t.comment(
+    `VmRSS ${(base / 2 ** 20).toFixed(1)} MB before, peak ${(peak / 2 ** 20).toFixed(1)} MB during ${n} copies of 65,535 chunks (+${(grew / 2 ** 20).toFixed(1)} MB)`,
+  )
   t.ok(grew < 48 * 2 ** 20, `resident memory grew ${(grew / 2 ** 20).toFixed(1)} MB (< 48 MB; the reassembly budget is 8 MiB)`)
-  const refused = after['dropped']['malformed'] - before['dropped']['malformed'] + (after['copiesUnassembled'] ?? 0) - (before['copiesUnassembled'] ?? 0)
+  const refused =
+    after['dropped']['malformed'] - before['dropped']['malformed'] + (after['copiesUnassembled'] ?? 0) - (before['copiesUnassembled'] ?? 0)
   t.equal(refused, n, `all ${n} copies refused and counted (malformed: 0-byte chunks; unassembled: more chunks than a sender needs)`)
   t.equal(after['copiesReceived'], before['copiesReceived'], 'none taken in')
   t.same(await a.client.get('local-session'), Buffer.from('still-here'), 'a local GET answers')
@@ -112,7 +148,9 @@ t.test('20,000 forged ANNOUNCEs: at most maxMembers members, and no session is p
     for (const type of openAs(d)?.map((m) => String(m.type)) ?? ['unopened']) got.set(type, (got.get(type) ?? 0) + 1)
   })
   const reply = { family: 4 as const, address: '127.0.0.1', port: fake.address().port }
-  const forged = Array.from({ length: 20_000 }, () => sealAs(crypto.randomBytes(8), 1, { type: MsgType.ANNOUNCE, reply, entries: 0, flags: 0, name: 'forged' }))
+  const forged = Array.from({ length: 20_000 }, () =>
+    sealAs(crypto.randomBytes(8), 1, { type: MsgType.ANNOUNCE, reply, entries: 0, flags: 0, name: 'forged' }),
+  )
   let most = 0
   await sendAll(fake, forged, port, group, () => void clusterStats(a).then((s) => (most = Math.max(most, s['members']))))
   // Real sessions written while the forged members are alive go to the real member only.
@@ -124,10 +162,18 @@ t.test('20,000 forged ANNOUNCEs: at most maxMembers members, and no session is p
   t.ok(s['membersRefused'] > 0, 'new senders refused once the member list was full (counted)')
   // The flood may have kept B's heartbeats out too (a full list refuses every newcomer): once the
   // forged members are dead, B is a trusted member again and gets every copy.
-  await eventually(async () => (await clusterStats(a))['trustedMembers'] === 1 && (await clusterStats(a))['members'] === 1, 30_000, 'B a trusted member again, the forged ones gone')
+  await eventually(
+    async () => (await clusterStats(a))['trustedMembers'] === 1 && (await clusterStats(a))['members'] === 1,
+    30_000,
+    'B a trusted member again, the forged ones gone',
+  )
   await replicationSettled([a, b])
   const onB = await Promise.all(keys.map((k) => b.client.get(k, { localOnly: true })))
   t.equal(onB.filter((v, i) => v?.equals(Buffer.from(`value-${keys[i]}`))).length, keys.length, 'every session copied to the real member')
   await clusterStats(a)
-  t.equal(got.get(String(MsgType.REPLICATE)) ?? 0, 0, `no copy pushed to a forged member (datagrams at their address by type: ${JSON.stringify(Object.fromEntries(got))})`)
+  t.equal(
+    got.get(String(MsgType.REPLICATE)) ?? 0,
+    0,
+    `no copy pushed to a forged member (datagrams at their address by type: ${JSON.stringify(Object.fromEntries(got))})`,
+  )
 })

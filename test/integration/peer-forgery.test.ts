@@ -11,8 +11,28 @@ import fs from 'node:fs'
 import net from 'node:net'
 import { DgramAsPromised } from 'dgram-as-promised'
 import { parseKeyFile } from '../../protocol/keyfile.js'
-import { AnnounceFlag, Keyring, MsgType, NO_RECEIVER, decodeMessages, encodeBody, open, seal, type Address, type Message } from '../../protocol/wire.js'
-import { GENEROUS_LOOKUPS, clusterStats, startCluster, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
+import {
+  AnnounceFlag,
+  Keyring,
+  MsgType,
+  NO_RECEIVER,
+  decodeMessages,
+  encodeBody,
+  open,
+  seal,
+  type Address,
+  type Message,
+} from '../../protocol/wire.js'
+import {
+  GENEROUS_LOOKUPS,
+  clusterStats,
+  startCluster,
+  startNode,
+  uniqueGroup,
+  waitMembers,
+  writeKeyFile,
+  type Node,
+} from '../helpers/cluster.js'
 import { eventually, freePort, tmpDir } from '../helpers/daemon.js'
 
 type Teardown = { teardown(fn: () => unknown): void }
@@ -39,7 +59,12 @@ async function insider(t: Teardown, keyFile: string, group: string, port: number
     id,
     me,
     got,
-    send: (m: Message, to: Address, o: { sender?: Buffer; ctr?: number; receiver?: Buffer } = {}) => sock.send(seal(ring, keyId, o.sender ?? id, o.ctr ?? counter++, encodeBody(m, Date.now()), o.receiver ?? NO_RECEIVER), to.port, to.address),
+    send: (m: Message, to: Address, o: { sender?: Buffer; ctr?: number; receiver?: Buffer } = {}) =>
+      sock.send(
+        seal(ring, keyId, o.sender ?? id, o.ctr ?? counter++, encodeBody(m, Date.now()), o.receiver ?? NO_RECEIVER),
+        to.port,
+        to.address,
+      ),
     group: (m: Message, o: { sender?: Buffer; ctr?: number } = {}) => x.send(m, { family: 4, address: group, port }, o),
     /** Announces itself as a member at `reply` every 150 ms (so it passes probation and stays alive). */
     heartbeat: (reply: Address = me) => {
@@ -91,59 +116,99 @@ async function versionWallMs(port: number, key: string): Promise<number> {
   return Number(BigInt(m[1]!) >> 16n)
 }
 
-t.test('one INVALIDATE at version 2^64-1: refused and counted; no daemon exits, writes keep replicating, a LOOKUP is answered', async (t) => {
-  // A lookup deadline a loaded machine meets: C's read of A's session is a fill, not a race.
-  const { nodes, keyFile, group, port } = await startCluster(t, 2, ['--replication-factor', '2', '--store-engine', 'lru-cache', ...GENEROUS_LOOKUPS])
-  const [a, c] = nodes as [Node, Node]
-  const x = await insider(t, keyFile, group, port)
-  const heard = (await clusterStats(a))['datagramsReceived']
-  await x.group({ type: MsgType.INVALIDATE, version: 2n ** 64n - 1n, key: Buffer.from('nothing') })
-  await eventually(async () => (await clusterStats(a))['datagramsReceived'] > heard, 30_000, 'A received it')
-  await a.client.set('k', Buffer.from('v1'))
-  await eventually(async () => (await c.client.get('k', { localOnly: true }))?.equals(Buffer.from('v1')) ?? false, 30_000, 'the copy of a write made after the forgery reaches C')
-  // The holder answers a LOOKUP for a session only it has (the old code threw in the socket handler here: exit 70).
-  await a.client.set('only-on-a', Buffer.from('secret'), { noPropagate: true })
-  t.same(await c.client.get('only-on-a'), Buffer.from('secret'), 'C finds the session A holds')
-  t.ok(alive(a) && alive(c), 'both daemons still run')
-  await eventually(async () => (await clusterStats(a))['dropped']['futureVersion'] >= 1 && (await clusterStats(c))['dropped']['futureVersion'] >= 1, 30_000, 'both refused the forged version (counted)')
-  t.equal((await clusterStats(a))['dropped']['failed'], 0, 'no message failed in a handler')
-})
+t.test(
+  'one INVALIDATE at version 2^64-1: refused and counted; no daemon exits, writes keep replicating, a LOOKUP is answered',
+  async (t) => {
+    // A lookup deadline a loaded machine meets: C's read of A's session is a fill, not a race.
+    const { nodes, keyFile, group, port } = await startCluster(t, 2, [
+      '--replication-factor',
+      '2',
+      '--store-engine',
+      'lru-cache',
+      ...GENEROUS_LOOKUPS,
+    ])
+    const [a, c] = nodes as [Node, Node]
+    const x = await insider(t, keyFile, group, port)
+    const heard = (await clusterStats(a))['datagramsReceived']
+    await x.group({ type: MsgType.INVALIDATE, version: 2n ** 64n - 1n, key: Buffer.from('nothing') })
+    await eventually(async () => (await clusterStats(a))['datagramsReceived'] > heard, 30_000, 'A received it')
+    await a.client.set('k', Buffer.from('v1'))
+    await eventually(
+      async () => (await c.client.get('k', { localOnly: true }))?.equals(Buffer.from('v1')) ?? false,
+      30_000,
+      'the copy of a write made after the forgery reaches C',
+    )
+    // The holder answers a LOOKUP for a session only it has (the old code threw in the socket handler here: exit 70).
+    await a.client.set('only-on-a', Buffer.from('secret'), { noPropagate: true })
+    t.same(await c.client.get('only-on-a'), Buffer.from('secret'), 'C finds the session A holds')
+    t.ok(alive(a) && alive(c), 'both daemons still run')
+    await eventually(
+      async () => (await clusterStats(a))['dropped']['futureVersion'] >= 1 && (await clusterStats(c))['dropped']['futureVersion'] >= 1,
+      30_000,
+      'both refused the forged version (counted)',
+    )
+    t.equal((await clusterStats(a))['dropped']['failed'], 0, 'no message failed in a handler')
+  },
+)
 
-t.test('one INVALIDATE dated 2126: refused; the clocks stay at now, a held session is not deleted, a later delete still reaches the copy', async (t) => {
-  const mport = await freePort()
-  const dir = tmpDir('sc-forge-')
-  const keyFile = writeKeyFile(dir)
-  const { group, port } = uniqueGroup()
-  const args = ['--replication-factor', '2', '--store-engine', 'compact']
-  const a = await startNode(t, { dir, name: 'a', keyFile, group, port, args: [...args, '--memcache-listen', `127.0.0.1:${mport}`] })
-  const c = await startNode(t, { dir, name: 'c', keyFile, group, port, args })
-  await waitMembers([a, c], 1)
-  await a.client.set('held', Buffer.from('keep-me'))
-  await eventually(async () => (await c.client.get('held', { localOnly: true }))?.equals(Buffer.from('keep-me')) ?? false, 30_000, 'copy on C')
-  const x = await insider(t, keyFile, group, port)
-  const future = BigInt(Date.UTC(2126, 0, 1)) << 16n
-  await x.group({ type: MsgType.INVALIDATE, version: future, key: Buffer.from('unrelated') })
-  await x.group({ type: MsgType.INVALIDATE, version: future, key: Buffer.from('held') })
-  await eventually(async () => (await clusterStats(a))['dropped']['futureVersion'] >= 2 || (await a.client.get('held', { localOnly: true })) === undefined, 30_000, 'A refused both, or applied them')
-  t.same(await a.client.get('held', { localOnly: true }), Buffer.from('keep-me'), 'the held session is not deleted by a future version')
-  await a.client.set('after', Buffer.from('v'))
-  const wall = await versionWallMs(mport, 'after')
-  t.ok(wall < Date.now() + 60_000, `a write after the forgery is versioned at now (${new Date(wall).toISOString()}), not in 2126`)
-  // The write is not refused anywhere as stale, and a delete of it reaches the copy.
-  await eventually(async () => (await c.client.get('after', { localOnly: true }))?.equals(Buffer.from('v')) ?? false, 30_000, 'copy on C')
-  await a.client.delete('after')
-  await eventually(async () => (await c.client.get('after', { localOnly: true })) === undefined, 30_000, 'the delete reached C')
-  // And a write made on C now is taken by A: A's clock and tombstones were not moved to 2126. (A
-  // count of refusals on A would also count harmless duplicates: a copy A already holds, sent
-  // again when a loaded machine makes the membership flap and the owners are placed anew.)
-  await c.client.set('from-c', Buffer.from('w'))
-  t.ok(await eventually(async () => (await a.client.get('from-c', { localOnly: true }))?.equals(Buffer.from('w')) ?? false, 30_000, 'the copy reached A'), 'a write made on C after the forgery is taken by A')
-})
+t.test(
+  'one INVALIDATE dated 2126: refused; the clocks stay at now, a held session is not deleted, a later delete still reaches the copy',
+  async (t) => {
+    const mport = await freePort()
+    const dir = tmpDir('sc-forge-')
+    const keyFile = writeKeyFile(dir)
+    const { group, port } = uniqueGroup()
+    const args = ['--replication-factor', '2', '--store-engine', 'compact']
+    const a = await startNode(t, { dir, name: 'a', keyFile, group, port, args: [...args, '--memcache-listen', `127.0.0.1:${mport}`] })
+    const c = await startNode(t, { dir, name: 'c', keyFile, group, port, args })
+    await waitMembers([a, c], 1)
+    await a.client.set('held', Buffer.from('keep-me'))
+    await eventually(
+      async () => (await c.client.get('held', { localOnly: true }))?.equals(Buffer.from('keep-me')) ?? false,
+      30_000,
+      'copy on C',
+    )
+    const x = await insider(t, keyFile, group, port)
+    const future = BigInt(Date.UTC(2126, 0, 1)) << 16n
+    await x.group({ type: MsgType.INVALIDATE, version: future, key: Buffer.from('unrelated') })
+    await x.group({ type: MsgType.INVALIDATE, version: future, key: Buffer.from('held') })
+    await eventually(
+      async () =>
+        (await clusterStats(a))['dropped']['futureVersion'] >= 2 || (await a.client.get('held', { localOnly: true })) === undefined,
+      30_000,
+      'A refused both, or applied them',
+    )
+    t.same(await a.client.get('held', { localOnly: true }), Buffer.from('keep-me'), 'the held session is not deleted by a future version')
+    await a.client.set('after', Buffer.from('v'))
+    const wall = await versionWallMs(mport, 'after')
+    t.ok(wall < Date.now() + 60_000, `a write after the forgery is versioned at now (${new Date(wall).toISOString()}), not in 2126`)
+    // The write is not refused anywhere as stale, and a delete of it reaches the copy.
+    await eventually(async () => (await c.client.get('after', { localOnly: true }))?.equals(Buffer.from('v')) ?? false, 30_000, 'copy on C')
+    await a.client.delete('after')
+    await eventually(async () => (await c.client.get('after', { localOnly: true })) === undefined, 30_000, 'the delete reached C')
+    // And a write made on C now is taken by A: A's clock and tombstones were not moved to 2126. (A
+    // count of refusals on A would also count harmless duplicates: a copy A already holds, sent
+    // again when a loaded machine makes the membership flap and the owners are placed anew.)
+    await c.client.set('from-c', Buffer.from('w'))
+    t.ok(
+      await eventually(
+        async () => (await a.client.get('from-c', { localOnly: true }))?.equals(Buffer.from('w')) ?? false,
+        30_000,
+        'the copy reached A',
+      ),
+      'a write made on C after the forgery is taken by A',
+    )
+  },
+)
 
 t.test('an insider announcing a third party as its reply address: no LOOKUP answer reaches the third party', async (t) => {
   const { nodes, keyFile, group, port } = await startCluster(t, 3, ['--replication-factor', '3'])
   await nodes[0]!.client.set('big', crypto.randomBytes(60_000))
-  await eventually(async () => (await Promise.all(nodes.map((n) => n.client.get('big', { localOnly: true })))).every((v) => v !== undefined), 30_000, 'big on every host')
+  await eventually(
+    async () => (await Promise.all(nodes.map((n) => n.client.get('big', { localOnly: true })))).every((v) => v !== undefined),
+    30_000,
+    'big on every host',
+  )
   const victim = DgramAsPromised.createSocket({ type: 'udp4' })
   t.teardown(() => victim.close())
   await victim.bind(0, '127.0.0.1')
@@ -161,36 +226,68 @@ t.test('an insider announcing a third party as its reply address: no LOOKUP answ
   })
   const victimAddr: Address = { family: 4, address: '127.0.0.1', port: victim.address().port }
   const lookups = async (x: Awaited<ReturnType<typeof insider>>, reply: Address) => {
-    for (let i = 0; i < 20; i++) await x.group({ type: MsgType.LOOKUP, reqId: i + 1, nonce: crypto.randomBytes(8), reply, expect: [], key: Buffer.from('big') })
+    for (let i = 0; i < 20; i++)
+      await x.group({ type: MsgType.LOOKUP, reqId: i + 1, nonce: crypto.randomBytes(8), reply, expect: [], key: Buffer.from('big') })
   }
 
   // 1. A new member (in probation) naming the victim: its LOOKUPs are not answered.
   const fresh = await insider(t, keyFile, group, port)
   await fresh.group({ type: MsgType.ANNOUNCE, reply: victimAddr, entries: 0, flags: 0, name: 'x' })
-  await eventually(async () => (await Promise.all(nodes.map(clusterStats))).every((s) => s['members'] === 3), 30_000, 'the insider is a member everywhere')
+  await eventually(
+    async () => (await Promise.all(nodes.map(clusterStats))).every((s) => s['members'] === 3),
+    30_000,
+    'the insider is a member everywhere',
+  )
   const before = await Promise.all(nodes.map(clusterStats))
   await lookups(fresh, victimAddr)
-  await eventually(async () => (await Promise.all(nodes.map(clusterStats))).every((s, i) => s['datagramsReceived'] - before[i]!['datagramsReceived'] >= 20), 30_000, 'the 20 LOOKUPs reached every host')
-  t.ok((await Promise.all(nodes.map(clusterStats))).every((s, i) => s['lookupsFromUntrusted'] - before[i]!['lookupsFromUntrusted'] === 20), 'every host refused the 20 LOOKUPs of a member in probation (counted)')
+  await eventually(
+    async () =>
+      (await Promise.all(nodes.map(clusterStats))).every((s, i) => s['datagramsReceived'] - before[i]!['datagramsReceived'] >= 20),
+    30_000,
+    'the 20 LOOKUPs reached every host',
+  )
+  t.ok(
+    (await Promise.all(nodes.map(clusterStats))).every((s, i) => s['lookupsFromUntrusted'] - before[i]!['lookupsFromUntrusted'] === 20),
+    'every host refused the 20 LOOKUPs of a member in probation (counted)',
+  )
 
   // 2. A trusted member that then announces the victim's address: the change is refused; answers keep going to its own address.
   const member = await insider(t, keyFile, group, port)
   member.heartbeat()
-  await eventually(async () => (await Promise.all(nodes.map(clusterStats))).every((s) => s['trustedMembers'] >= 3), 30_000, 'the second insider is trusted everywhere')
+  await eventually(
+    async () => (await Promise.all(nodes.map(clusterStats))).every((s) => s['trustedMembers'] >= 3),
+    30_000,
+    'the second insider is trusted everywhere',
+  )
   await member.group({ type: MsgType.ANNOUNCE, reply: victimAddr, entries: 0, flags: 0, name: 'insider' })
   const hitsBefore = member.got.filter((m) => m.type === MsgType.HIT).length
   await lookups(member, victimAddr)
-  await eventually(() => member.got.filter((m) => m.type === MsgType.HIT).length > hitsBefore, 30_000, 'answers reach the insider at its own address')
+  await eventually(
+    () => member.got.filter((m) => m.type === MsgType.HIT).length > hitsBefore,
+    30_000,
+    'answers reach the insider at its own address',
+  )
   // The victim must have got nothing; a datagram to it would have arrived before the insider's HITs on loopback, but give it the time of a lookup round trip more.
   await eventually(async () => (await Promise.all(nodes.map(clusterStats))).every((s) => s['inflightLookups'] === 0), 30_000, 'quiet')
   t.equal(answerBytes, 0, 'the third party received no answer to a LOOKUP')
-  t.ok((await Promise.all(nodes.map(clusterStats))).every((s) => s['replyChangesRefused'] >= 1), 'every host refused the new reply address (counted)')
+  t.ok(
+    (await Promise.all(nodes.map(clusterStats))).every((s) => s['replyChangesRefused'] >= 1),
+    'every host refused the new reply address (counted)',
+  )
 
   // 3. Repeated HELLOs of a known member: answered at most once per heartbeat (each answer is our ANNOUNCE and every ticket secret).
   // Sent back to back, not one after another's send completes: a busy machine must not spread
   // them over several heartbeats (each heartbeat may rightly answer one).
-  await Promise.all(Array.from({ length: 20 }, () => member.group({ type: MsgType.ANNOUNCE, reply: member.me, entries: 0, flags: AnnounceFlag.HELLO, name: 'insider' })))
-  await eventually(async () => (await Promise.all(nodes.map(clusterStats))).every((s) => s['hellosThrottled'] >= 10), 30_000, 'most of 20 HELLOs in a row not answered, on every host (counted)')
+  await Promise.all(
+    Array.from({ length: 20 }, () =>
+      member.group({ type: MsgType.ANNOUNCE, reply: member.me, entries: 0, flags: AnnounceFlag.HELLO, name: 'insider' }),
+    ),
+  )
+  await eventually(
+    async () => (await Promise.all(nodes.map(clusterStats))).every((s) => s['hellosThrottled'] >= 10),
+    30_000,
+    'most of 20 HELLOs in a row not answered, on every host (counted)',
+  )
 })
 
 t.test('one LEAVE sealed as member A with counter 2^53-1: refused as a counter jump; A stays a member and is answered', async (t) => {
@@ -213,47 +310,89 @@ t.test('one LEAVE sealed as member A with counter 2^53-1: refused as a counter j
 t.test('an entry evicted by LRU pressure: a delayed older copy does not roll it back', async (t) => {
   for (const engine of ['compact', 'lru-cache']) {
     await t.test(engine, async (t) => {
-      const { nodes, keyFile, group, port } = await startCluster(t, 2, ['--replication-factor', '3', '--max-bytes', String(1 << 20), '--max-value-bytes', String(64 * 1024), '--store-engine', engine])
+      const { nodes, keyFile, group, port } = await startCluster(t, 2, [
+        '--replication-factor',
+        '3',
+        '--max-bytes',
+        String(1 << 20),
+        '--max-value-bytes',
+        String(64 * 1024),
+        '--store-engine',
+        engine,
+      ])
       const [a, c] = nodes as [Node, Node]
       const x = await insider(t, keyFile, group, port)
       x.heartbeat()
-      await eventually(async () => (await clusterStats(a))['trustedMembers'] === 2 && (await clusterStats(c))['trustedMembers'] === 2, 30_000, 'the insider is a trusted member (gets copies)')
+      await eventually(
+        async () => (await clusterStats(a))['trustedMembers'] === 2 && (await clusterStats(c))['trustedMembers'] === 2,
+        30_000,
+        'the insider is a trusted member (gets copies)',
+      )
       await a.client.set('sess', Buffer.from('v1-old'))
-      const v1 = (await eventually(() => x.got.find((m) => m.type === MsgType.REPLICATE && String(m.key) === "sess"), 30_000, "the insider captured the copy of v1")) as Extract<Message, { type: typeof MsgType.REPLICATE }>
+      const v1 = (await eventually(
+        () => x.got.find((m) => m.type === MsgType.REPLICATE && String(m.key) === 'sess'),
+        30_000,
+        'the insider captured the copy of v1',
+      )) as Extract<Message, { type: typeof MsgType.REPLICATE }>
       await a.client.set('sess', Buffer.from('v2-new'))
-      await eventually(async () => (await c.client.get('sess', { localOnly: true }))?.equals(Buffer.from('v2-new')) ?? false, 30_000, 'C has v2')
+      await eventually(
+        async () => (await c.client.get('sess', { localOnly: true }))?.equals(Buffer.from('v2-new')) ?? false,
+        30_000,
+        'C has v2',
+      )
       for (let i = 0; i < 400; i++) await c.client.set(`filler${i}`, crypto.randomBytes(4000), { noPropagate: true })
       t.equal(await c.client.get('sess', { localOnly: true }), undefined, 'v2 evicted from C')
       const cu = await unicastOf(c)
       const staleBefore = ((await c.admin.stats()) as { store: Record<string, number> }).store['staleWrites']!
       await x.send({ ...v1, replId: 4242 }, cu.address, { receiver: cu.id })
       const rolledBack = async () => String(await c.client.get('sess', { localOnly: true })) === 'v1-old'
-      await eventually(async () => ((await c.admin.stats()) as { store: Record<string, number> }).store['staleWrites']! > staleBefore || (await rolledBack()), 30_000, 'the delayed copy refused as stale, or applied')
+      await eventually(
+        async () =>
+          ((await c.admin.stats()) as { store: Record<string, number> }).store['staleWrites']! > staleBefore || (await rolledBack()),
+        30_000,
+        'the delayed copy refused as stale, or applied',
+      )
       t.notOk(await rolledBack(), 'C does not hold the rolled-back value')
-      t.ok(((await c.admin.stats()) as { store: Record<string, number> }).store['evictionsFloored']! > 0, 'evictions raised the floor (counted)')
+      t.ok(
+        ((await c.admin.stats()) as { store: Record<string, number> }).store['evictionsFloored']! > 0,
+        'evictions raised the floor (counted)',
+      )
     })
   }
 })
 
-t.test('60 forged members past their probation at once: at most 16 become trusted per heartbeat; GETs are answered during the re-placement scans', async (t) => {
-  const { nodes, keyFile, group, port } = await startCluster(t, 1, ['--replication-factor', '2', '--max-members', '100'])
-  const a = nodes[0]!
-  for (let i = 0; i < 20_000; i += 500) await Promise.all(Array.from({ length: 500 }, (_, j) => a.client.set(`k${i + j}`, Buffer.alloc(100, 1), { noPropagate: true })))
-  const x = await insider(t, keyFile, group, port)
-  const ids = Array.from({ length: 60 }, () => crypto.randomBytes(8))
-  const announceAll = () => Promise.all(ids.map((sender) => x.group({ type: MsgType.ANNOUNCE, reply: x.me, entries: 0, flags: 0, name: 'forged' }, { sender, ctr: Date.now() })))
-  await announceAll()
-  await eventually(async () => (await clusterStats(a))['members'] === 60, 30_000, 'the forged members joined')
-  // Past the probation (400 ms here), all 60 announce again within one heartbeat.
-  await eventually(async () => {
+t.test(
+  '60 forged members past their probation at once: at most 16 become trusted per heartbeat; GETs are answered during the re-placement scans',
+  async (t) => {
+    const { nodes, keyFile, group, port } = await startCluster(t, 1, ['--replication-factor', '2', '--max-members', '100'])
+    const a = nodes[0]!
+    for (let i = 0; i < 20_000; i += 500)
+      await Promise.all(Array.from({ length: 500 }, (_, j) => a.client.set(`k${i + j}`, Buffer.alloc(100, 1), { noPropagate: true })))
+    const x = await insider(t, keyFile, group, port)
+    const ids = Array.from({ length: 60 }, () => crypto.randomBytes(8))
+    const announceAll = () =>
+      Promise.all(
+        ids.map((sender) =>
+          x.group({ type: MsgType.ANNOUNCE, reply: x.me, entries: 0, flags: 0, name: 'forged' }, { sender, ctr: Date.now() }),
+        ),
+      )
     await announceAll()
-    return (await clusterStats(a))['trustDeferred'] > 0
-  }, 30_000, 'some were deferred (counted)')
-  const s = await clusterStats(a)
-  t.ok(s['trustedMembers'] < 60, `not all 60 trusted at once (${s['trustedMembers']} trusted, ${s['trustDeferred']} deferred)`)
-  // Meanwhile local GETs are answered (the scans yield between slices).
-  for (let i = 0; i < 20; i++) t.same(await a.client.get(`k${i * 997}`, { localOnly: true }), Buffer.alloc(100, 1))
-})
+    await eventually(async () => (await clusterStats(a))['members'] === 60, 30_000, 'the forged members joined')
+    // Past the probation (400 ms here), all 60 announce again within one heartbeat.
+    await eventually(
+      async () => {
+        await announceAll()
+        return (await clusterStats(a))['trustDeferred'] > 0
+      },
+      30_000,
+      'some were deferred (counted)',
+    )
+    const s = await clusterStats(a)
+    t.ok(s['trustedMembers'] < 60, `not all 60 trusted at once (${s['trustedMembers']} trusted, ${s['trustDeferred']} deferred)`)
+    // Meanwhile local GETs are answered (the scans yield between slices).
+    for (let i = 0; i < 20; i++) t.same(await a.client.get(`k${i * 997}`, { localOnly: true }), Buffer.alloc(100, 1))
+  },
+)
 
 t.test('a ticket secret from a sender that never joined, naming creator 00..00, replaces nothing (issue 21, finding 10)', async (t) => {
   const { nodes, keyFile, group, port } = await startCluster(t, 2)
@@ -272,16 +411,32 @@ t.test('a ticket secret from a sender that never joined, naming creator 00..00, 
     for (const n of targets) {
       x.send({ type: MsgType.TICKET_KEY, epoch, creator: zero, key: forged }, n.address, { sender: zero, receiver: n.id })
       // ...and the sealed one, from a sender id 00..00 that never announced itself.
-      x.send({ type: MsgType.TICKET_SEAL, epoch, sealerPub: crypto.randomBytes(32), recipientPub: crypto.randomBytes(32), nonce: crypto.randomBytes(12), sealed: forged, tag: crypto.randomBytes(16) }, n.address, { sender: zero, receiver: n.id })
+      x.send(
+        {
+          type: MsgType.TICKET_SEAL,
+          epoch,
+          sealerPub: crypto.randomBytes(32),
+          recipientPub: crypto.randomBytes(32),
+          nonce: crypto.randomBytes(12),
+          sealed: forged,
+          tag: crypto.randomBytes(16),
+        },
+        n.address,
+        { sender: zero, receiver: n.id },
+      )
     }
   }
   // Until every member has seen them (counted), or the key changed (what the old code did).
-  await eventually(async () => {
-    const ks = await Promise.all(nodes.map((n) => n.client.ticketKey()))
-    if (ks.some((k) => !k!.key.equals(before.key))) return true
-    const st = await Promise.all(nodes.map(clusterStats))
-    return st.every((s) => s['ticketKeysRetired'] >= 1 && s['ticketSealsFromUntrusted'] >= 1)
-  }, 30_000, 'the forged secrets arrived')
+  await eventually(
+    async () => {
+      const ks = await Promise.all(nodes.map((n) => n.client.ticketKey()))
+      if (ks.some((k) => !k!.key.equals(before.key))) return true
+      const st = await Promise.all(nodes.map(clusterStats))
+      return st.every((s) => s['ticketKeysRetired'] >= 1 && s['ticketSealsFromUntrusted'] >= 1)
+    },
+    30_000,
+    'the forged secrets arrived',
+  )
   const after = await Promise.all(nodes.map((n) => n.client.ticketKey()))
   for (const [i, k] of after.entries()) {
     t.equal(k!.epoch, before.epoch, `member ${i}: the same epoch`)

@@ -31,10 +31,15 @@ for (const n of [3, 6]) {
   t.test(`${n} hosts started together, read from the moment PEERS lists them all: none not found`, async (t) => {
     const { nodes } = await startTogether(t, n)
     await eventually(async () => (await Promise.all(nodes.map((x) => listsAll(x, n)))).every(Boolean), 60_000, `every host lists ${n}`)
-    const untrusted = (await Promise.all(nodes.map(clusterStats))).reduce((a, c) => a + ((c['members'] as number) - (c['trustedMembers'] as number)), 0)
+    const untrusted = (await Promise.all(nodes.map(clusterStats))).reduce(
+      (a, c) => a + ((c['members'] as number) - (c['trustedMembers'] as number)),
+      0,
+    )
     const r = await pairsAmong(() => nodes, RAW_PAIRS, `start${n}`)
     const s = await Promise.all(nodes.map(clusterStats))
-    t.comment(`${n} hosts: ${untrusted} members still in probation when the pairs began; ${r.remote} of ${r.pairs} reads remote; MISS-settled ${sumOf(s, 'remoteMisses')}, timeouts ${sumOf(s, 'timeouts')}; not found at ${JSON.stringify(r.notFoundAtMs.slice(0, 20))} ms`)
+    t.comment(
+      `${n} hosts: ${untrusted} members still in probation when the pairs began; ${r.remote} of ${r.pairs} reads remote; MISS-settled ${sumOf(s, 'remoteMisses')}, timeouts ${sumOf(s, 'timeouts')}; not found at ${JSON.stringify(r.notFoundAtMs.slice(0, 20))} ms`,
+    )
     t.equal(r.pairs, RAW_PAIRS, 'every pair made')
     t.equal(r.wrong, 0, 'no read answered other bytes')
     t.equal(r.notFound, 0, 'no read answered "not found"')
@@ -80,7 +85,9 @@ t.test('3 hosts, one restarting every few seconds (SIGTERM and SIGKILL in turn, 
     await churn
   }
   const s = await Promise.all(nodes.map(clusterStats))
-  t.comment(`${restarts} restarts (${ids.size} node ids); ${r.pairs} pairs (${r.skipped} skipped), ${r.remote} reads remote; MISS-settled now-running hosts ${sumOf(s, 'remoteMisses')}; not found at ${JSON.stringify(r.notFoundAtMs.slice(0, 20))} ms`)
+  t.comment(
+    `${restarts} restarts (${ids.size} node ids); ${r.pairs} pairs (${r.skipped} skipped), ${r.remote} reads remote; MISS-settled now-running hosts ${sumOf(s, 'remoteMisses')}; not found at ${JSON.stringify(r.notFoundAtMs.slice(0, 20))} ms`,
+  )
   t.ok(restarts >= 2, `hosts restarted during the pairs (${restarts})`)
   t.ok(ids.size > n, 'each restart came back with a new node id')
   t.equal(r.wrong, 0, 'no read answered other bytes')

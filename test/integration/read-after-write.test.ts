@@ -14,7 +14,9 @@ for (const n of [3, 6]) {
     const r = await writeThenRead(nodes, 10_000, 4, `raw${n}`)
     const s = await Promise.all(nodes.map(clusterStats))
     const sum = (k: string) => s.reduce((a, c) => a + (c[k] as number), 0)
-    t.comment(`${n} hosts: ${r.remote} of 10,000 reads were remote fills; MISS-settled lookups ${sum('remoteMisses')}, timeouts ${sum('timeouts')}`)
+    t.comment(
+      `${n} hosts: ${r.remote} of 10,000 reads were remote fills; MISS-settled lookups ${sum('remoteMisses')}, timeouts ${sum('timeouts')}`,
+    )
     t.equal(r.wrong, 0, 'no read answered other bytes')
     t.equal(r.notFound, 0, 'no read answered "not found"')
     t.ok(r.remote > 0, 'reads on hosts without a copy were served by a fill')

@@ -26,7 +26,20 @@ t.test('a backlog of datagrams sealed to us, with group datagrams between them, 
   const { group, port } = uniqueGroup()
   const keys = [newClusterKey(Date.now() / 1000 - 60)]
   const make = () =>
-    new Transport({ group, port, unicastPort: 0, multicastEnabled: true, multicastTtl: 0, multicastLoopback: true, replayWindowMs: 30_000, maxDatagramBytes: 1400, iface: '127.0.0.1', peers: [], keys, log: silentLog })
+    new Transport({
+      group,
+      port,
+      unicastPort: 0,
+      multicastEnabled: true,
+      multicastTtl: 0,
+      multicastLoopback: true,
+      replayWindowMs: 30_000,
+      maxDatagramBytes: 1400,
+      iface: '127.0.0.1',
+      peers: [],
+      keys,
+      log: silentLog,
+    })
   const sender = make()
   const receiver = make()
   await sender.start()
@@ -61,7 +74,9 @@ t.test('a backlog of datagrams sealed to us, with group datagrams between them, 
 
   const c = receiver.counters
   await eventually(() => acks + invalidates + c.dropped.replayed >= UNICAST + groups, 30_000, 'the receiver has read the backlog')
-  t.comment(`taken: ${acks} of ${UNICAST} sealed to the receiver, ${invalidates} of ${groups} to the group; dropped as replayed: ${c.dropped.replayed}`)
+  t.comment(
+    `taken: ${acks} of ${UNICAST} sealed to the receiver, ${invalidates} of ${groups} to the group; dropped as replayed: ${c.dropped.replayed}`,
+  )
   t.equal(c.dropped.replayed, 0, 'no fresh datagram taken for a replay')
   t.equal(acks, UNICAST, 'every datagram sealed to the receiver was taken')
   t.equal(invalidates, groups, 'every group datagram was taken')

@@ -1,6 +1,18 @@
 /** Replication, handoff and listed peers on loopback; the multi-host versions are in netns-*.test.ts. */
 import t from 'tap'
-import { GENEROUS_COPIES, GENEROUS_LOOKUPS, clusterStats, readableOnceConverged, replicationSettled, startCluster, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
+import {
+  GENEROUS_COPIES,
+  GENEROUS_LOOKUPS,
+  clusterStats,
+  readableOnceConverged,
+  replicationSettled,
+  startCluster,
+  startNode,
+  uniqueGroup,
+  waitMembers,
+  writeKeyFile,
+  type Node,
+} from '../helpers/cluster.js'
 import { eventually, freePort, tmpDir } from '../helpers/daemon.js'
 
 const val = (k: string) => Buffer.from(`state-of-${k}`.padEnd(200, '.'))
@@ -25,13 +37,21 @@ t.test('a SET is copied to its other owner; a killed host loses nothing', async 
 })
 
 t.test('a clean stop hands owned sessions over; a rejoining host gets its share back', async (t) => {
-  const { nodes, dir, keyFile, group, port } = await startCluster(t, 3, ['--replication-factor', '2', ...GENEROUS_LOOKUPS, ...GENEROUS_COPIES])
+  const { nodes, dir, keyFile, group, port } = await startCluster(t, 3, [
+    '--replication-factor',
+    '2',
+    ...GENEROUS_LOOKUPS,
+    ...GENEROUS_COPIES,
+  ])
   const keys = Array.from({ length: 300 }, (_, i) => `h${i}`)
   for (let i = 0; i < keys.length; i++) await nodes[i % 3]!.client.set(keys[i]!, val(keys[i]!))
   await replicationSettled(nodes)
   // Stop B cleanly, then kill C: only the handoff can have put B's sessions on A.
   await nodes[1]!.stop('SIGTERM')
-  t.ok(nodes[1]!.logs.some((l) => l['msg'] === 'sessions handed off'), 'B handed off before leaving')
+  t.ok(
+    nodes[1]!.logs.some((l) => l['msg'] === 'sessions handed off'),
+    'B handed off before leaving',
+  )
   await waitMembers([nodes[0]!, nodes[2]!], 1)
   await replicationSettled([nodes[0]!, nodes[2]!])
   await nodes[2]!.stop('SIGKILL')
@@ -53,7 +73,26 @@ t.test('listed peers without multicast: the same remote fetch', async (t) => {
   const { group, port } = uniqueGroup()
   const nodes: Node[] = []
   for (let i = 0; i < 3; i++) {
-    nodes.push(await startNode(t, { dir, name: `u${i}`, keyFile, group, port, args: ['--multicast-enabled', 'false', '--peers', peers, '--unicast-port', String(ports[i]), '--replication-factor', '1', ...GENEROUS_LOOKUPS] }))
+    nodes.push(
+      await startNode(t, {
+        dir,
+        name: `u${i}`,
+        keyFile,
+        group,
+        port,
+        args: [
+          '--multicast-enabled',
+          'false',
+          '--peers',
+          peers,
+          '--unicast-port',
+          String(ports[i]),
+          '--replication-factor',
+          '1',
+          ...GENEROUS_LOOKUPS,
+        ],
+      }),
+    )
   }
   await waitMembers(nodes, 2)
   await nodes[0]!.client.set('uni', 'cast')
@@ -97,14 +136,19 @@ t.test('with replication, a lookup of an absent key draws MISS from its owners o
   const misses = after['missesReceived'] - before['missesReceived']
   const rounds = after['directLookups'] - before['directLookups']
   t.equal(lookups, 50)
-  t.comment(`6 hosts, R=2: ${misses} MISS datagrams for ${lookups} lookups in ${rounds} rounds; timeouts ${after['timeouts'] - before['timeouts']}`)
+  t.comment(
+    `6 hosts, R=2: ${misses} MISS datagrams for ${lookups} lookups in ${rounds} rounds; timeouts ${after['timeouts'] - before['timeouts']}`,
+  )
   t.equal(after['timeouts'] - before['timeouts'], 0, 'every "not found" came from MISSes, none from the deadline')
-  t.equal(after['remoteMisses'] - before['remoteMisses'], 50, 'each settled by its owners\' MISSes')
-  t.ok(rounds >= 50, 'each lookup went straight to the key\'s owners, not to the group')
+  t.equal(after['remoteMisses'] - before['remoteMisses'], 50, "each settled by its owners' MISSes")
+  t.ok(rounds >= 50, "each lookup went straight to the key's owners, not to the group")
   // The owners other than the asker: R-1 when it is an owner, R when it is not; never N-1 = 5.
   // A retransmit round (only on a stall longer than deadline / (retries + 1)) asks the same owners.
   t.ok(misses <= 2 * rounds, `at most R = 2 MISS per round, not five (${misses} for ${rounds} rounds)`)
-  const answered = (await Promise.all(nodes.slice(1).map(clusterStats))).reduce((sum, s, i) => sum + s['lookupsAnswered'] - answeredBefore[i]!['lookupsAnswered'], 0)
+  const answered = (await Promise.all(nodes.slice(1).map(clusterStats))).reduce(
+    (sum, s, i) => sum + s['lookupsAnswered'] - answeredBefore[i]!['lookupsAnswered'],
+    0,
+  )
   t.ok(answered <= 2 * rounds, `the other five hosts handled ${answered} LOOKUPs for ${rounds} rounds (owners only), not ${5 * rounds}`)
   // And a key that is there is still found from any host.
   await nodes[3]!.client.set('present', 'yes')
@@ -131,7 +175,9 @@ t.test('a fill asks the first owner alone; when it is frozen, the hedge asks the
   const lookupDatagrams = mid['lookupDatagrams'] - before['lookupDatagrams']
   const hedged = mid['hedged'] - before['hedged']
   const rounds = mid['directLookups'] - before['directLookups']
-  t.comment(`${half.length} fills: ${lookupDatagrams} LOOKUP datagrams in ${rounds} rounds, ${hedged} hedged (hedge delay ${before['hedgeDelayMs']} ms before, ${mid['hedgeDelayMs']} ms after), ${mid['lateReplies'] - before['lateReplies']} late replies`)
+  t.comment(
+    `${half.length} fills: ${lookupDatagrams} LOOKUP datagrams in ${rounds} rounds, ${hedged} hedged (hedge delay ${before['hedgeDelayMs']} ms before, ${mid['hedgeDelayMs']} ms after), ${mid['lateReplies'] - before['lateReplies']} late replies`,
+  )
   // The hedge delay follows the first owners' replies (their p95), from lookupHedgeMs (1 ms) up to
   // the retransmit interval (20,000 / 5 ms here); what it settles at depends on the load.
   t.ok(mid['hedgeDelayMs'] >= 1 && mid['hedgeDelayMs'] <= 4000, `hedge delay within its bounds (${mid['hedgeDelayMs']} ms)`)
@@ -142,7 +188,10 @@ t.test('a fill asks the first owner alone; when it is frozen, the hedge asks the
   // of deadline / (retries + 1)) asks both again. How many hedged depends on the load; the
   // datagrams per fill do not.
   t.ok(rounds >= half.length, 'every fill went straight to the owners')
-  t.ok(lookupDatagrams <= half.length + hedged + 2 * (rounds - half.length), `one LOOKUP per fill, plus one per hedge (${lookupDatagrams} for ${half.length} fills, ${hedged} hedged)`)
+  t.ok(
+    lookupDatagrams <= half.length + hedged + 2 * (rounds - half.length),
+    `one LOOKUP per fill, plus one per hedge (${lookupDatagrams} for ${half.length} fills, ${hedged} hedged)`,
+  )
 
   const answered = async () => Promise.all([a, b, c].map(async (n) => (await clusterStats(n))['lookupsAnswered'] as number))
   const answeredBefore = await answered()
@@ -155,11 +204,17 @@ t.test('a fill asks the first owner alone; when it is frozen, the hedge asks the
   const after = await clusterStats(d)
   b.proc.kill('SIGCONT')
   const answeredAfter = await answered()
-  t.same(got.filter((v, i) => !v?.equals(val(rest[i]!))), [], 'every value arrived while an owner was frozen')
+  t.same(
+    got.filter((v, i) => !v?.equals(val(rest[i]!))),
+    [],
+    'every value arrived while an owner was frozen',
+  )
   t.ok(after['hedged'] - mid['hedged'] > 0, `${after['hedged'] - mid['hedged']} fills went on to the second owner`)
   t.equal(after['timeouts'] - mid['timeouts'], 0, 'none gave up')
   t.equal(after['remoteHits'] - mid['remoteHits'], rest.length, 'every fill was a remote hit')
   // B was stopped: the LOOKUPs it answered after SIGCONT came too late to matter; A and C served.
   t.ok(answeredAfter[0]! - answeredBefore[0]! + answeredAfter[2]! - answeredBefore[2]! >= rest.length, 'A and C answered every fill')
-  t.comment(`${rest.length} fills with B frozen in ${ms.toFixed(1)} ms; A, B, C answered ${answeredAfter.map((n, i) => n - answeredBefore[i]!).join(', ')} LOOKUPs`)
+  t.comment(
+    `${rest.length} fills with B frozen in ${ms.toFixed(1)} ms; A, B, C answered ${answeredAfter.map((n, i) => n - answeredBefore[i]!).join(', ')} LOOKUPs`,
+  )
 })

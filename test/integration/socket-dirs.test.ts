@@ -18,7 +18,13 @@ const OTHER = 4242
 // checkout, which this user may not.
 const asNobody = ['env', '-u', 'NODE_OPTIONS', 'setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups']
 /** A user without a session: no XDG_RUNTIME_DIR, no HOME, no socket overrides; TMPDIR is ours. */
-const userEnv = (tmp: string): NodeJS.ProcessEnv => ({ XDG_RUNTIME_DIR: undefined, HOME: undefined, STATECAST_SOCKET: undefined, STATECAST_ADMIN_SOCKET: undefined, TMPDIR: tmp })
+const userEnv = (tmp: string): NodeJS.ProcessEnv => ({
+  XDG_RUNTIME_DIR: undefined,
+  HOME: undefined,
+  STATECAST_SOCKET: undefined,
+  STATECAST_ADMIN_SOCKET: undefined,
+  TMPDIR: tmp,
+})
 
 /** A world-writable sticky directory, as /tmp is, standing in for /tmp. */
 function fakeTmp(): string {
@@ -45,7 +51,11 @@ t.test('a default socket directory squatted by another user is refused by the da
   const code = await d.exited
   t.equal(code, 1, 'the daemon refuses to start (exit 1)')
   const err = d.logs.find((l) => l['msg'] === 'start-up failed')
-  t.match(String(err?.['err']), new RegExp(`socket directory ${squat} belongs to uid ${OTHER}, not to this user \\(uid ${NOBODY}\\)`), 'and says whose directory it is')
+  t.match(
+    String(err?.['err']),
+    new RegExp(`socket directory ${squat} belongs to uid ${OTHER}, not to this user \\(uid ${NOBODY}\\)`),
+    'and says whose directory it is',
+  )
   t.equal(err?.['code'], 'UNSAFE_DIRECTORY')
   t.notOk(fs.existsSync(path.join(squat, 'statecast.sock')), 'no socket made in it')
 
@@ -74,13 +84,19 @@ t.test('a default socket directory is created 0700 and used by the daemon and th
   t.equal(st.uid, NOBODY, 'owned by the user')
   t.ok(fs.statSync(path.join(dir, 'statecast.sock')).isSocket())
   t.ok(fs.statSync(path.join(dir, 'admin.sock')).isSocket())
-  t.equal((await runCli(['set', 'k', '-'], { prefix: asNobody, env: userEnv(tmp), input: 'v' })).code, 0, 'the CLI finds the default admin socket')
+  t.equal(
+    (await runCli(['set', 'k', '-'], { prefix: asNobody, env: userEnv(tmp), input: 'v' })).code,
+    0,
+    'the CLI finds the default admin socket',
+  )
   t.equal((await runCli(['get', 'k'], { prefix: asNobody, env: userEnv(tmp) })).stdout.toString(), 'v')
   t.equal(await d.stop(), 0)
 })
 
 t.test('without adminSocketPath the admin socket is admin.sock beside the API socket: two daemons in two directories', NEEDS, async (t) => {
-  const [d1, d2] = await Promise.all([tmpDir(), tmpDir()].map((dir) => startDaemon(t, { dir, paths: 'api', args: ['--cluster-enabled', 'false'] })))
+  const [d1, d2] = await Promise.all(
+    [tmpDir(), tmpDir()].map((dir) => startDaemon(t, { dir, paths: 'api', args: ['--cluster-enabled', 'false'] })),
+  )
   for (const d of [d1!, d2!]) {
     t.ok(fs.statSync(path.join(d.dir, 'admin.sock')).isSocket(), `admin.sock beside ${d.socket}`)
     const s = await runCli(['--socket', d.adminSocket, 'stats', '--json'])

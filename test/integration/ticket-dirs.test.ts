@@ -71,18 +71,28 @@ t.test('ticket directories another user made are refused by the daemon and the C
   const before = Object.fromEntries(all.map(([k, p]) => [k, fs.existsSync(p) ? snapshot(p) : null]))
   const good = path.join(base, 'good', 'nginx')
 
-  const consumers = [...Object.entries(bad).map(([name, dir]) => ({ name, format: 'nginx', dir, group: 'nogroup' })), { name: 'good', format: 'nginx', dir: good, group: 'nogroup' }]
+  const consumers = [
+    ...Object.entries(bad).map(([name, dir]) => ({ name, format: 'nginx', dir, group: 'nogroup' })),
+    { name: 'good', format: 'nginx', dir: good, group: 'nogroup' },
+  ]
   const conf = path.join(base, 'd.toml')
-  fs.writeFileSync(conf, `clusterEnabled = false\nticketKeyRotationMs = 3600000\nticketConsumers = ${JSON.stringify(consumers)}\n`.replace(/"(\w+)":/g, '$1 = '))
+  fs.writeFileSync(
+    conf,
+    `clusterEnabled = false\nticketKeyRotationMs = 3600000\nticketConsumers = ${JSON.stringify(consumers)}\n`.replace(/"(\w+)":/g, '$1 = '),
+  )
   const d = await startDaemon(t, { args: ['--config', conf] })
   const status = async () => {
     const r = await runCli(['--socket', d.adminSocket, '--json', 'tickets'])
     return (JSON.parse(r.stdout.toString()) as { consumers: Consumer[] }).consumers
   }
-  await eventually(async () => {
-    const s = await status()
-    return s.find((x) => x.name === 'good')?.lastDelivery?.ok && Object.keys(bad).every((n) => s.find((x) => x.name === n)?.lastDelivery)
-  }, 30_000, 'every consumer tried')
+  await eventually(
+    async () => {
+      const s = await status()
+      return s.find((x) => x.name === 'good')?.lastDelivery?.ok && Object.keys(bad).every((n) => s.find((x) => x.name === n)?.lastDelivery)
+    },
+    30_000,
+    'every consumer tried',
+  )
   const s = await status()
   t.ok(fs.existsSync(path.join(good, 'keys.conf')), 'a directory the daemon made itself gets its keys')
   t.equal(fs.statSync(good).mode & 0o7777, 0o750)
@@ -105,14 +115,32 @@ t.test('ticket directories another user made are refused by the daemon and the C
     t.equal(r.code, 4, `export --dir ${name}: refused`)
     t.match(r.stderr, /symlink|belongs to uid|has mode|setgid/, `export --dir ${name}: says why`)
   }
-  for (const [name, dir] of Object.entries({ ...bad, secret })) t.same(fs.existsSync(dir) ? fs.readdirSync(dir) : [], [], `${name}: still empty after the CLI`)
+  for (const [name, dir] of Object.entries({ ...bad, secret }))
+    t.same(fs.existsSync(dir) ? fs.readdirSync(dir) : [], [], `${name}: still empty after the CLI`)
   t.same(Object.fromEntries(all.map(([k, p]) => [k, fs.existsSync(p) ? snapshot(p) : null])), before, 'and unchanged')
-  const ok = await runCli(['--socket', d.adminSocket, '--json', 'tickets', 'export', '--format', 'haproxy', '--dir', path.join(base, 'exported')])
+  const ok = await runCli([
+    '--socket',
+    d.adminSocket,
+    '--json',
+    'tickets',
+    'export',
+    '--format',
+    'haproxy',
+    '--dir',
+    path.join(base, 'exported'),
+  ])
   t.equal(ok.code, 0, 'export into a new directory works')
-  const lines = fs.readFileSync(path.join(base, 'exported', 'tls-ticket-keys'), 'utf8').split('\n').filter(Boolean)
+  const lines = fs
+    .readFileSync(path.join(base, 'exported', 'tls-ticket-keys'), 'utf8')
+    .split('\n')
+    .filter(Boolean)
   t.equal(lines.length, 3)
   const shown = (JSON.parse(ok.stdout.toString()) as { keys: { name: string }[] }).keys.map((k) => k.name)
-  t.same(shown.sort(), lines.map((l) => Buffer.from(l, 'base64').subarray(0, 16).toString('hex')).sort(), 'the export names the keys it wrote')
+  t.same(
+    shown.sort(),
+    lines.map((l) => Buffer.from(l, 'base64').subarray(0, 16).toString('hex')).sort(),
+    'the export names the keys it wrote',
+  )
 })
 
 t.test('paths that would change a server directive or an admin-socket command are refused', async (t) => {
@@ -120,7 +148,10 @@ t.test('paths that would change a server directive or an admin-socket command ar
   t.teardown(() => fs.rmSync(base, { recursive: true, force: true }))
   for (const dir of [`${base}/x y`, `${base}/x;include /etc/shadow`, `${base}/x\nshow sess`, `${base}/a/../b`]) {
     const conf = path.join(base, 'd.toml')
-    fs.writeFileSync(conf, `clusterEnabled = false\n[[ticketConsumers]]\nformat = "haproxy"\nadminSocket = "/run/haproxy.sock"\ndir = ${JSON.stringify(dir)}\n`)
+    fs.writeFileSync(
+      conf,
+      `clusterEnabled = false\n[[ticketConsumers]]\nformat = "haproxy"\nadminSocket = "/run/haproxy.sock"\ndir = ${JSON.stringify(dir)}\n`,
+    )
     const r = await runCli(['check-config', conf])
     t.equal(r.code, 2, `${JSON.stringify(dir)}: the config is refused`)
     t.match(r.stderr, /ticketConsumers\[0\]\.dir/)

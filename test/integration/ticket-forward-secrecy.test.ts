@@ -58,7 +58,10 @@ t.test('recorded datagrams and the cluster key file do not reveal past ticket ke
   const nodes: Node[] = []
   for (const name of ['a', 'b', 'c']) {
     const conf = path.join(dir, `${name}.toml`)
-    fs.writeFileSync(conf, `heartbeatMs = 200\ndeadAfterMs = 1000\nticketKeyRotationMs = ${ROTATION_MS}\n[[ticketConsumers]]\nformat = "nginx"\ndir = ${JSON.stringify(path.join(keyDir, name))}\n`)
+    fs.writeFileSync(
+      conf,
+      `heartbeatMs = 200\ndeadAfterMs = 1000\nticketKeyRotationMs = ${ROTATION_MS}\n[[ticketConsumers]]\nformat = "nginx"\ndir = ${JSON.stringify(path.join(keyDir, name))}\n`,
+    )
     nodes.push(await startNode(t, { dir, name, keyFile, group, port, prefix: ['ip', 'netns', 'exec', ns], args: ['--config', conf] }))
   }
   await waitMembers(nodes, 2)
@@ -76,13 +79,20 @@ t.test('recorded datagrams and the cluster key file do not reveal past ticket ke
     }
   }
   const first = (await eventually(async () => (await nodes[0]!.client.ticketKey())?.epoch, 30_000, 'a ticket key'))!
-  await eventually(async () => {
-    await collect()
-    return [...nodeKeys.keys()].filter((e) => e >= first).length >= EPOCHS + 1
-  }, 60_000, `${EPOCHS} rotations`)
+  await eventually(
+    async () => {
+      await collect()
+      return [...nodeKeys.keys()].filter((e) => e >= first).length >= EPOCHS + 1
+    },
+    60_000,
+    `${EPOCHS} rotations`,
+  )
   // One key per epoch across the cluster, so the epochs were agreed (not made per host).
   const agreed = await Promise.all(nodes.map((n) => n.client.ticketKey()))
-  t.ok(agreed.every((k) => k!.key.equals(agreed[0]!.key)), 'the members agree on the key in force')
+  t.ok(
+    agreed.every((k) => k!.key.equals(agreed[0]!.key)),
+    'the members agree on the key in force',
+  )
   cap.kill()
 
   // The attacker: every recorded datagram, and the key file.
@@ -99,7 +109,10 @@ t.test('recorded datagrams and the cluster key file do not reveal past ticket ke
     }
   }
   t.ok(bodies.length > 100, `the attacker opened ${bodies.length} of ${recorded.length} datagrams`)
-  t.ok((types.get(MsgType.TICKET_SEAL) ?? 0) >= EPOCHS, `the secrets did travel in the recording (${types.get(MsgType.TICKET_SEAL) ?? 0} TICKET_SEALs)`)
+  t.ok(
+    (types.get(MsgType.TICKET_SEAL) ?? 0) >= EPOCHS,
+    `the secrets did travel in the recording (${types.get(MsgType.TICKET_SEAL) ?? 0} TICKET_SEALs)`,
+  )
   t.equal(types.get(MsgType.TICKET_KEY) ?? 0, 0, 'no secret travelled in the clear form')
 
   const wanted: Buffer[] = [...nodeKeys.values(), ...[...nginxKeys.values()].flatMap((f) => [f, f.subarray(16, 48), f.subarray(48, 80)])]

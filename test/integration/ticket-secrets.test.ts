@@ -42,26 +42,30 @@ t.test('no socket reply, CLI output or file carries an epoch secret', async (t) 
   const { group, port } = uniqueGroup()
   const keyDir = fs.mkdtempSync('/dev/shm/sc-sec-')
   t.teardown(() => fs.rmSync(keyDir, { recursive: true, force: true }))
-  const config = apply(defaults(), {
-    socketPath: path.join(dir, 'in.sock'),
-    adminSocketPath: path.join(dir, 'in-admin.sock'),
-    keyFile,
-    group,
-    port,
-    nodeName: 'in',
-    heartbeatMs: 200,
-    deadAfterMs: 1000,
-    memberProbationMs: 400,
-    ticketKeyRotationMs: 2000,
-    ticketDir: keyDir,
-    apiTicketConsumers: ['node', 'edge'],
-    ticketConsumers: [{ name: 'edge', format: 'nginx' }, { format: 'haproxy' }, { format: 'apache' }, { format: 'h2o' }],
-    // Two tenants, each with its own API socket and the ticket consumers its table grants.
-    tenants: [
-      { name: 'alpha', socketPath: path.join(dir, 'alpha.sock'), maxBytes: 8 * 1024 * 1024, ticketConsumers: ['edge'] },
-      { name: 'beta', socketPath: path.join(dir, 'beta.sock'), maxBytes: 8 * 1024 * 1024, ticketConsumers: ['node', 'haproxy'] },
-    ],
-  }, 'test')
+  const config = apply(
+    defaults(),
+    {
+      socketPath: path.join(dir, 'in.sock'),
+      adminSocketPath: path.join(dir, 'in-admin.sock'),
+      keyFile,
+      group,
+      port,
+      nodeName: 'in',
+      heartbeatMs: 200,
+      deadAfterMs: 1000,
+      memberProbationMs: 400,
+      ticketKeyRotationMs: 2000,
+      ticketDir: keyDir,
+      apiTicketConsumers: ['node', 'edge'],
+      ticketConsumers: [{ name: 'edge', format: 'nginx' }, { format: 'haproxy' }, { format: 'apache' }, { format: 'h2o' }],
+      // Two tenants, each with its own API socket and the ticket consumers its table grants.
+      tenants: [
+        { name: 'alpha', socketPath: path.join(dir, 'alpha.sock'), maxBytes: 8 * 1024 * 1024, ticketConsumers: ['edge'] },
+        { name: 'beta', socketPath: path.join(dir, 'beta.sock'), maxBytes: 8 * 1024 * 1024, ticketConsumers: ['node', 'haproxy'] },
+      ],
+    },
+    'test',
+  )
   const d = new Daemon(config, { log: silentLog })
   await d.start()
   t.teardown(() => d.stop())
@@ -71,7 +75,16 @@ t.test('no socket reply, CLI output or file carries an epoch secret', async (t) 
   const hold = () => {
     for (const k of d.cluster!.tickets.all()) secrets.set(k.epoch, Buffer.from(k.key))
   }
-  const consumers = [['node', NODE_CONSUMER], ['nginx', 'edge'], ['haproxy', 'haproxy'], ['apache', 'apache'], ['h2o', 'h2o'], ['node', 'other'], ['nginx', 'nginx'], ['bogus', 'x']] as const
+  const consumers = [
+    ['node', NODE_CONSUMER],
+    ['nginx', 'edge'],
+    ['haproxy', 'haproxy'],
+    ['apache', 'apache'],
+    ['h2o', 'h2o'],
+    ['node', 'other'],
+    ['nginx', 'nginx'],
+    ['bogus', 'x'],
+  ] as const
   const reqs: Request[] = [
     { op: Op.PING, id: 1, flags: 0 },
     { op: Op.STATS, id: 2, flags: 0 },
@@ -87,18 +100,35 @@ t.test('no socket reply, CLI output or file carries an epoch secret', async (t) 
   let cli = ''
   const first = (await eventually(() => d.cluster!.tickets.current?.epoch, 30_000, 'a ticket secret'))!
   // Until three rotations went by, every request on both sockets, again and again.
-  await eventually(async () => {
-    hold()
-    for (const [name, sock] of [['api', config.socketPath], ['admin', config.adminSocketPath], ['alpha', config.tenants[0]!.socketPath], ['beta', config.tenants[1]!.socketPath]] as const) {
-      for (const raw of await rawReplies(sock, reqs)) {
-        const r = decodeReply(raw)
-        replies.push({ socket: name, op: r.op, status: r.status, raw, body: Buffer.from(r.body) })
+  await eventually(
+    async () => {
+      hold()
+      for (const [name, sock] of [
+        ['api', config.socketPath],
+        ['admin', config.adminSocketPath],
+        ['alpha', config.tenants[0]!.socketPath],
+        ['beta', config.tenants[1]!.socketPath],
+      ] as const) {
+        for (const raw of await rawReplies(sock, reqs)) {
+          const r = decodeReply(raw)
+          replies.push({ socket: name, op: r.op, status: r.status, raw, body: Buffer.from(r.body) })
+        }
       }
-    }
-    hold()
-    return [...secrets.keys()].filter((e) => e > first).length >= 3
-  }, 60_000, 'three rotations')
-  for (const args of [['stats'], ['--json', 'stats'], ['tickets'], ['--json', 'tickets'], ['peers'], ['tickets', 'export', '--format', 'nginx', '--dir', path.join(keyDir, 'exported')], ['--json', 'tickets', 'export', '--format', 'h2o', '--dir', path.join(keyDir, 'exported-h2o')]]) {
+      hold()
+      return [...secrets.keys()].filter((e) => e > first).length >= 3
+    },
+    60_000,
+    'three rotations',
+  )
+  for (const args of [
+    ['stats'],
+    ['--json', 'stats'],
+    ['tickets'],
+    ['--json', 'tickets'],
+    ['peers'],
+    ['tickets', 'export', '--format', 'nginx', '--dir', path.join(keyDir, 'exported')],
+    ['--json', 'tickets', 'export', '--format', 'h2o', '--dir', path.join(keyDir, 'exported-h2o')],
+  ]) {
     const r = await runCli(['--socket', config.adminSocketPath, ...args])
     t.equal(r.code, 0, `statecast ${args.join(' ')}`)
     cli += r.stdout.toString() + r.stderr
@@ -108,16 +138,26 @@ t.test('no socket reply, CLI output or file carries an epoch secret', async (t) 
   // What each socket was told.
   const of = (socket: string, op: number) => replies.filter((r) => r.socket === socket && r.op === op)
   for (const socket of ['api', 'admin']) {
-    t.ok(of(socket, Op.TICKET_WINDOW).every((r) => r.status === Status.DENIED), `${socket}: TICKET_WINDOW is refused`)
+    t.ok(
+      of(socket, Op.TICKET_WINDOW).every((r) => r.status === Status.DENIED),
+      `${socket}: TICKET_WINDOW is refused`,
+    )
     const tk = of(socket, Op.TICKET_KEY).filter((r) => r.status === Status.OK)
     t.ok(tk.length > 0, `${socket}: TICKET_KEY answered`)
     for (const r of tk) {
       const k = decodeTicketKeyBody(r.body)
       const s = secrets.get(k.epoch)!
-      t.ok(k.key.equals(nodeTicketKey(deriveKey('node', NODE_CONSUMER, { epoch: k.epoch, secret: s }))), `${socket}: TICKET_KEY of epoch ${k.epoch} is the "node" consumer's derived key`)
+      t.ok(
+        k.key.equals(nodeTicketKey(deriveKey('node', NODE_CONSUMER, { epoch: k.epoch, secret: s }))),
+        `${socket}: TICKET_KEY of epoch ${k.epoch} is the "node" consumer's derived key`,
+      )
     }
   }
-  const consumerStatus = (socket: string, i: number) => [...new Set(replies.filter((r) => r.socket === socket && r.op === Op.CONSUMER_KEYS && r.raw.readUInt32BE(6) === 100 + i).map((r) => r.status))]
+  const consumerStatus = (socket: string, i: number) => [
+    ...new Set(
+      replies.filter((r) => r.socket === socket && r.op === Op.CONSUMER_KEYS && r.raw.readUInt32BE(6) === 100 + i).map((r) => r.status),
+    ),
+  ]
   t.same(consumerStatus('api', 0), [Status.OK], 'api: may read the Node consumer')
   t.same(consumerStatus('api', 1), [Status.OK], 'api: may read a consumer the config grants (edge)')
   for (const i of [2, 3, 4, 5, 6]) t.same(consumerStatus('api', i), [Status.DENIED], `api: may not read ${consumers[i]!.join('/')}`)
@@ -125,15 +165,23 @@ t.test('no socket reply, CLI output or file carries an epoch secret', async (t) 
   t.same(consumerStatus('admin', 7), [Status.DENIED], 'admin: an unknown format is refused')
   // A tenant's socket reads exactly its own consumers (its [[tenants]] ticketConsumers), one check for both ops.
   t.same(consumerStatus('alpha', 1), [Status.OK], 'alpha: reads its own consumer (edge)')
-  for (const i of [0, 2, 3, 4, 5, 6, 7]) t.same(consumerStatus('alpha', i), [Status.DENIED], `alpha: may not read ${consumers[i]!.join('/')}`)
-  t.ok(of('alpha', Op.TICKET_KEY).length > 0 && of('alpha', Op.TICKET_KEY).every((r) => r.status === Status.DENIED), 'alpha: TICKET_KEY (the "node" consumer, not granted) is refused')
+  for (const i of [0, 2, 3, 4, 5, 6, 7])
+    t.same(consumerStatus('alpha', i), [Status.DENIED], `alpha: may not read ${consumers[i]!.join('/')}`)
+  t.ok(
+    of('alpha', Op.TICKET_KEY).length > 0 && of('alpha', Op.TICKET_KEY).every((r) => r.status === Status.DENIED),
+    'alpha: TICKET_KEY (the "node" consumer, not granted) is refused',
+  )
   for (const i of [0, 2]) t.same(consumerStatus('beta', i), [Status.OK], `beta: reads its own consumer ${consumers[i]!.join('/')}`)
-  for (const i of [1, 3, 4, 5, 6, 7]) t.same(consumerStatus('beta', i), [Status.DENIED], `beta: may not read ${consumers[i]!.join('/')} (alpha's edge included)`)
+  for (const i of [1, 3, 4, 5, 6, 7])
+    t.same(consumerStatus('beta', i), [Status.DENIED], `beta: may not read ${consumers[i]!.join('/')} (alpha's edge included)`)
   const btk = of('beta', Op.TICKET_KEY).filter((r) => r.status === Status.OK)
   t.ok(btk.length > 0, 'beta: TICKET_KEY answered (it is granted "node")')
   for (const r of btk) {
     const k = decodeTicketKeyBody(r.body)
-    t.ok(k.key.equals(nodeTicketKey(deriveKey('node', NODE_CONSUMER, { epoch: k.epoch, secret: secrets.get(k.epoch)! }))), `beta: TICKET_KEY of epoch ${k.epoch} is the "node" consumer's derived key`)
+    t.ok(
+      k.key.equals(nodeTicketKey(deriveKey('node', NODE_CONSUMER, { epoch: k.epoch, secret: secrets.get(k.epoch)! }))),
+      `beta: TICKET_KEY of epoch ${k.epoch} is the "node" consumer's derived key`,
+    )
   }
 
   // The grep: every secret, as bytes in any reply frame or file, as hex or base64 in any text.
@@ -145,15 +193,20 @@ t.test('no socket reply, CLI output or file carries an epoch secret', async (t) 
     }
   }
   walk(keyDir)
-  t.ok(secrets.size >= 4 && replies.length > 100 && files.length > 5, `${secrets.size} secrets, ${replies.length} replies, ${files.length} files`)
+  t.ok(
+    secrets.size >= 4 && replies.length > 100 && files.length > 5,
+    `${secrets.size} secrets, ${replies.length} replies, ${files.length} files`,
+  )
   const blobs = [...replies.map((r) => r.raw), ...files, Buffer.from(cli)]
   const texts = blobs.map((b) => b.toString('latin1')).join('\n')
   const leaks: string[] = []
   for (const [epoch, s] of secrets) {
     if (blobs.some((b) => b.includes(s))) leaks.push(`epoch ${epoch}: bytes`)
-    for (const enc of [s.toString('hex'), s.toString('base64').replace(/=+$/, ''), s.toString('base64url')]) if (texts.includes(enc) || texts.includes(enc.toUpperCase())) leaks.push(`epoch ${epoch}: text`)
+    for (const enc of [s.toString('hex'), s.toString('base64').replace(/=+$/, ''), s.toString('base64url')])
+      if (texts.includes(enc) || texts.includes(enc.toUpperCase())) leaks.push(`epoch ${epoch}: text`)
     // Any 16 bytes of it (a key cut from the secret, as Node's used to be).
-    for (let off = 0; off + 16 <= s.length; off += 16) if (blobs.some((b) => b.includes(s.subarray(off, off + 16)))) leaks.push(`epoch ${epoch}: bytes ${off}..${off + 16}`)
+    for (let off = 0; off + 16 <= s.length; off += 16)
+      if (blobs.some((b) => b.includes(s.subarray(off, off + 16)))) leaks.push(`epoch ${epoch}: bytes ${off}..${off + 16}`)
   }
   t.same(leaks, [], 'no epoch secret, or a slice of one, in any reply, file or CLI output')
 })

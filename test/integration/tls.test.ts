@@ -31,7 +31,8 @@ for (const version of ['TLSv1.2', 'TLSv1.3'] as const) {
     const { nodes } = await startCluster(t, 2, ['--replication-factor', '1', ...GENEROUS_LOOKUPS])
     const [da, db] = nodes
     // TLS 1.2 goes through session ids (tickets off); TLS 1.3 through the cluster's ticket keys.
-    const opts: https.ServerOptions = version === 'TLSv1.2' ? { maxVersion: 'TLSv1.2', secureOptions: constants.SSL_OP_NO_TICKET } : { minVersion: 'TLSv1.3' }
+    const opts: https.ServerOptions =
+      version === 'TLSv1.2' ? { maxVersion: 'TLSv1.2', secureOptions: constants.SSL_OP_NO_TICKET } : { minVersion: 'TLSv1.3' }
     const a = await serve(t, opts)
     const b = await serve(t, opts)
     const lone = await serve(t, opts) // no statecast: the control that shows the test can fail
@@ -58,7 +59,7 @@ for (const version of ['TLSv1.2', 'TLSv1.3'] as const) {
     if (version === 'TLSv1.2') {
       t.equal(cb.stats.resumeHits, 1, 'B found it through its daemon')
       const s = (await db!.admin.stats()) as { cluster: { remoteHits: number } }
-      t.equal(s.cluster.remoteHits, 1, 'which fetched it from A\'s daemon')
+      t.equal(s.cluster.remoteHits, 1, "which fetched it from A's daemon")
     }
     const control = await sClient(lone.port, [flag, '-sess_in', sess])
     t.equal(sessionLine(control), `New ${version}`, 'a server without statecast does not resume it')

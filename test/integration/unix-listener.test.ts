@@ -38,15 +38,30 @@ t.test('a daemon whose backlog is full is not displaced by a second daemon on it
 
   // The second daemon has an admin socket of its own, so only the API path is contested.
   const b = await startDaemon(t, { dir, name: 'b', args: ['--cluster-enabled', 'false', '--socket', a.socket], wait: false })
-  const outcome = await Promise.race([b.exited, b.waitLog((l) => l['msg'] === 'statecastd ready', 60_000).then(() => 'started on the path', () => 'no outcome')])
+  const outcome = await Promise.race([
+    b.exited,
+    b
+      .waitLog((l) => l['msg'] === 'statecastd ready', 60_000)
+      .then(
+        () => 'started on the path',
+        () => 'no outcome',
+      ),
+  ])
   t.equal(outcome, 1, 'the second daemon refuses to start (exit 1)')
-  t.ok(b.logs.some((l) => /another process is serving on .*a\.sock.*EAGAIN/.test(String(l['err']))), 'and says the path is served (the connect did not prove it dead)')
-  t.equal(fs.statSync(a.socket).ino, inode, 'the first daemon\'s socket file is still in place')
+  t.ok(
+    b.logs.some((l) => /another process is serving on .*a\.sock.*EAGAIN/.test(String(l['err']))),
+    'and says the path is served (the connect did not prove it dead)',
+  )
+  t.equal(fs.statSync(a.socket).ino, inode, "the first daemon's socket file is still in place")
 
   a.proc.kill('SIGCONT')
   for (const s of sockets) s.destroy()
   // The daemon first works through the queued connections; until then a connect may meet EAGAIN.
-  const c = await eventually(() => StatecastClient.connect({ socketPath: a.socket, timeoutMs: 20_000 }), 20_000, 'a connection to the first daemon')
+  const c = await eventually(
+    () => StatecastClient.connect({ socketPath: a.socket, timeoutMs: 20_000 }),
+    20_000,
+    'a connection to the first daemon',
+  )
   t.teardown(() => c.destroy())
   t.ok((await c.ping()) >= 0, 'the first daemon serves on its path again')
   t.equal(await a.stop(), 0)
@@ -62,5 +77,5 @@ t.test('a socket file that replaced ours is not removed when we stop', async (t)
   await new Promise<void>((r) => other.listen(a.socket, r))
   t.teardown(() => other.close())
   t.equal(await a.stop(), 0)
-  t.ok(fs.existsSync(a.socket), 'the other listener\'s socket is left alone')
+  t.ok(fs.existsSync(a.socket), "the other listener's socket is left alone")
 })

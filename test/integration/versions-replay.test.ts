@@ -32,7 +32,8 @@ async function fakeMember(t: { teardown(fn: () => unknown): void }, key: ReturnT
   sock.setMulticastInterface('127.0.0.1')
   sock.setMulticastLoopback(true)
   const me = { family: 4 as const, address: '127.0.0.1', port: sock.address().port }
-  const send = (m: Message, to: { address: string; port: number }) => sock.send(seal(ring, key.id, id, counter++, encodeBody(m, Date.now())), to.port, to.address)
+  const send = (m: Message, to: { address: string; port: number }) =>
+    sock.send(seal(ring, key.id, id, counter++, encodeBody(m, Date.now())), to.port, to.address)
   const announce = (flags: number) => send({ type: MsgType.ANNOUNCE, reply: me, entries: 0, flags, name: 'x' }, { address: group, port })
   const copies: Captured[] = []
   sock.on('message', (bytes, rinfo) => {
@@ -40,7 +41,12 @@ async function fakeMember(t: { teardown(fn: () => unknown): void }, key: ReturnT
       const { header, body } = open(ring, bytes)
       for (const msg of decodeMessages(body).msgs) {
         if (msg.type !== MsgType.REPLICATE) continue
-        copies.push({ bytes: Buffer.from(bytes), key: msg.key.toString('latin1'), value: Buffer.from(msg.chunk), sender: header.senderId.toString('hex') })
+        copies.push({
+          bytes: Buffer.from(bytes),
+          key: msg.key.toString('latin1'),
+          value: Buffer.from(msg.chunk),
+          sender: header.senderId.toString('hex'),
+        })
         // Acknowledged like a member would, so the sender does not keep retrying.
         send({ type: MsgType.ACK, replId: msg.replId }, rinfo)
       }
@@ -88,7 +94,12 @@ t.test('finding 3: captured REPLICATEs resent to another owner neither resurrect
   await waitMembers([a, c], 2)
   const aId = (await clusterStats(a))['nodeId'] as string
   const local = (n: Node, k: string) => n.client.get(k, { localOnly: true })
-  const copyOf = async (k: string, v: Buffer): Promise<Captured> => (await eventually(() => x.copies.find((p) => p.key === k && p.sender === aId && p.value.equals(v)), 30_000, `A's copy of ${k} captured`))!
+  const copyOf = async (k: string, v: Buffer): Promise<Captured> =>
+    (await eventually(
+      () => x.copies.find((p) => p.key === k && p.sender === aId && p.value.equals(v)),
+      30_000,
+      `A's copy of ${k} captured`,
+    ))!
 
   await t.test('a copy captured from A to X, resent to C after the key was deleted everywhere', async (t) => {
     const v1 = Buffer.from('alice-session-secret')
@@ -124,7 +135,10 @@ t.test('finding 3: captured REPLICATEs resent to another owner neither resurrect
     // it would be refused by its version (`copiesStale`): test/integration/peer-forgery.test.ts sends
     // such copies sealed for C, and test/unit/versions.test.ts covers the rule itself.
     const st = (await c.admin.stats()) as { cluster: { copiesStale: number; dropped: { misaddressed: number } } }
-    t.ok(st.cluster.copiesStale + st.cluster.dropped.misaddressed >= 1, 'the old copy refused: by its receiver id or as stale by its version')
+    t.ok(
+      st.cluster.copiesStale + st.cluster.dropped.misaddressed >= 1,
+      'the old copy refused: by its receiver id or as stale by its version',
+    )
   })
 
   await t.test('an older copy resent to an owner restarted after a newer SET: the rejoin copy is newer and wins', async (t) => {
@@ -152,7 +166,7 @@ t.test('a fill older than a delete made here is not served (the holder missed th
   // Only A holds it: no copies, no invalidation reaches A.
   await a.client.set('sess-fill', v1, { noPropagate: true })
   const first = await c.client.get('sess-fill')
-  t.same(first, v1, 'C fills it from A (and stores it with A\'s version)')
+  t.same(first, v1, "C fills it from A (and stores it with A's version)")
   t.equal(await c.client.delete('sess-fill', { noPropagate: true }), true, 'deleted on C alone')
   t.same(await a.client.get('sess-fill', { localOnly: true }), v1, 'A still holds the old value')
   t.equal(await c.client.get('sess-fill'), undefined, 'C does not serve the older value A answers with')

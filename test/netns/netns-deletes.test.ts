@@ -14,7 +14,18 @@ import { needs, NETNS } from '../helpers/needs.js'
 const NEEDS = needs(NETNS)
 
 /** Tombstones of 2 x 1000 ms + the copy retry span; long enough to outwait in a test. */
-const SHORT = ['--replay-window-ms', '1000', '--replication-ack-timeout-ms', '100', '--replication-retries', '6', '--dead-after-ms', '5000', '--lookup-timeout-ms', '2000']
+const SHORT = [
+  '--replay-window-ms',
+  '1000',
+  '--replication-ack-timeout-ms',
+  '100',
+  '--replication-retries',
+  '6',
+  '--dead-after-ms',
+  '5000',
+  '--lookup-timeout-ms',
+  '2000',
+]
 /** 2 x 1000 + (100 + 200 + 400 + 800 + 1600 + 2000 + 2000) ms: versions.ts tombstoneLifetimeMs. */
 const TOMBSTONE_MS = 9100
 
@@ -23,7 +34,19 @@ async function lab(t: { teardown(fn: () => unknown): void }, n: number) {
   const dir = tmpDir('sc-nsdel-')
   const keyFile = writeKeyFile(dir)
   const { group, port } = uniqueGroup()
-  const nodes: Node[] = await Promise.all(Array.from({ length: n }, (_, j) => j + 1).map((i) => startNode(t, { dir, name: `h${i}`, keyFile, group, port, prefix: lab.exec(i), args: ['--interface', lab.addr(i), '--replication-factor', '2', ...SHORT] })))
+  const nodes: Node[] = await Promise.all(
+    Array.from({ length: n }, (_, j) => j + 1).map((i) =>
+      startNode(t, {
+        dir,
+        name: `h${i}`,
+        keyFile,
+        group,
+        port,
+        prefix: lab.exec(i),
+        args: ['--interface', lab.addr(i), '--replication-factor', '2', ...SHORT],
+      }),
+    ),
+  )
   await waitMembers(nodes, n - 1)
   return { lab, nodes }
 }

@@ -4,7 +4,19 @@
  */
 import t from 'tap'
 import { NetLab } from '../helpers/netns.js'
-import { GENEROUS_COPIES, GENEROUS_LOOKUPS, clusterStats, hasMembers, readableOnceConverged, replicationSettled, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
+import {
+  GENEROUS_COPIES,
+  GENEROUS_LOOKUPS,
+  clusterStats,
+  hasMembers,
+  readableOnceConverged,
+  replicationSettled,
+  startNode,
+  uniqueGroup,
+  waitMembers,
+  writeKeyFile,
+  type Node,
+} from '../helpers/cluster.js'
 import { eventually, tmpDir } from '../helpers/daemon.js'
 import { needs, NETNS } from '../helpers/needs.js'
 
@@ -23,7 +35,16 @@ async function cluster(t: { teardown(fn: () => unknown): void }, n: number, extr
   const { group, port } = uniqueGroup()
   // A lookup deadline a loaded machine meets: a read of a session whose owner just died waits for
   // the other owner's answer instead of a 50 ms deadline. Likewise for copies and handoff.
-  const start = (i: number) => startNode(t, { dir, name: `h${i}`, keyFile, group, port, prefix: lab.exec(i), args: ['--interface', lab.addr(i), ...GENEROUS_LOOKUPS, ...GENEROUS_COPIES, ...extra(i)] })
+  const start = (i: number) =>
+    startNode(t, {
+      dir,
+      name: `h${i}`,
+      keyFile,
+      group,
+      port,
+      prefix: lab.exec(i),
+      args: ['--interface', lab.addr(i), ...GENEROUS_LOOKUPS, ...GENEROUS_COPIES, ...extra(i)],
+    })
   const nodes: Node[] = await Promise.all(Array.from({ length: n }, (_, j) => start(j + 1)))
   await waitMembers(nodes, n - 1)
   return { lab, nodes, start }
@@ -33,7 +54,8 @@ const val = (k: string) => Buffer.from(`tls-session-${k}-`.padEnd(200, 's'))
 const keys = Array.from({ length: 1000 }, (_, i) => `sess-${i}`)
 
 async function writeAll(nodes: Node[]): Promise<void> {
-  for (let i = 0; i < keys.length; i += 100) await Promise.all(keys.slice(i, i + 100).map((k, j) => nodes[(i + j) % nodes.length]!.client.set(k, val(k))))
+  for (let i = 0; i < keys.length; i += 100)
+    await Promise.all(keys.slice(i, i + 100).map((k, j) => nodes[(i + j) % nodes.length]!.client.set(k, val(k))))
 }
 
 t.test('four hosts, 1,000 sessions, one killed with SIGKILL: every session readable from the rest', NEEDS, async (t) => {
@@ -45,7 +67,9 @@ t.test('four hosts, 1,000 sessions, one killed with SIGKILL: every session reada
   lab.clearLoss()
   const stats = await Promise.all(nodes.map(clusterStats))
   const sum = (k: string) => stats.reduce((a, s) => a + (s[k] as number), 0)
-  t.comment(`copies pushed ${sum('copiesPushed')}, acked ${sum('copiesAcked')}, retried ${sum('copiesRetried')}, failed ${sum('copiesFailed')} under 20% loss`)
+  t.comment(
+    `copies pushed ${sum('copiesPushed')}, acked ${sum('copiesAcked')}, retried ${sum('copiesRetried')}, failed ${sum('copiesFailed')} under 20% loss`,
+  )
   t.equal(sum('copiesFailed'), 0, 'no copy given up')
   t.ok(sum('copiesRetried') > 0, 'loss was real: copies were retried')
   await nodes[1]!.stop('SIGKILL')
@@ -86,7 +110,11 @@ t.test('listed peers with multicast unused: the same remote fetches', NEEDS, asy
   await writeAll(nodes)
   await replicationSettled(nodes)
   await nodes[0]!.stop('SIGKILL')
-  t.same((await readableOnceConverged([nodes[1]!, nodes[2]!], keys, val, 1)).lost, [], 'replication and remote fetch work without multicast')
+  t.same(
+    (await readableOnceConverged([nodes[1]!, nodes[2]!], keys, val, 1)).lost,
+    [],
+    'replication and remote fetch work without multicast',
+  )
 })
 
 t.test('a host cut off for 10 seconds rejoins without restart', NEEDS, async (t) => {

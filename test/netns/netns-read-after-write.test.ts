@@ -21,7 +21,8 @@ t.test('six hosts, 5% loss: 10,000 reads right after the SET on another host, at
   // comes from the owners' MISSes, not from a lost LOOKUP or a stalled host.
   const args = (i: number) => ['--interface', lab.addr(i), '--lookup-timeout-ms', '2500', '--lookup-retries', '50']
   const nodes: Node[] = []
-  for (let i = 1; i <= 6; i++) nodes.push(await startNode(t, { dir, name: `h${i}`, keyFile, group, port, prefix: lab.exec(i), args: args(i) }))
+  for (let i = 1; i <= 6; i++)
+    nodes.push(await startNode(t, { dir, name: `h${i}`, keyFile, group, port, prefix: lab.exec(i), args: args(i) }))
   await waitMembers(nodes, 5)
   lab.loss(5)
   t.teardown(() => lab.clearLoss())
@@ -29,7 +30,9 @@ t.test('six hosts, 5% loss: 10,000 reads right after the SET on another host, at
   lab.clearLoss()
   const s = await Promise.all(nodes.map(clusterStats))
   const sum = (k: string) => s.reduce((a, c) => a + (c[k] as number), 0)
-  t.comment(`5% loss: ${r.notFound} not found, ${r.remote} remote fills; over the fleet: copies retried ${sum('copiesRetried')}, SETs that waited for a copy's ACK ${sum('setsAwaitingCopy')}, LOOKUP datagrams ${sum('lookupDatagrams')}, timeouts ${sum('timeouts')}, MISS-settled ${sum('remoteMisses')}`)
+  t.comment(
+    `5% loss: ${r.notFound} not found, ${r.remote} remote fills; over the fleet: copies retried ${sum('copiesRetried')}, SETs that waited for a copy's ACK ${sum('setsAwaitingCopy')}, LOOKUP datagrams ${sum('lookupDatagrams')}, timeouts ${sum('timeouts')}, MISS-settled ${sum('remoteMisses')}`,
+  )
   t.equal(r.wrong, 0, 'no read answered other bytes')
   // A read misses only when every copy of its SET (one per owner the writer is not) was lost and
   // the reader asked before the retry: loss beyond what one round of copies survives.

@@ -15,14 +15,28 @@ async function lab3(t: { teardown(fn: () => unknown): void }, args: string[] = [
   const dir = tmpDir('sc-ns-')
   const keyFile = writeKeyFile(dir)
   const { group, port } = uniqueGroup()
-  const nodes: Node[] = await Promise.all([1, 2, 3].map((i) => startNode(t, { dir, name: `h${i}`, keyFile, group, port, prefix: lab.exec(i), args: ['--interface', lab.addr(i), '--replication-factor', '1', ...args] })))
+  const nodes: Node[] = await Promise.all(
+    [1, 2, 3].map((i) =>
+      startNode(t, {
+        dir,
+        name: `h${i}`,
+        keyFile,
+        group,
+        port,
+        prefix: lab.exec(i),
+        args: ['--interface', lab.addr(i), '--replication-factor', '1', ...args],
+      }),
+    ),
+  )
   await waitMembers(nodes, 2)
   return { lab, nodes }
 }
 
 t.test('three hosts on a bridge: remote fetch, not found, 64 KiB, delete everywhere', NEEDS, async (t) => {
   // A deadline no loaded machine reaches: "not found" then comes from the MISSes or not at all.
-  const { nodes: [h1, h2, h3] } = await lab3(t, GENEROUS_LOOKUPS)
+  const {
+    nodes: [h1, h2, h3],
+  } = await lab3(t, GENEROUS_LOOKUPS)
   const value = Buffer.from('tls-session-state-over-the-bridge')
   await h1!.client.set('s1', value)
   const e = await h3!.client.getEntry('s1')
@@ -41,16 +55,31 @@ t.test('three hosts on a bridge: remote fetch, not found, 64 KiB, delete everywh
   t.ok((await h1!.client.get('big'))?.equals(big), '64 KiB intact across the bridge')
 
   await h2!.client.delete('s1')
-  await eventually(async () => (await h1!.client.get('s1', { localOnly: true })) === undefined && (await h3!.client.get('s1', { localOnly: true })) === undefined, 30_000, 'deleted everywhere')
+  await eventually(
+    async () =>
+      (await h1!.client.get('s1', { localOnly: true })) === undefined && (await h3!.client.get('s1', { localOnly: true })) === undefined,
+    30_000,
+    'deleted everywhere',
+  )
   t.pass('deleted on every host')
   const peers = await h1!.client.peers()
-  t.same(peers.map((p) => p['address']).map((a) => String(a).split(':')[0]).sort(), ['10.77.0.1', '10.77.0.2', '10.77.0.3'], 'members by their namespace addresses')
+  t.same(
+    peers
+      .map((p) => p['address'])
+      .map((a) => String(a).split(':')[0])
+      .sort(),
+    ['10.77.0.1', '10.77.0.2', '10.77.0.3'],
+    'members by their namespace addresses',
+  )
 })
 
 t.test('with 20% of datagrams dropped, none of 1,000 remote fetches is lost or wrong', NEEDS, async (t) => {
   // 20% loss each way loses a LOOKUP or its HIT in about a third of the rounds: the lookup needs
   // many retransmits, close together, within a deadline a stalled machine may still overrun.
-  const { lab, nodes: [h1, , h3] } = await lab3(t, ['--lookup-timeout-ms', '2000', '--lookup-retries', '50'])
+  const {
+    lab,
+    nodes: [h1, , h3],
+  } = await lab3(t, ['--lookup-timeout-ms', '2000', '--lookup-retries', '50'])
   const n = 1000
   const value = (i: number) => Buffer.from(`session-${i}-`.padEnd(200, 'x'))
   for (let i = 0; i < n; i += 100) await Promise.all(Array.from({ length: 100 }, (_, j) => h1!.client.set(`k${i + j}`, value(i + j))))
@@ -73,11 +102,16 @@ t.test('with 20% of datagrams dropped, none of 1,000 remote fetches is lost or w
   // again once its first lookup has settled, until it succeeds: a session must never be lost.
   const lost: number[] = []
   for (const i of failed) {
-    await eventually(async () => (await h3!.client.get(`k${i}`))?.equals(value(i)), 30_000, `k${i} fetched`).then(() => ok++, () => lost.push(i))
+    await eventually(async () => (await h3!.client.get(`k${i}`))?.equals(value(i)), 30_000, `k${i} fetched`).then(
+      () => ok++,
+      () => lost.push(i),
+    )
   }
   lat.sort((a, b) => a - b)
   const s = await clusterStats(h3!)
-  t.comment(`20% loss: ${n - failed.length}/${n} remote fetches succeeded at the first try (${failed.length} timed out and were made again), ${ok}/${n} in all; p50 ${lat[n / 2]!.toFixed(2)} ms, p99 ${lat[Math.floor(n * 0.99)]!.toFixed(2)} ms; LOOKUP datagrams ${s['lookupDatagrams']} for ${s['lookups']} lookups, timeouts ${s['timeouts']}`)
+  t.comment(
+    `20% loss: ${n - failed.length}/${n} remote fetches succeeded at the first try (${failed.length} timed out and were made again), ${ok}/${n} in all; p50 ${lat[n / 2]!.toFixed(2)} ms, p99 ${lat[Math.floor(n * 0.99)]!.toFixed(2)} ms; LOOKUP datagrams ${s['lookupDatagrams']} for ${s['lookups']} lookups, timeouts ${s['timeouts']}`,
+  )
   t.equal(wrong, 0, 'no fetch returned wrong bytes')
   t.same(lost, [], 'every session fetched (a fetch that timed out succeeded when made again)')
   t.equal(ok, n, 'every fetch answered with the right bytes in the end')

@@ -9,17 +9,40 @@ t.test('BoundedMap: a new key in a full map evicts the oldest, in insertion orde
   t.same([...m.keys()], ['a', 'b', 'c'])
   t.same(evicted, [], 'nothing goes while there is room')
   m.set('d', 4)
-  t.same([...m.entries()], [['b', 2], ['c', 3], ['d', 4]], 'the oldest went')
+  t.same(
+    [...m.entries()],
+    [
+      ['b', 2],
+      ['c', 3],
+      ['d', 4],
+    ],
+    'the oldest went',
+  )
   t.same(evicted, [['a', 1]], 'and was handed to onEvict')
   m.set('b', 20)
-  t.same([...m.entries()], [['b', 20], ['c', 3], ['d', 4]], 'updating a key neither evicts nor reorders')
+  t.same(
+    [...m.entries()],
+    [
+      ['b', 20],
+      ['c', 3],
+      ['d', 4],
+    ],
+    'updating a key neither evicts nor reorders',
+  )
   m.set('e', 5)
   t.same([...m.keys()], ['c', 'd', 'e'])
-  t.same(evicted.map(([k]) => k), ['a', 'b'])
+  t.same(
+    evicted.map(([k]) => k),
+    ['a', 'b'],
+  )
   m.delete('c')
   m.set('f', 6)
   t.same([...m.keys()], ['d', 'e', 'f'], 'a deleted key makes room without an eviction')
-  t.same(evicted.map(([k]) => k), ['a', 'b'], 'delete is not an eviction')
+  t.same(
+    evicted.map(([k]) => k),
+    ['a', 'b'],
+    'delete is not an eviction',
+  )
 })
 
 t.test('BoundedMap: touch makes an entry the newest (least recently used goes first)', async (t) => {
@@ -29,7 +52,15 @@ t.test('BoundedMap: touch makes an entry the newest (least recently used goes fi
   t.equal(m.touch('zz'), false, 'an absent key')
   t.equal(m.has('zz'), false, 'touching does not add')
   m.set('d', 4)
-  t.same([...m.entries()], [['c', 3], ['a', 1], ['d', 4]], 'b, the least recently used, went; a kept its value')
+  t.same(
+    [...m.entries()],
+    [
+      ['c', 3],
+      ['a', 1],
+      ['d', 4],
+    ],
+    'b, the least recently used, went; a kept its value',
+  )
 })
 
 t.test('BoundedMap and BoundedSet: the bound must be a whole number of at least one', async (t) => {
@@ -52,32 +83,36 @@ t.test('BoundedSet: a new member in a full set evicts the oldest', async (t) => 
 
 t.test('never holds more than its bound, and holds the most recent keys (model)', async (t) => {
   fc.assert(
-    fc.property(fc.integer({ min: 1, max: 8 }), fc.array(fc.tuple(fc.constantFrom('set', 'touch', 'delete'), fc.integer({ min: 0, max: 12 })), { maxLength: 200 }), (max, ops) => {
-      const m = new BoundedMap<number, number>(max)
-      const s = new BoundedSet<number>(max)
-      // The model: keys in recency order, trimmed from the front.
-      let model: number[] = []
-      // The set has no touch: insertion order only.
-      let setModel: number[] = []
-      for (const [op, k] of ops) {
-        if (op === 'set') {
-          m.set(k, k)
-          s.add(k)
-          if (!model.includes(k)) model = [...model, k].slice(-max)
-          if (!setModel.includes(k)) setModel = [...setModel, k].slice(-max)
-        } else if (op === 'touch') {
-          m.touch(k)
-          if (model.includes(k)) model = [...model.filter((x) => x !== k), k]
-        } else {
-          m.delete(k)
-          s.delete(k)
-          model = model.filter((x) => x !== k)
-          setModel = setModel.filter((x) => x !== k)
+    fc.property(
+      fc.integer({ min: 1, max: 8 }),
+      fc.array(fc.tuple(fc.constantFrom('set', 'touch', 'delete'), fc.integer({ min: 0, max: 12 })), { maxLength: 200 }),
+      (max, ops) => {
+        const m = new BoundedMap<number, number>(max)
+        const s = new BoundedSet<number>(max)
+        // The model: keys in recency order, trimmed from the front.
+        let model: number[] = []
+        // The set has no touch: insertion order only.
+        let setModel: number[] = []
+        for (const [op, k] of ops) {
+          if (op === 'set') {
+            m.set(k, k)
+            s.add(k)
+            if (!model.includes(k)) model = [...model, k].slice(-max)
+            if (!setModel.includes(k)) setModel = [...setModel, k].slice(-max)
+          } else if (op === 'touch') {
+            m.touch(k)
+            if (model.includes(k)) model = [...model.filter((x) => x !== k), k]
+          } else {
+            m.delete(k)
+            s.delete(k)
+            model = model.filter((x) => x !== k)
+            setModel = setModel.filter((x) => x !== k)
+          }
+          if (m.size > max || s.size > max) return false
         }
-        if (m.size > max || s.size > max) return false
-      }
-      return JSON.stringify([...m.keys()]) === JSON.stringify(model) && JSON.stringify([...s]) === JSON.stringify(setModel)
-    }),
+        return JSON.stringify([...m.keys()]) === JSON.stringify(model) && JSON.stringify([...s]) === JSON.stringify(setModel)
+      },
+    ),
     { numRuns: 500 },
   )
   t.pass('both follow their model and neither outgrows its bound')

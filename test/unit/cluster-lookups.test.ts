@@ -99,7 +99,10 @@ t.test('deadline: with no answer at all, "not found" at lookupTimeoutMs after ev
   t.ok(tookMs >= 49 && tookMs <= 51, `at the deadline (${tookMs} ms of fake time)`)
   t.equal(b.cluster.lookups.counters.timeouts, 1, 'counted as a timeout')
   // Timers run in whole ms, so the rounds (every 50 / 6 ms) may fit one more before the deadline.
-  t.ok(b.cluster.lookups.counters.lookupDatagrams >= 6, `the first round and lookupRetries retransmits (${b.cluster.lookups.counters.lookupDatagrams})`)
+  t.ok(
+    b.cluster.lookups.counters.lookupDatagrams >= 6,
+    `the first round and lookupRetries retransmits (${b.cluster.lookups.counters.lookupDatagrams})`,
+  )
   t.equal(b.cluster.lookups.inflight, 0, 'nothing left in flight')
 })
 

@@ -29,7 +29,10 @@ t.test('join: a newcomer is a member at once, trusted (owns keys, gets copies) o
 
   t.ok(await l.until(() => memberOf(a, b)?.trusted === true, 5000), 'trusted after its probation and another ANNOUNCE')
   t.ok(l.clock.now() - joinedAt >= 2000, 'not before memberProbationMs')
-  t.ok(await l.until(() => KEYS.every((k) => b.store.peek(k)?.version === a.store.peek(k)!.version), 5000), 'every key re-placed on b (R = 2 with two members)')
+  t.ok(
+    await l.until(() => KEYS.every((k) => b.store.peek(k)?.version === a.store.peek(k)!.version), 5000),
+    'every key re-placed on b (R = 2 with two members)',
+  )
   t.equal(a.cluster.counters.membersJoined, 1)
   t.equal(a.cluster.replicator.counters.replacementScans > 0, true, 're-placed by a scan')
 })
@@ -44,7 +47,10 @@ t.test('death: a member silent for deadAfterMs is dropped, and its keys get a ne
 
   const crashedAt = l.clock.now()
   l.crash(c)
-  t.ok(await l.until(() => !a.cluster.members.has(c.cluster.nodeId) && !b.cluster.members.has(c.cluster.nodeId), 10_000, 50), 'a and b drop c')
+  t.ok(
+    await l.until(() => !a.cluster.members.has(c.cluster.nodeId) && !b.cluster.members.has(c.cluster.nodeId), 10_000, 50),
+    'a and b drop c',
+  )
   const silentMs = l.clock.now() - crashedAt
   t.ok(silentMs >= 3000, `not before deadAfterMs (${silentMs} ms of fake time)`)
   t.equal(a.cluster.counters.membersDied, 1, 'counted as died at a')
@@ -67,10 +73,16 @@ t.test('rejoin after a partition: the member is new again, in probation, then tr
   t.ok(await l.until(() => a.cluster.members.has(c.cluster.nodeId), 3000, 10), 'c is heard again')
   t.equal(memberOf(a, c)?.trusted, false, 'in probation again')
   t.equal(a.cluster.counters.membersJoined, joinedBefore + 1, 'joined a second time')
-  t.ok(await l.until(() => memberOf(a, c)?.trusted === true && memberOf(b, c)?.trusted === true, 10_000, 50), 'trusted again after its probation')
+  t.ok(
+    await l.until(() => memberOf(a, c)?.trusted === true && memberOf(b, c)?.trusted === true, 10_000, 50),
+    'trusted again after its probation',
+  )
   const cOwns = KEYS.filter((k) => l.ownersOf(k, a).includes(c))
   t.ok(cOwns.length > 0, 'c owns some keys again')
-  t.ok(await l.until(() => cOwns.every((k) => c.store.peek(k)?.value.toString() === `value of ${k}`), 5000, 50), 'the keys c owns were copied to it')
+  t.ok(
+    await l.until(() => cOwns.every((k) => c.store.peek(k)?.value.toString() === `value of ${k}`), 5000, 50),
+    'the keys c owns were copied to it',
+  )
 })
 
 t.test('restart: a clean stop leaves at once; the host restarted (a new node id) joins through probation', async (t) => {

@@ -56,7 +56,7 @@ t.test('a copy in chunks arriving out of order and duplicated on the wire is sto
   t.equal(a.cluster.replicator.counters.copiesAcked, 1)
 })
 
-t.test('copies abandoned half way are dropped after the reassembly timeout, freeing the sender\'s share', async (t) => {
+t.test("copies abandoned half way are dropped after the reassembly timeout, freeing the sender's share", async (t) => {
   const { lab: l, cores } = await startLab(t, 2, 33, { replicationRetries: 0 })
   const [a, b] = cores as [Core, Core]
   // Values of two chunks, the second REPLICATE_TAIL bytes: the datagrams of second chunks have a
@@ -64,7 +64,18 @@ t.test('copies abandoned half way are dropped after the reassembly timeout, free
   const REPLICATE_TAIL = 300
   const key = (i: number) => `abandoned-${String(i).padStart(3, '0')}`
   const valueBytes = replicateChunkBytes(1400, key(0).length) + REPLICATE_TAIL
-  const tailLength = datagramLength({ type: MsgType.REPLICATE, replId: 1, ttlMs: 1, flags: 0, totalLen: valueBytes, index: 1, count: 2, version: 1n, key: Buffer.from(key(0)), chunk: Buffer.alloc(REPLICATE_TAIL) })
+  const tailLength = datagramLength({
+    type: MsgType.REPLICATE,
+    replId: 1,
+    ttlMs: 1,
+    flags: 0,
+    totalLen: valueBytes,
+    index: 1,
+    count: 2,
+    version: 1n,
+    key: Buffer.from(key(0)),
+    chunk: Buffer.alloc(REPLICATE_TAIL),
+  })
   const unblock = l.net.block((d) => d.from.address === a.address && d.toHost === b.address && d.bytes === tailLength)
 
   for (let i = 0; i < MAX_PARTIAL_COPIES_PER_SENDER; i++) l.set(a, key(i), crypto.randomBytes(valueBytes))

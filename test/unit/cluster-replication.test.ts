@@ -56,7 +56,11 @@ t.test('deletes reach every copy over a lossy network, acknowledged and retried'
   t.ok(await l.until(() => keys.every((k) => l.holding(k).length === 0), 60_000, 50), 'no core holds any deleted key')
   t.ok(sum(cores, (c) => c.cluster.replicator.counters.deletesRetried) > 0, 'lost deletes or ACKs were retried')
   t.ok(sum(cores, (c) => c.cluster.replicator.counters.deletesForwarded) >= 1, 'the delete went on to the fetched copy')
-  t.equal(sum(cores, (c) => c.cluster.counters.invalidationsSent), 0, 'no group INVALIDATE: the holders were known')
+  t.equal(
+    sum(cores, (c) => c.cluster.counters.invalidationsSent),
+    0,
+    'no group INVALIDATE: the holders were known',
+  )
 })
 
 t.test('handoff: a clean stop hands the sessions it owns to the owners that remain, then leaves', async (t) => {
@@ -66,7 +70,10 @@ t.test('handoff: a clean stop hands the sessions it owns to the owners that rema
   t.ok(await l.until(() => placed(l, a, KEYS), 10_000, 50), 'copies placed')
   const owned = KEYS.filter((k) => l.ownersOf(k, a).includes(a))
   t.ok(owned.length > 0, 'a owns some keys')
-  t.ok(owned.some((k) => !b.store.peek(k) || !c.store.peek(k)), 'before the stop, some key a owns is on one of b and c only')
+  t.ok(
+    owned.some((k) => !b.store.peek(k) || !c.store.peek(k)),
+    'before the stop, some key a owns is on one of b and c only',
+  )
 
   await l.settle(l.stop(a))
   await l.run(10) // the LEAVE, sent last, is still on its way

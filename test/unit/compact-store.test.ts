@@ -92,7 +92,10 @@ t.test('many keys: hash chains and slot reuse', async (t) => {
   for (let i = 0; i < n; i += 2) s.set(k(i), Buffer.from(String(-i)))
   t.equal(s.get(k(4))?.value.toString(), '-4')
   t.equal(s.get(k(5))?.value.toString(), '5')
-  t.same(s.keys('session:000000499').sort(), [...Array(10).keys()].map((d) => k(4990 + d)))
+  t.same(
+    s.keys('session:000000499').sort(),
+    [...Array(10).keys()].map((d) => k(4990 + d)),
+  )
   t.same(s.keys('session:000000499', 3), [k(4998), k(4996), k(4994)], 'most recently set first')
 })
 
@@ -123,7 +126,10 @@ t.test('values of 0 bytes', async (t) => {
   s.set('z', Buffer.alloc(0), 10)
   t.equal(s.get('z')?.value.length, 0)
   t.equal(s.bytes, 1 + ENTRY_OVERHEAD_BYTES)
-  t.same([...s.entries()].map(([k, e, ttl]) => [k, e.value.length, ttl]), [['z', 0, 10]])
+  t.same(
+    [...s.entries()].map(([k, e, ttl]) => [k, e.value.length, ttl]),
+    [['z', 0, 10]],
+  )
   advance(11)
   t.equal(s.get('z'), undefined)
   t.equal(s.counters.expirations, 1)
@@ -133,7 +139,7 @@ t.test('values of 0 bytes', async (t) => {
 })
 
 t.test('64 KiB values, and longer ones on pages of their own', async (t) => {
-  t.equal(new CompactStore().options.maxValueBytes, 1024 * 1024, 'the default is memcached\'s item limit')
+  t.equal(new CompactStore().options.maxValueBytes, 1024 * 1024, "the default is memcached's item limit")
   const s = new CompactStore({ maxValueBytes: 64 * 1024 })
   const views: Buffer[] = []
   for (let i = 0; i < 40; i++) {
@@ -188,7 +194,10 @@ t.test('released values leave nothing in the slab', async (t) => {
   s.flush()
   const pages = new Set(views.map((v) => v.buffer))
   t.ok(pages.size > 10, `${pages.size} pages`)
-  t.ok([...pages].every((p) => isZero(new Uint8Array(p))), 'every page the store used is all zero')
+  t.ok(
+    [...pages].every((p) => isZero(new Uint8Array(p))),
+    'every page the store used is all zero',
+  )
 })
 
 // --- Differential: CompactStore against a plain model and against Store -------------------
@@ -287,7 +296,10 @@ class Model {
     return true
   }
   keys(prefix: string, limit: number): string[] {
-    return [...this.map.keys()].reverse().filter((k) => k.startsWith(prefix) && this.has(k)).slice(0, Math.max(0, limit))
+    return [...this.map.keys()]
+      .reverse()
+      .filter((k) => k.startsWith(prefix) && this.has(k))
+      .slice(0, Math.max(0, limit))
   }
   purgeStale(): void {
     for (const k of [...this.map.keys()]) {
@@ -323,7 +335,10 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     arbitrary: fc.record({
       op: fc.constant('set'),
       k: key,
-      len: fc.oneof({ arbitrary: fc.integer({ min: 0, max: 300 }), weight: 4 }, { arbitrary: fc.integer({ min: 0, max: 5000 }), weight: 1 }),
+      len: fc.oneof(
+        { arbitrary: fc.integer({ min: 0, max: 300 }), weight: 4 },
+        { arbitrary: fc.integer({ min: 0, max: 5000 }), weight: 1 },
+      ),
       fill: fc.integer({ min: 1, max: 255 }),
       ttl,
       flags: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: -5, max: 5 })),
@@ -331,7 +346,14 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     weight: 6,
   },
   { arbitrary: fc.record({ op: fc.constant('touch'), k: key, ttl }), weight: 2 },
-  { arbitrary: fc.record({ op: fc.constant('keys'), prefix: fc.constantFrom('', 'k', 'k1', 'x', '\u0138', 'k\u263a'), limit: fc.constantFrom(Infinity, 0, 1, 3) }), weight: 1 },
+  {
+    arbitrary: fc.record({
+      op: fc.constant('keys'),
+      prefix: fc.constantFrom('', 'k', 'k1', 'x', '\u0138', 'k\u263a'),
+      limit: fc.constantFrom(Infinity, 0, 1, 3),
+    }),
+    weight: 1,
+  },
   { arbitrary: fc.record({ op: fc.constant('advance'), ms: fc.oneof(fc.integer({ min: 0, max: 40 }), fc.constant(0.5)) }), weight: 3 },
   { arbitrary: fc.record({ op: fc.constantFrom('purgeStale', 'flush', 'entries') }), weight: 1 },
 )

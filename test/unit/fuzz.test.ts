@@ -7,9 +7,15 @@ t.test('mutated inputs only ever fail with ProtocolError, and what decodes round
   for (const r of res) {
     t.equal(r.inputs, 20_000, `${r.target}: ${r.inputs} inputs, ${r.decoded} decoded`)
   }
-  t.ok(res.find((r) => r.target === 'local request')!.decoded > 100, 'the mutations leave some inputs valid, so decoders are exercised past their first check')
+  t.ok(
+    res.find((r) => r.target === 'local request')!.decoded > 100,
+    'the mutations leave some inputs valid, so decoders are exercised past their first check',
+  )
   const sealed = res.find((r) => r.target === 'sealed datagram')!
-  t.ok(sealed.decoded < sealed.inputs / 100, `mangled sealed datagrams do not open (${sealed.decoded} opened: mutations that left the bytes as they were)`)
+  t.ok(
+    sealed.decoded < sealed.inputs / 100,
+    `mangled sealed datagrams do not open (${sealed.decoded} opened: mutations that left the bytes as they were)`,
+  )
 })
 
 t.test('the mutator is deterministic for a seed', async (t) => {

@@ -18,9 +18,12 @@ t.test('ids count up and wrap from 2^32-1 to 1, never to 0', async (t) => {
 })
 
 t.test('every id is a u32 other than 0', async (t) => {
-  fc.assert(fc.property(fc.integer({ min: -(2 ** 40), max: 2 ** 40 }), (x) => {
-    const n = nextId(x)
-    return Number.isInteger(n) && n >= 1 && n <= U32_MAX
-  }), { numRuns: 2000 })
+  fc.assert(
+    fc.property(fc.integer({ min: -(2 ** 40), max: 2 ** 40 }), (x) => {
+      const n = nextId(x)
+      return Number.isInteger(n) && n >= 1 && n <= U32_MAX
+    }),
+    { numRuns: 2000 },
+  )
   t.pass('always in 1..2^32-1')
 })

@@ -38,8 +38,16 @@ const requests: { name: string; message: Request; bytes: string }[] = [
   { name: 'PING', message: { op: Op.PING, id: 5, flags: 0 }, bytes: '00000006 01 00 00000005' },
   { name: 'GET', message: { op: Op.GET, id: 1, flags: 0, key: b('ab') }, bytes: '00000008 02 00 00000001 6162' },
   { name: 'GET local-only', message: { op: Op.GET, id: 10, flags: ReqFlag.LOCAL_ONLY, key: b('x') }, bytes: '00000007 02 01 0000000a 78' },
-  { name: 'SET', message: { op: Op.SET, id: 2, flags: 0, ttlMs: 1000, key: b('k'), value: b('vv') }, bytes: '0000000f 03 00 00000002 000003e8 0001 6b 7676' },
-  { name: 'SET empty value', message: { op: Op.SET, id: 2, flags: 0, ttlMs: 0, key: b('k'), value: b('') }, bytes: '0000000d 03 00 00000002 00000000 0001 6b' },
+  {
+    name: 'SET',
+    message: { op: Op.SET, id: 2, flags: 0, ttlMs: 1000, key: b('k'), value: b('vv') },
+    bytes: '0000000f 03 00 00000002 000003e8 0001 6b 7676',
+  },
+  {
+    name: 'SET empty value',
+    message: { op: Op.SET, id: 2, flags: 0, ttlMs: 0, key: b('k'), value: b('') },
+    bytes: '0000000d 03 00 00000002 00000000 0001 6b',
+  },
   { name: 'DELETE', message: { op: Op.DELETE, id: 3, flags: 0, key: b('k') }, bytes: '00000007 04 00 00000003 6b' },
   { name: 'TOUCH', message: { op: Op.TOUCH, id: 4, flags: 0, ttlMs: 5, key: b('k') }, bytes: '0000000b 05 00 00000004 00000005 6b' },
   { name: 'STATS', message: { op: Op.STATS, id: 6, flags: 0 }, bytes: '00000006 06 00 00000006' },
@@ -48,7 +56,11 @@ const requests: { name: string; message: Request; bytes: string }[] = [
   { name: 'PEERS', message: { op: Op.PEERS, id: 0xffffffff, flags: 0 }, bytes: '00000006 09 00 ffffffff' },
   { name: 'TICKET_KEY', message: { op: Op.TICKET_KEY, id: 1, flags: 0 }, bytes: '00000006 0a 00 00000001' },
   { name: 'TICKET_WINDOW', message: { op: Op.TICKET_WINDOW, id: 2, flags: 0 }, bytes: '00000006 0b 00 00000002' },
-  { name: 'CONSUMER_KEYS', message: { op: Op.CONSUMER_KEYS, id: 3, flags: 0, format: 'nginx', consumer: 'web' }, bytes: '0000000f 10 00 00000003 05 6e67696e78 776562' },
+  {
+    name: 'CONSUMER_KEYS',
+    message: { op: Op.CONSUMER_KEYS, id: 3, flags: 0, format: 'nginx', consumer: 'web' },
+    bytes: '0000000f 10 00 00000003 05 6e67696e78 776562',
+  },
 ]
 
 for (const f of requests) {
@@ -84,18 +96,64 @@ t.test('decode errors carry codes', async (t) => {
     }
     return 'no error'
   }
-  t.equal(code(() => decodeRequest(hex('000000'))), 'TRUNCATED', 'short header')
-  t.equal(code(() => decodeRequest(hex('00000009 02 00 00000001 6162'))), 'TRUNCATED', 'length claims more')
-  t.equal(code(() => decodeRequest(hex('00000006 02 00 00000001 6162'))), 'TRAILING', 'length claims less')
-  t.equal(code(() => decodeRequest(hex('00000006 7f 00 00000001'))), 'UNKNOWN_OP')
-  t.equal(code(() => decodeRequest(hex('00000007 82 00 00000001 00'))), 'UNKNOWN_OP', 'a reply as a request')
-  t.equal(code(() => decodeRequest(hex('00000006 01 80 00000001'))), 'BAD_FIELD', 'unknown flags')
-  t.equal(code(() => decodeRequest(hex('00000007 01 00 00000001 00'))), 'TRAILING', 'PING with a body')
-  t.equal(code(() => decodeRequest(hex('0000000d 03 00 00000001 00000000 0009 6b'))), 'TRUNCATED', 'SET key length beyond the frame')
-  t.equal(code(() => decodeRequest(hex('00000008 03 00 00000001 0000'))), 'TRUNCATED', 'SET without key length')
-  t.equal(code(() => decodeReply(hex('00000006 82 00 00000001'))), 'TRUNCATED', 'reply without status')
-  t.equal(code(() => decodeReply(hex('00000006 02 00 00000001'))), 'UNKNOWN_OP', 'a request as a reply')
-  t.equal(code(() => decodeGetBody(hex('0001'))), 'TRUNCATED')
+  t.equal(
+    code(() => decodeRequest(hex('000000'))),
+    'TRUNCATED',
+    'short header',
+  )
+  t.equal(
+    code(() => decodeRequest(hex('00000009 02 00 00000001 6162'))),
+    'TRUNCATED',
+    'length claims more',
+  )
+  t.equal(
+    code(() => decodeRequest(hex('00000006 02 00 00000001 6162'))),
+    'TRAILING',
+    'length claims less',
+  )
+  t.equal(
+    code(() => decodeRequest(hex('00000006 7f 00 00000001'))),
+    'UNKNOWN_OP',
+  )
+  t.equal(
+    code(() => decodeRequest(hex('00000007 82 00 00000001 00'))),
+    'UNKNOWN_OP',
+    'a reply as a request',
+  )
+  t.equal(
+    code(() => decodeRequest(hex('00000006 01 80 00000001'))),
+    'BAD_FIELD',
+    'unknown flags',
+  )
+  t.equal(
+    code(() => decodeRequest(hex('00000007 01 00 00000001 00'))),
+    'TRAILING',
+    'PING with a body',
+  )
+  t.equal(
+    code(() => decodeRequest(hex('0000000d 03 00 00000001 00000000 0009 6b'))),
+    'TRUNCATED',
+    'SET key length beyond the frame',
+  )
+  t.equal(
+    code(() => decodeRequest(hex('00000008 03 00 00000001 0000'))),
+    'TRUNCATED',
+    'SET without key length',
+  )
+  t.equal(
+    code(() => decodeReply(hex('00000006 82 00 00000001'))),
+    'TRUNCATED',
+    'reply without status',
+  )
+  t.equal(
+    code(() => decodeReply(hex('00000006 02 00 00000001'))),
+    'UNKNOWN_OP',
+    'a request as a reply',
+  )
+  t.equal(
+    code(() => decodeGetBody(hex('0001'))),
+    'TRUNCATED',
+  )
 })
 
 t.test('keyProblem', async (t) => {
@@ -114,46 +172,67 @@ const requestArb: fc.Arbitrary<Request> = fc.oneof(
   fc.record({ ...base, op: fc.constant(Op.SET), key: keyArb, value: bytesArb(2000), ttlMs: fc.integer({ min: 0, max: 0xffffffff }) }),
   fc.record({ ...base, op: fc.constant(Op.TOUCH), key: keyArb, ttlMs: fc.integer({ min: 0, max: 0xffffffff }) }),
   fc.record({ ...base, op: fc.constant(Op.KEYS), prefix: bytesArb(250), limit: fc.integer({ min: 0, max: 0xffffffff }) }),
-  fc.record({ ...base, op: fc.constant(Op.CONSUMER_KEYS), format: fc.string({ maxLength: 10 }).map((x) => Buffer.from(x).toString('latin1')), consumer: fc.string({ maxLength: 64 }).map((x) => Buffer.from(x).toString('latin1')) }),
+  fc.record({
+    ...base,
+    op: fc.constant(Op.CONSUMER_KEYS),
+    format: fc.string({ maxLength: 10 }).map((x) => Buffer.from(x).toString('latin1')),
+    consumer: fc.string({ maxLength: 64 }).map((x) => Buffer.from(x).toString('latin1')),
+  }),
 ) as fc.Arbitrary<Request>
 
 t.test('round trip of arbitrary requests', async (t) => {
-  fc.assert(fc.property(requestArb, (req) => {
-    const bytes = encodeRequest(req)
-    t.same(decodeRequest(bytes), req)
-    return bytes.length === requestLength(req)
-  }), { numRuns: 500 })
+  fc.assert(
+    fc.property(requestArb, (req) => {
+      const bytes = encodeRequest(req)
+      t.same(decodeRequest(bytes), req)
+      return bytes.length === requestLength(req)
+    }),
+    { numRuns: 500 },
+  )
   t.pass('500 requests round-tripped')
 })
 
 t.test('random bytes only ever fail with ProtocolError', async (t) => {
-  fc.assert(fc.property(bytesArb(300), (buf) => onlyProtocolErrors(() => decodeRequest(buf)) && onlyProtocolErrors(() => decodeReply(buf))), { numRuns: 3000 })
+  fc.assert(
+    fc.property(bytesArb(300), (buf) => onlyProtocolErrors(() => decodeRequest(buf)) && onlyProtocolErrors(() => decodeReply(buf))),
+    { numRuns: 3000 },
+  )
   // Random bodies behind a well-formed header reach every op's body parser.
-  fc.assert(fc.property(fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 3 }), bytesArb(40), (op, flags, body) => {
-    const frame = Buffer.concat([Buffer.alloc(10), body])
-    frame.writeUInt32BE(frame.length - 4, 0)
-    frame[4] = op
-    frame[5] = flags
-    return onlyProtocolErrors(() => decodeRequest(frame)) && onlyProtocolErrors(() => decodeReply(frame))
-  }), { numRuns: 5000 })
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 3 }), bytesArb(40), (op, flags, body) => {
+      const frame = Buffer.concat([Buffer.alloc(10), body])
+      frame.writeUInt32BE(frame.length - 4, 0)
+      frame[4] = op
+      frame[5] = flags
+      return onlyProtocolErrors(() => decodeRequest(frame)) && onlyProtocolErrors(() => decodeReply(frame))
+    }),
+    { numRuns: 5000 },
+  )
   t.pass('no foreign exception')
 })
 
 t.test('FrameDecoder splits a stream cut anywhere', async (t) => {
-  fc.assert(fc.property(fc.array(requestArb, { minLength: 1, maxLength: 20 }), fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1 }), (reqs, cuts) => {
-    const stream = Buffer.concat(reqs.map(encodeRequest))
-    const dec = new FrameDecoder(1 << 20)
-    const out: Request[] = []
-    let off = 0
-    let i = 0
-    while (off < stream.length) {
-      const n = cuts[i++ % cuts.length]!
-      dec.push(stream.subarray(off, off + n), (f) => out.push(decodeRequest(Buffer.from(f))))
-      off += n
-    }
-    t.same(out, reqs)
-    return dec.buffered === 0
-  }), { numRuns: 200 })
+  fc.assert(
+    fc.property(
+      fc.array(requestArb, { minLength: 1, maxLength: 20 }),
+      fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1 }),
+      (reqs, cuts) => {
+        const stream = Buffer.concat(reqs.map(encodeRequest))
+        const dec = new FrameDecoder(1 << 20)
+        const out: Request[] = []
+        let off = 0
+        let i = 0
+        while (off < stream.length) {
+          const n = cuts[i++ % cuts.length]!
+          dec.push(stream.subarray(off, off + n), (f) => out.push(decodeRequest(Buffer.from(f))))
+          off += n
+        }
+        t.same(out, reqs)
+        return dec.buffered === 0
+      },
+    ),
+    { numRuns: 200 },
+  )
 })
 
 t.test('FrameDecoder refuses an oversized length before buffering it', async (t) => {
@@ -168,7 +247,14 @@ t.test('FrameDecoder refuses an oversized length before buffering it', async (t)
 
 t.test('TICKET_WINDOW reply body: golden bytes, round trip, bounds', async (t) => {
   const secret = (x: number) => Buffer.alloc(48, x)
-  const w = { epoch: 7, rotationMs: 3_600_000, secrets: [{ epoch: 6, secret: secret(0xaa) }, { epoch: 7, secret: secret(0xbb) }] }
+  const w = {
+    epoch: 7,
+    rotationMs: 3_600_000,
+    secrets: [
+      { epoch: 6, secret: secret(0xaa) },
+      { epoch: 7, secret: secret(0xbb) },
+    ],
+  }
   const golden = hex(`00000007 0036ee80 02 00000006 ${'aa'.repeat(48)} 00000007 ${'bb'.repeat(48)}`)
   t.same(encodeTicketWindowBody(w), golden, 'generate')
   t.same(decodeTicketWindowBody(golden), w, 'parse')
@@ -177,19 +263,28 @@ t.test('TICKET_WINDOW reply body: golden bytes, round trip, bounds', async (t) =
   t.throws(() => decodeTicketWindowBody(golden.subarray(0, golden.length - 1)), ProtocolError, 'a short secret')
   t.throws(() => decodeTicketWindowBody(Buffer.concat([golden, hex('00')])), ProtocolError, 'trailing bytes')
   t.throws(() => decodeTicketWindowBody(hex('00000007 0036ee80 04')), ProtocolError, 'more than three secrets')
-  t.throws(() => encodeTicketWindowBody({ ...w, secrets: [{ epoch: 1, secret: Buffer.alloc(47) }] }), ProtocolError, 'a secret of the wrong size')
+  t.throws(
+    () => encodeTicketWindowBody({ ...w, secrets: [{ epoch: 1, secret: Buffer.alloc(47) }] }),
+    ProtocolError,
+    'a secret of the wrong size',
+  )
   const reply = encodeReply(Op.TICKET_WINDOW, 9, Status.OK, golden)
   t.same(decodeReply(reply).body, golden, 'carried in a reply after the status byte')
 })
 
 t.test('TICKET_WINDOW body decoder fails only with its own error on random bytes', async () => {
-  fc.assert(
-    fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => onlyProtocolErrors(() => decodeTicketWindowBody(Buffer.from(bytes)))),
-  )
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => onlyProtocolErrors(() => decodeTicketWindowBody(Buffer.from(bytes)))))
 })
 
 t.test('CONSUMER_KEYS reply body: golden bytes, round trip, bounds', async (t) => {
-  const k = (slot: number, real: boolean, epoch: number, x: number, aes: number, hmac: number) => ({ slot, real, epoch, name: Buffer.alloc(16, x), aes: Buffer.alloc(aes, x + 1), hmac: Buffer.alloc(hmac, x + 2) })
+  const k = (slot: number, real: boolean, epoch: number, x: number, aes: number, hmac: number) => ({
+    slot,
+    real,
+    epoch,
+    name: Buffer.alloc(16, x),
+    aes: Buffer.alloc(aes, x + 1),
+    hmac: Buffer.alloc(hmac, x + 2),
+  })
   const w = { epoch: 7, rotationMs: 3_600_000, keys: [k(0, false, 6, 0x10, 2, 1), k(1, true, 7, 0x20, 1, 2)] }
   const golden = hex(`00000007 0036ee80 02 00 00 00000006 ${'10'.repeat(16)} 02 1111 01 12 01 01 00000007 ${'20'.repeat(16)} 01 21 02 2222`)
   t.same(encodeConsumerKeysBody(w), golden, 'generate')
@@ -198,7 +293,11 @@ t.test('CONSUMER_KEYS reply body: golden bytes, round trip, bounds', async (t) =
   t.throws(() => decodeConsumerKeysBody(golden.subarray(0, golden.length - 1)), ProtocolError, 'a short key')
   t.throws(() => decodeConsumerKeysBody(Buffer.concat([golden, hex('00')])), ProtocolError, 'trailing bytes')
   t.throws(() => decodeConsumerKeysBody(hex('00000007 0036ee80 04')), ProtocolError, 'more than three keys')
-  t.throws(() => encodeConsumerKeysBody({ ...w, keys: [{ ...w.keys[0]!, name: Buffer.alloc(15) }] }), ProtocolError, 'a name of the wrong size')
+  t.throws(
+    () => encodeConsumerKeysBody({ ...w, keys: [{ ...w.keys[0]!, name: Buffer.alloc(15) }] }),
+    ProtocolError,
+    'a name of the wrong size',
+  )
 })
 
 t.test('CONSUMER_KEYS body decoder fails only with its own error on random bytes', async () => {
@@ -206,16 +305,19 @@ t.test('CONSUMER_KEYS body decoder fails only with its own error on random bytes
 })
 
 t.test('FrameDecoder stopped by its callback keeps the rest and carries on from there', async (t) => {
-  fc.assert(fc.property(fc.array(requestArb, { minLength: 1, maxLength: 20 }), fc.array(fc.boolean(), { minLength: 1 }), (reqs, stops) => {
-    const stream = Buffer.concat(reqs.map(encodeRequest))
-    const dec = new FrameDecoder(1 << 20)
-    const out: Request[] = []
-    let i = 0
-    let all = dec.push(stream, (f) => (out.push(decodeRequest(Buffer.from(f))), !stops[i++ % stops.length]))
-    while (!all) all = dec.push(EMPTY_CHUNK, (f) => (out.push(decodeRequest(Buffer.from(f))), !stops[i++ % stops.length]))
-    t.same(out, reqs)
-    return dec.buffered === 0
-  }), { numRuns: 200 })
+  fc.assert(
+    fc.property(fc.array(requestArb, { minLength: 1, maxLength: 20 }), fc.array(fc.boolean(), { minLength: 1 }), (reqs, stops) => {
+      const stream = Buffer.concat(reqs.map(encodeRequest))
+      const dec = new FrameDecoder(1 << 20)
+      const out: Request[] = []
+      let i = 0
+      let all = dec.push(stream, (f) => (out.push(decodeRequest(Buffer.from(f))), !stops[i++ % stops.length]))
+      while (!all) all = dec.push(EMPTY_CHUNK, (f) => (out.push(decodeRequest(Buffer.from(f))), !stops[i++ % stops.length]))
+      t.same(out, reqs)
+      return dec.buffered === 0
+    }),
+    { numRuns: 200 },
+  )
 })
 
 t.test('TICKET_KEY reply body: golden bytes, round trip, bounds', async (t) => {
@@ -225,22 +327,37 @@ t.test('TICKET_KEY reply body: golden bytes, round trip, bounds', async (t) => {
   t.same(encodeTicketKeyBody(k), golden, 'generate')
   t.same(decodeTicketKeyBody(golden), k, 'parse')
   t.same(encodeTicketKeyBody(decodeTicketKeyBody(golden)), golden, 'mirror')
-  t.same(encodeTicketKeyBody({ ...k, remainingMs: 2 ** 40 }).subarray(4, 8), hex('ffffffff'), 'the remaining time saturates at the largest u32')
+  t.same(
+    encodeTicketKeyBody({ ...k, remainingMs: 2 ** 40 }).subarray(4, 8),
+    hex('ffffffff'),
+    'the remaining time saturates at the largest u32',
+  )
   t.same(encodeTicketKeyBody({ ...k, remainingMs: -1 }).subarray(4, 8), hex('00000000'), 'and never goes below 0')
   t.throws(() => encodeTicketKeyBody({ ...k, key: Buffer.alloc(47) }), { code: 'BAD_FIELD' }, 'a key of the wrong size')
   t.throws(() => decodeTicketKeyBody(golden.subarray(0, 55)), { code: 'TRUNCATED' }, 'a short key')
   t.throws(() => decodeTicketKeyBody(Buffer.concat([golden, hex('00')])), { code: 'TRAILING' }, 'a byte too many')
   const reply = encodeReply(Op.TICKET_KEY, 9, Status.OK, golden)
   t.same(decodeTicketKeyBody(decodeReply(reply).body), k, 'carried in a reply after the status byte')
-  fc.assert(fc.property(fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 0, max: 0xffffffff }), fc.uint8Array({ minLength: 48, maxLength: 48 }), (epoch, remainingMs, key) => {
-    const x = { epoch, remainingMs, key: Buffer.from(key) }
-    t.same(decodeTicketKeyBody(encodeTicketKeyBody(x)), x)
-    return true
-  }), { numRuns: 200 })
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: 0xffffffff }),
+      fc.integer({ min: 0, max: 0xffffffff }),
+      fc.uint8Array({ minLength: 48, maxLength: 48 }),
+      (epoch, remainingMs, key) => {
+        const x = { epoch, remainingMs, key: Buffer.from(key) }
+        t.same(decodeTicketKeyBody(encodeTicketKeyBody(x)), x)
+        return true
+      },
+    ),
+    { numRuns: 200 },
+  )
 })
 
 t.test('TICKET_KEY body decoder fails only with its own error on random bytes', async (t) => {
-  fc.assert(fc.property(bytesArb(120), (body) => onlyProtocolErrors(() => decodeTicketKeyBody(body))), { numRuns: 2000 })
+  fc.assert(
+    fc.property(bytesArb(120), (body) => onlyProtocolErrors(() => decodeTicketKeyBody(body))),
+    { numRuns: 2000 },
+  )
   t.pass('no foreign exception')
 })
 
@@ -253,24 +370,38 @@ t.test('request flags: golden values, round trip, unknown bits refused', async (
   t.equal(ReqFlag.LOCAL_ONLY | ReqFlag.NO_PROPAGATE, 0x03, 'the named constants are those bits')
   for (const flags of [0, 1, 2, 3]) t.equal(encodeRequestFlags(decodeRequestFlags(flags)), flags, `mirror 0x0${flags}`)
   t.same(decodeRequestFlags(0x01), { localOnly: true, noPropagate: false })
-  for (const bad of [0x04, 0x80, 0xff, 0x100, -1, 1.5]) t.throws(() => decodeRequestFlags(bad), { code: 'BAD_FIELD' }, `0x${bad.toString(16)}`)
+  for (const bad of [0x04, 0x80, 0xff, 0x100, -1, 1.5])
+    t.throws(() => decodeRequestFlags(bad), { code: 'BAD_FIELD' }, `0x${bad.toString(16)}`)
   t.throws(() => decodeRequest(hex('00000007 02 04 00000001 78')), { code: 'BAD_FIELD' }, 'a request with an unknown flag')
-  fc.assert(fc.property(fc.integer({ min: -1000, max: 1000 }), (n) => onlyProtocolErrors(() => decodeRequestFlags(n))), { numRuns: 2000 })
+  fc.assert(
+    fc.property(fc.integer({ min: -1000, max: 1000 }), (n) => onlyProtocolErrors(() => decodeRequestFlags(n))),
+    { numRuns: 2000 },
+  )
 })
 
 t.test('request header peek: what an error reply to any frame echoes', async (t) => {
   t.same(peekRequestHeader(hex('00000007 02 00 0000002a 78')), { op: Op.GET, id: 42 }, 'golden: a whole GET')
   t.same(peekRequestHeader(hex('00000006 7f 00 01020304')), { op: 0x7f, id: 0x01020304 }, 'an unknown op')
-  t.same(peekRequestHeader(hex('00000006 83 00 00000009')), { op: Op.SET, id: 9 }, 'a reply sent as a request: the op without the reply bit')
+  t.same(
+    peekRequestHeader(hex('00000006 83 00 00000009')),
+    { op: Op.SET, id: 9 },
+    'a reply sent as a request: the op without the reply bit',
+  )
   t.same(peekRequestHeader(hex('00000002 05 00')), { op: Op.TOUCH, id: 0 }, 'too short for an id')
   t.same(peekRequestHeader(hex('00000000')), { op: 0, id: 0 }, 'too short for an op')
   t.same(peekRequestHeader(Buffer.alloc(0)), { op: 0, id: 0 }, 'nothing at all')
-  fc.assert(fc.property(requestArb, (req) => {
-    t.same(peekRequestHeader(encodeRequest(req)), { op: req.op, id: req.id })
-    return true
-  }), { numRuns: 200 })
-  fc.assert(fc.property(bytesArb(40), (frame) => {
-    const { op, id } = peekRequestHeader(frame)
-    return op >= 0 && op < 0x80 && id >= 0 && id <= 0xffffffff
-  }), { numRuns: 3000 })
+  fc.assert(
+    fc.property(requestArb, (req) => {
+      t.same(peekRequestHeader(encodeRequest(req)), { op: req.op, id: req.id })
+      return true
+    }),
+    { numRuns: 200 },
+  )
+  fc.assert(
+    fc.property(bytesArb(40), (frame) => {
+      const { op, id } = peekRequestHeader(frame)
+      return op >= 0 && op < 0x80 && id >= 0 && id <= 0xffffffff
+    }),
+    { numRuns: 3000 },
+  )
 })

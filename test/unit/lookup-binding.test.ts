@@ -21,32 +21,47 @@ function setup() {
   } as unknown as Transport
   const stored = new Map<string, Buffer>()
   const store = { set: (k: string, v: Buffer) => void stored.set(k, Buffer.from(v)) } as unknown as SessionStore
-  const lookups = new Lookups({ lookupTimeoutMs: 60_000, lookupRetries: 0, lookupHedgeMs: 0, maxInflightLookups: 10, maxReassemblyBytes: 1 << 20, maxValueBytes: 1 << 16, maxDatagramBytes: 1400, replicationFactor: 1 }, transport, store, {
-    liveIds: () => ['aa'],
-    readOwners: () => ({ ids: [], changing: false }),
-    addressOf: () => undefined,
-    settled: () => false,
-    complete: () => false,
-    members: new Map(),
-    fromOwnAddress: () => false,
-  })
+  const lookups = new Lookups(
+    {
+      lookupTimeoutMs: 60_000,
+      lookupRetries: 0,
+      lookupHedgeMs: 0,
+      maxInflightLookups: 10,
+      maxReassemblyBytes: 1 << 20,
+      maxValueBytes: 1 << 16,
+      maxDatagramBytes: 1400,
+      replicationFactor: 1,
+    },
+    transport,
+    store,
+    {
+      liveIds: () => ['aa'],
+      readOwners: () => ({ ids: [], changing: false }),
+      addressOf: () => undefined,
+      settled: () => false,
+      complete: () => false,
+      members: new Map(),
+      fromOwnAddress: () => false,
+    },
+  )
   t.teardown(() => lookups.close())
   return { sent, counters, lookups, stored }
 }
 
-const hit = (m: Extract<Message, { type: typeof MsgType.LOOKUP }>, over: Partial<{ nonce: Buffer; digest: Buffer }> = {}) => ({
-  type: MsgType.HIT,
-  reqId: m.reqId,
-  nonce: m.nonce,
-  digest: keyDigest(m.key),
-  ttlMs: 1000,
-  flags: 0,
-  totalLen: 5,
-  index: 0,
-  count: 1,
-  chunk: Buffer.from('alice'),
-  ...over,
-}) as Extract<Message, { type: typeof MsgType.HIT }>
+const hit = (m: Extract<Message, { type: typeof MsgType.LOOKUP }>, over: Partial<{ nonce: Buffer; digest: Buffer }> = {}) =>
+  ({
+    type: MsgType.HIT,
+    reqId: m.reqId,
+    nonce: m.nonce,
+    digest: keyDigest(m.key),
+    ttlMs: 1000,
+    flags: 0,
+    totalLen: 5,
+    index: 0,
+    count: 1,
+    chunk: Buffer.from('alice'),
+    ...over,
+  }) as Extract<Message, { type: typeof MsgType.HIT }>
 
 t.test('a HIT with the right request id but another nonce or key is dropped and counted', async (t) => {
   const { sent, counters, lookups, stored } = setup()

@@ -8,7 +8,7 @@ import { isMetaLine, metaFlagsOut, parseMeta, type MetaRequest } from '../../dae
 import { prng } from '../helpers/fuzz.js'
 
 const L = { maxKeyBytes: 250, maxValueBytes: 1024 * 1024 }
-const err = (line: string) => (parseMeta(line, L) as { error: string; swallow?: number })
+const err = (line: string) => parseMeta(line, L) as { error: string; swallow?: number }
 
 t.test('errors as memcached 1.6.18 gives them', async (t) => {
   t.same(err('mg'), { error: 'ERROR\r\n' })
@@ -36,7 +36,11 @@ t.test('requests', async (t) => {
   t.equal(g.cmd, 'mg')
   t.same(g.key, Buffer.from('mk'))
   t.notOk(g.quiet)
-  t.equal(metaFlagsOut(g, 'Ofktcs', { key: g.key, base64: false, flags: 3, ttl: -1, cas: 5n, size: 5 }), ' f3 t-1 c5 kmk s5 Oabc', 'return flags in the order asked, as memcached')
+  t.equal(
+    metaFlagsOut(g, 'Ofktcs', { key: g.key, base64: false, flags: 3, ttl: -1, cas: 5n, size: 5 }),
+    ' f3 t-1 c5 kmk s5 Oabc',
+    'return flags in the order asked, as memcached',
+  )
   const s = parseMeta('ms mk 2 T0 q k Oxy MA c', L) as Extract<MetaRequest, { cmd: 'ms' }>
   t.match(s, { cmd: 'ms', datalen: 2, mode: 'A', quiet: true })
   const b = parseMeta('mg bWs= b v k', L) as Extract<MetaRequest, { flags: unknown }>
@@ -60,7 +64,8 @@ t.test('random lines give a request or an error text, nothing else', async (t) =
     for (let j = 0; j < len; j++) line += alphabet[r() % alphabet.length]
     const p = parseMeta(line, L)
     if ('error' in p) {
-      if (!/^(ERROR|CLIENT_ERROR [^\r\n]+|SERVER_ERROR [^\r\n]+)\r\n$/.test(p.error)) throw new Error(`odd error for ${JSON.stringify(line)}: ${p.error}`)
+      if (!/^(ERROR|CLIENT_ERROR [^\r\n]+|SERVER_ERROR [^\r\n]+)\r\n$/.test(p.error))
+        throw new Error(`odd error for ${JSON.stringify(line)}: ${p.error}`)
       if (p.swallow !== undefined && !(p.swallow >= 2)) throw new Error('odd swallow')
     } else requests++
   }

@@ -28,8 +28,14 @@ t.test('a host that just joined: what it writes is found by every other host, an
   const { lab: l, cores } = await startLab(t, 4, 22)
   const fresh = await l.add('fresh')
   // Every host knows the newcomer (its HELLO), none trusts it yet, and it trusts none of them.
-  t.ok(await l.until(() => cores.every((c) => c.cluster.members.has(fresh.cluster.nodeId)) && fresh.cluster.members.size === 4, 1000, 1), 'every host knows the newcomer')
-  t.ok(cores.every((c) => c.cluster.members.get(fresh.cluster.nodeId)?.trusted === false), 'in probation everywhere')
+  t.ok(
+    await l.until(() => cores.every((c) => c.cluster.members.has(fresh.cluster.nodeId)) && fresh.cluster.members.size === 4, 1000, 1),
+    'every host knows the newcomer',
+  )
+  t.ok(
+    cores.every((c) => c.cluster.members.get(fresh.cluster.nodeId)?.trusted === false),
+    'in probation everywhere',
+  )
   let found = 0
   let foundByFresh = 0
   const n = 40
@@ -39,7 +45,8 @@ t.test('a host that just joined: what it writes is found by every other host, an
     if ((await l.settle(reader.cluster.lookup(`new-${i}`)))?.value.toString() === `v${i}`) found++
     const writer: Core = cores[(i + 1) % cores.length]!
     l.set(writer, `old-${i}`, `w${i}`)
-    if (fresh.store.peek(`old-${i}`) === undefined && (await l.settle(fresh.cluster.lookup(`old-${i}`)))?.value.toString() === `w${i}`) foundByFresh++
+    if (fresh.store.peek(`old-${i}`) === undefined && (await l.settle(fresh.cluster.lookup(`old-${i}`)))?.value.toString() === `w${i}`)
+      foundByFresh++
     else if (fresh.store.peek(`old-${i}`) !== undefined) foundByFresh++
   }
   t.equal(found, n, `every write of the newcomer read elsewhere (${found} of ${n})`)

@@ -1,7 +1,11 @@
 import t from 'tap'
 import { ByteBudget, CHUNK_OVERHEAD_BYTES, INDEX_SLOT_BYTES, Reassembly } from '../../daemon/cluster/reassembly.js'
 
-const chunk = (index: number, data: string, over: Partial<{ totalLen: number; count: number; flags: number; ttlMs: number; version: bigint }> = {}) => ({ totalLen: 6, count: 3, flags: 0, ttlMs: 1000, version: 7n, index, chunk: Buffer.from(data), ...over })
+const chunk = (
+  index: number,
+  data: string,
+  over: Partial<{ totalLen: number; count: number; flags: number; ttlMs: number; version: bigint }> = {},
+) => ({ totalLen: 6, count: 3, flags: 0, ttlMs: 1000, version: 7n, index, chunk: Buffer.from(data), ...over })
 const opened = (r: ReturnType<typeof Reassembly.open>): Reassembly => {
   if (typeof r === 'string') throw new Error(r)
   return r
@@ -42,6 +46,10 @@ t.test('sizes that do not add up give no value', async (t) => {
 t.test('a count beyond what a legal sender needs, or an index beyond the budget, opens nothing', async (t) => {
   const budget = new ByteBudget(1000)
   t.equal(Reassembly.open(chunk(0, 'a', { totalLen: 65535, count: 65535 }), budget, 360), 'too-many-chunks')
-  t.equal(Reassembly.open(chunk(0, 'a', { totalLen: 60_000, count: 200 }), budget, 360), 'over-budget', '200 index slots exceed a 1000-byte budget')
+  t.equal(
+    Reassembly.open(chunk(0, 'a', { totalLen: 60_000, count: 200 }), budget, 360),
+    'over-budget',
+    '200 index slots exceed a 1000-byte budget',
+  )
   t.equal(budget.used, 0, 'nothing charged for what was refused')
 })

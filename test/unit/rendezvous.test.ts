@@ -20,7 +20,11 @@ t.test('removing a member moves only the keys it owned', async (t) => {
   let owned = 0
   for (let i = 0; i < 5000; i++) {
     const before = owners(`k${i}`, members, 2)
-    const after = owners(`k${i}`, members.filter((m) => m !== '03cc'), 2)
+    const after = owners(
+      `k${i}`,
+      members.filter((m) => m !== '03cc'),
+      2,
+    )
     if (before.includes('03cc')) owned++
     else if (before.join() !== after.join()) moved++
   }

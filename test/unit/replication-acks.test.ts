@@ -10,7 +10,18 @@ import { Replicator, type ReplicationOptions } from '../../daemon/cluster/replic
 import type { PeerTransport } from '../../daemon/cluster/peer-transport.js'
 import { fakeClock, type FakeClock } from '../helpers/fake-clock.js'
 
-const opts: ReplicationOptions = { replicationFactor: 2, replicationAckTimeoutMs: 100, replicationAckDelayMs: 5, replicationRetries: 6, maxReplicationInflight: 256, maxReplicationQueue: 100_000, maxDatagramBytes: 1400, maxValueBytes: 65536, maxReassemblyBytes: 1 << 20, maxHolderRecords: 1000 }
+const opts: ReplicationOptions = {
+  replicationFactor: 2,
+  replicationAckTimeoutMs: 100,
+  replicationAckDelayMs: 5,
+  replicationRetries: 6,
+  maxReplicationInflight: 256,
+  maxReplicationQueue: 100_000,
+  maxDatagramBytes: 1400,
+  maxValueBytes: 65536,
+  maxReassemblyBytes: 1 << 20,
+  maxHolderRecords: 1000,
+}
 
 interface Sent {
   from: string
@@ -43,7 +54,13 @@ function lab(t: { teardown(fn: () => void): void }, ids: string[], o: Partial<Re
     } as unknown as PeerTransport
     const store = new CompactStore()
     const others = ids.filter((x) => x !== id)
-    const r = new Replicator({ ...opts, ...o }, transport, store, { selfId: id, aliveIds: () => others, probationIds: () => [], addressOf: (x) => (others.includes(x) ? port(x) : undefined) }, clock)
+    const r = new Replicator(
+      { ...opts, ...o },
+      transport,
+      store,
+      { selfId: id, aliveIds: () => others, probationIds: () => [], addressOf: (x) => (others.includes(x) ? port(x) : undefined) },
+      clock,
+    )
     t.teardown(() => r.close())
     hosts.set(id, { id, r, store })
   }
@@ -149,7 +166,11 @@ t.test('an ACKS settles only the jobs that went to its sender; duplicates and st
   t.equal(a.r.counters.copiesAcked, 1, 'B settles its copy once')
   t.equal(a.r.counters.acksUnmatched, 3, 'the foreign id and the two repeats counted as unmatched')
   // A flood of ACKS from a member naming ids it was never sent costs lookups and settles nothing.
-  for (let i = 0; i < 2000; i++) a.r.onAcks(B, Array.from({ length: 300 }, (_, j) => (i * 300 + j + 7) >>> 0).filter((x) => x !== toC))
+  for (let i = 0; i < 2000; i++)
+    a.r.onAcks(
+      B,
+      Array.from({ length: 300 }, (_, j) => (i * 300 + j + 7) >>> 0).filter((x) => x !== toC),
+    )
   t.equal(a.r.counters.copiesAcked, 1, 'the flood settled nothing')
   a.r.onAck(C, toC)
   t.equal(a.r.counters.copiesAcked, 2, 'the single ACK of older daemons is still read')
@@ -167,7 +188,9 @@ t.test('one retransmit timer for every job in flight, with the backoff of one ti
   t.equal(w.clock.pending - timersBefore, 1, 'still one after retries')
   await w.clock.advance(20_000)
   // The times the copy of one key went: every 100 ms doubling, up to MAX_COPY_BACKOFF_MS (2 s).
-  const times = of(w.sent, MsgType.REPLICATE, A).filter((s) => (s.msg as { key: Buffer }).key.toString() === 'k7').map((s) => s.at)
+  const times = of(w.sent, MsgType.REPLICATE, A)
+    .filter((s) => (s.msg as { key: Buffer }).key.toString() === 'k7')
+    .map((s) => s.at)
   const gaps = times.slice(1).map((x, i) => Math.round(x - times[i]!))
   t.same(gaps, [100, 200, 400, 800, 1600, 2000], 'first send and 6 retries, backing off as before')
   t.equal(a.r.counters.copiesFailed, 100, 'each given up after replicationRetries')
@@ -181,7 +204,10 @@ t.test('a job acknowledged early does not hold the others back, and a later one 
   const a = w.hosts.get(A)!
   // k0's copy is lost until its second retry: it waits in the 200 ms and then 400 ms lanes while
   // k1 (written later, lost once) waits in the 100 ms lane.
-  const lost = new Map<string, number>([['k0', 2], ['k1', 1]])
+  const lost = new Map<string, number>([
+    ['k0', 2],
+    ['k1', 1],
+  ])
   w.drop = (s) => {
     if (s.msg.type !== MsgType.REPLICATE) return false
     const k = (s.msg as { key: Buffer }).key.toString()
@@ -193,9 +219,12 @@ t.test('a job acknowledged early does not hold the others back, and a later one 
   await w.clock.advance(150)
   write(a, 'k1')
   await w.clock.advance(2000)
-  const at = (k: string) => of(w.sent, MsgType.REPLICATE, A).filter((s) => (s.msg as { key: Buffer }).key.toString() === k).map((s) => Math.round(s.at - w.sent[0]!.at))
+  const at = (k: string) =>
+    of(w.sent, MsgType.REPLICATE, A)
+      .filter((s) => (s.msg as { key: Buffer }).key.toString() === k)
+      .map((s) => Math.round(s.at - w.sent[0]!.at))
   t.same(at('k0'), [0, 100, 300], 'k0: sent, retried after 100, then after 200')
-  t.same(at('k1'), [150, 250], 'k1: sent at 150 and retried 100 ms later, ahead of k0\'s lane')
+  t.same(at('k1'), [150, 250], "k1: sent at 150 and retried 100 ms later, ahead of k0's lane")
   t.equal(a.r.counters.copiesAcked, 2)
   t.equal(a.r.counters.copiesFailed, 0)
 })

@@ -14,19 +14,39 @@ import { owners } from '../../daemon/cluster/rendezvous.js'
 import type { PeerTransport } from '../../daemon/cluster/peer-transport.js'
 import { fakeClock } from '../helpers/fake-clock.js'
 
-const opts = { replicationFactor: 2, replicationAckTimeoutMs: 100, replicationAckDelayMs: 2, replicationRetries: 5, maxReplicationInflight: 256, maxReplicationQueue: 100_000, maxDatagramBytes: 1400, maxValueBytes: 65536, maxReassemblyBytes: 1 << 20, maxHolderRecords: 1000 }
+const opts = {
+  replicationFactor: 2,
+  replicationAckTimeoutMs: 100,
+  replicationAckDelayMs: 2,
+  replicationRetries: 5,
+  maxReplicationInflight: 256,
+  maxReplicationQueue: 100_000,
+  maxDatagramBytes: 1400,
+  maxValueBytes: 65536,
+  maxReassemblyBytes: 1 << 20,
+  maxHolderRecords: 1000,
+}
 const addr = (port: number): Address => ({ family: 4, address: '127.0.0.1', port })
 
 t.test('a SET written again while its copy is unacknowledged is answered at the ACK of the copy queued behind it', async (t) => {
   const clock = fakeClock()
   const sent: { to: string; msg: Message }[] = []
-  const transport = { sendTo: (_a: Address, to: string, msg: Message) => (sent.push({ to, msg }), Promise.resolve()) } as unknown as PeerTransport
+  const transport = {
+    sendTo: (_a: Address, to: string, msg: Message) => (sent.push({ to, msg }), Promise.resolve()),
+  } as unknown as PeerTransport
   const store = new CompactStore()
   const self = 'aa00000000000001'
   const peers = ['bb00000000000002', 'cc00000000000003']
-  const r = new Replicator(opts, transport, store, { selfId: self, aliveIds: () => peers, probationIds: () => [], addressOf: (id) => addr(peers.indexOf(id) + 1000) }, clock)
+  const r = new Replicator(
+    opts,
+    transport,
+    store,
+    { selfId: self, aliveIds: () => peers, probationIds: () => [], addressOf: (id) => addr(peers.indexOf(id) + 1000) },
+    clock,
+  )
   t.teardown(() => r.close())
-  const copies = () => sent.filter((s) => s.msg.type === MsgType.REPLICATE).map((s) => ({ to: s.to, replId: (s.msg as { replId: number }).replId }))
+  const copies = () =>
+    sent.filter((s) => s.msg.type === MsgType.REPLICATE).map((s) => ({ to: s.to, replId: (s.msg as { replId: number }).replId }))
 
   // Copies are being lost: one goes unacknowledged past its ACK timeout and is retried.
   store.set('probe', Buffer.from('p'), 60_000)
@@ -51,6 +71,6 @@ t.test('a SET written again while its copy is unacknowledged is answered at the 
   t.equal(v2.length, 2, 'v2 copied to both owners')
   for (const c of v2) r.onAck(c.to, c.replId)
   await clock.advance(0)
-  t.ok(answered, 'the second SET is answered at its copies\' ACK, not at its deadline')
+  t.ok(answered, "the second SET is answered at its copies' ACK, not at its deadline")
   t.equal(r.counters.setsAwaitingCopy, 2)
 })

@@ -12,7 +12,11 @@ t.test('numbered tables name their numbers, and say which table a stranger is fr
   t.equal(statusName(200), 'status(200)')
   t.equal(typeName(MsgType.REPLICATE), 'REPLICATE')
   t.equal(typeName(0), 'type(0)')
-  for (const [table, name] of [[Op, opName], [Status, statusName], [MsgType, typeName]] as const) {
+  for (const [table, name] of [
+    [Op, opName],
+    [Status, statusName],
+    [MsgType, typeName],
+  ] as const) {
     for (const [k, v] of Object.entries(table)) t.equal(name(v), k, `${k} = ${v}`)
   }
   const colour = namer({ RED: 1, GREEN: 2 }, 'colour')

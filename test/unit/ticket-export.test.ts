@@ -3,13 +3,23 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import { deriveKey, deriveWindow, nodeTicketKey, render as renderKeys, wipeRendered, KEY_FORMATS, type SecretWindow, type TicketFormat } from '../../daemon/tickets/ticket-formats.js'
+import {
+  deriveKey,
+  deriveWindow,
+  nodeTicketKey,
+  render as renderKeys,
+  wipeRendered,
+  KEY_FORMATS,
+  type SecretWindow,
+  type TicketFormat,
+} from '../../daemon/tickets/ticket-formats.js'
 import { prepareDir, syncHaproxy, writeConsumerFiles } from '../../daemon/tickets/ticket-export.js'
 import { mayReadConsumer, parseConsumers } from '../../daemon/config/ticket-consumers.js'
 import { ConfigError, apply, defaults, loadFile } from '../../daemon/config/config.js'
 
 const secret = (x: number) => Buffer.alloc(48, x)
-const render = (format: TicketFormat, consumer: string, dir: string, w: SecretWindow) => renderKeys(format, dir, deriveWindow(format, consumer, w))
+const render = (format: TicketFormat, consumer: string, dir: string, w: SecretWindow) =>
+  renderKeys(format, dir, deriveWindow(format, consumer, w))
 const win = (prev = true, next = true): SecretWindow => ({
   rotationMs: 60_000,
   previous: prev ? { epoch: 9, secret: secret(1) } : undefined,
@@ -26,14 +36,21 @@ t.test('keys are HKDF-SHA256 of the epoch secret, labelled per format, consumer 
   const all = KEY_FORMATS.flatMap((f) => ['web', 'api'].map((c) => deriveKey(f, c, { epoch: 10, secret: secret(2) })))
   const hexes = all.flatMap((d) => [d.name.toString('hex'), d.aes.toString('hex'), d.hmac.toString('hex')])
   t.equal(new Set(hexes).size, hexes.length, 'no two consumers or formats share a name or a key')
-  t.notOk(hexes.some((h) => secret(2).toString('hex').includes(h)), 'none is a slice of the secret itself')
+  t.notOk(
+    hexes.some((h) => secret(2).toString('hex').includes(h)),
+    'none is a slice of the secret itself',
+  )
   const node = deriveKey('node', 'node', { epoch: 10, secret: secret(2) })
   const nk = nodeTicketKey(node)
-  t.equal(nk.length, 48, 'Node\'s setTicketKeys takes 48 bytes: name, HMAC key, AES key')
+  t.equal(nk.length, 48, "Node's setTicketKeys takes 48 bytes: name, HMAC key, AES key")
   t.same(nk, Buffer.concat([node.name, node.hmac, node.aes]))
-  t.not(nk.toString('hex'), secret(2).toString('hex'), 'Node\'s helper, a consumer like the others, never holds the secret')
+  t.not(nk.toString('hex'), secret(2).toString('hex'), "Node's helper, a consumer like the others, never holds the secret")
   t.same(deriveKey('nginx', 'web', { epoch: 10, secret: secret(2) }).name, k.name, 'every host derives the same name')
-  t.not(deriveKey('nginx', 'web', { epoch: 11, secret: secret(2) }).name.toString('hex'), k.name.toString('hex'), 'names change with the epoch')
+  t.not(
+    deriveKey('nginx', 'web', { epoch: 11, secret: secret(2) }).name.toString('hex'),
+    k.name.toString('hex'),
+    'names change with the epoch',
+  )
 })
 
 t.test('nginx: 80-byte files name|HMAC|AES and keys.conf with the encrypting key first', async (t) => {
@@ -43,9 +60,16 @@ t.test('nginx: 80-byte files name|HMAC|AES and keys.conf with the encrypting key
   t.equal(f10.data.length, 80)
   t.same(f10.data, Buffer.concat([cur.name, cur.hmac, cur.aes]), 'ngx_ssl_session_ticket_keys order for 80 bytes')
   const conf = r.files.find((f) => f.name === 'keys.conf')!.data.toString()
-  t.same(conf.split('\n').filter((l) => l.startsWith('ssl_')), ['ssl_session_ticket_key /run/k/10.key;', 'ssl_session_ticket_key /run/k/11.key;', 'ssl_session_ticket_key /run/k/9.key;'])
+  t.same(
+    conf.split('\n').filter((l) => l.startsWith('ssl_')),
+    ['ssl_session_ticket_key /run/k/10.key;', 'ssl_session_ticket_key /run/k/11.key;', 'ssl_session_ticket_key /run/k/9.key;'],
+  )
   const lone = render('nginx', 'web', '/run/k', win(false, false))
-  t.same(lone.files.map((f) => f.name), ['10.key', 'keys.conf'], 'only the keys that exist')
+  t.same(
+    lone.files.map((f) => f.name),
+    ['10.key', 'keys.conf'],
+    'only the keys that exist',
+  )
 })
 
 t.test('HAProxy: three base64 lines name|AES|HMAC, the middle one encrypting', async (t) => {
@@ -93,11 +117,32 @@ t.test('files: tmpfs only unless allowed, 0640, atomic, group applied', async (t
   }
   t.equal(fs.statSync(c.dir).mode & 0o777, 0o750)
   t.equal(fs.statSync(path.join(dir, 'a')).mode & 0o777, 0o755, 'parents are traversable')
-  t.notOk(fs.readdirSync(c.dir).some((f) => f.endsWith('.tmp')), 'no temporary files left')
+  t.notOk(
+    fs.readdirSync(c.dir).some((f) => f.endsWith('.tmp')),
+    'no temporary files left',
+  )
   wipeRendered(r)
-  t.ok(r.files.every((f) => f.data.every((b) => b === 0)) && r.keys.every((k) => k.aes.every((b) => b === 0) && k.hmac.every((b) => b === 0)), 'the buffers written are wiped')
-  writeConsumerFiles(c, deriveWindow('nginx', 'web', { ...win(), previous: undefined, current: { epoch: 11, secret: secret(3) }, next: { epoch: 12, secret: secret(4) } }))
-  t.same(fs.readdirSync(c.dir).filter((f) => f.endsWith('.key')).sort(), ['11.key', '12.key'], 'keys that left the window are removed')
+  t.ok(
+    r.files.every((f) => f.data.every((b) => b === 0)) && r.keys.every((k) => k.aes.every((b) => b === 0) && k.hmac.every((b) => b === 0)),
+    'the buffers written are wiped',
+  )
+  writeConsumerFiles(
+    c,
+    deriveWindow('nginx', 'web', {
+      ...win(),
+      previous: undefined,
+      current: { epoch: 11, secret: secret(3) },
+      next: { epoch: 12, secret: secret(4) },
+    }),
+  )
+  t.same(
+    fs
+      .readdirSync(c.dir)
+      .filter((f) => f.endsWith('.key'))
+      .sort(),
+    ['11.key', '12.key'],
+    'keys that left the window are removed',
+  )
 
   // The worktree is on persistent disk on every machine this runs on; checked, not assumed.
   const disk = fs.mkdtempSync(path.join(process.cwd(), '.sc-disk-'))
@@ -120,14 +165,26 @@ t.test('config: consumers validated with messages naming the key', async (t) => 
     [[{ format: 'nginx', dir: 'relative' }], /ticketConsumers\[0\]\.dir must be an absolute path/],
     [{ format: 'nginx' }, /ticketConsumers must be a list of tables/],
   ]
-  for (const [v, re] of bad) t.throws(() => apply(base, { ticketConsumers: v }, 'test.toml'), { name: 'ConfigError', message: re }, re.source)
-  t.throws(() => apply(base, { ticketKeyRotationMs: 5000 }, 'x'), { message: /ticketKeyRotationMs \(5000\) must be at least 10 times heartbeatMs/ })
+  for (const [v, re] of bad)
+    t.throws(() => apply(base, { ticketConsumers: v }, 'test.toml'), { name: 'ConfigError', message: re }, re.source)
+  t.throws(() => apply(base, { ticketKeyRotationMs: 5000 }, 'x'), {
+    message: /ticketKeyRotationMs \(5000\) must be at least 10 times heartbeatMs/,
+  })
   const dir = fs.mkdtempSync('/dev/shm/sc-tc-')
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   const file = path.join(dir, 'c.toml')
-  fs.writeFileSync(file, '[[ticketConsumers]]\nformat = "haproxy"\nadminSocket = "/run/haproxy/admin.sock"\n\n[[ticketConsumers]]\nname = "edge"\nformat = "nginx"\ngroup = "www-data"\nreloadCommand = ["systemctl", "reload", "nginx"]\n')
+  fs.writeFileSync(
+    file,
+    '[[ticketConsumers]]\nformat = "haproxy"\nadminSocket = "/run/haproxy/admin.sock"\n\n[[ticketConsumers]]\nname = "edge"\nformat = "nginx"\ngroup = "www-data"\nreloadCommand = ["systemctl", "reload", "nginx"]\n',
+  )
   const c = loadFile(file)
-  t.same(c.ticketConsumers.map((x) => [x.name, x.format, x.adminSocket, x.reloadCommand]), [['haproxy', 'haproxy', '/run/haproxy/admin.sock', []], ['edge', 'nginx', '', ['systemctl', 'reload', 'nginx']]])
+  t.same(
+    c.ticketConsumers.map((x) => [x.name, x.format, x.adminSocket, x.reloadCommand]),
+    [
+      ['haproxy', 'haproxy', '/run/haproxy/admin.sock', []],
+      ['edge', 'nginx', '', ['systemctl', 'reload', 'nginx']],
+    ],
+  )
   fs.writeFileSync(file, '[[ticketConsumers]]\nformat = "nginx"\ntimeoutMs = 5\n')
   t.throws(() => loadFile(file), new ConfigError(`${file}: ticketConsumers[0].timeoutMs must be an integer from 100 to 600000 ms, got 5`))
   t.same(parseConsumers('[{"format":"apache"}]')[0]!.name, 'apache', 'a JSON array on the command line')
@@ -191,16 +248,35 @@ t.test('HAProxy ring: only what is missing is set, and a retry after a lost repl
   const lossy = fakeHaproxy(path.join(dir, 'lossy.sock'), file, ['a', 'b', 'd'], { dropNextSetReply: true })
   await lossy.listen()
   t.teardown(() => lossy.close())
-  await t.rejects(syncHaproxy(path.join(dir, 'lossy.sock'), file, ['b', 'd', 'e'], 2000), { code: 'ADMIN_SOCKET' }, 'the reply to the set is lost')
+  await t.rejects(
+    syncHaproxy(path.join(dir, 'lossy.sock'), file, ['b', 'd', 'e'], 2000),
+    { code: 'ADMIN_SOCKET' },
+    'the reply to the set is lost',
+  )
   t.equal(lossy.sets, 1)
-  t.equal(await syncHaproxy(path.join(dir, 'lossy.sock'), file, ['b', 'd', 'e'], 2000), 0, 'the retry reads the ring first and sets nothing')
+  t.equal(
+    await syncHaproxy(path.join(dir, 'lossy.sock'), file, ['b', 'd', 'e'], 2000),
+    0,
+    'the retry reads the ring first and sets nothing',
+  )
   t.same(lossy.view(), ['b', 'd', 'e'], 'advanced exactly once')
-  await t.rejects(syncHaproxy(path.join(dir, 'absent.sock'), file, ['b', 'd', 'e'], 2000), { code: 'ADMIN_SOCKET', message: /ENOENT/ }, 'no socket: a clear error')
-  await t.rejects(syncHaproxy(path.join(dir, 'lossy.sock'), '/other/file', ['b', 'd', 'e'], 2000), { code: 'ADMIN_SOCKET', message: /did not list three keys for \/other\/file/ }, 'a file HAProxy does not know')
+  await t.rejects(
+    syncHaproxy(path.join(dir, 'absent.sock'), file, ['b', 'd', 'e'], 2000),
+    { code: 'ADMIN_SOCKET', message: /ENOENT/ },
+    'no socket: a clear error',
+  )
+  await t.rejects(
+    syncHaproxy(path.join(dir, 'lossy.sock'), '/other/file', ['b', 'd', 'e'], 2000),
+    { code: 'ADMIN_SOCKET', message: /did not list three keys for \/other\/file/ },
+    'a file HAProxy does not know',
+  )
 })
 
 t.test('mayReadConsumer: the one check of which consumers a connection may read', async (t) => {
-  const configured = [{ name: 'edge', format: 'nginx' as const }, { name: 'lb', format: 'haproxy' as const }]
+  const configured = [
+    { name: 'edge', format: 'nginx' as const },
+    { name: 'lb', format: 'haproxy' as const },
+  ]
   const api = { who: 'API socket', consumers: new Set(['node', 'edge', 'app2']) }
   const admin = { who: 'admin socket', consumers: 'all' as const }
   t.ok(mayReadConsumer(api, 'node', 'node', configured), 'the Node consumer')

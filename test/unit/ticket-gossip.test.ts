@@ -33,7 +33,10 @@ t.test('one secret per epoch through a maker dying, a newcomer mid-epoch and 20%
   await lab.run(2 * ROTATION_MS)
   t.ok(await lab.until(() => agreed(rest), 30_000, 50), 'the others still agree, two epochs on')
   t.ok(rest[0]!.cluster.tickets.epochNow() >= e0 + 2)
-  t.ok(rest.every((c) => c.cluster.ticketGossip.counters.ephemeralKeysMade >= 3), 'a new ephemeral key pair each epoch')
+  t.ok(
+    rest.every((c) => c.cluster.ticketGossip.counters.ephemeralKeysMade >= 3),
+    'a new ephemeral key pair each epoch',
+  )
 
   // A newcomer mid-epoch, under loss: gets previous, current and next.
   await lab.run(ROTATION_MS / 3)

@@ -14,7 +14,7 @@ t.test('the lowest member makes the secrets of this epoch and the two after it; 
   const b = node('02', clock)
   t.same(b.tick(['01'], 60_000), [], 'not the lowest: waits within the grace')
   const made = a.tick(['02'], 60_000)
-  t.same(epochs(made), [10, 11, 12], 'the lowest makes this epoch\'s and the next two')
+  t.same(epochs(made), [10, 11, 12], "the lowest makes this epoch's and the next two")
   t.equal(made[0]!.key.length, 48)
   t.not(made[0]!.key.toString('hex'), made[1]!.key.toString('hex'))
   for (const k of made) t.equal(b.offer(k), true)
@@ -35,15 +35,22 @@ t.test('at the epoch boundary the next secret is already agreed: nobody makes a 
   const made = a.tick(['02'], 60_000)
   t.same(epochs(made), [13], 'only the epoch after the new next one is made')
   t.same(b.current!.key, next, 'the secret agreed during epoch 10 encrypts in epoch 11')
-  t.equal(b.window().previous!.epoch, 10, 'the previous epoch\'s secret stays for decryption')
+  t.equal(b.window().previous!.epoch, 10, "the previous epoch's secret stays for decryption")
   for (const k of made) b.offer(k)
   const w = b.window()
   t.same([w.previous?.epoch, w.current?.epoch, w.next?.epoch], [10, 11, 12], 'the window moved one step, its next key known already')
   const old = b.window().previous!.key
   clock.now = 12 * 60_000 + 10
   b.tick(['01'], 60_000)
-  t.ok(old.every((x) => x === 0), 'a secret leaving the window is wiped')
-  t.same(b.all().map((k) => k.epoch), [11, 12, 13], 'epoch 10 left the window')
+  t.ok(
+    old.every((x) => x === 0),
+    'a secret leaving the window is wiped',
+  )
+  t.same(
+    b.all().map((k) => k.epoch),
+    [11, 12, 13],
+    'epoch 10 left the window',
+  )
 })
 
 t.test('a secret of the window is never replaced; the epoch after next converges on the lowest holder', async (t) => {
@@ -55,8 +62,8 @@ t.test('a secret of the window is never replaced; the epoch after next converges
   const ka = a.tick([], 60_000)
   const kc = c.tick([], 60_000)
   const as = (k: TicketKey, from: string) => ({ ...k, creator: id(from) })
-  t.equal(c.offer(as(ka[0]!, '01')), false, 'the current epoch\'s secret, once held, stays (a lower sender cannot replace it)')
-  t.equal(c.offer(as(ka[1]!, '01')), false, 'nor the next one\'s: servers may hold it already')
+  t.equal(c.offer(as(ka[0]!, '01')), false, "the current epoch's secret, once held, stays (a lower sender cannot replace it)")
+  t.equal(c.offer(as(ka[1]!, '01')), false, "nor the next one's: servers may hold it already")
   t.equal(c.offer(as(ka[2]!, '01')), true, 'the epoch after next converges on the lower holder')
   t.equal(a.offer(as(kc[2]!, '03')), false, 'and never on the higher one')
   for (const k of kc) t.equal(b.offer(as(k, '03')), true)

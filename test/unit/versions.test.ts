@@ -1,7 +1,18 @@
 /** The versions' clock (HLC), the version rule and the tombstones, on fake time. */
 import t from 'tap'
 import fc from 'fast-check'
-import { Hlc, NO_VERSION, Tombstones, VERSION_MAX, copyRetrySpanMs, newer, peerWins, tombstoneLifetimeMs, validVersion, versionWallMs } from '../../daemon/store/versions.js'
+import {
+  Hlc,
+  NO_VERSION,
+  Tombstones,
+  VERSION_MAX,
+  copyRetrySpanMs,
+  newer,
+  peerWins,
+  tombstoneLifetimeMs,
+  validVersion,
+  versionWallMs,
+} from '../../daemon/store/versions.js'
 import { FIELDS, type Config } from '../../daemon/config/config.js'
 
 const T = 1_764_000_000_000
@@ -44,7 +55,7 @@ t.test('HLC: observing a version moves the clock past it; older ones change noth
   const peer = new Hlc(() => wall + 5_000, 4).next()
   c.observe(peer)
   const mine = c.next()
-  t.ok(mine > peer, 'a write after a peer\'s newer version is newer than it')
+  t.ok(mine > peer, "a write after a peer's newer version is newer than it")
   t.equal(versionWallMs(mine), T + 5_000)
   c.observe((BigInt(T - 1) << 16n) | 5n)
   t.ok(c.next() > mine, 'an old version does not set the clock back')
@@ -121,7 +132,10 @@ t.test('tombstone lifetime: derived from the replay window and the copy retries 
   t.equal(copyRetrySpanMs(100, 3), 100 + 200 + 400 + 800)
   t.equal(copyRetrySpanMs(100, 10), 100 + 200 + 400 + 800 + 1600 + 6 * 2000, 'each wait capped at 2 s')
   const defaults = Object.fromEntries(FIELDS.map((f) => [f.key, f.def()])) as unknown as Config
-  t.equal(tombstoneLifetimeMs(defaults), 2 * defaults.replayWindowMs + copyRetrySpanMs(defaults.replicationAckTimeoutMs, defaults.replicationRetries))
+  t.equal(
+    tombstoneLifetimeMs(defaults),
+    2 * defaults.replayWindowMs + copyRetrySpanMs(defaults.replicationAckTimeoutMs, defaults.replicationRetries),
+  )
   t.equal(tombstoneLifetimeMs(defaults), 75_100, 'at the defaults (README: maxTombstones)')
 })
 
@@ -162,29 +176,32 @@ function otherBucket(ts: Tombstones, key: string): string {
   for (let i = 0; ; i++) if (ts.bucket(`other-${i}`) !== ts.bucket(key)) return `other-${i}`
 }
 
-t.test('Tombstones: deletes of keys held nothing of have a table of their own, whose overflow raises no floor (issue 21 point 5)', async (t) => {
-  let now = 0
-  const ts = new Tombstones({ lifetimeMs: 1000, max: 10, now: () => now })
-  ts.add('real', 7n, true)
-  for (let i = 0; i < 5000; i++) ts.add(`rnd-${i}`, 100n + BigInt(i), false)
-  t.equal(ts.counters.unheldTombstonesDropped, 4990, 'the flood pushed out only its own kind')
-  t.equal(ts.counters.tombstonesEvictedEarly, 0)
-  t.equal(ts.get('real'), 7n, "a held key's tombstone survives the flood")
-  t.equal(ts.get('rnd-4999'), 5099n, 'the newest unheld deletes are remembered')
-  let refused = 0
-  for (let i = 0; i < 1000; i++) if (!peerWins(ts, `sess-${i}`, 50n, Buffer.from('v'), undefined)) refused++
-  t.equal(refused, 0, 'no fill of another key is refused')
-  t.notOk(peerWins(ts, 'rnd-4999', 50n, Buffer.from('v'), undefined), 'an older copy of a remembered one is refused')
-  ts.add('rnd-4999', 6000n, false)
-  t.equal(ts.get('rnd-4999'), 6000n, 'deleted again: still one tombstone')
-  t.equal(ts.size, 11)
-  ts.add('real', 8n, false)
-  for (let i = 0; i < 20; i++) ts.add(`more-${i}`, 9000n, false)
-  t.equal(ts.get('real'), 8n, 'a key with a tombstone deleted again stays in the held table')
-  now = 1001
-  ts.purge()
-  t.equal(ts.size, 0, 'both tables expire')
-})
+t.test(
+  'Tombstones: deletes of keys held nothing of have a table of their own, whose overflow raises no floor (issue 21 point 5)',
+  async (t) => {
+    let now = 0
+    const ts = new Tombstones({ lifetimeMs: 1000, max: 10, now: () => now })
+    ts.add('real', 7n, true)
+    for (let i = 0; i < 5000; i++) ts.add(`rnd-${i}`, 100n + BigInt(i), false)
+    t.equal(ts.counters.unheldTombstonesDropped, 4990, 'the flood pushed out only its own kind')
+    t.equal(ts.counters.tombstonesEvictedEarly, 0)
+    t.equal(ts.get('real'), 7n, "a held key's tombstone survives the flood")
+    t.equal(ts.get('rnd-4999'), 5099n, 'the newest unheld deletes are remembered')
+    let refused = 0
+    for (let i = 0; i < 1000; i++) if (!peerWins(ts, `sess-${i}`, 50n, Buffer.from('v'), undefined)) refused++
+    t.equal(refused, 0, 'no fill of another key is refused')
+    t.notOk(peerWins(ts, 'rnd-4999', 50n, Buffer.from('v'), undefined), 'an older copy of a remembered one is refused')
+    ts.add('rnd-4999', 6000n, false)
+    t.equal(ts.get('rnd-4999'), 6000n, 'deleted again: still one tombstone')
+    t.equal(ts.size, 11)
+    ts.add('real', 8n, false)
+    for (let i = 0; i < 20; i++) ts.add(`more-${i}`, 9000n, false)
+    t.equal(ts.get('real'), 8n, 'a key with a tombstone deleted again stays in the held table')
+    now = 1001
+    ts.purge()
+    t.equal(ts.size, 0, 'both tables expire')
+  },
+)
 
 t.test('Tombstones: held tombstones evicted early raise the floor of their own bucket only', async (t) => {
   const ts = new Tombstones({ lifetimeMs: 1000, max: 10, now: () => 0 })

@@ -5,7 +5,17 @@
  * a miss), a noop always answered. Every request gets an answer or, for a quiet one, a
  * deliberate silence; what this front end cannot serve gets Unknown command, counted.
  */
-import { BinStatus, HEADER_BYTES, NO_CREATE, Opcode, encodeResponse, errorResponse, responseHeader, type BinParse, type BinRequest } from './binary.js'
+import {
+  BinStatus,
+  HEADER_BYTES,
+  NO_CREATE,
+  Opcode,
+  encodeResponse,
+  errorResponse,
+  responseHeader,
+  type BinParse,
+  type BinRequest,
+} from './binary.js'
 import type { Outcome, Result } from './commands.js'
 import type { Fail, Reply, Sink } from './sink.js'
 
@@ -33,7 +43,8 @@ export function binaryRequest(c: Sink, req: BinRequest): void {
   fe.counters.commands++
   const key = req.key.toString('latin1')
   const { opcode, opaque } = req
-  const ok = (o: { cas?: bigint; extras?: Buffer; key?: Buffer; value?: Buffer } = {}): Buffer => encodeResponse({ opcode, status: BinStatus.OK, opaque, ...o })
+  const ok = (o: { cas?: bigint; extras?: Buffer; key?: Buffer; value?: Buffer } = {}): Buffer =>
+    encodeResponse({ opcode, status: BinStatus.OK, opaque, ...o })
   const err = (status: number): Buffer => {
     fe.counters.errors++
     return errorResponse(opcode, opaque, status)
@@ -51,7 +62,9 @@ export function binaryRequest(c: Sink, req: BinRequest): void {
         if (!held) {
           if (q) return undefined
           // getk's miss carries the key and no text, as memcached's.
-          return req.withKey ? errorResponse(opcode, opaque, BinStatus.KEY_ENOENT, req.key) : errorResponse(opcode, opaque, BinStatus.KEY_ENOENT)
+          return req.withKey
+            ? errorResponse(opcode, opaque, BinStatus.KEY_ENOENT, req.key)
+            : errorResponse(opcode, opaque, BinStatus.KEY_ENOENT)
         }
         let version = held.version
         if (req.touch !== undefined) {
@@ -61,7 +74,15 @@ export function binaryRequest(c: Sink, req: BinRequest): void {
         const extras = Buffer.allocUnsafe(4)
         extras.writeUInt32BE(held.flags >>> 0)
         const kl = req.withKey ? req.key.length : 0
-        const h = responseHeader({ opcode, status: BinStatus.OK, opaque, cas: version, extrasLength: 4, keyLength: kl, valueLength: held.value.length })
+        const h = responseHeader({
+          opcode,
+          status: BinStatus.OK,
+          opaque,
+          cas: version,
+          extrasLength: 4,
+          keyLength: kl,
+          valueLength: held.value.length,
+        })
         // Small replies are one buffer (the connection joins them); the value is the secret copy.
         return { parts: req.withKey ? [h, extras, req.key, held.value] : [h, extras, held.value], secret: held.value }
       }
@@ -83,7 +104,16 @@ export function binaryRequest(c: Sink, req: BinRequest): void {
       )
     case 'store':
     case 'concat': {
-      const mode = req.command === Opcode.SET ? 'set' : req.command === Opcode.ADD ? 'add' : req.command === Opcode.REPLACE ? 'replace' : req.command === Opcode.APPEND ? 'append' : 'prepend'
+      const mode =
+        req.command === Opcode.SET
+          ? 'set'
+          : req.command === Opcode.ADD
+            ? 'add'
+            : req.command === Opcode.REPLACE
+              ? 'replace'
+              : req.command === Opcode.APPEND
+                ? 'append'
+                : 'prepend'
       const value = req.value
       const flags = req.kind === 'store' ? req.flags : 0
       const exptime = req.kind === 'store' ? req.exptime : 0
@@ -102,7 +132,9 @@ export function binaryRequest(c: Sink, req: BinRequest): void {
           }
           if (r instanceof Promise) void r.then(wipe, wipe)
           else wipe()
-          return then(r, (x) => (x.outcome === 'STORED' ? (q ? undefined : ok(x.cas !== undefined ? { cas: x.cas } : {})) : err(storeStatus(mode, x.outcome))))
+          return then(r, (x) =>
+            x.outcome === 'STORED' ? (q ? undefined : ok(x.cas !== undefined ? { cas: x.cas } : {})) : err(storeStatus(mode, x.outcome)),
+          )
         },
         false,
         value.length,
@@ -112,7 +144,10 @@ export function binaryRequest(c: Sink, req: BinRequest): void {
     }
     case 'delete':
       return c.enqueue(
-        () => then(cmds.delete(key, cas), (o) => (o === 'DELETED' ? (q ? undefined : ok()) : err(o === 'EXISTS' ? BinStatus.KEY_EEXISTS : BinStatus.KEY_ENOENT))),
+        () =>
+          then(cmds.delete(key, cas), (o) =>
+            o === 'DELETED' ? (q ? undefined : ok()) : err(o === 'EXISTS' ? BinStatus.KEY_EEXISTS : BinStatus.KEY_ENOENT),
+          ),
         false,
         0,
         false,
@@ -123,7 +158,16 @@ export function binaryRequest(c: Sink, req: BinRequest): void {
       return c.enqueue(
         () =>
           then(cmds.delta(key, req.command === Opcode.INCREMENT, req.delta, create, cas), (r) => {
-            if (r.outcome !== 'STORED') return err(r.outcome === 'NON_NUMERIC' ? BinStatus.DELTA_BADVAL : r.outcome === 'EXISTS' ? BinStatus.KEY_EEXISTS : r.outcome === 'NOT_STORED' ? BinStatus.NOT_STORED : BinStatus.KEY_ENOENT)
+            if (r.outcome !== 'STORED')
+              return err(
+                r.outcome === 'NON_NUMERIC'
+                  ? BinStatus.DELTA_BADVAL
+                  : r.outcome === 'EXISTS'
+                    ? BinStatus.KEY_EEXISTS
+                    : r.outcome === 'NOT_STORED'
+                      ? BinStatus.NOT_STORED
+                      : BinStatus.KEY_ENOENT,
+              )
             if (q) return undefined
             const v = Buffer.allocUnsafe(8)
             v.writeBigUInt64BE(r.value ?? 0n)
@@ -159,7 +203,11 @@ export function binaryRequest(c: Sink, req: BinRequest): void {
         const rows = fe.stats(sub)
         if (rows === undefined) return err(BinStatus.KEY_ENOENT)
         const parts: Buffer[] = []
-        if (rows !== 'reset') for (const [k, v] of rows) parts.push(encodeResponse({ opcode, status: 0, opaque, key: Buffer.from(k, 'latin1'), value: Buffer.from(String(v), 'latin1') }))
+        if (rows !== 'reset')
+          for (const [k, v] of rows)
+            parts.push(
+              encodeResponse({ opcode, status: 0, opaque, key: Buffer.from(k, 'latin1'), value: Buffer.from(String(v), 'latin1') }),
+            )
         parts.push(ok())
         return { parts }
       })

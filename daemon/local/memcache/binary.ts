@@ -192,7 +192,18 @@ export type BinParse =
    * consume `bytes`, then discard `swallow` more, or hang up when `close`. Status 0 with
    * `close` and `silent`: not a request at all (bad magic); memcached hangs up without a word.
    */
-  | { kind: 'reject'; bytes: number; swallow: number; close: boolean; silent?: boolean; opcode: number; opaque: number; status: BinStatus; key?: Buffer; orDelete?: Buffer }
+  | {
+      kind: 'reject'
+      bytes: number
+      swallow: number
+      close: boolean
+      silent?: boolean
+      opcode: number
+      opaque: number
+      status: BinStatus
+      key?: Buffer
+      orDelete?: Buffer
+    }
 
 export interface BinLimits {
   maxKeyBytes: number
@@ -211,7 +222,13 @@ export interface BinLimits {
 export function parseRequest(b: Buffer, limits: BinLimits): BinParse {
   if (b.length < HEADER_BYTES) return { kind: 'need', bytes: HEADER_BYTES }
   const h = readHeader(b)
-  const reject = (status: BinStatus, bytes: number, swallow: number, close: boolean, extra: { silent?: boolean; key?: Buffer; orDelete?: Buffer } = {}): BinParse => ({ kind: 'reject', bytes, swallow, close, opcode: h.opcode, opaque: h.opaque, status, ...extra })
+  const reject = (
+    status: BinStatus,
+    bytes: number,
+    swallow: number,
+    close: boolean,
+    extra: { silent?: boolean; key?: Buffer; orDelete?: Buffer } = {},
+  ): BinParse => ({ kind: 'reject', bytes, swallow, close, opcode: h.opcode, opaque: h.opaque, status, ...extra })
   if (h.magic !== Magic.REQUEST) return reject(BinStatus.OK, 0, 0, true, { silent: true })
   const kl = h.keyLength
   const el = h.extrasLength
@@ -222,10 +239,16 @@ export function parseRequest(b: Buffer, limits: BinLimits): BinParse {
   if (kl > limits.maxKeyBytes) return reject(BinStatus.EINVAL, HEADER_BYTES, 0, true)
   const head = HEADER_BYTES + el + kl
   // A key may not start with the tenant marker (0x00, protocol/tenant-keys.ts): it would name another tenant's.
-  if (limits.refuseMarker && kl > 0 && b.length > HEADER_BYTES + el && b[HEADER_BYTES + el] === 0) return reject(BinStatus.EINVAL, HEADER_BYTES, 0, true)
+  if (limits.refuseMarker && kl > 0 && b.length > HEADER_BYTES + el && b[HEADER_BYTES + el] === 0)
+    return reject(BinStatus.EINVAL, HEADER_BYTES, 0, true)
   const valueLen = body - el - kl
   // Commands with a value: a value too large is refused without reading it (memcached swallows it).
-  const withValue = command === Opcode.SET || command === Opcode.ADD || command === Opcode.REPLACE || command === Opcode.APPEND || command === Opcode.PREPEND
+  const withValue =
+    command === Opcode.SET ||
+    command === Opcode.ADD ||
+    command === Opcode.REPLACE ||
+    command === Opcode.APPEND ||
+    command === Opcode.PREPEND
   if (withValue) {
     const storeShape = command === Opcode.APPEND || command === Opcode.PREPEND ? el === 0 && kl > 0 : el === 8 && kl > 0
     if (!storeShape) return reject(BinStatus.EINVAL, HEADER_BYTES, 0, true)
@@ -236,7 +259,8 @@ export function parseRequest(b: Buffer, limits: BinLimits): BinParse {
       return reject(BinStatus.E2BIG, head, valueLen, false, command === Opcode.SET ? { orDelete: key } : {})
     }
   } else if (KNOWN.has(command)) {
-    if (valueLen > (limits.maxOtherBodyBytes ?? 0) || !shapeOk(command, kl, el, valueLen)) return reject(BinStatus.EINVAL, HEADER_BYTES, 0, true)
+    if (valueLen > (limits.maxOtherBodyBytes ?? 0) || !shapeOk(command, kl, el, valueLen))
+      return reject(BinStatus.EINVAL, HEADER_BYTES, 0, true)
   } else {
     // Unknown (or SASL, which this front end does not offer): answered, the body swallowed.
     return reject(BinStatus.UNKNOWN_COMMAND, HEADER_BYTES, body, false)
@@ -297,7 +321,22 @@ export function parseRequest(b: Buffer, limits: BinLimits): BinParse {
 }
 
 /** Commands without a value that this front end serves. */
-const KNOWN: ReadonlySet<number> = new Set<number>([Opcode.GET, Opcode.GETK, Opcode.GAT, Opcode.GATK, Opcode.TOUCH, Opcode.DELETE, Opcode.INCREMENT, Opcode.DECREMENT, Opcode.FLUSH, Opcode.NOOP, Opcode.VERSION, Opcode.QUIT, Opcode.STAT, Opcode.VERBOSITY])
+const KNOWN: ReadonlySet<number> = new Set<number>([
+  Opcode.GET,
+  Opcode.GETK,
+  Opcode.GAT,
+  Opcode.GATK,
+  Opcode.TOUCH,
+  Opcode.DELETE,
+  Opcode.INCREMENT,
+  Opcode.DECREMENT,
+  Opcode.FLUSH,
+  Opcode.NOOP,
+  Opcode.VERSION,
+  Opcode.QUIT,
+  Opcode.STAT,
+  Opcode.VERBOSITY,
+])
 
 /** memcached's checks of key, extras and value lengths per command (dispatch_bin_command). */
 function shapeOk(command: Opcode, kl: number, el: number, valueLen: number): boolean {
@@ -340,7 +379,9 @@ export interface BinResponse {
 }
 
 /** The 24-byte header of a response whose body follows (extras, key, value). */
-export function responseHeader(r: Omit<BinResponse, 'value' | 'extras' | 'key'> & { extrasLength?: number; keyLength?: number; valueLength?: number }): Buffer {
+export function responseHeader(
+  r: Omit<BinResponse, 'value' | 'extras' | 'key'> & { extrasLength?: number; keyLength?: number; valueLength?: number },
+): Buffer {
   const h = Buffer.allocUnsafe(HEADER_BYTES)
   const el = r.extrasLength ?? 0
   const kl = r.keyLength ?? 0
@@ -367,13 +408,28 @@ export function encodeResponse(r: BinResponse): Buffer {
 
 /** An error response with memcached's text for the status. */
 export function errorResponse(opcode: number, opaque: number, status: number, key?: Buffer): Buffer {
-  return encodeResponse({ opcode, status, opaque, ...(key ? { key } : {}), value: Buffer.from(key ? '' : (STATUS_TEXT[status] ?? ''), 'latin1') })
+  return encodeResponse({
+    opcode,
+    status,
+    opaque,
+    ...(key ? { key } : {}),
+    value: Buffer.from(key ? '' : (STATUS_TEXT[status] ?? ''), 'latin1'),
+  })
 }
 
 const EMPTY: Buffer = Buffer.alloc(0)
 
 /** A request's bytes (clients, tests, the bench). */
-export function encodeRequest(r: { opcode: number; opaque?: number; cas?: bigint; extras?: Buffer; key?: Buffer; value?: Buffer; vbucket?: number; dataType?: number }): Buffer {
+export function encodeRequest(r: {
+  opcode: number
+  opaque?: number
+  cas?: bigint
+  extras?: Buffer
+  key?: Buffer
+  value?: Buffer
+  vbucket?: number
+  dataType?: number
+}): Buffer {
   const extras = r.extras ?? EMPTY
   const key = r.key ?? EMPTY
   const value = r.value ?? EMPTY
@@ -432,7 +488,10 @@ export function encodeParsed(req: BinRequest): Buffer {
 }
 
 /** Reads the responses in `b` (tests and the bench); stops at the first incomplete one. */
-export function decodeResponses(b: Buffer): { responses: (BinResponse & { extras: Buffer; key: Buffer; value: Buffer; cas: bigint })[]; rest: Buffer } {
+export function decodeResponses(b: Buffer): {
+  responses: (BinResponse & { extras: Buffer; key: Buffer; value: Buffer; cas: bigint })[]
+  rest: Buffer
+} {
   const out: (BinResponse & { extras: Buffer; key: Buffer; value: Buffer; cas: bigint })[] = []
   let at = 0
   while (b.length - at >= HEADER_BYTES) {

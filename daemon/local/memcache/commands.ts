@@ -255,7 +255,14 @@ export class MemcacheCommands {
    * every mode (memcached turns any storage command with a cas into a cas). Resolves the outcome
    * and, when stored, the new version.
    */
-  store(mode: StoreMode, key: string, flags: number, exptime: number, data: Buffer, cas?: bigint): Result<{ outcome: Outcome; cas?: bigint }> {
+  store(
+    mode: StoreMode,
+    key: string,
+    flags: number,
+    exptime: number,
+    data: Buffer,
+    cas?: bigint,
+  ): Result<{ outcome: Outcome; cas?: bigint }> {
     const ttlMs = this.ttlFor(exptime)
     const version = (): bigint | undefined => {
       const v = this.#o.store.version(key)
@@ -297,7 +304,13 @@ export class MemcacheCommands {
    * incr/decr as memcached: unsigned 64-bit, incr wraps, decr stops at 0. On a miss, `create`
    * stores its initial value (binary incr with an expiration other than 0xffffffff, meta's N).
    */
-  delta(key: string, incr: boolean, delta: bigint, create?: { initial: bigint; exptime: number }, cas?: bigint): Result<{ outcome: Outcome; value?: bigint; cas?: bigint }> {
+  delta(
+    key: string,
+    incr: boolean,
+    delta: bigint,
+    create?: { initial: bigint; exptime: number },
+    cas?: bigint,
+  ): Result<{ outcome: Outcome; value?: bigint; cas?: bigint }> {
     const c = this.#c
     const store = this.#o.store
     const count = (o: Outcome) => {
@@ -309,9 +322,16 @@ export class MemcacheCommands {
       if (!old && create) {
         const ttl = this.ttlFor(create.exptime)
         if (ttl < 0) return { outcome: 'NOT_STORED' }
-        const r = this.#ops.conditional(key, { kind: CondKind.ADD, value: Buffer.from(String(create.initial), 'latin1'), ttlMs: ttl, flags: 0 })
+        const r = this.#ops.conditional(key, {
+          kind: CondKind.ADD,
+          value: Buffer.from(String(create.initial), 'latin1'),
+          ttlMs: ttl,
+          flags: 0,
+        })
         const v = store.version(key)
-        return after(r, (x) => (x.outcome === CondOutcome.STORED ? { outcome: 'STORED' as Outcome, value: create.initial, cas: v } : { outcome: condOutcome(x) }))
+        return after(r, (x) =>
+          x.outcome === CondOutcome.STORED ? { outcome: 'STORED' as Outcome, value: create.initial, cas: v } : { outcome: condOutcome(x) },
+        )
       }
       if (old && cas !== undefined && old.version !== cas) return { outcome: 'EXISTS' }
       const r = this.#ops.conditional(key, { kind: incr ? CondKind.INCR : CondKind.DECR, delta })

@@ -66,7 +66,15 @@ const textFail: Fail = (err) => (err ? `SERVER_ERROR ${err.message}\r\n` : 'SERV
 
 /** A command waiting for its turn to answer. `cost` counts the bytes it holds (line, data). */
 type Slot =
-  | { kind: 'op'; run: () => Reply | Promise<Reply>; state: 'new' | 'waiting' | 'done'; result?: Reply; cost: number; close?: boolean; fail: Fail }
+  | {
+      kind: 'op'
+      run: () => Reply | Promise<Reply>
+      state: 'new' | 'waiting' | 'done'
+      result?: Reply
+      cost: number
+      close?: boolean
+      fail: Fail
+    }
   | { kind: 'get'; line: string; pos: number; withCas: boolean; touch?: number; ahead: Fetch[]; waiting: boolean; cost: number }
 
 export class McConnection implements Sink {
@@ -301,7 +309,8 @@ export class McConnection implements Sink {
       const eol = v.indexOf(10, this.#scanned)
       if (eol < 0) {
         this.#scanned = v.length
-        if (v.length > MAX_LINE_BYTES && !(isGetLine(v) && v.length <= MAX_GET_LINE_BYTES)) return this.fatal('CLIENT_ERROR line too long\r\n')
+        if (v.length > MAX_LINE_BYTES && !(isGetLine(v) && v.length <= MAX_GET_LINE_BYTES))
+          return this.fatal('CLIENT_ERROR line too long\r\n')
         return this.#inputEnd()
       }
       // However the line arrived (one read or many), only a get line may be longer than MAX_LINE_BYTES.
@@ -396,13 +405,23 @@ export class McConnection implements Sink {
     const fe = this.fe
     // Every key is checked before any is answered: memcached answers a bad key with the error
     // alone, no values.
-    for (let i = pos; i < line.length; ) {
+    for (let i = pos; i < line.length;) {
       let j = line.indexOf(' ', i)
       if (j < 0) j = line.length
-      if (j - i > fe.maxKeyBytes || (fe.refuseMarker && j > i && line.charCodeAt(i) === TENANT_MARKER)) return this.error('CLIENT_ERROR bad command line format\r\n')
+      if (j - i > fe.maxKeyBytes || (fe.refuseMarker && j > i && line.charCodeAt(i) === TENANT_MARKER))
+        return this.error('CLIENT_ERROR bad command line format\r\n')
       i = j + 1
     }
-    this.#queue.push({ kind: 'get', line, pos, withCas, ...(touch === undefined ? {} : { touch }), ahead: [], waiting: false, cost: line.length })
+    this.#queue.push({
+      kind: 'get',
+      line,
+      pos,
+      withCas,
+      ...(touch === undefined ? {} : { touch }),
+      ahead: [],
+      waiting: false,
+      cost: line.length,
+    })
     this.#queuedBytes += line.length
   }
 
@@ -622,4 +641,3 @@ function isGetLine(v: Buffer): boolean {
 function quiet(r: Reply | Promise<Reply>): Reply | Promise<Reply> {
   return r instanceof Promise ? r.then(() => undefined) : undefined
 }
-

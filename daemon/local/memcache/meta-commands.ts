@@ -102,7 +102,12 @@ function get(c: Sink, r: Keyed): void {
 
 function hit(c: Sink, r: Keyed, key: string, held: Held, extra: string): Reply {
   const cmds = c.fe.commands
-  const flags = metaFlagsOut(r, 'Ocfkstlh', { key: r.key, base64: r.base64, cas: held.version, flags: held.flags, size: held.value.length, ttl: cmds.ttlSeconds(key) }, extra)
+  const flags = metaFlagsOut(
+    r,
+    'Ocfkstlh',
+    { key: r.key, base64: r.base64, cas: held.version, flags: held.flags, size: held.value.length, ttl: cmds.ttlSeconds(key) },
+    extra,
+  )
   if (!r.has.has('v')) {
     held.value.fill(0)
     return `HD${flags}\r\n`
@@ -188,7 +193,8 @@ function arith(c: Sink, r: Keyed): Reply | Promise<Reply> {
   const casTok = flagToken(r, 'C')
   return then(cmds.delta(key, incr, delta, create, casTok === undefined ? undefined : BigInt(casTok)), (x) => {
     if (x.outcome === 'NON_NUMERIC') return 'CLIENT_ERROR cannot increment or decrement non-numeric value\r\n'
-    if (x.outcome !== 'STORED') return `${x.outcome === 'NOT_FOUND' ? 'NF' : x.outcome === 'EXISTS' ? 'EX' : 'NS'}${metaFlagsOut(r, 'Ok', { key: r.key, base64: r.base64 })}\r\n`
+    if (x.outcome !== 'STORED')
+      return `${x.outcome === 'NOT_FOUND' ? 'NF' : x.outcome === 'EXISTS' ? 'EX' : 'NS'}${metaFlagsOut(r, 'Ok', { key: r.key, base64: r.base64 })}\r\n`
     const t = ttlToken(r, 'T')
     if (t !== undefined) cmds.touchHeld(key, t)
     const flags = metaFlagsOut(r, 'Oktc', { key: r.key, base64: r.base64, ttl: cmds.ttlSeconds(key), cas: cmds.db.version(key) })

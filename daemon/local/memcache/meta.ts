@@ -52,7 +52,16 @@ export type MetaRequest =
   | { cmd: 'mn' }
   | { cmd: 'me'; key: Buffer; base64: boolean }
   | { cmd: 'mg' | 'md' | 'ma'; key: Buffer; base64: boolean; flags: MetaFlag[]; has: Set<string>; quiet: boolean }
-  | { cmd: 'ms'; key: Buffer; base64: boolean; flags: MetaFlag[]; has: Set<string>; quiet: boolean; datalen: number; mode: 'S' | 'E' | 'A' | 'P' | 'R' }
+  | {
+      cmd: 'ms'
+      key: Buffer
+      base64: boolean
+      flags: MetaFlag[]
+      has: Set<string>
+      quiet: boolean
+      datalen: number
+      mode: 'S' | 'E' | 'A' | 'P' | 'R'
+    }
 
 /** A refused line: `text` is the reply; `swallow` bytes of an ms data block follow and are dropped. */
 export type MetaError = { error: string; swallow?: number }
@@ -73,7 +82,10 @@ const SIGNED = /^-?\d{1,20}$/
  * Parses a meta line. Total: any line gives a request or a MetaError; `maxKeyBytes` bounds the
  * key (decoded, for base64 keys) and `maxValueBytes` an ms data block.
  */
-export function parseMeta(line: string, limits: { maxKeyBytes: number; maxValueBytes: number; refuseMarker?: boolean }): MetaRequest | MetaError {
+export function parseMeta(
+  line: string,
+  limits: { maxKeyBytes: number; maxValueBytes: number; refuseMarker?: boolean },
+): MetaRequest | MetaError {
   const tok = line.split(' ').filter((x) => x.length > 0)
   const cmd = tok[0] as MetaCmd
   if (cmd === 'mn') return { cmd }
@@ -111,7 +123,8 @@ export function parseMeta(line: string, limits: { maxKeyBytes: number; maxValueB
       if (NUMERIC.has(f)) {
         const ok = f === 'T' || f === 'N' || f === 'R' ? SIGNED.test(token) : DIGITS.test(token)
         if (!ok) return fail(f === 'F' ? BAD_FORMAT : BAD_TOKEN)
-        if ((f === 'F' && BigInt(token) > 0xffffffffn) || ((f === 'C' || f === 'J' || f === 'D') && BigInt(token) > 0xffffffffffffffffn)) return fail(BAD_TOKEN)
+        if ((f === 'F' && BigInt(token) > 0xffffffffn) || ((f === 'C' || f === 'J' || f === 'D') && BigInt(token) > 0xffffffffffffffffn))
+          return fail(BAD_TOKEN)
       }
     } else if (token.length > 0) return fail('CLIENT_ERROR invalid flag\r\n')
     flags.push({ f, token })

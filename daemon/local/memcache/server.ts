@@ -40,7 +40,16 @@ export const META_STATE_ENTRIES = 4096
  * The front end's config keys (unit and default: FIELDS in config/config.ts; the command timeout
  * does not run while a connection is not read), and its parts.
  */
-export interface MemcacheOptions extends Pick<Config, 'memcacheListen' | 'memcacheMaxConnections' | 'memcacheIdleTimeoutMs' | 'memcacheCommandTimeoutMs' | 'memcacheMaxBufferedBytes' | 'memcacheFlushAll' | 'maxKeyBytes'> {
+export interface MemcacheOptions extends Pick<
+  Config,
+  | 'memcacheListen'
+  | 'memcacheMaxConnections'
+  | 'memcacheIdleTimeoutMs'
+  | 'memcacheCommandTimeoutMs'
+  | 'memcacheMaxBufferedBytes'
+  | 'memcacheFlushAll'
+  | 'maxKeyBytes'
+> {
   /** statecast's own version, shown after the memcached protocol version and in `stats`. */
   version: string
   store: SessionStore
@@ -97,8 +106,41 @@ export interface MemcacheCounters extends CommandCounters {
 
 export class MemcacheServer implements FrontEnd {
   readonly counters: MemcacheCounters = {
-    connections: 0, commands: 0, getHits: 0, getMisses: 0, remoteHits: 0, errors: 0, refused: 0, idleClosed: 0, commandTimeouts: 0, paused: 0, readingPaused: 0, waitingForClient: 0, bufferedBytes: 0, overBudget: 0, remoteLookups: 0, lookupsWaiting: 0, lookupsQueued: 0,
-    binaryCommands: 0, metaCommands: 0, unknownCommands: 0, bytesRead: 0, bytesWritten: 0, cmdTouch: 0, touchHits: 0, touchMisses: 0, cmdFlush: 0, deleteHits: 0, deleteMisses: 0, incrHits: 0, incrMisses: 0, decrHits: 0, decrMisses: 0, casHits: 0, casMisses: 0, casBadval: 0,
+    connections: 0,
+    commands: 0,
+    getHits: 0,
+    getMisses: 0,
+    remoteHits: 0,
+    errors: 0,
+    refused: 0,
+    idleClosed: 0,
+    commandTimeouts: 0,
+    paused: 0,
+    readingPaused: 0,
+    waitingForClient: 0,
+    bufferedBytes: 0,
+    overBudget: 0,
+    remoteLookups: 0,
+    lookupsWaiting: 0,
+    lookupsQueued: 0,
+    binaryCommands: 0,
+    metaCommands: 0,
+    unknownCommands: 0,
+    bytesRead: 0,
+    bytesWritten: 0,
+    cmdTouch: 0,
+    touchHits: 0,
+    touchMisses: 0,
+    cmdFlush: 0,
+    deleteHits: 0,
+    deleteMisses: 0,
+    incrHits: 0,
+    incrMisses: 0,
+    decrHits: 0,
+    decrMisses: 0,
+    casHits: 0,
+    casMisses: 0,
+    casBadval: 0,
   }
   /** The commands all three protocols share. */
   readonly commands: MemcacheCommands
@@ -132,8 +174,20 @@ export class MemcacheServer implements FrontEnd {
     this.commandTimeoutMs = o.memcacheCommandTimeoutMs
     this.refuseMarker = o.refuseMarker ?? false
     this.#now = o.now ?? Date.now
-    this.commands = new MemcacheCommands({ store: o.store, cluster: o.cluster, maxRemoteLookups: o.maxRemoteLookups, log: o.log, ...(o.now ? { now: o.now } : {}), counters: this.counters })
-    this.binaryLimits = { maxKeyBytes: Math.min(o.maxKeyBytes, 0xffff), maxValueBytes: this.maxValueBytes, maxOtherBodyBytes: 0, refuseMarker: this.refuseMarker }
+    this.commands = new MemcacheCommands({
+      store: o.store,
+      cluster: o.cluster,
+      maxRemoteLookups: o.maxRemoteLookups,
+      log: o.log,
+      ...(o.now ? { now: o.now } : {}),
+      counters: this.counters,
+    })
+    this.binaryLimits = {
+      maxKeyBytes: Math.min(o.maxKeyBytes, 0xffff),
+      maxValueBytes: this.maxValueBytes,
+      maxOtherBodyBytes: 0,
+      refuseMarker: this.refuseMarker,
+    }
   }
 
   /**
@@ -262,7 +316,32 @@ export class MemcacheServer implements FrontEnd {
       case 'sizes':
         return [['sizes_status', 'disabled']]
       case 'reset':
-        for (const k of ['commands', 'getHits', 'getMisses', 'remoteHits', 'errors', 'cmdTouch', 'touchHits', 'touchMisses', 'cmdFlush', 'deleteHits', 'deleteMisses', 'incrHits', 'incrMisses', 'decrHits', 'decrMisses', 'casHits', 'casMisses', 'casBadval', 'bytesRead', 'bytesWritten', 'binaryCommands', 'metaCommands', 'unknownCommands'] as const) this.counters[k] = 0
+        for (const k of [
+          'commands',
+          'getHits',
+          'getMisses',
+          'remoteHits',
+          'errors',
+          'cmdTouch',
+          'touchHits',
+          'touchMisses',
+          'cmdFlush',
+          'deleteHits',
+          'deleteMisses',
+          'incrHits',
+          'incrMisses',
+          'decrHits',
+          'decrMisses',
+          'casHits',
+          'casMisses',
+          'casBadval',
+          'bytesRead',
+          'bytesWritten',
+          'binaryCommands',
+          'metaCommands',
+          'unknownCommands',
+        ] as const)
+          this.counters[k] = 0
         return 'reset'
       default:
         return undefined

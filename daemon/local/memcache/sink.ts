@@ -9,7 +9,18 @@ import type { CommandCounters, Fetch, MemcacheCommands } from './commands.js'
 
 /** What the connections and protocol handlers need of the front end (server.ts implements it). */
 export interface FrontEnd {
-  readonly counters: CommandCounters & { commands: number; binaryCommands: number; metaCommands: number; unknownCommands: number; bytesRead: number; bytesWritten: number; paused: number; readingPaused: number; waitingForClient: number; commandTimeouts: number }
+  readonly counters: CommandCounters & {
+    commands: number
+    binaryCommands: number
+    metaCommands: number
+    unknownCommands: number
+    bytesRead: number
+    bytesWritten: number
+    paused: number
+    readingPaused: number
+    waitingForClient: number
+    commandTimeouts: number
+  }
   readonly commands: MemcacheCommands
   /** The VERSION reply. */
   readonly version: string

@@ -99,7 +99,12 @@ export function textCommand(c: Sink, line: string): void {
       if (delta === undefined) return c.error('CLIENT_ERROR invalid numeric delta argument\r\n', nr)
       return c.enqueue(() => {
         const r = cmds.delta(tok[1]!, cmd === 'incr', delta)
-        const word = (x: { outcome: Outcome; value?: bigint }) => (x.outcome === 'STORED' ? `${x.value}\r\n` : x.outcome === 'NON_NUMERIC' ? 'CLIENT_ERROR cannot increment or decrement non-numeric value\r\n' : NOT_FOUND)
+        const word = (x: { outcome: Outcome; value?: bigint }) =>
+          x.outcome === 'STORED'
+            ? `${x.value}\r\n`
+            : x.outcome === 'NON_NUMERIC'
+              ? 'CLIENT_ERROR cannot increment or decrement non-numeric value\r\n'
+              : NOT_FOUND
         return r instanceof Promise ? r.then(word) : word(r)
       }, nr)
     }
