@@ -773,7 +773,7 @@ function decodePayload(type: number, p: Buffer): Message {
       const count = p.readUInt16BE(0)
       if (count === 0) throw new ProtocolError('BAD_FIELD', 'ACKS with no ids')
       exactly(p.subarray(2), 4 * count, `ACKS of ${count} ids`)
-      const replIds: number[] = new Array(count)
+      const replIds = new Array<number>(count)
       for (let i = 0; i < count; i++) replIds[i] = p.readUInt32BE(2 + 4 * i)
       return { type: MsgType.ACKS, replIds }
     }

@@ -9,7 +9,7 @@ import t from 'tap'
 import crypto from 'node:crypto'
 import { DgramAsPromised } from 'dgram-as-promised'
 import { MsgType, NO_RECEIVER, encodeBatch, encodeBody, readHeader, seal, type Message } from '../../protocol/wire.js'
-import { clusterStats, keyHolder, startCluster, startNode, unicastOf, waitMembers } from '../helpers/cluster.js'
+import { clusterStats, keyHolder, startCluster, startNode, unicastOf, waitMembers, type ClusterStats } from '../helpers/cluster.js'
 import { eventually } from '../helpers/daemon.js'
 
 t.test(
@@ -113,7 +113,7 @@ t.test('finding 9: one BATCH of 40 LOOKUPs from a key holder: one answer per key
     const s = await clusterStats(a)
     return s['lookupsAnswered'] + (s['lookupsRepeated'] ?? 0) + (s['hitsOverBudget'] ?? 0) >= n
   }
-  const chunkBytes = (s: Record<string, number>) => s['chunksSent']!
+  const chunkBytes = (s: ClusterStats) => s['chunksSent']
 
   // One key, 40 times in one batch.
   const before = await clusterStats(a)
