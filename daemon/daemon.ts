@@ -15,7 +15,6 @@ import type { SessionStore } from './store/session-store.js'
 import { CompactStore } from './store/compact-store.js'
 import { Cluster } from './cluster/cluster.js'
 import { tombstoneLifetimeMs } from './store/versions.js'
-import { MemcacheServer } from './local/memcache/server.js'
 import { TenantMemcache } from './local/tenant-memcache.js'
 import { consumersFor, tenantCluster, tenantQuotas, tenantStore, tenantsOf, ticketRightsFor, type Tenant } from './local/tenants.js'
 import { resolveGroup } from './config/ticket-consumers.js'
@@ -68,7 +67,7 @@ export interface DaemonDeps {
   /** Monotonic ms clock for the store's TTLs (tests inject one). */
   now?: () => number
   /** Listening fds handed over by systemd socket activation, by name ('api', 'admin'). */
-  listenFds?: { api?: number; admin?: number }
+  listenFds?: { api?: number | undefined; admin?: number | undefined }
 }
 
 export class Daemon {

@@ -915,7 +915,7 @@ export function checkStartable(c: Config, where: string): void {
   c.peers.forEach((p, i) => {
     const host = p.slice(0, p.lastIndexOf(':')).replace(/^\[|\]$/g, '')
     const family = net.isIP(host)
-    if (family && !families.has(family as 4 | 6))
+    if (family && !families.has(family))
       throw new ConfigError(
         `${where}: peers: item ${i + 1} is an IPv${family} address, but the cluster speaks IPv${[...families].join(' and IPv')} (interface${c.dualStackInterface ? ' and dualStackInterface' : ''})`,
       )
@@ -1006,7 +1006,7 @@ export function loadFile(path: string, base: Config = defaults()): Config {
   const text = readConfigFile(path)
   let doc: Record<string, unknown>
   try {
-    doc = parseToml(text) as Record<string, unknown>
+    doc = parseToml(text)
   } catch (err) {
     if (err instanceof TomlError)
       throw new ConfigError(

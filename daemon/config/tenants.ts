@@ -109,7 +109,7 @@ export function parseTenants(raw: unknown): TenantConfig[] {
       socketMode: parseInt(ms, 8),
       socketGroup,
       maxBytes: b,
-      memcacheListen: listen as string[],
+      memcacheListen: listen,
       memcacheUsers: users,
       ticketConsumers: tc as string[],
     }

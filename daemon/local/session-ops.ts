@@ -21,7 +21,7 @@
  * synchronously, with nothing stored; the front end maps it to its error reply.
  */
 import type { ClusterHooks } from '../cluster/hooks.js'
-import { CondKind, CondOutcome, applyConditional, type CondOp, type CondResult } from '../store/conditional.js'
+import { applyConditional, type CondOp, type CondResult } from '../store/conditional.js'
 import type { SessionStore } from '../store/session-store.js'
 
 export { CondKind, CondOutcome, type CondOp, type CondResult } from '../store/conditional.js'

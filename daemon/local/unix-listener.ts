@@ -9,7 +9,6 @@
  *   ...
  *   l.close()   // unlinks the socket file if it is still ours; the caller closes the server
  */
-import crypto from 'node:crypto'
 import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'

@@ -371,22 +371,20 @@ const msg: fc.Arbitrary<Message> = fc.oneof(
   fc.record({ type: fc.constant(MsgType.ACK), replId: u32 }),
   fc.record({ type: fc.constant(MsgType.DELETE), replId: u32, version, key }),
   fc.record({ type: fc.constant(MsgType.ACKS), replIds: fc.array(u32, { minLength: 1, maxLength: 300 }) }),
-  fc
-    .uint8Array({ maxLength: 1200 })
-    .chain((c) =>
-      fc.record({
-        type: fc.constant(MsgType.REPLICATE),
-        replId: u32,
-        ttlMs: u32,
-        flags: u32,
-        totalLen: fc.constant(c.length),
-        index: fc.constant(0),
-        count: fc.constant(1),
-        version,
-        key,
-        chunk: fc.constant(Buffer.from(c)),
-      }),
-    ),
+  fc.uint8Array({ maxLength: 1200 }).chain((c) =>
+    fc.record({
+      type: fc.constant(MsgType.REPLICATE),
+      replId: u32,
+      ttlMs: u32,
+      flags: u32,
+      totalLen: fc.constant(c.length),
+      index: fc.constant(0),
+      count: fc.constant(1),
+      version,
+      key,
+      chunk: fc.constant(Buffer.from(c)),
+    }),
+  ),
   fc.record({
     type: fc.constant(MsgType.TICKET_PUB),
     period: u32,
@@ -408,28 +406,24 @@ const msg: fc.Arbitrary<Message> = fc.oneof(
     creator: fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a)),
     key: fc.uint8Array({ minLength: 48, maxLength: 48 }).map((a) => Buffer.from(a)),
   }),
-  fc
-    .uint8Array({ minLength: 1, maxLength: 1400 })
-    .chain((c) =>
-      fc
-        .integer({ min: 1, max: Math.min(100, c.length + 5) })
-        .chain((count) =>
-          fc.record({
-            type: fc.constant(MsgType.HIT),
-            reqId: u32,
-            nonce: b8,
-            digest: b16,
-            ttlMs: u32,
-            flags: u32,
-            totalLen: fc.constant(c.length + 5),
-            index: fc.integer({ min: 0, max: count - 1 }),
-            count: fc.constant(count),
-            version,
-            chunk: fc.constant(Buffer.from(c)),
-          }),
-        ),
+  fc.uint8Array({ minLength: 1, maxLength: 1400 }).chain((c) =>
+    fc.integer({ min: 1, max: Math.min(100, c.length + 5) }).chain((count) =>
+      fc.record({
+        type: fc.constant(MsgType.HIT),
+        reqId: u32,
+        nonce: b8,
+        digest: b16,
+        ttlMs: u32,
+        flags: u32,
+        totalLen: fc.constant(c.length + 5),
+        index: fc.integer({ min: 0, max: count - 1 }),
+        count: fc.constant(count),
+        version,
+        chunk: fc.constant(Buffer.from(c)),
+      }),
     ),
-) as fc.Arbitrary<Message>
+  ),
+)
 
 t.test('round trip of arbitrary messages', async (t) => {
   fc.assert(
@@ -560,14 +554,14 @@ t.test('ACKS: unicast only, at least one id, its count exact, and what fits in a
   t.throws(() => decodeBody(zero), { code: 'BAD_FIELD' }, 'count 0')
   t.throws(() => encodeBody({ type: MsgType.ACKS, replIds: [] }, T), { code: 'BAD_FIELD' }, 'nothing to acknowledge is not encoded')
   t.throws(
-    () => encodeBody({ type: MsgType.ACKS, replIds: new Array(MAX_ACKS + 1).fill(1) }, T),
+    () => encodeBody({ type: MsgType.ACKS, replIds: new Array<number>(MAX_ACKS + 1).fill(1) }, T),
     { code: 'BAD_FIELD' },
     'more than a u16 count',
   )
   for (const max of [256, 1400, 9000, 65_000]) {
     const n = acksPerDatagram(max)
-    t.ok(datagramLength({ type: MsgType.ACKS, replIds: new Array(n).fill(1) }) <= max, `${n} ids fit in ${max} bytes`)
-    t.ok(n === MAX_ACKS || datagramLength({ type: MsgType.ACKS, replIds: new Array(n + 1).fill(1) }) > max, `${n + 1} do not`)
+    t.ok(datagramLength({ type: MsgType.ACKS, replIds: new Array<number>(n).fill(1) }) <= max, `${n} ids fit in ${max} bytes`)
+    t.ok(n === MAX_ACKS || datagramLength({ type: MsgType.ACKS, replIds: new Array<number>(n + 1).fill(1) }) > max, `${n + 1} do not`)
   }
 })
 
