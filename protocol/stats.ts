@@ -79,6 +79,11 @@ export const STATS = {
   'cluster.inflightLookups': { kind: 'gauge', unit: 'count', meaning: 'remote lookups waiting for answers' },
   'cluster.hedgeDelayMs': { kind: 'gauge', unit: 'ms', meaning: 'current delay before a hedged second lookup' },
   'cluster.lookups': { kind: 'counter', unit: 'count', meaning: 'Remote lookups started (coalesced GETs count once).' },
+  'cluster.lookupsWidened': {
+    kind: 'counter',
+    unit: 'count',
+    meaning: 'Lookups started while membership was changing: every candidate owner asked at once, no hedge.',
+  },
   'cluster.coalesced': { kind: 'counter', unit: 'count', meaning: 'GETs that joined a lookup already in flight for the same key.' },
   'cluster.lookupDatagrams': { kind: 'counter', unit: 'count', meaning: 'LOOKUP datagrams sent' },
   'cluster.remoteHits': { kind: 'counter', unit: 'count', meaning: 'remote lookups answered with a value' },
