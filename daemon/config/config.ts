@@ -11,6 +11,7 @@ import os from 'node:os'
 import { TomlError, parse as parseToml } from 'smol-toml'
 import { adminSocketBeside, defaultAdminSocketPath, defaultRuntimeDir, defaultSocketPath } from '../../protocol/paths.js'
 import { MAX_KEY_BYTES } from '../../protocol/local.js'
+import { StatecastError } from '../../protocol/errors.js'
 import {
   AnnounceFlag,
   MIN_DATAGRAM_BYTES,
@@ -558,10 +559,9 @@ export type Config = { [F in FieldOf as F['key']]: KindValues[F['kind']] }
 /** A row of FIELDS, as the code that walks the table sees it. */
 type Field = FieldSpec & { key: keyof Config }
 
-export class ConfigError extends Error {
-  readonly code = 'BAD_CONFIG'
+export class ConfigError extends StatecastError<'BAD_CONFIG'> {
   constructor(message: string) {
-    super(message)
+    super('BAD_CONFIG', message)
     this.name = 'ConfigError'
   }
 }
