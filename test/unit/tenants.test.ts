@@ -65,7 +65,7 @@ t.test('tenants config: each bad value is refused with the key named', async (t)
       { code: 'BAD_CONFIG', message: re },
       String(re),
     )
-  t.throws(() => config({ memcacheTcpAccess: 'closed' }), { message: /memcacheTcpAccess must be "open" or "uid"/ })
+  t.throws(() => config({ memcacheTcpAccess: 'closed' }), { message: /memcacheTcpAccess must be "open", "uid" or "auth"/ })
   t.throws(() => config({ tenants: [tenant('a')], maxKeyBytes: 3 }), {
     message: /tenants\[0\]\.name leaves no room for keys within maxKeyBytes/,
   })
