@@ -379,7 +379,8 @@ export class Daemon {
     return {
       ...out,
       memcacheUid: this.#memcache?.uid ?? null,
-      memcacheAuth: this.#memcache?.authUsers === undefined ? null : { ...this.#memcache.auth, users: this.#memcache.authUsers },
+      // With memcacheTcpAccess = "auth" only: logins and the users known.
+      ...(this.#memcache?.authUsers === undefined ? {} : { memcacheAuth: { ...this.#memcache.auth, users: this.#memcache.authUsers } }),
     }
   }
 
