@@ -61,6 +61,16 @@
  *               (acknowledges several REPLICATEs and DELETEs of one sender at once: 1 <= count <=
  *               MAX_ACKS; a receiver sends it a short delay after the first it owes, or at once
  *               when the list is full; ACK stays valid)
+ *   DECIDE      reqId u32 | kind u8 | flags u32 | ttlMs i64 | unique u64 | delta u64 |
+ *               keyLen u16 | key | value
+ *               (a conditional write (add, cas, incr, ...: kind is CondKind of store/conditional.ts)
+ *               sent to the key's decider, its first live owner, which decides it; retransmitted
+ *               with the same reqId until answered; ttlMs < 0: an already-expired write)
+ *   DECIDED     reqId u32 | outcome u8 | wrote u8 | flags u32 | ttlMs u32 | version u64 |
+ *               number u64 | keyLen u16 | key | value
+ *               (the decider's answer to DECIDE reqId: outcome is CondOutcome, or 0 when refused,
+ *               with `wrote` the DecideRefusal; else wrote is DecidedWrote; with SET the value
+ *               follows, as the decider stored it at `version`)
  * Reply address: family u8 (4 or 6) | address (4 or 16 bytes) | port u16
  * Version: the stored session's version (daemon/store/versions.ts: a hybrid logical clock), which the
  * receiver compares with what it holds; a HIT or REPLICATE carries the copied entry's, an
@@ -144,6 +154,8 @@ export const MsgType = {
   DELETE: 10,
   BATCH: 11,
   ACKS: 12,
+  DECIDE: 13,
+  DECIDED: 14,
   TICKET_PUB: 20,
   TICKET_SEAL: 21,
 } as const
@@ -223,8 +235,59 @@ export type Message =
   | { type: typeof MsgType.ACK; replId: number }
   | { type: typeof MsgType.DELETE; replId: number; version: bigint; key: Buffer }
   | { type: typeof MsgType.ACKS; replIds: number[] }
+  | {
+      type: typeof MsgType.DECIDE
+      reqId: number
+      kind: number
+      flags: number
+      ttlMs: number
+      unique: bigint
+      delta: bigint
+      key: Buffer
+      value: Buffer
+    }
+  | {
+      type: typeof MsgType.DECIDED
+      reqId: number
+      outcome: number
+      wrote: number
+      flags: number
+      ttlMs: number
+      version: bigint
+      number: bigint
+      key: Buffer
+      value: Buffer
+    }
   | { type: typeof MsgType.TICKET_PUB; period: number; pub: Buffer; held: { epoch: number; holder: Buffer }[] }
   | { type: typeof MsgType.TICKET_SEAL; epoch: number; sealerPub: Buffer; recipientPub: Buffer; nonce: Buffer; sealed: Buffer; tag: Buffer }
+
+/** What a DECIDED says the decider wrote (its `wrote` field when the outcome is not 0). */
+export const DecidedWrote = {
+  NOTHING: 0,
+  /** Stored; the value follows. */
+  SET: 1,
+  /** An already-expired write: the key was deleted. */
+  DELETE: 2,
+  /** Stored, but the value is too large for one datagram: the asker drops its own copy instead. */
+  SET_OMITTED: 3,
+} as const
+/** Why a decider refused a DECIDE (outcome 0; its `wrote` field). */
+export const DecideRefusal = {
+  /** The receiver is not the key's decider under its own view. */
+  NOT_DECIDER: 1,
+  /** The store refused the value (StoreError TOO_LARGE). */
+  TOO_LARGE: 2,
+  /** The store refused the TTL (StoreError BAD_TTL). */
+  BAD_TTL: 3,
+} as const
+/** Bytes of a DECIDE before its key: reqId, kind, flags, ttl, unique, delta, keyLen. */
+const DECIDE_HEAD_BYTES = 4 + 1 + 4 + 8 + 8 + 8 + 2
+/** Bytes of a DECIDED before its key: reqId, outcome, wrote, flags, ttl, version, number, keyLen. */
+const DECIDED_HEAD_BYTES = 4 + 1 + 1 + 4 + 4 + 8 + 8 + 2
+/** Bytes of a DECIDE datagram besides its key and value. */
+export const DECIDE_OVERHEAD_BYTES = ENVELOPE_BYTES + DECIDE_HEAD_BYTES
+/** Bytes of a DECIDED datagram besides its key and value. */
+export const DECIDED_OVERHEAD_BYTES = ENVELOPE_BYTES + DECIDED_HEAD_BYTES
 
 /** The most messages one BATCH carries (its count is a u8). */
 export const MAX_BATCH_COUNT = 255
@@ -399,6 +462,10 @@ function payloadLength(m: Message): number {
       return 4 + VERSION_BYTES + 2 + m.key.length
     case MsgType.ACKS:
       return 2 + 4 * m.replIds.length
+    case MsgType.DECIDE:
+      return DECIDE_HEAD_BYTES + m.key.length + m.value.length
+    case MsgType.DECIDED:
+      return DECIDED_HEAD_BYTES + m.key.length + m.value.length
     case MsgType.TICKET_PUB:
       return 4 + X25519_PUBLIC_BYTES + 1 + (4 + SENDER_ID_BYTES) * m.held.length
     case MsgType.TICKET_SEAL:
@@ -567,6 +634,32 @@ function writePayload(buf: Buffer, off: number, m: Message): void {
         throw new ProtocolError('BAD_FIELD', `ACKS carries 1 to ${MAX_ACKS} ids; got ${m.replIds.length}`)
       buf.writeUInt16BE(m.replIds.length, off)
       for (let i = 0; i < m.replIds.length; i++) buf.writeUInt32BE(m.replIds[i]!, off + 2 + 4 * i)
+      break
+    case MsgType.DECIDE:
+      if (m.key.length === 0 || m.key.length > 0xffff) throw new ProtocolError('BAD_FIELD', 'DECIDE needs a key of 1 to 65535 bytes')
+      if (!Number.isSafeInteger(m.ttlMs)) throw new ProtocolError('BAD_FIELD', 'DECIDE ttlMs is an integer')
+      buf.writeUInt32BE(m.reqId, off)
+      buf[off + 4] = m.kind
+      buf.writeUInt32BE(m.flags, off + 5)
+      buf.writeBigInt64BE(BigInt(m.ttlMs), off + 9)
+      writeVersion(buf, off + 17, m.unique)
+      writeVersion(buf, off + 25, m.delta)
+      buf.writeUInt16BE(m.key.length, off + 33)
+      m.key.copy(buf, off + DECIDE_HEAD_BYTES)
+      m.value.copy(buf, off + DECIDE_HEAD_BYTES + m.key.length)
+      break
+    case MsgType.DECIDED:
+      if (m.key.length === 0 || m.key.length > 0xffff) throw new ProtocolError('BAD_FIELD', 'DECIDED needs a key of 1 to 65535 bytes')
+      buf.writeUInt32BE(m.reqId, off)
+      buf[off + 4] = m.outcome
+      buf[off + 5] = m.wrote
+      buf.writeUInt32BE(m.flags, off + 6)
+      buf.writeUInt32BE(m.ttlMs, off + 10)
+      writeVersion(buf, off + 14, m.version)
+      writeVersion(buf, off + 22, m.number)
+      buf.writeUInt16BE(m.key.length, off + 30)
+      m.key.copy(buf, off + DECIDED_HEAD_BYTES)
+      m.value.copy(buf, off + DECIDED_HEAD_BYTES + m.key.length)
       break
     case MsgType.TICKET_PUB: {
       fixedBuffer(m.pub, X25519_PUBLIC_BYTES, 'TICKET_PUB public key')
@@ -776,6 +869,44 @@ function decodePayload(type: number, p: Buffer): Message {
       const replIds: number[] = new Array(count)
       for (let i = 0; i < count; i++) replIds[i] = p.readUInt32BE(2 + 4 * i)
       return { type: MsgType.ACKS, replIds }
+    }
+    case MsgType.DECIDE: {
+      needBytes(p.length, DECIDE_HEAD_BYTES, 'DECIDE')
+      const keyLen = p.readUInt16BE(33)
+      if (keyLen === 0) throw new ProtocolError('BAD_FIELD', 'DECIDE with an empty key')
+      needBytes(p.length, DECIDE_HEAD_BYTES + keyLen, 'DECIDE key')
+      const ttl = p.readBigInt64BE(9)
+      if (ttl > BigInt(Number.MAX_SAFE_INTEGER) || ttl < BigInt(Number.MIN_SAFE_INTEGER))
+        throw new ProtocolError('BAD_FIELD', 'DECIDE ttlMs out of range')
+      return {
+        type: MsgType.DECIDE,
+        reqId: p.readUInt32BE(0),
+        kind: p[4]!,
+        flags: p.readUInt32BE(5),
+        ttlMs: Number(ttl),
+        unique: p.readBigUInt64BE(17),
+        delta: p.readBigUInt64BE(25),
+        key: p.subarray(DECIDE_HEAD_BYTES, DECIDE_HEAD_BYTES + keyLen),
+        value: p.subarray(DECIDE_HEAD_BYTES + keyLen),
+      }
+    }
+    case MsgType.DECIDED: {
+      needBytes(p.length, DECIDED_HEAD_BYTES, 'DECIDED')
+      const keyLen = p.readUInt16BE(30)
+      if (keyLen === 0) throw new ProtocolError('BAD_FIELD', 'DECIDED with an empty key')
+      needBytes(p.length, DECIDED_HEAD_BYTES + keyLen, 'DECIDED key')
+      return {
+        type: MsgType.DECIDED,
+        reqId: p.readUInt32BE(0),
+        outcome: p[4]!,
+        wrote: p[5]!,
+        flags: p.readUInt32BE(6),
+        ttlMs: p.readUInt32BE(10),
+        version: p.readBigUInt64BE(14),
+        number: p.readBigUInt64BE(22),
+        key: p.subarray(DECIDED_HEAD_BYTES, DECIDED_HEAD_BYTES + keyLen),
+        value: p.subarray(DECIDED_HEAD_BYTES + keyLen),
+      }
     }
     case MsgType.TICKET_PUB: {
       needBytes(p.length, 5 + X25519_PUBLIC_BYTES, 'TICKET_PUB')
