@@ -120,7 +120,7 @@ export class Cluster implements ClusterHooks {
     this.decisions = new Decisions(
       // Long enough for the decider to fetch the key and wait for its copies on a loaded host;
       // only a lost decider makes anyone wait this long.
-      { deadlineMs: Math.max(2000, 20 * o.lookupTimeoutMs), retransmitMs: Math.max(10, o.lookupTimeoutMs / 2) },
+      { deadlineMs: Math.max(5000, 20 * o.lookupTimeoutMs), retransmitMs: Math.max(10, o.lookupTimeoutMs / 2) },
       {
         transport: this.transport,
         store,

@@ -7,7 +7,7 @@
  * STATECAST_COND_ROUNDS sets the rounds (default 300; 10000 by hand).
  */
 import t, { type Test } from 'tap'
-import { clusterStats } from '../helpers/cluster.js'
+import { clusterStats, replicationSettled } from '../helpers/cluster.js'
 import { owners } from '../../daemon/cluster/rendezvous.js'
 import { mcConnect, startMcCluster, type McConn } from '../helpers/memcache-cluster.js'
 
@@ -80,6 +80,8 @@ t.test('a large append decided on another host', async (t) => {
   const conns = await Promise.all(nodes.map((n) => mcConnect(t, n.mcPort)))
   const big = Buffer.alloc(900_000, 'v')
   t.same(await conns[0]!.cmd(`set big 0 300 ${big.length}`, big), ['STORED'])
+  // The copies of a 900 KB value take a while; this test is about the append, not the fill.
+  await replicationSettled(nodes)
   // From every host: at least two of them are not its decider.
   for (const c of conns) t.same(await c.cmd('append big 0 0 3', 'abc'), ['STORED'])
   const stats = await Promise.all(nodes.map(clusterStats))

@@ -35,7 +35,7 @@ t.test('incr under 30% loss and duplicates: retransmitted, deduplicated, none lo
   const decider = cores[0]!
   const key = keyDecidedBy(cores, decider, 'ctr')
   decider.store.set(key, Buffer.from('0'), 60_000)
-  decider.cluster.stored(key)
+  void decider.cluster.stored(key)
   await lab.run(100)
   lab.net.faults = { loss: 0.3, duplicate: 0.3, minDelayMs: 0, maxDelayMs: 3 }
   const incrs = []
