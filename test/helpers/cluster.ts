@@ -116,7 +116,8 @@ export type ClusterStats = {
   Cluster['counters'] &
   Cluster['replicator']['counters'] &
   Cluster['transport']['counters'] &
-  Cluster['ticketGossip']['counters']
+  Cluster['ticketGossip']['counters'] &
+  Cluster['decisions']['counters']
 
 /** The names of `ClusterStats`' numbers, for helpers that sum or subtract counters by name. */
 export type ClusterCounter = { [K in keyof ClusterStats]: ClusterStats[K] extends number ? K : never }[keyof ClusterStats]
