@@ -17,6 +17,7 @@ export type ErrorClassName =
   | 'ConfigError'
   | 'StoreError'
   | 'LookupError'
+  | 'DecisionError'
   | 'UnixListenerError'
   | 'TicketExportError'
   | 'UsageError'
@@ -110,6 +111,17 @@ export const ERRORS = {
     by: ['LookupError'],
     meaning: 'the LOOKUP for this key would not fit in maxDatagramBytes',
     seen: 'client: status TOO_LARGE on a GET that misses locally',
+  },
+  OUTCOME_UNKNOWN: {
+    by: ['DecisionError'],
+    meaning:
+      "a conditional write (add, cas, incr, ...) sent to the key's decider got no answer within the deadline, or the decider left: it may or may not have been applied",
+    seen: 'memcache: SERVER_ERROR outcome unknown (binary: status 0x84); daemon stats decisionsFailed',
+  },
+  TOO_LARGE_TO_FORWARD: {
+    by: ['DecisionError'],
+    meaning: "a conditional write whose value does not fit one datagram, on a host that is not the key's decider",
+    seen: 'memcache: SERVER_ERROR value too large to forward to the decider',
   },
 
   // The Unix-socket listener.

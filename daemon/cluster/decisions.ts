@@ -26,6 +26,7 @@
  */
 import { DecideRefusal, DecidedWrote, MsgType, type Message } from '../../protocol/wire.js'
 import { BoundedMap } from '../../protocol/bounded.js'
+import { StatecastError } from '../../protocol/errors.js'
 import { CondKind, CondOutcome, applyConditional, type CondOp, type CondResult } from '../store/conditional.js'
 import { StoreError, type SessionStore } from '../store/session-store.js'
 import type { Clock, TimerHandle } from './clock.js'
@@ -39,12 +40,10 @@ type Decided = Extract<Message, { type: typeof MsgType.DECIDED }>
 export type DecisionErrorCode = 'OUTCOME_UNKNOWN' | 'TOO_LARGE_TO_FORWARD'
 
 /** A conditional write whose outcome this host cannot give (front ends: memcache `SERVER_ERROR outcome unknown`). */
-export class DecisionError extends Error {
-  readonly code: DecisionErrorCode
+export class DecisionError extends StatecastError<DecisionErrorCode> {
   constructor(code: DecisionErrorCode, message: string) {
-    super(message)
+    super(code, message)
     this.name = 'DecisionError'
-    this.code = code
   }
 }
 
