@@ -183,7 +183,7 @@ export function attachSessionCache(server: tls.Server, options: SessionCacheOpti
     const every = options.ticketKeyRefreshMs ?? 1000
     const loop = () => {
       if (closed) return
-      timer = setTimeout(() => void refresh().finally(loop), every)
+      timer = setTimeout(() => void refresh().then(loop, loop), every)
       timer.unref()
     }
     client.on('connect', () => void refresh())

@@ -409,13 +409,15 @@ export class TicketExporter {
     if (this.#o.consumers.length === 0) return
     const tick = () => {
       if (this.#closed) return
-      void this.check().finally(() => {
+      const next = () => {
         if (this.#closed) return
         // Often enough to follow an epoch boundary closely; the check itself is a string compare.
         const every = Math.min(1000, Math.max(50, (this.#o.tickets()?.rotationMs ?? 10_000) / 40))
         this.#timer = setTimeout(tick, every)
         this.#timer.unref()
-      })
+      }
+      // check() logs its own failures; either way the next check is scheduled.
+      void this.check().then(next, next)
     }
     tick()
   }

@@ -107,6 +107,10 @@ t.test('the decider SIGKILLed mid-operation: outcomes or errors, never two winne
   // Adds of each key from nodes 1 and 2 at once, while node 0 is killed.
   const inflight = keys.map((k) => Promise.all([conns[1]!.cmd(`add ${k} 0 60 1`, 'b'), conns[2]!.cmd(`add ${k} 0 60 1`, 'c')]))
   nodes[0]!.proc.kill('SIGKILL')
+  // The survivors fail the DECIDEs they had in flight to the dead decider: that must answer the
+  // clients, never crash the daemon (it once did: an unhandled copy of the rejected promise).
+  const crashed: string[] = []
+  nodes.slice(1).forEach((n, i) => n.proc.once('exit', (code, sig) => crashed.push(`node ${i + 1}: ${code ?? sig}`)))
   const rounds = await Promise.all(inflight)
   let twoWinners = 0
   let unknown = 0
@@ -123,6 +127,7 @@ t.test('the decider SIGKILLed mid-operation: outcomes or errors, never two winne
   await waitFor(async () => (await clusterStats(nodes[1]!))['members'] === 1, 30_000)
   const after = await Promise.all([conns[1]!.cmd('add after-kill 0 60 1', 'b'), conns[2]!.cmd('add after-kill 0 60 1', 'c')])
   t.equal(after.filter(won).length, 1, 'after the death: exactly one winner again')
+  t.same(crashed, [], 'the surviving daemons kept running')
 })
 
 async function waitFor(cond: () => Promise<boolean>, ms: number): Promise<void> {

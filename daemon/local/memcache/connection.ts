@@ -267,8 +267,11 @@ export class McConnection implements Sink {
                 r = ps.run(data)
                 return r
               } finally {
-                if (r instanceof Promise) void r.finally(() => data.fill(0))
-                else data.fill(0)
+                // then(wipe, wipe), not finally(): a rejected command (a DecisionError) is answered
+                // through its guard; a finally() copy of it would be an unhandled rejection.
+                const wipe = () => data.fill(0)
+                if (r instanceof Promise) void r.then(wipe, wipe)
+                else wipe()
               }
             },
             ps.noreply,
@@ -466,10 +469,11 @@ export class McConnection implements Sink {
       if (f.remote && !f.done) {
         if (!g.waiting) {
           g.waiting = true
-          void f.remote.then(() => {
+          const go = () => {
             g.waiting = false
             this.#drive()
-          })
+          }
+          void f.remote.then(go, go)
         }
         return false
       }
