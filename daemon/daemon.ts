@@ -65,7 +65,7 @@ const familiesOf = (c: Config): (4 | 6)[] => [familyOf(c.interface), ...(c.dualS
 export interface DaemonDeps {
   log: Log
   /** Monotonic ms clock for the store's TTLs (tests inject one). */
-  now?: () => number
+  monotonicMs?: () => number
   /** Listening fds handed over by systemd socket activation, by name ('api', 'admin'). */
   listenFds?: { api?: number | undefined; admin?: number | undefined }
 }
@@ -103,7 +103,7 @@ export class Daemon {
       ...(config.tenants.length > 0 ? { tenantQuotas: tenantQuotas(config) } : {}),
       // Long enough that no copy of a deleted value can still be accepted (versions.ts).
       tombstoneLifetimeMs: tombstoneLifetimeMs(config),
-      ...(deps.now ? { now: deps.now } : {}),
+      ...(deps.monotonicMs ? { monotonicMs: deps.monotonicMs } : {}),
     })
   }
 

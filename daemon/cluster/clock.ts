@@ -8,8 +8,13 @@
 /** What a timer call returns: only ever handed back to the same clock's clear call. */
 export type TimerHandle = unknown
 
+/**
+ * Both clocks: `now()` is the monotonic one (what the daemon's other options call `monotonicMs`),
+ * `wallMs()` the wall clock (what they call `wallMs`). Never pass one where the other is wanted:
+ * monotonic time starts near 0 at process start, wall time is Unix ms and may jump.
+ */
 export interface Clock {
-  /** Monotonic time in ms (performance.now): durations, deadlines, liveness. */
+  /** Monotonic time in ms (performance.now): durations, deadlines, liveness, TTLs. */
   now(): number
   /** Wall-clock time in Unix ms (Date.now): what travels between hosts (send times, versions). */
   wallMs(): number

@@ -112,7 +112,7 @@ export class Cluster implements ClusterHooks {
     this.#store = store
     this.#log = log
     this.transport =
-      deps.transport ?? new Transport({ ...o, keys, log, now: () => clock.wallMs(), immediate: (fn) => clock.setImmediate(fn) })
+      deps.transport ?? new Transport({ ...o, keys, log, wallMs: () => clock.wallMs(), immediate: (fn) => clock.setImmediate(fn) })
     this.transport.onMessage = (m) => this.#onMessage(m)
     this.membership = new Membership(o, this.transport, this.counters, log, clock)
     this.replicator = new Replicator(o, this.transport, store, this.membership, clock)

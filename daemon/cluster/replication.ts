@@ -185,15 +185,15 @@ export const MAX_PARTIAL_COPIES_PER_SENDER = 64
  */
 export class Holders {
   readonly #max: number
-  readonly #now: () => number
+  readonly #monotonicMs: () => number
   readonly #byKey = new Map<string, { ids: Set<string>; expiresAt: number }>()
   #records = 0
   readonly counters: { holdersRecorded: number; holdersUnrecorded: number }
 
-  constructor(max: number, counters = { holdersRecorded: 0, holdersUnrecorded: 0 }, now: () => number = () => performance.now()) {
+  constructor(max: number, counters = { holdersRecorded: 0, holdersUnrecorded: 0 }, monotonicMs: () => number = () => performance.now()) {
     this.#max = max
     this.counters = counters
-    this.#now = now
+    this.#monotonicMs = monotonicMs
   }
 
   /** (key, member) records held. */
@@ -203,7 +203,7 @@ export class Holders {
 
   record(key: string, id: string, ttlMs: number): void {
     if (ttlMs <= 0) return
-    const expiresAt = this.#now() + ttlMs
+    const expiresAt = this.#monotonicMs() + ttlMs
     const held = this.#byKey.get(key)
     if (held?.ids.has(id)) {
       held.expiresAt = Math.max(held.expiresAt, expiresAt)
@@ -227,12 +227,12 @@ export class Holders {
     if (!held) return []
     this.#byKey.delete(key)
     this.#records -= held.ids.size
-    return held.expiresAt > this.#now() ? [...held.ids] : []
+    return held.expiresAt > this.#monotonicMs() ? [...held.ids] : []
   }
 
   /** Forgets records whose copies have expired. */
   sweep(): void {
-    const now = this.#now()
+    const now = this.#monotonicMs()
     for (const [key, held] of this.#byKey) {
       if (held.expiresAt <= now) {
         this.#byKey.delete(key)

@@ -164,7 +164,7 @@ export class TicketGossip {
       rotationMs: o.ticketKeyRotationMs,
       graceMs: 3 * o.heartbeatMs,
       selfId: transport.nodeId,
-      now: () => clock.wallMs(),
+      wallMs: () => clock.wallMs(),
     })
   }
 

@@ -48,21 +48,21 @@ export interface TicketKeyOptions {
   graceMs: number
   selfId: Buffer
   /** Wall clock in ms: epochs must line up across hosts. */
-  now?: () => number
+  wallMs?: () => number
 }
 
 export class TicketKeys {
   /** Secrets by epoch: at most the previous, current, next and the one after it. */
   readonly #keys = new Map<number, TicketKey>()
   readonly #o: TicketKeyOptions
-  readonly #now: () => number
+  readonly #wallMs: () => number
   readonly #selfHex: string
   /** Called when a secret enters or leaves the window (never with the secret). */
   onChange: (() => void) | undefined
 
   constructor(o: TicketKeyOptions) {
     this.#o = o
-    this.#now = o.now ?? Date.now
+    this.#wallMs = o.wallMs ?? Date.now
     this.#selfHex = o.selfId.toString('hex')
   }
 
@@ -71,7 +71,7 @@ export class TicketKeys {
   }
 
   epochNow(): number {
-    return Math.floor(this.#now() / this.#o.rotationMs)
+    return Math.floor(this.#wallMs() / this.#o.rotationMs)
   }
 
   /**
@@ -98,7 +98,7 @@ export class TicketKeys {
   remainingMs(): number {
     const c = this.current
     if (!c) return 0
-    return Math.max(0, (c.epoch + 1) * this.#o.rotationMs - this.#now())
+    return Math.max(0, (c.epoch + 1) * this.#o.rotationMs - this.#wallMs())
   }
 
   /**
@@ -110,7 +110,7 @@ export class TicketKeys {
     const pruned = this.#prune()
     const epoch = this.epochNow()
     const lowest = aliveIds.every((id) => this.#selfHex < id)
-    const intoEpoch = this.#now() - epoch * this.#o.rotationMs
+    const intoEpoch = this.#wallMs() - epoch * this.#o.rotationMs
     const made: TicketKey[] = []
     for (const e of [epoch, epoch + 1, epoch + 2]) {
       if (this.#keys.has(e)) continue

@@ -86,7 +86,7 @@ export interface TransportOptions extends Pick<
   keys: ClusterKey[]
   log: Log
   /** Wall clock in ms (send times travel between hosts). */
-  now?: () => number
+  wallMs?: () => number
   /** Where the sockets come from: the host's UDP by default (`udpSockets`). */
   sockets?: SocketFactory
   /**
@@ -164,7 +164,7 @@ export class Transport implements PeerTransport {
   #legs: Leg[] = []
   /** Dual stack: "sender:counter" of recently accepted datagrams, with the family they came on. */
   #recent = new BoundedMap<string, 4 | 6>(RECENT_PAIRS)
-  #now: () => number
+  #wallMs: () => number
   #peers: Address[] = []
   #outboxes = new Map<string, Outbox>()
   #flushPending = false
@@ -174,7 +174,7 @@ export class Transport implements PeerTransport {
     this.#o = o
     this.#keys = o.keys
     this.#ring = new Keyring(o.keys)
-    this.#now = o.now ?? Date.now
+    this.#wallMs = o.wallMs ?? Date.now
     this.#immediate = o.immediate ?? setImmediate
   }
 
@@ -336,7 +336,7 @@ export class Transport implements PeerTransport {
       c.dropped.misaddressed++
       return
     }
-    if (Math.abs(this.#now() - sentAtMs) > this.#o.replayWindowMs) {
+    if (Math.abs(this.#wallMs() - sentAtMs) > this.#o.replayWindowMs) {
       c.dropped.stale++
       return
     }
@@ -438,7 +438,7 @@ export class Transport implements PeerTransport {
     const count = box.count
     box.body = undefined
     box.count = 0
-    const now = this.#now()
+    const now = this.#wallMs()
     const sealed = count === 1 ? loneBody(body, box.used, now) : batchBody(body, box.used, count, now)
     let d: Buffer
     try {

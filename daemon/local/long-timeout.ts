@@ -16,11 +16,11 @@ export interface LongTimeout {
 
 /**
  * Calls `fn` once, `ms` ms from now (at once, synchronously, for 0 or less; never for Infinity or
- * NaN). The timer does not hold the process open. `now` (monotonic ms) and `maxStepMs` (at most
- * MAX_TIMER_MS) are for tests.
+ * NaN). The timer does not hold the process open. `monotonicMs` (the monotonic clock, in ms)
+ * and `maxStepMs` (at most MAX_TIMER_MS) are for tests.
  */
-export function setLongTimeout(fn: () => void, ms: number, o: { now?: () => number; maxStepMs?: number } = {}): LongTimeout {
-  const now = o.now ?? (() => performance.now())
+export function setLongTimeout(fn: () => void, ms: number, o: { monotonicMs?: () => number; maxStepMs?: number } = {}): LongTimeout {
+  const now = o.monotonicMs ?? (() => performance.now())
   const step = Math.min(o.maxStepMs ?? MAX_TIMER_MS, MAX_TIMER_MS)
   let timer: NodeJS.Timeout | undefined
   let done = Number.isNaN(ms) || ms === Infinity

@@ -224,7 +224,7 @@ const EMPTY = Buffer.alloc(0)
 export class CompactStore implements SessionStore {
   readonly options: Readonly<StoreOptions>
   readonly counters: StoreCounters = { hits: 0, misses: 0, sets: 0, deletes: 0, touches: 0, evictions: 0, expirations: 0 }
-  readonly #now: () => number
+  readonly #monotonicMs: () => number
   readonly #clock: Hlc
   /** Deleted keys (versions.ts); few next to the entries, so a Map. */
   readonly #tombstones: Tombstones
@@ -259,7 +259,7 @@ export class CompactStore implements SessionStore {
   #next = new Uint32Array(0)
   #chain = new Uint32Array(0)
   #hash = new Uint32Array(0)
-  /** Absolute expiry on the `now` clock, in ms; Infinity for no TTL. */
+  /** Absolute expiry on the `monotonicMs` clock, in ms; Infinity for no TTL. */
   #expires = new Float64Array(0)
   /** Kept as given, like Store keeps them: any number survives a Float64. */
   #flags = new Float64Array(0)
@@ -284,12 +284,12 @@ export class CompactStore implements SessionStore {
     }
     this.options = o
     // The same default clock as LRUCache, so as Store: monotonic, fractional ms.
-    this.#now = o.now ?? (() => performance.now())
+    this.#monotonicMs = o.monotonicMs ?? (() => performance.now())
     this.#clock = o.clock ?? new Hlc()
     this.#tombstones = new Tombstones({
       lifetimeMs: o.tombstoneLifetimeMs,
       max: o.maxTombstones,
-      now: this.#now,
+      monotonicMs: this.#monotonicMs,
       tenants: o.tenantQuotas?.keys() ?? [],
     })
     this.#quotas = quotasOf(o)
@@ -342,7 +342,7 @@ export class CompactStore implements SessionStore {
     if (slot === NIL) return 0
     const expires = this.#expires[slot]!
     if (expires === Infinity) return this.options.maxTtlMs
-    const r = expires - this.#now()
+    const r = expires - this.#monotonicMs()
     return r > 0 ? Math.ceil(r) : 0
   }
 
@@ -458,7 +458,7 @@ export class CompactStore implements SessionStore {
     this.#valueLength[slot] = value.length
     this.#flags[slot] = flags
     this.#version[slot] = version
-    this.#expires[slot] = ttl === 0 ? Infinity : this.#now() + ttl
+    this.#expires[slot] = ttl === 0 ? Infinity : this.#monotonicMs() + ttl
     this.#tombstones.remove(key)
     this.counters.sets++
   }
@@ -479,7 +479,7 @@ export class CompactStore implements SessionStore {
     const slot = this.#find(key)
     if (slot === NIL || this.#isStale(slot)) return false
     this.#moveToTail(slot)
-    this.#expires[slot] = ttl === 0 ? Infinity : this.#now() + ttl
+    this.#expires[slot] = ttl === 0 ? Infinity : this.#monotonicMs() + ttl
     this.#version[slot] = this.#clock.next()
     this.counters.touches++
     return true
@@ -489,7 +489,7 @@ export class CompactStore implements SessionStore {
   keys(prefix = '', limit = Infinity): string[] {
     const out: string[] = []
     if (limit <= 0) return out
-    const now = this.#now()
+    const now = this.#monotonicMs()
     // Tenant by tenant, each most recently used first.
     for (let t = 0; t < this.#quota.length; t++) {
       for (let s = this.#tail[t]!; s !== NIL; s = this.#prev[s]!) {
@@ -549,7 +549,7 @@ export class CompactStore implements SessionStore {
 
   /** Drops expired entries now instead of when next touched, so their secrets are wiped promptly. */
   purgeStale(): void {
-    const now = this.#now()
+    const now = this.#monotonicMs()
     for (let t = 0; t < this.#quota.length; t++) {
       for (let s = this.#head[t]!; s !== NIL;) {
         const next = this.#next[s]!
@@ -583,7 +583,7 @@ export class CompactStore implements SessionStore {
 
   // TTLs are absolute and the clock is read on every check: an expired secret is never returned.
   #isStale(slot: number): boolean {
-    return this.#now() > this.#expires[slot]!
+    return this.#monotonicMs() > this.#expires[slot]!
   }
 
   #keyBytes(slot: number): number {

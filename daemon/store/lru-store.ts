@@ -43,10 +43,10 @@ export class LruStore implements SessionStore {
     this.#tombstones = new Tombstones({
       lifetimeMs: o.tombstoneLifetimeMs,
       max: o.maxTombstones,
-      now: o.now ?? (() => performance.now()),
+      monotonicMs: o.monotonicMs ?? (() => performance.now()),
       tenants: o.tenantQuotas?.keys() ?? [],
     })
-    const perf = o.now ? { now: o.now } : undefined
+    const perf = o.monotonicMs ? { now: o.monotonicMs } : undefined
     this.#quotas = quotasOf(o)
     // A tenant with no share holds nothing (lru-cache needs a positive bound): its writes are refused.
     for (const [tenant, quota] of this.#quotas)

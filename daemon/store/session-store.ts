@@ -21,7 +21,7 @@ const STORE_KEYS = ['maxBytes', 'maxValueBytes', 'defaultTtlMs', 'maxTtlMs', 'ma
 
 export interface StoreOptions extends Pick<Config, (typeof STORE_KEYS)[number]> {
   /** Monotonic clock in ms; injected by tests so that TTLs pass without sleeping. */
-  now?: () => number
+  monotonicMs?: () => number
   /**
    * How long a deleted key's tombstone is kept, in ms. Default 60000; the daemon derives it from
    * its config (`tombstoneLifetimeMs` in versions.ts), so that no copy can outlive it.

@@ -231,7 +231,7 @@ export class Tombstones {
     badVersions: 0,
     evictionsFloored: 0,
   }
-  readonly #now: () => number
+  readonly #monotonicMs: () => number
   readonly #map: BoundedMap<string, { version: bigint; expires: number }>
   /** Tombstones of deletes of keys held nothing of here: their early drop raises no floor. */
   readonly #unheld: BoundedMap<string, { version: bigint; expires: number }>
@@ -249,14 +249,14 @@ export class Tombstones {
    */
   readonly #tenants: ReadonlySet<string>
 
-  constructor(o: { lifetimeMs: number; max: number; now: () => number; seed?: number; tenants?: Iterable<string> }) {
+  constructor(o: { lifetimeMs: number; max: number; monotonicMs: () => number; seed?: number; tenants?: Iterable<string> }) {
     this.#tenants = new Set(o.tenants ?? [])
     if (!(Number.isSafeInteger(o.max) && o.max >= 0)) throw new TypeError(`maxTombstones must be a non-negative integer, got ${o.max}`)
     if (!(Number.isFinite(o.lifetimeMs) && o.lifetimeMs >= 0))
       throw new TypeError(`tombstoneLifetimeMs must be a non-negative number of ms, got ${o.lifetimeMs}`)
     this.lifetimeMs = o.lifetimeMs
     this.max = o.max
-    this.#now = o.now
+    this.#monotonicMs = o.monotonicMs
     this.#seed = o.seed ?? randomBytes(4).readUInt32LE(0)
     // With no room for tombstones (max 0) nothing is ever added: each delete raises its floor alone.
     this.#map = new BoundedMap(Math.max(1, o.max), (key, t) => {
@@ -287,7 +287,7 @@ export class Tombstones {
   #live(map: BoundedMap<string, { version: bigint; expires: number }>, key: string): bigint | undefined {
     const t = map.get(key)
     if (t === undefined) return undefined
-    if (this.#now() > t.expires) {
+    if (this.#monotonicMs() > t.expires) {
       map.delete(key)
       return undefined
     }
@@ -323,7 +323,7 @@ export class Tombstones {
     const f = this.#floors.get(this.#tenantOf(key))
     if (f === undefined) return NO_VERSION
     const b = this.bucket(key)
-    return this.#now() > f.untils[b]! ? NO_VERSION : f.floors[b]!
+    return this.#monotonicMs() > f.untils[b]! ? NO_VERSION : f.floors[b]!
   }
 
   /**
@@ -336,7 +336,7 @@ export class Tombstones {
     this.#map.delete(key)
     this.#unheld.delete(key)
     this.purge()
-    const expires = this.#now() + this.lifetimeMs
+    const expires = this.#monotonicMs() + this.lifetimeMs
     if (this.max === 0) return this.#raiseFloor(key, version, expires)
     if (wasHeld) this.#map.set(key, { version, expires })
     else this.#unheld.set(key, { version, expires })
@@ -350,7 +350,7 @@ export class Tombstones {
    */
   evicted(key: string, version: bigint): void {
     this.counters.evictionsFloored++
-    this.#raiseFloor(key, version, this.#now() + this.lifetimeMs)
+    this.#raiseFloor(key, version, this.#monotonicMs() + this.lifetimeMs)
   }
 
   /** The tenant whose floors a key is under: its namespace, or '' (the default tenant, malformed keys, no tenants). */
@@ -368,7 +368,7 @@ export class Tombstones {
 
   /** Drops expired tombstones (oldest first, so this stops at the first one still alive). */
   purge(): void {
-    const now = this.#now()
+    const now = this.#monotonicMs()
     for (const map of [this.#map, this.#unheld]) {
       for (const [k, t] of map) {
         if (now <= t.expires) break
@@ -388,7 +388,7 @@ export class Tombstones {
     if (f === undefined)
       this.#floors.set(tenant, (f = { floors: new BigUint64Array(FLOOR_BUCKETS), untils: new Float64Array(FLOOR_BUCKETS).fill(-Infinity) }))
     const b = this.bucket(key)
-    if (this.#now() > f.untils[b]!) f.floors[b] = NO_VERSION
+    if (this.#monotonicMs() > f.untils[b]!) f.floors[b] = NO_VERSION
     if (version > f.floors[b]!) f.floors[b] = version
     if (until > f.untils[b]!) f.untils[b] = until
   }

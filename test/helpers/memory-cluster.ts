@@ -88,14 +88,14 @@ export class MemoryLab {
     const store = new CompactStore({
       maxValueBytes: o.maxValueBytes,
       tombstoneLifetimeMs: tombstoneLifetimeMs(o),
-      now: () => clock.now(),
+      monotonicMs: () => clock.now(),
       clock: new Hlc(() => clock.wallMs()),
     })
     const transport = new Transport({
       ...o,
       keys,
       log: silentLog,
-      now: () => clock.wallMs(),
+      wallMs: () => clock.wallMs(),
       immediate: (fn) => clock.setImmediate(fn),
       sockets: this.net.host(address),
     })

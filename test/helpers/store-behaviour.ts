@@ -15,7 +15,7 @@ export type StoreClass = new (options?: Partial<StoreOptions>) => StoreApi
 export function storeBehaviour(Impl: StoreClass): void {
   function clocked(opts: Partial<StoreOptions> = {}) {
     let now = 1_000_000
-    const store = new Impl({ ...opts, now: () => now })
+    const store = new Impl({ ...opts, monotonicMs: () => now })
     return { store, advance: (ms: number) => (now += ms) }
   }
 
@@ -164,7 +164,7 @@ export function storeBehaviour(Impl: StoreClass): void {
   function versioned(opts: Partial<StoreOptions> = {}) {
     let now = 1_000_000
     let wall = 1_764_000_000_000
-    const store = new Impl({ tombstoneLifetimeMs: 10_000, ...opts, now: () => now, clock: new Hlc(() => wall, 1) })
+    const store = new Impl({ tombstoneLifetimeMs: 10_000, ...opts, monotonicMs: () => now, clock: new Hlc(() => wall, 1) })
     return { store, advance: (ms: number) => (now += ms), setWall: (ms: number) => (wall = ms) }
   }
   /** A version another host's clock would make at `wall` ms (tiebreak 9). */

@@ -17,7 +17,7 @@ void _noMore
 
 function clocked(opts: Partial<StoreOptions> = {}) {
   let now = 1_000_000
-  const store = new CompactStore({ ...opts, now: () => now })
+  const store = new CompactStore({ ...opts, monotonicMs: () => now })
   return { store, advance: (ms: number) => (now += ms) }
 }
 
@@ -414,8 +414,8 @@ t.test('differential: CompactStore behaves as the model and as Store', async (t)
       let now = 1_000_000
       const o: StoreOptions = { ...STORE_DEFAULTS, maxBytes, maxValueBytes: 4000, defaultTtlMs: 50, maxTtlMs: 100 }
       const clock = () => now
-      const c = new CompactStore({ ...o, now: clock })
-      const s = new Store({ ...o, now: clock })
+      const c = new CompactStore({ ...o, monotonicMs: clock })
+      const s = new Store({ ...o, monotonicMs: clock })
       const m = new Model(o, clock)
       for (const op of ops) {
         steps++

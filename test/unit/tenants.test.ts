@@ -189,7 +189,7 @@ for (const Engine of [CompactStore, LruStore]) {
 t.test(
   "eviction floors: per tenant, and per bucket within a tenant; keys of tenants the store does not have are under the default's",
   async (t) => {
-    const ts = new Tombstones({ lifetimeMs: 1000, max: 1, now: () => 0, tenants: ['', 'a'], seed: 7 })
+    const ts = new Tombstones({ lifetimeMs: 1000, max: 1, monotonicMs: () => 0, tenants: ['', 'a'], seed: 7 })
     // Keys of one bucket: the floor of a bucket holds for exactly its keys of the same tenant.
     const inBucket = (prefix: string, b: number) => {
       for (let i = 0; ; i++) if (ts.bucket(`${prefix}${i}`) === b) return `${prefix}${i}`
@@ -209,7 +209,7 @@ t.test(
     t.equal(ts.floor(inBucket('\u0000a\u0000y', ab)), 30n, "an eviction of a's raises a's floor of its bucket")
     t.equal(ts.floor(inBucket('\u0000a\u0000y', (ab + 1) % FLOOR_BUCKETS)), NO_VERSION, "and no other bucket of a's")
     t.equal(ts.floor(inBucket('plain-', ab)), ab === b ? 10n : NO_VERSION, "and not the default's")
-    const none = new Tombstones({ lifetimeMs: 1000, max: 1, now: () => 0, seed: 7 })
+    const none = new Tombstones({ lifetimeMs: 1000, max: 1, monotonicMs: () => 0, seed: 7 })
     none.evicted(ak, 5n)
     t.equal(none.floor(inBucket('plain-', ab)), 5n, 'without tenants every key of a bucket shares its floor, whatever its first byte')
     t.equal(none.floor(inBucket('plain-', (ab + 1) % FLOOR_BUCKETS)), NO_VERSION, 'and other buckets are not floored')

@@ -4,7 +4,7 @@ import { TicketKeys, type TicketKey } from '../../daemon/cluster/ticket-keys.js'
 const id = (h: string) => Buffer.from(h, 'hex')
 
 function node(hex: string, clock: { now: number }) {
-  return new TicketKeys({ rotationMs: 60_000, graceMs: 3000, selfId: id(hex), now: () => clock.now })
+  return new TicketKeys({ rotationMs: 60_000, graceMs: 3000, selfId: id(hex), wallMs: () => clock.now })
 }
 const epochs = (ks: TicketKey[]) => ks.map((k) => k.epoch)
 

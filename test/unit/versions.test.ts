@@ -98,7 +98,7 @@ t.test('the rule: newer wins; equal versions are ordered the same way on every h
 
 t.test('tombstones: kept for their lifetime, oldest first, bounded, with a floor while one left early', async (t) => {
   let now = 0
-  const ts = new Tombstones({ lifetimeMs: 100, max: 2, now: () => now })
+  const ts = new Tombstones({ lifetimeMs: 100, max: 2, monotonicMs: () => now })
   ts.add('a', 10n)
   now = 50
   ts.add('b', 20n)
@@ -120,11 +120,11 @@ t.test('tombstones: kept for their lifetime, oldest first, bounded, with a floor
   t.equal(ts.floor('b'), NO_VERSION)
   ts.remove('c')
   t.equal(ts.get('c'), undefined)
-  const none = new Tombstones({ lifetimeMs: 100, max: 0, now: () => now })
+  const none = new Tombstones({ lifetimeMs: 100, max: 0, monotonicMs: () => now })
   none.add('x', 5n)
   t.equal(none.size, 0, 'max 0 keeps none')
   t.equal(none.floor('x'), 5n, 'and fails safe at once')
-  t.throws(() => new Tombstones({ lifetimeMs: 1, max: -1, now: () => 0 }), TypeError)
+  t.throws(() => new Tombstones({ lifetimeMs: 1, max: -1, monotonicMs: () => 0 }), TypeError)
 })
 
 t.test('tombstone lifetime: derived from the replay window and the copy retries in the config', async (t) => {
@@ -161,7 +161,7 @@ t.test('HLC: a forged far-future version is not observed; at the top of the rang
 
 t.test('Tombstones: an early eviction raises the floor with its version for one lifetime', async (t) => {
   let now = 0
-  const ts = new Tombstones({ lifetimeMs: 1000, max: 10, now: () => now })
+  const ts = new Tombstones({ lifetimeMs: 1000, max: 10, monotonicMs: () => now })
   ts.evicted('k', 500n)
   t.equal(ts.counters.evictionsFloored, 1)
   t.ok(peerWins(ts, otherBucket(ts, 'k'), 400n, Buffer.from('old'), undefined), 'a key of another bucket is not floored')
@@ -180,7 +180,7 @@ t.test(
   'Tombstones: deletes of keys held nothing of have a table of their own, whose overflow raises no floor (issue 21 point 5)',
   async (t) => {
     let now = 0
-    const ts = new Tombstones({ lifetimeMs: 1000, max: 10, now: () => now })
+    const ts = new Tombstones({ lifetimeMs: 1000, max: 10, monotonicMs: () => now })
     ts.add('real', 7n, true)
     for (let i = 0; i < 5000; i++) ts.add(`rnd-${i}`, 100n + BigInt(i), false)
     t.equal(ts.counters.unheldTombstonesDropped, 4990, 'the flood pushed out only its own kind')
@@ -204,7 +204,7 @@ t.test(
 )
 
 t.test('Tombstones: held tombstones evicted early raise the floor of their own bucket only', async (t) => {
-  const ts = new Tombstones({ lifetimeMs: 1000, max: 10, now: () => 0 })
+  const ts = new Tombstones({ lifetimeMs: 1000, max: 10, monotonicMs: () => 0 })
   for (let i = 0; i < 5000; i++) ts.add(`x-${i}`, 1000n + BigInt(i), true)
   t.equal(ts.counters.tombstonesEvictedEarly, 4990)
   const floored = new Set(Array.from({ length: 4990 }, (_, i) => ts.bucket(`x-${i}`)))

@@ -63,7 +63,7 @@ export interface CommandOptions {
   cluster: () => ClusterHooks | undefined
   maxRemoteLookups: number
   log: Log
-  now?: () => number
+  wallMs?: () => number
   counters: CommandCounters
 }
 
@@ -71,7 +71,7 @@ export class MemcacheCommands {
   readonly maxValueBytes: number
   readonly #o: CommandOptions
   readonly #c: CommandCounters
-  readonly #now: () => number
+  readonly #wallMs: () => number
   #flushTimer: LongTimeout | undefined
   /** Remote lookups waiting for the front end's share, in order. */
   #waiting: (() => void)[] = []
@@ -81,7 +81,7 @@ export class MemcacheCommands {
   constructor(o: CommandOptions) {
     this.#o = o
     this.#c = o.counters
-    this.#now = o.now ?? Date.now
+    this.#wallMs = o.wallMs ?? Date.now
     this.maxValueBytes = o.store.options.maxValueBytes
     this.#ops = new SessionOps({ store: o.store, cluster: o.cluster, fetch: (key) => this.#lookup(key, () => false) })
   }
@@ -90,8 +90,8 @@ export class MemcacheCommands {
     return this.#o.store
   }
 
-  now(): number {
-    return this.#now()
+  wallMs(): number {
+    return this.#wallMs()
   }
 
   /**
@@ -125,7 +125,7 @@ export class MemcacheCommands {
     if (exptime === 0) return this.#o.store.options.maxTtlMs
     if (exptime < 0) return -1
     if (exptime <= RELATIVE_LIMIT_S) return exptime * 1000
-    const ms = exptime * 1000 - this.#now()
+    const ms = exptime * 1000 - this.#wallMs()
     return ms > 0 ? ms : -1
   }
 

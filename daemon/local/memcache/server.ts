@@ -61,7 +61,7 @@ export interface MemcacheOptions extends Pick<
   maxRemoteLookups: number
   log: Log
   /** Wall clock in ms, for absolute exptimes. */
-  now?: () => number
+  wallMs?: () => number
   /** Permission bits of the front end's socket files. Default 0o660. */
   socketMode?: number
   /** Refuse keys starting with the tenant marker (a daemon with tenants: they name another tenant's). */
@@ -160,7 +160,7 @@ export class MemcacheServer implements FrontEnd {
   readonly #adopted = new Set<net.Socket>()
   readonly #servers: { server: net.Server; unix?: UnixListener; sockets: Set<net.Socket> }[] = []
   readonly #conns = new Map<net.Socket, McConnection>()
-  #now: () => number
+  #wallMs: () => number
   /** Connections stopped for the budget, woken when the front end is under it again. */
   #squeezed = new Set<Wakeable>()
   #waking = false
@@ -173,13 +173,13 @@ export class MemcacheServer implements FrontEnd {
     this.flushAllowed = o.memcacheFlushAll
     this.commandTimeoutMs = o.memcacheCommandTimeoutMs
     this.refuseMarker = o.refuseMarker ?? false
-    this.#now = o.now ?? Date.now
+    this.#wallMs = o.wallMs ?? Date.now
     this.commands = new MemcacheCommands({
       store: o.store,
       cluster: o.cluster,
       maxRemoteLookups: o.maxRemoteLookups,
       log: o.log,
-      ...(o.now ? { now: o.now } : {}),
+      ...(o.wallMs ? { wallMs: o.wallMs } : {}),
       counters: this.counters,
     })
     this.binaryLimits = {
@@ -247,7 +247,7 @@ export class MemcacheServer implements FrontEnd {
         return [
           ['pid', process.pid],
           ['uptime', Math.floor(process.uptime())],
-          ['time', Math.floor(this.#now() / 1000)],
+          ['time', Math.floor(this.#wallMs() / 1000)],
           ['version', this.version],
           ['statecast_version', o.version],
           ['libevent', 'none'],
