@@ -422,7 +422,8 @@ async function main(): Promise<void> {
       `CPU/handshake: the three servers' processes, plus the three daemons with statecast (from /proc).`,
       `At ${rttMs} ms RTT a resumed TLS 1.2 handshake takes one round trip instead of two: with statecast the`,
       `mean TLS 1.2 handshake is ${b.toFixed(1)} ms against ${a.toFixed(1)} ms (${change(b, a)}). TLS 1.3 takes one round trip`,
-      'either way; there resumption saves CPU (no certificate signature), not time.',
+      'either way: there resumption can save only CPU (no certificate signature), and the CPU column shows',
+      "whether the daemons' share eats that saving.",
     )
     process.stdout.write(lines.join('\n') + '\n')
   } finally {
