@@ -240,7 +240,10 @@ export async function costRun(): Promise<CostResult> {
   const fleet = await startFleet(3)
   // The same three hosts with every session pushed to every host (replicationFactor 0): GETs local.
   const all = o.pushToAll
-    ? await startFleet(3, ['--replication-factor', '0']).catch((err: unknown) => (fleet.stop(), Promise.reject(err)))
+    ? await startFleet(3, ['--replication-factor', '0']).catch((err: unknown) => {
+        fleet.stop()
+        throw err
+      })
     : undefined
   let mc: { proc: ChildProcess; endpoint: string } | undefined
   const floorDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sc-bench-floor-'))

@@ -227,7 +227,7 @@ export async function drive(
   ca: Buffer,
   opts: { clients: number; rounds: number; concurrency: number; timedFrom: number; onTimed?: () => void },
 ): Promise<DriveResult> {
-  const sessions: (Buffer | undefined)[] = Array.from({ length: opts.clients }, () => undefined)
+  const sessions: (Buffer | undefined)[] = new Array<Buffer | undefined>(opts.clients).fill(undefined)
   let lb = 0
   let resumed = 0
   let attempts = 0

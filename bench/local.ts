@@ -54,7 +54,7 @@ export async function startEchoProcess(socketPath: string, valueBytes: number): 
   const proc = spawn(process.execPath, [path.join(here, 'echo-server.js'), socketPath, String(valueBytes)], {
     stdio: ['ignore', 'pipe', 'inherit'],
   })
-  await new Promise((r) => proc.stdout!.once('data', r))
+  await new Promise((r) => proc.stdout.once('data', r))
   return proc
 }
 
@@ -73,7 +73,7 @@ export async function startDaemonProcess(
   const socket = path.join(dir, `${name}.sock`)
   const [cmd, ...pre] = [...prefix, process.execPath]
   const proc = spawn(
-    cmd!,
+    cmd,
     [
       ...pre,
       ...DAEMON_NODE_ARGS,
@@ -193,7 +193,7 @@ export async function benchMemcache(ms: number, concurrencies: number[]): Promis
       await bin[0]!.set('session', value)
       await bin[1]!.set('session', value)
       const tget = (m: InstanceType<typeof Memcached>) => () =>
-        new Promise((res, rej) => m.get('session', (e: unknown, v: unknown) => (e ? rej(e) : res(v))))
+        new Promise((res, rej) => m.get('session', (e: Error | undefined, v: unknown) => (e ? rej(e) : res(v))))
       const figs: Figures[] = []
       for (const op of [() => bin[0]!.get('session'), () => bin[1]!.get('session'), tget(txt[0]!), tget(txt[1]!)]) {
         await drive(op, c, 200)

@@ -7,7 +7,7 @@ import { DgramAsPromised } from 'dgram-as-promised'
 
 const [group, port] = process.argv.slice(2)
 const s = DgramAsPromised.createSocket({ type: 'udp4', reuseAddr: true })
-await s.bind(Number(port), group!)
+await s.bind(Number(port), group)
 s.addMembership(group!, '127.0.0.1')
 s.socket.on('message', (msg: Buffer, rinfo) => s.socket.send(msg, rinfo.port, rinfo.address))
 process.stdout.write('ready\n')

@@ -26,7 +26,7 @@ function summary(lat: number[]): { p50Us: number; p99Us: number } {
 /** A multicast-request/unicast-reply round trip to an echo process, one sample per call. */
 async function multicastProbe(group: string, port: number): Promise<{ once(): Promise<number>; close(): Promise<void> }> {
   const echo = spawn(process.execPath, [path.join(here, 'mcast-echo.js'), group, String(port)], { stdio: ['ignore', 'pipe', 'inherit'] })
-  await new Promise((r) => echo.stdout!.once('data', r))
+  await new Promise((r) => echo.stdout.once('data', r))
   const s = DgramAsPromised.createSocket({ type: 'udp4' })
   await s.bind(0, '127.0.0.1')
   s.setMulticastInterface('127.0.0.1')

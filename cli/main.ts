@@ -23,7 +23,12 @@ import { writeConsumerFiles } from '../daemon/tickets/ticket-export.js'
 
 export const EXIT = { OK: 0, NOT_FOUND: 1, USAGE: 2, UNREACHABLE: 3, REFUSED: 4 } as const
 
-class UsageError extends Error {}
+class UsageError extends StatecastError<'USAGE'> {
+  constructor(message: string) {
+    super('USAGE', message)
+    this.name = 'UsageError'
+  }
+}
 
 interface Ctx {
   args: string[]

@@ -15,7 +15,6 @@ import type { SessionStore } from './store/session-store.js'
 import { CompactStore } from './store/compact-store.js'
 import { Cluster } from './cluster/cluster.js'
 import { tombstoneLifetimeMs } from './store/versions.js'
-import { MemcacheServer } from './local/memcache/server.js'
 import { TenantMemcache } from './local/tenant-memcache.js'
 import { consumersFor, tenantCluster, tenantQuotas, tenantStore, tenantsOf, ticketRightsFor, type Tenant } from './local/tenants.js'
 import { resolveGroup } from './config/ticket-consumers.js'
@@ -68,7 +67,7 @@ export interface DaemonDeps {
   /** Monotonic ms clock for the store's TTLs (tests inject one). */
   now?: () => number
   /** Listening fds handed over by systemd socket activation, by name ('api', 'admin'). */
-  listenFds?: { api?: number; admin?: number }
+  listenFds?: { api?: number | undefined; admin?: number | undefined }
 }
 
 export class Daemon {
@@ -332,6 +331,8 @@ export class Daemon {
     const changed = (Object.keys(next) as (keyof Config)[]).filter((k) => JSON.stringify(next[k]) !== JSON.stringify(prev[k]))
     const keys = this.cluster ? (next.keyFile ? loadKeyFile(next.keyFile) : undefined) : undefined
     const peers = this.cluster ? await resolvePeers(next.peers, this.cluster.transport.families) : undefined
+    // The auth files are read before anything changes: a bad one fails the reload whole.
+    this.#memcache?.reloadAuth(next.memcacheAuthFile)
     const applied: string[] = []
     const needsRestart: string[] = []
     for (const k of changed) (RELOAD_IN_PLACE.has(k) ? applied : needsRestart).push(k)
@@ -374,7 +375,12 @@ export class Daemon {
         consumers: consumersFor(t, this.config),
       }
     }
-    return { ...out, memcacheUid: this.#memcache?.uid ?? null }
+    return {
+      ...out,
+      memcacheUid: this.#memcache?.uid ?? null,
+      // With memcacheTcpAccess = "auth" only: logins and the users known.
+      ...(this.#memcache?.authUsers === undefined ? {} : { memcacheAuth: { ...this.#memcache.auth, users: this.#memcache.authUsers } }),
+    }
   }
 
   /**
@@ -409,7 +415,7 @@ export class Daemon {
       admin: { ...this.#admin?.counters, connections: this.#admin?.connections ?? 0 },
       cluster: this.cluster?.stats() ?? null,
       memcache: this.#memcache?.counters ?? null,
-      ...(this.config.tenants.length > 0 || this.config.memcacheTcpAccess === 'uid' ? { tenants: this.#tenantStats() } : {}),
+      ...(this.config.tenants.length > 0 || this.config.memcacheTcpAccess !== 'open' ? { tenants: this.#tenantStats() } : {}),
       tickets: this.#ticketStats(),
       process: { rssBytes: mem.rss, heapUsedBytes: mem.heapUsed, externalBytes: mem.external },
     }

@@ -40,7 +40,7 @@ function usage(): string {
   ]
   const d = defaults()
   for (const f of FIELDS) {
-    const def = f.kind === 'mode' ? '0' + (d[f.key] as number).toString(8) : String(d[f.key])
+    const def = f.kind === 'mode' ? '0' + d[f.key].toString(8) : String(d[f.key])
     lines.push(`  --${kebab(f.key).padEnd(20)} ${f.doc} [${f.unit}; default ${def}]`)
   }
   return lines.join('\n')

@@ -10,6 +10,7 @@
  * line can be removed once no host seals with it any more.
  */
 import { randomBytes } from 'node:crypto'
+import { StatecastError } from './errors.js'
 
 export const KEY_BYTES = 32
 
@@ -29,10 +30,10 @@ export function newClusterKey(createdAt: number): ClusterKey {
   return { id: randomBytes(4).readUInt32BE(0), createdAt, key: randomBytes(KEY_BYTES) }
 }
 
-export class KeyFileError extends Error {
-  readonly code = 'BAD_KEY_FILE'
+/** A key file that cannot be read or parsed: the only class that carries BAD_KEY_FILE. */
+export class KeyFileError extends StatecastError<'BAD_KEY_FILE'> {
   constructor(message: string) {
-    super(message)
+    super('BAD_KEY_FILE', message)
     this.name = 'KeyFileError'
   }
 }

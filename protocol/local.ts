@@ -114,7 +114,7 @@ export interface RequestFlags {
 }
 
 /** The flags byte of a request; absent options are off. */
-export function encodeRequestFlags(f: Partial<RequestFlags>): number {
+export function encodeRequestFlags(f: { [K in keyof RequestFlags]?: RequestFlags[K] | undefined }): number {
   return (f.localOnly ? ReqFlag.LOCAL_ONLY : 0) | (f.noPropagate ? ReqFlag.NO_PROPAGATE : 0)
 }
 

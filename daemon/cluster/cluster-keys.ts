@@ -4,14 +4,14 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
-import { formatKeyFile, newClusterKey, parseKeyFile, type ClusterKey } from '../../protocol/keyfile.js'
+import { StatecastError, type CodeOf } from '../../protocol/errors.js'
+import { KeyFileError, formatKeyFile, newClusterKey, parseKeyFile, type ClusterKey } from '../../protocol/keyfile.js'
 
-export class KeyError extends Error {
-  readonly code: 'NO_KEY' | 'KEY_FILE_EXPOSED' | 'BAD_KEY_FILE'
-  constructor(code: 'NO_KEY' | 'KEY_FILE_EXPOSED' | 'BAD_KEY_FILE', message: string) {
-    super(message)
+/** A key file that is missing or exposed; one that cannot be read or parsed is a KeyFileError. */
+export class KeyError extends StatecastError<CodeOf<'KeyError'>> {
+  constructor(code: CodeOf<'KeyError'>, message: string) {
+    super(code, message)
     this.name = 'KeyError'
-    this.code = code
   }
 }
 
@@ -25,7 +25,7 @@ export function loadKeyFile(file: string): ClusterKey[] {
   } catch (err) {
     const e = err as NodeJS.ErrnoException
     if (e.code === 'ENOENT') throw new KeyError('NO_KEY', `key file ${file} does not exist; ${HOW_TO_MAKE_A_KEY}`)
-    throw new KeyError('BAD_KEY_FILE', `cannot read key file ${file}: ${e.message}`)
+    throw new KeyFileError(`cannot read key file ${file}: ${e.message}`)
   }
   if (st.mode & 0o077) {
     throw new KeyError(
@@ -41,11 +41,13 @@ export function loadKeyFile(file: string): ClusterKey[] {
       `key file ${file} belongs to uid ${st.uid}, not to root or this daemon's user (uid ${me}), who may read and replace it; run chown root ${file}`,
     )
   }
+  let text: string
   try {
-    return parseKeyFile(fs.readFileSync(file, 'utf8'), file)
+    text = fs.readFileSync(file, 'utf8')
   } catch (err) {
-    throw new KeyError('BAD_KEY_FILE', (err as Error).message)
+    throw new KeyFileError(`cannot read key file ${file}: ${(err as Error).message}`)
   }
+  return parseKeyFile(text, file)
 }
 
 /**

@@ -24,6 +24,8 @@ import { TicketGossip } from './ticket-gossip.js'
 import { Replicator, type ReplicationOptions } from './replication.js'
 import { systemClock, type Clock, type TimerHandle } from './clock.js'
 import type { PeerTransport } from './peer-transport.js'
+import { Decisions } from './decisions.js'
+import type { CondOp } from '../store/conditional.js'
 
 /** The cluster's config keys (unit and default: FIELDS in config/config.ts) and the transport's addresses. */
 export type ClusterOptions = Omit<TransportOptions, 'log' | 'keys' | 'now'> &
@@ -91,6 +93,8 @@ export class Cluster implements ClusterHooks {
   /** Ticket secrets and how they travel (ticket-gossip.ts). */
   readonly ticketGossip: TicketGossip
   readonly replicator: Replicator
+  /** Conditional writes, decided at one host per key (decisions.ts). */
+  readonly decisions: Decisions
   readonly #o: ClusterOptions
   readonly #store: SessionStore
   readonly #log: Log
@@ -113,9 +117,25 @@ export class Cluster implements ClusterHooks {
     this.membership = new Membership(o, this.transport, this.counters, log, clock)
     this.replicator = new Replicator(o, this.transport, store, this.membership, clock)
     this.lookups = new Lookups(o, this.transport, store, this.membership, clock, this.replicator.holders, this.counters)
+    this.decisions = new Decisions(
+      // Long enough for the decider to fetch the key and wait for its copies on a loaded host;
+      // only a lost decider makes anyone wait this long.
+      { deadlineMs: Math.max(5000, 20 * o.lookupTimeoutMs), retransmitMs: Math.max(10, o.lookupTimeoutMs / 2) },
+      {
+        transport: this.transport,
+        store,
+        membership: this.membership,
+        clock,
+        ownersOf: (key) => this.replicator.ownersOf(key),
+        fetch: (key) => this.lookups.lookup(key),
+        stored: (key) => this.replicator.stored(key),
+        deleted: (key) => this.deleted(key),
+      },
+    )
     this.membership.onChange = () => {
       this.lookups.membersChanged()
       this.replicator.membersChanged()
+      this.decisions.membersChanged()
     }
     this.ticketGossip = new TicketGossip(o, this.transport, this.membership, clock)
   }
@@ -260,6 +280,15 @@ export class Cluster implements ClusterHooks {
         return this.replicator.onDelete(sender, msg)
       case MsgType.LEAVE:
         return this.membership.onLeave(sender)
+      case MsgType.DECIDE:
+        // Decided only for a member past its probation, or in probation at its own address (as copies).
+        if (!member || !(member.trusted || this.membership.fromOwnAddress(member, rinfo))) {
+          this.counters.copiesFromUntrusted++
+          return
+        }
+        return this.decisions.onDecide(sender, msg)
+      case MsgType.DECIDED:
+        return this.decisions.onDecided(sender, msg)
     }
   }
 
@@ -279,6 +308,10 @@ export class Cluster implements ClusterHooks {
 
   stored(key: string): Promise<void> | undefined {
     return this.replicator.stored(key)
+  }
+
+  decide(key: string, op: CondOp) {
+    return this.decisions.decide(key, op)
   }
 
   deleted(key: string): void {
@@ -358,6 +391,8 @@ export class Cluster implements ClusterHooks {
       ...this.lookups.counters,
       ...this.counters,
       replicationPending: this.replicator.pending,
+      decisionsPending: this.decisions.pending,
+      ...this.decisions.counters,
       ...this.replicator.counters,
       ...this.transport.counters,
       ...this.ticketGossip.counters,
@@ -370,6 +405,7 @@ export class Cluster implements ClusterHooks {
       this.#clock.clearTimeout(this.#heartbeat)
       for (const t of this.#timers) this.#clock.clearTimeout(t)
       this.lookups.close()
+      this.decisions.close()
       this.ticketGossip.wipe()
       // Sessions this host owns go to the owners that remain before the others hear LEAVE.
       const t0 = this.#clock.now()

@@ -3,7 +3,17 @@
  * the only file of cluster/ that local/ imports. The cluster implements it; a daemon with no peers
  * has none.
  */
+import type { CondOp } from '../store/conditional.js'
+import type { Decision } from './decisions.js'
+
+export { DecisionError, type Decision } from './decisions.js'
+
 export interface ClusterHooks {
+  /**
+   * Decides a conditional write at the key's decider (here or a peer: decisions.ts); the local
+   * store holds the result when it resolves. Rejects with DecisionError when the outcome is unknown.
+   */
+  decide(key: string, op: CondOp): Promise<Decision>
   /** Asks the peers for `key`; resolves the value (already stored locally) and its TTL, or undefined. */
   lookup(key: string): Promise<{ value: Buffer; ttlMs: number; flags: number; version: bigint } | undefined>
   /**

@@ -24,6 +24,7 @@ import {
   type Message,
 } from '../../protocol/wire.js'
 import { nextId } from '../../protocol/ids.js'
+import { StatecastError } from '../../protocol/errors.js'
 import { BoundedMap } from '../../protocol/bounded.js'
 import type { SessionStore } from '../store/session-store.js'
 import type { Config } from '../config/config.js'
@@ -125,10 +126,9 @@ export interface LookupCounters {
 export type Found = { value: Buffer; ttlMs: number; flags: number; version: bigint } | undefined
 
 /** A lookup that cannot be asked: the LOOKUP for this key would not fit in maxDatagramBytes. */
-export class LookupError extends Error {
-  readonly code = 'DATAGRAM_TOO_LARGE'
+export class LookupError extends StatecastError<'DATAGRAM_TOO_LARGE'> {
   constructor(message: string) {
-    super(message)
+    super('DATAGRAM_TOO_LARGE', message)
     this.name = 'LookupError'
   }
 }

@@ -33,7 +33,7 @@ export interface Member {
   /** The reply address it announces (its first family). */
   reply: Address
   /** Dual stack: its reply address on the other family, as it announces it. */
-  also?: Address
+  also?: Address | undefined
   lastSeen: number
   entries: number
   joinedAt: number

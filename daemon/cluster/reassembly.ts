@@ -54,7 +54,7 @@ export class Reassembly {
     this.flags = first.flags
     this.version = first.version
     this.ttlMs = first.ttlMs
-    this.#chunks = new Array(first.count)
+    this.#chunks = new Array<Buffer | undefined>(first.count)
     this.#budget = budget
     this.bytes = first.count * INDEX_SLOT_BYTES
     budget.used += this.bytes

@@ -45,7 +45,7 @@ import {
 import { BoundedMap } from '../../protocol/bounded.js'
 import type { Config } from '../config/config.js'
 import type { Log } from '../host/log.js'
-import type { DropCounters, Incoming, TransportCounters } from './peer-transport.js'
+import type { Incoming, TransportCounters } from './peer-transport.js'
 export type { DropCounters, Incoming, TransportCounters } from './peer-transport.js'
 import { ReplayGuard, Verdict } from './replay-window.js'
 import { udpSockets, type DatagramSocket, type SocketFactory } from './datagram-socket.js'

@@ -11,6 +11,7 @@ import os from 'node:os'
 import { TomlError, parse as parseToml } from 'smol-toml'
 import { adminSocketBeside, defaultAdminSocketPath, defaultRuntimeDir, defaultSocketPath } from '../../protocol/paths.js'
 import { MAX_KEY_BYTES } from '../../protocol/local.js'
+import { StatecastError } from '../../protocol/errors.js'
 import {
   AnnounceFlag,
   MIN_DATAGRAM_BYTES,
@@ -41,7 +42,7 @@ interface KindValues {
   list: string[]
   consumers: TicketConsumer[]
   tenants: TenantConfig[]
-  access: 'open' | 'uid'
+  access: 'open' | 'uid' | 'auth'
   users: number[]
 }
 
@@ -441,8 +442,16 @@ export const FIELDS = [
     key: 'memcacheTcpAccess',
     kind: 'access',
     def: () => 'open',
-    unit: 'open/uid',
-    doc: 'who a memcache TCP listener (loopback) serves: "open" = every local user, as the tenant that lists it (the default tenant for memcacheListen; start-up logs a warning per listener); "uid" = each connection\'s client uid (Linux: /proc/net/tcp) picks the tenant whose memcacheUsers list it (memcacheListen: any tenant, or the default tenant by memcacheUsers; a tenant\'s own listener: that tenant), other uids are refused; socket paths are guarded by their mode, not by this key',
+    unit: 'open/uid/auth',
+    doc: 'who a memcache TCP listener (loopback) serves: "open" = every local user, as the tenant that lists it (the default tenant for memcacheListen; start-up logs a warning per listener); "uid" = each connection\'s client uid (Linux: /proc/net/tcp) picks the tenant whose memcacheUsers list it (memcacheListen: any tenant, or the default tenant by memcacheUsers; a tenant\'s own listener: that tenant), other uids are refused; "auth" = each connection logs in first, as memcached with SASL or -Y (binary SASL PLAIN, or the text auth set: `set KEY 0 0 N` with data `user password`), as a user of a memcacheAuthFile, which picks the tenant (memcacheListen: any tenant; a tenant\'s own listener: that tenant); socket paths are guarded by their mode, not by this key',
+  },
+  {
+    key: 'memcacheAuthFile',
+    kind: 'optstring',
+    def: () => '',
+    unit: 'path',
+    reloads: true,
+    doc: "with memcacheTcpAccess = \"auth\": the default tenant's memcache users, a file of user:password lines (memcached's -Y file), owned by root or the daemon's user, mode 0640 or 0600 (refused otherwise); a [[tenants]] table has its own; re-read on SIGHUP; empty = no users for the default tenant",
   },
   {
     key: 'memcacheUsers',
@@ -558,10 +567,9 @@ export type Config = { [F in FieldOf as F['key']]: KindValues[F['kind']] }
 /** A row of FIELDS, as the code that walks the table sees it. */
 type Field = FieldSpec & { key: keyof Config }
 
-export class ConfigError extends Error {
-  readonly code = 'BAD_CONFIG'
+export class ConfigError extends StatecastError<'BAD_CONFIG'> {
   constructor(message: string) {
-    super(message)
+    super('BAD_CONFIG', message)
     this.name = 'ConfigError'
   }
 }
@@ -682,7 +690,7 @@ function coerce(f: Field, raw: unknown, where: string): unknown {
         throw new ConfigError(`${where}: ${(err as Error).message}`)
       }
     case 'access':
-      if (raw !== 'open' && raw !== 'uid') throw bad('"open" or "uid"')
+      if (raw !== 'open' && raw !== 'uid' && raw !== 'auth') throw bad('"open", "uid" or "auth"')
       return raw
     case 'level':
       if (typeof raw !== 'string' || !(LOG_LEVELS as readonly string[]).includes(raw)) throw bad(`one of ${LOG_LEVELS.join(', ')}`)
@@ -770,6 +778,7 @@ export function apply(
       `${where}: ticketKeyRotationMs (${c.ticketKeyRotationMs}) must be at least 10 times heartbeatMs (${c.heartbeatMs}): the next key is agreed by heartbeats during the epoch before it`,
     )
   checkTenants(c, where)
+  checkAuth(c, where)
   const datagrams = datagramProblem(c)
   if (datagrams) throw new ConfigError(`${where}: ${datagrams}`)
   if (4 * c.replicationAckDelayMs > c.replicationAckTimeoutMs)
@@ -865,6 +874,21 @@ function checkTenants(c: Config, where: string): void {
   })
 }
 
+/** memcacheAuthFile is used exactly with memcacheTcpAccess = "auth", which needs at least one. */
+function checkAuth(c: Config, where: string): void {
+  const files = [c.memcacheAuthFile, ...c.tenants.map((t) => t.memcacheAuthFile)].filter((f) => f !== '')
+  if (c.memcacheTcpAccess === 'auth' && files.length === 0)
+    throw new ConfigError(
+      `${where}: memcacheTcpAccess is "auth" but no memcacheAuthFile is set (top level for the default tenant, or in a [[tenants]] table): no client could log in`,
+    )
+  if (c.memcacheTcpAccess !== 'auth' && files.length > 0)
+    throw new ConfigError(
+      `${where}: memcacheAuthFile is set but memcacheTcpAccess is "${c.memcacheTcpAccess}", not "auth": it would not be used`,
+    )
+  for (const f of files)
+    if (!f.startsWith('/')) throw new ConfigError(`${where}: memcacheAuthFile must be an absolute path (a file of user:password lines)`)
+}
+
 /** Longest Unix socket path Linux can bind (sun_path holds 108 bytes with the terminating zero). */
 export const MAX_SOCKET_PATH_BYTES = 107
 /** Longest node name: ANNOUNCE carries its length in one byte. */
@@ -915,7 +939,7 @@ export function checkStartable(c: Config, where: string): void {
   c.peers.forEach((p, i) => {
     const host = p.slice(0, p.lastIndexOf(':')).replace(/^\[|\]$/g, '')
     const family = net.isIP(host)
-    if (family && !families.has(family as 4 | 6))
+    if (family && !families.has(family))
       throw new ConfigError(
         `${where}: peers: item ${i + 1} is an IPv${family} address, but the cluster speaks IPv${[...families].join(' and IPv')} (interface${c.dualStackInterface ? ' and dualStackInterface' : ''})`,
       )
@@ -1006,7 +1030,7 @@ export function loadFile(path: string, base: Config = defaults()): Config {
   const text = readConfigFile(path)
   let doc: Record<string, unknown>
   try {
-    doc = parseToml(text) as Record<string, unknown>
+    doc = parseToml(text)
   } catch (err) {
     if (err instanceof TomlError)
       throw new ConfigError(

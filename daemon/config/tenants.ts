@@ -26,6 +26,8 @@ export interface TenantConfig {
   memcacheUsers: number[]
   /** Names of the ticketConsumers whose ticket keys this tenant's clients may read. */
   ticketConsumers: string[]
+  /** With memcacheTcpAccess = "auth": this tenant's memcache users (user:password lines); '' = none. */
+  memcacheAuthFile: string
 }
 
 const TENANT_KEYS = [
@@ -37,6 +39,7 @@ const TENANT_KEYS = [
   'memcacheListen',
   'memcacheUsers',
   'ticketConsumers',
+  'memcacheAuthFile',
 ] as const
 
 /** Largest value of a tenant's maxBytes, as the top-level key's. */
@@ -103,13 +106,15 @@ export function parseTenants(raw: unknown): TenantConfig[] {
     const tc = o['ticketConsumers'] ?? []
     if (!Array.isArray(tc) || !tc.every((s) => typeof s === 'string' && s.length > 0))
       throw new Error(`${at}.ticketConsumers must be a list of ticketConsumers names, got ${kindOf(tc)}`)
+    const memcacheAuthFile = str('memcacheAuthFile', '')
     return {
       name,
+      memcacheAuthFile,
       socketPath,
       socketMode: parseInt(ms, 8),
       socketGroup,
       maxBytes: b,
-      memcacheListen: listen as string[],
+      memcacheListen: listen,
       memcacheUsers: users,
       ticketConsumers: tc as string[],
     }

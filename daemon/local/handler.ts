@@ -23,6 +23,7 @@ import type { ClusterHooks } from '../cluster/hooks.js'
 import type { Config } from '../config/config.js'
 import { SessionOps, type Done, type WriteOptions } from './session-ops.js'
 import { markerProblem, tenantOfStoreKey } from '../../protocol/tenant-keys.js'
+import { hasCode } from '../../protocol/errors.js'
 
 const NO_PROPAGATE: WriteOptions = { propagate: false }
 
@@ -81,7 +82,7 @@ export function createHandler(deps: HandlerDeps): (req: Request) => Buffer | Pro
         hit ? encodeReply(Op.GET, id, Status.OK, hit.value, ReplyFlag.REMOTE, hit.ttlMs) : encodeReply(Op.GET, id, Status.NOT_FOUND),
       (err: unknown) => {
         // The peers cannot be asked (the LOOKUP would exceed maxDatagramBytes): the client is told so.
-        if ((err as { code?: unknown }).code === 'DATAGRAM_TOO_LARGE')
+        if (hasCode(err, 'DATAGRAM_TOO_LARGE'))
           return encodeError(
             Op.GET,
             id,

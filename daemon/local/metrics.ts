@@ -8,30 +8,7 @@ import http from 'node:http'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { parseListen } from '../config/listen.js'
 import type { Log } from '../host/log.js'
-
-/** Stats leaves that go up and down; every other number is a counter. */
-const GAUGES = new Set([
-  'uptimeMs',
-  'store.entries',
-  'store.bytes',
-  'store.maxBytes',
-  'api.connections',
-  'admin.connections',
-  'cluster.members',
-  'cluster.inflightLookups',
-  'cluster.hedgeDelayMs',
-  'cluster.replicationPending',
-  'memcache.connections',
-  'process.rssBytes',
-  'process.heapUsedBytes',
-  'process.externalBytes',
-  'tickets.epoch',
-  'tickets.rotationMs',
-  'tickets.epochs.previous',
-  'tickets.epochs.current',
-  'tickets.epochs.next',
-])
-const SKIP = new Set(['pid', 'version', 'cluster.nodeId'])
+import { STATS, metricName, statLeaves, type StatSpec } from '../../protocol/stats.js'
 
 /**
  * Bounds of the metrics listener, which any local user reaches. Issue 21 point 8: 1,100 idle
@@ -52,16 +29,6 @@ export const METRICS_LIMITS = {
   /** How often Node checks the two timeouts above, in ms. */
   checkIntervalMs: 1_000,
 } as const
-
-const snake = (s: string) => s.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase()).replace(/[^a-z0-9_]/g, '_')
-
-function leaves(obj: unknown, prefix = '', out = new Map<string, number>()): Map<string, number> {
-  // Per-consumer ticket deliveries are a list for people (`statecast tickets`), not metrics.
-  if (prefix === 'tickets.consumers') return out
-  if (obj && typeof obj === 'object') for (const [k, v] of Object.entries(obj)) leaves(v, prefix ? `${prefix}.${k}` : k, out)
-  else if (typeof obj === 'number' && Number.isFinite(obj) && !SKIP.has(prefix)) out.set(prefix, obj)
-  return out
-}
 
 export class Metrics {
   readonly registry = new Registry()
@@ -96,15 +63,18 @@ export class Metrics {
       help: `Connections to this listener closed on arrival: ${METRICS_LIMITS.maxConnections} were open`,
       registers: [this.registry],
     })
-    for (const path of leaves(stats()).keys()) this.#define(path)
+    // Every declared number, whether or not this daemon reports it yet (cluster counters appear
+    // with the cluster): a name, TYPE and HELP from STATS; an unreported one reads 0.
+    for (const [path, spec] of Object.entries(STATS) as [string, StatSpec][]) if (spec.kind !== 'info') this.#define(path, spec)
   }
 
-  #define(path: string): void {
+  #define(path: string, spec: StatSpec): void {
     const read = () => this.#snapshot.get(path) ?? 0
-    const help = `statecast stats ${path}`
-    if (GAUGES.has(path)) {
+    const help = `${spec.meaning.replace(/\.$/, '')} (stats ${path}${spec.unit && spec.unit !== 'count' ? `, ${spec.unit}` : ''})`
+    const name = metricName(path)
+    if (spec.kind === 'gauge') {
       new Gauge({
-        name: `statecast_${snake(path.replace(/\./g, '_'))}`,
+        name,
         help,
         registers: [this.registry],
         collect() {
@@ -113,7 +83,7 @@ export class Metrics {
       })
     } else {
       new Counter({
-        name: `statecast_${snake(path.replace(/\./g, '_'))}_total`,
+        name,
         help,
         registers: [this.registry],
         collect() {
@@ -126,7 +96,7 @@ export class Metrics {
 
   /** The exposition text of a scrape. */
   async scrape(): Promise<string> {
-    this.#snapshot = leaves(this.#stats())
+    this.#snapshot = statLeaves(this.#stats())
     return this.registry.metrics()
   }
 

@@ -25,7 +25,7 @@ function procForms(address: string, port: number): string[] {
     const parts = a.split('::')
     const head = parts[0] ? parts[0].split(':') : []
     const tail = parts.length > 1 && parts[1] ? parts[1].split(':') : []
-    const groups = [...head, ...Array(8 - head.length - tail.length).fill('0'), ...tail]
+    const groups = [...head, ...Array<string>(8 - head.length - tail.length).fill('0'), ...tail]
     return groups.flatMap((g) => [parseInt(g, 16) >> 8, parseInt(g, 16) & 0xff])
   }
   const out: string[] = []

@@ -21,10 +21,11 @@
  * synchronously, with nothing stored; the front end maps it to its error reply.
  */
 import type { ClusterHooks } from '../cluster/hooks.js'
-import { CondKind, CondOutcome, applyConditional, type CondOp, type CondResult } from '../store/conditional.js'
+import { applyConditional, type CondOp, type CondResult } from '../store/conditional.js'
 import type { SessionStore } from '../store/session-store.js'
 
 export { CondKind, CondOutcome, type CondOp, type CondResult } from '../store/conditional.js'
+export { DecisionError } from '../cluster/hooks.js'
 
 /** An answer now, or once the cluster lets the write be answered. */
 export type Done<T> = T | Promise<T>
@@ -93,9 +94,16 @@ export class SessionOps {
     return copied ? copied.then(() => true) : true
   }
 
-  /** add, replace, cas, append, prepend, incr, decr: decided on what the key holds. */
-  conditional(key: string, op: CondOp, o?: WriteOptions): Done<CondResult> {
+  /**
+   * add, replace, cas, append, prepend, incr, decr: decided on what the key holds, at the key's
+   * one decider when this daemon has peers (cluster/decisions.ts), so that two hosts never both
+   * win. Rejects with DecisionError (code OUTCOME_UNKNOWN) when the decider cannot be heard from:
+   * the write may or may not have been made.
+   */
+  conditional(key: string, op: CondOp, o?: WriteOptions): Done<CondResult & { version?: bigint }> {
     if ('ttlMs' in op && op.ttlMs >= 0) this.#store.effectiveTtl(op.ttlMs)
+    const cluster = this.#cluster()
+    if (cluster && o?.propagate !== false) return cluster.decide(key, op)
     return this.#then(key, o, () => {
       const r = applyConditional(this.#store, key, op)
       if (r.wrote === 'delete') this.#deleted(key, o)

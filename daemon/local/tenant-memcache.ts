@@ -18,6 +18,9 @@ import type { SessionStore } from '../store/session-store.js'
 import { MemcacheServer, type MemcacheCounters } from './memcache/server.js'
 import { peerUid } from './peer-uid.js'
 import { tenantCluster, tenantStore, type Tenant } from './tenants.js'
+import { readAuthFile } from '../config/auth-file.js'
+import { AuthUsers } from './memcache/auth.js'
+import { gate, type AuthCounters } from './memcache/auth-gate.js'
 
 /** How long a refused connection may take to receive its error before it is destroyed, in ms. */
 const REFUSED_LINGER_MS = 1000
@@ -31,6 +34,7 @@ export interface TenantMemcacheOptions extends Pick<
   | 'memcacheMaxBufferedBytes'
   | 'memcacheFlushAll'
   | 'memcacheTcpAccess'
+  | 'memcacheAuthFile'
 > {
   version: string
   tenants: Tenant[]
@@ -55,18 +59,26 @@ export class TenantMemcache {
   /** Each tenant's server, by tenant name; only tenants with a listener or memcache users have one. */
   readonly servers = new Map<string, MemcacheServer>()
   readonly uid: UidCounters = { accepted: 0, refused: 0 }
+  readonly auth: AuthCounters = { succeeded: 0, failed: 0, unauthenticated: 0, timeouts: 0 }
+  /** With memcacheTcpAccess = "auth": the users of every tenant's memcacheAuthFile (reloadAuth re-reads them). */
+  #users: AuthUsers | undefined
   readonly #routers: { server: net.Server; sockets: Set<net.Socket> }[] = []
   readonly #tcp: { spec: string; serves: Tenant[] }[] = []
 
   constructor(o: TenantMemcacheOptions) {
     this.#o = o
     const byUid = o.memcacheTcpAccess === 'uid'
+    const byAuth = o.memcacheTcpAccess === 'auth'
+    // TCP listeners are routers of this module's (by uid or by login), not of a tenant's server.
+    const routed = byUid || byAuth
     const [def, ...named] = o.tenants
     const own = (t: Tenant) => (t.config ? t.config.memcacheListen : o.memcacheListen)
-    const needed = o.tenants.filter((t) => own(t).length > 0 || (byUid && t.memcacheUsers.length > 0))
+    if (byAuth) this.#users = readUsers(o.tenants, o.memcacheAuthFile)
+    const authFile = (t: Tenant) => (t.config ? t.config.memcacheAuthFile : o.memcacheAuthFile)
+    const needed = o.tenants.filter((t) => own(t).length > 0 || (byUid && t.memcacheUsers.length > 0) || (byAuth && authFile(t) !== ''))
     const share = Math.max(1, Math.floor(o.maxRemoteLookups / Math.max(1, needed.length)))
     for (const t of needed) {
-      const listen = own(t).filter((x) => !(byUid && parseListen(x)))
+      const listen = own(t).filter((x) => !(routed && parseListen(x)))
       this.servers.set(
         t.name,
         new MemcacheServer({
@@ -81,10 +93,24 @@ export class TenantMemcache {
         }),
       )
     }
-    if (byUid) {
+    if (routed) {
       for (const x of o.memcacheListen) if (parseListen(x)) this.#tcp.push({ spec: x, serves: [def!, ...named] })
       for (const t of named) for (const x of t.config!.memcacheListen) if (parseListen(x)) this.#tcp.push({ spec: x, serves: [t] })
     }
+  }
+
+  /**
+   * Re-reads every tenant's memcacheAuthFile (a SIGHUP): all of them or, on any error, none (the
+   * running users stay, and the error says why).
+   */
+  reloadAuth(memcacheAuthFile: string): void {
+    if (this.#o.memcacheTcpAccess !== 'auth') return
+    this.#users = readUsers(this.#o.tenants, memcacheAuthFile)
+  }
+
+  /** Users known to the auth listeners, or undefined without memcacheTcpAccess = "auth". */
+  get authUsers(): number | undefined {
+    return this.#users?.size
   }
 
   /** Whether any memcache front end is configured. */
@@ -117,12 +143,20 @@ export class TenantMemcache {
     for (const { spec, serves } of this.#tcp) {
       const tcp = parseListen(spec)!
       const sockets = new Set<net.Socket>()
-      const server = net.createServer((s) => this.#route(s, serves, sockets))
+      const byAuth = o.memcacheTcpAccess === 'auth'
+      const server = net.createServer((s) => (byAuth ? this.#login(s, serves, sockets) : this.#route(s, serves, sockets)))
       await new Promise<void>((resolve, reject) => {
         server.once('error', (err) => reject(new Error(`memcache front end cannot listen on ${spec}: ${err.message}`)))
         server.listen(tcp.port, tcp.host, () => resolve())
       })
       this.#routers.push({ server, sockets })
+      if (byAuth) {
+        o.log.info(
+          { listen: spec, tenants: serves.map((t) => t.name || '(default)') },
+          'memcache front end listening; clients authenticate (binary SASL PLAIN, or the text auth set) as users of memcacheAuthFile',
+        )
+        continue
+      }
       const served = serves.filter((t) => t.memcacheUsers.length > 0)
       if (served.length === 0)
         o.log.warn(
@@ -150,6 +184,27 @@ export class TenantMemcache {
       (uid) => this.#hand(s, serves, uid, sockets),
       () => this.#hand(s, serves, undefined, sockets),
     )
+  }
+
+  /** Reads the client's login (auth-gate.ts), then hands the connection to its user's tenant's server. */
+  #login(s: net.Socket, serves: Tenant[], sockets: Set<net.Socket>): void {
+    s.on('error', () => {})
+    if (sockets.size >= this.#o.memcacheMaxConnections) return this.#refuse(s, 'SERVER_ERROR too many connections\r\n')
+    sockets.add(s)
+    s.once('close', () => sockets.delete(s))
+    gate(s, {
+      users: () => this.#users!,
+      serves: new Set(serves.filter((t) => this.servers.has(t.name)).map((t) => t.name)),
+      version: this.servers.values().next().value?.version ?? '',
+      timeoutMs: this.#o.memcacheCommandTimeoutMs,
+      counters: this.auth,
+      hand: (sock, tenant) => {
+        sockets.delete(sock)
+        if (sock.destroyed) return
+        this.servers.get(tenant)!.adopt(sock)
+        sock.resume()
+      },
+    })
   }
 
   #hand(s: net.Socket, serves: Tenant[], uid: number | undefined, sockets: Set<net.Socket>): void {
@@ -180,5 +235,19 @@ export class TenantMemcache {
       return new Promise<void>((r) => server.close(() => r()))
     })
     await Promise.all([...closing, ...[...this.servers.values()].map((m) => m.close(graceMs))])
+  }
+}
+
+/** The users of every tenant's memcacheAuthFile, each the tenant whose file lists it. */
+function readUsers(tenants: Tenant[], defaultFile: string): AuthUsers {
+  const byTenant = new Map<string, ReturnType<typeof readAuthFile>>()
+  for (const t of tenants) {
+    const file = t.config ? t.config.memcacheAuthFile : defaultFile
+    if (file) byTenant.set(t.name, readAuthFile(file, t.config ? `tenants ${t.name} memcacheAuthFile` : 'memcacheAuthFile'))
+  }
+  try {
+    return new AuthUsers(byTenant)
+  } finally {
+    for (const users of byTenant.values()) for (const u of users) u.password.fill(0)
   }
 }

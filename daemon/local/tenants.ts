@@ -168,6 +168,7 @@ export function tenantCluster(cluster: ClusterHooks | undefined, t: Tenant): Clu
   return {
     lookup: (key) => cluster.lookup(toStoreKey(t, key)),
     stored: (key) => cluster.stored(toStoreKey(t, key)),
+    decide: (key, op) => cluster.decide(toStoreKey(t, key), op),
     deleted: (key) => cluster.deleted(toStoreKey(t, key)),
     flush: () => cluster.flush(),
     peers: () => cluster.peers(),

@@ -9,21 +9,19 @@
  *   ...
  *   l.close()   // unlinks the socket file if it is still ours; the caller closes the server
  */
-import crypto from 'node:crypto'
 import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
+import { StatecastError, type CodeOf } from '../../protocol/errors.js'
 import { defaultRuntimeDir } from '../../protocol/paths.js'
 
-export type UnixListenerErrorCode = 'ADDRESS_IN_USE' | 'NOT_A_SOCKET' | 'LISTEN_FAILED' | 'UNSAFE_DIRECTORY'
+export type UnixListenerErrorCode = CodeOf<'UnixListenerError'>
 
-export class UnixListenerError extends Error {
-  readonly code: UnixListenerErrorCode
+export class UnixListenerError extends StatecastError<UnixListenerErrorCode> {
   constructor(code: UnixListenerErrorCode, message: string) {
-    super(message)
+    super(code, message)
     this.name = 'UnixListenerError'
-    this.code = code
   }
 }
 

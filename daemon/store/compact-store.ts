@@ -436,7 +436,7 @@ export class CompactStore implements SessionStore {
       this.#tenantBytes[t] = this.#tenantBytes[t]! - old
       // The slot is the tail and no longer counted, so it is evicted only when nothing else is
       // left, and then the tenant's bytes are 0 and the loop has stopped.
-      while (this.#tenantBytes[t]! + size > quota) this.#release(this.#head[t]!, Release.EVICT)
+      while (this.#tenantBytes[t] + size > quota) this.#release(this.#head[t]!, Release.EVICT)
     } else {
       while (this.#tenantBytes[t]! + size > quota) this.#release(this.#head[t]!, Release.EVICT)
       slot = this.#newSlot()

@@ -6,6 +6,7 @@
 import type { Hlc, TombstoneCounters } from './versions.js'
 import { defaults, pickConfig, type Config } from '../config/config.js'
 import { DEFAULT_TENANT, tenantOfStoreKey } from '../../protocol/tenant-keys.js'
+import { StatecastError, type CodeOf } from '../../protocol/errors.js'
 
 export { NO_VERSION } from './versions.js'
 
@@ -99,12 +100,10 @@ export interface StoreEntry {
   version: bigint
 }
 
-export class StoreError extends Error {
-  readonly code: 'TOO_LARGE' | 'BAD_TTL'
-  constructor(code: 'TOO_LARGE' | 'BAD_TTL', message: string) {
-    super(message)
+export class StoreError extends StatecastError<CodeOf<'StoreError'>> {
+  constructor(code: CodeOf<'StoreError'>, message: string) {
+    super(code, message)
     this.name = 'StoreError'
-    this.code = code
   }
 }
 

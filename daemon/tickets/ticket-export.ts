@@ -15,6 +15,7 @@ import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import type { Log } from '../host/log.js'
+import { StatecastError, type CodeOf } from '../../protocol/errors.js'
 import type { TicketKeys, TicketWindow } from '../cluster/ticket-keys.js'
 import { resolveGroup, type TicketConsumer } from '../config/ticket-consumers.js'
 import {
@@ -29,12 +30,10 @@ import {
   type TicketFormat,
 } from './ticket-formats.js'
 
-export class TicketExportError extends Error {
-  readonly code: string
-  constructor(code: string, message: string) {
-    super(message)
+export class TicketExportError extends StatecastError<CodeOf<'TicketExportError'>> {
+  constructor(code: CodeOf<'TicketExportError'>, message: string) {
+    super(code, message)
     this.name = 'TicketExportError'
-    this.code = code
   }
 }
 

@@ -65,6 +65,8 @@ export const MsgType = {
   DELETE: 10,
   BATCH: 11,
   ACKS: 12,
+  DECIDE: 13,
+  DECIDED: 14,
   TICKET_PUB: 20,
   TICKET_SEAL: 21,
 } as const
@@ -86,4 +88,24 @@ export const AnnounceFlag = {
   HELLO: 0x01,
   /** The sender speaks both IP families: its reply address on the other one follows the name. */
   DUAL_STACK: 0x02,
+} as const
+
+/** What a DECIDED says the decider wrote (its `wrote` field when the outcome is not 0). */
+export const DecidedWrote = {
+  NOTHING: 0,
+  /** Stored; the value follows. */
+  SET: 1,
+  /** An already-expired write: the key was deleted. */
+  DELETE: 2,
+  /** Stored, but the value is too large for one datagram: the asker drops its own copy instead. */
+  SET_OMITTED: 3,
+} as const
+/** Why a decider refused a DECIDE (outcome 0; its `wrote` field). */
+export const DecideRefusal = {
+  /** The receiver is not the key's decider under its own view. */
+  NOT_DECIDER: 1,
+  /** The store refused the value (StoreError TOO_LARGE). */
+  TOO_LARGE: 2,
+  /** The store refused the TTL (StoreError BAD_TTL). */
+  BAD_TTL: 3,
 } as const

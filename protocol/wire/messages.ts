@@ -41,6 +41,16 @@
  *               datagram: each entry is a message of any other type without its own sentAtMs, which
  *               is the batch's; never nested, never empty; a batch to the group holds only
  *               GROUP_TYPES. One message alone travels as itself, never as a batch of one.)
+ *   DECIDE      reqId u32 | kind u8 | flags u32 | ttlMs i64 | unique u64 | delta u64 |
+ *               keyLen u16 | key | value
+ *               (a conditional write (add, cas, incr, ...: kind is CondKind of store/conditional.ts)
+ *               sent to the key's decider, its first live owner, which decides it; retransmitted
+ *               with the same reqId until answered; ttlMs < 0: an already-expired write)
+ *   DECIDED     reqId u32 | outcome u8 | wrote u8 | flags u32 | ttlMs u32 | version u64 |
+ *               number u64 | keyLen u16 | key | value
+ *               (the decider's answer to DECIDE reqId: outcome is CondOutcome, or 0 when refused,
+ *               with `wrote` the DecideRefusal; else wrote is DecidedWrote; with SET the value
+ *               follows, as the decider stored it at `version`)
  *   ACKS        count u16 | replId u32 x count
  *               (acknowledges several REPLICATEs and DELETEs of one sender at once: 1 <= count <=
  *               MAX_ACKS; a receiver sends it a short delay after the first it owes, or at once
@@ -74,6 +84,7 @@ import {
   U16,
   U32,
   U8,
+  U64,
   VERSION_BYTES,
   X25519_PUBLIC_BYTES,
   typeName,
@@ -115,6 +126,29 @@ export type Message =
   | { type: typeof MsgType.ACK; replId: number }
   | { type: typeof MsgType.DELETE; replId: number; version: bigint; key: Buffer }
   | { type: typeof MsgType.ACKS; replIds: number[] }
+  | {
+      type: typeof MsgType.DECIDE
+      reqId: number
+      kind: number
+      flags: number
+      ttlMs: number
+      unique: bigint
+      delta: bigint
+      key: Buffer
+      value: Buffer
+    }
+  | {
+      type: typeof MsgType.DECIDED
+      reqId: number
+      outcome: number
+      wrote: number
+      flags: number
+      ttlMs: number
+      version: bigint
+      number: bigint
+      key: Buffer
+      value: Buffer
+    }
   | { type: typeof MsgType.TICKET_PUB; period: number; pub: Buffer; held: { epoch: number; holder: Buffer }[] }
   | { type: typeof MsgType.TICKET_SEAL; epoch: number; sealerPub: Buffer; recipientPub: Buffer; nonce: Buffer; sealed: Buffer; tag: Buffer }
 
@@ -476,6 +510,108 @@ const ACKS: Codec<MessageOf<typeof MsgType.ACKS>> = {
   },
 }
 
+// ---- DECIDE: reqId u32 | kind u8 | flags u32 | ttlMs i64 | unique u64 | delta u64 | keyLen u16 | key | value ----
+
+const DECIDE_REQ_ID = 0
+const DECIDE_KIND = DECIDE_REQ_ID + U32
+const DECIDE_FLAGS = DECIDE_KIND + U8
+const DECIDE_TTL = DECIDE_FLAGS + U32
+const DECIDE_UNIQUE = DECIDE_TTL + U64
+const DECIDE_DELTA = DECIDE_UNIQUE + VERSION_BYTES
+const DECIDE_KEY = DECIDE_DELTA + U64
+
+/** Bytes of a DECIDE datagram besides its key and value. */
+export const DECIDE_OVERHEAD_BYTES = ENVELOPE_BYTES + DECIDE_KEY + U16
+
+function checkKey(key: Buffer, what: string): void {
+  if (key.length === 0 || key.length > 0xffff) throw new ProtocolError('BAD_FIELD', `${what} needs a key of 1 to 65535 bytes`)
+}
+
+/** The key (u16 length) at `off` and the value that fills the rest of `p`. */
+function keyAndValue(p: Buffer, off: number, what: string): { key: Buffer; value: Buffer } {
+  needBytes(p.length - off, U16, `${what} key length`)
+  const len = p.readUInt16BE(off)
+  if (len === 0) throw new ProtocolError('BAD_FIELD', `${what} with an empty key`)
+  needBytes(p.length - off - U16, len, `${what} key`)
+  return { key: p.subarray(off + U16, off + U16 + len), value: p.subarray(off + U16 + len) }
+}
+
+const DECIDE: Codec<MessageOf<typeof MsgType.DECIDE>> = {
+  length: (m) => DECIDE_KEY + keyLength(m.key) + m.value.length,
+  write(m, buf, off) {
+    checkKey(m.key, 'DECIDE')
+    if (!Number.isSafeInteger(m.ttlMs)) throw new ProtocolError('BAD_FIELD', 'DECIDE ttlMs is an integer')
+    buf.writeUInt32BE(m.reqId, off + DECIDE_REQ_ID)
+    buf[off + DECIDE_KIND] = m.kind
+    buf.writeUInt32BE(m.flags, off + DECIDE_FLAGS)
+    buf.writeBigInt64BE(BigInt(m.ttlMs), off + DECIDE_TTL)
+    writeVersion(buf, off + DECIDE_UNIQUE, m.unique)
+    writeVersion(buf, off + DECIDE_DELTA, m.delta)
+    writeKey(buf, off + DECIDE_KEY, m.key)
+    m.value.copy(buf, off + DECIDE_KEY + keyLength(m.key))
+  },
+  read(p) {
+    needBytes(p.length, DECIDE_KEY, 'DECIDE')
+    const ttl = p.readBigInt64BE(DECIDE_TTL)
+    if (ttl > BigInt(Number.MAX_SAFE_INTEGER) || ttl < BigInt(Number.MIN_SAFE_INTEGER))
+      throw new ProtocolError('BAD_FIELD', 'DECIDE ttlMs out of range')
+    return {
+      type: MsgType.DECIDE,
+      reqId: p.readUInt32BE(DECIDE_REQ_ID),
+      kind: p[DECIDE_KIND]!,
+      flags: p.readUInt32BE(DECIDE_FLAGS),
+      ttlMs: Number(ttl),
+      unique: p.readBigUInt64BE(DECIDE_UNIQUE),
+      delta: p.readBigUInt64BE(DECIDE_DELTA),
+      ...keyAndValue(p, DECIDE_KEY, 'DECIDE'),
+    }
+  },
+}
+
+// ---- DECIDED: reqId u32 | outcome u8 | wrote u8 | flags u32 | ttlMs u32 | version u64 | number u64 | keyLen u16 | key | value ----
+
+const DECIDED_REQ_ID = 0
+const DECIDED_OUTCOME = DECIDED_REQ_ID + U32
+const DECIDED_WROTE = DECIDED_OUTCOME + U8
+const DECIDED_FLAGS = DECIDED_WROTE + U8
+const DECIDED_TTL = DECIDED_FLAGS + U32
+const DECIDED_VERSION = DECIDED_TTL + U32
+const DECIDED_NUMBER = DECIDED_VERSION + VERSION_BYTES
+const DECIDED_KEY = DECIDED_NUMBER + U64
+
+/** Bytes of a DECIDED datagram besides its key and value. */
+export const DECIDED_OVERHEAD_BYTES = ENVELOPE_BYTES + DECIDED_KEY + U16
+
+const DECIDED: Codec<MessageOf<typeof MsgType.DECIDED>> = {
+  length: (m) => DECIDED_KEY + keyLength(m.key) + m.value.length,
+  write(m, buf, off) {
+    checkKey(m.key, 'DECIDED')
+    buf.writeUInt32BE(m.reqId, off + DECIDED_REQ_ID)
+    buf[off + DECIDED_OUTCOME] = m.outcome
+    buf[off + DECIDED_WROTE] = m.wrote
+    buf.writeUInt32BE(m.flags, off + DECIDED_FLAGS)
+    buf.writeUInt32BE(m.ttlMs, off + DECIDED_TTL)
+    writeVersion(buf, off + DECIDED_VERSION, m.version)
+    writeVersion(buf, off + DECIDED_NUMBER, m.number)
+    writeKey(buf, off + DECIDED_KEY, m.key)
+    m.value.copy(buf, off + DECIDED_KEY + keyLength(m.key))
+  },
+  read(p) {
+    needBytes(p.length, DECIDED_KEY, 'DECIDED')
+    return {
+      type: MsgType.DECIDED,
+      reqId: p.readUInt32BE(DECIDED_REQ_ID),
+      outcome: p[DECIDED_OUTCOME]!,
+      wrote: p[DECIDED_WROTE]!,
+      flags: p.readUInt32BE(DECIDED_FLAGS),
+      ttlMs: p.readUInt32BE(DECIDED_TTL),
+      version: p.readBigUInt64BE(DECIDED_VERSION),
+      number: p.readBigUInt64BE(DECIDED_NUMBER),
+      ...keyAndValue(p, DECIDED_KEY, 'DECIDED'),
+    }
+  },
+}
+
 // ---- TICKET_PUB: period u32 | public key | count u8 | count x (epoch u32 | holder id) ----
 
 const PUB_PERIOD = 0
@@ -573,6 +709,8 @@ export const CODECS: { readonly [T in PayloadType]: Codec<MessageOf<T>> } = {
   [MsgType.ACK]: ACK,
   [MsgType.DELETE]: DELETE,
   [MsgType.ACKS]: ACKS,
+  [MsgType.DECIDE]: DECIDE,
+  [MsgType.DECIDED]: DECIDED,
   [MsgType.TICKET_PUB]: TICKET_PUB,
   [MsgType.TICKET_SEAL]: TICKET_SEAL,
 }

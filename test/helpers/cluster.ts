@@ -6,6 +6,7 @@ import { StatecastClient } from '../../client/index.js'
 import { DgramAsPromised, type SocketAsPromised } from 'dgram-as-promised'
 import { formatKeyFile, newClusterKey, parseKeyFile, type ClusterKey } from '../../protocol/keyfile.js'
 import { Keyring, type Address } from '../../protocol/wire.js'
+import type { Cluster } from '../../daemon/cluster/cluster.js'
 import { eventually, startDaemon, tmpDir, type Running } from './daemon.js'
 
 /** A new cluster key already in force (a minute old, so clock steps between hosts do not matter). */
@@ -102,8 +103,27 @@ export async function startCluster(
   return { nodes, dir, keyFile, group, port }
 }
 
-export async function clusterStats(n: Node): Promise<Record<string, any>> {
-  return ((await n.admin.stats()) as { cluster: Record<string, any> }).cluster
+/** The `cluster` section of `stats()`, typed after what `Cluster.stats()` spreads into it. */
+export type ClusterStats = {
+  nodeId: string
+  members: number
+  trustedMembers: number
+  membershipSteady: boolean
+  inflightLookups: number
+  hedgeDelayMs: number
+  replicationPending: number
+} & Cluster['lookups']['counters'] &
+  Cluster['counters'] &
+  Cluster['replicator']['counters'] &
+  Cluster['transport']['counters'] &
+  Cluster['ticketGossip']['counters'] &
+  Cluster['decisions']['counters']
+
+/** The names of `ClusterStats`' numbers, for helpers that sum or subtract counters by name. */
+export type ClusterCounter = { [K in keyof ClusterStats]: ClusterStats[K] extends number ? K : never }[keyof ClusterStats]
+
+export async function clusterStats(n: Node): Promise<ClusterStats> {
+  return ((await n.admin.stats()) as { cluster: ClusterStats }).cluster
 }
 
 /** True when `n` sees `count` live members, each past its probation (trusted with copies). */

@@ -93,7 +93,7 @@ export async function startDaemon(
   const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = []
   let buf = ''
   let stderr = ''
-  proc.stdout!.setEncoding('utf8').on('data', (s: string) => {
+  proc.stdout.setEncoding('utf8').on('data', (s: string) => {
     buf += s
     let i
     while ((i = buf.indexOf('\n')) >= 0) {
@@ -101,7 +101,7 @@ export async function startDaemon(
       buf = buf.slice(i + 1)
       let obj: Record<string, unknown>
       try {
-        obj = JSON.parse(line)
+        obj = JSON.parse(line) as Record<string, unknown>
       } catch {
         obj = { raw: line }
       }
@@ -113,7 +113,7 @@ export async function startDaemon(
         }
     }
   })
-  proc.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s))
+  proc.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s))
   const exited = new Promise<number | null>((resolve) => proc.once('close', (code) => resolve(code)))
   const waitLog = (pred: (l: Record<string, unknown>) => boolean, ms = 30_000) => {
     const seen = logs.find(pred)
@@ -125,7 +125,8 @@ export async function startDaemon(
         reject(new Error(`log line not seen within ${ms} ms; stderr: ${stderr}; logs: ${JSON.stringify(logs.slice(-5))}`))
       }, ms)
       waiters.push(w)
-      exited.then((code) => {
+      // exited never rejects (it resolves on 'close'), so nothing here can go unhandled.
+      void exited.then((code) => {
         if (waiters.includes(w)) {
           clearTimeout(timer)
           waiters.splice(waiters.indexOf(w), 1)

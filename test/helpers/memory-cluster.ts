@@ -146,7 +146,8 @@ export class MemoryLab {
   /** Stores `key` at `core` as an application would: SET, then the cluster's copies to the other owners. */
   set(core: Core, key: string, value: Buffer | string, ttlMs = 60_000, flags = 0): void {
     core.store.set(key, Buffer.from(value), ttlMs, flags)
-    core.cluster.stored(key)
+    // void: the wait for a copy only ever resolves; a test that needs the copies waits for them itself.
+    void core.cluster.stored(key)
   }
 
   /** Deletes `key` at `core` as an application would: DELETE, then the cluster's deletes to the holders. */

@@ -79,7 +79,7 @@ export async function startRelay(
   const waiters: (() => void)[] = []
   let ready = false
   let buf = ''
-  proc.stdout!.setEncoding('utf8').on('data', (s: string) => {
+  proc.stdout.setEncoding('utf8').on('data', (s: string) => {
     buf += s
     let n
     while ((n = buf.indexOf('\n')) >= 0) {
@@ -110,7 +110,7 @@ export async function startRelay(
     inject: (to, port, bytes) =>
       new Promise<void>((resolve) => {
         waiters.push(resolve)
-        proc.stdin!.write(`${JSON.stringify({ to, port, hex: bytes.toString('hex') })}\n`)
+        proc.stdin.write(`${JSON.stringify({ to, port, hex: bytes.toString('hex') })}\n`)
       }),
   }
 }

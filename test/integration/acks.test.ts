@@ -88,7 +88,7 @@ t.test(
       )
     await announce()
     await eventually(async () => (await stats())['members'] === 2, 30_000, 'the insider is a member')
-    const next = (await stats())['copiesPushed'] as number
+    const next = (await stats())['copiesPushed']
     const ids = Array.from({ length: 300 }, (_, i) => next + 1 + (i % 150))
     const keys = Array.from({ length: 100 }, (_, i) => `hostile-${i}`)
     const flood = (async () => {

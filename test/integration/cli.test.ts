@@ -44,7 +44,7 @@ t.test('set, get, del, touch, keys, flush, stats, ping', async (t) => {
   t.equal(missing.code, 1, 'not found exits 1')
   t.equal(missing.stdout.length, 0)
   t.same(gotBin.stdout, bin, 'binary value intact')
-  const j = JSON.parse(json.stdout.toString())
+  const j = JSON.parse(json.stdout.toString()) as { ttlMs: number }
   t.match(j, { key: 'bin', found: true, encoding: 'base64', value: bin.toString('base64') })
   t.ok(j.ttlMs <= 60_000 && j.ttlMs >= 60_000 - passed - 1000, `--ttl in seconds (${j.ttlMs} ms left)`)
   t.equal(touched.code, 0)
@@ -55,7 +55,7 @@ t.test('set, get, del, touch, keys, flush, stats, ping', async (t) => {
     `keys lists bin with its TTL (${keys.stdout.toString().trim()}, ${(passed / 1000).toFixed(1)} s after the SET)`,
   )
   t.match(stats.stdout.toString(), /store\.entries\s+2\n/)
-  t.equal(JSON.parse(statsJson.stdout.toString()).store.entries, 2)
+  t.equal((JSON.parse(statsJson.stdout.toString()) as { store: { entries: number } }).store.entries, 2)
   t.match(ping.stdout.toString(), /^pong in [\d.]+ ms/)
   t.equal(refused.code, 2, 'flush without a terminal or --yes is refused')
   t.match(refused.stderr, /pass --yes/)

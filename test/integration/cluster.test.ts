@@ -5,7 +5,16 @@ import { DgramAsPromised } from 'dgram-as-promised'
 import { Keyring, MsgType, decodeMessages, encodeBody, open, readHeader, seal } from '../../protocol/wire.js'
 import { parseKeyFile } from '../../protocol/keyfile.js'
 import fs from 'node:fs'
-import { GENEROUS_LOOKUPS, clusterStats, newKey, startCluster, startNode, writeKeyFile, type Node } from '../helpers/cluster.js'
+import {
+  GENEROUS_LOOKUPS,
+  clusterStats,
+  newKey,
+  startCluster,
+  startNode,
+  writeKeyFile,
+  type Node,
+  type ClusterCounter,
+} from '../helpers/cluster.js'
 import { eventually, runCli, startDaemon, tmpDir } from '../helpers/daemon.js'
 
 // These tests are about lookups, so no copies are pushed (replication has its own tests).
@@ -17,7 +26,7 @@ let shared: ReturnType<typeof startCluster> | undefined
 const three = () => (shared ??= startCluster(t, 3, [...R1, ...GENEROUS_LOOKUPS]))
 
 /** What changed in `n`'s cluster counters while `fn` ran. */
-async function counted(n: Node, fn: () => Promise<unknown>): Promise<(k: string) => number> {
+async function counted(n: Node, fn: () => Promise<unknown>): Promise<(k: ClusterCounter) => number> {
   const before = await clusterStats(n)
   await fn()
   const after = await clusterStats(n)

@@ -249,7 +249,7 @@ t.test('SIGTERM: finish, unlink the socket, exit 0', async (t) => {
   // answered before the connection closes.
   await gets[0]
   d.proc.kill('SIGTERM')
-  const replies = await Promise.all(gets).catch((e) => e)
+  const replies: unknown = await Promise.all(gets).catch((e: unknown) => e)
   t.ok(Array.isArray(replies), 'requests the daemon had read are answered')
   t.equal(await d.exited, 0)
   t.notOk(fs.existsSync(d.socket), 'socket removed')

@@ -13,6 +13,7 @@ import { mutate, prng } from '../helpers/fuzz.js'
 import { runBench, type SoakResult } from '../helpers/bench-run.js'
 import { CLIENT_TIMEOUT_MS, clusterStats, newKey, replicationSettled, startCluster, unreadable } from '../helpers/cluster.js'
 import { eventually } from '../helpers/daemon.js'
+import type { DropCounters } from '../../daemon/cluster/peer-transport.js'
 
 t.test('a flood of hostile datagrams and frames: every drop counted, every answer right', async (t) => {
   // Reads run during the flood on a busy machine: a lookup deadline long enough for that, with
@@ -85,7 +86,7 @@ t.test('a flood of hostile datagrams and frames: every drop counted, every answe
   // A flood, but one the receive buffers can take, since what the kernel drops is never counted:
   // batches of 100 (well under a daemon's 4 MiB receive buffer), each sent once every daemon
   // has taken in the one before, however slow a busy machine makes it.
-  const received = async () => Promise.all(nodes.map(async (n) => (await clusterStats(n))['datagramsReceived'] as number))
+  const received = async () => Promise.all(nodes.map(async (n) => (await clusterStats(n))['datagramsReceived']))
   for (const make of Object.values(kinds)) {
     for (let i = 0; i < perKind; i += 100) {
       const was = await received()
@@ -115,7 +116,7 @@ t.test('a flood of hostile datagrams and frames: every drop counted, every answe
   }
   t.equal(await reads, 0, 'reads during the flood all returned the right bytes')
   const after = await Promise.all(nodes.map(clusterStats))
-  const delta = (k: string) => after.reduce((a, s, i) => a + s['dropped'][k] - before[i]!['dropped'][k], 0)
+  const delta = (k: keyof DropCounters) => after.reduce((a, s, i) => a + s['dropped'][k] - before[i]!['dropped'][k], 0)
   const counted = {
     malformed: delta('malformed'),
     oversize: delta('oversize'),

@@ -8,7 +8,7 @@
  */
 import t from 'tap'
 import crypto from 'node:crypto'
-import { clusterStats, startCluster } from '../helpers/cluster.js'
+import { clusterStats, startCluster, type ClusterCounter } from '../helpers/cluster.js'
 
 const MIB = 1024 * 1024
 
@@ -40,7 +40,7 @@ t.test('1 MiB values read on every other host with a 250 ms lookup deadline: eve
     }
   }
   const s = await Promise.all(nodes.map(clusterStats))
-  const sum = (k: string) => s.reduce((a, c) => a + (c[k] as number), 0)
+  const sum = (k: ClusterCounter) => s.reduce((a, c) => a + c[k], 0)
   t.comment(
     `${reads} reads of 1 MiB values: ${found} found, ${remote} by a remote fill; lookups timed out ${sum('timeouts')}, missed ${sum('remoteMisses')}, chunks received ${sum('chunksReceived')}`,
   )

@@ -18,6 +18,7 @@ import {
   startNode,
   unicastOf,
   waitMembers,
+  type ClusterStats,
 } from '../helpers/cluster.js'
 import { eventually } from '../helpers/daemon.js'
 
@@ -139,7 +140,7 @@ t.test('finding 9: one BATCH of 40 LOOKUPs from a key holder: one answer per key
     const s = await clusterStats(a)
     return s['lookupsAnswered'] + (s['lookupsRepeated'] ?? 0) + (s['hitsOverBudget'] ?? 0) >= n
   }
-  const chunkBytes = (s: Record<string, number>) => s['chunksSent']!
+  const chunkBytes = (s: ClusterStats) => s['chunksSent']
 
   // One key, 40 times in one batch.
   const before = await clusterStats(a)

@@ -118,7 +118,7 @@ async function bigValueDaemon(t: Parameters<typeof startDaemon>[0]) {
 }
 
 t.test('finding 4: clients that never read their replies, and one huge multi-get, stay within the memory bound', async (t) => {
-  const { loc, maxBytes, d, value, before } = await bigValueDaemon(t)
+  const { loc, maxBytes, d, before } = await bigValueDaemon(t)
   // Documented in docs/reliability.md: the daemon's own footprint (Node, the store's slabs,
   // sockets) plus MAX_UNSENT_REPLY_BYTES and the input buffers of each connection.
   const bound = maxBytes + 128 * 1024 * 1024
@@ -477,7 +477,7 @@ t.test(
 t.test(
   'issue 13 review: 400 connections each sending a 248 KB get line for a 64 KiB value and never reading stay within the memory bound',
   async (t) => {
-    const { loc, maxBytes, d, value, before } = await bigValueDaemon(t)
+    const { loc, maxBytes, d, before } = await bigValueDaemon(t)
     // Documented in docs/reliability.md: maxBytes + 128 MiB (the process's own footprint and
     // memcacheMaxBufferedBytes, 16 MiB by default) + 128 KiB per memcache connection (a read of up
     // to 64 KiB taken before it is stopped, and what Node buffers for a socket it no longer reads).

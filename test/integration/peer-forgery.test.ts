@@ -407,11 +407,11 @@ t.test('a ticket secret from a sender that never joined, naming creator 00..00, 
   const targets = await Promise.all(nodes.map(unicastOf))
   for (const epoch of [before.epoch, before.epoch + 1, before.epoch + 2]) {
     // The retired form (a raw secret under the cluster key), to the group and to each member...
-    x.group({ type: MsgType.TICKET_KEY, epoch, creator: zero, key: forged }, { sender: zero })
+    await x.group({ type: MsgType.TICKET_KEY, epoch, creator: zero, key: forged }, { sender: zero })
     for (const n of targets) {
-      x.send({ type: MsgType.TICKET_KEY, epoch, creator: zero, key: forged }, n.address, { sender: zero, receiver: n.id })
+      await x.send({ type: MsgType.TICKET_KEY, epoch, creator: zero, key: forged }, n.address, { sender: zero, receiver: n.id })
       // ...and the sealed one, from a sender id 00..00 that never announced itself.
-      x.send(
+      await x.send(
         {
           type: MsgType.TICKET_SEAL,
           epoch,

@@ -8,7 +8,17 @@
  * (STATECAST_RAW_PAIRS); the settled-cluster version is read-after-write.test.ts.
  */
 import t from 'tap'
-import { GENEROUS_LOOKUPS, clusterStats, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
+import {
+  GENEROUS_LOOKUPS,
+  clusterStats,
+  startNode,
+  uniqueGroup,
+  waitMembers,
+  writeKeyFile,
+  type Node,
+  type ClusterStats,
+  type ClusterCounter,
+} from '../helpers/cluster.js'
 import { eventually, tmpDir } from '../helpers/daemon.js'
 import { RAW_PAIRS, listsAll, pairsAmong } from '../helpers/read-after-write.js'
 
@@ -25,16 +35,13 @@ async function startTogether(t: { teardown(fn: () => unknown): void }, n: number
   return { nodes, start }
 }
 
-const sumOf = (s: Record<string, any>[], k: string) => s.reduce((a, c) => a + (c[k] as number), 0)
+const sumOf = (s: ClusterStats[], k: ClusterCounter) => s.reduce((a, c) => a + c[k], 0)
 
 for (const n of [3, 6]) {
   t.test(`${n} hosts started together, read from the moment PEERS lists them all: none not found`, async (t) => {
     const { nodes } = await startTogether(t, n)
     await eventually(async () => (await Promise.all(nodes.map((x) => listsAll(x, n)))).every(Boolean), 60_000, `every host lists ${n}`)
-    const untrusted = (await Promise.all(nodes.map(clusterStats))).reduce(
-      (a, c) => a + ((c['members'] as number) - (c['trustedMembers'] as number)),
-      0,
-    )
+    const untrusted = (await Promise.all(nodes.map(clusterStats))).reduce((a, c) => a + (c['members'] - c['trustedMembers']), 0)
     const r = await pairsAmong(() => nodes, RAW_PAIRS, `start${n}`)
     const s = await Promise.all(nodes.map(clusterStats))
     t.comment(

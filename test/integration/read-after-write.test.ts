@@ -4,7 +4,7 @@
  * version is test/netns/netns-read-after-write.test.ts.
  */
 import t from 'tap'
-import { GENEROUS_LOOKUPS, clusterStats, startCluster } from '../helpers/cluster.js'
+import { GENEROUS_LOOKUPS, clusterStats, startCluster, type ClusterCounter } from '../helpers/cluster.js'
 import { writeThenRead } from '../helpers/read-after-write.js'
 
 for (const n of [3, 6]) {
@@ -13,7 +13,7 @@ for (const n of [3, 6]) {
     const { nodes } = await startCluster(t, n, GENEROUS_LOOKUPS)
     const r = await writeThenRead(nodes, 10_000, 4, `raw${n}`)
     const s = await Promise.all(nodes.map(clusterStats))
-    const sum = (k: string) => s.reduce((a, c) => a + (c[k] as number), 0)
+    const sum = (k: ClusterCounter) => s.reduce((a, c) => a + c[k], 0)
     t.comment(
       `${n} hosts: ${r.remote} of 10,000 reads were remote fills; MISS-settled lookups ${sum('remoteMisses')}, timeouts ${sum('timeouts')}`,
     )

@@ -13,7 +13,7 @@ import {
   writeKeyFile,
   type Node,
 } from '../helpers/cluster.js'
-import { eventually, freePort, tmpDir } from '../helpers/daemon.js'
+import { freePort, tmpDir } from '../helpers/daemon.js'
 
 const val = (k: string) => Buffer.from(`state-of-${k}`.padEnd(200, '.'))
 
@@ -193,7 +193,7 @@ t.test('a fill asks the first owner alone; when it is frozen, the hedge asks the
     `one LOOKUP per fill, plus one per hedge (${lookupDatagrams} for ${half.length} fills, ${hedged} hedged)`,
   )
 
-  const answered = async () => Promise.all([a, b, c].map(async (n) => (await clusterStats(n))['lookupsAnswered'] as number))
+  const answered = async () => Promise.all([a, b, c].map(async (n) => (await clusterStats(n))['lookupsAnswered']))
   const answeredBefore = await answered()
   b.proc.kill('SIGSTOP')
   t.teardown(() => b.proc.kill('SIGCONT'))

@@ -100,7 +100,7 @@ t.test('without adminSocketPath the admin socket is admin.sock beside the API so
   for (const d of [d1!, d2!]) {
     t.ok(fs.statSync(path.join(d.dir, 'admin.sock')).isSocket(), `admin.sock beside ${d.socket}`)
     const s = await runCli(['--socket', d.adminSocket, 'stats', '--json'])
-    t.equal(JSON.parse(s.stdout.toString()).pid, d.proc.pid, 'answered by the daemon of that directory')
+    t.equal((JSON.parse(s.stdout.toString()) as { pid: number }).pid, d.proc.pid, 'answered by the daemon of that directory')
   }
   t.equal(d1!.proc.exitCode, null, 'both run')
   t.equal(d2!.proc.exitCode, null)

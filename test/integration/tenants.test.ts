@@ -23,7 +23,7 @@ import {
   writeKeyFile,
   type Node,
 } from '../helpers/cluster.js'
-import { eventually, freePort, startDaemon, tmpDir } from '../helpers/daemon.js'
+import { freePort, startDaemon, tmpDir } from '../helpers/daemon.js'
 
 const MiB = 1024 * 1024
 

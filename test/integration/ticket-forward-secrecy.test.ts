@@ -47,7 +47,7 @@ t.test('recorded datagrams and the cluster key file do not reveal past ticket ke
   t.teardown(() => cap.kill())
   const recorded: Buffer[] = []
   await new Promise<void>((resolve) => {
-    readline.createInterface({ input: cap.stdout! }).on('line', (l) => (l === 'ready' ? resolve() : recorded.push(Buffer.from(l, 'hex'))))
+    readline.createInterface({ input: cap.stdout }).on('line', (l) => (l === 'ready' ? resolve() : recorded.push(Buffer.from(l, 'hex'))))
   })
 
   const dir = tmpDir('sc-fs-')

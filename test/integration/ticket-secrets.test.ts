@@ -94,7 +94,7 @@ t.test('no socket reply, CLI output or file carries an epoch secret', async (t) 
     { op: Op.KEYS, id: 6, flags: 0, prefix: Buffer.alloc(0), limit: 0 },
     { op: Op.SET, id: 7, flags: 0, key: Buffer.from('k'), value: Buffer.from('v'), ttlMs: 0 },
     { op: Op.GET, id: 8, flags: 0, key: Buffer.from('k') },
-    ...consumers.map(([format, consumer], i) => ({ op: Op.CONSUMER_KEYS, id: 100 + i, flags: 0, format, consumer }) as Request),
+    ...consumers.map(([format, consumer], i) => ({ op: Op.CONSUMER_KEYS, id: 100 + i, flags: 0, format, consumer })),
   ]
   const replies: { socket: string; op: number; status: number; raw: Buffer; body: Buffer }[] = []
   let cli = ''

@@ -10,7 +10,7 @@
 import t from 'tap'
 import crypto from 'node:crypto'
 import dgram from 'node:dgram'
-import { AnnounceFlag, Keyring, MsgType, decodeMessages, encodeBody, open, readHeader, seal, type Message } from '../../protocol/wire.js'
+import { AnnounceFlag, Keyring, MsgType, decodeMessages, encodeBody, open, seal, type Message } from '../../protocol/wire.js'
 import { clusterStats, newKey, startCluster, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
 import { eventually, tmpDir } from '../helpers/daemon.js'
 
@@ -70,8 +70,8 @@ async function unicastOf(n: Node): Promise<{ address: string; port: number }> {
 /** How many REPLICATEs C has dealt with: stored, refused as stale, or dropped by its transport. */
 async function handled(n: Node): Promise<number> {
   const c = await clusterStats(n)
-  const dropped = Object.values(c['dropped'] as Record<string, number>).reduce((a, b) => a + b, 0)
-  return (c['copiesReceived'] as number) + dropped
+  const dropped = (Object.values(c['dropped']) as number[]).reduce((a, b) => a + b, 0)
+  return c['copiesReceived'] + dropped
 }
 
 async function resend(sock: dgram.Socket, to: Node, copy: Captured): Promise<void> {
@@ -92,7 +92,7 @@ t.test('finding 3: captured REPLICATEs resent to another owner neither resurrect
   let c = await startNode(t, { dir, name: 'c', keyFile, group, port, args })
   const x = await fakeMember(t, key, group, port)
   await waitMembers([a, c], 2)
-  const aId = (await clusterStats(a))['nodeId'] as string
+  const aId = (await clusterStats(a))['nodeId']
   const local = (n: Node, k: string) => n.client.get(k, { localOnly: true })
   const copyOf = async (k: string, v: Buffer): Promise<Captured> =>
     (await eventually(
@@ -106,7 +106,7 @@ t.test('finding 3: captured REPLICATEs resent to another owner neither resurrect
     await a.client.set('sess-del', v1)
     const captured = await copyOf('sess-del', v1)
     await eventually(async () => (await local(c, 'sess-del'))?.equals(v1), 30_000, 'C holds its copy')
-    const deletes = (await clusterStats(c))['deleteDatagramsReceived'] as number
+    const deletes = (await clusterStats(c))['deleteDatagramsReceived']
     t.equal(await a.client.delete('sess-del'), true)
     // The delete goes to C as a DELETE (C owns the key), acknowledged: the replay comes after it.
     await eventually(async () => (await clusterStats(c))['deleteDatagramsReceived'] > deletes, 30_000, 'the DELETE reached C')

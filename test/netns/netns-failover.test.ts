@@ -16,6 +16,7 @@ import {
   waitMembers,
   writeKeyFile,
   type Node,
+  type ClusterCounter,
 } from '../helpers/cluster.js'
 import { eventually, tmpDir } from '../helpers/daemon.js'
 import { needs, NETNS } from '../helpers/needs.js'
@@ -66,7 +67,7 @@ t.test('four hosts, 1,000 sessions, one killed with SIGKILL: every session reada
   await replicationSettled(nodes)
   lab.clearLoss()
   const stats = await Promise.all(nodes.map(clusterStats))
-  const sum = (k: string) => stats.reduce((a, s) => a + (s[k] as number), 0)
+  const sum = (k: ClusterCounter) => stats.reduce((a, s) => a + s[k], 0)
   t.comment(
     `copies pushed ${sum('copiesPushed')}, acked ${sum('copiesAcked')}, retried ${sum('copiesRetried')}, failed ${sum('copiesFailed')} under 20% loss`,
   )

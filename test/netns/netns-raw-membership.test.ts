@@ -7,7 +7,7 @@
  */
 import t from 'tap'
 import { NetLab } from '../helpers/netns.js'
-import { clusterStats, startNode, uniqueGroup, writeKeyFile } from '../helpers/cluster.js'
+import { clusterStats, startNode, uniqueGroup, writeKeyFile, type ClusterCounter } from '../helpers/cluster.js'
 import { eventually, tmpDir } from '../helpers/daemon.js'
 import { RAW_PAIRS, listsAll, pairsAmong } from '../helpers/read-after-write.js'
 
@@ -43,7 +43,7 @@ t.test('six hosts, 5% loss, started together and read from the moment PEERS list
   const r = await pairsAmong(() => nodes, RAW_PAIRS, 'lossy-start')
   lab.clearLoss()
   const s = await Promise.all(nodes.map(clusterStats))
-  const sum = (k: string) => s.reduce((a, c) => a + (c[k] as number), 0)
+  const sum = (k: ClusterCounter) => s.reduce((a, c) => a + c[k], 0)
   t.comment(
     `5% loss from the start: ${r.notFound} of ${r.pairs} not found (at ${JSON.stringify(r.notFoundAtMs)} ms), ${r.remote} remote fills; copies retried ${sum('copiesRetried')}, SETs that waited for a copy's ACK ${sum('setsAwaitingCopy')}, timeouts ${sum('timeouts')}, MISS-settled ${sum('remoteMisses')}`,
   )

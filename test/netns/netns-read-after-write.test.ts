@@ -5,7 +5,7 @@
  */
 import t from 'tap'
 import { NetLab } from '../helpers/netns.js'
-import { clusterStats, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
+import { clusterStats, startNode, uniqueGroup, waitMembers, writeKeyFile, type Node, type ClusterCounter } from '../helpers/cluster.js'
 import { tmpDir } from '../helpers/daemon.js'
 import { writeThenRead } from '../helpers/read-after-write.js'
 import { needs, NETNS } from '../helpers/needs.js'
@@ -29,7 +29,7 @@ t.test('six hosts, 5% loss: 10,000 reads right after the SET on another host, at
   const r = await writeThenRead(nodes, 10_000, 16, 'lossy')
   lab.clearLoss()
   const s = await Promise.all(nodes.map(clusterStats))
-  const sum = (k: string) => s.reduce((a, c) => a + (c[k] as number), 0)
+  const sum = (k: ClusterCounter) => s.reduce((a, c) => a + c[k], 0)
   t.comment(
     `5% loss: ${r.notFound} not found, ${r.remote} remote fills; over the fleet: copies retried ${sum('copiesRetried')}, SETs that waited for a copy's ACK ${sum('setsAwaitingCopy')}, LOOKUP datagrams ${sum('lookupDatagrams')}, timeouts ${sum('timeouts')}, MISS-settled ${sum('remoteMisses')}`,
   )

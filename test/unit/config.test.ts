@@ -153,7 +153,7 @@ t.test("a module's defaults are the table's", async (t) => {
     t.equal(STORE_DEFAULTS[k], d[k], k)
   t.same(
     [...RELOAD_IN_PLACE].sort(),
-    ['keyFile', 'logLevel', 'maxConnections', 'peers'],
+    ['keyFile', 'logLevel', 'maxConnections', 'memcacheAuthFile', 'peers'],
     'the keys a reload applies, as marked in the table',
   )
 })

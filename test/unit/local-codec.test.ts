@@ -178,7 +178,7 @@ const requestArb: fc.Arbitrary<Request> = fc.oneof(
     format: fc.string({ maxLength: 10 }).map((x) => Buffer.from(x).toString('latin1')),
     consumer: fc.string({ maxLength: 64 }).map((x) => Buffer.from(x).toString('latin1')),
   }),
-) as fc.Arbitrary<Request>
+)
 
 t.test('round trip of arbitrary requests', async (t) => {
   fc.assert(

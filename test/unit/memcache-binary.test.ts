@@ -262,8 +262,8 @@ t.test('random bytes and mutated requests: only need, request or reject, never o
       const again = parseRequest(encodeParsed(p.req), limits)
       if (
         again.kind !== 'request' ||
-        JSON.stringify(again.req, (_k, v) => (typeof v === 'bigint' ? String(v) : v)) !==
-          JSON.stringify(p.req, (_k, v) => (typeof v === 'bigint' ? String(v) : v))
+        JSON.stringify(again.req, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)) !==
+          JSON.stringify(p.req, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v))
       )
         throw new Error(`does not round-trip: ${input.toString('hex')}`)
     } else if (p.kind === 'reject') {

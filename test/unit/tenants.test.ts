@@ -65,7 +65,7 @@ t.test('tenants config: each bad value is refused with the key named', async (t)
       { code: 'BAD_CONFIG', message: re },
       String(re),
     )
-  t.throws(() => config({ memcacheTcpAccess: 'closed' }), { message: /memcacheTcpAccess must be "open" or "uid"/ })
+  t.throws(() => config({ memcacheTcpAccess: 'closed' }), { message: /memcacheTcpAccess must be "open", "uid" or "auth"/ })
   t.throws(() => config({ tenants: [tenant('a')], maxKeyBytes: 3 }), {
     message: /tenants\[0\]\.name leaves no room for keys within maxKeyBytes/,
   })
@@ -93,11 +93,20 @@ t.test('tenants config: each bad value is refused with the key named', async (t)
       memcacheListen: ['/run/sc/a-mc.sock', '127.0.0.1:11300'],
       memcacheUsers: [0, 33],
       ticketConsumers: ['nginx'],
+      memcacheAuthFile: '',
     },
     'a valid tenant, from JSON on the command line',
   )
   t.same(ok.memcacheUsers, [0], 'users by name')
   t.same(defaults().tenants, [], 'no tenants by default')
+  t.throws(() => config({ memcacheTcpAccess: 'auth' }), { message: /memcacheTcpAccess is "auth" but no memcacheAuthFile is set/ })
+  t.throws(() => config({ memcacheAuthFile: '/etc/x' }), { message: /memcacheAuthFile is set but memcacheTcpAccess is "open"/ })
+  t.throws(() => config({ memcacheTcpAccess: 'auth', memcacheAuthFile: 'rel' }), { message: /memcacheAuthFile must be an absolute path/ })
+  t.equal(
+    config({ memcacheTcpAccess: 'auth', tenants: JSON.stringify([tenant('a', { memcacheAuthFile: '/etc/a' })]) }).tenants[0]!
+      .memcacheAuthFile,
+    '/etc/a',
+  )
   t.equal(defaults().memcacheTcpAccess, 'open', 'TCP listeners open by default, as before')
 })
 

@@ -166,6 +166,52 @@ const bodies: { name: string; msg: Message; bytes: string }[] = [
     msg: { type: MsgType.DELETE, replId: 5, version: V, key: Buffer.from('k1') },
     bytes: '0a 0000019a b697e87b 00000005 019ab697e87b0102 0002 6b31',
   },
+  {
+    name: 'DECIDE (add)',
+    msg: {
+      type: MsgType.DECIDE,
+      reqId: 7,
+      kind: 1,
+      flags: 2,
+      ttlMs: 60_000,
+      unique: 0n,
+      delta: 0n,
+      key: Buffer.from('k'),
+      value: Buffer.from('v'),
+    },
+    bytes: '0d 0000019a b697e87b 00000007 01 00000002 000000000000ea60 0000000000000000 0000000000000000 0001 6b 76',
+  },
+  {
+    name: 'DECIDE (incr, an expired ttl)',
+    msg: {
+      type: MsgType.DECIDE,
+      reqId: 8,
+      kind: 6,
+      flags: 0,
+      ttlMs: -1,
+      unique: V,
+      delta: 5n,
+      key: Buffer.from('k'),
+      value: Buffer.alloc(0),
+    },
+    bytes: '0d 0000019a b697e87b 00000008 06 00000000 ffffffffffffffff 019ab697e87b0102 0000000000000005 0001 6b',
+  },
+  {
+    name: 'DECIDED',
+    msg: {
+      type: MsgType.DECIDED,
+      reqId: 7,
+      outcome: 1,
+      wrote: 1,
+      flags: 2,
+      ttlMs: 60_000,
+      version: V,
+      number: 9n,
+      key: Buffer.from('k'),
+      value: Buffer.from('v'),
+    },
+    bytes: '0e 0000019a b697e87b 00000007 01 01 00000002 0000ea60 019ab697e87b0102 0000000000000009 0001 6b 76',
+  },
   { name: 'ACKS of one id', msg: { type: MsgType.ACKS, replIds: [4] }, bytes: '0c 0000019a b697e87b 0001 00000004' },
   {
     name: 'ACKS of three ids',
@@ -371,22 +417,43 @@ const msg: fc.Arbitrary<Message> = fc.oneof(
   fc.record({ type: fc.constant(MsgType.ACK), replId: u32 }),
   fc.record({ type: fc.constant(MsgType.DELETE), replId: u32, version, key }),
   fc.record({ type: fc.constant(MsgType.ACKS), replIds: fc.array(u32, { minLength: 1, maxLength: 300 }) }),
-  fc
-    .uint8Array({ maxLength: 1200 })
-    .chain((c) =>
-      fc.record({
-        type: fc.constant(MsgType.REPLICATE),
-        replId: u32,
-        ttlMs: u32,
-        flags: u32,
-        totalLen: fc.constant(c.length),
-        index: fc.constant(0),
-        count: fc.constant(1),
-        version,
-        key,
-        chunk: fc.constant(Buffer.from(c)),
-      }),
-    ),
+  fc.record({
+    type: fc.constant(MsgType.DECIDE),
+    reqId: u32,
+    kind: fc.integer({ min: 0, max: 255 }),
+    flags: u32,
+    ttlMs: fc.integer({ min: -(2 ** 40), max: 2 ** 40 }),
+    unique: version,
+    delta: version,
+    key,
+    value: fc.uint8Array({ maxLength: 600 }).map((a) => Buffer.from(a)),
+  }),
+  fc.record({
+    type: fc.constant(MsgType.DECIDED),
+    reqId: u32,
+    outcome: fc.integer({ min: 0, max: 255 }),
+    wrote: fc.integer({ min: 0, max: 255 }),
+    flags: u32,
+    ttlMs: u32,
+    version,
+    number: version,
+    key,
+    value: fc.uint8Array({ maxLength: 600 }).map((a) => Buffer.from(a)),
+  }),
+  fc.uint8Array({ maxLength: 1200 }).chain((c) =>
+    fc.record({
+      type: fc.constant(MsgType.REPLICATE),
+      replId: u32,
+      ttlMs: u32,
+      flags: u32,
+      totalLen: fc.constant(c.length),
+      index: fc.constant(0),
+      count: fc.constant(1),
+      version,
+      key,
+      chunk: fc.constant(Buffer.from(c)),
+    }),
+  ),
   fc.record({
     type: fc.constant(MsgType.TICKET_PUB),
     period: u32,
@@ -408,28 +475,24 @@ const msg: fc.Arbitrary<Message> = fc.oneof(
     creator: fc.uint8Array({ minLength: 8, maxLength: 8 }).map((a) => Buffer.from(a)),
     key: fc.uint8Array({ minLength: 48, maxLength: 48 }).map((a) => Buffer.from(a)),
   }),
-  fc
-    .uint8Array({ minLength: 1, maxLength: 1400 })
-    .chain((c) =>
-      fc
-        .integer({ min: 1, max: Math.min(100, c.length + 5) })
-        .chain((count) =>
-          fc.record({
-            type: fc.constant(MsgType.HIT),
-            reqId: u32,
-            nonce: b8,
-            digest: b16,
-            ttlMs: u32,
-            flags: u32,
-            totalLen: fc.constant(c.length + 5),
-            index: fc.integer({ min: 0, max: count - 1 }),
-            count: fc.constant(count),
-            version,
-            chunk: fc.constant(Buffer.from(c)),
-          }),
-        ),
+  fc.uint8Array({ minLength: 1, maxLength: 1400 }).chain((c) =>
+    fc.integer({ min: 1, max: Math.min(100, c.length + 5) }).chain((count) =>
+      fc.record({
+        type: fc.constant(MsgType.HIT),
+        reqId: u32,
+        nonce: b8,
+        digest: b16,
+        ttlMs: u32,
+        flags: u32,
+        totalLen: fc.constant(c.length + 5),
+        index: fc.integer({ min: 0, max: count - 1 }),
+        count: fc.constant(count),
+        version,
+        chunk: fc.constant(Buffer.from(c)),
+      }),
     ),
-) as fc.Arbitrary<Message>
+  ),
+)
 
 t.test('round trip of arbitrary messages', async (t) => {
   fc.assert(
@@ -560,14 +623,14 @@ t.test('ACKS: unicast only, at least one id, its count exact, and what fits in a
   t.throws(() => decodeBody(zero), { code: 'BAD_FIELD' }, 'count 0')
   t.throws(() => encodeBody({ type: MsgType.ACKS, replIds: [] }, T), { code: 'BAD_FIELD' }, 'nothing to acknowledge is not encoded')
   t.throws(
-    () => encodeBody({ type: MsgType.ACKS, replIds: new Array(MAX_ACKS + 1).fill(1) }, T),
+    () => encodeBody({ type: MsgType.ACKS, replIds: new Array<number>(MAX_ACKS + 1).fill(1) }, T),
     { code: 'BAD_FIELD' },
     'more than a u16 count',
   )
   for (const max of [256, 1400, 9000, 65_000]) {
     const n = acksPerDatagram(max)
-    t.ok(datagramLength({ type: MsgType.ACKS, replIds: new Array(n).fill(1) }) <= max, `${n} ids fit in ${max} bytes`)
-    t.ok(n === MAX_ACKS || datagramLength({ type: MsgType.ACKS, replIds: new Array(n + 1).fill(1) }) > max, `${n + 1} do not`)
+    t.ok(datagramLength({ type: MsgType.ACKS, replIds: new Array<number>(n).fill(1) }) <= max, `${n} ids fit in ${max} bytes`)
+    t.ok(n === MAX_ACKS || datagramLength({ type: MsgType.ACKS, replIds: new Array<number>(n + 1).fill(1) }) > max, `${n + 1} do not`)
   }
 })
 

@@ -30,7 +30,8 @@ export function binaryReject(c: Sink, r: Extract<BinParse, { kind: 'reject' }>):
   const key = r.orDelete
   // memcached drops the old value of a set refused for its size: no stale session outlives it.
   c.enqueue(() => {
-    if (key) fe.commands.remove(key.toString('latin1'))
+    // void: a delete answers at once (no fetch comes first) and its outcome is not this reply's.
+    if (key) void fe.commands.remove(key.toString('latin1'))
     return errorResponse(r.opcode, r.opaque, r.status)
   })
 }

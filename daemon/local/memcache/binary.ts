@@ -82,8 +82,9 @@ export const BinStatus = {
   NOT_STORED: 0x0005,
   DELTA_BADVAL: 0x0006,
   NOT_MY_VBUCKET: 0x0007,
-  AUTH_ERROR: 0x0008,
-  AUTH_CONTINUE: 0x0009,
+  // memcached sends 0x20 and 0x21 (protocol_binary.h); the old protocol spec listed 0x08 and 0x09.
+  AUTH_ERROR: 0x0020,
+  AUTH_CONTINUE: 0x0021,
   UNKNOWN_COMMAND: 0x0081,
   ENOMEM: 0x0082,
   NOT_SUPPORTED: 0x0083,

@@ -19,7 +19,7 @@ import type { ClusterHooks } from '../../cluster/hooks.js'
 import type { Log } from '../../host/log.js'
 import { StoreError, type SessionStore } from '../../store/session-store.js'
 import { setLongTimeout, type LongTimeout } from '../long-timeout.js'
-import { CondKind, CondOutcome, SessionOps, type CondOp, type CondResult } from '../session-ops.js'
+import { CondKind, CondOutcome, DecisionError, SessionOps, type CondOp, type CondResult } from '../session-ops.js'
 import { RELATIVE_LIMIT_S } from './numbers.js'
 
 /** What a command may come to. The protocols word each: text STORED, binary status 0, meta HD. */
@@ -99,10 +99,10 @@ export class MemcacheCommands {
    * else is a bug, logged (no key or value) and answered, so that no client request can stop the
    * daemon.
    */
-  guard<R>(run: () => R | Promise<R>, fail: (err: StoreError | undefined) => R): R | Promise<R> {
+  guard<R>(run: () => R | Promise<R>, fail: (err: StoreError | DecisionError | undefined) => R): R | Promise<R> {
     const onError = (err: unknown): R => {
       this.#c.errors++
-      if (err instanceof StoreError) return fail(err)
+      if (err instanceof StoreError || err instanceof DecisionError) return fail(err)
       this.#o.log.error({ err: (err as Error)?.name, code: (err as { code?: unknown })?.code }, 'memcache command failed')
       return fail(undefined)
     }
@@ -286,7 +286,8 @@ export class MemcacheCommands {
       const v = r instanceof Promise ? version() : undefined
       return after(r, (x) => {
         const o = condOutcome(x)
-        const out = o === 'STORED' ? withCas(o, v ?? version()) : { outcome: o }
+        // Decided at a peer: the version it stored the write at (this host holds that copy).
+        const out = o === 'STORED' ? withCas(o, x.version ?? v ?? version()) : { outcome: o }
         return cas !== undefined ? this.#casCount(out) : out
       })
     }
@@ -330,7 +331,9 @@ export class MemcacheCommands {
         })
         const v = store.version(key)
         return after(r, (x) =>
-          x.outcome === CondOutcome.STORED ? { outcome: 'STORED' as Outcome, value: create.initial, cas: v } : { outcome: condOutcome(x) },
+          x.outcome === CondOutcome.STORED
+            ? { outcome: 'STORED' as Outcome, value: create.initial, cas: x.version ?? v }
+            : { outcome: condOutcome(x) },
         )
       }
       if (old && cas !== undefined && old.version !== cas) return { outcome: 'EXISTS' }
@@ -339,7 +342,7 @@ export class MemcacheCommands {
       return after(r, (x) => {
         const o = condOutcome(x)
         count(o)
-        return o === 'STORED' ? { outcome: o, ...(x.number !== undefined ? { value: x.number } : {}), cas: v } : { outcome: o }
+        return o === 'STORED' ? { outcome: o, ...(x.number !== undefined ? { value: x.number } : {}), cas: x.version ?? v } : { outcome: o }
       })
     }
     // The key is fetched first when held elsewhere, so that the miss, cas and create checks see it.

@@ -365,7 +365,7 @@ export class McConnection implements Sink {
   }
 
   prefetch(key: string): Fetch {
-    if (this.#lookups >= MAX_CONNECTION_LOOKUPS && this.fe.commands.needsLookup(key)) return { key, remote: undefined }
+    if (this.#lookups >= MAX_CONNECTION_LOOKUPS && this.fe.commands.needsLookup(key)) return { key }
     const f = this.fe.commands.prefetch(key, this.#gone)
     if (f.remote) this.#lookups++
     return f

@@ -33,7 +33,7 @@ export function metaCommand(c: Sink, line: string): void {
     case 'mg':
       return get(c, r)
     case 'ms':
-      return set(c, r as Extract<MetaRequest, { cmd: 'ms' }>)
+      return set(c, r)
     case 'md':
       return c.enqueue(() => del(c, r), false, 0, false, fail)
     case 'ma':

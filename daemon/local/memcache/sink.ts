@@ -4,6 +4,7 @@
  * connection.ts implements it; the handlers never touch the socket.
  */
 import type { StoreError } from '../../store/session-store.js'
+import type { DecisionError } from '../session-ops.js'
 import type { BinLimits } from './binary.js'
 import type { CommandCounters, Fetch, MemcacheCommands } from './commands.js'
 
@@ -47,7 +48,7 @@ export interface FrontEnd {
 export type Reply = string | Buffer | { parts: Buffer[]; secret?: Buffer } | undefined
 
 /** A store error (or, undefined, a bug) as this protocol words it. */
-export type Fail = (err: StoreError | undefined) => Reply
+export type Fail = (err: StoreError | DecisionError | undefined) => Reply
 
 export interface Sink {
   readonly fe: FrontEnd

@@ -80,7 +80,8 @@ export function textCommand(c: Sink, line: string): void {
         fe.counters.errors++
         // memcached drops the old value of a refused set, so no stale session outlives it.
         return c.enqueue(() => {
-          if (cmd === 'set') cmds.remove(key)
+          // void: a delete answers at once (no fetch comes first) and its outcome is not this reply's.
+          if (cmd === 'set') void cmds.remove(key)
           return TOO_LARGE
         }, nr)
       }

@@ -1,0 +1,449 @@
+/**
+ * One decision point per key for conditional writes (add, replace, cas, append, prepend, incr,
+ * decr): the key's decider, its first owner under this host's view (rendezvous over the trusted
+ * live members and this host, as replication places copies), decides them one at a time, so that
+ * across the fleet they behave as on one memcached: one `add` wins, no increment is lost, one
+ * `cas` per unique value succeeds.
+ *
+ * On the decider: operations on one key run in order (a promise chain per key: a fetch of a key
+ * held only elsewhere is async, and the next operation must see the previous one's write). The
+ * write goes out as every write does (replication's `stored`: copies to the owners) and the
+ * outcome is given once the copies let it (as a SET's answer waits).
+ *
+ * Elsewhere: DECIDE to the decider, retransmitted with the same request id until DECIDED comes
+ * back or the deadline passes. The decider remembers each outcome by (sender, request id) for
+ * REMEMBER_MS and answers a repeat with it, never applying an operation twice. The asker keeps
+ * the decided result as a copy (at the decider's version) when it is one of the key's owners,
+ * else drops its older copy, and answers its client. When no answer
+ * comes in time, or the decider dies or leaves meanwhile, the operation fails with DecisionError
+ * OUTCOME_UNKNOWN: it may or may not have been applied, and the client is told so, never a
+ * success that another host may also have given.
+ *
+ * Limits: a DECIDE travels in one datagram; an operation whose value does not fit fails with
+ * DecisionError TOO_LARGE_TO_FORWARD on a host that is not the decider. A DECIDED whose result
+ * does not fit (a large append) carries no value: the asker drops its own older copy and reads
+ * the key from the owners next time.
+ */
+import { DecideRefusal, DecidedWrote, MsgType, type Message } from '../../protocol/wire.js'
+import { BoundedMap } from '../../protocol/bounded.js'
+import { CondKind, CondOutcome, applyConditional, type CondOp, type CondResult } from '../store/conditional.js'
+import { StoreError, type SessionStore } from '../store/session-store.js'
+import type { Clock, TimerHandle } from './clock.js'
+import type { PeerTransport } from './peer-transport.js'
+import type { Membership } from './membership.js'
+
+type Decide = Extract<Message, { type: typeof MsgType.DECIDE }>
+type Decided = Extract<Message, { type: typeof MsgType.DECIDED }>
+
+/** Stable codes of a conditional write that could not be decided. */
+export type DecisionErrorCode = 'OUTCOME_UNKNOWN' | 'TOO_LARGE_TO_FORWARD'
+
+/** A conditional write whose outcome this host cannot give (front ends: memcache `SERVER_ERROR outcome unknown`). */
+export class DecisionError extends Error {
+  readonly code: DecisionErrorCode
+  constructor(code: DecisionErrorCode, message: string) {
+    super(message)
+    this.name = 'DecisionError'
+    this.code = code
+  }
+}
+
+/** A decided operation as the caller sees it: the outcome, and the version the write was stored at. */
+export interface Decision extends CondResult {
+  version?: bigint
+}
+
+export interface DecisionCounters {
+  /** Conditional writes this host decided as the decider (its own and its peers'). */
+  decisionsLocal: number
+  /** Conditional writes this host sent to their decider. */
+  decisionsRemote: number
+  /** DECIDEs sent again for want of an answer. */
+  decisionsRetransmitted: number
+  /** Conditional writes that ended in DecisionError OUTCOME_UNKNOWN here. */
+  decisionsFailed: number
+  /** DECIDEs received again and answered from memory (or while still deciding), not applied again. */
+  decisionRepeats: number
+  /** DECIDEs refused because this host is not the key's decider under its view. */
+  decisionsRefused: number
+  /** DECIDEDs that matched no operation in flight (late, or repeated). */
+  decidedUnmatched: number
+}
+
+/** What decisions need from the rest of the cluster. */
+export interface DecisionDeps {
+  transport: PeerTransport
+  store: SessionStore
+  membership: Membership
+  clock: Clock
+  /** The owners of a key, best first, this host included (replication's placement). */
+  ownersOf: (key: string) => string[]
+  /** Fetches a key this host lacks from the peers (stored here when found). */
+  fetch: (key: string) => Promise<unknown>
+  /** A local write to copy to the owners (replication's `stored`): answer once it settles. */
+  stored: (key: string) => Promise<void> | undefined
+  /** A local delete to send to the hosts that may hold a copy. */
+  deleted: (key: string) => void
+}
+
+export interface DecisionOptions {
+  /** How long an asker waits for DECIDED before OUTCOME_UNKNOWN (ms). */
+  deadlineMs: number
+  /** First retransmit interval (ms); doubled up to RETRANSMIT_MAX_MS. */
+  retransmitMs: number
+}
+
+/** How long a decider remembers an outcome for repeats (ms): past any asker's deadline. */
+export const REMEMBER_MS = 10_000
+/** Most outcomes remembered at once. */
+const MAX_REMEMBERED = 65_536
+/** Most operations one host has in flight to deciders. */
+const MAX_PENDING = 16_384
+const RETRANSMIT_MAX_MS = 200
+/** While the decider's views disagree (NOT_DECIDER), how long before asking again (ms). */
+const REFUSED_RETRY_MS = 20
+
+interface Pending {
+  reqId: number
+  key: string
+  op: CondOp
+  decider: string
+  deadline: number
+  interval: number
+  timer: TimerHandle | undefined
+  resolve: (d: Decision) => void
+  reject: (e: Error) => void
+}
+
+interface Remembered {
+  at: number
+  answer: Decided | undefined
+}
+
+export class Decisions {
+  readonly counters: DecisionCounters = {
+    decisionsLocal: 0,
+    decisionsRemote: 0,
+    decisionsRetransmitted: 0,
+    decisionsFailed: 0,
+    decisionRepeats: 0,
+    decisionsRefused: 0,
+    decidedUnmatched: 0,
+  }
+  readonly #d: DecisionDeps
+  readonly #o: DecisionOptions
+  /** Per key: the tail of its chain of decisions on this host. */
+  readonly #chains = new Map<string, Promise<unknown>>()
+  readonly #pending = new Map<number, Pending>()
+  readonly #remembered = new BoundedMap<string, Remembered>(MAX_REMEMBERED)
+  #nextReqId = 1
+  #closed = false
+
+  constructor(o: DecisionOptions, deps: DecisionDeps) {
+    this.#o = o
+    this.#d = deps
+  }
+
+  get pending(): number {
+    return this.#pending.size
+  }
+
+  /** The decider of `key` under this host's view (its node id). */
+  deciderOf(key: string): string {
+    return this.#d.ownersOf(key)[0] ?? this.#d.membership.selfId
+  }
+
+  /** Decides `op` on `key`: here when this host is its decider, else at the decider. */
+  decide(key: string, op: CondOp): Promise<Decision> {
+    const decider = this.deciderOf(key)
+    if (decider === this.#d.membership.selfId) {
+      this.counters.decisionsLocal++
+      return this.#serial(key, () => this.#decideHere(key, op))
+    }
+    return this.#ask(key, op, decider)
+  }
+
+  /** Runs `fn` after every decision on `key` queued before it. */
+  #serial<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#chains.get(key) ?? Promise.resolve()
+    const run = prev.then(fn, fn)
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    )
+    this.#chains.set(key, tail)
+    void tail.then(() => {
+      if (this.#chains.get(key) === tail) this.#chains.delete(key)
+    })
+    return run
+  }
+
+  async #decideHere(key: string, op: CondOp): Promise<Decision> {
+    const store = this.#d.store
+    // A key held only elsewhere (this host just became its decider) is fetched first, so that
+    // an `add` of a key that exists fails and an incr counts from its value.
+    if (!store.has(key)) await this.#d.fetch(key).catch(() => undefined)
+    const r = applyConditional(store, key, op)
+    if (r.wrote === 'delete') this.#d.deleted(key)
+    else if (r.wrote === 'set') {
+      const copied = this.#d.stored(key)
+      // flush: the copies leave now, not at the end of this turn, so the wait is one round trip.
+      this.#d.transport.flush()
+      if (copied) await copied
+    }
+    return r.wrote ? { ...r, version: store.version(key) } : r
+  }
+
+  // ---- the asking side ----
+
+  #ask(key: string, op: CondOp, decider: string): Promise<Decision> {
+    const keyBytes = Buffer.from(key, 'latin1')
+    const value = 'value' in op ? op.value : Buffer.alloc(0)
+    const probe: Decide = { type: MsgType.DECIDE, reqId: 0, kind: op.kind, flags: 0, ttlMs: 0, unique: 0n, delta: 0n, key: keyBytes, value }
+    if (!this.#d.transport.fits(probe))
+      return Promise.reject(new DecisionError('TOO_LARGE_TO_FORWARD', 'value too large to forward to the decider'))
+    if (this.#closed || this.#pending.size >= MAX_PENDING) {
+      this.counters.decisionsFailed++
+      return Promise.reject(new DecisionError('OUTCOME_UNKNOWN', 'outcome unknown'))
+    }
+    this.counters.decisionsRemote++
+    return new Promise<Decision>((resolve, reject) => {
+      let reqId = this.#nextReqId
+      while (this.#pending.has(reqId)) reqId = (reqId + 1) >>> 0 || 1
+      this.#nextReqId = (reqId + 1) >>> 0 || 1
+      const p: Pending = {
+        reqId,
+        key,
+        op,
+        decider,
+        deadline: this.#d.clock.now() + this.#o.deadlineMs,
+        interval: this.#o.retransmitMs,
+        timer: undefined,
+        resolve,
+        reject,
+      }
+      this.#pending.set(reqId, p)
+      this.#send(p)
+      this.#arm(p, p.interval)
+    })
+  }
+
+  #message(p: Pending): Decide {
+    const op = p.op
+    return {
+      type: MsgType.DECIDE,
+      reqId: p.reqId,
+      kind: op.kind,
+      flags: 'flags' in op ? op.flags : 0,
+      ttlMs: 'ttlMs' in op ? op.ttlMs : 0,
+      unique: op.kind === CondKind.CAS ? op.unique : 0n,
+      delta: 'delta' in op ? op.delta : 0n,
+      key: Buffer.from(p.key, 'latin1'),
+      value: 'value' in op ? op.value : Buffer.alloc(0),
+    }
+  }
+
+  #send(p: Pending): void {
+    const to = this.#d.membership.addressOf(p.decider)
+    if (to) this.#d.transport.sendTo(to, p.decider, this.#message(p))
+    this.#d.transport.flush()
+  }
+
+  #arm(p: Pending, delay: number): void {
+    const left = p.deadline - this.#d.clock.now()
+    if (left <= 0) return this.#fail(p)
+    p.timer = this.#d.clock.setTimeout(
+      () => {
+        p.timer = undefined
+        if (this.#d.clock.now() >= p.deadline) return this.#fail(p)
+        this.counters.decisionsRetransmitted++
+        this.#send(p)
+        p.interval = Math.min(RETRANSMIT_MAX_MS, p.interval * 2)
+        this.#arm(p, p.interval)
+      },
+      Math.min(delay, left),
+    )
+  }
+
+  #settle(p: Pending): void {
+    this.#d.clock.clearTimeout(p.timer)
+    p.timer = undefined
+    this.#pending.delete(p.reqId)
+  }
+
+  #fail(p: Pending): void {
+    this.#settle(p)
+    this.counters.decisionsFailed++
+    p.reject(new DecisionError('OUTCOME_UNKNOWN', 'outcome unknown'))
+  }
+
+  /** The answer to one of our DECIDEs: stored here as a copy, then given to the caller. */
+  onDecided(sender: string, m: Decided): void {
+    const p = this.#pending.get(m.reqId)
+    if (!p || p.decider !== sender || m.key.toString('latin1') !== p.key) {
+      this.counters.decidedUnmatched++
+      return
+    }
+    if (m.outcome === 0) {
+      if (m.wrote === DecideRefusal.NOT_DECIDER) {
+        // Our views differ on who decides this key: ask whoever our view names now, at once if
+        // that changed, else after a short wait for the views to agree. Nothing was applied.
+        this.counters.decisionsRefused++
+        const next = this.deciderOf(p.key)
+        this.#d.clock.clearTimeout(p.timer)
+        if (next === this.#d.membership.selfId) {
+          this.#settle(p)
+          this.counters.decisionsLocal++
+          this.#serial(p.key, () => this.#decideHere(p.key, p.op)).then(p.resolve, p.reject)
+          return
+        }
+        // A new decider gets a new request id: the old one stays unanswered there.
+        p.decider = next
+        p.interval = this.#o.retransmitMs
+        this.#arm(p, next === sender ? REFUSED_RETRY_MS : 0)
+        return
+      }
+      this.#settle(p)
+      const code = m.wrote === DecideRefusal.BAD_TTL ? 'BAD_TTL' : 'TOO_LARGE'
+      p.reject(new StoreError(code, code === 'BAD_TTL' ? 'bad TTL' : 'object too large for cache'))
+      return
+    }
+    this.#settle(p)
+    const key = p.key
+    const store = this.#d.store
+    try {
+      // Kept here only by an owner, which every later write reaches with its copy: a copy on any
+      // other host would go stale at the next write decided elsewhere. Elsewhere (or too large to
+      // carry) what this host holds, older than the decided version, is dropped, so the next read
+      // here asks the owners; a copy at that version is still taken when it comes.
+      const owner = this.#d.ownersOf(key).includes(this.#d.membership.selfId)
+      if (m.wrote === DecidedWrote.SET && owner) store.setFromPeer(key, m.value, m.ttlMs, m.flags, m.version)
+      else if (m.wrote === DecidedWrote.DELETE) store.deleteFromPeer(key, m.version)
+      else if ((m.wrote === DecidedWrote.SET || m.wrote === DecidedWrote.SET_OMITTED) && m.version > 0n)
+        store.deleteFromPeer(key, m.version - 1n)
+    } catch {
+      // This host's store refused the copy (its own limits): the decision stands; reads go to the owners.
+    }
+    const d: Decision = { outcome: m.outcome as Decision['outcome'] }
+    if (m.wrote === DecidedWrote.SET || m.wrote === DecidedWrote.SET_OMITTED) d.wrote = 'set'
+    else if (m.wrote === DecidedWrote.DELETE) d.wrote = 'delete'
+    if (m.wrote !== DecidedWrote.NOTHING) d.version = m.version
+    if ((p.op.kind === CondKind.INCR || p.op.kind === CondKind.DECR) && m.outcome === CondOutcome.STORED) d.number = m.number
+    p.resolve(d)
+  }
+
+  /** A decider that died or left: what was asked of it may or may not be applied. */
+  membersChanged(): void {
+    for (const p of [...this.#pending.values()]) if (!this.#d.membership.members.has(p.decider)) this.#fail(p)
+  }
+
+  // ---- the deciding side ----
+
+  /** A peer's DECIDE (from a trusted member): decided here once, however often it arrives. */
+  onDecide(sender: string, m: Decide): void {
+    const to = this.#d.membership.addressOf(sender)
+    if (!to) return
+    const key = m.key.toString('latin1')
+    const id = `${sender}:${m.reqId}`
+    const now = this.#d.clock.now()
+    const seen = this.#remembered.get(id)
+    if (seen && now - seen.at <= REMEMBER_MS) {
+      this.counters.decisionRepeats++
+      // Still deciding: its answer goes out when done. Decided: the same answer again.
+      if (seen.answer) this.#reply(to, sender, seen.answer)
+      return
+    }
+    const answer = (a: Decided) => {
+      const r = this.#remembered.get(id)
+      if (r) r.answer = a
+      this.#reply(to, sender, a)
+    }
+    const refuse = (why: number) => answer(this.#decided(m, 0, why, 0, 0, 0n, 0n, Buffer.alloc(0)))
+    if (this.deciderOf(key) !== this.#d.membership.selfId) {
+      // Not remembered: once our views agree, a repeat may be decided here.
+      this.counters.decisionsRefused++
+      this.#reply(to, sender, this.#decided(m, 0, DecideRefusal.NOT_DECIDER, 0, 0, 0n, 0n, Buffer.alloc(0)))
+      return
+    }
+    const op = opOf(m)
+    if (!op) return
+    this.#remembered.delete(id)
+    this.#remembered.set(id, { at: now, answer: undefined })
+    this.#sweepRemembered(now)
+    this.counters.decisionsLocal++
+    this.#serial(key, () => this.#decideHere(key, op)).then(
+      (r) => {
+        const store = this.#d.store
+        const e = r.wrote === 'set' ? store.peek(key) : undefined
+        const version = r.version ?? 0n
+        const number = r.number ?? 0n
+        if (r.wrote === 'delete') return answer(this.#decided(m, r.outcome, DecidedWrote.DELETE, 0, 0, version, number, Buffer.alloc(0)))
+        if (!e || e.version !== version)
+          // Written and already changed again (or gone): the asker takes the newer copy from the owners.
+          return answer(
+            this.#decided(m, r.outcome, r.wrote ? DecidedWrote.SET_OMITTED : DecidedWrote.NOTHING, 0, 0, version, number, Buffer.alloc(0)),
+          )
+        const full = this.#decided(m, r.outcome, DecidedWrote.SET, e.flags, store.remainingTtl(key), version, number, e.value)
+        if (this.#d.transport.fits(full)) return answer({ ...full, value: Buffer.from(e.value) })
+        answer(this.#decided(m, r.outcome, DecidedWrote.SET_OMITTED, 0, 0, version, number, Buffer.alloc(0)))
+      },
+      (err: unknown) => {
+        if (err instanceof StoreError) refuse(err.code === 'BAD_TTL' ? DecideRefusal.BAD_TTL : DecideRefusal.TOO_LARGE)
+        else this.#remembered.delete(id)
+      },
+    )
+  }
+
+  #decided(
+    m: Decide,
+    outcome: number,
+    wrote: number,
+    flags: number,
+    ttlMs: number,
+    version: bigint,
+    number: bigint,
+    value: Buffer,
+  ): Decided {
+    return { type: MsgType.DECIDED, reqId: m.reqId, outcome, wrote, flags, ttlMs, version, number, key: Buffer.from(m.key), value }
+  }
+
+  #reply(to: ReturnType<Membership['addressOf']> & object, sender: string, a: Decided): void {
+    if (this.#closed) return
+    this.#d.transport.sendTo(to, sender, a)
+    this.#d.transport.flush()
+  }
+
+  #sweepRemembered(now: number): void {
+    // Oldest first (insertion order): stop at the first one still fresh.
+    for (const [id, r] of this.#remembered) {
+      if (now - r.at <= REMEMBER_MS) break
+      this.#remembered.delete(id)
+    }
+  }
+
+  /** Fails what is in flight (the daemon stops). Idempotent. */
+  close(): void {
+    this.#closed = true
+    for (const p of [...this.#pending.values()]) this.#fail(p)
+  }
+}
+
+/** The operation a DECIDE names, or undefined for an unknown kind (dropped). */
+function opOf(m: Decide): CondOp | undefined {
+  const value = Buffer.from(m.value)
+  switch (m.kind) {
+    case CondKind.ADD:
+    case CondKind.REPLACE:
+      return { kind: m.kind, value, ttlMs: m.ttlMs, flags: m.flags }
+    case CondKind.CAS:
+      return { kind: CondKind.CAS, value, ttlMs: m.ttlMs, flags: m.flags, unique: m.unique }
+    case CondKind.APPEND:
+    case CondKind.PREPEND:
+      return { kind: m.kind, value }
+    case CondKind.INCR:
+    case CondKind.DECR:
+      return { kind: m.kind, delta: m.delta }
+    default:
+      return undefined
+  }
+}

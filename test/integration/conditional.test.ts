@@ -1,0 +1,134 @@
+/**
+ * Conditional writes decided at one host per key (daemon/cluster/decisions.ts), with real daemons
+ * and the memcache front end: concurrent `add` of one key from several hosts has exactly one
+ * winner, concurrent `incr` lose nothing, one `cas` per unique value succeeds, a large append
+ * decided elsewhere works, and a decider SIGKILLed mid-operation never yields two winners.
+ *
+ * STATECAST_COND_ROUNDS sets the rounds (default 300; 10000 by hand).
+ */
+import t, { type Test } from 'tap'
+import { clusterStats, replicationSettled, type ClusterCounter } from '../helpers/cluster.js'
+import { owners } from '../../daemon/cluster/rendezvous.js'
+import { mcConnect, startMcCluster, type McConn } from '../helpers/memcache-cluster.js'
+
+const ROUNDS = Number(process.env['STATECAST_COND_ROUNDS'] ?? 300)
+
+const won = (reply: string[]) => reply[0] === 'STORED'
+const answered = (reply: string[]) => ['STORED', 'NOT_STORED', 'EXISTS', 'NOT_FOUND'].includes(reply[0]!)
+
+async function addRounds(t: Test, conns: McConn[], tag: string): Promise<void> {
+  let bad = 0
+  let errors = 0
+  for (let i = 0; i < ROUNDS; i++) {
+    const key = `lock-${tag}-${i}`
+    const replies = await Promise.all(conns.map((c) => c.cmd(`add ${key} 0 60 1`, 'x')))
+    const wins = replies.filter(won).length
+    errors += replies.filter((r) => !answered(r)).length
+    if (wins !== 1) {
+      bad++
+      if (bad <= 3) t.comment(`round ${i}: ${JSON.stringify(replies)}`)
+    }
+  }
+  t.equal(bad, 0, `${ROUNDS} rounds of add from ${conns.length} hosts: exactly one winner in each`)
+  t.equal(errors, 0, 'no errors in a healthy cluster')
+}
+
+t.test('add from 2 and 3 hosts, right after start: exactly one wins each round', async (t) => {
+  const { nodes } = await startMcCluster(t, 3)
+  const conns = await Promise.all(nodes.map((n) => mcConnect(t, n.mcPort)))
+  // At once: startMcCluster returns as soon as every host trusts the others, not when settled.
+  await addRounds(t, conns.slice(0, 2), 'two')
+  await addRounds(t, conns, 'three')
+  const stats = await Promise.all(nodes.map(clusterStats))
+  const sum = (k: ClusterCounter) => stats.reduce((a, s) => a + s[k], 0)
+  t.ok(sum('decisionsRemote') > 0, `some adds were decided remotely (${sum('decisionsRemote')})`)
+  t.comment(
+    `decisionsLocal ${sum('decisionsLocal')} decisionsRemote ${sum('decisionsRemote')} retransmitted ${sum('decisionsRetransmitted')} ` +
+      `repeats ${sum('decisionRepeats')} refused ${sum('decisionsRefused')} failed ${sum('decisionsFailed')}`,
+  )
+})
+
+t.test('1,000 concurrent incr over 3 hosts end at exactly 1,000; cas with one unique: one wins', async (t) => {
+  const { nodes } = await startMcCluster(t, 3)
+  const conns = await Promise.all(nodes.map((n) => mcConnect(t, n.mcPort)))
+  t.same(await conns[0]!.cmd('set counter 0 300 1', '0'), ['STORED'])
+  const incrs: Promise<string[]>[] = []
+  for (let i = 0; i < 1000; i++) incrs.push(conns[i % 3]!.cmd('incr counter 1'))
+  const replies = await Promise.all(incrs)
+  t.equal(replies.filter((r) => /^\d+$/.test(r[0]!)).length, 1000, 'every incr answered with a number')
+  const numbers = new Set(replies.map((r) => r[0]))
+  t.equal(numbers.size, 1000, 'every incr saw its own value: none lost, none repeated')
+  for (const c of conns) t.match((await c.cmd('get counter'))[1], /^1000 *$/, 'every host reads 1000')
+
+  let bad = 0
+  for (let i = 0; i < ROUNDS; i++) {
+    const key = `cas-${i}`
+    t.same(await conns[i % 3]!.cmd(`set ${key} 0 60 1`, 'a'), ['STORED'])
+    const g = await conns[(i + 1) % 3]!.cmd(`gets ${key}`)
+    const unique = g[0]!.split(' ')[4]!
+    const r = await Promise.all([conns[1]!.cmd(`cas ${key} 0 60 1 ${unique}`, 'b'), conns[2]!.cmd(`cas ${key} 0 60 1 ${unique}`, 'c')])
+    if (r.filter(won).length !== 1) {
+      bad++
+      if (bad <= 3) t.comment(`round ${i}: ${JSON.stringify(r)}`)
+    }
+  }
+  t.equal(bad, 0, `${ROUNDS} rounds: exactly one cas per unique value`)
+})
+
+t.test('a large append decided on another host', async (t) => {
+  const { nodes } = await startMcCluster(t, 3, ['--max-value-bytes', String(1 << 20)])
+  const conns = await Promise.all(nodes.map((n) => mcConnect(t, n.mcPort)))
+  const big = Buffer.alloc(900_000, 'v')
+  t.same(await conns[0]!.cmd(`set big 0 300 ${big.length}`, big), ['STORED'])
+  // The copies of a 900 KB value take a while; this test is about the append, not the fill.
+  await replicationSettled(nodes)
+  // From every host: at least two of them are not its decider.
+  for (const c of conns) t.same(await c.cmd('append big 0 0 3', 'abc'), ['STORED'])
+  const stats = await Promise.all(nodes.map(clusterStats))
+  t.ok(stats.reduce((a, s) => a + Number(s['decisionsRemote']), 0) >= 2, 'appends were decided remotely')
+  const decider = stats.findIndex((s) => Number(s['decisionsLocal']) >= 3)
+  t.ok(decider >= 0, 'one host decided all three')
+  const got = await conns[decider]!.cmd('get big')
+  t.equal(got[1]!.length, big.length + 9, 'the value grew by all three appends')
+  t.ok(got[1]!.endsWith('abcabcabc'))
+  // An add whose own value is too large for one DECIDE is refused clearly on a non-decider.
+  const other = (decider + 1) % 3
+  const r = await conns[other]!.cmd(`add big 0 300 ${big.length}`, big)
+  t.ok(r[0] === 'NOT_STORED' || r[0]!.startsWith('SERVER_ERROR'), `a large add elsewhere: ${r[0]}`)
+})
+
+t.test('the decider SIGKILLed mid-operation: outcomes or errors, never two winners', async (t) => {
+  const { nodes } = await startMcCluster(t, 3)
+  const conns = await Promise.all(nodes.map((n) => mcConnect(t, n.mcPort)))
+  const ids = await Promise.all(nodes.map(async (n) => String((await clusterStats(n))['nodeId'])))
+  // Keys whose decider (first owner by rendezvous over the three) is node 0.
+  const keys: string[] = []
+  for (let i = 0; keys.length < 100; i++) if (owners(`kill-${i}`, ids, 1)[0] === ids[0]) keys.push(`kill-${i}`)
+  // Adds of each key from nodes 1 and 2 at once, while node 0 is killed.
+  const inflight = keys.map((k) => Promise.all([conns[1]!.cmd(`add ${k} 0 60 1`, 'b'), conns[2]!.cmd(`add ${k} 0 60 1`, 'c')]))
+  nodes[0]!.proc.kill('SIGKILL')
+  const rounds = await Promise.all(inflight)
+  let twoWinners = 0
+  let unknown = 0
+  let unclear = 0
+  for (const r of rounds) {
+    if (r.filter(won).length > 1) twoWinners++
+    unknown += r.filter((x) => x[0] === 'SERVER_ERROR outcome unknown').length
+    unclear += r.filter((x) => !answered(x) && x[0] !== 'SERVER_ERROR outcome unknown').length
+  }
+  t.equal(twoWinners, 0, 'never two winners')
+  t.equal(unclear, 0, 'every reply is an outcome or "outcome unknown"')
+  t.comment(`outcome unknown: ${unknown} of ${rounds.length * 2}`)
+  // Once the others have declared node 0 dead, a new decider takes over and decides again.
+  await waitFor(async () => (await clusterStats(nodes[1]!))['members'] === 1, 30_000)
+  const after = await Promise.all([conns[1]!.cmd('add after-kill 0 60 1', 'b'), conns[2]!.cmd('add after-kill 0 60 1', 'c')])
+  t.equal(after.filter(won).length, 1, 'after the death: exactly one winner again')
+})
+
+async function waitFor(cond: () => Promise<boolean>, ms: number): Promise<void> {
+  const end = Date.now() + ms
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error('timed out waiting')
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
