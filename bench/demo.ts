@@ -1,10 +1,12 @@
 /**
- * npm run demo: three daemons and three HTTPS servers on loopback, clients behind a round-robin
- * "load balancer" that reconnect and try to resume, once with per-server session caches only and
- * once with statecast. Prints one screen: resumption rate and mean handshake time.
+ * npm run demo: three daemons and three HTTPS servers (one process each) on loopback, each server
+ * behind a proxy that simulates a round-trip time (--rtt-ms, 20 by default), and clients behind a
+ * round-robin "load balancer" that reconnect and try to resume, once with per-server session
+ * caches only and once with statecast, for TLS 1.2 and 1.3. Prints one screen: the share resumed,
+ * the mean handshake time at that RTT and the servers' CPU per handshake.
  */
 import crypto from 'node:crypto'
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import https from 'node:https'
 import os from 'node:os'
@@ -17,11 +19,15 @@ import { StatecastClient } from '../client/index.js'
 import Memcached from 'memcached'
 import { formatKeyFile, newClusterKey } from '../protocol/keyfile.js'
 import { untilAccepting } from './local.js'
+import { startDelayProxy, type DelayProxy } from './delay-proxy.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const DAEMON = path.resolve(here, '..', 'daemon', 'main.js')
 const CLIENTS = Number(process.env['DEMO_CLIENTS'] ?? 30)
 const ROUNDS = Number(process.env['DEMO_ROUNDS'] ?? 10)
+const CONCURRENCY = Number(process.env['DEMO_CONCURRENCY'] ?? 2)
+const WARM_ROUNDS = Number(process.env['DEMO_WARM_ROUNDS'] ?? 2)
+const TICK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100
 
 export type Version = 'TLSv1.2' | 'TLSv1.3'
 
@@ -267,53 +273,161 @@ export async function drive(
   }
 }
 
-/** Three servers in this process, one per daemon, and the clients; every connection timed. */
-export async function run(
+/** CPU time (user + system) a process has used so far, in ms, from /proc. */
+export function cpuMs(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  // After the command name: state is field 3 of stat(5); utime and stime are fields 14 and 15.
+  return ((Number(f[11]) + Number(f[12])) * 1000) / TICK
+}
+
+/**
+ * `n` HTTPS servers, each in its own process (bench/tls-server.ts) as on its own host, server i
+ * using daemon `sockets[i]`; resolves with their ports once all listen.
+ */
+export async function startServers(
+  n: number,
   version: Version,
-  mode: CacheMode | boolean,
-  creds: { key: Buffer; cert: Buffer },
+  mode: CacheMode,
   sockets: string[],
-  opts: { clients?: number; rounds?: number; concurrency?: number; memcached?: string } = {},
-): Promise<DriveResult> {
-  const m: CacheMode = mode === true ? 'statecast' : mode === false ? 'per-server' : mode
-  const servers = await Promise.all(sockets.slice(0, 3).map((socketPath) => startTlsServer(version, m, creds, socketPath, opts.memcached)))
+  keyPem: string,
+  certPem: string,
+  memcached = '',
+): Promise<{ procs: ChildProcess[]; ports: number[]; stop(): Promise<void> }> {
+  const procs: ChildProcess[] = []
+  const stop = async () => {
+    for (const p of procs) if (p.connected) p.send('close')
+    await Promise.all(procs.map((p) => new Promise((r) => (p.exitCode !== null || p.signalCode !== null ? r(null) : p.once('exit', r)))))
+  }
   try {
-    return await drive(
-      servers.map((s) => s.port),
-      version,
-      creds.cert,
-      { clients: opts.clients ?? CLIENTS, rounds: opts.rounds ?? ROUNDS, concurrency: opts.concurrency ?? 1, timedFrom: 0 },
+    const ports = await Promise.all(
+      Array.from({ length: n }, (_, i) => {
+        const p = fork(path.join(here, 'tls-server.js'), [version, mode, sockets[i]!, keyPem, certPem, memcached], {
+          stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+        })
+        procs.push(p)
+        return new Promise<number>((resolve, reject) => {
+          p.once('message', (m) => resolve((m as { port: number }).port))
+          p.once('exit', (code) => reject(new Error(`TLS server exited with ${code} before listening`)))
+        })
+      }),
     )
-  } finally {
-    await Promise.all(servers.map((s) => s.close()))
+    return { procs, ports, stop }
+  } catch (err) {
+    for (const p of procs) p.kill('SIGTERM')
+    throw err
   }
 }
 
-async function main(): Promise<void> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'statecast-demo-'))
-  const creds = makeCert(dir)
-  const { procs, sockets } = await startDaemons(dir)
+export interface DemoRow extends DriveResult {
+  /** CPU of the three server processes, and of the three daemons when they serve the cache, in ms. */
+  serverCpuMs: number
+  daemonCpuMs: number
+}
+
+/**
+ * One case of the demo: three server processes with the cache of `mode`, each behind a proxy that
+ * adds `rttMs` of round trip, and the clients. The first round is every client's first visit (a
+ * full handshake whatever the cache) and warms the servers up; the rounds after it are timed, and
+ * the servers' and daemons' CPU is read over them.
+ */
+export async function run(
+  version: Version,
+  mode: CacheMode,
+  dir: string,
+  daemons: { procs: ChildProcess[]; sockets: string[] },
+  opts: { clients: number; rounds: number; concurrency: number; rttMs: number },
+): Promise<DemoRow> {
+  const servers = await startServers(3, version, mode, daemons.sockets, path.join(dir, 'key.pem'), path.join(dir, 'cert.pem'))
+  const proxies: DelayProxy[] = []
   try {
-    await untilJoined(sockets)
+    for (const port of servers.ports) proxies.push(await startDelayProxy(port, opts.rttMs))
+    const serverPids = servers.procs.map((p) => p.pid!)
+    const daemonPids = mode === 'statecast' ? daemons.procs.map((p) => p.pid!) : []
+    const cpuNow = () => [serverPids, daemonPids].map((pids) => pids.reduce((a, pid) => a + cpuMs(pid), 0)) as [number, number]
+    const ports = proxies.map((p) => p.port)
+    const ca = fs.readFileSync(path.join(dir, 'cert.pem'))
+    // Warm-up, untimed: the servers' and daemons' code paths (full handshakes, stores, lookups)
+    // get compiled, as in a fleet in service.
+    await drive(ports, version, ca, { clients: opts.clients, rounds: WARM_ROUNDS, concurrency: opts.concurrency, timedFrom: WARM_ROUNDS })
+    let cpu0: [number, number] = [0, 0]
+    const r = await drive(ports, version, ca, {
+      clients: opts.clients,
+      rounds: opts.rounds,
+      concurrency: opts.concurrency,
+      timedFrom: 1,
+      onTimed: () => (cpu0 = cpuNow()),
+    })
+    const [serverCpu, daemonCpu] = cpuNow()
+    return { ...r, serverCpuMs: serverCpu - cpu0[0], daemonCpuMs: daemonCpu - cpu0[1] }
+  } finally {
+    await Promise.all(proxies.map((p) => p.close()))
+    await servers.stop()
+  }
+}
+
+/** `b` against `a` in words: "36% less" or "5% more". */
+function change(b: number, a: number): string {
+  const pct = a > 0 ? Math.round((1 - b / a) * 100) : 0
+  return pct >= 0 ? `${pct}% less` : `${-pct}% more`
+}
+
+/** The simulated round-trip time: `--rtt-ms N` on the command line, else DEMO_RTT_MS, else 20. */
+function rttFromArgs(argv: string[]): number {
+  const i = argv.indexOf('--rtt-ms')
+  const raw = i >= 0 ? argv[i + 1] : process.env['DEMO_RTT_MS']
+  const rtt = Number(raw ?? 20)
+  if (!Number.isFinite(rtt) || rtt < 0) throw new Error(`--rtt-ms wants a number of milliseconds >= 0, not ${raw}`)
+  return rtt
+}
+
+async function main(): Promise<void> {
+  const rttMs = rttFromArgs(process.argv.slice(2))
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'statecast-demo-'))
+  // RSA-2048, as most fleets use: a full handshake's signature is then what resumption saves in CPU.
+  makeCert(dir, 'rsa')
+  const daemons = await startDaemons(dir)
+  const opts = { clients: CLIENTS, rounds: ROUNDS, concurrency: CONCURRENCY, rttMs }
+  try {
+    await untilJoined(daemons.sockets)
     const lines = [
-      `statecast demo: 3 daemons + 3 HTTPS servers on loopback, ${CLIENTS} clients x ${ROUNDS} connections,`,
-      'each reconnect lands on the next server in turn (round-robin balancer)',
+      `statecast demo: 3 daemons + 3 HTTPS servers (one process each, RSA-2048) on loopback,`,
+      `${CLIENTS} clients x ${ROUNDS} connections, ${CONCURRENCY} at a time; each reconnect lands on the next server`,
+      'in turn (round-robin balancer) and offers the session it got last time.',
+      `Round-trip time ${rttMs} ms, SIMULATED: each server sits behind a proxy that holds the bytes`,
+      `${rttMs / 2} ms each way (--rtt-ms N to change it; loopback itself has none, and the TCP handshake`,
+      'is not delayed). Timed: every reconnection after the first visit, which is a full handshake anyway.',
       '',
-      `${''.padEnd(26)}${'resumed'.padStart(18)}${'mean handshake'.padStart(18)}`,
+      `${''.padEnd(26)}${'resumed'.padStart(18)}${'mean handshake'.padStart(17)}${'CPU/handshake'.padStart(16)}`,
     ]
-    for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
+    const mean: Record<string, number> = {}
+    for (const version of ['TLSv1.2', 'TLSv1.3'] as const) {
       lines.push(version === 'TLSv1.3' ? 'TLS 1.3 (session tickets)' : 'TLS 1.2 (session ids)')
-      for (const withStatecast of [false, true]) {
-        const r = await run(version, withStatecast, creds, sockets)
-        const label = withStatecast ? '  statecast' : '  per-server caches only'
+      for (const mode of ['per-server', 'statecast'] as const) {
+        const r = await run(version, mode, dir, daemons, opts)
+        mean[`${version} ${mode}`] = r.meanMs
+        const label = mode === 'statecast' ? '  statecast' : '  per-server caches only'
+        const us = ((r.serverCpuMs + r.daemonCpuMs) * 1000) / r.conns
+        const daemonUs = (r.daemonCpuMs * 1000) / r.conns
         lines.push(
-          `${label.padEnd(26)}${`${(r.rate * 100).toFixed(1)}% (${r.resumed}/${r.attempts})`.padStart(18)}${`${r.meanMs.toFixed(2)} ms`.padStart(18)}`,
+          `${label.padEnd(26)}${`${(r.rate * 100).toFixed(1)}% (${r.resumed}/${r.attempts})`.padStart(18)}` +
+            `${`${r.meanMs.toFixed(2)} ms`.padStart(17)}${`${us.toFixed(0)} µs`.padStart(16)}` +
+            (mode === 'statecast' ? ` (daemons ${daemonUs.toFixed(0)} µs)` : ''),
         )
       }
     }
+    const [a, b] = [mean['TLSv1.2 per-server']!, mean['TLSv1.2 statecast']!]
+    lines.push(
+      '',
+      `CPU/handshake: the three servers' processes, plus the three daemons with statecast (from /proc).`,
+      `At ${rttMs} ms RTT a resumed TLS 1.2 handshake takes one round trip instead of two: with statecast the`,
+      `mean TLS 1.2 handshake is ${b.toFixed(1)} ms against ${a.toFixed(1)} ms (${change(b, a)}). TLS 1.3 takes one round trip`,
+      'either way: there resumption can save only CPU (no certificate signature), and the CPU column shows',
+      "whether the daemons' share eats that saving.",
+    )
     process.stdout.write(lines.join('\n') + '\n')
   } finally {
-    for (const p of procs) p.kill('SIGTERM')
+    for (const p of daemons.procs) p.kill('SIGTERM')
     fs.rmSync(dir, { recursive: true, force: true })
   }
 }

@@ -58,6 +58,12 @@ export async function startEchoProcess(socketPath: string, valueBytes: number): 
   return proc
 }
 
+/**
+ * Node options for the benches' daemons, e.g. BENCH_DAEMON_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/p"
+ * to profile them (NODE_OPTIONS refuses --cpu-prof).
+ */
+const DAEMON_NODE_ARGS = (process.env['BENCH_DAEMON_NODE_ARGS'] ?? '').split(' ').filter(Boolean)
+
 export async function startDaemonProcess(
   dir: string,
   name: string,
@@ -68,7 +74,18 @@ export async function startDaemonProcess(
   const [cmd, ...pre] = [...prefix, process.execPath]
   const proc = spawn(
     cmd,
-    [...pre, DAEMON, '--socket', socket, '--admin-socket', path.join(dir, `${name}-admin.sock`), '--log-level', 'warn', ...extra],
+    [
+      ...pre,
+      ...DAEMON_NODE_ARGS,
+      DAEMON,
+      '--socket',
+      socket,
+      '--admin-socket',
+      path.join(dir, `${name}-admin.sock`),
+      '--log-level',
+      'warn',
+      ...extra,
+    ],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   )
   await untilAccepting(socket, proc, `statecastd ${name}`)

@@ -10,53 +10,19 @@
  * the servers), and the fleet's capacity: handshakes per CPU-second spent by the servers and
  * their caches (daemons, or the central memcached), read from /proc.
  */
-import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { drive, makeCert, startDaemons, untilJoined, type CacheMode, type Version } from './demo.js'
+import { cpuMs, drive, makeCert, startDaemons, startServers, untilJoined, type CacheMode, type Version } from './demo.js'
 import { freePortSync } from '../test/helpers/ports.js'
 import { haveApache, startApache, type Apache } from '../test/helpers/apache.js'
 import { ensurePeers } from './peers.js'
 import net from 'node:net'
 import { StatecastClient } from '../client/index.js'
 
-const here = path.dirname(fileURLToPath(import.meta.url))
-const TICK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100
-
-/** CPU time (user + system) a process has used so far, in ms. */
-export function cpuMs(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  // After the command name: state is field 3 of stat(5); utime and stime are fields 14 and 15.
-  return ((Number(f[11]) + Number(f[12])) * 1000) / TICK
-}
-
-async function startServers(
-  n: number,
-  version: Version,
-  mode: CacheMode,
-  sockets: string[],
-  keyPem: string,
-  certPem: string,
-  memcached = '',
-): Promise<{ procs: ChildProcess[]; ports: number[] }> {
-  const procs: ChildProcess[] = []
-  const ports = await Promise.all(
-    Array.from({ length: n }, (_, i) => {
-      const p = fork(path.join(here, 'tls-server.js'), [version, mode, sockets[i]!, keyPem, certPem, memcached], {
-        stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-      })
-      procs.push(p)
-      return new Promise<number>((resolve, reject) => {
-        p.once('message', (m) => resolve((m as { port: number }).port))
-        p.once('exit', (code) => reject(new Error(`TLS server exited with ${code} before listening`)))
-      })
-    }),
-  )
-  return { procs, ports }
-}
+// cpuMs lives in demo.ts (the demo reads CPU too); cost.ts imports it from here.
+export { cpuMs }
 
 type Kind = 'node' | 'apache'
 
@@ -69,14 +35,7 @@ async function startFleet(
 ): Promise<{ ports: number[]; pids(): number[]; stop(): Promise<void> }> {
   if (kind === 'node') {
     const s = await startServers(3, version, mode, f.sockets, path.join(f.dir, 'key.pem'), path.join(f.dir, 'cert.pem'), f.memcached)
-    return {
-      ports: s.ports,
-      pids: () => s.procs.map((p) => p.pid!),
-      stop: async () => {
-        for (const p of s.procs) p.send('close')
-        await Promise.all(s.procs.map((p) => new Promise((r) => (p.exitCode !== null ? r(null) : p.once('exit', r)))))
-      },
-    }
+    return { ports: s.ports, pids: () => s.procs.map((p) => p.pid!), stop: s.stop }
   }
   const tag = `${version}-${mode}-${f.memcachePorts[0]}`.replace(/[^a-z0-9]+/gi, '-')
   const cache = (i: number) =>
