@@ -47,6 +47,11 @@
  *               HKDF(X25519(sealer, recipient), ids, epoch and both public keys); unicast only)
  *   REPLICATE   replId u32 | ttlMs u32 | flags u32 | totalLen u32 | index u16 | count u16 |
  *               version u64 | keyLen u16 | key | chunk
+ *   REPLICATE_AWAITED, DELETE_AWAITED: the layouts of REPLICATE and DELETE; decoded as those with
+ *               `awaited: true`. A writer waits for their ACK before it answers its client, and a
+ *               receiver that remembers holders of the key passes the update on to them and
+ *               acknowledges only once they did (or its wait ended), so no holder serves the old value
+ *               once the write is answered. Sent at once and acknowledged at once (no ACKS delay).
  *   ACK         replId u32
  *               (acknowledges a REPLICATE or a DELETE: both draw their ids from one sequence)
  *   DELETE      replId u32 | version u64 | keyLen u16 | key
@@ -144,6 +149,8 @@ export const MsgType = {
   DELETE: 10,
   BATCH: 11,
   ACKS: 12,
+  REPLICATE_AWAITED: 15,
+  DELETE_AWAITED: 16,
   TICKET_PUB: 20,
   TICKET_SEAL: 21,
 } as const
@@ -219,9 +226,11 @@ export type Message =
       version: bigint
       key: Buffer
       chunk: Buffer
+      /** Travels as REPLICATE_AWAITED: see the layout. */
+      awaited?: boolean
     }
   | { type: typeof MsgType.ACK; replId: number }
-  | { type: typeof MsgType.DELETE; replId: number; version: bigint; key: Buffer }
+  | { type: typeof MsgType.DELETE; replId: number; version: bigint; key: Buffer; awaited?: boolean }
   | { type: typeof MsgType.ACKS; replIds: number[] }
   | { type: typeof MsgType.TICKET_PUB; period: number; pub: Buffer; held: { epoch: number; holder: Buffer }[] }
   | { type: typeof MsgType.TICKET_SEAL; epoch: number; sealerPub: Buffer; recipientPub: Buffer; nonce: Buffer; sealed: Buffer; tag: Buffer }
@@ -414,9 +423,16 @@ function writeBodyHead(buf: Buffer, type: number, sentAtMs: number): void {
   buf.writeUInt32BE(sentAtMs >>> 0, 5)
 }
 
+/** The type code `m` travels with: REPLICATE and DELETE marked awaited go as their AWAITED types. */
+function wireType(m: Message): number {
+  if (m.type === MsgType.REPLICATE && m.awaited) return MsgType.REPLICATE_AWAITED
+  if (m.type === MsgType.DELETE && m.awaited) return MsgType.DELETE_AWAITED
+  return m.type
+}
+
 export function encodeBody(m: Message, sentAtMs: number): Buffer {
   const buf = Buffer.allocUnsafe(bodyLength(m))
-  writeBodyHead(buf, m.type, sentAtMs)
+  writeBodyHead(buf, wireType(m), sentAtMs)
   writePayload(buf, BODY_HEAD_BYTES, m)
   return buf
 }
@@ -445,7 +461,7 @@ export function writeBatchEntry(buf: Buffer, off: number, m: Message): number {
   if ((m.type as number) === MsgType.BATCH) throw new ProtocolError('BAD_FIELD', 'a BATCH does not nest')
   const len = payloadLength(m)
   buf.writeUInt16BE(len, off)
-  buf[off + 2] = m.type
+  buf[off + 2] = wireType(m)
   writePayload(buf, off + BATCH_ENTRY_HEAD_BYTES, m)
   return off + BATCH_ENTRY_HEAD_BYTES + len
 }
@@ -743,7 +759,8 @@ function decodePayload(type: number, p: Buffer): Message {
         creator: p.subarray(4, 4 + SENDER_ID_BYTES),
         key: p.subarray(4 + SENDER_ID_BYTES),
       }
-    case MsgType.REPLICATE: {
+    case MsgType.REPLICATE:
+    case MsgType.REPLICATE_AWAITED: {
       needBytes(p.length, REPL_HEAD_BYTES, 'REPLICATE')
       const f = replHead.parse(p) as {
         replId: number
@@ -760,14 +777,22 @@ function decodePayload(type: number, p: Buffer): Message {
       const chunk = p.subarray(REPL_HEAD_BYTES + f.keyLen)
       checkChunking('REPLICATE', f.totalLen, f.index, f.count, chunk.length)
       const { keyLen: _k, ...rest } = f
-      return { type: MsgType.REPLICATE, ...rest, key: p.subarray(REPL_HEAD_BYTES, REPL_HEAD_BYTES + f.keyLen), chunk }
+      const key = p.subarray(REPL_HEAD_BYTES, REPL_HEAD_BYTES + f.keyLen)
+      return { type: MsgType.REPLICATE, ...rest, key, chunk, ...(type === MsgType.REPLICATE_AWAITED ? { awaited: true } : {}) }
     }
     case MsgType.ACK:
       exactly(p, 4, 'ACK')
       return { type: MsgType.ACK, replId: p.readUInt32BE(0) }
     case MsgType.DELETE:
+    case MsgType.DELETE_AWAITED:
       needBytes(p.length, 4 + VERSION_BYTES, 'DELETE')
-      return { type: MsgType.DELETE, replId: p.readUInt32BE(0), version: p.readBigUInt64BE(4), key: keyAt(p, 4 + VERSION_BYTES, 'DELETE') }
+      return {
+        type: MsgType.DELETE,
+        replId: p.readUInt32BE(0),
+        version: p.readBigUInt64BE(4),
+        key: keyAt(p, 4 + VERSION_BYTES, 'DELETE'),
+        ...(type === MsgType.DELETE_AWAITED ? { awaited: true } : {}),
+      }
     case MsgType.ACKS: {
       needBytes(p.length, 2, 'ACKS count')
       const count = p.readUInt16BE(0)

@@ -281,7 +281,7 @@ export class Cluster implements ClusterHooks {
     return this.replicator.stored(key)
   }
 
-  deleted(key: string): void {
+  deleted(key: string): Promise<void> | undefined {
     const keyBytes = Buffer.from(key, 'latin1')
     // The version of the delete just made here: the store left a tombstone for it (maxTombstones
     // is at least 1, so the newest one is always there).
@@ -289,8 +289,7 @@ export class Cluster implements ClusterHooks {
     // With copies placed by rendezvous, the hosts that may hold one are known (the owners and the
     // holders remembered here, who pass it on): no datagram to the whole fleet.
     if (this.#o.replicationFactor !== 1 && this.membership.aliveIds().length > 0) {
-      this.replicator.deleted(key, version)
-      return
+      return this.replicator.deletedAwaited(key, version)
     }
     this.counters.invalidationsSent++
     for (const delay of INVALIDATE_REPEATS) {
@@ -304,6 +303,7 @@ export class Cluster implements ClusterHooks {
         this.#timers.add(t)
       }
     }
+    return undefined
   }
 
   flush(): void {

@@ -72,5 +72,5 @@ t.test('a SET written again while its copy is unacknowledged is answered at the 
   for (const c of v2) r.onAck(c.to, c.replId)
   await clock.advance(0)
   t.ok(answered, "the second SET is answered at its copies' ACK, not at its deadline")
-  t.equal(r.counters.setsAwaitingCopy, 2)
+  t.equal(r.counters.setsAwaitingCopy, 3, 'every SET with copies to send waits for them (the probe too)')
 })
