@@ -50,7 +50,7 @@ t.test('a SET written again while its copy is unacknowledged is answered at the 
 
   // Copies are being lost: one goes unacknowledged past its ACK timeout and is retried.
   store.set('probe', Buffer.from('p'), 60_000)
-  r.stored('probe')
+  void r.stored('probe')
   await clock.advance(opts.replicationAckTimeoutMs + 1)
   t.ok(r.counters.copiesRetried > 0, 'a copy was retried')
   for (const c of copies()) r.onAck(c.to, c.replId)
