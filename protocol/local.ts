@@ -46,6 +46,7 @@
  * The numbers below are the protocol: append only, never renumber.
  */
 import { Parser } from 'binary-parser'
+import { TICKET_SECRET_BYTES } from './wire/constants.js'
 import { ProtocolError, needBytes } from './errors.js'
 import { U32_MAX } from './ids.js'
 import { namer } from './tables.js'
@@ -408,8 +409,8 @@ export class FrameDecoder {
   }
 }
 
-/** Bytes of one epoch's ticket secret (the key of a TICKET_KEY reply, too). */
-export const TICKET_SECRET_BYTES = 48
+/** Bytes of one epoch's ticket secret (the key of a TICKET_KEY reply, too): the peer wire's. */
+export { TICKET_SECRET_BYTES }
 /** Bytes of a TICKET_KEY OK body: epoch, remaining ms, key. */
 export const TICKET_KEY_BODY_BYTES = 8 + TICKET_SECRET_BYTES
 

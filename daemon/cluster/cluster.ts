@@ -201,7 +201,12 @@ export class Cluster implements ClusterHooks {
     // network do not declare a busy member dead.
     const member = this.membership.heard(sender)
     if (
-      (msg.type === MsgType.INVALIDATE || msg.type === MsgType.DELETE || msg.type === MsgType.REPLICATE || msg.type === MsgType.HIT) &&
+      (msg.type === MsgType.INVALIDATE ||
+        msg.type === MsgType.DELETE ||
+        msg.type === MsgType.DELETE_AWAITED ||
+        msg.type === MsgType.REPLICATE ||
+        msg.type === MsgType.REPLICATE_AWAITED ||
+        msg.type === MsgType.HIT) &&
       this.#futureVersion(msg.version, sentAtMs)
     ) {
       this.transport.counters.dropped.futureVersion++
@@ -243,6 +248,7 @@ export class Cluster implements ClusterHooks {
           member !== undefined && (member.trusted || this.membership.fromOwnAddress(member, rinfo)),
         )
       case MsgType.REPLICATE:
+      case MsgType.REPLICATE_AWAITED:
         // A copy is taken only from a member past its probation: an address that announced
         // itself once cannot fill the store (nor have ACKs sent anywhere).
         if (!member || !(member.trusted || this.membership.fromOwnAddress(member, rinfo))) {
@@ -255,6 +261,7 @@ export class Cluster implements ClusterHooks {
       case MsgType.ACKS:
         return this.replicator.onAcks(sender, msg.replIds)
       case MsgType.DELETE:
+      case MsgType.DELETE_AWAITED:
         // From any member, trusted or in probation (a delete made on a new host must not be
         // lost); the replicator answers only at the member's announced address.
         return this.replicator.onDelete(sender, msg)

@@ -813,11 +813,10 @@ export class Replicator {
         return false
       }
       void this.#t.sendTo(to, job.to, {
-        type: MsgType.DELETE,
+        type: job.awaited ? MsgType.DELETE_AWAITED : MsgType.DELETE,
         replId: job.replId,
         version: job.version,
         key: Buffer.from(job.key, 'latin1'),
-        ...(job.awaited ? { awaited: true } : {}),
       })
       this.counters.deleteDatagramsSent++
       if (job.attempts === 0) job.sentAt = this.#clock.now()
@@ -837,7 +836,7 @@ export class Replicator {
     for (let i = 0; i < count; i++) {
       const chunk = value.subarray(i * chunkBytes, (i + 1) * chunkBytes)
       void this.#t.sendTo(to, job.to, {
-        type: MsgType.REPLICATE,
+        type: job.awaited ? MsgType.REPLICATE_AWAITED : MsgType.REPLICATE,
         replId: job.replId,
         ttlMs,
         flags,
@@ -847,7 +846,6 @@ export class Replicator {
         version,
         key,
         chunk,
-        ...(job.awaited ? { awaited: true } : {}),
       })
     }
     if (job.attempts === 0) {
@@ -1020,7 +1018,7 @@ export class Replicator {
    * tombstone and goes no further, so forwarding ends), and acknowledged to the address the
    * sender announced.
    */
-  onDelete(sender: string, m: Extract<Message, { type: typeof MsgType.DELETE }>): void {
+  onDelete(sender: string, m: Extract<Message, { type: typeof MsgType.DELETE | typeof MsgType.DELETE_AWAITED }>): void {
     const from = this.#peers.addressOf(sender)
     if (!from) {
       this.counters.deletesRefused++
@@ -1028,7 +1026,7 @@ export class Replicator {
     }
     this.counters.deleteDatagramsReceived++
     const key = m.key.toString('latin1')
-    if (!m.awaited) {
+    if (m.type !== MsgType.DELETE_AWAITED) {
       if (this.#store.deleteFromPeer(key, m.version) && this.deleted(key, m.version, sender) > 0) this.counters.deletesForwarded++
       this.#owe(sender, from, m.replId)
       return
@@ -1075,7 +1073,7 @@ export class Replicator {
    * copies, and the ACK goes to the address the sender announced, never to a datagram's source: a
    * copy from a sender we do not know as a member is refused (counted), unstored and unanswered.
    */
-  onReplicate(sender: string, m: Extract<Message, { type: typeof MsgType.REPLICATE }>): void {
+  onReplicate(sender: string, m: Extract<Message, { type: typeof MsgType.REPLICATE | typeof MsgType.REPLICATE_AWAITED }>): void {
     const from = this.#peers.addressOf(sender)
     if (!from) {
       this.counters.copiesRefused++
@@ -1083,7 +1081,9 @@ export class Replicator {
     }
     if (m.totalLen > this.#o.maxValueBytes) return
     const ack = (stored: boolean) =>
-      m.awaited ? this.#passOn(sender, from, m.replId, m.key, m.version, stored) : this.#owe(sender, from, m.replId)
+      m.type === MsgType.REPLICATE_AWAITED
+        ? this.#passOn(sender, from, m.replId, m.key, m.version, stored)
+        : this.#owe(sender, from, m.replId)
     if (m.count === 1) {
       if (m.chunk.length !== m.totalLen) return
       return ack(this.#accept(sender, m.key, m.chunk, m.ttlMs, m.flags, m.version))

@@ -35,7 +35,7 @@ import crypto from 'node:crypto'
 import {
   MAX_TICKET_HELD,
   MsgType,
-  TICKET_KEY_BYTES,
+  TICKET_SECRET_BYTES,
   TICKET_SEAL_NONCE_BYTES,
   X25519_PUBLIC_BYTES,
   type Address,
@@ -320,7 +320,7 @@ export class TicketGossip {
       this.counters.ticketSealsUnopened++
       return
     }
-    if (secret.length === TICKET_KEY_BYTES && this.keys.offer({ epoch: msg.epoch, creator: senderId, key: secret }))
+    if (secret.length === TICKET_SECRET_BYTES && this.keys.offer({ epoch: msg.epoch, creator: senderId, key: secret }))
       this.counters.ticketSealsTaken++
     else this.counters.ticketSealsRefused++
     secret.fill(0)

@@ -23,7 +23,7 @@
  * Secrets live in memory only, are never logged, and are wiped when they leave the window.
  */
 import crypto from 'node:crypto'
-import { TICKET_KEY_BYTES } from '../../protocol/wire.js'
+import { TICKET_SECRET_BYTES } from '../../protocol/wire.js'
 
 export interface TicketKey {
   epoch: number
@@ -116,7 +116,7 @@ export class TicketKeys {
       if (this.#keys.has(e)) continue
       if (settledForMs < 0) continue
       if (!lowest && (intoEpoch < this.#o.graceMs || settledForMs < this.#o.graceMs)) continue
-      const k: TicketKey = { epoch: e, creator: Buffer.from(this.#o.selfId), key: crypto.randomBytes(TICKET_KEY_BYTES) }
+      const k: TicketKey = { epoch: e, creator: Buffer.from(this.#o.selfId), key: crypto.randomBytes(TICKET_SECRET_BYTES) }
       this.#keys.set(e, k)
       made.push(k)
     }
@@ -138,7 +138,7 @@ export class TicketKeys {
    * window changed.
    */
   offer(k: TicketKey): boolean {
-    if (k.key.length !== TICKET_KEY_BYTES || k.creator.length !== this.#o.selfId.length) return false
+    if (k.key.length !== TICKET_SECRET_BYTES || k.creator.length !== this.#o.selfId.length) return false
     // A peer whose clock runs far ahead must not pin a future epoch on everyone; one far behind
     // offers a secret no server needs any more.
     if (!this.inRange(k.epoch)) return false

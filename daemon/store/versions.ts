@@ -31,6 +31,7 @@ import { MAX_TENANT_NAME_BYTES, TENANT_MARKER, tenantOfStoreKey } from '../../pr
 import { randomBytes } from 'node:crypto'
 import type { Config } from '../config/config.js'
 import { BoundedMap } from '../../protocol/bounded.js'
+import { VERSION_MAX } from '../../protocol/wire/constants.js'
 
 /** Bits of the logical counter and of the tiebreak, below the 48-bit wall clock. */
 const LOGICAL_BITS = 8
@@ -111,7 +112,7 @@ export class Hlc {
 }
 
 /** Largest value a version's 64 bits hold. */
-export const VERSION_MAX = 2n ** 64n - 1n
+export { VERSION_MAX }
 
 /**
  * Whether `v` can be a version made by a clock: a u64 whose wall part is below the top of its

@@ -5,7 +5,7 @@
  */
 import t from 'tap'
 import { newKey } from '../helpers/cluster.js'
-import { MemoryLab, startLab, type Core } from '../helpers/memory-cluster.js'
+import { CORE_DEFAULTS, MemoryLab, startLab, type Core } from '../helpers/memory-cluster.js'
 
 const KEYS = Array.from({ length: 30 }, (_, i) => `sess-${i}`)
 
@@ -111,3 +111,44 @@ t.test('a core sealing with another cluster key is never a member: its datagrams
 })
 
 const sum = (cores: Core[], f: (c: Core) => number) => cores.reduce((n, c) => n + f(c), 0)
+
+t.test(
+  'replay after a restart (issue 21 finding 3): group datagrams recorded before it, replayed at their pace, plant no ghost; the restarted host is trusted after its probation',
+  async (t) => {
+    const { lab: l, cores } = await startLab(t, 3, 26)
+    const [a, b, c] = cores as [Core, Core, Core]
+    // The attacker on the segment: a socket in the group, with no key, recording what it hears.
+    const tap = l.net.host('127.0.1.200')({ type: 'udp4' })
+    await tap.bind(CORE_DEFAULTS.port, '0.0.0.0')
+    tap.addMembership(CORE_DEFAULTS.group, '127.0.1.200')
+    const recorded: { at: number; d: Buffer }[] = []
+    let recording = true
+    tap.socket.on('message', (d: Buffer) => recording && recorded.push({ at: l.clock.now(), d: Buffer.from(d) }))
+    await l.run(10_000) // ten heartbeats of each member, across several probations
+    const dead = [b.cluster.nodeId, c.cluster.nodeId]
+    recording = false // the tap hears its own replays
+    t.ok(recorded.length >= 20, `group datagrams recorded (${recorded.length})`)
+    // c dies for good; b dies and starts again (a new node id; on a new address, as the lab cuts
+    // a crashed host off by its address).
+    l.crash(c)
+    l.crash(b)
+    const b2 = await l.add('b2')
+    const startedAt = l.clock.now()
+    let ghosts = 0
+    const t0 = recorded[0]!.at
+    for (const r of recorded) {
+      const wait = r.at - t0 - (l.clock.now() - startedAt)
+      if (wait > 0) await l.run(wait)
+      tap.send(r.d, CORE_DEFAULTS.port, CORE_DEFAULTS.group)
+      await l.run(1)
+      if (dead.some((id) => b2.cluster.members.has(id))) ghosts++
+    }
+    t.equal(ghosts, 0, 'the restarted host never listed its previous node id nor the dead member')
+    t.ok(b2.cluster.membership.counters.announcesFromBeforeStart > 0, 'the replayed ANNOUNCEs arrived and were refused (counted)')
+    t.ok(
+      await l.until(() => memberOf(a, b2)?.trusted === true && memberOf(b2, a)?.trusted === true, 30_000, 10),
+      'a and the restarted host trust each other',
+    )
+    t.same([...b2.cluster.members.keys()], [a.cluster.nodeId], 'the restarted host knows a alone (c died, its previous id is no one)')
+  },
+)

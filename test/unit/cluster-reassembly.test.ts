@@ -14,7 +14,9 @@ function arrivals(core: Core, type: typeof MsgType.HIT | typeof MsgType.REPLICAT
   const seen: number[] = []
   const inner = core.cluster.transport.onMessage
   core.cluster.transport.onMessage = (m) => {
-    if (m.msg.type === type && open()) seen.push((m.msg as Extract<Message, { index: number }>).index)
+    // An application's copies travel as REPLICATE_AWAITED, in REPLICATE's layout.
+    const t = m.msg.type === MsgType.REPLICATE_AWAITED ? MsgType.REPLICATE : m.msg.type
+    if (t === type && open()) seen.push((m.msg as Extract<Message, { index: number }>).index)
     inner(m)
   }
   return seen

@@ -68,15 +68,19 @@ function lab(t: { teardown(fn: () => void): void }, ids: string[], o: Partial<Re
     const h = hosts.get(s.to)
     if (!h) return
     const m = s.msg
-    if (m.type === MsgType.REPLICATE) h.r.onReplicate(s.from, m)
-    else if (m.type === MsgType.DELETE) h.r.onDelete(s.from, m)
+    if (m.type === MsgType.REPLICATE || m.type === MsgType.REPLICATE_AWAITED) h.r.onReplicate(s.from, m)
+    else if (m.type === MsgType.DELETE || m.type === MsgType.DELETE_AWAITED) h.r.onDelete(s.from, m)
     else if (m.type === MsgType.ACK) h.r.onAck(s.from, m.replId)
     else if (m.type === MsgType.ACKS) h.r.onAcks(s.from, m.replIds)
   }
   return w
 }
 
-const of = (sent: Sent[], type: number, from?: string) => sent.filter((s) => s.msg.type === type && (from === undefined || s.from === from))
+/** Awaited copies and deletes (an application's writes) count as REPLICATE and DELETE here. */
+const plain = (type: number) =>
+  type === MsgType.REPLICATE_AWAITED ? MsgType.REPLICATE : type === MsgType.DELETE_AWAITED ? MsgType.DELETE : type
+const of = (sent: Sent[], type: number, from?: string) =>
+  sent.filter((s) => plain(s.msg.type) === type && (from === undefined || s.from === from))
 const A = 'aa00000000000001'
 const B = 'bb00000000000002'
 const C = 'cc00000000000003'
@@ -211,7 +215,7 @@ t.test('a job acknowledged early does not hold the others back, and a later one 
     ['k1', 1],
   ])
   w.drop = (s) => {
-    if (s.msg.type !== MsgType.REPLICATE) return false
+    if (plain(s.msg.type) !== MsgType.REPLICATE) return false
     const k = (s.msg as { key: Buffer }).key.toString()
     const n = lost.get(k) ?? 0
     lost.set(k, n - 1)
