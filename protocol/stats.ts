@@ -108,6 +108,21 @@ export const STATS = {
     unit: 'count',
     meaning: 'DECIDEDs that matched no operation in flight (late, or repeated).',
   },
+  'cluster.updatesForwarded': {
+    kind: 'counter',
+    unit: 'count',
+    meaning: 'Awaited copies and deletes passed on to the holders this host remembers.',
+  },
+  'cluster.invalidationsFallback': {
+    kind: 'counter',
+    unit: 'count',
+    meaning: 'Group INVALIDATEs sent because a holder could not be recorded or did not acknowledge in time.',
+  },
+  'cluster.decisionsShed': {
+    kind: 'counter',
+    unit: 'count',
+    meaning: "Peers' DECIDEs dropped unapplied: too many queued for the key or in all (the asker retransmits).",
+  },
   'cluster.coalesced': { kind: 'counter', unit: 'count', meaning: 'GETs that joined a lookup already in flight for the same key.' },
   'cluster.lookupDatagrams': { kind: 'counter', unit: 'count', meaning: 'LOOKUP datagrams sent' },
   'cluster.remoteHits': { kind: 'counter', unit: 'count', meaning: 'remote lookups answered with a value' },

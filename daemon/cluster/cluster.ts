@@ -130,6 +130,7 @@ export class Cluster implements ClusterHooks {
         fetch: (key) => this.lookups.lookup(key),
         stored: (key) => this.replicator.stored(key),
         deleted: (key) => this.deleted(key),
+        recordHolder: (key, id, ttlMs) => this.replicator.holders.record(key, id, ttlMs),
       },
     )
     this.membership.onChange = () => {
@@ -221,7 +222,12 @@ export class Cluster implements ClusterHooks {
     // network do not declare a busy member dead.
     const member = this.membership.heard(sender)
     if (
-      (msg.type === MsgType.INVALIDATE || msg.type === MsgType.DELETE || msg.type === MsgType.REPLICATE || msg.type === MsgType.HIT) &&
+      (msg.type === MsgType.INVALIDATE ||
+        msg.type === MsgType.DELETE ||
+        msg.type === MsgType.DELETE_AWAITED ||
+        msg.type === MsgType.REPLICATE ||
+        msg.type === MsgType.REPLICATE_AWAITED ||
+        msg.type === MsgType.HIT) &&
       this.#futureVersion(msg.version, sentAtMs)
     ) {
       this.transport.counters.dropped.futureVersion++
@@ -263,6 +269,7 @@ export class Cluster implements ClusterHooks {
           member !== undefined && (member.trusted || this.membership.fromOwnAddress(member, rinfo)),
         )
       case MsgType.REPLICATE:
+      case MsgType.REPLICATE_AWAITED:
         // A copy is taken only from a member past its probation: an address that announced
         // itself once cannot fill the store (nor have ACKs sent anywhere).
         if (!member || !(member.trusted || this.membership.fromOwnAddress(member, rinfo))) {
@@ -275,6 +282,7 @@ export class Cluster implements ClusterHooks {
       case MsgType.ACKS:
         return this.replicator.onAcks(sender, msg.replIds)
       case MsgType.DELETE:
+      case MsgType.DELETE_AWAITED:
         // From any member, trusted or in probation (a delete made on a new host must not be
         // lost); the replicator answers only at the member's announced address.
         return this.replicator.onDelete(sender, msg)
@@ -314,7 +322,7 @@ export class Cluster implements ClusterHooks {
     return this.decisions.decide(key, op)
   }
 
-  deleted(key: string): void {
+  deleted(key: string): Promise<void> | undefined {
     const keyBytes = Buffer.from(key, 'latin1')
     // The version of the delete just made here: the store left a tombstone for it (maxTombstones
     // is at least 1, so the newest one is always there).
@@ -322,8 +330,7 @@ export class Cluster implements ClusterHooks {
     // With copies placed by rendezvous, the hosts that may hold one are known (the owners and the
     // holders remembered here, who pass it on): no datagram to the whole fleet.
     if (this.#o.replicationFactor !== 1 && this.membership.aliveIds().length > 0) {
-      this.replicator.deleted(key, version)
-      return
+      return this.replicator.deletedAwaited(key, version)
     }
     this.counters.invalidationsSent++
     for (const delay of INVALIDATE_REPEATS) {
@@ -337,6 +344,7 @@ export class Cluster implements ClusterHooks {
         this.#timers.add(t)
       }
     }
+    return undefined
   }
 
   flush(): void {

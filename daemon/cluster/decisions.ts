@@ -67,6 +67,8 @@ export interface DecisionCounters {
   decisionsRefused: number
   /** DECIDEDs that matched no operation in flight (late, or repeated). */
   decidedUnmatched: number
+  /** Peers' DECIDEs dropped unapplied: too many queued for the key or in all (the asker retransmits). */
+  decisionsShed: number
 }
 
 /** What decisions need from the rest of the cluster. */
@@ -82,7 +84,9 @@ export interface DecisionDeps {
   /** A local write to copy to the owners (replication's `stored`): answer once it settles. */
   stored: (key: string) => Promise<void> | undefined
   /** A local delete to send to the hosts that may hold a copy. */
-  deleted: (key: string) => void
+  deleted: (key: string) => Promise<void> | undefined
+  /** Remembers `id` as a holder of `key` (it keeps the decided value): later writes update it. */
+  recordHolder: (key: string, id: string, ttlMs: number) => void
 }
 
 export interface DecisionOptions {
@@ -98,6 +102,13 @@ export const REMEMBER_MS = 10_000
 const MAX_REMEMBERED = 65_536
 /** Most operations one host has in flight to deciders. */
 const MAX_PENDING = 16_384
+/**
+ * Decisions one key may have queued here (its chain), and in all: beyond them a DECIDE is dropped
+ * unanswered and unremembered (nothing applied), so the asker's retransmit may be taken later or
+ * its deadline ends it with OUTCOME_UNKNOWN. Bounds what a flood of DECIDEs can hold here.
+ */
+const MAX_QUEUED_PER_KEY = 64
+const MAX_QUEUED = 16_384
 const RETRANSMIT_MAX_MS = 200
 /** While the decider's views disagree (NOT_DECIDER), how long before asking again (ms). */
 const REFUSED_RETRY_MS = 20
@@ -128,6 +139,7 @@ export class Decisions {
     decisionRepeats: 0,
     decisionsRefused: 0,
     decidedUnmatched: 0,
+    decisionsShed: 0,
   }
   readonly #d: DecisionDeps
   readonly #o: DecisionOptions
@@ -135,12 +147,18 @@ export class Decisions {
   readonly #chains = new Map<string, Promise<unknown>>()
   readonly #pending = new Map<number, Pending>()
   readonly #remembered = new BoundedMap<string, Remembered>(MAX_REMEMBERED)
+  /** Peers' decisions queued here per key (and in all), for the bounds above. */
+  readonly #queued = new Map<string, number>()
+  #queuedAll = 0
+  /** How long an outcome is remembered: past every asker's deadline, so a retransmit never applies twice. */
+  readonly #rememberMs: number
   #nextReqId = 1
   #closed = false
 
   constructor(o: DecisionOptions, deps: DecisionDeps) {
     this.#o = o
     this.#d = deps
+    this.#rememberMs = o.deadlineMs + REMEMBER_MS
   }
 
   get pending(): number {
@@ -183,8 +201,12 @@ export class Decisions {
     // an `add` of a key that exists fails and an incr counts from its value.
     if (!store.has(key)) await this.#d.fetch(key).catch(() => undefined)
     const r = applyConditional(store, key, op)
-    if (r.wrote === 'delete') this.#d.deleted(key)
-    else if (r.wrote === 'set') {
+    if (r.wrote === 'delete') {
+      // An already expired conditional write deletes: answered, like a DELETE, once copies are gone.
+      const gone = this.#d.deleted(key)
+      this.#d.transport.flush()
+      if (gone) await gone
+    } else if (r.wrote === 'set') {
       const copied = this.#d.stored(key)
       // flush: the copies leave now, not at the end of this turn, so the wait is one round trip.
       this.#d.transport.flush()
@@ -311,12 +333,11 @@ export class Decisions {
     const key = p.key
     const store = this.#d.store
     try {
-      // Kept here only by an owner, which every later write reaches with its copy: a copy on any
-      // other host would go stale at the next write decided elsewhere. Elsewhere (or too large to
-      // carry) what this host holds, older than the decided version, is dropped, so the next read
-      // here asks the owners; a copy at that version is still taken when it comes.
-      const owner = this.#d.ownersOf(key).includes(this.#d.membership.selfId)
-      if (m.wrote === DecidedWrote.SET && owner) store.setFromPeer(key, m.value, m.ttlMs, m.flags, m.version)
+      // Kept here as a copy: the decider remembers this host as a holder of the key when it sends
+      // the value, so every later write reaches this copy before it is answered (no stale copy).
+      // Too large to carry: what this host holds, older than the decided version, is dropped, so
+      // the next read here asks the owners.
+      if (m.wrote === DecidedWrote.SET) store.setFromPeer(key, m.value, m.ttlMs, m.flags, m.version)
       else if (m.wrote === DecidedWrote.DELETE) store.deleteFromPeer(key, m.version)
       else if ((m.wrote === DecidedWrote.SET || m.wrote === DecidedWrote.SET_OMITTED) && m.version > 0n)
         store.deleteFromPeer(key, m.version - 1n)
@@ -346,7 +367,7 @@ export class Decisions {
     const id = `${sender}:${m.reqId}`
     const now = this.#d.clock.now()
     const seen = this.#remembered.get(id)
-    if (seen && now - seen.at <= REMEMBER_MS) {
+    if (seen && (seen.answer === undefined || now - seen.at <= this.#rememberMs)) {
       this.counters.decisionRepeats++
       // Still deciding: its answer goes out when done. Decided: the same answer again.
       if (seen.answer) this.#reply(to, sender, seen.answer)
@@ -366,11 +387,26 @@ export class Decisions {
     }
     const op = opOf(m)
     if (!op) return
+    this.#sweepRemembered(now)
+    const queued = this.#queued.get(key) ?? 0
+    if (queued >= MAX_QUEUED_PER_KEY || this.#queuedAll >= MAX_QUEUED || this.#remembered.size >= MAX_REMEMBERED) {
+      this.counters.decisionsShed++
+      return
+    }
+    this.#queued.set(key, queued + 1)
+    this.#queuedAll++
+    const dequeue = () => {
+      this.#queuedAll--
+      const n = (this.#queued.get(key) ?? 1) - 1
+      if (n > 0) this.#queued.set(key, n)
+      else this.#queued.delete(key)
+    }
     this.#remembered.delete(id)
     this.#remembered.set(id, { at: now, answer: undefined })
-    this.#sweepRemembered(now)
     this.counters.decisionsLocal++
-    this.#serial(key, () => this.#decideHere(key, op)).then(
+    const decided = this.#serial(key, () => this.#decideHere(key, op))
+    decided.then(dequeue, dequeue)
+    decided.then(
       (r) => {
         const store = this.#d.store
         const e = r.wrote === 'set' ? store.peek(key) : undefined
@@ -383,7 +419,11 @@ export class Decisions {
             this.#decided(m, r.outcome, r.wrote ? DecidedWrote.SET_OMITTED : DecidedWrote.NOTHING, 0, 0, version, number, Buffer.alloc(0)),
           )
         const full = this.#decided(m, r.outcome, DecidedWrote.SET, e.flags, store.remainingTtl(key), version, number, e.value)
-        if (this.#d.transport.fits(full)) return answer({ ...full, value: Buffer.from(e.value) })
+        if (this.#d.transport.fits(full)) {
+          // The asker keeps the value as a copy: as a holder, every later write reaches it.
+          this.#d.recordHolder(key, sender, full.ttlMs)
+          return answer({ ...full, value: Buffer.from(e.value) })
+        }
         answer(this.#decided(m, r.outcome, DecidedWrote.SET_OMITTED, 0, 0, version, number, Buffer.alloc(0)))
       },
       (err: unknown) => {
@@ -414,8 +454,10 @@ export class Decisions {
 
   #sweepRemembered(now: number): void {
     // Oldest first (insertion order): stop at the first one still fresh.
+    // Still deciding: kept whatever its age (a repeat must find it).
     for (const [id, r] of this.#remembered) {
-      if (now - r.at <= REMEMBER_MS) break
+      if (r.answer === undefined) continue
+      if (now - r.at <= this.#rememberMs) break
       this.#remembered.delete(id)
     }
   }

@@ -18,11 +18,15 @@ export interface ClusterHooks {
   lookup(key: string): Promise<{ value: Buffer; ttlMs: number; flags: number; version: bigint } | undefined>
   /**
    * A key was stored locally by an application; its copies are sent before this returns. A promise:
-   * answer the write when it settles (copies are being lost and no owner holds one yet).
+   * answer the write when it settles (every owner, and every holder of a copy it knows of, holds
+   * the new entry, or its deadline passed).
    */
   stored(key: string): Promise<void> | undefined
-  /** A key was deleted locally by an application. */
-  deleted(key: string): void
+  /**
+   * A key was deleted locally by an application. A promise, as stored(): answer the delete when
+   * it settles (the owners and the holders they know have dropped their copies, or its deadline).
+   */
+  deleted(key: string): Promise<void> | undefined
   /**
    * Sends now what the cluster queued for its peers in this turn (it goes at the turn's end
    * anyway, one datagram per peer). The front ends call it right before they write their

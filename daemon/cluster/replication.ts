@@ -106,8 +106,12 @@ export interface ReplicationCounters {
   /** DELETEs from senders that are not members: not applied, not acknowledged. */
   deletesRefused: number
   holdersRecorded: number
-  /** Holders not remembered because maxHolderRecords were held. */
+  /** Holders not remembered because maxHolderRecords were held, or the member's share of them. */
   holdersUnrecorded: number
+  /** Awaited copies and deletes passed on to the holders remembered here before they were acknowledged. */
+  updatesForwarded: number
+  /** Group INVALIDATEs sent because holders could not be remembered (table full) or did not acknowledge in time. */
+  invalidationsFallback: number
   /** Acknowledgement datagrams sent (ACK or ACKS). */
   acksSent: number
   /** Copies and deletes those acknowledged (more than acksSent when ACKS gathered several). */
@@ -143,14 +147,93 @@ interface Job {
   lane: Set<Job> | undefined
   handoff: boolean
   sentAt: number
-  /** SETs waiting for this copy's ACK (or a sibling copy's) before they are answered. */
-  waiters?: CopyWaiter[]
+  /** Writes waiting for this job's ACK (or a sibling's) before they are answered. */
+  waiters?: CopyWaiter[] | undefined
+  /** Sent as REPLICATE_AWAITED or DELETE_AWAITED: its receiver updates the holders it knows first. */
+  awaited?: boolean
 }
 
-/** A SET answered once one owner acknowledged a copy of it, or at its deadline. */
+/** A write answered once the jobs it waits for settled (each calls resolve once), or at its deadline. */
 interface CopyWaiter {
   resolve(): void
-  timer: TimerHandle
+  /** The deadline passed first. */
+  expire(): void
+  settled: boolean
+  at: number
+}
+
+/**
+ * Deadlines of waiters, in lanes of equal duration (so each lane is in deadline order), under one
+ * timer for the earliest head: no timer per write, as the retransmits have none per job.
+ */
+class Deadlines {
+  readonly #clock: Clock
+  readonly #lanes = new Map<number, CopyWaiter[]>()
+  #timer: TimerHandle | undefined
+  #timerAt = Infinity
+
+  constructor(clock: Clock) {
+    this.#clock = clock
+  }
+
+  /**
+   * A waiter settled by `count` resolves (one per job it was handed to), or `ms` from now,
+   * whichever is first; `late` runs when the deadline came first. Settles once.
+   */
+  waiter(count: number, ms: number, done: () => void, late?: () => void): CopyWaiter {
+    let left = count
+    const w: CopyWaiter = {
+      settled: false,
+      at: this.#clock.now() + ms,
+      resolve: () => {
+        if (--left > 0 || w.settled) return
+        w.settled = true
+        done()
+      },
+      expire: () => {
+        if (w.settled) return
+        w.settled = true
+        late?.()
+        done()
+      },
+    }
+    if (count <= 0) {
+      w.settled = true
+      done()
+      return w
+    }
+    let lane = this.#lanes.get(ms)
+    if (!lane) this.#lanes.set(ms, (lane = []))
+    lane.push(w)
+    if (w.at < this.#timerAt) this.#arm(w.at)
+    return w
+  }
+
+  #arm(at: number): void {
+    this.#clock.clearTimeout(this.#timer)
+    this.#timerAt = at
+    this.#timer = this.#clock.setTimeout(() => this.#fire(), Math.max(0, at - this.#clock.now()))
+  }
+
+  #fire(): void {
+    this.#timer = undefined
+    this.#timerAt = Infinity
+    const now = this.#clock.now()
+    let next = Infinity
+    for (const lane of this.#lanes.values()) {
+      while (lane.length > 0 && (lane[0]!.settled || lane[0]!.at <= now + DUE_SLACK_MS)) lane.shift()!.expire()
+      if (lane.length > 0 && lane[0]!.at < next) next = lane[0]!.at
+    }
+    if (next < Infinity) this.#arm(next)
+  }
+
+  /** Every waiter is answered now (close). */
+  close(): void {
+    this.#clock.clearTimeout(this.#timer)
+    this.#timer = undefined
+    this.#timerAt = Infinity
+    for (const lane of this.#lanes.values()) for (const w of lane.splice(0)) w.expire()
+  }
 }
 
 /** Retries back off up to this, in ms (shared with the tombstone lifetime's derivation). */
@@ -160,15 +243,12 @@ const DUE_SLACK_MS = 1
 /** Partly received copies older than this are dropped. */
 const REASSEMBLY_TIMEOUT_MS = 5000
 /**
- * After a copy needed a retry (a datagram was lost), SETs by a host that is not an owner of the key
- * wait for one owner's ACK, for this long (ms): see stored().
- */
-export const LOSS_MEMORY_MS = 60_000
-/**
  * SETs one copy job answers when acknowledged: a flood of writes of one key folds into one job, and
  * the SETs beyond these wait their deadline instead (so the job's list stays small).
  */
 const MAX_WAITERS_PER_COPY = 64
+/** One member may take at most 1/HOLDER_SHARE of maxHolderRecords (issue 21 finding 6: junk writes from one host cannot fill the table). */
+export const HOLDER_SHARE = 4
 /** Keys re-placed per turn of the event loop during a scan. */
 const SCAN_SLICE = 2000
 /**
@@ -185,15 +265,55 @@ export const MAX_PARTIAL_COPIES_PER_SENDER = 64
  */
 export class Holders {
   readonly #max: number
+  /** Records one member may take (the Replicator gives each a quarter of the table, so one host's junk writes cannot fill it). */
+  readonly #maxPerMember: number
   readonly #monotonicMs: () => number
   readonly #byKey = new Map<string, { ids: Set<string>; expiresAt: number }>()
+  readonly #perMember = new Map<string, number>()
   #records = 0
+  /** Until when a refused record's copy may still be live (the clock's ms): see overflowed. */
+  #overflowUntil = -Infinity
   readonly counters: { holdersRecorded: number; holdersUnrecorded: number }
 
-  constructor(max: number, counters = { holdersRecorded: 0, holdersUnrecorded: 0 }, monotonicMs: () => number = () => performance.now()) {
+  constructor(
+    max: number,
+    counters = { holdersRecorded: 0, holdersUnrecorded: 0 },
+    monotonicMs: () => number = () => performance.now(),
+    maxPerMember = max,
+  ) {
     this.#max = max
+    this.#maxPerMember = Math.max(1, maxPerMember)
     this.counters = counters
     this.#monotonicMs = monotonicMs
+  }
+
+  /**
+   * True while a copy whose holder was not recorded (table or member share full) may still be
+   * live: an overwrite or delete then also goes to the whole group (INVALIDATE), never silent.
+   */
+  get overflowed(): boolean {
+    return this.#monotonicMs() < this.#overflowUntil
+  }
+
+  /** (key, member) records held for `id`. */
+  heldBy(id: string): number {
+    return this.#perMember.get(id) ?? 0
+  }
+
+  /** The holders of `key` whose copies may still be live, still remembered (an overwrite updates them). */
+  ids(key: string): string[] {
+    const held = this.#byKey.get(key)
+    return held && held.expiresAt > this.#monotonicMs() ? [...held.ids] : []
+  }
+
+  #forgetKey(key: string, held: { ids: Set<string> }): void {
+    this.#byKey.delete(key)
+    this.#records -= held.ids.size
+    for (const id of held.ids) {
+      const n = (this.#perMember.get(id) ?? 1) - 1
+      if (n > 0) this.#perMember.set(id, n)
+      else this.#perMember.delete(id)
+    }
   }
 
   /** (key, member) records held. */
@@ -209,8 +329,9 @@ export class Holders {
       held.expiresAt = Math.max(held.expiresAt, expiresAt)
       return
     }
-    if (this.#records >= this.#max) {
+    if (this.#records >= this.#max || this.heldBy(id) >= this.#maxPerMember) {
       this.counters.holdersUnrecorded++
+      this.#overflowUntil = Math.max(this.#overflowUntil, expiresAt)
       return
     }
     if (held) {
@@ -218,6 +339,7 @@ export class Holders {
       held.expiresAt = Math.max(held.expiresAt, expiresAt)
     } else this.#byKey.set(key, { ids: new Set([id]), expiresAt })
     this.#records++
+    this.#perMember.set(id, this.heldBy(id) + 1)
     this.counters.holdersRecorded++
   }
 
@@ -225,8 +347,7 @@ export class Holders {
   take(key: string): string[] {
     const held = this.#byKey.get(key)
     if (!held) return []
-    this.#byKey.delete(key)
-    this.#records -= held.ids.size
+    this.#forgetKey(key, held)
     return held.expiresAt > this.#monotonicMs() ? [...held.ids] : []
   }
 
@@ -234,10 +355,7 @@ export class Holders {
   sweep(): void {
     const now = this.#monotonicMs()
     for (const [key, held] of this.#byKey) {
-      if (held.expiresAt <= now) {
-        this.#byKey.delete(key)
-        this.#records -= held.ids.size
-      }
+      if (held.expiresAt <= now) this.#forgetKey(key, held)
     }
   }
 }
@@ -269,6 +387,8 @@ export class Replicator {
     deletesRefused: 0,
     holdersRecorded: 0,
     holdersUnrecorded: 0,
+    updatesForwarded: 0,
+    invalidationsFallback: 0,
     acksSent: 0,
     acksCovered: 0,
     acksReceived: 0,
@@ -295,6 +415,8 @@ export class Replicator {
   /** replIds this host owes each sender an acknowledgement for (sent together: #flushAcks). */
   #acksOwed = new Map<string, number[]>()
   #ackTimer: TimerHandle | undefined
+  /** #ackTimer is an immediate (awaited acknowledgements owed), not the ACKS delay's timeout. */
+  #ackSoon = false
   readonly #flushAll = () => this.#flushAcks()
   readonly #acksPerDatagram: number
   /** Push to all (replicationFactor 0): every trusted member owns every key. */
@@ -318,6 +440,9 @@ export class Replicator {
   #scanGen = 0
   #idle: (() => void)[] = []
   #closed = false
+  readonly #deadlines: Deadlines
+  /** Repeats of fallback INVALIDATEs still to send (cleared on close). */
+  readonly #timers = new Set<TimerHandle>()
   /**
    * Keys stored here whose copy is owed to a member in probation (an owner once trusted), by
    * member: sent when it is trusted, and counted as pending meanwhile, so a write made while a
@@ -325,8 +450,6 @@ export class Replicator {
    */
   #owed = new Map<string, Set<string>>()
   #owedCount = 0
-  /** When a copy last went unacknowledged past its ACK timeout (the clock's monotonic ms). */
-  #lossSeenAt = -Infinity
 
   constructor(o: ReplicationOptions, transport: PeerTransport, store: SessionStore, peers: ReplicaPeers, clock: Clock = systemClock) {
     this.#o = o
@@ -337,7 +460,8 @@ export class Replicator {
     this.#store = store
     this.#peers = peers
     this.#clock = clock
-    this.holders = new Holders(o.maxHolderRecords, this.counters, () => clock.now())
+    this.#deadlines = new Deadlines(clock)
+    this.holders = new Holders(o.maxHolderRecords, this.counters, () => clock.now(), Math.ceil(o.maxHolderRecords / HOLDER_SHARE))
   }
 
   /** Called with the time from first send to ACK of each copy (seconds), for a histogram. */
@@ -372,42 +496,41 @@ export class Replicator {
    * pass the window of copies in flight (that bounds re-placement and handoff, whose copies no
    * reader waits for) and any job for the same key and owner still waiting behind it.
    *
-   * A reader asks the owners only. When this host is one, every reader reaches it; when it is not,
-   * the copies are the only way there, and one lost datagram lets the owners answer MISS. So while
-   * copies are being lost (one needed a retry within LOSS_MEMORY_MS), such a SET is answered when
-   * one owner has acknowledged its copy (one suffices: each reader asks every owner), or at the
-   * latest after its first retry could have been acknowledged. Returns that wait, if any.
+   * A reader asks the owners only, and a host that holds a copy serves it: so the SET is answered
+   * when every owner and every holder remembered here has acknowledged its copy (below), or after
+   * three ACK timeouts at most. Returns that wait, if any.
    */
   stored(key: string): Promise<void> | undefined {
     if (!this.#replicates || this.#closed) return undefined
     const self = this.#peers.selfId
     const targets = this.#owners(key, [self, ...this.#peers.aliveIds()])
-    let waiter: CopyWaiter | undefined
-    let wait: Promise<void> | undefined
-    if (!targets.includes(self) && this.#clock.now() - this.#lossSeenAt < LOSS_MEMORY_MS) {
-      wait = new Promise<void>((resolve) => {
-        const w: CopyWaiter = {
-          resolve: () => {
-            this.#clock.clearTimeout(w.timer)
-            resolve()
-          },
-          timer: this.#clock.setTimeout(() => resolve(), 3 * this.#o.replicationAckTimeoutMs),
-        }
-        waiter = w
-      })
-      this.counters.setsAwaitingCopy++
+    // The owners, and the holders remembered here (they fetched the key here, or a copy went
+    // between them and here): each gets the new entry as an awaited copy, and the SET is answered
+    // once every one acknowledged (an owner acknowledges only after the holders it knows did), so
+    // no host that holds a copy serves the old value once the SET is answered.
+    const to = new Set(targets)
+    for (const id of this.holders.ids(key)) if (this.#peers.addressOf(id)) to.add(id)
+    to.delete(self)
+    this.#fallbackIfOverflowed(key, this.#store.version(key) - 1n)
+    if (to.size === 0) {
+      this.#oweToProbation(key, targets)
+      return undefined
     }
-    for (const id of targets) {
-      if (id === self) continue
-      // A copy of this key to this owner is still unacknowledged: the new entry goes as a job of
+    let waiter: CopyWaiter | undefined
+    const wait = new Promise<void>((resolve) => {
+      waiter = this.#deadlines.waiter(to.size, 3 * this.#o.replicationAckTimeoutMs, resolve)
+    })
+    this.counters.setsAwaitingCopy++
+    for (const id of to) {
+      // A copy of this key to this target is still unacknowledged: the new entry goes as a job of
       // its own, sent at once while the in-flight window has room; once the window is full,
-      // further writes of the key fold into the job still waiting (one per owner, not one per
+      // further writes of the key fold into the job still waiting (one per target, not one per
       // write). The SET waits on the job that carries its entry, whichever it is.
       if (this.#copyInflight.has(`${id}\0${key}`)) {
-        this.#enqueue(key, id, false, 'copy', 0n, waiter)
+        this.#enqueue(key, id, false, 'copy', 0n, waiter, true)
         continue
       }
-      // The job waiting for this owner would send the same entry again later: it is replaced
+      // The job waiting for this target would send the same entry again later: it is replaced
       // (the SETs waiting on it wait on the new one).
       const replaced = this.#waiting.get(`copy\0${id}\0${key}`)
       if (replaced) {
@@ -416,9 +539,11 @@ export class Replicator {
       }
       if (this.#queue.length + this.#inflight.size >= this.#o.maxReplicationQueue) {
         this.counters.copiesDropped++
+        for (const w of replaced?.waiters ?? []) w.resolve()
+        waiter!.resolve()
         continue
       }
-      const waiters = [...(replaced?.waiters ?? []), ...(waiter ? [waiter] : [])].slice(-MAX_WAITERS_PER_COPY)
+      const waiters = [...(replaced?.waiters ?? []), waiter!].slice(-MAX_WAITERS_PER_COPY)
       this.#start({
         kind: 'copy',
         key,
@@ -430,11 +555,35 @@ export class Replicator {
         lane: undefined,
         handoff: false,
         sentAt: 0,
-        ...(waiters.length ? { waiters } : {}),
+        waiters,
+        awaited: true,
       })
     }
     this.#oweToProbation(key, targets)
     return wait
+  }
+
+  /**
+   * Holders went unrecorded here (Holders.overflowed): an overwrite or delete of any key also goes
+   * to the whole group as an INVALIDATE at `version` (a delete's own, or one below a new entry's,
+   * so an owner's new copy is never refused for it), three times as cluster.ts sends its own.
+   */
+  #fallbackIfOverflowed(key: string, version: bigint): void {
+    if (this.holders.overflowed) this.#invalidateGroup(key, version)
+  }
+
+  #invalidateGroup(key: string, version: bigint): void {
+    if (this.#closed || version <= 0n) return
+    this.counters.invalidationsFallback++
+    const msg = { type: MsgType.INVALIDATE, version, key: Buffer.from(key, 'latin1') } as const
+    this.#t.sendGroup(msg)
+    for (const delay of [5, 25]) {
+      const t = this.#clock.setTimeout(() => {
+        this.#timers.delete(t)
+        if (!this.#closed) this.#t.sendGroup(msg)
+      }, delay)
+      this.#timers.add(t)
+    }
   }
 
   /** Notes the copies of `key` that members in probation will be owed once trusted (see #owed). */
@@ -482,7 +631,7 @@ export class Replicator {
    * delete goes, acknowledged, to the owners and to the holders remembered here. With `from`
    * only the holders: the deleter reaches the owners itself. Returns the hosts it goes to.
    */
-  deleted(key: string, version: bigint, from?: string): number {
+  deleted(key: string, version: bigint, from?: string, waiter?: CopyWaiter): number {
     const self = this.#peers.selfId
     // A deleted key is owed to no one any more: it leaves #owed rather than sitting there pending.
     for (const keys of this.#owed.values()) if (keys.delete(key)) this.#owedCount--
@@ -490,8 +639,36 @@ export class Replicator {
     for (const id of this.holders.take(key)) to.add(id)
     to.delete(self)
     if (from !== undefined) to.delete(from)
-    for (const id of to) this.#startDelete(key, id, version)
+    this.#fallbackIfOverflowed(key, version)
+    for (const id of to) this.#startDelete(key, id, version, waiter)
     return to.size
+  }
+
+  /**
+   * An application deleted `key` here at `version`: the delete goes, awaited, to the owners and
+   * the holders remembered here; the promise settles once each acknowledged (each after the
+   * holders it knows did), or at the deadline a SET has.
+   */
+  deletedAwaited(key: string, version: bigint): Promise<void> | undefined {
+    if (!this.#replicates || this.#closed) return undefined
+    let resolveAll!: () => void
+    const wait = new Promise<void>((resolve) => (resolveAll = resolve))
+    const n = this.#deleteTargets(key).length
+    if (n === 0) {
+      this.deleted(key, version)
+      return undefined
+    }
+    const waiter = this.#deadlines.waiter(n, 3 * this.#o.replicationAckTimeoutMs, resolveAll)
+    this.deleted(key, version, undefined, waiter)
+    return wait
+  }
+
+  /** Where an application's delete of `key` goes (without forgetting the holders). */
+  #deleteTargets(key: string): string[] {
+    const to = new Set(this.ownersOf(key))
+    for (const id of this.holders.ids(key)) to.add(id)
+    to.delete(this.#peers.selfId)
+    return [...to]
   }
 
   /**
@@ -503,8 +680,8 @@ export class Replicator {
    * and the delete never left, and the deleted session (a single-use ticket) was served elsewhere.
    * Bounded as stored() is: jobs queued and in flight together at most maxReplicationQueue.
    */
-  #startDelete(key: string, to: string, version: bigint): void {
-    if (this.#closed) return
+  #startDelete(key: string, to: string, version: bigint, waiter?: CopyWaiter): void {
+    if (this.#closed) return waiter?.resolve()
     const slot = `delete\0${to}\0${key}`
     // A delete of this key to this target still waiting goes now, as this one, at the newer version.
     const waiting = this.#waiting.get(slot)
@@ -514,18 +691,40 @@ export class Replicator {
       this.counters.jobsCoalesced++
     } else if (this.#queue.length + this.#inflight.size >= this.#o.maxReplicationQueue) {
       this.counters.copiesDropped++
-      return
+      return waiter?.resolve()
     }
     this.counters.deletesQueued++
-    this.#start({ kind: 'delete', key, to, version, replId: 0, attempts: 0, due: 0, lane: undefined, handoff: false, sentAt: 0 })
+    const waiters = [...(waiting?.waiters ?? []), ...(waiter ? [waiter] : [])].slice(-MAX_WAITERS_PER_COPY)
+    this.#start({
+      kind: 'delete',
+      key,
+      to,
+      version,
+      replId: 0,
+      attempts: 0,
+      due: 0,
+      lane: undefined,
+      handoff: false,
+      sentAt: 0,
+      ...(waiters.length ? { waiters, awaited: true } : {}),
+    })
   }
 
-  #enqueue(key: string, to: string, handoff: boolean, kind: Job['kind'] = 'copy', version = 0n, waiter?: CopyWaiter): void {
-    if (this.#closed) return
+  #enqueue(
+    key: string,
+    to: string,
+    handoff: boolean,
+    kind: Job['kind'] = 'copy',
+    version = 0n,
+    waiter?: CopyWaiter,
+    awaited = false,
+  ): void {
+    if (this.#closed) return waiter?.resolve()
     const slot = `${kind}\0${to}\0${key}`
     const waiting = this.#waiting.get(slot)
     if (waiting) {
       if (waiter && (waiting.waiters?.length ?? 0) < MAX_WAITERS_PER_COPY) (waiting.waiters ??= []).push(waiter)
+      waiting.awaited ||= awaited
       // Still unsent: it will carry the newest state, so a flood of writes to one key (touch)
       // costs one job per target, not one per write.
       if (version > waiting.version) waiting.version = version
@@ -535,7 +734,7 @@ export class Replicator {
     }
     if (this.#queue.length >= this.#o.maxReplicationQueue) {
       this.counters.copiesDropped++
-      return
+      return waiter?.resolve()
     }
     const job: Job = {
       kind,
@@ -549,6 +748,7 @@ export class Replicator {
       handoff,
       sentAt: 0,
       ...(waiter ? { waiters: [waiter] } : {}),
+      ...(awaited ? { awaited } : {}),
     }
     if (kind === 'delete') this.counters.deletesQueued++
     this.#queue.push(job)
@@ -572,13 +772,21 @@ export class Replicator {
   #start(job: Job): void {
     job.replId = this.#nextId
     this.#nextId = nextId(this.#nextId)
-    if (!this.#send(job)) return
+    if (!this.#send(job)) {
+      // Nothing to send (the entry is gone, the target left): no one to wait for.
+      for (const w of job.waiters ?? []) w.resolve()
+      return
+    }
     this.#inflight.set(job.replId, job)
     if (job.kind === 'copy') this.#copyInflight.set(`${job.to}\0${job.key}`, job)
   }
 
   /** The job leaves the in-flight table (acknowledged, given up, or nothing left to send). */
   #done(job: Job): void {
+    // Acknowledged or given up: whoever waited on it waits no longer (a give-up is bounded by
+    // the retries; the writer's own deadline is shorter anyway).
+    for (const w of job.waiters ?? []) w.resolve()
+    job.waiters = undefined
     this.#inflight.delete(job.replId)
     job.lane?.delete(job)
     job.lane = undefined
@@ -596,7 +804,7 @@ export class Replicator {
         return false
       }
       void this.#t.sendTo(to, job.to, {
-        type: MsgType.DELETE,
+        type: job.awaited ? MsgType.DELETE_AWAITED : MsgType.DELETE,
         replId: job.replId,
         version: job.version,
         key: Buffer.from(job.key, 'latin1'),
@@ -619,7 +827,7 @@ export class Replicator {
     for (let i = 0; i < count; i++) {
       const chunk = value.subarray(i * chunkBytes, (i + 1) * chunkBytes)
       void this.#t.sendTo(to, job.to, {
-        type: MsgType.REPLICATE,
+        type: job.awaited ? MsgType.REPLICATE_AWAITED : MsgType.REPLICATE,
         replId: job.replId,
         ttlMs,
         flags,
@@ -702,10 +910,7 @@ export class Replicator {
     }
     job.attempts++
     if (job.kind === 'delete') this.counters.deletesRetried++
-    else {
-      this.counters.copiesRetried++
-      this.#lossSeenAt = this.#clock.now()
-    }
+    else this.counters.copiesRetried++
     if (!this.#send(job)) {
       this.#done(job)
       this.#pump()
@@ -742,7 +947,6 @@ export class Replicator {
     if (job.kind === 'delete') this.counters.deletesAcked++
     else {
       this.counters.copiesAcked++
-      for (const w of job.waiters ?? []) w.resolve()
       this.observeAck((this.#clock.now() - job.sentAt) / 1000)
     }
     return true
@@ -753,10 +957,10 @@ export class Replicator {
    * replicationAckDelayMs after the first one owed to anyone (one timer for all senders), or at
    * once when one datagram is full. With a delay of 0, an ACK at once, as before ACKS.
    *
-   * What the delay costs: a copy is acknowledged up to replicationAckDelayMs later. A SET waits
-   * for an ACK only while copies are being lost (stored(): one retry within LOSS_MEMORY_MS, and
-   * only on a host owning none of the key's copies), so that is what such a SET's answer may take
-   * longer; a retry is sent only replicationAckTimeoutMs (at least 4 times the delay) after a copy.
+   * What the delay costs: a copy is acknowledged up to replicationAckDelayMs later. An
+   * application's SET waits for its ACKs, so its copies (REPLICATE_AWAITED) are acknowledged
+   * within the turn instead; the delay applies to the rest (re-placement, handoff, deletes passed
+   * on). A retry is sent only replicationAckTimeoutMs (at least 4 times the delay) after a copy.
    * The copy itself is stored on arrival, so a reader asking this owner finds it meanwhile.
    */
   #owe(sender: string, from: Address, replId: number): void {
@@ -779,7 +983,8 @@ export class Replicator {
 
   /** Sends every acknowledgement owed. */
   #flushAcks(): void {
-    this.#clock.clearTimeout(this.#ackTimer)
+    if (!this.#ackSoon) this.#clock.clearTimeout(this.#ackTimer)
+    this.#ackSoon = false
     this.#ackTimer = undefined
     const owed = this.#acksOwed
     this.#acksOwed = new Map()
@@ -801,7 +1006,7 @@ export class Replicator {
    * tombstone and goes no further, so forwarding ends), and acknowledged to the address the
    * sender announced.
    */
-  onDelete(sender: string, m: Extract<Message, { type: typeof MsgType.DELETE }>): void {
+  onDelete(sender: string, m: Extract<Message, { type: typeof MsgType.DELETE | typeof MsgType.DELETE_AWAITED }>): void {
     const from = this.#peers.addressOf(sender)
     if (!from) {
       this.counters.deletesRefused++
@@ -809,8 +1014,46 @@ export class Replicator {
     }
     this.counters.deleteDatagramsReceived++
     const key = m.key.toString('latin1')
-    if (this.#store.deleteFromPeer(key, m.version) && this.deleted(key, m.version, sender) > 0) this.counters.deletesForwarded++
-    this.#owe(sender, from, m.replId)
+    if (m.type !== MsgType.DELETE_AWAITED) {
+      if (this.#store.deleteFromPeer(key, m.version) && this.deleted(key, m.version, sender) > 0) this.counters.deletesForwarded++
+      this.#owe(sender, from, m.replId)
+      return
+    }
+    // Awaited: the holders remembered here are reached, acknowledged, before the sender is.
+    if (!this.#store.deleteFromPeer(key, m.version)) return this.#ackNow(sender, from, m.replId)
+    const to = this.holders.ids(key).filter((id) => id !== sender && id !== this.#peers.selfId && this.#peers.addressOf(id))
+    const waiter = this.#forwardWaiter(sender, from, m.replId, to.length, key, m.version)
+    if (this.deleted(key, m.version, sender, waiter) > 0) this.counters.deletesForwarded++
+  }
+
+  /**
+   * Acknowledges an awaited copy or delete without the ACKS delay (its writer is waiting to answer
+   * a client): owed with the rest, and sent once the datagrams already read are handled, so a
+   * burst still costs one ACKS per sender.
+   */
+  #ackNow(sender: string, from: Address, replId: number): void {
+    if (this.#closed) return
+    if (this.#o.replicationAckDelayMs === 0) return this.#owe(sender, from, replId)
+    this.#owe(sender, from, replId)
+    if (!this.#acksOwed.has(sender) || this.#ackSoon) return
+    this.#ackSoon = true
+    this.#clock.clearTimeout(this.#ackTimer)
+    this.#ackTimer = this.#clock.setImmediate(this.#flushAll)
+  }
+
+  /**
+   * The wait for `count` holders an awaited update was passed on to: the sender is acknowledged
+   * when all did, or after two ACK timeouts (one retry), and then the group is sent an INVALIDATE
+   * at `version` so that a holder out of reach does not stay silent with the old value.
+   */
+  #forwardWaiter(sender: string, from: Address, replId: number, count: number, key: string, version: bigint): CopyWaiter {
+    if (count > 0) this.counters.updatesForwarded += count
+    return this.#deadlines.waiter(
+      count,
+      2 * this.#o.replicationAckTimeoutMs,
+      () => this.#ackNow(sender, from, replId),
+      () => this.#invalidateGroup(key, version),
+    )
   }
 
   /**
@@ -818,18 +1061,20 @@ export class Replicator {
    * copies, and the ACK goes to the address the sender announced, never to a datagram's source: a
    * copy from a sender we do not know as a member is refused (counted), unstored and unanswered.
    */
-  onReplicate(sender: string, m: Extract<Message, { type: typeof MsgType.REPLICATE }>): void {
+  onReplicate(sender: string, m: Extract<Message, { type: typeof MsgType.REPLICATE | typeof MsgType.REPLICATE_AWAITED }>): void {
     const from = this.#peers.addressOf(sender)
     if (!from) {
       this.counters.copiesRefused++
       return
     }
     if (m.totalLen > this.#o.maxValueBytes) return
-    const ack = () => this.#owe(sender, from, m.replId)
+    const ack = (stored: boolean) =>
+      m.type === MsgType.REPLICATE_AWAITED
+        ? this.#passOn(sender, from, m.replId, m.key, m.version, stored)
+        : this.#owe(sender, from, m.replId)
     if (m.count === 1) {
       if (m.chunk.length !== m.totalLen) return
-      this.#accept(sender, m.key, m.chunk, m.ttlMs, m.flags, m.version)
-      return ack()
+      return ack(this.#accept(sender, m.key, m.chunk, m.ttlMs, m.flags, m.version))
     }
     const id = `${sender}:${m.replId}`
     let inc = this.#incoming.get(id)
@@ -856,9 +1101,41 @@ export class Replicator {
     const whole = inc.r.join()
     this.#forget(id, inc)
     if (whole) {
-      this.#accept(inc.sender, inc.key, whole, inc.r.ttlMs, inc.r.flags, inc.r.version)
+      const stored = this.#accept(inc.sender, inc.key, whole, inc.r.ttlMs, inc.r.flags, inc.r.version)
       whole.fill(0)
-      ack()
+      ack(stored)
+    }
+  }
+
+  /**
+   * An awaited copy was taken (or refused as not newer): when stored, the new entry goes, awaited,
+   * to the holders remembered here but the sender, and the sender is acknowledged once they did
+   * (#forwardWaiter); a refused copy changed nothing here and is acknowledged at once. Each hop
+   * passes on only what it stored, so the forwarding ends where the newest version already is.
+   */
+  #passOn(sender: string, from: Address, replId: number, keyBytes: Buffer, version: bigint, stored: boolean): void {
+    if (!stored) return this.#ackNow(sender, from, replId)
+    const key = keyBytes.toString('latin1')
+    this.#fallbackIfOverflowed(key, version - 1n)
+    const to = this.holders.ids(key).filter((id) => id !== sender && id !== this.#peers.selfId && this.#peers.addressOf(id))
+    const waiter = this.#forwardWaiter(sender, from, replId, to.length, key, version - 1n)
+    for (const id of to) {
+      if (this.#copyInflight.has(`${id}\0${key}`)) this.#enqueue(key, id, false, 'copy', 0n, waiter, true)
+      else
+        this.#start({
+          kind: 'copy',
+          key,
+          to: id,
+          version: 0n,
+          replId: 0,
+          attempts: 0,
+          due: 0,
+          lane: undefined,
+          handoff: false,
+          sentAt: 0,
+          waiters: [waiter],
+          awaited: true,
+        })
     }
   }
 
@@ -870,16 +1147,19 @@ export class Replicator {
     else this.#partialBy.delete(inc.sender)
   }
 
-  #accept(sender: string, key: Buffer, value: Buffer, ttlMs: number, flags: number, version: bigint): void {
+  /** Stores a copy received; true when it was stored (newer than what is held). */
+  #accept(sender: string, key: Buffer, value: Buffer, ttlMs: number, flags: number, version: bigint): boolean {
     this.counters.copiesReceived++
-    if (ttlMs <= 0) return
+    if (ttlMs <= 0) return false
     // The sender holds the copy it sent: a delete that reaches this host passes it on there.
     this.holders.record(key.toString('latin1'), sender, ttlMs)
     try {
-      if (!this.#store.setFromPeer(key.toString('latin1'), value, ttlMs, flags, version)) this.counters.copiesStale++
+      if (this.#store.setFromPeer(key.toString('latin1'), value, ttlMs, flags, version)) return true
+      this.counters.copiesStale++
     } catch {
       /* beyond this host's limits: not kept */
     }
+    return false
   }
 
   /** Drops copies that stopped arriving half way. Called on every heartbeat. */
@@ -1034,6 +1314,10 @@ export class Replicator {
     this.#lanes.clear()
     this.#inflight.clear()
     this.#copyInflight.clear()
+    for (const j of this.#queue) for (const w of j.waiters ?? []) w.resolve()
+    this.#deadlines.close()
+    for (const t of this.#timers) this.#clock.clearTimeout(t)
+    this.#timers.clear()
     this.#queue = []
     this.#waiting.clear()
     this.#owed.clear()

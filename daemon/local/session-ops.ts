@@ -63,8 +63,8 @@ export class SessionOps {
   /** Stores `value` under `key` (flags: memcached's client flags, 0 for the API). */
   set(key: string, value: Buffer, ttlMs: number, flags = 0, o?: WriteOptions): Done<void> {
     if (ttlMs < 0) {
-      this.#remove(key, o)
-      return
+      const removed = this.#remove(key, o)
+      return removed instanceof Promise ? removed.then(nothing) : undefined
     }
     this.#store.set(key, value, ttlMs, flags)
     return this.#stored(key, o)
@@ -106,8 +106,10 @@ export class SessionOps {
     if (cluster && o?.propagate !== false) return cluster.decide(key, op)
     return this.#then(key, o, () => {
       const r = applyConditional(this.#store, key, op)
-      if (r.wrote === 'delete') this.#deleted(key, o)
-      else if (r.wrote === 'set') {
+      if (r.wrote === 'delete') {
+        const dropped = this.#deleted(key, o)
+        if (dropped) return dropped.then(() => r)
+      } else if (r.wrote === 'set') {
         const copied = this.#stored(key, o)
         if (copied) return copied.then(() => r)
       }
@@ -125,16 +127,16 @@ export class SessionOps {
     return this.#cluster()?.stored(key)
   }
 
-  #deleted(key: string, o: WriteOptions | undefined): void {
-    if (o?.propagate === false) return
-    this.#cluster()?.deleted(key)
+  #deleted(key: string, o: WriteOptions | undefined): Promise<void> | undefined {
+    if (o?.propagate === false) return undefined
+    return this.#cluster()?.deleted(key)
   }
 
-  #remove(key: string, o: WriteOptions | undefined): boolean {
+  #remove(key: string, o: WriteOptions | undefined): Done<boolean> {
     const had = this.#store.delete(key)
     // Everywhere even when this host had no copy: another host may.
-    this.#deleted(key, o)
-    return had
+    const dropped = this.#deleted(key, o)
+    return dropped ? dropped.then(() => had) : had
   }
 
   /** Runs `op` once a key held only elsewhere is copied here (no wait when held, or alone). */

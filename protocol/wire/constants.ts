@@ -67,6 +67,8 @@ export const MsgType = {
   ACKS: 12,
   DECIDE: 13,
   DECIDED: 14,
+  REPLICATE_AWAITED: 15,
+  DELETE_AWAITED: 16,
   TICKET_PUB: 20,
   TICKET_SEAL: 21,
 } as const

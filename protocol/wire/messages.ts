@@ -31,6 +31,10 @@
  *               HKDF(X25519(sealer, recipient), ids, epoch and both public keys); unicast only)
  *   REPLICATE   replId u32 | ttlMs u32 | flags u32 | totalLen u32 | index u16 | count u16 |
  *               version u64 | keyLen u16 | key | chunk
+ *   REPLICATE_AWAITED, DELETE_AWAITED: the layouts of REPLICATE and DELETE. A writer waits for
+ *               their ACK before it answers its client; a receiver that remembers holders of the
+ *               key passes the update on to them (awaited) and acknowledges only once they did (or
+ *               its wait ended, then a group INVALIDATE), and acknowledges without the ACKS delay.
  *   ACK         replId u32
  *               (acknowledges a REPLICATE or a DELETE: both draw their ids from one sequence)
  *   DELETE      replId u32 | version u64 | keyLen u16 | key
@@ -91,6 +95,26 @@ import {
 } from './constants.js'
 import { checkChunking, exactly, fixedBuffer, keyAt, keyLength, writeKey, writeVersion } from './fields.js'
 
+/** The fields of a REPLICATE and of a REPLICATE_AWAITED. */
+export interface ReplicateFields {
+  replId: number
+  ttlMs: number
+  flags: number
+  totalLen: number
+  index: number
+  count: number
+  version: bigint
+  key: Buffer
+  chunk: Buffer
+}
+
+/** The fields of a DELETE and of a DELETE_AWAITED. */
+export interface DeleteFields {
+  replId: number
+  version: bigint
+  key: Buffer
+}
+
 export type Message =
   | { type: typeof MsgType.LOOKUP; reqId: number; nonce: Buffer; reply: Address; expect: Buffer[]; key: Buffer }
   | {
@@ -111,20 +135,11 @@ export type Message =
   | { type: typeof MsgType.ANNOUNCE; reply: Address; entries: number; flags: number; name: string; also?: Address }
   | { type: typeof MsgType.LEAVE }
   | { type: typeof MsgType.TICKET_KEY; epoch: number; creator: Buffer; key: Buffer }
-  | {
-      type: typeof MsgType.REPLICATE
-      replId: number
-      ttlMs: number
-      flags: number
-      totalLen: number
-      index: number
-      count: number
-      version: bigint
-      key: Buffer
-      chunk: Buffer
-    }
+  | ({ type: typeof MsgType.REPLICATE } & ReplicateFields)
   | { type: typeof MsgType.ACK; replId: number }
-  | { type: typeof MsgType.DELETE; replId: number; version: bigint; key: Buffer }
+  | ({ type: typeof MsgType.DELETE } & DeleteFields)
+  | ({ type: typeof MsgType.REPLICATE_AWAITED } & ReplicateFields)
+  | ({ type: typeof MsgType.DELETE_AWAITED } & DeleteFields)
   | { type: typeof MsgType.ACKS; replIds: number[] }
   | {
       type: typeof MsgType.DECIDE
@@ -697,6 +712,15 @@ const TICKET_SEAL: Codec<MessageOf<typeof MsgType.TICKET_SEAL>> = {
  * The codec of every message type. Typed as a mapped type over Message, so a type added to
  * Message without its record here does not compile.
  */
+/** A record of `base`'s layout under another type code (the AWAITED forms of REPLICATE and DELETE). */
+function sameLayout<A extends Message, T extends PayloadType>(base: Codec<A>, type: T): Codec<MessageOf<T>> {
+  return {
+    length: (m) => base.length(m as unknown as A),
+    write: (m, buf, off) => base.write(m as unknown as A, buf, off),
+    read: (p) => ({ ...base.read(p), type }) as unknown as MessageOf<T>,
+  }
+}
+
 export const CODECS: { readonly [T in PayloadType]: Codec<MessageOf<T>> } = {
   [MsgType.LOOKUP]: LOOKUP,
   [MsgType.HIT]: HIT,
@@ -708,6 +732,8 @@ export const CODECS: { readonly [T in PayloadType]: Codec<MessageOf<T>> } = {
   [MsgType.REPLICATE]: REPLICATE,
   [MsgType.ACK]: ACK,
   [MsgType.DELETE]: DELETE,
+  [MsgType.REPLICATE_AWAITED]: sameLayout(REPLICATE, MsgType.REPLICATE_AWAITED),
+  [MsgType.DELETE_AWAITED]: sameLayout(DELETE, MsgType.DELETE_AWAITED),
   [MsgType.ACKS]: ACKS,
   [MsgType.DECIDE]: DECIDE,
   [MsgType.DECIDED]: DECIDED,

@@ -11,6 +11,7 @@ import { spawnSync } from 'node:child_process'
 import memjs from 'memjs'
 import { StatecastClient } from '../../client/index.js'
 import { BinStatus, Opcode, decodeResponses as decodeAll, encodeRequest } from '../../daemon/local/memcache/binary.js'
+import { MAX_REFUSED } from '../../daemon/local/memcache/auth-gate.js'
 import { freePort, startDaemon, tmpDir } from '../helpers/daemon.js'
 import { exchange } from '../helpers/memcached.js'
 
@@ -167,6 +168,11 @@ t.test("text: memcached -Y's auth set, by raw socket and by pymemcache", async (
   t.equal(fmt.text, 'CLIENT_ERROR bad authentication token format\r\n')
   const long = await raw('set auth 0 0 99999\r\n', () => false)
   t.ok(long.closed && long.text === 'CLIENT_ERROR auth token too long\r\n', 'an oversized token: refused and closed')
+  // A flood of non-login lines (each answered with a longer error) is closed after MAX_REFUSED,
+  // so a client that never reads cannot pile replies up in the daemon's memory.
+  const flood = await raw('x\n'.repeat(10_000), () => false)
+  t.ok(flood.closed && !flood.timedOut, 'a flood of requests before a login: closed')
+  t.equal(flood.text, 'CLIENT_ERROR unauthenticated\r\n'.repeat(MAX_REFUSED), `answered ${MAX_REFUSED} times, then closed`)
   const half = await exchange(port, [Buffer.from('set auth 0 0 16\r\nalice al')], () => false, 3000)
   t.equal(half.got.length, 0, 'an unfinished login gets nothing')
 

@@ -59,10 +59,16 @@ t.test(
     await eventually(async () => (await clusterStats(a))['copiesRetried'] > 0, 60_000, 'a copy retried')
     await eventually(() => first.got() === 'STORED\r\n', 60_000, 'the probe SET answered')
 
-    // About a third of these keys have B and C as owners: their SETs wait.
+    // Every SET waits for its copies' ACKs (an owner's or a holder's), so all of these wait; the
+    // daemon is stopped once each of them is read and waiting.
+    const base = (await clusterStats(a))['setsAwaitingCopy'] as number
     const keys = Array.from({ length: 12 }, (_, i) => `waiting-${i}`)
     const sessions = keys.map((k) => ({ k, s: session(port, `set ${k} 0 0 5\r\nvalue\r\nget ${k}\r\n`) }))
-    await eventually(async () => (await clusterStats(a))['setsAwaitingCopy'] > 0, 60_000, "a SET waiting for a copy's ACK")
+    await eventually(
+      async () => (await clusterStats(a))['setsAwaitingCopy'] >= base + keys.length,
+      60_000,
+      "every SET waiting for its copies' ACKs",
+    )
     const waiting = sessions.filter(({ s }) => s.got() === '').length
     const stopped = a.stop('SIGTERM')
     await Promise.all(sessions.map(({ s }) => s.closed))

@@ -5,7 +5,7 @@
  */
 import crypto from 'node:crypto'
 import t from 'tap'
-import { MsgType, datagramLength, replicateChunkBytes } from '../../protocol/wire.js'
+import { MsgType, datagramLength, replicateChunkBytes, type Message } from '../../protocol/wire.js'
 import { MAX_PARTIAL_COPIES_PER_SENDER } from '../../daemon/cluster/replication.js'
 import { startLab, type Core } from '../helpers/memory-cluster.js'
 
@@ -14,7 +14,9 @@ function arrivals(core: Core, type: typeof MsgType.HIT | typeof MsgType.REPLICAT
   const seen: number[] = []
   const inner = core.cluster.transport.onMessage
   core.cluster.transport.onMessage = (m) => {
-    if (m.msg.type === type && open()) seen.push(m.msg.index)
+    // An application's copies travel as REPLICATE_AWAITED, in REPLICATE's layout.
+    const t = m.msg.type === MsgType.REPLICATE_AWAITED ? MsgType.REPLICATE : m.msg.type
+    if (t === type && open()) seen.push((m.msg as Extract<Message, { index: number }>).index)
     inner(m)
   }
   return seen

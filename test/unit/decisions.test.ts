@@ -7,6 +7,7 @@ import t from 'tap'
 import { startLab, type Core } from '../helpers/memory-cluster.js'
 import { CondKind, CondOutcome } from '../../daemon/store/conditional.js'
 import { DecisionError } from '../../daemon/cluster/decisions.js'
+import { MsgType } from '../../protocol/wire.js'
 
 /** A key whose decider is `core` (as every core sees it). */
 function keyDecidedBy(cores: Core[], core: Core, prefix: string): string {
@@ -66,4 +67,28 @@ t.test('a decider that stops answering: OUTCOME_UNKNOWN at the deadline, never a
   t.ok(cores[1]!.cluster.decisions.counters.decisionsRetransmitted > 0, 'it retransmitted before giving up')
   t.equal(cores[1]!.store.peek(key), undefined, 'nothing stored on the asker')
   undo()
+})
+
+t.test('a flood of DECIDEs for one key: at most 64 queued, the rest dropped unapplied', async (t) => {
+  const { lab, cores } = await startLab(t, 3, 5)
+  const decider = cores[0]!
+  const key = keyDecidedBy(cores, decider, 'flood')
+  const d = decider.cluster.decisions
+  // REPLACE of a key nobody holds: each waits its fetch in the key's chain.
+  for (let reqId = 1; reqId <= 200; reqId++)
+    d.onDecide(cores[1]!.cluster.nodeId, {
+      type: MsgType.DECIDE,
+      reqId,
+      kind: CondKind.REPLACE,
+      flags: 0,
+      ttlMs: 60_000,
+      unique: 0n,
+      delta: 0n,
+      key: Buffer.from(key, 'latin1'),
+      value: Buffer.alloc(1000),
+    })
+  t.equal(d.counters.decisionsShed, 200 - 64, 'beyond 64 queued for the key: shed')
+  t.equal(d.counters.decisionsLocal, 64, '64 taken')
+  await lab.run(30_000)
+  t.notOk(decider.store.peek(key), 'none of them replaced a key nobody holds')
 })

@@ -68,15 +68,19 @@ function lab(t: { teardown(fn: () => void): void }, ids: string[], o: Partial<Re
     const h = hosts.get(s.to)
     if (!h) return
     const m = s.msg
-    if (m.type === MsgType.REPLICATE) h.r.onReplicate(s.from, m)
-    else if (m.type === MsgType.DELETE) h.r.onDelete(s.from, m)
+    if (m.type === MsgType.REPLICATE || m.type === MsgType.REPLICATE_AWAITED) h.r.onReplicate(s.from, m)
+    else if (m.type === MsgType.DELETE || m.type === MsgType.DELETE_AWAITED) h.r.onDelete(s.from, m)
     else if (m.type === MsgType.ACK) h.r.onAck(s.from, m.replId)
     else if (m.type === MsgType.ACKS) h.r.onAcks(s.from, m.replIds)
   }
   return w
 }
 
-const of = (sent: Sent[], type: number, from?: string) => sent.filter((s) => s.msg.type === type && (from === undefined || s.from === from))
+/** Awaited copies and deletes (an application's writes) count as REPLICATE and DELETE here. */
+const plain = (type: number) =>
+  type === MsgType.REPLICATE_AWAITED ? MsgType.REPLICATE : type === MsgType.DELETE_AWAITED ? MsgType.DELETE : type
+const of = (sent: Sent[], type: number, from?: string) =>
+  sent.filter((s) => plain(s.msg.type) === type && (from === undefined || s.from === from))
 const A = 'aa00000000000001'
 const B = 'bb00000000000002'
 const C = 'cc00000000000003'
@@ -90,23 +94,26 @@ t.test('copies and deletes that arrive within the delay are acknowledged by one 
   const w = lab(t, [A, B])
   const a = w.hosts.get(A)!
   const b = w.hosts.get(B)!
+  // An application's SETs send awaited copies: acknowledged together once the datagrams read in
+  // one turn are handled, without the delay (their writers are waiting).
   for (let i = 0; i < 6; i++) write(a, `k${i}`)
   await w.clock.advance(2)
   t.equal(of(w.sent, MsgType.REPLICATE, A).length, 6, 'six copies sent')
   t.equal(b.r.counters.copiesReceived, 6, 'and taken in at once')
-  t.equal(of(w.sent, MsgType.ACKS, B).length + of(w.sent, MsgType.ACK, B).length, 0, 'no acknowledgement yet: the delay has not passed')
-  await w.clock.advance(opts.replicationAckDelayMs)
   const acks = of(w.sent, MsgType.ACKS, B)
   t.equal(acks.length, 1, 'one ACKS')
   t.same((acks[0]!.msg as { replIds: number[] }).replIds.length, 6, 'naming all six')
   t.equal(of(w.sent, MsgType.ACK, B).length, 0, 'no single ACK')
+  await w.clock.advance(2)
   t.equal(a.r.counters.copiesAcked, 6, 'every copy settled')
   t.same([b.r.counters.acksSent, b.r.counters.acksCovered], [1, 6], 'counted by the receiver')
   t.equal(a.r.pending, 0, 'nothing in flight')
 
-  // Deletes go the same way.
+  // Deletes passed on (not awaited) wait for the delay and go together.
   for (let i = 0; i < 3; i++) a.r.deleted(`k${i}`, a.store.version(`k${i}`) + 1n)
-  await w.clock.advance(2 + opts.replicationAckDelayMs)
+  await w.clock.advance(2)
+  t.equal(of(w.sent, MsgType.ACKS, B).length, 1, 'no acknowledgement of the deletes yet: the delay has not passed')
+  await w.clock.advance(opts.replicationAckDelayMs)
   t.equal(of(w.sent, MsgType.ACKS, B).length, 2, 'the three deletes: one more ACKS')
   t.equal(a.r.counters.deletesAcked, 3, 'every delete settled')
   await w.clock.advance(10 * opts.replicationAckTimeoutMs)
@@ -120,10 +127,9 @@ t.test('a full list goes at once, without waiting for the delay', async (t) => {
   for (let i = 0; i < 50; i++) write(a, `k${i}`, 'v')
   await w.clock.advance(2)
   const acks = of(w.sent, MsgType.ACKS, B)
-  t.equal(acks.length, 1, 'one ACKS before the delay')
-  t.equal((acks[0]!.msg as { replIds: number[] }).replIds.length, 48, 'of as many ids as fit in 256 bytes')
+  t.equal(acks.length, 2, 'two ACKS before the delay (awaited copies: the rest once the turn is handled)')
+  t.equal((acks[0]!.msg as { replIds: number[] }).replIds.length, 48, 'the first of as many ids as fit in 256 bytes')
   await w.clock.advance(20)
-  t.equal(of(w.sent, MsgType.ACKS, B).length, 2, 'the rest at the delay')
   t.equal(a.r.counters.copiesAcked, 50)
 })
 
@@ -183,7 +189,7 @@ t.test('one retransmit timer for every job in flight, with the backoff of one ti
   const a = w.hosts.get(A)!
   const timersBefore = w.clock.pending
   for (let i = 0; i < 100; i++) write(a, `k${i}`)
-  t.equal(w.clock.pending - timersBefore, 1, '100 copies in flight, one timer')
+  t.equal(w.clock.pending - timersBefore, 2, "100 copies in flight: one retransmit timer, one for the SETs' deadlines")
   await w.clock.advance(3 * opts.replicationAckTimeoutMs + 50)
   t.equal(w.clock.pending - timersBefore, 1, 'still one after retries')
   await w.clock.advance(20_000)
@@ -209,7 +215,7 @@ t.test('a job acknowledged early does not hold the others back, and a later one 
     ['k1', 1],
   ])
   w.drop = (s) => {
-    if (s.msg.type !== MsgType.REPLICATE) return false
+    if (plain(s.msg.type) !== MsgType.REPLICATE) return false
     const k = (s.msg as { key: Buffer }).key.toString()
     const n = lost.get(k) ?? 0
     lost.set(k, n - 1)

@@ -69,11 +69,12 @@ t.test('copies owed to members in probation are pending until they are trusted, 
   probation = []
   r.membersChanged()
   const copies = sent
-    .filter((s) => s.msg.type === MsgType.REPLICATE)
+    .filter((s) => s.msg.type === MsgType.REPLICATE || s.msg.type === MsgType.REPLICATE_AWAITED)
     .map((s) => `${s.to}:${(s.msg as { key: Buffer }).key.toString('latin1')}`)
   t.same([...new Set(copies)].sort(), owed, 'every owed copy sent to its new owner, keys this host no longer owns included')
   t.ok(r.pending >= owed.length, 'pending until each is acknowledged')
-  for (const s of sent) if (s.msg.type === MsgType.REPLICATE) r.onAck(s.to, (s.msg as { replId: number }).replId)
+  for (const s of sent)
+    if (s.msg.type === MsgType.REPLICATE || s.msg.type === MsgType.REPLICATE_AWAITED) r.onAck(s.to, (s.msg as { replId: number }).replId)
   await t.resolves(r.whenIdle(10_000))
   t.equal(r.counters.copiesAcked, owed.length, 'each acknowledged')
 })

@@ -46,7 +46,9 @@ t.test('a SET written again while its copy is unacknowledged is answered at the 
   )
   t.teardown(() => r.close())
   const copies = () =>
-    sent.filter((s) => s.msg.type === MsgType.REPLICATE).map((s) => ({ to: s.to, replId: (s.msg as { replId: number }).replId }))
+    sent
+      .filter((s) => s.msg.type === MsgType.REPLICATE || s.msg.type === MsgType.REPLICATE_AWAITED)
+      .map((s) => ({ to: s.to, replId: (s.msg as { replId: number }).replId }))
 
   // Copies are being lost: one goes unacknowledged past its ACK timeout and is retried.
   store.set('probe', Buffer.from('p'), 60_000)
@@ -72,5 +74,5 @@ t.test('a SET written again while its copy is unacknowledged is answered at the 
   for (const c of v2) r.onAck(c.to, c.replId)
   await clock.advance(0)
   t.ok(answered, "the second SET is answered at its copies' ACK, not at its deadline")
-  t.equal(r.counters.setsAwaitingCopy, 2)
+  t.equal(r.counters.setsAwaitingCopy, 3, 'every SET with copies to send waits for them (the probe too)')
 })

@@ -4,14 +4,18 @@
  * handed, with whatever the client sent after its login, to the server of the user's tenant.
  *
  * Bounded: the input held is at most one auth request (MAX_TEXT_AUTH_BYTES and a line); the
- * whole exchange must end within `timeoutMs`; MAX_AUTH_FAILURES failed logins close the
- * connection.
+ * whole exchange must end within `timeoutMs`; MAX_AUTH_FAILURES failed logins, or
+ * MAX_REFUSED requests refused before a login, close the connection; and a client that does not
+ * read its replies is not read from (the socket pauses until they drain), so replies cannot pile
+ * up in memory.
  */
 import type net from 'node:net'
 import { authStep, type AuthUsers } from './auth.js'
 
 /** Failed logins one connection may make before it is closed. */
 export const MAX_AUTH_FAILURES = 3
+/** Requests other than a login (each refused) one connection may send before it is closed. */
+export const MAX_REFUSED = 16
 /** How long a refused connection may take to receive its error before it is destroyed, in ms. */
 const LINGER_MS = 1000
 
@@ -40,6 +44,7 @@ export interface GateOptions {
 export function gate(s: net.Socket, o: GateOptions): void {
   let buf: Buffer = Buffer.alloc(0)
   let failures = 0
+  let refused = 0
   let done = false
   const timer = setTimeout(() => {
     o.counters.timeouts++
@@ -63,22 +68,39 @@ export function gate(s: net.Socket, o: GateOptions): void {
   const onEnd = () => {
     if (!done) hangUp()
   }
+  /** Writes a reply; false when the client is not reading them: stop until they drain. */
+  const reply = (b: Buffer): boolean => {
+    if (s.write(b)) return true
+    s.pause()
+    s.once('drain', () => {
+      if (done) return
+      s.resume()
+      readInput()
+    })
+    return false
+  }
   const onData = (chunk: Buffer) => {
     buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk])
+    readInput()
+  }
+  const readInput = () => {
     for (;;) {
       const step = authStep(buf, o.version)
       if (step.kind === 'need') return
       const rest = buf.subarray(step.bytes)
       if (step.kind === 'reply') {
-        if (step.refused) o.counters.unauthenticated++
+        if (step.refused) {
+          o.counters.unauthenticated++
+          refused++
+        }
         if (step.failure) {
           o.counters.failed++
           failures++
         }
         buf.subarray(0, step.bytes).fill(0)
         buf = rest
-        if (step.close || failures >= MAX_AUTH_FAILURES) return hangUp(step.reply)
-        s.write(step.reply)
+        if (step.close || failures >= MAX_AUTH_FAILURES || refused >= MAX_REFUSED) return hangUp(step.reply)
+        if (!reply(step.reply)) return
         continue
       }
       const tenant = o.users().check(step.user, step.password)
@@ -90,7 +112,7 @@ export function gate(s: net.Socket, o: GateOptions): void {
         o.counters.failed++
         failures++
         if (failures >= MAX_AUTH_FAILURES) return hangUp(step.fail)
-        s.write(step.fail)
+        if (!reply(step.fail)) return
         continue
       }
       o.counters.succeeded++
