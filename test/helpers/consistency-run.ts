@@ -64,7 +64,8 @@ export class Workload {
 
   /** Starts `clients` clients spread over the endpoints in turn. */
   start(clients = CLIENTS): void {
-    for (let i = 0; i < clients; i++) this.#runners.push(this.#client(`c${this.#runners.length}`, this.#endpoints[i % this.#endpoints.length]!))
+    for (let i = 0; i < clients; i++)
+      this.#runners.push(this.#client(`c${this.#runners.length}`, this.#endpoints[i % this.#endpoints.length]!))
   }
 
   /** Starts `n` more clients on `ep` (a host that joined). */
@@ -149,7 +150,13 @@ export class Workload {
   /** Runs one operation, records it and how it ended. */
   async #op(c: McClient, host: string, client: string, o: { kind: Op['kind']; key: string; value?: string; cas?: string }): Promise<Op> {
     const gets = o.kind === 'get' && o.cas === 'gets'
-    const op = this.history.invoke({ client, host, kind: gets ? 'get' : o.kind, key: o.key, ...(o.value !== undefined ? { value: o.value } : {}) })
+    const op = this.history.invoke({
+      client,
+      host,
+      kind: gets ? 'get' : o.kind,
+      key: o.key,
+      ...(o.value !== undefined ? { value: o.value } : {}),
+    })
     try {
       switch (o.kind) {
         case 'get': {
