@@ -166,7 +166,7 @@ export class Daemon {
             })),
           }
         },
-        // Read at request time: the cluster joins after the sockets are up.
+        // Read at request time: the handlers are made here, the cluster only in start().
         get cluster() {
           return admin ? daemon.cluster : tenantCluster(daemon.cluster, tenant!)
         },

@@ -117,6 +117,8 @@ export interface LookupCounters {
   directLookups: number
   /** First rounds that went on to the other owners (the first was slow or missed). */
   hedged: number
+  /** Lookups started while membership was changing: every candidate owner asked at once, no hedge. */
+  lookupsWidened: number
 }
 
 /** A remote lookup's result: a copy of the value, its remaining TTL, flags and version (versions.ts). */
@@ -189,6 +191,7 @@ export class Lookups {
     missesReceived: 0,
     directLookups: 0,
     hedged: 0,
+    lookupsWidened: 0,
   }
   #byKey = new Map<string, Inflight>()
   #byReq = new Map<number, Inflight>()
@@ -288,6 +291,7 @@ export class Lookups {
       return Promise.resolve(undefined)
     }
     const { expected, changing } = this.#expectedFor(key)
+    if (changing) this.counters.lookupsWidened++
     const keyBytes = Buffer.from(key, 'latin1')
     const expectBytes = (expected ?? []).map((id) => Buffer.from(id, 'hex'))
     const nonce = crypto.randomBytes(NONCE_BYTES)

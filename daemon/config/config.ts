@@ -871,8 +871,8 @@ export const MAX_SOCKET_PATH_BYTES = 107
 export const MAX_NODE_NAME_BYTES = 255
 
 /**
- * Limits that used to fail only at start-up, so that --check-config accepts exactly what start-up
- * accepts: each concerns one key, so a config file alone can be judged.
+ * Limits on single keys, checked with the config itself so that --check-config accepts exactly what
+ * start-up accepts: each concerns one key, so a config file alone can be judged.
  */
 function checkLimits(c: Config, where: string): void {
   const nameBytes = Buffer.byteLength(c.nodeName, 'utf8')

@@ -1,6 +1,6 @@
 /**
- * The host's session store, laid out for memory: the same API and behaviour as `Store`
- * (store.ts) at a fraction of its per-entry overhead, and with no JS object per entry for the
+ * The host's session store, laid out for memory: the same API and behaviour as `LruStore`
+ * (lru-store.ts) at a fraction of its per-entry overhead, and with no JS object per entry for the
  * garbage collector to trace.
  *
  * Layout (a "slot" is an entry's index in the parallel arrays):
