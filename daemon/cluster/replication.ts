@@ -544,20 +544,7 @@ export class Replicator {
         continue
       }
       const waiters = [...(replaced?.waiters ?? []), waiter!].slice(-MAX_WAITERS_PER_COPY)
-      this.#start({
-        kind: 'copy',
-        key,
-        to: id,
-        version: 0n,
-        replId: 0,
-        attempts: 0,
-        due: 0,
-        lane: undefined,
-        handoff: false,
-        sentAt: 0,
-        waiters,
-        awaited: true,
-      })
+      this.#startAwaitedCopy(key, id, waiters)
     }
     this.#oweToProbation(key, targets)
     return wait
@@ -1121,22 +1108,26 @@ export class Replicator {
     const waiter = this.#forwardWaiter(sender, from, replId, to.length, key, version - 1n)
     for (const id of to) {
       if (this.#copyInflight.has(`${id}\0${key}`)) this.#enqueue(key, id, false, 'copy', 0n, waiter, true)
-      else
-        this.#start({
-          kind: 'copy',
-          key,
-          to: id,
-          version: 0n,
-          replId: 0,
-          attempts: 0,
-          due: 0,
-          lane: undefined,
-          handoff: false,
-          sentAt: 0,
-          waiters: [waiter],
-          awaited: true,
-        })
+      else this.#startAwaitedCopy(key, id, [waiter])
     }
+  }
+
+  /** Sends the key's current entry to `to` now as an awaited copy (REPLICATE_AWAITED) that `waiters` wait on. */
+  #startAwaitedCopy(key: string, to: string, waiters: CopyWaiter[]): void {
+    this.#start({
+      kind: 'copy',
+      key,
+      to,
+      version: 0n,
+      replId: 0,
+      attempts: 0,
+      due: 0,
+      lane: undefined,
+      handoff: false,
+      sentAt: 0,
+      waiters,
+      awaited: true,
+    })
   }
 
   #forget(id: string, inc: { r: Reassembly; sender: string }): void {
