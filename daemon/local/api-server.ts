@@ -52,6 +52,12 @@ export interface ApiServerOptions extends Pick<Config, 'maxConnections'> {
 export const REPLY_QUEUE_BYTES = 1024 * 1024
 /** Default of `maxPendingReplyBytes`: 4 MiB per connection. */
 export const PENDING_REPLY_BYTES = 4 * 1024 * 1024
+/**
+ * What a pending write's reply is counted as against maxPendingReplyBytes: SET, DELETE and TOUCH
+ * answer with a status frame, and they are pending while their copies are acknowledged, so
+ * counting them at maxFrameBytes (1 MiB values) would let a connection have only four in flight.
+ */
+export const WRITE_REPLY_BYTES = 64
 
 export interface ApiServerCounters {
   connectionsAccepted: number
@@ -66,6 +72,8 @@ class Connection {
   readonly #server: ApiServer
   readonly #decoder: FrameDecoder
   pending = 0
+  /** The replies owed, in bytes at most (a GET's at maxFrameBytes, a write's at WRITE_REPLY_BYTES). */
+  #pendingBytes = 0
   #closing = false
   #paused = false
   /** The client has half-closed (SHUT_WR): no more requests, but every reply is still owed. */
@@ -124,7 +132,7 @@ class Connection {
     return (
       this.pending >= o.maxPendingPerConnection ||
       this.socket.writableLength >= (o.maxQueuedReplyBytes ?? REPLY_QUEUE_BYTES) ||
-      this.pending * o.maxFrameBytes >= (o.maxPendingReplyBytes ?? PENDING_REPLY_BYTES)
+      this.#pendingBytes >= (o.maxPendingReplyBytes ?? PENDING_REPLY_BYTES)
     )
   }
 
@@ -153,10 +161,13 @@ class Connection {
       out = this.#internalError(req, err)
     }
     if (out instanceof Promise) {
+      const bytes =
+        req.op === Op.SET || req.op === Op.DELETE || req.op === Op.TOUCH ? WRITE_REPLY_BYTES : this.#server.options.maxFrameBytes
       this.pending++
+      this.#pendingBytes += bytes
       out.then(
-        (reply) => this.#settle(reply),
-        (err: unknown) => this.#settle(this.#internalError(req, err)),
+        (reply) => this.#settle(reply, bytes),
+        (err: unknown) => this.#settle(this.#internalError(req, err), bytes),
       )
     } else {
       this.#write(out)
@@ -169,8 +180,9 @@ class Connection {
     return encodeError(req.op, req.id, Status.INTERNAL, 'internal error')
   }
 
-  #settle(reply: Buffer): void {
+  #settle(reply: Buffer, bytes: number): void {
     this.pending--
+    this.#pendingBytes -= bytes
     if (!this.socket.destroyed) this.#write(reply)
     this.#maybeResume()
     this.#maybeFinish()

@@ -195,14 +195,15 @@ t.test(
     await a.client.set('ticket', Buffer.from('single use'))
     await eventually(async () => (await b.client.get('ticket', { localOnly: true })) !== undefined, 30_000, 'the ticket copied to b')
 
-    // Writes go on (as a TLS terminator's new sessions do) until the test ends.
+    // Writes go on (as a TLS terminator's new sessions do, from many connections at once) until
+    // the test ends. Each waits for the silent member's acknowledgement up to its deadline, so
+    // they are many at a time, not one.
     let written = 0
-    const writer = (async () => {
-      while (writing) {
-        await a.client.set(`new-${written}`, Buffer.from('session'))
-        written++
-      }
-    })().catch((err: unknown) => {
+    const writer = Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (writing) await a.client.set(`new-${written++}`, Buffer.from('session'))
+      }),
+    ).catch((err: unknown) => {
       // The daemons stop at the test's end (a failed wait included) while a write is on its way.
       if (writing) throw err
     })
