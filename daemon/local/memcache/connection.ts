@@ -74,6 +74,8 @@ type Slot =
       cost: number
       close?: boolean
       fail: Fail
+      /** A plain write (set, delete, touch) whose store effect is made when it runs: it may run ahead. */
+      ahead: boolean
     }
   | { kind: 'get'; line: string; pos: number; withCas: boolean; touch?: number; ahead: Fetch[]; waiting: boolean; cost: number }
 
@@ -86,7 +88,7 @@ export class McConnection implements Sink {
   /** Bytes of an oversized value still to be discarded (plus its CRLF). */
   #swallow = 0
   /** A data block expected next (a text or meta storage command's), and what to do with it. */
-  #pendingData: { bytes: number; noreply: boolean; run: (data: Buffer) => Reply | Promise<Reply> } | undefined
+  #pendingData: { bytes: number; noreply: boolean; run: (data: Buffer) => Reply | Promise<Reply>; ahead: boolean } | undefined
   /** Decided by the first byte, as memcached decides it: 0x80 is the binary protocol, else text (and meta). */
   #binary: boolean | undefined
   #queue: Slot[] = []
@@ -278,6 +280,7 @@ export class McConnection implements Sink {
             ps.bytes,
             false,
             textFail,
+            ps.ahead,
           )
         }
         inb.consume(ps.bytes + 2)
@@ -339,8 +342,8 @@ export class McConnection implements Sink {
   }
 
   /** A command's reply, made when its turn comes. `noreply` drops it, as memcached does. */
-  enqueue(run: () => Reply | Promise<Reply>, noreply = false, cost = 0, close = false, fail: Fail = textFail): void {
-    const slot: Slot = { kind: 'op', run: noreply ? () => quiet(run()) : run, state: 'new', cost, close, fail }
+  enqueue(run: () => Reply | Promise<Reply>, noreply = false, cost = 0, close = false, fail: Fail = textFail, ahead = false): void {
+    const slot: Slot = { kind: 'op', run: noreply ? () => quiet(run()) : run, state: 'new', cost, close, fail, ahead }
     this.#queue.push(slot)
     this.#queuedBytes += cost
   }
@@ -354,8 +357,8 @@ export class McConnection implements Sink {
     this.reply(text, noreply)
   }
 
-  expectData(bytes: number, noreply: boolean, run: (data: Buffer) => Reply | Promise<Reply>): void {
-    this.#pendingData = { bytes, noreply, run }
+  expectData(bytes: number, noreply: boolean, run: (data: Buffer) => Reply | Promise<Reply>, ahead = false): void {
+    this.#pendingData = { bytes, noreply, run, ahead }
   }
 
   swallow(bytes: number): void {
@@ -509,14 +512,18 @@ export class McConnection implements Sink {
   /**
    * While the head waits (a write waiting for its copies' ACKs), the commands queued behind it
    * run now, in order, so pipelined writes wait for their round trips together rather than one
-   * after another; their replies still go in order. It stops at a get (which writes its values as
-   * it goes) and at a command that closes the connection. What a command does to the store is
+   * after another; their replies still go in order. Only plain writes run ahead (set, delete,
+   * touch: `ahead`); it stops at anything else and at a command that closes the connection. What a command does to the store is
    * done when it runs, so a later command sees the earlier writes as before.
    */
   #runAhead(): void {
+    // Only plain writes behind a plain write: a conditional write is decided elsewhere and lands
+    // when its answer comes, and a read must see every write before it, so either ends the run.
+    const head = this.#queue[0]
+    if (head?.kind !== 'op' || !head.ahead) return
     for (let i = 1; i < this.#queue.length; i++) {
       const slot = this.#queue[i]!
-      if (slot.kind === 'get' || slot.close) return
+      if (slot.kind === 'get' || slot.close || !slot.ahead) return
       if (slot.state === 'new') this.#run(slot)
     }
   }

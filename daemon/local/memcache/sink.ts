@@ -52,8 +52,12 @@ export type Fail = (err: StoreError | DecisionError | undefined) => Reply
 
 export interface Sink {
   readonly fe: FrontEnd
-  /** A command's reply, made when its turn comes. `noreply` drops it; `close` hangs up after it. */
-  enqueue(run: () => Reply | Promise<Reply>, noreply?: boolean, cost?: number, close?: boolean, fail?: Fail): void
+  /**
+   * A command's reply, made when its turn comes. `noreply` drops it; `close` hangs up after it;
+   * `ahead`: a plain write (set, delete, touch) that may start while an earlier plain write waits
+   * for its copies (replies stay in order).
+   */
+  enqueue(run: () => Reply | Promise<Reply>, noreply?: boolean, cost?: number, close?: boolean, fail?: Fail, ahead?: boolean): void
   reply(text: string, noreply?: boolean): void
   /** An error reply, counted. */
   error(text: string, noreply?: boolean): void
@@ -63,7 +67,7 @@ export interface Sink {
    * The next `bytes` bytes and a CRLF are a data block: `run` gets a copy (wiped once it is
    * done); a block not ended by CRLF is answered `CLIENT_ERROR bad data chunk`.
    */
-  expectData(bytes: number, noreply: boolean, run: (data: Buffer) => Reply | Promise<Reply>): void
+  expectData(bytes: number, noreply: boolean, run: (data: Buffer) => Reply | Promise<Reply>, ahead?: boolean): void
   /** The next `bytes` bytes of input are discarded (a refused value). */
   swallow(bytes: number): void
   /** Answers what came before, then hangs up; nothing more is read. */

@@ -86,10 +86,15 @@ export function textCommand(c: Sink, line: string): void {
         }, nr)
       }
       const mode = cmd === 'cas' ? 'set' : cmd
-      return c.expectData(bytes, nr, (data) => {
-        const r = cmds.store(mode, key, flags, exptime, data, unique)
-        return r instanceof Promise ? r.then((x) => storeText(x.outcome)) : storeText(r.outcome)
-      })
+      return c.expectData(
+        bytes,
+        nr,
+        (data) => {
+          const r = cmds.store(mode, key, flags, exptime, data, unique)
+          return r instanceof Promise ? r.then((x) => storeText(x.outcome)) : storeText(r.outcome)
+        },
+        mode === 'set' && unique === undefined,
+      )
     }
     case 'incr':
     case 'decr': {
@@ -116,7 +121,19 @@ export function textCommand(c: Sink, line: string): void {
       const valid = n === 2 || (n === 3 && (zero || noreply)) || (n === 4 && zero && noreply)
       if (!keyOk(tok[1]!)) return c.error(BAD_FORMAT, noreply)
       if (!valid) return c.error('CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n', noreply)
-      return c.enqueue(() => (cmds.delete(tok[1]!) === 'DELETED' ? 'DELETED\r\n' : NOT_FOUND), noreply)
+      const deleted = (o: Outcome) => (o === 'DELETED' ? 'DELETED\r\n' : NOT_FOUND)
+      return c.enqueue(
+        () => {
+          // A promise when the delete waits for its copies to be gone (cluster/hooks.ts).
+          const r = cmds.delete(tok[1]!)
+          return r instanceof Promise ? r.then(deleted) : deleted(r)
+        },
+        noreply,
+        0,
+        false,
+        undefined,
+        true,
+      )
     }
     case 'touch': {
       if (n !== 3 && n !== 4) return c.error(ERROR)
@@ -124,11 +141,18 @@ export function textCommand(c: Sink, line: string): void {
       if (!keyOk(tok[1]!)) return c.error(BAD_FORMAT, nr)
       const exptime = memcachedInt32(tok[2]!)
       if (exptime === undefined) return c.error(BAD_EXPTIME, nr)
-      return c.enqueue(() => {
-        const r = cmds.touch(tok[1]!, exptime)
-        const word = (x: { outcome: Outcome }) => (x.outcome === 'TOUCHED' ? 'TOUCHED\r\n' : NOT_FOUND)
-        return r instanceof Promise ? r.then(word) : word(r)
-      }, nr)
+      return c.enqueue(
+        () => {
+          const r = cmds.touch(tok[1]!, exptime)
+          const word = (x: { outcome: Outcome }) => (x.outcome === 'TOUCHED' ? 'TOUCHED\r\n' : NOT_FOUND)
+          return r instanceof Promise ? r.then(word) : word(r)
+        },
+        nr,
+        0,
+        false,
+        undefined,
+        true,
+      )
     }
     case 'flush_all': {
       if (n > 3) return c.error(ERROR)
