@@ -330,10 +330,11 @@ t.test('an entry evicted by LRU pressure: a delayed older copy does not roll it 
       )
       await a.client.set('sess', Buffer.from('v1-old'))
       const v1 = (await eventually(
-        () => x.got.find((m) => m.type === MsgType.REPLICATE && String(m.key) === 'sess'),
+        // An application's SET travels as REPLICATE_AWAITED (REPLICATE's layout).
+        () => x.got.find((m) => (m.type === MsgType.REPLICATE || m.type === MsgType.REPLICATE_AWAITED) && String(m.key) === 'sess'),
         30_000,
         'the insider captured the copy of v1',
-      )) as Extract<Message, { type: typeof MsgType.REPLICATE }>
+      )) as Extract<Message, { type: typeof MsgType.REPLICATE | typeof MsgType.REPLICATE_AWAITED }>
       await a.client.set('sess', Buffer.from('v2-new'))
       await eventually(
         async () => (await c.client.get('sess', { localOnly: true }))?.equals(Buffer.from('v2-new')) ?? false,

@@ -40,7 +40,8 @@ async function fakeMember(t: { teardown(fn: () => unknown): void }, key: ReturnT
     try {
       const { header, body } = open(ring, bytes)
       for (const msg of decodeMessages(body).msgs) {
-        if (msg.type !== MsgType.REPLICATE) continue
+        // An application's SET travels as REPLICATE_AWAITED (REPLICATE's layout).
+        if (msg.type !== MsgType.REPLICATE && msg.type !== MsgType.REPLICATE_AWAITED) continue
         copies.push({
           bytes: Buffer.from(bytes),
           key: msg.key.toString('latin1'),

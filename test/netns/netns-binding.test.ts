@@ -89,8 +89,9 @@ t.test(
     await a.client.set('rolled', v1)
     const repl = await eventually(
       () =>
-        captured(relay, open, MsgType.REPLICATE).find((d) =>
-          open(d.bytes).some((m) => m.type === MsgType.REPLICATE && m.key.toString() === 'rolled'),
+        // An application's SET travels as REPLICATE_AWAITED (REPLICATE's layout).
+        captured(relay, open, MsgType.REPLICATE_AWAITED).find((d) =>
+          open(d.bytes).some((m) => m.type === MsgType.REPLICATE_AWAITED && m.key.toString() === 'rolled'),
         ),
       20_000,
       'the copy to B captured',
