@@ -16,6 +16,7 @@ import { createInterface } from 'node:readline/promises'
 import { StatecastClient } from '../client/client.js'
 import { StatecastError } from '../client/errors.js'
 import { defaultAdminSocketPath } from '../protocol/paths.js'
+import { STATS, type StatSpec } from '../protocol/stats.js'
 import { UnixListenerError, checkPrivateDir, isUserDefaultDir } from '../daemon/local/unix-listener.js'
 import { formatKey, formatKeyFile, newClusterKey } from '../protocol/keyfile.js'
 import { TICKET_FORMATS, wipeRendered, type TicketFormat } from '../daemon/tickets/ticket-formats.js'
@@ -101,13 +102,21 @@ function printable(b: Buffer): { text: string; encoding: 'utf8' | 'base64' } {
   return Buffer.from(s, 'utf8').equals(b) ? { text: s, encoding: 'utf8' } : { text: b.toString('base64'), encoding: 'base64' }
 }
 
-/** Flattens nested stats into aligned `section.name  value` lines. */
+/**
+ * Flattens nested stats into aligned `section.name  value` lines; a number gets the unit its
+ * declaration gives (protocol/stats.ts: `bytes`, `ms`, ...; counts stand alone).
+ */
 export function formatStats(obj: unknown, prefix = ''): string[] {
   const lines: [string, string][] = []
+  const declared = STATS as Readonly<Record<string, StatSpec>>
   const walk = (v: unknown, p: string) => {
     if (v && typeof v === 'object' && !Array.isArray(v)) {
       for (const [k, x] of Object.entries(v)) walk(x, p ? `${p}.${k}` : k)
-    } else lines.push([p, Array.isArray(v) ? JSON.stringify(v) : String(v)])
+    } else {
+      const unit = typeof v === 'number' ? declared[p]?.unit : undefined
+      const text = Array.isArray(v) ? JSON.stringify(v) : String(v)
+      lines.push([p, unit && unit !== 'count' ? `${text} ${unit}` : text])
+    }
   }
   walk(obj, prefix)
   const w = Math.max(0, ...lines.map(([k]) => k.length))

@@ -55,6 +55,7 @@ t.test('set, get, del, touch, keys, flush, stats, ping', async (t) => {
     `keys lists bin with its TTL (${keys.stdout.toString().trim()}, ${(passed / 1000).toFixed(1)} s after the SET)`,
   )
   t.match(stats.stdout.toString(), /store\.entries\s+2\n/)
+  t.match(stats.stdout.toString(), /store\.maxBytes\s+\d+ bytes\n/, 'a number shows the unit STATS declares for it')
   t.equal((JSON.parse(statsJson.stdout.toString()) as { store: { entries: number } }).store.entries, 2)
   t.match(ping.stdout.toString(), /^pong in [\d.]+ ms/)
   t.equal(refused.code, 2, 'flush without a terminal or --yes is refused')
