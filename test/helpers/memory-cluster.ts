@@ -153,7 +153,8 @@ export class MemoryLab {
   /** Deletes `key` at `core` as an application would: DELETE, then the cluster's deletes to the holders. */
   delete(core: Core, key: string): void {
     core.store.delete(key)
-    core.cluster.deleted(key)
+    // void: as with set, a test that needs the deletes acknowledged waits for them itself.
+    void core.cluster.deleted(key)
   }
 
   /** The owners of `key` as `from` sees them (live members and itself). */

@@ -61,7 +61,7 @@ t.test(
 
     // Every SET waits for its copies' ACKs (an owner's or a holder's), so all of these wait; the
     // daemon is stopped once each of them is read and waiting.
-    const base = (await clusterStats(a))['setsAwaitingCopy'] as number
+    const base = (await clusterStats(a))['setsAwaitingCopy']
     const keys = Array.from({ length: 12 }, (_, i) => `waiting-${i}`)
     const sessions = keys.map((k) => ({ k, s: session(port, `set ${k} 0 0 5\r\nvalue\r\nget ${k}\r\n`) }))
     await eventually(
