@@ -118,6 +118,30 @@ export const STATS = {
     unit: 'count',
     meaning: 'Group INVALIDATEs sent because a holder could not be recorded or did not acknowledge in time.',
   },
+  'cluster.invalidationsUnacked': {
+    kind: 'counter',
+    unit: 'count',
+    meaning:
+      "Group INVALIDATEs sent because an application's write reached its deadline before every owner and holder acknowledged (one may be dead, not yet declared so).",
+  },
+  'cluster.invalidationsMembership': {
+    kind: 'counter',
+    unit: 'count',
+    meaning:
+      'Group INVALIDATEs sent for writes of keys that a member owned or held shortly before it left, died or changed id (hosts holding copies through it may not be reached yet).',
+  },
+  'cluster.copiesReattached': {
+    kind: 'counter',
+    unit: 'count',
+    meaning:
+      "Copies sent to a key's owners because the member this host's copy came from left, died or changed id: the owners record this host as a holder, so later writes reach it.",
+  },
+  'cluster.copySourcesUnrecorded': {
+    kind: 'counter',
+    unit: 'count',
+    meaning:
+      'Sources of copies not remembered because maxHolderRecords were held; meanwhile a departure re-attaches every copy this host does not own.',
+  },
   'cluster.decisionsShed': {
     kind: 'counter',
     unit: 'count',

@@ -116,7 +116,12 @@ export class Cluster implements ClusterHooks {
     this.transport.onMessage = (m) => this.#onMessage(m)
     this.membership = new Membership(o, this.transport, this.counters, log, clock)
     this.replicator = new Replicator(o, this.transport, store, this.membership, clock)
-    this.lookups = new Lookups(o, this.transport, store, this.membership, clock, this.replicator.holders, this.counters)
+    const holders = this.replicator.holders
+    const holderLog = {
+      record: (key: string, id: string, ttlMs: number) => holders.record(key, id, ttlMs),
+      fetched: (key: string, from: string, ttlMs: number) => this.replicator.fetched(key, from, ttlMs),
+    }
+    this.lookups = new Lookups(o, this.transport, store, this.membership, clock, holderLog, this.counters)
     this.decisions = new Decisions(
       // Long enough for the decider to fetch the key and wait for its copies on a loaded host;
       // only a lost decider makes anyone wait this long.

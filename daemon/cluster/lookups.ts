@@ -172,6 +172,8 @@ export type LookupPeers = Pick<Membership, 'liveIds' | 'readOwners' | 'addressOf
 /** Records that a member fetched a key here (replication.ts: Holders), so a delete reaches its copy. */
 export interface HolderLog {
   record(key: string, id: string, ttlMs: number): void
+  /** A fetch answered by `from` stored `key` here: `from` recorded this host as a holder (reach.ts). */
+  fetched?(key: string, from: string, ttlMs: number): void
 }
 
 export class Lookups {
@@ -516,7 +518,7 @@ export class Lookups {
         this.counters.reassemblyDropped++
         return
       }
-      return this.#complete(f, m.chunk, m.ttlMs, m.flags, m.version)
+      return this.#complete(f, m.chunk, m.ttlMs, m.flags, m.version, sender)
     }
     let r = f.parts.get(sender)
     f.chunkAt = this.#clock.now()
@@ -542,16 +544,17 @@ export class Lookups {
       this.counters.reassemblyDropped++
       return
     }
-    this.#complete(f, value, r.ttlMs, r.flags, r.version)
+    this.#complete(f, value, r.ttlMs, r.flags, r.version, sender)
     value.fill(0)
   }
 
-  #complete(f: Inflight, value: Buffer, ttlMs: number, flags: number, version: bigint): void {
+  #complete(f: Inflight, value: Buffer, ttlMs: number, flags: number, version: bigint, from: string): void {
     if (ttlMs <= 0) return
     // The local copy keeps the remaining TTL and the version of the copy it came from.
     let stored = true
     try {
       stored = this.#store.setFromPeer(f.key, value, ttlMs, flags, version)
+      if (stored) this.#holders.fetched?.(f.key, from, ttlMs)
     } catch {
       /* too large for this host's limits: serve it, do not keep it */
     }

@@ -52,6 +52,7 @@ import type { PeerTransport } from './peer-transport.js'
 import { systemClock, type Clock, type TimerHandle } from './clock.js'
 import { ByteBudget, Reassembly } from './reassembly.js'
 import { MAX_COPY_BACKOFF_MS } from '../store/versions.js'
+import { Reach, type ReachCounters } from './reach.js'
 
 /** The config keys replication takes (unit and default: FIELDS in config/config.ts; the ACK wait doubles up to 2 s). */
 export type ReplicationOptions = Pick<
@@ -66,9 +67,10 @@ export type ReplicationOptions = Pick<
   | 'maxValueBytes'
   | 'maxReassemblyBytes'
   | 'maxHolderRecords'
->
+> &
+  Partial<Pick<Config, 'deadAfterMs' | 'heartbeatMs'>>
 
-export interface ReplicationCounters {
+export interface ReplicationCounters extends ReachCounters {
   copiesPushed: number
   copiesAcked: number
   copiesRetried: number
@@ -112,6 +114,8 @@ export interface ReplicationCounters {
   updatesForwarded: number
   /** Group INVALIDATEs sent because holders could not be remembered (table full) or did not acknowledge in time. */
   invalidationsFallback: number
+  /** Group INVALIDATEs sent because an application's write reached its deadline before every owner and holder acknowledged. */
+  invalidationsUnacked: number
   /** Acknowledgement datagrams sent (ACK or ACKS). */
   acksSent: number
   /** Copies and deletes those acknowledged (more than acksSent when ACKS gathered several). */
@@ -295,6 +299,11 @@ export class Holders {
     return this.#monotonicMs() < this.#overflowUntil
   }
 
+  /** The members that hold records here. */
+  memberIds(): IterableIterator<string> {
+    return this.#perMember.keys()
+  }
+
   /** (key, member) records held for `id`. */
   heldBy(id: string): number {
     return this.#perMember.get(id) ?? 0
@@ -389,6 +398,10 @@ export class Replicator {
     holdersUnrecorded: 0,
     updatesForwarded: 0,
     invalidationsFallback: 0,
+    invalidationsUnacked: 0,
+    copiesReattached: 0,
+    invalidationsMembership: 0,
+    copySourcesUnrecorded: 0,
     acksSent: 0,
     acksCovered: 0,
     acksReceived: 0,
@@ -396,6 +409,8 @@ export class Replicator {
     acksRefused: 0,
   }
   readonly holders: Holders
+  /** Where copies held here came from, and who left lately (reach.ts); undefined without copies or with push to all. */
+  readonly reach: Reach | undefined
   readonly #o: ReplicationOptions
   readonly #t: PeerTransport
   readonly #store: SessionStore
@@ -462,7 +477,45 @@ export class Replicator {
     this.#clock = clock
     this.#deadlines = new Deadlines(clock)
     this.holders = new Holders(o.maxHolderRecords, this.counters, () => clock.now(), Math.ceil(o.maxHolderRecords / HOLDER_SHARE))
+    this.reach = this.#replicates && !this.#all ? this.#newReach() : undefined
   }
+
+  // ---- reach.ts: copies kept reachable through departures (the calls into it are marked "reach") ----
+
+  #newReach(): Reach {
+    const peers = this.#peers
+    // Other hosts notice a departure up to a couple of heartbeats after this one, then re-attach.
+    const heartbeatMs = this.#o.heartbeatMs ?? 1000
+    const windowMs = (this.#o.deadAfterMs ?? 3000) + 2 * heartbeatMs
+    return new Reach(
+      {
+        selfId: peers.selfId,
+        store: this.#store,
+        isMember: (id) => peers.addressOf(id) !== undefined,
+        memberIds: () => [...peers.aliveIds(), ...peers.probationIds()],
+        ownersAmong: (key, members) => this.#owners(key, members),
+        ownersOf: (key) => this.ownersOf(key),
+        holdersOf: (key) => this.holders.ids(key),
+        holderMembers: () => this.holders.memberIds(),
+        copy: (key, to) => this.#enqueue(key, to, false),
+        monotonicMs: () => this.#clock.now(),
+      },
+      { max: this.#o.maxHolderRecords, windowMs },
+      this.counters,
+    )
+  }
+
+  /** reach: a fetch answered by `from` stored `key` here (lookups.ts). */
+  fetched(key: string, from: string, ttlMs: number): void {
+    this.reach?.copied(key, from, ttlMs)
+  }
+
+  /** reach: a write of `key` at `version` also goes to the group when a member that owned or held it left lately. */
+  #invalidateIfDeparted(key: string, version: bigint): void {
+    if (this.reach?.invalidates(key)) this.#invalidateGroup(key, version, 'invalidationsMembership')
+  }
+
+  // ---- end of reach ----
 
   /** Called with the time from first send to ACK of each copy (seconds), for a histogram. */
   observeAck: (seconds: number) => void = () => {}
@@ -511,14 +564,22 @@ export class Replicator {
     const to = new Set(targets)
     for (const id of this.holders.ids(key)) if (this.#peers.addressOf(id)) to.add(id)
     to.delete(self)
-    this.#fallbackIfOverflowed(key, this.#store.version(key) - 1n)
+    const below = this.#store.version(key) - 1n
+    this.#fallbackIfOverflowed(key, below)
+    this.reach?.wrote(key, targets, this.#store.remainingTtl(key))
+    this.#invalidateIfDeparted(key, below)
     if (to.size === 0) {
       this.#oweToProbation(key, targets)
       return undefined
     }
     let waiter: CopyWaiter | undefined
     const wait = new Promise<void>((resolve) => {
-      waiter = this.#deadlines.waiter(to.size, 3 * this.#o.replicationAckTimeoutMs, resolve)
+      // A target that did not acknowledge by the deadline (dead, not yet declared so) may hold
+      // the old value, and hosts that fetched it there are reached through it: the group is
+      // told to drop it before the SET is answered.
+      waiter = this.#deadlines.waiter(to.size, 3 * this.#o.replicationAckTimeoutMs, resolve, () =>
+        this.#invalidateGroup(key, below, 'invalidationsUnacked'),
+      )
     })
     this.counters.setsAwaitingCopy++
     for (const id of to) {
@@ -559,9 +620,14 @@ export class Replicator {
     if (this.holders.overflowed) this.#invalidateGroup(key, version)
   }
 
-  #invalidateGroup(key: string, version: bigint): void {
+  #invalidateGroup(
+    key: string,
+    version: bigint,
+    why: 'invalidationsFallback' | 'invalidationsUnacked' | 'invalidationsMembership' = 'invalidationsFallback',
+  ): void {
     if (this.#closed || version <= 0n) return
-    this.counters.invalidationsFallback++
+    // invalidationsMembership is counted where the reason is found (reach.ts).
+    if (why !== 'invalidationsMembership') this.counters[why]++
     const msg = { type: MsgType.INVALIDATE, version, key: Buffer.from(key, 'latin1') } as const
     this.#t.sendGroup(msg)
     for (const delay of [5, 25]) {
@@ -627,6 +693,8 @@ export class Replicator {
     to.delete(self)
     if (from !== undefined) to.delete(from)
     this.#fallbackIfOverflowed(key, version)
+    this.reach?.forget(key)
+    this.#invalidateIfDeparted(key, version)
     for (const id of to) this.#startDelete(key, id, version, waiter)
     return to.size
   }
@@ -645,7 +713,10 @@ export class Replicator {
       this.deleted(key, version)
       return undefined
     }
-    const waiter = this.#deadlines.waiter(n, 3 * this.#o.replicationAckTimeoutMs, resolveAll)
+    // As a SET's (stored()): a target silent past the deadline may hold the value still.
+    const waiter = this.#deadlines.waiter(n, 3 * this.#o.replicationAckTimeoutMs, resolveAll, () =>
+      this.#invalidateGroup(key, version, 'invalidationsUnacked'),
+    )
     this.deleted(key, version, undefined, waiter)
     return wait
   }
@@ -1104,6 +1175,7 @@ export class Replicator {
     if (!stored) return this.#ackNow(sender, from, replId)
     const key = keyBytes.toString('latin1')
     this.#fallbackIfOverflowed(key, version - 1n)
+    this.#invalidateIfDeparted(key, version - 1n)
     const to = this.holders.ids(key).filter((id) => id !== sender && id !== this.#peers.selfId && this.#peers.addressOf(id))
     const waiter = this.#forwardWaiter(sender, from, replId, to.length, key, version - 1n)
     for (const id of to) {
@@ -1145,7 +1217,10 @@ export class Replicator {
     // The sender holds the copy it sent: a delete that reaches this host passes it on there.
     this.holders.record(key.toString('latin1'), sender, ttlMs)
     try {
-      if (this.#store.setFromPeer(key.toString('latin1'), value, ttlMs, flags, version)) return true
+      if (this.#store.setFromPeer(key.toString('latin1'), value, ttlMs, flags, version)) {
+        this.reach?.copied(key.toString('latin1'), sender, ttlMs)
+        return true
+      }
       this.counters.copiesStale++
     } catch {
       /* beyond this host's limits: not kept */
@@ -1156,6 +1231,7 @@ export class Replicator {
   /** Drops copies that stopped arriving half way. Called on every heartbeat. */
   sweep(): void {
     this.holders.sweep()
+    this.reach?.sweep()
     const now = this.#clock.now()
     for (const [id, inc] of this.#incoming) {
       if (now - inc.r.startedAt > REASSEMBLY_TIMEOUT_MS) this.#forget(id, inc)
@@ -1174,6 +1250,7 @@ export class Replicator {
     this.#lastMembers = [self, ...this.#peers.aliveIds()].sort()
     this.#pruneSeeds()
     this.#payOwed()
+    if (!this.#closed) this.reach?.membersChanged()
     if (!this.#replicates || this.#closed) return
     this.#scanBase ??= previous
     if (this.#scanning) {

@@ -51,6 +51,8 @@ function lab(t: { teardown(fn: () => void): void }, ids: string[], o: Partial<Re
         if (!w.drop(s)) clock.setTimeout(() => deliver(s), 1)
         return Promise.resolve()
       },
+      // A write whose deadline passes tells the group (INVALIDATE): recorded, delivered nowhere.
+      sendGroup: (msg: Message) => sent.push({ from: id, to: '*', at: clock.now(), msg }),
     } as unknown as PeerTransport
     const store = new CompactStore()
     const others = ids.filter((x) => x !== id)
