@@ -33,6 +33,11 @@ export interface Job {
   awaited?: boolean
 }
 
+/** A job not sent yet: no id, no attempt, in no lane. */
+function unsent(kind: Job['kind'], key: string, to: string, version: bigint, handoff: boolean): Job {
+  return { kind, key, to, version, replId: 0, attempts: 0, due: 0, lane: undefined, handoff, sentAt: 0 }
+}
+
 /** Retries back off up to this, in ms (shared with the tombstone lifetime's derivation). */
 const MAX_BACKOFF_MS = MAX_COPY_BACKOFF_MS
 /**
@@ -149,19 +154,7 @@ export class Outbox {
     }
     this.counters.deletesQueued++
     const waiters = [...(waiting?.waiters ?? []), ...(waiter ? [waiter] : [])].slice(-MAX_WAITERS_PER_COPY)
-    this.#start({
-      kind: 'delete',
-      key,
-      to,
-      version,
-      replId: 0,
-      attempts: 0,
-      due: 0,
-      lane: undefined,
-      handoff: false,
-      sentAt: 0,
-      ...(waiters.length ? { waiters, awaited: true } : {}),
-    })
+    this.#start({ ...unsent('delete', key, to, version, false), ...(waiters.length ? { waiters, awaited: true } : {}) })
   }
 
   /** Queues a job behind the in-flight window (re-placement, handoff, owed copies), or folds it into the one still waiting for the same slot. */
@@ -184,16 +177,7 @@ export class Outbox {
       return waiter?.resolve()
     }
     const job: Job = {
-      kind,
-      key,
-      to,
-      version,
-      replId: 0,
-      attempts: 0,
-      due: 0,
-      lane: undefined,
-      handoff,
-      sentAt: 0,
+      ...unsent(kind, key, to, version, handoff),
       ...(waiter ? { waiters: [waiter] } : {}),
       ...(awaited ? { awaited } : {}),
     }
@@ -402,20 +386,7 @@ export class Outbox {
 
   /** Sends the key's current entry to `to` now as an awaited copy (REPLICATE_AWAITED) that `waiters` wait on. */
   #startAwaitedCopy(key: string, to: string, waiters: CopyWaiter[]): void {
-    this.#start({
-      kind: 'copy',
-      key,
-      to,
-      version: 0n,
-      replId: 0,
-      attempts: 0,
-      due: 0,
-      lane: undefined,
-      handoff: false,
-      sentAt: 0,
-      waiters,
-      awaited: true,
-    })
+    this.#start({ ...unsent('copy', key, to, 0n, false), waiters, awaited: true })
   }
 
   /** Every job is dropped and its waiters answered (close). */
