@@ -1,18 +1,21 @@
 /**
  * Keeping every copy reachable by later writes while members leave, die or restart with a new id.
  *
- * A write reaches the hosts that hold a copy through holder records (replication.ts: Holders):
+ * A write reaches the hosts that hold a copy through holder records (holders.ts):
  * the host that sent a copy, or answered a fetch, remembers who got it, and passes every later
  * write on to them. Those records live only on the host that made them, so when it goes away the
  * hosts holding copies it gave out are reached by no one, and would serve the old value after a
  * later write. Three things close that, each for its own stretch of time:
  *
  * - Before this host notices the departure, a copy or delete to the departed member is not
- *   acknowledged: the write's deadline passes and the group is sent an INVALIDATE
- *   (replication.ts: the writer's deadline, and a hop's wait for its holders).
+ *   acknowledged: the write's deadline passes and the group is sent an INVALIDATE before the write
+ *   is answered (writes.ts; a hop's wait for its holders does the same, receive.ts).
  * - Once it left here, for `windowMs` (other hosts notice it up to a couple of heartbeats apart,
  *   and then re-attach, below), a write of a key that the departed member owned or is recorded
- *   here as holding also goes to the group as an INVALIDATE before it is answered (`invalidates`).
+ *   here as holding also goes to the group as an INVALIDATE (`invalidates`): a SET's once its
+ *   targets acknowledged, just before it is answered (sent earlier, it would drop the old value
+ *   on the owners too before they hold the new one, and a read meanwhile would find neither);
+ *   a delete's at once.
  * - Each host remembers where each copy it holds came from (its source: the member that sent it
  *   or answered the fetch, which recorded this host as a holder; for a key written here, the first
  *   owner it went to). When that source leaves, dies or is replaced by a new id, and this host is
@@ -24,7 +27,7 @@
  * while one could not be kept, a departure re-attaches every copy held here that this host does
  * not own, rather than none.
  */
-import type { SessionStore } from '../store/session-store.js'
+import type { SessionStore } from '../../store/session-store.js'
 
 /** What the replicator gives the reach tracker. */
 export interface ReachDeps {
@@ -50,8 +53,6 @@ export interface ReachDeps {
 export interface ReachCounters {
   /** Copies sent to a key's owners because the member this host's copy came from left, died or changed id. */
   copiesReattached: number
-  /** Group INVALIDATEs sent for writes of keys whose owner or holder left shortly before. */
-  invalidationsMembership: number
   /** Sources of copies not remembered because maxHolderRecords were held. */
   copySourcesUnrecorded: number
 }
@@ -136,15 +137,10 @@ export class Reach {
     const now = this.#d.monotonicMs()
     for (const [id, at] of this.#departed) if (now - at > this.#windowMs) this.#departed.delete(id)
     if (this.#departed.size === 0) return false
-    for (const id of this.#d.holdersOf(key)) if (this.#departed.has(id)) return this.#count()
+    for (const id of this.#d.holdersOf(key)) if (this.#departed.has(id)) return true
     const all = [this.#d.selfId, ...this.#d.memberIds(), ...this.#departed.keys()]
-    for (const id of this.#d.ownersAmong(key, all)) if (this.#departed.has(id)) return this.#count()
+    for (const id of this.#d.ownersAmong(key, all)) if (this.#departed.has(id)) return true
     return false
-  }
-
-  #count(): true {
-    this.counters.invalidationsMembership++
-    return true
   }
 
   /**
