@@ -128,7 +128,7 @@ export const STATS = {
     kind: 'counter',
     unit: 'count',
     meaning:
-      'Group INVALIDATEs sent for writes of keys that a member owned or held shortly before it left, died or changed id (hosts holding copies through it may not be reached yet).',
+      'Group INVALIDATEs sent for writes of keys that a member owned or held shortly before it left, died or changed id (hosts holding copies through it may not be reached yet), or made here while members were in probation (they may hold copies no record leads to).',
   },
   'cluster.copiesReattached': {
     kind: 'counter',

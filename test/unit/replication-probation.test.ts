@@ -27,8 +27,10 @@ const addr = (port: number): Address => ({ family: 4, address: '127.0.0.1', port
 
 t.test('copies owed to members in probation are pending until they are trusted, then sent', async (t) => {
   const sent: { to: string; msg: Message }[] = []
+  const group: Message[] = []
   const transport = {
     sendTo: (_a: Address, to: string, msg: Message) => (sent.push({ to, msg }), Promise.resolve()),
+    sendGroup: (msg: Message) => group.push(msg),
   } as unknown as Transport
   const store = new CompactStore()
   const self = 'aa00000000000001'
@@ -50,6 +52,10 @@ t.test('copies owed to members in probation are pending until they are trusted, 
   })
   t.same(waits.filter(Boolean), [], 'every SET answered at once (no loss seen)')
   t.equal(sent.length, 0, 'nothing sent to members in probation')
+  t.ok(
+    group.some((m) => m.type === MsgType.INVALIDATE),
+    'the group is told to drop older copies (a member in probation may hold one no record leads to)',
+  )
   // Each key whose owners among all three include a peer owes it a copy.
   const owed = keys
     .flatMap((k) =>
@@ -81,7 +87,10 @@ t.test('copies owed to members in probation are pending until they are trusted, 
 
 t.test('a member that dies in probation is owed nothing', async (t) => {
   const sent: Message[] = []
-  const transport = { sendTo: (_a: Address, _to: string, msg: Message) => (sent.push(msg), Promise.resolve()) } as unknown as Transport
+  const transport = {
+    sendTo: (_a: Address, _to: string, msg: Message) => (sent.push(msg), Promise.resolve()),
+    sendGroup: () => {},
+  } as unknown as Transport
   const store = new CompactStore()
   let probation = ['bb00000000000002']
   const r = new Replicator(opts, transport, store, {
@@ -106,7 +115,7 @@ t.test('a member that dies in probation is owed nothing', async (t) => {
 t.test(
   'a member kept in probation while writes go on costs bounded memory: owed copies stop at maxReplicationQueue, deleted keys are owed nothing',
   async (t) => {
-    const transport = { sendTo: () => Promise.resolve() } as unknown as Transport
+    const transport = { sendTo: () => Promise.resolve(), sendGroup: () => {} } as unknown as Transport
     const store = new CompactStore()
     const maxReplicationQueue = 500
     // One peer, R = 2: it owns every key, so every SET owes it a copy while it sits in probation.

@@ -72,7 +72,7 @@ export interface ReplicationCounters extends ReachCounters {
   invalidationsFallback: number
   /** Group INVALIDATEs sent because an application's write reached its deadline before every owner and holder acknowledged. */
   invalidationsUnacked: number
-  /** Group INVALIDATEs sent for writes of keys whose owner or holder left shortly before (reach.ts). */
+  /** Group INVALIDATEs sent for writes of keys whose owner or holder left shortly before (reach.ts), or made while members were in probation here. */
   invalidationsMembership: number
   /** Acknowledgement datagrams sent (ACK or ACKS). */
   acksSent: number

@@ -78,9 +78,13 @@ export class Writes {
     const below = this.#store.version(key) - 1n
     this.#fallback.ifOverflowed(key, below)
     this.#reach?.wrote(key, targets, this.#store.remainingTtl(key))
-    // A member that owned or held the key left lately (reach.ts): the group is told too, once the
-    // targets hold the new entry (earlier, owners could drop the old one before taking the new).
-    const departed = this.#reach?.invalidates(key) ?? false
+    // While membership changes, hosts may hold a copy that no record here or at the owners leads
+    // to: a member that owned or held the key left lately (reach.ts), or members are in probation
+    // here (a host that just started or restarted with a new id holds its own writes, and one
+    // that trusts no one yet copies to no one). The group is told too, once the targets hold the
+    // new entry (earlier, owners could drop the old one before taking the new); a host that drops
+    // it then reads through the members in change (membership.ts: readOwners).
+    const departed = (this.#reach?.invalidates(key) ?? false) || this.#peers.probationIds().length > 0
     if (to.size === 0) {
       if (departed) this.#fallback.send(key, below, 'invalidationsMembership')
       this.#placement.oweToProbation(key, targets)
@@ -124,8 +128,9 @@ export class Writes {
     if (from !== undefined) to.delete(from)
     this.#fallback.ifOverflowed(key, version)
     this.#reach?.forget(key)
-    // A delete may drop copies at once (a read meanwhile may miss: the delete is under way).
-    if (this.#reach?.invalidates(key)) this.#fallback.send(key, version, 'invalidationsMembership')
+    // As a SET's (stored()), but at once: a read meanwhile may miss, the delete being under way.
+    if (this.#reach?.invalidates(key) || (from === undefined && this.#peers.probationIds().length > 0))
+      this.#fallback.send(key, version, 'invalidationsMembership')
     for (const id of to) this.#outbox.startDelete(key, id, version, waiter)
     return to.size
   }
