@@ -229,7 +229,7 @@ export class Cluster implements ClusterHooks {
       type: MsgType.ANNOUNCE,
       reply: this.transport.replyAddress,
       entries: this.#store.size,
-      flags: also ? flags | AnnounceFlag.DUAL_STACK : flags,
+      flags: (also ? flags | AnnounceFlag.DUAL_STACK : flags) | (this.membership.isolated() ? AnnounceFlag.ISOLATED : 0),
       name: this.#o.nodeName,
       ...(also ? { also } : {}),
     }

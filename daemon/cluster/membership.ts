@@ -106,8 +106,9 @@ export class Membership {
   onIsolated: (lastContactWallMs: number) => void = () => {}
   /**
    * Called when, after onIsolated, a member declared dead then announces itself again with the
-   * same node id, before this host trusts anyone again: the others went on without this host (a
-   * partition, not a restart of theirs, which brings new ids), so the copies it kept from before
+   * same node id and without AnnounceFlag.ISOLATED, before this host trusts anyone again: the
+   * others went on without this host (a partition, not a restart of theirs, which brings new ids,
+   * nor a split where that member was alone too), so the copies it kept from before
    * may have been overwritten or deleted meanwhile (see docs/consistency.md, "Partitions").
    */
   onPartitionHealed: () => void = () => {}
@@ -125,6 +126,8 @@ export class Membership {
    * last of them (bounded by maxMembers, as the members were). Undefined otherwise.
    */
   #isolatedFrom: Set<string> | undefined
+  /** When this host last stopped being isolated (the clock's monotonic ms). */
+  #isolationEndedAt = -Infinity
   /** membersRefused when the last refusal was logged. */
   #refusedLogged = 0
 
@@ -294,6 +297,21 @@ export class Membership {
     if (changed) this.onChange()
   }
 
+  /**
+   * Whether this host's ANNOUNCEs say it was alone (AnnounceFlag.ISOLATED): from when it lost its
+   * last trusted member until SETTLE_HEARTBEATS heartbeats after it trusts one again, so the
+   * members it comes back to hear it in their first ANNOUNCEs from it.
+   */
+  isolated(): boolean {
+    return this.#isolatedFrom !== undefined || this.#clock.now() - this.#isolationEndedAt < SETTLE_HEARTBEATS * this.#o.heartbeatMs
+  }
+
+  #endIsolation(): void {
+    if (this.#isolatedFrom === undefined) return
+    this.#isolatedFrom = undefined
+    this.#isolationEndedAt = this.#clock.now()
+  }
+
   #isolated(died: Member[], now: number): void {
     let lastSeen = -Infinity
     for (const m of died) lastSeen = Math.max(lastSeen, m.lastSeen)
@@ -336,9 +354,9 @@ export class Membership {
           this.#trustedThisBeat++
           known.trusted = true
           known.trustedAt = now
-          // Trusted again without one of those it lost coming back (they restarted, with new
-          // ids): its copies are the ones that survived, and stay.
-          this.#isolatedFrom = undefined
+          // Trusted again without a member that went on without this host coming back (the
+          // others restarted, with new ids, or were alone too): its copies stay.
+          this.#endIsolation()
           this.onChange()
         }
       }
@@ -372,12 +390,15 @@ export class Membership {
       })
       this.counters.membersJoined++
       this.#log.info({ nodeId: sender, name: msg.name, reply: msg.reply }, 'member joined')
-      if (this.#isolatedFrom?.has(sender)) {
-        this.#isolatedFrom = undefined
+      // A member declared dead comes back with its id: it lived on. Unless it was alone as well
+      // (a split in two, or every host cut off at once: neither side knows better, and the
+      // copies' versions decide), it went on with others, who wrote and deleted without us.
+      if (this.#isolatedFrom?.has(sender) && !(msg.flags & AnnounceFlag.ISOLATED)) {
+        this.#endIsolation()
         this.counters.partitionsHealed++
         this.#log.warn({ nodeId: sender, name: msg.name }, 'a member declared dead came back: the partition healed')
         this.onPartitionHealed()
-      } else if (trusted) this.#isolatedFrom = undefined
+      } else if (trusted) this.#endIsolation()
       if (trusted) this.onChange()
       this.#pruneSeeds()
     }

@@ -88,6 +88,29 @@ t.test('the other hosts restarted (new ids) while one was alone: its copies are 
   t.ok(await l.until(() => OVERWRITTEN.every((k) => value(b2)(k) === `v ${k}`), 10_000, 50), 'and re-places them on the restarted host')
 })
 
+t.test('a split in two where each side was alone: neither knows better, both keep their copies', async (t) => {
+  const { lab: l, cores } = await startLab(t, 2, 43)
+  const [a, b] = cores as [Core, Core]
+  for (const k of OVERWRITTEN) l.set(a, k, `v ${k}`, TTL_MS)
+  t.ok(await l.until(() => OVERWRITTEN.every((k) => b.store.peek(k)), 10_000, 50), 'copies on b')
+  const heal = l.crash(b)
+  t.ok(await l.until(() => a.cluster.counters.isolations === 1 && b.cluster.counters.isolations === 1, 10_000, 50), 'each lost the other')
+  t.ok(a.cluster.membership.isolated() && b.cluster.membership.isolated(), 'both announce themselves isolated')
+  heal()
+  t.ok(await l.converge(), 'they trust each other again')
+  t.equal(a.cluster.counters.partitionsHealed + b.cluster.counters.partitionsHealed, 0, 'each heard the other was alone too')
+  for (const x of [a, b])
+    t.same(
+      OVERWRITTEN.filter((k) => value(x)(k) !== `v ${k}`),
+      [],
+      `${x.name} kept every session`,
+    )
+  t.ok(
+    await l.until(() => !a.cluster.membership.isolated() && !b.cluster.membership.isolated(), 10_000, 50),
+    'the flag goes after a few heartbeats',
+  )
+})
+
 for (const [name, make] of [
   ['CompactStore', (o: ConstructorParameters<typeof CompactStore>[0]) => new CompactStore(o)],
   ['LruStore', (o: ConstructorParameters<typeof LruStore>[0]) => new LruStore(o)],
