@@ -23,6 +23,8 @@ import { McClient } from '../helpers/memcache-client.js'
 
 const NEEDS = needs(NETNS)
 const HOSTS = 4
+/** More daemon options for experiments (CONSISTENCY_DAEMON_ARGS, space-separated), e.g. longer lookup deadlines. */
+const EXTRA_ARGS = (process.env['CONSISTENCY_DAEMON_ARGS'] ?? '').split(' ').filter(Boolean)
 /** Per-host counters printed after the run, to tell a violation's cause (loss, membership, a heal). */
 const TRACED: ClusterCounter[] = [
   'remoteMisses',
@@ -55,7 +57,7 @@ t.test('four hosts: histories through 5% loss and a partition check clean', NEED
         group,
         port,
         prefix: lab.exec(i),
-        args: ['--interface', lab.addr(i), '--memcache-listen', target],
+        args: ['--interface', lab.addr(i), '--memcache-listen', target, ...EXTRA_ARGS],
       }),
     )
     eps.push({ name: `h${i}`, target })
