@@ -77,11 +77,20 @@ t.test(
     // Past every tombstone of the deletes: only h4's copies remember those sessions.
     await new Promise((r) => setTimeout(r, Math.max(0, changedAt + TOMBSTONE_MS + 1000 - performance.now())))
 
+    // What the heal costs in datagrams: copies sent by every host, and h4's LOOKUPs, from the heal
+    // until the re-placement has settled and every host has been read from (printed, not asserted).
+    const cost = async () => {
+      const s = await Promise.all(nodes.map(clusterStats))
+      return { copies: s.reduce((a, c) => a + c['copiesPushed'] + c['copiesRetried'], 0), lookups: s[3]!['lookupDatagrams'] }
+    }
+    const before = await cost()
     lab.link(4, 'up')
     await waitMembers(nodes, n - 1)
     t.same(await wrong(nodes), [], 'after the heal no host serves a deleted session or an old value')
     await replicationSettled(nodes)
     t.same(await wrong(nodes), [], 'nor once the re-placement scans have run')
+    const after = await cost()
+    t.comment(`heal: ${after.copies - before.copies} copies sent, ${after.lookups - before.lookups} LOOKUP datagrams from h4`)
     const s4 = await clusterStats(h4)
     t.equal(s4['partitionsHealed'], 1, 'h4 saw the partition heal')
     t.ok(
