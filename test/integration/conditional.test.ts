@@ -242,7 +242,13 @@ t.test('pymemcache: 1,000 concurrent incr over 3 hosts end at exactly 1,000; cas
   t.same(inc.finals, ['1000', '1000', '1000'], 'every host reads 1000')
 
   const cas = await pymemcache<PyCas>(t, ['cas', ROUNDS, 'py', ...ports])
-  t.comment(`pymemcache cas: ${JSON.stringify(cas)}`)
+  const stats = await Promise.all(nodes.map(clusterStats))
+  const sum = (k: ClusterCounter) => stats.reduce((a, s) => a + s[k], 0)
+  // A gets that missed is a read after a set elsewhere: these say whether the owners answered
+  // MISS, the lookup deadline ended it, or a member was declared dead meanwhile.
+  t.comment(
+    `pymemcache cas: ${JSON.stringify(cas)}; lookups MISS-settled ${sum('remoteMisses')}, timeouts ${sum('timeouts')}, members declared dead ${sum('membersDied')}`,
+  )
   t.same(
     { exactlyOne: cas.exactlyOne, none: cas.none, both: cas.both, getsMissed: cas.getsMissed, setFailed: cas.setFailed },
     { exactlyOne: ROUNDS, none: 0, both: 0, getsMissed: 0, setFailed: 0 },
