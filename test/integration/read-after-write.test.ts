@@ -15,7 +15,8 @@ for (const n of [3, 6]) {
     const s = await Promise.all(nodes.map(clusterStats))
     const sum = (k: ClusterCounter) => s.reduce((a, c) => a + c[k], 0)
     t.comment(
-      `${n} hosts: ${r.remote} of 10,000 reads were remote fills; MISS-settled lookups ${sum('remoteMisses')}, timeouts ${sum('timeouts')}`,
+      `${n} hosts: ${r.remote} of 10,000 reads were remote fills; MISS-settled lookups ${sum('remoteMisses')}, timeouts ${sum('timeouts')}; ` +
+        `members declared dead ${sum('membersDied')}, joined ${sum('membersJoined')} (${n * (n - 1)} when none died)`,
     )
     t.equal(r.wrong, 0, 'no read answered other bytes')
     t.equal(r.notFound, 0, 'no read answered "not found"')
