@@ -415,8 +415,11 @@ export class Cluster implements ClusterHooks {
       this.lookups.close()
       this.decisions.close()
       this.ticketGossip.wipe()
-      // Sessions this host owns go to the owners that remain before the others hear LEAVE.
       const t0 = this.#clock.now()
+      // Decisions under way finish (their copies made) before the others hear LEAVE and the next
+      // decider starts: it then holds every outcome given here.
+      await this.decisions.idle(this.#o.handoffTimeoutMs)
+      // Sessions this host owns go to the owners that remain before the others hear LEAVE.
       await this.replicator.handoff(this.#o.handoffTimeoutMs)
       if (this.replicator.counters.handedOff > 0)
         this.#log.info(
