@@ -105,7 +105,7 @@ export const STATS = {
   'cluster.decisionsRefused': {
     kind: 'counter',
     unit: 'count',
-    meaning: "DECIDEs refused because this host is not the key's decider under its view.",
+    meaning: 'DECIDEs refused here (another host may decide the key, or this one is still listening), and refusals this host received.',
   },
   'cluster.decisionsWaited': {
     kind: 'counter',

@@ -6,8 +6,9 @@
  * INVALIDATE when those are unknown.
  *
  * Start: open sockets -> announce (HELLO, so members answer at once) -> heartbeats.
- * Stop, in reverse: stop heartbeats -> answer waiting lookups "not found" -> hand owned sessions
- * to the remaining owners -> LEAVE -> close sockets.
+ * Stop, in reverse: stop heartbeats -> answer waiting lookups "not found" -> refuse DECIDEs and
+ * let the decisions under way finish (decisions.ts) -> hand owned sessions to the remaining owners
+ * (both within handoffTimeoutMs) -> LEAVE -> close sockets.
  */
 import type { ClusterKey } from '../../protocol/keyfile.js'
 import { AnnounceFlag, MsgType, type Address, type Message } from '../../protocol/wire.js'
@@ -420,7 +421,7 @@ export class Cluster implements ClusterHooks {
       // decider starts: it then holds every outcome given here.
       await this.decisions.idle(this.#o.handoffTimeoutMs)
       // Sessions this host owns go to the owners that remain before the others hear LEAVE.
-      await this.replicator.handoff(this.#o.handoffTimeoutMs)
+      await this.replicator.handoff(Math.max(1, this.#o.handoffTimeoutMs - (this.#clock.now() - t0)))
       if (this.replicator.counters.handedOff > 0)
         this.#log.info(
           {

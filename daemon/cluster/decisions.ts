@@ -72,7 +72,7 @@ export interface DecisionCounters {
   decisionsFailed: number
   /** DECIDEs received again and answered from memory (or while still deciding), not applied again. */
   decisionRepeats: number
-  /** DECIDEs refused because this host is not the key's decider under its view. */
+  /** DECIDEs refused here (another host may decide the key, or this one is still listening), and refusals this host received. */
   decisionsRefused: number
   /** DECIDEDs that matched no operation in flight (late, or repeated). */
   decidedUnmatched: number
@@ -145,6 +145,8 @@ interface Pending {
   timer: TimerHandle | undefined
   /** Being decided here (in the key's chain): it ends by itself. */
   local: boolean
+  /** Sent to a decider at least once (counted once in decisionsRemote). */
+  sent: boolean
   /** The next wait while no host may decide the key (ms), and when the first one began. */
   backoff: number
   waitedFrom: number | undefined
@@ -230,6 +232,7 @@ export class Decisions {
         interval: this.#o.retransmitMs,
         timer: undefined,
         local: false,
+        sent: false,
         backoff: WAIT_FIRST_MS,
         waitedFrom: undefined,
         resolve,
@@ -344,7 +347,8 @@ export class Decisions {
     const m = this.#message(p)
     if (!this.#d.transport.fits(m))
       return this.#done(p, undefined, new DecisionError('TOO_LARGE_TO_FORWARD', 'value too large to forward to the decider'))
-    if (p.waitedFrom === undefined) this.counters.decisionsRemote++
+    if (!p.sent) this.counters.decisionsRemote++
+    p.sent = true
     let reqId = this.#nextReqId
     while (this.#pending.has(reqId)) reqId = (reqId + 1) >>> 0 || 1
     this.#nextReqId = (reqId + 1) >>> 0 || 1
