@@ -11,12 +11,15 @@ stage=$(mktemp -d)
 chmod 0755 "$stage"
 trap 'rm -rf "$stage"' EXIT
 
-npm run -s build
 lib="$stage/usr/lib/statecast"
 mkdir -p "$lib" "$stage/usr/bin" "$stage/lib/systemd/system" "$stage/usr/lib/sysusers.d" "$stage/usr/lib/tmpfiles.d" \
   "$stage/etc/statecast" "$stage/usr/share/doc/statecast" "$stage/DEBIAN"
-cp -r dist/daemon dist/protocol dist/client dist/cli "$lib/"
-mkdir -p "$lib/dist" && mv "$lib/daemon" "$lib/protocol" "$lib/client" "$lib/cli" "$lib/dist/"
+# Compiled into the stage, not into dist/: the tests (which build this package) run daemons from
+# dist/ meanwhile, and a rebuild there would rewrite their files under them.
+npx tsc -p tsconfig.build.json --outDir "$stage/build"
+mkdir -p "$lib/dist" && mv "$stage/build/daemon" "$stage/build/protocol" "$stage/build/client" "$stage/build/cli" "$lib/dist/"
+rm -rf "$stage/build"
+chmod +x "$lib/dist/daemon/main.js" "$lib/dist/cli/main.js"
 cp package.json package-lock.json "$lib/"
 # Production dependencies exactly as the lockfile pins them.
 (cd "$lib" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error)

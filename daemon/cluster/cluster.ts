@@ -1,7 +1,8 @@
 /**
  * The peer side of the daemon: it routes each datagram to its part (membership.ts: ANNOUNCE,
- * LEAVE and who is trusted; lookups.ts: LOOKUPs asked and answered; replication.ts: copies,
- * deletes and their acknowledgements; ticket keys), runs the heartbeat, and sends deletes:
+ * LEAVE and who is trusted; lookups.ts: LOOKUPs asked and answered; replication.ts and its
+ * parts in replication/: copies, deletes and their acknowledgements; ticket-gossip.ts: ticket
+ * keys; decisions.ts: conditional writes), runs the heartbeat, and sends deletes:
  * acknowledged DELETEs to the hosts that may hold a copy (replication.ts), or one group
  * INVALIDATE when those are unknown.
  *

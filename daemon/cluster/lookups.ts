@@ -169,7 +169,7 @@ interface Inflight {
  */
 export type LookupPeers = Pick<Membership, 'liveIds' | 'readOwners' | 'addressOf' | 'settled' | 'complete' | 'members' | 'fromOwnAddress'>
 
-/** Records that a member fetched a key here (replication.ts: Holders), so a delete reaches its copy. */
+/** Records that a member fetched a key here (replication/holders.ts: Holders), so a delete reaches its copy. */
 export interface HolderLog {
   record(key: string, id: string, ttlMs: number): void
 }

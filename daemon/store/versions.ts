@@ -140,7 +140,7 @@ export function newer(version: bigint, value: Buffer | undefined, heldVersion: b
   return Buffer.compare(value, heldValue) > 0
 }
 
-/** Longest backoff between two tries of a copy, in ms (replication.ts uses it). */
+/** Longest backoff between two tries of a copy, in ms (replication/outbox.ts uses it). */
 export const MAX_COPY_BACKOFF_MS = 2000
 
 /**

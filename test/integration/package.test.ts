@@ -13,7 +13,8 @@ t.test('the Debian package installs, runs and purges', NEEDS, async (t) => {
     cwd: ROOT,
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
-    timeout: 180_000,
+    // A compile and an npm ci of the production dependencies: minutes on a loaded 2-core machine.
+    timeout: 480_000,
   })
   const deb = path.join(ROOT, out.trim().split('\n').pop()!)
   t.ok(fs.existsSync(deb), `built ${path.basename(deb)}`)

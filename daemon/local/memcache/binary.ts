@@ -263,7 +263,8 @@ export function parseRequest(b: Buffer, limits: BinLimits): BinParse {
     if (valueLen > (limits.maxOtherBodyBytes ?? 0) || !shapeOk(command, kl, el, valueLen))
       return reject(BinStatus.EINVAL, HEADER_BYTES, 0, true)
   } else {
-    // Unknown (or SASL, which this front end does not offer): answered, the body swallowed.
+    // Unknown (or SASL on a listener without logins: auth-gate.ts takes SASL before this parser where
+    // memcacheTcpAccess is "auth"): answered, the body swallowed.
     return reject(BinStatus.UNKNOWN_COMMAND, HEADER_BYTES, body, false)
   }
   const total = HEADER_BYTES + body

@@ -75,7 +75,7 @@ export interface MemcacheCounters extends CommandCounters {
   binaryCommands: number
   /** Meta commands (mg, ms, md, ma, mn, me). */
   metaCommands: number
-  /** Requests answered Unknown command (binary opcodes this front end does not serve, SASL). */
+  /** Requests answered Unknown command (binary opcodes this front end does not serve; SASL on a listener without logins). */
   unknownCommands: number
   /** Bytes read from and written to memcache clients. */
   bytesRead: number
