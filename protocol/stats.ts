@@ -123,6 +123,11 @@ export const STATS = {
     meaning: 'Time conditional writes spent from their first wait to their answer, summed.',
   },
   'cluster.decisionWaitMaxMs': { kind: 'gauge', unit: 'ms', meaning: 'The longest such wait of a conditional write.' },
+  'cluster.decisionFetchesUnsure': {
+    kind: 'counter',
+    unit: 'count',
+    meaning: "Decisions put off because the fetch of a key the decider lacked ended at its deadline, not in every owner's MISS.",
+  },
   'cluster.decidedUnmatched': {
     kind: 'counter',
     unit: 'count',

@@ -129,7 +129,7 @@ export class Cluster implements ClusterHooks {
         membership: this.membership,
         clock,
         ownersOf: (key) => this.replicator.ownersOf(key),
-        fetch: (key) => this.lookups.lookup(key),
+        fetch: (key) => this.lookups.fetch(key),
         stored: (key) => this.replicator.stored(key),
         deleted: (key) => this.deleted(key),
         recordHolder: (key, id, ttlMs) => this.replicator.holders.record(key, id, ttlMs),

@@ -84,6 +84,8 @@ export interface DecisionCounters {
   decisionWaitMs: number
   /** The longest such time (ms). */
   decisionWaitMaxMs: number
+  /** Decisions put off because the fetch of a key this host lacked ended at its deadline, not in every owner's MISS. */
+  decisionFetchesUnsure: number
   /** Peers' DECIDEs dropped unapplied: too many queued for the key or in all (the asker retransmits). */
   decisionsShed: number
 }
@@ -96,8 +98,8 @@ export interface DecisionDeps {
   clock: Clock
   /** The owners of a key, best first, this host included (replication's placement). */
   ownersOf: (key: string) => string[]
-  /** Fetches a key this host lacks from the peers (stored here when found). */
-  fetch: (key: string) => Promise<unknown>
+  /** Fetches a key this host lacks from the peers (stored here when found); `sure`: a miss is every asked member's MISS, not a deadline. */
+  fetch: (key: string) => Promise<{ found: unknown; sure: boolean }>
   /** A local write to copy to the owners (replication's `stored`): answer once it settles. */
   stored: (key: string) => Promise<void> | undefined
   /** A local delete to send to the hosts that may hold a copy. */
@@ -176,6 +178,7 @@ export class Decisions {
     decisionsWaitedFailed: 0,
     decisionWaitMs: 0,
     decisionWaitMaxMs: 0,
+    decisionFetchesUnsure: 0,
   }
   readonly #d: DecisionDeps
   readonly #o: DecisionOptions
@@ -322,8 +325,14 @@ export class Decisions {
     // A key held only elsewhere (this host just became its decider) is fetched first, so that
     // an `add` of a key that exists fails and an incr counts from its value.
     if (!store.has(key)) {
-      await this.#d.fetch(key).catch(() => undefined)
+      const got = await this.#d.fetch(key).catch(() => ({ found: undefined, sure: false }))
       if (!this.#mayDecide(key)) return NOT_HERE
+      // Not found only because an owner did not answer in time (a loaded or dying host): it may
+      // hold the key, so nothing is decided on that; the operation waits and is tried again.
+      if (!got.found && !got.sure && !store.has(key)) {
+        this.counters.decisionFetchesUnsure++
+        return NOT_HERE
+      }
     }
     const r = applyConditional(store, key, op)
     if (r.wrote === 'delete') {

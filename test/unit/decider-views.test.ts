@@ -177,3 +177,22 @@ t.test('a refused request id is refused again later; a new id is decided', async
   await lab.run(1000)
   t.equal(b.store.peek(key)?.value.toString(), 'v8', 'a new request id is decided')
 })
+
+t.test('a decider lacking the key does not decide on a fetch that ended at its deadline: the add waits, then sees the key', async (t) => {
+  const { lab, cores } = await startLab(t, 3, 36)
+  const [a, b, c] = cores as [Core, Core, Core]
+  // A key a decides with b its other owner; only b holds it (as if a's copy were lost).
+  const ids = [a, b, c].map((x) => x.cluster.nodeId)
+  let key = ''
+  for (let i = 0; !key; i++) if (owners(`held-${i}`, ids, 3).join() === ids.join()) key = `held-${i}`
+  b.store.set(key, Buffer.from('held'), 600_000)
+  // b is slow to answer for a while (cut off for less than two heartbeats: not suspect, not dead).
+  const undo = lab.crash(b)
+  const p = add(c, key)
+  await lab.run(300)
+  t.equal(a.store.peek(key), undefined, 'nothing decided while the owner that holds the key does not answer')
+  undo()
+  const r = await lab.settle(p)
+  t.ok(!(r instanceof Error) && r.outcome === CondOutcome.NOT_STORED, 'then the add sees the key: NOT_STORED')
+  t.ok(a.cluster.decisions.counters.decisionFetchesUnsure > 0, `put off (${a.cluster.decisions.counters.decisionFetchesUnsure} times)`)
+})
