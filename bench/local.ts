@@ -69,6 +69,7 @@ export async function startDaemonProcess(
   name: string,
   extra: string[] = [],
   prefix: string[] = [],
+  daemon = DAEMON,
 ): Promise<{ proc: ChildProcess; socket: string }> {
   const socket = path.join(dir, `${name}.sock`)
   const [cmd, ...pre] = [...prefix, process.execPath]
@@ -77,7 +78,7 @@ export async function startDaemonProcess(
     [
       ...pre,
       ...DAEMON_NODE_ARGS,
-      DAEMON,
+      daemon,
       '--socket',
       socket,
       '--admin-socket',

@@ -1,7 +1,8 @@
 /**
  * npm run bench: every case next to its baseline measured in the same run. Prints a table and
  * writes bench/results/latest.json. Never part of npm test. BENCH_MS sets each measurement's length
- * (the cost group has its own settings: COST_* in bench/cost.ts).
+ * (the cost group has its own settings: COST_* in bench/cost.ts; the writes group WRITES_* in
+ * bench/writes.ts).
  */
 import fs from 'node:fs'
 import path from 'node:path'
@@ -14,6 +15,7 @@ import { benchPeers } from './peers.js'
 import { benchTls } from './tls.js'
 import { benchScale } from './scale.js'
 import { benchCost } from './cost.js'
+import { benchWrites } from './writes.js'
 
 const ms = Number(process.env['BENCH_MS'] ?? 3000)
 const only = process.argv[2]
@@ -31,6 +33,7 @@ if (!only || only === 'remote')
     ...(await benchRemote(Number(process.env['BENCH_N'] ?? 2000), 2)),
     ...(await benchRemote(Number(process.env['BENCH_N'] ?? 2000), 2, 0)),
   ])
+if (!only || only === 'writes') show(await benchWrites())
 if (!only || only === 'tls') show(await benchTls())
 if ((!only && process.getuid?.() === 0) || only === 'scale') show(await benchScale())
 if (!only || only === 'cost') show(await benchCost())

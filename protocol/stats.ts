@@ -248,6 +248,21 @@ export const STATS = {
     unit: 'count',
     meaning: "ANNOUNCEs from unknown senders sent before this daemon started (replayed, or a restart's leftovers): not taken.",
   },
+  'cluster.isolations': {
+    kind: 'counter',
+    unit: 'count',
+    meaning: 'Times this host declared every trusted member dead by silence (it was cut off, or all the others went).',
+  },
+  'cluster.partitionsHealed': {
+    kind: 'counter',
+    unit: 'count',
+    meaning: 'Times a member declared dead while this host was cut off came back with the same id: a partition healed.',
+  },
+  'cluster.copiesForgottenAtHeal': {
+    kind: 'counter',
+    unit: 'count',
+    meaning: 'Copies from before a partition forgotten when it healed (they may have been overwritten or deleted meanwhile).',
+  },
   'cluster.replicationPending': { kind: 'gauge', unit: 'count', meaning: 'copies waiting for acknowledgement' },
   'cluster.copiesPushed': { kind: 'counter', unit: 'count', meaning: 'replication copies sent' },
   'cluster.copiesAcked': { kind: 'counter', unit: 'count', meaning: 'copies acknowledged' },

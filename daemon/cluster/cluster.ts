@@ -19,7 +19,7 @@ import { Membership, type Member, type MembershipCounters } from './membership.j
 import type { Config } from '../config/config.js'
 import type { Log } from '../host/log.js'
 import type { SessionStore } from '../store/session-store.js'
-import { versionWallMs } from '../store/versions.js'
+import { versionAtWallMs, versionWallMs } from '../store/versions.js'
 import { Transport, type Incoming, type TransportOptions } from './transport.js'
 import type { TicketKeys } from './ticket-keys.js'
 import { TicketGossip } from './ticket-gossip.js'
@@ -45,6 +45,8 @@ export interface ClusterCounters extends AnswerCounters, MembershipCounters {
   copiesFromUntrusted: number
   /** INVALIDATEs from senders that are not members: not applied. */
   invalidationsFromStrangers: number
+  /** Copies from before a partition forgotten when it healed (they may have been overwritten or deleted meanwhile). */
+  copiesForgottenAtHeal: number
 }
 
 const fmt = (a: Address) => `${a.address}:${a.port}`
@@ -90,6 +92,9 @@ export class Cluster implements ClusterHooks {
     trustDeferred: 0,
     hellosThrottled: 0,
     announcesFromBeforeStart: 0,
+    isolations: 0,
+    partitionsHealed: 0,
+    copiesForgottenAtHeal: 0,
   }
   readonly membership: Membership
   /** Ticket secrets and how they travel (ticket-gossip.ts). */
@@ -105,6 +110,11 @@ export class Cluster implements ClusterHooks {
   #heartbeat: TimerHandle | undefined
   #timers = new Set<TimerHandle>()
   #stopped: Promise<void> | undefined
+  /**
+   * Set when this host lost its last trusted member: the versions below it are those of copies
+   * taken in, or writes made here, before it was cut off.
+   */
+  #isolatedBelow = 0n
 
   constructor(o: ClusterOptions, keys: ClusterKey[], store: SessionStore, log: Log, deps: ClusterDeps = {}) {
     const clock = deps.clock ?? systemClock
@@ -140,7 +150,32 @@ export class Cluster implements ClusterHooks {
       this.replicator.membersChanged()
       this.decisions.membersChanged()
     }
+    this.membership.onIsolated = (lastContactWallMs) => {
+      // Versions are HLC values (versions.ts): what this host took in from peers is at most the
+      // newest it observed, and what it wrote before it last heard from anyone has a wall part up
+      // to then. Writes made here once cut off are above both, and are kept.
+      const wallBound = versionAtWallMs(lastContactWallMs)
+      const observed = this.#store.newestPeerVersion() + 1n
+      this.#isolatedBelow = wallBound > observed ? wallBound : observed
+    }
+    this.membership.onPartitionHealed = () => this.#healed()
     this.ticketGossip = new TicketGossip(o, this.transport, this.membership, clock)
+  }
+
+  /**
+   * A member declared dead while this host was cut off announced itself again: the others went on
+   * meanwhile, and a copy kept here from before may have been overwritten or deleted there (the
+   * updates and deletes meant for this host were given up, and the others' tombstones may be gone
+   * by now). Served here it would be a stale read or an undone delete; pushed by the re-placement
+   * scan once the members are trusted again, it would bring a deleted session back to its owners.
+   * So those copies are forgotten, with no tombstone, before anyone is trusted: a read here asks
+   * the owners, and the others, to whom this host is a new member, push it the keys it owns.
+   * Copies written here while cut off are kept (see docs/consistency.md, "Partitions").
+   */
+  #healed(): void {
+    const n = this.#store.forgetOlderThan(this.#isolatedBelow)
+    this.counters.copiesForgottenAtHeal += n
+    this.#log.warn({ forgotten: n }, 'copies from before the partition forgotten')
   }
 
   /** The ticket secrets this daemon holds (the exporter and the API read their window). */
@@ -196,7 +231,7 @@ export class Cluster implements ClusterHooks {
       type: MsgType.ANNOUNCE,
       reply: this.transport.replyAddress,
       entries: this.#store.size,
-      flags: also ? flags | AnnounceFlag.DUAL_STACK : flags,
+      flags: (also ? flags | AnnounceFlag.DUAL_STACK : flags) | (this.membership.isolated() ? AnnounceFlag.ISOLATED : 0),
       name: this.#o.nodeName,
       ...(also ? { also } : {}),
     }

@@ -59,6 +59,10 @@ export interface MembershipCounters {
   hellosThrottled: number
   /** ANNOUNCEs from unknown senders sent before this daemon started (replayed, or a restart's leftovers): not taken. */
   announcesFromBeforeStart: number
+  /** Times this host declared every trusted member dead by silence (it was cut off, or all the others went). */
+  isolations: number
+  /** Times a member this host had declared dead while isolated came back with the same id: a partition healed. */
+  partitionsHealed: number
 }
 
 /** Members that may become trusted per heartbeat (a fleet starting together takes a few more beats). */
@@ -94,6 +98,20 @@ export class Membership {
   readonly counters: MembershipCounters
   /** Called when the owners may have moved: a member trusted, gone, or (no probation) joined. */
   onChange: () => void = () => {}
+  /**
+   * Called when this host has just declared its last trusted member dead by silence, with the
+   * wall-clock ms it last heard from any of them: its copies may miss what the others write from
+   * then on.
+   */
+  onIsolated: (lastContactWallMs: number) => void = () => {}
+  /**
+   * Called when, after onIsolated, a member declared dead then announces itself again with the
+   * same node id and without AnnounceFlag.ISOLATED, before this host trusts anyone again: the
+   * others went on without this host (a partition, not a restart of theirs, which brings new ids,
+   * nor a split where that member was alone too), so the copies it kept from before
+   * may have been overwritten or deleted meanwhile (see docs/consistency.md, "Partitions").
+   */
+  onPartitionHealed: () => void = () => {}
   readonly #o: MembershipOptions
   readonly #t: PeerTransport
   readonly #clock: Clock
@@ -103,6 +121,13 @@ export class Membership {
   /** When this daemon started, on the wall clock (ANNOUNCEs of new senders sent before it are not taken). */
   #startedWallMs = Infinity
   #trustedThisBeat = 0
+  /**
+   * While this host is cut off: the trusted members it declared dead by silence when it lost the
+   * last of them (bounded by maxMembers, as the members were). Undefined otherwise.
+   */
+  #isolatedFrom: Set<string> | undefined
+  /** When this host last stopped being isolated (the clock's monotonic ms). */
+  #isolationEndedAt = -Infinity
   /** membersRefused when the last refusal was logged. */
   #refusedLogged = 0
 
@@ -281,15 +306,43 @@ export class Membership {
   sweep(): void {
     const now = this.#clock.now()
     let changed = false
+    const died: Member[] = []
     for (const m of this.members.values()) {
       if (now - m.lastSeen > this.#o.deadAfterMs) {
         this.members.delete(m.id)
         this.counters.membersDied++
         changed = true
+        if (m.trusted) died.push(m)
         this.#log.warn({ nodeId: m.id, name: m.name, silentMs: Math.round(now - m.lastSeen) }, 'member presumed dead')
       }
     }
+    // The last trusted members went silent together: this host is cut off, or they all went.
+    if (died.length > 0 && ![...this.members.values()].some((m) => m.trusted)) this.#isolated(died, now)
     if (changed) this.onChange()
+  }
+
+  /**
+   * Whether this host's ANNOUNCEs say it was alone (AnnounceFlag.ISOLATED): from when it lost its
+   * last trusted member until SETTLE_HEARTBEATS heartbeats after it trusts one again, so the
+   * members it comes back to hear it in their first ANNOUNCEs from it.
+   */
+  isolated(): boolean {
+    return this.#isolatedFrom !== undefined || this.#clock.now() - this.#isolationEndedAt < SETTLE_HEARTBEATS * this.#o.heartbeatMs
+  }
+
+  #endIsolation(): void {
+    if (this.#isolatedFrom === undefined) return
+    this.#isolatedFrom = undefined
+    this.#isolationEndedAt = this.#clock.now()
+  }
+
+  #isolated(died: Member[], now: number): void {
+    let lastSeen = -Infinity
+    for (const m of died) lastSeen = Math.max(lastSeen, m.lastSeen)
+    this.#isolatedFrom = new Set(died.map((m) => m.id))
+    this.counters.isolations++
+    this.#log.warn({ members: died.length }, 'every trusted member is silent: this host may be cut off')
+    this.onIsolated(this.#clock.wallMs() - (now - lastSeen))
   }
 
   onLeave(sender: string): void {
@@ -325,6 +378,9 @@ export class Membership {
           this.#trustedThisBeat++
           known.trusted = true
           known.trustedAt = now
+          // Trusted again without a member that went on without this host coming back (the
+          // others restarted, with new ids, or were alone too): its copies stay.
+          this.#endIsolation()
           this.onChange()
         }
       }
@@ -358,6 +414,15 @@ export class Membership {
       })
       this.counters.membersJoined++
       this.#log.info({ nodeId: sender, name: msg.name, reply: msg.reply }, 'member joined')
+      // A member declared dead comes back with its id: it lived on. Unless it was alone as well
+      // (a split in two, or every host cut off at once: neither side knows better, and the
+      // copies' versions decide), it went on with others, who wrote and deleted without us.
+      if (this.#isolatedFrom?.has(sender) && !(msg.flags & AnnounceFlag.ISOLATED)) {
+        this.#endIsolation()
+        this.counters.partitionsHealed++
+        this.#log.warn({ nodeId: sender, name: msg.name }, 'a member declared dead came back: the partition healed')
+        this.onPartitionHealed()
+      } else if (trusted) this.#endIsolation()
       if (trusted) this.onChange()
       this.#pruneSeeds()
     }

@@ -148,6 +148,9 @@ export function tenantStore(store: SessionStore, t: Tenant): SessionStore {
     flushTenant: (name) => (name === t.name ? store.flushTenant(name) : 0),
     usage: (name) => (name === t.name ? store.usage(name) : undefined),
     purgeStale: () => store.purgeStale(),
+    newestPeerVersion: () => store.newestPeerVersion(),
+    // Only the cluster forgets copies, through the daemon's whole store: a tenant's view has no part in it.
+    forgetOlderThan: () => 0,
     get size() {
       return store.usage(t.name)?.entries ?? 0
     },

@@ -560,6 +560,25 @@ export class CompactStore implements SessionStore {
     this.#tombstones.purge()
   }
 
+  newestPeerVersion(): bigint {
+    return this.#clock.observed
+  }
+
+  forgetOlderThan(version: bigint): number {
+    let n = 0
+    for (let t = 0; t < this.#quota.length; t++) {
+      for (let s = this.#head[t]!; s !== NIL;) {
+        const next = this.#next[s]!
+        if (this.#version[s]! < version) {
+          this.#release(s, Release.DROP)
+          n++
+        }
+        s = next
+      }
+    }
+    return n
+  }
+
   get size(): number {
     return this.#size
   }

@@ -242,6 +242,21 @@ export class LruStore implements SessionStore {
     this.#tombstones.purge()
   }
 
+  newestPeerVersion(): bigint {
+    return this.#clock.observed
+  }
+
+  forgetOlderThan(version: bigint): number {
+    let n = 0
+    for (const lru of this.#lrus.values()) {
+      // Collected first: deleting while lru-cache iterates is not safe.
+      const old: string[] = []
+      for (const [k, e] of lru.entries()) if (e.version < version) old.push(k)
+      for (const k of old) if (lru.delete(k)) n++
+    }
+    return n
+  }
+
   get size(): number {
     let n = 0
     for (const lru of this.#lrus.values()) n += lru.size

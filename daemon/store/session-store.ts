@@ -167,6 +167,17 @@ export interface SessionStore {
   usage(tenant: string): TenantUsage | undefined
   /** Drops expired entries now instead of when next touched, so their secrets are wiped promptly; and expired tombstones. */
   purgeStale(): void
+  /**
+   * The newest version of a peer's write this store took in (NO_VERSION before the first): every
+   * copy, fill or delete applied from a peer so far is at most this.
+   */
+  newestPeerVersion(): bigint
+  /**
+   * Drops (zero-filling each) every live entry whose version is below `version`, leaving no
+   * tombstone: the entry is forgotten here, not deleted, so a copy of it from a peer is taken
+   * again. Used when a host comes back from a partition (cluster.ts). Returns how many went.
+   */
+  forgetOlderThan(version: bigint): number
   readonly size: number
   readonly bytes: number
   stats(): StoreStats

@@ -56,6 +56,7 @@ export class Hlc {
   /** `#wall` shifted into place, made once per ms rather than once per write. */
   #wallBits = 0n
   #wallBitsOf = -1
+  #observed = NO_VERSION
 
   /**
    * `wallMs` is the wall clock in Unix ms (Date.now by default; injected by tests). `tiebreak`
@@ -86,11 +87,17 @@ export class Hlc {
    */
   observe(v: bigint): void {
     if (!validVersion(v)) return
+    if (v > this.#observed) this.#observed = v
     const [wall, logical] = parts(v)
     if (wall > this.#wall || (wall === this.#wall && logical > this.#logical)) {
       this.#wall = wall
       this.#logical = logical
     }
+  }
+
+  /** The newest peer version observed (NO_VERSION before the first): every copy taken in so far is at most this. */
+  get observed(): bigint {
+    return this.#observed
   }
 
   #tick(): void {
@@ -120,6 +127,11 @@ export { VERSION_MAX }
  */
 export function validVersion(v: bigint): boolean {
   return typeof v === 'bigint' && v >= 0n && v <= VERSION_MAX && v >> BigInt(LOW_BITS) < BigInt(WALL_MAX)
+}
+
+/** The oldest version a clock makes at wall-clock `ms` (Unix ms): every version made later on that clock is above it. */
+export function versionAtWallMs(ms: number): bigint {
+  return BigInt(Math.min(WALL_MAX, Math.max(0, Math.floor(ms)))) << BigInt(LOW_BITS)
 }
 
 /** The wall-clock part of a version, in Unix ms (for people and logs). */

@@ -90,6 +90,13 @@ export const AnnounceFlag = {
   HELLO: 0x01,
   /** The sender speaks both IP families: its reply address on the other one follows the name. */
   DUAL_STACK: 0x02,
+  /**
+   * The sender lost every trusted member to silence and has trusted none since (or did so within
+   * the last SETTLE_HEARTBEATS heartbeats): a host that hears it after a partition knows the sender
+   * was alone too, not one of a side that went on without it (membership.ts). Daemons that do not
+   * know the flag ignore it.
+   */
+  ISOLATED: 0x04,
 } as const
 
 /** What a DECIDED says the decider wrote (its `wrote` field when the outcome is not 0). */

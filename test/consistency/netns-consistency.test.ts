@@ -14,7 +14,7 @@
 import path from 'node:path'
 import t from 'tap'
 import { NetLab } from '../helpers/netns.js'
-import { startNode, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
+import { clusterStats, startNode, type ClusterCounter, uniqueGroup, waitMembers, writeKeyFile, type Node } from '../helpers/cluster.js'
 import { tmpDir } from '../helpers/daemon.js'
 import { needs, NETNS } from '../helpers/needs.js'
 import { describe } from '../helpers/checker.js'
@@ -23,6 +23,22 @@ import { McClient } from '../helpers/memcache-client.js'
 
 const NEEDS = needs(NETNS)
 const HOSTS = 4
+/** More daemon options for experiments (CONSISTENCY_DAEMON_ARGS, space-separated), e.g. longer lookup deadlines. */
+const EXTRA_ARGS = (process.env['CONSISTENCY_DAEMON_ARGS'] ?? '').split(' ').filter(Boolean)
+/** Per-host counters printed after the run, to tell a violation's cause (loss, membership, a heal). */
+const TRACED: ClusterCounter[] = [
+  'remoteMisses',
+  'timeouts',
+  'alone',
+  'staleHits',
+  'lookupsWidened',
+  'copiesFailed',
+  'deletesFailed',
+  'invalidationsFallback',
+  'isolations',
+  'partitionsHealed',
+  'copiesForgottenAtHeal',
+]
 
 t.test('four hosts: histories through 5% loss and a partition check clean', NEEDS, async (t) => {
   const lab = NetLab.create(t, HOSTS)
@@ -41,17 +57,21 @@ t.test('four hosts: histories through 5% loss and a partition check clean', NEED
         group,
         port,
         prefix: lab.exec(i),
-        args: ['--interface', lab.addr(i), '--memcache-listen', target],
+        args: ['--interface', lab.addr(i), '--memcache-listen', target, ...EXTRA_ARGS],
       }),
     )
     eps.push({ name: `h${i}`, target })
   }
   await waitMembers(nodes, HOSTS - 1)
   const w = new Workload(eps)
+  // Phase boundaries on the history's clock (performance.now()), to place each violation.
+  const phase = (name: string) => t.comment(`phase ${name} from ${performance.now().toFixed(1)} ms`)
   await w.init(eps[0]!)
+  phase('steady')
   w.start()
   await w.ops(OPS_PER_PHASE)
 
+  phase('5% loss')
   lab.loss(5)
   t.teardown(() => lab.clearLoss())
   await w.ops(OPS_PER_PHASE)
@@ -61,6 +81,7 @@ t.test('four hosts: histories through 5% loss and a partition check clean', NEED
   const cut = eps[HOSTS - 1]!
   const cutTarget = cut.target!
   cut.target = undefined
+  phase(`h${HOSTS} cut off`)
   lab.link(HOSTS, 'down')
   const probe = new McClient(cutTarget, 30_000)
   const t0 = performance.now()
@@ -68,14 +89,21 @@ t.test('four hosts: histories through 5% loss and a partition check clean', NEED
   probe.close()
   t.comment(`a SET on the cut-off host answered ${JSON.stringify(answer)} after ${Math.round(performance.now() - t0)} ms`)
   await w.ops(OPS_PER_PHASE)
+  phase('heal (link up)')
   lab.link(HOSTS, 'up')
   await waitMembers(nodes, HOSTS - 1)
+  phase('healed (every host trusts every other)')
   cut.target = cutTarget
   await w.ops(OPS_PER_PHASE)
+  phase('end')
 
   await w.stop()
   const r = await w.check(eps[0]!)
   t.comment(`ops: ${JSON.stringify(r.tally)}`)
+  for (const n of nodes) {
+    const c = await clusterStats(n)
+    t.comment(`${n.name}: ${TRACED.map((k) => `${k} ${c[k]}`).join(', ')}`)
+  }
   t.comment(describe(r, 0))
   t.equal(r.violations.length, 0, describe(r, 3))
 })

@@ -130,3 +130,65 @@ export interface CostResult {
   cases: CostCase[]
   scale: ScaleCase[]
 }
+
+/** One case of the writes benchmark (bench/writes.ts): SETs one at a time through one front end. */
+export interface WritesCase {
+  /** 'this' (the build running the bench) or 'other' (WRITES_OTHER_DIST). */
+  build: string
+  dist: string
+  /** The daemon alone, or the writer in a 3-daemon cluster that is not / is one of the key's owners. */
+  where: 'lone' | 'notOwner' | 'owner'
+  via: 'api' | 'memcache'
+  n: number
+  p50Us: number
+  p99Us: number
+  /** p50 less the same build's lone daemon's p50 through the same front end (0 for the lone case). */
+  riseP50Us: number
+  /** riseP50Us over the UDP round trip's p50. */
+  riseInRoundTrips: number
+  /** riseP50Us over its floor: the slower of two UDP round trips at once (notOwner: two owners) or one. */
+  riseInFloor: number
+  /** riseP50Us over the same build's daemon round trip to one owner (OwnerRoundTrip.roundTripP50Us). */
+  riseInOwnerRoundTrips: number
+  /** Peer datagrams of the build's daemons (the cluster's three, or the lone one), less idle, per SET. */
+  datagramsSentPerSet: number
+  datagramsReceivedPerSet: number
+  /** Voluntary context switches of the same daemons' main threads, less idle, per SET. */
+  wakeupsPerSet: number
+  /** CPU of the same daemons (/proc, 10 ms ticks), less idle, per SET, µs. */
+  cpuUsPerSet: number
+}
+
+/**
+ * One daemon round trip to one owner, per build: a remote fill on the writer (a LOOKUP to the
+ * key's first owner and its HIT) less a GET the writer answers itself, both through the API,
+ * sampled between the SETs. Also the writer's counters over the timed window.
+ */
+export interface OwnerRoundTrip {
+  build: string
+  localGetP50Us: number
+  fillP50Us: number
+  fillP99Us: number
+  /** Fills answered with a copy from a peer (REMOTE): all of them when the keys were placed as expected. */
+  remoteFills: number
+  roundTripP50Us: number
+  /** The writer's SETs that waited for an owner's acknowledgement, and its copies sent again, in the timed window. */
+  setsAwaitingCopy: number
+  copiesRetried: number
+}
+
+export interface WritesResult {
+  load: string
+  n: number
+  warm: number
+  /** A bare UDP round trip between two Node processes on loopback, sampled between the SETs. */
+  rttP50Us: number
+  rttP99Us: number
+  /** The slower of two UDP round trips made at once, to two echo processes. */
+  rtt2P50Us: number
+  rtt2P99Us: number
+  /** Each build's daemons' pids: the cluster's h0 (the writer), h1, h2, then the lone one (to match --cpu-prof files). */
+  daemons: { build: string; pids: number[] }[]
+  roundTrips: OwnerRoundTrip[]
+  cases: WritesCase[]
+}

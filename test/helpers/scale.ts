@@ -95,7 +95,19 @@ export async function scaleRun(
       async () => (await Promise.all(clients.map(stats))).every((c) => c['replicationPending'] === 0),
       120_000,
       'replication queues drained',
-    )
+    ).catch(async (err: unknown) => {
+      // What each host still had queued, and why it may not drain (members it lost, copies retried).
+      const left = (await Promise.all(clients.map(stats))).map((c, i) => ({
+        host: i + 1,
+        pending: c['replicationPending'],
+        members: c['members'],
+        steady: c['membershipSteady'],
+        retried: c['copiesRetried'],
+        failed: c['copiesFailed'],
+      }))
+      const why = err instanceof Error ? err.message : String(err)
+      throw new Error(`${why}; queues left: ${JSON.stringify(left.filter((l) => l.pending !== 0))}`)
+    })
     await eventually(
       async () => (await Promise.all(clients.map(stats))).every((c) => (c['membershipSteady'] as unknown) === true),
       120_000,

@@ -228,6 +228,11 @@ const bodies: { name: string; msg: Message; bytes: string }[] = [
     msg: { type: MsgType.ANNOUNCE, reply: v4, entries: 5, flags: 3, name: 'h1', also: { family: 6, address: 'fd00::1:2', port: 1 } },
     bytes: '05 0000019a b697e87b 04 0a000007 ba54 00000005 03 02 6831 06 fd000000000000000000000000010002 0001',
   },
+  {
+    name: 'ANNOUNCE, isolated',
+    msg: { type: MsgType.ANNOUNCE, reply: v4, entries: 5, flags: AnnounceFlag.ISOLATED, name: 'h1' },
+    bytes: '05 0000019a b697e87b 04 0a000007 ba54 00000005 04 02 6831',
+  },
 ]
 
 for (const f of bodies) {
