@@ -347,8 +347,8 @@ export class Cluster implements ClusterHooks {
 
   // ---- ClusterHooks (called by the request handler) ----
 
-  lookup(key: string) {
-    return this.lookups.lookup(key)
+  lookup(key: string, timeoutMs?: number) {
+    return this.lookups.lookup(key, timeoutMs)
   }
 
   stored(key: string): Promise<void> | undefined {

@@ -14,8 +14,11 @@ export interface ClusterHooks {
    * store holds the result when it resolves. Rejects with DecisionError when the outcome is unknown.
    */
   decide(key: string, op: CondOp): Promise<Decision>
-  /** Asks the peers for `key`; resolves the value (already stored locally) and its TTL, or undefined. */
-  lookup(key: string): Promise<{ value: Buffer; ttlMs: number; flags: number; version: bigint } | undefined>
+  /**
+   * Asks the peers for `key`; resolves the value (already stored locally) and its TTL, or undefined.
+   * `timeoutMs` (default `lookupTimeoutMs`) is how long owners that have not answered are waited for.
+   */
+  lookup(key: string, timeoutMs?: number): Promise<{ value: Buffer; ttlMs: number; flags: number; version: bigint } | undefined>
   /**
    * A key was stored locally by an application; its copies are sent before this returns. A promise:
    * answer the write when it settles (every owner, and every holder of a copy it knows of, holds

@@ -88,6 +88,9 @@ export const HIT_BUDGET_BYTES_PER_S = 8 * 1024 * 1024
  */
 export const LARGE_VALUE_STEP_BYTES = 16 * 1024
 
+/** Longest wait between a patient lookup's retransmits once it outlived `lookupTimeoutMs` (ms). */
+export const PATIENT_RETRANSMIT_MS = 200
+
 export interface LookupCounters {
   /** Remote lookups started (coalesced GETs count once). */
   lookups: number
@@ -276,8 +279,13 @@ export class Lookups {
     return Math.round(this.#hedge.ms * 1000) / 1000
   }
 
-  lookup(key: string): Promise<Found> {
-    return this.fetch(key).then((r) => r.found)
+  /**
+   * Looks `key` up on its owners. `timeoutMs` (at least, and by default, `lookupTimeoutMs`) is how
+   * long owners that have not answered are waited for; a lookup joined by a more patient caller
+   * waits as long as that one asks.
+   */
+  lookup(key: string, timeoutMs = this.#o.lookupTimeoutMs): Promise<Found> {
+    return this.fetch(key, timeoutMs).then((r) => r.found)
   }
 
   /**
@@ -285,10 +293,12 @@ export class Lookups {
    * is alone), rather than the deadline passing, the lookup being shed or the daemon stopping. A
    * conditional write's decider (decisions.ts) does not decide on an unsure miss.
    */
-  fetch(key: string): Promise<{ found: Found; sure: boolean }> {
+  fetch(key: string, timeoutMs = this.#o.lookupTimeoutMs): Promise<{ found: Found; sure: boolean }> {
+    const patience = Math.max(this.#o.lookupTimeoutMs, timeoutMs)
     const existing = this.#byKey.get(key)
     if (existing) {
       this.counters.coalesced++
+      existing.deadline = Math.max(existing.deadline, existing.startedAt + patience)
       return new Promise((resolve) => existing.waiters.push((found, sure) => resolve({ found, sure })))
     }
     if (this.#closed) return Promise.resolve({ found: undefined, sure: false })
@@ -325,7 +335,7 @@ export class Lookups {
       chunkAt: -Infinity,
       expectBytes,
       parts: new Map(),
-      deadline: this.#clock.now() + this.#o.lookupTimeoutMs,
+      deadline: this.#clock.now() + patience,
       startedAt: this.#clock.now(),
       timer: undefined,
       unasked: [],
@@ -371,7 +381,7 @@ export class Lookups {
 
   #send(f: Inflight): void {
     const now = this.#clock.now()
-    const interval = this.#o.lookupTimeoutMs / (this.#o.lookupRetries + 1)
+    const interval = this.#interval(f, now)
     // Owners known: ask them directly, so a lookup wakes R hosts, not the whole segment. The last
     // try (and any owner without a known address) goes to the group, which reaches every holder.
     const last = now + interval >= f.deadline - 0.5
@@ -454,10 +464,22 @@ export class Lookups {
     f.timer = this.#clock.setTimeout(() => this.#tick(f), Math.max(0, f.roundEnd - this.#clock.now()))
   }
 
+  /**
+   * How long a round waits before the next retransmit: `lookupTimeoutMs / (lookupRetries + 1)`,
+   * and once a patient lookup (memcache) outlives `lookupTimeoutMs`, half the time it has waited,
+   * at most PATIENT_RETRANSMIT_MS: owners slow on a loaded host are not sent more for it.
+   */
+  #interval(f: Inflight, now: number): number {
+    const base = this.#o.lookupTimeoutMs / (this.#o.lookupRetries + 1)
+    const waited = now - f.startedAt
+    if (waited < this.#o.lookupTimeoutMs) return base
+    return Math.max(base, Math.min(PATIENT_RETRANSMIT_MS, waited / 2))
+  }
+
   #tick(f: Inflight): void {
     f.timer = undefined
     const now = this.#clock.now()
-    const interval = this.#o.lookupTimeoutMs / (this.#o.lookupRetries + 1)
+    const interval = this.#interval(f, now)
     // A value still arriving in chunks: no retransmit (it would have every chunk sent again, and
     // a loaded receiver that falls behind would be sent more) until they stop for half a deadline.
     const stall = Math.max(interval, this.#o.lookupTimeoutMs / 2)

@@ -263,7 +263,16 @@ export const FIELDS = [
     min: 1,
     max: 60_000,
     unit: 'ms',
-    doc: 'longest a remote lookup may take before "not found"',
+    doc: 'longest a remote lookup of an API GET may take before "not found" (a TLS server then makes a full handshake: a wait would cost more); see memcacheLookupTimeoutMs',
+  },
+  {
+    key: 'memcacheLookupTimeoutMs',
+    kind: 'int',
+    def: () => 1000,
+    min: 1,
+    max: 60_000,
+    unit: 'ms',
+    doc: "longest a remote lookup of the memcache front end may wait for owners that have not answered (at least lookupTimeoutMs): a session store's false miss loses the session (a PHP user logged out), so a slow owner is waited for; owners that all MISS answer at once. Retransmits past lookupTimeoutMs back off to at most 200 ms apart",
   },
   {
     key: 'lookupHedgeMs',

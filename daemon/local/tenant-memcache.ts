@@ -33,6 +33,7 @@ export interface TenantMemcacheOptions extends Pick<
   | 'memcacheCommandTimeoutMs'
   | 'memcacheMaxBufferedBytes'
   | 'memcacheFlushAll'
+  | 'memcacheLookupTimeoutMs'
   | 'memcacheTcpAccess'
   | 'memcacheAuthFile'
 > {

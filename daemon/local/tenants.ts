@@ -169,7 +169,7 @@ export function tenantStore(store: SessionStore, t: Tenant): SessionStore {
 export function tenantCluster(cluster: ClusterHooks | undefined, t: Tenant): ClusterHooks | undefined {
   if (!cluster || t.prefix === '') return cluster
   return {
-    lookup: (key) => cluster.lookup(toStoreKey(t, key)),
+    lookup: (key, timeoutMs) => cluster.lookup(toStoreKey(t, key), timeoutMs),
     stored: (key) => cluster.stored(toStoreKey(t, key)),
     decide: (key, op) => cluster.decide(toStoreKey(t, key), op),
     deleted: (key) => cluster.deleted(toStoreKey(t, key)),

@@ -100,3 +100,48 @@ t.test('API GETs of remote sessions are found while 64 memcache connections mult
   again.forEach((f) => f.stop())
   t.equal(viaMc.split('VALUE ').length - 1, 20, 'every key of a memcache multi-get of remote sessions found during the flood')
 })
+
+t.test(
+  'a memcache GET waits for an owner that is slow to answer (memcacheLookupTimeoutMs); an API GET answers "not found" at lookupTimeoutMs',
+  async (t) => {
+    const port = await freePort()
+    const probe = await startCluster(t, 0)
+    const common = { dir: probe.dir, keyFile: probe.keyFile, group: probe.group, port: probe.port }
+    // R = 1: B alone holds what it writes, so A's reads of it are remote lookups to B.
+    const args = ['--replication-factor', '1', '--lookup-timeout-ms', '50']
+    const a = await startNode(t, {
+      ...common,
+      name: 'a',
+      args: [...args, '--memcache-listen', `127.0.0.1:${port}`, '--memcache-lookup-timeout-ms', '20000'],
+    })
+    const b = await startNode(t, { ...common, name: 'b', args })
+    await waitMembers([a, b], 1)
+    await b.client.set('api-key', Buffer.from('api-value'))
+    await b.client.set('mc-key', Buffer.from('mc-value'))
+    const admin = await StatecastClient.connect({ socketPath: a.adminSocket, timeoutMs: CLIENT_TIMEOUT_MS })
+    t.teardown(() => admin.destroy())
+    const timeouts = async () => ((await admin.stats()) as { cluster: { timeouts: number } }).cluster.timeouts
+    const before = await timeouts()
+
+    // B stops answering (as a host busy for a while would); both reads start while it is stopped.
+    b.proc.kill('SIGSTOP')
+    let resumed = false
+    t.teardown(() => {
+      if (!resumed) b.proc.kill('SIGCONT')
+    })
+    const api = a.client.get('api-key')
+    const mc = net.connect(port, '127.0.0.1')
+    mc.on('error', () => {})
+    let reply = ''
+    mc.on('data', (d: Buffer) => (reply += d.toString('latin1')))
+    mc.write('get mc-key\r\n')
+    t.teardown(() => mc.destroy())
+    t.equal(await api, undefined, 'the API GET answered "not found" while the owner was silent')
+    await eventually(async () => (await timeouts()) > before, 30_000, 'the API lookup counted as timed out')
+    t.equal(reply, '', 'the memcache GET is still waiting')
+    b.proc.kill('SIGCONT')
+    resumed = true
+    await eventually(() => reply.endsWith('END\r\n'), 30_000, 'the memcache GET answered')
+    t.equal(reply, 'VALUE mc-key 0 8\r\nmc-value\r\nEND\r\n', 'the memcache GET found the value once the owner answered')
+  },
+)

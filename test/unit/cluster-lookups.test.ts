@@ -106,6 +106,29 @@ t.test('deadline: with no answer at all, "not found" at lookupTimeoutMs after ev
   t.equal(b.cluster.lookups.inflight, 0, 'nothing left in flight')
 })
 
+t.test('a patient lookup (memcache) waits past lookupTimeoutMs with retransmits backing off, and joins lend their patience', async (t) => {
+  const { lab: l, cores } = await startLab(t, 2, 4, { replicationFactor: 1, lookupTimeoutMs: 50, lookupRetries: 5 })
+  const [a, b] = cores as [Core, Core]
+  a.store.set('k', Buffer.from('slow-owner'), TTL_MS)
+  const unblock = l.net.block((d) => d.toHost === a.address)
+  const silent = await timed(l, b.cluster.lookup('k', 2000))
+  t.equal(silent.found, undefined, '"not found" once the patient deadline passed')
+  t.ok(silent.tookMs >= 1999 && silent.tookMs <= 2001, `at the patient deadline (${silent.tookMs} ms of fake time)`)
+  // 6 rounds in the first 50 ms, then half the time waited (25, 37, 56, ... ms), at most 200 ms:
+  // about 20 in all, where the first 50 ms's pace would have sent 240.
+  const sent = b.cluster.lookups.counters.lookupDatagrams
+  t.ok(sent >= 7 && sent <= 24, `retransmits backed off (${sent} LOOKUPs in 2 s)`)
+
+  // An API-style lookup joined by a patient one waits as long; the owner answers in the meantime.
+  const quick = b.cluster.lookup('k')
+  const patient = b.cluster.lookup('k', 2000)
+  await l.run(300)
+  unblock()
+  const [q, p] = await l.settle(Promise.all([quick, patient]))
+  t.equal(q?.value.toString(), 'slow-owner', 'the joined lookup found it after its own 50 ms')
+  t.equal(p?.value.toString(), 'slow-owner', 'the patient lookup found it')
+})
+
 t.test('"not found" from the owners\' MISSes, before the deadline; non-owners are not asked', async (t) => {
   const { lab: l, cores } = await startLab(t, 4, 5)
   const asker = cores[0]!

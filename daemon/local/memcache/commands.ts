@@ -62,6 +62,8 @@ export interface CommandOptions {
   store: SessionStore
   cluster: () => ClusterHooks | undefined
   maxRemoteLookups: number
+  /** How long a remote lookup waits for owners that have not answered (`memcacheLookupTimeoutMs`). */
+  lookupTimeoutMs: number
   log: Log
   wallMs?: () => number
   counters: CommandCounters
@@ -157,7 +159,7 @@ export class MemcacheCommands {
         return Promise.resolve(undefined)
       }
       c.remoteLookups++
-      const p = cluster.lookup(key)
+      const p = cluster.lookup(key, this.#o.lookupTimeoutMs)
       void p.then(
         () => this.#lookupDone(),
         () => this.#lookupDone(),

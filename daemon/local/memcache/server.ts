@@ -48,6 +48,7 @@ export interface MemcacheOptions extends Pick<
   | 'memcacheCommandTimeoutMs'
   | 'memcacheMaxBufferedBytes'
   | 'memcacheFlushAll'
+  | 'memcacheLookupTimeoutMs'
   | 'maxKeyBytes'
 > {
   /** statecast's own version, shown after the memcached protocol version and in `stats`. */
@@ -178,6 +179,7 @@ export class MemcacheServer implements FrontEnd {
       store: o.store,
       cluster: o.cluster,
       maxRemoteLookups: o.maxRemoteLookups,
+      lookupTimeoutMs: o.memcacheLookupTimeoutMs,
       log: o.log,
       ...(o.wallMs ? { wallMs: o.wallMs } : {}),
       counters: this.counters,
