@@ -115,7 +115,7 @@ export const ERRORS = {
   OUTCOME_UNKNOWN: {
     by: ['DecisionError'],
     meaning:
-      "a conditional write (add, cas, incr, ...) sent to the key's decider got no answer within the deadline, or the decider left: it may or may not have been applied",
+      "a conditional write (add, cas, incr, ...) sent to the key's decider got no answer within the deadline, or the decider left or died, or no host could decide the key within the deadline (membership changing): it may or may not have been applied",
     seen: 'memcache: SERVER_ERROR outcome unknown (binary: status 0x84); daemon stats decisionsFailed',
   },
   TOO_LARGE_TO_FORWARD: {

@@ -84,7 +84,11 @@ export const STATS = {
     unit: 'count',
     meaning: 'Lookups started while membership was changing: every candidate owner asked at once, no hedge.',
   },
-  'cluster.decisionsPending': { kind: 'gauge', unit: 'count', meaning: 'Conditional writes sent to their decider and not yet answered.' },
+  'cluster.decisionsPending': {
+    kind: 'gauge',
+    unit: 'count',
+    meaning: 'Conditional writes of this host not yet answered (here or at their decider).',
+  },
   'cluster.decisionsLocal': {
     kind: 'counter',
     unit: 'count',
@@ -101,7 +105,28 @@ export const STATS = {
   'cluster.decisionsRefused': {
     kind: 'counter',
     unit: 'count',
-    meaning: "DECIDEs refused because this host is not the key's decider under its view.",
+    meaning: 'DECIDEs refused here (another host may decide the key, or this one is still listening), and refusals this host received.',
+  },
+  'cluster.decisionsWaited': {
+    kind: 'counter',
+    unit: 'count',
+    meaning: 'Conditional writes that waited because no host could decide their key yet (membership changing).',
+  },
+  'cluster.decisionsWaitedFailed': {
+    kind: 'counter',
+    unit: 'count',
+    meaning: 'Conditional writes that waited and still ended in OUTCOME_UNKNOWN.',
+  },
+  'cluster.decisionWaitMs': {
+    kind: 'counter',
+    unit: 'ms',
+    meaning: 'Time conditional writes spent from their first wait to their answer, summed.',
+  },
+  'cluster.decisionWaitMaxMs': { kind: 'gauge', unit: 'ms', meaning: 'The longest such wait of a conditional write.' },
+  'cluster.decisionFetchesUnsure': {
+    kind: 'counter',
+    unit: 'count',
+    meaning: "Decisions put off because the fetch of a key the decider lacked ended at its deadline, not in every owner's MISS.",
   },
   'cluster.decidedUnmatched': {
     kind: 'counter',

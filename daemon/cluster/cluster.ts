@@ -7,8 +7,9 @@
  * INVALIDATE when those are unknown.
  *
  * Start: open sockets -> announce (HELLO, so members answer at once) -> heartbeats.
- * Stop, in reverse: stop heartbeats -> answer waiting lookups "not found" -> hand owned sessions
- * to the remaining owners -> LEAVE -> close sockets.
+ * Stop, in reverse: stop heartbeats -> answer waiting lookups "not found" -> refuse DECIDEs and
+ * let the decisions under way finish (decisions.ts) -> hand owned sessions to the remaining owners
+ * (both within handoffTimeoutMs) -> LEAVE -> close sockets.
  */
 import type { ClusterKey } from '../../protocol/keyfile.js'
 import { AnnounceFlag, MsgType, type Address, type Message } from '../../protocol/wire.js'
@@ -143,10 +144,11 @@ export class Cluster implements ClusterHooks {
         membership: this.membership,
         clock,
         ownersOf: (key) => this.replicator.ownersOf(key),
-        fetch: (key) => this.lookups.lookup(key),
+        fetch: (key) => this.lookups.fetch(key),
         stored: (key) => this.replicator.stored(key),
         deleted: (key) => this.deleted(key),
         recordHolder: (key, id, ttlMs) => this.replicator.holders.record(key, id, ttlMs),
+        fetched: (key, from, ttlMs) => this.replicator.fetched(key, from, ttlMs),
       },
     )
     this.membership.onChange = () => {
@@ -456,9 +458,12 @@ export class Cluster implements ClusterHooks {
       this.lookups.close()
       this.decisions.close()
       this.ticketGossip.wipe()
-      // Sessions this host owns go to the owners that remain before the others hear LEAVE.
       const t0 = this.#clock.now()
-      await this.replicator.handoff(this.#o.handoffTimeoutMs)
+      // Decisions under way finish (their copies made) before the others hear LEAVE and the next
+      // decider starts: it then holds every outcome given here.
+      await this.decisions.idle(this.#o.handoffTimeoutMs)
+      // Sessions this host owns go to the owners that remain before the others hear LEAVE.
+      await this.replicator.handoff(Math.max(1, this.#o.handoffTimeoutMs - (this.#clock.now() - t0)))
       if (this.replicator.counters.handedOff > 0)
         this.#log.info(
           {

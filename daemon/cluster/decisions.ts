@@ -1,17 +1,26 @@
 /**
  * One decision point per key for conditional writes (add, replace, cas, append, prepend, incr,
- * decr): the key's decider, its first owner under this host's view (rendezvous over the trusted
- * live members and this host, as replication places copies), decides them one at a time, so that
- * across the fleet they behave as on one memcached: one `add` wins, no increment is lost, one
- * `cas` per unique value succeeds.
+ * decr): the key's decider decides them one at a time, so that across the fleet they behave as on
+ * one memcached: one `add` wins, no increment is lost, one `cas` per unique value succeeds.
+ *
+ * Who decides: a host decides a key (its own operation or a peer's DECIDE) only when no other host
+ * may be deciding it (membership.ts: decidesHere): it has listened long enough to know every live
+ * member, and it is the key's first owner under its live view L (every live member, trusted or in
+ * probation, and itself), hence under every view another host may hold meanwhile. Two hosts that
+ * know each other cannot both pass. Elsewhere, and while no host passes (a member just joined and
+ * is still listening), an operation waits: it is sent to the host first in the asker's L, which
+ * refuses (NOT_DECIDER, nothing applied, the refusal remembered so that a late copy of that
+ * DECIDE is refused too) when it may not decide; the asker waits a little and asks again with a
+ * fresh request id, until the decision deadline. The check is made again right before the write,
+ * after any fetch: a member heard meanwhile stops this host at once.
  *
  * On the decider: operations on one key run in order (a promise chain per key: a fetch of a key
  * held only elsewhere is async, and the next operation must see the previous one's write). The
  * write goes out as every write does (replication's `stored`: copies to the owners) and the
  * outcome is given once the copies let it (as a SET's answer waits).
  *
- * Elsewhere: DECIDE to the decider, retransmitted with the same request id until DECIDED comes
- * back or the deadline passes. The decider remembers each outcome by (sender, request id) for
+ * Elsewhere: DECIDE to the decider, retransmitted with the same request id (to that host only)
+ * until DECIDED comes back or the deadline passes. The decider remembers each outcome by (sender, request id) for
  * REMEMBER_MS and answers a repeat with it, never applying an operation twice. The asker keeps
  * the decided result as a copy (at the decider's version) when it is one of the key's owners,
  * else drops its older copy, and answers its client. When no answer
@@ -63,10 +72,20 @@ export interface DecisionCounters {
   decisionsFailed: number
   /** DECIDEs received again and answered from memory (or while still deciding), not applied again. */
   decisionRepeats: number
-  /** DECIDEs refused because this host is not the key's decider under its view. */
+  /** DECIDEs refused here (another host may decide the key, or this one is still listening), and refusals this host received. */
   decisionsRefused: number
   /** DECIDEDs that matched no operation in flight (late, or repeated). */
   decidedUnmatched: number
+  /** Conditional writes that had to wait because no host could decide their key yet (refused, or this host still listening). */
+  decisionsWaited: number
+  /** Of those, the ones that still ended in OUTCOME_UNKNOWN. */
+  decisionsWaitedFailed: number
+  /** Time those writes spent from their first wait to their answer, summed (ms). */
+  decisionWaitMs: number
+  /** The longest such time (ms). */
+  decisionWaitMaxMs: number
+  /** Decisions put off because the fetch of a key this host lacked ended at its deadline, not in every owner's MISS. */
+  decisionFetchesUnsure: number
   /** Peers' DECIDEs dropped unapplied: too many queued for the key or in all (the asker retransmits). */
   decisionsShed: number
 }
@@ -79,14 +98,19 @@ export interface DecisionDeps {
   clock: Clock
   /** The owners of a key, best first, this host included (replication's placement). */
   ownersOf: (key: string) => string[]
-  /** Fetches a key this host lacks from the peers (stored here when found). */
-  fetch: (key: string) => Promise<unknown>
+  /** Fetches a key this host lacks from the peers (stored here when found); `sure`: a miss is every asked member's MISS, not a deadline. */
+  fetch: (key: string) => Promise<{ found: unknown; sure: boolean }>
   /** A local write to copy to the owners (replication's `stored`): answer once it settles. */
   stored: (key: string) => Promise<void> | undefined
   /** A local delete to send to the hosts that may hold a copy. */
   deleted: (key: string) => Promise<void> | undefined
   /** Remembers `id` as a holder of `key` (it keeps the decided value): later writes update it. */
   recordHolder: (key: string, id: string, ttlMs: number) => void
+  /**
+   * This host kept `from`'s decided value of `key` as a copy (replication's `fetched`): where the
+   * copy came from, so that it re-attaches to the owners when the decider departs (reach.ts).
+   */
+  fetched: (key: string, from: string, ttlMs: number) => void
 }
 
 export interface DecisionOptions {
@@ -110,20 +134,35 @@ const MAX_PENDING = 16_384
 const MAX_QUEUED_PER_KEY = 64
 const MAX_QUEUED = 16_384
 const RETRANSMIT_MAX_MS = 200
-/** While the decider's views disagree (NOT_DECIDER), how long before asking again (ms). */
-const REFUSED_RETRY_MS = 20
+/** While no host may decide a key (refused, or still listening), the first wait before asking again (ms); doubled up to WAIT_MAX_MS. */
+const WAIT_FIRST_MS = 10
+const WAIT_MAX_MS = 100
+/** Refused DECIDEs remembered (by sender and request id), so a late copy of one is refused again. */
+const MAX_REFUSALS = 16_384
 
+/** One conditional write of this host's, from decide() until its answer. */
 interface Pending {
-  reqId: number
   key: string
   op: CondOp
+  /** The DECIDE in flight (0: none): sent to `decider` alone, however often retransmitted. */
+  reqId: number
   decider: string
   deadline: number
   interval: number
   timer: TimerHandle | undefined
+  /** Being decided here (in the key's chain): it ends by itself. */
+  local: boolean
+  /** Sent to a decider at least once (counted once in decisionsRemote). */
+  sent: boolean
+  /** The next wait while no host may decide the key (ms), and when the first one began. */
+  backoff: number
+  waitedFrom: number | undefined
   resolve: (d: Decision) => void
   reject: (e: Error) => void
 }
+
+/** #decideHere's answer when this host may not decide the key (any more): nothing was applied. */
+const NOT_HERE = Symbol('not the decider')
 
 interface Remembered {
   at: number
@@ -140,13 +179,22 @@ export class Decisions {
     decisionsRefused: 0,
     decidedUnmatched: 0,
     decisionsShed: 0,
+    decisionsWaited: 0,
+    decisionsWaitedFailed: 0,
+    decisionWaitMs: 0,
+    decisionWaitMaxMs: 0,
+    decisionFetchesUnsure: 0,
   }
   readonly #d: DecisionDeps
   readonly #o: DecisionOptions
   /** Per key: the tail of its chain of decisions on this host. */
   readonly #chains = new Map<string, Promise<unknown>>()
+  /** This host's conditional writes in progress, and those of them with a DECIDE in flight (by request id). */
+  readonly #ops = new Set<Pending>()
   readonly #pending = new Map<number, Pending>()
   readonly #remembered = new BoundedMap<string, Remembered>(MAX_REMEMBERED)
+  /** Peers' DECIDEs refused here (sender:reqId): never decided later, whenever a copy arrives. */
+  readonly #refused = new BoundedMap<string, true>(MAX_REFUSALS)
   /** Peers' decisions queued here per key (and in all), for the bounds above. */
   readonly #queued = new Map<string, number>()
   #queuedAll = 0
@@ -161,23 +209,102 @@ export class Decisions {
     this.#rememberMs = o.deadlineMs + REMEMBER_MS
   }
 
+  /** Conditional writes of this host's not yet answered. */
   get pending(): number {
-    return this.#pending.size
+    return this.#ops.size
   }
 
-  /** The decider of `key` under this host's view (its node id). */
+  /** The host that decides `key` as far as this host can tell: the first in its live view (membership.ts: deciderOf). */
   deciderOf(key: string): string {
-    return this.#d.ownersOf(key)[0] ?? this.#d.membership.selfId
+    return this.#d.membership.deciderOf(key)
   }
 
-  /** Decides `op` on `key`: here when this host is its decider, else at the decider. */
+  /** True when this host alone may decide `key` now. */
+  #mayDecide(key: string): boolean {
+    return !this.#closed && this.#d.membership.decidesHere(key)
+  }
+
+  /** Decides `op` on `key`: here when this host may, else at the host it believes decides, waiting while none may. */
   decide(key: string, op: CondOp): Promise<Decision> {
-    const decider = this.deciderOf(key)
-    if (decider === this.#d.membership.selfId) {
-      this.counters.decisionsLocal++
-      return this.#serial(key, () => this.#decideHere(key, op))
+    if (this.#closed || this.#ops.size >= MAX_PENDING) {
+      this.counters.decisionsFailed++
+      return Promise.reject(new DecisionError('OUTCOME_UNKNOWN', 'outcome unknown'))
     }
-    return this.#ask(key, op, decider)
+    return new Promise<Decision>((resolve, reject) => {
+      const p: Pending = {
+        key,
+        op,
+        reqId: 0,
+        decider: '',
+        deadline: this.#d.clock.now() + this.#o.deadlineMs,
+        interval: this.#o.retransmitMs,
+        timer: undefined,
+        local: false,
+        sent: false,
+        backoff: WAIT_FIRST_MS,
+        waitedFrom: undefined,
+        resolve,
+        reject,
+      }
+      this.#ops.add(p)
+      this.#next(p)
+    })
+  }
+
+  /** One more try at `p`: decided here, sent to the decider (a fresh request id), or a wait. */
+  #next(p: Pending): void {
+    p.timer = undefined
+    if (this.#closed || this.#d.clock.now() >= p.deadline) return this.#fail(p)
+    const decider = this.deciderOf(p.key)
+    const self = this.#d.membership.selfId
+    if (decider === self) {
+      if (!this.#mayDecide(p.key)) return this.#wait(p)
+      this.counters.decisionsLocal++
+      p.local = true
+      this.#serial(p.key, () => this.#decideHere(p.key, p.op)).then(
+        (r) => {
+          p.local = false
+          if (r === NOT_HERE) this.#wait(p)
+          else this.#done(p, r)
+        },
+        (e: unknown) => {
+          p.local = false
+          this.#done(p, undefined, e as Error)
+        },
+      )
+      return
+    }
+    // A silent decider (dead to other hosts soon, maybe): wait for it to be heard or dropped
+    // rather than send what might be applied by a host about to vanish.
+    if (this.#d.membership.suspect(decider)) return this.#wait(p)
+    this.#ask(p, decider)
+  }
+
+  /** No host may decide `p`'s key now: ask again after a short wait (doubling), within the deadline. */
+  #wait(p: Pending): void {
+    const now = this.#d.clock.now()
+    p.waitedFrom ??= now
+    const left = p.deadline - now
+    if (left <= 0 || this.#closed) return this.#fail(p)
+    p.timer = this.#d.clock.setTimeout(() => this.#next(p), Math.min(p.backoff, left))
+    p.backoff = Math.min(WAIT_MAX_MS, p.backoff * 2)
+  }
+
+  /** `p` is answered (or failed): counted, and its caller told. */
+  #done(p: Pending, d: Decision | undefined, err?: Error): void {
+    this.#endAttempt(p)
+    this.#d.clock.clearTimeout(p.timer)
+    p.timer = undefined
+    if (!this.#ops.delete(p)) return
+    if (p.waitedFrom !== undefined) {
+      const waited = this.#d.clock.now() - p.waitedFrom
+      this.counters.decisionsWaited++
+      this.counters.decisionWaitMs += waited
+      this.counters.decisionWaitMaxMs = Math.max(this.counters.decisionWaitMaxMs, waited)
+      if (err instanceof DecisionError && err.code === 'OUTCOME_UNKNOWN') this.counters.decisionsWaitedFailed++
+    }
+    if (err) p.reject(err)
+    else p.resolve(d!)
   }
 
   /** Runs `fn` after every decision on `key` queued before it. */
@@ -195,11 +322,23 @@ export class Decisions {
     return run
   }
 
-  async #decideHere(key: string, op: CondOp): Promise<Decision> {
+  async #decideHere(key: string, op: CondOp): Promise<Decision | typeof NOT_HERE> {
     const store = this.#d.store
+    // Checked when its turn comes (a member may have been heard since it was queued) and again
+    // right before the write, in the same turn as it: what is applied here is decided here alone.
+    if (!this.#mayDecide(key)) return NOT_HERE
     // A key held only elsewhere (this host just became its decider) is fetched first, so that
     // an `add` of a key that exists fails and an incr counts from its value.
-    if (!store.has(key)) await this.#d.fetch(key).catch(() => undefined)
+    if (!store.has(key)) {
+      const got = await this.#d.fetch(key).catch(() => ({ found: undefined, sure: false }))
+      if (!this.#mayDecide(key)) return NOT_HERE
+      // Not found only because an owner did not answer in time (a loaded or dying host): it may
+      // hold the key, so nothing is decided on that; the operation waits and is tried again.
+      if (!got.found && !got.sure && !store.has(key)) {
+        this.counters.decisionFetchesUnsure++
+        return NOT_HERE
+      }
+    }
     const r = applyConditional(store, key, op)
     if (r.wrote === 'delete') {
       // An already expired conditional write deletes: answered, like a DELETE, once copies are gone.
@@ -217,36 +356,22 @@ export class Decisions {
 
   // ---- the asking side ----
 
-  #ask(key: string, op: CondOp, decider: string): Promise<Decision> {
-    const keyBytes = Buffer.from(key, 'latin1')
-    const value = 'value' in op ? op.value : Buffer.alloc(0)
-    const probe: Decide = { type: MsgType.DECIDE, reqId: 0, kind: op.kind, flags: 0, ttlMs: 0, unique: 0n, delta: 0n, key: keyBytes, value }
-    if (!this.#d.transport.fits(probe))
-      return Promise.reject(new DecisionError('TOO_LARGE_TO_FORWARD', 'value too large to forward to the decider'))
-    if (this.#closed || this.#pending.size >= MAX_PENDING) {
-      this.counters.decisionsFailed++
-      return Promise.reject(new DecisionError('OUTCOME_UNKNOWN', 'outcome unknown'))
-    }
-    this.counters.decisionsRemote++
-    return new Promise<Decision>((resolve, reject) => {
-      let reqId = this.#nextReqId
-      while (this.#pending.has(reqId)) reqId = (reqId + 1) >>> 0 || 1
-      this.#nextReqId = (reqId + 1) >>> 0 || 1
-      const p: Pending = {
-        reqId,
-        key,
-        op,
-        decider,
-        deadline: this.#d.clock.now() + this.#o.deadlineMs,
-        interval: this.#o.retransmitMs,
-        timer: undefined,
-        resolve,
-        reject,
-      }
-      this.#pending.set(reqId, p)
-      this.#send(p)
-      this.#arm(p, p.interval)
-    })
+  /** Sends `p` to `decider` under a fresh request id (one request id never goes to two hosts). */
+  #ask(p: Pending, decider: string): void {
+    const m = this.#message(p)
+    if (!this.#d.transport.fits(m))
+      return this.#done(p, undefined, new DecisionError('TOO_LARGE_TO_FORWARD', 'value too large to forward to the decider'))
+    if (!p.sent) this.counters.decisionsRemote++
+    p.sent = true
+    let reqId = this.#nextReqId
+    while (this.#pending.has(reqId)) reqId = (reqId + 1) >>> 0 || 1
+    this.#nextReqId = (reqId + 1) >>> 0 || 1
+    p.reqId = reqId
+    p.decider = decider
+    p.interval = this.#o.retransmitMs
+    this.#pending.set(reqId, p)
+    this.#send(p)
+    this.#arm(p, p.interval)
   }
 
   #message(p: Pending): Decide {
@@ -286,16 +411,19 @@ export class Decisions {
     )
   }
 
-  #settle(p: Pending): void {
+  /** The DECIDE in flight for `p` is over (answered or refused): no more retransmits of it. */
+  #endAttempt(p: Pending): void {
+    if (p.reqId === 0) return
     this.#d.clock.clearTimeout(p.timer)
     p.timer = undefined
     this.#pending.delete(p.reqId)
+    p.reqId = 0
   }
 
   #fail(p: Pending): void {
-    this.#settle(p)
+    if (!this.#ops.has(p)) return
     this.counters.decisionsFailed++
-    p.reject(new DecisionError('OUTCOME_UNKNOWN', 'outcome unknown'))
+    this.#done(p, undefined, new DecisionError('OUTCOME_UNKNOWN', 'outcome unknown'))
   }
 
   /** The answer to one of our DECIDEs: stored here as a copy, then given to the caller. */
@@ -307,29 +435,22 @@ export class Decisions {
     }
     if (m.outcome === 0) {
       if (m.wrote === DecideRefusal.NOT_DECIDER) {
-        // Our views differ on who decides this key: ask whoever our view names now, at once if
-        // that changed, else after a short wait for the views to agree. Nothing was applied.
+        // It may not decide the key now (our views differ, or it is still listening): nothing
+        // was applied there, and it refuses this request id for good. Ask whoever our view names
+        // now, at once if that changed, else after a short wait; either way under a new id.
         this.counters.decisionsRefused++
-        const next = this.deciderOf(p.key)
-        this.#d.clock.clearTimeout(p.timer)
-        if (next === this.#d.membership.selfId) {
-          this.#settle(p)
-          this.counters.decisionsLocal++
-          this.#serial(p.key, () => this.#decideHere(p.key, p.op)).then(p.resolve, p.reject)
-          return
+        this.#endAttempt(p)
+        if (this.deciderOf(p.key) !== sender) {
+          p.waitedFrom ??= this.#d.clock.now()
+          return this.#next(p)
         }
-        // A new decider gets a new request id: the old one stays unanswered there.
-        p.decider = next
-        p.interval = this.#o.retransmitMs
-        this.#arm(p, next === sender ? REFUSED_RETRY_MS : 0)
-        return
+        return this.#wait(p)
       }
-      this.#settle(p)
       const code = m.wrote === DecideRefusal.BAD_TTL ? 'BAD_TTL' : 'TOO_LARGE'
-      p.reject(new StoreError(code, code === 'BAD_TTL' ? 'bad TTL' : 'object too large for cache'))
+      this.#done(p, undefined, new StoreError(code, code === 'BAD_TTL' ? 'bad TTL' : 'object too large for cache'))
       return
     }
-    this.#settle(p)
+    this.#endAttempt(p)
     const key = p.key
     const store = this.#d.store
     try {
@@ -337,8 +458,9 @@ export class Decisions {
       // the value, so every later write reaches this copy before it is answered (no stale copy).
       // Too large to carry: what this host holds, older than the decided version, is dropped, so
       // the next read here asks the owners.
-      if (m.wrote === DecidedWrote.SET) store.setFromPeer(key, m.value, m.ttlMs, m.flags, m.version)
-      else if (m.wrote === DecidedWrote.DELETE) store.deleteFromPeer(key, m.version)
+      if (m.wrote === DecidedWrote.SET) {
+        if (store.setFromPeer(key, m.value, m.ttlMs, m.flags, m.version)) this.#d.fetched(key, sender, m.ttlMs)
+      } else if (m.wrote === DecidedWrote.DELETE) store.deleteFromPeer(key, m.version)
       else if ((m.wrote === DecidedWrote.SET || m.wrote === DecidedWrote.SET_OMITTED) && m.version > 0n)
         store.deleteFromPeer(key, m.version - 1n)
     } catch {
@@ -349,7 +471,7 @@ export class Decisions {
     else if (m.wrote === DecidedWrote.DELETE) d.wrote = 'delete'
     if (m.wrote !== DecidedWrote.NOTHING) d.version = m.version
     if ((p.op.kind === CondKind.INCR || p.op.kind === CondKind.DECR) && m.outcome === CondOutcome.STORED) d.number = m.number
-    p.resolve(d)
+    this.#done(p, d)
   }
 
   /** A decider that died or left: what was asked of it may or may not be applied. */
@@ -379,12 +501,19 @@ export class Decisions {
       this.#reply(to, sender, a)
     }
     const refuse = (why: number) => answer(this.#decided(m, 0, why, 0, 0, 0n, 0n, Buffer.alloc(0)))
-    if (this.deciderOf(key) !== this.#d.membership.selfId) {
-      // Not remembered: once our views agree, a repeat may be decided here.
+    // Not the decider (now): refused, and this request id refused for good (a copy of it that
+    // arrives later, once this host decides the key, must not be applied: the asker has gone on
+    // under a new id, perhaps to another host).
+    const notHere = () => {
       this.counters.decisionsRefused++
+      this.#refused.set(id, true)
       this.#reply(to, sender, this.#decided(m, 0, DecideRefusal.NOT_DECIDER, 0, 0, 0n, 0n, Buffer.alloc(0)))
-      return
     }
+    if (this.#refused.has(id)) {
+      this.counters.decisionRepeats++
+      return notHere()
+    }
+    if (!this.#mayDecide(key)) return notHere()
     const op = opOf(m)
     if (!op) return
     this.#sweepRemembered(now)
@@ -408,6 +537,10 @@ export class Decisions {
     decided.then(dequeue, dequeue)
     decided.then(
       (r) => {
+        if (r === NOT_HERE) {
+          this.#remembered.delete(id)
+          return notHere()
+        }
         const store = this.#d.store
         const e = r.wrote === 'set' ? store.peek(key) : undefined
         const version = r.version ?? 0n
@@ -446,8 +579,8 @@ export class Decisions {
     return { type: MsgType.DECIDED, reqId: m.reqId, outcome, wrote, flags, ttlMs, version, number, key: Buffer.from(m.key), value }
   }
 
+  /** Also while stopping: refusals send askers elsewhere, and decisions made before the stop are answered. */
   #reply(to: ReturnType<Membership['addressOf']> & object, sender: string, a: Decided): void {
-    if (this.#closed) return
     this.#d.transport.sendTo(to, sender, a)
     this.#d.transport.flush()
   }
@@ -462,10 +595,22 @@ export class Decisions {
     }
   }
 
-  /** Fails what is in flight (the daemon stops). Idempotent. */
+  /**
+   * The daemon stops: nothing more is decided here (peers' DECIDEs are refused, so their askers
+   * go to the next decider once they hear LEAVE), and this host's own operations not being
+   * decided here fail. Idempotent.
+   */
   close(): void {
     this.#closed = true
-    for (const p of [...this.#pending.values()]) this.#fail(p)
+    for (const p of [...this.#ops]) if (!p.local) this.#fail(p)
+  }
+
+  /** Resolves once every decision under way here is answered (its copies made), or after `maxMs`. */
+  async idle(maxMs: number): Promise<void> {
+    let timer: TimerHandle | undefined
+    const late = new Promise<void>((resolve) => (timer = this.#d.clock.setTimeout(resolve, maxMs)))
+    await Promise.race([Promise.all([...this.#chains.values()]), late])
+    this.#d.clock.clearTimeout(timer)
   }
 }
 

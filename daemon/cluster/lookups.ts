@@ -142,7 +142,8 @@ interface Inflight {
   reqId: number
   nonce: Buffer
   digest: Buffer
-  waiters: ((f: Found) => void)[]
+  /** `sure`: a "not found" came from the MISSes of every member asked, not from the deadline, shedding or a stop. */
+  waiters: ((f: Found, sure: boolean) => void)[]
   missed: Set<string>
   /** Members whose MISS settles "not found"; undefined: every live member's. */
   expected: string[] | undefined
@@ -286,21 +287,30 @@ export class Lookups {
    * waits as long as that one asks.
    */
   lookup(key: string, timeoutMs = this.#o.lookupTimeoutMs): Promise<Found> {
+    return this.fetch(key, timeoutMs).then((r) => r.found)
+  }
+
+  /**
+   * As lookup, and whether a "not found" is sure: every member asked answered MISS (or this host
+   * is alone), rather than the deadline passing, the lookup being shed or the daemon stopping. A
+   * conditional write's decider (decisions.ts) does not decide on an unsure miss.
+   */
+  fetch(key: string, timeoutMs = this.#o.lookupTimeoutMs): Promise<{ found: Found; sure: boolean }> {
     const patience = Math.max(this.#o.lookupTimeoutMs, timeoutMs)
     const existing = this.#byKey.get(key)
     if (existing) {
       this.counters.coalesced++
       existing.deadline = Math.max(existing.deadline, existing.startedAt + patience)
-      return new Promise((resolve) => existing.waiters.push(resolve))
+      return new Promise((resolve) => existing.waiters.push((found, sure) => resolve({ found, sure })))
     }
-    if (this.#closed) return Promise.resolve(undefined)
+    if (this.#closed) return Promise.resolve({ found: undefined, sure: false })
     if (this.#byKey.size >= this.#o.maxInflightLookups) {
       this.counters.shed++
-      return Promise.resolve(undefined)
+      return Promise.resolve({ found: undefined, sure: false })
     }
     if (this.#peers.settled() && this.#peers.liveIds().length === 0) {
       this.counters.alone++
-      return Promise.resolve(undefined)
+      return Promise.resolve({ found: undefined, sure: true })
     }
     const { expected, changing } = this.#expectedFor(key)
     if (changing) this.counters.lookupsWidened++
@@ -338,7 +348,7 @@ export class Lookups {
     }
     this.#byKey.set(key, f)
     this.#byReq.set(reqId, f)
-    const p = new Promise<Found>((resolve) => f.waiters.push(resolve))
+    const p = new Promise<{ found: Found; sure: boolean }>((resolve) => f.waiters.push((found, sure) => resolve({ found, sure })))
     this.#send(f)
     return p
   }
@@ -482,11 +492,11 @@ export class Lookups {
     }
     if (now >= f.deadline - 0.5) {
       this.counters.timeouts++
-      this.#settle(f, undefined)
+      this.#settle(f, undefined, false)
     } else this.#send(f)
   }
 
-  #settle(f: Inflight, found: Found): void {
+  #settle(f: Inflight, found: Found, sure = true): void {
     if (this.#byKey.get(f.key) !== f) return
     this.#clock.clearTimeout(f.timer)
     this.observe((this.#clock.now() - f.startedAt) / 1000, found ? 'hit' : this.#clock.now() >= f.deadline - 0.5 ? 'timeout' : 'miss')
@@ -498,7 +508,7 @@ export class Lookups {
     }
     for (const r of f.parts.values()) r.release()
     f.parts.clear()
-    for (const w of f.waiters) w(found)
+    for (const w of f.waiters) w(found, sure)
   }
 
   /** The lookup a HIT or MISS answers, if it is bound to one in flight (reqId, nonce and key digest). */
@@ -712,6 +722,6 @@ export class Lookups {
   /** Answers every waiter "not found" and refuses new lookups. */
   close(): void {
     this.#closed = true
-    for (const f of [...this.#byKey.values()]) this.#settle(f, undefined)
+    for (const f of [...this.#byKey.values()]) this.#settle(f, undefined, false)
   }
 }

@@ -240,6 +240,30 @@ export class Membership {
     return { ids, changing }
   }
 
+  /**
+   * The member that decides `key`'s conditional writes as far as this host can tell: the first
+   * owner under the live view L (this host and every live member, trusted or in probation). The
+   * views other hosts hold lie between the stable view S and L (readOwners), and a member first in
+   * L is first under every view between them; so a host that is first in its own L, and has
+   * listened long enough to know every live member (complete), is the only one that may decide
+   * the key: two hosts that know each other cannot both be first in their L.
+   */
+  deciderOf(key: string): string {
+    const all = [this.selfId, ...this.liveIds()]
+    return owners(key, all, 1, this.#seeds)[0] ?? this.selfId
+  }
+
+  /** True when this host alone may decide `key` (deciderOf): it is first in L and has heard every live member. */
+  decidesHere(key: string): boolean {
+    return this.complete() && this.deciderOf(key) === this.selfId
+  }
+
+  /** True when member `id` has been silent for SUSPECT_HEARTBEATS: other hosts may soon count it dead. */
+  suspect(id: string): boolean {
+    const m = this.members.get(id)
+    return m !== undefined && this.#clock.now() - m.lastSeen > Math.min(SUSPECT_HEARTBEATS * this.#o.heartbeatMs, this.#o.deadAfterMs)
+  }
+
   /** True when the member list is complete and every member stable: readers ask the owners alone, as in a cluster that never changes. */
   steady(): boolean {
     const now = this.#clock.now()
