@@ -128,6 +128,11 @@ export const STATS = {
     unit: 'count',
     meaning: "Decisions put off because the fetch of a key the decider lacked ended at its deadline, not in every owner's MISS.",
   },
+  'cluster.decisionsUnheld': {
+    kind: 'counter',
+    unit: 'count',
+    meaning: 'Conditional writes applied at this decider whose copy no other host acknowledged in time: answered "outcome unknown".',
+  },
   'cluster.decidedUnmatched': {
     kind: 'counter',
     unit: 'count',

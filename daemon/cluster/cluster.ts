@@ -181,6 +181,7 @@ export class Cluster implements ClusterHooks {
   #healed(): void {
     const n = this.#store.forgetOlderThan(this.#isolatedBelow)
     this.counters.copiesForgottenAtHeal += n
+    this.decisions.healed()
     this.#log.warn({ forgotten: n }, 'copies from before the partition forgotten')
   }
 
@@ -358,7 +359,7 @@ export class Cluster implements ClusterHooks {
   }
 
   stored(key: string): Promise<void> | undefined {
-    return this.replicator.stored(key)
+    return this.replicator.stored(key)?.then(() => undefined)
   }
 
   decide(key: string, op: CondOp) {

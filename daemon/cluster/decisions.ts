@@ -88,6 +88,8 @@ export interface DecisionCounters {
   decisionFetchesUnsure: number
   /** Peers' DECIDEs dropped unapplied: too many queued for the key or in all (the asker retransmits). */
   decisionsShed: number
+  /** Decisions applied here whose copy no other host acknowledged in time: answered OUTCOME_UNKNOWN. */
+  decisionsUnheld: number
 }
 
 /** What decisions need from the rest of the cluster. */
@@ -101,7 +103,7 @@ export interface DecisionDeps {
   /** Fetches a key this host lacks from the peers (stored here when found); `sure`: a miss is every asked member's MISS, not a deadline. */
   fetch: (key: string) => Promise<{ found: unknown; sure: boolean }>
   /** A local write to copy to the owners (replication's `stored`): answer once it settles. */
-  stored: (key: string) => Promise<void> | undefined
+  stored: (key: string) => Promise<boolean> | undefined
   /** A local delete to send to the hosts that may hold a copy. */
   deleted: (key: string) => Promise<void> | undefined
   /** Remembers `id` as a holder of `key` (it keeps the decided value): later writes update it. */
@@ -184,6 +186,7 @@ export class Decisions {
     decisionWaitMs: 0,
     decisionWaitMaxMs: 0,
     decisionFetchesUnsure: 0,
+    decisionsUnheld: 0,
   }
   readonly #d: DecisionDeps
   readonly #o: DecisionOptions
@@ -202,6 +205,13 @@ export class Decisions {
   readonly #rememberMs: number
   #nextReqId = 1
   #closed = false
+  /**
+   * Bumped when a partition heals here (healed()): the keys this host holds may have been decided
+   * by the others meanwhile. A key is re-read from its owners before this host's first decision
+   * of it since (#verified holds the epoch each key was last read at).
+   */
+  #epoch = 0
+  readonly #verified = new BoundedMap<string, number>(MAX_REMEMBERED)
 
   constructor(o: DecisionOptions, deps: DecisionDeps) {
     this.#o = o
@@ -269,6 +279,7 @@ export class Decisions {
         },
         (e: unknown) => {
           p.local = false
+          if (e instanceof DecisionError) this.counters.decisionsFailed++
           this.#done(p, undefined, e as Error)
         },
       )
@@ -329,15 +340,21 @@ export class Decisions {
     if (!this.#mayDecide(key)) return NOT_HERE
     // A key held only elsewhere (this host just became its decider) is fetched first, so that
     // an `add` of a key that exists fails and an incr counts from its value.
-    if (!store.has(key)) {
+    // After a heal, a key held here may be older than what the others decided while this host was
+    // away (its own copy, written here while cut off, outlived the heal): it is read from the
+    // owners first, and the newer version kept (the store refuses an older copy).
+    const epoch = this.#epoch
+    const reread = epoch > 0 && store.has(key) && this.#verified.get(key) !== epoch
+    if (!store.has(key) || reread) {
       const got = await this.#d.fetch(key).catch(() => ({ found: undefined, sure: false }))
       if (!this.#mayDecide(key)) return NOT_HERE
       // Not found only because an owner did not answer in time (a loaded or dying host): it may
       // hold the key, so nothing is decided on that; the operation waits and is tried again.
-      if (!got.found && !got.sure && !store.has(key)) {
+      if (!got.found && !got.sure && (reread || !store.has(key))) {
         this.counters.decisionFetchesUnsure++
         return NOT_HERE
       }
+      if (epoch > 0) this.#verified.set(key, epoch)
     }
     const r = applyConditional(store, key, op)
     if (r.wrote === 'delete') {
@@ -349,7 +366,14 @@ export class Decisions {
       const copied = this.#d.stored(key)
       // flush: the copies leave now, not at the end of this turn, so the wait is one round trip.
       this.#d.transport.flush()
-      if (copied) await copied
+      // No other host acknowledged the copy in time (this host cut off, say): the next decider
+      // may never see this outcome and decide the key again from the previous value, so it is
+      // not given as a success. It stays applied here, and its copies are still retried.
+      const held = copied ? await copied : true
+      if (!held) {
+        this.counters.decisionsUnheld++
+        throw new DecisionError('OUTCOME_UNKNOWN', 'outcome unknown: no other host acknowledged the decided write')
+      }
     }
     return r.wrote ? { ...r, version: store.version(key) } : r
   }
@@ -446,6 +470,7 @@ export class Decisions {
         }
         return this.#wait(p)
       }
+      if (m.wrote === DecideRefusal.OUTCOME_UNKNOWN) return this.#fail(p)
       const code = m.wrote === DecideRefusal.BAD_TTL ? 'BAD_TTL' : 'TOO_LARGE'
       this.#done(p, undefined, new StoreError(code, code === 'BAD_TTL' ? 'bad TTL' : 'object too large for cache'))
       return
@@ -472,6 +497,16 @@ export class Decisions {
     if (m.wrote !== DecidedWrote.NOTHING) d.version = m.version
     if ((p.op.kind === CondKind.INCR || p.op.kind === CondKind.DECR) && m.outcome === CondOutcome.STORED) d.number = m.number
     this.#done(p, d)
+  }
+
+  /**
+   * A partition healed here (membership.ts: onPartitionHealed): the others may have decided keys
+   * this host holds while it was cut off, so each is re-read from its owners before it is next
+   * decided here.
+   */
+  healed(): void {
+    this.#epoch++
+    this.#verified.clear()
   }
 
   /** A decider that died or left: what was asked of it may or may not be applied. */
@@ -561,6 +596,9 @@ export class Decisions {
       },
       (err: unknown) => {
         if (err instanceof StoreError) refuse(err.code === 'BAD_TTL' ? DecideRefusal.BAD_TTL : DecideRefusal.TOO_LARGE)
+        // Applied here but held nowhere else: remembered (a repeat gets the same answer, never a
+        // second application) and answered as unknown.
+        else if (err instanceof DecisionError) refuse(DecideRefusal.OUTCOME_UNKNOWN)
         else this.#remembered.delete(id)
       },
     )

@@ -162,7 +162,13 @@ export class Membership {
    * datagram and jitter included), or deadAfterMs if shorter.
    */
   complete(): boolean {
-    return this.#clock.now() - this.#startedAt > Math.min(this.#o.deadAfterMs, SETTLE_HEARTBEATS * this.#o.heartbeatMs)
+    // A host that was cut off (it declared every trusted member dead) and hears members again is
+    // a newcomer to them: they dropped it and learn of it only from its next ANNOUNCEs, so until
+    // they surely have, one of them may still be first in its own view for a key this host
+    // outranks. It listens again as at start, and decides nothing meanwhile (decidesHere).
+    const settle = Math.min(this.#o.deadAfterMs, SETTLE_HEARTBEATS * this.#o.heartbeatMs)
+    const now = this.#clock.now()
+    return now - this.#startedAt > settle && now - this.#isolationEndedAt > settle
   }
 
   /** A new heartbeat: NEW_TRUSTED_PER_HEARTBEAT more may be trusted. */

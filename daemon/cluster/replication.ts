@@ -186,7 +186,7 @@ export class Replicator {
   }
 
   /** An application stored `key` here: see Writes.stored. Returns the wait for its copies, if any. */
-  stored(key: string): Promise<void> | undefined {
+  stored(key: string): Promise<boolean> | undefined {
     return this.#writes.stored(key)
   }
 

@@ -117,4 +117,9 @@ export const DecideRefusal = {
   TOO_LARGE: 2,
   /** The store refused the TTL (StoreError BAD_TTL). */
   BAD_TTL: 3,
+  /**
+   * Applied at the decider, but no other host acknowledged its copy in time: a later decider may
+   * not see it, so the asker answers "outcome unknown" (DecisionError OUTCOME_UNKNOWN).
+   */
+  OUTCOME_UNKNOWN: 4,
 } as const

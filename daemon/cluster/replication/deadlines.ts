@@ -32,9 +32,10 @@ export class Deadlines {
 
   /**
    * A waiter settled by `count` resolves (one per job it was handed to), or `ms` from now,
-   * whichever is first; `late` runs when the deadline came first. Settles once.
+   * whichever is first; `late` runs when the deadline came first, told how many resolves had
+   * come. Settles once.
    */
-  waiter(count: number, ms: number, done: () => void, late?: () => void): CopyWaiter {
+  waiter(count: number, ms: number, done: () => void, late?: (acked: number) => void): CopyWaiter {
     let left = count
     const w: CopyWaiter = {
       settled: false,
@@ -47,7 +48,7 @@ export class Deadlines {
       expire: () => {
         if (w.settled) return
         w.settled = true
-        late?.()
+        late?.(count - left)
         done()
       },
     }

@@ -62,9 +62,11 @@ export class Writes {
    *
    * A reader asks the owners only, and a host that holds a copy serves it: so the SET is answered
    * when every owner and every holder remembered here has acknowledged its copy (below), or after
-   * three ACK timeouts at most. Returns that wait, if any.
+   * three ACK timeouts at most. Returns that wait, if any: it resolves false when the deadline
+   * passed with no target's acknowledgement (no other host is known to hold the new entry; a
+   * conditional write's decider answers "outcome unknown" then, decisions.ts).
    */
-  stored(key: string): Promise<void> | undefined {
+  stored(key: string): Promise<boolean> | undefined {
     if (!this.#replicates || this.#closed) return undefined
     const self = this.#peers.selfId
     const targets = this.#placement.owners(key, [self, ...this.#peers.aliveIds()])
@@ -92,18 +94,20 @@ export class Writes {
     }
     let waiter: CopyWaiter | undefined
     let late = false
-    const wait = new Promise<void>((resolve) => {
+    let acked = true
+    const wait = new Promise<boolean>((resolve) => {
       waiter = this.#deadlines.waiter(
         to.size,
         3 * this.#o.replicationAckTimeoutMs,
         () => {
           if (departed && !late) this.#fallback.send(key, below, 'invalidationsMembership')
-          resolve()
+          resolve(acked)
         },
         // A target silent past the deadline (dead, not declared so yet) may hold the old value,
         // and hosts that fetched it there are reached only through it: the group drops it first.
-        () => {
+        (n) => {
           late = true
+          acked = n > 0
           this.#fallback.send(key, below, 'invalidationsUnacked')
         },
       )
