@@ -137,7 +137,11 @@ export class Cluster implements ClusterHooks {
     this.decisions = new Decisions(
       // Long enough for the decider to fetch the key and wait for its copies on a loaded host;
       // only a lost decider makes anyone wait this long.
-      { deadlineMs: Math.max(5000, 20 * o.lookupTimeoutMs), retransmitMs: Math.max(10, o.lookupTimeoutMs / 2) },
+      {
+        deadlineMs: Math.max(5000, 20 * o.lookupTimeoutMs),
+        retransmitMs: Math.max(10, o.lookupTimeoutMs / 2),
+        replayWindowMs: o.replayWindowMs,
+      },
       {
         transport: this.transport,
         store,
@@ -271,6 +275,7 @@ export class Cluster implements ClusterHooks {
         msg.type === MsgType.DELETE_AWAITED ||
         msg.type === MsgType.REPLICATE ||
         msg.type === MsgType.REPLICATE_AWAITED ||
+        msg.type === MsgType.DECIDED ||
         msg.type === MsgType.HIT) &&
       this.#futureVersion(msg.version, sentAtMs)
     ) {

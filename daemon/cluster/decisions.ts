@@ -120,6 +120,12 @@ export interface DecisionOptions {
   deadlineMs: number
   /** First retransmit interval (ms); doubled up to RETRANSMIT_MAX_MS. */
   retransmitMs: number
+  /**
+   * How old a datagram the transport still takes (`replayWindowMs`): outcomes are remembered at
+   * least this long, so a DECIDE held back by an attacker on the path and delivered late is
+   * answered from memory, never applied twice. Default 0.
+   */
+  replayWindowMs?: number
 }
 
 /** How long a decider remembers an outcome for repeats (ms): past any asker's deadline. */
@@ -216,7 +222,7 @@ export class Decisions {
   constructor(o: DecisionOptions, deps: DecisionDeps) {
     this.#o = o
     this.#d = deps
-    this.#rememberMs = o.deadlineMs + REMEMBER_MS
+    this.#rememberMs = Math.max(o.deadlineMs, o.replayWindowMs ?? 0) + REMEMBER_MS
   }
 
   /** Conditional writes of this host's not yet answered. */
