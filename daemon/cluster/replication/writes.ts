@@ -23,6 +23,8 @@ export interface WriteParts {
   reach: Reach | undefined
 }
 
+/** Bytes of a value per extra ACK timeout its awaited copies may take (see `stored`). */
+export const COPY_STEP_BYTES = 64 * 1024
 export class Writes {
   readonly counters: ReplicationCounters
   readonly #o: ReplicationOptions
@@ -95,10 +97,15 @@ export class Writes {
     let waiter: CopyWaiter | undefined
     let late = false
     let acked = true
+    // A large value goes in many chunks and is acknowledged once reassembled: its deadline grows
+    // by one ACK timeout per COPY_STEP_BYTES (1 MiB: 16 more), so a copy that is arriving is not
+    // taken for a silent target (and a conditional write's decider does not answer "unknown").
+    const bytes = this.#store.peek(key)?.value.length ?? 0
+    const ms = (3 + Math.floor(bytes / COPY_STEP_BYTES)) * this.#o.replicationAckTimeoutMs
     const wait = new Promise<boolean>((resolve) => {
       waiter = this.#deadlines.waiter(
         to.size,
-        3 * this.#o.replicationAckTimeoutMs,
+        ms,
         () => {
           if (departed && !late) this.#fallback.send(key, below, 'invalidationsMembership')
           resolve(acked)
