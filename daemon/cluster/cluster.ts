@@ -179,8 +179,9 @@ export class Cluster implements ClusterHooks {
    * by now). Served here it would be a stale read or an undone delete; pushed by the re-placement
    * scan once the members are trusted again, it would bring a deleted session back to its owners.
    * So those copies are forgotten, with no tombstone, before anyone is trusted: a read here asks
-   * the owners, and the others, to whom this host is a new member, push it the keys it owns.
-   * Copies written here while cut off are kept (see docs/consistency.md, "Partitions").
+   * the owners, and the others, to whom this host is a new member, push it the keys it owns (not
+   * after a cut one way only, in which the others never dropped this host: a known flaw,
+   * docs/consistency.md "Partitions"). Copies written here while cut off are kept.
    */
   #healed(): void {
     const n = this.#store.forgetOlderThan(this.#isolatedBelow)
